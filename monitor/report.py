@@ -1,0 +1,319 @@
+"""Turn what was measured into the report: the brief's structure plus what users need.
+
+Used by the monitor process, and by the plugin itself when the monitor is gone, so it never
+imports pytest, zmq or psutil.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+MB = 1024.0 * 1024.0
+
+#: Pretty-print reports up to this many tests; larger ones are written compactly (fast).
+INDENT_LIMIT = 10000
+
+METHOD_TIME = "pytest-report-durations"
+METHOD_CPU = "process-cpu-time"
+METHOD_RSS_BOUNDARY = "proc-statm-at-boundaries"
+METHOD_PEAK_KERNEL = "kernel-peak-rss-reset-at-boundaries"
+METHOD_SAMPLED = "psutil-sampled"
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Worker:
+    """One process that ran tests: the pytest process itself, or one xdist worker."""
+
+    wid: str
+    pid: int
+    joined: float
+    left: Optional[float] = None
+    records: list = field(default_factory=list)
+    samples_t: list = field(default_factory=list)  # sample times, ascending
+    samples_rss: list = field(default_factory=list)  # RSS bytes at those times
+    sampled_peak: int = 0
+    boundary_methods: Optional[dict] = None  # what the plugin could read in this process
+
+
+@dataclass
+class RunData:
+    """Everything the monitor (or the plugin's fallback) holds when the run ends."""
+
+    workers: dict = field(default_factory=dict)  # wid -> Worker
+    crashed: list = field(default_factory=list)  # [{"nodeid", "worker", "time"}]
+    concurrent_peak: Optional[tuple] = None  # (time, total_bytes, {wid: rss_bytes})
+    sample_interval: Optional[float] = None
+    counters: dict = field(default_factory=dict)  # protocol errors and drops by name
+    records_dropped: int = 0
+    collector: str = "monitor"  # "monitor" or "plugin-fallback"
+    warnings: list = field(default_factory=list)
+
+
+def _window(w: Worker, start: float, stop: float) -> tuple[Optional[int], Optional[int], int]:
+    """Sampled (start, end, peak) RSS of worker ``w`` over [start, stop]; None where unknown."""
+    ts = w.samples_t
+    if not ts:
+        return None, None, 0
+    lo = bisect_left(ts, start)
+    hi = bisect_right(ts, stop)
+    rss = w.samples_rss
+    s = rss[lo - 1] if lo > 0 else rss[lo]
+    e = rss[hi] if hi < len(ts) else rss[hi - 1]
+    peak = max(rss[lo:hi], default=0)
+    return s, e, max(peak, s, e)
+
+
+def _mb(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v / MB, 3)
+
+
+def _test_entry(rec: list, w: Worker) -> dict:
+    (_, start, stop, setup, call, teardown, outcome, rss0, peak, rss1, cpu, wall) = rec
+    setup = setup or 0.0
+    call = call or 0.0
+    teardown = teardown or 0.0
+    if rss0 is not None and rss1 is not None:
+        if peak is None:  # boundary RSS readable but no kernel peak: samples decide the peak
+            peak = max(_window(w, start, stop)[2], rss0, rss1)
+        else:
+            peak = max(peak, rss0, rss1)
+    else:
+        rss0, rss1, peak = _window(w, start, stop)
+        if rss0 is None:
+            peak = None
+    memory = {
+        "start_mb": _mb(rss0),
+        "peak_mb": _mb(peak),
+        "end_mb": _mb(rss1),
+        "delta_mb": None if rss0 is None or rss1 is None else round((rss1 - rss0) / MB, 3),
+    }
+    cpu_percent = None
+    if cpu is not None and wall:
+        cpu_percent = round(100.0 * cpu / wall, 1)
+    return {
+        "duration": round(setup + call + teardown, 6),
+        "setup_time": round(setup, 6),
+        "call_time": round(call, 6),
+        "teardown_time": round(teardown, 6),
+        "memory": memory,
+        "cpu_percent": cpu_percent,
+        "outcome": outcome,
+        "worker": w.wid,
+        "pid": w.pid,
+        "start": round(start, 6),
+    }
+
+
+def _crash_entry(crash: dict, w: Optional[Worker]) -> dict:
+    """A test whose worker died under it: what the samples saw from its start to the crash."""
+    start = crash.get("start")
+    if w is not None and start is None:
+        start = w.records[-1][2] if w.records else w.joined
+    stop = crash["time"]
+    rss0 = rss1 = peak = None
+    if w is not None and start is not None:
+        rss0, rss1, peak = _window(w, start, stop)
+        if rss0 is None:
+            peak = None
+    dur = None if start is None else round(max(0.0, stop - start), 6)
+    return {
+        "duration": dur,
+        "setup_time": None,
+        "call_time": None,
+        "teardown_time": None,
+        "memory": {
+            "start_mb": _mb(rss0),
+            "peak_mb": _mb(peak),
+            "end_mb": _mb(rss1),
+            "delta_mb": None if rss0 is None or rss1 is None else round((rss1 - rss0) / MB, 3),
+        },
+        "cpu_percent": None,
+        "outcome": "crashed",
+        "worker": crash.get("worker"),
+        "pid": None if w is None else w.pid,
+        "start": None if start is None else round(start, 6),
+    }
+
+
+def _methods(data: RunData) -> dict:
+    peak_kernel = rss_boundary = True
+    for w in data.workers.values():
+        m = w.boundary_methods or {}
+        peak_kernel &= bool(m.get("peak"))
+        rss_boundary &= bool(m.get("rss"))
+    sampled = data.sample_interval is not None
+    fallback = METHOD_SAMPLED if sampled else None
+    return {
+        "time": METHOD_TIME,
+        "cpu": METHOD_CPU,
+        "memory": METHOD_RSS_BOUNDARY if rss_boundary and data.workers else fallback,
+        "memory_peak": METHOD_PEAK_KERNEL if peak_kernel and data.workers else fallback,
+        "sample_interval": data.sample_interval,
+    }
+
+
+def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
+    """Build the report dict. ``session`` carries what only pytest knows (start, exit status)."""
+    tests: dict[str, dict] = {}
+    by_worker_peak: dict[str, int] = {}
+    for w in data.workers.values():
+        peak = w.sampled_peak
+        for rec in w.records:
+            entry = _test_entry(rec, w)
+            tests[rec[0]] = entry
+            if rec[8] is not None and rec[8] > peak:
+                peak = rec[8]
+        by_worker_peak[w.wid] = peak
+    for crash in data.crashed:
+        w = data.workers.get(crash.get("worker"))
+        tests[crash["nodeid"]] = _crash_entry(crash, w)
+
+    durations = [t["duration"] for t in tests.values() if t["duration"] is not None]
+    deltas = [
+        t["memory"]["delta_mb"] for t in tests.values() if t["memory"]["delta_mb"] is not None
+    ]
+    outcomes: dict[str, int] = {}
+    for t in tests.values():
+        outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
+
+    start = session.get("start") or time.time()
+    stop = session.get("stop") or time.time()
+    wall = max(0.0, stop - start)
+    total = sum(durations)
+    summary = {
+        "total_duration": round(total, 6),
+        "avg_duration": round(total / len(durations), 6) if durations else 0.0,
+        "max_duration": round(max(durations), 6) if durations else 0.0,
+        "min_duration": round(min(durations), 6) if durations else 0.0,
+        "avg_memory_delta_mb": round(sum(deltas) / len(deltas), 3) if deltas else 0.0,
+        "max_memory_delta_mb": round(max(deltas), 3) if deltas else 0.0,
+        "outcomes": outcomes,
+        "parallel_efficiency": round(total / (wall * max(1, len(data.workers))), 4)
+        if wall > 0
+        else None,
+    }
+
+    workers = {}
+    for w in data.workers.values():
+        busy = sum(t["duration"] or 0.0 for t in tests.values() if t["worker"] == w.wid)
+        left = w.left if w.left is not None else stop
+        life = max(0.0, left - w.joined)
+        workers[w.wid] = {
+            "pid": w.pid,
+            "tests": sum(1 for t in tests.values() if t["worker"] == w.wid),
+            "busy_time": round(busy, 6),
+            "idle_time": round(max(0.0, life - busy), 6),
+            "peak_rss_mb": _mb(by_worker_peak.get(w.wid) or None),
+        }
+
+    concurrent = None
+    if data.concurrent_peak is not None:
+        t_peak, total_rss, per = data.concurrent_peak
+        running = {}
+        for wid, rss in per.items():
+            test = None
+            for nodeid, t in tests.items():
+                if t["worker"] == wid and t["start"] is not None and t["duration"] is not None:
+                    if t["start"] <= t_peak <= t["start"] + t["duration"] + 0.001:
+                        test = nodeid
+                        break
+            running[wid] = {"rss_mb": _mb(rss), "test": test}
+        concurrent = {"total_rss_mb": _mb(total_rss), "time": iso(t_peak), "workers": running}
+
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "session": {
+            "duration": round(wall, 6),
+            "total_tests": len(tests),
+            "timestamp": iso(start),
+            "exit_status": session.get("exit_status"),
+            "pytest_version": session.get("pytest_version"),
+            "perfmon_version": __version__,
+            "collector": data.collector,
+            "measurement": _methods(data),
+            "records_dropped": data.records_dropped,
+            "protocol_errors": dict(data.counters),
+            "warnings": list(data.warnings),
+        },
+    }
+    if system is not None:
+        report["system"] = system
+    report["tests"] = tests
+    report["summary"] = summary
+    report["workers"] = workers
+    report["concurrent_memory_peak"] = concurrent
+    return report
+
+
+def system_info(python_version: Optional[str] = None) -> dict:
+    """The brief's system block. Uses psutil where present, the standard library otherwise."""
+    import platform
+
+    mem_total = None
+    try:
+        import psutil
+
+        mem_total = psutil.virtual_memory().total
+    except Exception:
+        try:
+            mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            pass
+    return {
+        "platform": platform.system(),
+        "platform_release": platform.release(),
+        "machine": platform.machine(),
+        "python_version": python_version or platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "memory_total_mb": _mb(mem_total),
+        "timestamp": iso(time.time()),
+    }
+
+
+def write_atomic(report: dict, path: str) -> None:
+    """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    indent = 2 if len(report.get("tests", ())) <= INDENT_LIMIT else None
+    fd, tmp = tempfile.mkstemp(prefix=".perfmon-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=indent, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_elsewhere(report: dict) -> Optional[str]:
+    """Last resort when the asked-for path cannot be written: a fresh file in the temp dir."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="perfmon-report-", suffix=".json")
+        os.close(fd)
+        write_atomic(report, path)
+        return path
+    except OSError:
+        return None
+
+
+def load_schema() -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "report.schema.json"), encoding="utf-8") as f:
+        return json.load(f)

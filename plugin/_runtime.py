@@ -1,0 +1,644 @@
+"""Everything --perf-monitor switches on: process roles, boundary counters, the ZeroMQ client.
+
+Roles, chosen once in :func:`configure`:
+
+* ``LocalSession``: plain pytest. Spawns and owns the monitor, measures every test, sends batches.
+* ``ControllerSession``: the xdist controller. Spawns and owns the monitor, hands its endpoint to
+  the workers, runs no tests.
+* ``WorkerSession``: an xdist worker. Measures and sends to the controller's monitor; never spawns.
+
+The measured path is ``Measurer.pytest_runtest_protocol`` and ``pytest_runtest_logreport``: a few
+kernel counters read at the test's boundaries and one list appended per test; a batch is sent
+every ``BATCH_RECORDS`` tests or ``BATCH_SECONDS`` seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Optional
+
+import pytest
+import zmq
+from perfmon import protocol as P
+from perfmon import report as R
+
+# The real clocks, captured at import: freezegun / time-machine in a user's tests patch module
+# attributes named like these, never these bound references.
+_time = time.time
+_perf = time.perf_counter
+_cpu = time.process_time
+
+BATCH_RECORDS = 128
+BATCH_SECONDS = 0.5
+READY_TIMEOUT = 20.0  # first test waits at most this long for the monitor
+BYE_TIMEOUT = 10.0
+DONE_TIMEOUT = 120.0  # the monitor writing the report (100k tests take a few seconds)
+REAP_TIMEOUT = 5.0
+
+PLUGIN_NAME = "perfmon-session"
+
+
+# --- boundary counters --------------------------------------------------------------------------
+
+
+def _none() -> None:
+    return None
+
+
+class Counters:
+    """Kernel counters read at test boundaries: RSS, peak RSS since the last reset.
+
+    Linux: /proc/self/statm for RSS, VmHWM of /proc/self/status for the peak, reset by writing
+    "5" to /proc/self/clear_refs. Elsewhere (or where /proc refuses), every reader returns None
+    and the monitor's samples decide; ``methods`` tells the monitor which is which.
+    """
+
+    def __init__(self) -> None:
+        self.rss: Callable[[], Optional[int]] = _none
+        self.peak: Callable[[], Optional[int]] = _none
+        self.reset: Callable[[], Optional[int]] = _none
+        self.fds: list = []
+        self.methods = {"rss": False, "peak": False}
+        if not sys.platform.startswith("linux"):
+            return
+        pread = os.pread
+        try:
+            statm = os.open("/proc/self/statm", os.O_RDONLY)
+            self.fds.append(statm)
+            page = os.sysconf("SC_PAGE_SIZE")
+
+            def rss() -> int:
+                return int(pread(statm, 96, 0).split()[1]) * page
+
+            rss()
+            self.rss = rss
+            self.methods["rss"] = True
+        except (OSError, ValueError, IndexError):
+            return
+        try:
+            status = os.open("/proc/self/status", os.O_RDONLY)
+            self.fds.append(status)
+            clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
+            self.fds.append(clear)
+            write = os.write
+
+            def reset() -> int:
+                return write(clear, b"5")
+
+            def peak() -> int:
+                data = pread(status, 4096, 0)
+                i = data.index(b"VmHWM:") + 6
+                return int(data[i : data.index(b"kB", i)]) * 1024
+
+            reset()
+            before = peak()
+            if before <= 0:
+                raise ValueError("VmHWM not maintained")
+            self.reset, self.peak = reset, peak
+            self.methods["peak"] = True
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+
+
+# --- the ZeroMQ client --------------------------------------------------------------------------
+
+
+class Client:
+    """A DEALER socket to the monitor. Batches are fire-and-forget; hello/bye/finish wait (bounded).
+
+    Every batch frame sent is kept until the end, so that nothing measured is lost if the
+    monitor dies: the owner then writes the report itself from these frames.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx = zmq.Context(io_threads=1)
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SNDHWM, 100000)
+        self.sock.connect(endpoint)
+        self.frames: list = []
+        self.ready = False
+        self.alive = True  # False once we know the monitor cannot take our data
+        self.problem: Optional[str] = None
+
+    def send(self, frame: bytes) -> bool:
+        try:
+            self.sock.send(frame, zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:
+            return False
+
+    def batch(self, records: list) -> None:
+        frame = P.pack(P.BATCH, [len(self.frames), records])
+        self.frames.append(frame)
+        if self.alive:
+            self.send(frame)  # a frame that could not go now is resent after "bye" reports it
+
+    def wait(
+        self, kind: str, timeout: float, alive: Optional[Callable[[], bool]] = None
+    ) -> Optional[Any]:
+        """Wait at most ``timeout`` seconds for a reply of ``kind``; None on timeout/death."""
+        deadline = _perf() + timeout
+        while True:
+            left = deadline - _perf()
+            if left <= 0:
+                return None
+            if self.sock.poll(min(left, 0.1) * 1000, zmq.POLLIN):
+                try:
+                    got, body = P.unpack(self.sock.recv(zmq.NOBLOCK))
+                except (P.ProtocolError, zmq.ZMQError):
+                    continue
+                if got == kind:
+                    return body
+                if got == P.ERROR and isinstance(body, dict):
+                    self.problem = f"monitor refused: {body.get('message')}"
+                    return None
+            elif alive is not None and not alive():
+                return None
+
+    def bye(self, alive: Optional[Callable[[], bool]] = None) -> bool:
+        """Say goodbye; resend whatever the monitor reports missing. True once all arrived."""
+        for _ in range(3):
+            if not self.send(P.pack(P.BYE, {"sent": len(self.frames)})):
+                return False
+            ack = self.wait(P.ACK, BYE_TIMEOUT, alive)
+            if not isinstance(ack, dict):
+                return False
+            missing = ack.get("missing") or []
+            if not missing:
+                return True
+            for seq in missing:
+                if isinstance(seq, int) and 0 <= seq < len(self.frames):
+                    self.send(self.frames[seq])
+        return False
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+# --- the measuring role -------------------------------------------------------------------------
+
+
+class Measurer:
+    """Hooks that run in the process that runs tests (plain pytest, or an xdist worker)."""
+
+    wid = "main"
+
+    def start_measuring(self, client: Optional[Client]) -> None:
+        self.client = client
+        self.counters = Counters()
+        self.buf: list = []
+        self.phase: dict = {}
+        self.outcome = "passed"
+        self.last_flush = _perf()
+        self.start = _time()
+
+    def hello(self, role: str) -> None:
+        if self.client is not None:
+            self.client.send(
+                P.pack(
+                    P.HELLO,
+                    {
+                        "role": role,
+                        "pid": os.getpid(),
+                        "worker": self.wid,
+                        "methods": self.counters.methods,
+                        "python": ".".join(map(str, sys.version_info[:3])),
+                    },
+                )
+            )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Any:
+        counters = self.counters
+        self.phase = phase = {}
+        self.outcome = "passed"
+        counters.reset()
+        rss0 = counters.rss()
+        t0 = _time()
+        p0 = _perf()
+        c0 = _cpu()
+        yield
+        c1 = _cpu()
+        p1 = _perf()
+        t1 = _time()
+        peak = counters.peak()
+        rss1 = counters.rss()
+        buf = self.buf
+        buf.append(
+            [
+                item.nodeid.encode("utf-8", "surrogateescape"),
+                t0,
+                t1,
+                phase.get("setup"),
+                phase.get("call"),
+                phase.get("teardown"),
+                self.outcome,
+                rss0,
+                peak,
+                rss1,
+                c1 - c0,
+                p1 - p0,
+            ]
+        )
+        if len(buf) >= BATCH_RECORDS or p1 - self.last_flush > BATCH_SECONDS:
+            self.flush(p1)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        when = report.when
+        self.phase[when] = report.duration
+        if report.passed:
+            if when == "call":
+                self.outcome = "xpassed" if hasattr(report, "wasxfail") else "passed"
+        elif report.failed:
+            self.outcome = "failed" if when == "call" else "error"
+        elif report.skipped:
+            self.outcome = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+
+    def flush(self, now: Optional[float] = None) -> None:
+        if self.buf:
+            if self.client is not None:
+                self.client.batch(self.buf)
+            else:
+                self.local_records.extend(self.buf)
+            self.buf = []
+        self.last_flush = _perf() if now is None else now
+
+    @property
+    def local_records(self) -> list:
+        # Only used when no client could be made at all: records stay in this process.
+        if not hasattr(self, "_local"):
+            self._local: list = []
+        return self._local
+
+    def records(self) -> list:
+        """Every record measured here, decoded (for a report written without the monitor)."""
+        out = list(getattr(self, "_local", []))
+        if self.client is not None:
+            out.extend(frames_to_records(self.client.frames))
+        return [P.check_record(r) for r in out]
+
+    def wait_ready(self, alive: Optional[Callable[[], bool]] = None) -> None:
+        client = self.client
+        if client is None or client.ready or not client.alive:
+            return
+        if client.wait(P.READY, READY_TIMEOUT, alive) is None:
+            client.alive = False
+            if client.problem is None:
+                client.problem = f"the monitor did not answer within {READY_TIMEOUT:.0f} s"
+        else:
+            client.ready = True
+
+
+def frames_to_records(frames: list) -> list:
+    out: list = []
+    for frame in frames:
+        _, (_, recs) = P.unpack(frame)
+        out.extend(recs)
+    return out
+
+
+# --- the owning roles ---------------------------------------------------------------------------
+
+
+class Owner:
+    """Spawns the monitor process, finishes the session through it, reaps it."""
+
+    config: pytest.Config
+    settings: dict
+
+    def spawn(self) -> Optional[str]:
+        """Start the monitor; return its endpoint, or None (with self.warnings set) on failure."""
+        self.warnings: list = []
+        self.proc: Optional[subprocess.Popen] = None
+        self.tmpdir = tempfile.mkdtemp(prefix="perfmon-")  # mode 0700
+        self.report: Optional[dict] = None
+        self.report_path: Optional[str] = None
+        endpoint_file = None
+        if os.name == "posix" and zmq.has("ipc"):
+            endpoint = "ipc://" + os.path.join(self.tmpdir, "monitor.sock")
+        else:
+            endpoint = "tcp://127.0.0.1:0"
+            endpoint_file = os.path.join(self.tmpdir, "endpoint")
+        s = self.settings
+        cmd = [
+            sys.executable,
+            "-m",
+            "perfmon.monitor",
+            "--endpoint",
+            endpoint,
+            "--output",
+            s["output"],
+            "--interval",
+            repr(s["interval"]),
+            "--parent",
+            str(os.getpid()),
+        ]
+        if endpoint_file:
+            cmd += ["--endpoint-file", endpoint_file]
+        if not s["system_info"]:
+            cmd.append("--no-system-info")
+        self.log_path = os.path.join(self.tmpdir, "monitor.log")
+        kwargs: dict = {}
+        if os.name == "posix":
+            kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
+        else:
+            kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
+        try:
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    close_fds=True,
+                    **kwargs,
+                )
+        except OSError as exc:
+            self.warnings.append(f"cannot start the monitor: {exc}")
+            return None
+        if endpoint_file:
+            endpoint = self._read_endpoint(endpoint_file)
+        return endpoint
+
+    def _read_endpoint(self, path: str) -> Optional[str]:
+        deadline = _perf() + READY_TIMEOUT
+        while _perf() < deadline and self.monitor_alive():
+            try:
+                with open(path) as f:
+                    return f.read().strip()
+            except OSError:
+                time.sleep(0.01)
+        self.warnings.append("the monitor did not publish its endpoint: " + self._log_tail())
+        return None
+
+    def monitor_alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _log_tail(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            lines = []
+        if self.proc is not None and self.proc.poll() is not None:
+            code = f"exit code {self.proc.returncode}"
+        else:
+            code = "still running"
+        return f"{lines[-1]} ({code})" if lines else code
+
+    def session_info(self, exitstatus: Any) -> dict:
+        return {
+            "start": self.start,
+            "stop": _time(),
+            "exit_status": int(exitstatus),
+            "pytest_version": pytest.__version__,
+            "warnings": list(self.warnings),
+        }
+
+    def finish(self, client: Optional[Client], info: dict) -> bool:
+        """Ask the monitor to write the report. True when it did."""
+        if client is None or not client.alive or not self.monitor_alive():
+            return False
+        if not client.send(P.pack(P.FINISH, info)):
+            return False
+        done = client.wait(P.DONE, DONE_TIMEOUT, self.monitor_alive)
+        if not isinstance(done, dict):
+            return False
+        if done.get("ok"):
+            self.report_path = done.get("path")
+            return True
+        # The monitor could not write where asked; it says where the report went instead.
+        self.warnings.append(str(done.get("error")))
+        if done.get("saved_to"):
+            self.report_path = done["saved_to"]
+        return True
+
+    def fallback(self, data: R.RunData, info: dict) -> None:
+        """Write the report from the plugin's own measurements (the monitor is gone)."""
+        data.collector = "plugin-fallback"
+        info["warnings"] = list(self.warnings)
+        data.warnings = list(self.warnings)
+        system = R.system_info() if self.settings["system_info"] else None
+        report = R.build(data, info, system)
+        path = self.settings["output"]
+        try:
+            R.write_atomic(report, path)
+        except OSError as exc:
+            self.warnings.append(f"cannot write {path}: {exc.strerror or exc}")
+            path = R.save_elsewhere(report)
+            if path:
+                self.warnings.append(f"report saved to {path} instead")
+        self.report_path = path
+        self.report = report
+
+    def reap(self) -> None:
+        proc = self.proc
+        if proc is not None:
+            try:
+                proc.wait(REAP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(REAP_TIMEOUT)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    # -- terminal output --------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        tr = terminalreporter
+        for w in self.warnings:
+            tr.write_line(f"perfmon: warning: {w}", yellow=True)
+        if self.report_path is None:
+            return
+        if self.settings["print_summary"]:
+            report = self.report
+            if report is None:
+                try:
+                    with open(self.report_path, encoding="utf-8") as f:
+                        report = json.load(f)
+                except (OSError, ValueError) as exc:
+                    tr.write_line(f"perfmon: warning: cannot read the report back: {exc}")
+                    return
+            from ._summary import write_summary
+
+            write_summary(tr, report)
+        if tr.config.option.verbose >= 0:
+            tr.write_line(f"perfmon: report written to {self.report_path}")
+
+
+class LocalSession(Measurer, Owner):
+    """Plain pytest: one process that owns the monitor and runs the tests."""
+
+    def __init__(self, config: pytest.Config, settings: dict) -> None:
+        self.config = config
+        self.settings = settings
+        endpoint = self.spawn()
+        self.start_measuring(Client(endpoint) if endpoint else None)
+        self.hello("local")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        self.wait_ready(self.monitor_alive)
+        if self.client is not None and not self.client.ready:
+            self.warnings.append(
+                f"the monitor is not running ({self.client.problem or self._log_tail()}); "
+                "measuring in pytest, without sampling"
+            )
+        yield
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        self.flush()
+        info = self.session_info(exitstatus)
+        client = self.client
+        try:
+            ok = False
+            if client is not None and client.ready and client.alive and self.monitor_alive():
+                ok = client.bye(self.monitor_alive) and self.finish(client, info)
+            if not ok:
+                if client is not None and client.ready:
+                    self.warnings.append(
+                        f"the monitor stopped during the run ({self._log_tail()}); "
+                        "report written by the plugin from its own measurements"
+                    )
+                data = R.RunData()
+                w = R.Worker("main", os.getpid(), self.start, records=self.records())
+                w.boundary_methods = self.counters.methods
+                data.workers["main"] = w
+                self.fallback(data, info)
+        finally:
+            if client is not None:
+                client.close()
+            self.counters.close()
+            if self.proc is not None and self.monitor_alive() and not ok:
+                self.proc.terminate()
+            self.reap()
+
+
+class ControllerSession(Owner):
+    """The xdist controller: owns the monitor, tells workers where it is, runs no tests."""
+
+    def __init__(self, config: pytest.Config, settings: dict) -> None:
+        self.config = config
+        self.settings = settings
+        self.start = _time()
+        endpoint = self.spawn()
+        self.endpoint = endpoint
+        self.client = Client(endpoint) if endpoint else None
+        self.worker_data: dict = {}  # wid -> (pid, joined, methods, frames) from workeroutput
+        self.crashed: list = []
+        if self.client is not None:
+            self.client.send(P.pack(P.HELLO, {"role": "controller", "pid": os.getpid()}))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if self.endpoint:
+            node.workerinput["perfmon_endpoint"] = self.endpoint
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        node = getattr(report, "node", None)
+        wid = getattr(getattr(node, "gateway", None), "id", None)
+        crash = {"nodeid": crashitem, "worker": wid, "time": _time()}
+        self.crashed.append(crash)
+        if self.client is not None:
+            self.client.send(P.pack(P.CRASH, crash))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        out = getattr(node, "workeroutput", None) or {}
+        data = out.get("perfmon")
+        if isinstance(data, dict):
+            self.worker_data[data.get("worker")] = data
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        info = self.session_info(exitstatus)
+        client = self.client
+        try:
+            ok = False
+            if client is not None:
+                ok = self.finish(client, info)
+            if not ok:
+                self.warnings.append(
+                    f"the monitor stopped during the run ({self._log_tail()}); "
+                    "report written by the plugin from the workers' own measurements"
+                )
+                data = R.RunData()
+                for wid, d in self.worker_data.items():
+                    recs = [P.check_record(r) for r in frames_to_records(d.get("frames", []))]
+                    w = R.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
+                    w.records = recs
+                    w.boundary_methods = d.get("methods")
+                    data.workers[w.wid] = w
+                data.crashed = list(self.crashed)
+                self.fallback(data, info)
+        finally:
+            if client is not None:
+                client.close()
+            if self.proc is not None and self.monitor_alive() and not ok:
+                self.proc.terminate()
+            self.reap()
+
+
+class WorkerSession(Measurer):
+    """An xdist worker: measures its tests and sends them to the controller's monitor."""
+
+    def __init__(self, config: pytest.Config, endpoint: str, wid: str) -> None:
+        self.config = config
+        self.wid = wid
+        self.start_measuring(Client(endpoint))
+        self.hello("worker")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        self.wait_ready()
+        yield
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        self.flush()
+        client = self.client
+        assert client is not None
+        try:
+            if client.ready and client.alive:
+                client.bye()
+            # The controller keeps these in case the monitor dies before writing the report.
+            self.config.workeroutput["perfmon"] = {  # type: ignore[attr-defined]
+                "worker": self.wid,
+                "pid": os.getpid(),
+                "joined": self.start,
+                "methods": self.counters.methods,
+                "frames": client.frames,
+            }
+        finally:
+            client.close()
+            self.counters.close()
+
+
+def configure(config: pytest.Config, settings: Optional[dict], workerinput: Optional[dict]) -> None:
+    if workerinput is not None:
+        endpoint = workerinput.get("perfmon_endpoint")
+        if endpoint:
+            role: Any = WorkerSession(config, endpoint, str(workerinput.get("workerid")))
+        else:
+            return
+    elif settings is None:
+        return
+    elif getattr(config.option, "dist", "no") != "no":
+        role = ControllerSession(config, settings)
+    else:
+        role = LocalSession(config, settings)
+    config.pluginmanager.register(role, PLUGIN_NAME)
