@@ -336,8 +336,9 @@ class Owner:
             endpoint = "tcp://127.0.0.1:0"
             endpoint_file = os.path.join(self.tmpdir, "endpoint")
         s = self.settings
+        python = os.environ.get("PERFMON_MONITOR_PYTHON") or sys.executable
         cmd = [
-            sys.executable,
+            python,
             "-m",
             "perfmon.monitor",
             "--endpoint",
@@ -367,6 +368,7 @@ class Owner:
                     stdout=subprocess.DEVNULL,
                     stderr=log,
                     close_fds=True,
+                    cwd=self.tmpdir,  # so that no package in the user's cwd shadows perfmon
                     **kwargs,
                 )
         except OSError as exc:

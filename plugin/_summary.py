@@ -46,10 +46,13 @@ def write_summary(tr: Any, report: dict) -> None:
         f"{summary.get('total_duration', 0):.2f}s, "
         f"mean {summary.get('avg_duration', 0) * 1000:.1f} ms"
     )
+    width = tr._tw.fullwidth - 1
     tr.write_line(
         f"memory: mean delta {summary.get('avg_memory_delta_mb', 0):+.2f} MB, "
-        f"max delta {summary.get('max_memory_delta_mb', 0):+.2f} MB "
-        f"(peak by {meas.get('memory_peak')}, cpu by {meas.get('cpu')})"
+        f"max delta {summary.get('max_memory_delta_mb', 0):+.2f} MB"
+    )
+    tr.write_line(
+        _fit(f"measured by: peak {meas.get('memory_peak')}, cpu {meas.get('cpu')}", width)
     )
     items = list(tests.items())
 

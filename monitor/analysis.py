@@ -1,0 +1,497 @@
+"""Read, analyse, compare and merge perfmon reports (schema_version 1).
+
+The engine behind the ``perfmon`` console script (:mod:`perfmon.cli`), usable on its own::
+
+    from perfmon import analysis
+
+    report = analysis.load_report("performance_metrics.json")
+    for nodeid, test in analysis.slowest(report, 10):
+        print(nodeid, test["duration"])
+
+Standard library only: it never imports pytest, zmq or psutil.
+
+Merged reports (``perfmon merge``) are ordinary reports with one addition, a top-level ``jobs``
+object keyed by job label, each job keeping its own ``session``, ``system``, ``summary`` and
+``workers``. Their tests are keyed ``"LABEL::nodeid"`` and carry ``"job": LABEL``. Merging splits
+every input back into its jobs first, so ``merge(merge(a, b), c) == merge(a, b, c)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from . import __version__
+from .report import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION
+
+#: Separates the job label from the node id in a merged report's test keys.
+JOB_SEP = "::"
+
+
+class ReportError(Exception):
+    """Bad input: a file that is missing, not JSON, not a perfmon report, or incompatible.
+
+    The message is one line, fit to print as is.
+    """
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _num(v: Any) -> Optional[float]:
+    return v if _is_num(v) else None
+
+
+def load_report(path: str) -> dict:
+    """Read and check the report at ``path``; raise :class:`ReportError` when it is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ReportError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ReportError(f"{path}: is a directory, not a report file") from None
+    except UnicodeDecodeError:
+        raise ReportError(f"{path}: not JSON (not UTF-8 text)") from None
+    except OSError as e:
+        raise ReportError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportError(
+            f"{path}: not JSON ({e.msg} at line {e.lineno} column {e.colno})"
+        ) from None
+    except RecursionError:
+        raise ReportError(f"{path}: not JSON (nested too deeply)") from None
+    check_report(data, path)
+    return data
+
+
+def check_report(data: Any, source: str = "report") -> None:
+    """Raise :class:`ReportError` unless ``data`` has the shape the analyses rely on.
+
+    Checks what the analyses read (types of the metrics), not every rule of the JSON schema.
+    """
+    if not isinstance(data, dict):
+        kind = type(data).__name__ if data is not None else "null"
+        raise ReportError(f"{source}: not a perfmon report (top level is {kind}, not an object)")
+    if "schema_version" not in data:
+        raise ReportError(f"{source}: not a perfmon report (no schema_version)")
+    version = data["schema_version"]
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise ReportError(
+            f"{source}: schema_version {json.dumps(version)} is not supported "
+            f"(this perfmon {__version__} reads schema_version {SCHEMA_VERSION})"
+        )
+    for key in ("session", "tests"):
+        if not isinstance(data.get(key), dict):
+            raise ReportError(f"{source}: not a perfmon report (no '{key}' object)")
+    for key in ("summary", "workers", "system"):
+        if key in data and not isinstance(data[key], dict):
+            raise ReportError(f"{source}: not a perfmon report ('{key}' is not an object)")
+    for nodeid, t in data["tests"].items():
+        _check_test(nodeid, t, source)
+    jobs = data.get("jobs")
+    if jobs is not None:
+        if not isinstance(jobs, dict):
+            raise ReportError(f"{source}: not a perfmon report ('jobs' is not an object)")
+        for label, job in jobs.items():
+            if not isinstance(job, dict) or not isinstance(job.get("session"), dict):
+                raise ReportError(f"{source}: job {label!r} has no 'session' object")
+        for nodeid, t in data["tests"].items():
+            label = t.get("job")
+            if label not in jobs or not nodeid.startswith(f"{label}{JOB_SEP}"):
+                raise ReportError(
+                    f"{source}: merged report: test {nodeid!r} does not belong to one of its jobs"
+                )
+
+
+def _check_test(nodeid: str, t: Any, source: str) -> None:
+    if not isinstance(t, dict):
+        raise ReportError(f"{source}: test {nodeid!r} is not an object")
+    for key in ("duration", "setup_time", "call_time", "teardown_time", "cpu_percent"):
+        v = t.get(key)
+        if v is not None and not _is_num(v):
+            raise ReportError(f"{source}: test {nodeid!r}: {key} is not a number")
+    mem = t.get("memory")
+    if mem is None:
+        return
+    if not isinstance(mem, dict):
+        raise ReportError(f"{source}: test {nodeid!r}: memory is not an object")
+    for key in ("start_mb", "peak_mb", "end_mb", "delta_mb"):
+        v = mem.get(key)
+        if v is not None and not _is_num(v):
+            raise ReportError(f"{source}: test {nodeid!r}: memory.{key} is not a number")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def duration(t: dict) -> Optional[float]:
+    return _num(t.get("duration"))
+
+
+def memory_delta(t: dict) -> Optional[float]:
+    return _num((t.get("memory") or {}).get("delta_mb"))
+
+
+def memory_growth(t: dict) -> Optional[float]:
+    """How far the test's memory rose above where it started: ``peak_mb - start_mb``."""
+    mem = t.get("memory") or {}
+    peak, start = _num(mem.get("peak_mb")), _num(mem.get("start_mb"))
+    if peak is None or start is None:
+        return None
+    return round(peak - start, 3)
+
+
+def cpu_percent(t: dict) -> Optional[float]:
+    return _num(t.get("cpu_percent"))
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # key in JSON output
+    title: str  # for people
+    unit: str
+    group: str  # which Threshold applies: "time", "memory" or "cpu"
+    get: Any
+
+
+METRICS = (
+    Metric("duration", "duration", "s", "time", duration),
+    Metric("memory_delta_mb", "memory delta", "MB", "memory", memory_delta),
+    Metric("memory_growth_mb", "memory peak-start", "MB", "memory", memory_growth),
+    Metric("cpu_percent", "CPU", "%", "cpu", cpu_percent),
+)
+
+
+# --------------------------------------------------------------------------- analyses
+
+
+def slowest(report: dict, top: int) -> list:
+    """The ``top`` slowest tests, as ``(nodeid, test)`` pairs, slowest first."""
+    timed = [(k, t) for k, t in report["tests"].items() if duration(t) is not None]
+    timed.sort(key=lambda kv: (-duration(kv[1]), kv[0]))  # type: ignore[operator]
+    return timed[:top]
+
+
+def memory_over(report: dict, threshold_mb: float) -> list:
+    """Tests whose ``memory.delta_mb`` exceeds ``threshold_mb`` (possible leaks), largest first."""
+    hits = [
+        (k, t)
+        for k, t in report["tests"].items()
+        if memory_delta(t) is not None and memory_delta(t) > threshold_mb  # type: ignore[operator]
+    ]
+    hits.sort(key=lambda kv: (-memory_delta(kv[1]), kv[0]))  # type: ignore[operator]
+    return hits
+
+
+def cpu_over(report: dict, threshold_percent: float) -> list:
+    """CPU-intensive tests: ``cpu_percent`` above ``threshold_percent``, highest first."""
+    hits = [
+        (k, t)
+        for k, t in report["tests"].items()
+        if cpu_percent(t) is not None and cpu_percent(t) > threshold_percent  # type: ignore[operator]
+    ]
+    hits.sort(key=lambda kv: (-cpu_percent(kv[1]), kv[0]))  # type: ignore[operator]
+    return hits
+
+
+def summarize(tests: dict, parallel_efficiency: Optional[float] = None) -> dict:
+    """The report's ``summary`` block computed from ``tests`` (same rules as perfmon.report)."""
+    durations = [d for d in map(duration, tests.values()) if d is not None]
+    deltas = [d for d in map(memory_delta, tests.values()) if d is not None]
+    outcomes: dict = {}
+    for t in tests.values():
+        outcome = t.get("outcome")
+        if isinstance(outcome, str):
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    total = sum(durations)
+    return {
+        "total_duration": round(total, 6),
+        "avg_duration": round(total / len(durations), 6) if durations else 0.0,
+        "max_duration": round(max(durations), 6) if durations else 0.0,
+        "min_duration": round(min(durations), 6) if durations else 0.0,
+        "avg_memory_delta_mb": round(sum(deltas) / len(deltas), 3) if deltas else 0.0,
+        "max_memory_delta_mb": round(max(deltas), 3) if deltas else 0.0,
+        "outcomes": dict(sorted(outcomes.items())),
+        "parallel_efficiency": parallel_efficiency,
+    }
+
+
+def totals(report: dict) -> dict:
+    """Session totals: what ran, how long, how much memory, who measured it."""
+    session = report["session"]
+    summary = summarize(report["tests"])
+    workers = report.get("workers") or {}
+    peaks = [
+        w.get("peak_rss_mb")
+        for w in workers.values()
+        if isinstance(w, dict) and _is_num(w.get("peak_rss_mb"))
+    ]
+    warnings = session.get("warnings")
+    jobs = report.get("jobs")
+    eff = (report.get("summary") or {}).get("parallel_efficiency")
+    return {
+        "tests": len(report["tests"]),
+        "outcomes": summary["outcomes"],
+        "session_duration": _num(session.get("duration")),
+        "total_duration": summary["total_duration"],
+        "avg_duration": summary["avg_duration"],
+        "max_duration": summary["max_duration"],
+        "avg_memory_delta_mb": summary["avg_memory_delta_mb"],
+        "max_memory_delta_mb": summary["max_memory_delta_mb"],
+        "peak_rss_mb": max(peaks) if peaks else None,
+        "workers": len(workers),
+        "jobs": len(jobs) if isinstance(jobs, dict) else None,
+        "parallel_efficiency": eff if _is_num(eff) else None,
+        "collector": session.get("collector"),
+        "records_dropped": session.get("records_dropped"),
+        "warnings": len(warnings) if isinstance(warnings, list) else 0,
+        "exit_status": session.get("exit_status"),
+    }
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A change counts only when it passes both: ``|new-old| >= abs`` and ``>= rel * |old|``."""
+
+    rel: float
+    abs: float
+
+    def passes(self, old: float, new: float) -> bool:
+        change = abs(new - old)
+        eps = 1e-9
+        return change + eps >= self.abs and change + eps >= self.rel * abs(old) and change > 0
+
+
+#: Defaults: +20% and +50 ms for time; +20% and +5 MB for memory; +25% and +20 points for CPU.
+DEFAULT_THRESHOLDS = {
+    "time": Threshold(rel=0.20, abs=0.05),
+    "memory": Threshold(rel=0.20, abs=5.0),
+    "cpu": Threshold(rel=0.25, abs=20.0),
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    test: str
+    metric: Metric
+    baseline: float
+    current: float
+
+    @property
+    def delta(self) -> float:
+        return self.current - self.baseline
+
+    @property
+    def ratio(self) -> Optional[float]:
+        """Relative change (0.5 is +50%); None when the baseline is 0."""
+        return None if self.baseline == 0 else self.delta / abs(self.baseline)
+
+    def as_dict(self) -> dict:
+        ratio = self.ratio
+        return {
+            "test": self.test,
+            "metric": self.metric.name,
+            "unit": self.metric.unit,
+            "baseline": self.baseline,
+            "current": self.current,
+            "change": round(self.delta, 6),
+            "change_ratio": None if ratio is None else round(ratio, 4),
+        }
+
+
+@dataclass
+class Comparison:
+    thresholds: dict
+    compared: int = 0
+    regressions: list = field(default_factory=list)  # [Change]
+    improvements: list = field(default_factory=list)  # [Change]
+    new: list = field(default_factory=list)  # [nodeid]
+    gone: list = field(default_factory=list)  # [nodeid]
+    outcome_changes: list = field(default_factory=list)  # [(nodeid, old, new)]
+
+    def as_dict(self) -> dict:
+        return {
+            "compared": self.compared,
+            "thresholds": {
+                k: {"rel": v.rel, "abs": v.abs} for k, v in sorted(self.thresholds.items())
+            },
+            "regressions": [c.as_dict() for c in self.regressions],
+            "improvements": [c.as_dict() for c in self.improvements],
+            "new": list(self.new),
+            "gone": list(self.gone),
+            "outcome_changes": [
+                {"test": k, "baseline": old, "current": new} for k, old, new in self.outcome_changes
+            ],
+        }
+
+
+def compare(baseline: dict, current: dict, thresholds: Optional[dict] = None) -> Comparison:
+    """Per test: what got slower, hungrier or more CPU-bound; what improved; what is new or gone.
+
+    Metrics are compared only between runs of a test with the same outcome (a test that went
+    from passed to failed is listed under outcome changes instead).
+    """
+    th = dict(DEFAULT_THRESHOLDS)
+    th.update(thresholds or {})
+    result = Comparison(thresholds=th)
+    base_tests, cur_tests = baseline["tests"], current["tests"]
+    result.new = sorted(k for k in cur_tests if k not in base_tests)
+    result.gone = sorted(k for k in base_tests if k not in cur_tests)
+    for nodeid in sorted(k for k in cur_tests if k in base_tests):
+        old_t, new_t = base_tests[nodeid], cur_tests[nodeid]
+        if old_t.get("outcome") != new_t.get("outcome"):
+            result.outcome_changes.append((nodeid, old_t.get("outcome"), new_t.get("outcome")))
+            continue
+        result.compared += 1
+        for metric in METRICS:
+            old, new = metric.get(old_t), metric.get(new_t)
+            if old is None or new is None or not th[metric.group].passes(old, new):
+                continue
+            change = Change(nodeid, metric, old, new)
+            (result.regressions if new > old else result.improvements).append(change)
+    return result
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def default_label(report: dict, path: str) -> str:
+    """A job's label: the report's own ``session.label`` if it has one, else the file's stem."""
+    label = report["session"].get("label")
+    if isinstance(label, str) and label:
+        return label
+    name = os.path.basename(path)
+    stem = name[: -len(".json")] if name.lower().endswith(".json") else os.path.splitext(name)[0]
+    return stem or name
+
+
+def check_label(label: str) -> None:
+    if not label or JOB_SEP in label:
+        raise ReportError(f"job label {label!r}: must be non-empty and must not contain '{JOB_SEP}'")
+
+
+def split_jobs(report: dict, label: Optional[str], source: str) -> list:
+    """The jobs of one input as ``(label, job, tests)``, ``tests`` keyed by plain node id.
+
+    A single run becomes one job named ``label``. A merged report keeps its jobs; a ``label``
+    given for it prefixes their labels (``LABEL/job``).
+    """
+    jobs = report.get("jobs")
+    if jobs is None:
+        if label is None:
+            label = default_label(report, source)
+        check_label(label)
+        job = {"session": report["session"]}
+        for key in ("system", "summary", "workers", "concurrent_memory_peak"):
+            if key in report:
+                job[key] = report[key]
+        tests = {k: t for k, t in report["tests"].items()}
+        return [(label, job, tests)]
+    out = []
+    for job_label, job in jobs.items():
+        prefix = f"{job_label}{JOB_SEP}"
+        tests = {
+            k[len(prefix) :]: t for k, t in report["tests"].items() if t.get("job") == job_label
+        }
+        new_label = job_label if label is None else f"{label}/{job_label}"
+        check_label(new_label)
+        out.append((new_label, job, tests))
+    return out
+
+
+def _common(values: list) -> Any:
+    first = values[0] if values else None
+    return first if all(v == first for v in values) else None
+
+
+def merged_session(jobs: dict, total_tests: int) -> dict:
+    """The session of a merged report, derived from its jobs' sessions only (so associative)."""
+    sessions = [j["session"] for j in jobs.values()]
+    measurements = [s.get("measurement") or {} for s in sessions]
+    exits = [s.get("exit_status") for s in sessions]
+    timestamps = [s["timestamp"] for s in sessions if isinstance(s.get("timestamp"), str)]
+    protocol_errors: dict = {}
+    for s in sessions:
+        for k, v in (s.get("protocol_errors") or {}).items():
+            if _is_num(v):
+                protocol_errors[k] = protocol_errors.get(k, 0) + v
+    warnings = [
+        f"{label}: {w}" for label, j in jobs.items() for w in (j["session"].get("warnings") or [])
+    ]
+    collectors = [s.get("collector") for s in sessions]
+    return {
+        "duration": round(sum(_num(s.get("duration")) or 0.0 for s in sessions), 6),
+        "total_tests": total_tests,
+        "timestamp": min(timestamps) if timestamps else "",
+        "exit_status": max(e for e in exits if _is_num(e))
+        if any(_is_num(e) for e in exits)
+        else None,
+        "aborted": any(bool(s.get("aborted")) for s in sessions),
+        "pytest_version": _common([s.get("pytest_version") for s in sessions]),
+        "perfmon_version": __version__,
+        "collector": "monitor" if all(c == "monitor" for c in collectors) else "plugin-fallback",
+        "measurement": {
+            "time": METHOD_TIME,
+            "cpu": METHOD_CPU,
+            "memory": _common([m.get("memory") for m in measurements]),
+            "memory_peak": _common([m.get("memory_peak") for m in measurements]),
+            "sample_interval": _common([m.get("sample_interval") for m in measurements]),
+        },
+        "records_dropped": sum(
+            int(s.get("records_dropped") or 0) for s in sessions if _is_num(s.get("records_dropped"))
+        ),
+        "collector_cpu_time": round(
+            sum(_num(s.get("collector_cpu_time")) or 0.0 for s in sessions), 4
+        ),
+        "protocol_errors": protocol_errors,
+        "warnings": warnings,
+    }
+
+
+def merge(inputs: Sequence) -> dict:
+    """Combine reports of a CI matrix into one.
+
+    ``inputs``: ``(label_or_None, report, source)`` triples, in order. Every job keeps its tests
+    apart under ``"LABEL::nodeid"``; the summary is recomputed from the merged tests. Raises
+    :class:`ReportError` when two jobs end up with the same label.
+    """
+    jobs: dict = {}
+    origin: dict = {}
+    tests: dict = {}
+    workers: dict = {}
+    for label, report, source in inputs:
+        for job_label, job, job_tests in split_jobs(report, label, source):
+            if job_label in jobs:
+                raise ReportError(
+                    f"job label {job_label!r} comes from both {origin[job_label]} and {source}; "
+                    "give distinct --label values"
+                )
+            jobs[job_label] = job
+            origin[job_label] = source
+            for nodeid, t in job_tests.items():
+                entry = dict(t)
+                entry["job"] = job_label
+                tests[f"{job_label}{JOB_SEP}{nodeid}"] = entry
+            for wid, w in (job.get("workers") or {}).items():
+                workers[f"{job_label}{JOB_SEP}{wid}"] = w
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "session": merged_session(jobs, len(tests)),
+        "tests": tests,
+        "summary": summarize(tests),
+        "workers": workers,
+        "concurrent_memory_peak": None,
+        "jobs": jobs,
+    }

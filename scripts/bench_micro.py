@@ -1,0 +1,358 @@
+#!/usr/bin/env python
+"""Micro-benchmark: the plugin's own work per test inside the measured process.
+
+Drives the real ``pytest_perfmon._runtime.Measurer`` hooks the way pytest does for one test
+(the ``pytest_runtest_protocol`` hookwrapper generator around three ``pytest_runtest_logreport``
+calls) with a minimal fake item and fake reports, and times N such tests. The batches go either
+nowhere (``--client none``: records kept in the process) or through the real ``Client`` to a
+real ZeroMQ ROUTER socket bound here on ipc:// and drained by a thread (``--client zmq``).
+
+It also times each boundary counter read alone (``Counters().rss()``, ``.peak()``, ``.reset()``,
+``time.process_time()``, ...) and a few alternatives, so that one sees where the time goes.
+
+Figures are medians over ``--reps`` repetitions of ``--n`` iterations each, in microseconds.
+Pluggy's own dispatch of the hooks is not included (see scripts/bench_overhead.py for the
+end-to-end cost).
+
+    python scripts/bench_micro.py [--n 20000] [--reps 7] [--client both|none|zmq] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Optional
+
+try:
+    from pytest_perfmon import _runtime as RT
+except ImportError:  # run from a checkout without an install: plugin/ is pytest_perfmon
+    sys.exit("pytest_perfmon is not importable: install the project (pip install -e .) first")
+
+import zmq
+
+_perf = time.perf_counter
+
+# --- fakes --------------------------------------------------------------------------------------
+
+
+class FakeItem:
+    __slots__ = ("nodeid",)
+
+    def __init__(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+
+
+class FakeReport:
+    __slots__ = ("when", "duration", "passed", "failed", "skipped")
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+        self.duration = 0.0001
+        self.passed = True
+        self.failed = False
+        self.skipped = False
+
+
+ITEM = FakeItem("tests/test_generated_07.py::test_42")
+REPORTS = (FakeReport("setup"), FakeReport("call"), FakeReport("teardown"))
+
+
+# --- a ROUTER that swallows everything ----------------------------------------------------------
+
+
+class Sink:
+    """A ROUTER socket bound on ipc:// in a private temp dir, drained by a thread."""
+
+    def __init__(self) -> None:
+        self.tmpdir = tempfile.mkdtemp(prefix="perfmon-bench-")
+        self.endpoint = "ipc://" + os.path.join(self.tmpdir, "sink.sock")
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.bind(self.endpoint)
+        self.frames = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        sock = self.sock
+        while not self.stop.is_set():
+            if sock.poll(50, zmq.POLLIN):
+                while True:
+                    try:
+                        sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.frames += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close(0)
+        self.ctx.term()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+# --- timing helpers -----------------------------------------------------------------------------
+
+
+def per_call_us(fn: Callable[[int], None], n: int, reps: int) -> dict:
+    """Run ``fn(n)`` ``reps`` times; the median / min / max of microseconds per iteration."""
+    fn(max(n // 10, 100))  # warm up
+    times = []
+    for _ in range(reps):
+        gc.collect()
+        t0 = _perf()
+        fn(n)
+        times.append((_perf() - t0) / n * 1e6)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+
+
+def loop_of(call: Callable[[], Any]) -> Callable[[int], None]:
+    def run(n: int) -> None:
+        for _ in range(n):
+            call()
+
+    return run
+
+
+def empty_loop(n: int) -> None:
+    for _ in range(n):
+        pass
+
+
+# --- the per-test drivers -----------------------------------------------------------------------
+
+
+def drive(m: Any) -> Callable[[int], None]:
+    """N fake tests through the hooks of ``m``, exactly as pytest calls them."""
+    protocol = m.pytest_runtest_protocol
+    logreport = m.pytest_runtest_logreport
+    item = ITEM
+    r1, r2, r3 = REPORTS
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            gen = protocol(item, None)
+            next(gen)
+            logreport(r1)
+            logreport(r2)
+            logreport(r3)
+            try:
+                gen.send(None)
+            except StopIteration:
+                pass
+        # records kept in-process (no client) would pile up over the repetitions
+        if m.client is None and hasattr(m, "_local"):
+            m._local.clear()
+
+    return run
+
+
+class EmptyMeasurer:
+    """The same hook shapes doing nothing: the cost of the fake calls themselves."""
+
+    client = None
+
+    def pytest_runtest_protocol(self, item: Any, nextitem: Any) -> Any:
+        yield
+
+    def pytest_runtest_logreport(self, report: Any) -> None:
+        pass
+
+
+def make_measurer(client: Optional[Any], disable: tuple = ()) -> Any:
+    m = RT.Measurer()
+    m.start_measuring(client)
+    for name in disable:
+        setattr(m.counters, name, RT._none)
+    return m
+
+
+# --- counter reads ------------------------------------------------------------------------------
+
+
+def counter_benchmarks(n: int, reps: int) -> dict:
+    out: dict = {}
+    c = RT.Counters()
+    out["methods"] = dict(c.methods)
+    cases: list = [
+        ("Counters.rss()  [pread /proc/self/statm]", c.rss),
+        ("Counters.peak() [pread /proc/self/status, VmHWM]", c.peak),
+        ("Counters.reset() [write '5' to clear_refs]", c.reset),
+        ("time.process_time()", time.process_time),
+        ("time.perf_counter()", time.perf_counter),
+        ("time.time()", time.time),
+    ]
+    # Alternatives a change could use instead.
+    ru = resource.getrusage
+    self_ = resource.RUSAGE_SELF
+    cases.append(("getrusage(RUSAGE_SELF).ru_maxrss", lambda: ru(self_).ru_maxrss))
+    cases.append(("os.times()", os.times))
+    if sys.platform.startswith("linux"):
+        try:
+            fd = os.open("/proc/self/status", os.O_RDONLY)
+            cases.append(("pread /proc/self/status only (no parse)", lambda: os.pread(fd, 4096, 0)))
+            cases.append(("pread /proc/self/status, 256 bytes", lambda: os.pread(fd, 256, 0)))
+        except OSError:
+            fd = -1
+        try:
+            sfd = os.open("/proc/self/statm", os.O_RDONLY)
+            cases.append(("pread /proc/self/statm only (no parse)", lambda: os.pread(sfd, 96, 0)))
+        except OSError:
+            sfd = -1
+    rows = []
+    for name, fn in cases:
+        if fn is RT._none:
+            rows.append({"name": name, "us": None})
+            continue
+        r = per_call_us(loop_of(fn), n, reps)
+        rows.append({"name": name, "us": r["median"]})
+    base = per_call_us(empty_loop, n, reps)["median"]
+    for r in rows:
+        if r["us"] is not None:
+            r["us"] = max(r["us"] - base, 0.0)
+    out["rows"] = rows
+    out["loop_us"] = base
+    c.close()
+    if sys.platform.startswith("linux"):
+        for f in (fd, sfd):
+            if f >= 0:
+                os.close(f)
+    return out
+
+
+def status_size() -> Optional[int]:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            data = f.read()
+        return len(data)
+    except OSError:
+        return None
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: Optional[list] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=20000, help="fake tests per repetition")
+    ap.add_argument("--reps", type=int, default=7, help="repetitions (the median is reported)")
+    ap.add_argument("--client", choices=("both", "none", "zmq"), default="both")
+    ap.add_argument("--target-us", type=float, default=30.0, help="target per test, us")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
+    args = ap.parse_args(argv)
+    n, reps = args.n, args.reps
+
+    result: dict = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "nproc": os.cpu_count(),
+        "n": n,
+        "reps": reps,
+        "batch_records": RT.BATCH_RECORDS,
+    }
+
+    print(f"pytest-perfmon micro-benchmark: {n} fake tests x {reps} reps, medians in us")
+    print(f"python {result['python']}, {result['platform']}, nproc={result['nproc']}")
+    print()
+
+    # 1. counters
+    cb = counter_benchmarks(max(n, 20000), reps)
+    result["counters"] = cb
+    print(f"boundary counter reads (each alone, empty loop {cb['loop_us']:.3f} us subtracted)")
+    print(f"  methods available: {cb['methods']}; /proc/self/status is {status_size()} bytes")
+    for r in cb["rows"]:
+        us = "n/a" if r["us"] is None else f"{r['us']:8.2f}"
+        print(f"  {r['name']:<52} {us} us")
+    print()
+
+    # 2. per-test
+    rows = []
+
+    def add(name: str, fn: Callable[[int], None]) -> float:
+        r = per_call_us(fn, n, reps)
+        rows.append({"name": name, **r})
+        return r["median"]
+
+    empty = add("empty hooks (fake calls only, baseline)", drive(EmptyMeasurer()))
+    add("Measurer, counters off, no client", drive(make_measurer(None, ("rss", "peak", "reset"))))
+    add("Measurer, peak+reset off, no client", drive(make_measurer(None, ("peak", "reset"))))
+    add("Measurer, peak off, no client", drive(make_measurer(None, ("peak",))))
+    real_none = add("Measurer, all counters, no client", drive(make_measurer(None)))
+    real_zmq = None
+    sink = None
+    if args.client in ("both", "zmq"):
+        sink = Sink()
+        client = RT.Client(sink.endpoint)
+        made = [make_measurer(client, ("rss", "peak", "reset")), make_measurer(client)]
+        try:
+            add("Measurer, counters off, real Client -> ROUTER", drive_zmq(made[0], client))
+            real_zmq = add(
+                "Measurer, all counters, real Client -> ROUTER", drive_zmq(made[1], client)
+            )
+        finally:
+            client.sock.close(0)
+            client.ctx.term()
+            for m in made:
+                m.counters.close()
+            time.sleep(0.2)
+            sink.close()
+    if args.client == "zmq":
+        rows = [r for r in rows if "no client" not in r["name"] or r["name"].startswith("empty")]
+        real_none = None
+
+    print("per fake test (protocol hookwrapper + 3 logreport calls)")
+    print(f"  {'':<50} {'median':>8} {'min':>8} {'max':>8} {'minus empty':>12}")
+    for r in rows:
+        print(
+            f"  {r['name']:<50} {r['median']:8.2f} {r['min']:8.2f} {r['max']:8.2f} "
+            f"{r['median'] - empty:12.2f}"
+        )
+    result["per_test"] = rows
+    result["empty_us"] = empty
+    print()
+    print(f"target: plugin work per test <= {args.target_us:.0f} us")
+    verdicts = {}
+    for name, v in (("no client", real_none), ("zmq client", real_zmq)):
+        if v is None:
+            continue
+        own = v - empty
+        ok = own <= args.target_us
+        verdicts[name] = {"us": own, "ok": ok}
+        print(f"  {name:<12} {own:7.2f} us  {'OK' if ok else 'MISSED'}")
+    result["verdicts"] = verdicts
+    if sink is not None:
+        result["sink_frames"] = sink.frames
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        print(f"\nJSON written to {args.json}")
+    return 0
+
+
+def drive_zmq(m: Any, client: Any) -> Callable[[int], None]:
+    base = drive(m)
+
+    def run(n: int) -> None:
+        base(n)
+        m.flush()
+        client.frames.clear()
+
+    return run
+
+
+if __name__ == "__main__":
+    sys.exit(main())

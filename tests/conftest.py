@@ -1,0 +1,71 @@
+"""Shared helpers: run real pytest subprocesses with the real monitor, validate their reports."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from perfmon.report import load_schema
+
+pytest_plugins = ["pytester"]
+
+#: Every end-to-end case runs without xdist and with real xdist workers.
+XDIST = [
+    pytest.param([], id="no-xdist"),
+    pytest.param(["-n", "1"], id="n1"),
+    pytest.param(["-n", "2"], id="n2"),
+]
+
+_VALIDATOR = jsonschema.Draft202012Validator(load_schema())
+
+#: Bound on one inner pytest run: a hang is a failure, not a stuck CI job.
+RUN_TIMEOUT = 180
+
+
+def validate(report: dict) -> dict:
+    errors = sorted(_VALIDATOR.iter_errors(report), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+    return report
+
+
+class Run:
+    def __init__(self, result: pytest.RunResult, report: dict | None, path) -> None:
+        self.result = result
+        self.report = report
+        self.path = path
+        self.ret = result.ret
+        self.text = result.stdout.str() + "\n" + result.stderr.str()
+
+    @property
+    def tests(self) -> dict:
+        assert self.report is not None, self.text
+        return self.report["tests"]
+
+    def test(self, name: str) -> dict:
+        matches = [v for k, v in self.tests.items() if k.endswith("::" + name)]
+        assert len(matches) == 1, (name, list(self.tests))
+        return matches[0]
+
+
+@pytest.fixture
+def run_perf(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    """Run pytest --perf-monitor in a real subprocess; return a Run with the parsed report."""
+    pytester.makeini("[pytest]\n")  # keep our own ini (filterwarnings=error) out of inner runs
+
+    def run(*args: str, output: str = "perf.json", monitor: bool = True, env: dict | None = None):
+        out = pytester.path / output
+        extra = ["--perf-monitor", f"--perf-output={out}"] if monitor else []
+        with monkeypatch.context() as mp:
+            for k, v in (env or {}).items():
+                mp.setenv(k, v)
+            res = pytester.runpytest_subprocess(
+                "-p", "no:cacheprovider", *extra, *args, timeout=RUN_TIMEOUT
+            )
+        report = None
+        if out.exists():
+            report = validate(json.loads(out.read_text(encoding="utf-8")))
+        return Run(res, report, out)
+
+    return run

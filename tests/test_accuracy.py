@@ -1,0 +1,159 @@
+"""The numbers mean what they say: proven end to end with the real monitor, with and without xdist."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import XDIST
+
+MB = 1024 * 1024
+
+SUITE = '''
+import time
+import pytest
+
+MB = 1024 * 1024
+KEEP = []
+
+
+def _burn(seconds):
+    t = time.process_time()
+    while time.process_time() - t < seconds:
+        pass
+
+
+@pytest.mark.xdist_group("cpu")
+def test_spike_200mb_held():
+    block = b"\\x01" * (200 * MB)
+    time.sleep(0.05)
+    del block
+
+
+@pytest.mark.xdist_group("cpu")
+def test_spike_100mb_for_2ms():
+    block = b"\\x01" * (100 * MB)
+    t = time.perf_counter()
+    while time.perf_counter() - t < 0.002:
+        pass
+    del block
+
+
+@pytest.mark.xdist_group("leak")
+def test_leak_50mb():
+    KEEP.append(b"\\x01" * (50 * MB))
+
+
+@pytest.mark.xdist_group("leak")
+def test_after_leak():
+    pass
+
+
+@pytest.mark.xdist_group("cpu")
+def test_burn_cpu():
+    _burn(0.2)
+
+
+def test_sleep():
+    time.sleep(0.2)
+
+
+@pytest.fixture
+def slow_fixture():
+    time.sleep(0.1)
+    yield
+    time.sleep(0.15)
+
+
+def test_phases(slow_fixture):
+    time.sleep(0.05)
+
+
+@pytest.mark.xdist_group("cpu")
+def test_frozen_clock(monkeypatch):
+    # A user's test that bends time.time must not bend our numbers.
+    monkeypatch.setattr(time, "time", lambda: 0.0)
+    monkeypatch.setattr(time, "perf_counter", lambda: 0.0)
+    _burn(0.05)
+'''
+
+# Ground truth: pytest's own report durations, written by the inner run's conftest.
+CONFTEST = '''
+import json, os
+
+def pytest_runtest_logreport(report):
+    if report.when in ("setup", "call", "teardown"):
+        with open(os.path.join(os.path.dirname(__file__), "durations.jsonl"), "a") as f:
+            f.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
+'''
+
+
+@pytest.mark.parametrize("xdist", XDIST)
+def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini("[pytest]\nmarkers = xdist_group: xdist grouping\n")
+    # Under xdist, the CPU-heavy tests share one worker so that they never compete for the two
+    # cores with each other (the burn test must see ~100 % CPU); the light tests take the other.
+    run = run_perf(*xdist, *(["--dist", "loadgroup"] if xdist else []))
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert rep["session"]["total_tests"] == 8
+    assert rep["session"]["collector"] == "monitor"
+    assert rep["session"]["records_dropped"] == 0
+    meas = rep["session"]["measurement"]
+    assert meas["memory_peak"] == "kernel-peak-rss-reset-at-boundaries"  # Linux: exact peaks
+
+    def mem(name):
+        return run.test(name)["memory"]
+
+    m = mem("test_spike_200mb_held")
+    assert m["peak_mb"] - m["start_mb"] >= 180, m
+    assert abs(m["delta_mb"]) < 20, m
+
+    m = mem("test_spike_100mb_for_2ms")
+    assert m["peak_mb"] - m["start_mb"] >= 90, m
+
+    m = mem("test_leak_50mb")
+    assert m["delta_mb"] >= 45, m
+    # Nothing bleeds into the next test that ran on the same worker.
+    leak = run.test("test_leak_50mb")
+    same_worker = sorted(
+        (t for t in run.tests.values() if t["worker"] == leak["worker"]), key=lambda t: t["start"]
+    )
+    after = same_worker[same_worker.index(leak) + 1 :]
+    assert after, "the leak was the last test of its worker; the suite order changed"
+    nxt = after[0]["memory"]
+    assert abs(nxt["delta_mb"]) < 5, nxt
+    assert nxt["peak_mb"] - nxt["start_mb"] < 5, nxt
+    m = mem("test_after_leak")
+    assert abs(m["delta_mb"]) < 5 and m["peak_mb"] - m["start_mb"] < 5, m
+
+    assert run.test("test_burn_cpu")["cpu_percent"] >= 80, run.test("test_burn_cpu")
+    assert run.test("test_sleep")["cpu_percent"] <= 10
+    assert run.test("test_frozen_clock")["duration"] >= 0.05
+    assert run.test("test_frozen_clock")["cpu_percent"] >= 50
+
+    # Phase times are pytest's own report durations.
+    truth = {}
+    for line in (pytester.path / "durations.jsonl").read_text().splitlines():
+        nodeid, when, duration = json.loads(line)
+        truth[(nodeid, when)] = duration
+    for nodeid, t in run.tests.items():
+        for when in ("setup", "call", "teardown"):
+            assert t[f"{when}_time"] == pytest.approx(truth[(nodeid, when)], abs=2e-6), nodeid
+        total = sum(truth[(nodeid, w)] for w in ("setup", "call", "teardown"))
+        assert t["duration"] == pytest.approx(total, abs=5e-6)
+    phases = run.test("test_phases")
+    assert phases["setup_time"] >= 0.1 and phases["teardown_time"] >= 0.15
+    assert 0.05 <= phases["call_time"] < 0.1
+
+    # Each test names the process that ran it.
+    workers = {t["worker"] for t in run.tests.values()}
+    if xdist:
+        assert workers <= {"gw0", "gw1"}
+    else:
+        assert workers == {"main"}
+    for wid, w in rep["workers"].items():
+        assert w["tests"] == sum(1 for t in run.tests.values() if t["worker"] == wid)

@@ -1,0 +1,229 @@
+"""Options, outcomes, the report's shape and the terminal summary, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import XDIST, validate
+
+OUTCOMES = '''
+import pytest
+
+def test_pass():
+    pass
+
+def test_fail():
+    assert 0
+
+@pytest.mark.skip(reason="demo")
+def test_skip():
+    pass
+
+@pytest.mark.xfail(reason="demo")
+def test_xfail():
+    assert 0
+
+@pytest.mark.xfail(reason="demo")
+def test_xpass():
+    pass
+
+@pytest.fixture
+def broken():
+    raise RuntimeError("setup fails")
+
+def test_setup_error(broken):
+    pass
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown fails")
+
+def test_teardown_error(broken_teardown):
+    pass
+
+@pytest.mark.parametrize("x", [1], ids=["\\udcff-not-utf8"])
+def test_odd_id(x):
+    pass
+'''
+
+
+@pytest.mark.parametrize("xdist", XDIST)
+def test_every_outcome_is_reported_and_exit_code_unchanged(run_perf, pytester, xdist):
+    pytester.makepyfile(test_outcomes=OUTCOMES)
+    plain = run_perf(*xdist, monitor=False)
+    run = run_perf(*xdist)
+    assert run.ret == plain.ret == 1
+    outcomes = {k.split("::")[-1]: v["outcome"] for k, v in run.tests.items()}
+    assert outcomes == {
+        "test_pass": "passed",
+        "test_fail": "failed",
+        "test_skip": "skipped",
+        "test_xfail": "xfailed",
+        "test_xpass": "xpassed",
+        "test_setup_error": "error",
+        "test_teardown_error": "error",
+        "test_odd_id[\\udcff-not-utf8]": "passed",
+    }
+    assert run.report["session"]["total_tests"] == 8
+    assert run.report["summary"]["outcomes"]["failed"] == 1
+    assert run.report["session"]["exit_status"] == 1
+    assert "Traceback" not in run.result.stderr.str()
+
+
+def test_ini_options_and_command_line_wins(run_perf, pytester):
+    pytester.makepyfile("def test_one(): pass")
+    pytester.makeini(
+        "[pytest]\nperf_monitor = true\nperf_output = from_ini.json\n"
+        "perf_system_info = false\nperf_cpu_interval = 0.05\n"
+    )
+    run = run_perf(monitor=False)
+    assert run.ret == 0, run.text
+    rep = json.loads((pytester.path / "from_ini.json").read_text())
+    assert "system" not in rep
+    assert rep["session"]["measurement"]["sample_interval"] == 0.05
+    assert rep["session"]["total_tests"] == 1
+
+    run = run_perf("--perf-system-info", "--perf-cpu-interval=0.2", output="cli.json")
+    assert run.ret == 0, run.text
+    assert run.report["system"]["cpu_count"] == os.cpu_count()
+    assert run.report["session"]["measurement"]["sample_interval"] == 0.2
+
+
+def test_no_system_info_flag(run_perf, pytester):
+    pytester.makepyfile("def test_one(): pass")
+    run = run_perf("--no-perf-system-info")
+    assert run.ret == 0
+    assert "system" not in run.report
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--perf-cpu-interval=-1"], "must be > 0"),
+        (["--perf-cpu-interval=abc"], "not a number"),
+        (["--perf-output=no/such/dir/x.json"], "does not exist"),
+    ],
+)
+def test_bad_options_are_usage_errors(pytester, args, message):
+    pytester.makepyfile("def test_one(): pass")
+    res = pytester.runpytest_subprocess("--perf-monitor", *args, timeout=60)
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    err = res.stderr.str()
+    assert message in err
+    assert "Traceback" not in err + res.stdout.str()
+
+
+def test_bad_ini_interval_is_a_usage_error(pytester):
+    pytester.makepyfile("def test_one(): pass")
+    pytester.makeini("[pytest]\nperf_cpu_interval = -3\n")
+    res = pytester.runpytest_subprocess("--perf-monitor", timeout=60)
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "perf_cpu_interval" in res.stderr.str()
+    assert "Traceback" not in res.stderr.str() + res.stdout.str()
+
+
+CHECK_IMPORTS = '''
+import sys, os
+
+def test_nothing_heavy_loaded():
+    heavy = [m for m in ("zmq", "msgpack", "psutil", "pytest_perfmon._runtime") if m in sys.modules]
+    assert heavy == []
+    kids = []
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            kids += f.read().split()
+    assert kids == []
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_off_by_default_imports_and_spawns_nothing(pytester):
+    pytester.makepyfile(CHECK_IMPORTS)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    assert res.ret == 0, res.stdout.str()
+    assert not (pytester.path / "performance_metrics.json").exists()
+
+
+def test_help_imports_nothing_heavy():
+    code = (
+        "import sys, pytest, contextlib, io\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    pytest.main(['--help', '-p', 'no:cacheprovider'])\n"
+        "assert '--perf-monitor' in out.getvalue()\n"
+        "assert '--perf-cpu-interval' in out.getvalue()\n"
+        "print([m for m in ('zmq', 'msgpack', 'psutil') if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+SUMMARY_SUITE = '''
+import time, pytest
+
+@pytest.mark.parametrize("i", range(15))
+def test_many(i):
+    time.sleep(0.001 * i)
+
+def test_memory():
+    test_memory.keep = b"x" * (30 * 1024 * 1024)
+
+def test_cpu():
+    t = time.process_time()
+    while time.process_time() - t < 0.05:
+        pass
+'''
+
+
+@pytest.mark.parametrize("xdist", XDIST)
+def test_print_summary_fits_the_terminal(run_perf, pytester, xdist):
+    pytester.makepyfile(test_summary=SUMMARY_SUITE)
+    run = run_perf("--perf-print-summary", *xdist, env={"COLUMNS": "80"})
+    assert run.ret == 0, run.text
+    out = run.result.stdout.str()
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "performance summary" in line)
+    block = lines[start:]
+    for title in ("slowest tests", "largest memory deltas (MB)", "most CPU-intensive tests"):
+        assert title in block
+    table = [line for line in block if not line.startswith("perfmon: report written")]
+    assert all(len(line) <= 80 for line in table), [line for line in table if len(line) > 80]
+    slow = block.index("slowest tests")
+    rows = []
+    for line in block[slow + 2 :]:
+        if not line.startswith("  "):
+            break
+        rows.append(line)
+    assert len(rows) == 10
+    slowest = sorted(run.tests, key=lambda k: run.tests[k]["duration"], reverse=True)[:10]
+    assert [r.split()[-1] for r in rows] == slowest
+    assert "test_summary.py::test_many[0]" not in slowest  # sleeps 0 ms
+    mem = block.index("largest memory deltas (MB)")
+    assert block[mem + 2].rstrip().endswith("test_memory")
+    if xdist == ["-n", "2"]:
+        assert "workers" in block
+        assert any("concurrent memory peak" in line for line in block)
+    assert "perfmon: report written to" in out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that takes any bytes")
+def test_node_id_that_is_not_utf8(run_perf, pytester):
+    name = os.fsdecode(b"test_\xff.py")  # a file name that is not valid UTF-8
+    (pytester.path / name).write_text("def test_x():\n    pass\n")
+    out = pytester.path / "perf.json"
+    # pytester cannot decode this run's output; a plain subprocess takes bytes.
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor",
+         f"--perf-output={out}"],
+        cwd=pytester.path, capture_output=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout
+    report = validate(json.loads(out.read_text(encoding="utf-8")))
+    assert list(report["tests"]) == ["test_\\xff.py::test_x"]
