@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from . import __version__
 from .report import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION
@@ -104,9 +105,15 @@ def check_report(data: Any, source: str = "report") -> None:
         for label, job in jobs.items():
             if not isinstance(job, dict) or not isinstance(job.get("session"), dict):
                 raise ReportError(f"{source}: job {label!r} has no 'session' object")
+            if not isinstance(job.get("workers", {}), dict):
+                raise ReportError(f"{source}: job {label!r}: 'workers' is not an object")
         for nodeid, t in data["tests"].items():
             label = t.get("job")
-            if label not in jobs or not nodeid.startswith(f"{label}{JOB_SEP}"):
+            if (
+                not isinstance(label, str)
+                or label not in jobs
+                or not nodeid.startswith(f"{label}{JOB_SEP}")
+            ):
                 raise ReportError(
                     f"{source}: merged report: test {nodeid!r} does not belong to one of its jobs"
                 )
@@ -281,6 +288,10 @@ DEFAULT_THRESHOLDS = {
     "cpu": Threshold(rel=0.25, abs=20.0),
 }
 
+#: cpu_percent of a very short test is mostly noise (a few ms of CPU time either way): compare
+#: CPU only when the test took at least this long (seconds) in both reports.
+DEFAULT_CPU_MIN_DURATION = 0.1
+
 
 @dataclass(frozen=True)
 class Change:
@@ -314,6 +325,7 @@ class Change:
 @dataclass
 class Comparison:
     thresholds: dict
+    cpu_min_duration: float = DEFAULT_CPU_MIN_DURATION
     compared: int = 0
     regressions: list = field(default_factory=list)  # [Change]
     improvements: list = field(default_factory=list)  # [Change]
@@ -327,6 +339,7 @@ class Comparison:
             "thresholds": {
                 k: {"rel": v.rel, "abs": v.abs} for k, v in sorted(self.thresholds.items())
             },
+            "cpu_min_duration": self.cpu_min_duration,
             "regressions": [c.as_dict() for c in self.regressions],
             "improvements": [c.as_dict() for c in self.improvements],
             "new": list(self.new),
@@ -337,15 +350,21 @@ class Comparison:
         }
 
 
-def compare(baseline: dict, current: dict, thresholds: Optional[dict] = None) -> Comparison:
+def compare(
+    baseline: dict,
+    current: dict,
+    thresholds: Optional[dict] = None,
+    cpu_min_duration: float = DEFAULT_CPU_MIN_DURATION,
+) -> Comparison:
     """Per test: what got slower, hungrier or more CPU-bound; what improved; what is new or gone.
 
     Metrics are compared only between runs of a test with the same outcome (a test that went
-    from passed to failed is listed under outcome changes instead).
+    from passed to failed is listed under outcome changes instead). CPU is compared only when
+    the test took at least ``cpu_min_duration`` seconds in both reports.
     """
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
-    result = Comparison(thresholds=th)
+    result = Comparison(thresholds=th, cpu_min_duration=cpu_min_duration)
     base_tests, cur_tests = baseline["tests"], current["tests"]
     result.new = sorted(k for k in cur_tests if k not in base_tests)
     result.gone = sorted(k for k in base_tests if k not in cur_tests)
@@ -355,7 +374,10 @@ def compare(baseline: dict, current: dict, thresholds: Optional[dict] = None) ->
             result.outcome_changes.append((nodeid, old_t.get("outcome"), new_t.get("outcome")))
             continue
         result.compared += 1
+        short = min(duration(old_t) or 0.0, duration(new_t) or 0.0) < cpu_min_duration
         for metric in METRICS:
+            if metric.group == "cpu" and short:
+                continue
             old, new = metric.get(old_t), metric.get(new_t)
             if old is None or new is None or not th[metric.group].passes(old, new):
                 continue
@@ -379,7 +401,9 @@ def default_label(report: dict, path: str) -> str:
 
 def check_label(label: str) -> None:
     if not label or JOB_SEP in label:
-        raise ReportError(f"job label {label!r}: must be non-empty and must not contain '{JOB_SEP}'")
+        raise ReportError(
+            f"job label {label!r}: must be non-empty and must not contain '{JOB_SEP}'"
+        )
 
 
 def split_jobs(report: dict, label: Optional[str], source: str) -> list:
@@ -450,7 +474,9 @@ def merged_session(jobs: dict, total_tests: int) -> dict:
             "sample_interval": _common([m.get("sample_interval") for m in measurements]),
         },
         "records_dropped": sum(
-            int(s.get("records_dropped") or 0) for s in sessions if _is_num(s.get("records_dropped"))
+            int(s.get("records_dropped") or 0)
+            for s in sessions
+            if _is_num(s.get("records_dropped"))
         ),
         "collector_cpu_time": round(
             sum(_num(s.get("collector_cpu_time")) or 0.0 for s in sessions), 4

@@ -15,7 +15,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable, Optional
 
 from . import __version__, analysis
 from .analysis import Change, Comparison, ReportError, Threshold
@@ -41,7 +42,7 @@ def _value(metric: analysis.Metric, v: Optional[float], signed: bool = False) ->
         return _f(v, f"{sign}.3f", "s")
     if metric.unit == "MB":
         return _f(v, f"{sign}.1f", " MB")
-    return _f(v, f"{sign}.1f", "%")
+    return _f(v, "+.1f", " pts") if signed else _f(v, ".1f", "%")
 
 
 def _ratio(change: Change) -> str:
@@ -61,6 +62,17 @@ def _md_code(text: str) -> str:
     fence = "``" if "`" in text else "`"
     pad = " " if "`" in text else ""
     return f"{fence}{pad}{_md_cell(text)}{pad}{fence}"
+
+
+def _text_row(cells: Sequence[str], widths: list, right: list) -> str:
+    """Aligned cells, two spaces apart; the last cell (the test id) is never padded."""
+    parts = []
+    for i, c in enumerate(cells):
+        if i == len(cells) - 1:
+            parts.append(c)
+        else:
+            parts.append(c.rjust(widths[i]) if right[i] else c.ljust(widths[i]))
+    return ("  " + "  ".join(parts)).rstrip()
 
 
 class Doc:
@@ -91,18 +103,8 @@ class Doc:
             else:
                 headers, rows, right = body
                 widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-                def fmt(cells: list) -> str:
-                    parts = []
-                    for i, c in enumerate(cells):
-                        last = i == len(cells) - 1
-                        parts.append(
-                            c if last else c.rjust(widths[i]) if right[i] else c.ljust(widths[i])
-                        )
-                    return "  " + "  ".join(parts)
-
-                out.append(fmt(headers).rstrip())
-                out.extend(fmt(r).rstrip() for r in rows)
+                out.append(_text_row(headers, widths, right))
+                out.extend(_text_row(r, widths, right) for r in rows)
         return "\n".join(out) + "\n"
 
     def markdown(self) -> str:
@@ -279,12 +281,13 @@ CHANGE_HEADERS = ["metric", "baseline", "current", "change", "rel", "test"]
 CHANGE_RIGHT = [False, True, True, True, True, False]
 
 
-def describe_thresholds(th: dict) -> str:
-    t, m, c = th["time"], th["memory"], th["cpu"]
+def describe_thresholds(cmp: Comparison) -> str:
+    t, m, c = (cmp.thresholds[k] for k in ("time", "memory", "cpu"))
     return (
         f"time >= {t.rel * 100:g}% and >= {t.abs:g}s; "
         f"memory >= {m.rel * 100:g}% and >= {m.abs:g} MB; "
-        f"CPU >= {c.rel * 100:g}% and >= {c.abs:g} points"
+        f"CPU >= {c.rel * 100:g}% and >= {c.abs:g} points "
+        f"(tests of {cmp.cpu_min_duration:g}s or more)"
     )
 
 
@@ -298,7 +301,7 @@ def compare_doc(cmp: Comparison, base: str, cur: str) -> Doc:
         f"{len(cmp.new)} new, {len(cmp.gone)} gone, "
         f"{len(cmp.outcome_changes)} outcome change(s)."
     )
-    doc.line(f"A change counts when it passes both thresholds: {describe_thresholds(cmp.thresholds)}.")
+    doc.line(f"A change counts when it passes both thresholds: {describe_thresholds(cmp)}.")
     doc.heading(f"Regressions: {len(cmp.regressions)}")
     if cmp.regressions:
         doc.table(CHANGE_HEADERS, _change_rows(cmp.regressions), CHANGE_RIGHT)
@@ -429,7 +432,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "memory": Threshold(args.memory_rel, args.memory_abs),
         "cpu": Threshold(args.cpu_rel, args.cpu_abs),
     }
-    cmp = analysis.compare(baseline, current, thresholds)
+    cmp = analysis.compare(baseline, current, thresholds, args.cpu_min_duration)
     doc = compare_doc(cmp, args.baseline, args.current)
     data = {"baseline": args.baseline, "current": args.current}
     data.update(cmp.as_dict())
@@ -482,9 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"perfmon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    gha = (
-        "When GITHUB_STEP_SUMMARY is set, the Markdown version is also appended to that file."
-    )
+    gha = "When GITHUB_STEP_SUMMARY is set, the Markdown version is also appended to that file."
 
     def add_format(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -566,6 +567,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help=f"absolute floor for {rel_help}, in {abs_help} (default: {d[group].abs:g})",
         )
+    p.add_argument(
+        "--cpu-min-duration",
+        type=_nonneg_float,
+        default=analysis.DEFAULT_CPU_MIN_DURATION,
+        metavar="SECONDS",
+        help="compare CPU only for tests that took at least SECONDS in both reports: the CPU "
+        f"share of a very short test is noise (default: {analysis.DEFAULT_CPU_MIN_DURATION:g})",
+    )
     add_format(p)
     p.set_defaults(func=cmd_compare)
 
@@ -601,6 +610,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ReportError as e:
         print(f"perfmon: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # e.g. `perfmon report x.json | head`: not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

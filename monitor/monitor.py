@@ -87,9 +87,26 @@ class Monitor:
         self.ctx.term()
 
     # -- sampling -------------------------------------------------------------------------
-    def sample(self) -> None:
+    def sample_one(self, w: R.Worker) -> Optional[int]:
+        """One RSS sample of one process, appended to its timeline; None if unreadable."""
         import psutil
 
+        proc = self.procs.get(w.pid)
+        try:
+            if proc is None:
+                proc = self.procs[w.pid] = psutil.Process(w.pid)
+            rss = proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return None
+        w.samples_t.append(time.time())
+        w.samples_rss.append(rss)
+        if rss > w.sampled_peak:
+            w.sampled_peak = rss
+        if len(w.samples_t) > MAX_SAMPLES:
+            _halve(w)
+        return rss
+
+    def sample(self) -> None:
         now = time.time()
         total = 0
         per: dict[str, int] = {}
@@ -97,19 +114,9 @@ class Monitor:
             w: R.Worker = peer["worker"]
             if w.left is not None or w.pid <= 0:
                 continue
-            proc = self.procs.get(w.pid)
-            try:
-                if proc is None:
-                    proc = self.procs[w.pid] = psutil.Process(w.pid)
-                rss = proc.memory_info().rss
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            rss = self.sample_one(w)
+            if rss is None:
                 continue
-            w.samples_t.append(now)
-            w.samples_rss.append(rss)
-            if rss > w.sampled_peak:
-                w.sampled_peak = rss
-            if len(w.samples_t) > MAX_SAMPLES:
-                _halve(w)
             total += rss
             per[w.wid] = rss
         cp = self.data.concurrent_peak
@@ -159,6 +166,8 @@ class Monitor:
         else:
             self.data.workers[wid] = w
         self.peers[ident] = {"worker": w, "seqs": set(), "role": body.get("role")}
+        if w.pid > 0:
+            self.sample_one(w)  # a first sample before any test of this process
         self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))
 
     def on_batch(self, ident: bytes, body: Any) -> None:
@@ -191,16 +200,32 @@ class Monitor:
         if isinstance(nodeid, bytes):
             nodeid = nodeid.decode("utf-8", "backslashreplace")
         t = body.get("time")
+        start = body.get("start")
         self.data.crashed.append(
             {
                 "nodeid": nodeid,
                 "worker": body.get("worker"),
                 "time": t if isinstance(t, (int, float)) else time.time(),
+                "start": start if isinstance(start, (int, float)) else None,
             }
         )
         w = self.data.workers.get(body.get("worker"))
-        if w is not None and w.left is None:
+        if w is None:
+            return
+        if w.left is None:
             w.left = time.time()
+        # Tests the worker finished but never sent, as the controller saw them.
+        recent = body.get("recent")
+        if isinstance(recent, list):
+            have = {r[0] for r in w.records}
+            for rec in recent:
+                try:
+                    rec = P.check_record(rec)
+                except P.ProtocolError:
+                    self.count("records-rejected")
+                    continue
+                if rec[0] not in have:
+                    w.records.append(rec)
 
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self.peers.get(ident)

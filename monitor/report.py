@@ -63,38 +63,45 @@ class RunData:
     warnings: list = field(default_factory=list)
 
 
-def _window(w: Worker, start: float, stop: float) -> tuple[Optional[int], Optional[int], int]:
-    """Sampled (start, end, peak) RSS of worker ``w`` over [start, stop]; None where unknown."""
+def _window(
+    w: Worker, start: float, stop: float, slack: float, lo: float, hi: float
+) -> tuple[Optional[int], Optional[int], Optional[int]]:
+    """Sampled (start, end, peak) RSS of worker ``w`` over [start, stop].
+
+    Only samples inside [lo, hi] count: the ends of the neighbouring tests of the same worker,
+    so nothing bleeds between tests. Start and end are the samples nearest before ``start`` and
+    after ``stop`` (at most ``slack`` seconds away), else the first and last inside the window;
+    the peak is the largest of them all. None where the samples say nothing about this window.
+    """
     ts = w.samples_t
-    if not ts:
-        return None, None, 0
-    lo = bisect_left(ts, start)
-    hi = bisect_right(ts, stop)
     rss = w.samples_rss
-    s = rss[lo - 1] if lo > 0 else rss[lo]
-    e = rss[hi] if hi < len(ts) else rss[hi - 1]
-    peak = max(rss[lo:hi], default=0)
-    return s, e, max(peak, s, e)
+    a = bisect_left(ts, max(lo, start - slack))
+    b = bisect_left(ts, start)
+    c = bisect_right(ts, stop)
+    d = bisect_right(ts, min(hi, stop + slack))
+    inside = rss[b:c]
+    s = rss[b - 1] if b > a else (inside[0] if inside else None)
+    e = rss[c] if d > c else (inside[-1] if inside else None)
+    candidates = [v for v in (s, e) if v is not None] + inside
+    return s, e, (max(candidates) if candidates else None)
 
 
 def _mb(v: Optional[float]) -> Optional[float]:
     return None if v is None else round(v / MB, 3)
 
 
-def _test_entry(rec: list, w: Worker) -> dict:
+def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dict:
     (_, start, stop, setup, call, teardown, outcome, rss0, peak, rss1, cpu, wall) = rec
     setup = setup or 0.0
     call = call or 0.0
     teardown = teardown or 0.0
     if rss0 is not None and rss1 is not None:
         if peak is None:  # boundary RSS readable but no kernel peak: samples decide the peak
-            peak = max(_window(w, start, stop)[2], rss0, rss1)
+            peak = max(_window(w, start, stop, slack, lo, hi)[2] or 0, rss0, rss1)
         else:
             peak = max(peak, rss0, rss1)
     else:
-        rss0, rss1, peak = _window(w, start, stop)
-        if rss0 is None:
-            peak = None
+        rss0, rss1, peak = _window(w, start, stop, slack, lo, hi)
     memory = {
         "start_mb": _mb(rss0),
         "peak_mb": _mb(peak),
@@ -118,17 +125,31 @@ def _test_entry(rec: list, w: Worker) -> dict:
     }
 
 
-def _crash_entry(crash: dict, w: Optional[Worker]) -> dict:
-    """A test whose worker died under it: what the samples saw from its start to the crash."""
+def _crash_entry(crash: dict, w: Optional[Worker], slack: float) -> dict:
+    """A test whose worker died under it: what was measured from its start to the crash.
+
+    It started when its worker's previous test ended (the boundary RSS measured there is its
+    start); the samples up to the crash give its peak and its last RSS.
+    """
     start = crash.get("start")
-    if w is not None and start is None:
-        start = w.records[-1][2] if w.records else w.joined
     stop = crash["time"]
     rss0 = rss1 = peak = None
-    if w is not None and start is not None:
-        rss0, rss1, peak = _window(w, start, stop)
-        if rss0 is None:
-            peak = None
+    if w is not None:
+        before = [r for r in w.records if r[2] <= (start if start is not None else stop)]
+        prev = max(before, key=lambda r: r[2]) if before else None
+        lo = w.joined if prev is None else prev[2]
+        if prev is not None:
+            start = prev[2]
+            rss0 = prev[9]
+        elif start is None:
+            start = w.joined
+        if rss0 is None:  # the last sample taken before the test began
+            i = bisect_right(w.samples_t, start)
+            if i > 0 and w.samples_t[i - 1] >= lo - slack:
+                rss0 = w.samples_rss[i - 1]
+        _, rss1, peak = _window(w, start, stop, slack, lo, stop + slack)
+        if peak is not None and rss0 is not None:
+            peak = max(peak, rss0)
     dur = None if start is None else round(max(0.0, stop - start), 6)
     return {
         "duration": dur,
@@ -169,18 +190,21 @@ def _methods(data: RunData) -> dict:
 def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     """Build the report dict. ``session`` carries what only pytest knows (start, exit status)."""
     tests: dict[str, dict] = {}
+    slack = 2 * (data.sample_interval or 0.1)
     by_worker_peak: dict[str, int] = {}
     for w in data.workers.values():
         peak = w.sampled_peak
-        for rec in w.records:
-            entry = _test_entry(rec, w)
-            tests[rec[0]] = entry
+        recs = sorted(w.records, key=lambda r: r[1])
+        for i, rec in enumerate(recs):
+            lo = recs[i - 1][2] if i else w.joined
+            hi = recs[i + 1][1] if i + 1 < len(recs) else float("inf")
+            tests[rec[0]] = _test_entry(rec, w, slack, lo, hi)
             if rec[8] is not None and rec[8] > peak:
                 peak = rec[8]
         by_worker_peak[w.wid] = peak
     for crash in data.crashed:
         w = data.workers.get(crash.get("worker"))
-        tests[crash["nodeid"]] = _crash_entry(crash, w)
+        tests[crash["nodeid"]] = _crash_entry(crash, w, slack)
 
     durations = [t["duration"] for t in tests.values() if t["duration"] is not None]
     deltas = [

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from typing import Any, Callable, Optional
 
 import pytest
@@ -260,15 +261,8 @@ class Measurer:
             self.flush(p1)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        when = report.when
-        self.phase[when] = report.duration
-        if report.passed:
-            if when == "call":
-                self.outcome = "xpassed" if hasattr(report, "wasxfail") else "passed"
-        elif report.failed:
-            self.outcome = "failed" if when == "call" else "error"
-        elif report.skipped:
-            self.outcome = "xfailed" if hasattr(report, "wasxfail") else "skipped"
+        self.phase[report.when] = report.duration
+        self.outcome = _outcome(report, self.outcome)
 
     def flush(self, now: Optional[float] = None) -> None:
         if self.buf:
@@ -303,6 +297,38 @@ class Measurer:
                 client.problem = f"the monitor did not answer within {READY_TIMEOUT:.0f} s"
         else:
             client.ready = True
+
+
+_PHASE = {"setup": 3, "call": 4, "teardown": 5}
+
+
+def _outcome(report: Any, current: str) -> str:
+    """The test's outcome so far, after one more phase report."""
+    if report.passed:
+        if report.when == "call":
+            return "xpassed" if hasattr(report, "wasxfail") else "passed"
+        return current
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    if report.skipped:
+        return "xfailed" if hasattr(report, "wasxfail") else "skipped"
+    return current
+
+
+def _worker_id(node: Any) -> Optional[str]:
+    workerinput = getattr(node, "workerinput", None)
+    if isinstance(workerinput, dict) and "workerid" in workerinput:
+        return str(workerinput["workerid"])
+    return getattr(getattr(node, "gateway", None), "id", None)
+
+
+def _add_missing(w: R.Worker, recent: list) -> None:
+    """Add the controller's records of tests this worker finished but never sent."""
+    have = {r[0] for r in w.records}
+    for rec in recent:
+        rec = P.check_record(list(rec))
+        if rec[0] not in have:
+            w.records.append(rec)
 
 
 def frames_to_records(frames: list) -> list:
@@ -543,19 +569,57 @@ class ControllerSession(Owner):
         self.client = Client(endpoint) if endpoint else None
         self.worker_data: dict = {}  # wid -> (pid, joined, methods, frames) from workeroutput
         self.crashed: list = []
+        self.started: dict = {}  # nodeid -> time the controller heard it start
+        self.running: dict = {}  # nodeid -> record being filled from the workers' reports
+        self.recent: dict = {}  # worker id -> deque of its latest finished records
         if self.client is not None:
             self.client.send(P.pack(P.HELLO, {"role": "controller", "pid": os.getpid()}))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
-        if self.endpoint:
-            node.workerinput["perfmon_endpoint"] = self.endpoint
+        # An empty endpoint still switches measuring on: the worker then hands its records
+        # back through workeroutput, and this process writes the report.
+        node.workerinput["perfmon_endpoint"] = self.endpoint or ""
+
+    # The controller sees every test start and every report as the workers send them. It keeps
+    # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
+    # yet sent: pytest's own times and outcome, with memory from the monitor's samples.
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self.started[nodeid] = _time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        node = getattr(report, "node", None)
+        if node is None or report.when not in ("setup", "call", "teardown"):
+            return
+        rec = self.running.get(report.nodeid)
+        if rec is None:
+            start = self.started.pop(report.nodeid, None) or getattr(report, "start", _time())
+            rec = self.running[report.nodeid] = [
+                report.nodeid.encode("utf-8", "surrogateescape"), start, start,
+                None, None, None, "passed", None, None, None, None, None,
+            ]
+        rec[_PHASE[report.when]] = report.duration
+        rec[6] = _outcome(report, rec[6])
+        if report.when == "teardown":
+            del self.running[report.nodeid]
+            rec[2] = getattr(report, "stop", None) or _time()
+            wid = _worker_id(node)
+            recent = self.recent.get(wid)
+            if recent is None:
+                recent = self.recent[wid] = deque(maxlen=2 * BATCH_RECORDS + 64)
+            recent.append(rec)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
-        node = getattr(report, "node", None)
-        wid = getattr(getattr(node, "gateway", None), "id", None)
-        crash = {"nodeid": crashitem, "worker": wid, "time": _time()}
+        wid = _worker_id(getattr(report, "node", None))
+        self.running.pop(crashitem, None)
+        crash = {
+            "nodeid": crashitem,
+            "worker": wid,
+            "time": _time(),
+            "start": self.started.pop(crashitem, None),
+            "recent": list(self.recent.pop(wid, ())),
+        }
         self.crashed.append(crash)
         if self.client is not None:
             self.client.send(P.pack(P.CRASH, crash))
@@ -575,10 +639,11 @@ class ControllerSession(Owner):
             if client is not None:
                 ok = self.finish(client, info)
             if not ok:
-                self.warnings.append(
-                    f"the monitor stopped during the run ({self._log_tail()}); "
-                    "report written by the plugin from the workers' own measurements"
-                )
+                if self.proc is not None:
+                    self.warnings.append(
+                        f"the monitor stopped during the run ({self._log_tail()}); "
+                        "report written by the plugin from the workers' own measurements"
+                    )
                 data = R.RunData()
                 for wid, d in self.worker_data.items():
                     recs = [P.check_record(r) for r in frames_to_records(d.get("frames", []))]
@@ -586,6 +651,10 @@ class ControllerSession(Owner):
                     w.records = recs
                     w.boundary_methods = d.get("methods")
                     data.workers[w.wid] = w
+                for crash in self.crashed:
+                    w = data.workers.get(crash["worker"])
+                    if w is not None:
+                        _add_missing(w, crash["recent"])
                 data.crashed = list(self.crashed)
                 self.fallback(data, info)
         finally:
@@ -602,7 +671,7 @@ class WorkerSession(Measurer):
     def __init__(self, config: pytest.Config, endpoint: str, wid: str) -> None:
         self.config = config
         self.wid = wid
-        self.start_measuring(Client(endpoint))
+        self.start_measuring(Client(endpoint) if endpoint else None)
         self.hello("worker")
 
     @pytest.hookimpl(hookwrapper=True)
@@ -613,34 +682,36 @@ class WorkerSession(Measurer):
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
         self.flush()
         client = self.client
-        assert client is not None
         try:
-            if client.ready and client.alive:
+            if client is not None and client.ready and client.alive:
                 client.bye()
             # The controller keeps these in case the monitor dies before writing the report.
+            frames = client.frames if client is not None else []
+            if self.local_records:
+                frames = frames + [P.pack(P.BATCH, [len(frames), self.local_records])]
             self.config.workeroutput["perfmon"] = {  # type: ignore[attr-defined]
                 "worker": self.wid,
                 "pid": os.getpid(),
                 "joined": self.start,
                 "methods": self.counters.methods,
-                "frames": client.frames,
+                "frames": frames,
             }
         finally:
-            client.close()
+            if client is not None:
+                client.close()
             self.counters.close()
 
 
-def configure(config: pytest.Config, settings: Optional[dict], workerinput: Optional[dict]) -> None:
-    if workerinput is not None:
-        endpoint = workerinput.get("perfmon_endpoint")
-        if endpoint:
-            role: Any = WorkerSession(config, endpoint, str(workerinput.get("workerid")))
-        else:
-            return
-    elif settings is None:
-        return
-    elif getattr(config.option, "dist", "no") != "no":
-        role = ControllerSession(config, settings)
+def configure(config: pytest.Config, settings: dict) -> None:
+    """Pick this process's role once: xdist controller, or plain pytest."""
+    if getattr(config.option, "dist", "no") != "no":
+        role: Any = ControllerSession(config, settings)
     else:
         role = LocalSession(config, settings)
+    config.pluginmanager.register(role, PLUGIN_NAME)
+
+
+def configure_worker(config: pytest.Config, workerinput: dict) -> None:
+    """An xdist worker whose controller monitors: measure and report to its monitor."""
+    role = WorkerSession(config, workerinput["perfmon_endpoint"], str(workerinput["workerid"]))
     config.pluginmanager.register(role, PLUGIN_NAME)

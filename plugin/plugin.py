@@ -115,12 +115,16 @@ def pytest_configure(config: pytest.Config) -> None:
     opt = config.option
     if getattr(opt, "help", False) or getattr(opt, "version", False):
         return
-    settings = _settings(config)
     workerinput = getattr(config, "workerinput", None)
-    if settings is None and workerinput is None:
+    if workerinput is not None:  # an xdist worker: measuring only if its controller monitors
+        if "perfmon_endpoint" in workerinput:
+            from . import _runtime
+
+            _runtime.configure_worker(config, workerinput)
         return
-    if getattr(opt, "collectonly", False):
+    settings = _settings(config)
+    if settings is None or getattr(opt, "collectonly", False):
         return
     from . import _runtime
 
-    _runtime.configure(config, settings, workerinput)
+    _runtime.configure(config, settings)

@@ -25,8 +25,9 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
+from typing import Optional
 from urllib.parse import quote
-from typing import Optional, Sequence
 
 TIMEOUT = 120  # seconds for each gh call
 
@@ -68,8 +69,10 @@ def _gh(gh: str, args: list) -> bytes:
     )
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise RuntimeError(f"gh {args[0]} {args[1] if len(args) > 1 else ''} failed: "
-                           f"{err[-1] if err else 'exit ' + str(proc.returncode)}")
+        raise RuntimeError(
+            f"gh {args[0]} {args[1] if len(args) > 1 else ''} failed: "
+            f"{err[-1] if err else 'exit ' + str(proc.returncode)}"
+        )
     return proc.stdout
 
 

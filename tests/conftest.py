@@ -6,7 +6,6 @@ import json
 
 import jsonschema
 import pytest
-
 from perfmon.report import load_schema
 
 pytest_plugins = ["pytester"]

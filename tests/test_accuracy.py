@@ -1,11 +1,10 @@
-"""The numbers mean what they say: proven end to end with the real monitor, with and without xdist."""
+"""The numbers mean what they say: proven end to end with the real monitor, with xdist too."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-
 from conftest import XDIST
 
 MB = 1024 * 1024

@@ -1,0 +1,211 @@
+"""Faults never change the run's outcome: a monitor that cannot start or dies, an output that
+cannot be written, pytest killed under the monitor, an xdist worker dying mid-test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import XDIST, validate
+
+SUITE = '''
+def test_one():
+    pass
+
+def test_two():
+    assert 0
+
+def test_three():
+    pass
+'''
+
+
+@pytest.mark.parametrize("python", ["/bin/false", "/no/such/python"])
+@pytest.mark.parametrize("xdist", XDIST)
+def test_monitor_cannot_start(run_perf, pytester, python, xdist):
+    pytester.makepyfile(test_suite=SUITE)
+    run = run_perf(*xdist, env={"PERFMON_MONITOR_PYTHON": python})
+    assert run.ret == 1  # test_two fails; monitoring adds nothing to the exit code
+    warnings = [line for line in run.text.splitlines() if line.startswith("perfmon: warning:")]
+    assert len(warnings) >= 1, run.text
+    assert "Traceback" not in run.text
+    # Nothing measured is lost: the plugin wrote the report from its own measurements.
+    assert run.report["session"]["collector"] == "plugin-fallback"
+    assert sorted(k.split("::")[1] for k in run.tests) == ["test_one", "test_three", "test_two"]
+    assert run.report["session"]["warnings"]
+    assert run.report["session"]["measurement"]["memory_peak"] == (
+        "kernel-peak-rss-reset-at-boundaries"
+    )
+
+
+KILL_MONITOR = '''
+import os, signal, time
+import psutil
+
+def _monitor():
+    me = psutil.Process()
+    for proc in [me.parent(), me]:  # the monitor is a child of the process that owns it
+        for child in proc.children():
+            if "perfmon.monitor" in " ".join(child.cmdline()):
+                return child
+    raise AssertionError("no monitor process found")
+
+def test_before():
+    test_before.keep = b"x" * (20 * 1024 * 1024)
+
+def test_kill_monitor():
+    mon = _monitor()
+    mon.send_signal(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while mon.is_running() and mon.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+def test_after():
+    pass
+'''
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["no-xdist", "n1"])
+def test_monitor_killed_mid_run(run_perf, pytester, xdist):
+    pytester.makepyfile(test_kill=KILL_MONITOR)
+    run = run_perf(*xdist)
+    assert run.ret == 0, run.text
+    assert any("perfmon: warning: the monitor stopped" in line for line in run.text.splitlines())
+    assert "Traceback" not in run.text
+    rep = run.report
+    assert rep["session"]["collector"] == "plugin-fallback"
+    assert sorted(k.split("::")[1] for k in run.tests) == [
+        "test_after", "test_before", "test_kill_monitor",
+    ]
+    assert run.test("test_before")["memory"]["delta_mb"] >= 19
+
+
+def test_output_not_writable(run_perf, pytester):
+    pytester.makepyfile(test_suite=SUITE)
+    # /proc exists but takes no new files, even for root.
+    res = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--perf-monitor", "--perf-output=/proc/perfmon.json",
+        timeout=120,
+    )
+    assert res.ret == 1
+    text = res.stdout.str() + res.stderr.str()
+    warnings = [line for line in text.splitlines() if line.startswith("perfmon: warning:")]
+    assert len(warnings) == 1, text
+    assert "cannot write /proc/perfmon.json" in warnings[0]
+    assert "Traceback" not in text
+    # The report is not lost: it went to a temporary file, named in the warning.
+    saved = warnings[0].rsplit("saved to ", 1)[1].split()[0].rstrip(";")
+    try:
+        with open(saved, encoding="utf-8") as f:
+            report = validate(json.load(f))
+        assert report["session"]["total_tests"] == 3
+    finally:
+        os.unlink(saved)
+
+
+SELF_KILL = '''
+import os, signal, time
+import psutil
+
+def test_first():
+    pass
+
+def test_second():
+    pass
+
+def test_die():
+    me = psutil.Process()
+    mon = [c for c in me.children() if "perfmon.monitor" in " ".join(c.cmdline())][0]
+    with open("monitor.pid", "w") as f:
+        f.write(str(mon.pid))
+    time.sleep(0.3)  # let the monitor receive the first batch
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
+def test_monitor_never_outlives_a_killed_pytest(pytester):
+    pytester.makepyfile(test_selfkill=SELF_KILL)
+    out = pytester.path / "perf.json"
+    # Batches go out every 0.5 s: make the first two tests' batch leave before the kill.
+    pytester.makeconftest(
+        "import time\n"
+        "def pytest_runtest_teardown(item):\n"
+        "    if item.name == 'test_second':\n"
+        "        time.sleep(0.6)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor",
+         f"--perf-output={out}"],
+        cwd=pytester.path, capture_output=True, timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    pid = int((pytester.path / "monitor.pid").read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    assert not _alive(pid), "the monitor outlived its pytest"
+    # What it had received is written, marked as an aborted session.
+    report = validate(json.loads(out.read_text()))
+    assert report["session"]["aborted"] is True
+    assert report["session"]["exit_status"] is None
+    assert {"test_selfkill.py::test_first", "test_selfkill.py::test_second"} <= set(
+        report["tests"]
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+CRASH = '''
+import os, time
+
+def test_a():
+    pass
+
+def test_crash():
+    block = b"x" * (30 * 1024 * 1024)
+    time.sleep(0.3)
+    os._exit(1)
+
+def test_b():
+    pass
+
+def test_c():
+    pass
+
+def test_d():
+    pass
+'''
+
+
+@pytest.mark.parametrize("n", ["1", "2"])
+def test_worker_crash_mid_test(run_perf, pytester, n):
+    pytester.makepyfile(test_crash=CRASH)
+    run = run_perf("-n", n, "--max-worker-restart=2")
+    assert run.ret == 1, run.text  # the crashed test fails, as without monitoring
+    assert "Traceback" not in run.result.stderr.str()
+    tests = run.tests
+    assert sorted(k.split("::")[1] for k in tests) == [
+        "test_a", "test_b", "test_c", "test_crash", "test_d",
+    ]
+    crashed = run.test("test_crash")
+    assert crashed["outcome"] == "crashed"
+    assert crashed["worker"] in {"gw0", "gw1"}
+    assert crashed["duration"] is not None and crashed["duration"] >= 0.2
+    # The samples saw the 30 MB the test held before it died.
+    assert crashed["memory"]["peak_mb"] - crashed["memory"]["start_mb"] >= 25, crashed
+    others = [t for k, t in tests.items() if not k.endswith("test_crash")]
+    assert all(t["outcome"] == "passed" for t in others)
+    assert run.report["session"]["total_tests"] == 5
