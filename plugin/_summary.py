@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 ROWS = 10
+MIN_MB = 0.1  # a memory row needs at least this delta or peak rise
+MIN_CPU_DURATION = 0.01  # CPU percent of shorter tests is mostly noise
 
 
 def _fit(nodeid: str, width: int) -> str:
@@ -30,7 +32,11 @@ def _table(tr: Any, title: str, rows: list, headers: tuple) -> None:
 
 
 def _mb(v: Any) -> str:
-    return "-" if v is None else f"{v:+.1f}" if isinstance(v, float) else str(v)
+    return "-" if v is None else f"{v:+.1f}"
+
+
+def _plain(v: Any) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 def write_summary(tr: Any, report: dict) -> None:
@@ -73,35 +79,42 @@ def write_summary(tr: Any, report: dict) -> None:
         ("total", "setup", "call", "teardown"),
     )
 
-    def delta(t: dict) -> float:
-        return t["memory"]["delta_mb"] or 0.0
-
-    mem = sorted(items, key=lambda kv: abs(delta(kv[1])), reverse=True)[:ROWS]
-    mem = [kv for kv in mem if kv[1]["memory"]["delta_mb"] is not None]
-
-    def peak_rise(t: dict) -> str:
+    def rise(t: dict) -> float:
         m = t["memory"]
         if m["peak_mb"] is None or m["start_mb"] is None:
-            return "-"
-        return f"{m['peak_mb'] - m['start_mb']:.1f}"
+            return 0.0
+        return m["peak_mb"] - m["start_mb"]
 
+    def weight(t: dict) -> float:
+        return max(abs(t["memory"]["delta_mb"] or 0.0), rise(t))
+
+    mem = [kv for kv in items if weight(kv[1]) >= MIN_MB]
+    mem = sorted(mem, key=lambda kv: weight(kv[1]), reverse=True)[:ROWS]
     _table(
         tr,
         "largest memory deltas (MB)",
         [
-            (k, _mb(t["memory"]["delta_mb"]), peak_rise(t), f"{t['memory']['end_mb']:.1f}")
+            (k, _mb(t["memory"]["delta_mb"]), f"{rise(t):.1f}", _plain(t["memory"]["end_mb"]))
             for k, t in mem
         ],
         ("delta", "peak-start", "end"),
     )
 
-    cpu = [kv for kv in items if kv[1]["cpu_percent"] is not None]
+    cpu = [
+        kv
+        for kv in items
+        if kv[1]["cpu_percent"] is not None and (kv[1]["duration"] or 0) >= MIN_CPU_DURATION
+    ]
     cpu = sorted(cpu, key=lambda kv: kv[1]["cpu_percent"], reverse=True)[:ROWS]
     _table(
         tr,
         "most CPU-intensive tests",
         [(k, f"{t['cpu_percent']:.0f}%", f"{(t['duration'] or 0):.3f}s") for k, t in cpu],
         ("cpu", "duration"),
+    )
+    tr.write_line(
+        f"  (memory: tests that moved at least {MIN_MB} MB; "
+        f"cpu: tests of at least {MIN_CPU_DURATION * 1000:.0f} ms)"
     )
 
     workers = report.get("workers") or {}
