@@ -149,15 +149,7 @@ class Monitor:
             self.reply(ident, P.error_reply(exc.code, str(exc)))
 
     def on_hello(self, ident: bytes, body: Any) -> None:
-        if not isinstance(body, dict) or not isinstance(body.get("pid"), int):
-            raise P.ProtocolError(P.E_FIELD, "hello needs a dict with an int pid")
-        pid = body["pid"]
-        wid = body.get("worker") or "main"
-        if not isinstance(wid, str) or len(wid) > 200:
-            raise P.ProtocolError(P.E_FIELD, "worker is not a short string")
-        if not _own_process(pid):
-            raise P.ProtocolError(P.E_PID, f"pid {pid} is not a process of this user")
-        methods = body.get("methods") if isinstance(body.get("methods"), dict) else {}
+        pid, wid, methods = parse_hello(body)
         if isinstance(body.get("python"), str):
             self.python_version = body["python"]
         w = R.Worker(wid=wid, pid=pid, joined=time.time(), boundary_methods=methods)
@@ -318,6 +310,23 @@ class Monitor:
             self.data.warnings.append(f"session aborted: {self.stop_reason}")
             self.write({"start": self.started, "stop": time.time(), "aborted": True})
         return 0
+
+
+def parse_hello(body: Any) -> tuple[int, str, dict]:
+    """Check a hello body: (pid, worker id, boundary methods); ProtocolError if off-protocol.
+
+    The pid must be a live process of the user running this monitor (E_PID otherwise).
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("pid"), int):
+        raise P.ProtocolError(P.E_FIELD, "hello needs a dict with an int pid")
+    pid = body["pid"]
+    wid = body.get("worker") or "main"
+    if not isinstance(wid, str) or len(wid) > 200:
+        raise P.ProtocolError(P.E_FIELD, "worker is not a short string")
+    if isinstance(pid, bool) or not 0 < pid < 2**31 or not _own_process(pid):
+        raise P.ProtocolError(P.E_PID, f"pid {pid} is not a process of this user")
+    methods = body.get("methods") if isinstance(body.get("methods"), dict) else {}
+    return pid, wid, methods
 
 
 def _halve(w: R.Worker) -> None:

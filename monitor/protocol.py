@@ -13,8 +13,20 @@ Kinds sent by clients:
 ``crash``   BODY = {"nodeid": str, "worker": str, "time": float}; no reply.  Sent by the xdist
             controller when a worker died while running a test.
 ``bye``     BODY = {"sent": int}; reply ``ack`` {"received": int}.  A client's last message.
-``finish``  BODY = {session fields}; reply ``done`` {"ok": bool, "path": str, "error": str|None}.
-            Sent by the owner of the monitor: write the report and exit.
+``finish``  BODY = {session fields}; reply ``done`` {"ok": bool, "path": str, "error": str|None,
+            "saved_to": str|None}.  Sent by the owner of the monitor: write the report and exit.
+            Session fields: "session", "start", "stop", "exit_status", "pytest_version",
+            "warnings", "output" (absolute path of the session's own report), "system_info".
+
+With a standalone ``perfmon-daemon`` (perfmon.daemon), ``hello`` must carry
+``"session": str`` (the pytest session's id, shared by the xdist controller and its workers:
+one session, several DEALER peers), and ``finish`` closes that session, not the daemon.
+Two more kinds, which need no ``hello`` first:
+
+``status``  BODY = None; reply ``status-reply`` {daemon, sessions, workers, counters} (see
+            perfmon.daemon.Daemon.status).
+``stop``    BODY = None; reply ``stopping`` {"pid": int}: close every open session as aborted,
+            write the combined report, exit 0.
 
 Node ids travel as bytes (``surrogateescape`` on the sender) so that ids that are not valid
 UTF-8 survive the trip; the report decodes them with ``backslashreplace``.
@@ -40,6 +52,14 @@ ACK = "ack"
 FINISH = "finish"
 DONE = "done"
 ERROR = "error"
+STATUS = "status"
+STATUS_REPLY = "status-reply"
+STOP = "stop"
+STOPPING = "stopping"
+
+#: Hard cut: frames over this many bytes are dropped by ZeroMQ itself (the connection is closed)
+#: before the daemon sees them; between MAX_FRAME and this they are answered with E_TOO_LARGE.
+HARD_MAX_FRAME = 2 * MAX_FRAME
 
 #: Stable numeric error codes, sent in ``error`` replies and counted in the report.
 E_MALFORMED = 1  # not msgpack, or not [version, kind, body]
@@ -49,6 +69,7 @@ E_FIELD = 4  # a field of the wrong type or shape
 E_TOO_LARGE = 5  # frame over MAX_FRAME
 E_PID = 6  # hello for a pid that is not ours / does not exist
 E_UNKNOWN_PEER = 7  # batch from a client that never said hello
+E_SESSION = 8  # daemon: hello or message for a session that is already closed
 
 ERROR_NAMES = {
     E_MALFORMED: "malformed",
@@ -58,6 +79,7 @@ ERROR_NAMES = {
     E_TOO_LARGE: "too-large",
     E_PID: "pid",
     E_UNKNOWN_PEER: "unknown-peer",
+    E_SESSION: "session-closed",
 }
 
 #: Positions of one test record, as the plugin builds it on the measured path.

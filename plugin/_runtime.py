@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -37,7 +38,8 @@ _cpu = time.process_time
 
 BATCH_RECORDS = 128
 BATCH_SECONDS = 0.5
-READY_TIMEOUT = 20.0  # first test waits at most this long for the monitor
+READY_TIMEOUT = 20.0  # first test waits at most this long for a monitor we spawned
+DAEMON_READY_TIMEOUT = 5.0  # ... for a perfmon-daemon, which is up already or not at all
 BYE_TIMEOUT = 10.0
 DONE_TIMEOUT = 120.0  # the monitor writing the report (100k tests take a few seconds)
 REAP_TIMEOUT = 5.0
@@ -209,12 +211,15 @@ class Measurer:
         self.last_flush = _perf()
         self.start = _time()
 
+    session_id: Optional[str] = None
+
     def hello(self, role: str) -> None:
         if self.client is not None:
             self.client.send(
                 P.pack(
                     P.HELLO,
                     {
+                        "session": self.session_id,
                         "role": role,
                         "pid": os.getpid(),
                         "worker": self.wid,
@@ -287,14 +292,14 @@ class Measurer:
             out.extend(frames_to_records(self.client.frames))
         return [P.check_record(r) for r in out]
 
-    def wait_ready(self, alive: Optional[Callable[[], bool]] = None) -> None:
+    def wait_ready(self, timeout: float, alive: Optional[Callable[[], bool]] = None) -> None:
         client = self.client
         if client is None or client.ready or not client.alive:
             return
-        if client.wait(P.READY, READY_TIMEOUT, alive) is None:
+        if client.wait(P.READY, timeout, alive) is None:
             client.alive = False
             if client.problem is None:
-                client.problem = f"the monitor did not answer within {READY_TIMEOUT:.0f} s"
+                client.problem = f"no answer within {timeout:.0f} s"
         else:
             client.ready = True
 
@@ -349,12 +354,19 @@ class Owner:
     settings: dict
 
     def spawn(self) -> Optional[str]:
-        """Start the monitor; return its endpoint, or None (with self.warnings set) on failure."""
+        """Start the monitor; return its endpoint, or None (with self.warnings set) on failure.
+
+        With --perf-daemon nothing is started: the daemon's endpoint is returned.
+        """
         self.warnings: list = []
         self.proc: Optional[subprocess.Popen] = None
-        self.tmpdir = tempfile.mkdtemp(prefix="perfmon-")  # mode 0700
+        self.tmpdir: Optional[str] = None
         self.report: Optional[dict] = None
         self.report_path: Optional[str] = None
+        self.session_id = uuid.uuid4().hex
+        if self.settings.get("daemon"):
+            return self.settings["daemon"]
+        self.tmpdir = tempfile.mkdtemp(prefix="perfmon-")  # mode 0700
         endpoint_file = None
         if os.name == "posix" and zmq.has("ipc"):
             endpoint = "ipc://" + os.path.join(self.tmpdir, "monitor.sock")
@@ -416,9 +428,13 @@ class Owner:
         return None
 
     def monitor_alive(self) -> bool:
+        if self.settings.get("daemon"):
+            return True  # not ours to watch: every wait on it is bounded by its timeout
         return self.proc is not None and self.proc.poll() is None
 
     def _log_tail(self) -> str:
+        if self.settings.get("daemon"):
+            return f"daemon {self.settings['daemon']}"
         try:
             with open(self.log_path, "rb") as f:
                 lines = f.read().decode("utf-8", "replace").strip().splitlines()
@@ -432,11 +448,15 @@ class Owner:
 
     def session_info(self, exitstatus: Any) -> dict:
         return {
+            "session": self.session_id,
             "start": self.start,
             "stop": _time(),
             "exit_status": int(exitstatus),
             "pytest_version": pytest.__version__,
             "warnings": list(self.warnings),
+            # for a daemon, which writes each session's own report as well as its combined one
+            "output": self.settings["output"],
+            "system_info": self.settings["system_info"],
         }
 
     def finish(self, client: Optional[Client], info: dict) -> bool:
@@ -483,7 +503,8 @@ class Owner:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(REAP_TIMEOUT)
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     # -- terminal output --------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -521,10 +542,17 @@ class LocalSession(Measurer, Owner):
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        self.wait_ready(self.monitor_alive)
+        self.wait_ready(
+            DAEMON_READY_TIMEOUT if self.settings["daemon"] else READY_TIMEOUT, self.monitor_alive
+        )
         if self.client is not None and not self.client.ready:
+            what = (
+                f"the perfmon daemon at {self.settings['daemon']} is not answering"
+                if self.settings["daemon"]
+                else "the monitor is not running"
+            )
             self.warnings.append(
-                f"the monitor is not running ({self.client.problem or self._log_tail()}); "
+                f"{what} ({self.client.problem or self._log_tail()}); "
                 "measuring in pytest, without sampling"
             )
         yield
@@ -573,13 +601,16 @@ class ControllerSession(Owner):
         self.running: dict = {}  # nodeid -> record being filled from the workers' reports
         self.recent: dict = {}  # worker id -> deque of its latest finished records
         if self.client is not None:
-            self.client.send(P.pack(P.HELLO, {"role": "controller", "pid": os.getpid()}))
+            hello = {"session": self.session_id, "role": "controller", "pid": os.getpid()}
+            self.client.send(P.pack(P.HELLO, hello))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         # An empty endpoint still switches measuring on: the worker then hands its records
         # back through workeroutput, and this process writes the report.
         node.workerinput["perfmon_endpoint"] = self.endpoint or ""
+        node.workerinput["perfmon_session"] = self.session_id
+        node.workerinput["perfmon_daemon"] = bool(self.settings["daemon"])
 
     # The controller sees every test start and every report as the workers send them. It keeps
     # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
@@ -595,8 +626,18 @@ class ControllerSession(Owner):
         if rec is None:
             start = self.started.pop(report.nodeid, None) or getattr(report, "start", _time())
             rec = self.running[report.nodeid] = [
-                report.nodeid.encode("utf-8", "surrogateescape"), start, start,
-                None, None, None, "passed", None, None, None, None, None,
+                report.nodeid.encode("utf-8", "surrogateescape"),
+                start,
+                start,
+                None,
+                None,
+                None,
+                "passed",
+                None,
+                None,
+                None,
+                None,
+                None,
             ]
         rec[_PHASE[report.when]] = report.duration
         rec[6] = _outcome(report, rec[6])
@@ -668,15 +709,19 @@ class ControllerSession(Owner):
 class WorkerSession(Measurer):
     """An xdist worker: measures its tests and sends them to the controller's monitor."""
 
-    def __init__(self, config: pytest.Config, endpoint: str, wid: str) -> None:
+    def __init__(
+        self, config: pytest.Config, endpoint: str, wid: str, session_id: Optional[str]
+    ) -> None:
         self.config = config
         self.wid = wid
+        self.session_id = session_id
+        self.daemon = bool(config.workerinput.get("perfmon_daemon"))  # type: ignore[attr-defined]
         self.start_measuring(Client(endpoint) if endpoint else None)
         self.hello("worker")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        self.wait_ready()
+        self.wait_ready(DAEMON_READY_TIMEOUT if self.daemon else READY_TIMEOUT)
         yield
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
@@ -713,5 +758,10 @@ def configure(config: pytest.Config, settings: dict) -> None:
 
 def configure_worker(config: pytest.Config, workerinput: dict) -> None:
     """An xdist worker whose controller monitors: measure and report to its monitor."""
-    role = WorkerSession(config, workerinput["perfmon_endpoint"], str(workerinput["workerid"]))
+    role = WorkerSession(
+        config,
+        workerinput["perfmon_endpoint"],
+        str(workerinput["workerid"]),
+        workerinput.get("perfmon_session"),
+    )
     config.pluginmanager.register(role, PLUGIN_NAME)

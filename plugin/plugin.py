@@ -69,11 +69,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Print the slowest, most memory-hungry and most CPU-intensive tests at the end. "
         "[ini: perf_print_summary]",
     )
+    group.addoption(
+        "--perf-daemon",
+        metavar="ENDPOINT",
+        default=None,
+        help="Report into a running perfmon-daemon at ENDPOINT (ipc://PATH or tcp://HOST:PORT) "
+        "instead of spawning a monitor. [ini: perf_daemon; env: PERFMON_DAEMON]",
+    )
     parser.addini("perf_monitor", "Turn on pytest-perfmon (like --perf-monitor).", type="bool")
     parser.addini("perf_output", f"Report path (default: {DEFAULT_OUTPUT}).", default="")
     parser.addini("perf_system_info", "Include system information.", type="bool", default=True)
     parser.addini("perf_cpu_interval", "Sampling interval in seconds.", default="")
     parser.addini("perf_print_summary", "Print the summary.", type="bool", default=False)
+    parser.addini("perf_daemon", "Endpoint of a running perfmon-daemon.", default="")
 
 
 def _settings(config: pytest.Config) -> dict | None:
@@ -102,7 +110,11 @@ def _settings(config: pytest.Config) -> dict | None:
     summary = opt.perf_print_summary
     if summary is None:
         summary = config.getini("perf_print_summary")
+    daemon = opt.perf_daemon or config.getini("perf_daemon") or os.environ.get("PERFMON_DAEMON")
+    if daemon and not daemon.startswith(("ipc://", "tcp://")):
+        raise pytest.UsageError(f"--perf-daemon: {daemon!r} is not an ipc:// or tcp:// endpoint")
     return {
+        "daemon": daemon or None,
         "output": output,
         "interval": interval,
         "system_info": bool(system),

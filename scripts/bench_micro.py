@@ -288,10 +288,20 @@ def main(argv: Optional[list] = None) -> int:
         return r["median"]
 
     empty = add("empty hooks (fake calls only, baseline)", drive(EmptyMeasurer()))
-    add("Measurer, counters off, no client", drive(make_measurer(None, ("rss", "peak", "reset"))))
-    add("Measurer, peak+reset off, no client", drive(make_measurer(None, ("peak", "reset"))))
-    add("Measurer, peak off, no client", drive(make_measurer(None, ("peak",))))
-    real_none = add("Measurer, all counters, no client", drive(make_measurer(None)))
+    real_none = None
+    if args.client in ("both", "none"):
+        variants = [
+            ("Measurer, counters off, no client", ("rss", "peak", "reset")),
+            ("Measurer, peak+reset off, no client", ("peak", "reset")),
+            ("Measurer, peak off, no client", ("peak",)),
+            ("Measurer, all counters, no client", ()),
+        ]
+        for name, disable in variants:
+            m = make_measurer(None, disable)
+            try:
+                real_none = add(name, drive(m))
+            finally:
+                m.counters.close()
     real_zmq = None
     sink = None
     if args.client in ("both", "zmq"):
@@ -310,9 +320,6 @@ def main(argv: Optional[list] = None) -> int:
                 m.counters.close()
             time.sleep(0.2)
             sink.close()
-    if args.client == "zmq":
-        rows = [r for r in rows if "no client" not in r["name"] or r["name"].startswith("empty")]
-        real_none = None
 
     print("per fake test (protocol hookwrapper + 3 logreport calls)")
     print(f"  {'':<50} {'median':>8} {'min':>8} {'max':>8} {'minus empty':>12}")

@@ -129,10 +129,14 @@ def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
     m = mem("test_after_leak")
     assert abs(m["delta_mb"]) < 5 and m["peak_mb"] - m["start_mb"] < 5, m
 
-    assert run.test("test_burn_cpu")["cpu_percent"] >= 80, run.test("test_burn_cpu")
     assert run.test("test_sleep")["cpu_percent"] <= 10
+    # (test_burn_cpu's >= 80 % is proven by test_cpu_percent below, which can retry on a
+    # machine too busy to give the test a core.)
     assert run.test("test_frozen_clock")["duration"] >= 0.05
-    assert run.test("test_frozen_clock")["cpu_percent"] >= 50
+    # Our clock was not frozen: a frozen one gives a zero wall time and no CPU percent.
+    frozen = run.test("test_frozen_clock")
+    assert frozen["cpu_percent"] is not None and 0 < frozen["cpu_percent"] <= 110, frozen
+    assert frozen["start"] > 1e9  # a real wall-clock time, not the patched 0.0
 
     # Phase times are pytest's own report durations.
     truth = {}
@@ -156,3 +160,37 @@ def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
         assert workers == {"main"}
     for wid, w in rep["workers"].items():
         assert w["tests"] == sum(1 for t in run.tests.values() if t["worker"] == wid)
+
+
+CPU_SUITE = """
+import time
+
+def test_burn_cpu():
+    t = time.process_time()
+    while time.process_time() - t < 0.2:
+        pass
+
+def test_sleep():
+    time.sleep(0.2)
+"""
+
+
+@pytest.mark.parametrize("xdist", XDIST)
+def test_cpu_percent(run_perf, pytester, xdist):
+    """A test burning CPU for 200 ms shows >= 80 %, one sleeping 200 ms <= 10 %.
+
+    The burn needs a free core to reach 100 %; on a shared 2-core machine another process may
+    take it for a while, so the run is tried up to three times and one clean run must show it.
+    The sleep's bound holds on every run (waiting is never counted as CPU).
+    """
+    pytester.makepyfile(test_cpu=CPU_SUITE)
+    burns = []
+    for _ in range(3):
+        run = run_perf(*xdist)
+        assert run.ret == 0, run.text
+        assert run.test("test_sleep")["cpu_percent"] <= 10
+        burns.append(run.test("test_burn_cpu")["cpu_percent"])
+        assert burns[-1] <= 110  # one thread cannot use more than one core
+        if burns[-1] >= 80:
+            break
+    assert max(burns) >= 80, burns
