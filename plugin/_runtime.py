@@ -239,6 +239,7 @@ class Measurer:
         t0 = _time()
         p0 = _perf()
         c0 = _cpu()
+        self.cur = (rss0, p0, c0)
         yield
         c1 = _cpu()
         p1 = _perf()
@@ -526,8 +527,64 @@ class Owner:
             from ._summary import write_summary
 
             write_summary(tr, report)
+            self._step_summary(tr, report)
         if tr.config.option.verbose >= 0:
             tr.write_line(f"perfmon: report written to {self.report_path}")
+
+    def _step_summary(self, tr: Any, report: dict) -> None:
+        """On GitHub Actions, the summary also goes to the job's step summary, as Markdown."""
+        path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not path:
+            return
+        from perfmon import cli
+
+        data = cli.report_data(report, self.report_path or "", 10, 10.0, 80.0)
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(cli.report_doc(data).markdown() + "\n")
+        except OSError as exc:
+            tr.write_line(
+                f"perfmon: warning: cannot append to GITHUB_STEP_SUMMARY {path}: "
+                f"{exc.strerror or exc}",
+                yellow=True,
+            )
+
+
+class JUnitProperties:
+    """With --junitxml: each test's metrics also as <property> elements of its <testcase>.
+
+    pytest's junitxml plugin reads ``report.user_properties`` of the teardown report, which is
+    logged before our measurement of the test ends; the values here are read at that moment
+    (microseconds before the report's own), from the same counters.
+    """
+
+    def __init__(self, measurer: Measurer) -> None:
+        self.m = measurer
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        m = self.m
+        rss0, p0, c0 = m.cur
+        wall = _perf() - p0
+        cpu = _cpu() - c0
+        phase = m.phase
+        total = (phase.get("setup") or 0) + (phase.get("call") or 0) + (report.duration or 0)
+        props = [("perf_duration", f"{total:.6f}")]
+        if rss0 is not None:
+            peak = m.counters.peak()
+            rss1 = m.counters.rss()
+            props += [
+                ("perf_memory_start_mb", f"{rss0 / R.MB:.3f}"),
+                ("perf_memory_end_mb", f"{rss1 / R.MB:.3f}"),
+                ("perf_memory_delta_mb", f"{(rss1 - rss0) / R.MB:.3f}"),
+            ]
+            if peak is not None:
+                props.append(("perf_memory_peak_mb", f"{max(peak, rss0, rss1) / R.MB:.3f}"))
+        if wall > 0:
+            props.append(("perf_cpu_percent", f"{100.0 * cpu / wall:.1f}"))
+        report.user_properties.extend(props)
 
 
 class LocalSession(Measurer, Owner):
@@ -611,6 +668,7 @@ class ControllerSession(Owner):
         node.workerinput["perfmon_endpoint"] = self.endpoint or ""
         node.workerinput["perfmon_session"] = self.session_id
         node.workerinput["perfmon_daemon"] = bool(self.settings["daemon"])
+        node.workerinput["perfmon_junit"] = bool(getattr(self.config.option, "xmlpath", None))
 
     # The controller sees every test start and every report as the workers send them. It keeps
     # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
@@ -754,6 +812,15 @@ def configure(config: pytest.Config, settings: dict) -> None:
     else:
         role = LocalSession(config, settings)
     config.pluginmanager.register(role, PLUGIN_NAME)
+    if isinstance(role, Measurer):
+        _junit(config, role)
+
+
+def _junit(config: pytest.Config, measurer: Measurer) -> None:
+    if getattr(config.option, "xmlpath", None) or getattr(config, "workerinput", {}).get(
+        "perfmon_junit"
+    ):
+        config.pluginmanager.register(JUnitProperties(measurer), PLUGIN_NAME + "-junit")
 
 
 def configure_worker(config: pytest.Config, workerinput: dict) -> None:
@@ -765,3 +832,4 @@ def configure_worker(config: pytest.Config, workerinput: dict) -> None:
         workerinput.get("perfmon_session"),
     )
     config.pluginmanager.register(role, PLUGIN_NAME)
+    _junit(config, role)

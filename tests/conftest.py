@@ -57,6 +57,7 @@ def run_perf(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
         out = pytester.path / output
         extra = ["--perf-monitor", f"--perf-output={out}"] if monitor else []
         with monkeypatch.context() as mp:
+            mp.delenv("GITHUB_STEP_SUMMARY", raising=False)  # ours, if CI runs on Actions
             for k, v in (env or {}).items():
                 mp.setenv(k, v)
             res = pytester.runpytest_subprocess(

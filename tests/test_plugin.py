@@ -226,3 +226,42 @@ def test_node_id_that_is_not_utf8(run_perf, pytester):
     assert proc.returncode == 0, proc.stdout
     report = validate(json.loads(out.read_text(encoding="utf-8")))
     assert list(report["tests"]) == ["test_\\xff.py::test_x"]
+
+
+@pytest.mark.parametrize("xdist", XDIST)
+def test_junitxml_carries_the_metrics(run_perf, pytester, xdist):
+    import xml.etree.ElementTree as ET
+
+    pytester.makepyfile(
+        "def test_keep():\n"
+        "    test_keep.x = b'x' * (20 * 1024 * 1024)\n"
+        "def test_plain():\n"
+        "    pass\n"
+    )
+    run = run_perf("--junitxml=junit.xml", *xdist)
+    assert run.ret == 0, run.text
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert set(cases) == {"test_keep", "test_plain"}
+    for name, case in cases.items():
+        props = {p.get("name"): float(p.get("value")) for p in case.iter("property")}
+        assert set(props) == {
+            "perf_duration", "perf_memory_start_mb", "perf_memory_peak_mb",
+            "perf_memory_end_mb", "perf_memory_delta_mb", "perf_cpu_percent",
+        }
+        # the same counters as the report, read microseconds apart
+        mine = run.test(name)
+        assert props["perf_duration"] == pytest.approx(mine["duration"], abs=1e-3)
+        assert props["perf_memory_delta_mb"] == pytest.approx(mine["memory"]["delta_mb"], abs=1)
+    keep = {p.get("name"): float(p.get("value")) for p in cases["test_keep"].iter("property")}
+    assert keep["perf_memory_delta_mb"] >= 19
+
+
+def test_github_step_summary(run_perf, pytester):
+    pytester.makepyfile("def test_one():\n    pass\n")
+    summary = pytester.path / "step_summary.md"
+    run = run_perf("--perf-print-summary", env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert run.ret == 0, run.text
+    text = summary.read_text()
+    assert text.startswith("### ")
+    assert "| " in text and "test_one" in text
