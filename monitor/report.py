@@ -20,9 +20,6 @@ from . import __version__
 SCHEMA_VERSION = 1
 MB = 1024.0 * 1024.0
 
-#: Pretty-print reports up to this many tests; larger ones are written compactly (fast).
-INDENT_LIMIT = 10000
-
 METHOD_TIME = "pytest-report-durations"
 METHOD_CPU = "process-cpu-time"
 METHOD_RSS_BOUNDARY = "proc-statm-at-boundaries"
@@ -310,15 +307,33 @@ def system_info(python_version: Optional[str] = None) -> dict:
     }
 
 
+def dumps(report: dict) -> str:
+    """The report as JSON text: small sections indented, one line per test.
+
+    Readable and greppable, and fast: json's C encoder does each test, where ``indent`` on the
+    whole report would push every test through the pure-Python encoder (4x slower).
+    """
+    parts = []
+    for key, value in report.items():
+        if key == "tests" and value:
+            body = ",\n".join(
+                f"    {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
+                for k, v in value.items()
+            )
+            text = "{\n" + body + "\n  }"
+        else:
+            text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        parts.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
 def write_atomic(report: dict, path: str) -> None:
     """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
-    indent = 2 if len(report.get("tests", ())) <= INDENT_LIMIT else None
     fd, tmp = tempfile.mkstemp(prefix=".perfmon-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=indent, ensure_ascii=False)
-            f.write("\n")
+            f.write(dumps(report))
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -94,15 +94,28 @@ class Counters:
             def reset() -> int:
                 return write(clear, b"5")
 
-            def peak() -> int:
+            def vmhwm() -> int:
                 data = pread(status, 4096, 0)
                 i = data.index(b"VmHWM:") + 6
                 return int(data[i : data.index(b"kB", i)]) * 1024
 
             reset()
-            before = peak()
-            if before <= 0:
+            if vmhwm() <= 0:
                 raise ValueError("VmHWM not maintained")
+            # getrusage's ru_maxrss is max(VmHWM, a floor the kernel set at exec from the
+            # process we were spawned from), and costs a fraction of parsing /proc/self/status.
+            # Read right after a reset it is an upper bound of that floor: any value above it
+            # is VmHWM itself; at or below it, /proc/self/status decides.
+            import resource
+
+            getrusage = resource.getrusage
+            me = resource.RUSAGE_SELF
+            floor = getrusage(me).ru_maxrss
+
+            def peak() -> int:
+                kb = getrusage(me).ru_maxrss
+                return kb * 1024 if kb > floor else vmhwm()
+
             self.reset, self.peak = reset, peak
             self.methods["peak"] = True
         except (OSError, ValueError):
@@ -132,11 +145,27 @@ class Client:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.SNDHWM, 100000)
-        self.sock.connect(endpoint)
         self.frames: list = []
         self.ready = False
         self.alive = True  # False once we know the monitor cannot take our data
         self.problem: Optional[str] = None
+        # A perfmon-daemon bound to a non-loopback address speaks CURVE only.
+        secret = os.environ.get("PERFMON_CURVE_SECRET_KEY")
+        server = os.environ.get("PERFMON_CURVE_SERVER_KEY")
+        if secret and server:
+            try:
+                from zmq.auth import load_certificate
+
+                public, secret_key = load_certificate(secret)
+                self.sock.curve_secretkey = secret_key
+                self.sock.curve_publickey = public
+                self.sock.curve_serverkey = load_certificate(server)[0]
+            except (OSError, ValueError, zmq.ZMQError) as exc:
+                self.alive = False
+                self.problem = f"cannot use the CURVE keys in PERFMON_CURVE_*: {exc}"
+        # We usually connect before the monitor has bound: retry every 10 ms, not every 100.
+        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        self.sock.connect(endpoint)
 
     def send(self, frame: bytes) -> bool:
         try:
@@ -496,6 +525,11 @@ class Owner:
         self.report_path = path
         self.report = report
 
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.proc is not None and self.proc.poll() is None and self.report_path is None:
+            self.proc.terminate()  # the session never finished (an error before the tests)
+        self.reap()
+
     def reap(self) -> None:
         proc = self.proc
         if proc is not None:
@@ -639,7 +673,8 @@ class LocalSession(Measurer, Owner):
             self.counters.close()
             if self.proc is not None and self.monitor_alive() and not ok:
                 self.proc.terminate()
-            self.reap()
+            # The monitor exits by itself after "done": reaped in pytest_unconfigure, after the
+            # terminal summary, so its exit overlaps our own output.
 
 
 class ControllerSession(Owner):
@@ -761,7 +796,8 @@ class ControllerSession(Owner):
                 client.close()
             if self.proc is not None and self.monitor_alive() and not ok:
                 self.proc.terminate()
-            self.reap()
+            # The monitor exits by itself after "done": reaped in pytest_unconfigure, after the
+            # terminal summary, so its exit overlaps our own output.
 
 
 class WorkerSession(Measurer):
