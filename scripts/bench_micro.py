@@ -63,6 +63,8 @@ class FakeReport:
         self.skipped = False
 
 
+ALL_NONE = "Measurer, all counters, no client"
+ALL_ZMQ = "Measurer, all counters, real Client -> ROUTER"
 ITEM = FakeItem("tests/test_generated_07.py::test_42")
 REPORTS = (FakeReport("setup"), FakeReport("call"), FakeReport("teardown"))
 
@@ -108,16 +110,25 @@ class Sink:
 # --- timing helpers -----------------------------------------------------------------------------
 
 
-def per_call_us(fn: Callable[[int], None], n: int, reps: int) -> dict:
-    """Run ``fn(n)`` ``reps`` times; the median / min / max of microseconds per iteration."""
-    fn(max(n // 10, 100))  # warm up
-    times = []
+def interleaved_us(cases: list, n: int, reps: int) -> list:
+    """Time ``fn(n)`` for every ``(name, fn)``, the cases taking turns in each repetition.
+
+    Taking turns spreads any change of the machine's load over all cases alike. Returns, per
+    case, the median / min / max of microseconds per iteration over the repetitions.
+    """
+    for _, fn in cases:
+        fn(max(n // 10, 100))  # warm up
+    times: list = [[] for _ in cases]
     for _ in range(reps):
-        gc.collect()
-        t0 = _perf()
-        fn(n)
-        times.append((_perf() - t0) / n * 1e6)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
+        for i, (_, fn) in enumerate(cases):
+            gc.collect()
+            t0 = _perf()
+            fn(n)
+            times[i].append((_perf() - t0) / n * 1e6)
+    return [
+        {"name": name, "median": statistics.median(t), "min": min(t), "max": max(t)}
+        for (name, _), t in zip(cases, times)
+    ]
 
 
 def loop_of(call: Callable[[], Any]) -> Callable[[int], None]:
@@ -189,9 +200,9 @@ def counter_benchmarks(n: int, reps: int) -> dict:
     c = RT.Counters()
     out["methods"] = dict(c.methods)
     cases: list = [
-        ("Counters.rss()  [pread /proc/self/statm]", c.rss),
-        ("Counters.peak() [pread /proc/self/status, VmHWM]", c.peak),
-        ("Counters.reset() [write '5' to clear_refs]", c.reset),
+        ("Counters.rss()   (as shipped)", c.rss),
+        ("Counters.peak()  (as shipped)", c.peak),
+        ("Counters.reset() (as shipped)", c.reset),
         ("time.process_time()", time.process_time),
         ("time.perf_counter()", time.perf_counter),
         ("time.time()", time.time),
@@ -204,6 +215,7 @@ def counter_benchmarks(n: int, reps: int) -> dict:
     if sys.platform.startswith("linux"):
         try:
             fd = os.open("/proc/self/status", os.O_RDONLY)
+            cases.append(("VmHWM parsed from pread /proc/self/status", vmhwm_reader(fd)))
             cases.append(("pread /proc/self/status only (no parse)", lambda: os.pread(fd, 4096, 0)))
             cases.append(("pread /proc/self/status, 256 bytes", lambda: os.pread(fd, 256, 0)))
         except OSError:
@@ -213,17 +225,11 @@ def counter_benchmarks(n: int, reps: int) -> dict:
             cases.append(("pread /proc/self/statm only (no parse)", lambda: os.pread(sfd, 96, 0)))
         except OSError:
             sfd = -1
-    rows = []
-    for name, fn in cases:
-        if fn is RT._none:
-            rows.append({"name": name, "us": None})
-            continue
-        r = per_call_us(loop_of(fn), n, reps)
-        rows.append({"name": name, "us": r["median"]})
-    base = per_call_us(empty_loop, n, reps)["median"]
-    for r in rows:
-        if r["us"] is not None:
-            r["us"] = max(r["us"] - base, 0.0)
+    timed = interleaved_us(
+        [(name, loop_of(fn)) for name, fn in cases] + [("", empty_loop)], n, reps
+    )
+    base = timed.pop()["median"]
+    rows = [{"name": t["name"], "us": max(t["median"] - base, 0.0)} for t in timed]
     out["rows"] = rows
     out["loop_us"] = base
     c.close()
@@ -232,6 +238,18 @@ def counter_benchmarks(n: int, reps: int) -> dict:
             if f >= 0:
                 os.close(f)
     return out
+
+
+def vmhwm_reader(fd: int) -> Callable[[], int]:
+    """The peak as the first version of the plugin read it: VmHWM parsed from /proc/self/status."""
+    pread = os.pread
+
+    def vmhwm() -> int:
+        data = pread(fd, 4096, 0)
+        i = data.index(b"VmHWM:") + 6
+        return int(data[i : data.index(b"kB", i)]) * 1024
+
+    return vmhwm
 
 
 def status_size() -> Optional[int]:
@@ -279,47 +297,55 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  {r['name']:<52} {us} us")
     print()
 
-    # 2. per-test
-    rows = []
+    # 2. per-test: every variant set up first, then timed taking turns
+    cases: list = [("empty hooks (fake calls only, baseline)", drive(EmptyMeasurer()))]
+    measurers: list = []
 
-    def add(name: str, fn: Callable[[int], None]) -> float:
-        r = per_call_us(fn, n, reps)
-        rows.append({"name": name, **r})
-        return r["median"]
+    def measurer(client: Optional[Any], disable: tuple = ()) -> Any:
+        m = make_measurer(client, disable)
+        measurers.append(m)
+        return m
 
-    empty = add("empty hooks (fake calls only, baseline)", drive(EmptyMeasurer()))
-    real_none = None
     if args.client in ("both", "none"):
-        variants = [
+        for name, disable in (
             ("Measurer, counters off, no client", ("rss", "peak", "reset")),
             ("Measurer, peak+reset off, no client", ("peak", "reset")),
             ("Measurer, peak off, no client", ("peak",)),
-            ("Measurer, all counters, no client", ()),
-        ]
-        for name, disable in variants:
-            m = make_measurer(None, disable)
-            try:
-                real_none = add(name, drive(m))
-            finally:
-                m.counters.close()
-    real_zmq = None
-    sink = None
+            (ALL_NONE, ()),
+        ):
+            cases.append((name, drive(measurer(None, disable))))
+        # What-ifs (not necessarily the plugin's code): the peak read one way or the other.
+        m = measurer(None)
+        if m.counters.methods["peak"]:
+            ru, who = resource.getrusage, resource.RUSAGE_SELF
+            m.counters.peak = lambda: ru(who).ru_maxrss * 1024
+            cases.append(("what-if: peak = getrusage() only, no client", drive(m)))
+            m = measurer(None)
+            m.counters.fds.append(os.open("/proc/self/status", os.O_RDONLY))
+            m.counters.peak = vmhwm_reader(m.counters.fds[-1])
+            cases.append(("what-if: peak = /proc/self/status VmHWM, no client", drive(m)))
+    sink = client = None
     if args.client in ("both", "zmq"):
         sink = Sink()
         client = RT.Client(sink.endpoint)
-        made = [make_measurer(client, ("rss", "peak", "reset")), make_measurer(client)]
-        try:
-            add("Measurer, counters off, real Client -> ROUTER", drive_zmq(made[0], client))
-            real_zmq = add(
-                "Measurer, all counters, real Client -> ROUTER", drive_zmq(made[1], client)
-            )
-        finally:
+        m0 = measurer(client, ("rss", "peak", "reset"))
+        cases.append(("Measurer, counters off, real Client -> ROUTER", drive_zmq(m0, client)))
+        cases.append((ALL_ZMQ, drive_zmq(measurer(client), client)))
+    try:
+        rows = interleaved_us(cases, n, reps)
+    finally:
+        if client is not None:
             client.sock.close(0)
             client.ctx.term()
-            for m in made:
-                m.counters.close()
+        for m in measurers:
+            m.counters.close()
+        if sink is not None:
             time.sleep(0.2)
             sink.close()
+    by_name = {r["name"]: r["median"] for r in rows}
+    empty = rows[0]["median"]
+    real_none = by_name.get(ALL_NONE)
+    real_zmq = by_name.get(ALL_ZMQ)
 
     print("per fake test (protocol hookwrapper + 3 logreport calls)")
     print(f"  {'':<50} {'median':>8} {'min':>8} {'max':>8} {'minus empty':>12}")

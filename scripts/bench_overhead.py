@@ -337,14 +337,6 @@ def main(argv: Optional[list] = None) -> int:
         f"<= {TARGET_MONITOR_US:.0f} us",
         per_test_us <= TARGET_MONITOR_US,
     )
-    marginal_wall_us = (
-        (s["perf_median"] - s["plain_median"] - o["perf_median"] + o["plain_median"])
-        / (n_tests - 1)
-        * 1e6
-    )
-    fig(
-        "marginal added wall / test (big minus 1-test diff)", f"{marginal_wall_us:.0f} us", "", None
-    )
     fig("monitor CPU, 1-test run (start-up)", f"{cpu_one * 1e3:.0f} ms", "", None)
     fig(
         "monitor CPU marginal / test",
@@ -371,7 +363,6 @@ def main(argv: Optional[list] = None) -> int:
         out = {"facts": facts, "tests": n_tests, "results": results, "figures": figures}
         out["monitor_cpu_us_per_test"] = per_test_us
         out["monitor_cpu_marginal_us_per_test"] = marginal_us
-        out["marginal_wall_us_per_test"] = marginal_wall_us
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(out, f, indent=2)
         print(f"JSON written to {args.json}")
