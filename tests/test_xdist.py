@@ -1,0 +1,104 @@
+"""pytest --perf-monitor -n N: every xdist worker reports into one collector, one report."""
+
+from __future__ import annotations
+
+import pytest
+
+SUITE = {
+    "test_alpha": '''
+import time, pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_a(i):
+    time.sleep(0.01)
+''',
+    "test_beta": '''
+import time, pytest
+
+@pytest.mark.xdist_group("g1")
+@pytest.mark.parametrize("i", range(4))
+def test_b(i):
+    time.sleep(0.01)
+
+def test_memory():
+    block = b"x" * (40 * 1024 * 1024)
+    time.sleep(0.3)
+''',
+    "test_gamma": '''
+import pytest
+
+class TestC:
+    @pytest.mark.parametrize("i", range(3))
+    def test_c(self, i):
+        assert i >= 0
+''',
+}
+N_TESTS = 6 + 4 + 1 + 3
+
+
+def _check(run, workers: set) -> None:
+    assert run.ret == 0, run.text
+    rep = run.report
+    tests = rep["tests"]
+    assert len(tests) == N_TESTS == rep["session"]["total_tests"]
+    assert rep["session"]["records_dropped"] == 0
+    assert {t["worker"] for t in tests.values()} <= workers
+    assert set(rep["workers"]) <= workers
+    assert sum(w["tests"] for w in rep["workers"].values()) == N_TESTS
+    for wid, w in rep["workers"].items():
+        pids = {t["pid"] for t in tests.values() if t["worker"] == wid}
+        assert pids == {w["pid"]}
+        assert w["busy_time"] > 0 and w["idle_time"] >= 0
+        assert w["peak_rss_mb"] > 0
+    assert all(t["outcome"] == "passed" for t in tests.values())
+
+
+@pytest.mark.parametrize(
+    "args, workers",
+    [
+        pytest.param(["-p", "no:xdist"], {"main"}, id="no-xdist-plugin"),
+        pytest.param(["-n", "0"], {"main"}, id="n0"),
+        pytest.param(["-n", "1"], {"gw0"}, id="n1"),
+        pytest.param(["-n", "auto"], {f"gw{i}" for i in range(64)}, id="n-auto"),
+        pytest.param(["-n", "2", "--dist", "load"], {"gw0", "gw1"}, id="load"),
+        pytest.param(["-n", "2", "--dist", "loadscope"], {"gw0", "gw1"}, id="loadscope"),
+        pytest.param(["-n", "2", "--dist", "loadfile"], {"gw0", "gw1"}, id="loadfile"),
+        pytest.param(["-n", "2", "--dist", "loadgroup"], {"gw0", "gw1"}, id="loadgroup"),
+        pytest.param(["-n", "2", "--dist", "worksteal"], {"gw0", "gw1"}, id="worksteal"),
+    ],
+)
+def test_every_distribution_mode(run_perf, pytester, args, workers):
+    pytester.makepyfile(**SUITE)
+    if "no:xdist" in args:
+        pytester.makeini("[pytest]\nmarkers = xdist_group: grouping\n")
+    run = run_perf(*args)
+    _check(run, workers)
+    if "--dist" in args and args[args.index("--dist") + 1] == "loadfile":
+        by_file: dict = {}
+        for nodeid, t in run.tests.items():
+            by_file.setdefault(nodeid.split("::")[0], set()).add(t["worker"])
+        assert all(len(w) == 1 for w in by_file.values()), by_file
+
+
+def test_shared_collector_views(run_perf, pytester):
+    """Per-worker figures, the concurrent memory peak and the session's use of its workers."""
+    pytester.makepyfile(**SUITE)
+    run = run_perf("-n", "2", "--perf-print-summary")
+    _check(run, {"gw0", "gw1"})
+    rep = run.report
+    peak = rep["concurrent_memory_peak"]
+    assert peak is not None
+    # The 40 MB test was held for 300 ms with a 100 ms sampler: the peak moment is inside it.
+    mem = run.test("test_memory")
+    assert peak["workers"][mem["worker"]]["test"].endswith("test_memory")
+    assert peak["total_rss_mb"] >= sum(w["rss_mb"] for w in peak["workers"].values()) - 0.01
+    assert peak["total_rss_mb"] >= mem["memory"]["start_mb"] + 35
+    eff = rep["summary"]["parallel_efficiency"]
+    assert 0 < eff <= 1
+    assert rep["summary"]["total_duration"] == pytest.approx(
+        sum(t["duration"] for t in rep["tests"].values()), abs=1e-3
+    )
+    out = run.result.stdout.str()
+    assert "workers" in out and "gw0" in out and "gw1" in out
+    assert "concurrent memory peak" in out
+    assert "worker utilisation" in out
