@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 
@@ -30,12 +31,16 @@ class JournalError(Exception):
 class Journal:
     """Append entries; read one back by the offset :meth:`append` returned."""
 
-    def __init__(self, path: str, fsync: bool = False) -> None:
+    def __init__(self, path: str, fsync: bool = False, readonly: bool = False) -> None:
         self.path = path
         self.fsync = fsync
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.offset = os.fstat(self.fd).st_size
-        self.rfd = -1
+        self.fd = self.rfd = -1
+        if readonly:
+            self.rfd = os.open(path, os.O_RDONLY)
+            self.offset = os.fstat(self.rfd).st_size
+        else:
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self.offset = os.fstat(self.fd).st_size
         self._packer = msgpack.Packer(use_bin_type=True)
 
     def append(self, entry: dict) -> int:

@@ -138,6 +138,14 @@ def error_reply(code: int, message: str) -> bytes:
 
 _NUM = (int, float)
 
+#: The outcomes a record may carry (the report's "crashed" is the monitor's, never a record's).
+OUTCOMES = frozenset(("passed", "failed", "skipped", "error", "xfailed", "xpassed"))
+_INF = float("inf")
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, _NUM) and not isinstance(v, bool) and -_INF < v < _INF
+
 
 def check_record(rec: Any) -> list:
     """Validate one record from a batch; return it with the node id decoded to str."""
@@ -148,14 +156,14 @@ def check_record(rec: Any) -> list:
         rec[0] = nodeid.decode("utf-8", "backslashreplace")
     elif not isinstance(nodeid, str):
         raise ProtocolError(E_FIELD, "node id is not bytes or str")
-    if not isinstance(rec[1], _NUM) or not isinstance(rec[2], _NUM):
+    if not _finite(rec[1]) or not _finite(rec[2]):
         raise ProtocolError(E_FIELD, "start/stop are not numbers")
     for i in (3, 4, 5, 7, 8, 9, 10, 11):
         v = rec[i]
-        if v is not None and (not isinstance(v, _NUM) or isinstance(v, bool)):
-            raise ProtocolError(E_FIELD, f"field {RECORD_FIELDS[i]} is not a number")
-    if not isinstance(rec[6], str):
-        raise ProtocolError(E_FIELD, "outcome is not a string")
+        if v is not None and (not _finite(v) or v < 0):
+            raise ProtocolError(E_FIELD, f"field {RECORD_FIELDS[i]} is not a number >= 0")
+    if not isinstance(rec[6], str) or rec[6] not in OUTCOMES:
+        raise ProtocolError(E_FIELD, "outcome is not one of " + ", ".join(sorted(OUTCOMES)))
     return rec
 
 

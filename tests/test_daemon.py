@@ -1,0 +1,632 @@
+"""perfmon-daemon end to end: real daemon processes, real pytest runs, SIGKILL mid-run, rebuild.
+
+Every daemon and pytest process is reaped in a finally, every wait is bounded, every socket is
+closed with LINGER 0. No timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.request
+
+import msgpack
+import pytest
+import zmq
+from conftest import RUN_TIMEOUT, validate
+from perfmon import protocol as P
+from perfmon.daemon import DaemonError, request
+
+SCRIPT = os.path.join(os.path.dirname(sys.executable), "perfmon-daemon")
+DAEMON = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "perfmon.daemon"]
+WAIT = 60.0
+
+#: Five quick tests, one that outlasts the plugin's 0.5 s batch interval (so that everything
+#: before it reaches the daemon), one that blocks until the test lets it go, one more.
+SUITE = """
+import os, time
+import pytest
+
+@pytest.mark.parametrize("i", range(5))
+def test_quick(i):
+    pass
+
+def test_flush():
+    time.sleep(0.6)
+
+def test_block():
+    release = os.environ.get("PERFMON_TEST_RELEASE", "")
+    deadline = time.monotonic() + 120
+    while release and not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+def test_after():
+    pass
+"""
+BEFORE_BLOCK = {f"test_quick[{i}]" for i in range(5)} | {"test_flush"}
+ALL = BEFORE_BLOCK | {"test_block", "test_after"}
+
+
+def names(tests: dict) -> set:
+    return {k.rsplit("::", 1)[1] for k in tests}
+
+
+def one_line_error(stderr: str) -> str:
+    text = stderr.strip()
+    assert "Traceback" not in text, text
+    assert len(text.splitlines()) == 1, text
+    return text
+
+
+class Daemon:
+    """A real perfmon-daemon process, reaped by close()."""
+
+    def __init__(self, directory, *extra: str, endpoint: str | None = None, env=None) -> None:
+        self.dir = directory
+        self.endpoint = endpoint or f"ipc://{directory}/d.sock"
+        self.output = directory / "combined.json"
+        self.journal = directory / "combined.json.journal"
+        self.log_path = directory / "daemon.log"
+        args = ["--output", str(self.output), *extra]
+        if endpoint != "":
+            args = ["--endpoint", self.endpoint, *args]
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                DAEMON + args,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=directory,
+                env=env,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def status(self, timeout: float = 5.0) -> dict:
+        return request(self.endpoint, P.STATUS, timeout)
+
+    def wait_up(self) -> dict:
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log()
+            try:
+                return self.status(timeout=1.0)
+            except DaemonError:
+                time.sleep(0.1)
+        raise AssertionError("the daemon never answered: " + self.log())
+
+    def wait_for(self, predicate, what: str) -> dict:
+        deadline = time.monotonic() + WAIT
+        st = self.status()
+        while not predicate(st):
+            assert time.monotonic() < deadline, f"waited for {what}: {st}\n{self.log()}"
+            assert self.proc.poll() is None, self.log()
+            time.sleep(0.1)
+            st = self.status()
+        return st
+
+    def session(self, st: dict, owner_pid: int) -> dict:
+        for s in st["sessions"].values():
+            if s["owner_pid"] == owner_pid:
+                return s
+        return {}
+
+    def wait_exit(self) -> int:
+        return self.proc.wait(WAIT)
+
+    def combined(self) -> dict:
+        return validate(json.loads(self.output.read_text(encoding="utf-8")))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+
+
+class Pytest:
+    """A real pytest run reporting into the daemon, reaped by close()."""
+
+    def __init__(self, directory, output: str, *args: str, daemon: str | None, env=None):
+        self.output = directory / output
+        self.release = directory / "release"
+        environ = dict(os.environ, PERFMON_TEST_RELEASE=str(self.release), **(env or {}))
+        environ.pop("PERFMON_DAEMON", None)
+        environ.update(env or {})
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor"]
+        cmd += [f"--perf-output={self.output}", *args]
+        if daemon:
+            cmd += ["--perf-daemon", daemon]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=environ,
+        )
+        self.text = ""
+
+    def wait(self) -> int:
+        out, _ = self.proc.communicate(timeout=RUN_TIMEOUT)
+        self.text = out.decode("utf-8", "replace")
+        return self.proc.returncode
+
+    def report(self) -> dict:
+        return validate(json.loads(self.output.read_text(encoding="utf-8")))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=WAIT)
+
+
+@pytest.fixture
+def procs():
+    """Everything started here is killed and reaped at the end, whatever happens."""
+    started: list = []
+    yield started
+    for p in reversed(started):
+        p.close()
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester):
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_suite=SUITE)
+    return pytester.path
+
+
+class Raw:
+    """A bare DEALER speaking the protocol by hand."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+
+    def send(self, frame: bytes) -> None:
+        self.sock.send(frame)
+
+    def ask(self, frame: bytes, timeout: float = 10.0):
+        self.sock.send(frame)
+        if not self.sock.poll(timeout * 1000, zmq.POLLIN):
+            raise AssertionError("no reply")
+        return P.unpack(self.sock.recv())
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def hello(session: str, pid: int | None = None, role: str = "local", worker: str = "main"):
+    body = {"session": session, "role": role, "pid": pid or os.getpid(), "worker": worker}
+    return P.pack(P.HELLO, body)
+
+
+def record(nodeid, start: float = 1000.0) -> list:
+    mb = 1 << 20
+    return [nodeid, start, start + 0.01, 0.001, 0.008, 0.001, "passed", mb, 2 * mb, mb, 0.005, 0.01]
+
+
+# --- start, use, stop ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_sessions_status_metrics_stop(suite, procs):
+    """Two pytest runs at once (one with -n 2) into one daemon; status and /metrics meanwhile."""
+    d = Daemon(suite, "--metrics-port", "0")
+    procs.append(d)
+    d.wait_up()
+    a = Pytest(suite, "a.json", daemon=d.endpoint)
+    procs.append(a)
+    b = Pytest(suite, "b.json", "-n", "2", daemon=None, env={"PERFMON_DAEMON": d.endpoint})
+    procs.append(b)
+
+    def both_running(st):
+        sa, sb = d.session(st, a.proc.pid), d.session(st, b.proc.pid)
+        return sa.get("tests", 0) >= len(BEFORE_BLOCK) and len(sb.get("workers", {})) == 2
+
+    st = d.wait_for(both_running, "both sessions running")
+    sa, sb = d.session(st, a.proc.pid), d.session(st, b.proc.pid)
+    assert sa["state"] == sb["state"] == "running"
+    main = sa["workers"]["main"]
+    assert main["running"] and main["rss_mb"] > 0 and main["in_test_for"] >= 0
+    assert main["last_test"].endswith("::test_flush")
+    assert set(sb["workers"]) == {"gw0", "gw1"}
+    assert st["records_rejected"] == 0 and st["hello_refused"] == 0
+
+    # the status command, as a user runs it
+    cli = subprocess.run(
+        DAEMON + ["status", "--endpoint", d.endpoint],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert f"session {sa['label']}  running" in cli.stdout
+    assert "last test completed" in cli.stdout and "approximate" in cli.stdout
+
+    # the Prometheus endpoint, bound to 127.0.0.1
+    url = st["daemon"]["metrics"]
+    assert url.startswith("http://127.0.0.1:")
+    deadline = time.monotonic() + WAIT
+    while True:  # the snapshot behind /metrics is refreshed every 0.5 s
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            text = resp.read().decode()
+        if f'perfmon_worker_rss_bytes{{session="{sa["label"]}",worker="main"}}' in text:
+            break
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    assert "# TYPE perfmon_tests_completed_total counter" in text
+    assert 'perfmon_sessions{state="running"} 2.0' in text
+    assert f'perfmon_worker_in_test_seconds{{session="{sb["label"]}",worker="gw0"}}' in text
+
+    a.release.write_text("go")
+    assert a.wait() == 0, a.text
+    assert b.wait() == 0, b.text
+    for run in (a, b):
+        rep = run.report()
+        assert names(rep["tests"]) == ALL
+        assert rep["session"]["collector"] == "monitor"
+        assert not rep["session"]["aborted"]
+        assert "perfmon: warning" not in run.text, run.text
+    assert set(b.report()["workers"]) == {"gw0", "gw1"}
+
+    stop = subprocess.run(
+        DAEMON + ["stop", "--endpoint", d.endpoint], capture_output=True, text=True, timeout=WAIT
+    )
+    assert stop.returncode == 0, stop.stderr
+    assert d.wait_exit() == 0, d.log()
+    rep = d.combined()
+    assert set(rep["sessions"]) == {sa_id(rep, a), sa_id(rep, b)}
+    assert rep["session"]["total_tests"] == 2 * len(ALL)
+    assert not rep["session"]["aborted"]
+    for sid, block in rep["sessions"].items():
+        assert block["state"] == "finished"
+        mine = [k for k, t in rep["tests"].items() if t["session"] == sid]
+        assert len(mine) == len(ALL) and all(k.startswith(block["label"] + "::") for k in mine)
+    label_b = rep["sessions"][sa_id(rep, b)]["label"]
+    assert {f"{label_b}::gw0", f"{label_b}::gw1"} <= set(rep["workers"])
+    assert rep["sessions"][sa_id(rep, a)]["output"] == str(a.output)
+    assert not d.journal.exists()  # a clean stop: the combined report holds it all
+
+
+def sa_id(rep: dict, run: Pytest) -> str:
+    for sid, block in rep["sessions"].items():
+        if block["output"] == str(run.output):
+            return sid
+    raise AssertionError(f"no session wrote {run.output}")
+
+
+@pytest.mark.slow
+def test_pytest_killed_mid_run(suite, procs):
+    """kill -9 of pytest: the session is closed as aborted with every test it had sent."""
+    d = Daemon(suite)
+    procs.append(d)
+    d.wait_up()
+    a = Pytest(suite, "a.json", daemon=d.endpoint)
+    procs.append(a)
+    d.wait_for(lambda st: d.session(st, a.proc.pid).get("tests", 0) >= 6, "six tests")
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait(WAIT)
+    st = d.wait_for(
+        lambda st: d.session(st, a.proc.pid).get("state") == "aborted", "the session aborted"
+    )
+    s = d.session(st, a.proc.pid)
+    assert "gone without finish" in s["reason"]
+    with open(s["report"], encoding="utf-8") as f:
+        own = validate(json.load(f))
+    assert own["session"]["aborted"] and own["session"]["exit_status"] is None
+    assert names(own["tests"]) >= BEFORE_BLOCK
+    assert not a.output.exists()  # pytest died before it could write anything
+
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait_exit() == 0, d.log()
+    rep = d.combined()
+    assert rep["session"]["aborted"]
+    (block,) = rep["sessions"].values()
+    assert block["state"] == "aborted" and block["output"] == s["report"]
+    assert names(rep["tests"]) >= BEFORE_BLOCK
+    assert all(t["outcome"] == "passed" for t in rep["tests"].values())
+
+
+@pytest.mark.slow
+def test_daemon_killed_mid_run_rebuild(suite, procs):
+    """kill -9 of the daemon: pytest goes on alone; the journal rebuilds what the daemon had."""
+    d = Daemon(suite, "--interval", "0.05")
+    procs.append(d)
+    d.wait_up()
+    a = Pytest(suite, "a.json", daemon=d.endpoint)
+    procs.append(a)
+    st = d.wait_for(lambda st: d.session(st, a.proc.pid).get("tests", 0) >= 6, "six tests")
+    label = d.session(st, a.proc.pid)["label"]
+    seen = d.session(st, a.proc.pid)["tests"]
+    d.proc.send_signal(signal.SIGKILL)
+    d.wait_exit()
+    a.release.write_text("go")
+    assert a.wait() == 0, a.text
+    assert names(a.report()["tests"]) == ALL  # the plugin wrote its own report
+    assert "perfmon: warning" in a.text
+
+    assert d.journal.exists()
+    rebuilt = suite / "rebuilt.json"
+    res = subprocess.run(
+        DAEMON + ["rebuild", "--journal", str(d.journal), "--output", str(rebuilt)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert res.returncode == 0, res.stderr
+    rep = validate(json.loads(rebuilt.read_text(encoding="utf-8")))
+    (block,) = rep["sessions"].values()
+    assert block["state"] == "aborted" and block["label"] == label
+    got = names(rep["tests"])
+    assert len(got) >= seen and got >= BEFORE_BLOCK and got <= ALL
+    own = suite / f"rebuilt.session-{label}.json"
+    assert names(validate(json.loads(own.read_text(encoding="utf-8")))["tests"]) == got
+    # memory came through the journal too: boundary counters or samples
+    assert all(t["memory"]["peak_mb"] for t in rep["tests"].values())
+
+    # a new daemon refuses to start over a journal that was not rebuilt and removed
+    again = subprocess.run(
+        DAEMON + ["--endpoint", d.endpoint, "--output", str(d.output)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert again.returncode == 2
+    assert "rebuild" in one_line_error(again.stderr)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "stop"])
+def test_stop_writes_and_exits_0(tmp_path, procs, how):
+    d = Daemon(tmp_path)
+    procs.append(d)
+    d.wait_up()
+    c = Raw(d.endpoint)
+    try:  # one session left open: written as aborted
+        kind, _ = c.ask(hello("feedcafe" * 4))
+        assert kind == P.READY
+        c.send(P.pack(P.BATCH, [0, [record(b"t.py::test_x")]]))
+        d.wait_for(lambda st: st["tests"] == 1, "one test")
+        if how == "stop":
+            kind, body = c.ask(P.pack(P.STOP))
+            assert kind == P.STOPPING and body["pid"] == d.proc.pid
+        else:
+            d.proc.send_signal(getattr(signal, how))
+        assert d.wait_exit() == 0, d.log()
+    finally:
+        c.close()
+    rep = d.combined()
+    assert list(rep["tests"]) == ["feedcafe::t.py::test_x"]
+    assert rep["sessions"]["feedcafe" * 4]["state"] == "aborted"
+    assert "daemon stopped" in rep["session"]["warnings"][0]
+    assert not d.journal.exists()
+
+
+# --- security --------------------------------------------------------------------------------
+
+
+def test_default_endpoint_is_private(tmp_path, procs):
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    d = Daemon(tmp_path, endpoint="", env=env)
+    procs.append(d)
+    private = tmp_path / f"perfmon-{os.getuid()}"
+    d.endpoint = f"ipc://{private}/daemon.sock"
+    d.wait_up()
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(private / "daemon.sock").st_mode) == 0o600
+    st = subprocess.run(
+        DAEMON + ["status", "--json"], capture_output=True, text=True, timeout=WAIT, env=env
+    )
+    assert st.returncode == 0, st.stderr
+    assert json.loads(st.stdout)["daemon"]["pid"] == d.proc.pid
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_public_tcp_needs_curve(tmp_path):
+    res = subprocess.run(
+        DAEMON + ["--endpoint", "tcp://0.0.0.0:0", "--output", str(tmp_path / "c.json")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert res.returncode == 2
+    assert "--curve-secret-key" in one_line_error(res.stderr)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
+def test_curve_admits_only_known_clients(tmp_path, procs):
+    import zmq.auth
+
+    server_dir, clients_dir = tmp_path / "server", tmp_path / "clients"
+    server_dir.mkdir()
+    clients_dir.mkdir()
+    server_pub, server_secret = zmq.auth.create_certificates(str(server_dir), "server")
+    client_pub, client_secret = zmq.auth.create_certificates(str(server_dir), "client")
+    shutil.copy(client_pub, clients_dir)
+    d = Daemon(
+        tmp_path,
+        "--curve-secret-key",
+        server_secret,
+        "--curve-client-keys",
+        str(clients_dir),
+        endpoint="tcp://0.0.0.0:0",
+    )
+    procs.append(d)
+    deadline = time.monotonic() + WAIT
+    while "listening on" not in d.log():
+        assert d.proc.poll() is None and time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    port = d.log().split("listening on tcp://0.0.0.0:")[1].split()[0]
+    local = f"tcp://127.0.0.1:{port}"
+    st = request(local, P.STATUS, 10.0, client_secret, server_pub)
+    assert st["daemon"]["pid"] == d.proc.pid
+    with pytest.raises(DaemonError, match="no perfmon-daemon answered"):
+        request(local, P.STATUS, 1.0)  # no keys: the handshake never completes
+    request(local, P.STOP, 10.0, client_secret, server_pub)
+    assert d.wait_exit() == 0, d.log()
+
+
+def test_hello_for_foreign_or_missing_pid_refused(tmp_path, procs):
+    d = Daemon(tmp_path)
+    procs.append(d)
+    d.wait_up()
+    foreign = None
+    if os.getuid() == 0:  # a process of another user
+        foreign = subprocess.Popen(["sleep", "60"], user=65534)
+    c = Raw(d.endpoint)
+    try:
+        pids = [2**22 + 12345]  # above the kernel's pid_max: no such process
+        if foreign is not None:
+            pids.append(foreign.pid)
+        elif os.stat("/proc/1").st_uid != os.getuid():
+            pids.append(1)
+        for pid in pids:
+            kind, body = c.ask(hello("abcdef12", pid=pid))
+            assert kind == P.ERROR and body["code"] == P.E_PID, body
+        st = d.status()
+        assert st["hello_refused"] == len(pids)
+        assert st["sessions_total"] == 0  # nothing sampled, nothing created
+    finally:
+        c.close()
+        if foreign is not None:
+            foreign.kill()
+            foreign.wait(WAIT)
+
+
+def test_bad_frames_answered_and_counted(tmp_path, procs):
+    d = Daemon(tmp_path)
+    procs.append(d)
+    d.wait_up()
+    c = Raw(d.endpoint)
+    try:
+        cases = [
+            (b"\xc1 not msgpack", P.E_MALFORMED),
+            (msgpack.packb([99, "hello", {}]), P.E_VERSION),
+            (P.pack("no-such-kind", {}), P.E_KIND),
+            (P.pack(P.HELLO, {"pid": "1", "session": "x"}), P.E_FIELD),
+            (P.pack(P.HELLO, {"pid": os.getpid(), "role": "local"}), P.E_FIELD),  # no session
+            (P.pack(P.BATCH, [0, []]), P.E_UNKNOWN_PEER),
+            (b"\x93\x01\xa5hello\xa3\xff\xfe\xfd", P.E_MALFORMED),  # a str that is not UTF-8
+            (P.pack(P.HELLO, b"x" * (P.MAX_FRAME + 10)), P.E_TOO_LARGE),
+        ]
+        for frame, code in cases:
+            kind, body = c.ask(frame)
+            assert kind == P.ERROR and body["code"] == code, (frame[:20], body)
+        # a real session with a node id that is not UTF-8, and records of the wrong shape
+        sid = "0123456789abcdef"
+        assert c.ask(hello(sid))[0] == P.READY
+        good = record(b"t.py::test_\xff\xfe")
+        bad = [record(b"t.py::bad")[:5], record(7), record(b"x")[:6] + ["exploded"] + [0] * 5]
+        c.send(P.pack(P.BATCH, [0, [good, *bad]]))
+        kind, body = c.ask(P.pack(P.FINISH, {"output": str(tmp_path / "own.json"), "start": 999}))
+        assert kind == P.DONE and body["ok"], body
+        own = validate(json.loads((tmp_path / "own.json").read_text(encoding="utf-8")))
+        assert list(own["tests"]) == ["t.py::test_\\xff\\xfe"]
+        assert own["session"]["protocol_errors"] == {"records-rejected": 3}
+        kind, body = c.ask(P.pack(P.BATCH, [1, [good]]))  # after finish
+        assert kind == P.ERROR and body["code"] == P.E_SESSION
+        st = d.status()
+        assert st["records_rejected"] == 3
+        errors = st["protocol_errors"]
+        for name in ("malformed", "version", "kind", "field", "unknown-peer", "too-large"):
+            assert errors.get(name), (name, errors)
+        assert errors["session-closed"] == 1
+    finally:
+        c.close()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait_exit() == 0, d.log()
+    assert list(d.combined()["tests"]) == ["01234567::t.py::test_\\xff\\xfe"]
+
+
+def test_finish_path_must_be_absolute(tmp_path, procs):
+    """A session's report path comes from a client: relative or special paths are refused."""
+    d = Daemon(tmp_path)
+    procs.append(d)
+    d.wait_up()
+    c = Raw(d.endpoint)
+    try:
+        assert c.ask(hello("fedcba9876543210"))[0] == P.READY
+        kind, body = c.ask(P.pack(P.FINISH, {"output": "relative.json"}))
+        assert kind == P.DONE and not body["ok"] and "absolute" in body["error"]
+        assert body["saved_to"] and os.path.exists(body["saved_to"])
+        os.unlink(body["saved_to"])
+    finally:
+        c.close()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+# --- bad command lines -----------------------------------------------------------------------
+
+
+def _bad_cases(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    ok_out = str(tmp_path / "c.json")
+    ipc = f"ipc://{tmp_path}/d.sock"
+    return {
+        "scheme": (["--endpoint", "udp://127.0.0.1:5555", "--output", ok_out], "unknown scheme"),
+        "output-dir-missing": (
+            ["--endpoint", ipc, "--output", str(tmp_path / "no" / "c.json")],
+            "does not exist",
+        ),
+        "output-is-dir": (["--endpoint", ipc, "--output", str(adir)], "is a directory"),
+        "journal-under-file": (
+            ["--endpoint", ipc, "--output", ok_out, "--journal", str(afile / "j")],
+            "is a file",
+        ),
+        "journal-is-dir": (
+            ["--endpoint", ipc, "--output", ok_out, "--journal", str(adir)],
+            "is a directory",
+        ),
+        "metrics-port": (
+            ["--endpoint", ipc, "--output", ok_out, "--metrics-port", "http"],
+            "not a port",
+        ),
+        "status-nobody": (
+            ["status", "--endpoint", ipc, "--timeout", "0.5"],
+            "no perfmon-daemon answered",
+        ),
+        "stop-nobody": (["stop", "--endpoint", ipc, "--timeout", "0.5"], "no perfmon-daemon"),
+        "rebuild-missing": (
+            ["rebuild", "--journal", str(tmp_path / "nope"), "--output", ok_out],
+            "no such file",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "scheme",
+        "output-dir-missing",
+        "output-is-dir",
+        "journal-under-file",
+        "journal-is-dir",
+        "metrics-port",
+        "status-nobody",
+        "stop-nobody",
+        "rebuild-missing",
+    ],
+)
+def test_bad_command_line(tmp_path, case):
+    args, expected = _bad_cases(tmp_path)[case]
+    res = subprocess.run(DAEMON + args, capture_output=True, text=True, timeout=WAIT)
+    assert res.returncode != 0
+    assert expected in one_line_error(res.stderr)
+    assert not (tmp_path / "c.json").exists()
+    assert not (tmp_path / "c.json.journal").exists()
