@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Optional
 
 from . import __version__
+
+# Imported by the monitor at start-up, where every millisecond delays the first test: no
+# dataclasses, tempfile or datetime at module level (about 15 ms together).
 
 SCHEMA_VERSION = 1
 MB = 1024.0 * 1024.0
@@ -28,36 +28,44 @@ METHOD_SAMPLED = "psutil-sampled"
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
 
 
-@dataclass
 class Worker:
     """One process that ran tests: the pytest process itself, or one xdist worker."""
 
-    wid: str
-    pid: int
-    joined: float
-    left: Optional[float] = None
-    records: list = field(default_factory=list)
-    samples_t: list = field(default_factory=list)  # sample times, ascending
-    samples_rss: list = field(default_factory=list)  # RSS bytes at those times
-    sampled_peak: int = 0
-    boundary_methods: Optional[dict] = None  # what the plugin could read in this process
+    def __init__(
+        self,
+        wid: str,
+        pid: int,
+        joined: float,
+        left: Optional[float] = None,
+        records: Optional[list] = None,
+        boundary_methods: Optional[dict] = None,
+    ) -> None:
+        self.wid = wid
+        self.pid = pid
+        self.joined = joined
+        self.left = left
+        self.records: list = [] if records is None else records
+        self.samples_t: list = []  # sample times, ascending
+        self.samples_rss: list = []  # RSS bytes at those times
+        self.sampled_peak = 0
+        self.boundary_methods = boundary_methods  # what the plugin could read in this process
 
 
-@dataclass
 class RunData:
     """Everything the monitor (or the plugin's fallback) holds when the run ends."""
 
-    workers: dict = field(default_factory=dict)  # wid -> Worker
-    crashed: list = field(default_factory=list)  # [{"nodeid", "worker", "time"}]
-    concurrent_peak: Optional[tuple] = None  # (time, total_bytes, {wid: rss_bytes})
-    sample_interval: Optional[float] = None
-    counters: dict = field(default_factory=dict)  # protocol errors and drops by name
-    records_dropped: int = 0
-    collector: str = "monitor"  # "monitor" or "plugin-fallback"
-    warnings: list = field(default_factory=list)
+    def __init__(self, sample_interval: Optional[float] = None) -> None:
+        self.workers: dict = {}  # wid -> Worker
+        self.crashed: list = []  # [{"nodeid", "worker", "time", "start"}]
+        self.concurrent_peak: Optional[tuple] = None  # (time, total_bytes, {wid: rss_bytes})
+        self.sample_interval = sample_interval
+        self.counters: dict = {}  # protocol errors and drops by name
+        self.records_dropped = 0
+        self.collector = "monitor"  # "monitor" or "plugin-fallback"
+        self.warnings: list = []
 
 
 def _window(
@@ -329,6 +337,8 @@ def dumps(report: dict) -> str:
 
 def write_atomic(report: dict, path: str) -> None:
     """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
+    import tempfile
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".perfmon-", suffix=".tmp", dir=directory)
     try:
@@ -345,6 +355,8 @@ def write_atomic(report: dict, path: str) -> None:
 
 def save_elsewhere(report: dict) -> Optional[str]:
     """Last resort when the asked-for path cannot be written: a fresh file in the temp dir."""
+    import tempfile
+
     try:
         fd, path = tempfile.mkstemp(prefix="perfmon-report-", suffix=".json")
         os.close(fd)
