@@ -489,12 +489,14 @@ class Owner:
             "system_info": self.settings["system_info"],
         }
 
-    def finish(self, client: Optional[Client], info: dict) -> bool:
-        """Ask the monitor to write the report. True when it did."""
+    def send_finish(self, client: Optional[Client], info: dict) -> bool:
+        """Ask the monitor to write the report; :meth:`complete` waits for its answer."""
         if client is None or not client.alive or not self.monitor_alive():
             return False
-        if not client.send(P.pack(P.FINISH, info)):
-            return False
+        return client.send(P.pack(P.FINISH, info))
+
+    def await_done(self, client: Client) -> bool:
+        """Wait (bounded) for the monitor's answer to finish. True when it wrote the report."""
         done = client.wait(P.DONE, DONE_TIMEOUT, self.monitor_alive)
         if not isinstance(done, dict):
             return False
@@ -506,6 +508,51 @@ class Owner:
         if done.get("saved_to"):
             self.report_path = done["saved_to"]
         return True
+
+    # The session ends in two steps, so that the monitor writes the report while pytest does
+    # its own end-of-session work (other plugins' sessionfinish, the terminal summary):
+    # pytest_sessionfinish (tryfirst) sends "finish"; complete() waits for "done" just before
+    # our terminal summary (trylast), or in pytest_unconfigure without a terminal.
+    finishing = False
+    completed = False
+    info: dict = {}
+    warned = 0  # warnings already shown in the terminal summary
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        try:
+            self.finishing = self.start_finish(exitstatus)
+        except Exception as exc:  # never let our failure become the session's
+            self.finishing = False
+            self.info = self.info or self.session_info(exitstatus)
+            self.warnings.append(f"internal error while finishing: {exc!r}")
+
+    def start_finish(self, exitstatus: Any) -> bool:
+        raise NotImplementedError
+
+    def write_fallback(self) -> None:
+        raise NotImplementedError
+
+    def complete(self) -> None:
+        if self.completed:
+            return
+        self.completed = True
+        client = self.client
+        ok = False
+        try:
+            if self.finishing and client is not None:
+                ok = self.await_done(client)
+            if not ok:
+                self.write_fallback()
+        finally:
+            if client is not None:
+                client.close()
+            if isinstance(self, Measurer):
+                self.counters.close()
+            if self.proc is not None and self.monitor_alive() and not ok:
+                self.proc.terminate()
+            # The monitor exits by itself after "done": reaped in pytest_unconfigure, after the
+            # terminal summary, so its exit overlaps our own output.
 
     def fallback(self, data: R.RunData, info: dict) -> None:
         """Write the report from the plugin's own measurements (the monitor is gone)."""
@@ -526,6 +573,10 @@ class Owner:
         self.report = report
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self.info:  # the session ran; without a terminal summary, complete it here
+            self.complete()
+            for w in self.warnings[self.warned :]:
+                print(f"perfmon: warning: {w}", file=sys.stderr)
         if self.proc is not None and self.proc.poll() is None and self.report_path is None:
             self.proc.terminate()  # the session never finished (an error before the tests)
         self.reap()
@@ -545,8 +596,11 @@ class Owner:
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         tr = terminalreporter
+        if self.info:
+            self.complete()
         for w in self.warnings:
             tr.write_line(f"perfmon: warning: {w}", yellow=True)
+        self.warned = len(self.warnings)
         if self.report_path is None:
             return
         if self.settings["print_summary"]:
@@ -648,33 +702,25 @@ class LocalSession(Measurer, Owner):
             )
         yield
 
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+    def start_finish(self, exitstatus: Any) -> bool:
+        self.info = self.session_info(exitstatus)
         self.flush()
-        info = self.session_info(exitstatus)
         client = self.client
-        try:
-            ok = False
-            if client is not None and client.ready and client.alive and self.monitor_alive():
-                ok = client.bye(self.monitor_alive) and self.finish(client, info)
-            if not ok:
-                if client is not None and client.ready:
-                    self.warnings.append(
-                        f"the monitor stopped during the run ({self._log_tail()}); "
-                        "report written by the plugin from its own measurements"
-                    )
-                data = R.RunData()
-                w = R.Worker("main", os.getpid(), self.start, records=self.records())
-                w.boundary_methods = self.counters.methods
-                data.workers["main"] = w
-                self.fallback(data, info)
-        finally:
-            if client is not None:
-                client.close()
-            self.counters.close()
-            if self.proc is not None and self.monitor_alive() and not ok:
-                self.proc.terminate()
-            # The monitor exits by itself after "done": reaped in pytest_unconfigure, after the
-            # terminal summary, so its exit overlaps our own output.
+        if client is None or not client.ready or not client.alive or not self.monitor_alive():
+            return False
+        return client.bye(self.monitor_alive) and self.send_finish(client, self.info)
+
+    def write_fallback(self) -> None:
+        if self.client is not None and self.client.ready:
+            self.warnings.append(
+                f"the monitor stopped during the run ({self._log_tail()}); "
+                "report written by the plugin from its own measurements"
+            )
+        data = R.RunData()
+        w = R.Worker("main", os.getpid(), self.start, records=self.records())
+        w.boundary_methods = self.counters.methods
+        data.workers["main"] = w
+        self.fallback(data, self.info)
 
 
 class ControllerSession(Owner):
@@ -765,39 +811,29 @@ class ControllerSession(Owner):
         if isinstance(data, dict):
             self.worker_data[data.get("worker")] = data
 
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
-        info = self.session_info(exitstatus)
-        client = self.client
-        try:
-            ok = False
-            if client is not None:
-                ok = self.finish(client, info)
-            if not ok:
-                if self.proc is not None:
-                    self.warnings.append(
-                        f"the monitor stopped during the run ({self._log_tail()}); "
-                        "report written by the plugin from the workers' own measurements"
-                    )
-                data = R.RunData()
-                for wid, d in self.worker_data.items():
-                    recs = [P.check_record(r) for r in frames_to_records(d.get("frames", []))]
-                    w = R.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
-                    w.records = recs
-                    w.boundary_methods = d.get("methods")
-                    data.workers[w.wid] = w
-                for crash in self.crashed:
-                    w = data.workers.get(crash["worker"])
-                    if w is not None:
-                        _add_missing(w, crash["recent"])
-                data.crashed = list(self.crashed)
-                self.fallback(data, info)
-        finally:
-            if client is not None:
-                client.close()
-            if self.proc is not None and self.monitor_alive() and not ok:
-                self.proc.terminate()
-            # The monitor exits by itself after "done": reaped in pytest_unconfigure, after the
-            # terminal summary, so its exit overlaps our own output.
+    def start_finish(self, exitstatus: Any) -> bool:
+        self.info = self.session_info(exitstatus)
+        return self.send_finish(self.client, self.info)
+
+    def write_fallback(self) -> None:
+        if self.proc is not None:
+            self.warnings.append(
+                f"the monitor stopped during the run ({self._log_tail()}); "
+                "report written by the plugin from the workers' own measurements"
+            )
+        data = R.RunData()
+        for wid, d in self.worker_data.items():
+            recs = [P.check_record(r) for r in frames_to_records(d.get("frames", []))]
+            w = R.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
+            w.records = recs
+            w.boundary_methods = d.get("methods")
+            data.workers[w.wid] = w
+        for crash in self.crashed:
+            w = data.workers.get(crash["worker"])
+            if w is not None:
+                _add_missing(w, crash["recent"])
+        data.crashed = list(self.crashed)
+        self.fallback(data, self.info)
 
 
 class WorkerSession(Measurer):

@@ -209,3 +209,22 @@ def test_worker_crash_mid_test(run_perf, pytester, n):
     others = [t for k, t in tests.items() if not k.endswith("test_crash")]
     assert all(t["outcome"] == "passed" for t in others)
     assert run.report["session"]["total_tests"] == 5
+
+
+def test_without_terminal_reporter(run_perf, pytester):
+    """-p no:terminal: no terminal summary hook; the report and any warning still come."""
+    pytester.makepyfile(test_suite=SUITE)
+    run = run_perf("-p", "no:terminal", env={"PERFMON_MONITOR_PYTHON": "/bin/false"})
+    assert run.ret == 1
+    assert "perfmon: warning:" in run.result.stderr.str()
+    assert run.report["session"]["total_tests"] == 3
+
+
+def test_collection_error_keeps_exit_code(run_perf, pytester):
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n", test_bad="import no_such_module\n")
+    plain = run_perf(monitor=False)
+    run = run_perf()
+    assert run.ret == plain.ret == pytest.ExitCode.INTERRUPTED
+    assert "Traceback" not in run.result.stderr.str()
+    assert run.report["session"]["exit_status"] == int(pytest.ExitCode.INTERRUPTED)
+    assert run.report["session"]["total_tests"] == 0
