@@ -261,7 +261,11 @@ def test_two_sessions_status_metrics_stop(suite, procs):
     while True:  # the snapshot behind /metrics is refreshed every 0.5 s
         with urllib.request.urlopen(url, timeout=10) as resp:
             text = resp.read().decode()
-        if f'perfmon_worker_rss_bytes{{session="{sa["label"]}",worker="main"}}' in text:
+        # (in_test_seconds appears once a worker's first batch has arrived)
+        if (
+            f'perfmon_worker_rss_bytes{{session="{sa["label"]}",worker="main"}}' in text
+            and f'perfmon_worker_in_test_seconds{{session="{sb["label"]}",worker="gw0"}}' in text
+        ):
             break
         assert time.monotonic() < deadline, text
         time.sleep(0.2)
