@@ -34,7 +34,7 @@ from . import __version__
 from . import protocol as P
 from . import report as R
 from .journal import Journal, scan
-from .monitor import MAX_SAMPLES, _halve, parse_hello
+from .monitor import MAX_SAMPLES, RouterServer, _halve, parse_hello, positive
 
 PROG = "perfmon-daemon"
 #: How often owners are checked, the live snapshot refreshed, pending samples journaled.
@@ -439,7 +439,7 @@ def write_combined(
 # --- the daemon ------------------------------------------------------------------------------
 
 
-class Daemon:
+class Daemon(RouterServer):
     def __init__(
         self,
         endpoint: str,
@@ -568,30 +568,6 @@ class Daemon:
             s.pending = {}
 
     # -- messages -------------------------------------------------------------------------
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
-    def reply(self, ident: bytes, frame: bytes) -> None:
-        try:
-            self.sock.send_multipart([ident, frame], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            self.count("reply-failed")
-
-    def handle(self, parts: list) -> None:
-        if len(parts) != 2:
-            self.count(P.ERROR_NAMES[P.E_MALFORMED])
-            return
-        ident, frame = parts
-        try:
-            kind, body = P.unpack(frame)
-            handler = self.HANDLERS.get(kind)
-            if handler is None:
-                raise P.ProtocolError(P.E_KIND, f"unknown message kind {kind[:50]!r}")
-            handler(self, ident, body)
-        except P.ProtocolError as exc:
-            self.count(P.ERROR_NAMES.get(exc.code, "?"))
-            self.reply(ident, P.error_reply(exc.code, str(exc)))
-
     def _peer(self, ident: bytes, what: str) -> dict:
         peer = self.peers.get(ident)
         if peer is None:
@@ -1307,16 +1283,6 @@ def check_output(output: str, journal: str) -> None:
         )
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
-
-
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}")
@@ -1325,7 +1291,7 @@ def _port(text: str) -> int:
 
 def _client_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", help="the daemon's endpoint (default: the default endpoint)")
-    p.add_argument("--timeout", type=_positive, default=REQUEST_TIMEOUT, help="seconds to wait")
+    p.add_argument("--timeout", type=positive, default=REQUEST_TIMEOUT, help="seconds to wait")
     p.add_argument(
         "--curve-secret-key",
         default=os.environ.get("PERFMON_CURVE_SECRET_KEY"),
@@ -1354,7 +1320,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="the combined report (JSON)")
     run.add_argument("--journal", help="the journal (default: OUTPUT.journal)")
     run.add_argument("--keep-journal", action="store_true", help="keep it after a clean stop")
-    run.add_argument("--interval", type=_positive, default=0.1, help="sampling interval, s")
+    run.add_argument("--interval", type=positive, default=0.1, help="sampling interval, s")
     run.add_argument("--no-system-info", action="store_true", help="leave the system block out")
     run.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")
     run.add_argument("--metrics-host", default="127.0.0.1", help="... on this address")
@@ -1368,7 +1334,7 @@ def parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rebuild", help="rebuild the reports from a journal (after a crash)")
     rb.add_argument("--journal", required=True, help="the journal a daemon left behind")
     rb.add_argument("--output", required=True, help="where to write the combined report")
-    rb.add_argument("--interval", type=_positive, default=0.1, help="the daemon's interval")
+    rb.add_argument("--interval", type=positive, default=0.1, help="the daemon's interval")
     return ap
 
 

@@ -40,7 +40,40 @@ def _die_with_parent() -> None:
         pass
 
 
-class Monitor:
+class RouterServer:
+    """What the monitor and perfmon-daemon share: a ROUTER socket whose frames are dispatched by
+    message kind to ``HANDLERS``, with every protocol error answered and counted."""
+
+    HANDLERS: dict = {}
+    sock: Any
+    counters: dict
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def reply(self, ident: bytes, frame: bytes) -> None:
+        try:
+            self.sock.send_multipart([ident, frame], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.count("reply-failed")
+
+    def handle(self, parts: list) -> None:
+        if len(parts) != 2:
+            self.count(P.ERROR_NAMES[P.E_MALFORMED])
+            return
+        ident, frame = parts
+        try:
+            kind, body = P.unpack(frame)
+            handler = self.HANDLERS.get(kind)
+            if handler is None:
+                raise P.ProtocolError(P.E_KIND, f"unknown message kind {kind[:50]!r}")
+            handler(self, ident, body)
+        except P.ProtocolError as exc:
+            self.count(P.ERROR_NAMES.get(exc.code, "?"))
+            self.reply(ident, P.error_reply(exc.code, str(exc)))
+
+
+class Monitor(RouterServer):
     def __init__(
         self,
         endpoint: str,
@@ -57,6 +90,7 @@ class Monitor:
         self.system_info = system_info
         self.endpoint_file = endpoint_file
         self.data = R.RunData(sample_interval=interval)
+        self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, dict] = {}  # identity -> {"worker": Worker, "seqs": set}
         self.procs: dict[int, Any] = {}  # pid -> psutil.Process
         self.stop_reason: Optional[str] = None
@@ -124,30 +158,6 @@ class Monitor:
             self.data.concurrent_peak = (now, total, per)
 
     # -- messages -------------------------------------------------------------------------
-    def count(self, name: str) -> None:
-        self.data.counters[name] = self.data.counters.get(name, 0) + 1
-
-    def reply(self, ident: bytes, frame: bytes) -> None:
-        try:
-            self.sock.send_multipart([ident, frame], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            self.count("reply-failed")
-
-    def handle(self, parts: list) -> None:
-        if len(parts) != 2:
-            self.count(P.ERROR_NAMES[P.E_MALFORMED])
-            return
-        ident, frame = parts
-        try:
-            kind, body = P.unpack(frame)
-            handler = self.HANDLERS.get(kind)
-            if handler is None:
-                raise P.ProtocolError(P.E_KIND, f"unknown message kind {kind!r}")
-            handler(self, ident, body)
-        except P.ProtocolError as exc:
-            self.count(P.ERROR_NAMES.get(exc.code, "?"))
-            self.reply(ident, P.error_reply(exc.code, str(exc)))
-
     def on_hello(self, ident: bytes, body: Any) -> None:
         pid, wid, methods = parse_hello(body)
         if isinstance(body.get("python"), str):
@@ -181,9 +191,7 @@ class Monitor:
             except P.ProtocolError:
                 bad += 1
         if bad:
-            self.data.counters["records-rejected"] = (
-                self.data.counters.get("records-rejected", 0) + bad
-            )
+            self.count("records-rejected", bad)
 
     def on_crash(self, ident: bytes, body: Any) -> None:
         if not isinstance(body, dict) or not isinstance(body.get("nodeid"), (str, bytes)):
@@ -360,7 +368,8 @@ def _own_process(pid: int) -> bool:
         return False
 
 
-def _positive(text: str) -> float:
+def positive(text: str) -> float:
+    """argparse type: a number > 0."""
     try:
         v = float(text)
     except ValueError:
@@ -377,7 +386,7 @@ def main(argv: Optional[list] = None) -> int:
     )
     ap.add_argument("--endpoint", required=True, help="ZeroMQ endpoint to bind (ipc:// or tcp://)")
     ap.add_argument("--output", help="where to write the JSON report")
-    ap.add_argument("--interval", type=_positive, default=0.1, help="sampling interval, seconds")
+    ap.add_argument("--interval", type=positive, default=0.1, help="sampling interval, seconds")
     ap.add_argument("--parent", type=int, help="exit when this parent process is gone")
     ap.add_argument("--endpoint-file", help="write the bound endpoint here once bound")
     ap.add_argument("--no-system-info", action="store_true", help="leave the system block out")
