@@ -907,15 +907,7 @@ class Daemon(RouterServer):
         while self.stop_reason is None:
             now = time.monotonic()
             timeout = max(0.0, min(next_sample, next_house) - now)
-            if poller.poll(timeout * 1000):
-                for _ in range(1000):  # drain, but never starve the sampler
-                    try:
-                        parts = self.sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.handle(parts)
-                    if self.stop_reason is not None:
-                        break
+            self.serve(poller, timeout)
             now = time.monotonic()
             if now >= next_sample:
                 self.sample()

@@ -57,6 +57,22 @@ class RouterServer:
         except zmq.ZMQError:
             self.count("reply-failed")
 
+    stop_reason: Optional[str] = None
+
+    def serve(self, poller: Any, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for frames; handle what came, at most 1000 at once
+        (the caller's sampler is never starved)."""
+        if not poller.poll(timeout * 1000):
+            return
+        for _ in range(1000):
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(parts)
+            if self.stop_reason is not None:
+                return
+
     def handle(self, parts: list) -> None:
         if len(parts) != 2:
             self.count(P.ERROR_NAMES[P.E_MALFORMED])
@@ -297,15 +313,7 @@ class Monitor(RouterServer):
         while self.stop_reason is None:
             now = time.monotonic()
             timeout = max(0.0, min(next_sample, next_parent) - now)
-            if poller.poll(timeout * 1000):
-                for _ in range(1000):  # drain, but never starve the sampler
-                    try:
-                        parts = self.sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.handle(parts)
-                    if self.stop_reason is not None:
-                        break
+            self.serve(poller, timeout)
             now = time.monotonic()
             if now >= next_sample:
                 self.sample()

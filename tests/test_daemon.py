@@ -261,12 +261,12 @@ def test_two_sessions_status_metrics_stop(suite, procs):
     while True:  # the snapshot behind /metrics is refreshed every 0.5 s
         with urllib.request.urlopen(url, timeout=10) as resp:
             text = resp.read().decode()
-        # RSS comes from sampling; in_test_seconds once a worker's first batch has arrived
-        # (session a's after test_flush; b's workers may hold theirs until they end).
+        # RSS comes from sampling the workers still running (xdist shuts down a worker with
+        # nothing left to do); in_test_seconds once a worker's first batch has arrived (session
+        # a's after test_flush).
         if (
             f'perfmon_worker_in_test_seconds{{session="{sa["label"]}",worker="main"}}' in text
-            and f'perfmon_worker_rss_bytes{{session="{sb["label"]}",worker="gw0"}}' in text
-            and f'perfmon_worker_rss_bytes{{session="{sb["label"]}",worker="gw1"}}' in text
+            and f'perfmon_worker_rss_bytes{{session="{sb["label"]}",worker="gw' in text
         ):
             break
         assert time.monotonic() < deadline, text
