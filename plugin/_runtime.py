@@ -45,6 +45,7 @@ DONE_TIMEOUT = 120.0  # the monitor writing the report (100k tests take a few se
 REAP_TIMEOUT = 5.0
 
 PLUGIN_NAME = "perfmon-session"
+IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 
 
 # --- boundary counters --------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class Client:
     monitor dies: the owner then writes the report itself from these frames.
     """
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, daemon: bool = False) -> None:
         self.ctx = zmq.Context(io_threads=1)
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
@@ -149,9 +150,10 @@ class Client:
         self.ready = False
         self.alive = True  # False once we know the monitor cannot take our data
         self.problem: Optional[str] = None
-        # A perfmon-daemon bound to a non-loopback address speaks CURVE only.
-        secret = os.environ.get("PERFMON_CURVE_SECRET_KEY")
-        server = os.environ.get("PERFMON_CURVE_SERVER_KEY")
+        # A perfmon-daemon bound to a non-loopback address speaks CURVE only; a monitor we
+        # spawned never does.
+        secret = os.environ.get("PERFMON_CURVE_SECRET_KEY") if daemon else None
+        server = os.environ.get("PERFMON_CURVE_SERVER_KEY") if daemon else None
         if secret and server:
             try:
                 from zmq.auth import load_certificate
@@ -165,7 +167,11 @@ class Client:
                 self.problem = f"cannot use the CURVE keys in PERFMON_CURVE_*: {exc}"
         # We usually connect before the monitor has bound: retry every 10 ms, not every 100.
         self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
-        self.sock.connect(endpoint)
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as exc:  # a malformed endpoint, a path too long for ipc://
+            self.alive = False
+            self.problem = f"cannot connect to {endpoint}: {exc}"
 
     def send(self, frame: bytes) -> bool:
         try:
@@ -269,7 +275,9 @@ class Measurer:
         p0 = _perf()
         c0 = _cpu()
         self.cur = (rss0, p0, c0)
-        yield
+        result = yield
+        if result.excinfo is not None:  # pytest.exit(), Ctrl-C: the test did not finish
+            return
         c1 = _cpu()
         p1 = _perf()
         t1 = _time()
@@ -344,7 +352,9 @@ def _outcome(report: Any, current: str) -> str:
             return "xpassed" if hasattr(report, "wasxfail") else "passed"
         return current
     if report.failed:
-        return "failed" if report.when == "call" else "error"
+        if report.when == "call" or current == "failed":
+            return "failed"  # a teardown error after a failed call: pytest shows both
+        return "error"
     if report.skipped:
         return "xfailed" if hasattr(report, "wasxfail") else "skipped"
     return current
@@ -364,6 +374,23 @@ def _add_missing(w: R.Worker, recent: list) -> None:
         rec = P.check_record(list(rec))
         if rec[0] not in have:
             w.records.append(rec)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Is this process (our monitor, spawned by the xdist controller) still running?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    import psutil  # no /proc: only here, and only while waiting
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def frames_to_records(frames: list) -> list:
@@ -398,9 +425,10 @@ class Owner:
             return self.settings["daemon"]
         self.tmpdir = tempfile.mkdtemp(prefix="perfmon-")  # mode 0700
         endpoint_file = None
-        if os.name == "posix" and zmq.has("ipc"):
-            endpoint = "ipc://" + os.path.join(self.tmpdir, "monitor.sock")
-        else:
+        sock_path = os.path.join(self.tmpdir, "monitor.sock")
+        if os.name == "posix" and zmq.has("ipc") and len(sock_path.encode()) < IPC_PATH_MAX:
+            endpoint = "ipc://" + sock_path
+        else:  # no ipc:// here, or a TMPDIR too long for a socket path
             endpoint = "tcp://127.0.0.1:0"
             endpoint_file = os.path.join(self.tmpdir, "endpoint")
         s = self.settings
@@ -507,7 +535,8 @@ class Owner:
         self.warnings.append(str(done.get("error")))
         if done.get("saved_to"):
             self.report_path = done["saved_to"]
-        return True
+            return True
+        return False  # no report anywhere: the plugin writes its own
 
     # The session ends in two steps, so that the monitor writes the report while pytest does
     # its own end-of-session work (other plugins' sessionfinish, the terminal summary):
@@ -543,14 +572,19 @@ class Owner:
             if self.finishing and client is not None:
                 ok = self.await_done(client)
             if not ok:
+                # A monitor that is alive but not answering must not write (its aborted
+                # report) over ours: stop it first, without letting it write.
+                if self.proc is not None and self.proc.poll() is None:
+                    self.proc.kill()
+                    self.reap()
                 self.write_fallback()
+        except Exception as exc:  # never let our failure become the session's
+            self.warnings.append(f"internal error while writing the report: {exc!r}")
         finally:
             if client is not None:
                 client.close()
             if isinstance(self, Measurer):
                 self.counters.close()
-            if self.proc is not None and self.monitor_alive() and not ok:
-                self.proc.terminate()
             # The monitor exits by itself after "done": reaped in pytest_unconfigure, after the
             # terminal summary, so its exit overlaps our own output.
 
@@ -591,6 +625,7 @@ class Owner:
                 proc.wait(REAP_TIMEOUT)
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
 
     # -- terminal output --------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)
@@ -626,14 +661,14 @@ class Owner:
             return
         from perfmon import cli
 
-        data = cli.report_data(report, self.report_path or "", 10, 10.0, 80.0)
         try:
+            data = cli.report_data(report, self.report_path or "", 10, 10.0, 80.0)
             with open(path, "a", encoding="utf-8") as f:
                 f.write(cli.report_doc(data).markdown() + "\n")
-        except OSError as exc:
+        except Exception as exc:
             tr.write_line(
                 f"perfmon: warning: cannot append to GITHUB_STEP_SUMMARY {path}: "
-                f"{exc.strerror or exc}",
+                f"{getattr(exc, 'strerror', None) or exc}",
                 yellow=True,
             )
 
@@ -682,7 +717,7 @@ class LocalSession(Measurer, Owner):
         self.config = config
         self.settings = settings
         endpoint = self.spawn()
-        self.start_measuring(Client(endpoint) if endpoint else None)
+        self.start_measuring(Client(endpoint, bool(settings["daemon"])) if endpoint else None)
         self.hello("local")
 
     @pytest.hookimpl(hookwrapper=True)
@@ -732,7 +767,7 @@ class ControllerSession(Owner):
         self.start = _time()
         endpoint = self.spawn()
         self.endpoint = endpoint
-        self.client = Client(endpoint) if endpoint else None
+        self.client = Client(endpoint, bool(settings["daemon"])) if endpoint else None
         self.worker_data: dict = {}  # wid -> (pid, joined, methods, frames) from workeroutput
         self.crashed: list = []
         self.started: dict = {}  # nodeid -> time the controller heard it start
@@ -742,11 +777,29 @@ class ControllerSession(Owner):
             hello = {"session": self.session_id, "role": "controller", "pid": os.getpid()}
             self.client.send(P.pack(P.HELLO, hello))
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """With a daemon, learn before the workers start whether it answers (bounded)."""
+        client = self.client
+        if not self.settings["daemon"] or client is None or not client.alive:
+            return
+        if client.wait(P.READY, DAEMON_READY_TIMEOUT) is None:
+            client.alive = False
+            self.warnings.append(
+                f"the perfmon daemon at {self.settings['daemon']} is not answering "
+                f"({client.problem or f'no answer within {DAEMON_READY_TIMEOUT:.0f} s'}); "
+                "the workers measure on their own, report written by the plugin"
+            )
+        else:
+            client.ready = True
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         # An empty endpoint still switches measuring on: the worker then hands its records
         # back through workeroutput, and this process writes the report.
-        node.workerinput["perfmon_endpoint"] = self.endpoint or ""
+        usable = self.client is not None and self.client.alive and self.monitor_alive()
+        node.workerinput["perfmon_endpoint"] = (self.endpoint or "") if usable else ""
+        node.workerinput["perfmon_monitor_pid"] = None if self.proc is None else self.proc.pid
         node.workerinput["perfmon_session"] = self.session_id
         node.workerinput["perfmon_daemon"] = bool(self.settings["daemon"])
         node.workerinput["perfmon_junit"] = bool(getattr(self.config.option, "xmlpath", None))
@@ -813,6 +866,12 @@ class ControllerSession(Owner):
 
     def start_finish(self, exitstatus: Any) -> bool:
         self.info = self.session_info(exitstatus)
+        # Tests of workers whose goodbye the monitor never acknowledged may not have reached it.
+        self.info["records_dropped"] = sum(
+            len(frames_to_records(d.get("frames", [])))
+            for d in self.worker_data.values()
+            if not d.get("delivered", True)
+        )
         return self.send_finish(self.client, self.info)
 
     def write_fallback(self) -> None:
@@ -846,20 +905,26 @@ class WorkerSession(Measurer):
         self.wid = wid
         self.session_id = session_id
         self.daemon = bool(config.workerinput.get("perfmon_daemon"))  # type: ignore[attr-defined]
-        self.start_measuring(Client(endpoint) if endpoint else None)
+        self.monitor_pid = config.workerinput.get("perfmon_monitor_pid")  # type: ignore[attr-defined]
+        self.start_measuring(Client(endpoint, self.daemon) if endpoint else None)
         self.hello("worker")
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
-        self.wait_ready(DAEMON_READY_TIMEOUT if self.daemon else READY_TIMEOUT)
+        self.wait_ready(
+            DAEMON_READY_TIMEOUT if self.daemon else READY_TIMEOUT,
+            None if self.monitor_pid is None else (lambda: _pid_alive(self.monitor_pid)),
+        )
         yield
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
         self.flush()
         client = self.client
         try:
+            delivered = False
             if client is not None and client.ready and client.alive:
-                client.bye()
+                alive = None if self.monitor_pid is None else lambda: _pid_alive(self.monitor_pid)
+                delivered = client.bye(alive)
             # The controller keeps these in case the monitor dies before writing the report.
             frames = client.frames if client is not None else []
             if self.local_records:
@@ -870,6 +935,7 @@ class WorkerSession(Measurer):
                 "joined": self.start,
                 "methods": self.counters.methods,
                 "frames": frames,
+                "delivered": delivered,
             }
         finally:
             if client is not None:
@@ -879,7 +945,9 @@ class WorkerSession(Measurer):
 
 def configure(config: pytest.Config, settings: dict) -> None:
     """Pick this process's role once: xdist controller, or plain pytest."""
-    if getattr(config.option, "dist", "no") != "no":
+    # xdist distributes only with a mode and somewhere to run (-n/--tx), as its own check does:
+    # `--dist loadscope` in addopts without -n runs the tests in this process.
+    if getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None):
         role: Any = ControllerSession(config, settings)
     else:
         role = LocalSession(config, settings)

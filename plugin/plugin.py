@@ -84,6 +84,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("perf_daemon", "Endpoint of a running perfmon-daemon.", default="")
 
 
+def _endpoint_ok(endpoint: str) -> bool:
+    if endpoint.startswith("ipc://"):
+        return len(endpoint) > len("ipc://")
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    return False
+
+
 def _settings(config: pytest.Config) -> dict | None:
     """Resolve options (command line first, then ini); None when monitoring is off."""
     opt = config.option
@@ -111,8 +120,10 @@ def _settings(config: pytest.Config) -> dict | None:
     if summary is None:
         summary = config.getini("perf_print_summary")
     daemon = opt.perf_daemon or config.getini("perf_daemon") or os.environ.get("PERFMON_DAEMON")
-    if daemon and not daemon.startswith(("ipc://", "tcp://")):
-        raise pytest.UsageError(f"--perf-daemon: {daemon!r} is not an ipc:// or tcp:// endpoint")
+    if daemon and not _endpoint_ok(daemon):
+        raise pytest.UsageError(
+            f"--perf-daemon: {daemon!r} is not an endpoint like ipc:///PATH or tcp://HOST:PORT"
+        )
     return {
         "daemon": daemon or None,
         "output": output,

@@ -228,3 +228,35 @@ def test_collection_error_keeps_exit_code(run_perf, pytester):
     assert "Traceback" not in run.result.stderr.str()
     assert run.report["session"]["exit_status"] == int(pytest.ExitCode.INTERRUPTED)
     assert run.report["session"]["total_tests"] == 0
+
+
+def test_xdist_with_a_daemon_that_is_not_there(run_perf, pytester):
+    """The controller learns within 5 s that nobody answers; the workers measure on their own."""
+    pytester.makepyfile(test_suite=SUITE)
+    run = run_perf("-n", "2", "--perf-daemon", f"ipc://{pytester.path}/nobody.sock")
+    assert run.ret == 1
+    assert "is not answering" in run.text
+    assert run.report["session"]["collector"] == "plugin-fallback"
+    assert run.report["session"]["total_tests"] == 3
+    assert {t["worker"] for t in run.tests.values()} <= {"gw0", "gw1"}
+
+
+@pytest.mark.skipif(os.name != "posix", reason="ipc:// socket paths are POSIX")
+def test_temp_dir_too_long_for_an_ipc_socket(run_perf, pytester):
+    long_tmp = pytester.path / ("t" * 60) / ("u" * 60)
+    long_tmp.mkdir(parents=True)
+    pytester.makepyfile(test_suite=SUITE)
+    run = run_perf(env={"TMPDIR": str(long_tmp)})
+    assert run.ret == 1
+    assert run.report["session"]["collector"] == "monitor", run.text
+    assert run.report["session"]["total_tests"] == 3
+    assert list(long_tmp.iterdir()) == []  # the private directory is removed
+
+
+def test_curve_keys_for_a_daemon_do_not_touch_a_spawned_monitor(run_perf, pytester):
+    pytester.makepyfile(test_suite=SUITE)
+    env = {"PERFMON_CURVE_SECRET_KEY": "/no/such/key", "PERFMON_CURVE_SERVER_KEY": "/no/such"}
+    run = run_perf(env=env)
+    assert run.ret == 1
+    assert run.report["session"]["collector"] == "monitor", run.text
+    assert "perfmon: warning" not in run.text

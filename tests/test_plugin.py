@@ -107,6 +107,9 @@ def test_no_system_info_flag(run_perf, pytester):
         (["--perf-cpu-interval=-1"], "must be > 0"),
         (["--perf-cpu-interval=abc"], "not a number"),
         (["--perf-output=no/such/dir/x.json"], "does not exist"),
+        (["--perf-daemon=tcp://localhost"], "not an endpoint"),
+        (["--perf-daemon=ipc://"], "not an endpoint"),
+        (["--perf-daemon=udp://x:1"], "not an endpoint"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester, args, message):
@@ -265,3 +268,28 @@ def test_github_step_summary(run_perf, pytester):
     text = summary.read_text()
     assert text.startswith("### ")
     assert "| " in text and "test_one" in text
+
+
+@pytest.mark.parametrize("xdist", XDIST)
+def test_interrupted_test_is_not_recorded_as_finished(run_perf, pytester, xdist):
+    """pytest.exit() inside a test stops the session; that test never finished."""
+    pytester.makepyfile(
+        "import pytest\n"
+        "def test_a():\n    pass\n"
+        "def test_exit():\n    pytest.exit('stop here')\n"
+    )
+    plain = run_perf(*xdist, monitor=False)
+    run = run_perf(*xdist)
+    assert run.ret == plain.ret
+    assert "Traceback" not in run.result.stderr.str()
+    stop = [t for k, t in run.tests.items() if k.endswith("test_exit")]
+    assert all(t["outcome"] != "passed" for t in stop), stop
+    assert run.test("test_a")["outcome"] == "passed"
+
+
+def test_report_file_mode_follows_umask(run_perf, pytester):
+    pytester.makepyfile("def test_one():\n    pass\n")
+    run = run_perf()
+    mask = os.umask(0)
+    os.umask(mask)
+    assert run.path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -58,6 +58,7 @@ def _check(run, workers: set) -> None:
     [
         pytest.param(["-p", "no:xdist"], {"main"}, id="no-xdist-plugin"),
         pytest.param(["-n", "0"], {"main"}, id="n0"),
+        pytest.param(["--dist", "loadscope"], {"main"}, id="dist-without-n"),
         pytest.param(["-n", "1"], {"gw0"}, id="n1"),
         pytest.param(["-n", "auto"], {f"gw{i}" for i in range(64)}, id="n-auto"),
         pytest.param(["-n", "2", "--dist", "load"], {"gw0", "gw1"}, id="load"),
