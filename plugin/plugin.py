@@ -35,6 +35,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "process and write a JSON report. [ini: perf_monitor]",
     )
     group.addoption(
+        "--no-perf-monitor",
+        action="store_false",
+        dest="perf_monitor",
+        default=None,
+        help="Switch monitoring off even where the ini file switches it on.",
+    )
+    group.addoption(
         "--perf-output",
         metavar="FILE",
         default=None,
@@ -74,7 +81,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="ENDPOINT",
         default=None,
         help="Report into a running perfmon-daemon at ENDPOINT (ipc://PATH or tcp://HOST:PORT) "
-        "instead of spawning a monitor. [ini: perf_daemon; env: PERFMON_DAEMON]",
+        "instead of spawning a monitor. [env: PERFMON_DAEMON; ini: perf_daemon]",
     )
     parser.addini("perf_monitor", "Turn on pytest-perfmon (like --perf-monitor).", type="bool")
     parser.addini("perf_output", f"Report path (default: {DEFAULT_OUTPUT}).", default="")
@@ -119,7 +126,7 @@ def _settings(config: pytest.Config) -> dict | None:
     summary = opt.perf_print_summary
     if summary is None:
         summary = config.getini("perf_print_summary")
-    daemon = opt.perf_daemon or config.getini("perf_daemon") or os.environ.get("PERFMON_DAEMON")
+    daemon = opt.perf_daemon or os.environ.get("PERFMON_DAEMON") or config.getini("perf_daemon")
     if daemon and not _endpoint_ok(daemon):
         raise pytest.UsageError(
             f"--perf-daemon: {daemon!r} is not an endpoint like ipc:///PATH or tcp://HOST:PORT"

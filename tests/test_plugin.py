@@ -88,6 +88,11 @@ def test_ini_options_and_command_line_wins(run_perf, pytester):
     assert rep["session"]["measurement"]["sample_interval"] == 0.05
     assert rep["session"]["total_tests"] == 1
 
+    (pytester.path / "from_ini.json").unlink()
+    run = run_perf("--no-perf-monitor", monitor=False)
+    assert run.ret == 0, run.text
+    assert not (pytester.path / "from_ini.json").exists()
+
     run = run_perf("--perf-system-info", "--perf-cpu-interval=0.2", output="cli.json")
     assert run.ret == 0, run.text
     assert run.report["system"]["cpu_count"] == os.cpu_count()
