@@ -319,8 +319,6 @@ def write_combined(
     Same schema as a session's own report, tests keyed ``LABEL::nodeid`` with a "session" field,
     workers keyed ``LABEL::wid``, plus "sessions": each session's own blocks keyed by session id.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".perfmon-", suffix=".tmp", dir=directory)
     dumps = json.JSONEncoder(ensure_ascii=False).encode
     summary = _Summary()
     blocks: dict = {}
@@ -329,111 +327,103 @@ def write_combined(
     errors = dict(counters)
     dropped = total = 0
     best_peak = None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f'{{"schema_version": {R.SCHEMA_VERSION},\n"tests": {{')
-            sep = "\n"
-            for s in sessions:
-                rep = build(s)
-                for nodeid, t in rep["tests"].items():
-                    t["session"] = s.sid
-                    f.write(f"{sep}{dumps(s.label + '::' + nodeid)}: {dumps(t)}")
-                    sep = ",\n"
-                    summary.add(t)
-                total += len(rep["tests"])
-                for wid, wv in rep["workers"].items():
-                    workers[f"{s.label}::{wid}"] = wv
-                sess = rep["session"]
-                start, stop = s.start_stop()
-                starts.append(start)
-                stops.append(stop)
-                statuses.append(sess["exit_status"] if s.state == "finished" else None)
-                versions.add(sess["pytest_version"])
-                warnings.extend(f"{s.label}: {w}" for w in sess["warnings"])
-                methods.append(sess["measurement"])
-                dropped += sess["records_dropped"]
-                for k, v in sess["protocol_errors"].items():
-                    errors[k] = errors.get(k, 0) + v
-                cp = rep["concurrent_memory_peak"]
-                if cp is not None and (best_peak is None or cp["total_rss_mb"] > best_peak[0]):
-                    best_peak = (cp["total_rss_mb"], s.label, cp)
-                block = {
-                    "label": s.label,
-                    "state": s.state,
-                    "output": s.report_path,
-                    "session": sess,
-                    "summary": rep["summary"],
-                    "workers": rep["workers"],
-                    "concurrent_memory_peak": cp,
-                }
-                if "system" in rep:
-                    block["system"] = rep["system"]
-                blocks[s.sid] = block
-                del rep
-            f.write("\n},\n")
-            if peak is not None:
-                t_peak, total_rss, per = peak
-                concurrent = {
-                    "total_rss_mb": _mb(total_rss),
-                    "time": R.iso(t_peak),
-                    "workers": {k: {"rss_mb": _mb(v), "test": None} for k, v in per.items()},
-                }
-            elif best_peak is not None:  # rebuilt: the largest peak of one session
-                label, cp = best_peak[1], best_peak[2]
-                concurrent = dict(cp)
-                concurrent["workers"] = {f"{label}::{k}": v for k, v in cp["workers"].items()}
-            else:
-                concurrent = None
-            measurement = {
-                "time": R.METHOD_TIME,
-                "cpu": R.METHOD_CPU,
-                "memory": None,
-                "memory_peak": None,
-                "sample_interval": interval,
+    with R.atomic_text(path) as f:
+        f.write(f'{{"schema_version": {R.SCHEMA_VERSION},\n"tests": {{')
+        sep = "\n"
+        for s in sessions:
+            rep = build(s)
+            for nodeid, t in rep["tests"].items():
+                t["session"] = s.sid
+                f.write(f"{sep}{dumps(s.label + '::' + nodeid)}: {dumps(t)}")
+                sep = ",\n"
+                summary.add(t)
+            total += len(rep["tests"])
+            for wid, wv in rep["workers"].items():
+                workers[f"{s.label}::{wid}"] = wv
+            sess = rep["session"]
+            start, stop = s.start_stop()
+            starts.append(start)
+            stops.append(stop)
+            statuses.append(sess["exit_status"] if s.state == "finished" else None)
+            versions.add(sess["pytest_version"])
+            warnings.extend(f"{s.label}: {w}" for w in sess["warnings"])
+            methods.append(sess["measurement"])
+            dropped += sess["records_dropped"]
+            for k, v in sess["protocol_errors"].items():
+                errors[k] = errors.get(k, 0) + v
+            cp = rep["concurrent_memory_peak"]
+            if cp is not None and (best_peak is None or cp["total_rss_mb"] > best_peak[0]):
+                best_peak = (cp["total_rss_mb"], s.label, cp)
+            block = {
+                "label": s.label,
+                "state": s.state,
+                "output": s.report_path,
+                "session": sess,
+                "summary": rep["summary"],
+                "workers": rep["workers"],
+                "concurrent_memory_peak": cp,
             }
-            for key in ("memory", "memory_peak"):
-                seen = {m[key] for m in methods}
-                if len(seen) == 1:
-                    measurement[key] = seen.pop()
-            start = min(starts) if starts else time.time()
-            stop = max(stops) if stops else start
-            aborted = any(b["state"] != "finished" for b in blocks.values())
-            exit_status = None
-            if statuses and not aborted:
-                exit_status = max(statuses)
-            head = {
-                "duration": round(max(0.0, stop - start), 6),
-                "total_tests": total,
-                "timestamp": R.iso(start),
-                "exit_status": exit_status,
-                "aborted": aborted,
-                "pytest_version": versions.pop() if len(versions) == 1 else None,
-                "perfmon_version": __version__,
-                "collector": "monitor",
-                "measurement": measurement,
-                "records_dropped": dropped,
-                "collector_cpu_time": round(time.process_time(), 4),
-                "protocol_errors": errors,
-                "warnings": warnings,
+            if "system" in rep:
+                block["system"] = rep["system"]
+            blocks[s.sid] = block
+            del rep
+        f.write("\n},\n")
+        if peak is not None:
+            t_peak, total_rss, per = peak
+            concurrent = {
+                "total_rss_mb": _mb(total_rss),
+                "time": R.iso(t_peak),
+                "workers": {k: {"rss_mb": _mb(v), "test": None} for k, v in per.items()},
             }
-            rest: dict = {"session": head}
-            if system is not None:
-                rest["system"] = system
-            rest.update(
-                summary=summary.block(),
-                workers=workers,
-                concurrent_memory_peak=concurrent,
-                sessions=blocks,
-            )
-            f.write(",\n".join(f"{dumps(k)}: {dumps(v)}" for k, v in rest.items()))
-            f.write("}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        elif best_peak is not None:  # rebuilt: the largest peak of one session
+            label, cp = best_peak[1], best_peak[2]
+            concurrent = dict(cp)
+            concurrent["workers"] = {f"{label}::{k}": v for k, v in cp["workers"].items()}
+        else:
+            concurrent = None
+        measurement = {
+            "time": R.METHOD_TIME,
+            "cpu": R.METHOD_CPU,
+            "memory": None,
+            "memory_peak": None,
+            "sample_interval": interval,
+        }
+        for key in ("memory", "memory_peak"):
+            seen = {m[key] for m in methods}
+            if len(seen) == 1:
+                measurement[key] = seen.pop()
+        start = min(starts) if starts else time.time()
+        stop = max(stops) if stops else start
+        aborted = any(b["state"] != "finished" for b in blocks.values())
+        exit_status = None
+        if statuses and not aborted:
+            exit_status = max(statuses)
+        head = {
+            "duration": round(max(0.0, stop - start), 6),
+            "total_tests": total,
+            "timestamp": R.iso(start),
+            "exit_status": exit_status,
+            "aborted": aborted,
+            "pytest_version": versions.pop() if len(versions) == 1 else None,
+            "perfmon_version": __version__,
+            "collector": "monitor",
+            "measurement": measurement,
+            "records_dropped": dropped,
+            "collector_cpu_time": round(time.process_time(), 4),
+            "protocol_errors": errors,
+            "warnings": warnings,
+        }
+        rest: dict = {"session": head}
+        if system is not None:
+            rest["system"] = system
+        rest.update(
+            summary=summary.block(),
+            workers=workers,
+            concurrent_memory_peak=concurrent,
+            sessions=blocks,
+        )
+        f.write(",\n".join(f"{dumps(k)}: {dumps(v)}" for k, v in rest.items()))
+        f.write("}\n")
 
 
 # --- the daemon ------------------------------------------------------------------------------

@@ -10,7 +10,9 @@ import json
 import os
 import time
 from bisect import bisect_left, bisect_right
-from typing import Any, Optional
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any, Optional
 
 from . import __version__
 
@@ -211,30 +213,15 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
         w = data.workers.get(crash.get("worker"))
         tests[crash["nodeid"]] = _crash_entry(crash, w, slack)
 
-    durations = [t["duration"] for t in tests.values() if t["duration"] is not None]
-    deltas = [
-        t["memory"]["delta_mb"] for t in tests.values() if t["memory"]["delta_mb"] is not None
-    ]
-    outcomes: dict[str, int] = {}
-    for t in tests.values():
-        outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
+    from .analysis import summarize  # imported at the end of a run only: a light start-up
 
     start = session.get("start") or time.time()
     stop = session.get("stop") or time.time()
     wall = max(0.0, stop - start)
-    total = sum(durations)
-    summary = {
-        "total_duration": round(total, 6),
-        "avg_duration": round(total / len(durations), 6) if durations else 0.0,
-        "max_duration": round(max(durations), 6) if durations else 0.0,
-        "min_duration": round(min(durations), 6) if durations else 0.0,
-        "avg_memory_delta_mb": round(sum(deltas) / len(deltas), 3) if deltas else 0.0,
-        "max_memory_delta_mb": round(max(deltas), 3) if deltas else 0.0,
-        "outcomes": outcomes,
-        "parallel_efficiency": round(total / (wall * max(1, len(data.workers))), 4)
-        if wall > 0
-        else None,
-    }
+    summary = summarize(tests)
+    if wall > 0:
+        workers_n = max(1, len(data.workers))
+        summary["parallel_efficiency"] = round(summary["total_duration"] / (wall * workers_n), 4)
 
     workers = {}
     for w in data.workers.values():
@@ -335,8 +322,9 @@ def dumps(report: dict) -> str:
     return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
-def write_atomic(report: dict, path: str) -> None:
-    """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
+@contextmanager
+def atomic_text(path: str) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` only once complete (temporary file + rename)."""
     import tempfile
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -347,7 +335,7 @@ def write_atomic(report: dict, path: str) -> None:
             os.umask(mask)
             os.fchmod(fd, 0o666 & ~mask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(report))
+            yield f
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -355,6 +343,12 @@ def write_atomic(report: dict, path: str) -> None:
         except OSError:
             pass
         raise
+
+
+def write_atomic(report: dict, path: str) -> None:
+    """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
+    with atomic_text(path) as f:
+        f.write(dumps(report))
 
 
 def save_elsewhere(report: dict) -> Optional[str]:
