@@ -93,15 +93,17 @@ def _window(
     return s, e, (max(candidates) if candidates else None)
 
 
+def _round(v: Optional[float]) -> Optional[float]:
+    return None if v is None else round(v, 6)
+
+
 def _mb(v: Optional[float]) -> Optional[float]:
     return None if v is None else round(v / MB, 3)
 
 
 def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dict:
     (_, start, stop, setup, call, teardown, outcome, rss0, peak, rss1, cpu, wall) = rec
-    setup = setup or 0.0
-    call = call or 0.0
-    teardown = teardown or 0.0
+    # A phase that never ran (the call of a test skipped in setup) stays null, not 0.0.
     if rss0 is not None and rss1 is not None:
         if peak is None:  # boundary RSS readable but no kernel peak: samples decide the peak
             peak = max(_window(w, start, stop, slack, lo, hi)[2] or 0, rss0, rss1)
@@ -119,10 +121,10 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
     if cpu is not None and wall:
         cpu_percent = round(100.0 * cpu / wall, 1)
     return {
-        "duration": round(setup + call + teardown, 6),
-        "setup_time": round(setup, 6),
-        "call_time": round(call, 6),
-        "teardown_time": round(teardown, 6),
+        "duration": round(sum(p for p in (setup, call, teardown) if p is not None), 6),
+        "setup_time": _round(setup),
+        "call_time": _round(call),
+        "teardown_time": _round(teardown),
         "memory": memory,
         "cpu_percent": cpu_percent,
         "outcome": outcome,

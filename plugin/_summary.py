@@ -35,6 +35,10 @@ def _mb(v: Any) -> str:
     return "-" if v is None else f"{v:+.1f}"
 
 
+def _secs(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}"  # "-": the phase never ran
+
+
 def _plain(v: Any) -> str:
     return "-" if v is None else f"{v:.1f}"
 
@@ -70,9 +74,9 @@ def write_summary(tr: Any, report: dict) -> None:
             (
                 k,
                 f"{(t['duration'] or 0):.3f}s",
-                f"{(t['setup_time'] or 0):.3f}",
-                f"{(t['call_time'] or 0):.3f}",
-                f"{(t['teardown_time'] or 0):.3f}",
+                _secs(t["setup_time"]),
+                _secs(t["call_time"]),
+                _secs(t["teardown_time"]),
             )
             for k, t in slow
         ],

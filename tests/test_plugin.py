@@ -298,3 +298,15 @@ def test_report_file_mode_follows_umask(run_perf, pytester):
     mask = os.umask(0)
     os.umask(mask)
     assert run.path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_phase_that_never_ran_is_null(run_perf, pytester):
+    pytester.makepyfile(
+        "import pytest\n"
+        "@pytest.mark.skip(reason='demo')\n"
+        "def test_skipped():\n    pass\n"
+    )
+    run = run_perf()
+    t = run.test("test_skipped")
+    assert t["call_time"] is None and t["teardown_time"] is not None
+    assert t["duration"] == pytest.approx(t["setup_time"] + t["teardown_time"], abs=2e-6)
