@@ -888,29 +888,23 @@ class Daemon(RouterServer):
         )
 
     # -- main loop ------------------------------------------------------------------------
+    def housekeeping(self) -> None:
+        self.check_sessions()
+        self.snapshot = self.status()
+
+    def journal_all_samples(self) -> None:
+        for s in self.sessions.values():
+            if s.state == "running":
+                self.journal_samples(s)
+
     def run(self) -> int:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        next_sample = time.monotonic()
-        next_house = next_sample
-        next_journal = next_sample + SAMPLES_TO_JOURNAL
-        while self.stop_reason is None:
-            now = time.monotonic()
-            timeout = max(0.0, min(next_sample, next_house) - now)
-            self.serve(poller, timeout)
-            now = time.monotonic()
-            if now >= next_sample:
-                self.sample()
-                next_sample = max(next_sample + self.interval, now)
-            if now >= next_house:
-                next_house = now + HOUSEKEEPING
-                self.check_sessions()
-                self.snapshot = self.status()
-            if now >= next_journal:
-                next_journal = now + SAMPLES_TO_JOURNAL
-                for s in self.sessions.values():
-                    if s.state == "running":
-                        self.journal_samples(s)
+        self.loop(
+            [
+                [0.0, self.interval, self.sample],
+                [0.0, HOUSEKEEPING, self.housekeeping],
+                [SAMPLES_TO_JOURNAL, SAMPLES_TO_JOURNAL, self.journal_all_samples],
+            ]
+        )
         return self.shutdown()
 
     def shutdown(self) -> int:

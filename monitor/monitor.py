@@ -73,6 +73,24 @@ class RouterServer:
             if self.stop_reason is not None:
                 return
 
+    def loop(self, timers: list) -> None:
+        """Serve frames until ``stop_reason`` is set, and run each timer when it is due.
+
+        ``timers``: ``[first, period, fn]`` lists; ``fn`` runs ``first`` seconds from now, then
+        every ``period`` seconds (a late run is not repeated to catch up).
+        """
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        now = time.monotonic()
+        due = [now + first for first, _, _ in timers]
+        while self.stop_reason is None:
+            self.serve(poller, max(0.0, min(due) - time.monotonic()))
+            now = time.monotonic()
+            for i, (_, period, fn) in enumerate(timers):
+                if now >= due[i]:
+                    due[i] = max(due[i] + period, now)
+                    fn()
+
     def handle(self, parts: list) -> None:
         if len(parts) != 2:
             self.count(P.ERROR_NAMES[P.E_MALFORMED])
@@ -305,23 +323,14 @@ class Monitor(RouterServer):
 
         return psutil.pid_exists(self.parent)
 
+    def check_parent(self) -> None:
+        if not self.parent_alive():
+            self.stop_reason = "parent-gone"
+
     def run(self) -> int:
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        next_sample = time.monotonic()
-        next_parent = next_sample + PARENT_CHECK
-        while self.stop_reason is None:
-            now = time.monotonic()
-            timeout = max(0.0, min(next_sample, next_parent) - now)
-            self.serve(poller, timeout)
-            now = time.monotonic()
-            if now >= next_sample:
-                self.sample()
-                next_sample = max(next_sample + self.interval, now)
-            if now >= next_parent:
-                next_parent = now + PARENT_CHECK
-                if not self.parent_alive():
-                    self.stop_reason = "parent-gone"
+        self.loop(
+            [[0.0, self.interval, self.sample], [PARENT_CHECK, PARENT_CHECK, self.check_parent]]
+        )
         if self.stop_reason != "finished":
             self.data.warnings.append(f"session aborted: {self.stop_reason}")
             self.write({"start": self.started, "stop": time.time(), "aborted": True})
