@@ -1,6 +1,8 @@
-"""perfmon: the monitor side of pytest-perfmon (protocol, monitor process, report).
+"""pytest_perfmon.monitor: the monitor side of pytest-perfmon (protocol, monitor, daemon, report).
 
 This package never imports pytest: the monitor starts fast and is usable on its own.
 """
 
-__version__ = "0.1.0"
+from .. import __version__
+
+__all__ = ["__version__"]

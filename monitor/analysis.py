@@ -1,8 +1,8 @@
 """Read, analyse, compare and merge perfmon reports (schema_version 1).
 
-The engine behind the ``perfmon`` console script (:mod:`perfmon.cli`), usable on its own::
+The engine behind the ``perfmon`` console script (:mod:`pytest_perfmon.monitor.cli`), usable on its own::
 
-    from perfmon import analysis
+    from pytest_perfmon.monitor import analysis
 
     report = analysis.load_report("performance_metrics.json")
     for nodeid, test in analysis.slowest(report, 10):

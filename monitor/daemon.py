@@ -7,7 +7,7 @@
     perfmon-daemon rebuild --journal combined.json.journal --output combined.json
 
 Sessions are keyed by the ``session`` id of their hello (an xdist controller and its workers share
-one). Every accepted message is appended to the journal (perfmon.journal) before it is applied,
+one). Every accepted message is appended to the journal (pytest_perfmon.monitor.journal) before it is applied,
 so the combined report can be rebuilt after the daemon dies. A finished session's records are
 dropped from memory once its own report is written: the combined report reads them back from the
 journal, one session at a time, so the daemon's memory does not grow with the suite.
@@ -211,7 +211,7 @@ def replay(journal: Journal, s: Session, interval: float) -> Session:
 
 
 def session_report(s: Session, system_default: bool) -> dict:
-    """The session's own report (schema of perfmon.report), from a session that holds data."""
+    """The session's own report (schema of pytest_perfmon.monitor.report), from a session that holds data."""
     data = s.data
     assert data is not None
     info = dict(s.info or {})

@@ -1,6 +1,6 @@
 """The monitor process: collects the plugin's records, samples the pytest processes, writes JSON.
 
-Spawned by the plugin (``python -m perfmon.monitor``, or the ``perfmon-monitor`` script). It binds
+Spawned by the plugin (``python -m pytest_perfmon.monitor.monitor``, or the ``perfmon-monitor`` script). It binds
 a ROUTER socket, samples every process that introduced itself with ``hello`` every ``--interval``
 seconds, and on ``finish`` writes the report atomically, answers ``done`` and exits. It exits on
 its own when its parent (the pytest process that spawned it) goes away, writing what it has as an

@@ -18,7 +18,7 @@ Kinds sent by clients:
             Session fields: "session", "start", "stop", "exit_status", "pytest_version",
             "warnings", "output" (absolute path of the session's own report), "system_info".
 
-With a standalone ``perfmon-daemon`` (perfmon.daemon), ``hello`` must carry
+With a standalone ``perfmon-daemon`` (pytest_perfmon.monitor.daemon), ``hello`` must carry
 ``"session": str`` (the pytest session's id, shared by the xdist controller and its workers:
 one session, several DEALER peers), and ``finish`` closes that session, not the daemon.
 Two more kinds, which need no ``hello`` first:
@@ -98,6 +98,23 @@ RECORD_FIELDS = (
     "wall",  # wall seconds over the same interval as cpu
 )
 N_FIELDS = len(RECORD_FIELDS)
+
+# Named positions of RECORD_FIELDS: plain ints, so reading ``rec[RSS_PEAK]`` costs what ``rec[8]``
+# does. Every reader and writer of a record uses these, never a bare index.
+(
+    NODEID,
+    START,
+    STOP,
+    SETUP,
+    CALL,
+    TEARDOWN,
+    OUTCOME,
+    RSS_START,
+    RSS_PEAK,
+    RSS_END,
+    CPU,
+    WALL,
+) = range(N_FIELDS)
 
 _packer = msgpack.Packer(use_bin_type=True)
 

@@ -27,8 +27,8 @@ from typing import Any, Callable, Optional
 
 import pytest
 import zmq
-from perfmon import protocol as P
-from perfmon import report as R
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import report as R
 
 # The real clocks, captured at import: freezegun / time-machine in a user's tests patch module
 # attributes named like these, never these bound references.
@@ -436,7 +436,7 @@ class Owner:
         cmd = [
             python,
             "-m",
-            "perfmon.monitor",
+            "pytest_perfmon.monitor.monitor",
             "--endpoint",
             endpoint,
             "--output",
@@ -659,7 +659,7 @@ class Owner:
         path = os.environ.get("GITHUB_STEP_SUMMARY")
         if not path:
             return
-        from perfmon import cli
+        from pytest_perfmon.monitor import cli
 
         try:
             data = cli.report_data(report, self.report_path or "", 10, 10.0, 80.0)

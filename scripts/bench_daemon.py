@@ -25,8 +25,8 @@ import uuid
 
 import psutil
 import zmq
-from perfmon import protocol as P
-from perfmon.daemon import DaemonError, request
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor.daemon import DaemonError, request
 
 BATCH = 128
 MB = 1024 * 1024
@@ -99,7 +99,7 @@ def run(tests: int, sessions: int, mode: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="perfmon-bench-") as d:
         endpoint = f"ipc://{d}/d.sock"
         log_path = os.path.join(d, "daemon.log")
-        cmd = [sys.executable, "-m", "perfmon.daemon", "--endpoint", endpoint]
+        cmd = [sys.executable, "-m", "pytest_perfmon.monitor.daemon", "--endpoint", endpoint]
         cmd += ["--output", os.path.join(d, "combined.json"), "--keep-journal"]
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=log, cwd=d)

@@ -6,7 +6,7 @@ import json
 
 import jsonschema
 import pytest
-from perfmon.report import load_schema
+from pytest_perfmon.monitor.report import load_schema
 
 pytest_plugins = ["pytester"]
 

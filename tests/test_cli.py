@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from perfmon import analysis
-from perfmon.report import load_schema
+from pytest_perfmon.monitor import analysis
+from pytest_perfmon.monitor.report import load_schema
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "golden"

@@ -20,11 +20,11 @@ import msgpack
 import pytest
 import zmq
 from conftest import RUN_TIMEOUT, validate
-from perfmon import protocol as P
-from perfmon.daemon import DaemonError, request
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor.daemon import DaemonError, request
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "perfmon-daemon")
-DAEMON = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "perfmon.daemon"]
+DAEMON = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "pytest_perfmon.monitor.daemon"]
 WAIT = 60.0
 
 #: Five quick tests, one that outlasts the plugin's 0.5 s batch interval (so that everything

@@ -12,7 +12,7 @@ import pytest
 from conftest import validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from perfmon import protocol as P
+from pytest_perfmon.monitor import protocol as P
 from test_daemon import ALL, SUITE, Daemon, Pytest, Raw, names
 
 KINDS = [P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH, P.STATUS, P.READY, "", "x" * 300]

@@ -51,7 +51,7 @@ def _monitor():
     me = psutil.Process()
     for proc in [me.parent(), me]:  # the monitor is a child of the process that owns it
         for child in proc.children():
-            if "perfmon.monitor" in " ".join(child.cmdline()):
+            if "pytest_perfmon.monitor.monitor" in " ".join(child.cmdline()):
                 return child
     raise AssertionError("no monitor process found")
 
@@ -121,7 +121,7 @@ def test_second():
 
 def test_die():
     me = psutil.Process()
-    mon = [c for c in me.children() if "perfmon.monitor" in " ".join(c.cmdline())][0]
+    mon = [c for c in me.children() if "pytest_perfmon.monitor.monitor" in " ".join(c.cmdline())][0]
     with open("monitor.pid", "w") as f:
         f.write(str(mon.pid))
     time.sleep(0.3)  # let the monitor receive the first batch
