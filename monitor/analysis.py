@@ -1,6 +1,7 @@
 """Read, analyse, compare and merge perfmon reports (schema_version 1).
 
-The engine behind the ``perfmon`` console script (:mod:`pytest_perfmon.monitor.cli`), usable on its own::
+The engine behind the ``perfmon`` console script (:mod:`pytest_perfmon.monitor.cli`),
+usable on its own::
 
     from pytest_perfmon.monitor import analysis
 
@@ -26,6 +27,7 @@ from typing import Any, Optional
 
 from . import __version__
 from .report import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION
+from .summary import summarize
 
 #: Separates the job label from the node id in a merged report's test keys.
 JOB_SEP = "::"
@@ -208,28 +210,6 @@ def cpu_over(report: dict, threshold_percent: float) -> list:
     ]
     hits.sort(key=lambda kv: (-cpu_percent(kv[1]), kv[0]))  # type: ignore[operator]
     return hits
-
-
-def summarize(tests: dict, parallel_efficiency: Optional[float] = None) -> dict:
-    """The report's ``summary`` block computed from ``tests`` (same rules as perfmon.report)."""
-    durations = [d for d in map(duration, tests.values()) if d is not None]
-    deltas = [d for d in map(memory_delta, tests.values()) if d is not None]
-    outcomes: dict = {}
-    for t in tests.values():
-        outcome = t.get("outcome")
-        if isinstance(outcome, str):
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-    total = sum(durations)
-    return {
-        "total_duration": round(total, 6),
-        "avg_duration": round(total / len(durations), 6) if durations else 0.0,
-        "max_duration": round(max(durations), 6) if durations else 0.0,
-        "min_duration": round(min(durations), 6) if durations else 0.0,
-        "avg_memory_delta_mb": round(sum(deltas) / len(deltas), 3) if deltas else 0.0,
-        "max_memory_delta_mb": round(max(deltas), 3) if deltas else 0.0,
-        "outcomes": dict(sorted(outcomes.items())),
-        "parallel_efficiency": parallel_efficiency,
-    }
 
 
 def totals(report: dict) -> dict:

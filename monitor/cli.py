@@ -19,7 +19,18 @@ from collections.abc import Sequence
 from typing import Callable, Optional
 
 from . import __version__, analysis
-from .analysis import Change, Comparison, ReportError, Threshold
+from .analysis import Comparison, ReportError, Threshold
+from .render import (
+    DEFAULT_CPU_PERCENT,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TOP,
+    Doc,
+    _ratio,
+    _value,
+    compare_doc,
+    report_data,
+    report_doc,
+)
 from .report import write_atomic
 
 EXIT_OK = 0
@@ -27,303 +38,6 @@ EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
 
 FORMATS = ("table", "markdown", "json")
-
-
-# --------------------------------------------------------------------------- formatting
-
-
-def _f(v: Optional[float], fmt: str, unit: str = "") -> str:
-    return "-" if v is None else f"{v:{fmt}}{unit}"
-
-
-def _value(metric: analysis.Metric, v: Optional[float], signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    if metric.unit == "s":
-        return _f(v, f"{sign}.3f", "s")
-    if metric.unit == "MB":
-        return _f(v, f"{sign}.1f", " MB")
-    return _f(v, "+.1f", " pts") if signed else _f(v, ".1f", "%")
-
-
-def _ratio(change: Change) -> str:
-    r = change.ratio
-    return "new" if r is None else f"{r * 100:+.0f}%"
-
-
-def _outcomes(outcomes: dict) -> str:
-    return ", ".join(f"{n} {k}" for k, n in outcomes.items()) or "none"
-
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _md_code(text: str) -> str:
-    fence = "``" if "`" in text else "`"
-    pad = " " if "`" in text else ""
-    return f"{fence}{pad}{_md_cell(text)}{pad}{fence}"
-
-
-def _text_row(cells: Sequence[str], widths: list, right: list) -> str:
-    """Aligned cells, two spaces apart; the last cell (the test id) is never padded."""
-    parts = []
-    for i, c in enumerate(cells):
-        if i == len(cells) - 1:
-            parts.append(c)
-        else:
-            parts.append(c.rjust(widths[i]) if right[i] else c.ljust(widths[i]))
-    return ("  " + "  ".join(parts)).rstrip()
-
-
-class Doc:
-    """A small document model rendered as plain text or as GitHub Markdown."""
-
-    def __init__(self) -> None:
-        self.blocks: list = []
-
-    def heading(self, text: str) -> None:
-        self.blocks.append(("h", text))
-
-    def line(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, headers: Sequence[str], rows: list, right: Sequence[bool]) -> None:
-        """``rows``: lists of strings; the last column holds the test id (code in Markdown)."""
-        self.blocks.append(("t", (list(headers), rows, list(right))))
-
-    def text(self) -> str:
-        out: list = []
-        for kind, body in self.blocks:
-            if kind == "h":
-                if out:
-                    out.append("")
-                out.append(body)
-            elif kind == "p":
-                out.append(body)
-            else:
-                headers, rows, right = body
-                widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-                out.append(_text_row(headers, widths, right))
-                out.extend(_text_row(r, widths, right) for r in rows)
-        return "\n".join(out) + "\n"
-
-    def markdown(self) -> str:
-        out: list = []
-        for kind, body in self.blocks:
-            if kind == "h":
-                if out and out[-1] != "":
-                    out.append("")
-                out.extend([f"#### {body}", ""] if out else [f"### {body}", ""])
-            elif kind == "p":
-                out.extend([body, ""])
-            else:
-                headers, rows, right = body
-                out.append("| " + " | ".join(headers) + " |")
-                out.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
-                for r in rows:
-                    cells = [_md_cell(c) for c in r[:-1]] + [_md_code(r[-1])]
-                    out.append("| " + " | ".join(cells) + " |")
-                out.append("")
-        while out and out[-1] == "":
-            out.pop()
-        return "\n".join(out) + "\n"
-
-
-# --------------------------------------------------------------------------- report
-
-
-def report_data(report: dict, source: str, top: int, mem_mb: float, cpu_pct: float) -> dict:
-    mem = analysis.memory_over(report, mem_mb)
-    cpu = analysis.cpu_over(report, cpu_pct)
-    return {
-        "file": source,
-        "schema_version": report["schema_version"],
-        "totals": analysis.totals(report),
-        "thresholds": {"top": top, "memory_mb": mem_mb, "cpu_percent": cpu_pct},
-        "slowest": [
-            {
-                "test": k,
-                "duration": t.get("duration"),
-                "setup_time": t.get("setup_time"),
-                "call_time": t.get("call_time"),
-                "teardown_time": t.get("teardown_time"),
-                "outcome": t.get("outcome"),
-            }
-            for k, t in analysis.slowest(report, top)
-        ],
-        "memory": {
-            "count": len(mem),
-            "tests": [
-                {
-                    "test": k,
-                    "delta_mb": analysis.memory_delta(t),
-                    "growth_mb": analysis.memory_growth(t),
-                    "start_mb": t["memory"].get("start_mb"),
-                    "peak_mb": t["memory"].get("peak_mb"),
-                    "end_mb": t["memory"].get("end_mb"),
-                }
-                for k, t in mem[:top]
-            ],
-        },
-        "cpu": {
-            "count": len(cpu),
-            "tests": [
-                {"test": k, "cpu_percent": t.get("cpu_percent"), "duration": t.get("duration")}
-                for k, t in cpu[:top]
-            ],
-        },
-    }
-
-
-def _count(section: dict) -> str:
-    shown, count = len(section["tests"]), section["count"]
-    return f"{count} test(s)" + (f", top {shown} shown" if shown < count else "")
-
-
-def report_doc(data: dict) -> Doc:
-    tot = data["totals"]
-    th = data["thresholds"]
-    doc = Doc()
-    doc.heading(f"perfmon report: {data['file']}")
-    if tot["jobs"] is not None:
-        where = f" in {tot['jobs']} jobs; jobs' sessions {_f(tot['session_duration'], '.2f', 's')}"
-    else:
-        where = f"; session {_f(tot['session_duration'], '.2f', 's')} wall"
-    doc.line(
-        f"{tot['tests']} tests ({_outcomes(tot['outcomes'])}){where}, "
-        f"tests' total {_f(tot['total_duration'], '.3f', 's')}, "
-        f"mean {_f(tot['avg_duration'], '.3f', 's')}, max {_f(tot['max_duration'], '.3f', 's')}."
-    )
-    doc.line(
-        f"Memory: mean delta {_f(tot['avg_memory_delta_mb'], '+.1f', ' MB')}, "
-        f"max delta {_f(tot['max_memory_delta_mb'], '+.1f', ' MB')}, "
-        f"peak RSS {_f(tot['peak_rss_mb'], '.1f', ' MB')}; "
-        f"{tot['workers']} worker(s), collector {tot['collector']}, "
-        f"{tot['records_dropped']} record(s) dropped, {tot['warnings']} warning(s)."
-    )
-
-    n_slow = len(data["slowest"])
-    doc.heading(f"Slowest tests (top {n_slow} of {tot['tests']})")
-    if data["slowest"]:
-        doc.table(
-            ["duration", "setup", "call", "teardown", "outcome", "test"],
-            [
-                [
-                    _f(r["duration"], ".3f", "s"),
-                    _f(r["setup_time"], ".3f", "s"),
-                    _f(r["call_time"], ".3f", "s"),
-                    _f(r["teardown_time"], ".3f", "s"),
-                    str(r["outcome"]),
-                    r["test"],
-                ]
-                for r in data["slowest"]
-            ],
-            [True, True, True, True, False, False],
-        )
-    else:
-        doc.line("(no timed tests)")
-
-    mem = data["memory"]
-    doc.heading(f"Memory delta over {th['memory_mb']:g} MB: {_count(mem)}")
-    if mem["tests"]:
-        doc.table(
-            ["delta", "peak-start", "start", "peak", "end", "test"],
-            [
-                [
-                    _f(r["delta_mb"], "+.1f", " MB"),
-                    _f(r["growth_mb"], "+.1f", " MB"),
-                    _f(r["start_mb"], ".1f", " MB"),
-                    _f(r["peak_mb"], ".1f", " MB"),
-                    _f(r["end_mb"], ".1f", " MB"),
-                    r["test"],
-                ]
-                for r in mem["tests"]
-            ],
-            [True, True, True, True, True, False],
-        )
-    else:
-        doc.line("(none)")
-
-    cpu = data["cpu"]
-    doc.heading(f"CPU over {th['cpu_percent']:g}%: {_count(cpu)}")
-    if cpu["tests"]:
-        doc.table(
-            ["cpu", "duration", "test"],
-            [
-                [_f(r["cpu_percent"], ".1f", "%"), _f(r["duration"], ".3f", "s"), r["test"]]
-                for r in cpu["tests"]
-            ],
-            [True, True, False],
-        )
-    else:
-        doc.line("(none)")
-    return doc
-
-
-# --------------------------------------------------------------------------- compare
-
-
-def _change_rows(changes: list) -> list:
-    return [
-        [
-            c.metric.title,
-            _value(c.metric, c.baseline),
-            _value(c.metric, c.current),
-            _value(c.metric, c.delta, signed=True),
-            _ratio(c),
-            c.test,
-        ]
-        for c in changes
-    ]
-
-
-CHANGE_HEADERS = ["metric", "baseline", "current", "change", "rel", "test"]
-CHANGE_RIGHT = [False, True, True, True, True, False]
-
-
-def describe_thresholds(cmp: Comparison) -> str:
-    t, m, c = (cmp.thresholds[k] for k in ("time", "memory", "cpu"))
-    return (
-        f"time >= {t.rel * 100:g}% and >= {t.abs:g}s; "
-        f"memory >= {m.rel * 100:g}% and >= {m.abs:g} MB; "
-        f"CPU >= {c.rel * 100:g}% and >= {c.abs:g} points "
-        f"(tests of {cmp.cpu_min_duration:g}s or more)"
-    )
-
-
-def compare_doc(cmp: Comparison, base: str, cur: str) -> Doc:
-    doc = Doc()
-    doc.heading(f"perfmon compare: {base} -> {cur}")
-    verdict = f"REGRESSION ({len(cmp.regressions)})" if cmp.regressions else "OK"
-    doc.line(
-        f"Result: {verdict}. {cmp.compared} test(s) compared: "
-        f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s); "
-        f"{len(cmp.new)} new, {len(cmp.gone)} gone, "
-        f"{len(cmp.outcome_changes)} outcome change(s)."
-    )
-    doc.line(f"A change counts when it passes both thresholds: {describe_thresholds(cmp)}.")
-    doc.heading(f"Regressions: {len(cmp.regressions)}")
-    if cmp.regressions:
-        doc.table(CHANGE_HEADERS, _change_rows(cmp.regressions), CHANGE_RIGHT)
-    else:
-        doc.line("(none)")
-    doc.heading(f"Improvements: {len(cmp.improvements)}")
-    if cmp.improvements:
-        doc.table(CHANGE_HEADERS, _change_rows(cmp.improvements), CHANGE_RIGHT)
-    else:
-        doc.line("(none)")
-    if cmp.outcome_changes:
-        doc.heading(f"Outcome changes: {len(cmp.outcome_changes)} (metrics not compared)")
-        doc.table(
-            ["baseline", "current", "test"],
-            [[str(old), str(new), k] for k, old, new in cmp.outcome_changes],
-            [False, False, False],
-        )
-    for title, names in (("New tests", cmp.new), ("Gone tests", cmp.gone)):
-        if names:
-            doc.heading(f"{title}: {len(names)}")
-            doc.table(["test"], [[k] for k in names], [False])
-    return doc
 
 
 def _escape_data(s: str) -> str:
@@ -510,21 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", metavar="FILE", help="a perfmon report (single run or merged)")
     p.add_argument(
-        "--top", type=_pos_int, default=10, metavar="N", help="rows per list (default: 10)"
+        "--top",
+        type=_pos_int,
+        default=DEFAULT_TOP,
+        metavar="N",
+        help=f"rows per list (default: {DEFAULT_TOP})",
     )
     p.add_argument(
         "--memory-threshold",
         type=_nonneg_float,
-        default=10.0,
+        default=DEFAULT_MEMORY_MB,
         metavar="MB",
-        help="list tests whose memory.delta_mb is above MB (default: 10)",
+        help=f"list tests whose memory.delta_mb is above MB (default: {DEFAULT_MEMORY_MB:g})",
     )
     p.add_argument(
         "--cpu-threshold",
         type=_nonneg_float,
-        default=80.0,
+        default=DEFAULT_CPU_PERCENT,
         metavar="PCT",
-        help="list tests whose cpu_percent is above PCT (default: 80)",
+        help=f"list tests whose cpu_percent is above PCT (default: {DEFAULT_CPU_PERCENT:g})",
     )
     add_format(p)
     p.set_defaults(func=cmd_report)

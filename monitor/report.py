@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import IO, Any, Optional
 
 from . import __version__
+from .summary import summarize
 
 # Imported by the monitor at start-up, where every millisecond delays the first test: no
 # dataclasses, tempfile or datetime at module level (about 15 ms together).
@@ -214,8 +215,6 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     for crash in data.crashed:
         w = data.workers.get(crash.get("worker"))
         tests[crash["nodeid"]] = _crash_entry(crash, w, slack)
-
-    from .analysis import summarize  # imported at the end of a run only: a light start-up
 
     start = session.get("start") or time.time()
     stop = session.get("stop") or time.time()
