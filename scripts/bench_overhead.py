@@ -16,7 +16,13 @@ alternation (plain/perf, then perf/plain, ...), timing each subprocess's wall ti
 
 Also shown: the CPU (user+sys) of the whole process tree per run, from RUSAGE_CHILDREN.
 
-    python scripts/bench_overhead.py [--runs 5] [--runs-one 9] [--no-xdist] [--json FILE]
+With ``--peers`` the same rounds also run the peer pytest-timing 0.4.0 in its light mode
+(``--timing --timing-capture light``: times only) and its full mode (``--timing-capture full``:
+CPU and memory too), so that the ratios to the peer come from the same run. pytest-timing is
+installed with pip into the benchmark's temporary directory (``--target``) and put on
+PYTHONPATH for those runs only: the plain and perf runs never load it.
+
+    python scripts/bench_overhead.py [--runs 5] [--runs-one 9] [--no-xdist] [--peers] [--json FILE]
 """
 
 from __future__ import annotations
@@ -58,8 +64,29 @@ def make_suite(root: str, n_tests: int, files: int) -> str:
     return root
 
 
+PEER = "pytest-timing==0.4.0"
+#: side name -> extra pytest arguments; "perf" adds --perf-monitor and an output path.
+SIDES = {
+    "plain": [],
+    "perf": [],
+    "timing-light": ["--timing", "--timing-capture", "light"],
+    "timing-full": ["--timing", "--timing-capture", "full"],
+}
+
+
+def install_peer(workdir: str) -> str:
+    """pip-install pytest-timing into a private directory; return that directory."""
+    target = os.path.join(workdir, "peer")
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", target, PEER]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+    if proc.returncode != 0:
+        raise SystemExit(f"cannot install {PEER}: {proc.stdout.decode(errors='replace')[-500:]}")
+    return target
+
+
 class Runner:
     def __init__(self, workdir: str, timeout: float, verbose: bool, bytecode_cache: bool) -> None:
+        self.peer_path: Optional[str] = None
         self.workdir = workdir
         self.timeout = timeout
         self.verbose = verbose
@@ -74,10 +101,15 @@ class Runner:
             self.env.pop("PYTHONDONTWRITEBYTECODE", None)
             self.env["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
 
-    def run(self, suite: str, perf: bool, extra: list, expect: int) -> dict:
+    def run(self, suite: str, side: str, extra: list, expect: int) -> dict:
         """One pytest run: wall seconds, tree CPU seconds and (with perf) the report's session."""
         self.count += 1
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra]
+        cmd += SIDES[side]
+        env = self.env
+        if side.startswith("timing"):
+            env = dict(env, PYTHONPATH=str(self.peer_path))
+        perf = side == "perf"
         out_path = None
         if perf:
             out_path = os.path.join(self.workdir, f"report-{self.count}.json")
@@ -88,7 +120,7 @@ class Runner:
             proc = subprocess.run(
                 cmd,
                 cwd=suite,
-                env=self.env,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -113,22 +145,29 @@ class Runner:
             if session.get("total_tests") != expect:
                 raise SystemExit(f"report has {session.get('total_tests')} tests, want {expect}")
         if self.verbose:
-            print(f"    {'perf ' if perf else 'plain'} {' '.join(extra):<6} {wall:7.3f} s")
+            print(f"    {side:<12} {' '.join(extra):<6} {wall:7.3f} s")
         return {"wall": wall, "cpu": cpu, "session": session}
 
 
-def compare(runner: Runner, suite: str, extra: list, runs: int, expect: int, label: str) -> dict:
-    """Alternate plain and perf runs (ABBA order), after one unmeasured warm-up of each."""
-    print(f"  {label}: warm-up + {runs} runs per side ...", flush=True)
-    runner.run(suite, False, extra, expect)
-    runner.run(suite, True, extra, expect)
-    plain: list = []
-    perf: list = []
+def compare(
+    runner: Runner, suite: str, extra: list, runs: int, expect: int, label: str, sides: list
+) -> dict:
+    """Alternate the sides' runs after one unmeasured warm-up of each.
+
+    The order turns every round (two sides: ABBA; four: ABCD, DCBA, BCDA, ADCB, ...), so that
+    no side always runs first after a busy moment.
+    """
+    print(f"  {label}: warm-up + {runs} runs per side ({', '.join(sides)}) ...", flush=True)
+    for side in sides:
+        runner.run(suite, side, extra, expect)
+    out: dict = {side: [] for side in sides}
     for i in range(runs):
-        order = (False, True) if i % 2 == 0 else (True, False)
-        for p in order:
-            (perf if p else plain).append(runner.run(suite, p, extra, expect))
-    return {"plain": plain, "perf": perf}
+        order = sides[i // 2 % len(sides) :] + sides[: i // 2 % len(sides)]
+        if i % 2:
+            order = order[::-1]
+        for side in order:
+            out[side].append(runner.run(suite, side, extra, expect))
+    return out
 
 
 def loadavg() -> Optional[list]:
@@ -163,6 +202,16 @@ def summarize(res: dict) -> dict:
         "collector_cpu": [s.get("collector_cpu_time") for s in sessions],
         "records_dropped": [s.get("records_dropped") for s in sessions],
         "collector": sorted({str(s.get("collector")) for s in sessions}),
+        "peers": {
+            side: {
+                "wall": [r["wall"] for r in runs],
+                "median": med([r["wall"] for r in runs]),
+                "ratio": med([r["wall"] for r in runs]) / med(pw),
+                "perf_over_peer": med(fw) / med([r["wall"] for r in runs]),
+            }
+            for side, runs in res.items()
+            if side not in ("plain", "perf")
+        },
     }
 
 
@@ -199,6 +248,11 @@ def main(argv: Optional[list] = None) -> int:
         help="run pytest with the caller's environment as is (default: drop "
         "PYTHONDONTWRITEBYTECODE and use a private PYTHONPYCACHEPREFIX)",
     )
+    ap.add_argument(
+        "--peers",
+        action="store_true",
+        help=f"also run {PEER} (light and full) in the same rounds, for ratios to the peer",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the generated suites")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
     args = ap.parse_args(argv)
@@ -230,19 +284,23 @@ def main(argv: Optional[list] = None) -> int:
         big_suite = make_suite(os.path.join(tmp, "big"), n_tests, args.files)
         one = make_suite(os.path.join(tmp, "one"), 1, 1)
         runner = Runner(tmp, args.timeout, args.verbose, args.bytecode_cache)
+        sides = ["plain", "perf"]
+        if args.peers:
+            runner.peer_path = install_peer(tmp)
+            sides += ["timing-light", "timing-full"]
 
         results: dict = {}
         results["serial"] = summarize(
-            compare(runner, big_suite, [], args.runs, n_tests, f"{n_tests} tests")
+            compare(runner, big_suite, [], args.runs, n_tests, f"{n_tests} tests", sides)
         )
         if args.xdist:
             xd = ["-n", str(args.workers)]
+            label = f"{n_tests} tests -n {args.workers}"
             results["xdist"] = summarize(
-                compare(
-                    runner, big_suite, xd, args.runs, n_tests, f"{n_tests} tests -n {args.workers}"
-                )
+                compare(runner, big_suite, xd, args.runs, n_tests, label, sides)
             )
-        results["one"] = summarize(compare(runner, one, [], args.runs_one, 1, "1 test"))
+        one_sides = ["plain", "perf"]
+        results["one"] = summarize(compare(runner, one, [], args.runs_one, 1, "1 test", one_sides))
     finally:
         if args.keep:
             print(f"suites kept in {tmp}")
@@ -318,6 +376,14 @@ def main(argv: Optional[list] = None) -> int:
             "== 0",
             all(d == 0 for d in dropped),
         )
+    for key, label in (("serial", f"{n_tests} tests"), ("xdist", f"{n_tests} tests -n {args.workers}")):
+        for side, peer in results.get(key, {}).get("peers", {}).items():
+            fig(
+                f"{label}: {side} ratio to plain / perfmon to it",
+                f"x{peer['ratio']:.3f} / x{peer['perf_over_peer']:.3f}",
+                "< x1 ahead",
+                None if side == "timing-full" else peer["perf_over_peer"] < 1.0,
+            )
     fig(
         "1 test: wall plain / perf (median)",
         f"{o['plain_median'] * 1e3:.0f} ms / {o['perf_median'] * 1e3:.0f} ms",
