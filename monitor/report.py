@@ -15,19 +15,35 @@ from contextlib import contextmanager
 from typing import IO, Any, Optional
 
 from . import __version__
+from .protocol import (
+    CALL,
+    CPU,
+    NODEID,
+    OUTCOME,
+    RSS_END,
+    RSS_PEAK,
+    RSS_START,
+    SETUP,
+    START,
+    STOP,
+    TEARDOWN,
+    WALL,
+)
+from .schema import (  # noqa: F401 (re-exported: the monitor, daemon and plugin use R.<name>)
+    METHOD_CPU,
+    METHOD_PEAK_KERNEL,
+    METHOD_RSS_BOUNDARY,
+    METHOD_SAMPLED,
+    METHOD_TIME,
+    SCHEMA_VERSION,
+    load_schema,
+)
 from .summary import summarize
 
 # Imported by the monitor at start-up, where every millisecond delays the first test: no
 # dataclasses, tempfile or datetime at module level (about 15 ms together).
 
-SCHEMA_VERSION = 1
 MB = 1024.0 * 1024.0
-
-METHOD_TIME = "pytest-report-durations"
-METHOD_CPU = "process-cpu-time"
-METHOD_RSS_BOUNDARY = "proc-statm-at-boundaries"
-METHOD_PEAK_KERNEL = "kernel-peak-rss-reset-at-boundaries"
-METHOD_SAMPLED = "psutil-sampled"
 
 
 def iso(ts: float) -> str:
@@ -102,8 +118,21 @@ def _mb(v: Optional[float]) -> Optional[float]:
     return None if v is None else round(v / MB, 3)
 
 
+def _memory(rss0: Optional[int], peak: Optional[int], rss1: Optional[int]) -> dict:
+    return {
+        "start_mb": _mb(rss0),
+        "peak_mb": _mb(peak),
+        "end_mb": _mb(rss1),
+        "delta_mb": None if rss0 is None or rss1 is None else round((rss1 - rss0) / MB, 3),
+    }
+
+
 def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dict:
-    (_, start, stop, setup, call, teardown, outcome, rss0, peak, rss1, cpu, wall) = rec
+    """One finished test. ``lo``/``hi``: where the worker's previous test ended and its next
+    test (or the test it crashed in) began; no sample outside them counts for this test."""
+    start, stop = rec[START], rec[STOP]
+    setup, call, teardown = rec[SETUP], rec[CALL], rec[TEARDOWN]
+    rss0, peak, rss1 = rec[RSS_START], rec[RSS_PEAK], rec[RSS_END]
     # A phase that never ran (the call of a test skipped in setup) stays null, not 0.0.
     if rss0 is not None and rss1 is not None:
         if peak is None:  # boundary RSS readable but no kernel peak: samples decide the peak
@@ -112,12 +141,7 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
             peak = max(peak, rss0, rss1)
     else:
         rss0, rss1, peak = _window(w, start, stop, slack, lo, hi)
-    memory = {
-        "start_mb": _mb(rss0),
-        "peak_mb": _mb(peak),
-        "end_mb": _mb(rss1),
-        "delta_mb": None if rss0 is None or rss1 is None else round((rss1 - rss0) / MB, 3),
-    }
+    cpu, wall = rec[CPU], rec[WALL]
     cpu_percent = None
     if cpu is not None and wall:
         cpu_percent = round(100.0 * cpu / wall, 1)
@@ -126,38 +150,45 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
         "setup_time": _round(setup),
         "call_time": _round(call),
         "teardown_time": _round(teardown),
-        "memory": memory,
+        "memory": _memory(rss0, peak, rss1),
         "cpu_percent": cpu_percent,
-        "outcome": outcome,
+        "outcome": rec[OUTCOME],
         "worker": w.wid,
         "pid": w.pid,
         "start": round(start, 6),
     }
 
 
+def _previous(w: Worker, t: float) -> Optional[list]:
+    """The record of the last test ``w`` finished at or before ``t``."""
+    before = [r for r in w.records if r[STOP] <= t]
+    return max(before, key=lambda r: r[STOP]) if before else None
+
+
 def _crash_entry(crash: dict, w: Optional[Worker], slack: float) -> dict:
     """A test whose worker died under it: what was measured from its start to the crash.
 
     It started when its worker's previous test ended (the boundary RSS measured there is its
-    start); the samples up to the crash give its peak and its last RSS.
+    start); the samples from then up to the crash give its peak and its last RSS. Samples
+    taken before that end belong to the previous test and never count here (nor the other way:
+    see :func:`build`).
     """
     start = crash.get("start")
     stop = crash["time"]
     rss0 = rss1 = peak = None
     if w is not None:
-        before = [r for r in w.records if r[2] <= (start if start is not None else stop)]
-        prev = max(before, key=lambda r: r[2]) if before else None
-        lo = w.joined if prev is None else prev[2]
+        prev = _previous(w, start if start is not None else stop)
+        lo = w.joined if prev is None else prev[STOP]
         if prev is not None:
-            start = prev[2]
-            rss0 = prev[9]
+            start = prev[STOP]
+            rss0 = prev[RSS_END]
         elif start is None:
             start = w.joined
-        if rss0 is None:  # the last sample taken before the test began
+        if rss0 is None:  # the last sample taken before the test began, not before ``lo``
             i = bisect_right(w.samples_t, start)
-            if i > 0 and w.samples_t[i - 1] >= lo - slack:
+            if i > 0 and w.samples_t[i - 1] >= lo:
                 rss0 = w.samples_rss[i - 1]
-        _, rss1, peak = _window(w, start, stop, slack, lo, stop + slack)
+        _, rss1, peak = _window(w, start, stop, slack, max(lo, start), stop + slack)
         if peak is not None and rss0 is not None:
             peak = max(peak, rss0)
     dur = None if start is None else round(max(0.0, stop - start), 6)
@@ -166,12 +197,7 @@ def _crash_entry(crash: dict, w: Optional[Worker], slack: float) -> dict:
         "setup_time": None,
         "call_time": None,
         "teardown_time": None,
-        "memory": {
-            "start_mb": _mb(rss0),
-            "peak_mb": _mb(peak),
-            "end_mb": _mb(rss1),
-            "delta_mb": None if rss0 is None or rss1 is None else round((rss1 - rss0) / MB, 3),
-        },
+        "memory": _memory(rss0, peak, rss1),
         "cpu_percent": None,
         "outcome": "crashed",
         "worker": crash.get("worker"),
@@ -201,20 +227,41 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     """Build the report dict. ``session`` carries what only pytest knows (start, exit status)."""
     tests: dict[str, dict] = {}
     slack = 2 * (data.sample_interval or 0.1)
+    # --dist each (or any run where one node id ran in several workers): every execution is
+    # kept, keyed as pytest prints it, "nodeid [gw0]"; a node id that ran once keeps its key.
+    ran_in: dict[str, set] = {}
+    for w in data.workers.values():
+        for rec in w.records:
+            ran_in.setdefault(rec[NODEID], set()).add(w.wid)
+    for crash in data.crashed:
+        ran_in.setdefault(crash["nodeid"], set()).add(crash.get("worker"))
+
+    def key(nodeid: str, wid: Optional[str]) -> str:
+        return f"{nodeid} [{wid}]" if len(ran_in[nodeid]) > 1 and wid else nodeid
+
+    crash_times: dict[str, list] = {}
+    for crash in data.crashed:
+        crash_times.setdefault(crash.get("worker"), []).append(crash["time"])
     by_worker_peak: dict[str, int] = {}
     for w in data.workers.values():
         peak = w.sampled_peak
-        recs = sorted(w.records, key=lambda r: r[1])
+        recs = sorted(w.records, key=lambda r: r[START])
+        crashes = sorted(crash_times.get(w.wid, ()))
         for i, rec in enumerate(recs):
-            lo = recs[i - 1][2] if i else w.joined
-            hi = recs[i + 1][1] if i + 1 < len(recs) else float("inf")
-            tests[rec[0]] = _test_entry(rec, w, slack, lo, hi)
-            if rec[8] is not None and rec[8] > peak:
-                peak = rec[8]
+            lo = recs[i - 1][STOP] if i else w.joined
+            hi = recs[i + 1][START] if i + 1 < len(recs) else float("inf")
+            j = bisect_left(crashes, rec[STOP])
+            if j < len(crashes) and crashes[j] < hi:
+                # the worker died in a test that began when this one ended: nothing sampled
+                # after this test's end is this test's
+                hi = rec[STOP]
+            tests[key(rec[NODEID], w.wid)] = _test_entry(rec, w, slack, lo, hi)
+            if rec[RSS_PEAK] is not None and rec[RSS_PEAK] > peak:
+                peak = rec[RSS_PEAK]
         by_worker_peak[w.wid] = peak
     for crash in data.crashed:
         w = data.workers.get(crash.get("worker"))
-        tests[crash["nodeid"]] = _crash_entry(crash, w, slack)
+        tests[key(crash["nodeid"], crash.get("worker"))] = _crash_entry(crash, w, slack)
 
     start = session.get("start") or time.time()
     stop = session.get("stop") or time.time()
@@ -363,9 +410,3 @@ def save_elsewhere(report: dict) -> Optional[str]:
         return path
     except OSError:
         return None
-
-
-def load_schema() -> dict:
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "report.schema.json"), encoding="utf-8") as f:
-        return json.load(f)
