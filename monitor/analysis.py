@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from . import __version__
-from .report import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION
+from .schema import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION, first_problem
 from .summary import summarize
 
 #: Separates the job label from the node id in a merged report's test keys.
@@ -79,7 +79,8 @@ def load_report(path: str) -> dict:
 def check_report(data: Any, source: str = "report") -> None:
     """Raise :class:`ReportError` unless ``data`` has the shape the analyses rely on.
 
-    Checks what the analyses read (types of the metrics), not every rule of the JSON schema.
+    Checks ``data`` against the shipped JSON schema (NaN and infinity are never valid), then
+    what the schema cannot say: that every test of a merged report belongs to one of its jobs.
     """
     if not isinstance(data, dict):
         kind = type(data).__name__ if data is not None else "null"
@@ -95,11 +96,9 @@ def check_report(data: Any, source: str = "report") -> None:
     for key in ("session", "tests"):
         if not isinstance(data.get(key), dict):
             raise ReportError(f"{source}: not a perfmon report (no '{key}' object)")
-    for key in ("summary", "workers", "system"):
-        if key in data and not isinstance(data[key], dict):
-            raise ReportError(f"{source}: not a perfmon report ('{key}' is not an object)")
-    for nodeid, t in data["tests"].items():
-        _check_test(nodeid, t, source)
+    problem = first_problem(data)
+    if problem is not None:
+        raise ReportError(f"{source}: not a valid perfmon report: {problem}")
     jobs = data.get("jobs")
     if jobs is not None:
         if not isinstance(jobs, dict):
@@ -119,24 +118,6 @@ def check_report(data: Any, source: str = "report") -> None:
                 raise ReportError(
                     f"{source}: merged report: test {nodeid!r} does not belong to one of its jobs"
                 )
-
-
-def _check_test(nodeid: str, t: Any, source: str) -> None:
-    if not isinstance(t, dict):
-        raise ReportError(f"{source}: test {nodeid!r} is not an object")
-    for key in ("duration", "setup_time", "call_time", "teardown_time", "cpu_percent"):
-        v = t.get(key)
-        if v is not None and not _is_num(v):
-            raise ReportError(f"{source}: test {nodeid!r}: {key} is not a number")
-    mem = t.get("memory")
-    if mem is None:
-        return
-    if not isinstance(mem, dict):
-        raise ReportError(f"{source}: test {nodeid!r}: memory is not an object")
-    for key in ("start_mb", "peak_mb", "end_mb", "delta_mb"):
-        v = mem.get(key)
-        if v is not None and not _is_num(v):
-            raise ReportError(f"{source}: test {nodeid!r}: memory.{key} is not a number")
 
 
 # --------------------------------------------------------------------------- metrics

@@ -1,4 +1,5 @@
-"""The installed ``perfmon`` console script, run as a subprocess.
+"""The ``perfmon`` command: in-process through ``cli.main(argv)``, plus a few smoke tests of
+the installed console script as a subprocess.
 
 (a) Hand-written reports in tests/golden/ against golden outputs (table, markdown, json).
     Regenerate the golden outputs with ``PERFMON_UPDATE_GOLDEN=1 pytest tests/test_cli.py``
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pytest_perfmon.monitor import analysis
+from pytest_perfmon.monitor import analysis, cli
 from pytest_perfmon.monitor.report import load_schema
 
 HERE = Path(__file__).parent
@@ -52,7 +53,9 @@ def clean_env(**extra: str) -> dict:
 
 
 @pytest.fixture
-def perfmon(perfmon_exe: str):
+def perfmon_proc(perfmon_exe: str):
+    """The installed console script as a subprocess: for the few smoke tests only."""
+
     def run(*args: str, cwd: object = GOLDEN, env: dict | None = None):
         return subprocess.run(
             [perfmon_exe, *args],
@@ -64,6 +67,31 @@ def perfmon(perfmon_exe: str):
             timeout=TIMEOUT,
             stdin=subprocess.DEVNULL,
         )
+
+    return run
+
+
+@pytest.fixture
+def perfmon(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    """``perfmon ARGS`` in-process through ``cli.main(argv)``: same result shape as a
+    subprocess (returncode, stdout, stderr), in a fraction of the time."""
+
+    def run(*args: str, cwd: object = GOLDEN, env: dict | None = None):
+        capsys.readouterr()  # drop anything printed before
+        with monkeypatch.context() as mp:
+            mp.chdir(str(cwd))
+            for k in GITHUB_VARS:
+                mp.delenv(k, raising=False)
+            if env is not None:
+                for k in GITHUB_VARS:
+                    if k in env:
+                        mp.setenv(k, env[k])
+            try:
+                code = cli.main(list(args))
+            except SystemExit as e:  # argparse: usage errors, --help, --version
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
 
     return run
 
@@ -125,6 +153,22 @@ def test_golden_output(perfmon, name: str) -> None:
     if UPDATE:
         path.write_text(proc.stdout, encoding="utf-8", newline="\n")
     assert proc.stdout == path.read_text(encoding="utf-8")
+
+
+def test_console_script_smoke(perfmon_proc, tmp_path: Path) -> None:
+    """The installed ``perfmon`` script: output, a bad input and a usage error, as a user sees."""
+    proc = perfmon_proc(*GOLDEN_CASES["compare_table.txt"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (GOLDEN / "compare_table.txt").read_text(encoding="utf-8")
+    bad = tmp_path / "half.json"
+    bad.write_text('{"schema_version": 1, "session": {}, "tests": {}, "summary": {}}')
+    proc = perfmon_proc("report", str(bad))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"perfmon: error: {bad}: ") and proc.stderr.count("\n") == 1
+    proc = perfmon_proc("frobnicate")
+    assert (
+        proc.returncode == 2 and "invalid choice" in proc.stderr and "Traceback" not in proc.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -265,6 +309,16 @@ def test_exit_0_within_budget_with_flag(perfmon) -> None:
     assert proc.returncode == 0, proc.stdout
 
 
+def _with_test(good: dict, drop: str | None = None, **fields: object) -> str:
+    """``good`` with its first test changed; JSON text (NaN and Infinity as Python writes them)."""
+    report = json.loads(json.dumps(good))
+    nodeid = next(iter(report["tests"]))
+    report["tests"][nodeid].update(fields)
+    if drop:
+        del report["tests"][nodeid][drop]
+    return json.dumps(report)
+
+
 def _bad_inputs(tmp: Path) -> dict:
     good = load(GOLDEN / "baseline.json")
     cases = {
@@ -290,6 +344,16 @@ def _bad_inputs(tmp: Path) -> dict:
             ),
         ),
         "directory": (tmp / "adir", "DIR"),
+        # accepted with exit 0 before the schema was checked (issue 8, item 8)
+        "half-valid": (
+            tmp / "half.json",
+            json.dumps({"schema_version": 1, "session": {}, "tests": {}, "summary": {}}),
+        ),
+        "nan": (tmp / "nan.json", _with_test(good, duration=float("nan"))),
+        "infinity": (tmp / "inf.json", _with_test(good, cpu_percent=float("inf"))),
+        "missing-field": (tmp / "nofield.json", _with_test(good, drop="outcome")),
+        "outcome-not-string": (tmp / "outcome.json", _with_test(good, outcome=3)),
+        "negative": (tmp / "negative.json", _with_test(good, duration=-1.0)),
     }
     out = {}
     for key, (path, content) in cases.items():
@@ -314,6 +378,12 @@ BAD_KINDS = [
     "no-tests",
     "bad-metric",
     "directory",
+    "half-valid",
+    "nan",
+    "infinity",
+    "missing-field",
+    "outcome-not-string",
+    "negative",
 ]
 
 
@@ -346,7 +416,13 @@ def test_bad_input_messages_say_what_is_wrong(perfmon, tmp_path: Path) -> None:
         "list": "not a perfmon report",
         "no-version": "no schema_version",
         "other-version": "schema_version 2 is not supported",
-        "bad-metric": "duration is not a number",
+        "bad-metric": '.duration: "slow" is not of type number or null',
+        "half-valid": "session: required field 'duration' is missing",
+        "nan": ".duration: nan is not a JSON number",
+        "infinity": ".cpu_percent: inf is not a JSON number",
+        "missing-field": "required field 'outcome' is missing",
+        "outcome-not-string": ".outcome: 3 is not one of",
+        "negative": ".duration: -1.0 is less than 0",
     }
     for kind, text in expected.items():
         assert text in perfmon("report", bad[kind], cwd=tmp_path).stderr
