@@ -182,15 +182,62 @@ def memory_over(report: dict, threshold_mb: float) -> list:
     return hits
 
 
-def cpu_over(report: dict, threshold_percent: float) -> list:
-    """CPU-intensive tests: ``cpu_percent`` above ``threshold_percent``, highest first."""
+#: One floor for every CPU table and analysis (terminal summary, ``perfmon report``): the CPU
+#: share of a test shorter than this (seconds) is mostly noise - a few ms of CPU either way.
+CPU_MIN_DURATION = 0.01
+
+#: One floor for the terminal summary's memory tables: moves under this many MB are noise.
+MEMORY_MIN_MB = 0.1
+
+
+def cpu_over(
+    report: dict, threshold_percent: float, min_duration: float = CPU_MIN_DURATION
+) -> list:
+    """CPU-intensive tests: ``cpu_percent`` above ``threshold_percent``, highest first; only
+    tests that took at least ``min_duration`` seconds (see :data:`CPU_MIN_DURATION`)."""
     hits = [
         (k, t)
         for k, t in report["tests"].items()
-        if cpu_percent(t) is not None and cpu_percent(t) > threshold_percent  # type: ignore[operator]
+        if cpu_percent(t) is not None
+        and cpu_percent(t) > threshold_percent  # type: ignore[operator]
+        and (duration(t) or 0.0) >= min_duration
     ]
     hits.sort(key=lambda kv: (-cpu_percent(kv[1]), kv[0]))  # type: ignore[operator]
     return hits
+
+
+def largest_deltas(report: dict, top: int, floor_mb: float = MEMORY_MIN_MB) -> list:
+    """Tests whose ``|memory.delta_mb|`` is at least ``floor_mb``, largest ``|delta|`` first."""
+    hits = [
+        (k, t)
+        for k, t in report["tests"].items()
+        if memory_delta(t) is not None and abs(memory_delta(t)) >= floor_mb  # type: ignore[arg-type]
+    ]
+    hits.sort(key=lambda kv: (-abs(memory_delta(kv[1])), kv[0]))  # type: ignore[arg-type]
+    return hits[:top]
+
+
+def largest_rises(report: dict, top: int, floor_mb: float = MEMORY_MIN_MB) -> list:
+    """Tests whose memory rose at least ``floor_mb`` above where it started (``peak - start``),
+    largest rise first: a temporary spike shows here even when the delta is 0."""
+    hits = [
+        (k, t)
+        for k, t in report["tests"].items()
+        if memory_growth(t) is not None and memory_growth(t) >= floor_mb  # type: ignore[operator]
+    ]
+    hits.sort(key=lambda kv: (-memory_growth(kv[1]), kv[0]))  # type: ignore[operator]
+    return hits[:top]
+
+
+def tests_span(tests: dict) -> Optional[float]:
+    """Seconds from the first test's start to the last test's end (None without start times)."""
+    starts, ends = [], []
+    for t in tests.values():
+        start, dur = _num(t.get("start")), duration(t)
+        if start is not None:
+            starts.append(start)
+            ends.append(start + (dur or 0.0))
+    return round(max(ends) - min(starts), 6) if starts else None
 
 
 def totals(report: dict) -> dict:
@@ -210,6 +257,7 @@ def totals(report: dict) -> dict:
         "tests": len(report["tests"]),
         "outcomes": summary["outcomes"],
         "session_duration": _num(session.get("duration")),
+        "tests_span": tests_span(report["tests"]),
         "total_duration": summary["total_duration"],
         "avg_duration": summary["avg_duration"],
         "max_duration": summary["max_duration"],

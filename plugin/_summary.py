@@ -1,149 +1,185 @@
-"""--perf-print-summary: the brief's three analyses in pytest's terminal summary."""
+"""--perf-print-summary: the report's analyses in pytest's terminal summary.
+
+The same computations as ``perfmon report`` (summary.py, analysis.py) and the same table
+renderer (tables.py); every line fits the terminal. Runs once, at the end of the session.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import textwrap
+from typing import Any, Optional
+
+from pytest_perfmon.monitor import analysis
+from pytest_perfmon.monitor.render import DEFAULT_CPU_PERCENT, DEFAULT_MEMORY_MB
+from pytest_perfmon.monitor.summary import outcomes_text, summarize
+from pytest_perfmon.monitor.tables import shorten, text_table
 
 ROWS = 10
-MIN_MB = 0.1  # a memory row needs at least this delta or peak rise
-MIN_CPU_DURATION = 0.01  # CPU percent of shorter tests is mostly noise
-
-
-def _fit(nodeid: str, width: int) -> str:
-    if len(nodeid) <= width:
-        return nodeid
-    return "..." + nodeid[-(width - 3) :] if width > 3 else nodeid[:width]
-
-
-def _table(tr: Any, title: str, rows: list, headers: tuple) -> None:
-    """rows: (nodeid, *cells); cells are already strings, right-aligned; the node id fills."""
-    tr.write_line(title, bold=True)
-    if not rows:
-        tr.write_line("  (none)")
-        return
-    widths = [max(len(h), *(len(r[i + 1]) for r in rows)) for i, h in enumerate(headers)]
-    cells_w = sum(w + 2 for w in widths)
-    name_w = max(20, tr._tw.fullwidth - cells_w - 3)
-    head = "  " + "".join(h.rjust(w) + "  " for h, w in zip(headers, widths)) + "test"
-    tr.write_line(head)
-    for r in rows:
-        cells = "".join(c.rjust(w) + "  " for c, w in zip(r[1:], widths))
-        tr.write_line("  " + cells + _fit(r[0], name_w))
-
-
-def _mb(v: Any) -> str:
-    return "-" if v is None else f"{v:+.1f}"
 
 
 def _secs(v: Any) -> str:
     return "-" if v is None else f"{v:.3f}"  # "-": the phase never ran
 
 
-def _plain(v: Any) -> str:
-    return "-" if v is None else f"{v:.1f}"
+def _mb(v: Any, signed: bool = False) -> str:
+    return "-" if v is None else (f"{v:+.1f}" if signed else f"{v:.1f}")
+
+
+class _Out:
+    def __init__(self, tr: Any) -> None:
+        self.tr = tr
+        full = getattr(getattr(tr, "_tw", None), "fullwidth", None)
+        # pytest's own lines stop one short of the edge, so that no terminal wraps them
+        self.width: int = max(20, (full if isinstance(full, int) else 80) - 1)
+
+    def text(self, text: str, indent: str = "", **markup: Any) -> None:
+        """Prose, wrapped to the terminal: nothing cut, every line fits."""
+        lines = textwrap.wrap(
+            text,
+            self.width,
+            initial_indent=indent,
+            subsequent_indent=indent + "  ",
+            break_on_hyphens=False,
+        ) or [""]
+        for line in lines:
+            self.tr.write_line(line, **markup)
+
+    def table(self, title: str, headers: list, rows: list, right: list) -> None:
+        self.text(title, bold=True)
+        if not rows:
+            self.tr.write_line("  (none)")
+            return
+        for line in text_table(headers, rows, right, self.width):
+            self.tr.write_line(line)
+
+
+def _span(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.2f} s"
 
 
 def write_summary(tr: Any, report: dict) -> None:
-    tests: dict = report.get("tests", {})
-    session = report.get("session", {})
-    summary = report.get("summary", {})
+    tests: dict = report.get("tests") or {}
+    session = report.get("session") or {}
+    summary = summarize(tests.values(), (report.get("summary") or {}).get("parallel_efficiency"))
+    out = _Out(tr)
     tr.write_sep("=", "performance summary (pytest-perfmon)")
-    meas = session.get("measurement", {})
-    outcomes = ", ".join(f"{n} {k}" for k, n in sorted(summary.get("outcomes", {}).items()))
-    tr.write_line(
-        f"{session.get('total_tests', 0)} tests ({outcomes or 'none'}) in "
-        f"{session.get('duration', 0):.2f}s wall; sum of test durations "
-        f"{summary.get('total_duration', 0):.2f}s, "
-        f"mean {summary.get('avg_duration', 0) * 1000:.1f} ms"
+    out.text(f"{len(tests)} tests ({outcomes_text(summary['outcomes'])})")
+    span = analysis.tests_span(tests)
+    out.text(
+        (f"tests ran for {span:.2f} s (first test start to last test end); " if span else "")
+        + f"sum of test durations {summary['total_duration']:.2f} s, mean "
+        f"{summary['avg_duration']:.3f} s; perfmon session {_span(session.get('duration'))} "
+        "(pytest's own time also counts its start-up and collection)"
     )
-    width = tr._tw.fullwidth - 1
-    tr.write_line(
-        f"memory: mean delta {summary.get('avg_memory_delta_mb', 0):+.2f} MB, "
-        f"max delta {summary.get('max_memory_delta_mb', 0):+.2f} MB"
+    out.text(
+        f"memory (end - start of each test): mean delta {summary['avg_memory_delta_mb']:+.2f} "
+        f"MB, max delta {summary['max_memory_delta_mb']:+.2f} MB"
     )
-    tr.write_line(
-        _fit(f"measured by: peak {meas.get('memory_peak')}, cpu {meas.get('cpu')}", width)
-    )
-    items = list(tests.items())
+    meas = session.get("measurement") or {}
+    out.text(f"measured by: memory {meas.get('memory')}, peak {meas.get('memory_peak')}")
+    if session.get("records_dropped") or session.get("possibly_incomplete"):
+        out.text(
+            f"incomplete: {session.get('records_dropped') or 0} record(s) known lost"
+            + (
+                "; a measuring process died, so its last tests may be missing"
+                if session.get("possibly_incomplete")
+                else ""
+            ),
+            yellow=True,
+        )
 
-    slow = sorted(items, key=lambda kv: kv[1]["duration"] or 0.0, reverse=True)[:ROWS]
-    _table(
-        tr,
-        "slowest tests",
+    slow = analysis.slowest({"tests": tests}, ROWS)
+    out.table(
+        f"slowest tests (s; top {len(slow)} of {len(tests)})",
+        ["total", "setup", "call", "teardown", "test"],
         [
-            (
+            [
+                _secs(t.get("duration")),
+                _secs(t.get("setup_time")),
+                _secs(t.get("call_time")),
+                _secs(t.get("teardown_time")),
                 k,
-                f"{(t['duration'] or 0):.3f}s",
-                _secs(t["setup_time"]),
-                _secs(t["call_time"]),
-                _secs(t["teardown_time"]),
-            )
+            ]
             for k, t in slow
         ],
-        ("total", "setup", "call", "teardown"),
+        [True, True, True, True, False],
     )
-
-    def rise(t: dict) -> float:
-        m = t["memory"]
-        if m["peak_mb"] is None or m["start_mb"] is None:
-            return 0.0
-        return m["peak_mb"] - m["start_mb"]
-
-    def weight(t: dict) -> float:
-        return max(abs(t["memory"]["delta_mb"] or 0.0), rise(t))
-
-    mem = [kv for kv in items if weight(kv[1]) >= MIN_MB]
-    mem = sorted(mem, key=lambda kv: weight(kv[1]), reverse=True)[:ROWS]
-    _table(
-        tr,
-        "largest memory deltas (MB)",
+    floor = analysis.MEMORY_MIN_MB
+    deltas = analysis.largest_deltas({"tests": tests}, ROWS, floor)
+    out.table(
+        f"largest memory deltas, |end - start| (MB, {floor:g} or more)",
+        ["delta", "start", "end", "test"],
         [
-            (k, _mb(t["memory"]["delta_mb"]), f"{rise(t):.1f}", _plain(t["memory"]["end_mb"]))
-            for k, t in mem
+            [
+                _mb(analysis.memory_delta(t), True),
+                _mb(t["memory"]["start_mb"]),
+                _mb(t["memory"]["end_mb"]),
+                k,
+            ]
+            for k, t in deltas
         ],
-        ("delta", "peak-start", "end"),
+        [True, True, True, False],
     )
-
-    cpu = [
-        kv
-        for kv in items
-        if kv[1]["cpu_percent"] is not None and (kv[1]["duration"] or 0) >= MIN_CPU_DURATION
-    ]
-    cpu = sorted(cpu, key=lambda kv: kv[1]["cpu_percent"], reverse=True)[:ROWS]
-    _table(
-        tr,
-        "most CPU-intensive tests",
-        [(k, f"{t['cpu_percent']:.0f}%", f"{(t['duration'] or 0):.3f}s") for k, t in cpu],
-        ("cpu", "duration"),
+    rises = analysis.largest_rises({"tests": tests}, ROWS, floor)
+    out.table(
+        f"largest peak rises, peak - start (MB, {floor:g} or more)",
+        ["rise", "start", "peak", "test"],
+        [
+            [
+                _mb(analysis.memory_growth(t), True),
+                _mb(t["memory"]["start_mb"]),
+                _mb(t["memory"]["peak_mb"]),
+                k,
+            ]
+            for k, t in rises
+        ],
+        [True, True, True, False],
     )
-    tr.write_line(
-        f"  (memory: tests that moved at least {MIN_MB} MB; "
-        f"cpu: tests of at least {MIN_CPU_DURATION * 1000:.0f} ms)"
+    cpu_floor = analysis.CPU_MIN_DURATION
+    cpu = analysis.cpu_over({"tests": tests}, DEFAULT_CPU_PERCENT, cpu_floor)
+    shown = f", top {ROWS} shown" if len(cpu) > ROWS else ""
+    out.table(
+        f"CPU over {DEFAULT_CPU_PERCENT:g}% (tests of {cpu_floor * 1000:g} ms or more): "
+        f"{len(cpu)} test(s){shown}",
+        ["cpu", "duration", "test"],
+        [[f"{t['cpu_percent']:.1f}%", _secs(t.get("duration")), k] for k, t in cpu[:ROWS]],
+        [True, True, False],
+    )
+    out.text(
+        f"(perfmon report lists the same CPU tests, and memory deltas over "
+        f"{DEFAULT_MEMORY_MB:g} MB only: --memory-threshold)",
+        indent="  ",
     )
 
     workers = report.get("workers") or {}
     if len(workers) > 1:
-        tr.write_line("workers", bold=True)
-        tr.write_line(f"  {'worker':<8}{'tests':>7}{'busy s':>10}{'idle s':>10}{'peak RSS MB':>13}")
-        for wid, w in sorted(workers.items()):
-            peak = w.get("peak_rss_mb")
-            tr.write_line(
-                f"  {wid:<8}{w['tests']:>7}{w['busy_time']:>10.2f}{w['idle_time']:>10.2f}"
-                f"{'-' if peak is None else f'{peak:.1f}':>13}"
-            )
+        out.table(
+            "workers",
+            ["tests", "busy s", "idle s", "peak RSS MB", "worker"],
+            [
+                [
+                    str(w.get("tests")),
+                    f"{w.get('busy_time') or 0:.2f}",
+                    f"{w.get('idle_time') or 0:.2f}",
+                    _mb(w.get("peak_rss_mb")),
+                    wid,
+                ]
+                for wid, w in sorted(workers.items())
+            ],
+            [True, True, True, True, False],
+        )
         eff = summary.get("parallel_efficiency")
         if eff is not None:
-            tr.write_line(
-                f"  worker utilisation: {eff * 100:.0f}% (sum of test durations / "
-                f"(wall time x {len(workers)} workers))"
+            out.text(
+                f"worker utilisation: {eff * 100:.0f}% (sum of test durations / (perfmon "
+                f"session x {len(workers)} workers))",
+                indent="  ",
             )
     cp = report.get("concurrent_memory_peak")
     if cp and len(workers) > 1:
-        running = ", ".join(
-            f"{wid}: {w['rss_mb']:.0f} MB in {w['test'] or '(between tests)'}"
-            for wid, w in sorted(cp["workers"].items())
-        )
-        tr.write_line(
-            f"concurrent memory peak: {cp['total_rss_mb']:.0f} MB at {cp['time']}", bold=True
-        )
-        tr.write_line(_fit("  " + running, tr._tw.fullwidth - 1))
+        out.text(f"concurrent memory peak: {cp['total_rss_mb']:.0f} MB at {cp['time']}", bold=True)
+        for wid, w in sorted(cp["workers"].items()):
+            head = f"  {wid}: {_mb(w.get('rss_mb'))} MB in "
+            test = w.get("test") or "(between tests)"
+            line = head + shorten(test, max(12, out.width - len(head)))
+            tr.write_line(line[: out.width])
