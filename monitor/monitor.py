@@ -1,16 +1,18 @@
 """The monitor process: collects the plugin's records, samples the pytest processes, writes JSON.
 
-Spawned by the plugin (``python -m pytest_perfmon.monitor.monitor``, or the ``perfmon-monitor`` script). It binds
-a ROUTER socket, samples every process that introduced itself with ``hello`` every ``--interval``
-seconds, and on ``finish`` writes the report atomically, answers ``done`` and exits. It exits on
-its own when its parent (the pytest process that spawned it) goes away, writing what it has as an
-aborted session.
+Spawned by the plugin (``python -m pytest_perfmon.monitor.monitor``, or the ``perfmon-monitor``
+script). It binds a ROUTER socket, samples every process that introduced itself with ``hello``
+every ``--interval`` seconds, and on ``finish`` writes the report atomically, answers ``done``
+and exits. It exits on its own when its parent (the pytest process that spawned it) goes away,
+writing what it has as an aborted session, and then removes the plugin's private temporary
+directory it was started in (nobody else is left to do it).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -20,11 +22,13 @@ import zmq
 
 from . import protocol as P
 from . import report as R
+from . import sampler as S
+from . import server
 
-#: Per-process samples kept before the timeline is halved (max of each pair kept).
-MAX_SAMPLES = 20000
 #: How often the parent is checked, seconds.
 PARENT_CHECK = 0.25
+#: The prefix of the plugin's private temporary directory (tempfile.mkdtemp(prefix=...)).
+TMPDIR_PREFIX = "perfmon-"
 
 
 def _die_with_parent() -> None:
@@ -40,74 +44,19 @@ def _die_with_parent() -> None:
         pass
 
 
-class RouterServer:
-    """What the monitor and perfmon-daemon share: a ROUTER socket whose frames are dispatched by
-    message kind to ``HANDLERS``, with every protocol error answered and counted."""
+class Peer:
+    """One connected client (pytest, an xdist worker or controller)."""
 
-    HANDLERS: dict = {}
-    sock: Any
-    counters: dict
+    __slots__ = ("worker", "seqs", "role", "acked")
 
-    def count(self, name: str, n: int = 1) -> None:
-        self.counters[name] = self.counters.get(name, 0) + n
-
-    def reply(self, ident: bytes, frame: bytes) -> None:
-        try:
-            self.sock.send_multipart([ident, frame], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            self.count("reply-failed")
-
-    stop_reason: Optional[str] = None
-
-    def serve(self, poller: Any, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for frames; handle what came, at most 1000 at once
-        (the caller's sampler is never starved)."""
-        if not poller.poll(timeout * 1000):
-            return
-        for _ in range(1000):
-            try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.handle(parts)
-            if self.stop_reason is not None:
-                return
-
-    def loop(self, timers: list) -> None:
-        """Serve frames until ``stop_reason`` is set, and run each timer when it is due.
-
-        ``timers``: ``[first, period, fn]`` lists; ``fn`` runs ``first`` seconds from now, then
-        every ``period`` seconds (a late run is not repeated to catch up).
-        """
-        poller = zmq.Poller()
-        poller.register(self.sock, zmq.POLLIN)
-        now = time.monotonic()
-        due = [now + first for first, _, _ in timers]
-        while self.stop_reason is None:
-            self.serve(poller, max(0.0, min(due) - time.monotonic()))
-            now = time.monotonic()
-            for i, (_, period, fn) in enumerate(timers):
-                if now >= due[i]:
-                    due[i] = max(due[i] + period, now)
-                    fn()
-
-    def handle(self, parts: list) -> None:
-        if len(parts) != 2:
-            self.count(P.ERROR_NAMES[P.E_MALFORMED])
-            return
-        ident, frame = parts
-        try:
-            kind, body = P.unpack(frame)
-            handler = self.HANDLERS.get(kind)
-            if handler is None:
-                raise P.ProtocolError(P.E_KIND, f"unknown message kind {kind[:50]!r}")
-            handler(self, ident, body)
-        except P.ProtocolError as exc:
-            self.count(P.ERROR_NAMES.get(exc.code, "?"))
-            self.reply(ident, P.error_reply(exc.code, str(exc)))
+    def __init__(self, worker: R.Worker, role: str) -> None:
+        self.worker = worker
+        self.role = role
+        self.seqs: set = set()
+        self.acked = False  # its bye was answered with nothing missing
 
 
-class Monitor(RouterServer):
+class Monitor(server.RouterServer):
     def __init__(
         self,
         endpoint: str,
@@ -125,25 +74,18 @@ class Monitor(RouterServer):
         self.endpoint_file = endpoint_file
         self.data = R.RunData(sample_interval=interval)
         self.counters = self.data.counters  # protocol errors and drops, into the report
-        self.peers: dict[bytes, dict] = {}  # identity -> {"worker": Worker, "seqs": set}
-        self.procs: dict[int, Any] = {}  # pid -> psutil.Process
+        self.peers: dict[bytes, Peer] = {}
+        self.finisher: Optional[bytes] = None  # the peer that sent finish
+        self.sampler = S.Sampler()
         self.stop_reason: Optional[str] = None
         self.python_version: Optional[str] = None
         self.started = time.time()
         self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.setsockopt(zmq.MAXMSGSIZE, P.MAX_FRAME)
-        self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.sock = server.router_socket(self.ctx, P.MAX_FRAME, 0)
 
     # -- set-up ---------------------------------------------------------------------------
     def bind(self) -> None:
-        if self.endpoint.endswith(":0") and self.endpoint.startswith("tcp://"):
-            port = self.sock.bind_to_random_port(self.endpoint.rsplit(":", 1)[0])
-            self.endpoint = f"{self.endpoint.rsplit(':', 1)[0]}:{port}"
-        else:
-            self.sock.bind(self.endpoint)
+        self.endpoint = server.bind(self.sock, self.endpoint)
         if self.endpoint_file:
             tmp = self.endpoint_file + ".tmp"
             with open(tmp, "w") as f:
@@ -155,128 +97,81 @@ class Monitor(RouterServer):
         self.ctx.term()
 
     # -- sampling -------------------------------------------------------------------------
-    def sample_one(self, w: R.Worker) -> Optional[int]:
-        """One RSS sample of one process, appended to its timeline; None if unreadable."""
-        import psutil
-
-        proc = self.procs.get(w.pid)
-        try:
-            if proc is None:
-                proc = self.procs[w.pid] = psutil.Process(w.pid)
-            rss = proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            return None
-        w.samples_t.append(time.time())
-        w.samples_rss.append(rss)
-        if rss > w.sampled_peak:
-            w.sampled_peak = rss
-        if len(w.samples_t) > MAX_SAMPLES:
-            _halve(w)
-        return rss
-
     def sample(self) -> None:
         now = time.time()
-        total = 0
-        per: dict[str, int] = {}
-        for peer in self.peers.values():
-            w: R.Worker = peer["worker"]
-            if w.left is not None or w.pid <= 0:
-                continue
-            rss = self.sample_one(w)
-            if rss is None:
-                continue
-            total += rss
-            per[w.wid] = rss
-        cp = self.data.concurrent_peak
-        if per and (cp is None or total > cp[1]):
-            self.data.concurrent_peak = (now, total, per)
+        workers = (p.worker for p in self.peers.values())
+        total, per = self.sampler.sample_group(workers, now)
+        self.data.concurrent_peak = S.higher_peak(self.data.concurrent_peak, now, total, per)
 
     # -- messages -------------------------------------------------------------------------
-    def on_hello(self, ident: bytes, body: Any) -> None:
-        pid, wid, methods = parse_hello(body)
-        if isinstance(body.get("python"), str):
-            self.python_version = body["python"]
-        w = R.Worker(wid=wid, pid=pid, joined=time.time(), boundary_methods=methods)
-        if body.get("role") == "controller":
-            w.pid = -pid  # the controller runs no tests: never sampled, not in the report
-        else:
-            self.data.workers[wid] = w
-        self.peers[ident] = {"worker": w, "seqs": set(), "role": body.get("role")}
-        self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))  # the first test waits
-        if w.pid > 0:
-            self.sample_one(w)  # a first sample, as the process's first test begins
-
-    def on_batch(self, ident: bytes, body: Any) -> None:
+    def _peer(self, ident: bytes, what: str) -> Peer:
         peer = self.peers.get(ident)
         if peer is None:
-            raise P.ProtocolError(P.E_UNKNOWN_PEER, "batch before hello")
-        if not isinstance(body, list) or len(body) != 2 or not isinstance(body[1], list):
-            raise P.ProtocolError(P.E_FIELD, "batch body is not [seq, records]")
-        seq, records = body
-        if not isinstance(seq, int) or seq in peer["seqs"]:
+            raise P.ProtocolError(P.E_UNKNOWN_PEER, f"{what} before hello")
+        return peer
+
+    def on_hello(self, ident: bytes, body: Any) -> None:
+        h = P.parse_hello(body)
+        if not 0 < h.pid < 2**31 or not S.own_process(h.pid):
+            raise P.ProtocolError(P.E_PID, f"pid {h.pid} is not a process of this user")
+        if h.python is not None:
+            self.python_version = h.python
+        w = R.Worker(wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods)
+        if h.role == "controller":
+            w.pid = -h.pid  # the controller runs no tests: never sampled, not in the report
+        else:
+            self.data.workers[h.worker] = w
+        self.peers[ident] = Peer(w, h.role)
+        self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))  # the first test waits
+        if w.pid > 0:
+            self.sampler.sample(w, time.time())  # a first sample, as its first test begins
+
+    def on_batch(self, ident: bytes, body: Any) -> None:
+        peer = self._peer(ident, "batch")
+        b = P.parse_batch(body)
+        if b.seq in peer.seqs:
             self.count("duplicate-batch")
             return
-        peer["seqs"].add(seq)
-        out = peer["worker"].records
-        bad = 0
-        for rec in records:
-            try:
-                out.append(P.check_record(rec))
-            except P.ProtocolError:
-                bad += 1
-        if bad:
-            self.count("records-rejected", bad)
+        peer.seqs.add(b.seq)
+        peer.worker.records.extend(b.records)
+        if b.rejected:
+            self.count("records-rejected", b.rejected)
 
     def on_crash(self, ident: bytes, body: Any) -> None:
-        if not isinstance(body, dict) or not isinstance(body.get("nodeid"), (str, bytes)):
-            raise P.ProtocolError(P.E_FIELD, "crash needs a nodeid")
-        nodeid = body["nodeid"]
-        if isinstance(nodeid, bytes):
-            nodeid = nodeid.decode("utf-8", "backslashreplace")
-        t = body.get("time")
-        start = body.get("start")
+        self._peer(ident, "crash")
+        c = P.parse_crash(body)
         self.data.crashed.append(
             {
-                "nodeid": nodeid,
-                "worker": body.get("worker"),
-                "time": t if isinstance(t, (int, float)) else time.time(),
-                "start": start if isinstance(start, (int, float)) else None,
+                "nodeid": c.nodeid,
+                "worker": c.worker,
+                "time": c.time if c.time is not None else time.time(),
+                "start": c.start,
             }
         )
-        w = self.data.workers.get(body.get("worker"))
+        if c.rejected:
+            self.count("records-rejected", c.rejected)
+        w = self.data.workers.get(c.worker) if c.worker is not None else None
         if w is None:
             return
         if w.left is None:
             w.left = time.time()
         # Tests the worker finished but never sent, as the controller saw them.
-        recent = body.get("recent")
-        if isinstance(recent, list):
-            have = {r[0] for r in w.records}
-            for rec in recent:
-                try:
-                    rec = P.check_record(rec)
-                except P.ProtocolError:
-                    self.count("records-rejected")
-                    continue
-                if rec[0] not in have:
-                    w.records.append(rec)
+        have = {r[P.NODEID] for r in w.records}
+        w.records.extend(r for r in c.recent if r[P.NODEID] not in have)
 
     def on_bye(self, ident: bytes, body: Any) -> None:
-        peer = self.peers.get(ident)
-        if peer is None:
-            raise P.ProtocolError(P.E_UNKNOWN_PEER, "bye before hello")
-        sent = body.get("sent") if isinstance(body, dict) else None
-        if not isinstance(sent, int) or sent < 0 or sent > 10**9:
-            raise P.ProtocolError(P.E_FIELD, "bye needs an int 'sent'")
-        missing = [s for s in range(sent) if s not in peer["seqs"]]
+        peer = self._peer(ident, "bye")
+        sent = P.parse_bye(body).sent
+        missing = [s for s in range(sent) if s not in peer.seqs]
         if not missing:
-            peer["worker"].left = time.time()
+            peer.worker.left = time.time()
+            peer.acked = True
         self.reply(ident, P.pack(P.ACK, {"missing": missing[:10000]}))
 
     def on_finish(self, ident: bytes, body: Any) -> None:
-        if not isinstance(body, dict):
-            raise P.ProtocolError(P.E_FIELD, "finish needs a dict")
-        ok, error, saved_to = self.write(body)
+        f = P.parse_finish(body)
+        self.finisher = ident
+        ok, error, saved_to = self.write(f)
         reply = {"ok": ok, "path": self.output, "error": error, "saved_to": saved_to}
         self.reply(ident, P.pack(P.DONE, reply))
         self.stop_reason = "finished"
@@ -290,19 +185,28 @@ class Monitor(RouterServer):
     }
 
     # -- the report -----------------------------------------------------------------------
-    def write(self, session: dict) -> tuple[bool, Optional[str], Optional[str]]:
+    def possibly_incomplete(self) -> bool:
+        """A process that measured tests left without an acknowledged goodbye: its last
+        batch (at most 0.5 s of tests) may never have reached us."""
+        return any(
+            not p.acked and p.role != "controller" and ident != self.finisher
+            for ident, p in self.peers.items()
+        )
+
+    def write(self, f: P.Finish) -> tuple[bool, Optional[str], Optional[str]]:
         """Build and write the report: (ok, error, path it was saved to instead)."""
-        for k in ("records_dropped",):
-            if isinstance(session.get(k), int):
-                self.data.records_dropped += session[k]
-        warnings = session.get("warnings")
-        if isinstance(warnings, list):
-            self.data.warnings.extend(str(w) for w in warnings)
+        self.data.records_dropped += f.records_dropped
+        self.data.warnings.extend(f.warnings)
+        return self.write_session(f.as_session())
+
+    def write_session(self, session: dict) -> tuple[bool, Optional[str], Optional[str]]:
         system = R.system_info(self.python_version) if self.system_info else None
         try:
             rep = R.build(self.data, session, system)
         except Exception as exc:  # a report must never take the monitor down silently
             return False, f"cannot build the report: {type(exc).__name__}: {exc}", None
+        if self.possibly_incomplete():
+            rep["session"]["possibly_incomplete"] = True
         if not self.output:
             return False, "no output path given", R.save_elsewhere(rep)
         try:
@@ -319,9 +223,7 @@ class Monitor(RouterServer):
             return True
         if os.name == "posix":
             return os.getppid() == self.parent
-        import psutil
-
-        return psutil.pid_exists(self.parent)
+        return S.alive(self.parent, None)
 
     def check_parent(self) -> None:
         if not self.parent_alive():
@@ -333,82 +235,56 @@ class Monitor(RouterServer):
         )
         if self.stop_reason != "finished":
             self.data.warnings.append(f"session aborted: {self.stop_reason}")
-            self.write({"start": self.started, "stop": time.time(), "aborted": True})
+            self.write_session({"start": self.started, "stop": time.time(), "aborted": True})
+            if not self.parent_alive():
+                self.remove_private_dir()
         return 0
 
-
-def parse_hello(body: Any) -> tuple[int, str, dict]:
-    """Check a hello body: (pid, worker id, boundary methods); ProtocolError if off-protocol.
-
-    The pid must be a live process of the user running this monitor (E_PID otherwise).
-    """
-    if not isinstance(body, dict) or not isinstance(body.get("pid"), int):
-        raise P.ProtocolError(P.E_FIELD, "hello needs a dict with an int pid")
-    pid = body["pid"]
-    wid = body.get("worker") or "main"
-    if not isinstance(wid, str) or len(wid) > 200:
-        raise P.ProtocolError(P.E_FIELD, "worker is not a short string")
-    if isinstance(pid, bool) or not 0 < pid < 2**31 or not _own_process(pid):
-        raise P.ProtocolError(P.E_PID, f"pid {pid} is not a process of this user")
-    methods = body.get("methods") if isinstance(body.get("methods"), dict) else {}
-    return pid, wid, methods
-
-
-def _halve(w: R.Worker) -> None:
-    """Halve a worker's timeline, keeping the larger sample of each pair (peaks survive)."""
-    ts, rs = w.samples_t, w.samples_rss
-    nt, nr = [], []
-    for i in range(0, len(ts) - 1, 2):
-        j = i if rs[i] >= rs[i + 1] else i + 1
-        nt.append(ts[j])
-        nr.append(rs[j])
-    if len(ts) % 2:
-        nt.append(ts[-1])
-        nr.append(rs[-1])
-    w.samples_t, w.samples_rss = nt, nr
-
-
-def _own_process(pid: int) -> bool:
-    if os.path.isdir("/proc/self"):  # Linux: no need to import psutil for this
+    def private_dir(self) -> Optional[str]:
+        """The plugin's private temp dir this monitor was started for, if it is really one:
+        named ``perfmon-*``, owned by this user, holding our socket (or endpoint file)."""
+        ours = server.ipc_path(self.endpoint) or self.endpoint_file
+        if not ours or not os.path.exists(ours):
+            return None
+        directory = os.path.dirname(os.path.abspath(ours))
+        if not os.path.basename(directory).startswith(TMPDIR_PREFIX):
+            return None
         try:
-            return os.stat(f"/proc/{pid}").st_uid == os.getuid()
+            st = os.lstat(directory)
         except OSError:
-            return False
-    import psutil
+            return None
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            return None
+        return directory
 
-    try:
-        proc = psutil.Process(pid)
-        if os.name == "posix":
-            return proc.uids().real == os.getuid()
-        return True
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-
-
-def positive(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+    def remove_private_dir(self) -> None:
+        """After an abort with the parent gone: nobody else will remove the temp dir."""
+        directory = self.private_dir()
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
-def main(argv: Optional[list] = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="perfmon-monitor",
         description="The pytest-perfmon monitor process (spawned by pytest --perf-monitor).",
     )
     ap.add_argument("--endpoint", required=True, help="ZeroMQ endpoint to bind (ipc:// or tcp://)")
     ap.add_argument("--output", help="where to write the JSON report")
-    ap.add_argument("--interval", type=positive, default=0.1, help="sampling interval, seconds")
+    ap.add_argument(
+        "--interval",
+        type=server.interval,
+        default=0.1,
+        help=f"sampling interval, seconds (at least {server.MIN_INTERVAL})",
+    )
     ap.add_argument("--parent", type=int, help="exit when this parent process is gone")
     ap.add_argument("--endpoint-file", help="write the bound endpoint here once bound")
     ap.add_argument("--no-system-info", action="store_true", help="leave the system block out")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def main(argv: Optional[list] = None) -> int:
+    args = parser().parse_args(argv)
     if args.parent is not None:
         _die_with_parent()
         if os.name == "posix" and os.getppid() != args.parent:

@@ -1,40 +1,61 @@
-"""The wire between the pytest plugin and the monitor: every message, packing, error codes.
+"""The wire between the pytest plugin and its collector: every message, packing, parsing, errors.
+
+The collector is either the monitor the plugin spawned (``pytest_perfmon.monitor.monitor``) or a
+``perfmon-daemon`` (``pytest_perfmon.monitor.daemon``). Both read messages only through the
+``parse_<kind>`` functions below, which return checked, typed values or raise
+:class:`ProtocolError` with ``E_FIELD``.
 
 Each ZeroMQ message is one msgpack frame holding an array ``[VERSION, KIND, BODY]``.
-Clients (the plugin in pytest or in an xdist worker) hold a DEALER socket and connect;
-the monitor holds a ROUTER socket and binds, so a client may send before the monitor is up.
+Clients (the plugin in pytest or in an xdist worker) hold a DEALER socket and connect; the
+collector holds a ROUTER socket and binds, so a client may send before the collector is up.
 
-Kinds sent by clients:
+Kinds sent by clients (fields in brackets are optional):
 
-``hello``   BODY = {"role": "local"|"controller"|"worker", "pid": int, "worker": str|None}
-            reply: ``ready`` {"monitor_pid": int} or ``error``.
-``batch``   BODY = [record, ...]; no reply (fire and forget, the hot path).
-            A record is the list described by :data:`RECORD_FIELDS`.
-``crash``   BODY = {"nodeid": str, "worker": str, "time": float}; no reply.  Sent by the xdist
-            controller when a worker died while running a test.
-``bye``     BODY = {"sent": int}; reply ``ack`` {"received": int}.  A client's last message.
-``finish``  BODY = {session fields}; reply ``done`` {"ok": bool, "path": str, "error": str|None,
-            "saved_to": str|None}.  Sent by the owner of the monitor: write the report and exit.
-            Session fields: "session", "start", "stop", "exit_status", "pytest_version",
-            "warnings", "output" (absolute path of the session's own report), "system_info".
+``hello``   BODY = {"role": "local"|"controller"|"worker", "pid": int, ["worker": str|None],
+            ["session": str|None], ["methods": {"rss": bool, "peak": bool}],
+            ["python": str], ["system_info": bool]}.  ``worker`` defaults to "main";
+            ``session`` is the pytest session's id (required by a daemon: an xdist controller
+            and its workers share it); ``methods`` says which boundary counters the process can
+            read; ``python`` is its version; ``system_info`` false asks for no system block (a
+            daemon honours it even when the session dies before its finish).
+            Reply ``ready`` {"monitor_pid": int, ["session": str]} or ``error``.
+``batch``   BODY = [seq, [record, ...]]: ``seq`` counts the sender's batches from 0, so that a
+            resent batch is taken once.  A record is the list of :data:`RECORD_FIELDS`.  No
+            reply (fire and forget, the hot path); records of the wrong shape are counted as
+            rejected, the others kept.
+``crash``   BODY = {"nodeid": str|bytes, "worker": str|None, ["time": float],
+            ["start": float|None], ["recent": [record, ...]]}; no reply.  Sent by the xdist
+            controller when a worker died while running ``nodeid``; ``recent`` holds the tests
+            that worker finished last, as the controller saw them (some may not have reached the
+            collector).
+``bye``     BODY = {"sent": int}: the number of batches sent.  Reply ``ack``
+            {"missing": [seq, ...]} (at most 10,000): the batches that never arrived, which the
+            client resends before saying bye again.  A client's last message.
+``finish``  BODY = {["session": str], ["start": float], ["stop": float],
+            ["exit_status": int|None], ["pytest_version": str], ["warnings": [str, ...]],
+            ["output": str], ["system_info": bool], ["records_dropped": int]}.  Sent by the
+            process that owns the collector (or, to a daemon, the session's owner): write the
+            session's report to ``output``.  Reply ``done`` {"ok": bool, "path": str|None,
+            "error": str|None, "saved_to": str|None}.  A spawned monitor then exits; a daemon
+            closes that session only.
 
-With a standalone ``perfmon-daemon`` (pytest_perfmon.monitor.daemon), ``hello`` must carry
-``"session": str`` (the pytest session's id, shared by the xdist controller and its workers:
-one session, several DEALER peers), and ``finish`` closes that session, not the daemon.
-Two more kinds, which need no ``hello`` first:
+Two more kinds, for a daemon, which need no ``hello`` first:
 
-``status``  BODY = None; reply ``status-reply`` {daemon, sessions, workers, counters} (see
-            perfmon.daemon.Daemon.status).
-``stop``    BODY = None; reply ``stopping`` {"pid": int}: close every open session as aborted,
-            write the combined report, exit 0.
+``status``  BODY = None (or {}); reply ``status-reply``: the daemon's live state (see
+            ``pytest_perfmon.monitor.daemon.status``).
+``stop``    BODY = None (or {}); reply ``stopping`` {"pid": int}: close every open session as
+            aborted, write the combined report, exit 0.
+
+Any message may be answered ``error`` {"code": int, "name": str, "message": str} (codes E_*).
 
 Node ids travel as bytes (``surrogateescape`` on the sender) so that ids that are not valid
-UTF-8 survive the trip; the report decodes them with ``backslashreplace``.
+UTF-8 survive the trip; the collector decodes them with ``backslashreplace``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Any, NamedTuple, Optional
 
 import msgpack
 
@@ -54,8 +75,11 @@ DONE = "done"
 ERROR = "error"
 STATUS = "status"
 STATUS_REPLY = "status-reply"
-STOP = "stop"
+STOP_KIND = "stop"  # not STOP: that name is the record position below
 STOPPING = "stopping"
+
+#: Every kind a client may send, in the order of the docstring.
+CLIENT_KINDS = (HELLO, BATCH, CRASH, BYE, FINISH, STATUS, STOP_KIND)
 
 #: Hard cut: frames over this many bytes are dropped by ZeroMQ itself (the connection is closed)
 #: before the daemon sees them; between MAX_FRAME and this they are answered with E_TOO_LARGE.
@@ -70,6 +94,7 @@ E_TOO_LARGE = 5  # frame over MAX_FRAME
 E_PID = 6  # hello for a pid that is not ours / does not exist
 E_UNKNOWN_PEER = 7  # batch from a client that never said hello
 E_SESSION = 8  # daemon: hello or message for a session that is already closed
+E_INTERNAL = 9  # the collector failed on a message (a bug): counted, answered, survived
 
 ERROR_NAMES = {
     E_MALFORMED: "malformed",
@@ -80,6 +105,7 @@ ERROR_NAMES = {
     E_PID: "pid",
     E_UNKNOWN_PEER: "unknown-peer",
     E_SESSION: "session-closed",
+    E_INTERNAL: "internal",
 }
 
 #: Positions of one test record, as the plugin builds it on the measured path.
@@ -116,6 +142,9 @@ N_FIELDS = len(RECORD_FIELDS)
     WALL,
 ) = range(N_FIELDS)
 
+#: Record fields that are a number >= 0 or None.
+OPTIONAL_AMOUNTS = (SETUP, CALL, TEARDOWN, RSS_START, RSS_PEAK, RSS_END, CPU, WALL)
+
 _packer = msgpack.Packer(use_bin_type=True)
 
 
@@ -142,8 +171,8 @@ def unpack(frame: bytes) -> tuple[str, Any]:
     if not isinstance(msg, list) or len(msg) != 3:
         raise ProtocolError(E_MALFORMED, "frame is not [version, kind, body]")
     version, kind, body = msg
-    if version != VERSION:
-        raise ProtocolError(E_VERSION, f"protocol version {version!r}, expected {VERSION}")
+    if version != VERSION or isinstance(version, bool):
+        raise ProtocolError(E_VERSION, f"protocol version {str(version)[:20]}, expected {VERSION}")
     if not isinstance(kind, str):
         raise ProtocolError(E_MALFORMED, "kind is not a string")
     return kind, body
@@ -160,29 +189,235 @@ OUTCOMES = frozenset(("passed", "failed", "skipped", "error", "xfailed", "xpasse
 _INF = float("inf")
 
 
-def _finite(v: Any) -> bool:
+def finite(v: Any) -> bool:
+    """A real number (not a bool), neither NaN nor infinite."""
     return isinstance(v, _NUM) and not isinstance(v, bool) and -_INF < v < _INF
+
+
+def _field(message: str) -> ProtocolError:
+    return ProtocolError(E_FIELD, message)
 
 
 def check_record(rec: Any) -> list:
     """Validate one record from a batch; return it with the node id decoded to str."""
     if not isinstance(rec, list) or len(rec) != N_FIELDS:
-        raise ProtocolError(E_FIELD, f"record is not a list of {N_FIELDS} fields")
-    nodeid = rec[0]
+        raise _field(f"record is not a list of {N_FIELDS} fields")
+    nodeid = rec[NODEID]
     if isinstance(nodeid, bytes):
-        rec[0] = nodeid.decode("utf-8", "backslashreplace")
+        rec[NODEID] = nodeid.decode("utf-8", "backslashreplace")
     elif not isinstance(nodeid, str):
-        raise ProtocolError(E_FIELD, "node id is not bytes or str")
-    if not _finite(rec[1]) or not _finite(rec[2]):
-        raise ProtocolError(E_FIELD, "start/stop are not numbers")
-    for i in (3, 4, 5, 7, 8, 9, 10, 11):
+        raise _field("node id is not bytes or str")
+    if not finite(rec[START]) or not finite(rec[STOP]):
+        raise _field("start/stop are not numbers")
+    for i in OPTIONAL_AMOUNTS:
         v = rec[i]
-        if v is not None and (not _finite(v) or v < 0):
-            raise ProtocolError(E_FIELD, f"field {RECORD_FIELDS[i]} is not a number >= 0")
-    if not isinstance(rec[6], str) or rec[6] not in OUTCOMES:
-        raise ProtocolError(E_FIELD, "outcome is not one of " + ", ".join(sorted(OUTCOMES)))
+        if v is not None and (not finite(v) or v < 0):
+            raise _field(f"field {RECORD_FIELDS[i]} is not a number >= 0")
+    if not isinstance(rec[OUTCOME], str) or rec[OUTCOME] not in OUTCOMES:
+        raise _field("outcome is not one of " + ", ".join(sorted(OUTCOMES)))
     return rec
+
+
+def check_records(recs: list) -> tuple[list, int]:
+    """(the valid records of ``recs``, how many were rejected)."""
+    good = []
+    for rec in recs:
+        try:
+            good.append(check_record(rec))
+        except ProtocolError:
+            pass
+    return good, len(recs) - len(good)
 
 
 def encode_nodeid(nodeid: str) -> bytes:
     return nodeid.encode("utf-8", "surrogateescape")
+
+
+def _decode(v: Any) -> str:
+    return v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
+
+
+# --- the parsed messages -------------------------------------------------------------------------
+
+ROLES = ("local", "controller", "worker")
+SESSION_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_WORKER_ID = 200
+MAX_SEQ = 10**9
+
+
+class Hello(NamedTuple):
+    role: str
+    pid: int
+    worker: str  # "main" unless an xdist worker
+    session: Optional[str]
+    methods: dict  # {"rss": bool, "peak": bool}
+    python: Optional[str]
+    system_info: Optional[bool]  # whether the session's report carries a system block
+
+
+class Batch(NamedTuple):
+    seq: int
+    records: list  # the valid records, node ids decoded
+    rejected: int  # records of the wrong shape, left out
+
+
+class Crash(NamedTuple):
+    nodeid: str
+    worker: Optional[str]
+    time: Optional[float]
+    start: Optional[float]
+    recent: list  # valid records
+    rejected: int
+
+
+class Bye(NamedTuple):
+    sent: int
+
+
+class Finish(NamedTuple):
+    session: Optional[str]
+    start: Optional[float]
+    stop: Optional[float]
+    exit_status: Optional[int]
+    pytest_version: Optional[str]
+    warnings: list
+    output: Optional[str]
+    system_info: Optional[bool]
+    records_dropped: int
+
+    def as_session(self) -> dict:
+        """The fields :func:`pytest_perfmon.monitor.report.build` reads, without the Nones."""
+        return {k: v for k, v in self._asdict().items() if v is not None}
+
+
+def _dict(body: Any, kind: str) -> dict:
+    if not isinstance(body, dict):
+        raise _field(f"{kind} body is not a map")
+    return body
+
+
+def _opt(body: dict, key: str, types: Any, what: str) -> Any:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, types) or (isinstance(v, bool) and types is not bool):
+        raise _field(f"{key} is not {what}")
+    return v
+
+
+def _opt_time(body: dict, key: str) -> Optional[float]:
+    v = body.get(key)
+    if v is None:
+        return None
+    if not finite(v):
+        raise _field(f"{key} is not a finite number")
+    return float(v)
+
+
+def _int(v: Any, lo: int, hi: int, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise _field(f"{what} is not an int in [{lo}, {hi}]")
+    return v
+
+
+def parse_hello(body: Any) -> Hello:
+    body = _dict(body, "hello")
+    pid = _int(body.get("pid"), -(2**63), 2**64, "pid")
+    role = body.get("role", "local")
+    if role not in ROLES:
+        raise _field("role is not local, controller or worker")
+    worker = _opt(body, "worker", str, "a string") or "main"
+    if len(worker) > MAX_WORKER_ID:
+        raise _field("worker is not a short string")
+    session = _opt(body, "session", str, "a session id")
+    if session is not None and not SESSION_ID.match(session):
+        raise _field("session is not a session id ([A-Za-z0-9_.-]{1,64})")
+    methods = _opt(body, "methods", dict, "a map") or {}
+    python = _opt(body, "python", str, "a string")
+    return Hello(
+        role,
+        pid,
+        worker,
+        session,
+        {"rss": bool(methods.get("rss")), "peak": bool(methods.get("peak"))},
+        python[:50] if python is not None else None,
+        _opt(body, "system_info", bool, "a bool"),
+    )
+
+
+def parse_batch(body: Any) -> Batch:
+    if not isinstance(body, list) or len(body) != 2 or not isinstance(body[1], list):
+        raise _field("batch body is not [seq, records]")
+    seq = _int(body[0], 0, MAX_SEQ, "batch seq")
+    good, bad = check_records(body[1])
+    return Batch(seq, good, bad)
+
+
+def parse_crash(body: Any) -> Crash:
+    body = _dict(body, "crash")
+    nodeid = body.get("nodeid")
+    if not isinstance(nodeid, (str, bytes)):
+        raise _field("crash needs a nodeid")
+    worker = _opt(body, "worker", str, "a string")
+    if worker is not None and len(worker) > MAX_WORKER_ID:
+        raise _field("worker is not a short string")
+    recent = _opt(body, "recent", list, "a list of records") or []
+    good, bad = check_records(recent)
+    return Crash(
+        _decode(nodeid), worker, _opt_time(body, "time"), _opt_time(body, "start"), good, bad
+    )
+
+
+def parse_bye(body: Any) -> Bye:
+    body = _dict(body, "bye")
+    return Bye(_int(body.get("sent"), 0, MAX_SEQ, "bye's 'sent'"))
+
+
+MAX_WARNINGS = 100
+MAX_WARNING_LEN = 1000
+
+
+def parse_finish(body: Any) -> Finish:
+    body = _dict(body, "finish")
+    session = _opt(body, "session", str, "a session id")
+    output = _opt(body, "output", str, "a path")
+    if output is not None and "\0" in output:
+        raise _field("output is not a path")
+    warnings = _opt(body, "warnings", list, "a list") or []
+    dropped = body.get("records_dropped")
+    return Finish(
+        session,
+        _opt_time(body, "start"),
+        _opt_time(body, "stop"),
+        _opt(body, "exit_status", int, "an int"),
+        _opt(body, "pytest_version", str, "a string"),
+        [str(_decode(w))[:MAX_WARNING_LEN] for w in warnings[:MAX_WARNINGS]],
+        output,
+        _opt(body, "system_info", bool, "a bool"),
+        0 if dropped is None else _int(dropped, 0, 2**53, "records_dropped"),
+    )
+
+
+def _no_body(body: Any, kind: str) -> None:
+    if body is not None and body != {}:
+        raise _field(f"{kind} takes no body")
+
+
+def parse_status(body: Any) -> None:
+    _no_body(body, STATUS)
+
+
+def parse_stop(body: Any) -> None:
+    _no_body(body, STOP_KIND)
+
+
+#: kind -> its parser, for every kind a client sends.
+PARSERS = {
+    HELLO: parse_hello,
+    BATCH: parse_batch,
+    CRASH: parse_crash,
+    BYE: parse_bye,
+    FINISH: parse_finish,
+    STATUS: parse_status,
+    STOP_KIND: parse_stop,
+}

@@ -137,7 +137,7 @@ def run(tests: int, sessions: int, mode: str) -> dict:
             st = request(endpoint, P.STATUS, 30.0)
             assert st["tests"] == per * sessions, st["tests"]
             t1 = time.perf_counter()
-            request(endpoint, P.STOP, 30.0)
+            request(endpoint, P.STOP_KIND, 30.0)
             code = proc.wait(600)
             stop = time.perf_counter() - t1
             with open(log_path, encoding="utf-8") as f:

@@ -403,7 +403,7 @@ def test_stop_writes_and_exits_0(tmp_path, procs, how):
         c.send(P.pack(P.BATCH, [0, [record(b"t.py::test_x")]]))
         d.wait_for(lambda st: st["tests"] == 1, "one test")
         if how == "stop":
-            kind, body = c.ask(P.pack(P.STOP))
+            kind, body = c.ask(P.pack(P.STOP_KIND))
             assert kind == P.STOPPING and body["pid"] == d.proc.pid
         else:
             d.proc.send_signal(getattr(signal, how))
@@ -477,9 +477,9 @@ def test_curve_admits_only_known_clients(tmp_path, procs):
     local = f"tcp://127.0.0.1:{port}"
     st = request(local, P.STATUS, 10.0, client_secret, server_pub)
     assert st["daemon"]["pid"] == d.proc.pid
-    with pytest.raises(DaemonError, match="no perfmon-daemon answered"):
+    with pytest.raises(DaemonError, match="no perfmon-daemon at"):
         request(local, P.STATUS, 1.0)  # no keys: the handshake never completes
-    request(local, P.STOP, 10.0, client_secret, server_pub)
+    request(local, P.STOP_KIND, 10.0, client_secret, server_pub)
     assert d.wait_exit() == 0, d.log()
 
 
@@ -604,7 +604,7 @@ def _bad_cases(tmp_path):
         ),
         "status-nobody": (
             ["status", "--endpoint", ipc, "--timeout", "0.5"],
-            "no perfmon-daemon answered",
+            "no perfmon-daemon at",
         ),
         "stop-nobody": (["stop", "--endpoint", ipc, "--timeout", "0.5"], "no perfmon-daemon"),
         "rebuild-missing": (

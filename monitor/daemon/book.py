@@ -1,0 +1,145 @@
+"""The daemon's sessions: journaled entries applied to them, sampling, closing, reports."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from .. import report as R
+from .. import sampler as S
+from ..journal import Journal
+from .combined import write_combined
+from .common import log
+from .session import Session, aborted_path, label_for, replay, session_report, write_report
+
+
+class SessionBook:
+    """Every session of one daemon, and the journal that makes them survive its death."""
+
+    def __init__(
+        self, journal: Journal, output: str, interval: float, system_info: bool, counters: dict
+    ) -> None:
+        self.journal = journal
+        self.counters = counters  # the daemon's, where journal failures are counted
+        self.output = output
+        self.interval = interval
+        self.system_info = system_info
+        self.sessions: dict[str, Session] = {}
+        self.labels: set = set()
+        self.sampler = S.Sampler()
+        self.peak: Optional[tuple] = None  # daemon-wide concurrent RSS peak
+        self.journal_ok = True
+
+    def get(self, sid: str) -> Optional[Session]:
+        return self.sessions.get(sid)
+
+    def open(self, sid: str) -> Session:
+        s = Session(sid, label_for(sid, self.labels), self.interval)
+        self.labels.add(s.label)
+        self.sessions[sid] = s
+        return s
+
+    # -- the journal ----------------------------------------------------------------------
+    def record(self, s: Session, entry: dict, apply: bool = True) -> None:
+        """Journal ``entry`` of session ``s``, then apply it."""
+        try:
+            s.offsets.append(self.journal.append(entry))
+        except OSError as exc:
+            if self.journal_ok:
+                log.warning("cannot write the journal %s: %s", self.journal.path, exc)
+            self.journal_ok = False
+            self.counters["journal-write-failed"] = self.counters.get("journal-write-failed", 0) + 1
+        if apply:
+            s.apply(entry)
+
+    def journal_samples(self, s: Session) -> None:
+        if s.pending and s.data is not None:
+            d = {wid: [ts, vs] for wid, (ts, vs) in s.pending.items()}
+            cp = s.data.concurrent_peak
+            self.record(s, {"k": "samples", "s": s.sid, "d": d, "cp": cp}, apply=False)
+            s.pending = {}
+
+    def journal_all_samples(self) -> None:
+        for s in self.sessions.values():
+            if s.state == "running":
+                self.journal_samples(s)
+
+    # -- sampling -------------------------------------------------------------------------
+    def sample(self) -> None:
+        now = time.time()
+        grand, everyone = 0, {}
+        for s in self.sessions.values():
+            if s.state != "running" or s.data is None:
+                continue
+            total, per = self.sampler.sample_group(s.data.workers.values(), now)
+            for wid, rss in per.items():
+                ts, vs = s.pending.setdefault(wid, ([], []))
+                ts.append(now)
+                vs.append(rss)
+                everyone[f"{s.label}::{wid}"] = rss
+            s.data.concurrent_peak = S.higher_peak(s.data.concurrent_peak, now, total, per)
+            grand += total
+        self.peak = S.higher_peak(self.peak, now, grand, everyone)
+
+    # -- closing --------------------------------------------------------------------------
+    def close_session(
+        self, s: Session, state: str, reason: Optional[str] = None
+    ) -> tuple[bool, Optional[str], Optional[str]]:
+        """Close ``s``, write its own report, drop its data from memory."""
+        self.journal_samples(s)
+        self.record(s, {"k": "end", "s": s.sid, "state": state, "t": time.time(), "reason": reason})
+        if state == "finished":
+            path = (s.info or {}).get("output")
+        else:
+            path = aborted_path(self.output, s.label)
+        try:
+            rep = session_report(s, self.system_info)
+        except Exception as exc:  # never take the daemon down for one session
+            ok, error, saved = False, f"cannot build the report: {type(exc).__name__}: {exc}", None
+        else:
+            ok, error, saved = write_report(rep, path)
+            del rep
+        s.report_path = path if ok else saved
+        s.report_error = error
+        if self.journal_ok:
+            s.spill()
+        what = "finished" if state == "finished" else f"aborted ({reason})"
+        where = s.report_path if ok else error
+        log.info("session %s %s: %d tests; report %s", s.label, what, s.tests, where)
+        return ok, error, saved
+
+    def check_owners(self) -> None:
+        """Close, as aborted, every running session whose pytest process is gone."""
+        for s in list(self.sessions.values()):
+            if s.state != "running" or s.data is None:
+                continue
+            if s.owner_pid is not None:
+                alive = S.alive(s.owner_pid, s.owner_ctime)
+                gone = s.owner_pid
+            else:  # no owner has said hello: alive while any worker is
+                pids = [w.pid for w in s.data.workers.values()]
+                alive = any(S.alive(p, None) for p in pids)
+                gone = pids[0] if pids else None
+            if not alive:
+                self.close_session(s, "aborted", f"pytest process {gone} gone without finish")
+
+    def close_all(self, reason: str) -> None:
+        for s in list(self.sessions.values()):
+            if s.state == "running":
+                self.close_session(s, "aborted", reason)
+
+    def write_combined(self) -> None:
+        def build(s: Session) -> dict:
+            full = replay(self.journal, s, self.interval) if s.spilled else s
+            return session_report(full, self.system_info)
+
+        system = R.system_info() if self.system_info else None
+        write_combined(
+            self.output,
+            list(self.sessions.values()),
+            build,
+            self.interval,
+            self.counters,
+            self.peak,
+            system,
+        )

@@ -1,0 +1,142 @@
+"""Sampling the pytest processes' RSS with psutil: the one place the monitor and the daemon do it.
+
+psutil is imported on first use, not at import time: the spawned monitor answers ``ready``
+before its first sample, and every millisecond of its start-up delays the first test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any, Optional
+
+#: Per-process samples kept before the timeline is halved (max of each pair kept).
+MAX_SAMPLES = 20000
+
+
+def halve(w: Any) -> None:
+    """Halve a worker's timeline, keeping the larger sample of each pair (peaks survive)."""
+    ts, rs = w.samples_t, w.samples_rss
+    nt, nr = [], []
+    for i in range(0, len(ts) - 1, 2):
+        j = i if rs[i] >= rs[i + 1] else i + 1
+        nt.append(ts[j])
+        nr.append(rs[j])
+    if len(ts) % 2:
+        nt.append(ts[-1])
+        nr.append(rs[-1])
+    w.samples_t, w.samples_rss = nt, nr
+
+
+def add_samples(w: Any, ts: list, rss: list) -> None:
+    """Append samples (times ascending) to worker ``w``'s timeline; its sampled peak follows."""
+    if not ts:
+        return
+    w.samples_t.extend(ts)
+    w.samples_rss.extend(rss)
+    top = max(rss)
+    if top > w.sampled_peak:
+        w.sampled_peak = top
+    while len(w.samples_t) > MAX_SAMPLES:
+        halve(w)
+
+
+class Sampler:
+    """RSS of processes by pid, with one cached ``psutil.Process`` per pid."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, Any] = {}
+
+    def rss(self, pid: int) -> Optional[int]:
+        """The RSS of ``pid`` in bytes; None when it is gone or unreadable."""
+        import psutil
+
+        proc = self.procs.get(pid)
+        try:
+            if proc is None:
+                proc = self.procs[pid] = psutil.Process(pid)
+            return proc.memory_info().rss
+        except (psutil.Error, ValueError):
+            self.procs.pop(pid, None)
+            return None
+
+    def sample(self, w: Any, now: float) -> Optional[int]:
+        """One sample of worker ``w`` appended to its timeline; its RSS, or None if unreadable."""
+        rss = self.rss(w.pid)
+        if rss is None:
+            return None
+        w.samples_t.append(now)
+        w.samples_rss.append(rss)
+        if rss > w.sampled_peak:
+            w.sampled_peak = rss
+        if len(w.samples_t) > MAX_SAMPLES:
+            halve(w)
+        return rss
+
+    def sample_group(self, workers: Iterable[Any], now: float) -> tuple[int, dict]:
+        """Sample every running worker of one run: (their total RSS, {wid: rss})."""
+        total, per = 0, {}
+        for w in workers:
+            if w.left is not None or w.pid <= 0:
+                continue
+            rss = self.sample(w, now)
+            if rss is not None:
+                total += rss
+                per[w.wid] = rss
+        return total, per
+
+
+def higher_peak(peak: Optional[tuple], now: float, total: int, per: dict) -> Optional[tuple]:
+    """The concurrent peak ``(time, total, per)`` after one round of samples."""
+    if per and (peak is None or total > peak[1]):
+        return (now, total, per)
+    return peak
+
+
+def own_process(pid: int) -> bool:
+    """Whether ``pid`` is a live process of the user running this collector."""
+    if os.path.isdir("/proc/self"):  # Linux: no need to import psutil for this
+        try:
+            return os.stat(f"/proc/{pid}").st_uid == os.getuid()
+        except (OSError, ValueError, OverflowError):
+            return False
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if os.name == "posix":
+            return proc.uids().real == os.getuid()
+        return True
+    except (psutil.Error, ValueError, OverflowError):
+        return False
+
+
+def create_time(pid: int) -> Optional[float]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.Error, ValueError, OverflowError):
+        return None
+
+
+def alive(pid: int, ctime: Optional[float]) -> bool:
+    """Whether ``pid`` runs, and is still the process created at ``ctime`` (when given)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if ctime is not None and abs(proc.create_time() - ctime) > 0.01:
+            return False  # the pid was reused
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.Error, ValueError, OverflowError):
+        return False
+
+
+def own_rss() -> Optional[int]:
+    import psutil
+
+    try:
+        return psutil.Process().memory_info().rss
+    except psutil.Error:  # pragma: no cover
+        return None

@@ -1,0 +1,169 @@
+"""The server core the spawned monitor and perfmon-daemon share: one ROUTER socket, its binding,
+the dispatch of frames by message kind, and the timer loop.
+
+The dispatch never lets a handler take the process down: a :class:`ProtocolError` is counted
+under its error name and answered; any other exception is a bug, counted as ``internal``,
+answered with ``E_INTERNAL`` and passed to :meth:`RouterServer.on_internal`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any, Callable, Optional
+
+import zmq
+
+from . import protocol as P
+
+#: The shortest sampling interval the monitor and the daemon accept, seconds.
+MIN_INTERVAL = 0.01
+
+
+def interval(text: str) -> float:
+    """argparse type: a sampling interval, a number >= MIN_INTERVAL seconds."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= MIN_INTERVAL or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL} s, got {text}")
+    return v
+
+
+def positive(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
+
+
+def ipc_path(endpoint: str) -> Optional[str]:
+    """The socket file of an ``ipc://`` endpoint, else None."""
+    return endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
+
+
+def is_ipv6(endpoint: str) -> bool:
+    """A ``tcp://[v6-literal]:port`` endpoint (ZeroMQ needs the IPV6 option for it)."""
+    return endpoint.startswith("tcp://[")
+
+
+def router_socket(ctx: Any, max_frame: int, rcvhwm: int) -> Any:
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, rcvhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    return sock
+
+
+def bind(sock: Any, endpoint: str) -> str:
+    """Bind ``sock``; return the endpoint bound (``tcp://HOST:0`` resolved to its port).
+
+    An ipc socket file is created private (0600: only this user may connect); an IPv6 literal
+    host gets the socket's IPV6 option first.
+    """
+    if is_ipv6(endpoint):
+        sock.setsockopt(zmq.IPV6, 1)
+    if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+        host = endpoint.rsplit(":", 1)[0]
+        return f"{host}:{sock.bind_to_random_port(host)}"
+    path = ipc_path(endpoint)
+    old_umask = os.umask(0o077)  # the socket file is born private ...
+    try:
+        sock.bind(endpoint)
+    finally:
+        os.umask(old_umask)
+    if path:
+        os.chmod(path, 0o600)  # ... and stays so
+    return endpoint
+
+
+Handler = Callable[[Any, bytes, Any], None]
+
+
+class RouterServer:
+    """A ROUTER socket whose frames are dispatched by message kind to ``HANDLERS``.
+
+    Subclasses set ``HANDLERS`` (kind -> function(self, ident, body)), ``sock`` and
+    ``counters``; :meth:`loop` serves until ``stop_reason`` is set.
+    """
+
+    HANDLERS: dict[str, Handler] = {}
+    sock: Any
+    counters: dict
+    stop_reason: Optional[str] = None
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def reply(self, ident: bytes, frame: bytes) -> None:
+        try:
+            self.sock.send_multipart([ident, frame], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.count("reply-failed")
+
+    def on_internal(self, kind: str, exc: BaseException) -> None:
+        """A handler failed (a bug): the dispatch has counted and answered it already."""
+
+    def handle(self, parts: list) -> None:
+        """Dispatch one multipart message ``[identity, frame]``; never raises."""
+        if len(parts) != 2:
+            self.count(P.ERROR_NAMES[P.E_MALFORMED])
+            return
+        ident, frame = parts
+        kind = "?"
+        try:
+            kind, body = P.unpack(frame)
+            handler = self.HANDLERS.get(kind)
+            if handler is None:
+                raise P.ProtocolError(P.E_KIND, f"unknown message kind {kind[:50]!r}")
+            handler(self, ident, body)
+        except P.ProtocolError as exc:
+            self.count(P.ERROR_NAMES.get(exc.code, "?"))
+            self.reply(ident, P.error_reply(exc.code, str(exc)))
+        except Exception as exc:
+            self.count(P.ERROR_NAMES[P.E_INTERNAL])
+            self.reply(ident, P.error_reply(P.E_INTERNAL, f"{type(exc).__name__} on {kind[:50]}"))
+            self.on_internal(kind, exc)
+
+    def serve(self, poller: Any, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for frames; handle what came, at most 1000 at once
+        (the caller's timers are never starved)."""
+        if not poller.poll(timeout * 1000):
+            return
+        for _ in range(1000):
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.handle(parts)
+            if self.stop_reason is not None:
+                return
+
+    def loop(self, timers: list) -> None:
+        """Serve frames until ``stop_reason`` is set, and run each timer when it is due.
+
+        ``timers``: ``[first, period, fn]`` lists; ``fn`` runs ``first`` seconds from now, then
+        every ``period`` seconds (a late run is not repeated to catch up).
+        """
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        now = time.monotonic()
+        due = [now + first for first, _, _ in timers]
+        while self.stop_reason is None:
+            self.serve(poller, max(0.0, min(due) - time.monotonic()))
+            now = time.monotonic()
+            for i, (_, period, fn) in enumerate(timers):
+                if now >= due[i]:
+                    due[i] = max(due[i] + period, now)
+                    try:
+                        fn()
+                    except Exception as exc:  # a bug in a timer: counted, the loop goes on
+                        self.count(P.ERROR_NAMES[P.E_INTERNAL])
+                        self.on_internal(getattr(fn, "__name__", "timer"), exc)
