@@ -162,10 +162,7 @@ def run_times(tot: dict) -> str:
     """Each time figure of a run named for what it measures (pytest's own "in 1.43s" also
     counts its start-up and collection, which no figure here does)."""
     if tot["jobs"] is not None:
-        head = (
-            f"{tot['jobs']} jobs; their perfmon sessions add up to "
-            f"{_f(tot['session_duration'], '.2f', ' s')}"
-        )
+        head = f"The jobs' perfmon sessions add up to {_f(tot['session_duration'], '.2f', ' s')}"
     else:
         head = f"perfmon session {_f(tot['session_duration'], '.2f', ' s')}"
         if tot.get("tests_span") is not None:
@@ -190,7 +187,8 @@ def report_doc(data: dict) -> Doc:
     th = data["thresholds"]
     doc = Doc()
     doc.heading(f"perfmon report: {data['file']}")
-    doc.line(f"{tot['tests']} tests ({_outcomes(tot['outcomes'])}). {run_times(tot)}")
+    jobs = f" in {tot['jobs']} jobs" if tot["jobs"] is not None else ""
+    doc.line(f"{tot['tests']} tests ({_outcomes(tot['outcomes'])}){jobs}. {run_times(tot)}")
     doc.line(
         f"Memory: mean delta {_f(tot['avg_memory_delta_mb'], '+.1f', ' MB')}, "
         f"max delta {_f(tot['max_memory_delta_mb'], '+.1f', ' MB')}, "
