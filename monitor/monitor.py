@@ -162,11 +162,11 @@ class Monitor(server.RouterServer):
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "bye")
         sent = P.parse_bye(body).sent
-        missing = [s for s in range(sent) if s not in peer.seqs]
+        missing = server.missing(peer.seqs, sent)
         if not missing:
             peer.worker.left = time.time()
             peer.acked = True
-        self.reply(ident, P.pack(P.ACK, {"missing": missing[:10000]}))
+        self.reply(ident, P.pack(P.ACK, {"missing": missing}))
 
     def on_finish(self, ident: bytes, body: Any) -> None:
         f = P.parse_finish(body)
@@ -176,13 +176,7 @@ class Monitor(server.RouterServer):
         self.reply(ident, P.pack(P.DONE, reply))
         self.stop_reason = "finished"
 
-    HANDLERS = {
-        P.HELLO: on_hello,
-        P.BATCH: on_batch,
-        P.CRASH: on_crash,
-        P.BYE: on_bye,
-        P.FINISH: on_finish,
-    }
+    KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH))
 
     # -- the report -----------------------------------------------------------------------
     def possibly_incomplete(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import zmq
 
@@ -84,17 +84,31 @@ def bind(sock: Any, endpoint: str) -> str:
     return endpoint
 
 
-Handler = Callable[[Any, bytes, Any], None]
+#: The method that handles each kind: ``on_hello``, ..., ``on_stop``.
+METHODS = {kind: "on_" + kind for kind in P.CLIENT_KINDS}
+#: The most missing batches one ``ack`` lists (the client says bye again after resending).
+MAX_MISSING = 10000
+
+
+def missing(seqs: set, sent: int) -> list:
+    """The batch numbers below ``sent`` that never arrived (at most MAX_MISSING of them)."""
+    out = []
+    for seq in range(sent):
+        if seq not in seqs:
+            out.append(seq)
+            if len(out) == MAX_MISSING:
+                break
+    return out
 
 
 class RouterServer:
     """A ROUTER socket whose frames are dispatched by message kind to ``HANDLERS``.
 
-    Subclasses set ``HANDLERS`` (kind -> function(self, ident, body)), ``sock`` and
-    ``counters``; :meth:`loop` serves until ``stop_reason`` is set.
+    Subclasses set ``KINDS`` (the kinds they take), define ``on_<kind>(ident, body)`` for each,
+    and set ``sock`` and ``counters``; :meth:`loop` serves until ``stop_reason`` is set.
     """
 
-    HANDLERS: dict[str, Handler] = {}
+    KINDS: frozenset = frozenset()
     sock: Any
     counters: dict
     stop_reason: Optional[str] = None
@@ -120,10 +134,9 @@ class RouterServer:
         kind = "?"
         try:
             kind, body = P.unpack(frame)
-            handler = self.HANDLERS.get(kind)
-            if handler is None:
+            if kind not in self.KINDS:
                 raise P.ProtocolError(P.E_KIND, f"unknown message kind {kind[:50]!r}")
-            handler(self, ident, body)
+            getattr(self, METHODS[kind])(ident, body)
         except P.ProtocolError as exc:
             self.count(P.ERROR_NAMES.get(exc.code, "?"))
             self.reply(ident, P.error_reply(exc.code, str(exc)))

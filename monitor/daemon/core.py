@@ -43,13 +43,13 @@ class Daemon(server.RouterServer):
         system_info: bool = True,
         keep_journal: bool = False,
     ) -> None:
+        self.peers: dict[bytes, Peer] = {}
+        self.counters: dict = {}  # protocol errors and drops not tied to a session
         self.endpoint = endpoint
         self.output = output
         self.journal_path = journal
-        self.interval = interval
         self.keep_journal = keep_journal
-        self.peers: dict[bytes, Peer] = {}
-        self.counters: dict = {}  # protocol errors and drops not tied to a session
+        self.interval = interval
         self.stop_reason: Optional[str] = None
         self.started = time.time()
         self.metrics_url: Optional[str] = None
@@ -194,11 +194,11 @@ class Daemon(server.RouterServer):
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "bye")
         sent = P.parse_bye(body).sent
-        missing = [seq for seq in range(sent) if seq not in peer.seqs]
+        missing = server.missing(peer.seqs, sent)
         if not missing and peer.wid is not None:
             s = peer.session
             self.book.record(s, {"k": "left", "s": s.sid, "w": peer.wid, "t": time.time()})
-        self.reply(ident, P.pack(P.ACK, {"missing": missing[:10000]}))
+        self.reply(ident, P.pack(P.ACK, {"missing": missing}))
 
     def on_finish(self, ident: bytes, body: Any) -> None:
         s = self._peer(ident, "finish").session
@@ -221,15 +221,7 @@ class Daemon(server.RouterServer):
         self.reply(ident, P.pack(P.STOPPING, {"pid": os.getpid()}))
         self.stop_reason = "stop command"
 
-    HANDLERS = {
-        P.HELLO: on_hello,
-        P.BATCH: on_batch,
-        P.CRASH: on_crash,
-        P.BYE: on_bye,
-        P.FINISH: on_finish,
-        P.STATUS: on_status,
-        P.STOP_KIND: on_stop,
-    }
+    KINDS = frozenset(P.CLIENT_KINDS)
 
     def close_session(self, s: Session, state: str, reason: Optional[str] = None) -> tuple:
         for peer in self.peers.values():  # kept, small, to answer late messages E_SESSION

@@ -1,0 +1,389 @@
+"""The server core in-process: the monitor's and the daemon's ``handle()`` called directly, with a
+fake socket that keeps the replies. Includes a structured hypothesis fuzz of both, so that a
+failure shrinks to a readable message, and one end-to-end check of what a spawned monitor does
+when its pytest is killed (it removes the plugin's temp dir)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import msgpack
+import psutil
+import pytest
+from conftest import RUN_TIMEOUT, validate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor.daemon.core import Daemon
+from pytest_perfmon.monitor.monitor import Monitor
+from pytest_perfmon.monitor.monitor import main as monitor_main
+from test_protocol import record
+
+
+class FakeSock:
+    """Stands in for the ROUTER socket: keeps what the server sends."""
+
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    def send_multipart(self, parts, flags=0) -> None:
+        self.sent.append((parts[0], P.unpack(parts[1])))
+
+    def close(self, linger=None) -> None:
+        pass
+
+
+class InProcess:
+    """A Monitor or Daemon, never bound, its socket a FakeSock."""
+
+    def __init__(self, srv) -> None:
+        self.srv = srv
+        self.real_sock = srv.sock
+        srv.sock = FakeSock()
+
+    def send(self, ident: bytes, kind: str, body=None):
+        """Handle one message; the reply to it, if any: (kind, body)."""
+        before = len(self.srv.sock.sent)
+        self.srv.handle([ident, P.pack(kind, body)])
+        replies = self.srv.sock.sent[before:]
+        assert len(replies) <= 1
+        return replies[0][1] if replies else None
+
+    def close(self) -> None:
+        self.srv.sock = self.real_sock
+        self.srv.close()
+
+
+@pytest.fixture
+def monitor(tmp_path):
+    m = InProcess(Monitor("ipc://unused", str(tmp_path / "perf.json"), 0.1, None, False))
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def daemon(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where save_elsewhere writes
+    out = tmp_path / "combined.json"
+    d = InProcess(Daemon("ipc://unused", str(out), str(out) + ".journal", 0.1, False))
+    yield d
+    d.close()
+
+
+def hello(role="local", worker="main", session="feedface" * 4, **extra) -> dict:
+    return {"session": session, "role": role, "pid": os.getpid(), "worker": worker, **extra}
+
+
+# --- the monitor ---------------------------------------------------------------------------------
+
+
+def test_monitor_session_and_report(monitor, tmp_path):
+    assert monitor.send(b"a", P.HELLO, hello())[0] == P.READY
+    monitor.send(b"a", P.BATCH, [0, [record(b"t.py::test_a"), record(b"t.py::test_b", 1001)]])
+    monitor.send(b"a", P.BATCH, [0, [record(b"t.py::test_a")]])  # resent: taken once
+    assert monitor.send(b"a", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+    kind, done = monitor.send(b"a", P.FINISH, {"start": 999.0, "stop": 1002.0, "exit_status": 0})
+    assert kind == P.DONE and done["ok"], done
+    assert monitor.srv.stop_reason == "finished"
+    rep = validate(json.loads((tmp_path / "perf.json").read_text()))
+    assert list(rep["tests"]) == ["t.py::test_a", "t.py::test_b"]
+    assert rep["session"]["protocol_errors"] == {"duplicate-batch": 1}
+    assert "possibly_incomplete" not in rep["session"]
+    assert "system" not in rep
+
+
+def test_monitor_bye_reports_missing_batches(monitor):
+    monitor.send(b"a", P.HELLO, hello())
+    monitor.send(b"a", P.BATCH, [1, [record()]])
+    assert monitor.send(b"a", P.BYE, {"sent": 3}) == (P.ACK, {"missing": [0, 2]})
+    assert not monitor.srv.peers[b"a"].acked
+
+
+def test_monitor_aborted_without_bye_is_possibly_incomplete(monitor, tmp_path):
+    monitor.send(b"c", P.HELLO, hello("controller", worker=None))
+    for wid in ("gw0", "gw1"):
+        monitor.send(wid.encode(), P.HELLO, hello("worker", wid))
+        monitor.send(wid.encode(), P.BATCH, [0, [record(f"t.py::test_{wid}".encode())]])
+    monitor.send(b"gw0", P.BYE, {"sent": 1})  # gw1 never says goodbye
+    ok, _, _ = monitor.srv.write_session({"aborted": True})
+    assert ok
+    rep = validate(json.loads((tmp_path / "perf.json").read_text()))
+    assert rep["session"]["possibly_incomplete"] is True
+    assert rep["session"]["records_dropped"] == 0  # we know of no lost batch
+
+
+def test_monitor_crash_with_list_worker_is_a_field_error(monitor):
+    """This crash body killed the spawned monitor (unhashable list)."""
+    monitor.send(b"c", P.HELLO, hello("controller", worker=None))
+    kind, body = monitor.send(b"c", P.CRASH, {"nodeid": "t.py::x", "worker": ["gw0"]})
+    assert kind == P.ERROR and body["code"] == P.E_FIELD
+    reply = monitor.send(
+        b"c", P.CRASH, {"nodeid": "t.py::x", "worker": "gw9", "recent": [record()]}
+    )
+    assert reply is None and monitor.srv.data.crashed[0]["worker"] == "gw9"
+
+
+def test_handler_bug_is_counted_and_answered(monitor, monkeypatch):
+    def boom(self, ident, body):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(Monitor, "on_bye", boom)
+    monitor.send(b"a", P.HELLO, hello())
+    kind, body = monitor.send(b"a", P.BYE, {"sent": 0})
+    assert kind == P.ERROR and body["code"] == P.E_INTERNAL and "KeyError" in body["message"]
+    assert monitor.srv.counters["internal"] == 1
+    monitor.srv.handle([b"a"])  # not [identity, frame]
+    assert monitor.srv.counters["malformed"] == 1
+
+
+def test_hello_for_a_pid_not_ours(monitor):
+    kind, body = monitor.send(b"a", P.HELLO, {"pid": 2**22 + 12345, "role": "local"})
+    assert kind == P.ERROR and body["code"] == P.E_PID
+
+
+def test_monitor_interval_minimum(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        monitor_main(["--endpoint", "ipc://x", "--interval", "0.001"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "at least 0.01" in err and "Traceback" not in err
+
+
+def test_private_dir_only_when_ours(tmp_path):
+    ours = tmp_path / "perfmon-abc"
+    ours.mkdir()
+    (ours / "monitor.sock").write_text("")
+    (ours / "monitor.log").write_text("log")
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "monitor.sock").write_text("")
+    for directory, kept in ((other, True), (ours, False)):
+        m = Monitor(f"ipc://{directory}/monitor.sock", None, 0.1, None, False)
+        try:
+            m.remove_private_dir()
+        finally:
+            m.close()
+        assert directory.exists() == kept
+    m = Monitor(f"ipc://{tmp_path}/perfmon-gone/monitor.sock", None, 0.1, None, False)
+    try:
+        assert m.private_dir() is None  # no socket there: not ours
+    finally:
+        m.close()
+
+
+# --- the daemon in-process -----------------------------------------------------------------------
+
+
+def test_daemon_crash_with_list_worker_is_a_field_error(daemon):
+    daemon.send(b"c", P.HELLO, hello("controller", worker=None))
+    kind, body = daemon.send(b"c", P.CRASH, {"nodeid": "t.py::x", "worker": ["gw0"]})
+    assert kind == P.ERROR and body["code"] == P.E_FIELD
+
+
+def test_daemon_status_and_stop_need_no_hello(daemon):
+    kind, st_ = daemon.send(b"x", P.STATUS)
+    assert kind == P.STATUS_REPLY and st_["sessions_total"] == 0
+    assert daemon.send(b"x", P.STATUS, [1])[1]["code"] == P.E_FIELD
+    assert daemon.send(b"x", P.STOP_KIND) == (P.STOPPING, {"pid": os.getpid()})
+    assert daemon.srv.stop_reason == "stop command"
+
+
+# --- the fuzz ------------------------------------------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+records = st.lists(
+    st.one_of(
+        st.lists(values, min_size=12, max_size=12),
+        st.builds(
+            lambda nodeid, start, outcome, peak: (
+                record(nodeid, start)[: P.OUTCOME] + [outcome, 1, peak, 1, 0.1, 0.1]
+            ),
+            st.binary(max_size=30),
+            st.floats(),
+            st.sampled_from(["passed", "failed", "crashed", ""]),
+            st.integers(-5, 2**40) | st.none(),
+        ),
+        st.just(record()),
+        values,
+    ),
+    max_size=6,
+)
+sessions = st.sampled_from(["f" * 32, "0" * 32]) | st.text(max_size=70)
+hellos = st.fixed_dictionaries(
+    {
+        "session": sessions,
+        "pid": st.sampled_from([os.getpid(), 0, -1, 2**31 + 5]) | st.integers(-(2**63), 2**63),
+        "role": st.sampled_from(["local", "worker", "controller", "admin"]) | values,
+        "worker": st.sampled_from(["gw0", "main", None]) | values,
+    },
+    optional={"methods": values, "python": values, "system_info": values},
+)
+bodies = st.one_of(
+    values,
+    hellos,
+    st.tuples(st.integers(-3, 5) | values, records).map(list),  # batches
+    st.fixed_dictionaries({"sent": values | st.integers(-5, 10**10)}),  # byes
+    st.fixed_dictionaries(  # crashes
+        {"nodeid": st.binary(max_size=20) | values, "worker": values, "recent": records},
+        optional={"time": values, "start": values},
+    ),
+    st.fixed_dictionaries(  # finishes
+        {},
+        optional={
+            "start": values,
+            "stop": values,
+            "exit_status": values,
+            "warnings": values,
+            "records_dropped": values,
+            "system_info": values,
+            "session": sessions,
+        },
+    ),
+)
+KINDS = [*P.CLIENT_KINDS, P.READY, "", "x" * 300]
+TOO_LARGE = P.pack(P.HELLO, b"x" * (P.MAX_FRAME + 1))
+
+
+def _envelope(version, kind, body) -> bytes:
+    if isinstance(body, dict):
+        body.pop("output", None)  # never let the fuzzer choose where a report is written
+    return msgpack.packb([version, kind, body], use_bin_type=True)
+
+
+frames = st.one_of(
+    st.binary(max_size=300),
+    st.builds(_envelope, st.just(P.VERSION), st.sampled_from(KINDS), bodies),
+    st.builds(_envelope, st.just(P.VERSION), st.text(max_size=12), values),
+    st.builds(_envelope, values, st.sampled_from(KINDS) | values, values),
+    values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
+    st.just(TOO_LARGE),
+)
+messages = st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), frames), min_size=1, max_size=20)
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _fuzz(srv) -> None:
+    @FUZZ
+    @given(messages)
+    def run(batch):
+        for ident, frame in batch:
+            srv.handle([ident, frame])  # never raises
+        srv.stop_reason = None  # a fuzzed stop or finish ends nothing here
+
+    run()
+    assert "internal" not in srv.counters, srv.counters
+
+
+def test_fuzz_monitor_handle(monitor, tmp_path):
+    _fuzz(monitor.srv)
+    assert sum(monitor.srv.counters.values()) > 100
+    # a normal client afterwards: its tests are all in the report
+    assert monitor.send(b"me", P.HELLO, hello(worker="zz"))[0] == P.READY
+    mine = [record(f"t.py::test_mine_{i}".encode(), 2000 + i) for i in range(5)]
+    monitor.send(b"me", P.BATCH, [0, mine])
+    assert monitor.send(b"me", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+    kind, done = monitor.send(b"me", P.FINISH, {"exit_status": 0})
+    assert kind == P.DONE and done["ok"], done
+    rep = validate(json.loads((tmp_path / "perf.json").read_text()))
+    got = {k for k, t in rep["tests"].items() if t["worker"] == "zz"}
+    assert got == {f"t.py::test_mine_{i}" for i in range(5)}
+
+
+def test_fuzz_daemon_handle(daemon, tmp_path):
+    _fuzz(daemon.srv)
+    assert sum(daemon.srv.counters.values()) > 100
+    sid = "c0ffee00" * 4
+    assert daemon.send(b"me", P.HELLO, hello(session=sid))[0] == P.READY
+    mine = [record(f"t.py::test_mine_{i}".encode(), 2000 + i) for i in range(5)]
+    daemon.send(b"me", P.BATCH, [0, mine])
+    assert daemon.send(b"me", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+    own = tmp_path / "own.json"
+    kind, done = daemon.send(b"me", P.FINISH, {"output": str(own), "exit_status": 0})
+    assert kind == P.DONE and done["ok"], done
+    rep = validate(json.loads(own.read_text()))
+    assert set(rep["tests"]) == {f"t.py::test_mine_{i}" for i in range(5)}
+    assert not rep["session"]["warnings"] and "possibly_incomplete" not in rep["session"]
+    assert daemon.srv.shutdown() == 0
+    combined = validate(json.loads((tmp_path / "combined.json").read_text()))
+    assert combined["sessions"][sid]["session"]["total_tests"] == 5
+
+
+# --- a spawned monitor outliving its pytest ------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_pytest_leaves_no_temp_dir(pytester, sig):
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(
+        "import time\ndef test_fast():\n    pass\ndef test_wait():\n    time.sleep(60)\n"
+    )
+    out = pytester.path / "perf.json"
+    env = dict(os.environ)
+    env.pop("PERFMON_DAEMON", None)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--perf-monitor",
+            f"--perf-output={out}",
+        ],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    mon = None
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while mon is None:
+            assert time.monotonic() < deadline and proc.poll() is None
+            for child in psutil.Process(proc.pid).children():
+                try:
+                    if "pytest_perfmon.monitor.monitor" in " ".join(child.cmdline()):
+                        mon = child
+                except psutil.Error:
+                    pass
+            time.sleep(0.05)
+        tmpdir = mon.cwd()
+        assert os.path.basename(tmpdir).startswith("perfmon-")
+        while not os.path.exists(os.path.join(tmpdir, "monitor.sock")):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        proc.wait(RUN_TIMEOUT)
+        mon.wait(RUN_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(RUN_TIMEOUT)
+        if mon is not None and mon.is_running():
+            mon.kill()
+    assert not os.path.exists(tmpdir)
+    rep = validate(json.loads(out.read_text()))
+    assert rep["session"]["aborted"] and rep["session"]["possibly_incomplete"] is True
