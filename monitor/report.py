@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Optional
@@ -90,19 +90,22 @@ class RunData:
 def _window(
     w: Worker, start: float, stop: float, slack: float, lo: float, hi: float
 ) -> tuple[Optional[int], Optional[int], Optional[int]]:
-    """Sampled (start, end, peak) RSS of worker ``w`` over [start, stop].
+    """Sampled (start, end, peak) RSS of worker ``w`` over [start, stop).
 
-    Only samples inside [lo, hi] count: the ends of the neighbouring tests of the same worker,
-    so nothing bleeds between tests. Start and end are the samples nearest before ``start`` and
-    after ``stop`` (at most ``slack`` seconds away), else the first and last inside the window;
-    the peak is the largest of them all. None where the samples say nothing about this window.
+    A sample belongs to the test that was running when it was taken; one taken at the very
+    instant a test starts is that test's. Only samples in [lo, hi) can count: ``lo`` is where the
+    worker's previous test ended and ``hi`` where its next test (or the test it crashed in)
+    began, so nothing bleeds between tests. Start and end are the samples nearest before
+    ``start`` and at or after ``stop`` (at most ``slack`` seconds away, in that range), else the
+    first and last inside the test; the peak is the largest of them all. None where the samples
+    say nothing about this test.
     """
     ts = w.samples_t
     rss = w.samples_rss
     a = bisect_left(ts, max(lo, start - slack))
     b = bisect_left(ts, start)
-    c = bisect_right(ts, stop)
-    d = bisect_right(ts, min(hi, stop + slack))
+    c = bisect_left(ts, stop)
+    d = bisect_left(ts, min(hi, stop + slack))
     inside = rss[b:c]
     s = rss[b - 1] if b > a else (inside[0] if inside else None)
     e = rss[c] if d > c else (inside[-1] if inside else None)
@@ -184,9 +187,12 @@ def _crash_entry(crash: dict, w: Optional[Worker], slack: float) -> dict:
             rss0 = prev[RSS_END]
         elif start is None:
             start = w.joined
-        if rss0 is None:  # the last sample taken before the test began, not before ``lo``
-            i = bisect_right(w.samples_t, start)
-            if i > 0 and w.samples_t[i - 1] >= lo:
+        if rss0 is None:
+            # the last sample taken before the test began: what the previous test ended with
+            # (its end in the report too), or from the slack before the worker's first test
+            i = bisect_left(w.samples_t, start)
+            floor = prev[START] if prev is not None else lo - slack
+            if i > 0 and w.samples_t[i - 1] >= floor:
                 rss0 = w.samples_rss[i - 1]
         _, rss1, peak = _window(w, start, stop, slack, max(lo, start), stop + slack)
         if peak is not None and rss0 is not None:

@@ -1,0 +1,179 @@
+"""In-process: report building from RunData (no process, no socket), compare and merge."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+from pytest_perfmon.monitor import analysis
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor.report import MB, RunData, Worker, build, load_schema
+from pytest_perfmon.monitor.schema import first_problem
+from pytest_perfmon.monitor.summary import summarize
+
+_JS = jsonschema.Draft202012Validator(load_schema())
+T0 = 1_700_000_000.0
+INTERVAL = 0.05
+
+
+def record(nodeid, start, stop, rss0=None, peak=None, rss1=None, outcome="passed", cpu=None):
+    rec = [None] * P.N_FIELDS
+    rec[P.NODEID] = nodeid
+    rec[P.START], rec[P.STOP] = T0 + start, T0 + stop
+    rec[P.SETUP], rec[P.CALL], rec[P.TEARDOWN] = 0.0, stop - start, 0.0
+    rec[P.OUTCOME] = outcome
+    rec[P.RSS_START], rec[P.RSS_PEAK], rec[P.RSS_END] = rss0, peak, rss1
+    rec[P.CPU], rec[P.WALL] = cpu, (None if cpu is None else stop - start)
+    return rec
+
+
+def sample(w: Worker, t0: float, t1: float, mb: float) -> None:
+    """Samples every INTERVAL over [t0, t1) (relative times), all at ``mb``."""
+    n = round((t1 - t0) / INTERVAL)
+    for i in range(n):
+        w.samples_t.append(T0 + t0 + i * INTERVAL)
+        w.samples_rss.append(int(mb * MB))
+        w.sampled_peak = max(w.sampled_peak, int(mb * MB))
+
+
+def make(workers, crashed=(), methods=None) -> dict:
+    data = RunData(sample_interval=INTERVAL)
+    for w in workers:
+        w.boundary_methods = methods if methods is not None else {"rss": True, "peak": False}
+        data.workers[w.wid] = w
+    data.crashed = list(crashed)
+    report = build(data, {"start": T0, "stop": T0 + 10, "exit_status": 0}, None)
+    assert first_problem(report) is None
+    assert not list(_JS.iter_errors(report))
+    return report
+
+
+def test_entry_fields_from_a_record():
+    w = Worker("main", 42, T0, records=[record("t.py::a", 0.0, 0.5, 100, 300, 200, cpu=0.25)])
+    report = make([w], methods={"rss": True, "peak": True})
+    t = report["tests"]["t.py::a"]
+    assert t["duration"] == 0.5 and t["call_time"] == 0.5 and t["setup_time"] == 0.0
+    assert t["memory"]["start_mb"] == round(100 / MB, 3) and t["memory"]["peak_mb"] == round(
+        300 / MB, 3
+    )
+    assert t["cpu_percent"] == 50.0 and t["outcome"] == "passed" and t["pid"] == 42
+    assert report["summary"] == summarize(report["tests"], report["summary"]["parallel_efficiency"])
+    assert report["session"]["measurement"]["memory_peak"] == "kernel-peak-rss-reset-at-boundaries"
+
+
+@pytest.mark.parametrize("boundaries", [True, False], ids=["boundary-rss", "samples-only"])
+def test_crash_never_bleeds_into_the_previous_test(boundaries):
+    """Issue 14 item 3: a worker finishes ``a`` (40 MB), then dies in ``crash`` holding 140 MB.
+
+    Samples of the crashing test (after ``a`` ended) must not raise ``a``'s peak or end."""
+    rss = int(40 * MB) if boundaries else None
+    w = Worker("gw0", 7, T0, records=[record("t.py::a", 0.0, 1.0, rss, None, rss)])
+    sample(w, 0.0, 1.0, 40.0)
+    sample(w, 1.0, 3.0, 140.0)  # the first one at 1.0 exactly: the crashing test's
+    crash = {"nodeid": "t.py::crash", "worker": "gw0", "time": T0 + 3.0, "start": None}
+    report = make([w], [crash])
+    a = report["tests"]["t.py::a"]
+    assert a["memory"]["peak_mb"] == 40.0, a
+    assert a["memory"]["end_mb"] == 40.0
+    c = report["tests"]["t.py::crash"]
+    assert c["outcome"] == "crashed" and c["memory"]["peak_mb"] == 140.0
+    assert c["memory"]["start_mb"] == 40.0 and c["duration"] == 2.0
+
+
+def test_window_never_takes_a_neighbour_sample():
+    """Three tests on one worker, only samples: each gets its own level, none its neighbour's."""
+    w = Worker(
+        "main",
+        1,
+        T0,
+        records=[
+            record("t.py::a", 0.0, 1.0),
+            record("t.py::b", 1.0, 2.0),
+            record("t.py::c", 2.0, 3.0),
+        ],
+    )
+    sample(w, 0.0, 1.0, 10.0)
+    sample(w, 1.0, 2.0, 90.0)
+    sample(w, 2.0, 3.0, 20.0)
+    report = make([w], methods={})
+    assert [report["tests"][f"t.py::{n}"]["memory"]["peak_mb"] for n in "abc"] == [10, 90, 20]
+
+
+def test_dist_each_keeps_every_execution():
+    """Issue 14 item 4: the same node ids run by two workers: one entry per execution."""
+    workers = []
+    for i, wid in enumerate(("gw0", "gw1")):
+        recs = [record(f"t.py::{n}", j + i * 0.1, j + 0.5 + i * 0.1) for j, n in enumerate("ab")]
+        workers.append(Worker(wid, 10 + i, T0, records=recs))
+    workers[0].records.append(record("t.py::only_here", 5.0, 5.5))
+    report = make(workers, methods={"rss": True, "peak": True})
+    assert sorted(report["tests"]) == [
+        "t.py::a [gw0]",
+        "t.py::a [gw1]",
+        "t.py::b [gw0]",
+        "t.py::b [gw1]",
+        "t.py::only_here",
+    ]
+    assert report["tests"]["t.py::a [gw1]"]["worker"] == "gw1"
+    assert report["workers"]["gw0"]["tests"] == 3 and report["workers"]["gw1"]["tests"] == 2
+    assert report["session"]["total_tests"] == 5
+
+
+def test_one_execution_keeps_its_plain_key():
+    w0 = Worker("gw0", 1, T0, records=[record("t.py::a", 0.0, 0.5)])
+    w1 = Worker("gw1", 2, T0, records=[record("t.py::b", 0.0, 0.5)])
+    assert sorted(make([w0, w1])["tests"]) == ["t.py::a", "t.py::b"]
+
+
+# --------------------------------------------------------------------------- compare, merge
+
+
+def _report(tests: dict, label=None) -> dict:
+    workers = [Worker("main", 1, T0, records=[])]
+    for i, (nodeid, (dur, delta)) in enumerate(tests.items()):
+        rss0 = int(100 * MB)
+        workers[0].records.append(
+            record(nodeid, i, i + dur, rss0, rss0, rss0 + int(delta * MB), cpu=dur / 2)
+        )
+    report = make(workers, methods={"rss": True, "peak": True})
+    if label:
+        report["session"]["label"] = label
+    return report
+
+
+def test_compare_needs_both_thresholds():
+    base = _report({"t::slow": (1.0, 0.0), "t::noise": (0.01, 0.0), "t::leak": (0.1, 1.0)})
+    cur = _report({"t::slow": (1.5, 0.0), "t::noise": (0.03, 0.0), "t::leak": (0.1, 30.0)})
+    cmp = analysis.compare(base, cur)
+    got = sorted((c.test, c.metric.name) for c in cmp.regressions)
+    # noise: +200 % but only +20 ms, under the 50 ms floor
+    assert got == [
+        ("t::leak", "memory_delta_mb"),
+        ("t::leak", "memory_growth_mb"),
+        ("t::slow", "duration"),
+    ]
+    assert cmp.compared == 3 and not cmp.improvements
+
+
+def test_compare_new_gone_and_outcome_changes():
+    base = _report({"t::a": (0.1, 0.0), "t::gone": (0.1, 0.0)})
+    cur = _report({"t::a": (0.1, 0.0), "t::new": (0.1, 0.0)})
+    cur["tests"]["t::a"]["outcome"] = "failed"
+    cmp = analysis.compare(base, cur)
+    assert cmp.new == ["t::new"] and cmp.gone == ["t::gone"]
+    assert cmp.outcome_changes == [("t::a", "passed", "failed")] and cmp.compared == 0
+
+
+def test_merge_is_associative_and_valid():
+    a = _report({"t::a": (0.1, 0.0)}, "a")
+    b = _report({"t::b": (0.2, 1.0)}, "b")
+    c = _report({"t::a": (0.3, 2.0)}, "c")
+    once = analysis.merge([(None, r, f"{r['session']['label']}.json") for r in (a, b, c)])
+    ab = analysis.merge([(None, a, "a.json"), (None, b, "b.json")])
+    twice = analysis.merge([(None, ab, "ab.json"), (None, c, "c.json")])
+    assert once["tests"] == twice["tests"] and once["summary"] == twice["summary"]
+    assert sorted(once["tests"]) == ["a::t::a", "b::t::b", "c::t::a"]
+    assert once["summary"] == summarize(once["tests"])
+    assert first_problem(once) is None and not list(_JS.iter_errors(once))
+    analysis.check_report(once, "once")
+    with pytest.raises(analysis.ReportError, match="comes from both"):
+        analysis.merge([(None, a, "a.json"), (None, a, "again.json")])
