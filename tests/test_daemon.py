@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -21,11 +24,17 @@ import pytest
 import zmq
 from conftest import RUN_TIMEOUT, validate
 from pytest_perfmon.monitor import protocol as P
-from pytest_perfmon.monitor.daemon import DaemonError, request
+from pytest_perfmon.monitor.daemon import DaemonError, main, request
 
 SCRIPT = os.path.join(os.path.dirname(sys.executable), "perfmon-daemon")
-DAEMON = [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "pytest_perfmon.monitor.daemon"]
+DAEMON = (
+    [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "pytest_perfmon.monitor.daemon"]
+)
 WAIT = 60.0
+#: One timestamped line per event, with its level.
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} perfmon-daemon (INFO|WARNING|ERROR): "
+)
 
 #: Five quick tests, one that outlasts the plugin's 0.5 s batch interval (so that everything
 #: before it reaches the daemon), one that blocks until the test lets it go, one more.
@@ -330,6 +339,8 @@ def test_pytest_killed_mid_run(suite, procs):
     with open(s["report"], encoding="utf-8") as f:
         own = validate(json.load(f))
     assert own["session"]["aborted"] and own["session"]["exit_status"] is None
+    assert own["session"]["possibly_incomplete"] is True  # pytest died without its goodbye
+    assert s["possibly_incomplete"] is True
     assert names(own["tests"]) >= BEFORE_BLOCK
     assert not a.output.exists()  # pytest died before it could write anything
 
@@ -339,12 +350,13 @@ def test_pytest_killed_mid_run(suite, procs):
     assert rep["session"]["aborted"]
     (block,) = rep["sessions"].values()
     assert block["state"] == "aborted" and block["output"] == s["report"]
+    assert block["session"]["possibly_incomplete"] and rep["session"]["possibly_incomplete"]
     assert names(rep["tests"]) >= BEFORE_BLOCK
     assert all(t["outcome"] == "passed" for t in rep["tests"].values())
 
 
 @pytest.mark.slow
-def test_daemon_killed_mid_run_rebuild(suite, procs):
+def test_daemon_killed_mid_run_rebuild(suite, procs, capsys):
     """kill -9 of the daemon: pytest goes on alone; the journal rebuilds what the daemon had."""
     d = Daemon(suite, "--interval", "0.05")
     procs.append(d)
@@ -381,14 +393,8 @@ def test_daemon_killed_mid_run_rebuild(suite, procs):
     assert all(t["memory"]["peak_mb"] for t in rep["tests"].values())
 
     # a new daemon refuses to start over a journal that was not rebuilt and removed
-    again = subprocess.run(
-        DAEMON + ["--endpoint", d.endpoint, "--output", str(d.output)],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
-    assert again.returncode == 2
-    assert "rebuild" in one_line_error(again.stderr)
+    assert main(["--endpoint", d.endpoint, "--output", str(d.output)]) == 2
+    assert "rebuild" in one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "stop"])
@@ -415,9 +421,13 @@ def test_stop_writes_and_exits_0(tmp_path, procs, how):
     assert rep["sessions"]["feedcafe" * 4]["state"] == "aborted"
     assert "daemon stopped" in rep["session"]["warnings"][0]
     assert not d.journal.exists()
+    assert not (tmp_path / "d.sock").exists()  # a clean stop removes its socket file
+    lines = d.log().splitlines()
+    assert lines and all(LOG_LINE.match(line) for line in lines), lines
+    assert any(" INFO: listening on ipc://" in line for line in lines)
 
 
-# --- security --------------------------------------------------------------------------------
+# --- security ---------------------------------------------------------------------------------
 
 
 def test_default_endpoint_is_private(tmp_path, procs):
@@ -436,18 +446,6 @@ def test_default_endpoint_is_private(tmp_path, procs):
     assert json.loads(st.stdout)["daemon"]["pid"] == d.proc.pid
     d.proc.send_signal(signal.SIGTERM)
     assert d.wait_exit() == 0
-
-
-def test_public_tcp_needs_curve(tmp_path):
-    res = subprocess.run(
-        DAEMON + ["--endpoint", "tcp://0.0.0.0:0", "--output", str(tmp_path / "c.json")],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
-    assert res.returncode == 2
-    assert "--curve-secret-key" in one_line_error(res.stderr)
-    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not zmq.has("curve"), reason="libzmq without CURVE")
@@ -481,33 +479,6 @@ def test_curve_admits_only_known_clients(tmp_path, procs):
         request(local, P.STATUS, 1.0)  # no keys: the handshake never completes
     request(local, P.STOP_KIND, 10.0, client_secret, server_pub)
     assert d.wait_exit() == 0, d.log()
-
-
-def test_hello_for_foreign_or_missing_pid_refused(tmp_path, procs):
-    d = Daemon(tmp_path)
-    procs.append(d)
-    d.wait_up()
-    foreign = None
-    if os.getuid() == 0:  # a process of another user
-        foreign = subprocess.Popen(["sleep", "60"], user=65534)
-    c = Raw(d.endpoint)
-    try:
-        pids = [2**22 + 12345]  # above the kernel's pid_max: no such process
-        if foreign is not None:
-            pids.append(foreign.pid)
-        elif os.stat("/proc/1").st_uid != os.getuid():
-            pids.append(1)
-        for pid in pids:
-            kind, body = c.ask(hello("abcdef12", pid=pid))
-            assert kind == P.ERROR and body["code"] == P.E_PID, body
-        st = d.status()
-        assert st["hello_refused"] == len(pids)
-        assert st["sessions_total"] == 0  # nothing sampled, nothing created
-    finally:
-        c.close()
-        if foreign is not None:
-            foreign.kill()
-            foreign.wait(WAIT)
 
 
 def test_bad_frames_answered_and_counted(tmp_path, procs):
@@ -555,25 +526,28 @@ def test_bad_frames_answered_and_counted(tmp_path, procs):
     assert list(d.combined()["tests"]) == ["01234567::t.py::test_\\xff\\xfe"]
 
 
-def test_finish_path_must_be_absolute(tmp_path, procs):
-    """A session's report path comes from a client: relative or special paths are refused."""
-    d = Daemon(tmp_path)
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 on this host")
+def test_ipv6_loopback(suite, procs):
+    """`--endpoint tcp://[::1]:0` binds, says its port, and a pytest run joins it."""
+    d = Daemon(suite, endpoint="tcp://[::1]:0")
     procs.append(d)
-    d.wait_up()
-    c = Raw(d.endpoint)
-    try:
-        assert c.ask(hello("fedcba9876543210"))[0] == P.READY
-        kind, body = c.ask(P.pack(P.FINISH, {"output": "relative.json"}))
-        assert kind == P.DONE and not body["ok"] and "absolute" in body["error"]
-        assert body["saved_to"] and os.path.exists(body["saved_to"])
-        os.unlink(body["saved_to"])
-    finally:
-        c.close()
-    d.proc.send_signal(signal.SIGTERM)
-    assert d.wait_exit() == 0
+    deadline = time.monotonic() + WAIT
+    while "listening on" not in d.log():
+        assert d.proc.poll() is None and time.monotonic() < deadline, d.log()
+        time.sleep(0.05)
+    port = d.log().split("listening on tcp://[::1]:")[1].split()[0]
+    d.endpoint = f"tcp://[::1]:{port}"
+    assert d.status()["daemon"]["endpoint"] == d.endpoint
+    a = Pytest(suite, "a.json", "-k", "quick", daemon=d.endpoint)
+    procs.append(a)
+    assert a.wait() == 0, a.text
+    rep = a.report()
+    assert rep["session"]["collector"] == "monitor", a.text
+    assert "perfmon: warning" not in a.text, a.text
+    assert d.status()["tests"] == 5
 
 
-# --- bad command lines -----------------------------------------------------------------------
+# --- in-process: the command line ---------------------------------------------------------------
 
 
 def _bad_cases(tmp_path):
@@ -584,7 +558,9 @@ def _bad_cases(tmp_path):
     ok_out = str(tmp_path / "c.json")
     ipc = f"ipc://{tmp_path}/d.sock"
     return {
+        "unknown-command": (["frobnicate", "--output", ok_out], "unknown command 'frobnicate'"),
         "scheme": (["--endpoint", "udp://127.0.0.1:5555", "--output", ok_out], "unknown scheme"),
+        "public-tcp": (["--endpoint", "tcp://0.0.0.0:0", "--output", ok_out], "--curve-secret"),
         "output-dir-missing": (
             ["--endpoint", ipc, "--output", str(tmp_path / "no" / "c.json")],
             "does not exist",
@@ -602,36 +578,216 @@ def _bad_cases(tmp_path):
             ["--endpoint", ipc, "--output", ok_out, "--metrics-port", "http"],
             "not a port",
         ),
-        "status-nobody": (
-            ["status", "--endpoint", ipc, "--timeout", "0.5"],
-            "no perfmon-daemon at",
-        ),
-        "stop-nobody": (["stop", "--endpoint", ipc, "--timeout", "0.5"], "no perfmon-daemon"),
+        "interval": (["--endpoint", ipc, "--output", ok_out, "--interval", "0.001"], "at least"),
+        "status-endpoint": (["status", "--endpoint", "nonsense"], "unknown scheme"),
+        "stop-endpoint": (["stop", "--endpoint", "tcp://127.0.0.1"], "expected tcp://HOST:PORT"),
         "rebuild-missing": (
             ["rebuild", "--journal", str(tmp_path / "nope"), "--output", ok_out],
             "no such file",
         ),
+        "rebuild-interval": (
+            ["rebuild", "--journal", str(afile), "--output", ok_out, "--interval", "0"],
+            "at least",
+        ),
     }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        "scheme",
-        "output-dir-missing",
-        "output-is-dir",
-        "journal-under-file",
-        "journal-is-dir",
-        "metrics-port",
-        "status-nobody",
-        "stop-nobody",
-        "rebuild-missing",
-    ],
-)
-def test_bad_command_line(tmp_path, case):
+BAD_CASES = [
+    "unknown-command",
+    "scheme",
+    "public-tcp",
+    "output-dir-missing",
+    "output-is-dir",
+    "journal-under-file",
+    "journal-is-dir",
+    "metrics-port",
+    "interval",
+    "status-endpoint",
+    "stop-endpoint",
+    "rebuild-missing",
+    "rebuild-interval",
+]
+
+
+@pytest.mark.parametrize("case", BAD_CASES)
+def test_usage_errors_exit_2(tmp_path, capsys, case):
     args, expected = _bad_cases(tmp_path)[case]
-    res = subprocess.run(DAEMON + args, capture_output=True, text=True, timeout=WAIT)
-    assert res.returncode != 0
-    assert expected in one_line_error(res.stderr)
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert expected in one_line_error(capsys.readouterr().err)
     assert not (tmp_path / "c.json").exists()
     assert not (tmp_path / "c.json.journal").exists()
+    assert not (tmp_path / "d.sock").exists()
+
+
+@pytest.mark.parametrize("command", ["status", "stop"])
+def test_no_daemon_answers_at_once(tmp_path, capsys, monkeypatch, command):
+    """No socket file: no connection is even tried (no wait), exit 1."""
+    import pytest_perfmon.monitor.daemon.client as client
+
+    monkeypatch.setattr(client.zmq, "Context", None)  # any connection attempt would fail loudly
+    ipc = f"ipc://{tmp_path}/d.sock"
+    assert main([command, "--endpoint", ipc, "--timeout", "600"]) == 1
+    assert (
+        one_line_error(capsys.readouterr().err)
+        == f"perfmon-daemon: error: no perfmon-daemon at {ipc}"
+    )
+
+
+def test_no_answer_is_bounded(tmp_path, capsys):
+    """A socket file nobody listens on: the bounded (injectable) wait, then exit 1."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)  # bound, never answers
+    sock.setsockopt(zmq.LINGER, 0)
+    ipc = f"ipc://{tmp_path}/d.sock"
+    sock.bind(ipc)
+    try:
+        assert main(["status", "--endpoint", ipc, "--timeout", "0.2"]) == 1
+    finally:
+        sock.close(0)
+        ctx.term()
+    assert "no answer within 0.2 s" in one_line_error(capsys.readouterr().err)
+
+
+def test_failed_start_removes_socket_and_journal(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # not installed
+    out = tmp_path / "c.json"
+    args = ["--endpoint", f"ipc://{tmp_path}/d.sock", "--output", str(out), "--metrics-port", "0"]
+    assert main(args) == 2
+    assert "needs prometheus-client" in one_line_error(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# --- in-process: sessions, journal, replay, rebuild, combined report, status --------------------
+
+
+@pytest.fixture
+def inproc(tmp_path, monkeypatch):
+    from pytest_perfmon.monitor.daemon.core import Daemon as Server
+    from test_server import InProcess
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    made = []
+
+    def make(system_info=False, name="combined.json"):
+        out = tmp_path / name
+        d = InProcess(Server("ipc://unused", str(out), str(out) + ".journal", 0.1, system_info))
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.close()
+
+
+def _hello(sid, role="local", worker="main", **extra):
+    return {"session": sid, "role": role, "pid": os.getpid(), "worker": worker, **extra}
+
+
+def _run_session(d, sid, tmp_path, finish=True, bye=True, **finish_extra):
+    """A local session of three tests, one of them in a resent batch."""
+    ident = sid.encode()
+    assert d.send(ident, P.HELLO, _hello(sid))[0] == P.READY
+    d.send(ident, P.BATCH, [0, [record(b"t.py::test_a", 1000), record(b"t.py::test_b", 1001)]])
+    d.send(ident, P.BATCH, [1, [record(b"t.py::test_c", 1002)]])
+    d.send(ident, P.BATCH, [1, [record(b"t.py::test_c", 1002)]])
+    if bye:
+        assert d.send(ident, P.BYE, {"sent": 2}) == (P.ACK, {"missing": []})
+    if finish:
+        body = {"output": str(tmp_path / f"{sid[:8]}.json"), "exit_status": 0, **finish_extra}
+        kind, done = d.send(ident, P.FINISH, body)
+        assert kind == P.DONE and done["ok"], done
+
+
+def test_session_spilled_and_replayed_from_the_journal(inproc, tmp_path):
+    from pytest_perfmon.monitor.daemon.session import replay
+
+    d = inproc()
+    _run_session(d, "a" * 32, tmp_path)
+    s = d.srv.sessions["a" * 32]
+    assert s.spilled and s.data is None and s.tests == 3 and s.state == "finished"
+    full = replay(d.srv.book.journal, s, 0.1)
+    recs = full.data.workers["main"].records
+    assert [r[P.NODEID] for r in recs] == ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
+    assert full.said_bye == {"main"} and not full.possibly_incomplete
+    own = validate(json.loads((tmp_path / "aaaaaaaa.json").read_text()))
+    assert set(own["tests"]) == {"t.py::test_a", "t.py::test_b", "t.py::test_c"}
+    assert own["session"]["protocol_errors"] == {} and "possibly_incomplete" not in own["session"]
+
+
+def test_rebuild_after_a_lost_daemon(inproc, tmp_path, capsys):
+    """One session finished, one running when the daemon 'died': rebuild gives both."""
+    d = inproc()
+    _run_session(d, "a" * 32, tmp_path)
+    _run_session(d, "b" * 32, tmp_path, finish=False, bye=False)
+    journal = d.srv.journal_path
+    d.srv.book.journal.close()  # what SIGKILL leaves: the journal, no combined report
+    out = tmp_path / "rebuilt.json"
+    assert main(["rebuild", "--journal", journal, "--output", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"{out}: 2 sessions, 6 tests"
+    rep = validate(json.loads(out.read_text()))
+    assert rep["sessions"]["a" * 32]["state"] == "finished"
+    b = rep["sessions"]["b" * 32]
+    assert b["state"] == "aborted" and b["session"]["possibly_incomplete"] is True
+    assert b["output"] == str(tmp_path / "rebuilt.session-bbbbbbbb.json")
+    assert len(rep["tests"]) == 6 and rep["summary"]["outcomes"] == {"passed": 6}
+    assert rep["session"]["possibly_incomplete"] is True
+
+
+def test_journal_tail_cut_mid_entry(tmp_path):
+    from pytest_perfmon.monitor.journal import Journal, scan
+
+    j = Journal(str(tmp_path / "j"))
+    offs = [j.append({"k": "x", "s": "s", "n": i}) for i in range(3)]
+    assert j.read_at(offs[1])["n"] == 1
+    j.close()
+    with open(tmp_path / "j", "ab") as f:
+        f.write(b"\x40\x00\x00\x00partial")
+    assert [e["n"] for _, e in scan(str(tmp_path / "j"))] == [0, 1, 2]
+
+
+def test_combined_report_and_system_info(inproc, tmp_path):
+    """A session that asked for no system block has none, in its report nor in its block,
+    whether it finished (finish says so) or died (its hello said so)."""
+    d = inproc(system_info=True)
+    _run_session(d, "a" * 32, tmp_path, system_info=False)
+    _run_session(d, "c" * 32, tmp_path)
+    ident = b"dead"
+    d.send(ident, P.HELLO, _hello("d" * 32, system_info=False))
+    d.send(ident, P.BATCH, [0, [record(b"t.py::test_z")]])
+    assert d.srv.shutdown() == 0
+    rep = validate(json.loads((tmp_path / "combined.json").read_text()))
+    blocks = rep["sessions"]
+    assert "system" not in blocks["a" * 32] and "system" not in blocks["d" * 32]
+    assert "system" in blocks["c" * 32] and "system" in rep
+    assert "system" not in json.loads((tmp_path / "aaaaaaaa.json").read_text())
+    dead = json.loads((tmp_path / "combined.session-dddddddd.json").read_text())
+    assert "system" not in dead and dead["session"]["possibly_incomplete"]
+    assert rep["session"]["total_tests"] == 7 and rep["summary"]["outcomes"] == {"passed": 7}
+    assert {k.split("::")[0] for k in rep["tests"]} == {"aaaaaaaa", "cccccccc", "dddddddd"}
+    assert not os.path.exists(d.srv.journal_path)
+
+    d2 = inproc(system_info=False, name="nosys.json")
+    _run_session(d2, "e" * 32, tmp_path, system_info=True)
+    assert d2.srv.shutdown() == 0
+    rep2 = validate(json.loads((tmp_path / "nosys.json").read_text()))
+    assert "system" not in rep2 and "system" not in rep2["sessions"]["e" * 32]
+
+
+def test_status_text(inproc, tmp_path):
+    from pytest_perfmon.monitor.daemon.status import format_status
+
+    d = inproc()
+    _run_session(d, "a" * 32, tmp_path)
+    d.send(b"w", P.HELLO, _hello("b" * 32, "worker", "gw0"))
+    d.send(b"w", P.BATCH, [0, [record(b"tests/test_long_module_name.py::TestClass::test_x[1]")]])
+    st = d.srv.status()
+    text = format_status(st, width=70)
+    assert "session aaaaaaaa  finished" in text and "session bbbbbbbb  running" in text
+    assert "last test completed" in text and "approximate" in text
+    row = [line for line in text.splitlines() if line.startswith("  gw0")][0]
+    assert len(row) <= 70 and row.endswith("test_x[1]")
+    assert st["sessions"]["b" * 32]["workers"]["gw0"]["tests"] == 1
