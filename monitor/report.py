@@ -188,13 +188,15 @@ def _crash_entry(crash: dict, w: Optional[Worker], slack: float) -> dict:
         elif start is None:
             start = w.joined
         if rss0 is None:
-            # the last sample taken before the test began: what the previous test ended with
-            # (its end in the report too), or from the slack before the worker's first test
+            # the last sample taken before the test began (at most ``slack`` before the
+            # previous test, or the worker, started): the RSS this test started from
             i = bisect_left(w.samples_t, start)
-            floor = prev[START] if prev is not None else lo - slack
+            floor = (prev[START] if prev is not None else lo) - slack
             if i > 0 and w.samples_t[i - 1] >= floor:
                 rss0 = w.samples_rss[i - 1]
-        _, rss1, peak = _window(w, start, stop, slack, max(lo, start), stop + slack)
+        first, rss1, peak = _window(w, start, stop, slack, max(lo, start), stop + slack)
+        if rss0 is None:  # no sample before it: its own first one
+            rss0 = first
         if peak is not None and rss0 is not None:
             peak = max(peak, rss0)
     dur = None if start is None else round(max(0.0, stop - start), 6)
