@@ -110,9 +110,10 @@ def run(tests: int, sessions: int, mode: str) -> dict:
                 try:
                     request(endpoint, P.STATUS, 1.0)
                     break
-                except DaemonError:
+                except DaemonError:  # at once while the socket file does not exist yet
                     if time.monotonic() > deadline or proc.poll() is not None:
                         raise SystemExit("the daemon did not start") from None
+                    time.sleep(0.02)
             r0 = rss(proc.pid)
             peak = r0
             per = tests // sessions
