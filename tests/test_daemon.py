@@ -683,8 +683,9 @@ def inproc(tmp_path, monkeypatch):
         d.close()
 
 
-def _hello(sid, role="local", worker="main", **extra):
-    return {"session": sid, "role": role, "pid": os.getpid(), "worker": worker, **extra}
+def _hello(sid, role="local", worker="main", pid=None, **extra):
+    body = {"session": sid, "role": role, "pid": pid or os.getpid(), "worker": worker}
+    return {**body, **extra}
 
 
 def _run_session(d, sid, tmp_path, finish=True, bye=True, **finish_extra):
@@ -791,3 +792,56 @@ def test_status_text(inproc, tmp_path):
     row = [line for line in text.splitlines() if line.startswith("  gw0")][0]
     assert len(row) <= 70 and row.endswith("test_x[1]")
     assert st["sessions"]["b" * 32]["workers"]["gw0"]["tests"] == 1
+
+
+def test_sampling_journal_and_owner_gone(inproc, tmp_path):
+    """In-process: samples of a live pid reach the journal and the replay; a session whose
+    owner died is closed as aborted by the owner check."""
+    from pytest_perfmon.monitor.daemon.session import replay
+
+    d = inproc()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        sid = "5" * 32
+        assert d.send(b"o", P.HELLO, _hello(sid, pid=sleeper.pid))[0] == P.READY
+        for _ in range(3):
+            d.srv.book.sample()
+        d.srv.book.journal_all_samples()
+        s = d.srv.sessions[sid]
+        assert len(s.data.workers["main"].samples_t) == 3 and s.pending == {}
+        d.srv.book.check_owners()
+        assert s.state == "running"
+        sleeper.kill()
+        sleeper.wait(WAIT)
+        d.srv.book.check_owners()
+    finally:
+        if sleeper.poll() is None:
+            sleeper.kill()
+        sleeper.wait(WAIT)
+    assert s.state == "aborted" and "gone without finish" in s.reason
+    full = replay(d.srv.book.journal, s, 0.1)
+    assert len(full.data.workers["main"].samples_rss) == 3
+    assert d.srv.book.peak is not None and d.srv.book.peak[2]
+    with open(s.report_path, encoding="utf-8") as f:
+        own = validate(json.load(f))
+    assert own["session"]["aborted"] and own["session"]["possibly_incomplete"]
+
+
+def test_metrics_from_the_snapshot(inproc, tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+    from pytest_perfmon.monitor.daemon.metrics import Metrics
+
+    d = inproc()
+    _run_session(d, "a" * 32, tmp_path)
+    d.send(b"w", P.HELLO, _hello("b" * 32, "worker", "gw0"))
+    d.send(b"w", P.BATCH, [0, [record(b"t.py::test_x")]])
+    d.srv.book.sample()
+    d.srv.housekeeping()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Metrics(lambda: d.srv.snapshot))
+    text = generate_latest(registry).decode()
+    assert 'perfmon_sessions{state="running"} 1.0' in text
+    assert "perfmon_tests_completed_total 4.0" in text
+    assert 'perfmon_worker_tests{session="bbbbbbbb",worker="gw0"} 1.0' in text
+    assert 'perfmon_worker_rss_bytes{session="bbbbbbbb",worker="gw0"}' in text
+    assert 'perfmon_session_tests{session="aaaaaaaa",state="finished"} 3.0' in text
