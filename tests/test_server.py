@@ -387,3 +387,23 @@ def test_killed_pytest_leaves_no_temp_dir(pytester, sig):
     assert not os.path.exists(tmpdir)
     rep = validate(json.loads(out.read_text()))
     assert rep["session"]["aborted"] and rep["session"]["possibly_incomplete"] is True
+
+
+def test_monitor_samples_and_aborts_when_parent_is_not_ours(tmp_path):
+    """The real loop, in-process: samples a hello'd process, then finds that its --parent is
+    not its parent and writes an aborted report."""
+    out = tmp_path / "perf.json"
+    m = Monitor(f"ipc://{tmp_path}/perfmon-x.sock", str(out), 0.01, os.getppid() + 10**6, False)
+    m.bind()
+    try:
+        w = InProcess(m)
+        w.send(b"a", P.HELLO, hello())
+        m.sock = w.real_sock
+        m.sample()
+        assert m.data.concurrent_peak is not None and m.data.workers["main"].samples_t
+        assert m.run() == 0
+    finally:
+        m.close()
+    rep = validate(json.loads(out.read_text()))
+    assert rep["session"]["aborted"] and rep["session"]["possibly_incomplete"]
+    assert "session aborted: parent-gone" in rep["session"]["warnings"]
