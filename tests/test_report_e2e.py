@@ -1,0 +1,92 @@
+"""End to end, with real xdist workers: a worker that dies mid-test (issue 14 item 3) and
+``--dist each`` (issue 14 item 4). Everything else about reports is tested in-process
+(tests/test_report.py)."""
+
+from __future__ import annotations
+
+import pytest
+from pytest_perfmon.monitor.schema import METHOD_PEAK_KERNEL
+
+INTERVAL = 0.05  # seconds; every condition below holds for at least 5 intervals
+
+CRASH_SUITE = f"""
+import os, time
+
+HOLD = {INTERVAL} * 8
+
+def test_1_quiet():
+    time.sleep(HOLD)  # a test of its own, long enough to be sampled
+
+def test_2_dies_holding_memory():
+    block = bytearray(80 * 1024 * 1024)
+    for i in range(0, len(block), 4096):
+        block[i] = 1  # touched: resident
+    time.sleep(HOLD)
+    os._exit(1)
+"""
+
+
+#: Where the kernel keeps no resettable peak (not Linux, or /proc/self/clear_refs refused),
+#: the monitor's samples decide every peak: the case where a window could cross into the next
+#: test. This conftest makes the workers measure that way.
+NO_KERNEL_PEAK = """
+import pytest_perfmon._counters as c
+
+_init = c.Counters.__init__
+
+
+def _no_kernel_peak(self):
+    _init(self)
+    self.peak = c._none
+    self.methods["peak"] = False
+
+
+c.Counters.__init__ = _no_kernel_peak
+"""
+
+
+@pytest.mark.parametrize("peak", ["kernel", "sampled"])
+def test_worker_crash_does_not_bleed_into_the_previous_test(run_perf, pytester, peak):
+    pytester.makepyfile(test_crash=CRASH_SUITE)
+    if peak == "sampled":
+        pytester.makeconftest(NO_KERNEL_PEAK)
+    run = run_perf("-n", "1", f"--perf-cpu-interval={INTERVAL}")
+    assert run.ret == 1, run.text  # the crashed test fails, as without monitoring
+    method = run.report["session"]["measurement"]["memory_peak"]
+    assert method == ("psutil-sampled" if peak == "sampled" else METHOD_PEAK_KERNEL), method
+    quiet = run.test("test_1_quiet")
+    crashed = run.test("test_2_dies_holding_memory")
+    assert crashed["outcome"] == "crashed" and quiet["worker"] == crashed["worker"], run.tests
+    # the crashed test held 80 MB for 8 intervals: its samples saw it
+    assert crashed["memory"]["peak_mb"] - crashed["memory"]["start_mb"] >= 60, crashed
+    # ... and none of it is the quiet test's, which ran before on the same worker
+    mem = quiet["memory"]
+    assert mem["peak_mb"] is not None, quiet
+    assert mem["peak_mb"] < crashed["memory"]["peak_mb"] - 60, (quiet, crashed)
+    if mem["end_mb"] is not None:
+        assert mem["end_mb"] < crashed["memory"]["peak_mb"] - 60, (quiet, crashed)
+
+
+EACH_SUITE = """
+def test_a():
+    pass
+
+def test_b():
+    pass
+
+def test_c():
+    pass
+"""
+
+
+def test_dist_each_keeps_every_execution(run_perf, pytester):
+    pytester.makepyfile(test_each=EACH_SUITE)
+    run = run_perf("-n", "2", "--dist", "each")
+    assert run.ret == 0, run.text
+    keys = sorted(run.tests)
+    assert keys == sorted(f"test_each.py::test_{n} [gw{w}]" for n in "abc" for w in (0, 1)), keys
+    for key, t in run.tests.items():
+        assert key.endswith(f"[{t['worker']}]")
+    assert run.report["session"]["total_tests"] == 6
+    assert {w: v["tests"] for w, v in run.report["workers"].items()} == {"gw0": 3, "gw1": 3}
+    assert run.report["summary"]["outcomes"] == {"passed": 6}
