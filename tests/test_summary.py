@@ -241,6 +241,7 @@ def _broken_reports() -> list:
     case("dropped-float", lambda r: r["session"].update(records_dropped=1.5))
     case("bool-as-int", lambda r: r["session"].update(total_tests=True))
     case("job-bad", lambda r: r.update(jobs={"a": {}}))
+    case("incomplete-str", lambda r: r["session"].update(possibly_incomplete="yes"))
     return cases
 
 
@@ -252,6 +253,8 @@ def test_validator_accepts_what_jsonschema_accepts():
     report = json.loads((GOLDEN / "current.json").read_text(encoding="utf-8"))
     report["concurrent_memory_peak"] = None
     report["session"]["total_tests"] = 9.0  # an integer, for JSON Schema
+    report["session"]["possibly_incomplete"] = True
+    report["tests"]["tests/test_x.py::test_a [gw1]"] = dict(report["tests"].popitem()[1])
     assert not list(_JS.iter_errors(report)) and first_problem(report) is None
 
 
