@@ -87,3 +87,47 @@ def test_dist_each_keeps_every_execution(run_perf, pytester):
     assert run.report["session"]["total_tests"] == 6
     assert {w: v["tests"] for w, v in run.report["workers"].items()} == {"gw0": 3, "gw1": 3}
     assert run.report["summary"]["outcomes"] == {"passed": 6}
+
+
+SUMMARY_SUITE = """
+import time
+
+import pytest
+
+
+class TestAVeryLongClassNameThatFillsTheLine:
+    @pytest.mark.parametrize("case", ["first-parameter-value", "second-parameter-value"])
+    def test_a_long_test_name_that_says_what_it_checks(self, case):
+        t = time.process_time()
+        while time.process_time() - t < 0.03:
+            pass
+
+
+def test_memory():
+    keep = bytearray(20 * 1024 * 1024)
+    for i in range(0, len(keep), 4096):
+        keep[i] = 1
+    _held.append(keep)
+
+
+_held = []
+"""
+
+
+def test_terminal_summary_fits_50_columns(run_perf, pytester):
+    """Issue 14 item 10, in a real terminal reporter with xdist: every line of the summary fits
+    COLUMNS=50, the first included; names are cut in the middle, keeping the test name."""
+    pytester.makepyfile(test_a_module_with_a_rather_long_file_name=SUMMARY_SUITE)
+    run = run_perf("--perf-print-summary", "-n", "2", env={"COLUMNS": "50"})
+    assert run.ret == 0, run.text
+    lines = run.result.stdout.str().splitlines()
+    start = next(i for i, line in enumerate(lines) if "performance summary" in line)
+    block = [line for line in lines[start:] if not line.startswith("perfmon: report written")]
+    assert len(block) > 10
+    assert all(len(line) <= 50 for line in block), [ln for ln in block if len(ln) > 50]
+    assert block[1].startswith("3 tests (3 passed)")
+    slow = block.index("slowest tests (s; top 3 of 3)")
+    rows = block[slow + 2 : slow + 5]
+    # cut in the middle: the start of the name and the end of its parameters are kept
+    assert sum(r.split()[-1].startswith("test_a") and r.endswith("value]") for r in rows) == 2
+    assert any(r.endswith(" test_memory") for r in rows), rows
