@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import IO, Any, Optional
 
 from . import __version__
-from .protocol import (
+from .record import (
     CALL,
     CPU,
     NODEID,

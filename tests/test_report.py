@@ -177,3 +177,11 @@ def test_merge_is_associative_and_valid():
     analysis.check_report(once, "once")
     with pytest.raises(analysis.ReportError, match="comes from both"):
         analysis.merge([(None, a, "a.json"), (None, a, "again.json")])
+
+
+def test_record_positions_agree_with_the_protocol():
+    from pytest_perfmon.monitor import record as R
+
+    assert R.RECORD_FIELDS == P.RECORD_FIELDS and R.N_FIELDS == P.N_FIELDS
+    for name in R.RECORD_FIELDS:
+        assert getattr(R, name.upper()) == getattr(P, name.upper()) == R.RECORD_FIELDS.index(name)

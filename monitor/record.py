@@ -1,0 +1,37 @@
+"""The positions of a test record (the list the plugin builds per test), without msgpack.
+
+:mod:`pytest_perfmon.monitor.protocol` documents the record on the wire; report building reads
+records through these names, and imports nothing heavy for them (``pytest --help`` must not
+import msgpack). tests/test_report.py checks that both modules agree.
+"""
+
+RECORD_FIELDS = (
+    "nodeid",
+    "start",
+    "stop",
+    "setup",
+    "call",
+    "teardown",
+    "outcome",
+    "rss_start",
+    "rss_peak",
+    "rss_end",
+    "cpu",
+    "wall",
+)
+N_FIELDS = len(RECORD_FIELDS)
+
+(
+    NODEID,
+    START,
+    STOP,
+    SETUP,
+    CALL,
+    TEARDOWN,
+    OUTCOME,
+    RSS_START,
+    RSS_PEAK,
+    RSS_END,
+    CPU,
+    WALL,
+) = range(N_FIELDS)
