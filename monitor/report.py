@@ -297,12 +297,22 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
         t_peak, total_rss, per = data.concurrent_peak
         running = {}
         for wid, rss in per.items():
+            # the test whose protocol [start, stop] holds the moment (a record's stop comes a
+            # little after the end of its teardown: start + duration would miss that end)
             test = None
-            for nodeid, t in tests.items():
-                if t["worker"] == wid and t["start"] is not None and t["duration"] is not None:
-                    if t["start"] <= t_peak <= t["start"] + t["duration"] + 0.001:
-                        test = nodeid
-                        break
+            w = data.workers.get(wid)
+            for rec in w.records if w is not None else ():
+                if rec[START] <= t_peak <= rec[STOP] + 0.001:
+                    test = key(rec[NODEID], wid)
+                    break
+            if test is None:  # a test its worker died in
+                for crash in data.crashed:
+                    k = key(crash["nodeid"], crash.get("worker"))
+                    t = tests[k]
+                    if crash.get("worker") == wid and t["start"] is not None:
+                        if t["start"] <= t_peak <= crash["time"] + 0.001:
+                            test = k
+                            break
             running[wid] = {"rss_mb": _mb(rss), "test": test}
         concurrent = {"total_rss_mb": _mb(total_rss), "time": iso(t_peak), "workers": running}
 

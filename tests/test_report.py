@@ -185,3 +185,19 @@ def test_record_positions_agree_with_the_protocol():
     assert R.RECORD_FIELDS == P.RECORD_FIELDS and R.N_FIELDS == P.N_FIELDS
     for name in R.RECORD_FIELDS:
         assert getattr(R, name.upper()) == getattr(P, name.upper()) == R.RECORD_FIELDS.index(name)
+
+
+def test_concurrent_peak_names_the_running_test_of_each_worker():
+    rec = record("t.py::a", 0.0, 1.0)
+    rec[P.TEARDOWN] = None
+    rec[P.CALL] = 0.9  # durations end at 0.9; the record (the test's protocol) at 1.0
+    w0 = Worker("gw0", 1, T0, records=[rec])
+    w1 = Worker("gw1", 2, T0, records=[record("t.py::b", 0.0, 0.5), record("t.py::c", 1.5, 2)])
+    data = RunData(sample_interval=INTERVAL)
+    data.workers = {"gw0": w0, "gw1": w1}
+    data.concurrent_peak = (T0 + 0.95, int(300 * MB), {"gw0": int(200 * MB), "gw1": int(MB)})
+    report = build(data, {"start": T0, "stop": T0 + 3}, None)
+    assert report["concurrent_memory_peak"]["workers"] == {
+        "gw0": {"rss_mb": 200.0, "test": "t.py::a"},
+        "gw1": {"rss_mb": 1.0, "test": None},  # between its tests
+    }
