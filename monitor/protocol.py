@@ -20,7 +20,7 @@ Kinds sent by clients (fields in brackets are optional):
             daemon honours it even when the session dies before its finish).
             Reply ``ready`` {"monitor_pid": int, ["session": str]} or ``error``.
 ``batch``   BODY = [seq, [record, ...]]: ``seq`` counts the sender's batches from 0, so that a
-            resent batch is taken once.  A record is the list of :data:`RECORD_FIELDS`.  No
+            resent batch is taken once.  A record is the list of ``RECORD_FIELDS``.  No
             reply (fire and forget, the hot path); records of the wrong shape are counted as
             rejected, the others kept.
 ``crash``   BODY = {"nodeid": str|bytes, "worker": str|None, ["time": float],
@@ -58,6 +58,23 @@ import re
 from typing import Any, NamedTuple, Optional
 
 import msgpack
+
+from .record import (  # noqa: F401 - re-exported: the record is part of the wire
+    CALL,
+    CPU,
+    N_FIELDS,
+    NODEID,
+    OUTCOME,
+    RECORD_FIELDS,
+    RSS_END,
+    RSS_PEAK,
+    RSS_START,
+    SETUP,
+    START,
+    STOP,
+    TEARDOWN,
+    WALL,
+)
 
 VERSION = 1
 
@@ -108,39 +125,21 @@ ERROR_NAMES = {
     E_INTERNAL: "internal",
 }
 
-#: Positions of one test record, as the plugin builds it on the measured path.
-RECORD_FIELDS = (
-    "nodeid",  # bytes
-    "start",  # wall-clock time.time() when the test protocol began
-    "stop",  # wall-clock time.time() when it ended
-    "setup",  # pytest's report.duration of the setup phase, seconds (None if not run)
-    "call",  # ... of the call phase
-    "teardown",  # ... of the teardown phase
-    "outcome",  # passed | failed | skipped | error | xfailed | xpassed
-    "rss_start",  # bytes, or None where no boundary counter is readable
-    "rss_peak",  # bytes: the kernel's peak RSS between the test's boundaries, or None
-    "rss_end",  # bytes, or None
-    "cpu",  # process CPU seconds used by the test
-    "wall",  # wall seconds over the same interval as cpu
-)
-N_FIELDS = len(RECORD_FIELDS)
-
-# Named positions of RECORD_FIELDS: plain ints, so reading ``rec[RSS_PEAK]`` costs what ``rec[8]``
-# does. Every reader and writer of a record uses these, never a bare index.
-(
-    NODEID,
-    START,
-    STOP,
-    SETUP,
-    CALL,
-    TEARDOWN,
-    OUTCOME,
-    RSS_START,
-    RSS_PEAK,
-    RSS_END,
-    CPU,
-    WALL,
-) = range(N_FIELDS)
+# One test record, as the plugin builds it on the measured path: a list whose positions are
+# named in pytest_perfmon.monitor.record (plain ints, so ``rec[RSS_PEAK]`` costs what ``rec[8]``
+# does; every reader and writer uses the names, never a bare index):
+#   NODEID     bytes (str accepted)
+#   START      wall-clock time.time() when the test protocol began
+#   STOP       wall-clock time.time() when it ended
+#   SETUP      pytest's report.duration of the setup phase, seconds (None if not run)
+#   CALL       ... of the call phase
+#   TEARDOWN   ... of the teardown phase
+#   OUTCOME    passed | failed | skipped | error | xfailed | xpassed
+#   RSS_START  bytes, or None where no boundary counter is readable
+#   RSS_PEAK   bytes: the kernel's peak RSS between the test's boundaries, or None
+#   RSS_END    bytes, or None
+#   CPU        process CPU seconds used by the test
+#   WALL       wall seconds over the same interval as CPU
 
 #: Record fields that are a number >= 0 or None.
 OPTIONAL_AMOUNTS = (SETUP, CALL, TEARDOWN, RSS_START, RSS_PEAK, RSS_END, CPU, WALL)

@@ -20,7 +20,8 @@ Modules, each with one set of dependencies:
 - ``book``: the daemon's sessions, journaling, sampling, closing (psutil through ``sampler``);
 - ``core``: the ROUTER server and its message handlers (zmq);
 - ``status`` and ``metrics``: the live view, as text and as Prometheus metrics;
-- ``client``: one request to a running daemon; ``rebuild``: reports from a journal;
+- ``client``: one request to a running daemon; ``curve``: CURVE keys for both sides;
+- ``rebuild``: reports from a journal;
 - ``cli``: the command line.
 """
 

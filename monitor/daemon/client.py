@@ -11,27 +11,9 @@ import zmq
 from .. import protocol as P
 from ..server import ipc_path, is_ipv6
 from .common import DaemonError, NoDaemon
+from .curve import connect as curve_client
 
 REQUEST_TIMEOUT = 5.0
-
-
-def curve_client(sock: Any, secret: Optional[str], server: Optional[str]) -> None:
-    if not secret and not server:
-        return
-    import zmq.auth
-
-    if not (secret and server):
-        raise DaemonError("CURVE needs both --curve-secret-key and --curve-server-key")
-    try:
-        public, secret_key = zmq.auth.load_certificate(secret)
-        server_key, _ = zmq.auth.load_certificate(server)
-    except (OSError, ValueError) as exc:
-        raise DaemonError(f"cannot load CURVE keys: {exc}") from None
-    if not secret_key:
-        raise DaemonError(f"{secret} holds no secret key")
-    sock.curve_secretkey = secret_key
-    sock.curve_publickey = public
-    sock.curve_serverkey = server_key
 
 
 def request(

@@ -12,7 +12,7 @@ from .. import __version__, server
 from .. import protocol as P
 from .. import sampler as S
 from ..journal import Journal
-from . import metrics
+from . import curve, metrics
 from .book import SessionBook
 from .client import answers
 from .common import DaemonError, log, mb
@@ -67,25 +67,7 @@ class Daemon(server.RouterServer):
 
     # -- set-up ---------------------------------------------------------------------------
     def use_curve(self, secret_file: str, clients_dir: str) -> None:
-        import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
-
-        if not zmq.has("curve"):
-            raise DaemonError("this libzmq has no CURVE support")
-        if not os.path.isdir(clients_dir):
-            raise DaemonError(f"--curve-client-keys: {clients_dir} is not a directory")
-        try:
-            public, secret = zmq.auth.load_certificate(secret_file)
-        except (OSError, ValueError) as exc:
-            raise DaemonError(f"--curve-secret-key: cannot load {secret_file}: {exc}") from None
-        if not secret:
-            raise DaemonError(f"--curve-secret-key: {secret_file} holds no secret key")
-        self.auth = ThreadAuthenticator(self.ctx)
-        self.auth.start()
-        self.auth.configure_curve(domain="*", location=clients_dir)
-        self.sock.curve_secretkey = secret
-        self.sock.curve_publickey = public
-        self.sock.curve_server = True
+        self.auth = curve.serve(self.ctx, self.sock, secret_file, clients_dir)
 
     def bind(self) -> None:
         path = server.ipc_path(self.endpoint)
