@@ -3,6 +3,8 @@
     perfmon report performance_metrics.json --top 10
     perfmon compare baseline.json current.json --fail-on-regression
     perfmon merge perf-*.json -o combined.json
+    perfmon html performance_metrics.json -o perf.html
+    perfmon export performance_metrics.json --format openmetrics -o perf.prom
 
 Exit status: 0 fine; 1 regression (``compare --fail-on-regression`` only); 2 bad input or usage.
 On GitHub Actions, ``report`` and ``compare`` append their Markdown to ``$GITHUB_STEP_SUMMARY``
@@ -18,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from . import __version__, analysis
+from . import about, analysis
 from .analysis import Comparison, ReportError, Threshold
 from .render import (
     DEFAULT_CPU_PERCENT,
@@ -185,6 +187,26 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_html(args: argparse.Namespace) -> int:
+    from .html import write_html
+
+    report = analysis.load_report(args.file)
+    try:
+        write_html(report, args.output)
+    except OSError as e:
+        raise ReportError(f"{args.output}: cannot write ({e.strerror or e})") from None
+    print(f"perfmon: wrote {args.output} ({len(report['tests'])} test(s))")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import EXPORTS
+
+    report = analysis.load_report(args.file)
+    _emit(EXPORTS[args.format](report), args.output)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- argparse
 
 
@@ -196,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2 bad input (missing file, not JSON, not a perfmon report, other schema_version) "
         "or bad usage.",
     )
-    parser.add_argument("--version", action="version", version=f"perfmon {__version__}")
+    about.add_version_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     gha = "When GITHUB_STEP_SUMMARY is set, the Markdown version is also appended to that file."
@@ -316,6 +338,38 @@ def build_parser() -> argparse.ArgumentParser:
         "job labels (NAME/job).",
     )
     p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser(
+        "html",
+        help="one self-contained HTML page: headline figures, test table, charts",
+        description="Write one HTML file that works offline (scripts, styles and the uPlot "
+        "charting library inline): headline figures, a sortable and filterable table of the "
+        "tests, a timeline per worker, memory over time per worker with the concurrent peak "
+        "marked, and CPU against duration.",
+    )
+    p.add_argument("file", metavar="FILE", help="a perfmon report (single run or merged)")
+    p.add_argument("-o", "--output", required=True, metavar="HTML", help="the page to write")
+    p.set_defaults(func=cmd_html)
+
+    p = sub.add_parser(
+        "export",
+        help="github-action-benchmark JSON, OpenMetrics text or CSV",
+        description="Convert a report for other tools: 'github-action-benchmark' is the "
+        "customSmallerIsBetter JSON of benchmark-action/github-action-benchmark (duration, "
+        "memory peak and memory delta per test); 'openmetrics' is text for the node-exporter "
+        "textfile collector or a Pushgateway; 'csv' is one row per test.",
+    )
+    p.add_argument("file", metavar="FILE", help="a perfmon report (single run or merged)")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("github-action-benchmark", "openmetrics", "csv"),
+        help="the output format",
+    )
+    p.add_argument(
+        "-o", "--output", metavar="FILE", help="write the output to FILE instead of stdout"
+    )
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 import zmq
 
+from .. import about, server
 from .. import protocol as P
-from .. import server
 from .client import REQUEST_TIMEOUT, request
 from .common import PROG, DaemonError, log, setup_logging
 
@@ -132,6 +132,7 @@ def parser() -> argparse.ArgumentParser:
         description="A long-running pytest-perfmon monitor that many pytest runs report into. "
         "Commands: run (default), status, stop, rebuild.",
     )
+    about.add_version_option(ap)
     sub = ap.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="run the daemon in the foreground (the default command)")
     run.add_argument(
@@ -248,9 +249,10 @@ def cmd_client(args: argparse.Namespace) -> int:
 
 def main(argv: Optional[list] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+    own = ("-h", "--help", "--version")  # options of perfmon-daemon itself, not of run
+    if not argv or argv[0].startswith("-") and argv[0] not in own:
         argv.insert(0, "run")
-    elif argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    elif argv[0] not in COMMANDS and argv[0] not in own:
         print(
             f"{PROG}: error: unknown command {argv[0]!r} (commands: {', '.join(COMMANDS)})",
             file=sys.stderr,
