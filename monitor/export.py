@@ -1,0 +1,245 @@
+"""Exports of a perfmon report for the dashboards teams already run (``perfmon export``).
+
+- ``github-action-benchmark``: the ``customSmallerIsBetter`` JSON list that
+  benchmark-action/github-action-benchmark reads: ``{"name", "unit", "value", "extra"}`` per test
+  and metric (duration in s, peak memory and memory growth in MB).
+- ``openmetrics``: OpenMetrics text (gauges in base units, ending ``# EOF``) for the node-exporter
+  textfile collector or a Pushgateway. No timestamps (the textfile collector refuses them).
+- ``csv``: one row per test, empty cells for values that were not measured.
+
+Standard library only. Each function takes a report that passed
+:func:`pytest_perfmon.monitor.analysis.check_report` and returns the text to write.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+MIB = 1048576
+
+#: Outcomes whose figures are not a measurement of the test's work (left out of the benchmark
+#: export: a skipped test "gets faster" by being skipped; a crashed one has no end).
+NOT_MEASURED = ("skipped", "crashed")
+
+CSV_COLUMNS = (
+    "test",
+    "job",
+    "worker",
+    "outcome",
+    "start",
+    "duration",
+    "setup_time",
+    "call_time",
+    "teardown_time",
+    "cpu_percent",
+    "memory_start_mb",
+    "memory_peak_mb",
+    "memory_end_mb",
+    "memory_delta_mb",
+)
+
+
+def _num(v: Any) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _mem(test: dict, key: str) -> Optional[float]:
+    mem = test.get("memory")
+    return _num(mem.get(key)) if isinstance(mem, dict) else None
+
+
+def _tests(report: dict) -> Iterator[tuple[str, dict]]:
+    for key, test in report["tests"].items():
+        if isinstance(test, dict):
+            yield key, test
+
+
+# --------------------------------------------------------------------------- benchmark JSON
+
+BENCH_METRICS: tuple[tuple[str, str, Callable[[dict], Optional[float]]], ...] = (
+    ("duration", "s", lambda t: _num(t.get("duration"))),
+    ("memory peak", "MB", lambda t: _mem(t, "peak_mb")),
+    ("memory delta", "MB", lambda t: _mem(t, "delta_mb")),
+)
+
+
+def github_action_benchmark(report: dict) -> str:
+    """``customSmallerIsBetter`` entries: ``"<test> - <metric>"``, then the session's duration."""
+    entries = []
+    for key, test in _tests(report):
+        if test.get("outcome") in NOT_MEASURED:
+            continue
+        extra = f"outcome: {test.get('outcome')}; worker: {test.get('worker')}"
+        for metric, unit, get in BENCH_METRICS:
+            value = get(test)
+            if value is not None:
+                entries.append(
+                    {"name": f"{key} - {metric}", "unit": unit, "value": value, "extra": extra}
+                )
+    session = report.get("session") or {}
+    duration = _num(session.get("duration"))
+    if duration is not None:
+        entries.append({"name": "session - duration", "unit": "s", "value": duration})
+    return json.dumps(entries, indent=2, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------- OpenMetrics
+
+
+def _label(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: Any) -> str:
+    parts = [f'{k}="{_label(v)}"' for k, v in labels.items() if v is not None]
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _value(v: float) -> str:
+    return repr(float(v))
+
+
+class _Family:
+    def __init__(self, name: str, help_text: str, unit: str = "") -> None:
+        self.name, self.help, self.unit = name, help_text, unit
+        self.samples: list[str] = []
+
+    def add(self, value: Optional[float], **labels: Any) -> None:
+        if value is not None:
+            self.samples.append(f"{self.name}{_labels(**labels)} {_value(value)}")
+
+    def lines(self) -> list[str]:
+        if not self.samples:
+            return []
+        out = [f"# TYPE {self.name} gauge"]
+        if self.unit:
+            out.append(f"# UNIT {self.name} {self.unit}")
+        out.append(f"# HELP {self.name} {self.help}")
+        return out + self.samples
+
+
+def _scaled(v: Optional[float], factor: float) -> Optional[float]:
+    return None if v is None else v * factor
+
+
+def openmetrics(report: dict) -> str:
+    """Gauges per test (``test``, ``worker``, ``outcome`` and, when merged, ``job`` labels),
+    per worker and for the session, in seconds, bytes and ratios."""
+    duration = _Family("perfmon_test_duration_seconds", "setup + call + teardown", "seconds")
+    cpu = _Family("perfmon_test_cpu_ratio", "process CPU time / wall time of the test", "ratio")
+    peak = _Family("perfmon_test_memory_peak_bytes", "peak RSS during the test", "bytes")
+    delta = _Family("perfmon_test_memory_delta_bytes", "RSS at the end minus the start", "bytes")
+    for key, test in _tests(report):
+        labels = {
+            "test": key,
+            "worker": test.get("worker"),
+            "outcome": test.get("outcome"),
+            "job": test.get("job") or test.get("session"),
+        }
+        duration.add(_num(test.get("duration")), **labels)
+        cpu.add(_scaled(_num(test.get("cpu_percent")), 0.01), **labels)
+        peak.add(_scaled(_mem(test, "peak_mb"), MIB), **labels)
+        delta.add(_scaled(_mem(test, "delta_mb"), MIB), **labels)
+
+    worker_peak = _Family("perfmon_worker_peak_rss_bytes", "highest RSS of the worker", "bytes")
+    worker_busy = _Family(
+        "perfmon_worker_busy_seconds", "time the worker spent in tests", "seconds"
+    )
+    for wid, w in (report.get("workers") or {}).items():
+        if isinstance(w, dict):
+            worker_peak.add(_scaled(_num(w.get("peak_rss_mb")), MIB), worker=wid)
+            worker_busy.add(_num(w.get("busy_time")), worker=wid)
+
+    session = report.get("session") or {}
+    summary = report.get("summary") or {}
+    s_duration = _Family("perfmon_session_duration_seconds", "wall time of the session", "seconds")
+    s_duration.add(_num(session.get("duration")))
+    s_tests = _Family("perfmon_session_tests", "tests in the report, by outcome")
+    for outcome, n in sorted((summary.get("outcomes") or {}).items()):
+        s_tests.add(_num(n), outcome=outcome)
+    s_dropped = _Family("perfmon_session_records_dropped", "test records known to be lost")
+    s_dropped.add(_num(session.get("records_dropped")))
+    s_eff = _Family(
+        "perfmon_session_parallel_efficiency_ratio",
+        "sum of test durations / (wall time x workers)",
+        "ratio",
+    )
+    s_eff.add(_num(summary.get("parallel_efficiency")))
+    concurrent = report.get("concurrent_memory_peak")
+    s_conc = _Family(
+        "perfmon_session_concurrent_memory_peak_bytes",
+        "highest sum of the workers' RSS at one moment",
+        "bytes",
+    )
+    if isinstance(concurrent, dict):
+        s_conc.add(_scaled(_num(concurrent.get("total_rss_mb")), MIB))
+
+    lines: list[str] = []
+    for fam in (
+        duration,
+        cpu,
+        peak,
+        delta,
+        worker_peak,
+        worker_busy,
+        s_duration,
+        s_tests,
+        s_dropped,
+        s_eff,
+        s_conc,
+    ):
+        lines.extend(fam.lines())
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def _cell(v: Any) -> Any:
+    return "" if v is None else v
+
+
+def csv_text(report: dict) -> str:
+    """One row per test, columns :data:`CSV_COLUMNS`; ``start`` in seconds since the epoch."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for key, test in _tests(report):
+        writer.writerow(
+            [
+                _cell(v)
+                for v in (
+                    key,
+                    test.get("job") or test.get("session"),
+                    test.get("worker"),
+                    test.get("outcome"),
+                    _num(test.get("start")),
+                    _num(test.get("duration")),
+                    _num(test.get("setup_time")),
+                    _num(test.get("call_time")),
+                    _num(test.get("teardown_time")),
+                    _num(test.get("cpu_percent")),
+                    _mem(test, "start_mb"),
+                    _mem(test, "peak_mb"),
+                    _mem(test, "end_mb"),
+                    _mem(test, "delta_mb"),
+                )
+            ]
+        )
+    return buf.getvalue()
+
+
+EXPORTS: dict[str, Callable[[dict], str]] = {
+    "github-action-benchmark": github_action_benchmark,
+    "openmetrics": openmetrics,
+    "csv": csv_text,
+}

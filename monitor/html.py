@@ -1,0 +1,340 @@
+"""One self-contained HTML page for a perfmon report (``perfmon html``, ``--perf-html``).
+
+The page works offline: its styles, its script, the report's data and the vendored uPlot
+charting library (MIT, ``htmlassets/uPlot.LICENSE``) are all inline, and a Content-Security-Policy
+forbids any fetch. It shows the headline figures, a sortable and filterable test table
+(virtualised: only the rows in view are in the DOM), a timeline per worker, memory over time per
+worker with the concurrent peak marked, and CPU against duration.
+
+Standard library only; nothing here runs while tests are measured::
+
+    from pytest_perfmon.monitor.html import write_html
+    write_html(report, "perf.html")
+"""
+
+from __future__ import annotations
+
+import html as _html
+import json
+import os
+import re
+from datetime import datetime
+from typing import Any, Optional
+
+from . import __version__
+from .report import atomic_text
+
+ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "htmlassets")
+OUTCOMES = ("passed", "failed", "error", "crashed", "xfailed", "xpassed", "skipped")
+
+# Positions in a row of DATA.rows (the page's script uses the same numbers).
+ROW_FIELDS = (
+    "test",
+    "lane",
+    "start",
+    "duration",
+    "setup",
+    "call",
+    "teardown",
+    "cpu",
+    "mem_start",
+    "mem_peak",
+    "mem_end",
+    "mem_delta",
+    "outcome",
+)
+
+
+def _num(v: Any) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return v if v == v and v not in (float("inf"), float("-inf")) else None
+
+
+def _epoch(text: Any) -> Optional[float]:
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _group(test: dict) -> str:
+    """The run a test belongs to: its job (merged report) or its daemon session, else ''."""
+    g = test.get("job") or test.get("session") or ""
+    return g if isinstance(g, str) else ""
+
+
+def _blocks(report: dict, group: str) -> dict:
+    """The session/workers/concurrent_memory_peak blocks that describe ``group``."""
+    if group:
+        for key in ("jobs", "sessions"):
+            block = (report.get(key) or {}).get(group)
+            if isinstance(block, dict):
+                return block
+        return {}
+    return report
+
+
+def page_data(report: dict) -> dict:
+    """Everything the page's script draws, in compact rows (10,000 tests stay a few MB)."""
+    tests = [(k, t) for k, t in report["tests"].items() if isinstance(t, dict)]
+    lanes: dict[tuple[str, str], int] = {}
+    lane_tests: dict[int, list[int]] = {}
+    rows: list[list[Any]] = []
+    outcome_index = {o: i for i, o in enumerate(OUTCOMES)}
+    outcomes = list(OUTCOMES)
+    for key, t in tests:
+        worker = t.get("worker")
+        lane_key = (_group(t), worker if isinstance(worker, str) else "?")
+        lane = lanes.setdefault(lane_key, len(lanes))
+        lane_tests.setdefault(lane, []).append(len(rows))
+        mem = t.get("memory") if isinstance(t.get("memory"), dict) else {}
+        outcome = str(t.get("outcome"))
+        if outcome not in outcome_index:
+            outcome_index[outcome] = len(outcomes)
+            outcomes.append(outcome)
+        rows.append(
+            [
+                key,
+                lane,
+                _num(t.get("start")),
+                _num(t.get("duration")),
+                _num(t.get("setup_time")),
+                _num(t.get("call_time")),
+                _num(t.get("teardown_time")),
+                _num(t.get("cpu_percent")),
+                _num(mem.get("start_mb")),
+                _num(mem.get("peak_mb")),
+                _num(mem.get("end_mb")),
+                _num(mem.get("delta_mb")),
+                outcome_index[outcome],
+            ]
+        )
+
+    # Times relative to the start of each run (a merged report's jobs each from their own start).
+    # A lane whose tests lack start times is laid end to end in report order, and flagged.
+    t0: dict[str, float] = {}
+    for (group, _), lane in lanes.items():
+        starts = [rows[i][2] for i in lane_tests[lane] if rows[i][2] is not None]
+        if starts:
+            t0[group] = min(t0.get(group, starts[0]), *starts)
+    lane_list = []
+    for (group, worker), lane in lanes.items():
+        idx = lane_tests[lane]
+        known = all(rows[i][2] is not None for i in idx) and group in t0
+        clock = 0.0
+        for i in idx:
+            if known:
+                rows[i][2] = round(rows[i][2] - t0[group], 6)
+            else:
+                rows[i][2] = round(clock, 6)
+                clock += rows[i][3] or 0.0
+        wblock = ((_blocks(report, group).get("workers") or {}).get(worker)) or {}
+        if not wblock and group:  # daemon combined reports key workers LABEL::wid
+            wblock = (report.get("workers") or {}).get(f"{group}::{worker}") or {}
+        lane_list.append(
+            {
+                "name": f"{group} {worker}".strip(),
+                "group": group,
+                "worker": worker,
+                "starts_known": known,
+                "peak_rss_mb": _num(wblock.get("peak_rss_mb")),
+                "busy_time": _num(wblock.get("busy_time")),
+                "idle_time": _num(wblock.get("idle_time")),
+            }
+        )
+
+    peaks = []
+    for group in sorted({g for g, _ in lanes}):
+        cp = _blocks(report, group).get("concurrent_memory_peak")
+        when = _epoch(cp.get("time")) if isinstance(cp, dict) else None
+        if when is None or group not in t0 or _num(cp.get("total_rss_mb")) is None:
+            continue
+        at = []
+        for wid, w in (cp.get("workers") or {}).items():
+            if isinstance(w, dict):
+                lane = lanes.get((group, wid))
+                at.append(
+                    {
+                        "worker": wid,
+                        "lane": lane,
+                        "rss_mb": _num(w.get("rss_mb")),
+                        "test": w.get("test") if isinstance(w.get("test"), str) else None,
+                    }
+                )
+        peaks.append(
+            {
+                "group": group,
+                "t": round(when - t0[group], 6),
+                "total_rss_mb": _num(cp.get("total_rss_mb")),
+                "workers": at,
+            }
+        )
+
+    return {
+        "fields": ROW_FIELDS,
+        "rows": rows,
+        "lanes": lane_list,
+        "outcomes": outcomes,
+        "peaks": peaks,
+        "merged": any(g for g, _ in lanes),
+    }
+
+
+def _fmt_s(v: Optional[float]) -> str:
+    if v is None:
+        return "n/a"
+    if v < 1:
+        return f"{v * 1000:.1f} ms"
+    if v < 120:
+        return f"{v:.2f} s"
+    return f"{int(v // 60)} min {v % 60:.0f} s"
+
+
+def _fmt_mb(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{v:,.1f} MB"
+
+
+def headline(report: dict) -> tuple[list[dict], list[str]]:
+    """The figures at the top of the page ``[{label, value, note}]`` and its warnings."""
+    session = report.get("session") or {}
+    summary = report.get("summary") or {}
+    tests = {k: t for k, t in report["tests"].items() if isinstance(t, dict)}
+    outcomes = summary.get("outcomes") or {}
+    cards = [
+        {
+            "label": "Tests",
+            "value": f"{len(tests):,}",
+            "note": ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())),
+        },
+        {
+            "label": "Wall time",
+            "value": _fmt_s(_num(session.get("duration"))),
+            "note": "sum over jobs" if report.get("jobs") else "of the perfmon session",
+        },
+        {
+            "label": "Time in tests",
+            "value": _fmt_s(_num(summary.get("total_duration"))),
+            "note": f"average {_fmt_s(_num(summary.get('avg_duration')))}",
+        },
+    ]
+    workers = report.get("workers") or {}
+    eff = _num(summary.get("parallel_efficiency"))
+    cards.append(
+        {
+            "label": "Workers",
+            "value": str(len(workers) or len({t.get("worker") for t in tests.values()})),
+            "note": "parallel efficiency n/a" if eff is None else f"parallel efficiency {eff:.0%}",
+        }
+    )
+    durations = [(t["duration"], k) for k, t in tests.items() if _num(t.get("duration"))]
+    if durations:
+        d, k = max(durations)
+        cards.append({"label": "Slowest test", "value": _fmt_s(d), "note": k})
+    deltas = [
+        (t["memory"]["delta_mb"], k)
+        for k, t in tests.items()
+        if isinstance(t.get("memory"), dict) and _num(t["memory"].get("delta_mb"))
+    ]
+    if deltas:
+        d, k = max(deltas)
+        cards.append({"label": "Largest memory growth", "value": _fmt_mb(d), "note": k})
+    cp = report.get("concurrent_memory_peak")
+    if isinstance(cp, dict) and _num(cp.get("total_rss_mb")) is not None:
+        cards.append(
+            {
+                "label": "Concurrent memory peak",
+                "value": _fmt_mb(cp["total_rss_mb"]),
+                "note": "the workers' RSS added up, at its highest",
+            }
+        )
+    else:
+        peaks = [_num(w.get("peak_rss_mb")) for w in workers.values() if isinstance(w, dict)]
+        peaks = [p for p in peaks if p is not None]
+        if peaks:
+            cards.append(
+                {"label": "Peak RSS", "value": _fmt_mb(max(peaks)), "note": "highest worker"}
+            )
+    warnings = []
+    if session.get("aborted"):
+        warnings.append("The session was aborted: the report holds the tests that finished.")
+    if session.get("possibly_incomplete"):
+        warnings.append(
+            "Possibly incomplete: a process died before its last tests were acknowledged."
+        )
+    dropped = _num(session.get("records_dropped"))
+    if dropped:
+        warnings.append(f"{int(dropped)} test record(s) were sent and lost.")
+    warnings.extend(str(w) for w in session.get("warnings") or [])
+    return cards, warnings
+
+
+def _asset(name: str) -> str:
+    with open(os.path.join(ASSETS, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _inline_script(text: str) -> str:
+    # "</script" (any case) would end the element early; "<!--" would start script-data escapes
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
+def render(report: dict, title: Optional[str] = None) -> str:
+    """The page as one string."""
+    session = report.get("session") or {}
+    system = report.get("system") or {}
+    cards, warnings = headline(report)
+    data = page_data(report)
+    data["cards"] = cards
+    data["warnings"] = warnings
+    data["meta"] = {
+        "timestamp": session.get("timestamp"),
+        "perfmon_version": session.get("perfmon_version") or __version__,
+        "pytest_version": session.get("pytest_version"),
+        "python_version": system.get("python_version"),
+        "platform": " ".join(
+            str(system[k]) for k in ("platform", "platform_release", "machine") if system.get(k)
+        ),
+        "cpu_count": system.get("cpu_count"),
+        "memory_total_mb": system.get("memory_total_mb"),
+        "sample_interval": (session.get("measurement") or {}).get("sample_interval"),
+        "memory_method": (session.get("measurement") or {}).get("memory"),
+    }
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    payload = payload.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    title = title or f"pytest-perfmon report {session.get('timestamp') or ''}".strip()
+    parts = {
+        "{{title}}": _html.escape(title),
+        "{{uplot_css}}": _asset("uPlot.min.css"),
+        "{{uplot_license}}": _html.escape(_asset("uPlot.LICENSE")),
+        "{{css}}": _asset("report.css"),
+        "{{data}}": payload,
+        "{{uplot_js}}": _inline_script(_asset("uPlot.iife.min.js")),
+        "{{js}}": _inline_script(_asset("report.js")),
+    }
+    page = _asset("report.html")
+    out = []
+    # one pass over the template: a placeholder's text is never searched again
+    pattern = re.compile("|".join(re.escape(k) for k in parts))
+    pos = 0
+    for m in pattern.finditer(page):
+        out.append(page[pos : m.start()])
+        out.append(parts[m.group(0)])
+        pos = m.end()
+    out.append(page[pos:])
+    return "".join(out)
+
+
+def write_html(report: dict, path: str, history: Any = None) -> None:
+    """Write the page for ``report`` (a checked report dict) to ``path``, atomically.
+
+    ``history`` is reserved for the trend charts of the history issue (``--db``), not built yet:
+    it must be None. Raises OSError when ``path`` cannot be written.
+    """
+    if history is not None:
+        raise NotImplementedError("trend charts from a history database are not built yet")
+    text = render(report)
+    with atomic_text(path) as f:
+        f.write(text)

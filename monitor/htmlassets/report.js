@@ -1,0 +1,485 @@
+/* pytest-perfmon HTML report: draws the inline data (no network, no dependencies but uPlot). */
+(function () {
+  "use strict";
+  var DATA = JSON.parse(document.getElementById("perfmon-data").textContent);
+  var ROWS = DATA.rows, LANES = DATA.lanes, OUTCOMES = DATA.outcomes;
+  // row positions (html.py ROW_FIELDS)
+  var TEST = 0, LANE = 1, START = 2, DUR = 3, SETUP = 4, CALL = 5, TEARDOWN = 6, CPU = 7,
+    MSTART = 8, MPEAK = 9, MEND = 10, MDELTA = 11, OUTCOME = 12;
+  var css = getComputedStyle(document.documentElement);
+  var OUTCOME_COLOR = OUTCOMES.map(function (o) {
+    return css.getPropertyValue("--" + o).trim() || "#57606a";
+  });
+  var PALETTE = ["#0969da", "#cf222e", "#2da44e", "#8250df", "#bc4c00", "#1b7c83", "#bf3989",
+    "#9a6700", "#6e7781", "#116329", "#0550ae", "#a40e26"];
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    return e;
+  }
+  function fmtS(v) {
+    if (v == null) return "n/a";
+    if (v === 0) return "0 s";
+    if (v < 1) return (v * 1000).toFixed(1) + " ms";
+    return v.toFixed(v < 100 ? 2 : 0) + " s";
+  }
+  function axisS(u, vals) { return vals.map(function (v) { return v == null ? "" : fmtS(v); }); }
+  function fmtMB(v) { return v == null ? "n/a" : v.toFixed(1) + " MB"; }
+  function fmtPct(v) { return v == null ? "n/a" : v.toFixed(1) + " %"; }
+  function stop(r) { return r[START] + (r[DUR] || 0); }
+  function describe(r) {
+    return r[TEST] + "\n" + OUTCOMES[r[OUTCOME]] + " on " + LANES[r[LANE]].name +
+      ", started at " + fmtS(r[START]) + "\nduration " + fmtS(r[DUR]) + " (setup " +
+      fmtS(r[SETUP]) + ", call " + fmtS(r[CALL]) + ", teardown " + fmtS(r[TEARDOWN]) + ")" +
+      "\nCPU " + fmtPct(r[CPU]) + "\nmemory start " + fmtMB(r[MSTART]) + ", peak " +
+      fmtMB(r[MPEAK]) + ", end " + fmtMB(r[MEND]) + " (delta " + fmtMB(r[MDELTA]) + ")";
+  }
+  var tip = el("div", "tip");
+  tip.hidden = true;
+  document.body.appendChild(tip);
+  function showTip(text, x, y) {
+    tip.textContent = text;
+    tip.hidden = false;
+    var w = tip.offsetWidth, h = tip.offsetHeight;
+    tip.style.left = Math.max(4, Math.min(x + 14, innerWidth - w - 4)) + "px";
+    tip.style.top = (y + 14 + h > innerHeight ? y - h - 8 : y + 14) + "px";
+  }
+  function hideTip() { tip.hidden = true; }
+
+  // ------------------------------------------------------------------ headline
+  function drawHeadline() {
+    var m = DATA.meta, bits = [];
+    if (m.timestamp) bits.push("session " + m.timestamp);
+    if (m.platform) bits.push(m.platform);
+    if (m.python_version) bits.push("Python " + m.python_version);
+    if (m.pytest_version) bits.push("pytest " + m.pytest_version);
+    if (m.cpu_count) bits.push(m.cpu_count + " CPUs");
+    if (m.memory_total_mb) bits.push(Math.round(m.memory_total_mb) + " MB RAM");
+    bits.push("perfmon " + m.perfmon_version);
+    document.getElementById("meta").textContent = bits.join(" \u00b7 ");
+    var cards = document.getElementById("cards");
+    DATA.cards.forEach(function (c) {
+      var d = el("div", "card");
+      d.appendChild(el("div", "label", c.label));
+      d.appendChild(el("div", "value", c.value));
+      var n = el("div", "note", c.note || "\u00a0");
+      n.title = c.note || "";
+      d.appendChild(n);
+      cards.appendChild(d);
+    });
+    if (DATA.warnings.length) {
+      var w = document.getElementById("warnings");
+      DATA.warnings.forEach(function (t) { w.appendChild(el("p", null, t)); });
+      w.hidden = false;
+    }
+    var legend = document.getElementById("outcome-legend");
+    var seen = {};
+    ROWS.forEach(function (r) { seen[r[OUTCOME]] = true; });
+    OUTCOMES.forEach(function (o, i) {
+      if (!seen[i]) return;
+      var s = el("span");
+      var sw = el("i");
+      sw.style.background = OUTCOME_COLOR[i];
+      s.appendChild(sw);
+      s.appendChild(document.createTextNode(o));
+      legend.appendChild(s);
+    });
+  }
+
+  // ------------------------------------------------------------------ timeline (own canvas)
+  var LANE_H = 22, LANE_GAP = 6, LABEL_W = 110, AXIS_H = 22;
+  var byLane = LANES.map(function () { return []; });
+  ROWS.forEach(function (r, i) { byLane[r[LANE]].push(i); });
+  byLane.forEach(function (idx) {
+    idx.sort(function (a, b) { return ROWS[a][START] - ROWS[b][START]; });
+  });
+  var tMax = 0;
+  ROWS.forEach(function (r) { tMax = Math.max(tMax, stop(r)); });
+  DATA.peaks.forEach(function (p) { tMax = Math.max(tMax, p.t); });
+  if (!(tMax > 0)) tMax = 1;
+
+  function niceStep(span, n) {
+    var raw = span / n, mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    var f = raw / mag;
+    return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * mag;
+  }
+
+  var timeline = document.getElementById("timeline"), tCanvas = timeline.querySelector("canvas");
+  function drawTimeline() {
+    var width = timeline.clientWidth || 800;
+    var height = AXIS_H + LANES.length * (LANE_H + LANE_GAP) + 4;
+    var dpr = window.devicePixelRatio || 1;
+    tCanvas.width = Math.round(width * dpr);
+    tCanvas.height = Math.round(height * dpr);
+    tCanvas.style.height = height + "px";
+    var g = tCanvas.getContext("2d");
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, width, height);
+    var plotW = width - LABEL_W - 8, sx = plotW / tMax;
+    g.font = "11px sans-serif";
+    g.textBaseline = "middle";
+    // axis
+    var step = niceStep(tMax, Math.max(2, Math.floor(plotW / 90)));
+    g.fillStyle = "#59636e";
+    g.strokeStyle = "#eef1f4";
+    for (var t = 0; t <= tMax + 1e-9; t += step) {
+      var x = LABEL_W + t * sx;
+      g.beginPath(); g.moveTo(x + 0.5, AXIS_H - 4); g.lineTo(x + 0.5, height); g.stroke();
+      g.fillText(fmtS(t), x + 2, AXIS_H / 2);
+    }
+    LANES.forEach(function (lane, li) {
+      var y = AXIS_H + li * (LANE_H + LANE_GAP);
+      g.fillStyle = "#f6f8fa";
+      g.fillRect(LABEL_W, y, plotW, LANE_H);
+      g.fillStyle = "#1f2328";
+      g.fillText(lane.name + (lane.starts_known ? "" : " *"), 4, y + LANE_H / 2, LABEL_W - 8);
+      var lastPx = -1, lastColor = -1;
+      byLane[li].forEach(function (i) {
+        var r = ROWS[i], x0 = LABEL_W + r[START] * sx, w = Math.max(1, (r[DUR] || 0) * sx);
+        // many sub-pixel tests in one pixel column: draw it once
+        var px = Math.floor(x0);
+        if (w <= 1 && px === lastPx && r[OUTCOME] === lastColor) return;
+        lastPx = px; lastColor = r[OUTCOME];
+        g.fillStyle = OUTCOME_COLOR[r[OUTCOME]];
+        g.fillRect(x0, y + 2, w, LANE_H - 4);
+        if (w > 3) { g.fillStyle = "rgba(255,255,255,0.7)"; g.fillRect(x0 + w - 1, y + 2, 1, LANE_H - 4); }
+      });
+    });
+    DATA.peaks.forEach(function (p) {
+      var x = LABEL_W + p.t * sx;
+      g.strokeStyle = "#cf222e";
+      g.setLineDash([4, 3]);
+      g.beginPath(); g.moveTo(x + 0.5, AXIS_H - 2); g.lineTo(x + 0.5, height); g.stroke();
+      g.setLineDash([]);
+    });
+    tCanvas._geom = { sx: sx, width: width };
+  }
+  function timelineHit(ev) {
+    var rect = tCanvas.getBoundingClientRect(), geom = tCanvas._geom;
+    var x = ev.clientX - rect.left, y = ev.clientY - rect.top;
+    var li = Math.floor((y - AXIS_H) / (LANE_H + LANE_GAP));
+    if (li < 0 || li >= LANES.length || x < LABEL_W) return null;
+    var t = (x - LABEL_W) / geom.sx, tol = 3 / geom.sx, idx = byLane[li];
+    // last test starting at or before t (+ tolerance), then its neighbours
+    var lo = 0, hi = idx.length - 1, best = -1;
+    while (lo <= hi) {
+      var mid = (lo + hi) >> 1;
+      if (ROWS[idx[mid]][START] <= t + tol) { best = mid; lo = mid + 1; } else hi = mid - 1;
+    }
+    var hit = null, dist = Infinity;
+    for (var k = Math.max(0, best - 2); k <= Math.min(idx.length - 1, best + 1); k++) {
+      var r = ROWS[idx[k]], d = t < r[START] ? r[START] - t : t > stop(r) ? t - stop(r) : 0;
+      if (d < dist) { dist = d; hit = r; }
+    }
+    return dist <= tol ? hit : null;
+  }
+  tCanvas.addEventListener("mousemove", function (ev) {
+    var r = timelineHit(ev);
+    if (r) showTip(describe(r), ev.clientX, ev.clientY); else hideTip();
+  });
+  tCanvas.addEventListener("mouseleave", hideTip);
+
+  // ------------------------------------------------------------------ memory (uPlot)
+  function buildMemory() {
+    // events: (time, series, value); one x slot per distinct time unless the series is taken
+    var ev = [], series = [];
+    LANES.forEach(function (lane, li) {
+      var s0 = series.length;
+      series.push({ label: lane.name + " RSS", lane: li, kind: "rss" });
+      series.push({ label: lane.name + " test peak", lane: li, kind: "peak" });
+      byLane[li].forEach(function (i) {
+        var r = ROWS[i];
+        if (r[MSTART] != null) ev.push([r[START], s0, r[MSTART]]);
+        if (r[MEND] != null) ev.push([stop(r), s0, r[MEND]]);
+        if (r[MPEAK] != null) { ev.push([r[START], s0 + 1, r[MPEAK]]); ev.push([stop(r), s0 + 1, r[MPEAK]]); }
+      });
+    });
+    ev.sort(function (a, b) { return a[0] - b[0]; });
+    var xs = [], cols = series.map(function () { return []; });
+    ev.forEach(function (e) {
+      var last = xs.length - 1;
+      if (last < 0 || xs[last] !== e[0] || cols[e[1]][last] != null) {
+        xs.push(last >= 0 && e[0] <= xs[last] ? xs[last] + 1e-6 : e[0]);
+        cols.forEach(function (c) { c.push(null); });
+        last++;
+      }
+      cols[e[1]][last] = e[2];
+    });
+    return { xs: xs, cols: cols, series: series };
+  }
+
+  function peakPlugin() {
+    return {
+      hooks: {
+        draw: function (u) {
+          var g = u.ctx;
+          DATA.peaks.forEach(function (p) {
+            var x = Math.round(u.valToPos(p.t, "x", true)), top = u.bbox.top, bot = top + u.bbox.height;
+            var y = u.valToPos(p.total_rss_mb, "y", true);
+            g.save();
+            g.strokeStyle = "#cf222e";
+            g.lineWidth = 1.5 * devicePixelRatio;
+            g.setLineDash([5 * devicePixelRatio, 4 * devicePixelRatio]);
+            g.beginPath(); g.moveTo(x, top); g.lineTo(x, bot); g.stroke();
+            g.setLineDash([]);
+            g.fillStyle = "#cf222e";
+            g.font = 11 * devicePixelRatio + "px sans-serif";
+            var label = "concurrent peak " + fmtMB(p.total_rss_mb) + (p.group ? " (" + p.group + ")" : "");
+            var tw = g.measureText(label).width;
+            var lx = x + tw + 8 > u.bbox.left + u.bbox.width ? x - tw - 6 : x + 6;
+            g.fillText(label, lx, Math.max(top + 12 * devicePixelRatio, Math.min(y, bot - 4)));
+            if (y >= top && y <= bot) { g.beginPath(); g.arc(x, y, 4 * devicePixelRatio, 0, 7); g.fill(); }
+            g.restore();
+          });
+        },
+      },
+    };
+  }
+
+  function chartWidth(id) { return document.getElementById(id).clientWidth || 800; }
+
+  var memPlot = null, cpuPlot = null;
+  function drawMemory() {
+    var m = buildMemory(), cap = document.getElementById("memory-caption");
+    var peakMax = 0;
+    DATA.peaks.forEach(function (p) { peakMax = Math.max(peakMax, p.total_rss_mb || 0); });
+    cap.textContent = "Per worker, what the report holds: the RSS at each test's start and end " +
+      "(solid line) and the peak RSS within each test, drawn across the test (dashed). The report " +
+      "has no continuous memory series; between tests the line is interpolated." +
+      (DATA.peaks.length ? " The red line marks the concurrent peak: the moment the workers' RSS " +
+        "added up to the most (its value is on the y axis when it fits)." : "") +
+      (DATA.merged ? " Each job's times count from its own start." : "");
+    var series = [{ label: "time (s)", value: function (u, v) { return v == null ? "" : fmtS(v); } }];
+    m.series.forEach(function (s) {
+      var color = PALETTE[s.lane % PALETTE.length];
+      series.push({
+        label: s.label, stroke: color, width: s.kind === "rss" ? 1.5 : 1,
+        dash: s.kind === "peak" ? [4, 3] : undefined, spanGaps: true,
+        points: { show: false },
+        value: function (u, v) { return v == null ? "" : fmtMB(v); },
+      });
+    });
+    var opts = {
+      width: chartWidth("memory"), height: 300, series: series, plugins: [peakPlugin()],
+      scales: { x: { time: false }, y: { range: function (u, lo, hi) { return [0, Math.max(hi, peakMax) * 1.08 || 1]; } } },
+      axes: [{ values: axisS },
+        { values: function (u, v) { return v.map(function (x) { return x + " MB"; }); }, size: 70 }],
+      legend: { live: true },
+      cursor: { drag: { x: true, y: false } },
+    };
+    memPlot = new uPlot(opts, [m.xs].concat(m.cols), document.getElementById("memory"));
+    var pd = document.getElementById("peak-detail");
+    if (DATA.peaks.length) {
+      pd.textContent = DATA.peaks.map(function (p) {
+        return "Concurrent peak " + fmtMB(p.total_rss_mb) + " at " + fmtS(p.t) +
+          (p.group ? " of " + p.group : "") + ": " + p.workers.map(function (w) {
+            return w.worker + " " + fmtMB(w.rss_mb) + (w.test ? " in " + w.test : " (idle)");
+          }).join("; ");
+      }).join("\n");
+    } else {
+      pd.textContent = "No concurrent peak in this report (it is measured when tests run in more than one worker).";
+    }
+  }
+
+  function drawCpu() {
+    var pts = ROWS.map(function (r, i) { return i; }).filter(function (i) {
+      return ROWS[i][DUR] != null && ROWS[i][CPU] != null;
+    });
+    pts.sort(function (a, b) { return ROWS[a][DUR] - ROWS[b][DUR]; });
+    var xs = pts.map(function (i) { return Math.max(ROWS[i][DUR], 1e-6); });
+    var used = [];
+    ROWS.forEach(function (r) { used[r[OUTCOME]] = true; });
+    var series = [{ label: "duration", value: function (u, v) { return v == null ? "" : fmtS(v); } }];
+    var cols = [];
+    OUTCOMES.forEach(function (o, oi) {
+      if (!used[oi]) return;
+      cols.push(pts.map(function (i) { return ROWS[i][OUTCOME] === oi ? ROWS[i][CPU] : null; }));
+      series.push({
+        label: o, stroke: OUTCOME_COLOR[oi], paths: function () { return null; },
+        points: { show: true, size: 5, fill: OUTCOME_COLOR[oi], width: 0 },
+        value: function (u, v) { return v == null ? "" : fmtPct(v); },
+      });
+    });
+    var hover = document.getElementById("cpu-hover");
+    var opts = {
+      width: chartWidth("cpu"), height: 280, series: series,
+      scales: { x: { time: false, distr: 3 }, y: { range: function (u, lo, hi) { return [0, Math.max(100, hi || 0) * 1.05]; } } },
+      axes: [{ values: axisS },
+        { values: function (u, v) { return v.map(function (x) { return x + " %"; }); }, size: 60 }],
+      cursor: { drag: { x: true, y: false } },
+      hooks: {
+        setCursor: [function (u) {
+          var i = u.cursor.idx;
+          hover.textContent = i == null ? "\u00a0" : ROWS[pts[i]][TEST] + ": " + fmtS(ROWS[pts[i]][DUR]) +
+            ", CPU " + fmtPct(ROWS[pts[i]][CPU]) + " (" + OUTCOMES[ROWS[pts[i]][OUTCOME]] + ")";
+        }],
+      },
+    };
+    if (!pts.length) {
+      document.getElementById("cpu").textContent = "No test has both a duration and a CPU figure.";
+      return;
+    }
+    cpuPlot = new uPlot(opts, [xs].concat(cols), document.getElementById("cpu"));
+  }
+
+  // ------------------------------------------------------------------ table (virtualised)
+  var COLS = [
+    { key: TEST, label: "Test", text: true, width: "34%", fmt: null },
+    { key: LANE, label: "Worker", text: true, width: "8%", fmt: function (v) { return LANES[v].name; } },
+    { key: OUTCOME, label: "Outcome", text: true, width: "8%", fmt: null },
+    { key: DUR, label: "Duration s", fmt: 4 },
+    { key: SETUP, label: "Setup s", fmt: 4 },
+    { key: CALL, label: "Call s", fmt: 4 },
+    { key: TEARDOWN, label: "Teardown s", fmt: 4 },
+    { key: CPU, label: "CPU %", fmt: 1 },
+    { key: MSTART, label: "Mem start MB", fmt: 1 },
+    { key: MPEAK, label: "Mem peak MB", fmt: 1 },
+    { key: MDELTA, label: "Mem \u0394 MB", fmt: 1 },
+    { key: START, label: "Start s", fmt: 3 },
+  ];
+  var ROW_H = 24, OVERSCAN = 12;
+  var view = ROWS.map(function (r, i) { return i; }), sortCol = DUR, sortDir = -1;
+  var wrap = document.getElementById("table-wrap"), body = document.getElementById("table-body");
+  var head = document.getElementById("table-head");
+  var laneNames = LANES.map(function (l) { return l.name.toLowerCase(); });
+  var lowerNames = null;
+
+  function buildHead() {
+    COLS.forEach(function (c) {
+      var th = el("th", c.text ? "text" : null, c.label);
+      if (c.width) th.style.width = c.width;
+      th.dataset.key = c.key;
+      th.addEventListener("click", function () {
+        if (sortCol === c.key) sortDir = -sortDir;
+        else { sortCol = c.key; sortDir = c.text ? 1 : -1; }
+        applyView();
+      });
+      head.appendChild(th);
+    });
+    var sel = document.getElementById("outcome-filter");
+    OUTCOMES.forEach(function (o, i) {
+      if (!ROWS.some(function (r) { return r[OUTCOME] === i; })) return;
+      var opt = el("option", null, o);
+      opt.value = String(i);
+      sel.appendChild(opt);
+    });
+  }
+
+  function sortKey(i) {
+    var v = ROWS[i][sortCol];
+    if (sortCol === LANE) return laneNames[v];
+    if (sortCol === OUTCOME) return OUTCOMES[v];
+    return v;
+  }
+
+  function applyView() {
+    var q = document.getElementById("filter").value.trim().toLowerCase();
+    var oSel = document.getElementById("outcome-filter").value;
+    var o = oSel === "" ? -1 : Number(oSel);
+    if (q && !lowerNames) lowerNames = ROWS.map(function (r) { return r[TEST].toLowerCase(); });
+    view = [];
+    for (var i = 0; i < ROWS.length; i++) {
+      var r = ROWS[i];
+      if (o >= 0 && r[OUTCOME] !== o) continue;
+      if (q && lowerNames[i].indexOf(q) < 0 && laneNames[r[LANE]].indexOf(q) < 0 &&
+        OUTCOMES[r[OUTCOME]].indexOf(q) < 0) continue;
+      view.push(i);
+    }
+    var keys = new Array(ROWS.length);
+    view.forEach(function (i) { keys[i] = sortKey(i); });
+    view.sort(function (a, b) {
+      var x = keys[a], y = keys[b];
+      if (x == null || y == null) return x == null ? (y == null ? a - b : 1) : -1; // n/a last
+      if (x < y) return -sortDir;
+      if (x > y) return sortDir;
+      return a - b;
+    });
+    Array.prototype.forEach.call(head.children, function (th) {
+      if (Number(th.dataset.key) === sortCol) th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    });
+    document.getElementById("count").textContent = view.length === ROWS.length
+      ? ROWS.length.toLocaleString("en") + " tests"
+      : view.length.toLocaleString("en") + " of " + ROWS.length.toLocaleString("en") + " tests";
+    wrap.scrollTop = 0;
+    renderRows();
+  }
+
+  function spacer(h) {
+    var tr = el("tr", "spacer"), td = el("td");
+    td.colSpan = COLS.length;
+    td.style.height = h + "px";
+    tr.appendChild(td);
+    return tr;
+  }
+
+  function renderRows() {
+    var headH = head.offsetHeight || 28;
+    var first = Math.max(0, Math.floor((wrap.scrollTop - headH) / ROW_H) - OVERSCAN);
+    var count = Math.ceil(wrap.clientHeight / ROW_H) + 2 * OVERSCAN;
+    var last = Math.min(view.length, first + count);
+    var frag = document.createDocumentFragment();
+    if (first > 0) frag.appendChild(spacer(first * ROW_H));
+    for (var k = first; k < last; k++) {
+      var r = ROWS[view[k]], tr = el("tr");
+      COLS.forEach(function (c) {
+        var v = r[c.key], td;
+        if (c.key === TEST) {
+          td = el("td", "text test");
+          td.appendChild(el("span", null, v));
+          td.title = v;
+        } else if (c.key === OUTCOME) {
+          td = el("td", "text");
+          var b = el("span", "o", OUTCOMES[v]);
+          b.style.background = OUTCOME_COLOR[v];
+          td.appendChild(b);
+        } else if (typeof c.fmt === "function") {
+          td = el("td", "text", c.fmt(v));
+        } else {
+          td = el("td", null, v == null ? "n/a" : v.toFixed(c.fmt));
+        }
+        tr.appendChild(td);
+      });
+      tr.addEventListener("mouseenter", function () { tr.style.background = "#f6f8fa"; });
+      tr.addEventListener("mouseleave", function () { tr.style.background = ""; });
+      frag.appendChild(tr);
+    }
+    if (last < view.length) frag.appendChild(spacer((view.length - last) * ROW_H));
+    body.textContent = "";
+    body.appendChild(frag);
+  }
+
+  var pending = false;
+  wrap.addEventListener("scroll", function () {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(function () { pending = false; renderRows(); });
+  });
+  var filterTimer = null;
+  document.getElementById("filter").addEventListener("input", function () {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(applyView, ROWS.length > 2000 ? 120 : 0);
+  });
+  document.getElementById("outcome-filter").addEventListener("change", applyView);
+
+  // ------------------------------------------------------------------ start
+  drawHeadline();
+  buildHead();
+  applyView();
+  drawTimeline();
+  drawMemory();
+  drawCpu();
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () {
+      drawTimeline();
+      if (memPlot) memPlot.setSize({ width: chartWidth("memory"), height: 300 });
+      if (cpuPlot) cpuPlot.setSize({ width: chartWidth("cpu"), height: 280 });
+    }, 100);
+  });
+  window.perfmonReadyMs = performance.now();
+  document.body.setAttribute("data-ready", "1");
+})();

@@ -1,0 +1,168 @@
+"""perfmon export: github-action-benchmark JSON, OpenMetrics (checked by prometheus_client's
+parsers), CSV; bad input is one line and exit 2. All in-process (cli.main)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import os
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+from prometheus_client.parser import text_string_to_metric_families as prom_parse
+from pytest_perfmon.monitor import analysis, cli, export
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+MIB = 1048576
+
+
+@pytest.fixture
+def report() -> dict:
+    data = analysis.load_report(os.path.join(GOLDEN, "current.json"))
+    # an awkward node id: quotes, backslash, brackets and a comma reach every format intact
+    key = next(iter(data["tests"]))
+    data["tests"]['tests/t.py::test_q["a\\b",c]'] = copy.deepcopy(data["tests"][key])
+    analysis.check_report(data)
+    return data
+
+
+def _run(argv: list, capsys) -> tuple[int, str, str]:
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _write(tmp_path, report: dict) -> str:
+    path = str(tmp_path / "r.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(report, f)
+    return path
+
+
+def test_github_action_benchmark(report, tmp_path, capsys):
+    rc, out, err = _run(
+        ["export", _write(tmp_path, report), "--format", "github-action-benchmark"], capsys
+    )
+    assert rc == 0 and err == ""
+    entries = json.loads(out)
+    names = [e["name"] for e in entries]
+    assert len(names) == len(set(names))
+    for e in entries:  # the shape customSmallerIsBetter reads
+        assert isinstance(e["name"], str) and e["unit"] in ("s", "MB")
+        assert isinstance(e["value"], (int, float)) and not isinstance(e["value"], bool)
+    by_name = {e["name"]: e for e in entries}
+    t = report["tests"]["tests/test_cache.py::test_leak"]
+    assert by_name["tests/test_cache.py::test_leak - duration"]["value"] == t["duration"]
+    assert by_name["tests/test_cache.py::test_leak - memory peak"]["value"] == 75.0
+    assert by_name["tests/test_cache.py::test_leak - memory delta"]["value"] == 31.0
+    assert by_name["session - duration"]["value"] == report["session"]["duration"]
+    skipped = [k for k, t in report["tests"].items() if t["outcome"] == "skipped"]
+    assert skipped and not any(n.startswith(skipped[0] + " - ") for n in names)
+
+
+def test_openmetrics_parses_and_matches(report, tmp_path, capsys):
+    path = _write(tmp_path, report)
+    out_path = str(tmp_path / "perf.prom")
+    rc, out, err = _run(["export", path, "--format", "openmetrics", "-o", out_path], capsys)
+    assert rc == 0 and out == "" and err == ""
+    with open(out_path, encoding="utf-8") as f:
+        text = f.read()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f for f in om_parse(text)}  # raises on any malformed line
+    dur = families["perfmon_test_duration_seconds"]
+    assert dur.type == "gauge" and dur.unit == "seconds"
+    by_test = {s.labels["test"]: s for s in dur.samples}
+    assert set(by_test) == set(report["tests"])
+    assert by_test['tests/t.py::test_q["a\\b",c]'].value == pytest.approx(
+        report["tests"]['tests/t.py::test_q["a\\b",c]']["duration"]
+    )
+    leak = report["tests"]["tests/test_cache.py::test_leak"]
+    peak = {s.labels["test"]: s.value for s in families["perfmon_test_memory_peak_bytes"].samples}
+    assert peak["tests/test_cache.py::test_leak"] == leak["memory"]["peak_mb"] * MIB
+    cpu = {s.labels["test"]: s.value for s in families["perfmon_test_cpu_ratio"].samples}
+    assert cpu["tests/test_cache.py::test_leak"] == pytest.approx(leak["cpu_percent"] / 100)
+    outcomes = {s.labels["outcome"]: s.value for s in families["perfmon_session_tests"].samples}
+    assert outcomes == report["summary"]["outcomes"]
+    w = families["perfmon_worker_peak_rss_bytes"].samples
+    assert [(s.labels["worker"], s.value) for s in w] == [("main", 75.0 * MIB)]
+    # the node-exporter textfile collector reads the Prometheus text format: that parser too
+    names = {f.name for f in prom_parse(text)}
+    assert "perfmon_test_duration_seconds" in names
+
+
+def test_openmetrics_merged_report_labels_jobs(report, tmp_path, capsys):
+    a, b = _write(tmp_path, report), str(tmp_path / "b.json")
+    with open(b, "w", encoding="utf-8") as f:
+        json.dump(report, f)
+    merged = str(tmp_path / "m.json")
+    assert cli.main(["merge", a, b, "--label", "py39", "--label", "py312", "-o", merged]) == 0
+    capsys.readouterr()
+    rc, out, _ = _run(["export", merged, "--format", "openmetrics"], capsys)
+    assert rc == 0
+    fam = {f.name: f for f in om_parse(out)}["perfmon_test_duration_seconds"]
+    assert {s.labels["job"] for s in fam.samples} == {"py39", "py312"}
+    assert len(fam.samples) == 2 * len(report["tests"])
+
+
+def test_csv(report, tmp_path, capsys):
+    rc, out, _ = _run(["export", _write(tmp_path, report), "--format", "csv"], capsys)
+    assert rc == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == list(export.CSV_COLUMNS)
+    by_test = {r["test"]: r for r in rows}
+    assert set(by_test) == set(report["tests"])
+    leak = by_test["tests/test_cache.py::test_leak"]
+    assert float(leak["memory_delta_mb"]) == 31.0 and leak["outcome"] == "passed"
+    assert leak["start"] == "" and leak["job"] == ""  # not in this report: empty, not "None"
+
+
+def test_null_figures_are_left_out(report, tmp_path, capsys):
+    t = report["tests"]["tests/test_cache.py::test_leak"]
+    t["memory"] = {"start_mb": None, "peak_mb": None, "end_mb": None, "delta_mb": None}
+    t["cpu_percent"] = None
+    path = _write(tmp_path, report)
+    _, out, _ = _run(["export", path, "--format", "github-action-benchmark"], capsys)
+    names = [e["name"] for e in json.loads(out)]
+    assert "tests/test_cache.py::test_leak - duration" in names
+    assert "tests/test_cache.py::test_leak - memory peak" not in names
+    _, out, _ = _run(["export", path, "--format", "openmetrics"], capsys)
+    fams = {f.name: f for f in om_parse(out)}
+    assert "tests/test_cache.py::test_leak" not in {
+        s.labels["test"] for s in fams["perfmon_test_memory_peak_bytes"].samples
+    }
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such file"),
+        ("{not json", "not JSON"),
+        ('{"schema_version": 1}', "not a perfmon report"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, content, message):
+    path = str(tmp_path / "r.json")
+    if content is not None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(content)
+    rc, out, err = _run(["export", path, "--format", "csv"], capsys)
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("perfmon: error: ") and message in err
+
+
+def test_unwritable_output_is_one_line_exit_2(report, tmp_path, capsys):
+    target = str(tmp_path / "no-such-dir" / "out.csv")
+    rc, out, err = _run(
+        ["export", _write(tmp_path, report), "--format", "csv", "-o", target], capsys
+    )
+    assert rc == 2 and out == ""
+    assert err.count("\n") == 1 and "cannot write" in err and "Traceback" not in err
+
+
+def test_unknown_format_is_a_usage_error(report, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["export", _write(tmp_path, report), "--format", "xml"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
