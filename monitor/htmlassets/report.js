@@ -127,7 +127,7 @@
     for (var t = 0; t <= tMax + 1e-9; t += step) {
       var x = LABEL_W + t * sx;
       g.beginPath(); g.moveTo(x + 0.5, AXIS_H - 4); g.lineTo(x + 0.5, height); g.stroke();
-      g.fillText(fmtS(t), x + 2, AXIS_H / 2);
+      if (x + 40 < width) g.fillText(fmtS(t), x + 2, AXIS_H / 2);
     }
     LANES.forEach(function (lane, li) {
       var y = AXIS_H + li * (LANE_H + LANE_GAP);
@@ -217,20 +217,27 @@
           var g = u.ctx;
           DATA.peaks.forEach(function (p) {
             var x = Math.round(u.valToPos(p.t, "x", true)), top = u.bbox.top, bot = top + u.bbox.height;
-            var y = u.valToPos(p.total_rss_mb, "y", true);
             g.save();
             g.strokeStyle = "#cf222e";
             g.lineWidth = 1.5 * devicePixelRatio;
             g.setLineDash([5 * devicePixelRatio, 4 * devicePixelRatio]);
             g.beginPath(); g.moveTo(x, top); g.lineTo(x, bot); g.stroke();
             g.setLineDash([]);
+            // each worker's RSS at that moment, in its colour
+            p.workers.forEach(function (w) {
+              if (w.rss_mb == null || w.lane == null) return;
+              var y = u.valToPos(w.rss_mb, "y", true);
+              g.fillStyle = PALETTE[w.lane % PALETTE.length];
+              g.strokeStyle = "#fff";
+              g.lineWidth = 1.5 * devicePixelRatio;
+              g.beginPath(); g.arc(x, y, 4.5 * devicePixelRatio, 0, 7); g.fill(); g.stroke();
+            });
             g.fillStyle = "#cf222e";
             g.font = 11 * devicePixelRatio + "px sans-serif";
-            var label = "concurrent peak " + fmtMB(p.total_rss_mb) + (p.group ? " (" + p.group + ")" : "");
+            var label = "concurrent peak: " + fmtMB(p.total_rss_mb) + " together" + (p.group ? " (" + p.group + ")" : "");
             var tw = g.measureText(label).width;
             var lx = x + tw + 8 > u.bbox.left + u.bbox.width ? x - tw - 6 : x + 6;
-            g.fillText(label, lx, Math.max(top + 12 * devicePixelRatio, Math.min(y, bot - 4)));
-            if (y >= top && y <= bot) { g.beginPath(); g.arc(x, y, 4 * devicePixelRatio, 0, 7); g.fill(); }
+            g.fillText(label, lx, top + 12 * devicePixelRatio);
             g.restore();
           });
         },
@@ -243,13 +250,11 @@
   var memPlot = null, cpuPlot = null;
   function drawMemory() {
     var m = buildMemory(), cap = document.getElementById("memory-caption");
-    var peakMax = 0;
-    DATA.peaks.forEach(function (p) { peakMax = Math.max(peakMax, p.total_rss_mb || 0); });
     cap.textContent = "Per worker, what the report holds: the RSS at each test's start and end " +
       "(solid line) and the peak RSS within each test, drawn across the test (dashed). The report " +
       "has no continuous memory series; between tests the line is interpolated." +
       (DATA.peaks.length ? " The red line marks the concurrent peak: the moment the workers' RSS " +
-        "added up to the most (its value is on the y axis when it fits)." : "") +
+        "added up to the most; the dots on it are each worker's RSS then." : "") +
       (DATA.merged ? " Each job's times count from its own start." : "");
     var series = [{ label: "time (s)", value: function (u, v) { return v == null ? "" : fmtS(v); } }];
     m.series.forEach(function (s) {
@@ -263,7 +268,7 @@
     });
     var opts = {
       width: chartWidth("memory"), height: 300, series: series, plugins: [peakPlugin()],
-      scales: { x: { time: false }, y: { range: function (u, lo, hi) { return [0, Math.max(hi, peakMax) * 1.08 || 1]; } } },
+      scales: { x: { time: false }, y: { range: function (u, lo, hi) { return [0, hi * 1.12 || 1]; } } },
       axes: [{ values: axisS },
         { values: function (u, v) { return v.map(function (x) { return x + " MB"; }); }, size: 70 }],
       legend: { live: true },
@@ -480,6 +485,15 @@
       if (cpuPlot) cpuPlot.setSize({ width: chartWidth("cpu"), height: 280 });
     }, 100);
   });
+  // for tests and the curious: where row i's bar is on the screen (client coordinates)
+  window.perfmon = {
+    rows: ROWS.length,
+    timelinePoint: function (i) {
+      var r = ROWS[i], rect = tCanvas.getBoundingClientRect(), geom = tCanvas._geom;
+      return { x: rect.left + LABEL_W + (r[START] + (r[DUR] || 0) / 2) * geom.sx,
+        y: rect.top + AXIS_H + r[LANE] * (LANE_H + LANE_GAP) + LANE_H / 2 };
+    },
+  };
   window.perfmonReadyMs = performance.now();
   document.body.setAttribute("data-ready", "1");
 })();

@@ -1,0 +1,442 @@
+"""perfmon html: the self-contained page. The page's data and escaping are checked in-process;
+what it draws is checked in headless Chromium (Debian's /usr/bin/chromium, Playwright).
+
+Without Chromium the browser tests skip with the reason, except with CI=true, where they fail.
+PERFMON_SCREENSHOTS=DIR also saves screenshots of the page there (docs/img is made that way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import time
+
+import pytest
+from pytest_perfmon.monitor import analysis, cli
+from pytest_perfmon.monitor.html import OUTCOMES, ROW_FIELDS, page_data, render, write_html
+from pytest_perfmon.monitor.report import iso
+
+CHROMIUM = "/usr/bin/chromium"
+T0 = 1_750_000_000.0
+SCREENSHOTS = os.environ.get("PERFMON_SCREENSHOTS")
+
+
+def synthetic_report(n: int, workers: int = 3, seed: int = 1) -> dict:
+    """A valid report of ``n`` tests run back to back on ``workers`` xdist workers."""
+    rnd = random.Random(seed)
+    clock = [T0 + 0.05 * w for w in range(workers)]
+    rss = [40.0 + 3 * w for w in range(workers)]
+    tests, spans = {}, []
+    weights = (0.86, 0.04, 0.01, 0.0, 0.03, 0.01, 0.05)
+    modules = [f"tests/test_{m}.py" for m in ("api", "cache", "parser", "db", "cli", "render")]
+    for i in range(n):
+        w = min(range(workers), key=lambda k: clock[k])
+        duration = round(rnd.lognormvariate(-3.0, 1.3), 6)
+        outcome = rnd.choices(OUTCOMES, weights)[0]
+        grow = round(rnd.expovariate(0.5), 3) if rnd.random() < 0.05 else 0.0
+        peak = round(rss[w] + grow + rnd.expovariate(0.3), 3)
+        start = clock[w]
+        nodeid = f"{modules[i % len(modules)]}::test_case_{i:05d}[p{i % 7}]"
+        tests[nodeid] = {
+            "duration": duration,
+            "setup_time": round(duration * 0.1, 6),
+            "call_time": round(duration * 0.85, 6),
+            "teardown_time": round(duration * 0.05, 6),
+            "memory": {
+                "start_mb": rss[w],
+                "peak_mb": peak,
+                "end_mb": round(rss[w] + grow, 3),
+                "delta_mb": grow,
+            },
+            "cpu_percent": round(min(100.0, rnd.random() * 100), 1),
+            "outcome": outcome,
+            "worker": f"gw{w}",
+            "pid": 1000 + w,
+            "start": round(start, 6),
+        }
+        spans.append((start, start + duration, w, peak, nodeid))
+        rss[w] = round(rss[w] + grow, 3)
+        clock[w] = start + duration + 0.001
+    wall = max(clock) - T0
+    # the concurrent peak: the moment (a test's start) where the running tests' peaks add up most
+    best = None
+    for s, _, _, _, _ in spans[: min(len(spans), 400)]:
+        running = {w: (p, k) for (a, b, w, p, k) in spans if a <= s < b}
+        total = sum(p for p, _ in running.values())
+        if best is None or total > best[0]:
+            best = (total, s, running)
+    assert best is not None
+    workers_block = {}
+    for w in range(workers):
+        mine = [t for t in tests.values() if t["worker"] == f"gw{w}"]
+        busy = sum(t["duration"] for t in mine)
+        workers_block[f"gw{w}"] = {
+            "pid": 1000 + w,
+            "tests": len(mine),
+            "busy_time": round(busy, 6),
+            "idle_time": round(max(0.0, wall - busy), 6),
+            "peak_rss_mb": max(t["memory"]["peak_mb"] for t in mine),
+        }
+    durations = [t["duration"] for t in tests.values()]
+    outcomes: dict = {}
+    for t in tests.values():
+        outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
+    report = {
+        "schema_version": 1,
+        "session": {
+            "duration": round(wall, 6),
+            "total_tests": n,
+            "timestamp": iso(T0),
+            "exit_status": 1,
+            "aborted": False,
+            "pytest_version": "8.3.0",
+            "perfmon_version": "0.1.0",
+            "collector": "monitor",
+            "measurement": {
+                "time": "pytest-report-durations",
+                "cpu": "process-cpu-time",
+                "memory": "proc-statm-at-boundaries",
+                "memory_peak": "kernel-peak-rss-reset-at-boundaries",
+                "sample_interval": 0.1,
+            },
+            "records_dropped": 0,
+        },
+        "system": {
+            "platform": "Linux",
+            "python_version": "3.12.4",
+            "cpu_count": 4,
+            "memory_total_mb": 16000.0,
+            "timestamp": iso(T0),
+        },
+        "tests": tests,
+        "summary": {
+            "total_duration": round(sum(durations), 6),
+            "avg_duration": round(sum(durations) / n, 6),
+            "max_duration": max(durations),
+            "min_duration": min(durations),
+            "avg_memory_delta_mb": 0.0,
+            "max_memory_delta_mb": max(t["memory"]["delta_mb"] for t in tests.values()),
+            "outcomes": outcomes,
+            "parallel_efficiency": round(sum(durations) / (wall * workers), 4),
+        },
+        "workers": workers_block,
+        "concurrent_memory_peak": {
+            "total_rss_mb": round(best[0], 3),
+            "time": iso(best[1]),
+            "workers": {f"gw{w}": {"rss_mb": p, "test": k} for w, (p, k) in best[2].items()},
+        },
+    }
+    analysis.check_report(report)
+    return report
+
+
+def _page_json(page: str) -> dict:
+    m = re.search(r'<script id="perfmon-data" type="application/json">(.*?)</script>', page, re.S)
+    assert m is not None
+    return json.loads(m.group(1))
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def test_page_is_self_contained():
+    page = render(synthetic_report(50))
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    # nothing that would load from elsewhere: no src/href to a URL, no @import, no url(...)
+    assert not re.search(r"""<(script|link|img|iframe)[^>]*\s(src|href)=""", page, re.I)
+    assert "@import" not in page and not re.search(r"url\(\s*['\"]?(https?:)?//", page)
+    assert page.count("<script") == 3  # data, uPlot, ours: all inline
+    assert "Leon Sorokin" in page  # uPlot's MIT notice travels with it
+
+
+def test_page_data_rows_and_relative_times():
+    report = synthetic_report(40, workers=2)
+    data = _page_json(render(report))
+    assert data["fields"] == list(ROW_FIELDS)
+    assert [r[0] for r in data["rows"]] == list(report["tests"])
+    starts = [r[2] for r in data["rows"]]
+    assert min(starts) == 0.0  # seconds from the run's first test
+    first = next(iter(report["tests"].values()))
+    assert data["rows"][0][3] == first["duration"]
+    assert [lane["name"] for lane in data["lanes"]] == ["gw0", "gw1"]
+    assert all(lane["starts_known"] for lane in data["lanes"])
+    (peak,) = data["peaks"]
+    assert peak["total_rss_mb"] == report["concurrent_memory_peak"]["total_rss_mb"]
+    assert 0 <= peak["t"] <= report["session"]["duration"]
+
+
+def test_tests_without_start_are_laid_end_to_end():
+    report = analysis.load_report(os.path.join(os.path.dirname(__file__), "golden", "current.json"))
+    data = page_data(report)
+    (lane,) = data["lanes"]
+    assert lane["starts_known"] is False
+    rows = data["rows"]
+    for a, b in zip(rows, rows[1:]):
+        assert b[2] == pytest.approx(a[2] + a[3])
+
+
+def test_merged_report_has_a_lane_per_job_and_worker(tmp_path, capsys):
+    paths = []
+    for label in ("linux", "macos"):
+        path = str(tmp_path / f"{label}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(synthetic_report(20, workers=2), f)
+        paths.append(path)
+    merged = str(tmp_path / "m.json")
+    assert cli.main(["merge", *paths, "-o", merged]) == 0
+    data = page_data(analysis.load_report(merged))
+    names = [lane["name"] for lane in data["lanes"]]
+    assert sorted(names) == ["linux gw0", "linux gw1", "macos gw0", "macos gw1"]
+    assert {p["group"] for p in data["peaks"]} == {"linux", "macos"}
+    assert data["merged"] is True
+    capsys.readouterr()
+
+
+def test_hostile_node_id_cannot_end_the_script():
+    report = synthetic_report(5)
+    evil = "tests/t.py::test_x[</script><script>alert(1)</script><!--]"
+    report["tests"][evil] = dict(next(iter(report["tests"].values())))
+    page = render(report)
+    assert page.count("</script>") == 3 and "alert(1)</script>" not in page
+    assert _page_json(page)["rows"][-1][0] == evil
+
+
+def test_history_is_not_built_yet(tmp_path):
+    with pytest.raises(NotImplementedError):
+        write_html(synthetic_report(3), str(tmp_path / "p.html"), history=object())
+    assert not os.listdir(tmp_path)
+
+
+def test_cli_html_writes_the_page(tmp_path, capsys):
+    src = str(tmp_path / "r.json")
+    with open(src, "w", encoding="utf-8") as f:
+        json.dump(synthetic_report(12), f)
+    out = str(tmp_path / "perf.html")
+    assert cli.main(["html", src, "-o", out]) == 0
+    assert capsys.readouterr().out == f"perfmon: wrote {out} (12 test(s))\n"
+    with open(out, encoding="utf-8") as f:
+        assert len(_page_json(f.read())["rows"]) == 12
+    assert sorted(os.listdir(tmp_path)) == ["perf.html", "r.json"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(None, "no such file"), ("[1, 2", "not JSON"), ('{"schema_version": 9}', "schema_version")],
+)
+def test_cli_html_bad_input(tmp_path, capsys, content, message):
+    src = str(tmp_path / "r.json")
+    if content is not None:
+        with open(src, "w", encoding="utf-8") as f:
+            f.write(content)
+    assert cli.main(["html", src, "-o", str(tmp_path / "p.html")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err
+    assert not os.path.exists(tmp_path / "p.html")
+
+
+def test_cli_html_unwritable_output(tmp_path, capsys):
+    src = str(tmp_path / "r.json")
+    with open(src, "w", encoding="utf-8") as f:
+        json.dump(synthetic_report(3), f)
+    assert cli.main(["html", src, "-o", str(tmp_path / "missing" / "p.html")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "cannot write" in err
+
+
+# --------------------------------------------------------------------------- in Chromium
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class Page:
+    """One report opened in a fresh page, with its console errors and network requests."""
+
+    def __init__(self, browser, report: dict, tmp_path, name: str = "perf.html") -> None:
+        self.path = str(tmp_path / name)
+        write_html(report, self.path)
+        self.errors: list = []
+        self.requests: list = []
+        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.ctx.new_page()
+        self.page.set_default_timeout(15_000)
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.goto("file://" + self.path)
+        self.page.wait_for_selector("body[data-ready='1']")
+
+    def first_cells(self, column: int, n: int = 5) -> list:
+        return self.page.eval_on_selector_all(
+            "#table-body tr:not(.spacer)",
+            f"rows => rows.slice(0, {n}).map(r => r.children[{column}].textContent)",
+        )
+
+    def count(self) -> str:
+        return self.page.text_content("#count") or ""
+
+    def wait_count(self, test: str) -> None:
+        """Wait until the table's count line passes ``test`` (a JS expression over ``c``)."""
+        self.page.wait_for_function(
+            f"() => {{ const c = document.getElementById('count').textContent; return {test}; }}"
+        )
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+INK = """sel => { const c = document.querySelector(sel); const g = c.getContext('2d');
+  const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
+  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return [c.width, c.height, n]; }"""
+
+
+@pytest.fixture(scope="module")
+def small(browser, tmp_path_factory):
+    report = synthetic_report(300, workers=3)
+    page = Page(browser, report, tmp_path_factory.mktemp("small"))
+    yield report, page
+    page.close()
+
+
+def test_opens_without_errors_or_fetches(small):
+    _, p = small
+    assert p.errors == []
+    assert p.requests == ["file://" + p.path]
+
+
+@pytest.mark.parametrize("selector", ["#timeline canvas", "#memory canvas", "#cpu canvas"])
+def test_each_chart_draws(small, selector):
+    _, p = small
+    width, height, inked = p.page.evaluate(INK, selector)
+    assert width > 100 and height > 50
+    assert inked > 500  # pixels drawn, not an empty canvas
+
+
+def test_headline_and_concurrent_peak(small):
+    report, p = small
+    cards = p.page.text_content("#cards") or ""
+    assert "300" in cards and "Concurrent memory peak" in cards
+    detail = p.page.text_content("#peak-detail") or ""
+    total = report["concurrent_memory_peak"]["total_rss_mb"]
+    assert f"Concurrent peak {total:.1f} MB" in detail
+
+
+def test_table_sorts(small):
+    report, p = small
+    tests = report["tests"]
+    by_duration = sorted(tests, key=lambda k: -tests[k]["duration"])
+    assert p.first_cells(0, 3) == by_duration[:3]  # default: slowest first
+    p.page.click("#table-head th:has-text('Test')")
+    assert p.first_cells(0, 3) == sorted(tests)[:3]
+    assert p.page.get_attribute("#table-head th:has-text('Test')", "aria-sort") == "ascending"
+    p.page.click("#table-head th:has-text('Test')")
+    assert p.first_cells(0, 3) == sorted(tests, reverse=True)[:3]
+    p.page.click("#table-head th:has-text('Mem peak MB')")
+    peaks = sorted((t["memory"]["peak_mb"] for t in tests.values()), reverse=True)
+    assert [float(c) for c in p.first_cells(9, 3)] == [round(v, 1) for v in peaks[:3]]
+
+
+def test_table_filters(small):
+    report, p = small
+    p.page.fill("#filter", "test_cache.py")
+    expected = [k for k in report["tests"] if "test_cache.py" in k]
+    p.page.wait_for_function(
+        f"() => document.getElementById('count').textContent.startsWith('{len(expected)} of')"
+    )
+    assert p.count() == f"{len(expected)} of 300 tests"
+    assert all("test_cache.py" in c for c in p.first_cells(0, 20))
+    p.page.fill("#filter", "")
+    p.wait_count("c === '300 tests'")
+    failed = [k for k, t in report["tests"].items() if t["outcome"] == "failed"]
+    p.page.select_option("#outcome-filter", label="failed")
+    assert p.count() == f"{len(failed)} of 300 tests"
+    assert set(p.first_cells(2, 50)) == {"failed"}
+    p.page.select_option("#outcome-filter", value="")
+
+
+def test_only_rows_in_view_are_in_the_dom(small):
+    _, p = small
+    assert p.page.eval_on_selector_all("#table-body tr:not(.spacer)", "r => r.length") < 100
+    p.page.eval_on_selector("#table-wrap", "w => { w.scrollTop = w.scrollHeight; }")
+    p.page.wait_for_timeout(100)
+    last = p.page.eval_on_selector_all(
+        "#table-body tr:not(.spacer)", "r => r[r.length - 1].children[0].textContent"
+    )
+    assert last  # the end of the list is rendered after scrolling there
+
+
+def test_timeline_hover_shows_the_numbers(small):
+    report, p = small
+    tests = list(report["tests"])
+    i = max(range(len(tests)), key=lambda k: report["tests"][tests[k]]["duration"])
+    p.page.locator("#timeline").scroll_into_view_if_needed()
+    pt = p.page.evaluate(f"window.perfmon.timelinePoint({i})")
+    p.page.mouse.move(pt["x"], pt["y"])
+    tip = p.page.wait_for_selector(".tip:not([hidden])")
+    text = tip.text_content() or ""
+    assert tests[i] in text and "duration" in text and "peak" in text
+    if SCREENSHOTS:
+        p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report-hover.png"))
+
+
+def test_ten_thousand_tests_interactive_within_3_s(browser, tmp_path):
+    """The issue's requirement: a 10,000-test report is interactive within 3 s of opening."""
+    report = synthetic_report(10_000, workers=4)
+    t = time.monotonic()
+    p = Page(browser, report, tmp_path)
+    opened = time.monotonic() - t
+    try:
+        ready_ms = p.page.evaluate("window.perfmonReadyMs")  # from navigation start
+        t = time.monotonic()
+        p.page.click("#table-head th:has-text('Test')")
+        first = p.first_cells(0, 1)
+        sort_s = time.monotonic() - t
+        t = time.monotonic()
+        p.page.fill("#filter", "test_case_0999")
+        p.page.wait_for_function(
+            "() => document.getElementById('count').textContent.includes(' of ')"
+        )
+        filter_s = time.monotonic() - t
+        print(
+            f"\n10,000 tests: ready {ready_ms:.0f} ms after navigation start "
+            f"(open incl. writing {opened:.2f} s); sort {sort_s * 1000:.0f} ms; "
+            f"filter {filter_s * 1000:.0f} ms (incl. 120 ms debounce)"
+        )
+        assert first == [sorted(report["tests"])[0]]
+        assert p.count() == "10 of 10,000 tests"
+        assert p.errors == []
+        assert ready_ms < 3000 and sort_s < 3 and filter_s < 3
+        if SCREENSHOTS:
+            p.page.fill("#filter", "")
+            p.page.wait_for_function(
+                "() => document.getElementById('count').textContent === '10,000 tests'"
+            )
+            p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report-10k.png"), full_page=True)
+    finally:
+        p.close()
+
+
+def test_screenshot(small):
+    """Saved only with PERFMON_SCREENSHOTS=DIR; otherwise the page must still lay out."""
+    _, p = small
+    height = p.page.evaluate("document.body.scrollHeight")
+    assert height > 900
+    if SCREENSHOTS:
+        p.page.mouse.move(0, 0)
+        p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report.png"), full_page=True)
