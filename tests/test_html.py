@@ -18,7 +18,7 @@ from pytest_perfmon.monitor import analysis, cli
 from pytest_perfmon.monitor.html import OUTCOMES, ROW_FIELDS, page_data, render, write_html
 from pytest_perfmon.monitor.report import iso
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("PERFMON_CHROMIUM", "/usr/bin/chromium")
 T0 = 1_750_000_000.0
 SCREENSHOTS = os.environ.get("PERFMON_SCREENSHOTS")
 
