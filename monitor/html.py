@@ -297,9 +297,9 @@ def render(report: dict, title: Optional[str] = None) -> str:
         "platform": " ".join(
             str(system[k]) for k in ("platform", "platform_release", "machine") if system.get(k)
         ),
-        "cpu_count": system.get("cpu_count"),
-        "memory_total_mb": system.get("memory_total_mb"),
-        "sample_interval": (session.get("measurement") or {}).get("sample_interval"),
+        "cpu_count": _num(system.get("cpu_count")),
+        "memory_total_mb": _num(system.get("memory_total_mb")),
+        "sample_interval": _num((session.get("measurement") or {}).get("sample_interval")),
         "memory_method": (session.get("measurement") or {}).get("memory"),
     }
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)

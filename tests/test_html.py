@@ -455,13 +455,20 @@ def test_other_report_shapes_open_cleanly(browser, tmp_path, capsys):
     assert cli.main(["merge", *paths, "-o", merged]) == 0
     capsys.readouterr()
     golden = os.path.join(os.path.dirname(__file__), "golden", "current.json")
-    for name, src in (("merged.html", merged), ("old.html", golden)):
-        p = Page(browser, analysis.load_report(src), tmp_path, name)
+    empty = synthetic_report(1, workers=1)
+    empty.update(tests={}, workers={}, concurrent_memory_peak=None)
+    shapes = [
+        ("merged.html", analysis.load_report(merged), True),
+        ("old.html", analysis.load_report(golden), True),
+        ("empty.html", empty, False),  # no tests: nothing to draw, and no error either
+    ]
+    for name, report, charts in shapes:
+        p = Page(browser, report, tmp_path, name)
         try:
             assert p.errors == []
-            for sel in ("#timeline canvas", "#memory canvas", "#cpu canvas"):
-                assert p.page.evaluate(INK, sel)[2] > 100
-            rows = p.page.evaluate("window.perfmon.rows")
-            assert rows == len(analysis.load_report(src)["tests"])
+            if charts:
+                for sel in ("#timeline canvas", "#memory canvas", "#cpu canvas"):
+                    assert p.page.evaluate(INK, sel)[2] > 100
+            assert p.page.evaluate("window.perfmon.rows") == len(report["tests"])
         finally:
             p.close()
