@@ -52,6 +52,12 @@ class FakeItem:
         self.nodeid = nodeid
 
 
+class FakeResult:
+    """What pluggy sends back into a hookwrapper: the test protocol ran to its end."""
+
+    excinfo = None
+
+
 class FakeReport:
     __slots__ = ("when", "duration", "passed", "failed", "skipped")
 
@@ -67,6 +73,7 @@ ALL_NONE = "Measurer, all counters, no client"
 ALL_ZMQ = "Measurer, all counters, real Client -> ROUTER"
 ITEM = FakeItem("tests/test_generated_07.py::test_42")
 REPORTS = (FakeReport("setup"), FakeReport("call"), FakeReport("teardown"))
+RESULT = FakeResult()
 
 
 # --- a ROUTER that swallows everything ----------------------------------------------------------
@@ -162,7 +169,7 @@ def drive(m: Any) -> Callable[[int], None]:
             logreport(r2)
             logreport(r3)
             try:
-                gen.send(None)
+                gen.send(RESULT)
             except StopIteration:
                 pass
         # records kept in-process (no client) would pile up over the repetitions

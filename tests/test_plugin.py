@@ -109,37 +109,50 @@ def test_no_system_info_flag(run_perf, pytester):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--perf-cpu-interval=-1"], "must be > 0"),
+        (["--perf-cpu-interval=-1"], "must be at least 0.01"),
+        (["--perf-cpu-interval=0.001"], "must be at least 0.01"),
+        (["--perf-cpu-interval=1e-9"], "must be at least 0.01"),
         (["--perf-cpu-interval=abc"], "not a number"),
-        (["--perf-output=no/such/dir/x.json"], "does not exist"),
+        (["--perf-output=a_file/x.json"], "cannot create the directory"),
         (["--perf-daemon=tcp://localhost"], "not an endpoint"),
+        (["--perf-daemon=tcp://::1:5555"], "not an endpoint"),
         (["--perf-daemon=ipc://"], "not an endpoint"),
         (["--perf-daemon=udp://x:1"], "not an endpoint"),
     ],
 )
 def test_bad_options_are_usage_errors(pytester, args, message):
+    """One line on stderr, exit code 4 (in-process: nothing is spawned before the error)."""
     pytester.makepyfile("def test_one(): pass")
-    res = pytester.runpytest_subprocess("--perf-monitor", *args, timeout=60)
+    (pytester.path / "a_file").write_text("not a directory")
+    res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--perf-monitor", *args)
     assert res.ret == pytest.ExitCode.USAGE_ERROR
-    err = res.stderr.str()
-    assert message in err
-    assert "Traceback" not in err + res.stdout.str()
+    err = [line for line in res.stderr.lines if line.strip()]
+    assert any(message in line for line in err), err
+    assert "Traceback" not in res.stderr.str() + res.stdout.str()
 
 
 def test_bad_ini_interval_is_a_usage_error(pytester):
     pytester.makepyfile("def test_one(): pass")
-    pytester.makeini("[pytest]\nperf_cpu_interval = -3\n")
-    res = pytester.runpytest_subprocess("--perf-monitor", timeout=60)
+    pytester.makeini("[pytest]\nperf_cpu_interval = 0.005\n")
+    res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--perf-monitor")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
-    assert "perf_cpu_interval" in res.stderr.str()
+    assert "perf_cpu_interval in the ini file: must be at least 0.01" in res.stderr.str()
     assert "Traceback" not in res.stderr.str() + res.stdout.str()
+
+
+def test_output_directories_are_created(run_perf, pytester):
+    """Like --junitxml: missing parent directories of --perf-output are made."""
+    pytester.makepyfile("def test_one(): pass")
+    run = run_perf(output="reports/nested/perf.json")
+    assert run.ret == 0, run.text
+    assert run.report["session"]["total_tests"] == 1
 
 
 CHECK_IMPORTS = '''
 import sys, os
 
 def test_nothing_heavy_loaded():
-    heavy = [m for m in ("zmq", "msgpack", "psutil", "pytest_perfmon._runtime") if m in sys.modules]
+    heavy = [m for m in ("zmq", "msgpack", "psutil", "pytest_perfmon._roles") if m in sys.modules]
     assert heavy == []
     kids = []
     for task in os.listdir("/proc/self/task"):
@@ -157,17 +170,19 @@ def test_off_by_default_imports_and_spawns_nothing(pytester):
     assert not (pytester.path / "performance_metrics.json").exists()
 
 
-def test_help_imports_nothing_heavy():
+def test_help_imports_nothing_heavy(tmp_path):
     code = (
         "import sys, pytest, contextlib, io\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
         "    pytest.main(['--help', '-p', 'no:cacheprovider'])\n"
         "assert '--perf-monitor' in out.getvalue()\n"
         "assert '--perf-cpu-interval' in out.getvalue()\n"
+        "assert 'at least 0.01' in ' '.join(out.getvalue().split())\n"
         "print([m for m in ('zmq', 'msgpack', 'psutil') if m in sys.modules])\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+        cwd=tmp_path,  # not our own tests/conftest.py, which imports the monitor package
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -1,0 +1,211 @@
+"""The end of a session, for the process that owns it (plain pytest, or the xdist controller).
+
+The session ends in two steps, so that the collector writes the report while pytest does its own
+end-of-session work (other plugins' sessionfinish, the terminal summary): ``begin_finish`` (from
+pytest_sessionfinish, tryfirst) sends ``finish``; ``complete`` waits for ``done`` just before our
+terminal summary (trylast), or in pytest_unconfigure without a terminal. Whenever the collector
+cannot write the report, the plugin writes it from its own measurements (``fallback``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+import pytest
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import report as R
+
+from ._client import Client
+from ._handle import JoinedDaemon, SpawnedMonitor
+from ._settings import Settings
+
+_time = time.time
+
+DONE_TIMEOUT = 120.0  # the collector writing the report (100k tests take a few seconds)
+
+
+class SessionOwner:
+    """Finishes the session through the collector, or writes the report itself; warns."""
+
+    def __init__(
+        self, settings: Settings, handle: SpawnedMonitor | JoinedDaemon, client: Optional[Client]
+    ) -> None:
+        self.settings = settings
+        self.handle = handle
+        self.client = client
+        self.session_id = uuid.uuid4().hex
+        self.start = _time()
+        self.warnings: list = []
+        if handle.problem:
+            self.warnings.append(handle.problem)
+        self.info: dict = {}
+        self.finishing = False
+        self.completed = False
+        self.report: Optional[dict] = None
+        self.report_path: Optional[str] = None
+        self.warned = 0  # warnings already shown in the terminal summary
+        #: Builds the fallback report's data from the role's own measurements.
+        self.collect: Callable[[], R.RunData] = R.RunData
+        self.possibly_incomplete = False
+        #: The collector took our connection at the start: its loss later is worth a warning.
+        self.joined = False
+
+    def problem(self) -> str:
+        client = self.client
+        return (client.problem if client is not None else None) or self.handle.describe()
+
+    def usable(self) -> bool:
+        """Can the collector still take our data? (main thread only)"""
+        client = self.client
+        if client is None or not client.alive or not self.handle.alive():
+            return False
+        if client.gone():
+            client.problem = client.problem or "it closed the connection"
+            return False
+        return True
+
+    def session_info(self, exitstatus: Any) -> dict:
+        return {
+            "session": self.session_id,
+            "start": self.start,
+            "stop": _time(),
+            "exit_status": int(exitstatus),
+            "pytest_version": pytest.__version__,
+            "warnings": list(self.warnings),
+            # for a daemon, which writes each session's own report as well as its combined one
+            "output": self.settings.output,
+            "system_info": self.settings.system_info,
+        }
+
+    def begin_finish(self, exitstatus: Any, deliver: Callable[[], bool], **extra: Any) -> None:
+        """``deliver()`` hands over the role's last data (True when the collector has it all);
+        then, if the collector can take it, ask it to write the report."""
+        try:
+            self.info = self.session_info(exitstatus)
+            self.info.update(extra)
+            if deliver() and self.usable():
+                self.finishing = self.client.send(P.pack(P.FINISH, self.info))  # type: ignore[union-attr]
+        except Exception as exc:  # never let our failure become the session's
+            self.finishing = False
+            self.info = self.info or self.session_info(exitstatus)
+            self.warnings.append(f"internal error while finishing: {exc!r}")
+
+    def _await_done(self) -> bool:
+        """Wait (bounded) for the collector's answer to finish. True when it wrote the report."""
+        client = self.client
+        assert client is not None
+        done = client.wait(P.DONE, DONE_TIMEOUT, self.handle.alive)
+        if not isinstance(done, dict):
+            return False
+        if done.get("ok"):
+            self.report_path = done.get("path")
+            return True
+        # The collector could not write where asked; it says where the report went instead.
+        self.warnings.append(str(done.get("error")))
+        if done.get("saved_to"):
+            self.report_path = done["saved_to"]
+            return True
+        return False  # no report anywhere: the plugin writes its own
+
+    def complete(self) -> None:
+        if self.completed:
+            return
+        self.completed = True
+        client = self.client
+        try:
+            ok = self.finishing and self._await_done()
+            if not ok:
+                # A collector that is alive but not answering must not write (its aborted
+                # report) over ours: stop it first, without letting it write.
+                self.handle.silence()
+                if self.joined:
+                    self.warnings.append(
+                        f"{self.handle.name} stopped during the run ({self.problem()}); "
+                        "report written by the plugin from its own measurements"
+                    )
+                self.fallback(self.collect())
+        except Exception as exc:  # never let our failure become the session's
+            self.warnings.append(f"internal error while writing the report: {exc!r}")
+        finally:
+            if client is not None:
+                client.close()
+            # A spawned monitor exits by itself after "done": reaped in pytest_unconfigure,
+            # after the terminal summary, so that its exit overlaps our own output.
+
+    def fallback(self, data: R.RunData) -> None:
+        """Write the report from the plugin's own measurements (the collector is gone)."""
+        data.collector = "plugin-fallback"
+        info = dict(self.info)
+        info["warnings"] = list(self.warnings)
+        data.warnings = list(self.warnings)
+        system = R.system_info() if self.settings.system_info else None
+        report = R.build(data, info, system)
+        if self.possibly_incomplete:
+            report["session"]["possibly_incomplete"] = True
+        path = self.settings.output
+        try:
+            R.write_atomic(report, path)
+        except OSError as exc:
+            self.warnings.append(f"cannot write {path}: {exc.strerror or exc}")
+            path = R.save_elsewhere(report)
+            if path:
+                self.warnings.append(f"report saved to {path} instead")
+        self.report_path = path
+        self.report = report
+
+    # -- hooks' bodies, called by the roles ---------------------------------------------------
+    def unconfigure(self) -> None:
+        if self.info:  # the session ran; without a terminal summary, complete it here
+            self.complete()
+            for w in self.warnings[self.warned :]:
+                print(f"perfmon: warning: {w}", file=sys.stderr)
+        elif self.client is not None:  # the session never ran (an error before the tests)
+            self.client.close()
+        self.handle.reap(wrote_report=self.report_path is not None)
+
+    def terminal_summary(self, tr: Any) -> None:
+        if self.info:
+            self.complete()
+        for w in self.warnings:
+            tr.write_line(f"perfmon: warning: {w}", yellow=True)
+        self.warned = len(self.warnings)
+        if self.report_path is None:
+            return
+        if self.settings.print_summary:
+            report = self.report
+            if report is None:
+                try:
+                    with open(self.report_path, encoding="utf-8") as f:
+                        report = json.load(f)
+                except (OSError, ValueError) as exc:
+                    tr.write_line(f"perfmon: warning: cannot read the report back: {exc}")
+                    return
+            from ._summary import write_summary
+
+            write_summary(tr, report)
+            self._step_summary(tr, report)
+        if tr.config.option.verbose >= 0:
+            tr.write_line(f"perfmon: report written to {self.report_path}")
+
+    def _step_summary(self, tr: Any, report: dict) -> None:
+        """On GitHub Actions, the summary also goes to the job's step summary, as Markdown."""
+        path = os.environ.get("GITHUB_STEP_SUMMARY")
+        if not path:
+            return
+        from pytest_perfmon.monitor.render import step_summary_markdown
+
+        try:
+            text = step_summary_markdown(report, self.report_path or "")
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text + "\n")
+        except Exception as exc:
+            tr.write_line(
+                f"perfmon: warning: cannot append to GITHUB_STEP_SUMMARY {path}: "
+                f"{getattr(exc, 'strerror', None) or exc}",
+                yellow=True,
+            )

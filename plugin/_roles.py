@@ -1,0 +1,391 @@
+"""Process roles, one class each, chosen once (:func:`configure`, :func:`configure_worker`):
+
+* :class:`LocalSession`: plain pytest. Owns the collector (a monitor it spawns, or a daemon it
+  joins), measures every test, sends batches, ends the session.
+* :class:`ControllerSession`: the xdist controller. Owns the collector, hands its endpoint to
+  the workers, runs no tests, ends the session.
+* :class:`WorkerSession`: an xdist worker. Measures and sends to its controller's collector;
+  never spawns anything.
+
+The parts are composed, not inherited: a :class:`~._handle.SpawnedMonitor` or
+:class:`~._handle.JoinedDaemon` (the collector), a :class:`~._client.Client` (the socket), a
+:class:`~._measure.Measurer` (the measured path) and a :class:`~._owner.SessionOwner` (the end).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from typing import Any, Callable, Optional
+
+import pytest
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import report as R
+
+from ._client import BATCH_RECORDS, CONNECT_GRACE, Client, frames_to_records
+from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, make_handle
+from ._measure import JUnitProperties, Measurer, outcome_after
+from ._owner import SessionOwner
+from ._settings import Settings
+
+PLUGIN_NAME = "perfmon-session"
+
+_time = time.time  # the real clock, captured at import
+
+_PHASE = {"setup": P.SETUP, "call": P.CALL, "teardown": P.TEARDOWN}
+
+
+def wait_ready(
+    client: Optional[Client],
+    timeout: float,
+    alive: Optional[Callable[[], bool]],
+    connect_grace: Optional[float],
+) -> bool:
+    """Wait (bounded) for the collector's ``ready``; True when it answered."""
+    if client is None or not client.alive:
+        return False
+    if client.ready:
+        return True
+    if client.wait(P.READY, timeout, alive, connect_grace) is None:
+        client.alive = False
+        client.problem = client.problem or f"no answer within {timeout:.0f} s"
+        return False
+    client.ready = True
+    return True
+
+
+def hello(client: Optional[Client], session: Optional[str], role: str, **fields: Any) -> None:
+    if client is not None and client.alive:
+        body = {"session": session, "role": role, "pid": os.getpid(), **fields}
+        client.send(P.pack(P.HELLO, body))
+
+
+def _python() -> str:
+    return ".".join(map(str, sys.version_info[:3]))
+
+
+def _register_measurer(config: pytest.Config, measurer: Measurer, junit: bool) -> None:
+    config.pluginmanager.register(measurer, PLUGIN_NAME + "-measure")
+    if junit:
+        config.pluginmanager.register(JUnitProperties(measurer), PLUGIN_NAME + "-junit")
+
+
+class LocalSession:
+    """Plain pytest: one process that owns the collector and runs the tests."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        handle = make_handle(settings)
+        client = Client(handle.endpoint, bool(settings.daemon)) if handle.endpoint else None
+        self.owner = owner = SessionOwner(settings, handle, client)
+        self.measurer = Measurer("main", client)
+        owner.collect = self._data
+        hello(
+            client,
+            owner.session_id,
+            "local",
+            worker="main",
+            methods=self.measurer.counters.methods,
+            python=_python(),
+        )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        # Inside the session's timer: the time pytest reports includes this wait.
+        owner = self.owner
+        handle = owner.handle
+        if wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace):
+            owner.joined = True
+            self.measurer.start_sending()
+        elif owner.client is not None:
+            absent = "is not answering" if handle.pid is None else "is not running"
+            owner.warnings.append(
+                f"{handle.name} {absent} ({owner.problem()}); measuring in pytest, without "
+                "sampling; report written by the plugin"
+            )
+        yield
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        self.owner.begin_finish(exitstatus, self._deliver)
+
+    def _deliver(self) -> bool:
+        """Hand the last records over; True when the collector acknowledged them all."""
+        self.measurer.stop_sending()
+        owner = self.owner
+        client = owner.client
+        if client is None or not client.ready or not owner.usable():
+            return False
+        return client.bye(owner.handle.alive)
+
+    def _data(self) -> R.RunData:
+        data = R.RunData()
+        m = self.measurer
+        w = R.Worker("main", os.getpid(), m.start, records=m.records())
+        w.boundary_methods = m.counters.methods
+        data.workers["main"] = w
+        return data
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        self.owner.terminal_summary(terminalreporter)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        try:
+            self.measurer.stop_sending()  # a session that never reached sessionfinish
+            self.owner.unconfigure()
+        finally:
+            self.measurer.counters.close()
+
+
+def _worker_id(node: Any) -> Optional[str]:
+    workerinput = getattr(node, "workerinput", None)
+    if isinstance(workerinput, dict) and "workerid" in workerinput:
+        return str(workerinput["workerid"])
+    return getattr(getattr(node, "gateway", None), "id", None)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Is this process (the monitor the xdist controller spawned) still running?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    import psutil  # no /proc: only here, and only while waiting
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class ControllerSession:
+    """The xdist controller: owns the collector, tells workers where it is, runs no tests."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        handle = make_handle(settings)
+        client = Client(handle.endpoint, bool(settings.daemon)) if handle.endpoint else None
+        self.owner = owner = SessionOwner(settings, handle, client)
+        owner.collect = self._data
+        self.checked = False
+        self.worker_data: dict = {}  # wid -> what the worker sent back through workeroutput
+        self.crashed: list = []
+        self.started: dict = {}  # nodeid -> time the controller heard it start
+        self.running: dict = {}  # nodeid -> record being filled from the workers' reports
+        self.recent: dict = {}  # worker id -> deque of its latest finished records
+        self.measuring: set = set()  # workers that finished at least one test
+        hello(client, owner.session_id, "controller")
+
+    def _check_collector(self) -> None:
+        """Before the first worker starts: can the collector take the workers' data?
+
+        Called from pytest_configure_node, which xdist calls from its pytest_sessionstart after
+        the terminal's: the time pytest reports includes this wait.
+        """
+        self.checked = True
+        owner = self.owner
+        handle = owner.handle
+        client = owner.client
+        if handle.pid is None:  # a daemon: it answers at once, or is not there
+            ok = wait_ready(client, handle.ready_timeout, handle.alive, handle.connect_grace)
+            absent = "is not answering"
+        else:  # our own monitor: the workers wait for its ready
+            ok = owner.usable()
+            absent = "is not running"
+        owner.joined = ok
+        if not ok and client is not None:
+            owner.warnings.append(
+                f"{handle.name} {absent} ({owner.problem()}); the workers measure on their "
+                "own, report written by the plugin"
+            )
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        if not self.checked:
+            self._check_collector()
+        owner = self.owner
+        # An empty endpoint still switches measuring on: the worker then hands its records
+        # back through workeroutput, and this process writes the report.
+        usable = owner.joined and owner.usable()
+        wi = node.workerinput
+        wi["perfmon_endpoint"] = (owner.handle.endpoint or "") if usable else ""
+        wi["perfmon_monitor_pid"] = owner.handle.pid
+        wi["perfmon_session"] = owner.session_id
+        wi["perfmon_daemon"] = bool(owner.settings.daemon)
+        wi["perfmon_junit"] = bool(getattr(self.config.option, "xmlpath", None))
+
+    # The controller sees every test start and every report as the workers send them. It keeps
+    # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
+    # yet sent: pytest's own times and outcome, with memory from the collector's samples.
+    def pytest_runtest_logstart(self, nodeid: str, location: Any) -> None:
+        self.started[nodeid] = _time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        node = getattr(report, "node", None)
+        if node is None or report.when not in _PHASE:
+            return
+        rec = self.running.get(report.nodeid)
+        if rec is None:
+            start = self.started.pop(report.nodeid, None) or getattr(report, "start", None)
+            start = start or _time()
+            rec = self.running[report.nodeid] = [None] * P.N_FIELDS
+            rec[P.NODEID] = P.encode_nodeid(report.nodeid)
+            rec[P.START] = rec[P.STOP] = start
+            rec[P.OUTCOME] = "passed"
+        rec[_PHASE[report.when]] = report.duration
+        rec[P.OUTCOME] = outcome_after(report, rec[P.OUTCOME])
+        if report.when == "teardown":
+            del self.running[report.nodeid]
+            rec[P.STOP] = getattr(report, "stop", None) or _time()
+            wid = _worker_id(node)
+            self.measuring.add(wid)
+            recent = self.recent.get(wid)
+            if recent is None:
+                recent = self.recent[wid] = deque(maxlen=2 * BATCH_RECORDS + 64)
+            recent.append(rec)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
+        wid = _worker_id(getattr(report, "node", None))
+        self.running.pop(crashitem, None)
+        crash = {
+            "nodeid": crashitem,
+            "worker": wid,
+            "time": _time(),
+            "start": self.started.pop(crashitem, None),
+            "recent": list(self.recent.pop(wid, ())),
+        }
+        self.crashed.append(crash)
+        self.measuring.add(wid)
+        client = self.owner.client
+        if client is not None and client.alive:
+            client.send(P.pack(P.CRASH, crash))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        out = getattr(node, "workeroutput", None) or {}
+        data = out.get("perfmon")
+        if isinstance(data, dict):
+            self.worker_data[data.get("worker")] = data
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        self.owner.begin_finish(exitstatus, self._deliver)
+
+    def _deliver(self) -> bool:
+        # Only records a collector said it lacked after the worker's resends are known lost;
+        # a worker that died, or whose goodbye went unanswered, may have lost its last batch
+        # (the collector marks its session possibly incomplete).
+        self.owner.info["records_dropped"] = sum(
+            int(d.get("lost") or 0) for d in self.worker_data.values()
+        )
+        # In our own report: a worker that measured tests but never handed its records back.
+        self.owner.possibly_incomplete = bool(self.measuring - set(self.worker_data))
+        return True
+
+    def _data(self) -> R.RunData:
+        data = R.RunData()
+        for wid, d in self.worker_data.items():
+            recs = [P.check_record(r) for r in frames_to_records(d.get("frames", []))]
+            w = R.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
+            w.records = recs
+            w.boundary_methods = d.get("methods")
+            data.workers[w.wid] = w
+        # A worker that died gave nothing back: what the controller saw of its last tests.
+        for crash in self.crashed:
+            wid = crash["worker"]
+            recent = [P.check_record(list(r)) for r in crash["recent"]]
+            w = data.workers.get(wid)
+            if w is None:
+                joined = min((r[P.START] for r in recent), default=crash["time"])
+                w = data.workers[wid] = R.Worker(str(wid), 0, joined)
+            have = {r[P.NODEID] for r in w.records}
+            w.records.extend(r for r in recent if r[P.NODEID] not in have)
+        data.crashed = [{k: v for k, v in c.items() if k != "recent"} for c in self.crashed]
+        return data
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        self.owner.terminal_summary(terminalreporter)
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.owner.unconfigure()
+
+
+class WorkerSession:
+    """An xdist worker: measures its tests and sends them to the controller's collector."""
+
+    def __init__(self, config: pytest.Config, workerinput: dict) -> None:
+        self.config = config
+        endpoint = workerinput["perfmon_endpoint"]
+        self.daemon = bool(workerinput.get("perfmon_daemon"))
+        pid = workerinput.get("perfmon_monitor_pid")
+        self.alive: Optional[Callable[[], bool]] = (
+            None if pid is None else (lambda: _pid_alive(pid))
+        )
+        self.client = Client(endpoint, self.daemon) if endpoint else None
+        self.measurer = Measurer(str(workerinput["workerid"]), self.client)
+        hello(
+            self.client,
+            workerinput.get("perfmon_session"),
+            "worker",
+            worker=self.measurer.wid,
+            methods=self.measurer.counters.methods,
+            python=_python(),
+        )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Any:
+        timeout, grace = (
+            (DAEMON_READY_TIMEOUT, CONNECT_GRACE) if self.daemon else (READY_TIMEOUT, None)
+        )
+        if wait_ready(self.client, timeout, self.alive, grace):
+            self.measurer.start_sending()
+        yield
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        m = self.measurer
+        client = self.client
+        try:
+            m.stop_sending()
+            delivered = False
+            if client is not None and client.ready and client.alive and not client.gone():
+                delivered = client.bye(self.alive)
+            # The controller keeps these in case the collector cannot write the report.
+            self.config.workeroutput["perfmon"] = {  # type: ignore[attr-defined]
+                "worker": m.wid,
+                "pid": os.getpid(),
+                "joined": m.start,
+                "methods": m.counters.methods,
+                "frames": m.frames(),
+                "delivered": delivered,
+                "lost": client.records_known_lost() if client is not None else 0,
+            }
+        finally:
+            if client is not None:
+                client.close()
+            m.counters.close()
+
+
+def configure(config: pytest.Config, settings: Settings) -> None:
+    """Pick this process's role once: xdist controller, or plain pytest."""
+    # xdist distributes only with a mode and somewhere to run (-n/--tx), as its own check does:
+    # `--dist loadscope` in addopts without -n runs the tests in this process.
+    if getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None):
+        config.pluginmanager.register(ControllerSession(config, settings), PLUGIN_NAME)
+        return
+    role = LocalSession(config, settings)
+    config.pluginmanager.register(role, PLUGIN_NAME)
+    _register_measurer(config, role.measurer, bool(getattr(config.option, "xmlpath", None)))
+
+
+def configure_worker(config: pytest.Config, workerinput: dict) -> None:
+    """An xdist worker whose controller monitors: measure and report to its collector."""
+    role = WorkerSession(config, workerinput)
+    config.pluginmanager.register(role, PLUGIN_NAME)
+    _register_measurer(config, role.measurer, bool(workerinput.get("perfmon_junit")))

@@ -1,0 +1,124 @@
+"""What the user asked for, resolved once into a frozen value.
+
+Precedence, for every setting: command line > environment > ini file > default. Only the
+daemon's endpoint has an environment variable (``PERFMON_DAEMON``). Imports only the standard
+library and pytest: the pytest11 entry module uses it at import time for the option types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+DEFAULT_OUTPUT = "performance_metrics.json"
+DEFAULT_INTERVAL = 0.1
+#: Below 10 ms the monitor spends a core on sampling and the samples say nothing more.
+MIN_INTERVAL = 0.01
+MAX_INTERVAL = 3600.0
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used; its message is one line, naming the setting."""
+
+
+def parse_interval(text: str) -> float:
+    """The sampling interval in seconds: a number from 0.01 to below 3600."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (MIN_INTERVAL <= value < MAX_INTERVAL):
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_INTERVAL} and below {MAX_INTERVAL:.0f} seconds, got {text}"
+        )
+    return value
+
+
+def endpoint_ok(endpoint: str) -> bool:
+    """ipc://PATH, tcp://HOST:PORT or tcp://[IPv6]:PORT."""
+    if endpoint.startswith("ipc://"):
+        return len(endpoint) > len("ipc://")
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        if host.startswith("["):
+            if not host.endswith("]") or len(host) < 3:
+                return False
+        elif ":" in host or "[" in host or "]" in host:
+            return False  # an IPv6 literal goes in brackets
+        return bool(host) and port.isdigit() and 0 < int(port) < 65536
+    return False
+
+
+def is_ipv6(endpoint: str) -> bool:
+    """Is this a tcp:// endpoint whose host is an IPv6 literal in brackets?"""
+    return endpoint.startswith("tcp://[")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything --perf-monitor needs, resolved once in pytest_configure."""
+
+    output: str  # absolute path of the report
+    interval: float = DEFAULT_INTERVAL
+    system_info: bool = True
+    print_summary: bool = False
+    daemon: Optional[str] = None  # endpoint of a perfmon-daemon to join, else spawn a monitor
+
+
+def _first(*values: Any) -> Any:
+    for v in values:
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def resolve(
+    option: Any, getini: Any, invocation_dir: str, environ: Optional[dict] = None
+) -> Optional[Settings]:
+    """Resolve the settings; None when monitoring is off. Raises SettingError on bad values.
+
+    ``option`` is pytest's ``config.option``, ``getini`` its ``config.getini``.
+    """
+    environ = os.environ if environ is None else environ
+    enabled = _first(option.perf_monitor, getini("perf_monitor"))
+    if not enabled:
+        return None
+    interval = option.perf_cpu_interval
+    if interval is None:
+        raw = str(getini("perf_cpu_interval") or "").strip()
+        try:
+            interval = parse_interval(raw) if raw else DEFAULT_INTERVAL
+        except argparse.ArgumentTypeError as exc:
+            raise SettingError(f"perf_cpu_interval in the ini file: {exc}") from None
+    output = _first(option.perf_output, getini("perf_output")) or DEFAULT_OUTPUT
+    output = os.path.abspath(os.path.join(invocation_dir, output))
+    if os.path.isdir(output):
+        raise SettingError(f"--perf-output: {output} is a directory")
+    daemon = _first(option.perf_daemon, environ.get("PERFMON_DAEMON"), getini("perf_daemon"))
+    if daemon is not None and not endpoint_ok(daemon):
+        raise SettingError(
+            f"--perf-daemon: {daemon!r} is not an endpoint like ipc:///PATH, tcp://HOST:PORT "
+            "or tcp://[IPv6]:PORT"
+        )
+    return Settings(
+        output=output,
+        interval=float(interval),
+        system_info=bool(_first(option.perf_system_info, getini("perf_system_info"), True)),
+        print_summary=bool(_first(option.perf_print_summary, getini("perf_print_summary"))),
+        daemon=daemon,
+    )
+
+
+def make_output_directory(settings: Settings) -> None:
+    """Create the report's missing parent directories, as --junitxml does."""
+    directory = os.path.dirname(settings.output)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise SettingError(
+            f"--perf-output: cannot create the directory {directory}: {exc.strerror or exc}"
+        ) from None
+    if not os.path.isdir(directory):  # pragma: no cover - makedirs raised already
+        raise SettingError(f"--perf-output: {directory} is not a directory")

@@ -1,0 +1,414 @@
+"""The plugin runtime in-process: settings resolution, counters, the client against a real
+ROUTER socket, the sender thread. No pytest subprocess; every socket closed with LINGER 0."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+import threading
+import types
+
+import msgpack
+import pytest
+import zmq
+from pytest_perfmon import _client, _settings
+from pytest_perfmon._counters import Counters
+from pytest_perfmon._measure import Measurer
+from pytest_perfmon.monitor import protocol as P
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def _option(**kw):
+    base = dict(
+        perf_monitor=None,
+        perf_output=None,
+        perf_cpu_interval=None,
+        perf_system_info=None,
+        perf_print_summary=None,
+        perf_daemon=None,
+    )
+    base.update(kw)
+    return types.SimpleNamespace(**base)
+
+
+def _ini(**kw):
+    values = dict(
+        perf_monitor=False,
+        perf_output="",
+        perf_cpu_interval="",
+        perf_system_info=True,
+        perf_print_summary=False,
+        perf_daemon="",
+    )
+    values.update(kw)
+    return values.__getitem__
+
+
+def test_monitoring_is_off_unless_asked(tmp_path):
+    assert _settings.resolve(_option(), _ini(), str(tmp_path), {}) is None
+    assert _settings.resolve(_option(perf_monitor=False), _ini(perf_monitor=True), "/", {}) is None
+    s = _settings.resolve(_option(), _ini(perf_monitor=True), str(tmp_path), {})
+    assert s == _settings.Settings(output=str(tmp_path / "performance_metrics.json"))
+
+
+def test_command_line_beats_environment_beats_ini(tmp_path):
+    env = {"PERFMON_DAEMON": "ipc:///env.sock"}
+    ini = _ini(perf_monitor=True, perf_daemon="ipc:///ini.sock", perf_cpu_interval="0.5")
+    on = _option(perf_monitor=True)
+    assert _settings.resolve(on, ini, "/", {}).daemon == "ipc:///ini.sock"
+    assert _settings.resolve(on, ini, "/", env).daemon == "ipc:///env.sock"
+    cli = _option(perf_monitor=True, perf_daemon="tcp://[::1]:5555", perf_cpu_interval=0.02)
+    s = _settings.resolve(cli, ini, "/", env)
+    assert (s.daemon, s.interval) == ("tcp://[::1]:5555", 0.02)
+    assert _settings.resolve(on, ini, "/", env).interval == 0.5
+    s = _settings.resolve(
+        _option(perf_monitor=True, perf_system_info=True, perf_output="x/r.json"),
+        _ini(perf_system_info=False, perf_print_summary=True, perf_output="ini.json"),
+        str(tmp_path),
+        {},
+    )
+    assert (s.system_info, s.print_summary) == (True, True)
+    assert s.output == str(tmp_path / "x" / "r.json")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.output = "elsewhere"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw", ["0.009", "0", "-1", "3600", "nan", "soon"])
+def test_interval_bounds(raw):
+    with pytest.raises(_settings.SettingError, match="perf_cpu_interval in the ini file"):
+        _settings.resolve(_option(), _ini(perf_monitor=True, perf_cpu_interval=raw), "/", {})
+
+
+def test_interval_minimum_is_accepted():
+    assert _settings.parse_interval("0.01") == 0.01
+
+
+@pytest.mark.parametrize(
+    "endpoint, ok",
+    [
+        ("ipc:///tmp/x.sock", True),
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://[::1]:5555", True),
+        ("tcp://[::1]:0", False),
+        ("tcp://::1:5555", False),
+        ("tcp://[::1:5555", False),
+        ("tcp://[]:5555", False),
+        ("tcp://host", False),
+        ("ipc://", False),
+        ("udp://x:1", False),
+    ],
+)
+def test_endpoints(endpoint, ok):
+    assert _settings.endpoint_ok(endpoint) is ok
+
+
+def test_output_directory(tmp_path):
+    s = _settings.Settings(output=str(tmp_path / "a" / "b" / "r.json"))
+    _settings.make_output_directory(s)
+    assert (tmp_path / "a" / "b").is_dir()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(_settings.SettingError, match="cannot create the directory"):
+        _settings.make_output_directory(_settings.Settings(output=str(tmp_path / "file" / "r")))
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(_settings.SettingError, match="is a directory"):
+        _settings.resolve(_option(perf_monitor=True, perf_output="dir.json"), _ini(), str(tmp_path))
+
+
+# --- counters -----------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc counters are Linux's")
+def test_counters_read_the_kernel():
+    c = Counters()
+    try:
+        assert c.methods == {"rss": True, "peak": True}
+        c.reset()
+        rss0 = c.rss()
+        block = bytearray(50 * 1024 * 1024)  # touched: zero-filled by the allocator
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        peak = c.peak()
+        del block
+        assert peak - rss0 >= 45 * 1024 * 1024
+    finally:
+        c.close()
+    assert c.fds == []
+
+
+# --- the client against a real ROUTER -----------------------------------------------------------
+
+
+class Router:
+    """A ROUTER socket bound on ipc:// in tmp_path: what a monitor or daemon holds."""
+
+    def __init__(self, path) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.endpoint = f"ipc://{path}/r.sock"
+        self.sock.bind(self.endpoint)
+
+    def poll(self, ms):
+        return self.sock.poll(ms)
+
+    def recv_multipart(self):
+        return self.sock.recv_multipart()
+
+    def send_multipart(self, frames):
+        self.sock.send_multipart(frames)
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+@pytest.fixture
+def router(tmp_path):
+    r = Router(tmp_path)
+    yield r
+    r.close()
+
+
+def _recv(sock, timeout=10.0):
+    assert sock.poll(timeout * 1000), "nothing arrived"
+    ident, frame = sock.recv_multipart()
+    return ident, P.unpack(frame)
+
+
+def _connect(endpoint, **kw):
+    return _client.Client(endpoint, **kw)
+
+
+def test_hello_ready_batches_and_bye(router):
+    c = _connect(router.endpoint)
+    try:
+        assert c.send(P.pack(P.HELLO, {"role": "local"}))
+        ident, (kind, _) = _recv(router)
+        assert kind == P.HELLO
+        router.send_multipart([ident, P.pack(P.READY, {"monitor_pid": 1})])
+        assert c.wait(P.READY, 10) == {"monitor_pid": 1}
+        c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1]])
+        c.batch([[b"t::b", 2.0, 3.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1]])
+        assert _recv(router)[1] == (P.BATCH, [0, [[b"t::a", 1.0, 2.0, None, 0.1, None,
+                                                  "passed", 1, 2, 3, 0.1, 0.1]]])
+        _recv(router)
+        # The collector lacks frame 1 at the first goodbye: the client sends it again.
+        done = {}
+        thread = threading.Thread(target=lambda: done.setdefault("ok", c.bye()))
+        thread.start()
+        try:
+            ident, (kind, body) = _recv(router)
+            assert (kind, body) == (P.BYE, {"sent": 2})
+            router.send_multipart([ident, P.pack(P.ACK, {"missing": [1]})])
+            assert _recv(router)[1][1][0] == 1  # frame 1 again
+            ident, (kind, body) = _recv(router)
+            assert kind == P.BYE
+            router.send_multipart([ident, P.pack(P.ACK, {"missing": []})])
+        finally:
+            thread.join(30)
+        assert done == {"ok": True}
+        assert c.acked and c.records_known_lost() == 0
+    finally:
+        c.close()
+
+
+def test_records_known_lost_after_the_last_acknowledgement(router):
+    c = _connect(router.endpoint)
+    try:
+        c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1]] * 3)
+        _recv(router)
+        result = {}
+        thread = threading.Thread(target=lambda: result.setdefault("ok", c.bye()))
+        thread.start()
+        try:
+            for _ in range(3):  # it never arrives, however often it is sent again
+                ident, (kind, _) = _recv(router)
+                while kind != P.BYE:
+                    ident, (kind, _) = _recv(router)
+                router.send_multipart([ident, P.pack(P.ACK, {"missing": [0]})])
+        finally:
+            thread.join(30)
+        assert result == {"ok": False}
+        assert c.records_known_lost() == 3
+    finally:
+        c.close()
+
+
+def test_error_reply_ends_the_wait(router):
+    c = _connect(router.endpoint)
+    try:
+        c.send(P.pack(P.HELLO, {}))
+        ident, _ = _recv(router)
+        router.send_multipart([ident, P.error_reply(P.E_SESSION, "session closed")])
+        assert c.wait(P.READY, 30) is None
+        assert c.problem == "refused: session closed"
+    finally:
+        c.close()
+
+
+def test_a_collector_that_goes_away_ends_every_wait(tmp_path):
+    """A killed or stopped daemon closes its end: the wait ends at once, not at its timeout."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind(f"ipc://{tmp_path}/r.sock")
+    c = _connect(f"ipc://{tmp_path}/r.sock", daemon=True)
+    try:
+        c.send(P.pack(P.HELLO, {}))
+        ident, _ = _recv(sock)
+        sock.send_multipart([ident, P.pack(P.READY, {})])
+        assert c.wait(P.READY, 30) == {}
+        sock.close(0)
+        # a timeout gives up silently; the closed connection says so
+        assert c.wait(P.DONE, 60) is None
+        assert c.problem == "it closed the connection"
+        assert c.gone()
+    finally:
+        c.close()
+        ctx.term()
+
+
+def test_nobody_there_within_the_connect_grace(tmp_path):
+    c = _connect(f"ipc://{tmp_path}/nobody.sock", daemon=True)
+    try:
+        assert c.wait(P.READY, 60, connect_grace=0.2) is None
+        assert c.problem == "nothing accepted a connection in 0 s"
+        assert not c.ever_connected
+    finally:
+        c.close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv6_endpoint_connects():
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IPV6, 1)
+    sock.bind("tcp://[::1]:0")
+    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    assert _settings.endpoint_ok(endpoint), endpoint
+    c = _connect(endpoint, daemon=True)
+    try:
+        c.send(P.pack(P.HELLO, {"role": "local"}))
+        assert _recv(sock)[1][0] == P.HELLO
+    finally:
+        c.close()
+        sock.close(0)
+        ctx.term()
+
+
+# --- the measured path and the sender thread ----------------------------------------------------
+
+
+class _Item:
+    def __init__(self, nodeid):
+        self.nodeid = nodeid
+
+
+class _Report:
+    def __init__(self, when):
+        self.when, self.duration = when, 0.001
+        self.passed, self.failed, self.skipped = True, False, False
+
+
+class _Result:
+    excinfo = None
+
+
+def _one_test(m: Measurer, nodeid: str) -> None:
+    gen = m.pytest_runtest_protocol(_Item(nodeid), None)
+    next(gen)
+    for when in ("setup", "call", "teardown"):
+        m.pytest_runtest_logreport(_Report(when))
+    with pytest.raises(StopIteration):
+        gen.send(_Result())
+
+
+def _records_arriving(sock, n, timeout=10.0):
+    got = []
+    while len(got) < n:
+        ident, (kind, body) = _recv(sock, timeout)
+        assert kind == P.BATCH
+        got += [msgpack.unpackb(msgpack.packb(r)) for r in body[1]]
+    return got
+
+
+def test_finished_tests_are_sent_while_the_next_one_runs(router):
+    """The sender thread sends on its timer: no test has to end for a batch to leave."""
+    c = _connect(router.endpoint)
+    m = Measurer("main", c)
+    try:
+        c.ready = True
+        m.start_sending()
+        for i in range(3):
+            _one_test(m, f"t.py::quick[{i}]")
+        # "the next test" is this one, still running: the three arrive regardless
+        got = _records_arriving(router, 3)
+        assert [r[P.NODEID] for r in got] == [f"t.py::quick[{i}]".encode() for i in range(3)]
+        assert all(r[P.OUTCOME] == "passed" for r in got)
+        # a full batch wakes the sender at once
+        for i in range(_client.BATCH_RECORDS):
+            _one_test(m, f"t.py::many[{i}]")
+        assert len(_records_arriving(router, _client.BATCH_RECORDS)) == _client.BATCH_RECORDS
+        _one_test(m, "t.py::last")
+        m.stop_sending()
+        assert m.sender is None
+        assert [r[P.NODEID] for r in m.records()][-1] == "t.py::last"
+        assert len(m.records()) == 3 + _client.BATCH_RECORDS + 1
+    finally:
+        m.stop_sending()
+        c.close()
+        m.counters.close()
+
+
+def test_without_a_client_records_stay_in_the_process():
+    m = Measurer("main", None)
+    try:
+        m.start_sending()  # nothing to send to: no thread
+        assert m.sender is None
+        for i in range(3):
+            _one_test(m, f"t.py::x[{i}]")
+        m.stop_sending()
+        assert [r[P.NODEID] for r in m.records()] == [f"t.py::x[{i}]" for i in range(3)]
+    finally:
+        m.counters.close()
+
+
+def test_interrupted_test_is_not_recorded():
+    m = Measurer("main", None)
+    try:
+        gen = m.pytest_runtest_protocol(_Item("t.py::stop"), None)
+        next(gen)
+        result = _Result()
+        result.excinfo = (KeyboardInterrupt, KeyboardInterrupt(), None)  # type: ignore[assignment]
+        with pytest.raises(StopIteration):
+            gen.send(result)
+        m.stop_sending()
+        assert m.records() == []
+    finally:
+        m.counters.close()
+
+
+def test_no_thread_left_behind(router):
+    before = {t.name for t in threading.enumerate()}
+    c = _connect(router.endpoint)
+    m = Measurer("main", c)
+    c.ready = True
+    m.start_sending()
+    m.stop_sending()
+    c.close()
+    m.counters.close()
+    assert "perfmon-sender" not in {t.name for t in threading.enumerate()} - before
+    assert os.getpid() > 0
