@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Micro-benchmark: the plugin's own work per test inside the measured process.
 
-Drives the real ``pytest_perfmon._runtime.Measurer`` hooks the way pytest does for one test
+Drives the real ``pytest_perfmon._measure.Measurer`` hooks the way pytest does for one test
 (the ``pytest_runtest_protocol`` hookwrapper generator around three ``pytest_runtest_logreport``
 calls) with a minimal fake item and fake reports, and times N such tests. The batches go either
-nowhere (``--client none``: records kept in the process) or through the real ``Client`` to a
-real ZeroMQ ROUTER socket bound here on ipc:// and drained by a thread (``--client zmq``).
+nowhere (``--client none``: records kept in the process) or through the real ``Client`` and
+its ``Sender`` thread (started as after ``ready``) to a real ZeroMQ ROUTER socket bound here on
+ipc:// and drained by a thread (``--client zmq``). The sender's packing and sending compete
+with the hooks for the GIL, so they are in the figure.
 
 It also times each boundary counter read alone (``Counters().rss()``, ``.peak()``, ``.reset()``,
 ``time.process_time()``, ...) and a few alternatives, so that one sees where the time goes.
@@ -34,7 +36,7 @@ import time
 from typing import Any, Callable, Optional
 
 try:
-    from pytest_perfmon import _runtime as RT
+    from pytest_perfmon import _client, _counters, _measure
 except ImportError:  # run from a checkout without an install: plugin/ is pytest_perfmon
     sys.exit("pytest_perfmon is not importable: install the project (pip install -e .) first")
 
@@ -172,9 +174,9 @@ def drive(m: Any) -> Callable[[int], None]:
                 gen.send(RESULT)
             except StopIteration:
                 pass
-        # records kept in-process (no client) would pile up over the repetitions
-        if m.client is None and hasattr(m, "_local"):
-            m._local.clear()
+        # records kept in-process (no client, no sender) would pile up over the repetitions
+        if getattr(m, "sender", True) is None:
+            m.queue.clear()
 
     return run
 
@@ -192,10 +194,12 @@ class EmptyMeasurer:
 
 
 def make_measurer(client: Optional[Any], disable: tuple = ()) -> Any:
-    m = RT.Measurer()
-    m.start_measuring(client)
+    m = _measure.Measurer("main", client)
     for name in disable:
-        setattr(m.counters, name, RT._none)
+        setattr(m.counters, name, _counters._none)
+    if client is not None:
+        client.ready = True  # as after the collector's "ready": the sender thread sends
+        m.start_sending()
     return m
 
 
@@ -204,7 +208,7 @@ def make_measurer(client: Optional[Any], disable: tuple = ()) -> Any:
 
 def counter_benchmarks(n: int, reps: int) -> dict:
     out: dict = {}
-    c = RT.Counters()
+    c = _counters.Counters()
     out["methods"] = dict(c.methods)
     cases: list = [
         ("Counters.rss()   (as shipped)", c.rss),
@@ -287,7 +291,7 @@ def main(argv: Optional[list] = None) -> int:
         "nproc": os.cpu_count(),
         "n": n,
         "reps": reps,
-        "batch_records": RT.BATCH_RECORDS,
+        "batch_records": _client.BATCH_RECORDS,
     }
 
     print(f"pytest-perfmon micro-benchmark: {n} fake tests x {reps} reps, medians in us")
@@ -331,21 +335,23 @@ def main(argv: Optional[list] = None) -> int:
             m.counters.fds.append(os.open("/proc/self/status", os.O_RDONLY))
             m.counters.peak = vmhwm_reader(m.counters.fds[-1])
             cases.append(("what-if: peak = /proc/self/status VmHWM, no client", drive(m)))
-    sink = client = None
+    sink = None
+    clients: list = []
     if args.client in ("both", "zmq"):
         sink = Sink()
-        client = RT.Client(sink.endpoint)
-        m0 = measurer(client, ("rss", "peak", "reset"))
-        cases.append(("Measurer, counters off, real Client -> ROUTER", drive_zmq(m0, client)))
-        cases.append((ALL_ZMQ, drive_zmq(measurer(client), client)))
+        # one client per measurer: each sender thread owns its socket
+        clients = [_client.Client(sink.endpoint), _client.Client(sink.endpoint)]
+        m0 = measurer(clients[0], ("rss", "peak", "reset"))
+        cases.append(("Measurer, counters off, real Client -> ROUTER", drive_zmq(m0, clients[0])))
+        cases.append((ALL_ZMQ, drive_zmq(measurer(clients[1]), clients[1])))
     try:
         rows = interleaved_us(cases, n, reps)
     finally:
-        if client is not None:
-            client.sock.close(0)
-            client.ctx.term()
         for m in measurers:
+            m.stop_sending()
             m.counters.close()
+        for client in clients:
+            client.close()
         if sink is not None:
             time.sleep(0.2)
             sink.close()
@@ -388,8 +394,7 @@ def drive_zmq(m: Any, client: Any) -> Callable[[int], None]:
 
     def run(n: int) -> None:
         base(n)
-        m.flush()
-        client.frames.clear()
+        client.frames.clear()  # kept for a fallback report; not what is measured here
 
     return run
 
