@@ -49,8 +49,8 @@ PAIRS = {
     "pytest8": ["pytest==8.4.2", "pytest-xdist==3.8.0"],
     "newest": ["--upgrade", "pytest", "pytest-xdist"],
 }
-#: the lower bounds of pyproject.toml's dependencies and xdist extra (msgpack: the oldest with
-#: wheels for Python 3.9), on the oldest Python supported
+#: the lower bounds of pyproject.toml's dependencies and xdist extra, on the oldest Python
+#: supported (msgpack 1.0.4: the oldest with wheels for it; 1.0.0, built from source, passed too)
 OLDEST = [
     "pytest==7.0.0",
     "pluggy==1.0.0",  # of pytest 7.0's time: pluggy >= 1.4 adds a warning to its usage errors

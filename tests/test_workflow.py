@@ -16,6 +16,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "test-coverage.yml"
+RELEASE = ROOT / ".github" / "workflows" / "release.yml"
+ISSUE_TEMPLATES = ROOT / ".github" / "ISSUE_TEMPLATE"
 BASELINE_SCRIPT = ROOT / "scripts" / "ci_baseline.py"
 TIMEOUT = 120
 
@@ -28,9 +30,11 @@ def _tool(name: str) -> str:
     return found
 
 
-def check_workflow(path: Path) -> subprocess.CompletedProcess:
+def check_workflow(
+    path: Path, schema: str = "vendor.github-workflows"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [_tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
+        [_tool("check-jsonschema"), "--builtin-schema", schema, str(path)],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
@@ -41,8 +45,19 @@ def check_workflow(path: Path) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- the workflow
 
 
-def test_workflow_matches_github_schema() -> None:
-    proc = check_workflow(WORKFLOW)
+@pytest.mark.parametrize("path", [WORKFLOW, RELEASE], ids=lambda p: p.name)
+def test_workflow_matches_github_schema(path: Path) -> None:
+    proc = check_workflow(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_issue_templates_match_github_schemas() -> None:
+    forms = sorted(p for p in ISSUE_TEMPLATES.glob("*.yml") if p.name != "config.yml")
+    assert forms
+    for form in forms:
+        proc = check_workflow(form, "vendor.github-issue-forms")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = check_workflow(ISSUE_TEMPLATES / "config.yml", "vendor.github-issue-config")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -53,10 +68,14 @@ def test_schema_check_rejects_a_broken_workflow(tmp_path: Path) -> None:
     assert check_workflow(tmp_path / "broken.yml").returncode != 0
 
 
+def _load(path: Path) -> dict:
+    yaml = pytest.importorskip("ruamel.yaml")  # check-jsonschema's own YAML parser
+    return yaml.YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="module")
 def workflow() -> dict:
-    yaml = pytest.importorskip("ruamel.yaml")  # check-jsonschema's own YAML parser
-    return yaml.YAML(typ="safe").load(WORKFLOW.read_text(encoding="utf-8"))
+    return _load(WORKFLOW)
 
 
 def _uses(job: dict, action: str) -> list:
@@ -64,8 +83,12 @@ def _uses(job: dict, action: str) -> list:
 
 
 def test_matrix_groups_and_pythons(workflow: dict) -> None:
-    matrix = workflow["jobs"]["test"]["strategy"]["matrix"]
+    test = workflow["jobs"]["test"]
+    matrix = test["strategy"]["matrix"]
     assert matrix["python-version"] == ["3.9", "3.10", "3.11", "3.12", "3.13"]
+    assert matrix["os"] == ["ubuntu-latest", "macos-latest", "windows-latest"]
+    assert test["runs-on"] == "${{ matrix.os }}"
+    assert test["defaults"]["run"]["shell"] == "bash"  # one syntax on Windows too
     paths = {inc["group"]: inc["paths"] for inc in matrix["include"]}
     assert set(paths) == set(matrix["group"]) == {"core", "cli"}
     assert "tests/test_cli.py" in paths["cli"] and "tests/test_workflow.py" in paths["cli"]
@@ -110,6 +133,59 @@ def test_aggregate_merges_reports_and_compares(workflow: dict) -> None:
     compare = next(s for s in agg["steps"] if s.get("run", "").startswith("perfmon compare"))
     assert compare["if"] == "steps.baseline.outputs.found == 'true'"
     assert workflow["permissions"]["actions"] == "read"
+
+
+def test_artifact_names_carry_os_and_python(workflow: dict) -> None:
+    test = workflow["jobs"]["test"]
+    (upload,) = _uses(test, "actions/upload-artifact")
+    name = upload["with"]["name"]
+    assert "${{ runner.os }}" in name and "${{ matrix.python-version }}" in name
+    assert upload["with"]["path"] == name + ".json"
+    run = " ".join(s.get("run", "") for s in test["steps"])
+    assert f"--perf-output={name}.json" in run
+
+
+# --------------------------------------------------------------------------- release.yml
+
+
+@pytest.fixture(scope="module")
+def release() -> dict:
+    return _load(RELEASE)
+
+
+def test_release_runs_on_version_tags_only(release: dict) -> None:
+    # ruamel's safe loader reads the key "on" as the string "on" (YAML 1.2)
+    assert release["on"] == {"push": {"tags": ["v*"]}}
+    assert release["permissions"] == {}
+
+
+def test_release_builds_and_checks_before_publishing(release: dict) -> None:
+    build, publish = release["jobs"]["build"], release["jobs"]["publish"]
+    runs = "\n".join(s.get("run", "") for s in build["steps"])
+    for needed in (
+        "python -m build",
+        "twine check --strict dist/*",
+        "check-wheel-contents dist/*.whl",
+        "--perf-monitor",
+        "-n 2",
+        '"v$version"',
+    ):
+        assert needed in runs, needed
+    assert build["permissions"] == {"contents": "read"}
+    assert publish["needs"] == "build"
+    (upload,) = _uses(build, "actions/upload-artifact")
+    (download,) = _uses(publish, "actions/download-artifact")
+    assert upload["with"]["name"] == download["with"]["name"] == "dist"
+
+
+def test_release_publishes_with_trusted_publishing(release: dict) -> None:
+    publish = release["jobs"]["publish"]
+    assert publish["permissions"] == {"id-token": "write"}
+    assert publish["environment"]["name"] == "pypi"
+    (step,) = _uses(publish, "pypa/gh-action-pypi-publish")
+    # OIDC: no password, no token, no secret anywhere in the workflow
+    assert "password" not in step.get("with", {}) and "user" not in step.get("with", {})
+    assert "secrets." not in RELEASE.read_text(encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- ci_baseline.py
