@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,27 @@ def test_version_action_keeps_its_lines() -> None:
     parser = argparse.ArgumentParser(prog="x")
     about.add_version_option(parser)
     assert "--version" in parser.format_help()
+
+
+def test_version_is_the_same_in_pyproject_and_the_package() -> None:
+    """Two places to bump at a release (CONTRIBUTING.md); the release workflow reads pyproject."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    declared = re.search(r'^version = "([^"]+)"$', text, re.MULTILINE)
+    assert declared is not None and declared.group(1) == __version__
+
+
+def test_every_package_is_listed_in_pyproject() -> None:
+    """A new subpackage missing from [tool.setuptools] packages is missing from the wheel."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    listed = set(re.findall(r'^\s+"(pytest_perfmon[\w.]*)",$', text, re.MULTILINE))
+    roots = {"pytest_perfmon": ROOT / "plugin", "pytest_perfmon.monitor": ROOT / "monitor"}
+    found = set()
+    for name, root in roots.items():
+        for init in root.rglob("__init__.py"):
+            rel = init.parent.relative_to(root).parts
+            found.add(".".join((name, *rel)))
+    missing = found - listed
+    assert not missing, f"add to pyproject.toml [tool.setuptools] packages: {sorted(missing)}"
 
 
 # --------------------------------------------------------------------------- distributions
