@@ -17,6 +17,9 @@ XDIST = [
     pytest.param(["-n", "2"], id="n2"),
 ]
 
+#: Where xdist matters but one worker says nothing two do not: no xdist, and two workers.
+XDIST_ENDS = [XDIST[0], XDIST[2]]
+
 _VALIDATOR = jsonschema.Draft202012Validator(load_schema())
 
 #: Bound on one inner pytest run: a hang is a failure, not a stuck CI job.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import XDIST
+from conftest import XDIST_ENDS
 
 MB = 1024 * 1024
 
@@ -83,7 +83,7 @@ def pytest_runtest_logreport(report):
 '''
 
 
-@pytest.mark.parametrize("xdist", XDIST)
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
 def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
     pytester.makepyfile(test_suite=SUITE)
     pytester.makeconftest(CONFTEST)
@@ -171,7 +171,7 @@ def test_sleep():
 """
 
 
-@pytest.mark.parametrize("xdist", XDIST)
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
 def test_cpu_percent(run_perf, pytester, xdist):
     """A test burning CPU for 200 ms shows >= 80 %, one sleeping 200 ms <= 10 %.
 
