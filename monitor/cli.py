@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from . import about, analysis
 from .analysis import Comparison, ReportError, Threshold
+from .history import cli as history_cli
 from .render import (
     DEFAULT_CPU_PERCENT,
     DEFAULT_MEMORY_MB,
@@ -370,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", metavar="FILE", help="write the output to FILE instead of stdout"
     )
     p.set_defaults(func=cmd_export)
+
+    history_cli.register(sub)
     return parser
 
 

@@ -76,6 +76,7 @@ class Monitor(server.RouterServer):
         self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, Peer] = {}
         self.finisher: Optional[bytes] = None  # the peer that sent finish
+        self.report: Optional[dict] = None  # the last report built
         self.sampler = S.Sampler()
         self.stop_reason: Optional[str] = None
         self.python_version: Optional[str] = None
@@ -173,6 +174,8 @@ class Monitor(server.RouterServer):
         self.finisher = ident
         ok, error, saved_to = self.write(f)
         reply = {"ok": ok, "path": self.output, "error": error, "saved_to": saved_to}
+        if f.history and self.report is not None:
+            reply["history_warning"] = record_history(f, self.report, "monitor")
         self.reply(ident, P.pack(P.DONE, reply))
         self.stop_reason = "finished"
 
@@ -201,6 +204,7 @@ class Monitor(server.RouterServer):
             return False, f"cannot build the report: {type(exc).__name__}: {exc}", None
         if self.possibly_incomplete():
             rep["session"]["possibly_incomplete"] = True
+        self.report = rep
         if not self.output:
             return False, "no output path given", R.save_elsewhere(rep)
         try:
@@ -256,6 +260,16 @@ class Monitor(server.RouterServer):
         directory = self.private_dir()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def record_history(f: P.Finish, report: dict, source: str) -> Optional[str]:
+    """Append the run to the history store ``f.history`` (after its JSON is written): None,
+    or the one-line problem. The database layer is imported only here."""
+    try:
+        from .history import record_run
+    except Exception as exc:  # pragma: no cover - the package is stdlib-only at import
+        return f"perfmon: history not recorded: {exc}"
+    return record_run(f.history, report, f.labels or {}, f.rootdir, source=source)
 
 
 def parser() -> argparse.ArgumentParser:

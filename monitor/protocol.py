@@ -33,10 +33,16 @@ Kinds sent by clients (fields in brackets are optional):
             client resends before saying bye again.  A client's last message.
 ``finish``  BODY = {["session": str], ["start": float], ["stop": float],
             ["exit_status": int|None], ["pytest_version": str], ["warnings": [str, ...]],
-            ["output": str], ["system_info": bool], ["records_dropped": int]}.  Sent by the
+            ["output": str], ["system_info": bool], ["records_dropped": int],
+            ["history": str|None], ["labels": {str: str}], ["rootdir": str]}.  Sent by the
             process that owns the collector (or, to a daemon, the session's owner): write the
-            session's report to ``output``.  Reply ``done`` {"ok": bool, "path": str|None,
-            "error": str|None, "saved_to": str|None}.  A spawned monitor then exits; a daemon
+            session's report to ``output``; then, when ``history`` (a history store URL, see
+            ``pytest_perfmon.monitor.history``) is given, append the run to that store with
+            ``labels`` (at most 100; ``commit``/``branch`` override what the collector finds)
+            and ``rootdir`` (where to ask ``git`` for the commit).  Reply ``done`` {"ok": bool,
+            "path": str|None, "error": str|None, "saved_to": str|None,
+            ["history_warning": str|None]}: the one-line problem of the history store, if any
+            (the report is written all the same).  A spawned monitor then exits; a daemon
             closes that session only.
 
 Two more kinds, for a daemon, which need no ``hello`` first:
@@ -62,6 +68,7 @@ import msgpack
 from .record import (  # noqa: F401 - re-exported: the record is part of the wire
     CALL,
     CPU,
+    EXTRA,
     N_FIELDS,
     NODEID,
     OUTCOME,
@@ -140,6 +147,8 @@ ERROR_NAMES = {
 #   RSS_END    bytes, or None
 #   CPU        process CPU seconds used by the test
 #   WALL       wall seconds over the same interval as CPU
+#   EXTRA      None, or a map of optional per-test figures with string keys (each key's meaning
+#              and type are the report builder's: it copies the keys it knows, checked)
 
 #: Record fields that are a number >= 0 or None.
 OPTIONAL_AMOUNTS = (SETUP, CALL, TEARDOWN, RSS_START, RSS_PEAK, RSS_END, CPU, WALL)
@@ -201,6 +210,11 @@ def check_record(rec: Any) -> list:
     """Validate one record from a batch; return it with the node id decoded to str."""
     if not isinstance(rec, list) or len(rec) != N_FIELDS:
         raise _field(f"record is not a list of {N_FIELDS} fields")
+    extra = rec[EXTRA]
+    if extra is not None and (
+        not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra)
+    ):
+        raise _field("field extra is not null or a map with string keys")
     nodeid = rec[NODEID]
     if isinstance(nodeid, bytes):
         rec[NODEID] = nodeid.decode("utf-8", "backslashreplace")
@@ -283,10 +297,17 @@ class Finish(NamedTuple):
     output: Optional[str]
     system_info: Optional[bool]
     records_dropped: int
+    history: Optional[str] = None
+    labels: Optional[dict] = None
+    rootdir: Optional[str] = None
 
     def as_session(self) -> dict:
         """The fields :func:`pytest_perfmon.monitor.report.build` reads, without the Nones."""
-        return {k: v for k, v in self._asdict().items() if v is not None}
+        return {
+            k: v
+            for k, v in self._asdict().items()
+            if v is not None and k not in ("history", "labels", "rootdir")
+        }
 
 
 def _dict(body: Any, kind: str) -> dict:
@@ -374,6 +395,31 @@ def parse_bye(body: Any) -> Bye:
 
 MAX_WARNINGS = 100
 MAX_WARNING_LEN = 1000
+MAX_LABELS = 100
+MAX_LABEL_KEY = 128
+MAX_LABEL_VALUE = 1000
+MAX_URL_LEN = 4096
+
+
+def _labels(body: dict) -> Optional[dict]:
+    labels = _opt(body, "labels", dict, "a map")
+    if labels is None:
+        return None
+    if len(labels) > MAX_LABELS:
+        raise _field(f"labels has more than {MAX_LABELS} entries")
+    for k, v in labels.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise _field("labels is not a map of strings to strings")
+        if not k or len(k) > MAX_LABEL_KEY or len(v) > MAX_LABEL_VALUE:
+            raise _field("a label key is empty or a label too long")
+    return dict(labels)
+
+
+def _path_like(body: dict, key: str, what: str) -> Optional[str]:
+    v = _opt(body, key, str, what)
+    if v is not None and ("\0" in v or len(v) > MAX_URL_LEN or not v):
+        raise _field(f"{key} is not {what}")
+    return v
 
 
 def parse_finish(body: Any) -> Finish:
@@ -394,6 +440,9 @@ def parse_finish(body: Any) -> Finish:
         output,
         _opt(body, "system_info", bool, "a bool"),
         0 if dropped is None else _int(dropped, 0, 2**53, "records_dropped"),
+        _path_like(body, "history", "a history URL"),
+        _labels(body),
+        _path_like(body, "rootdir", "a path"),
     )
 
 

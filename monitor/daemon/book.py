@@ -13,6 +13,16 @@ from .common import log
 from .session import Session, aborted_path, label_for, replay, session_report, write_report
 
 
+def record_history(info: dict, rep: dict) -> Optional[str]:
+    """Append a finished session's run to the history store its finish named (after its
+    JSON is written): None, or the one-line problem. The database layer is imported here."""
+    from ..history import record_run
+
+    return record_run(
+        info["history"], rep, info.get("labels") or {}, info.get("rootdir"), source="daemon"
+    )
+
+
 class SessionBook:
     """Every session of one daemon, and the journal that makes them survive its death."""
 
@@ -98,6 +108,11 @@ class SessionBook:
             ok, error, saved = False, f"cannot build the report: {type(exc).__name__}: {exc}", None
         else:
             ok, error, saved = write_report(rep, path)
+            info = s.info or {}
+            if state == "finished" and info.get("history"):
+                s.history_warning = record_history(info, rep)
+                if s.history_warning:
+                    log.warning("session %s: %s", s.label, s.history_warning)
             del rep
         s.report_path = path if ok else saved
         s.report_error = error

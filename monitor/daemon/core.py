@@ -192,6 +192,8 @@ class Daemon(server.RouterServer):
         self.book.record(s, {"k": "finish", "s": s.sid, "i": info})
         ok, error, saved = self.close_session(s, "finished")
         reply = {"ok": ok, "path": f.output, "error": error, "saved_to": saved}
+        if f.history:
+            reply["history_warning"] = getattr(s, "history_warning", None)
         self.reply(ident, P.pack(P.DONE, reply))
 
     def on_status(self, ident: bytes, body: Any) -> None:

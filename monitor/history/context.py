@@ -1,0 +1,139 @@
+"""Where a run comes from: the machine fingerprint, the commit and the branch (stdlib only)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Mapping
+from typing import Optional
+
+#: (commit variable, branch variable) of common CI systems, first match wins.
+CI_VARIABLES = (
+    ("GITHUB_SHA", "GITHUB_REF_NAME"),  # GitHub Actions
+    ("CI_COMMIT_SHA", "CI_COMMIT_REF_NAME"),  # GitLab CI
+    ("CIRCLE_SHA1", "CIRCLE_BRANCH"),  # CircleCI
+    ("TRAVIS_COMMIT", "TRAVIS_BRANCH"),  # Travis CI
+    ("BUILDKITE_COMMIT", "BUILDKITE_BRANCH"),  # Buildkite
+    ("BITBUCKET_COMMIT", "BITBUCKET_BRANCH"),  # Bitbucket Pipelines
+    ("BUILD_SOURCEVERSION", "BUILD_SOURCEBRANCHNAME"),  # Azure Pipelines
+    ("DRONE_COMMIT_SHA", "DRONE_BRANCH"),  # Drone
+    ("GIT_COMMIT", "GIT_BRANCH"),  # Jenkins (git plugin)
+)
+
+GIT_TIMEOUT = 2.0
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, sysctl on macOS, else platform.processor)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Hardware", "cpu model", "Processor"):
+                    if value.strip():
+                        return value.strip()
+    except OSError:
+        pass
+    if sys.platform == "darwin":
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"],
+                capture_output=True,
+                text=True,
+                timeout=GIT_TIMEOUT,
+            )
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def local_machine() -> dict:
+    """The fingerprint's inputs for this machine, in the report's ``system`` block names."""
+    mem = None
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_total_mb": mem,
+        "platform": platform.system(),
+        "machine": platform.machine(),
+        "python_implementation": platform.python_implementation(),
+        "python_version": platform.python_version(),
+    }
+
+
+def machine(system: Optional[Mapping]) -> dict:
+    """The fingerprint's inputs: from a report's ``system`` block (it describes the machine
+    that ran the tests), completed from this machine for what the block lacks (reports of
+    older versions have no CPU model); the local machine when there is no block."""
+    local = local_machine()
+    if not isinstance(system, Mapping):
+        return local
+    out = {}
+    for key, value in local.items():
+        given = system.get(key)
+        out[key] = given if given is not None else value
+    return out
+
+
+def fingerprint(desc: Mapping) -> str:
+    """A stable id of the machine: CPU model, logical cores, memory (whole GiB, so that a few
+    MB the kernel reserves differently after a reboot do not matter), OS and architecture, and
+    the Python implementation and version. 16 hex digits."""
+    mem = desc.get("memory_total_mb")
+    gib = round(float(mem) / 1024) if isinstance(mem, (int, float)) else None
+    key = {
+        "cpu": str(desc.get("cpu_model") or ""),
+        "cores": desc.get("cpu_count"),
+        "mem_gib": gib,
+        "os": str(desc.get("platform") or ""),
+        "arch": str(desc.get("machine") or ""),
+        "python": f"{desc.get('python_implementation') or ''} {desc.get('python_version') or ''}",
+    }
+    text = json.dumps(key, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _git(rootdir: str, *args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", "-C", rootdir, *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = out.stdout.strip()
+    return value if out.returncode == 0 and value else None
+
+
+def commit_branch(
+    rootdir: Optional[str], env: Optional[Mapping[str, str]] = None
+) -> tuple[Optional[str], Optional[str]]:
+    """(commit, branch): the first CI system whose commit variable is set, else ``git`` in
+    ``rootdir`` (bounded: 2 s per call), else None."""
+    env = os.environ if env is None else env
+    for sha_var, branch_var in CI_VARIABLES:
+        sha = env.get(sha_var)
+        if sha:
+            branch = env.get(branch_var) or None
+            if branch and branch.startswith("origin/"):
+                branch = branch[len("origin/") :]
+            return sha, branch
+    if rootdir and os.path.isdir(rootdir):
+        sha = _git(rootdir, "rev-parse", "HEAD")
+        if sha:
+            branch = _git(rootdir, "rev-parse", "--abbrev-ref", "HEAD")
+            return sha, (branch if branch and branch != "HEAD" else None)
+    return None, None

@@ -1,0 +1,526 @@
+"""The history store: SQLAlchemy 2 Core tables on SQLite or PostgreSQL (psycopg 3).
+
+Schema (version :data:`SCHEMA_VERSION`; docs/history.md explains it):
+
+``perfmon_meta``  key/value; ``schema_version`` is the store's version.
+``machines``      id, fingerprint (unique), description (JSON: what the fingerprint is made of).
+``tests``         id, nodeid (unique): node ids are stored once, results point at them.
+``runs``          id, run_key (unique: sha256 of the report, so an import is idempotent),
+                  started_at (UTC), duration, commit_sha, branch, machine_id, pytest_version,
+                  perfmon_version, python_version, workers, exit_status, total_tests, aborted,
+                  possibly_incomplete, source (monitor|daemon|import), recorded_at.
+``run_labels``    run_id, key, value: ``--perf-label`` / ``--label`` pairs.
+``results``       run_id, test_id, every number of the report's test entry: duration,
+                  setup_time, call_time, teardown_time, start_mb, peak_mb, end_mb, delta_mb,
+                  cpu_percent; outcome, worker.
+
+Migrations are a versioned upgrade of our own (no Alembic dependency): :data:`MIGRATIONS` maps
+each version to the function that upgrades a store from the version before; they run in one
+transaction under a lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL an advisory lock), so that
+concurrent first writers create the schema once. A store whose version is newer than this
+code's is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.pool import NullPool
+
+from . import url as U
+
+SCHEMA_VERSION = 1
+#: How long a writer waits for another one (SQLite busy timeout, PostgreSQL connect timeout).
+DEFAULT_TIMEOUT = 10.0
+PG_LOCK_ID = 0x7065_7266_6D6F_6E  # "perfmon": the advisory lock of migrations
+
+METRICS = ("duration", "call_time", "peak_mb", "delta_mb", "cpu_percent")
+NUMBERS = (
+    "duration",
+    "setup_time",
+    "call_time",
+    "teardown_time",
+    "start_mb",
+    "peak_mb",
+    "end_mb",
+    "delta_mb",
+    "cpu_percent",
+)
+
+meta = sa.MetaData()
+
+perfmon_meta = sa.Table(
+    "perfmon_meta",
+    meta,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+machines = sa.Table(
+    "machines",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+    sa.Column("description", sa.Text, nullable=False),
+)
+tests = sa.Table(
+    "tests",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("nodeid", sa.Text, nullable=False, unique=True),
+)
+runs = sa.Table(
+    "runs",
+    meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_key", sa.String(64), nullable=False, unique=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("duration", sa.Float),
+    sa.Column("commit_sha", sa.String(128)),
+    sa.Column("branch", sa.Text),
+    sa.Column("machine_id", sa.Integer, sa.ForeignKey("machines.id"), nullable=False),
+    sa.Column("pytest_version", sa.String(64)),
+    sa.Column("perfmon_version", sa.String(64)),
+    sa.Column("python_version", sa.String(64)),
+    sa.Column("workers", sa.Integer),
+    sa.Column("exit_status", sa.Integer),
+    sa.Column("total_tests", sa.Integer, nullable=False),
+    sa.Column("aborted", sa.Boolean, nullable=False),
+    sa.Column("possibly_incomplete", sa.Boolean, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Index("ix_runs_started", "started_at"),
+    sa.Index("ix_runs_machine", "machine_id", "started_at"),
+)
+run_labels = sa.Table(
+    "run_labels",
+    meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("key", sa.String(128), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+results = sa.Table(
+    "results",
+    meta,
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("test_id", sa.Integer, sa.ForeignKey("tests.id"), primary_key=True),
+    *(sa.Column(n, sa.Float) for n in NUMBERS),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("worker", sa.String(128)),
+    sa.Index("ix_results_test_run", "test_id", "run_id"),
+)
+
+
+#: the order of runs: by start time (imports of old artifacts fall into place), then by id
+NEWEST_FIRST = (runs.c.started_at.desc(), runs.c.id.desc())
+
+
+class HistoryError(Exception):
+    """A store that cannot be used (one line, names the problem)."""
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> sa.Engine:
+    """An engine for a history URL (plain path, sqlite:///, postgresql://). One connection
+    at a time, not pooled: the collector opens the store once per run."""
+    sa_url = U.normalize(url)
+    if sa_url.startswith("sqlite"):
+        eng = sa.create_engine(sa_url, poolclass=NullPool, connect_args={"timeout": timeout})
+
+        @sa.event.listens_for(eng, "connect")
+        def _connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we say BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+            cur.close()
+
+        @sa.event.listens_for(eng, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            # writers take the write lock at BEGIN: no deadlock between two readers upgrading
+            write = conn.get_execution_options().get("perfmon_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return eng
+    return sa.create_engine(
+        sa_url,
+        poolclass=NullPool,
+        connect_args={"connect_timeout": max(1, int(timeout)), "application_name": "perfmon"},
+    )
+
+
+def is_sqlite(eng: sa.Engine) -> bool:
+    return eng.dialect.name == "sqlite"
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """One line for a database error."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return f"history store {U.redact(url)}: {type(orig).__name__}: {text}"
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+def _v1(conn: sa.Connection) -> None:
+    meta.create_all(conn, checkfirst=True)
+
+
+#: version -> the upgrade from version - 1. Append, never edit a shipped step.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1}
+
+
+def _read_version(conn: sa.Connection) -> int:
+    if not sa.inspect(conn).has_table("perfmon_meta"):
+        return 0
+    v = conn.execute(
+        sa.select(perfmon_meta.c.value).where(perfmon_meta.c.key == "schema_version")
+    ).scalar()
+    try:
+        return int(v) if v is not None else 0
+    except ValueError:
+        raise HistoryError(f"the store's schema_version is not a number: {v!r}") from None
+
+
+def _check_version(v: int, url: str) -> None:
+    if v > SCHEMA_VERSION:
+        raise HistoryError(
+            f"history store {U.redact(url)} has schema version {v}, written by a newer "
+            f"pytest-perfmon (this one knows up to {SCHEMA_VERSION}): upgrade pytest-perfmon"
+        )
+
+
+def write_conn(eng: sa.Engine) -> sa.Connection:
+    return eng.connect().execution_options(perfmon_write=True)
+
+
+def upgrade(eng: sa.Engine, url: str = "") -> int:
+    """Bring the store to :data:`SCHEMA_VERSION` (creating it if empty). Returns the version
+    it had. Raises :class:`HistoryError` for a store of a newer version."""
+    url = url or str(eng.url)
+    with eng.connect() as conn:
+        v = _read_version(conn)
+    _check_version(v, url)
+    if v == SCHEMA_VERSION:
+        return v
+    with write_conn(eng) as conn, conn.begin():
+        if not is_sqlite(eng):
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
+        v = _read_version(conn)  # again, under the lock: another writer may have done it
+        _check_version(v, url)
+        for step in range(v + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[step](conn)
+        if v < SCHEMA_VERSION:
+            if v == 0:
+                conn.execute(
+                    sa.insert(perfmon_meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+            else:
+                conn.execute(
+                    sa.update(perfmon_meta)
+                    .where(perfmon_meta.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+    return v
+
+
+def open_store(url: str, timeout: float = DEFAULT_TIMEOUT, create: bool = True) -> sa.Engine:
+    """An engine on an up-to-date store. ``create`` False: a SQLite file that does not exist
+    is an error (for the read commands) rather than a new empty store."""
+    if not create and U.kind(url) == "sqlite":
+        import os
+
+        path = U.normalize(url)[len("sqlite:///") :]
+        if not os.path.exists(path):
+            raise HistoryError(f"history store {path} does not exist")
+    eng = engine(url, timeout)
+    try:
+        upgrade(eng, url)
+    except HistoryError:
+        eng.dispose()
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        eng.dispose()
+        raise HistoryError(describe_error(exc, url)) from None
+    return eng
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def run_key(report: Mapping) -> str:
+    """The report's identity: sha256 of its canonical JSON (sorted keys). The same report
+    recorded by the collector and imported later from its JSON file has the same key."""
+    text = json.dumps(report, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _parse_time(text: Any) -> Optional[dt.datetime]:
+    if not isinstance(text, str):
+        return None
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+
+
+def _num(v: Any) -> Optional[float]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if f == f and f not in (float("inf"), float("-inf")) else None
+
+
+def _str(v: Any, n: int) -> Optional[str]:
+    return None if v is None else str(v)[:n]
+
+
+def _insert_ignore(eng_or_conn: Any, table: sa.Table) -> Any:
+    d = pg_dialect if eng_or_conn.dialect.name == "postgresql" else sqlite_dialect
+    return d.insert(table).on_conflict_do_nothing()
+
+
+def _machine_id(conn: sa.Connection, fp: str, desc: Mapping) -> int:
+    conn.execute(
+        _insert_ignore(conn, machines),
+        {"fingerprint": fp, "description": json.dumps(dict(desc), sort_keys=True)},
+    )
+    return conn.execute(sa.select(machines.c.id).where(machines.c.fingerprint == fp)).scalar_one()
+
+
+def _test_ids(conn: sa.Connection, nodeids: list) -> dict:
+    ids: dict[str, int] = {}
+    chunk = 500
+    for i in range(0, len(nodeids), chunk):
+        part = nodeids[i : i + chunk]
+        q = sa.select(tests.c.nodeid, tests.c.id).where(tests.c.nodeid.in_(part))
+        ids.update(conn.execute(q).all())
+    new = [n for n in nodeids if n not in ids]
+    if new:
+        conn.execute(_insert_ignore(conn, tests), [{"nodeid": n} for n in new])
+        for i in range(0, len(new), chunk):
+            part = new[i : i + chunk]
+            q = sa.select(tests.c.nodeid, tests.c.id).where(tests.c.nodeid.in_(part))
+            ids.update(conn.execute(q).all())
+    return ids
+
+
+def insert_run(
+    eng: sa.Engine,
+    report: Mapping,
+    *,
+    commit: Optional[str],
+    branch: Optional[str],
+    labels: Mapping[str, str],
+    machine_fp: str,
+    machine_desc: Mapping,
+    source: str,
+) -> tuple[int, bool]:
+    """Store one run in one transaction: (run id, True if new; False if it was stored
+    already)."""
+    session = report.get("session") or {}
+    test_map = report.get("tests") or {}
+    if not isinstance(session, Mapping) or not isinstance(test_map, Mapping):
+        raise HistoryError("not a perfmon report: session or tests missing")
+    key = run_key(report)
+    now = dt.datetime.now(dt.timezone.utc)
+    started = _parse_time(session.get("timestamp")) or now
+    system = report.get("system") if isinstance(report.get("system"), Mapping) else {}
+    workers = report.get("workers")
+    with write_conn(eng) as conn, conn.begin():
+        old = conn.execute(sa.select(runs.c.id).where(runs.c.run_key == key)).scalar()
+        if old is not None:
+            return old, False
+        mid = _machine_id(conn, machine_fp, machine_desc)
+        exit_status = session.get("exit_status")
+        row = {
+            "run_key": key,
+            "started_at": started,
+            "recorded_at": now,
+            "duration": _num(session.get("duration")),
+            "commit_sha": _str(commit, 128),
+            "branch": _str(branch, 1000),
+            "machine_id": mid,
+            "pytest_version": _str(session.get("pytest_version"), 64),
+            "perfmon_version": _str(session.get("perfmon_version"), 64),
+            "python_version": _str(
+                system.get("python_version") or machine_desc.get("python_version"), 64
+            ),
+            "workers": len(workers) if isinstance(workers, Mapping) else None,
+            "exit_status": exit_status if isinstance(exit_status, int) else None,
+            "total_tests": len(test_map),
+            "aborted": bool(session.get("aborted")),
+            "possibly_incomplete": bool(session.get("possibly_incomplete")),
+            "source": source[:16],
+        }
+        ins = _insert_ignore(conn, runs).values(**row).returning(runs.c.id)
+        rid = conn.execute(ins).scalar()
+        if rid is None:  # a concurrent writer stored the same report first
+            rid = conn.execute(sa.select(runs.c.id).where(runs.c.run_key == key)).scalar_one()
+            return rid, False
+        if labels:
+            conn.execute(
+                sa.insert(run_labels),
+                [{"run_id": rid, "key": str(k)[:128], "value": str(v)} for k, v in labels.items()],
+            )
+        nodeids = [str(n) for n in test_map]
+        ids = _test_ids(conn, nodeids)
+        rows = []
+        for nodeid, t in test_map.items():
+            if not isinstance(t, Mapping):
+                continue
+            mem = t.get("memory") if isinstance(t.get("memory"), Mapping) else {}
+            rows.append(
+                {
+                    "run_id": rid,
+                    "test_id": ids[str(nodeid)],
+                    "duration": _num(t.get("duration")),
+                    "setup_time": _num(t.get("setup_time")),
+                    "call_time": _num(t.get("call_time")),
+                    "teardown_time": _num(t.get("teardown_time")),
+                    "start_mb": _num(mem.get("start_mb")),
+                    "peak_mb": _num(mem.get("peak_mb")),
+                    "end_mb": _num(mem.get("end_mb")),
+                    "delta_mb": _num(mem.get("delta_mb")),
+                    "cpu_percent": _num(t.get("cpu_percent")),
+                    "outcome": _str(t.get("outcome"), 32),
+                    "worker": _str(t.get("worker"), 128),
+                }
+            )
+        if rows:
+            conn.execute(sa.insert(results), rows)
+    return rid, True
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def list_runs(eng: sa.Engine, limit: int) -> list[dict]:
+    """The newest ``limit`` runs, newest first, with their labels and machine fingerprint."""
+    q = (
+        sa.select(runs, machines.c.fingerprint)
+        .join(machines, machines.c.id == runs.c.machine_id)
+        .order_by(*NEWEST_FIRST)
+        .limit(limit)
+    )
+    with eng.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+        ids = [r["id"] for r in rows]
+        labels: dict[int, dict] = {}
+        if ids:
+            lq = sa.select(run_labels).where(run_labels.c.run_id.in_(ids))
+            for r in conn.execute(lq):
+                labels.setdefault(r.run_id, {})[r.key] = r.value
+    for r in rows:
+        r["labels"] = labels.get(r["id"], {})
+        r.pop("run_key", None)
+    return rows
+
+
+def newest_machine(eng: sa.Engine, test_id: Optional[int] = None) -> Optional[int]:
+    """The machine of the newest run (holding ``test_id`` when given)."""
+    q = sa.select(runs.c.machine_id).order_by(*NEWEST_FIRST).limit(1)
+    if test_id is not None:
+        q = q.join(results, results.c.run_id == runs.c.id).where(results.c.test_id == test_id)
+    with eng.connect() as conn:
+        return conn.execute(q).scalar()
+
+
+def test_id(eng: sa.Engine, nodeid: str) -> Optional[int]:
+    with eng.connect() as conn:
+        return conn.execute(sa.select(tests.c.id).where(tests.c.nodeid == nodeid)).scalar()
+
+
+def series(
+    eng: sa.Engine, tid: int, metric: str, machine_id: Optional[int], limit: int
+) -> list[dict]:
+    """One test's newest ``limit`` results, oldest first: run, time, commit, outcome, value."""
+    col = results.c[metric]
+    q = (
+        sa.select(
+            runs.c.id.label("run"),
+            runs.c.started_at,
+            runs.c.commit_sha,
+            runs.c.branch,
+            results.c.outcome,
+            col.label("value"),
+        )
+        .join(runs, runs.c.id == results.c.run_id)
+        .where(results.c.test_id == tid)
+        .order_by(*NEWEST_FIRST)
+        .limit(limit)
+    )
+    if machine_id is not None:
+        q = q.where(runs.c.machine_id == machine_id)
+    with eng.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    rows.reverse()
+    return rows
+
+
+def window(
+    eng: sa.Engine, machine_id: Optional[int], size: int, metrics: Iterable[str]
+) -> tuple[list[dict], dict]:
+    """The newest ``size`` runs (of one machine, or all), oldest first, and per test node id
+    its passed results as {metric: [(run index, value), ...]}."""
+    metrics = list(metrics)
+    rq = sa.select(runs.c.id, runs.c.commit_sha, runs.c.branch, runs.c.started_at)
+    if machine_id is not None:
+        rq = rq.where(runs.c.machine_id == machine_id)
+    rq = rq.order_by(*NEWEST_FIRST).limit(size)
+    out: dict[str, dict] = {}
+    with eng.connect() as conn:
+        run_rows = [dict(r._mapping) for r in conn.execute(rq)]
+        run_rows.reverse()
+        if not run_rows:
+            return [], {}
+        index = {r["id"]: i for i, r in enumerate(run_rows)}
+        q = (
+            sa.select(tests.c.nodeid, results.c.run_id, *(results.c[m] for m in metrics))
+            .join(tests, tests.c.id == results.c.test_id)
+            .where(results.c.run_id.in_(list(index)))
+            .where(results.c.outcome == "passed")
+        )
+        for row in conn.execute(q):
+            i = index.get(row[1])
+            if i is None:
+                continue
+            per = out.get(row[0])
+            if per is None:
+                per = out[row[0]] = {m: [] for m in metrics}
+            for m, v in zip(metrics, row[2:]):
+                if v is not None:
+                    per[m].append((i, v))
+    for per in out.values():
+        for m in metrics:
+            per[m].sort()
+    return run_rows, out
+
+
+def prune(eng: sa.Engine, keep: int) -> int:
+    """Delete all but the newest ``keep`` runs (one transaction). Returns how many went."""
+    with write_conn(eng) as conn, conn.begin():
+        q = sa.select(runs.c.id).order_by(*NEWEST_FIRST).offset(keep)
+        gone = [r[0] for r in conn.execute(q)]
+        for i in range(0, len(gone), 500):
+            part = gone[i : i + 500]
+            conn.execute(sa.delete(results).where(results.c.run_id.in_(part)))
+            conn.execute(sa.delete(run_labels).where(run_labels.c.run_id.in_(part)))
+            conn.execute(sa.delete(runs).where(runs.c.id.in_(part)))
+        if gone:
+            used = sa.select(results.c.test_id).distinct()
+            conn.execute(sa.delete(tests).where(tests.c.id.not_in(used)))
+    return len(gone)

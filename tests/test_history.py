@@ -1,0 +1,715 @@
+"""Run history: store (SQLite and a real PostgreSQL), recording by the monitor and the daemon,
+``perfmon history`` commands, change-point detection, concurrency, faults, Grafana panels.
+
+The PostgreSQL server is started by this module (initdb + pg_ctl in a temp dir, Unix socket
+only, as ``nobody`` when run as root) and stopped at its end. Without the binaries its tests
+skip, saying why; with CI=true that is a failure.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+sa = pytest.importorskip("sqlalchemy", reason="the history extra is not installed")
+np = pytest.importorskip("numpy", reason="the history extra is not installed")
+
+from pytest_perfmon.monitor import cli  # noqa: E402
+from pytest_perfmon.monitor import history as H  # noqa: E402
+from pytest_perfmon.monitor import protocol as P  # noqa: E402
+from pytest_perfmon.monitor.history import context, detect, store  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+GOLDEN = os.path.join(HERE, "golden")
+WAIT = 30  # seconds: bound of every wait for the PostgreSQL server
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> str | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return os.path.dirname(found)
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: d.split("/")[-2])
+    for d in reversed(dirs):
+        if os.path.exists(os.path.join(d, "pg_ctl")):
+            return d
+    return None
+
+
+class PG:
+    """A throwaway PostgreSQL server on a Unix socket in a temp dir."""
+
+    def __init__(self, bindir: str) -> None:
+        self.bindir = bindir
+        self.dir = tempfile.mkdtemp(prefix="perfmon-pg-")
+        self.user = None
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # postgres refuses to run as root
+            self.user = "nobody"
+            pw = pwd.getpwnam("nobody")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        self.data = os.path.join(self.dir, "data")
+        self.started = False
+        self.has_db = False
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            args, check=True, capture_output=True, timeout=WAIT, user=self.user, cwd=self.dir
+        )
+
+    def start(self) -> None:
+        b = self.bindir
+        self._run(
+            f"{b}/initdb",
+            "-D",
+            self.data,
+            "-A",
+            "trust",
+            "-U",
+            "perfmon",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
+        opts = (
+            f"-c listen_addresses='' -k {self.dir} -c fsync=off -c full_page_writes=off "
+            "-c synchronous_commit=off -c max_connections=40"
+        )
+        self._run(
+            f"{b}/pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            os.path.join(self.dir, "log"),
+            "-w",
+            "-t",
+            str(WAIT),
+            "-o",
+            opts,
+            "start",
+        )
+        self.started = True
+
+    def url(self, db: str = "postgres") -> str:
+        return f"postgresql://perfmon@/{db}?host={self.dir}"
+
+    def new_db(self) -> str:
+        """The URL of an empty store: the database ``history``, its schema dropped."""
+        eng = sa.create_engine(
+            store.U.normalize(self.url()), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        )
+        with eng.connect() as c:
+            if not self.has_db:
+                c.exec_driver_sql("CREATE DATABASE history TEMPLATE template0")
+                self.has_db = True
+        eng.dispose()
+        eng = sa.create_engine(
+            store.U.normalize(self.url("history")),
+            isolation_level="AUTOCOMMIT",
+            poolclass=sa.pool.NullPool,
+        )
+        with eng.connect() as c:
+            c.exec_driver_sql("DROP SCHEMA public CASCADE")
+            c.exec_driver_sql("CREATE SCHEMA public")
+        eng.dispose()
+        return self.url("history")
+
+    def stop(self) -> None:
+        try:
+            if self.started:
+                self._run(
+                    f"{self.bindir}/pg_ctl",
+                    "-D",
+                    self.data,
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    str(WAIT),
+                    "stop",
+                )
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pg():
+    bindir = _pg_bin()
+    if bindir is None:
+        why = "PostgreSQL server binaries (initdb, pg_ctl) not found; .ci/run installs them"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why + " (CI=true: not skipping)")
+        pytest.skip(why)
+    server = PG(bindir)
+    try:
+        server.start()
+    except (subprocess.SubprocessError, OSError) as exc:
+        server.stop()
+        pytest.fail(f"cannot start PostgreSQL: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """The URL of a new, empty store on each back end."""
+    if request.param == "sqlite":
+        return str(tmp_path / "history.db")
+    return request.getfixturevalue("pg").new_db()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def golden(name: str = "current.json") -> dict:
+    with open(os.path.join(GOLDEN, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def make_report(i: int, durations: dict, peak: float = 50.0, ts: float | None = None) -> dict:
+    """A small valid report: run ``i``, the tests' durations in seconds."""
+    ts = 1_700_000_000 + 3600 * i if ts is None else ts
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".000000Z"
+    tests = {}
+    for nodeid, d in durations.items():
+        tests[nodeid] = {
+            "duration": d,
+            "setup_time": d * 0.1,
+            "call_time": d * 0.8,
+            "teardown_time": d * 0.1,
+            "memory": {"start_mb": 40.0, "peak_mb": peak, "end_mb": 40.0, "delta_mb": 0.0},
+            "cpu_percent": 90.0,
+            "outcome": "passed",
+            "worker": "main",
+            "pid": 100,
+        }
+    rep = golden()
+    rep["session"] = dict(rep["session"], timestamp=stamp, total_tests=len(tests), exit_status=0)
+    rep["tests"] = tests
+    return rep
+
+
+ENV = {"GITHUB_SHA": "a" * 40, "GITHUB_REF_NAME": "main"}
+
+
+def count(url: str, table: str) -> int:
+    eng = store.engine(url)
+    try:
+        with eng.connect() as c:
+            return c.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+    finally:
+        eng.dispose()
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("perf-history.db", None),
+        ("sqlite:///perf-history.db", None),
+        ("postgresql://u:p@db.example:5432/perf", None),
+        ("postgres://u@/perf?host=/run/postgresql", None),
+        ("", "empty"),
+        ("mysql://u@h/db", "unsupported history URL scheme 'mysql'"),
+        ("postgresql://u@h:notaport/db", "malformed PostgreSQL URL"),
+        ("postgresql://u@h:5432/", "needs a database name"),
+        ("postgresql:///db", "needs a host"),
+        ("sqlite://", "needs a file"),
+        ("no/such/dir/h.db", "does not exist"),
+        (".", "is a directory"),
+    ],
+)
+def test_check_url(url, problem, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    got = H.check_url(url)
+    if problem is None:
+        assert got is None
+    else:
+        assert got is not None and problem in got and "\n" not in got
+        assert got.startswith("--perf-history: ")
+
+
+def test_check_url_names_the_missing_extra(monkeypatch, tmp_path):
+    monkeypatch.setattr(H.url, "_missing", lambda m: m == "psycopg")
+    assert H.check_url(str(tmp_path / "h.db")) is None
+    assert "pytest-perfmon[history]" in H.check_url("postgresql://u@h/db")
+    monkeypatch.setattr(H.url, "_missing", lambda m: True)
+    assert "needs SQLAlchemy" in H.check_url(str(tmp_path / "h.db"))
+
+
+def test_light_imports_do_not_load_the_database_layer():
+    """The pytest process may call check_url; `perfmon` starts without SQLAlchemy."""
+    code = (
+        "import sys; from pytest_perfmon.monitor.history import check_url; "
+        "import pytest_perfmon.monitor.cli, pytest_perfmon.monitor.monitor; "
+        "import pytest_perfmon.monitor.daemon.core; check_url('x.db'); "
+        "bad = [m for m in ('sqlalchemy', 'numpy', 'psycopg') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_redact():
+    assert H.redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert H.redact("h.db") == "h.db"
+
+
+# --------------------------------------------------------------------------- context
+
+
+def test_commit_branch_sources(tmp_path):
+    assert context.commit_branch(None, ENV) == ("a" * 40, "main")
+    gl = {"CI_COMMIT_SHA": "b" * 40, "CI_COMMIT_REF_NAME": "dev"}
+    assert context.commit_branch(None, gl) == ("b" * 40, "dev")
+    jenkins = {"GIT_COMMIT": "c" * 40, "GIT_BRANCH": "origin/rel"}
+    assert context.commit_branch(None, jenkins) == ("c" * 40, "rel")
+    assert context.commit_branch(str(tmp_path), {}) == (None, None)  # not a repository
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", "-b", "feature"], check=True, timeout=30)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True, timeout=30)
+    sha = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    assert context.commit_branch(str(repo), {}) == (sha, "feature")
+
+
+def test_fingerprint_stable_and_specific():
+    local = context.local_machine()
+    assert context.fingerprint(local) == context.fingerprint(context.local_machine())
+    assert len(context.fingerprint(local)) == 16
+    # a report of this machine gives the same print as the machine itself
+    system = dict(local, memory_total_mb=(local["memory_total_mb"] or 0) + 3.0)
+    assert context.fingerprint(context.machine(system)) == context.fingerprint(local)
+    for key, other in (
+        ("cpu_model", "Other CPU"),
+        ("cpu_count", 999),
+        ("platform", "Plan9"),
+        ("python_version", "2.7.0"),
+        ("python_implementation", "PyPy"),
+        ("memory_total_mb", 10**7),
+    ):
+        assert context.fingerprint(dict(local, **{key: other})) != context.fingerprint(local)
+
+
+# --------------------------------------------------------------------------- store
+
+
+def test_record_stores_every_number_once(db):
+    rep = golden()
+    labels = {"job": "py3.11", "branch": "override"}
+    assert H.record_run(db, rep, labels, None, env=ENV) is None
+    assert H.record_run(db, rep, labels, None, env=ENV) is None  # the same report: stored once
+    assert count(db, "runs") == 1
+    assert count(db, "results") == len(rep["tests"])
+    eng = store.open_store(db)
+    try:
+        (run,) = store.list_runs(eng, 10)
+        assert run["commit_sha"] == "a" * 40 and run["branch"] == "override"
+        assert run["labels"] == labels
+        assert run["total_tests"] == len(rep["tests"]) and run["exit_status"] == 1
+        assert run["pytest_version"] == "8.3.0" and run["workers"] == len(rep["workers"])
+        assert run["source"] == "monitor" and run["aborted"] is False
+        nodeid = "tests/test_cache.py::test_leak"
+        tid = store.test_id(eng, nodeid)
+        t = rep["tests"][nodeid]
+        with eng.connect() as c:
+            row = c.execute(sa.select(store.results).where(store.results.c.test_id == tid)).one()
+        assert row.duration == t["duration"] and row.call_time == t["call_time"]
+        assert row.setup_time == t["setup_time"] and row.teardown_time == t["teardown_time"]
+        assert (row.start_mb, row.peak_mb, row.end_mb, row.delta_mb) == tuple(
+            t["memory"][k] for k in ("start_mb", "peak_mb", "end_mb", "delta_mb")
+        )
+        assert row.cpu_percent == t["cpu_percent"] and row.outcome == t["outcome"]
+        assert row.worker == t["worker"]
+    finally:
+        eng.dispose()
+
+
+def test_newer_store_is_refused(db):
+    assert H.record_run(db, golden(), {}, None, env=ENV) is None
+    eng = store.engine(db)
+    with eng.begin() as c:
+        c.execute(sa.update(store.perfmon_meta).values(value="99"))
+    eng.dispose()
+    warning = H.record_run(db, golden("baseline.json"), {}, None, env=ENV)
+    assert "schema version 99" in warning and "newer pytest-perfmon" in warning
+    assert cli.main(["history", "runs", "--db", db]) == 2
+    assert count(db, "runs") == 1
+
+
+def test_upgrade_from_empty_is_versioned(tmp_path):
+    url = str(tmp_path / "h.db")
+    eng = store.engine(url)
+    assert store.upgrade(eng, url) == 0  # was empty
+    assert store.upgrade(eng, url) == store.SCHEMA_VERSION  # nothing to do
+    with eng.connect() as c:
+        v = c.execute(sa.select(store.perfmon_meta.c.value)).scalar_one()
+    eng.dispose()
+    assert v == str(store.SCHEMA_VERSION)
+
+
+def test_one_transaction_per_run(db, monkeypatch):
+    """A failure while writing the results leaves nothing of the run behind."""
+    real = store.insert_run.__globals__["_test_ids"]
+
+    def broken(conn, nodeids):
+        real(conn, nodeids)
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(store, "_test_ids", broken)
+    warning = H.record_run(db, golden(), {}, None, env=ENV)
+    assert "disk I/O error" in warning and "\n" not in warning
+    assert count(db, "runs") == 0 and count(db, "tests") == 0 and count(db, "machines") == 0
+
+
+def test_unreachable_postgresql_is_one_warning(tmp_path):
+    t = time.monotonic()
+    warning = H.record_run(f"postgresql://u@/db?host={tmp_path}", golden(), {}, None, env=ENV)
+    assert warning.startswith("perfmon: history not recorded: history store postgresql://")
+    assert "\n" not in warning and time.monotonic() - t < 10
+
+
+def test_locked_sqlite_is_one_warning(tmp_path):
+    url = str(tmp_path / "h.db")
+    assert H.record_run(url, golden(), {}, None, env=ENV) is None
+    holder = sqlite3.connect(url, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        warning = H.record_run(url, golden("baseline.json"), {}, None, env=ENV, timeout=0.2)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "database is locked" in warning and "\n" not in warning
+    assert H.record_run(url, golden("baseline.json"), {}, None, env=ENV) is None
+    assert count(url, "runs") == 2
+
+
+def test_missing_extra_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
+    assert cli.main(["history", "runs", "--db", str(tmp_path / "h.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "pytest-perfmon[history]"' in err
+
+
+# --------------------------------------------------------------------------- the collectors
+
+
+def _session(srv, finish: dict):
+    from test_protocol import record
+    from test_server import hello
+
+    assert srv.send(b"a", P.HELLO, hello())[0] == P.READY
+    srv.send(b"a", P.BATCH, [0, [record(b"t.py::test_a"), record(b"t.py::test_b", 1001)]])
+    assert srv.send(b"a", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+    body = {"start": 999.0, "stop": 1002.0, "exit_status": 0, **finish}
+    return srv.send(b"a", P.FINISH, body)
+
+
+@pytest.mark.parametrize("collector", ["monitor", "daemon"])
+def test_collector_records_the_run(collector, request, tmp_path, db):
+    srv = request.getfixturevalue(collector)
+    out = str(tmp_path / "perf.json")
+    finish = {"output": out, "history": db, "labels": {"job": "unit"}, "rootdir": str(tmp_path)}
+    kind, done = _session(srv, finish)
+    assert kind == P.DONE and done["ok"] and done["history_warning"] is None, done
+    assert os.path.exists(out)
+    eng = store.open_store(db)
+    try:
+        (run,) = store.list_runs(eng, 5)
+    finally:
+        eng.dispose()
+    assert run["labels"] == {"job": "unit"} and run["total_tests"] == 2
+    assert run["source"] == collector
+    # the same report, imported from its JSON file, is the same run
+    assert cli.main(["history", "import", out, "--db", db]) == 0
+    assert count(db, "runs") == 1
+
+
+@pytest.mark.parametrize("collector", ["monitor", "daemon"])
+def test_collector_with_unusable_store_still_writes_the_report(collector, request, tmp_path):
+    srv = request.getfixturevalue(collector)
+    out = str(tmp_path / "perf.json")
+    bad = f"postgresql://u@/db?host={tmp_path}"  # no server there
+    kind, done = _session(srv, {"output": out, "history": bad})
+    assert kind == P.DONE and done["ok"], done
+    assert done["history_warning"].startswith("perfmon: history not recorded:")
+    assert "\n" not in done["history_warning"]
+    with open(out, encoding="utf-8") as f:
+        assert json.load(f)["tests"]
+
+
+def test_finish_history_fields_are_checked():
+    ok = P.parse_finish({"history": "h.db", "labels": {"a": "b"}, "rootdir": "/x"})
+    assert (ok.history, ok.labels, ok.rootdir) == ("h.db", {"a": "b"}, "/x")
+    assert "history" not in ok.as_session() and "labels" not in ok.as_session()
+    assert P.parse_finish({}).history is None
+    for bad in (
+        {"history": 3},
+        {"labels": ["a"]},
+        {"labels": {"a": 1}},
+        {"labels": {"": "x"}},
+        {"rootdir": "a\0b"},
+        {"history": ""},
+        {"labels": {str(i): "v" for i in range(101)}},
+    ):
+        with pytest.raises(P.ProtocolError):
+            P.parse_finish(bad)
+
+
+# fixtures of the in-process collectors, shared with test_server
+from test_server import daemon, monitor  # noqa: E402,F401
+
+# --------------------------------------------------------------------------- commands
+
+
+def _fill(url: str, n: int, slow_from: int | None = None, factor: float = 1.3) -> None:
+    """``n`` runs of three tests with run-to-run noise; test_b slower from run ``slow_from``."""
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        slow = slow_from is not None and i >= slow_from
+        durations = {
+            "t.py::test_a": 0.050 * (1 + 0.02 * rng.standard_normal()),
+            "t.py::test_b": 0.100 * (factor if slow else 1.0) * (1 + 0.02 * rng.standard_normal()),
+            "t.py::test_c": 0.001 * (1 + 0.3 * rng.standard_normal()),
+        }
+        env = {"GITHUB_SHA": f"c{i:02d}".ljust(40, "0"), "GITHUB_REF_NAME": "main"}
+        assert H.record_run(url, make_report(i, durations), {}, None, env=env) is None
+
+
+def test_cli_commands(db, capsys, monkeypatch, tmp_path):
+    _fill(db, 20, slow_from=17)
+    capsys.readouterr()
+    assert cli.main(["history", "runs", "--db", db, "--limit", "3", "--format", "json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["commit_sha"] for r in runs] == [f"c{i:02d}".ljust(40, "0") for i in (19, 18, 17)]
+    assert cli.main(["history", "runs", "--db", db]) == 0
+    assert "main" in capsys.readouterr().out
+
+    assert cli.main(["history", "show", "t.py::test_b", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "▁" in out and "█" in out and out.count("  passed  ") == 20
+    assert (
+        cli.main(
+            [
+                "history",
+                "show",
+                "t.py::test_b",
+                "--db",
+                db,
+                "--format",
+                "json",
+                "--metric",
+                "peak_mb",
+                "--limit",
+                "5",
+            ]
+        )
+        == 0
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert [p["value"] for p in shown["points"]] == [50.0] * 5
+    assert cli.main(["history", "show", "t.py::nope", "--db", db]) == 2
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert cli.main(["history", "check", "--db", db, "--format", "json"]) == 1
+    out = capsys.readouterr().out
+    result = json.loads(out[: out.index("::warning")])
+    (change,) = result["changes"]
+    assert change["test"] == "t.py::test_b" and change["metric"] == "duration"
+    assert change["kind"] == "regression" and change["commit"] == "c17".ljust(40, "0")
+    assert 25 < change["change_percent"] < 35 and change["p_value"] <= 0.01
+    assert abs(change["before"] - 0.1) < 0.01 and change["runs_after"] == 3
+    assert "::warning file=t.py,title=perfmon%3A duration regression::t.py::test_b" in out
+    assert "| 🔴 | `t.py::test_b` | duration |" in summary.read_text()
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    # thresholds: a 30 % change passes 0.25, not 0.5; a floor of 1 s hides it
+    assert cli.main(["history", "check", "--db", db, "--rel", "0.25"]) == 1
+    assert cli.main(["history", "check", "--db", db, "--rel", "0.5"]) == 0
+    assert cli.main(["history", "check", "--db", db, "--abs", "duration=1"]) == 0
+    assert cli.main(["history", "check", "--db", db, "--recent", "2"]) == 0  # older than that
+    assert cli.main(["history", "check", "--db", db, "--metric", "peak_mb"]) == 0
+    assert cli.main(["history", "check", "--db", db, "--abs", "cpu_percent=3"]) == 2
+    assert cli.main(["history", "check", "--db", db, "--format", "markdown"]) == 1
+    assert capsys.readouterr().out.count("🔴") == 1
+
+    assert cli.main(["history", "prune", "--db", db, "--keep", "5"]) == 0
+    assert count(db, "runs") == 5 and count(db, "results") == 15
+    # 2 runs before, 3 after: 10 ways to split 5 runs, so no p-value can reach 0.01
+    assert cli.main(["history", "check", "--db", db]) == 0
+
+
+def test_cli_usage_and_input_errors(tmp_path, capsys):
+    db = str(tmp_path / "h.db")
+    assert cli.main(["history", "runs", "--db", db]) == 2  # no such store: not created
+    assert not os.path.exists(db)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert cli.main(["history", "import", str(bad), "--db", db]) == 2
+    merged = tmp_path / "merged.json"
+    assert cli.main(["merge", os.path.join(GOLDEN, "current.json"), "-o", str(merged)]) == 0
+    assert cli.main(["history", "import", str(merged), "--db", db]) == 2
+    assert "merged" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["history", "check", "--db", db, "--p-value", "0"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["history", "import", "x.json", "--db", db, "--label", "novalue"])
+    assert cli.main(["history", "check", "--db", "mysql://x/y"]) == 2
+
+
+def test_import_is_idempotent_and_uses_labels(db, capsys):
+    cur, base = os.path.join(GOLDEN, "current.json"), os.path.join(GOLDEN, "baseline.json")
+    args = [
+        "history",
+        "import",
+        cur,
+        base,
+        "--db",
+        db,
+        "--label",
+        "commit=abc",
+        "--label",
+        "branch=b1",
+    ]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    assert "already stored as run" in capsys.readouterr().out
+    eng = store.open_store(db)
+    try:
+        runs = store.list_runs(eng, 10)
+    finally:
+        eng.dispose()
+    assert len(runs) == 2 and {r["commit_sha"] for r in runs} == {"abc"}
+    # ordered by start time: baseline ran first although imported second
+    assert [r["started_at"].day for r in runs] == [2, 1]
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def _series(seed: int, parts: list) -> np.ndarray:
+    """Concatenated segments (n, mean) with 2 % gaussian noise."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([m * (1 + 0.02 * rng.standard_normal(n)) for n, m in parts])
+
+
+def test_energy_statistic_matches_its_definition():
+    x = np.random.default_rng(3).standard_normal(13)
+
+    def q(t):
+        a, b = x[:t], x[t:]
+        m, k = len(a), len(b)
+        between = 2 * np.abs(a[:, None] - b[None, :]).mean()
+        wa = np.abs(a[:, None] - a[None, :]).sum() / (m * (m - 1))
+        wb = np.abs(b[:, None] - b[None, :]).sum() / (k * (k - 1))
+        return m * k / len(x) * (between - wa - wb)
+
+    got = detect._q_all(x[None, :], 2)[0]
+    assert np.allclose(got, [q(t) for t in range(2, 12)])
+
+
+def test_single_step_found_where_it_is():
+    for seed in range(5):
+        x = _series(seed, [(27, 1.0), (3, 1.25)])
+        (c,) = detect.changes(x, "s", min_rel=0.1, min_abs=0.005)
+        assert c.index == 27 and c.p <= 0.01 and 0.2 < c.rel < 0.3
+
+
+def test_two_steps_and_their_medians():
+    x = _series(1, [(15, 1.0), (15, 1.5), (10, 1.0)])
+    got = detect.changes(x, "two", min_rel=0.1)
+    assert [c.index for c in got] == [15, 30]
+    assert abs(got[0].before - 1.0) < 0.02 and abs(got[0].after - 1.5) < 0.03
+    assert abs(got[1].after - 1.0) < 0.02
+
+
+def test_no_change_no_alarm_and_a_spike_is_not_a_change():
+    alarms = sum(
+        bool(detect.changes(_series(s, [(30, 1.0)]), str(s), min_rel=0.05)) for s in range(200)
+    )
+    assert alarms == 0
+    x = _series(9, [(30, 1.0)])
+    x[-1] = 3.0  # one slow run at the end: not a change (a change needs 2 runs)
+    assert detect.changes(x, "spike", min_rel=0.1) == []
+
+
+def test_gate_each_part_can_veto():
+    x = _series(2, [(20, 1.0), (10, 1.08)])  # clearly significant, 8 %
+    assert [c.index for c in detect.changes(x, "g")] == [20]
+    assert detect.changes(x, "g", min_rel=0.1) == []  # below the relative threshold
+    assert detect.changes(x, "g", min_abs=0.1) == []  # below the absolute floor
+    assert detect.changes(x, "g", p_max=0.001, permutations=99) == []  # p cannot get there
+
+
+def test_detection_is_deterministic():
+    x = _series(4, [(10, 1.0), (4, 1.04)])
+    a = detect.changes(x, "same name", permutations=199)
+    b = detect.changes(x, "same name", permutations=199)
+    assert a == b
+
+
+def test_too_short_and_constant_series():
+    assert detect.changes([1.0, 2.0, 3.0], "short") == []
+    assert detect.changes([1.0] * 20, "flat") == []
+    assert detect.best_split([1.0], 2) == (None, 0.0)
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def _writer(url: str, go, i: int, path: str, results) -> None:
+    with open(path, encoding="utf-8") as f:
+        rep = json.load(f)
+    go.wait(30)
+    w = H.record_run(url, rep, {"writer": str(i)}, None, source="test", timeout=30)
+    results.put((i, w or "ok"))
+
+
+def test_eight_concurrent_writers_lose_no_run(db, tmp_path):
+    """8 processes create the schema and write their runs at the same moment."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    go, results = ctx.Event(), ctx.Queue()
+    procs = []
+    try:
+        for i in range(8):
+            durations = {f"t{j}.py::test_{k}": 0.01 for j in range(20) for k in range(25)}
+            durations[f"w{i}.py::test_own"] = 0.02
+            path = tmp_path / f"r{i}.json"
+            path.write_text(json.dumps(make_report(i, durations)))
+            p = ctx.Process(target=_writer, args=(db, go, i, str(path), results))
+            p.start()
+            procs.append(p)
+        go.set()
+        outs = sorted(results.get(timeout=60) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
+    assert outs == [(i, "ok") for i in range(8)], outs
+    assert [p.exitcode for p in procs] == [0] * 8
+    assert count(db, "runs") == 8
+    assert count(db, "results") == 8 * 501
+    assert count(db, "tests") == 500 + 8
+    assert count(db, "machines") == 1
