@@ -343,6 +343,12 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     return report
 
 
+def _cpu_model() -> str:
+    from .history.context import cpu_model  # stdlib only
+
+    return cpu_model()
+
+
 def system_info(python_version: Optional[str] = None) -> dict:
     """The brief's system block. Uses psutil where present, the standard library otherwise."""
     import platform
@@ -361,6 +367,8 @@ def system_info(python_version: Optional[str] = None) -> dict:
         "platform": platform.system(),
         "platform_release": platform.release(),
         "machine": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "python_implementation": platform.python_implementation(),
         "python_version": python_version or platform.python_version(),
         "cpu_count": os.cpu_count(),
         "memory_total_mb": _mb(mem_total),

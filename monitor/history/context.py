@@ -54,18 +54,13 @@ def cpu_model() -> str:
 
 
 def local_machine() -> dict:
-    """The fingerprint's inputs for this machine, in the report's ``system`` block names."""
-    mem = None
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e6
-    except (ValueError, OSError, AttributeError):
-        pass
+    """The fingerprint's inputs for this machine: its report ``system`` block (same units)."""
+    from ..report import system_info
+
+    info = system_info()
+    keys = ("cpu_model", "cpu_count", "memory_total_mb", "platform", "machine")
     return {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_total_mb": mem,
-        "platform": platform.system(),
-        "machine": platform.machine(),
+        **{k: info.get(k) for k in keys},
         "python_implementation": platform.python_implementation(),
         "python_version": platform.python_version(),
     }
