@@ -472,8 +472,27 @@ def test_finish_history_fields_are_checked():
             P.parse_finish(bad)
 
 
-# fixtures of the in-process collectors, shared with test_server
-from test_server import daemon, monitor  # noqa: E402,F401
+@pytest.fixture
+def monitor(tmp_path):
+    from pytest_perfmon.monitor.monitor import Monitor
+    from test_server import InProcess
+
+    m = InProcess(Monitor("ipc://unused", str(tmp_path / "perf.json"), 0.1, None, False))
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def daemon(tmp_path, monkeypatch):
+    from pytest_perfmon.monitor.daemon.core import Daemon
+    from test_server import InProcess
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where save_elsewhere writes
+    out = tmp_path / "combined.json"
+    d = InProcess(Daemon("ipc://unused", str(out), str(out) + ".journal", 0.1, False))
+    yield d
+    d.close()
+
 
 # --------------------------------------------------------------------------- commands
 
@@ -713,3 +732,93 @@ def test_eight_concurrent_writers_lose_no_run(db, tmp_path):
     assert count(db, "results") == 8 * 501
     assert count(db, "tests") == 500 + 8
     assert count(db, "machines") == 1
+
+
+# --------------------------------------------------------------------------- Grafana
+
+GRAFANA = os.path.join(HERE, "..", "docs", "grafana")
+
+
+def _grafana(name: str) -> dict:
+    with open(os.path.join(GRAFANA, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _sql_literal(v: str) -> str:
+    return "'" + v.replace("'", "''") + "'"
+
+
+def _expand(sql: str, variables: dict) -> str:
+    """Grafana's macros and variables as the PostgreSQL data source expands them."""
+    import re
+
+    sql = re.sub(
+        r"\$__timeFilter\(([^)]+)\)",
+        r"\1 BETWEEN '1970-01-01T00:00:00Z' AND '2100-01-01T00:00:00Z'",
+        sql,
+    )
+    for name, values in variables.items():
+        sql = sql.replace(f"${{{name}:sqlstring}}", ",".join(_sql_literal(v) for v in values))
+    assert "$" not in sql, sql
+    return sql
+
+
+def test_grafana_history_panels_run_on_the_real_schema(pg):
+    """Every panel's SQL and every variable's query, against a filled PostgreSQL store."""
+    url = pg.new_db()
+    _fill(url, 6)
+    dash = _grafana("perfmon-history-postgresql.json")
+    eng = store.engine(url)
+    try:
+        with eng.connect() as c:
+            var_values = {}
+            for var in dash["templating"]["list"]:
+                rows = c.exec_driver_sql(var["query"]).all()
+                assert rows, var["name"]
+                var_values[var["name"]] = [r[0] for r in rows]
+            variables = {"machine": var_values["machine"], "test": ["t.py::test_b"]}
+            targets = [t for p in dash["panels"] for t in p["targets"]]
+            assert len(targets) >= 6
+            for t in targets:
+                result = c.exec_driver_sql(_expand(t["rawSql"], variables))
+                cols, rows = list(result.keys()), result.all()
+                assert rows, t["rawSql"]
+                if t["format"] == "time_series":
+                    assert cols[0] == "time" and len(cols) >= 2
+    finally:
+        eng.dispose()
+    titles = " ".join(p["title"] for p in dash["panels"])
+    for what in ("Per-test trend", "Slowest tests over time", "Suite duration per commit"):
+        assert what in titles
+
+
+def test_grafana_daemon_panels_use_metrics_the_daemon_exports(daemon, tmp_path):
+    import re
+
+    from prometheus_client import CollectorRegistry, generate_latest
+    from pytest_perfmon.monitor.daemon.metrics import Metrics
+    from test_protocol import record
+    from test_server import hello
+
+    srv = daemon
+    srv.send(b"w", P.HELLO, hello(role="worker", worker="gw0"))
+    srv.send(b"w", P.BATCH, [0, [record(b"t.py::test_x")]])
+    srv.send(b"w", P.BYE, "not a map")  # one protocol error, so that its counter has a sample
+    srv.srv.book.sample()
+    srv.srv.housekeeping()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Metrics(lambda: srv.srv.snapshot))
+    exported = {
+        line.split("{")[0].split(" ")[0]
+        for line in generate_latest(registry).decode().splitlines()
+        if line and not line.startswith("#")
+    }
+    dash = _grafana("perfmon-daemon-prometheus.json")
+    used = set()
+    for p in dash["panels"]:
+        for t in p["targets"]:
+            used.update(re.findall(r"perfmon_[a-z_]+", t["expr"]))
+    for var in dash["templating"]["list"]:
+        used.update(re.findall(r"perfmon_[a-z_]+", var["query"]))
+    assert len(used) >= 8
+    assert used <= exported, used - exported

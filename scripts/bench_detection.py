@@ -1,0 +1,256 @@
+"""Detection quality of `perfmon history check`, from real repeated runs on this machine.
+
+    python scripts/bench_detection.py                     # ~3 minutes on 2 cores
+    python scripts/bench_detection.py --baseline-runs 20 --changed-runs 4   # quicker
+    python scripts/bench_detection.py --reuse DIR         # recompute from earlier reports
+
+1. Writes a suite of 26 tests taking 1 ms to 500 ms (13 busy CPU loops, 13 sleeps; the 200 and
+   500 ms ones also allocate and touch 30 MB) and runs it with ``pytest --perf-monitor``:
+   --baseline-runs times unchanged, then --changed-runs times with every test of >= 20 ms 25 %
+   slower (PERF_BENCH_SLOW=1.25), then --changed-runs times with those tests holding 20 MB more
+   (PERF_BENCH_MB=20). No synthetic noise: every number is a measured run.
+2. False alarms: every window of --window consecutive unchanged runs, every test, metrics
+   duration and peak_mb, is one series check (default thresholds); an alarm is a change in
+   the last --recent runs of the window (what `history check` reports).
+3. Detection: for k = 1, 2, 3 changed runs after W - k unchanged ones (every offset into the
+   unchanged runs, every k-subset order kept), the share of series of tests >= 20 ms in which
+   the change is found.
+4. Next to it, `perfmon compare` with one baseline and its default thresholds: false alarms
+   (a test with a duration or memory regression) over consecutive unchanged pairs, detection
+   over (last unchanged, each changed) pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from pytest_perfmon.monitor import analysis  # noqa: E402
+from pytest_perfmon.monitor.history import cli as hcli  # noqa: E402
+from pytest_perfmon.monitor.history import detect  # noqa: E402
+
+DURATIONS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)
+
+SUITE = textwrap.dedent(
+    """
+    import os, time
+    import pytest
+
+    SLOW = float(os.environ.get("PERF_BENCH_SLOW", "1"))
+    EXTRA_MB = int(os.environ.get("PERF_BENCH_MB", "0"))
+    MS = {durations}
+
+    def _extra(ms):
+        if ms >= 20 and EXTRA_MB:
+            block = bytearray(EXTRA_MB * 1024 * 1024)
+            block[::4096] = b"x" * len(block[::4096])
+            return block
+        return None
+
+    def _factor(ms):
+        return SLOW if ms >= 20 else 1.0
+
+    @pytest.mark.parametrize("ms", MS)
+    def test_cpu(ms):
+        keep = _extra(ms)
+        data = bytearray(30 * 1024 * 1024) if ms >= 200 else None
+        if data is not None:
+            data[::4096] = b"y" * len(data[::4096])
+        end = time.perf_counter() + ms / 1000 * _factor(ms)
+        x = 0
+        while time.perf_counter() < end:
+            x += 1
+        del keep, data
+
+    @pytest.mark.parametrize("ms", MS)
+    def test_sleep(ms):
+        keep = _extra(ms)
+        time.sleep(ms / 1000 * _factor(ms))
+        del keep
+    """
+)
+
+
+def run_suite(suite_dir: str, out: str, env_extra: dict) -> None:
+    env = dict(os.environ, **env_extra)
+    env.pop("PYTEST_ADDOPTS", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--perf-monitor",
+        "--perf-output",
+        out,
+        suite_dir,
+    ]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=suite_dir)
+    if r.returncode != 0 or not os.path.exists(out):
+        sys.exit(f"suite run failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+
+
+def collect(args: argparse.Namespace, work: str) -> dict:
+    suite_dir = os.path.join(work, "suite")
+    os.makedirs(suite_dir, exist_ok=True)
+    with open(os.path.join(suite_dir, "test_bench.py"), "w") as f:
+        f.write(SUITE.format(durations=repr(DURATIONS_MS)))
+    plan = [("base", {})] * args.baseline_runs
+    plan += [("slow", {"PERF_BENCH_SLOW": "1.25"})] * args.changed_runs
+    plan += [("mem", {"PERF_BENCH_MB": "20"})] * args.changed_runs
+    files: dict = {"base": [], "slow": [], "mem": []}
+    t0 = time.monotonic()
+    for i, (kind, env) in enumerate(plan):
+        out = os.path.join(work, f"{kind}-{len(files[kind]):03d}.json")
+        if not os.path.exists(out):
+            run_suite(suite_dir, out, env)
+        files[kind].append(out)
+        print(f"\rrun {i + 1}/{len(plan)} ({time.monotonic() - t0:.0f} s)", end="", flush=True)
+    print()
+    return files
+
+
+def series_of(reports: list, metric: str) -> dict:
+    out: dict = {}
+    for rep in reports:
+        for nodeid, t in rep["tests"].items():
+            v = t["memory"]["peak_mb"] if metric == "peak_mb" else t[metric]
+            out.setdefault(nodeid, []).append(v)
+    return out
+
+
+def ms_of(nodeid: str) -> int:
+    return int(nodeid.rsplit("[", 1)[1].rstrip("]"))
+
+
+def alarms(values: list, name: str, metric: str, recent: int, p: float) -> list:
+    rel, floor = hcli.DEFAULT_GATE[metric]
+    n = len(values)
+    return [
+        c
+        for c in detect.changes(values, name, p_max=p, min_rel=rel, min_abs=floor)
+        if c.index >= n - recent
+    ]
+
+
+def evaluate(files: dict, args: argparse.Namespace) -> dict:
+    load = analysis.load_report
+    base = [load(f) for f in files["base"]]
+    changed = {"slow": [load(f) for f in files["slow"]], "mem": [load(f) for f in files["mem"]]}
+    metrics = {"slow": "duration", "mem": "peak_mb"}
+    W, R = args.window, args.recent
+    res: dict = {
+        "runs": {k: len(v) for k, v in files.items()},
+        "window": W,
+        "recent": R,
+        "p": args.p,
+    }
+    # false alarms: sliding windows over unchanged runs
+    fa = checks = 0
+    fa_list = []
+    for metric in ("duration", "peak_mb"):
+        ser = series_of(base, metric)
+        for nodeid, vals in ser.items():
+            for end in range(W, len(vals) + 1):
+                checks += 1
+                found = alarms(vals[end - W : end], f"{nodeid}\0{metric}\0{end}", metric, R, args.p)
+                if found:
+                    fa += 1
+                    fa_list.append((nodeid, metric, end, [round(c.rel or 0, 3) for c in found]))
+    res["false_alarms"] = {
+        "checks": checks,
+        "alarms": fa,
+        "per_1000": round(1000 * fa / max(checks, 1), 2),
+        "which": fa_list[:20],
+    }
+    # detection within k runs after the change
+    det: dict = {}
+    for kind, reps in changed.items():
+        metric = metrics[kind]
+        bser = series_of(base, metric)
+        cser = series_of(reps, metric)
+        for k in (1, 2, 3):
+            hit = total = 0
+            for nodeid, bvals in bser.items():
+                if ms_of(nodeid) < 20:
+                    continue
+                for start in range(0, len(bvals) - (W - k) + 1):
+                    for off in range(0, len(cser[nodeid]) - k + 1):
+                        vals = bvals[start : start + W - k] + cser[nodeid][off : off + k]
+                        total += 1
+                        name = f"{nodeid}\0{metric}\0{start}\0{off}"
+                        hit += any(
+                            c.index == W - k and c.after > c.before
+                            for c in alarms(vals, name, metric, R, args.p)
+                        )
+            det[f"{kind}_within_{k}"] = {
+                "series": total,
+                "detected": hit,
+                "rate": round(hit / max(total, 1), 4),
+            }
+    res["detection"] = det
+    # perfmon compare with one baseline, default thresholds
+    th = analysis.DEFAULT_THRESHOLDS
+    cfa = cchecks = 0
+    for a, b in zip(base, base[1:]):
+        cmp = analysis.compare(a, b, th, analysis.DEFAULT_CPU_MIN_DURATION)
+        cchecks += len(b["tests"])
+        cfa += len({c.test for c in cmp.regressions if c.metric.group in ("time", "memory")})
+    cdet: dict = {}
+    for kind, reps in changed.items():
+        want = "time" if kind == "slow" else "memory"
+        hit = total = 0
+        for rep in reps:
+            cmp = analysis.compare(base[-1], rep, th, analysis.DEFAULT_CPU_MIN_DURATION)
+            flagged = {c.test for c in cmp.regressions if c.metric.group == want}
+            for nodeid in rep["tests"]:
+                if ms_of(nodeid) >= 20:
+                    total += 1
+                    hit += nodeid in flagged
+        cdet[kind] = {"pairs": total, "detected": hit, "rate": round(hit / max(total, 1), 4)}
+    res["compare"] = {
+        "false_alarms": {
+            "checks": cchecks,
+            "alarms": cfa,
+            "per_1000": round(1000 * cfa / max(cchecks, 1), 2),
+        },
+        "detection": cdet,
+    }
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--baseline-runs", type=int, default=30)
+    ap.add_argument("--changed-runs", type=int, default=4)
+    ap.add_argument("--window", type=int, default=hcli.DEFAULT_WINDOW // 2)
+    ap.add_argument("--recent", type=int, default=hcli.DEFAULT_RECENT)
+    ap.add_argument("--p", type=float, default=0.01)
+    ap.add_argument("--reuse", help="a directory of earlier runs (kept; new runs added there)")
+    ap.add_argument("--json", help="write the figures here")
+    args = ap.parse_args()
+    work = args.reuse or tempfile.mkdtemp(prefix="perfmon-detect-")
+    os.makedirs(work, exist_ok=True)
+    files = collect(args, work)
+    res = evaluate(files, args)
+    res["reports"] = work
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
