@@ -18,6 +18,7 @@ RECORD_FIELDS = (
     "rss_end",
     "cpu",
     "wall",
+    "extra",
 )
 N_FIELDS = len(RECORD_FIELDS)
 
@@ -34,4 +35,5 @@ N_FIELDS = len(RECORD_FIELDS)
     RSS_END,
     CPU,
     WALL,
+    EXTRA,
 ) = range(N_FIELDS)

@@ -96,6 +96,7 @@ class Measurer:
                 rss1,
                 c1 - c0,
                 p1 - p0,
+                None,
             ]
         )
         if len(queue) >= self.limit:

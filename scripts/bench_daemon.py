@@ -72,7 +72,7 @@ class Fake:
             nodeid = f"tests/pkg_{i // 1000}/test_mod_{i // 50}.py::test_case_{i}[param-{i % 7}]"
             recs.append(
                 [nodeid.encode(), t, t + 0.002, 0.0001, 0.0015, 0.0001, "passed"]
-                + [50 * MB + i, 51 * MB + i, 50 * MB + i, 0.0012, 0.0017]
+                + [50 * MB + i, 51 * MB + i, 50 * MB + i, 0.0012, 0.0017, None]
             )
         self.sock.send(P.pack(P.BATCH, [self.seq, recs]))
         self.seq += 1

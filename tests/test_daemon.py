@@ -222,7 +222,7 @@ def hello(session: str, pid: int | None = None, role: str = "local", worker: str
 
 def record(nodeid, start: float = 1000.0) -> list:
     mb = 1 << 20
-    return [nodeid, start, start + 0.01, 0.001, 0.008, 0.001, "passed", mb, 2 * mb, mb, 0.005, 0.01]
+    return [nodeid, start, start + 0.01, 0.001, 0.008, 0.001, "passed", mb, 2 * mb, mb, 0.005, 0.01, None]
 
 
 # --- start, use, stop ------------------------------------------------------------------------

@@ -190,10 +190,10 @@ def test_hello_ready_batches_and_bye(router):
         assert kind == P.HELLO
         router.send_multipart([ident, P.pack(P.READY, {"monitor_pid": 1})])
         assert c.wait(P.READY, 10) == {"monitor_pid": 1}
-        c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1]])
-        c.batch([[b"t::b", 2.0, 3.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1]])
+        c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]])
+        c.batch([[b"t::b", 2.0, 3.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]])
         assert _recv(router)[1] == (P.BATCH, [0, [[b"t::a", 1.0, 2.0, None, 0.1, None,
-                                                  "passed", 1, 2, 3, 0.1, 0.1]]])
+                                                  "passed", 1, 2, 3, 0.1, 0.1, None]]])
         _recv(router)
         # The collector lacks frame 1 at the first goodbye: the client sends it again.
         done = {}
@@ -218,7 +218,7 @@ def test_hello_ready_batches_and_bye(router):
 def test_records_known_lost_after_the_last_acknowledgement(router):
     c = _connect(router.endpoint)
     try:
-        c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1]] * 3)
+        c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]] * 3)
         _recv(router)
         result = {}
         thread = threading.Thread(target=lambda: result.setdefault("ok", c.bye()))

@@ -211,10 +211,10 @@ values = st.recursive(
 )
 records = st.lists(
     st.one_of(
-        st.lists(values, min_size=12, max_size=12),
+        st.lists(values, min_size=P.N_FIELDS, max_size=P.N_FIELDS),
         st.builds(
             lambda nodeid, start, outcome, peak: (
-                record(nodeid, start)[: P.OUTCOME] + [outcome, 1, peak, 1, 0.1, 0.1]
+                record(nodeid, start)[: P.OUTCOME] + [outcome, 1, peak, 1, 0.1, 0.1, None]
             ),
             st.binary(max_size=30),
             st.floats(),
@@ -337,8 +337,10 @@ def test_fuzz_daemon_handle(daemon, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_pytest_leaves_no_temp_dir(pytester, sig):
     pytester.makeini("[pytest]\n")
+    marker = pytester.path / "running"
     pytester.makepyfile(
-        "import time\ndef test_fast():\n    pass\ndef test_wait():\n    time.sleep(60)\n"
+        "import pathlib, time\ndef test_fast():\n    pass\ndef test_wait():\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n    time.sleep(60)\n"
     )
     out = pytester.path / "perf.json"
     env = dict(os.environ)
@@ -372,8 +374,9 @@ def test_killed_pytest_leaves_no_temp_dir(pytester, sig):
             time.sleep(0.05)
         tmpdir = mon.cwd()
         assert os.path.basename(tmpdir).startswith("perfmon-")
-        while not os.path.exists(os.path.join(tmpdir, "monitor.sock")):
-            assert time.monotonic() < deadline
+        # A test runs only after the monitor answered our hello: the monitor knows this pid.
+        while not marker.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         proc.send_signal(sig)
         proc.wait(RUN_TIMEOUT)
