@@ -12,11 +12,12 @@ collector holds a ROUTER socket and binds, so a client may send before the colle
 Kinds sent by clients (fields in brackets are optional):
 
 ``hello``   BODY = {"role": "local"|"controller"|"worker", "pid": int, ["worker": str|None],
-            ["session": str|None], ["methods": {"rss": bool, "peak": bool}],
+            ["session": str|None], ["methods": {"rss": bool, "peak": bool, "children": bool}],
             ["python": str], ["system_info": bool]}.  ``worker`` defaults to "main";
             ``session`` is the pytest session's id (required by a daemon: an xdist controller
             and its workers share it); ``methods`` says which boundary counters the process can
-            read; ``python`` is its version; ``system_info`` false asks for no system block (a
+            read (``children``: it reads RUSAGE_CHILDREN and wants its descendants sampled);
+            ``python`` is its version; ``system_info`` false asks for no system block (a
             daemon honours it even when the session dies before its finish).
             Reply ``ready`` {"monitor_pid": int, ["session": str]} or ``error``.
 ``batch``   BODY = [seq, [record, ...]]: ``seq`` counts the sender's batches from 0, so that a
@@ -263,7 +264,7 @@ class Hello(NamedTuple):
     pid: int
     worker: str  # "main" unless an xdist worker
     session: Optional[str]
-    methods: dict  # {"rss": bool, "peak": bool}
+    methods: dict  # {"rss": bool, "peak": bool, ["children": True]}
     python: Optional[str]
     system_info: Optional[bool]  # whether the session's report carries a system block
 
@@ -340,6 +341,11 @@ def _int(v: Any, lo: int, hi: int, what: str) -> int:
     return v
 
 
+def _children(methods: dict) -> dict:
+    """The optional ``children`` method, present only when on (hellos without it are as old)."""
+    return {"children": True} if methods.get("children") is True else {}
+
+
 def parse_hello(body: Any) -> Hello:
     body = _dict(body, "hello")
     pid = _int(body.get("pid"), -(2**63), 2**64, "pid")
@@ -359,7 +365,7 @@ def parse_hello(body: Any) -> Hello:
         pid,
         worker,
         session,
-        {"rss": bool(methods.get("rss")), "peak": bool(methods.get("peak"))},
+        {"rss": bool(methods.get("rss")), "peak": bool(methods.get("peak")), **_children(methods)},
         python[:50] if python is not None else None,
         _opt(body, "system_info", bool, "a bool"),
     )

@@ -41,11 +41,101 @@ def add_samples(w: Any, ts: list, rss: list) -> None:
         halve(w)
 
 
+def _children_on(w: Any) -> bool:
+    m = w.boundary_methods
+    return bool(m and m.get("children"))
+
+
+def _halve_children(w: Any) -> None:
+    """Halve a worker's descendant timeline: every other sample dropped, the last kept."""
+    keep = list(range(len(w.child_t) - 1, -1, -2))[::-1]
+    w.child_t = [w.child_t[i] for i in keep]
+    w.child_s = [w.child_s[i] for i in keep]
+
+
 class Sampler:
-    """RSS of processes by pid, with one cached ``psutil.Process`` per pid."""
+    """RSS of processes by pid, with one cached ``psutil.Process`` per pid.
+
+    Descendants (the test processes' children, grandchildren, ...) are found from one map of
+    parent pids per sampling pass (``psutil`` builds it by reading every process's parent:
+    the one cost that grows with the machine's process count, paid once per pass for all
+    workers), and read through cached ``psutil.Process`` objects (RSS and CPU times).
+    """
 
     def __init__(self) -> None:
         self.procs: dict[int, Any] = {}
+        self.kids: dict[int, Any] = {}  # descendant pid -> psutil.Process
+        self.kid_ctime: dict[int, float] = {}
+        self.ppids: Optional[dict] = None  # pid -> ppid, built once per pass
+        self.tree: dict = {}  # ppid -> [pid], from the same map
+        self.ppids_at: Optional[float] = None
+        self.exclude = os.getpid()  # the collector itself (the plain pytest's child)
+
+    def _tree(self, now: float) -> dict:
+        if self.ppids is None or self.ppids_at != now:
+            import psutil
+
+            build = getattr(psutil, "_ppid_map", None)
+            if build is None:  # pragma: no cover - every psutil since 5.x has it
+                self.ppids = {p.pid: p.ppid() for p in psutil.process_iter()}
+            else:
+                self.ppids = build()
+            self.ppids_at = now
+            tree: dict = {}
+            for child, parent in self.ppids.items():
+                if parent in tree:
+                    tree[parent].append(child)
+                else:
+                    tree[parent] = [child]
+            self.tree = tree
+        return self.tree
+
+    def descendants(self, pid: int, now: float) -> list:
+        """The pids of ``pid``'s live descendants (the collector's own subtree left out)."""
+        tree = self._tree(now)
+        out, todo = [], [pid]
+        while todo:
+            for c in tree.get(todo.pop(), ()):
+                if c != self.exclude and c != pid:
+                    out.append(c)
+                    todo.append(c)
+        return out
+
+    def sample_children(self, w: Any, now: float) -> None:
+        """One sample of ``w``'s descendants: (total RSS, {(pid, create_time): cpu seconds}),
+        or None when it has none, appended to its descendant timeline."""
+        import psutil
+
+        total, cpu = 0, {}
+        kids, ctimes = self.kids, self.kid_ctime
+        for pid in self.descendants(w.pid, now):
+            proc = kids.get(pid)
+            try:
+                if proc is None:
+                    proc = kids[pid] = psutil.Process(pid)
+                    ctimes[pid] = proc.create_time()
+                with proc.oneshot():
+                    rss = proc.memory_info().rss
+                    t = proc.cpu_times()
+            except (psutil.Error, ValueError, OSError):
+                kids.pop(pid, None)
+                ctimes.pop(pid, None)
+                continue
+            total += rss
+            cpu[(pid, ctimes[pid])] = t.user + t.system
+        w.child_t.append(now)
+        w.child_s.append((total, cpu) if cpu else None)
+        if len(w.child_t) > MAX_SAMPLES:
+            _halve_children(w)
+
+    def forget_gone(self, now: float) -> None:
+        """Drop cached descendants that are no longer running (after a pass)."""
+        ppids = self.ppids if self.ppids_at == now else None
+        if ppids is None:
+            return
+        for pid in [p for p in self.kids if p not in ppids]:
+            del self.kids[pid]
+            self.kid_ctime.pop(pid, None)
 
     def rss(self, pid: int) -> Optional[int]:
         """The RSS of ``pid`` in bytes; None when it is gone or unreadable."""
@@ -71,6 +161,8 @@ class Sampler:
             w.sampled_peak = rss
         if len(w.samples_t) > MAX_SAMPLES:
             halve(w)
+        if _children_on(w):
+            self.sample_children(w, now)
         return rss
 
     def sample_group(self, workers: Iterable[Any], now: float) -> tuple[int, dict]:
@@ -83,6 +175,7 @@ class Sampler:
             if rss is not None:
                 total += rss
                 per[w.wid] = rss
+        self.forget_gone(now)
         return total, per
 
 

@@ -21,6 +21,8 @@ METHOD_CPU = "process-cpu-time"
 METHOD_RSS_BOUNDARY = "proc-statm-at-boundaries"
 METHOD_PEAK_KERNEL = "kernel-peak-rss-reset-at-boundaries"
 METHOD_SAMPLED = "psutil-sampled"
+METHOD_CHILDREN = "rusage-children-at-boundaries+psutil-sampled-descendants"
+METHOD_FIXTURES = "pytest-fixture-setup-wrapper"
 
 _cache: dict = {}
 

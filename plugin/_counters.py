@@ -14,6 +14,12 @@ def _none() -> None:
     return None
 
 
+#: Whether the next :class:`Counters` built measures child processes (RUSAGE_CHILDREN, and asks
+#: the collector to sample its descendants). Set by :func:`._fixtures.configure` around the
+#: measurer's construction only, so that a Counters built anywhere else keeps the old methods.
+CHILDREN = False
+
+
 class Counters:
     """Kernel counters read at test boundaries: RSS, peak RSS since the last reset.
 
@@ -22,14 +28,71 @@ class Counters:
     and the monitor's samples decide; ``methods`` tells the monitor which is which.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, children: Optional[bool] = None) -> None:
         self.rss: Callable[[], Optional[int]] = _none
         self.peak: Callable[[], Optional[int]] = _none
         self.reset: Callable[[], Optional[int]] = _none
         self.fds: list = []
         self.methods = {"rss": False, "peak": False}
-        if not sys.platform.startswith("linux"):
+        # Shared fixtures of the running test, filled by ._fixtures: [name, scope, location,
+        # "setup" | "teardown", seconds], and the seconds of its setup phase spent in them.
+        self.fixtures: list = []
+        self.shared = 0.0
+        #: extra(x): the record's EXTRA from ``x`` (what others put there during the test, or
+        #: None) plus what these counters add; None when nothing.
+        self.extra: Callable[[Optional[dict]], Optional[dict]] = self._extra
+        if sys.platform.startswith("linux"):
+            self._kernel()
+        if CHILDREN if children is None else children:
+            self._children()
+
+    def _extra(self, x: Optional[dict]) -> Optional[dict]:
+        """The record's EXTRA: ``x`` plus the shared fixtures of this test (children off)."""
+        if not self.fixtures:
+            return x
+        if x is None:
+            x = {}
+        x["fixtures"] = self.fixtures
+        self.fixtures = []
+        if self.shared:
+            x["shared_setup"] = round(self.shared, 6)
+            self.shared = 0.0
+        return x
+
+    def _children(self) -> None:
+        """RUSAGE_CHILDREN around each test: CPU of the children it started and reaped (and
+        of what they reaped). The descendants still running are the collector's to sample."""
+        self.methods["children"] = True
+        try:
+            import resource
+
+            getrusage = resource.getrusage
+            who = resource.RUSAGE_CHILDREN
+            getrusage(who)
+        except (ImportError, AttributeError, OSError, ValueError):  # Windows: sampling only
             return
+        base = self.reset
+        start = [0.0]
+
+        def reset() -> Optional[int]:
+            ru = getrusage(who)
+            start[0] = ru.ru_utime + ru.ru_stime
+            return base()
+
+        def extra(x: Optional[dict]) -> Optional[dict]:
+            ru = getrusage(who)
+            used = ru.ru_utime + ru.ru_stime - start[0]
+            if self.fixtures:
+                x = self._extra(x)
+            if used > 0:
+                if x is None:
+                    return {"children_cpu": round(used, 6)}
+                x["children_cpu"] = round(used, 6)
+            return x
+
+        self.reset, self.extra = reset, extra
+
+    def _kernel(self) -> None:
         pread = os.pread
         try:
             statm = os.open("/proc/self/statm", os.O_RDONLY)

@@ -1,0 +1,115 @@
+"""Children on or off, and shared fixtures billed to the fixture, not only to the first test.
+
+A fixture of scope session, package, module or class is set up during the setup of the first
+test that needs it and torn down during the teardown of the last: pytest bills both to those
+tests. :class:`SharedFixtures` times each such setup and teardown and hands them to the
+measurer's counters, which put them in the test's record (EXTRA ``fixtures``: ``[name, scope,
+location, "setup" | "teardown", seconds]``, and ``shared_setup``: the seconds of the test's setup
+phase spent in them). Function-scoped fixtures pass through the wrapper untouched (the cost is
+the hook wrapper itself: scripts/bench_children.py measures it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Optional
+
+import pytest
+
+from . import _counters
+
+_perf = time.perf_counter
+
+#: The measurer's plugin name (``_roles.PLUGIN_NAME + "-measure"``).
+MEASURER = "perfmon-session-measure"
+
+
+def children_wanted(option: Any, getini: Any) -> bool:
+    """--perf-children / --no-perf-children > ini perf_children > on."""
+    value = getattr(option, "perf_children", None)
+    if value is None:
+        try:
+            value = getini("perf_children")
+        except (ValueError, KeyError):  # pragma: no cover - the ini option is always added
+            value = None
+    return True if value is None else bool(value)
+
+
+def configure(config: pytest.Config, build: Callable[[], None]) -> None:
+    """Run ``build`` (the role's set-up, which makes the measurer's counters and says hello)
+    with children measured as asked, then time the shared fixtures of the tests it runs."""
+    _counters.CHILDREN = children_wanted(config.option, config.getini)
+    try:
+        build()
+    finally:
+        _counters.CHILDREN = False
+    measurer = config.pluginmanager.get_plugin(MEASURER)
+    if measurer is not None:
+        root = str(getattr(config, "rootpath", None) or config.rootdir)
+        config.pluginmanager.register(SharedFixtures(measurer, root), MEASURER + "-fixtures")
+
+
+def location(func: Any, root: str) -> Optional[str]:
+    """``path:line`` of a fixture function, the path relative to the rootdir when inside it."""
+    for _ in range(5):
+        code = getattr(func, "__code__", None)
+        if code is not None:
+            break
+        func = getattr(func, "__wrapped__", None) or getattr(func, "__func__", None)
+    else:
+        return None
+    if code is None:
+        return None
+    path = code.co_filename
+    try:
+        rel = os.path.relpath(path, root)
+        if not rel.startswith(".."):
+            path = rel
+    except ValueError:  # another drive (Windows)
+        pass
+    return f"{path.replace(os.sep, '/')}:{code.co_firstlineno}"
+
+
+class SharedFixtures:
+    """Times the setup and teardown of every fixture of a scope wider than the function."""
+
+    def __init__(self, measurer: Any, root: str) -> None:
+        self.m = measurer
+        self.root = root
+        self.where: dict = {}  # FixtureDef id -> location
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_fixture_setup(self, fixturedef: Any, request: Any) -> Any:
+        if fixturedef.scope == "function":
+            yield
+            return
+        m = self.m
+        counters = m.counters
+        in_setup = "setup" not in m.phase  # a fixture asked for in the call is no setup cost
+        name, scope = fixturedef.argname, fixturedef.scope
+        key = id(fixturedef)
+        loc = self.where.get(key)
+        if loc is None:
+            loc = self.where[key] = location(fixturedef.func, self.root) or "?"
+        began = [0.0]
+
+        def teardown_begins() -> None:
+            began[0] = _perf()
+
+        def teardown_ends() -> None:
+            if began[0]:
+                counters.fixtures.append([name, scope, loc, "teardown", _perf() - began[0]])
+
+        # Finalizers run last-in first-out: this one after the fixture's own teardown...
+        fixturedef.addfinalizer(teardown_ends)
+        t0 = _perf()
+        try:
+            yield
+        finally:
+            spent = _perf() - t0
+            counters.fixtures.append([name, scope, loc, "setup", spent])
+            if in_setup:
+                counters.shared += spent
+            # ...and this one before it (after the teardown of the fixtures that use it).
+            fixturedef.addfinalizer(teardown_begins)

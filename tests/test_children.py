@@ -1,0 +1,295 @@
+"""Child processes (issue 12): what a test's children use, and shared fixtures billed to the
+fixture. End-to-end with real children (serial and -n 2), the rest in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import XDIST_ENDS
+from pytest_perfmon import _fixtures
+from pytest_perfmon._counters import Counters
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import report as R
+from pytest_perfmon.monitor import sampler as S
+from pytest_perfmon.monitor.record import N_FIELDS
+
+POSIX = os.name == "posix"
+
+# Each module: a module-scoped fixture (0.2 s up, 0.1 s down), then a child holding 300 MB for
+# 0.5 s (10 sampling intervals of 0.05 s), a child burning 0.5 s of CPU, and a test with none.
+SUITE = """
+import subprocess, sys, time
+import pytest
+
+HOLD = "b = bytearray(300 * 1024 * 1024)\\nfor i in range(0, len(b), 4096): b[i] = 1\\n" \\
+    "import time; time.sleep(0.5)"
+BURN = "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.5: pass"
+
+@pytest.fixture(scope="module")
+def shared():
+    time.sleep(0.2)
+    yield
+    time.sleep(0.1)
+
+def test_hold(shared):
+    subprocess.run([sys.executable, "-c", HOLD], check=True)
+
+def test_burn(shared):
+    subprocess.run([sys.executable, "-c", BURN], check=True)
+
+def test_none(shared):
+    pass
+"""
+
+
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_children_and_shared_fixtures(run_perf, pytester, xdist):
+    pytester.makepyfile(test_a=SUITE, test_b=SUITE)
+    dist = ["--dist", "loadfile"] if xdist else []
+    run = run_perf("--perf-cpu-interval", "0.05", *xdist, *dist)
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert rep["session"]["measurement"]["children"] == R.METHOD_CHILDREN
+    for mod in ("test_a.py", "test_b.py"):
+        hold, burn, none = (rep["tests"][f"{mod}::test_{n}"] for n in ("hold", "burn", "none"))
+        assert hold["children"]["peak_rss_mb"] >= 280, hold
+        assert hold["children"]["processes"] >= 1
+        # the test process's own memory keeps its meaning: the child's 300 MB are not in it
+        assert hold["memory"]["peak_mb"] < hold["children"]["peak_rss_mb"]
+        if POSIX:
+            assert burn["children"]["cpu_time"] >= 0.4, burn
+            assert burn["children"]["cpu_time"] < 0.9, burn  # not counted twice
+        # no bleed into the next test
+        assert (
+            burn["children"] is None
+            or burn["children"]["peak_rss_mb"] is None
+            or (burn["children"]["peak_rss_mb"] < 280)
+        )
+        assert none["children"] is None, none
+        # the module fixture is billed to the first test's setup, and said so
+        assert hold["shared_setup_time"] >= 0.19
+        assert hold["shared_setup_time"] <= hold["setup_time"]
+        assert burn["shared_setup_time"] == 0.0 and none["shared_setup_time"] == 0.0
+    fx = [f for f in rep["fixtures"] if f["name"] == "shared"]
+    assert len(fx) == 2, fx  # one per module (and so per worker with --dist loadfile)
+    for f in fx:
+        mod = f["setup_test"].split("::")[0]
+        assert f["scope"] == "module" and f["location"] == f"{mod}:8"
+        assert f["setup_test"] == f"{mod}::test_hold"
+        assert f["teardown_test"] == f"{mod}::test_none"
+        assert f["setup_time"] >= 0.19 and f["teardown_time"] >= 0.09
+    if xdist:
+        assert {f["worker"] for f in fx} == {"gw0", "gw1"}
+
+
+def test_no_perf_children(run_perf, pytester):
+    pytester.makepyfile(
+        "import subprocess, sys\n"
+        "def test_child():\n"
+        "    subprocess.run([sys.executable, '-c', 'pass'], check=True)\n"
+    )
+    run = run_perf("--no-perf-children")
+    assert run.ret == 0, run.text
+    assert run.report["session"]["measurement"]["children"] is None
+    assert "children" not in run.test("test_child")
+
+
+# --- in-process ------------------------------------------------------------------------------
+
+
+def _child(code: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+
+
+HOLD_50 = "import sys\nb = bytearray(50 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+
+
+def test_sampler_sees_descendants_and_not_itself():
+    child = _child(
+        HOLD_50 + "import subprocess\nsubprocess.run([sys.executable, '-c', "
+        "'import sys; sys.stdin.read()'], stdin=sys.stdin)\n"
+    )
+    try:
+        s = S.Sampler()
+        w = R.Worker("main", os.getpid(), time.time(), boundary_methods={"children": True})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the grandchild runs and the 50 MB are in
+            now = time.time()
+            s.sample_group([w], now)
+            last = w.child_s[-1]
+            if last is not None and len(last[1]) == 2 and last[0] >= 60 * 1024 * 1024:
+                break
+            time.sleep(0.02)
+        assert last is not None and len(last[1]) == 2, last
+        assert last[0] >= 60 * 1024 * 1024
+        pids = {pid for pid, _ in last[1]}
+        assert child.pid in pids and os.getpid() not in pids
+        s.exclude = child.pid  # the collector's own subtree is never sampled
+        assert s.descendants(os.getpid(), time.time()) == []
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    s.sample_group([w], time.time())
+    assert w.child_s[-1] is None
+    assert not s.kids  # gone processes are forgotten
+    w.boundary_methods = {}
+    n = len(w.child_t)
+    s.sample_group([w], time.time())
+    assert len(w.child_t) == n  # children off: no descendant sampling
+
+
+@pytest.mark.skipif(not POSIX, reason="RUSAGE_CHILDREN is POSIX")
+def test_counters_read_the_children_cpu():
+    c = Counters(children=True)
+    try:
+        assert c.methods["children"] is True
+        c.reset()
+        assert c.extra(None) is None  # nothing reaped: nothing to say
+        c.reset()
+        burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass"
+        subprocess.run([sys.executable, "-c", burn], check=True)
+        x = c.extra({"limits": []})
+        assert x["limits"] == [] and x["children_cpu"] >= 0.18
+        c.fixtures.append(["f", "session", "t.py:1", "setup", 0.5])
+        c.shared = 0.5
+        c.reset()
+        assert c.extra(None) == {
+            "fixtures": [["f", "session", "t.py:1", "setup", 0.5]],
+            "shared_setup": 0.5,
+        }
+        assert c.fixtures == [] and c.shared == 0.0
+    finally:
+        c.close()
+    off = Counters()
+    assert "children" not in off.methods and off.extra(None) is None
+    off.close()
+
+
+def test_hello_carries_children_only_when_on():
+    def hello(methods):
+        body = {"role": "local", "pid": os.getpid(), "methods": methods}
+        return P.parse_hello(P.unpack(P.pack(P.HELLO, body))[1]).methods
+
+    assert hello({"rss": True, "peak": True, "children": True})["children"] is True
+    assert "children" not in hello({"rss": True, "peak": True, "children": False})
+    assert "children" not in hello({"rss": True})
+
+
+def _rec(nodeid, start, stop, extra=None, setup=0.01):
+    rec = [nodeid, start, stop, setup, 0.01, 0.01, "passed", 1, 1, 1, 0.0, stop - start, extra]
+    assert len(rec) == N_FIELDS
+    return rec
+
+
+def _worker(records, samples):
+    w = R.Worker("main", 1, 0.0, records=records, boundary_methods={"children": True})
+    for t, s in samples:
+        w.child_t.append(t)
+        w.child_s.append(s)
+    return w
+
+
+def _build(w):
+    data = R.RunData(sample_interval=0.1)
+    data.workers[w.wid] = w
+    return R.build(data, {"start": 0.0, "stop": 10.0}, None)
+
+
+def test_children_from_samples_and_rusage():
+    mb = 1024 * 1024
+    a, b = (11, 1.0), (12, 1.0)  # (pid, create time)
+    w = _worker(
+        [
+            _rec("t::starts_a_server", 1.0, 2.0, {"children_cpu": 0.0}),
+            _rec("t::uses_it", 2.0, 3.0),
+            _rec("t::reaps_it", 3.0, 4.0, {"children_cpu": 2.5}),
+            _rec("t::short_child", 4.0, 5.0, {"children_cpu": 0.3}),
+            _rec("t::nothing", 5.0, 6.0),
+        ],
+        [
+            (1.5, (100 * mb, {a: 0.2})),
+            (2.5, (150 * mb, {a: 1.0, b: 0.1})),  # b: a short one, gone by the next sample
+            (3.5, (100 * mb, {a: 2.0})),
+            (4.5, None),
+            (5.5, None),
+        ],
+    )
+    tests = _build(w)["tests"]
+    # a still runs after the test: its growth since 0 (started in the test) counts
+    assert tests["t::starts_a_server"]["children"] == {
+        "cpu_time": 0.2,
+        "peak_rss_mb": 100.0,
+        "processes": 1,
+    }
+    # a grew 0.8 s; b is gone after the test (reaped: in RUSAGE, here 0), peak of the sum
+    assert tests["t::uses_it"]["children"] == {
+        "cpu_time": 0.8,
+        "peak_rss_mb": 150.0,
+        "processes": 2,
+    }
+    # a reaped here: RUSAGE says 2.5 s for its whole life, 1.0 s of it counted before
+    assert tests["t::reaps_it"]["children"]["cpu_time"] == pytest.approx(1.5)
+    # a child no sample saw: its CPU from RUSAGE, its memory unknown
+    assert tests["t::short_child"]["children"] == {
+        "cpu_time": 0.3,
+        "peak_rss_mb": None,
+        "processes": 0,
+    }
+    assert tests["t::nothing"]["children"] is None
+
+
+def test_fixtures_block_pairs_setups_with_teardowns():
+    setup = ["db", "session", "conftest.py:3", "setup", 1.5]
+    mod_up = ["m", "module", "t.py:5", "setup", 0.25]
+    mod_down = ["m", "module", "t.py:5", "teardown", 0.125]
+    w = _worker(
+        [
+            _rec("t::a", 1.0, 2.0, {"fixtures": [setup, mod_up], "shared_setup": 1.75}, 2.0),
+            _rec("t::b", 2.0, 3.0, {"fixtures": [mod_down, mod_up]}),
+            _rec(
+                "t::c",
+                3.0,
+                4.0,
+                {"fixtures": [mod_down, ["db", "session", "conftest.py:3", "teardown", 0.5]]},
+            ),
+            _rec("t::d", 4.0, 5.0, {"shared_setup": 9.0}, setup=0.5),
+        ],
+        [],
+    )
+    rep = _build(w)
+    assert rep["tests"]["t::a"]["shared_setup_time"] == 1.75
+    assert rep["tests"]["t::b"]["shared_setup_time"] == 0.0
+    assert rep["tests"]["t::d"]["shared_setup_time"] == 0.5  # never above setup_time
+    got = [
+        (f["name"], f["setup_test"], f["teardown_test"], f["teardown_time"])
+        for f in rep["fixtures"]
+    ]
+    assert got == [
+        ("db", "t::a", "t::c", 0.5),
+        ("m", "t::a", "t::b", 0.125),
+        ("m", "t::b", "t::c", 0.125),
+    ]
+
+
+def test_fixture_location_is_relative_to_the_rootdir(tmp_path):
+    def fx():
+        pass
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    loc = _fixtures.location(fx, os.path.dirname(here))
+    assert loc == f"tests/test_children.py:{fx.__code__.co_firstlineno}"
+    assert _fixtures.location(object(), str(tmp_path)) is None
+
+
+def test_children_wanted():
+    class Opt:
+        perf_children = None
+
+    assert _fixtures.children_wanted(Opt, lambda name: True) is True
+    assert _fixtures.children_wanted(Opt, lambda name: False) is False
+    Opt.perf_children = False
+    assert _fixtures.children_wanted(Opt, lambda name: True) is False
