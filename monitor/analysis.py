@@ -144,6 +144,51 @@ def cpu_percent(t: dict) -> Optional[float]:
     return _num(t.get("cpu_percent"))
 
 
+def children(t: dict) -> Optional[dict]:
+    """The test's ``children`` block (what its child processes used), or None."""
+    c = t.get("children")
+    return c if isinstance(c, dict) else None
+
+
+def has_children(tests: Any) -> bool:
+    """Whether any test of ``tests`` (a report's tests object) had child processes measured."""
+    return any(isinstance(t, dict) and children(t) is not None for t in tests.values())
+
+
+def cpu_with_children(t: dict) -> Optional[float]:
+    """``cpu_percent`` plus the test's children's CPU time as a share of its duration (the
+    process's own figure when it has no children): may exceed 100 % per core used."""
+    own = cpu_percent(t)
+    c = children(t)
+    d = duration(t)
+    spent = _num(c.get("cpu_time")) if c is not None else None
+    if not spent or not d:
+        return own
+    return round((own or 0.0) + 100.0 * spent / d, 1)
+
+
+def growth_with_children(t: dict) -> Optional[float]:
+    """``peak_mb - start_mb`` plus the largest RSS its children had together (sampled)."""
+    own = memory_growth(t)
+    c = children(t)
+    peak = _num(c.get("peak_rss_mb")) if c is not None else None
+    if peak is None:
+        return own
+    return round((own or 0.0) + peak, 3)
+
+
+def costliest_fixtures(report: dict, top: int) -> list:
+    """The ``top`` shared fixture setups (the report's ``fixtures`` block) by setup plus
+    teardown time, costliest first."""
+
+    def cost(f: dict) -> float:
+        return (_num(f.get("setup_time")) or 0.0) + (_num(f.get("teardown_time")) or 0.0)
+
+    fx = [f for f in report.get("fixtures") or () if isinstance(f, dict)]
+    fx.sort(key=lambda f: (-cost(f), str(f.get("name")), str(f.get("worker"))))
+    return [(f, round(cost(f), 6)) for f in fx[:top]]
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str  # key in JSON output
@@ -193,16 +238,17 @@ MEMORY_MIN_MB = 0.1
 def cpu_over(
     report: dict, threshold_percent: float, min_duration: float = CPU_MIN_DURATION
 ) -> list:
-    """CPU-intensive tests: ``cpu_percent`` above ``threshold_percent``, highest first; only
-    tests that took at least ``min_duration`` seconds (see :data:`CPU_MIN_DURATION`)."""
+    """CPU-intensive tests: CPU above ``threshold_percent``, highest first; only tests that
+    took at least ``min_duration`` seconds (see :data:`CPU_MIN_DURATION`). The CPU of a test
+    with child processes is its own plus its children's (:func:`cpu_with_children`)."""
     hits = [
         (k, t)
         for k, t in report["tests"].items()
-        if cpu_percent(t) is not None
-        and cpu_percent(t) > threshold_percent  # type: ignore[operator]
+        if cpu_with_children(t) is not None
+        and cpu_with_children(t) > threshold_percent  # type: ignore[operator]
         and (duration(t) or 0.0) >= min_duration
     ]
-    hits.sort(key=lambda kv: (-cpu_percent(kv[1]), kv[0]))  # type: ignore[operator]
+    hits.sort(key=lambda kv: (-cpu_with_children(kv[1]), kv[0]))  # type: ignore[operator]
     return hits
 
 
@@ -219,13 +265,15 @@ def largest_deltas(report: dict, top: int, floor_mb: float = MEMORY_MIN_MB) -> l
 
 def largest_rises(report: dict, top: int, floor_mb: float = MEMORY_MIN_MB) -> list:
     """Tests whose memory rose at least ``floor_mb`` above where it started (``peak - start``),
-    largest rise first: a temporary spike shows here even when the delta is 0."""
+    largest rise first: a temporary spike shows here even when the delta is 0. A test with
+    child processes adds its children's sampled peak (:func:`growth_with_children`)."""
+    rise = growth_with_children
     hits = [
         (k, t)
         for k, t in report["tests"].items()
-        if memory_growth(t) is not None and memory_growth(t) >= floor_mb  # type: ignore[operator]
+        if rise(t) is not None and rise(t) >= floor_mb  # type: ignore[operator]
     ]
-    hits.sort(key=lambda kv: (-memory_growth(kv[1]), kv[0]))  # type: ignore[operator]
+    hits.sort(key=lambda kv: (-rise(kv[1]), kv[0]))  # type: ignore[operator]
     return hits[:top]
 
 

@@ -113,6 +113,7 @@ class Doc:
 def report_data(report: dict, source: str, top: int, mem_mb: float, cpu_pct: float) -> dict:
     mem = analysis.memory_over(report, mem_mb)
     cpu = analysis.cpu_over(report, cpu_pct)
+    kids = analysis.has_children(report["tests"])
     return {
         "file": source,
         "schema_version": report["schema_version"],
@@ -150,11 +151,34 @@ def report_data(report: dict, source: str, top: int, mem_mb: float, cpu_pct: flo
         },
         "cpu": {
             "count": len(cpu),
-            "tests": [
-                {"test": k, "cpu_percent": t.get("cpu_percent"), "duration": t.get("duration")}
-                for k, t in cpu[:top]
-            ],
+            "tests": [_cpu_row(k, t, kids) for k, t in cpu[:top]],
+            **({"with_children": True} if kids else {}),
         },
+        **_fixtures_data(report, top),
+    }
+
+
+def _cpu_row(k: str, t: dict, kids: bool) -> dict:
+    row = {"test": k, "cpu_percent": t.get("cpu_percent"), "duration": t.get("duration")}
+    if kids:  # ranked by process + children
+        c = analysis.children(t) or {}
+        row["cpu_with_children_percent"] = analysis.cpu_with_children(t)
+        row["children_cpu_time"] = c.get("cpu_time")
+        row["children_peak_rss_mb"] = c.get("peak_rss_mb")
+    return row
+
+
+def _fixtures_data(report: dict, top: int) -> dict:
+    """The costliest shared fixtures, when the report has any."""
+    fx = analysis.costliest_fixtures(report, top)
+    if not fx:
+        return {}
+    keys = ("name", "scope", "location", "worker", "setup_time", "teardown_time")
+    return {
+        "fixtures": {
+            "count": len(report.get("fixtures") or ()),
+            "tests": [{**{k: f.get(k) for k in keys}, "total_time": cost} for f, cost in fx],
+        }
     }
 
 
@@ -241,8 +265,29 @@ def report_doc(data: dict) -> Doc:
 
     cpu = data["cpu"]
     floor = th["cpu_min_duration"] * 1000
-    doc.heading(f"CPU over {th['cpu_percent']:g}% (tests of {floor:g} ms or more): {_count(cpu)}")
-    if cpu["tests"]:
+    kids = bool(cpu.get("with_children"))
+    doc.heading(
+        f"CPU over {th['cpu_percent']:g}% (tests of {floor:g} ms or more"
+        + ("; process + child processes" if kids else "")
+        + f"): {_count(cpu)}"
+    )
+    if cpu["tests"] and kids:
+        doc.table(
+            ["cpu", "own", "children", "children peak", "duration", "test"],
+            [
+                [
+                    _f(r["cpu_with_children_percent"], ".1f", "%"),
+                    _f(r["cpu_percent"], ".1f", "%"),
+                    _f(r["children_cpu_time"], ".3f", "s"),
+                    _f(r["children_peak_rss_mb"], ".1f", " MB"),
+                    _f(r["duration"], ".3f", "s"),
+                    r["test"],
+                ]
+                for r in cpu["tests"]
+            ],
+            [True, True, True, True, True, False],
+        )
+    elif cpu["tests"]:
         doc.table(
             ["cpu", "duration", "test"],
             [
@@ -253,6 +298,25 @@ def report_doc(data: dict) -> Doc:
         )
     else:
         doc.line("(none)")
+    fx = data.get("fixtures")
+    if fx:
+        shown = f", top {len(fx['tests'])} shown" if len(fx["tests"]) < fx["count"] else ""
+        doc.heading(f"Costliest shared fixtures (setup + teardown): {fx['count']} setup(s){shown}")
+        doc.table(
+            ["total", "setup", "teardown", "scope", "worker", "fixture"],
+            [
+                [
+                    _f(r["total_time"], ".3f", "s"),
+                    _f(r["setup_time"], ".3f", "s"),
+                    _f(r["teardown_time"], ".3f", "s"),
+                    str(r["scope"]),
+                    str(r["worker"]),
+                    f"{r['name']} ({r['location']})",
+                ]
+                for r in fx["tests"]
+            ],
+            [True, True, True, False, False, False],
+        )
     return doc
 
 

@@ -325,6 +325,11 @@ def main(argv: Optional[list] = None) -> int:
             (ALL_NONE, ()),
         ):
             cases.append((name, drive(measurer(None, disable))))
+        _counters.CHILDREN = True  # children measured: the default with --perf-monitor
+        try:
+            cases.append(("Measurer, all counters + children, no client", drive(measurer(None))))
+        finally:
+            _counters.CHILDREN = False
         # What-ifs (not necessarily the plugin's code): the peak read one way or the other.
         m = measurer(None)
         if m.counters.methods["peak"]:
