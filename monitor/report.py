@@ -18,6 +18,7 @@ from . import __version__
 from .record import (
     CALL,
     CPU,
+    EXTRA,
     NODEID,
     OUTCOME,
     RSS_END,
@@ -30,7 +31,9 @@ from .record import (
     WALL,
 )
 from .schema import (  # noqa: F401 (re-exported: the monitor, daemon and plugin use R.<name>)
+    METHOD_CHILDREN,
     METHOD_CPU,
+    METHOD_FIXTURES,
     METHOD_PEAK_KERNEL,
     METHOD_RSS_BOUNDARY,
     METHOD_SAMPLED,
@@ -70,6 +73,8 @@ class Worker:
         self.samples_t: list = []  # sample times, ascending
         self.samples_rss: list = []  # RSS bytes at those times
         self.sampled_peak = 0
+        self.child_t: list = []  # descendant sample times, ascending (only with children on)
+        self.child_s: list = []  # at those times: None, or (RSS sum, {(pid, ctime): cpu s})
         self.boundary_methods = boundary_methods  # what the plugin could read in this process
 
 
@@ -130,6 +135,47 @@ def _memory(rss0: Optional[int], peak: Optional[int], rss1: Optional[int]) -> di
     }
 
 
+def _children(w: Worker, start: float, stop: float, lo: float, extra: Any) -> Any:
+    """The ``children`` of one test: None when it used no child CPU and no descendant was seen.
+
+    CPU: the RUSAGE_CHILDREN delta the plugin read at the test's boundaries (children reaped
+    during the test, with what they reaped), plus the growth of the CPU time of descendants
+    still running after it (seen by sampling inside the test and alive at the next sample),
+    from the last sample before the test (0 for those started since) to the last inside it.
+    A descendant that ran before the test and was reaped during it is in the RUSAGE delta
+    with its whole life: its CPU at the sample before the test (counted by earlier tests) is
+    taken off. Memory: the largest sum of the descendants' RSS over the samples inside the
+    test; processes: the descendants those samples saw.
+    """
+    used = extra.get("children_cpu") if isinstance(extra, dict) else None
+    rus = used if isinstance(used, (int, float)) and used > 0 else 0.0
+    ts, ss = w.child_t, w.child_s
+    a = bisect_left(ts, max(lo, start))
+    c = bisect_left(ts, stop)
+    peak, last = None, {}
+    for sample in ss[a:c]:
+        if sample is not None:
+            total, cpu = sample
+            peak = total if peak is None or total > peak else peak
+            last.update(cpu)
+    seen = set(last)
+    if not seen and not rus:
+        return None
+    base = (ss[a - 1] or (0, {}))[1] if a > 0 else {}
+    # Alive after the test: in the next sample. Without one (the worker's last test), taken
+    # as reaped: RUSAGE counted them if they were (a child left running past the end of the
+    # run is undercounted, never counted twice).
+    alive = set((ss[c] or (0, {}))[1]) if c < len(ts) else set()
+    sampled = sum(max(0.0, last[k] - base.get(k, 0.0)) for k in seen & alive)
+    reaped_before = sum(base[k] for k in seen - alive if k in base)
+    cpu_time = max(0.0, rus - reaped_before) + sampled
+    return {"cpu_time": round(cpu_time, 6), "peak_rss_mb": _mb(peak), "processes": len(seen)}
+
+
+def _children_on(w: Optional[Worker]) -> bool:
+    return w is not None and bool(w.boundary_methods and w.boundary_methods.get("children"))
+
+
 def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dict:
     """One finished test. ``lo``/``hi``: where the worker's previous test ended and its next
     test (or the test it crashed in) began; no sample outside them counts for this test."""
@@ -148,7 +194,7 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
     cpu_percent = None
     if cpu is not None and wall:
         cpu_percent = round(100.0 * cpu / wall, 1)
-    return {
+    entry = {
         "duration": round(sum(p for p in (setup, call, teardown) if p is not None), 6),
         "setup_time": _round(setup),
         "call_time": _round(call),
@@ -160,6 +206,65 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
         "pid": w.pid,
         "start": round(start, 6),
     }
+    extra = rec[EXTRA]
+    shared = extra.get("shared_setup") if isinstance(extra, dict) else None
+    if isinstance(shared, (int, float)) and setup is not None:
+        entry["shared_setup_time"] = round(max(0.0, min(shared, setup)), 6)
+    else:
+        entry["shared_setup_time"] = 0.0 if setup is not None else None
+    if _children_on(w):
+        entry["children"] = _children(w, start, stop, lo, extra)
+    return entry
+
+
+def _fixture_entry(name: Any, scope: Any, loc: Any, wid: str) -> dict:
+    return {
+        "name": name,
+        "scope": scope,
+        "location": loc,
+        "worker": wid,
+        "setup_time": None,
+        "teardown_time": None,
+        "setup_test": None,
+        "teardown_test": None,
+    }
+
+
+def _fixtures(data: RunData, key: Any) -> list:
+    """The ``fixtures`` block: one entry per setup of a shared fixture in each worker, its
+    teardown paired with it (the latest setup of the same fixture not yet torn down)."""
+    out: list = []
+    for w in data.workers.values():
+        pending: dict = {}
+        for rec in sorted(w.records, key=lambda r: r[START]):
+            extra = rec[EXTRA]
+            events = extra.get("fixtures") if isinstance(extra, dict) else None
+            if not isinstance(events, list):
+                continue
+            test = key(rec[NODEID], w.wid)
+            for ev in events:
+                if not (isinstance(ev, (list, tuple)) and len(ev) == 5):
+                    continue
+                name, scope, loc, what, spent = ev
+                if not (isinstance(name, str) and isinstance(spent, (int, float))):
+                    continue
+                ident = (name, scope, loc)
+                if what == "setup":
+                    entry = _fixture_entry(name, scope, loc, w.wid)
+                    entry["setup_time"] = round(spent, 6)
+                    entry["setup_test"] = test
+                    out.append(entry)
+                    pending.setdefault(ident, []).append(entry)
+                elif what == "teardown":
+                    stack = pending.get(ident)
+                    if stack:
+                        entry = stack.pop()
+                    else:  # its setup was not measured
+                        entry = _fixture_entry(name, scope, loc, w.wid)
+                        out.append(entry)
+                    entry["teardown_time"] = round(spent, 6)
+                    entry["teardown_test"] = test
+    return out
 
 
 def _previous(w: Worker, t: float) -> Optional[list]:
@@ -211,13 +316,16 @@ def _crash_entry(crash: dict, w: Optional[Worker], slack: float) -> dict:
         "worker": crash.get("worker"),
         "pid": None if w is None else w.pid,
         "start": None if start is None else round(start, 6),
+        "shared_setup_time": None,
+        **({"children": None} if _children_on(w) else {}),
     }
 
 
 def _methods(data: RunData) -> dict:
-    peak_kernel = rss_boundary = True
+    peak_kernel = rss_boundary = children = True
     for w in data.workers.values():
         m = w.boundary_methods or {}
+        children &= bool(m.get("children"))
         peak_kernel &= bool(m.get("peak"))
         rss_boundary &= bool(m.get("rss"))
     sampled = data.sample_interval is not None
@@ -228,6 +336,8 @@ def _methods(data: RunData) -> dict:
         "memory": METHOD_RSS_BOUNDARY if rss_boundary and data.workers else fallback,
         "memory_peak": METHOD_PEAK_KERNEL if peak_kernel and data.workers else fallback,
         "sample_interval": data.sample_interval,
+        "children": METHOD_CHILDREN if children and data.workers else None,
+        "fixtures": METHOD_FIXTURES,
     }
 
 
@@ -340,6 +450,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     report["summary"] = summary
     report["workers"] = workers
     report["concurrent_memory_peak"] = concurrent
+    report["fixtures"] = _fixtures(data, key)
     return report
 
 

@@ -96,7 +96,7 @@ class Measurer:
                 rss1,
                 c1 - c0,
                 p1 - p0,
-                None,
+                counters.extra(None),  # children's CPU, shared fixtures
             ]
         )
         if len(queue) >= self.limit:

@@ -121,35 +121,93 @@ def write_summary(tr: Any, report: dict) -> None:
         [True, True, True, False],
     )
     rises = analysis.largest_rises({"tests": tests}, ROWS, floor)
-    out.table(
-        f"largest peak rises, peak - start (MB, {floor:g} or more)",
-        ["rise", "start", "peak", "test"],
-        [
+    kids = analysis.has_children(tests)
+    if kids:  # ranked by process + children: the children's columns say how much is theirs
+        out.table(
+            f"largest peak rises, peak - start + children's peak (MB, {floor:g} or more; "
+            "process + child processes)",
+            ["rise", "start", "peak", "children", "test"],
             [
-                _mb(analysis.memory_growth(t), True),
-                _mb(t["memory"]["start_mb"]),
-                _mb(t["memory"]["peak_mb"]),
-                k,
-            ]
-            for k, t in rises
-        ],
-        [True, True, True, False],
-    )
+                [
+                    _mb(analysis.growth_with_children(t), True),
+                    _mb(t["memory"]["start_mb"]),
+                    _mb(t["memory"]["peak_mb"]),
+                    _mb((analysis.children(t) or {}).get("peak_rss_mb")),
+                    k,
+                ]
+                for k, t in rises
+            ],
+            [True, True, True, True, False],
+        )
+    else:
+        out.table(
+            f"largest peak rises, peak - start (MB, {floor:g} or more)",
+            ["rise", "start", "peak", "test"],
+            [
+                [
+                    _mb(analysis.memory_growth(t), True),
+                    _mb(t["memory"]["start_mb"]),
+                    _mb(t["memory"]["peak_mb"]),
+                    k,
+                ]
+                for k, t in rises
+            ],
+            [True, True, True, False],
+        )
     cpu_floor = analysis.CPU_MIN_DURATION
     cpu = analysis.cpu_over({"tests": tests}, DEFAULT_CPU_PERCENT, cpu_floor)
     shown = f", top {ROWS} shown" if len(cpu) > ROWS else ""
-    out.table(
+    title = (
         f"CPU over {DEFAULT_CPU_PERCENT:g}% (tests of {cpu_floor * 1000:g} ms or more): "
-        f"{len(cpu)} test(s){shown}",
-        ["cpu", "duration", "test"],
-        [[f"{t['cpu_percent']:.1f}%", _secs(t.get("duration")), k] for k, t in cpu[:ROWS]],
-        [True, True, False],
+        f"{len(cpu)} test(s){shown}"
     )
+    if kids:
+        out.table(
+            title + "; process + child processes",
+            ["cpu", "own", "children s", "duration", "test"],
+            [
+                [
+                    f"{analysis.cpu_with_children(t):.1f}%",
+                    "-" if t.get("cpu_percent") is None else f"{t['cpu_percent']:.1f}%",
+                    _secs((analysis.children(t) or {}).get("cpu_time")),
+                    _secs(t.get("duration")),
+                    k,
+                ]
+                for k, t in cpu[:ROWS]
+            ],
+            [True, True, True, True, False],
+        )
+    else:
+        out.table(
+            title,
+            ["cpu", "duration", "test"],
+            [[f"{t['cpu_percent']:.1f}%", _secs(t.get("duration")), k] for k, t in cpu[:ROWS]],
+            [True, True, False],
+        )
     out.text(
         f"(perfmon report lists the same CPU tests, and memory deltas over "
         f"{DEFAULT_MEMORY_MB:g} MB only: --memory-threshold)",
         indent="  ",
     )
+    fixtures = analysis.costliest_fixtures(report, ROWS)
+    if fixtures:
+        out.table(
+            "costliest shared fixtures (s; billed by pytest to the tests named in the report's "
+            "fixtures block)",
+            ["total", "setup", "teardown", "scope", "worker", "fixture"],
+            [
+                [
+                    _secs(cost),
+                    _secs(f.get("setup_time")),
+                    _secs(f.get("teardown_time")),
+                    str(f.get("scope")),
+                    str(f.get("worker")),
+                    f"{f.get('name')} ({f.get('location')})",
+                ]
+                for f, cost in fixtures
+            ],
+            [True, True, True, False, False, False],
+        )
 
     workers = report.get("workers") or {}
     if len(workers) > 1:

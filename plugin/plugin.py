@@ -70,6 +70,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Report into a running perfmon-daemon at ENDPOINT (ipc://PATH, tcp://HOST:PORT or "
         "tcp://[IPv6]:PORT) instead of spawning a monitor. [env: PERFMON_DAEMON; ini: perf_daemon]",
     )
+    group.addoption(
+        "--no-perf-children",
+        action="store_false",
+        dest="perf_children",
+        default=None,
+        help="Do not measure the tests' child processes (CPU through RUSAGE_CHILDREN, memory "
+        "by sampling their descendants): on by default. [ini: perf_children]",
+    )
+    parser.addini(
+        "perf_children",
+        "Measure the tests' child processes (default: on).",
+        type="bool",
+        default=True,
+    )
     parser.addini("perf_monitor", "Turn on pytest-perfmon (like --perf-monitor).", type="bool")
     parser.addini("perf_output", f"Report path (default: {DEFAULT_OUTPUT}).", default="")
     parser.addini("perf_system_info", "Include system information.", type="bool", default=True)
@@ -88,9 +102,9 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: measuring only if its controller monitors
         if "perfmon_endpoint" in workerinput:
-            from . import _roles
+            from . import _fixtures, _roles
 
-            _roles.configure_worker(config, workerinput)
+            _fixtures.configure(config, lambda: _roles.configure_worker(config, workerinput))
         return
     from . import _settings
 
@@ -101,6 +115,6 @@ def pytest_configure(config: pytest.Config) -> None:
         _settings.make_output_directory(settings)
     except _settings.SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
-    from . import _roles
+    from . import _fixtures, _roles
 
-    _roles.configure(config, settings)
+    _fixtures.configure(config, lambda: _roles.configure(config, settings))
