@@ -7,6 +7,7 @@ before its first sample, and every millisecond of its start-up delays the first 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable
 from typing import Any, Optional
 
@@ -70,16 +71,45 @@ class Sampler:
         self.tree: dict = {}  # ppid -> [pid], from the same map
         self.ppids_at: Optional[float] = None
         self.exclude = os.getpid()  # the collector itself (the plain pytest's child)
+        self.proc_ok = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
+        self.known: dict = {}  # Linux: pid -> ppid, read once per process (see _proc_ppids)
+
+    def _proc_ppids(self) -> dict:
+        """Linux: pid -> ppid of every process, reading /proc/PID/stat only for the pids that
+        were not there at the last pass (psutil reads every one, every pass: on a machine with
+        a thousand processes, milliseconds per pass). A process's parent changes only when
+        the parent dies: its descendants then hang off a pid that is gone, and are no longer
+        the test's."""
+        known = self.known
+        fresh: dict = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            ppid = known.get(pid)
+            if ppid is None:
+                try:
+                    with open(f"/proc/{pid}/stat", "rb") as f:
+                        data = f.read()
+                    ppid = int(data[data.rindex(b")") + 2 :].split(None, 2)[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+            fresh[pid] = ppid
+        self.known = fresh
+        return fresh
 
     def _tree(self, now: float) -> dict:
         if self.ppids is None or self.ppids_at != now:
             import psutil
 
-            build = getattr(psutil, "_ppid_map", None)
-            if build is None:  # pragma: no cover - every psutil since 5.x has it
-                self.ppids = {p.pid: p.ppid() for p in psutil.process_iter()}
+            if self.proc_ok:
+                self.ppids = self._proc_ppids()
             else:
-                self.ppids = build()
+                build = getattr(psutil, "_ppid_map", None)
+                if build is None:  # pragma: no cover - every psutil since 5.x has it
+                    self.ppids = {p.pid: p.ppid() for p in psutil.process_iter()}
+                else:
+                    self.ppids = build()
             self.ppids_at = now
             tree: dict = {}
             for child, parent in self.ppids.items():
