@@ -135,6 +135,32 @@ def _memory(rss0: Optional[int], peak: Optional[int], rss1: Optional[int]) -> di
     }
 
 
+LIMIT_KEYS = ("metric", "limit", "value", "action", "how")
+
+
+def _limits(extra: Any) -> Optional[list]:
+    """The performance-limit violations the plugin put in a record's EXTRA, checked: a list of
+    {metric, limit, value, action, how}; anything else is left out."""
+    items = extra.get("limits") if isinstance(extra, dict) else None
+    if not isinstance(items, list):
+        return None
+    out = []
+    for v in items:
+        if not (isinstance(v, dict) and set(v) == set(LIMIT_KEYS)):
+            continue
+        num = (int, float)
+        if (
+            isinstance(v["metric"], str)
+            and isinstance(v["action"], str)
+            and isinstance(v["how"], str)
+            and isinstance(v["limit"], num)
+            and not isinstance(v["limit"], bool)
+            and (v["value"] is None or isinstance(v["value"], num))
+        ):
+            out.append({k: v[k] for k in LIMIT_KEYS})
+    return out or None
+
+
 def _children(w: Worker, start: float, stop: float, lo: float, extra: Any) -> Any:
     """The ``children`` of one test: None when it used no child CPU and no descendant was seen.
 
@@ -214,6 +240,9 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
         entry["shared_setup_time"] = 0.0 if setup is not None else None
     if _children_on(w):
         entry["children"] = _children(w, start, stop, lo, extra)
+    limits = _limits(rec[EXTRA])
+    if limits:
+        entry["limits"] = limits
     return entry
 
 

@@ -58,6 +58,8 @@ class Measurer:
         self.local_frames: list = []  # batches packed here when there is no client at all
         self.phase: dict = {}
         self.outcome = "passed"
+        # The record's EXTRA: None, or a dict that others (the limits) fill during the test.
+        self.extra: Optional[dict] = None
         self.cur: tuple = (None, _perf(), _cpu())
         self.start = _time()
 
@@ -67,6 +69,7 @@ class Measurer:
         counters = self.counters
         self.phase = phase = {}
         self.outcome = "passed"
+        self.extra = None
         counters.reset()
         rss0 = counters.rss()
         t0 = _time()
@@ -96,7 +99,7 @@ class Measurer:
                 rss1,
                 c1 - c0,
                 p1 - p0,
-                counters.extra(None),  # children's CPU, shared fixtures
+                counters.extra(self.extra),  # + children's CPU, shared fixtures (H9)
             ]
         )
         if len(queue) >= self.limit:

@@ -8,6 +8,7 @@ library and pytest: the pytest11 entry module uses it at import time for the opt
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -19,8 +20,92 @@ MIN_INTERVAL = 0.01
 MAX_INTERVAL = 3600.0
 
 
+#: Metrics a performance limit can bound: name -> (unit, what the value is, how it is measured).
+#: Where each is final in pytest's protocol is _limits.py's business (``CALL_METRICS``).
+LIMIT_METRICS = {
+    "duration": ("s", "seconds", "setup + call + teardown, as pytest times them"),
+    "call": ("s", "seconds", "the call phase, as pytest times it"),
+    "peak_mb": ("MB", "MB", "kernel peak RSS over setup, call and teardown"),
+    "delta_mb": ("MB", "MB", "RSS after teardown minus RSS before setup"),
+    "cpu_time": ("s", "seconds", "CPU time of the test's process over setup, call and teardown"),
+}
+LIMIT_MODES = ("fail", "warn", "off")
+DEFAULT_LIMIT_MODE = "fail"
+
+
 class SettingError(ValueError):
     """A setting that cannot be used; its message is one line, naming the setting."""
+
+
+def limit_value(value: object, metric: str) -> Optional[float]:
+    """A limit's value: a finite number >= 0 (None: no limit). Raises ValueError (one line)."""
+    if value is None:
+        return None
+    unit = LIMIT_METRICS[metric][1]
+    if isinstance(value, bool):
+        raise ValueError(f"{metric}={value!r} is not a number of {unit}")
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{metric}={value!r} is not a number of {unit}") from None
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        raise ValueError(f"{metric}={value!r} is not a number of {unit}")
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{metric}={value!r} must be a finite number of {unit}, 0 or more")
+    return number
+
+
+def limit_type(metric: str) -> Any:
+    """The argparse type of ``--perf-limit-METRIC``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = limit_value(text, metric)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        assert value is not None
+        return value
+
+    parse.__name__ = f"{metric} limit"
+    return parse
+
+
+def _ini(getini: Any, name: str) -> str:
+    """An ini value as stripped text; "" where the caller's getini lacks the key (pytest
+    registers every key this module reads; stand-ins in unit tests may know only some)."""
+    try:
+        return str(getini(name) or "").strip()
+    except (KeyError, ValueError):
+        return ""
+
+
+def resolve_limits(option: Any, getini: Any) -> tuple:
+    """``(mode, ((metric, value), ...))``: the limits every test gets unless a marker says
+    otherwise. Command line > ini file. Raises SettingError on a bad ini value."""
+    mode = getattr(option, "perf_limits", None)
+    if mode is None:
+        raw = _ini(getini, "perf_limits").lower()
+        if raw and raw not in LIMIT_MODES:
+            raise SettingError(
+                f"perf_limits in the ini file: {raw!r} is not one of {', '.join(LIMIT_MODES)}"
+            )
+        mode = raw or DEFAULT_LIMIT_MODE
+    defaults = []
+    for metric in LIMIT_METRICS:
+        value = getattr(option, "perf_limit_" + metric, None)
+        if value is None:
+            raw = _ini(getini, "perf_limit_" + metric)
+            if raw:
+                try:
+                    value = limit_value(raw, metric)
+                except ValueError as exc:
+                    raise SettingError(f"perf_limit_{metric} in the ini file: {exc}") from None
+        if value is not None:
+            defaults.append((metric, float(value)))
+    return mode, tuple(defaults)
 
 
 def parse_interval(text: str) -> float:
@@ -65,6 +150,8 @@ class Settings:
     system_info: bool = True
     print_summary: bool = False
     daemon: Optional[str] = None  # endpoint of a perfmon-daemon to join, else spawn a monitor
+    limit_mode: str = DEFAULT_LIMIT_MODE  # --perf-limits: fail | warn | off
+    limits: tuple = ()  # ((metric, value), ...): every test's limits unless a marker overrides
 
 
 def _first(*values: Any) -> Any:
@@ -102,12 +189,15 @@ def resolve(
             f"--perf-daemon: {daemon!r} is not an endpoint like ipc:///PATH, tcp://HOST:PORT "
             "or tcp://[IPv6]:PORT"
         )
+    limit_mode, limits = resolve_limits(option, getini)
     return Settings(
         output=output,
         interval=float(interval),
         system_info=bool(_first(option.perf_system_info, getini("perf_system_info"), True)),
         print_summary=bool(_first(option.perf_print_summary, getini("perf_print_summary"))),
         daemon=daemon,
+        limit_mode=limit_mode,
+        limits=limits,
     )
 
 

@@ -241,3 +241,48 @@ def write_summary(tr: Any, report: dict) -> None:
             test = w.get("test") or "(between tests)"
             line = head + shorten(test, max(12, out.width - len(head)))
             tr.write_line(line[: out.width])
+
+
+def _gh_escape(text: str, prop: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def write_limits(tr: Any, rows: list, github: bool) -> None:
+    """The tests over a performance limit: ``rows`` of (nodeid, location, action, message).
+
+    ``fail``: the test failed because of it; ``warn``: --perf-limits warn; ``note``: the test had
+    failed already; ``xfail``: the test is marked xfail; ``unchecked``: not measurable here.
+    With ``github`` (GitHub Actions), every violation that did not fail its test also becomes a
+    ``::warning`` workflow command, annotated at the test's line.
+    """
+    rows = sorted(rows, key=lambda r: r[0])  # by test, whatever order the workers finished
+    out = _Out(tr)
+    tr.write_sep("=", "performance limits (pytest-perfmon)")
+    hows: dict = {}
+    table = []
+    for nodeid, _, action, text in rows:
+        short, _, how = text.partition(" (")
+        metric = short.split(" ", 1)[0]
+        if how:
+            hows.setdefault(metric, how.rstrip(")"))
+        table.append([action, short, nodeid])
+    tests = len({r[0] for r in rows})
+    out.text(f"{len(rows)} limit violation(s) in {tests} test(s)")
+    for line in text_table(["action", "measured > limit", "test"], table, [False] * 3, out.width):
+        tr.write_line(line)
+    for metric, how in hows.items():
+        out.text(f"{metric}: {how}", indent="  ")
+    if not github:
+        return
+    for nodeid, location, action, text in rows:
+        if action == "fail":
+            continue  # a failed test is shown by pytest itself
+        where = ""
+        if location and location[0]:
+            where = f"file={_gh_escape(str(location[0]), True)}"
+            if isinstance(location[1], int):
+                where += f",line={location[1] + 1}"
+            where += ","
+        title = _gh_escape(f"perf_limit {action}", True)
+        tr.write_line(f"::warning {where}title={title}::{_gh_escape(f'{nodeid}: {text}')}")

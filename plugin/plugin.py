@@ -9,7 +9,22 @@ from __future__ import annotations
 
 import pytest
 
-from ._settings import DEFAULT_INTERVAL, DEFAULT_OUTPUT, MIN_INTERVAL, parse_interval
+from ._settings import (
+    DEFAULT_INTERVAL,
+    DEFAULT_LIMIT_MODE,
+    DEFAULT_OUTPUT,
+    LIMIT_METRICS,
+    LIMIT_MODES,
+    MIN_INTERVAL,
+    limit_type,
+    parse_interval,
+)
+
+MARKER = (
+    "perf_limit(duration=s, call=s, peak_mb=MB, delta_mb=MB, cpu_time=s): performance budget "
+    "of the test, enforced with --perf-monitor (pytest-perfmon); the nearest marker sets each "
+    "metric (function > class > module), None removes a limit"
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -71,6 +86,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "tcp://[IPv6]:PORT) instead of spawning a monitor. [env: PERFMON_DAEMON; ini: perf_daemon]",
     )
     group.addoption(
+        "--perf-limits",
+        choices=LIMIT_MODES,
+        default=None,
+        help=f"What a test over a performance limit does: fail it, warn (terminal summary, "
+        f"GitHub ::warning lines) or off (default: {DEFAULT_LIMIT_MODE}). [ini: perf_limits]",
+    )
+    for metric, (unit, _, how) in LIMIT_METRICS.items():
+        flag = metric.replace("_", "-")
+        group.addoption(
+            f"--perf-limit-{flag}",
+            metavar="SECONDS" if unit == "s" else unit,
+            type=limit_type(metric),
+            default=None,
+            help=f"Limit of every test's {metric} ({how}), unless its perf_limit marker sets "
+            f"one. [ini: perf_limit_{metric}]",
+        )
+        parser.addini(f"perf_limit_{metric}", f"Default limit of {metric} ({unit}).", default="")
+    parser.addini("perf_limits", "fail | warn | off (like --perf-limits).", default="")
+    group.addoption(
         "--no-perf-children",
         action="store_false",
         dest="perf_children",
@@ -96,15 +130,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
+    # Always registered: suites with --strict-markers keep working without --perf-monitor.
+    config.addinivalue_line("markers", MARKER)
     opt = config.option
     if getattr(opt, "help", False) or getattr(opt, "version", False):
         return
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: measuring only if its controller monitors
         if "perfmon_endpoint" in workerinput:
-            from . import _fixtures, _roles
+            from . import _fixtures, _limits, _roles, _settings
 
             _fixtures.configure(config, lambda: _roles.configure_worker(config, workerinput))
+            try:  # the same command line and ini file as the controller, which checked them
+                mode, limits = _settings.resolve_limits(opt, config.getini)
+            except _settings.SettingError as exc:  # pragma: no cover - the controller stopped
+                raise pytest.UsageError(str(exc)) from None
+            _limits.install(config, mode, limits)
         return
     from . import _settings
 
@@ -115,6 +156,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _settings.make_output_directory(settings)
     except _settings.SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
-    from . import _fixtures, _roles
+    from . import _fixtures, _limits, _roles
 
     _fixtures.configure(config, lambda: _roles.configure(config, settings))
+    _limits.install(config, settings.limit_mode, settings.limits)

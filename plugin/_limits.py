@@ -1,0 +1,273 @@
+"""Performance limits (``@pytest.mark.perf_limit``, ``--perf-limit-*``, ``--perf-limits``).
+
+Checked in the process that ran the test (plain pytest or an xdist worker), from the same
+counters the :class:`~._measure.Measurer` reads: no round trip to the monitor, and a test's
+violation is its own. Where each metric is final in pytest's protocol, and so which report a
+violation fails:
+
+* ``call``: the call phase's duration, final when the call report is made: the test FAILS.
+* ``duration`` (setup + call + teardown), ``peak_mb``, ``delta_mb``, ``cpu_time``: they include
+  teardown, so they are final only when the teardown report is made, and fail that report, as
+  pytest-timeout does: pytest shows the test as passed, then ERROR at teardown.
+
+A skipped test is never checked. A test marked xfail is expected to fail: a violation never turns
+it into a failure (action ``xfail``). A test that already failed keeps its own failure; the
+violation is a note (action ``note``), shown with the failure when it is the same report.
+
+Each violation goes to the record's EXTRA (``{"limits": [...]}``: the report's ``limits``
+field), and to the report's ``user_properties`` as ``("perf_limit", "ACTION: MESSAGE")``:
+JUnit XML shows it as a property, and the process that prints the terminal summary (plain
+pytest, or the xdist controller) reads it from the teardown report.
+
+When no collected test has a limit, the checking plugin unregisters itself: no cost per test.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Optional
+
+import pytest
+
+from ._settings import LIMIT_METRICS, limit_value
+
+MB = 1024.0 * 1024.0
+PROPERTY = "perf_limit"
+MARKER = "perf_limit"
+#: Final in the call report; every other metric is final in the teardown report.
+CALL_METRICS = ("call",)
+TEARDOWN_METRICS = tuple(m for m in LIMIT_METRICS if m not in CALL_METRICS)
+ACTIONS = ("fail", "warn", "note", "xfail", "unchecked")
+NOT_YET = {
+    "children_peak_mb": "children_peak_mb is not available yet: child processes are not "
+    "measured in the test's process",
+}
+
+KEY = pytest.StashKey[Optional[dict]]()
+
+_cpu = time.process_time  # the real clock, captured at import (as in _measure)
+
+
+def item_limits(item: pytest.Item, defaults: dict) -> Optional[dict]:
+    """The test's limits: the nearest marker sets each metric (function > class > module),
+    then the defaults. None: no limit. Raises pytest.UsageError naming the test."""
+    limits = dict(defaults)
+    seen: set = set()
+    for mark in item.iter_markers(MARKER):
+        where = f"perf_limit on {item.nodeid}"
+        if mark.args:
+            raise pytest.UsageError(
+                f"{where}: takes keyword arguments only (metric=limit), got {mark.args!r}"
+            )
+        for name, value in mark.kwargs.items():
+            if name not in LIMIT_METRICS:
+                raise pytest.UsageError(
+                    f"{where}: "
+                    + NOT_YET.get(
+                        name,
+                        f"unknown metric {name!r} (known: {', '.join(LIMIT_METRICS)})",
+                    )
+                )
+            try:
+                number = limit_value(value, name)
+            except ValueError as exc:
+                raise pytest.UsageError(f"{where}: {exc}") from None
+            if name in seen:
+                continue  # a nearer marker set it
+            seen.add(name)
+            if number is None:
+                limits.pop(name, None)
+            else:
+                limits[name] = number
+    return limits or None
+
+
+def _fmt(value: float, limit: float, unit: str) -> str:
+    text = f"{value:.3f}" if unit == "s" else f"{value:.1f}"
+    if float(text) <= limit:  # rounding hid the excess: show it
+        text = f"{value:.6f}"
+    return text
+
+
+def message(metric: str, value: float, limit: float) -> str:
+    """``peak_mb 231.4 > limit 200 MB (kernel peak RSS over setup, call and teardown)``."""
+    unit, _, how = LIMIT_METRICS[metric]
+    return f"{metric} {_fmt(value, limit, unit)} > limit {limit:g} {unit} ({how})"
+
+
+class Limits:
+    """Checks each test's limits in the process that runs it; registered next to a Measurer."""
+
+    def __init__(self, measurer: Any, mode: str, defaults: tuple, worker: bool = False) -> None:
+        self.m = measurer
+        self.worker = worker
+        self.errors: list = []
+        self.mode = mode
+        self.defaults = dict(defaults)
+
+    # Bad markers are found where the tests are collected. Plain pytest: a usage error. An
+    # xdist worker cannot stop the run with a usage error (xdist takes the worker for crashed):
+    # the module's collection fails with the same one-line message instead.
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector: pytest.Collector) -> Any:
+        result = yield
+        rep = result.get_result()
+        if not rep.passed:
+            return
+        errors = []
+        for node in rep.result:
+            if isinstance(node, pytest.Item):
+                try:
+                    node.stash[KEY] = item_limits(node, self.defaults)
+                except pytest.UsageError as exc:
+                    errors.append(str(exc))
+        if not errors:
+            return
+        if not self.worker:
+            self.errors += errors  # raised once collection ends (not from a hookwrapper)
+        else:
+            rep.outcome = "failed"
+            rep.longrepr = "\n".join(errors)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self) -> None:
+        if self.errors:
+            more = len(self.errors) - 1
+            raise pytest.UsageError(self.errors[0] + (f" (and {more} more)" if more else ""))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if not any(item.stash.get(KEY, None) is not None for item in session.items):
+            session.config.pluginmanager.unregister(self)  # no test has a limit: no cost
+
+    # tryfirst: this wrapper's after-part runs last, once pytest's skipping plugin has turned
+    # xfail into its outcome.
+    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
+        result = yield
+        limits = item.stash.get(KEY, None)
+        if limits is None:
+            return
+        rep = result.get_result()
+        when = rep.when
+        if when == "call":
+            if "call" in limits:
+                self.check(item, rep, limits, {"call": rep.duration}, "passed")
+        elif when == "teardown":
+            self.check(item, rep, limits, self.teardown_values(rep, limits), self.m.outcome)
+
+    def teardown_values(self, rep: Any, limits: dict) -> dict:
+        m = self.m
+        phase = m.phase
+        rss0, _, c0 = m.cur
+        values: dict = {}
+        if "duration" in limits:
+            values["duration"] = (
+                (phase.get("setup") or 0.0) + (phase.get("call") or 0.0) + (rep.duration or 0.0)
+            )
+        if "cpu_time" in limits:
+            values["cpu_time"] = _cpu() - c0
+        if "peak_mb" in limits or "delta_mb" in limits:
+            counters = m.counters
+            rss1 = counters.rss()
+            peak = counters.peak()
+            if peak is not None and rss0 is not None and rss1 is not None:
+                values["peak_mb"] = max(peak, rss0, rss1) / MB
+            else:
+                values["peak_mb"] = None
+            values["delta_mb"] = None if rss0 is None or rss1 is None else (rss1 - rss0) / MB
+        return values
+
+    def check(self, item: Any, rep: Any, limits: dict, values: dict, so_far: str) -> None:
+        if so_far == "skipped" or (rep.skipped and not hasattr(rep, "wasxfail")):
+            return  # a skipped test never fails a limit
+        found = []
+        for metric, value in values.items():
+            limit = limits.get(metric)
+            if limit is None:
+                continue
+            if value is None:
+                found.append((metric, limit, None))
+            elif value > limit:
+                found.append((metric, limit, value))
+        if not found:
+            return
+        if self.mode == "warn":
+            action = "warn"
+        elif hasattr(rep, "wasxfail") or so_far in ("xfailed", "xpassed"):
+            action = "xfail"
+        elif rep.failed or so_far in ("failed", "error"):
+            action = "note"
+        else:
+            action = "fail"
+        entries = []
+        lines = []
+        for metric, limit, value in found:
+            unit, _, how = LIMIT_METRICS[metric]
+            if value is None:
+                act = "unchecked"
+                text = f"{metric} not checked: not measurable in the test's process here"
+            else:
+                act = action
+                text = message(metric, value, limit)
+                lines.append(text)
+                value = round(value, 6 if unit == "s" else 3)
+            entries.append(
+                {"metric": metric, "limit": limit, "value": value, "action": act, "how": how}
+            )
+            prop = (PROPERTY, f"{act}: {text}")
+            if rep.when == "teardown":
+                rep.user_properties.append(prop)
+            else:  # the teardown report, which JUnit XML and the summary read, copies these
+                item.user_properties.append(prop)
+        m = self.m
+        extra = m.extra
+        if extra is None:
+            extra = m.extra = {}
+        extra.setdefault("limits", []).extend(entries)
+        if not lines:
+            return
+        text = "\n".join(f"{PROPERTY}: {line}" for line in lines)
+        if action == "fail":
+            rep.outcome = "failed"
+            rep.longrepr = text
+        elif action == "note" and rep.failed:
+            rep.sections.append((PROPERTY, text))
+
+
+class LimitsReport:
+    """Where the terminal summary is printed (plain pytest, the xdist controller): collects the
+    violations from the teardown reports and prints them at the end."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.rows: list = []  # (nodeid, location, action, message)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        for prop in report.user_properties:
+            if len(prop) == 2 and prop[0] == PROPERTY and isinstance(prop[1], str):
+                action, _, text = prop[1].partition(": ")
+                self.rows.append((report.nodeid, report.location, action, text))
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.rows:
+            return
+        from ._summary import write_limits
+
+        write_limits(terminalreporter, self.rows, os.environ.get("GITHUB_ACTIONS") == "true")
+
+
+def install(config: pytest.Config, mode: str, defaults: tuple) -> None:
+    """Register the limit checks (where tests run) and the summary (where it is printed)."""
+    if mode == "off":
+        return
+    measurer = config.pluginmanager.get_plugin("perfmon-session-measure")
+    if measurer is not None:
+        worker = getattr(config, "workerinput", None) is not None
+        config.pluginmanager.register(Limits(measurer, mode, defaults, worker), "perfmon-limits")
+    if getattr(config, "workerinput", None) is None:
+        config.pluginmanager.register(LimitsReport(mode), "perfmon-limits-report")
