@@ -1,11 +1,12 @@
 """Detection quality of `perfmon history check`, from real repeated runs on this machine.
 
-    python scripts/bench_detection.py                     # ~3 minutes on 2 cores
-    python scripts/bench_detection.py --baseline-runs 20 --changed-runs 4   # quicker
+    python scripts/bench_detection.py                     # ~4 minutes on 2 cores
+    python scripts/bench_detection.py --baseline-runs 20 --window 15   # quicker
     python scripts/bench_detection.py --reuse DIR         # recompute from earlier reports
 
-1. Writes a suite of 26 tests taking 1 ms to 500 ms (13 busy CPU loops, 13 sleeps; the 200 and
-   500 ms ones also allocate and touch 30 MB) and runs it with ``pytest --perf-monitor``:
+1. Writes a suite of 26 tests taking 1 ms to 500 ms (13 Python loops of a fixed number of
+   turns, calibrated once; 13 sleeps; the CPU ones of 200 ms and more also map and touch
+   30 MB) and runs it with ``pytest --perf-monitor``:
    --baseline-runs times unchanged, then --changed-runs times with every test of >= 20 ms 25 %
    slower (PERF_BENCH_SLOW=1.25), then --changed-runs times with those tests holding 20 MB more
    (PERF_BENCH_MB=20). No synthetic noise: every number is a measured run.
@@ -42,19 +43,29 @@ DURATIONS_MS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500)
 
 SUITE = textwrap.dedent(
     """
-    import os, time
+    import mmap, os, time
     import pytest
 
     SLOW = float(os.environ.get("PERF_BENCH_SLOW", "1"))
     EXTRA_MB = int(os.environ.get("PERF_BENCH_MB", "0"))
+    PER_MS = int(os.environ["PERF_BENCH_PER_MS"])  # loop turns per ms, measured once
     MS = {durations}
 
+    def _work(n):
+        x = 0
+        for i in range(n):
+            x += i * i
+        return x
+
+    def _touch(mb):
+        # mmap'd, so that closing it gives the memory back (malloc would keep it)
+        block = mmap.mmap(-1, mb * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        return block
+
     def _extra(ms):
-        if ms >= 20 and EXTRA_MB:
-            block = bytearray(EXTRA_MB * 1024 * 1024)
-            block[::4096] = b"x" * len(block[::4096])
-            return block
-        return None
+        return _touch(EXTRA_MB) if ms >= 20 and EXTRA_MB else None
 
     def _factor(ms):
         return SLOW if ms >= 20 else 1.0
@@ -62,22 +73,33 @@ SUITE = textwrap.dedent(
     @pytest.mark.parametrize("ms", MS)
     def test_cpu(ms):
         keep = _extra(ms)
-        data = bytearray(30 * 1024 * 1024) if ms >= 200 else None
-        if data is not None:
-            data[::4096] = b"y" * len(data[::4096])
-        end = time.perf_counter() + ms / 1000 * _factor(ms)
-        x = 0
-        while time.perf_counter() < end:
-            x += 1
-        del keep, data
+        data = _touch(30) if ms >= 200 else None
+        _work(int(ms * PER_MS * _factor(ms)))
+        for block in (keep, data):
+            if block is not None:
+                block.close()
 
     @pytest.mark.parametrize("ms", MS)
     def test_sleep(ms):
         keep = _extra(ms)
         time.sleep(ms / 1000 * _factor(ms))
-        del keep
+        if keep is not None:
+            keep.close()
     """
 )
+
+
+def per_ms() -> int:
+    """Turns of the suite's work loop per millisecond on this machine (best of 5)."""
+    n = 200_000
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        x = 0
+        for i in range(n):
+            x += i * i
+        best = min(best, time.perf_counter() - t)
+    return int(n / (best * 1000))
 
 
 def run_suite(suite_dir: str, out: str, env_extra: dict) -> None:
@@ -105,9 +127,15 @@ def collect(args: argparse.Namespace, work: str) -> dict:
     os.makedirs(suite_dir, exist_ok=True)
     with open(os.path.join(suite_dir, "test_bench.py"), "w") as f:
         f.write(SUITE.format(durations=repr(DURATIONS_MS)))
-    plan = [("base", {})] * args.baseline_runs
-    plan += [("slow", {"PERF_BENCH_SLOW": "1.25"})] * args.changed_runs
-    plan += [("mem", {"PERF_BENCH_MB": "20"})] * args.changed_runs
+    rate_file = os.path.join(work, "per_ms")
+    if not os.path.exists(rate_file):
+        with open(rate_file, "w") as f:
+            f.write(str(per_ms()))
+    with open(rate_file) as f:
+        rate = {"PERF_BENCH_PER_MS": f.read().strip()}
+    plan = [("base", rate)] * args.baseline_runs
+    plan += [("slow", {"PERF_BENCH_SLOW": "1.25", **rate})] * args.changed_runs
+    plan += [("mem", {"PERF_BENCH_MB": "20", **rate})] * args.changed_runs
     files: dict = {"base": [], "slow": [], "mem": []}
     t0 = time.monotonic()
     for i, (kind, env) in enumerate(plan):
@@ -144,7 +172,10 @@ def alarms(values: list, name: str, metric: str, recent: int, p: float) -> list:
 
 
 def evaluate(files: dict, args: argparse.Namespace) -> dict:
-    load = analysis.load_report
+    def load(path: str) -> dict:  # no schema check: the numbers are all we need
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
     base = [load(f) for f in files["base"]]
     changed = {"slow": [load(f) for f in files["slow"]], "mem": [load(f) for f in files["mem"]]}
     metrics = {"slow": "duration", "mem": "peak_mb"}
@@ -231,9 +262,9 @@ def evaluate(files: dict, args: argparse.Namespace) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--baseline-runs", type=int, default=30)
+    ap.add_argument("--baseline-runs", type=int, default=50)
     ap.add_argument("--changed-runs", type=int, default=4)
-    ap.add_argument("--window", type=int, default=hcli.DEFAULT_WINDOW // 2)
+    ap.add_argument("--window", type=int, default=hcli.DEFAULT_WINDOW)
     ap.add_argument("--recent", type=int, default=hcli.DEFAULT_RECENT)
     ap.add_argument("--p", type=float, default=0.01)
     ap.add_argument("--reuse", help="a directory of earlier runs (kept; new runs added there)")

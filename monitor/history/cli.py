@@ -26,8 +26,8 @@ METRICS = ("duration", "call_time", "peak_mb", "delta_mb", "cpu_percent")
 UNITS = {"duration": "s", "call_time": "s", "peak_mb": "MB", "delta_mb": "MB", "cpu_percent": "%"}
 #: metric -> (relative threshold, absolute floor), chosen from scripts/bench_detection.py
 DEFAULT_GATE = {
-    "duration": (0.10, 0.005),
-    "call_time": (0.10, 0.005),
+    "duration": (0.10, 0.002),
+    "call_time": (0.10, 0.002),
     "peak_mb": (0.05, 5.0),
     "delta_mb": (0.10, 5.0),
     "cpu_percent": (0.20, 10.0),
@@ -35,6 +35,7 @@ DEFAULT_GATE = {
 DEFAULT_CHECK_METRICS = ("duration", "peak_mb")
 DEFAULT_WINDOW = 30
 DEFAULT_RECENT = 5
+PERMUTATIONS = 999  # detect.DEFAULT_PERMUTATIONS (the parser is built without numpy)
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -574,9 +575,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--permutations",
         type=_pos_int,
-        default=199,
+        default=PERMUTATIONS,
         metavar="N",
-        help="shuffles of the permutation test (default: 199)",
+        help=f"shuffles of the permutation test (default: {PERMUTATIONS})",
     )
     p.add_argument("--any-machine", action="store_true", help="mix runs of every machine")
     fmt(p, ("table", "markdown", "json"))

@@ -32,7 +32,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 DEFAULT_P = 0.01
-DEFAULT_PERMUTATIONS = 199
+DEFAULT_PERMUTATIONS = 999
 MIN_SIZE = 2
 #: largest permutation block held at once, in distance-matrix cells
 _BLOCK_CELLS = 2_000_000
