@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Optional
 
@@ -140,7 +141,12 @@ def engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> sa.Engine:
             dbapi_conn.isolation_level = None  # we say BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            cur.execute("PRAGMA journal_mode = WAL")
+            try:
+                # persistent; switching needs the file to ourselves, so it may be busy while
+                # other writers hold it: then one of them (or the next run) switches it
+                cur.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:
+                pass
             cur.execute("PRAGMA synchronous = NORMAL")
             cur.close()
 
