@@ -536,6 +536,8 @@ def test_cli_commands(db, capsys, monkeypatch, tmp_path):
     assert cli.main(["history", "runs", "--db", db, "--limit", "3", "--format", "json"]) == 0
     runs = json.loads(capsys.readouterr().out)
     assert [r["commit_sha"] for r in runs] == [f"c{i:02d}".ljust(40, "0") for i in (19, 18, 17)]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(1_700_000_000 + 3600 * 19))
+    assert runs[0]["started_at"] == stamp  # UTC on both back ends
     assert cli.main(["history", "runs", "--db", db]) == 0
     assert "main" in capsys.readouterr().out
 

@@ -9,6 +9,7 @@ bad usage, or a store that cannot be used.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -125,7 +126,12 @@ def _time(t: Any) -> str:
 
 
 def _jsonable(v: Any) -> Any:
-    return v.isoformat() if hasattr(v, "isoformat") else v
+    """Times as ISO 8601 UTC with a Z (SQLite gives them back naive, PostgreSQL aware)."""
+    if not hasattr(v, "isoformat"):
+        return v
+    if v.tzinfo is not None:
+        v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return v.isoformat(timespec="microseconds") + "Z"
 
 
 def _emit(text: str) -> None:

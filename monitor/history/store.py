@@ -164,7 +164,8 @@ def engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> sa.Engine:
             "connect_timeout": max(1, int(timeout)),
             "application_name": "perfmon",
             # a table or advisory lock held by someone else: give up after ``timeout``
-            "options": f"-c lock_timeout={int(timeout * 1000)} "
+            "options": "-c TimeZone=UTC "
+            f"-c lock_timeout={int(timeout * 1000)} "
             f"-c statement_timeout={int(max(60.0, 3 * timeout) * 1000)}",
         },
     )
