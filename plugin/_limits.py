@@ -44,8 +44,6 @@ NOT_YET = {
     "measured in the test's process",
 }
 
-KEY = pytest.StashKey[Optional[dict]]()
-
 _cpu = time.process_time  # the real clock, captured at import (as in _measure)
 
 
@@ -105,6 +103,8 @@ class Limits:
         self.errors: list = []
         self.mode = mode
         self.defaults = dict(defaults)
+        self.by_nodeid: dict = {}  # nodeid -> limits, only for tests that have any
+        self.pending: list = []  # properties found in the call phase, for the teardown report
 
     # Bad markers are found where the tests are collected. Plain pytest: a usage error. An
     # xdist worker cannot stop the run with a usage error (xdist takes the worker for crashed):
@@ -119,9 +119,12 @@ class Limits:
         for node in rep.result:
             if isinstance(node, pytest.Item):
                 try:
-                    node.stash[KEY] = item_limits(node, self.defaults)
+                    limits = item_limits(node, self.defaults)
                 except pytest.UsageError as exc:
                     errors.append(str(exc))
+                    continue
+                if limits is not None:
+                    self.by_nodeid[node.nodeid] = limits
         if not errors:
             return
         if not self.worker:
@@ -138,24 +141,30 @@ class Limits:
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        if not any(item.stash.get(KEY, None) is not None for item in session.items):
+        by_nodeid = self.by_nodeid
+        if not any(item.nodeid in by_nodeid for item in session.items):
             session.config.pluginmanager.unregister(self)  # no test has a limit: no cost
 
-    # tryfirst: this wrapper's after-part runs last, once pytest's skipping plugin has turned
-    # xfail into its outcome.
-    @pytest.hookimpl(hookwrapper=True, tryfirst=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: Any) -> Any:
-        result = yield
-        limits = item.stash.get(KEY, None)
+    # The report as made (pytest's skipping plugin has turned xfail into its outcome), changed
+    # before anyone reads it: tryfirst runs this before the terminal, JUnit XML, xdist's worker
+    # (which sends the report to the controller), the session's failure count and the
+    # Measurer's outcome. Cheaper than a makereport hookwrapper for the tests without a limit.
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        limits = self.by_nodeid.get(report.nodeid)
         if limits is None:
             return
-        rep = result.get_result()
-        when = rep.when
+        when = report.when
         if when == "call":
             if "call" in limits:
-                self.check(item, rep, limits, {"call": rep.duration}, "passed")
+                self.check(report, limits, {"call": report.duration}, "passed")
         elif when == "teardown":
-            self.check(item, rep, limits, self.teardown_values(rep, limits), self.m.outcome)
+            self.check(report, limits, self.teardown_values(report, limits), self.m.outcome)
+            if self.pending:
+                report.user_properties.extend(self.pending)
+                self.pending = []
+        else:
+            self.pending = []
 
     def teardown_values(self, rep: Any, limits: dict) -> dict:
         m = self.m
@@ -179,7 +188,7 @@ class Limits:
             values["delta_mb"] = None if rss0 is None or rss1 is None else (rss1 - rss0) / MB
         return values
 
-    def check(self, item: Any, rep: Any, limits: dict, values: dict, so_far: str) -> None:
+    def check(self, rep: Any, limits: dict, values: dict, so_far: str) -> None:
         if so_far == "skipped" or (rep.skipped and not hasattr(rep, "wasxfail")):
             return  # a skipped test never fails a limit
         found = []
@@ -219,8 +228,8 @@ class Limits:
             prop = (PROPERTY, f"{act}: {text}")
             if rep.when == "teardown":
                 rep.user_properties.append(prop)
-            else:  # the teardown report, which JUnit XML and the summary read, copies these
-                item.user_properties.append(prop)
+            else:  # for the teardown report, which JUnit XML and the summary read
+                self.pending.append(prop)
         m = self.m
         extra = m.extra
         if extra is None:

@@ -36,7 +36,7 @@ import time
 from typing import Any, Callable, Optional
 
 try:
-    from pytest_perfmon import _client, _counters, _measure
+    from pytest_perfmon import _client, _counters, _limits, _measure
 except ImportError:  # run from a checkout without an install: plugin/ is pytest_perfmon
     sys.exit("pytest_perfmon is not importable: install the project (pip install -e .) first")
 
@@ -71,7 +71,25 @@ class FakeReport:
         self.skipped = False
 
 
+class LimitReport:
+    """A report the limit check can read and (were a limit exceeded) change."""
+
+    def __init__(self, when: str) -> None:
+        self.nodeid = ITEM.nodeid
+        self.when = when
+        self.duration = 0.0001
+        self.passed = True
+        self.failed = False
+        self.skipped = False
+        self.outcome = "passed"
+        self.user_properties: list = []
+        self.sections: list = []
+
+
 ALL_NONE = "Measurer, all counters, no client"
+LIMITS_NONE = "Measurer + Limits, no limit on this test, no client"
+LIMITS_FIVE = "Measurer + Limits, 5 limits on this test (none exceeded)"
+LIMITS_ALONE = "Limits hook alone (3 calls), no limit on this test"
 ALL_ZMQ = "Measurer, all counters, real Client -> ROUTER"
 ITEM = FakeItem("tests/test_generated_07.py::test_42")
 REPORTS = (FakeReport("setup"), FakeReport("call"), FakeReport("teardown"))
@@ -181,6 +199,55 @@ def drive(m: Any) -> Callable[[int], None]:
     return run
 
 
+def drive_limit_hook_alone(m: Any) -> Callable[[int], None]:
+    """Only the limit check's three logreport calls of a test without a limit."""
+    check = _limits.Limits(m, "fail", ())
+    check.by_nodeid["tests/test_other.py::test_with_a_limit"] = {"call": 1.0}
+    hook = check.pytest_runtest_logreport
+    r1, r2, r3 = (LimitReport(w) for w in ("setup", "call", "teardown"))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            hook(r1)
+            hook(r2)
+            hook(r3)
+
+    return run
+
+
+def drive_limits(m: Any, limits: Optional[dict]) -> Callable[[int], None]:
+    """As :func:`drive`, plus the limit check's logreport hook before the Measurer's (the check
+    stays registered when some test of the run has a limit)."""
+    protocol = m.pytest_runtest_protocol
+    logreport = m.pytest_runtest_logreport
+    check = _limits.Limits(m, "fail", ())
+    if limits is not None:
+        check.by_nodeid[ITEM.nodeid] = limits
+    else:
+        check.by_nodeid["tests/test_other.py::test_with_a_limit"] = {"call": 1.0}
+    limit_logreport = check.pytest_runtest_logreport
+    item = ITEM
+    r1, r2, r3 = (LimitReport(w) for w in ("setup", "call", "teardown"))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            gen = protocol(item, None)
+            next(gen)
+            limit_logreport(r1)
+            logreport(r1)
+            limit_logreport(r2)
+            logreport(r2)
+            limit_logreport(r3)
+            logreport(r3)
+            try:
+                gen.send(RESULT)
+            except StopIteration:
+                pass
+        m.queue.clear()
+
+    return run
+
+
 class EmptyMeasurer:
     """The same hook shapes doing nothing: the cost of the fake calls themselves."""
 
@@ -201,6 +268,51 @@ def make_measurer(client: Optional[Any], disable: tuple = ()) -> Any:
         client.ready = True  # as after the collector's "ready": the sender thread sends
         m.start_sending()
     return m
+
+
+def pluggy_limits_cost(n: int, reps: int) -> dict:
+    """The limit check through pluggy's real dispatch: pytest_runtest_logreport with 8 no-op
+    implementations (about what a pytest run has), without and with the Limits hook (a test
+    without a limit, the check registered because another test has one), taking turns."""
+    import pluggy
+
+    spec = pluggy.HookspecMarker("pytest")
+    impl = pluggy.HookimplMarker("pytest")
+
+    class Spec:
+        @spec
+        def pytest_runtest_logreport(self, report: Any) -> None: ...
+
+    class NoOp:
+        @impl
+        def pytest_runtest_logreport(self, report: Any) -> None:
+            pass
+
+    def hook(with_limits: bool) -> Any:
+        pm = pluggy.PluginManager("pytest")
+        pm.add_hookspecs(Spec)
+        for _ in range(8):
+            pm.register(NoOp())
+        if with_limits:
+            check = _limits.Limits(_measure.Measurer("main", None), "fail", ())
+            check.by_nodeid["tests/test_other.py::test_with_a_limit"] = {"call": 1.0}
+            pm.register(check)
+        return pm.hook.pytest_runtest_logreport
+
+    report = LimitReport("call")
+
+    def calls(h: Any) -> Callable[[int], None]:
+        def run(k: int) -> None:
+            for _ in range(k):
+                h(report=report)
+
+        return run
+
+    rows = interleaved_us(
+        [("8 impls", calls(hook(False))), ("+ Limits", calls(hook(True)))], n, reps
+    )
+    per_call = rows[1]["median"] - rows[0]["median"]
+    return {"rows": rows, "per_test_us": 3 * per_call}
 
 
 # --- counter reads ------------------------------------------------------------------------------
@@ -308,6 +420,15 @@ def main(argv: Optional[list] = None) -> int:
         print(f"  {r['name']:<52} {us} us")
     print()
 
+    # 1b. the limit check through pluggy
+    pc = pluggy_limits_cost(max(n, 20000), reps)
+    result["limits_pluggy"] = pc
+    print("pytest_runtest_logreport through pluggy (8 no-op impls), per call:")
+    for r in pc["rows"]:
+        print(f"  {r['name']:<52} {r['median']:8.3f} us")
+    print(f"  the Limits hook, 3 phases of a test without a limit: {pc['per_test_us']:.3f} us")
+    print()
+
     # 2. per-test: every variant set up first, then timed taking turns
     cases: list = [("empty hooks (fake calls only, baseline)", drive(EmptyMeasurer()))]
     measurers: list = []
@@ -325,6 +446,10 @@ def main(argv: Optional[list] = None) -> int:
             (ALL_NONE, ()),
         ):
             cases.append((name, drive(measurer(None, disable))))
+        cases.append((LIMITS_NONE, drive_limits(measurer(None), None)))
+        big = {"duration": 1e9, "call": 1e9, "peak_mb": 1e9, "delta_mb": 1e9, "cpu_time": 1e9}
+        cases.append((LIMITS_FIVE, drive_limits(measurer(None), big)))
+        cases.append((LIMITS_ALONE, drive_limit_hook_alone(measurer(None))))
         _counters.CHILDREN = True  # children measured: the default with --perf-monitor
         try:
             cases.append(("Measurer, all counters + children, no client", drive(measurer(None))))
@@ -385,6 +510,29 @@ def main(argv: Optional[list] = None) -> int:
         verdicts[name] = {"us": own, "ok": ok}
         print(f"  {name:<12} {own:7.2f} us  {'OK' if ok else 'MISSED'}")
     result["verdicts"] = verdicts
+    if real_none is not None and LIMITS_NONE in by_name:
+        # A run where no test has a limit unregisters the check: nothing per test. Where some
+        # test has one, a test without pays for one more logreport call per phase.
+        # Through pluggy is the figure that counts (the hook's call is most of it); the hook
+        # alone and the difference of two Measurer runs (noisier) are there to compare.
+        alone = by_name[LIMITS_ALONE]  # the bare loop included: an upper bound
+        cost = by_name[LIMITS_NONE] - real_none
+        five = by_name[LIMITS_FIVE] - real_none
+        via = pc["per_test_us"]
+        ok = via <= 3.0
+        print(
+            f"  limits, a test without a limit: {via:5.2f} us through pluggy (target <= 3 us: "
+            f"{'OK' if ok else 'MISSED'}), {alone:5.2f} us the hook alone, {cost:5.2f} us as a "
+            f"difference of Measurer runs; {five:5.2f} us with 5 limits checked; 0 when no "
+            "test has a limit (the check unregisters itself)"
+        )
+        result["limits"] = {
+            "no_limit_pluggy_us": via,
+            "no_limit_hook_us": alone,
+            "no_limit_diff_us": cost,
+            "five_limits_us": five,
+            "ok": ok,
+        }
     if sink is not None:
         result["sink_frames"] = sink.frames
     if args.json:
