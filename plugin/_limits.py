@@ -12,7 +12,9 @@ violation fails:
 
 A skipped test is never checked. A test marked xfail is expected to fail: a violation never turns
 it into a failure (action ``xfail``). A test that already failed keeps its own failure; the
-violation is a note (action ``note``), shown with the failure when it is the same report.
+violation is a note (action ``note``), shown under the failure when the failure is in the same
+report (a call-phase failure and the call limit), else only in the limits section, the JSON
+report and JUnit XML. With ``--perf-limits warn`` nothing changes (action ``warn``).
 
 Each violation goes to the record's EXTRA (``{"limits": [...]}``: the report's ``limits``
 field), and to the report's ``user_properties`` as ``("perf_limit", "ACTION: MESSAGE")``:
@@ -35,9 +37,7 @@ from ._settings import LIMIT_METRICS, limit_value
 MB = 1024.0 * 1024.0
 PROPERTY = "perf_limit"
 MARKER = "perf_limit"
-#: Final in the call report; every other metric is final in the teardown report.
-CALL_METRICS = ("call",)
-TEARDOWN_METRICS = tuple(m for m in LIMIT_METRICS if m not in CALL_METRICS)
+#: What a violation did (the report's ``limits[].action``).
 ACTIONS = ("fail", "warn", "note", "xfail", "unchecked")
 NOT_YET = {
     "children_peak_mb": "children_peak_mb is not available yet: child processes are not "

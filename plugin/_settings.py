@@ -21,7 +21,7 @@ MAX_INTERVAL = 3600.0
 
 
 #: Metrics a performance limit can bound: name -> (unit, what the value is, how it is measured).
-#: Where each is final in pytest's protocol is _limits.py's business (``CALL_METRICS``).
+#: Each is final in the call report (call) or the teardown report (the rest): see _limits.py.
 LIMIT_METRICS = {
     "duration": ("s", "seconds", "setup + call + teardown, as pytest times them"),
     "call": ("s", "seconds", "the call phase, as pytest times it"),
