@@ -338,3 +338,15 @@ def write_html(report: dict, path: str, history: Any = None) -> None:
     text = render(report)
     with atomic_text(path) as f:
         f.write(text)
+
+
+def write_html_quietly(report: dict, path: str) -> Optional[str]:
+    """:func:`write_html` for the collector at the end of a run (``--perf-html``): None when
+    written, else the one-line problem. Never raises: the JSON report is written already."""
+    try:
+        write_html(report, path)
+    except OSError as exc:
+        return f"cannot write the HTML report {path}: {exc.strerror or exc}"
+    except Exception as exc:  # a report we cannot draw must not take the collector down
+        return f"cannot write the HTML report {path}: {type(exc).__name__}: {exc}"
+    return None

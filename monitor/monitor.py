@@ -174,6 +174,10 @@ class Monitor(server.RouterServer):
         self.finisher = ident
         ok, error, saved_to = self.write(f)
         reply = {"ok": ok, "path": self.output, "error": error, "saved_to": saved_to}
+        if f.html and self.report is not None:
+            from .html import write_html_quietly  # only for --perf-html
+
+            reply["html_warning"] = write_html_quietly(self.report, f.html)
         if f.history and self.report is not None:
             reply["history_warning"] = record_history(f, self.report, "monitor")
         self.reply(ident, P.pack(P.DONE, reply))
@@ -268,7 +272,7 @@ def record_history(f: P.Finish, report: dict, source: str) -> Optional[str]:
     try:
         from .history import record_run
     except Exception as exc:  # pragma: no cover - the package is stdlib-only at import
-        return f"perfmon: history not recorded: {exc}"
+        return f"history not recorded: {exc}"
     return record_run(f.history, report, f.labels or {}, f.rootdir, source=source)
 
 

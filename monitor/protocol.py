@@ -35,15 +35,18 @@ Kinds sent by clients (fields in brackets are optional):
 ``finish``  BODY = {["session": str], ["start": float], ["stop": float],
             ["exit_status": int|None], ["pytest_version": str], ["warnings": [str, ...]],
             ["output": str], ["system_info": bool], ["records_dropped": int],
-            ["history": str|None], ["labels": {str: str}], ["rootdir": str]}.  Sent by the
+            ["history": str|None], ["labels": {str: str}], ["rootdir": str],
+            ["html": str|None]}.  Sent by the
             process that owns the collector (or, to a daemon, the session's owner): write the
             session's report to ``output``; then, when ``history`` (a history store URL, see
             ``pytest_perfmon.monitor.history``) is given, append the run to that store with
             ``labels`` (at most 100; ``commit``/``branch`` override what the collector finds)
-            and ``rootdir`` (where to ask ``git`` for the commit).  Reply ``done`` {"ok": bool,
-            "path": str|None, "error": str|None, "saved_to": str|None,
-            ["history_warning": str|None]}: the one-line problem of the history store, if any
-            (the report is written all the same).  A spawned monitor then exits; a daemon
+            and ``rootdir`` (where to ask ``git`` for the commit); when ``html`` (an absolute
+            path) is given, write the HTML page of the report there too.  Reply ``done``
+            {"ok": bool, "path": str|None, "error": str|None, "saved_to": str|None,
+            ["history_warning": str|None], ["html_warning": str|None]}: the one-line problem
+            of the history store or of the HTML page, if any (the report is written all the
+            same).  A spawned monitor then exits; a daemon
             closes that session only.
 
 Two more kinds, for a daemon, which need no ``hello`` first:
@@ -301,13 +304,14 @@ class Finish(NamedTuple):
     history: Optional[str] = None
     labels: Optional[dict] = None
     rootdir: Optional[str] = None
+    html: Optional[str] = None
 
     def as_session(self) -> dict:
         """The fields :func:`pytest_perfmon.monitor.report.build` reads, without the Nones."""
         return {
             k: v
             for k, v in self._asdict().items()
-            if v is not None and k not in ("history", "labels", "rootdir")
+            if v is not None and k not in ("history", "labels", "rootdir", "html")
         }
 
 
@@ -449,6 +453,7 @@ def parse_finish(body: Any) -> Finish:
         _path_like(body, "history", "a history URL"),
         _labels(body),
         _path_like(body, "rootdir", "a path"),
+        _path_like(body, "html", "a path"),
     )
 
 

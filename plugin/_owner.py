@@ -48,6 +48,7 @@ class SessionOwner:
         self.completed = False
         self.report: Optional[dict] = None
         self.report_path: Optional[str] = None
+        self.html_path: Optional[str] = None  # the --perf-html page, once written
         self.warned = 0  # warnings already shown in the terminal summary
         #: Builds the fallback report's data from the role's own measurements.
         self.collect: Callable[[], R.RunData] = R.RunData
@@ -70,7 +71,7 @@ class SessionOwner:
         return True
 
     def session_info(self, exitstatus: Any) -> dict:
-        return {
+        info = {
             "session": self.session_id,
             "start": self.start,
             "stop": _time(),
@@ -81,6 +82,14 @@ class SessionOwner:
             "output": self.settings.output,
             "system_info": self.settings.system_info,
         }
+        s = self.settings
+        if s.html:
+            info["html"] = s.html
+        if s.history:
+            info["history"] = s.history
+            info["labels"] = dict(s.labels)
+            info["rootdir"] = s.rootdir
+        return info
 
     def begin_finish(self, exitstatus: Any, deliver: Callable[[], bool], **extra: Any) -> None:
         """``deliver()`` hands over the role's last data (True when the collector has it all);
@@ -102,6 +111,11 @@ class SessionOwner:
         done = client.wait(P.DONE, DONE_TIMEOUT, self.handle.alive)
         if not isinstance(done, dict):
             return False
+        for key in ("html_warning", "history_warning"):
+            if done.get(key):
+                self.warnings.append(str(done[key]))
+        if self.settings.html and not done.get("html_warning"):
+            self.html_path = self.settings.html
         if done.get("ok"):
             self.report_path = done.get("path")
             return True
@@ -157,6 +171,19 @@ class SessionOwner:
                 self.warnings.append(f"report saved to {path} instead")
         self.report_path = path
         self.report = report
+        if self.settings.html:
+            from pytest_perfmon.monitor.html import write_html_quietly
+
+            problem = write_html_quietly(report, self.settings.html)
+            if problem:
+                self.warnings.append(problem)
+            else:
+                self.html_path = self.settings.html
+        if self.settings.history:
+            self.warnings.append(
+                "history not recorded: the collector was lost (the pytest process never writes "
+                f"the store); import the report with: perfmon history import {path} --db URL"
+            )
 
     # -- hooks' bodies, called by the roles ---------------------------------------------------
     def unconfigure(self) -> None:
@@ -191,6 +218,8 @@ class SessionOwner:
             self._step_summary(tr, report)
         if tr.config.option.verbose >= 0:
             tr.write_line(f"perfmon: report written to {self.report_path}")
+            if self.html_path:
+                tr.write_line(f"perfmon: HTML report written to {self.html_path}")
 
     def _step_summary(self, tr: Any, report: dict) -> None:
         """On GitHub Actions, the summary also goes to the job's step summary, as Markdown."""

@@ -108,6 +108,17 @@ def resolve_limits(option: Any, getini: Any) -> tuple:
     return mode, tuple(defaults)
 
 
+def parse_label(text: str) -> tuple:
+    """``--perf-label KEY=VALUE``: (key, value); the key is a non-empty name."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not all(c.isalnum() or c in "_.-" for c in key):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE (KEY of letters, digits, '_', '.', '-')"
+        )
+    return key, value
+
+
 def parse_interval(text: str) -> float:
     """The sampling interval in seconds: a number from 0.01 to below 3600."""
     try:
@@ -152,6 +163,10 @@ class Settings:
     daemon: Optional[str] = None  # endpoint of a perfmon-daemon to join, else spawn a monitor
     limit_mode: str = DEFAULT_LIMIT_MODE  # --perf-limits: fail | warn | off
     limits: tuple = ()  # ((metric, value), ...): every test's limits unless a marker overrides
+    history: Optional[str] = None  # the history store's URL (normalised), written by the collector
+    labels: tuple = ()  # ((key, value), ...) from --perf-label, for the history store
+    rootdir: Optional[str] = None  # where the collector asks git for the commit
+    html: Optional[str] = None  # absolute path of the HTML page, written by the collector
 
 
 def _first(*values: Any) -> Any:
@@ -161,8 +176,35 @@ def _first(*values: Any) -> Any:
     return None
 
 
+def _history(option: Any, getini: Any, invocation_dir: str, environ: Any) -> Optional[str]:
+    """--perf-history > PERFMON_HISTORY > ini perf_history, checked (no connection) and
+    normalised: a relative SQLite path is taken from the directory pytest was started in."""
+    url = _first(
+        getattr(option, "perf_history", None),
+        environ.get("PERFMON_HISTORY"),
+        _ini(getini, "perf_history"),
+    )
+    if url is None:
+        return None
+    from pytest_perfmon.monitor.history.url import URLError, check_url, normalize  # stdlib only
+
+    if "://" not in url:
+        url = os.path.join(invocation_dir, os.path.expanduser(url))
+    problem = check_url(url)
+    if problem is not None:
+        raise SettingError(problem)
+    try:
+        return normalize(url)
+    except URLError as exc:  # pragma: no cover - check_url ran normalize already
+        raise SettingError(f"--perf-history: {exc}") from None
+
+
 def resolve(
-    option: Any, getini: Any, invocation_dir: str, environ: Optional[dict] = None
+    option: Any,
+    getini: Any,
+    invocation_dir: str,
+    environ: Optional[dict] = None,
+    rootdir: Optional[str] = None,
 ) -> Optional[Settings]:
     """Resolve the settings; None when monitoring is off. Raises SettingError on bad values.
 
@@ -190,6 +232,11 @@ def resolve(
             "or tcp://[IPv6]:PORT"
         )
     limit_mode, limits = resolve_limits(option, getini)
+    html = _first(getattr(option, "perf_html", None), _ini(getini, "perf_html"))
+    if html is not None:
+        html = os.path.abspath(os.path.join(invocation_dir, html))
+        if os.path.isdir(html):
+            raise SettingError(f"--perf-html: {html} is a directory")
     return Settings(
         output=output,
         interval=float(interval),
@@ -198,17 +245,23 @@ def resolve(
         daemon=daemon,
         limit_mode=limit_mode,
         limits=limits,
+        history=_history(option, getini, invocation_dir, environ),
+        labels=tuple(getattr(option, "perf_label", None) or ()),
+        rootdir=rootdir,
+        html=html,
     )
 
 
 def make_output_directory(settings: Settings) -> None:
-    """Create the report's missing parent directories, as --junitxml does."""
-    directory = os.path.dirname(settings.output)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as exc:
-        raise SettingError(
-            f"--perf-output: cannot create the directory {directory}: {exc.strerror or exc}"
-        ) from None
-    if not os.path.isdir(directory):  # pragma: no cover - makedirs raised already
-        raise SettingError(f"--perf-output: {directory} is not a directory")
+    """Create the missing parent directories of the report (and of the HTML page), as
+    --junitxml does."""
+    for option, path in (("--perf-output", settings.output), ("--perf-html", settings.html)):
+        if path is None:
+            continue
+        directory = os.path.dirname(path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise SettingError(
+                f"{option}: cannot create the directory {directory}: {exc.strerror or exc}"
+            ) from None

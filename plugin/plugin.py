@@ -18,6 +18,7 @@ from ._settings import (
     MIN_INTERVAL,
     limit_type,
     parse_interval,
+    parse_label,
 )
 
 MARKER = (
@@ -118,6 +119,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
     )
+    group.addoption(
+        "--perf-html",
+        metavar="FILE",
+        default=None,
+        help="Also write the report as one self-contained HTML page (charts, sortable table), "
+        "written by the monitor. [ini: perf_html]",
+    )
+    group.addoption(
+        "--perf-history",
+        metavar="URL",
+        default=None,
+        help="Append the run to a history store at the end: a file path (SQLite), sqlite:///PATH "
+        "or postgresql://user:pass@host:port/db; written by the monitor, needs "
+        "pytest-perfmon[history]. [env: PERFMON_HISTORY; ini: perf_history]",
+    )
+    group.addoption(
+        "--perf-label",
+        metavar="KEY=VALUE",
+        action="append",
+        type=parse_label,
+        default=None,
+        help="A label of the run in the history store (repeatable); commit=SHA and branch=NAME "
+        "override what is found in CI variables or git.",
+    )
+    parser.addini("perf_html", "Path of the HTML page (like --perf-html).", default="")
+    parser.addini("perf_history", "History store URL (like --perf-history).", default="")
     parser.addini("perf_monitor", "Turn on pytest-perfmon (like --perf-monitor).", type="bool")
     parser.addini("perf_output", f"Report path (default: {DEFAULT_OUTPUT}).", default="")
     parser.addini("perf_system_info", "Include system information.", type="bool", default=True)
@@ -150,7 +177,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from . import _settings
 
     try:
-        settings = _settings.resolve(opt, config.getini, str(config.invocation_params.dir))
+        settings = _settings.resolve(
+            opt, config.getini, str(config.invocation_params.dir), rootdir=str(config.rootpath)
+        )
         if settings is None or getattr(opt, "collectonly", False):
             return
         _settings.make_output_directory(settings)

@@ -376,7 +376,10 @@ def main(argv: Optional[list] = None) -> int:
             "== 0",
             all(d == 0 for d in dropped),
         )
-    for key, label in (("serial", f"{n_tests} tests"), ("xdist", f"{n_tests} tests -n {args.workers}")):
+    for key, label in (
+        ("serial", f"{n_tests} tests"),
+        ("xdist", f"{n_tests} tests -n {args.workers}"),
+    ):
         for side, peer in results.get(key, {}).get("peers", {}).items():
             fig(
                 f"{label}: {side} ratio to plain / perfmon to it",

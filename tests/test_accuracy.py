@@ -9,7 +9,7 @@ from conftest import XDIST_ENDS
 
 MB = 1024 * 1024
 
-SUITE = '''
+SUITE = """
 import time
 import pytest
 
@@ -70,17 +70,17 @@ def test_frozen_clock(monkeypatch):
     monkeypatch.setattr(time, "time", lambda: 0.0)
     monkeypatch.setattr(time, "perf_counter", lambda: 0.0)
     _burn(0.05)
-'''
+"""
 
 # Ground truth: pytest's own report durations, written by the inner run's conftest.
-CONFTEST = '''
+CONFTEST = """
 import json, os
 
 def pytest_runtest_logreport(report):
     if report.when in ("setup", "call", "teardown"):
         with open(os.path.join(os.path.dirname(__file__), "durations.jsonl"), "a") as f:
             f.write(json.dumps([report.nodeid, report.when, report.duration]) + "\\n")
-'''
+"""
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)

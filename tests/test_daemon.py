@@ -222,7 +222,21 @@ def hello(session: str, pid: int | None = None, role: str = "local", worker: str
 
 def record(nodeid, start: float = 1000.0) -> list:
     mb = 1 << 20
-    return [nodeid, start, start + 0.01, 0.001, 0.008, 0.001, "passed", mb, 2 * mb, mb, 0.005, 0.01, None]
+    return [
+        nodeid,
+        start,
+        start + 0.01,
+        0.001,
+        0.008,
+        0.001,
+        "passed",
+        mb,
+        2 * mb,
+        mb,
+        0.005,
+        0.01,
+        None,
+    ]
 
 
 # --- start, use, stop ------------------------------------------------------------------------
@@ -545,6 +559,35 @@ def test_ipv6_loopback(suite, procs):
     assert rep["session"]["collector"] == "monitor", a.text
     assert "perfmon: warning" not in a.text, a.text
     assert d.status()["tests"] == 5
+
+
+def test_daemon_writes_the_html_page_and_the_history(suite, procs, capsys):
+    """With --perf-daemon, the daemon (not pytest) writes --perf-html and --perf-history."""
+    pytest.importorskip("sqlalchemy", reason="the history extra is not installed")
+    from pytest_perfmon.monitor import cli
+
+    d = Daemon(suite)
+    procs.append(d)
+    d.wait_up()
+    db = suite / "hist.db"
+    a = Pytest(
+        suite,
+        "a.json",
+        "-k",
+        "quick",
+        "--perf-html=a.html",
+        f"--perf-history={db}",
+        daemon=d.endpoint,
+    )
+    procs.append(a)
+    assert a.wait() == 0, a.text
+    assert "perfmon: warning" not in a.text, a.text
+    assert a.report()["session"]["collector"] == "monitor"
+    assert "test_suite.py::test_quick[0]" in (suite / "a.html").read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert cli.main(["history", "runs", "--db", str(db), "--format", "json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert len(runs) == 1 and runs[0]["total_tests"] == 5, runs
 
 
 # --- in-process: the command line ---------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import XDIST, validate
 
-SUITE = '''
+SUITE = """
 def test_one():
     pass
 
@@ -22,7 +22,7 @@ def test_two():
 
 def test_three():
     pass
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_monitor_cannot_start(run_perf, pytester, python, xdist):
     )
 
 
-KILL_MONITOR = '''
+KILL_MONITOR = """
 import os, signal, time
 import psutil
 
@@ -71,7 +71,7 @@ def test_kill_monitor():
 
 def test_after():
     pass
-'''
+"""
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["no-xdist", "n1"])
@@ -84,7 +84,9 @@ def test_monitor_killed_mid_run(run_perf, pytester, xdist):
     rep = run.report
     assert rep["session"]["collector"] == "plugin-fallback"
     assert sorted(k.split("::")[1] for k in run.tests) == [
-        "test_after", "test_before", "test_kill_monitor",
+        "test_after",
+        "test_before",
+        "test_kill_monitor",
     ]
     assert run.test("test_before")["memory"]["delta_mb"] >= 19
 
@@ -93,7 +95,10 @@ def test_output_not_writable(run_perf, pytester):
     pytester.makepyfile(test_suite=SUITE)
     # /proc exists but takes no new files, even for root.
     res = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--perf-monitor", "--perf-output=/proc/perfmon.json",
+        "-p",
+        "no:cacheprovider",
+        "--perf-monitor",
+        "--perf-output=/proc/perfmon.json",
         timeout=120,
     )
     assert res.ret == 1
@@ -112,7 +117,7 @@ def test_output_not_writable(run_perf, pytester):
         os.unlink(saved)
 
 
-SELF_KILL = '''
+SELF_KILL = """
 import os, signal, time
 import psutil
 
@@ -129,7 +134,7 @@ def test_die():
         f.write(str(mon.pid))
     time.sleep(0.3)  # let the monitor receive the first batch
     os.kill(os.getpid(), signal.SIGKILL)
-'''
+"""
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
@@ -144,9 +149,18 @@ def test_monitor_never_outlives_a_killed_pytest(pytester):
         "        time.sleep(0.6)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor",
-         f"--perf-output={out}"],
-        cwd=pytester.path, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--perf-monitor",
+            f"--perf-output={out}",
+        ],
+        cwd=pytester.path,
+        capture_output=True,
+        timeout=120,
     )
     assert proc.returncode == -signal.SIGKILL
     pid = int((pytester.path / "monitor.pid").read_text())
@@ -158,9 +172,7 @@ def test_monitor_never_outlives_a_killed_pytest(pytester):
     report = validate(json.loads(out.read_text()))
     assert report["session"]["aborted"] is True
     assert report["session"]["exit_status"] is None
-    assert {"test_selfkill.py::test_first", "test_selfkill.py::test_second"} <= set(
-        report["tests"]
-    )
+    assert {"test_selfkill.py::test_first", "test_selfkill.py::test_second"} <= set(report["tests"])
 
 
 def _alive(pid: int) -> bool:
@@ -171,7 +183,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-CRASH = '''
+CRASH = """
 import os, time
 
 def test_a():
@@ -190,7 +202,7 @@ def test_c():
 
 def test_d():
     pass
-'''
+"""
 
 
 @pytest.mark.parametrize("n", ["1", "2"])
@@ -201,7 +213,11 @@ def test_worker_crash_mid_test(run_perf, pytester, n):
     assert "Traceback" not in run.result.stderr.str()
     tests = run.tests
     assert sorted(k.split("::")[1] for k in tests) == [
-        "test_a", "test_b", "test_c", "test_crash", "test_d",
+        "test_a",
+        "test_b",
+        "test_c",
+        "test_crash",
+        "test_d",
     ]
     crashed = run.test("test_crash")
     assert crashed["outcome"] == "crashed"
@@ -226,7 +242,11 @@ def test_worker_crash_without_a_monitor(run_perf, pytester):
     assert session["possibly_incomplete"] is True
     assert session["records_dropped"] == 0  # nothing is known to have been sent and lost
     assert sorted(k.split("::")[1] for k in run.tests) == [
-        "test_a", "test_b", "test_c", "test_crash", "test_d",
+        "test_a",
+        "test_b",
+        "test_c",
+        "test_crash",
+        "test_d",
     ]
     assert run.test("test_crash")["outcome"] == "crashed"
     assert run.test("test_a")["outcome"] == "passed"

@@ -386,7 +386,7 @@ def test_one_transaction_per_run(db, monkeypatch):
 def test_unreachable_postgresql_is_one_warning(tmp_path):
     t = time.monotonic()
     warning = H.record_run(f"postgresql://u@/db?host={tmp_path}", golden(), {}, None, env=ENV)
-    assert warning.startswith("perfmon: history not recorded: history store postgresql://")
+    assert warning.startswith("history not recorded: history store postgresql://")
     assert "\n" not in warning and time.monotonic() - t < 10
 
 
@@ -467,7 +467,7 @@ def test_collector_with_unusable_store_still_writes_the_report(collector, reques
     bad = f"postgresql://u@/db?host={tmp_path}"  # no server there
     kind, done = _session(srv, {"output": out, "history": bad})
     assert kind == P.DONE and done["ok"], done
-    assert done["history_warning"].startswith("perfmon: history not recorded:")
+    assert done["history_warning"].startswith("history not recorded:")
     assert "\n" not in done["history_warning"]
     with open(out, encoding="utf-8") as f:
         assert json.load(f)["tests"]

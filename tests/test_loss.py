@@ -79,9 +79,20 @@ class Run:
         env.pop("PERFMON_DAEMON", None)
         self.log = open(path / "pytest.log", "wb")  # noqa: SIM115 - closed in finish()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor",
-             f"--perf-output={self.output}", *args],
-            cwd=path, env=env, stdin=subprocess.DEVNULL, stdout=self.log,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "--perf-monitor",
+                f"--perf-output={self.output}",
+                *args,
+            ],
+            cwd=path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
         )
 
@@ -117,7 +128,10 @@ def _daemon(path) -> tuple[subprocess.Popen, str]:
     try:
         proc = subprocess.Popen(
             DAEMON + ["run", "--endpoint", endpoint, "--output", str(path / "combined.json")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            cwd=path,
         )
     finally:
         log.close()
@@ -133,7 +147,9 @@ def _daemon(path) -> tuple[subprocess.Popen, str]:
 def _status_tests(endpoint: str) -> int:
     res = subprocess.run(
         DAEMON + ["status", "--endpoint", endpoint, "--json"],
-        capture_output=True, text=True, timeout=WAIT,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
     )
     assert res.returncode == 0, res.stderr
     sessions = json.loads(res.stdout)["sessions"]
@@ -156,9 +172,17 @@ def test_daemon_sees_finished_tests_and_a_sigkill_loses_none(suite, mode):
         daemon.wait(WAIT)
         rebuilt = suite / "rebuilt.json"
         res = subprocess.run(
-            DAEMON + ["rebuild", "--journal", str(suite / "combined.json.journal"),
-                      "--output", str(rebuilt)],
-            capture_output=True, text=True, timeout=WAIT,
+            DAEMON
+            + [
+                "rebuild",
+                "--journal",
+                str(suite / "combined.json.journal"),
+                "--output",
+                str(rebuilt),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
         )
         assert res.returncode == 0, res.stderr
         combined = validate(json.loads(rebuilt.read_text()))["tests"]

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import XDIST_ENDS, validate
 
-OUTCOMES = '''
+OUTCOMES = """
 import pytest
 
 def test_pass():
@@ -49,7 +49,7 @@ def test_teardown_error(broken_teardown):
 @pytest.mark.parametrize("x", [1], ids=["\\udcff-not-utf8"])
 def test_odd_id(x):
     pass
-'''
+"""
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
@@ -143,7 +143,7 @@ def test_output_directories_are_created(run_perf, pytester):
     assert run.report["session"]["total_tests"] == 1
 
 
-CHECK_IMPORTS = '''
+CHECK_IMPORTS = """
 import sys, os
 
 def test_nothing_heavy_loaded():
@@ -154,7 +154,7 @@ def test_nothing_heavy_loaded():
         with open(f"/proc/self/task/{task}/children") as f:
             kids += f.read().split()
     assert kids == []
-'''
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
@@ -176,13 +176,17 @@ def test_help_imports_nothing_heavy(tmp_path):
         "print([m for m in ('zmq', 'msgpack', 'psutil') if m in sys.modules])\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
         cwd=tmp_path,  # not our own tests/conftest.py, which imports the monitor package
     )
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-SUMMARY_SUITE = '''
+SUMMARY_SUITE = """
 import time, pytest
 
 @pytest.mark.parametrize("i", range(15))
@@ -196,7 +200,7 @@ def test_cpu():
     t = time.process_time()
     while time.process_time() - t < 0.05:
         pass
-'''
+"""
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
@@ -208,6 +212,7 @@ def test_print_summary_fits_the_terminal(run_perf, pytester, xdist):
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if "performance summary" in line)
     block = lines[start:]
+
     def title(prefix: str) -> int:
         found = [i for i, line in enumerate(block) if line.startswith(prefix)]
         assert len(found) == 1, (prefix, block)
@@ -241,9 +246,18 @@ def test_node_id_that_is_not_utf8(run_perf, pytester):
     out = pytester.path / "perf.json"
     # pytester cannot decode this run's output; a plain subprocess takes bytes.
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor",
-         f"--perf-output={out}"],
-        cwd=pytester.path, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--perf-monitor",
+            f"--perf-output={out}",
+        ],
+        cwd=pytester.path,
+        capture_output=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stdout
     report = validate(json.loads(out.read_text(encoding="utf-8")))
@@ -268,8 +282,12 @@ def test_junitxml_carries_the_metrics(run_perf, pytester, xdist):
     for name, case in cases.items():
         props = {p.get("name"): float(p.get("value")) for p in case.iter("property")}
         assert set(props) == {
-            "perf_duration", "perf_memory_start_mb", "perf_memory_peak_mb",
-            "perf_memory_end_mb", "perf_memory_delta_mb", "perf_cpu_percent",
+            "perf_duration",
+            "perf_memory_start_mb",
+            "perf_memory_peak_mb",
+            "perf_memory_end_mb",
+            "perf_memory_delta_mb",
+            "perf_cpu_percent",
         }
         # the same counters as the report, read microseconds apart
         mine = run.test(name)
@@ -293,9 +311,7 @@ def test_github_step_summary(run_perf, pytester):
 def test_interrupted_test_is_not_recorded_as_finished(run_perf, pytester, xdist):
     """pytest.exit() inside a test stops the session; that test never finished."""
     pytester.makepyfile(
-        "import pytest\n"
-        "def test_a():\n    pass\n"
-        "def test_exit():\n    pytest.exit('stop here')\n"
+        "import pytest\ndef test_a():\n    pass\ndef test_exit():\n    pytest.exit('stop here')\n"
     )
     plain = run_perf(*xdist, monitor=False)
     run = run_perf(*xdist)
@@ -316,9 +332,7 @@ def test_report_file_mode_follows_umask(run_perf, pytester):
 
 def test_phase_that_never_ran_is_null(run_perf, pytester):
     pytester.makepyfile(
-        "import pytest\n"
-        "@pytest.mark.skip(reason='demo')\n"
-        "def test_skipped():\n    pass\n"
+        "import pytest\n@pytest.mark.skip(reason='demo')\ndef test_skipped():\n    pass\n"
     )
     run = run_perf()
     t = run.test("test_skipped")

@@ -192,8 +192,10 @@ def test_hello_ready_batches_and_bye(router):
         assert c.wait(P.READY, 10) == {"monitor_pid": 1}
         c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]])
         c.batch([[b"t::b", 2.0, 3.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]])
-        assert _recv(router)[1] == (P.BATCH, [0, [[b"t::a", 1.0, 2.0, None, 0.1, None,
-                                                  "passed", 1, 2, 3, 0.1, 0.1, None]]])
+        assert _recv(router)[1] == (
+            P.BATCH,
+            [0, [[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]]],
+        )
         _recv(router)
         # The collector lacks frame 1 at the first goodbye: the client sends it again.
         done = {}

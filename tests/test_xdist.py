@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 SUITE = {
-    "test_alpha": '''
+    "test_alpha": """
 import time, pytest
 
 @pytest.mark.parametrize("i", range(6))
 def test_a(i):
     time.sleep(0.01)
-''',
-    "test_beta": '''
+""",
+    "test_beta": """
 import time, pytest
 
 @pytest.mark.xdist_group("g1")
@@ -24,15 +24,15 @@ def test_memory():
     # more than a whole worker's RSS: the sum peaks here even if the other worker has left
     block = b"x" * (100 * 1024 * 1024)
     time.sleep(0.3)
-''',
-    "test_gamma": '''
+""",
+    "test_gamma": """
 import pytest
 
 class TestC:
     @pytest.mark.parametrize("i", range(3))
     def test_c(self, i):
         assert i >= 0
-''',
+""",
 }
 N_TESTS = 6 + 4 + 1 + 3
 

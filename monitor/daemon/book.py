@@ -109,6 +109,12 @@ class SessionBook:
         else:
             ok, error, saved = write_report(rep, path)
             info = s.info or {}
+            if state == "finished" and info.get("html"):
+                from ..html import write_html_quietly  # only for --perf-html
+
+                s.html_warning = write_html_quietly(rep, info["html"])
+                if s.html_warning:
+                    log.warning("session %s: %s", s.label, s.html_warning)
             if state == "finished" and info.get("history"):
                 s.history_warning = record_history(info, rep)
                 if s.history_warning:

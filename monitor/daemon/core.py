@@ -193,7 +193,9 @@ class Daemon(server.RouterServer):
         ok, error, saved = self.close_session(s, "finished")
         reply = {"ok": ok, "path": f.output, "error": error, "saved_to": saved}
         if f.history:
-            reply["history_warning"] = getattr(s, "history_warning", None)
+            reply["history_warning"] = s.history_warning
+        if f.html:
+            reply["html_warning"] = s.html_warning
         self.reply(ident, P.pack(P.DONE, reply))
 
     def on_status(self, ident: bytes, body: Any) -> None:

@@ -44,6 +44,7 @@ class Session:
         self.report_path: Optional[str] = None
         self.report_error: Optional[str] = None
         self.history_warning: Optional[str] = None  # the history store's problem, if any
+        self.html_warning: Optional[str] = None  # the --perf-html page's problem, if any
 
     def seen(self, t: Any) -> None:
         if P.finite(t) and (self.last_time is None or t > self.last_time):

@@ -36,7 +36,7 @@ def record_run(
     try:
         from . import context, store
     except ImportError as exc:
-        return f"perfmon: history not recorded: {exc.name or exc} is missing ({INSTALL_HINT})"
+        return f"history not recorded: {exc.name or exc} is missing ({INSTALL_HINT})"
     labels = {str(k): str(v) for k, v in (labels or {}).items()}
     eng = None
     try:
@@ -57,13 +57,13 @@ def record_run(
         )
         return None
     except URLError as exc:
-        return f"perfmon: history not recorded: {exc}"
+        return f"history not recorded: {exc}"
     except store.HistoryError as exc:
-        return f"perfmon: history not recorded: {exc}"
+        return f"history not recorded: {exc}"
     except store.sa.exc.SQLAlchemyError as exc:
-        return f"perfmon: history not recorded: {store.describe_error(exc, url)}"
+        return f"history not recorded: {store.describe_error(exc, url)}"
     except Exception as exc:  # the report is written; the store must never break the run
-        return f"perfmon: history not recorded: {type(exc).__name__}: {exc}"
+        return f"history not recorded: {type(exc).__name__}: {exc}"
     finally:
         if eng is not None:
             eng.dispose()

@@ -1,0 +1,124 @@
+"""--perf-html and --perf-history end to end: real pytest runs, the real monitor (or daemon) writes
+the page and the history store, never the pytest process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+from conftest import XDIST_ENDS
+from pytest_perfmon.monitor import cli
+
+pytest.importorskip("sqlalchemy", reason="the history extra is not installed")
+
+SUITE = {
+    "test_outputs": """
+        import time
+
+        def test_quick():
+            pass
+
+        def test_slow():
+            time.sleep(0.05)
+
+        def test_fails():
+            assert False
+        """
+}
+
+
+def _runs(db: str, capsys) -> list:
+    capsys.readouterr()
+    assert cli.main(["history", "runs", "--db", db, "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_html_page_and_history_written_by_the_collector(run_perf, pytester, capsys, xdist):
+    pytester.makepyfile(**SUITE)
+    db = pytester.path / "hist" / "perf-history.db"
+    db.parent.mkdir()
+    run = run_perf(
+        *xdist,
+        "--perf-html=pages/perf.html",
+        f"--perf-history={db}",
+        "--perf-label=commit=abc123",
+        "--perf-label=suite=unit",
+    )
+    assert run.ret == 1, run.text  # test_fails fails; monitoring changes nothing
+    assert "perfmon: warning" not in run.text, run.text
+    assert run.report["session"]["collector"] == "monitor"
+    page = pytester.path / "pages" / "perf.html"  # its directory was created, as for the JSON
+    html = page.read_text(encoding="utf-8")
+    assert "test_outputs.py::test_slow" in html and "<script" in html
+    assert f"HTML report written to {page}" in run.text
+    runs = _runs(str(db), capsys)
+    assert len(runs) == 1, runs
+    assert runs[0]["commit_sha"] == "abc123"
+    assert runs[0]["labels"]["suite"] == "unit"
+    with sqlite3.connect(db) as con:  # every test of the run, once
+        assert con.execute("select count(*) from results").fetchone()[0] == 3
+
+
+def test_history_from_the_environment_and_a_store_that_cannot_be_written(
+    run_perf, pytester, capsys
+):
+    pytester.makepyfile(**SUITE)
+    db = pytester.path / "env.db"
+    run = run_perf(env={"PERFMON_HISTORY": str(db)})
+    assert run.ret == 1 and "perfmon: warning" not in run.text, run.text
+    assert len(_runs(str(db), capsys)) == 1
+    # A store that exists but is not a database: one warning line, report written, exit code kept.
+    bad = pytester.path / "not-a-db.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    run = run_perf(f"--perf-history={bad}", output="again.json")
+    assert run.ret == 1, run.text
+    assert run.report is not None and len(run.tests) == 3
+    warnings = [ln for ln in run.text.splitlines() if "history not recorded" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith("perfmon: warning: "), run.text
+    assert "Traceback" not in run.text
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("ftp://host/db", "unsupported history URL scheme"),
+        ("postgresql://host:99999/db", "malformed PostgreSQL URL"),
+        ("sqlite://", "needs a file"),
+        ("no/such/dir/x.db", "does not exist"),
+    ],
+)
+def test_malformed_history_url_is_a_usage_error(run_perf, pytester, url, problem):
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    run = run_perf(f"--perf-history={url}")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR, run.text
+    lines = [ln for ln in run.result.stderr.str().splitlines() if ln.strip()]
+    assert any(problem in ln and "--perf-history" in ln for ln in lines), run.text
+    assert "Traceback" not in run.text
+    assert run.report is None
+
+
+def test_bad_label_is_a_usage_error(run_perf, pytester):
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    run = run_perf("--perf-label=novalue")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR
+    assert "is not KEY=VALUE" in run.text
+
+
+def test_html_and_history_without_the_monitor(run_perf, pytester, capsys):
+    """The monitor cannot start: the plugin writes the JSON and the page itself, and says that
+    the history was not recorded (the pytest process never writes the store)."""
+    pytester.makepyfile(**SUITE)
+    db = pytester.path / "h.db"
+    run = run_perf(
+        "--perf-html=p.html",
+        f"--perf-history={db}",
+        env={"PERFMON_MONITOR_PYTHON": os.path.join(str(pytester.path), "no-such-python")},
+    )
+    assert run.ret == 1, run.text
+    assert run.report["session"]["collector"] == "plugin-fallback"
+    assert "test_outputs.py::test_quick" in (pytester.path / "p.html").read_text()
+    assert "history not recorded: the collector was lost" in run.text
+    assert not db.exists()
