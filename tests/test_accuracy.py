@@ -159,12 +159,17 @@ def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
 
 
 CPU_SUITE = """
-import time
+import json, os, time
 
 def test_burn_cpu():
-    t = time.process_time()
-    while time.process_time() - t < 0.2:
+    # The truth, measured by the test itself over its body: the CPU share it really got (100 %
+    # on a free core, less on a busy machine).
+    c0, w0 = time.process_time(), time.perf_counter()
+    while time.process_time() - c0 < 0.2:
         pass
+    c1, w1 = time.process_time(), time.perf_counter()
+    with open(os.environ["PERFMON_TEST_TRUTH"], "w") as f:
+        json.dump({"cpu": c1 - c0, "wall": w1 - w0}, f)
 
 def test_sleep():
     time.sleep(0.2)
@@ -173,20 +178,19 @@ def test_sleep():
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
 def test_cpu_percent(run_perf, pytester, xdist):
-    """A test burning CPU for 200 ms shows >= 80 %, one sleeping 200 ms <= 10 %.
-
-    The burn needs a free core to reach 100 %; on a shared 2-core machine another process may
-    take it for a while, so the run is tried up to three times and one clean run must show it.
-    The sleep's bound holds on every run (waiting is never counted as CPU).
-    """
+    """cpu_percent is the CPU share the test really got: a test burning CPU for 200 ms shows what
+    it measured itself (within 10 points: setup and teardown are in the report's interval, not
+    in the test's own), so >= 80 % whenever it had a core to itself; one sleeping 200 ms shows
+    <= 10 %. Comparing with the test's own figure holds on a busy machine too."""
     pytester.makepyfile(test_cpu=CPU_SUITE)
-    burns = []
-    for _ in range(3):
-        run = run_perf(*xdist)
-        assert run.ret == 0, run.text
-        assert run.test("test_sleep")["cpu_percent"] <= 10
-        burns.append(run.test("test_burn_cpu")["cpu_percent"])
-        assert burns[-1] <= 110  # one thread cannot use more than one core
-        if burns[-1] >= 80:
-            break
-    assert max(burns) >= 80, burns
+    truth_file = pytester.path / "truth.json"
+    run = run_perf(*xdist, env={"PERFMON_TEST_TRUTH": str(truth_file)})
+    assert run.ret == 0, run.text
+    assert run.test("test_sleep")["cpu_percent"] <= 10
+    truth = json.loads(truth_file.read_text())
+    own = 100.0 * truth["cpu"] / truth["wall"]
+    burn = run.test("test_burn_cpu")["cpu_percent"]
+    assert burn <= 110  # one thread cannot use more than one core
+    assert abs(burn - own) <= 10, (burn, own)
+    if own >= 90:  # a core to itself: the brief's >= 80 % holds
+        assert burn >= 80, (burn, own)
