@@ -23,6 +23,7 @@ from typing import Callable, Optional
 from . import about, analysis
 from .analysis import Comparison, ReportError, Threshold
 from .history import cli as history_cli
+from .history import predict_io
 from .render import (
     DEFAULT_CPU_PERCENT,
     DEFAULT_MEMORY_MB,
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     history_cli.register(sub)
+    predict_io.register(sub)
     return parser
 
 

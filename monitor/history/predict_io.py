@@ -1,0 +1,240 @@
+"""``perfmon predict``: read the history store, predict with :mod:`..predict`, print.
+
+The database layer is imported when the command runs (``perfmon`` works without the history
+extra). Exit status: 0 fine; 2 bad usage, bad input, a store that cannot be used or holds no
+data for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from .. import predict as P
+from ..tables import text_table
+from .cli import UsageError, _fraction, _pos_int, _run
+
+DEFAULT_RUNS = 10
+
+
+def load(
+    eng: Any, store: Any, nodeids: Optional[Sequence[str]], last: int, machine_id: Optional[int]
+) -> tuple[list[str], dict, list[P.RunStats]]:
+    """The last ``last`` runs (of ``machine_id``, or all): the node ids to predict (``nodeids``,
+    else the newest run's tests), per node id of those runs {"duration": [...], "peak_mb":
+    [...]} oldest first, and per run its :class:`~..predict.RunStats`."""
+    sa = store.sa
+    runs, results, tests = store.runs, store.results, store.tests
+    rq = sa.select(runs.c.id, runs.c.duration, runs.c.workers)
+    if machine_id is not None:
+        rq = rq.where(runs.c.machine_id == machine_id)
+    rq = rq.order_by(*store.NEWEST_FIRST).limit(last)
+    with eng.connect() as conn:
+        run_rows = list(conn.execute(rq))
+        if not run_rows:
+            raise store.HistoryError("the history store holds no runs")
+        order = {r.id: i for i, r in enumerate(reversed(run_rows))}
+        q = (
+            sa.select(
+                tests.c.nodeid,
+                results.c.run_id,
+                results.c.duration,
+                results.c.peak_mb,
+                results.c.start_mb,
+                results.c.worker,
+            )
+            .join(tests, tests.c.id == results.c.test_id)
+            .where(results.c.run_id.in_(list(order)))
+        )
+        rows = list(conn.execute(q))
+    newest = run_rows[0].id
+    if nodeids is None:
+        nodeids = sorted({r.nodeid for r in rows if r.run_id == newest})
+    per: dict[str, list] = {}
+    busy: dict[int, dict] = {}
+    first_mb: dict[int, dict] = {}
+    for r in sorted(rows, key=lambda r: order[r.run_id]):
+        if r.duration is not None:
+            w = busy.setdefault(r.run_id, {})
+            w[r.worker] = w.get(r.worker, 0.0) + r.duration
+        if r.start_mb is not None:
+            m = first_mb.setdefault(r.run_id, {})
+            m[r.worker] = min(m.get(r.worker, r.start_mb), r.start_mb)
+        per.setdefault(r.nodeid, []).append((r.duration, r.peak_mb))
+    series = {
+        nid: {"duration": [d for d, _ in pts], "peak_mb": [p for _, p in pts]}
+        for nid, pts in per.items()
+    }
+    stats = []
+    for r in run_rows:
+        loads = busy.get(r.id)
+        if r.duration is None or not loads:
+            continue
+        mbs = list(first_mb.get(r.id, {}).values())
+        stats.append(
+            P.RunStats(
+                workers=r.workers or len(loads),
+                duration=r.duration,
+                busy_max=max(loads.values()),
+                baseline_mb=P.median(mbs) if mbs else None,
+            )
+        )
+    return list(nodeids), series, stats
+
+
+def _machine(eng: Any, store: Any) -> tuple[Optional[int], bool]:
+    """This machine's id when the store has runs of it, else the newest run's machine.
+    Returns (id, is this machine)."""
+    from . import context
+
+    fp = context.fingerprint(context.local_machine())
+    m = store.machines
+    with eng.connect() as conn:
+        mid = conn.execute(store.sa.select(m.c.id).where(m.c.fingerprint == fp)).scalar()
+        if mid is not None:
+            has = conn.execute(
+                store.sa.select(store.runs.c.id).where(store.runs.c.machine_id == mid).limit(1)
+            ).scalar()
+            if has is not None:
+                return mid, True
+    return store.newest_machine(eng), False
+
+
+def _budget(text: str) -> float:
+    """--memory-budget in MB; ``auto`` = the memory available now."""
+    if text == "auto":
+        import psutil
+
+        return psutil.virtual_memory().available / (1024 * 1024)
+    try:
+        return P.parse_size(text)
+    except ValueError as exc:
+        raise UsageError(f"--memory-budget: {exc}") from None
+
+
+def _secs(v: float) -> str:
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.1f} s"
+
+
+def table(result: dict, budget_mb: Optional[float], fits: bool) -> str:
+    rows = []
+    for p in result["predictions"]:
+        mark = "*" if p["workers"] == result["recommended_workers"] else ""
+        over = budget_mb is not None and p["peak_mb"] > budget_mb
+        rows.append(
+            [
+                f"{p['workers']}{mark}",
+                _secs(p["wall_s"]),
+                f"{_secs(p['wall_low_s'])} - {_secs(p['wall_high_s'])}",
+                f"{p['peak_mb']:.0f} MB" + (" (over)" if over else ""),
+            ]
+        )
+    lines = text_table(["workers", "wall", "interval", "peak"], rows, [True, True, True, True])
+    budget = f"{budget_mb:.0f} MB" if budget_mb is not None else "none"
+    lines.append("")
+    lines.append(
+        f"recommended: -n {result['recommended_workers']} (memory budget {budget}"
+        + ("" if fits else ", exceeded by every worker count")
+        + f"); tests without history: {result['unknown_tests']}"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_predict(args: argparse.Namespace, store: Any) -> int:
+    if args.workers == "auto":
+        workers = P.auto_workers(os.cpu_count() or 1)
+    else:
+        try:
+            workers = P.parse_workers(args.workers)
+        except ValueError as exc:
+            raise UsageError(f"--workers: {exc}") from None
+    budget_mb = _budget(args.memory_budget) if args.memory_budget else None
+    nodeids = None
+    if args.tests:
+        with open(args.tests, encoding="utf-8", errors="replace") as f:
+            nodeids = P.parse_nodeids(f.read())
+        if not nodeids:
+            raise UsageError(f"{args.tests}: no node ids (expected `pytest --collect-only -q`)")
+    eng = store.open_store(args.db, args.timeout, create=False)
+    try:
+        machine, local = _machine(eng, store)
+        nodeids, series, runs = load(eng, store, nodeids, args.runs, machine)
+    finally:
+        eng.dispose()
+    try:
+        estimates, unknown = P.estimate_tests(nodeids, series)
+    except P.PredictError as exc:
+        raise UsageError(str(exc)) from None
+    if not local:
+        print(
+            "perfmon: note: the store has no runs of this machine; predicting from the "
+            "machine of its newest run",
+            file=sys.stderr,
+        )
+    predictions = P.predict(estimates, runs, workers)
+    k, fits = P.recommend(predictions, budget_mb)
+    result = {"predictions": predictions, "recommended_workers": k, "unknown_tests": unknown}
+    if not fits:
+        print(
+            f"perfmon: warning: every worker count's predicted peak exceeds the memory budget "
+            f"({budget_mb:.0f} MB); recommending the smallest peak",
+            file=sys.stderr,
+        )
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+    else:
+        sys.stdout.write(table(result, budget_mb, fits))
+    sys.stdout.flush()
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``predict`` to ``perfmon``'s subparsers."""
+    p = subparsers.add_parser(
+        "predict",
+        help="predict wall time and memory peak per worker count from the history",
+        description="From the last runs of this machine in a history store: per worker count "
+        "the suite's wall time (longest tests first over the workers, plus the start-up the "
+        "history shows), a low-high interval, and the concurrent memory peak; recommends the "
+        "fastest worker count whose peak stays under --memory-budget. Tests without history "
+        "are predicted from their function, class, file or the suite median. Exit status: 0 "
+        "fine; 2 bad input, usage, or a store without data for the tests.",
+    )
+    p.add_argument("--db", required=True, metavar="URL", help="the history store")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        metavar="1,2,4,8|auto",
+        help="worker counts to predict (default: auto = 1, 2, 4, ... up to the CPU count)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        metavar="SIZE|auto",
+        help="e.g. 8G or 512M; auto = the memory available now (default: no budget)",
+    )
+    p.add_argument(
+        "--tests",
+        metavar="FILE",
+        help="node ids, one per line as `pytest --collect-only -q` prints them "
+        "(default: the tests of the newest run)",
+    )
+    p.add_argument(
+        "--runs",
+        type=_pos_int,
+        default=DEFAULT_RUNS,
+        metavar="N",
+        help=f"use the last N runs (default: {DEFAULT_RUNS})",
+    )
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--timeout",
+        type=_fraction,
+        default=10.0,
+        metavar="SECONDS",
+        help="wait at most this long for a locked or remote store (default: 10)",
+    )
+    p.set_defaults(func=_run(cmd_predict))

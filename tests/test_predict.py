@@ -1,0 +1,379 @@
+"""``perfmon predict``: the pure prediction functions on constructed series with known answers,
+and the command in-process against real SQLite stores (reports imported with ``perfmon history
+import``: constructed ones with known numbers, and two of real runs)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+
+import pytest
+from pytest_perfmon.monitor import cli
+from pytest_perfmon.monitor import predict as P
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_quantile_interpolates_like_numpy():
+    assert P.quantile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert P.quantile([0.0, 10.0], 0.1) == pytest.approx(1.0)
+    assert P.quantile([5.0], 0.9) == 5.0
+    assert P.median([1.0, 2.0, 3.0, 4.0]) == 2.5
+
+
+@pytest.mark.parametrize(
+    "durs, n, makespan",
+    [
+        ([4, 3, 2, 1], 1, 10),
+        ([4, 3, 2, 1], 2, 5),  # 4+1 | 3+2
+        ([4, 3, 2, 1], 4, 4),
+        ([4, 3, 2, 1], 8, 4),  # more workers than tests
+        ([5, 5, 4, 4, 3, 3, 3], 3, 11),  # LPT's classic: 5+3+3 | 5+4 | 4+3 (optimum 9)
+        ([], 2, 0),
+    ],
+)
+def test_lpt_makespan(durs, n, makespan):
+    loads = P.lpt(durs, n)
+    assert len(loads) == n
+    assert max(loads) == makespan
+    assert sum(loads) == sum(durs)
+
+
+def test_estimates_median_interval_and_peak():
+    series = {"a.py::t": {"duration": [0.9, 1.0, 1.1], "peak_mb": [60.0, 50.0, 70.0]}}
+    (e,), unknown = P.estimate_tests(["a.py::t"], series)
+    assert unknown == 0 and e.known
+    assert e.duration == pytest.approx(1.0)
+    assert e.low == pytest.approx(0.92)
+    assert e.high == pytest.approx(1.08)
+    assert e.peak_mb == 60.0
+
+
+def test_unknown_tests_borrow_from_function_class_file_then_suite():
+    series = {
+        "a.py::test_p[1]": {"duration": [8.0], "peak_mb": [80.0]},
+        "a.py::TestC::test_x": {"duration": [4.0], "peak_mb": [40.0]},
+        "a.py::test_f": {"duration": [2.0], "peak_mb": [20.0]},
+        "b.py::test_g": {"duration": [1.0], "peak_mb": [None]},
+    }
+    wanted = list(series) + [
+        "a.py::test_p[2]",  # its function: 8
+        "a.py::TestC::test_new",  # its class: 4
+        "a.py::test_new",  # its file: median of 8, 4, 2
+        "c.py::test_new",  # the suite: median of 8, 4, 2, 1
+    ]
+    est, unknown = P.estimate_tests(wanted, series)
+    got = {e.nodeid: e for e in est}
+    assert unknown == 4
+    assert [e.nodeid for e in est] == wanted
+    assert got["a.py::test_p[2]"].duration == 8.0 and not got["a.py::test_p[2]"].known
+    assert got["a.py::TestC::test_new"].duration == 4.0
+    assert got["a.py::test_new"].duration == 4.0
+    assert got["a.py::test_new"].peak_mb == 40.0
+    assert got["c.py::test_new"].duration == 3.0
+    assert got["b.py::test_g"].peak_mb is None
+
+
+def test_no_history_for_any_test_is_an_error():
+    with pytest.raises(P.PredictError, match="no data for any of these 2 tests"):
+        P.estimate_tests(["x::a", "x::b"], {"y::c": {"duration": [1.0]}})
+
+
+def test_predict_adds_overhead_of_the_nearest_worker_count_and_concurrent_peak():
+    est = [
+        P.Estimate("a::1", 4.0, 3.0, 5.0, 240.0, True),
+        P.Estimate("a::2", 3.0, 3.0, 3.0, 50.0, True),
+        P.Estimate("a::3", 2.0, 2.0, 2.0, 50.0, True),
+        P.Estimate("a::4", 1.0, 1.0, 1.0, None, True),
+    ]
+    runs = [
+        P.RunStats(workers=1, duration=10.5, busy_max=10.0, baseline_mb=40.0),
+        P.RunStats(workers=1, duration=10.7, busy_max=10.0, baseline_mb=40.0),
+        P.RunStats(workers=2, duration=7.0, busy_max=5.0, baseline_mb=42.0),
+    ]
+    preds = {p["workers"]: p for p in P.predict(est, runs, [1, 2, 3, 8])}
+    # 1 worker: overhead of the 1-worker runs (median 0.6; low 0.5, high 0.7)
+    assert preds[1]["wall_s"] == pytest.approx(10.6)
+    assert preds[1]["wall_low_s"] == pytest.approx(9.5)
+    assert preds[1]["wall_high_s"] == pytest.approx(11.7)
+    # 2 workers: 4+1 | 3+2, overhead 2.0 of the 2-worker run
+    assert preds[2]["wall_s"] == pytest.approx(7.0)
+    # 3 workers: nearest recorded count is 2 (fewer wins a tie with none)
+    assert preds[3]["wall_s"] == pytest.approx(4.0 + 2.0)
+    # baseline: median of 40, 40, 42 = 40; peaks above it: 200, 10, 10
+    assert preds[1]["peak_mb"] == 240.0
+    assert preds[2]["peak_mb"] == 80.0 + 210.0
+    assert preds[8]["peak_mb"] == 320.0 + 220.0  # idle workers still hold their baseline
+    assert set(preds[1]) == {"workers", "wall_s", "wall_low_s", "wall_high_s", "peak_mb"}
+
+
+def test_predict_without_run_facts_has_no_overhead_and_zero_baseline():
+    est = [P.Estimate("a::1", 1.0, 1.0, 1.0, 30.0, True)]
+    (p,) = P.predict(est, [], [2])
+    assert p["wall_s"] == 1.0 and p["peak_mb"] == 30.0
+
+
+def test_recommend_fastest_under_budget():
+    preds = [
+        {"workers": 1, "wall_s": 10.0, "peak_mb": 100.0},
+        {"workers": 2, "wall_s": 6.0, "peak_mb": 200.0},
+        {"workers": 4, "wall_s": 4.0, "peak_mb": 400.0},
+        {"workers": 8, "wall_s": 4.0, "peak_mb": 800.0},
+    ]
+    assert P.recommend(preds, None) == (4, True)  # a tie goes to fewer workers
+    assert P.recommend(preds, 399.0) == (2, True)
+    assert P.recommend(preds, 400.0) == (4, True)
+    assert P.recommend(preds, 50.0) == (1, False)
+
+
+@pytest.mark.parametrize(
+    "text, mb",
+    [("8G", 8192.0), ("512M", 512.0), ("1.5GiB", 1536.0), ("2048k", 2.0), ("1t", 1048576.0)],
+)
+def test_parse_size(text, mb):
+    assert P.parse_size(text) == mb
+
+
+@pytest.mark.parametrize("text", ["8", "", "G", "-1G", "0M", "8X", "8 GBs"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        P.parse_size(text)
+
+
+def test_parse_workers_and_auto():
+    assert P.parse_workers("8,1, 2,2") == [1, 2, 8]
+    for bad in ("0", "a", "1,,2", "-1"):
+        with pytest.raises(ValueError):
+            P.parse_workers(bad)
+    assert P.auto_workers(1) == [1]
+    assert P.auto_workers(2) == [1, 2]
+    assert P.auto_workers(12) == [1, 2, 4, 8, 12]
+
+
+def test_parse_nodeids_as_collect_only_prints_them():
+    text = (
+        "t/test_a.py::test_one\n"
+        "t/test_a.py::TestC::test_two[x-1]\n"
+        "t/test_a.py::test_one\n"
+        "\n"
+        "2 tests collected in 0.01s\n"
+    )
+    assert P.parse_nodeids(text) == ["t/test_a.py::test_one", "t/test_a.py::TestC::test_two[x-1]"]
+
+
+# --------------------------------------------------------------------------- the command
+
+needs_history = pytest.mark.skipif(
+    importlib.util.find_spec("sqlalchemy") is None, reason="the history extra is not installed"
+)
+
+
+def golden() -> dict:
+    with open(os.path.join(HERE, "golden", "current.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def make_report(i: int, factor: float, peaks: dict, base: dict, overhead: float = 0.5) -> dict:
+    """One run without xdist of four tests (4, 3, 2, 1 s times ``factor``), all starting at
+    40 MB, session duration = busy time + ``overhead``."""
+    durs = {"t/test_a.py::test_1": 4.0, "t/test_a.py::test_2": 3.0}
+    durs.update({"t/test_a.py::TestC::test_3": 2.0, "t/test_b.py::test_4": 1.0})
+    rep = copy.deepcopy(base)
+    tests = {}
+    for nodeid, d in durs.items():
+        d *= factor
+        tests[nodeid] = {
+            "duration": d,
+            "setup_time": 0.0,
+            "call_time": d,
+            "teardown_time": 0.0,
+            "memory": {
+                "start_mb": 40.0,
+                "peak_mb": peaks.get(nodeid, 50.0),
+                "end_mb": 40.0,
+                "delta_mb": 0.0,
+            },
+            "cpu_percent": 50.0,
+            "outcome": "passed",
+            "worker": "main",
+            "pid": 100,
+        }
+    busy = sum(t["duration"] for t in tests.values())
+    rep["session"] = dict(
+        rep["session"],
+        timestamp=f"2026-01-0{i}T12:00:00.000000Z",
+        total_tests=len(tests),
+        duration=busy + overhead,
+    )
+    rep["workers"] = {
+        "main": {
+            "pid": 100,
+            "tests": 4,
+            "busy_time": busy,
+            "idle_time": overhead,
+            "peak_rss_mb": 240.0,
+        }
+    }
+    rep["tests"] = tests
+    rep.pop("fixtures", None)
+    return rep
+
+
+def _import(db: str, paths: list, capsys) -> None:
+    assert cli.main(["history", "import", *map(str, paths), "--db", db]) == 0, capsys.readouterr()
+    capsys.readouterr()
+
+
+@pytest.fixture
+def known_db(tmp_path, capsys):
+    base = golden()
+    paths = []
+    for i, f in enumerate((0.9, 1.0, 1.1), 1):
+        p = tmp_path / f"r{i}.json"
+        p.write_text(json.dumps(make_report(i, f, {"t/test_a.py::test_1": 240.0}, base)))
+        paths.append(p)
+    db = str(tmp_path / "h.db")
+    _import(db, paths, capsys)
+    return db
+
+
+def _predict(capsys, *argv: str) -> tuple[int, dict | str, str]:
+    rc = cli.main(["predict", *argv])
+    out, err = capsys.readouterr()
+    if "--format" in argv and rc == 0:
+        return rc, json.loads(out), err
+    return rc, out, err
+
+
+@needs_history
+def test_cli_json_known_answers(known_db, capsys):
+    rc, res, err = _predict(
+        capsys, "--db", known_db, "--workers", "1,2,4", "--format", "json", "--memory-budget", "1G"
+    )
+    assert rc == 0, err
+    # the golden report's machine is not this one: predicted from it, with a note
+    assert "no runs of this machine" in err
+    assert set(res) == {"predictions", "recommended_workers", "unknown_tests"}
+    preds = {p["workers"]: p for p in res["predictions"]}
+    assert list(preds) == [1, 2, 4]
+    assert preds[1]["wall_s"] == pytest.approx(10.5, abs=1e-3)
+    assert preds[1]["wall_low_s"] == pytest.approx(9.7, abs=1e-3)
+    assert preds[1]["wall_high_s"] == pytest.approx(11.3, abs=1e-3)
+    assert preds[2]["wall_s"] == pytest.approx(5.5, abs=1e-3)
+    assert preds[4]["wall_s"] == pytest.approx(4.5, abs=1e-3)
+    assert [preds[n]["peak_mb"] for n in (1, 2, 4)] == [240.0, 290.0, 390.0]
+    assert res["recommended_workers"] == 4
+    assert res["unknown_tests"] == 0
+
+
+@needs_history
+def test_cli_memory_budget_limits_the_recommendation(known_db, capsys):
+    rc, res, _ = _predict(
+        capsys,
+        "--db",
+        known_db,
+        "--workers",
+        "1,2,4",
+        "--format",
+        "json",
+        "--memory-budget",
+        "300M",
+    )
+    assert rc == 0 and res["recommended_workers"] == 2
+    rc, res, err = _predict(
+        capsys, "--db", known_db, "--workers", "1,2", "--format", "json", "--memory-budget", "200M"
+    )
+    assert rc == 0 and res["recommended_workers"] == 1
+    assert "warning: every worker count's predicted peak exceeds the memory budget" in err
+
+
+@needs_history
+def test_cli_tests_file_with_unknown_tests_and_table(known_db, tmp_path, capsys):
+    f = tmp_path / "ids.txt"
+    f.write_text(
+        "t/test_a.py::test_1\nt/test_a.py::TestC::test_new\nt/test_c.py::test_x\n\n"
+        "3 tests collected in 0.02s\n"
+    )
+    rc, res, err = _predict(
+        capsys, "--db", known_db, "--tests", str(f), "--workers", "1", "--format", "json"
+    )
+    assert rc == 0, err
+    assert res["unknown_tests"] == 2
+    # 4 s + its class's 2 s + the suite median 2.5 s, plus the overhead 0.5 s
+    assert res["predictions"][0]["wall_s"] == pytest.approx(9.0, abs=1e-3)
+    rc, out, _ = _predict(capsys, "--db", known_db, "--tests", str(f), "--workers", "1,2")
+    assert rc == 0
+    assert "recommended: -n 2" in out and "tests without history: 2" in out
+    assert "workers" in out.splitlines()[0]
+
+
+@needs_history
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--memory-budget", "8"], "--memory-budget: not a size like 8G"),
+        (["--workers", "0,2"], "--workers: worker counts are integers >= 1"),
+        (["--tests", "ids.txt"], "no node ids"),
+        (["--tests", "unknown.txt"], "the history has no data for any of these 1 tests"),
+        (["--tests", "missing.txt"], "No such file"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(known_db, tmp_path, capsys, argv, message):
+    (tmp_path / "ids.txt").write_text("1 test collected in 0.01s\n")
+    (tmp_path / "unknown.txt").write_text("z.py::test_z\n")
+    argv = [str(tmp_path / a) if a.endswith(".txt") else a for a in argv]
+    rc, out, err = _predict(capsys, "--db", known_db, *argv)
+    assert rc == 2 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@needs_history
+def test_cli_missing_and_empty_store(tmp_path, capsys):
+    rc, _, err = _predict(capsys, "--db", str(tmp_path / "none.db"))
+    assert rc == 2 and "does not exist" in err
+    from pytest_perfmon.monitor.history import store
+
+    store.open_store(str(tmp_path / "empty.db")).dispose()
+    rc, _, err = _predict(capsys, "--db", str(tmp_path / "empty.db"))
+    assert rc == 2 and "holds no runs" in err and len(err.strip().splitlines()) == 1
+
+
+@needs_history
+def test_cli_on_real_runs(run_perf, pytester, capsys):
+    """Two real runs (without xdist and with two workers) imported: this machine's history."""
+    pytester.makepyfile(
+        test_real="""
+        import time
+        def test_short():
+            time.sleep(0.02)
+        def test_long():
+            time.sleep(0.2)
+        def test_memory():
+            block = bytearray(60 * 1024 * 1024)
+            block[::4096] = b"x" * len(block[::4096])
+            time.sleep(0.05)
+        """
+    )
+    one = run_perf(output="one.json")
+    two = run_perf("-n", "2", output="two.json")
+    assert one.ret == 0 and two.ret == 0, one.text + two.text
+    db = str(pytester.path / "h.db")
+    _import(db, [one.path, two.path], capsys)
+    rc, res, err = _predict(capsys, "--db", db, "--workers", "1,2", "--format", "json")
+    assert rc == 0, err
+    assert err == ""  # these runs are this machine's
+    assert res["unknown_tests"] == 0
+    p1, p2 = res["predictions"]
+    # medians of two runs: at least the smaller of the two measurements, on one worker
+    busy = sum(min(one.tests[k]["duration"], t["duration"]) for k, t in two.tests.items())
+    assert p1["wall_s"] >= busy
+    assert p1["wall_low_s"] <= p1["wall_s"] <= p1["wall_high_s"]
+    # the 60 MB test is live on one worker while another holds its baseline
+    peak = min(
+        one.test("test_memory")["memory"]["peak_mb"], two.test("test_memory")["memory"]["peak_mb"]
+    )
+    assert p2["peak_mb"] > p1["peak_mb"] >= peak
