@@ -6,6 +6,7 @@ imports pytest, zmq or psutil.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -541,7 +542,12 @@ def atomic_text(path: str) -> Iterator[IO[str]]:
     """A text file that appears at ``path`` only once complete (temporary file + rename)."""
     import tempfile
 
-    directory = os.path.dirname(os.path.abspath(path))
+    # A link is followed (its target gets the new file); anything but a regular file is refused:
+    # os.replace would put our file in the place of a device, a FIFO or a directory.
+    path = os.path.realpath(path)
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise OSError(errno.EINVAL, "exists and is not a regular file", path)
+    directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix=".perfmon-", suffix=".tmp", dir=directory)
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600; a report is as readable as any file

@@ -78,6 +78,9 @@ class Client:
         self.problem: Optional[str] = None
         self.connected = False
         self.ever_connected = False
+        #: The sender thread did not stop in time and may still use the socket: the main thread
+        #: never touches it again (not even to close it; the process's exit does).
+        self.abandoned = False
         self.acked = False  # the collector acknowledged our goodbye
         self.missing: list = []  # seqs the collector still lacked at its last acknowledgement
         self.born = _perf()
@@ -110,7 +113,7 @@ class Client:
             # Read here rather than with zmq.utils.monitor, which imports asyncio (10 ms of
             # start-up in every measured process).
             try:
-                event = struct.unpack("=hi", events.recv_multipart(zmq.NOBLOCK)[0][:6])[0]
+                event = struct.unpack("=HI", events.recv_multipart(zmq.NOBLOCK)[0][:6])[0]
             except (zmq.ZMQError, IndexError, struct.error):
                 return
             if event & (zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED):
@@ -210,6 +213,8 @@ class Client:
         return len(frames_to_records([self.frames[s] for s in self.missing])) if self.acked else 0
 
     def close(self) -> None:
+        if self.abandoned:  # a sender thread that did not stop still holds the socket
+            return
         try:
             self.sock.disable_monitor()
         except zmq.ZMQError:
@@ -267,7 +272,11 @@ class Sender:
                     batch.append(popleft())
             except IndexError:
                 pass
-            self.client.batch(batch)
+            try:
+                self.client.batch(batch)
+            except BaseException:
+                queue.extendleft(reversed(batch))  # kept for the report, in their order
+                raise
 
     def stop(self) -> bool:
         """Send what is queued, end the thread; True when the socket is the main thread's again."""

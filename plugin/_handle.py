@@ -119,7 +119,9 @@ class SpawnedMonitor:
                 lines = f.read().decode("utf-8", "replace").strip().splitlines()
         except OSError:
             lines = []
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.proc is None:
+            code = "not started"
+        elif self.proc.poll() is not None:
             code = f"exit code {self.proc.returncode}"
         else:
             code = "still running"

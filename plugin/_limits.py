@@ -38,7 +38,6 @@ MB = 1024.0 * 1024.0
 PROPERTY = "perf_limit"
 MARKER = "perf_limit"
 #: What a violation did (the report's ``limits[].action``).
-ACTIONS = ("fail", "warn", "note", "xfail", "unchecked")
 NOT_YET = {
     "children_peak_mb": "children_peak_mb is not available yet: child processes are not "
     "measured in the test's process",

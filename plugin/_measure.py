@@ -129,6 +129,7 @@ class Measurer:
             sender, self.sender = self.sender, None
             if not sender.stop() and client is not None:
                 client.alive = False  # the thread still holds the socket: leave it alone
+                client.abandoned = True
                 client.problem = "the sender thread did not stop"
             elif sender.error is not None and client is not None:
                 client.problem = f"the sender thread failed: {sender.error!r}"

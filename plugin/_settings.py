@@ -1,7 +1,8 @@
 """What the user asked for, resolved once into a frozen value.
 
-Precedence, for every setting: command line > environment > ini file > default. Only the
-daemon's endpoint has an environment variable (``PERFMON_DAEMON``). Imports only the standard
+Precedence, for every setting: command line > environment > ini file > default. Two settings
+have an environment variable: the daemon's endpoint (``PERFMON_DAEMON``) and the history store
+(``PERFMON_HISTORY``). Imports only the standard
 library and pytest: the pytest11 entry module uses it at import time for the option types.
 """
 
@@ -80,6 +81,24 @@ def _ini(getini: Any, name: str) -> str:
         return str(getini(name) or "").strip()
     except (KeyError, ValueError):
         return ""
+
+
+def ini_bool(getini: Any, name: str) -> Any:
+    """A boolean ini value (None where unset); a value pytest cannot read as a boolean is a
+    SettingError naming the key, not pytest's bare "invalid truth value"."""
+    try:
+        return getini(name)
+    except KeyError:  # stand-ins of getini in unit tests may know only some keys
+        return None
+    except ValueError as exc:
+        raise SettingError(f"{name} in the ini file: {exc}") from None
+
+
+def _regular_file(option: str, path: str) -> None:
+    """An existing report path must be a regular file (or a link to one): replacing a device,
+    a FIFO or a directory with our file is never what the user meant."""
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise SettingError(f"{option}: {path} exists and is not a regular file")
 
 
 def resolve_limits(option: Any, getini: Any) -> tuple:
@@ -211,7 +230,7 @@ def resolve(
     ``option`` is pytest's ``config.option``, ``getini`` its ``config.getini``.
     """
     environ = os.environ if environ is None else environ
-    enabled = _first(option.perf_monitor, getini("perf_monitor"))
+    enabled = _first(option.perf_monitor, ini_bool(getini, "perf_monitor"))
     if not enabled:
         return None
     interval = option.perf_cpu_interval
@@ -223,8 +242,7 @@ def resolve(
             raise SettingError(f"perf_cpu_interval in the ini file: {exc}") from None
     output = _first(option.perf_output, getini("perf_output")) or DEFAULT_OUTPUT
     output = os.path.abspath(os.path.join(invocation_dir, output))
-    if os.path.isdir(output):
-        raise SettingError(f"--perf-output: {output} is a directory")
+    _regular_file("--perf-output", output)
     daemon = _first(option.perf_daemon, environ.get("PERFMON_DAEMON"), getini("perf_daemon"))
     if daemon is not None and not endpoint_ok(daemon):
         raise SettingError(
@@ -235,13 +253,17 @@ def resolve(
     html = _first(getattr(option, "perf_html", None), _ini(getini, "perf_html"))
     if html is not None:
         html = os.path.abspath(os.path.join(invocation_dir, html))
-        if os.path.isdir(html):
-            raise SettingError(f"--perf-html: {html} is a directory")
+        _regular_file("--perf-html", html)
+    ini_bool(getini, "perf_children")  # read by _fixtures; a bad value is an error here, at start
     return Settings(
         output=output,
         interval=float(interval),
-        system_info=bool(_first(option.perf_system_info, getini("perf_system_info"), True)),
-        print_summary=bool(_first(option.perf_print_summary, getini("perf_print_summary"))),
+        system_info=bool(
+            _first(option.perf_system_info, ini_bool(getini, "perf_system_info"), True)
+        ),
+        print_summary=bool(
+            _first(option.perf_print_summary, ini_bool(getini, "perf_print_summary"))
+        ),
         daemon=daemon,
         limit_mode=limit_mode,
         limits=limits,

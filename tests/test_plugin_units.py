@@ -4,8 +4,10 @@ ROUTER socket, the sender thread. No pytest subprocess; every socket closed with
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
+import stat
 import sys
 import threading
 import types
@@ -17,6 +19,7 @@ from pytest_perfmon import _client, _settings
 from pytest_perfmon._counters import Counters
 from pytest_perfmon._measure import Measurer
 from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import report as R
 
 # --- settings -----------------------------------------------------------------------------------
 
@@ -113,8 +116,39 @@ def test_output_directory(tmp_path):
     with pytest.raises(_settings.SettingError, match="cannot create the directory"):
         _settings.make_output_directory(_settings.Settings(output=str(tmp_path / "file" / "r")))
     (tmp_path / "dir.json").mkdir()
-    with pytest.raises(_settings.SettingError, match="is a directory"):
+    with pytest.raises(_settings.SettingError, match="exists and is not a regular file"):
         _settings.resolve(_option(perf_monitor=True, perf_output="dir.json"), _ini(), str(tmp_path))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX's")
+def test_a_report_never_replaces_what_is_not_a_regular_file(tmp_path):
+    """--perf-output /dev/null (or a FIFO) must not become our file: refused at start, and the
+    writer itself refuses too; a link to a regular file is followed, the link kept."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(_settings.SettingError, match="exists and is not a regular file"):
+        _settings.resolve(_option(perf_monitor=True, perf_output=str(fifo)), _ini(), "/")
+    with pytest.raises(_settings.SettingError, match="--perf-html: .* not a regular file"):
+        _settings.resolve(_option(perf_monitor=True, perf_html=str(fifo)), _ini(), "/")
+    with pytest.raises(OSError, match="not a regular file"):
+        R.write_atomic({"x": 1}, str(fifo))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    R.write_atomic({"x": 1}, str(link))
+    assert link.is_symlink() and json.loads(target.read_text()) == {"x": 1}
+
+
+def test_a_bad_boolean_in_the_ini_file_names_its_key():
+    def getini(name):
+        if name == "perf_print_summary":
+            raise ValueError("invalid truth value 'maybe'")
+        return _ini()(name)
+
+    with pytest.raises(_settings.SettingError, match="perf_print_summary in the ini file"):
+        _settings.resolve(_option(perf_monitor=True), getini, "/tmp")
 
 
 # --- counters -----------------------------------------------------------------------------------
