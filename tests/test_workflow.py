@@ -115,13 +115,16 @@ def test_aggregate_merges_reports_and_compares(workflow: dict) -> None:
     assert agg["needs"] == "test" and agg["if"] == "always()"
     (download,) = _uses(agg, "actions/download-artifact")
     assert download["with"]["pattern"] == "perf-*-py*"  # the jobs' artifacts, not perf-combined
-    (upload,) = _uses(agg, "actions/upload-artifact")
+    upload, html = _uses(agg, "actions/upload-artifact")
     assert upload["with"] == {
         "name": "perf-combined",
         "path": "perf-combined.json",
         "retention-days": 90,
     }
+    assert html["with"]["path"] == "perfmon.html" and html["id"] == "perfhtml"
     runs = [s.get("run", "") for s in agg["steps"]]
+    assert any(r.startswith("perfmon html perf-combined.json -o perfmon.html") for r in runs)
+    assert any("steps.perfhtml.outputs.artifact-url" in r and "GITHUB_STEP_SUMMARY" in r for r in runs)
     assert any(r.startswith("perfmon merge ") for r in runs)
     assert any(r.startswith("perfmon report ") and "--format markdown" in r for r in runs)
     baseline = next(s for s in agg["steps"] if s.get("id") == "baseline")
@@ -133,6 +136,24 @@ def test_aggregate_merges_reports_and_compares(workflow: dict) -> None:
     compare = next(s for s in agg["steps"] if s.get("run", "").startswith("perfmon compare"))
     assert compare["if"] == "steps.baseline.outputs.found == 'true'"
     assert workflow["permissions"]["actions"] == "read"
+
+
+def test_history_is_kept_and_checked(workflow: dict) -> None:
+    """The SQLite store travels in the Actions cache, saved from main only; pull requests run
+    `perfmon history check` (exit 1 fails the job only with PERFMON_FAIL_ON_REGRESSION)."""
+    agg = workflow["jobs"]["aggregate"]
+    (restore,) = _uses(agg, "actions/cache/restore")
+    (save,) = _uses(agg, "actions/cache/save")
+    assert restore["with"]["path"] == save["with"]["path"] == "perf-history.db"
+    assert restore["with"]["restore-keys"] == "perf-history-"
+    assert save["if"] == "github.event_name == 'push' && github.ref == 'refs/heads/main'"
+    steps = agg["steps"]
+    names = [s.get("uses", s.get("run", "")) for s in steps]
+    imp = next(i for i, n in enumerate(names) if n.startswith("perfmon history import"))
+    chk = next(i for i, n in enumerate(names) if n.startswith("perfmon history check"))
+    assert names.index(restore["uses"]) < imp < chk < names.index(save["uses"])
+    assert steps[chk]["if"] == "github.event_name == 'pull_request'"
+    assert any(s.get("run", "").startswith('python -m pip install -e ".[history]"') for s in steps)
 
 
 def test_artifact_names_carry_os_and_python(workflow: dict) -> None:
