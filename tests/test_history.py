@@ -762,6 +762,42 @@ def test_eight_concurrent_writers_lose_no_run(db, tmp_path):
     assert count(db, "machines") == 1
 
 
+def test_eight_concurrent_pytest_sessions_lose_no_run(db, tmp_path):
+    """8 real `pytest --perf-monitor --perf-history` sessions, started together, each with its
+    own monitor writing to one store: 8 runs, every test of each."""
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "test_s.py").write_text(
+        "import pytest\n@pytest.mark.parametrize('i', range(10))\ndef test_s(i):\n    pass\n"
+    )
+    env = dict(os.environ)
+    for k in ("PERFMON_HISTORY", "PERFMON_DAEMON", "PYTEST_ADDOPTS"):
+        env.pop(k, None)
+    procs = []
+    try:
+        for i in range(8):
+            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+            cmd += ["--perf-monitor", f"--perf-output=r{i}.json", f"--perf-history={db}"]
+            cmd += [f"--perf-label=session={i}"]
+            procs.append(
+                subprocess.Popen(
+                    cmd, cwd=suite, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+            )
+        outs = [p.communicate(timeout=120)[0].decode("utf-8", "replace") for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate(timeout=10)
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0 and "perfmon: warning" not in out, out
+    assert count(db, "runs") == 8
+    assert count(db, "results") == 8 * 10
+    assert count(db, "run_labels") >= 8
+
+
 # --------------------------------------------------------------------------- Grafana
 
 GRAFANA = os.path.join(HERE, "..", "docs", "grafana")
