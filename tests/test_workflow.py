@@ -124,7 +124,8 @@ def test_aggregate_merges_reports_and_compares(workflow: dict) -> None:
     assert html["with"]["path"] == "perfmon.html" and html["id"] == "perfhtml"
     runs = [s.get("run", "") for s in agg["steps"]]
     assert any(r.startswith("perfmon html perf-combined.json -o perfmon.html") for r in runs)
-    assert any("steps.perfhtml.outputs.artifact-url" in r and "GITHUB_STEP_SUMMARY" in r for r in runs)
+    link = "steps.perfhtml.outputs.artifact-url"
+    assert any(link in r and "GITHUB_STEP_SUMMARY" in r for r in runs)
     assert any(r.startswith("perfmon merge ") for r in runs)
     assert any(r.startswith("perfmon report ") and "--format markdown" in r for r in runs)
     baseline = next(s for s in agg["steps"] if s.get("id") == "baseline")
