@@ -189,12 +189,45 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _html_history(args: argparse.Namespace, report: dict) -> dict:
+    """The trend data of ``perfmon html --db`` (one-line ReportError on any problem)."""
+    from .history.url import INSTALL_HINT, URLError, redact
+
+    try:
+        import sqlalchemy
+
+        from .history import store, trends
+    except ImportError as exc:
+        raise ReportError(f"--db needs {exc.name or 'the history extra'}: {INSTALL_HINT}") from None
+    try:
+        return trends.trends(args.db, report, runs=args.window, timeout=args.timeout)
+    except (URLError, store.HistoryError) as exc:
+        raise ReportError(str(exc)) from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise ReportError(store.describe_error(exc, args.db)) from None
+    except OSError as exc:
+        raise ReportError(f"{redact(args.db)}: {exc.strerror or exc}") from None
+
+
+def _html_window(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs >= 2")
+    return n
+
+
 def cmd_html(args: argparse.Namespace) -> int:
     from .html import write_html
 
     report = analysis.load_report(args.file)
+    history = None
+    if args.db is not None:
+        history = _html_history(args, report)
     try:
-        write_html(report, args.output)
+        write_html(report, args.output, history=history)
     except OSError as e:
         raise ReportError(f"{args.output}: cannot write ({e.strerror or e})") from None
     print(f"perfmon: wrote {args.output} ({len(report['tests'])} test(s))")
@@ -351,6 +384,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("file", metavar="FILE", help="a perfmon report (single run or merged)")
     p.add_argument("-o", "--output", required=True, metavar="HTML", help="the page to write")
+    p.add_argument(
+        "--db",
+        metavar="URL",
+        help="a history store (needs the history extra): adds per-test trend charts with the "
+        "change points `perfmon history check` finds, and the suite's duration per commit",
+    )
+    p.add_argument(
+        "--window",
+        type=_html_window,
+        default=30,
+        metavar="N",
+        help="with --db: the last N runs of the report's machine (default: 30)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --db: seconds to wait for the store (default: 10)",
+    )
     p.set_defaults(func=cmd_html)
 
     p = sub.add_parser(

@@ -4,7 +4,9 @@ The page works offline: its styles, its script, the report's data and the vendor
 charting library (MIT, ``htmlassets/uPlot.LICENSE``) are all inline, and a Content-Security-Policy
 forbids any fetch. It shows the headline figures, a sortable and filterable test table
 (virtualised: only the rows in view are in the DOM), a timeline per worker, memory over time per
-worker with the concurrent peak marked, and CPU against duration.
+worker with the concurrent peak marked, and CPU against duration; with ``history`` (trend data
+from the history store, ``perfmon html --db``) also per-test trend charts with their detected
+change points and the suite's duration per commit.
 
 Standard library only; nothing here runs while tests are measured::
 
@@ -281,14 +283,16 @@ def _inline_script(text: str) -> str:
     return text.replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
-def render(report: dict, title: Optional[str] = None) -> str:
-    """The page as one string."""
+def render(report: dict, title: Optional[str] = None, history: Optional[dict] = None) -> str:
+    """The page as one string; ``history``: the History section's data
+    (:func:`pytest_perfmon.monitor.history.trends.trends`), or None for no such section."""
     session = report.get("session") or {}
     system = report.get("system") or {}
     cards, warnings = headline(report)
     data = page_data(report)
     data["cards"] = cards
     data["warnings"] = warnings
+    data["history"] = history
     data["meta"] = {
         "timestamp": session.get("timestamp"),
         "perfmon_version": session.get("perfmon_version") or __version__,
@@ -327,15 +331,17 @@ def render(report: dict, title: Optional[str] = None) -> str:
     return "".join(out)
 
 
-def write_html(report: dict, path: str, history: Any = None) -> None:
+def write_html(report: dict, path: str, history: Optional[dict] = None) -> None:
     """Write the page for ``report`` (a checked report dict) to ``path``, atomically.
 
-    ``history`` is reserved for the trend charts of the history issue (``--db``), not built yet:
-    it must be None. Raises OSError when ``path`` cannot be written.
+    ``history``: the trend data of ``perfmon html --db`` (a plain dict made by
+    :func:`pytest_perfmon.monitor.history.trends.trends`; this module never opens a store), or
+    None. Raises OSError when ``path`` cannot be written, TypeError for a ``history`` that is
+    not a dict (nothing is written then).
     """
-    if history is not None:
-        raise NotImplementedError("trend charts from a history database are not built yet")
-    text = render(report)
+    if history is not None and not isinstance(history, dict):
+        raise TypeError(f"history must be a dict of trend data, not {type(history).__name__}")
+    text = render(report, history=history)
     with atomic_text(path) as f:
         f.write(text)
 

@@ -469,6 +469,156 @@
   });
   document.getElementById("outcome-filter").addEventListener("change", applyView);
 
+  // ------------------------------------------------------------------ history (--db)
+  var HIST = DATA.history, histPlots = [];
+  var METRIC_INFO = {
+    duration: { label: "duration", color: "#0969da", scale: "s", fmt: fmtS },
+    peak_mb: { label: "peak MB", color: "#8250df", scale: "mb", fmt: fmtMB },
+  };
+  function fmtChange(c, metric) {
+    var f = METRIC_INFO[metric].fmt, run = HIST.runs[c.run] || {};
+    var pct = c.change_percent == null ? "" : (c.change_percent > 0 ? "+" : "") + c.change_percent.toFixed(1) + " % ";
+    return metric + " " + pct + c.kind + " at " + run.short + " (run " + run.id + "): " + f(c.before) +
+      " \u2192 " + f(c.after) + ", p = " + c.p_value;
+  }
+  function commitAxis(labelOf) {
+    return function (u, vals) {
+      return vals.map(function (v) { return Number.isInteger(v) ? labelOf(v) : ""; });
+    };
+  }
+  function changePlugin(marks) {
+    return {
+      hooks: {
+        draw: function (u) {
+          var g = u.ctx, top = u.bbox.top, bot = top + u.bbox.height;
+          marks.forEach(function (m, k) {
+            var x = Math.round(u.valToPos(m.c.run - 0.5, "x", true));
+            g.save();
+            g.strokeStyle = m.c.kind === "regression" ? "#cf222e" : "#2da44e";
+            g.lineWidth = 1.5 * devicePixelRatio;
+            g.setLineDash([5 * devicePixelRatio, 4 * devicePixelRatio]);
+            g.beginPath(); g.moveTo(x, top); g.lineTo(x, bot); g.stroke();
+            g.setLineDash([]);
+            g.fillStyle = g.strokeStyle;
+            g.font = 11 * devicePixelRatio + "px sans-serif";
+            var pct = m.c.change_percent == null ? "" : (m.c.change_percent > 0 ? "+" : "") + m.c.change_percent.toFixed(0) + " % ";
+            var label = pct + METRIC_INFO[m.metric].label;
+            var tw = g.measureText(label).width;
+            var lx = x + tw + 8 > u.bbox.left + u.bbox.width ? x - tw - 6 : x + 6;
+            g.fillText(label, lx, top + (12 + 13 * k) * devicePixelRatio);
+            g.restore();
+          });
+        },
+      },
+    };
+  }
+  function drawTrend(t, host) {
+    var box = el("div", "trend");
+    var h = el("h4", null, t.test);
+    var nChanges = 0;
+    Object.keys(t.metrics).forEach(function (m) { nChanges += t.metrics[m].changes.length; });
+    if (nChanges) h.appendChild(el("span", "badge", nChanges === 1 ? "change point" : nChanges + " change points"));
+    box.appendChild(h);
+    var chartDiv = el("div", "trend-chart");
+    box.appendChild(chartDiv);
+    host.appendChild(box);
+    var metrics = Object.keys(METRIC_INFO).filter(function (m) { return t.metrics[m]; });
+    var xsSet = {};
+    metrics.forEach(function (m) { t.metrics[m].x.forEach(function (x) { xsSet[x] = true; }); });
+    var xs = Object.keys(xsSet).map(Number).sort(function (a, b) { return a - b; });
+    var pos = {};
+    xs.forEach(function (x, i) { pos[x] = i; });
+    var cols = [], series = [{ label: "commit", value: function (u, v) {
+      var r = HIST.runs[v]; return r ? r.short + " (run " + r.id + ")" : ""; } }];
+    var axes = [{ values: commitAxis(function (v) { var r = HIST.runs[v]; return r ? r.short : ""; }), size: 40 }];
+    var marks = [];
+    metrics.forEach(function (m, mi) {
+      var info = METRIC_INFO[m], col = xs.map(function () { return null; });
+      t.metrics[m].x.forEach(function (x, k) { col[pos[x]] = t.metrics[m].y[k]; });
+      cols.push(col);
+      series.push({ label: info.label, stroke: info.color, width: 1.5, scale: info.scale, spanGaps: true,
+        points: { show: true, size: 4 }, value: function (u, v) { return v == null ? "" : info.fmt(v); } });
+      axes.push({ scale: info.scale, side: mi === 0 ? 3 : 1, size: 78, grid: { show: mi === 0 },
+        stroke: info.color,
+        values: function (u, vals) { return vals.map(function (v) { return v == null ? "" : info.fmt(v); }); } });
+      t.metrics[m].changes.forEach(function (c) { marks.push({ metric: m, c: c }); });
+    });
+    var opts = {
+      width: Math.max(300, chartDiv.clientWidth || box.clientWidth - 12 || 540), height: 200,
+      series: series, axes: axes, plugins: [changePlugin(marks)],
+      scales: { x: { time: false, range: function (u, lo, hi) { return [lo - 0.5, hi + 0.5]; } },
+        s: { range: function (u, lo, hi) { return [0, hi * 1.15 || 1]; } },
+        mb: { range: function (u, lo, hi) { return [0, hi * 1.15 || 1]; } } },
+      legend: { live: true },
+    };
+    histPlots.push({ plot: new uPlot(opts, [xs].concat(cols), chartDiv), div: chartDiv });
+    if (marks.length) {
+      var p = el("p", "changes");
+      marks.forEach(function (m, k) {
+        if (k) p.appendChild(document.createElement("br"));
+        p.appendChild(el("span", m.c.kind, "\u25CF change point: " + fmtChange(m.c, m.metric)));
+      });
+      box.appendChild(p);
+    }
+  }
+  function drawSuite() {
+    var S = HIST.suite, div = document.getElementById("suite-chart");
+    var xs = S.map(function (g, i) { return i; });
+    var opts = {
+      width: chartWidth("suite-chart"), height: 240,
+      series: [
+        { label: "commit", value: function (u, v) { var g = S[v]; return g ? g.short + " (" + g.runs + " run" + (g.runs === 1 ? "" : "s") + ")" : ""; } },
+        { label: "suite duration (median)", stroke: "#0969da", width: 2, points: { show: true, size: 6 }, spanGaps: true,
+          value: function (u, v) { return v == null ? "" : fmtS(v); } },
+        { label: "fastest run", stroke: "#8c959f", width: 1, dash: [4, 3], points: { show: false }, spanGaps: true,
+          value: function (u, v) { return v == null ? "" : fmtS(v); } },
+        { label: "slowest run", stroke: "#8c959f", width: 1, dash: [4, 3], points: { show: false }, spanGaps: true,
+          value: function (u, v) { return v == null ? "" : fmtS(v); } },
+      ],
+      scales: { x: { time: false, range: function (u, lo, hi) { return [lo - 0.5, hi + 0.5]; } },
+        y: { range: function (u, lo, hi) { return [0, hi * 1.15 || 1]; } } },
+      axes: [{ values: commitAxis(function (v) { return S[v] ? S[v].short : ""; }), size: 40 },
+        { values: axisS, size: 78 }],
+      legend: { live: true },
+    };
+    histPlots.push({ plot: new uPlot(opts, [xs, S.map(function (g) { return g.duration; }),
+      S.map(function (g) { return g.min; }), S.map(function (g) { return g.max; })], div), div: div });
+  }
+  function drawHistory() {
+    if (!HIST) return;
+    document.getElementById("history-panel").hidden = false;
+    var cap = document.getElementById("history-caption");
+    var n = HIST.runs.length;
+    if (!n) {
+      cap.textContent = "The history store holds no runs" + (HIST.own_machine ? " of this report's machine" : "") +
+        ": nothing to draw yet. Runs are added by --perf-history URL or perfmon history import.";
+      document.getElementById("suite-caption").textContent = "No runs.";
+      document.getElementById("trends-caption").textContent = "No runs.";
+      return;
+    }
+    var m = HIST.machine || {};
+    cap.textContent = "The last " + n + " run" + (n === 1 ? "" : "s") + " (of at most " + HIST.window + ") in the history store on " +
+      (HIST.own_machine ? "this report's machine" : "the machine of the newest run (the store has no run of this report's machine)") +
+      (m.cpu_model ? " (" + m.cpu_model + ", " + m.cpu_count + " CPUs)" : "") +
+      ", from " + HIST.runs[0].started_at + " to " + HIST.runs[n - 1].started_at + ".";
+    document.getElementById("suite-caption").textContent = "Each point is one commit, in the order of its first run: " +
+      "the median of its runs' wall time; the dashed lines are its fastest and slowest run. Hover for the commit.";
+    drawSuite();
+    var g = HIST.gates;
+    var tc = document.getElementById("trends-caption");
+    var drawn = HIST.tests.length;
+    tc.textContent = HIST.with_history
+      ? "Drawn: " + drawn + " of the " + HIST.with_history + " tests of this report that have passed results in the store: " +
+        "every test with a detected change point (" + HIST.changed + ") and the " + HIST.max_tests + " slowest. " +
+        "Each point is one run (passed results only), labelled by commit. Change points (dashed lines: red slower, green faster) " +
+        "are found as perfmon history check finds them: E-divisive means, p \u2264 " + HIST.p_max +
+        ", and at least " + Object.keys(g).map(function (k) {
+          return (g[k].rel * 100).toFixed(0) + " % and " + METRIC_INFO[k].fmt(g[k].abs) + " for " + METRIC_INFO[k].label; }).join(", ") + "."
+      : "None of this report's tests has passed results in these runs.";
+    var host = document.getElementById("trends");
+    HIST.tests.forEach(function (t) { drawTrend(t, host); });
+  }
+
   // ------------------------------------------------------------------ start
   drawHeadline();
   buildHead();
@@ -476,6 +626,7 @@
   drawTimeline();
   drawMemory();
   drawCpu();
+  drawHistory();
   var resizeTimer = null;
   window.addEventListener("resize", function () {
     clearTimeout(resizeTimer);
@@ -483,11 +634,15 @@
       drawTimeline();
       if (memPlot) memPlot.setSize({ width: chartWidth("memory"), height: 300 });
       if (cpuPlot) cpuPlot.setSize({ width: chartWidth("cpu"), height: 280 });
+      histPlots.forEach(function (h) {
+        h.plot.setSize({ width: Math.max(300, h.div.clientWidth), height: h.plot.height });
+      });
     }, 100);
   });
   // for tests and the curious: where row i's bar is on the screen (client coordinates)
   window.perfmon = {
     rows: ROWS.length,
+    historyCharts: function () { return histPlots.length; },
     timelinePoint: function (i) {
       var r = ROWS[i], rect = tCanvas.getBoundingClientRect(), geom = tCanvas._geom;
       return { x: rect.left + LABEL_W + (r[START] + (r[DUR] || 0) / 2) * geom.sx,
