@@ -203,12 +203,6 @@ def test_hostile_node_id_cannot_end_the_script():
     assert _page_json(page)["rows"][-1][0] == evil
 
 
-def test_history_is_not_built_yet(tmp_path):
-    with pytest.raises(NotImplementedError):
-        write_html(synthetic_report(3), str(tmp_path / "p.html"), history=object())
-    assert not os.listdir(tmp_path)
-
-
 def test_cli_html_writes_the_page(tmp_path, capsys):
     src = str(tmp_path / "r.json")
     with open(src, "w", encoding="utf-8") as f:
