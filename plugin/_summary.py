@@ -6,6 +6,7 @@ renderer (tables.py); every line fits the terminal. Runs once, at the end of the
 
 from __future__ import annotations
 
+import re
 import textwrap
 from typing import Any, Optional
 
@@ -25,6 +26,10 @@ def _mb(v: Any, signed: bool = False) -> str:
     return "-" if v is None else (f"{v:+.1f}" if signed else f"{v:.1f}")
 
 
+
+#: A number and the unit after it, kept on one line by :meth:`_Out.text`.
+_UNIT = re.compile(r"(\d) (s|ms|MB|%)\b")
+
 class _Out:
     def __init__(self, tr: Any) -> None:
         self.tr = tr
@@ -33,7 +38,9 @@ class _Out:
         self.width: int = max(20, (full if isinstance(full, int) else 80) - 1)
 
     def text(self, text: str, indent: str = "", **markup: Any) -> None:
-        """Prose, wrapped to the terminal: nothing cut, every line fits."""
+        """Prose, wrapped to the terminal: nothing cut, every line fits, and no number is
+        parted from its unit ("0.031 s" never breaks after "0.031")."""
+        text = _UNIT.sub("\\1\x00\\2", text)
         lines = textwrap.wrap(
             text,
             self.width,
@@ -42,7 +49,7 @@ class _Out:
             break_on_hyphens=False,
         ) or [""]
         for line in lines:
-            self.tr.write_line(line, **markup)
+            self.tr.write_line(line.replace("\x00", " "), **markup)
 
     def table(self, title: str, headers: list, rows: list, right: list) -> None:
         self.text(title, bold=True)
