@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 from . import about, analysis
 from .analysis import Comparison, ReportError, Threshold
+from .argtypes import nonneg_float, positive_int
 from .history import cli as history_cli
 from .history import predict_io
 from .render import (
@@ -29,11 +30,11 @@ from .render import (
     DEFAULT_MEMORY_MB,
     DEFAULT_TOP,
     Doc,
-    _ratio,
-    _value,
     compare_doc,
+    ratio_text,
     report_data,
     report_doc,
+    value_text,
 )
 from .report import write_atomic
 
@@ -44,12 +45,12 @@ EXIT_BAD_INPUT = 2
 FORMATS = ("table", "markdown", "json")
 
 
-def _escape_data(s: str) -> str:
+def escape_data(s: str) -> str:
     return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def _escape_property(s: str) -> str:
-    return _escape_data(s).replace(":", "%3A").replace(",", "%2C")
+def escape_property(s: str) -> str:
+    return escape_data(s).replace(":", "%3A").replace(",", "%2C")
 
 
 def annotations(cmp: Comparison, current: dict) -> list:
@@ -64,38 +65,18 @@ def annotations(cmp: Comparison, current: dict) -> list:
         props = []
         path = nodeid.split("::", 1)[0]
         if path.endswith(".py"):
-            props.append(f"file={_escape_property(path)}")
-        props.append(f"title={_escape_property(f'perfmon: {c.metric.title} regression')}")
+            props.append(f"file={escape_property(path)}")
+        props.append(f"title={escape_property(f'perfmon: {c.metric.title} regression')}")
         msg = (
-            f"{c.test}: {c.metric.title} {_value(c.metric, c.baseline)} -> "
-            f"{_value(c.metric, c.current)} ({_value(c.metric, c.delta, signed=True)}, "
-            f"{_ratio(c)})"
+            f"{c.test}: {c.metric.title} {value_text(c.metric, c.baseline)} -> "
+            f"{value_text(c.metric, c.current)} ({value_text(c.metric, c.delta, signed=True)}, "
+            f"{ratio_text(c)})"
         )
-        lines.append(f"::warning {','.join(props)}::{_escape_data(msg)}")
+        lines.append(f"::warning {','.join(props)}::{escape_data(msg)}")
     return lines
 
 
 # --------------------------------------------------------------------------- plumbing
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
-    return v
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return v
 
 
 def _render(doc: Doc, data: dict, fmt: str) -> str:
@@ -118,7 +99,7 @@ def _emit(text: str, output: Optional[str]) -> None:
         raise ReportError(f"{output}: cannot write ({e.strerror or e})") from None
 
 
-def _step_summary(markdown: str) -> None:
+def append_step_summary(markdown: str) -> None:
     """Append to ``$GITHUB_STEP_SUMMARY`` when set; a failure there is a warning, not an error."""
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path:
@@ -138,7 +119,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = report_data(report, args.file, args.top, args.memory_threshold, args.cpu_threshold)
     doc = report_doc(data)
     _emit(_render(doc, data, args.format), args.output)
-    _step_summary(doc.markdown())
+    append_step_summary(doc.markdown())
     return EXIT_OK
 
 
@@ -155,7 +136,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data = {"baseline": args.baseline, "current": args.current}
     data.update(cmp.as_dict())
     _emit(_render(doc, data, args.format), args.output)
-    _step_summary(doc.markdown())
+    append_step_summary(doc.markdown())
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for line in annotations(cmp, current):
             print(line)
@@ -282,21 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="a perfmon report (single run or merged)")
     p.add_argument(
         "--top",
-        type=_pos_int,
+        type=positive_int,
         default=DEFAULT_TOP,
         metavar="N",
         help=f"rows per list (default: {DEFAULT_TOP})",
     )
     p.add_argument(
         "--memory-threshold",
-        type=_nonneg_float,
+        type=nonneg_float,
         default=DEFAULT_MEMORY_MB,
         metavar="MB",
         help=f"list tests whose memory.delta_mb is above MB (default: {DEFAULT_MEMORY_MB:g})",
     )
     p.add_argument(
         "--cpu-threshold",
-        type=_nonneg_float,
+        type=nonneg_float,
         default=DEFAULT_CPU_PERCENT,
         metavar="PCT",
         help=f"list tests whose cpu_percent is above PCT (default: {DEFAULT_CPU_PERCENT:g})",
@@ -329,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(
             f"--{flag}-rel",
-            type=_nonneg_float,
+            type=nonneg_float,
             default=d[group].rel,
             metavar="FRACTION",
             help=f"relative threshold for {rel_help}: 0.2 is 20%% of the baseline "
@@ -337,14 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             f"--{flag}-abs",
-            type=_nonneg_float,
+            type=nonneg_float,
             default=d[group].abs,
             metavar="N",
             help=f"absolute floor for {rel_help}, in {abs_help} (default: {d[group].abs:g})",
         )
     p.add_argument(
         "--cpu-min-duration",
-        type=_nonneg_float,
+        type=nonneg_float,
         default=analysis.DEFAULT_CPU_MIN_DURATION,
         metavar="SECONDS",
         help="compare CPU only for tests that took at least SECONDS in both reports: the CPU "

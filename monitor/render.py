@@ -27,7 +27,7 @@ def _f(v: Optional[float], fmt: str, unit: str = "") -> str:
     return "-" if v is None else f"{v:{fmt}}{unit}"
 
 
-def _value(metric: analysis.Metric, v: Optional[float], signed: bool = False) -> str:
+def value_text(metric: analysis.Metric, v: Optional[float], signed: bool = False) -> str:
     sign = "+" if signed else ""
     if metric.unit == "s":
         return _f(v, f"{sign}.3f", "s")
@@ -36,7 +36,7 @@ def _value(metric: analysis.Metric, v: Optional[float], signed: bool = False) ->
     return _f(v, "+.1f", " pts") if signed else _f(v, ".1f", "%")
 
 
-def _ratio(change: Change) -> str:
+def ratio_text(change: Change) -> str:
     r = change.ratio
     return "new" if r is None else f"{r * 100:+.0f}%"
 
@@ -327,10 +327,10 @@ def _change_rows(changes: list) -> list:
     return [
         [
             c.metric.title,
-            _value(c.metric, c.baseline),
-            _value(c.metric, c.current),
-            _value(c.metric, c.delta, signed=True),
-            _ratio(c),
+            value_text(c.metric, c.baseline),
+            value_text(c.metric, c.current),
+            value_text(c.metric, c.delta, signed=True),
+            ratio_text(c),
             c.test,
         ]
         for c in changes

@@ -67,14 +67,14 @@ class PG:
         self.started = False
         self.has_db = False
 
-    def _run(self, *args: str) -> None:
+    def run_command(self, *args: str) -> None:
         subprocess.run(
             args, check=True, capture_output=True, timeout=WAIT, user=self.user, cwd=self.dir
         )
 
     def start(self) -> None:
         b = self.bindir
-        self._run(
+        self.run_command(
             f"{b}/initdb",
             "-D",
             self.data,
@@ -91,7 +91,7 @@ class PG:
             f"-c listen_addresses='' -k {self.dir} -c fsync=off -c full_page_writes=off "
             "-c synchronous_commit=off -c max_connections=40"
         )
-        self._run(
+        self.run_command(
             f"{b}/pg_ctl",
             "-D",
             self.data,
@@ -133,7 +133,7 @@ class PG:
     def stop(self) -> None:
         try:
             if self.started:
-                self._run(
+                self.run_command(
                     f"{self.bindir}/pg_ctl",
                     "-D",
                     self.data,

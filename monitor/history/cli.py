@@ -16,6 +16,7 @@ import shutil
 import sys
 from typing import Any, Callable, Optional
 
+from ..argtypes import nonneg_float, positive_int
 from ..tables import shorten, text_table
 from .url import INSTALL_HINT, URLError, redact
 
@@ -56,28 +57,8 @@ def _label(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return v
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
-    return v
-
-
 def _p(text: str) -> float:
-    v = _fraction(text)
+    v = nonneg_float(text)
     if not 0 < v <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text!r}")
     return v
@@ -89,7 +70,7 @@ def _abs_floor(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(
             f"not METRIC=N with METRIC one of {', '.join(METRICS)}: {text!r}"
         )
-    return metric, _fraction(value)
+    return metric, nonneg_float(value)
 
 
 def sparkline(values: list) -> str:
@@ -373,7 +354,7 @@ def check_text(result: dict) -> str:
 
 
 def cmd_check(args: argparse.Namespace, store: Any) -> int:
-    from ..cli import _escape_data, _escape_property, _step_summary
+    from ..cli import append_step_summary, escape_data, escape_property
 
     metrics = list(dict.fromkeys(args.metric or DEFAULT_CHECK_METRICS))
     gates = {
@@ -411,16 +392,14 @@ def cmd_check(args: argparse.Namespace, store: Any) -> int:
         _emit(md)
     else:
         _emit(check_text(result))
-    _step_summary(md)
+    append_step_summary(md)
     regressions = [c for c in changes if c["kind"] == "regression"]
     if os.environ.get("GITHUB_ACTIONS") == "true":
         for c in regressions:
             path = c["test"].split("::", 1)[0]
-            props = [f"file={_escape_property(path)}"] if path.endswith(".py") else []
-            props.append(f"title={_escape_property('perfmon: ' + c['metric'] + ' regression')}")
-            print(
-                f"::warning {','.join(props)}::{_escape_data(c['test'] + ': ' + _change_text(c))}"
-            )
+            props = [f"file={escape_property(path)}"] if path.endswith(".py") else []
+            props.append(f"title={escape_property('perfmon: ' + c['metric'] + ' regression')}")
+            print(f"::warning {','.join(props)}::{escape_data(c['test'] + ': ' + _change_text(c))}")
         sys.stdout.flush()
     return EXIT_REGRESSION if regressions else EXIT_OK
 
@@ -438,7 +417,9 @@ def cmd_prune(args: argparse.Namespace, store: Any) -> int:
 # --------------------------------------------------------------------------- wiring
 
 
-def _run(func: Callable[[argparse.Namespace, Any], int]) -> Callable[[argparse.Namespace], int]:
+def run_command(
+    func: Callable[[argparse.Namespace, Any], int],
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             import sqlalchemy  # noqa: F401
@@ -476,7 +457,7 @@ def register(subparsers: Any) -> None:
         p.add_argument("--db", required=True, metavar="URL", help="the history store")
         p.add_argument(
             "--timeout",
-            type=_fraction,
+            type=nonneg_float,
             default=10.0,
             metavar="SECONDS",
             help="wait at most this long for a locked or remote store (default: 10)",
@@ -504,13 +485,13 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="a label of the run (repeatable); commit= and branch= override",
     )
-    p.set_defaults(func=_run(cmd_import))
+    p.set_defaults(func=run_command(cmd_import))
 
     p = sub.add_parser("runs", help="the newest runs", description="The newest runs.")
     common(p)
-    p.add_argument("--limit", type=_pos_int, default=20, metavar="N", help="default: 20")
+    p.add_argument("--limit", type=positive_int, default=20, metavar="N", help="default: 20")
     fmt(p, ("table", "json"))
-    p.set_defaults(func=_run(cmd_runs))
+    p.set_defaults(func=run_command(cmd_runs))
 
     p = sub.add_parser(
         "show",
@@ -521,10 +502,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("nodeid", metavar="NODEID")
     common(p)
     p.add_argument("--metric", choices=METRICS, default="duration", help="default: duration")
-    p.add_argument("--limit", type=_pos_int, default=50, metavar="N", help="default: 50")
+    p.add_argument("--limit", type=positive_int, default=50, metavar="N", help="default: 50")
     p.add_argument("--any-machine", action="store_true", help="runs of every machine")
     fmt(p, ("table", "json"))
-    p.set_defaults(func=_run(cmd_show))
+    p.set_defaults(func=run_command(cmd_show))
 
     p = sub.add_parser(
         "check",
@@ -539,14 +520,14 @@ def register(subparsers: Any) -> None:
     common(p)
     p.add_argument(
         "--window",
-        type=_pos_int,
+        type=positive_int,
         default=DEFAULT_WINDOW,
         metavar="N",
         help=f"runs per series (default: {DEFAULT_WINDOW})",
     )
     p.add_argument(
         "--recent",
-        type=_pos_int,
+        type=positive_int,
         default=DEFAULT_RECENT,
         metavar="N",
         help="report changes in the newest N runs; older ones were reported "
@@ -563,7 +544,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--rel",
-        type=_fraction,
+        type=nonneg_float,
         metavar="FRACTION",
         help="relative threshold for every metric (defaults: "
         + ", ".join(f"{m} {g[0]:g}" for m, g in DEFAULT_GATE.items())
@@ -580,14 +561,14 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--permutations",
-        type=_pos_int,
+        type=positive_int,
         default=PERMUTATIONS,
         metavar="N",
         help=f"shuffles of the permutation test (default: {PERMUTATIONS})",
     )
     p.add_argument("--any-machine", action="store_true", help="mix runs of every machine")
     fmt(p, ("table", "markdown", "json"))
-    p.set_defaults(func=_run(cmd_check))
+    p.set_defaults(func=run_command(cmd_check))
 
     p = sub.add_parser(
         "prune",
@@ -595,5 +576,5 @@ def register(subparsers: Any) -> None:
         description="Delete all but the newest --keep runs, in one transaction.",
     )
     common(p)
-    p.add_argument("--keep", type=_pos_int, required=True, metavar="N")
-    p.set_defaults(func=_run(cmd_prune))
+    p.add_argument("--keep", type=positive_int, required=True, metavar="N")
+    p.set_defaults(func=run_command(cmd_prune))

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from .. import predict as P
+from ..argtypes import nonneg_float, positive_int
 from ..tables import text_table
-from .cli import UsageError, _fraction, _pos_int, _run
+from .cli import UsageError, run_command
 
 DEFAULT_RUNS = 10
 
@@ -224,7 +225,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--runs",
-        type=_pos_int,
+        type=positive_int,
         default=DEFAULT_RUNS,
         metavar="N",
         help=f"use the last N runs (default: {DEFAULT_RUNS})",
@@ -232,9 +233,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument(
         "--timeout",
-        type=_fraction,
+        type=nonneg_float,
         default=10.0,
         metavar="SECONDS",
         help="wait at most this long for a locked or remote store (default: 10)",
     )
-    p.set_defaults(func=_run(cmd_predict))
+    p.set_defaults(func=run_command(cmd_predict))
