@@ -22,11 +22,21 @@ JUnit XML shows it as a property, and the process that prints the terminal summa
 pytest, or the xdist controller) reads it from the teardown report.
 
 When no collected test has a limit, the checking plugin unregisters itself: no cost per test.
+
+History-relative limits (``--perf-limit-history FACTOR`` with ``--perf-history``): before the
+tests run, each process that runs tests asks a short-lived child process
+(``python -m pytest_perfmon.monitor.history.medians``: the database layer is never imported
+here) for each test's medians over the newest runs of this machine. A metric with a median
+gets the limit ``max(FACTOR x median, median + floor)``, where no marker and no
+``--perf-limit-*`` default sets that metric.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from typing import Any, Optional
 
@@ -80,6 +90,64 @@ def item_limits(item: pytest.Item, defaults: dict) -> Optional[dict]:
     return limits or None
 
 
+#: How long the medians may take to come (a locked or remote store): then no history limits.
+MEDIANS_TIMEOUT = 30.0
+
+
+def fetch_medians(history: Any, timeout: float = MEDIANS_TIMEOUT) -> tuple:
+    """(medians or None, problem or None) from the history store, through a child process."""
+    cmd = [sys.executable, "-m", "pytest_perfmon.monitor.history.medians"]
+    cmd += [history.url, str(history.runs)]
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            cwd=os.path.dirname(os.path.abspath(__file__)),  # nothing of the user's cwd shadows us
+        )
+    except subprocess.TimeoutExpired:
+        return None, f"no answer from the history store within {timeout:.0f} s"
+    except OSError as exc:
+        return None, f"cannot read the history store: {exc}"
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        return None, (err[-1] if err else f"exit code {proc.returncode}")
+    try:
+        data = json.loads(proc.stdout)
+        tests = data["tests"]
+        runs = int(data["runs"])
+    except (ValueError, KeyError, TypeError):
+        return None, "the history store's answer could not be read"
+    return {"runs": runs, "tests": tests}, None
+
+
+def history_limits(medians: dict, history: Any) -> dict:
+    """nodeid -> {metric: (limit, how the limit was made)} from the medians."""
+    out: dict = {}
+    for nodeid, per in medians.get("tests", {}).items():
+        if not isinstance(per, dict):
+            continue
+        limits = {}
+        for metric, entry in per.items():
+            if metric not in LIMIT_METRICS or not isinstance(entry, list) or len(entry) != 2:
+                continue
+            median, n = entry
+            if not isinstance(median, (int, float)) or median < 0:
+                continue
+            unit = LIMIT_METRICS[metric][0]
+            floor = history.floor_mb if unit == "MB" else history.floor_s
+            limit = max(history.factor * median, median + floor)
+            limits[metric] = (
+                limit,
+                f"{history.factor:g} x median {median:.3g} {unit} of {n} run(s), floor "
+                f"{floor * 1000 if unit == 's' else floor:g} {'ms' if unit == 's' else unit}",
+            )
+        if limits:
+            out[nodeid] = limits
+    return out
+
+
 def _fmt(value: float, limit: float, unit: str) -> str:
     text = f"{value:.3f}" if unit == "s" else f"{value:.1f}"
     if float(text) <= limit:  # rounding hid the excess: show it
@@ -87,18 +155,28 @@ def _fmt(value: float, limit: float, unit: str) -> str:
     return text
 
 
-def message(metric: str, value: float, limit: float) -> str:
+def message(metric: str, value: float, limit: float, how: Optional[str] = None) -> str:
     """``peak_mb 231.4 > limit 200 MB (kernel peak RSS over setup, call and teardown)``."""
-    unit, _, how = LIMIT_METRICS[metric]
-    return f"{metric} {_fmt(value, limit, unit)} > limit {limit:g} {unit} ({how})"
+    unit, _, default_how = LIMIT_METRICS[metric]
+    return f"{metric} {_fmt(value, limit, unit)} > limit {limit:g} {unit} ({how or default_how})"
 
 
 class Limits:
     """Checks each test's limits in the process that runs it; registered next to a Measurer."""
 
-    def __init__(self, measurer: Any, mode: str, defaults: tuple, worker: bool = False) -> None:
+    def __init__(
+        self,
+        measurer: Any,
+        mode: str,
+        defaults: tuple,
+        worker: bool = False,
+        history: Optional[dict] = None,
+    ) -> None:
         self.m = measurer
         self.worker = worker
+        #: nodeid -> {metric: (limit, how)} from --perf-limit-history
+        self.history = history or {}
+        self.sources: dict = {}  # (nodeid, metric) -> how a history limit was made
         self.errors: list = []
         self.mode = mode
         self.defaults = dict(defaults)
@@ -117,13 +195,21 @@ class Limits:
         errors = []
         for node in rep.result:
             if isinstance(node, pytest.Item):
+                defaults = self.defaults
+                hist = self.history.get(node.nodeid)
+                if hist:  # the history limits, where no default sets the metric
+                    defaults = {m: v[0] for m, v in hist.items() if m not in self.defaults}
+                    defaults.update(self.defaults)
                 try:
-                    limits = item_limits(node, self.defaults)
+                    limits = item_limits(node, defaults)
                 except pytest.UsageError as exc:
                     errors.append(str(exc))
                     continue
                 if limits is not None:
                     self.by_nodeid[node.nodeid] = limits
+                    for metric, (limit, how) in (hist or {}).items():
+                        if limits.get(metric) == limit:
+                            self.sources[(node.nodeid, metric)] = how
         if not errors:
             return
         if not self.worker:
@@ -218,7 +304,10 @@ class Limits:
                 text = f"{metric} not checked: not measurable in the test's process here"
             else:
                 act = action
-                text = message(metric, value, limit)
+                source = self.sources.get((rep.nodeid, metric))
+                if source is not None:
+                    how = f"{how}; limit from the history: {source}"
+                text = message(metric, value, limit, how)
                 lines.append(text)
                 value = round(value, 6 if unit == "s" else 3)
             entries.append(
@@ -248,9 +337,10 @@ class LimitsReport:
     """Where the terminal summary is printed (plain pytest, the xdist controller): collects the
     violations from the teardown reports and prints them at the end."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, history_note: Optional[str] = None) -> None:
         self.mode = mode
         self.rows: list = []  # (nodeid, location, action, message)
+        self.history_note = history_note  # what --perf-limit-history found, or its problem
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "teardown":
@@ -262,6 +352,8 @@ class LimitsReport:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.history_note:
+            terminalreporter.write_line(self.history_note, yellow="warning" in self.history_note)
         if not self.rows:
             return
         from ._summary import write_limits
@@ -269,13 +361,29 @@ class LimitsReport:
         write_limits(terminalreporter, self.rows, os.environ.get("GITHUB_ACTIONS") == "true")
 
 
-def install(config: pytest.Config, mode: str, defaults: tuple) -> None:
+def install(config: pytest.Config, mode: str, defaults: tuple, history: Any = None) -> None:
     """Register the limit checks (where tests run) and the summary (where it is printed)."""
     if mode == "off":
         return
     measurer = config.pluginmanager.get_plugin("perfmon-session-measure")
+    worker = getattr(config, "workerinput", None) is not None
+    hist_limits: dict = {}
+    note = None
+    if history is not None and (measurer is not None or not worker):
+        # Each process that runs tests reads the medians; the controller only for the note.
+        medians, problem = fetch_medians(history)
+        if medians is None:
+            note = f"perfmon: warning: history limits not applied: {problem}"
+        else:
+            hist_limits = history_limits(medians, history)
+            note = (
+                f"perfmon: history limits: {history.factor:g} x the median of the last "
+                f"{history.runs} run(s) of this machine ({medians['runs']} found), "
+                f"{len(hist_limits)} test(s) with history"
+            )
     if measurer is not None:
-        worker = getattr(config, "workerinput", None) is not None
-        config.pluginmanager.register(Limits(measurer, mode, defaults, worker), "perfmon-limits")
-    if getattr(config, "workerinput", None) is None:
-        config.pluginmanager.register(LimitsReport(mode), "perfmon-limits-report")
+        config.pluginmanager.register(
+            Limits(measurer, mode, defaults, worker, hist_limits), "perfmon-limits"
+        )
+    if not worker:
+        config.pluginmanager.register(LimitsReport(mode, note), "perfmon-limits-report")

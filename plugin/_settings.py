@@ -138,6 +138,75 @@ def parse_label(text: str) -> tuple:
     return key, value
 
 
+#: --perf-limit-history: the ini keys and their defaults (runs, floors).
+HISTORY_RUNS = 10
+FLOOR_MS = 50.0
+FLOOR_MB = 10.0
+
+
+@dataclass(frozen=True)
+class HistoryLimits:
+    """--perf-limit-history: a test fails when a metric exceeds ``factor`` x its median over the
+    newest ``runs`` runs of this machine AND exceeds that median by the floor."""
+
+    url: str
+    factor: float
+    runs: int = HISTORY_RUNS
+    floor_s: float = FLOOR_MS / 1000.0
+    floor_mb: float = FLOOR_MB
+
+
+def _ini_number(getini: Any, name: str, default: float, lo: float) -> float:
+    raw = _ini(getini, name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(f"{name} in the ini file: {raw!r} is not a number") from None
+    if not (math.isfinite(value) and value >= lo):
+        raise SettingError(f"{name} in the ini file: must be a finite number >= {lo:g}")
+    return value
+
+
+def parse_factor(text: str) -> float:
+    """--perf-limit-history FACTOR: a finite number >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 1, got {text}")
+    return value
+
+
+def resolve_history_limits(
+    option: Any, getini: Any, invocation_dir: str, environ: Optional[dict] = None
+) -> Optional[HistoryLimits]:
+    """--perf-limit-history (ini perf_limit_history) with its store (--perf-history); None when
+    not asked for. Raises SettingError on a bad value or a factor without a store."""
+    environ = os.environ if environ is None else environ
+    factor = getattr(option, "perf_limit_history", None)
+    if factor is None:
+        raw = _ini(getini, "perf_limit_history")
+        if not raw:
+            return None
+        try:
+            factor = parse_factor(raw)
+        except argparse.ArgumentTypeError as exc:
+            raise SettingError(f"perf_limit_history in the ini file: {exc}") from None
+    url = _history(option, getini, invocation_dir, environ)
+    if url is None:
+        raise SettingError("--perf-limit-history needs a history store: --perf-history URL")
+    return HistoryLimits(
+        url=url,
+        factor=float(factor),
+        runs=int(_ini_number(getini, "perf_limit_history_runs", HISTORY_RUNS, 1)),
+        floor_s=_ini_number(getini, "perf_limit_floor_ms", FLOOR_MS, 0) / 1000.0,
+        floor_mb=_ini_number(getini, "perf_limit_floor_mb", FLOOR_MB, 0),
+    )
+
+
 def parse_interval(text: str) -> float:
     """The sampling interval in seconds: a number from 0.01 to below 3600."""
     try:

@@ -26,9 +26,9 @@ def _mb(v: Any, signed: bool = False) -> str:
     return "-" if v is None else (f"{v:+.1f}" if signed else f"{v:.1f}")
 
 
-
 #: A number and the unit after it, kept on one line by :meth:`_Out.text`.
 _UNIT = re.compile(r"(\d) (s|ms|MB|%)\b")
+
 
 class _Out:
     def __init__(self, tr: Any) -> None:

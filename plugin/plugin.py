@@ -17,6 +17,7 @@ from ._settings import (
     LIMIT_MODES,
     MIN_INTERVAL,
     limit_type,
+    parse_factor,
     parse_interval,
     parse_label,
 )
@@ -106,6 +107,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(f"perf_limit_{metric}", f"Default limit of {metric} ({unit}).", default="")
     parser.addini("perf_limits", "fail | warn | off (like --perf-limits).", default="")
     group.addoption(
+        "--perf-limit-history",
+        metavar="FACTOR",
+        type=parse_factor,
+        default=None,
+        help="With --perf-history: a test fails when a metric (duration, call, peak_mb, "
+        "delta_mb) exceeds FACTOR x its median over the last runs of this machine and exceeds "
+        "that median by the floor (ini perf_limit_floor_ms, perf_limit_floor_mb; runs: "
+        "perf_limit_history_runs). [ini: perf_limit_history]",
+    )
+    parser.addini("perf_limit_history", "Like --perf-limit-history FACTOR.", default="")
+    parser.addini("perf_limit_history_runs", "Runs the medians are taken over (10).", default="")
+    parser.addini("perf_limit_floor_ms", "Floor of history limits on times, ms (50).", default="")
+    parser.addini("perf_limit_floor_mb", "Floor of history limits on memory, MB (10).", default="")
+    group.addoption(
         "--no-perf-children",
         action="store_false",
         dest="perf_children",
@@ -170,9 +185,12 @@ def pytest_configure(config: pytest.Config) -> None:
             _fixtures.configure(config, lambda: _roles.configure_worker(config, workerinput))
             try:  # the same command line and ini file as the controller, which checked them
                 mode, limits = _settings.resolve_limits(opt, config.getini)
+                history = _settings.resolve_history_limits(
+                    opt, config.getini, str(config.invocation_params.dir)
+                )
             except _settings.SettingError as exc:  # pragma: no cover - the controller stopped
                 raise pytest.UsageError(str(exc)) from None
-            _limits.install(config, mode, limits)
+            _limits.install(config, mode, limits, history)
         return
     from . import _settings
 
@@ -182,10 +200,13 @@ def pytest_configure(config: pytest.Config) -> None:
         )
         if settings is None or getattr(opt, "collectonly", False):
             return
+        history = _settings.resolve_history_limits(
+            opt, config.getini, str(config.invocation_params.dir)
+        )
         _settings.make_output_directory(settings)
     except _settings.SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
     from . import _fixtures, _limits, _roles
 
     _fixtures.configure(config, lambda: _roles.configure(config, settings))
-    _limits.install(config, settings.limit_mode, settings.limits)
+    _limits.install(config, settings.limit_mode, settings.limits, history)

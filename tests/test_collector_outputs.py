@@ -122,3 +122,55 @@ def test_html_and_history_without_the_monitor(run_perf, pytester, capsys):
     assert "test_outputs.py::test_quick" in (pytester.path / "p.html").read_text()
     assert "history not recorded: the collector was lost" in run.text
     assert not db.exists()
+
+
+HISTORY_SUITE = {
+    "test_hist": """
+        import os, time
+
+        def test_steady():
+            pass
+
+        def test_grows():
+            time.sleep(float(os.environ.get("PERFMON_TEST_SLEEP", "0.05")))
+        """
+}
+
+
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_limits_relative_to_history(run_perf, pytester, xdist):
+    """--perf-limit-history 2: after two runs of 50 ms, a run of 300 ms fails test_grows (over
+    2 x its median and over the median by the 50 ms floor); test_steady stays green."""
+    pytester.makepyfile(**HISTORY_SUITE)
+    db = pytester.path / "h.db"
+    for i in range(2):
+        run = run_perf(*xdist, f"--perf-history={db}", "--perf-limit-history=2", output=f"{i}.json")
+        assert run.ret == 0, run.text
+    assert "history limits: 2 x the median of the last 10 run(s)" in run.text
+    assert "(1 found), 2 test(s) with history" in run.text
+    run = run_perf(
+        *xdist,
+        f"--perf-history={db}",
+        "--perf-limit-history=2",
+        output="slow.json",
+        env={"PERFMON_TEST_SLEEP": "0.3"},
+    )
+    assert run.ret == 1, run.text
+    limits = {v["metric"]: v for v in run.test("test_grows")["limits"]}
+    assert set(limits) == {"call", "duration"}, limits
+    assert limits["call"]["action"] == "fail"  # final in the call report: the test fails
+    assert limits["duration"]["action"] == "note"  # final at teardown: the failure stays the call's
+    for v in limits.values():
+        assert 0.1 <= v["limit"] < 0.3 <= v["value"]
+        assert "limit from the history: 2 x median" in v["how"]
+    assert run.test("test_steady")["outcome"] == "passed"
+    assert "limit from the history: 2 x median" in run.text
+
+
+def test_limits_relative_to_history_need_a_store(run_perf, pytester):
+    pytester.makepyfile(**HISTORY_SUITE)
+    run = run_perf("--perf-limit-history=1.5")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--perf-limit-history needs a history store: --perf-history URL" in run.text
+    run = run_perf("--perf-limit-history=0.5", f"--perf-history={pytester.path / 'x.db'}")
+    assert run.ret == pytest.ExitCode.USAGE_ERROR and "must be a finite number >= 1" in run.text

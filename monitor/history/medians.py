@@ -1,0 +1,79 @@
+"""``python -m pytest_perfmon.monitor.history.medians URL RUNS``: each test's medians over the
+newest RUNS runs of this machine, as JSON on stdout.
+
+For ``--perf-limit-history``: the pytest process never imports the database layer, so it runs
+this module as a short-lived child process (bounded) and reads its answer. Output:
+``{"runs": n, "tests": {nodeid: {metric: [median, samples]}}}`` with the metrics ``duration``,
+``call``, ``peak_mb`` and ``delta_mb`` of passed results. A store that does not exist yet is an
+empty history, not an error. Any other problem: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from typing import Optional
+
+#: limit metric -> the history store's results column
+METRICS = {
+    "duration": "duration",
+    "call": "call_time",
+    "peak_mb": "peak_mb",
+    "delta_mb": "delta_mb",
+}
+
+
+def medians(url: str, runs: int) -> dict:
+    """The medians of this machine's newest ``runs`` runs in the store at ``url``."""
+    from . import context, store
+    from .url import normalize
+
+    url = normalize(url)
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
+        return {"runs": 0, "tests": {}}
+    import sqlalchemy as sa
+
+    eng = store.open_store(url, create=False)
+    try:
+        fp = context.fingerprint(context.machine(None))
+        with eng.connect() as conn:
+            q = sa.select(store.machines.c.id).where(store.machines.c.fingerprint == fp)
+            machine_id = conn.execute(q).scalar()
+        if machine_id is None:
+            return {"runs": 0, "tests": {}}
+        run_rows, series = store.window(eng, machine_id, runs, METRICS.values())
+    finally:
+        eng.dispose()
+    tests: dict = {}
+    for nodeid, per in series.items():
+        entry = {}
+        for metric, column in METRICS.items():
+            values = [v for _, v in per[column]]
+            if values:
+                entry[metric] = [statistics.median(values), len(values)]
+        if entry:
+            tests[nodeid] = entry
+    return {"runs": len(run_rows), "tests": tests}
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or not args[1].isdigit() or int(args[1]) < 1:
+        print("usage: python -m pytest_perfmon.monitor.history.medians URL RUNS", file=sys.stderr)
+        return 2
+    try:
+        out = medians(args[0], int(args[1]))
+    except Exception as exc:  # one line for the plugin's warning, never a traceback
+        from .url import redact
+
+        text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        print(f"history store {redact(args[0])}: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 2
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
