@@ -238,9 +238,20 @@ class Monitor(server.RouterServer):
         if self.stop_reason != "finished":
             self.data.warnings.append(f"session aborted: {self.stop_reason}")
             self.write_session({"start": self.started, "stop": time.time(), "aborted": True})
-            if not self.parent_alive():
+            if self.parent_gone_soon():
                 self.remove_private_dir()
         return 0
+
+    def parent_gone_soon(self, timeout: float = 1.0) -> bool:
+        """Is the parent gone, or going within ``timeout``? The kernel's parent-death signal
+        comes when the thread that spawned us exits, which can be a moment before the rest of
+        its process (the sender thread, ZeroMQ's threads): meanwhile getppid() still names it."""
+        deadline = time.monotonic() + timeout
+        while self.parent_alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def private_dir(self) -> Optional[str]:
         """The plugin's private temp dir this monitor was started for, if it is really one:
