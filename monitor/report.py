@@ -139,6 +139,16 @@ def _memory(rss0: Optional[int], peak: Optional[int], rss1: Optional[int]) -> di
 LIMIT_KEYS = ("metric", "limit", "value", "action", "how")
 
 
+#: The fixture scopes the plugin times (the schema's enum of fixtures[].scope).
+SHARED_SCOPES = ("session", "package", "module", "class")
+
+
+def _amount(v: Any) -> bool:
+    """A finite number >= 0 (not a bool): what EXTRA's figures must be to reach the report; the
+    wire checks EXTRA's shape only, so NaN, infinity or a string from a broken client stop here."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
+
+
 def _limits(extra: Any) -> Optional[list]:
     """The performance-limit violations the plugin put in a record's EXTRA, checked: a list of
     {metric, limit, value, action, how}; anything else is left out."""
@@ -155,8 +165,8 @@ def _limits(extra: Any) -> Optional[list]:
             and isinstance(v["action"], str)
             and isinstance(v["how"], str)
             and isinstance(v["limit"], num)
-            and not isinstance(v["limit"], bool)
-            and (v["value"] is None or isinstance(v["value"], num))
+            and _amount(v["limit"])
+            and (v["value"] is None or _amount(v["value"]))
         ):
             out.append({k: v[k] for k in LIMIT_KEYS})
     return out or None
@@ -175,7 +185,7 @@ def _children(w: Worker, start: float, stop: float, lo: float, extra: Any) -> An
     test; processes: the descendants those samples saw.
     """
     used = extra.get("children_cpu") if isinstance(extra, dict) else None
-    rus = used if isinstance(used, (int, float)) and used > 0 else 0.0
+    rus = used if _amount(used) and used > 0 else 0.0
     ts, ss = w.child_t, w.child_s
     a = bisect_left(ts, max(lo, start))
     c = bisect_left(ts, stop)
@@ -235,7 +245,7 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
     }
     extra = rec[EXTRA]
     shared = extra.get("shared_setup") if isinstance(extra, dict) else None
-    if isinstance(shared, (int, float)) and setup is not None:
+    if _amount(shared) and setup is not None:
         entry["shared_setup_time"] = round(max(0.0, min(shared, setup)), 6)
     else:
         entry["shared_setup_time"] = 0.0 if setup is not None else None
@@ -276,7 +286,9 @@ def _fixtures(data: RunData, key: Any) -> list:
                 if not (isinstance(ev, (list, tuple)) and len(ev) == 5):
                     continue
                 name, scope, loc, what, spent = ev
-                if not (isinstance(name, str) and isinstance(spent, (int, float))):
+                if not (isinstance(name, str) and _amount(spent)):
+                    continue
+                if scope not in SHARED_SCOPES or not (loc is None or isinstance(loc, str)):
                     continue
                 ident = (name, scope, loc)
                 if what == "setup":

@@ -201,3 +201,35 @@ def test_concurrent_peak_names_the_running_test_of_each_worker():
         "gw0": {"rss_mb": 200.0, "test": "t.py::a"},
         "gw1": {"rss_mb": 1.0, "test": None},  # between its tests
     }
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, "1", True, [1]])
+def test_extra_figures_that_are_not_finite_amounts_never_reach_the_report(bad):
+    """The wire checks only EXTRA's shape: a broken client's NaN, infinity or string in it must
+    not make the report invalid JSON (or stop the collector from writing it)."""
+    import json
+
+    from pytest_perfmon.monitor.report import dumps
+
+    rec = record("t.py::a", 0.0, 0.5, 100, 300, 200, cpu=0.25)
+    limit = {"metric": "call", "limit": bad, "value": bad, "action": "fail", "how": "x"}
+    rec[P.EXTRA] = {
+        "children_cpu": bad,
+        "shared_setup": bad,
+        "limits": [limit],
+        "fixtures": [["f", "module", "t.py:1", "setup", bad], ["g", bad, None, "setup", 0.1]],
+    }
+    w = Worker("main", 42, T0, records=[rec])
+    w.boundary_methods = {"rss": True, "peak": True, "children": True}
+    data = RunData(sample_interval=INTERVAL)
+    data.workers["main"] = w
+    report = build(data, {"start": T0, "stop": T0 + 10, "exit_status": 0}, None)
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the report")
+
+    json.loads(dumps(report), parse_constant=refuse)  # NaN / Infinity never written
+    assert not list(_JS.iter_errors(report))
+    t = report["tests"]["t.py::a"]
+    assert "limits" not in t and t["shared_setup_time"] == 0.0
+    assert report["fixtures"] == []
