@@ -8,10 +8,10 @@ import os
 import sqlite3
 
 import pytest
-from conftest import XDIST_ENDS
+from conftest import XDIST_ENDS, need_history
 from pytest_perfmon.monitor import cli
 
-pytest.importorskip("sqlalchemy", reason="the history extra is not installed")
+need_history(allow_module_level=True)
 
 SUITE = {
     "test_outputs": """

@@ -22,7 +22,7 @@ import urllib.request
 import msgpack
 import pytest
 import zmq
-from conftest import RUN_TIMEOUT, validate
+from conftest import RUN_TIMEOUT, need_history, validate
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor.daemon import DaemonError, main, request
 
@@ -563,7 +563,7 @@ def test_ipv6_loopback(suite, procs):
 
 def test_daemon_writes_the_html_page_and_the_history(suite, procs, capsys):
     """With --perf-daemon, the daemon (not pytest) writes --perf-html and --perf-history."""
-    pytest.importorskip("sqlalchemy", reason="the history extra is not installed")
+    need_history()
     from pytest_perfmon.monitor import cli
 
     d = Daemon(suite)

@@ -10,11 +10,12 @@ import os
 import random
 
 import pytest
+from conftest import need_history  # noqa: E402
 from pytest_perfmon.monitor import cli
 from pytest_perfmon.monitor.html import write_html
 from pytest_perfmon.monitor.report import iso
 
-pytest.importorskip("sqlalchemy", reason="the history extra is not installed")
+need_history(allow_module_level=True)
 
 from test_html import INK, SCREENSHOTS, T0, _page_json, browser, synthetic_report  # noqa: E402, F401
 
