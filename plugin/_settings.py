@@ -207,6 +207,50 @@ def resolve_history_limits(
     )
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """--perf-schedule: plan the xdist run from the history store or from one report."""
+
+    history: Optional[str] = None  # the store's URL, or
+    report: Optional[str] = None  # an earlier JSON report (absolute path)
+    max_memory: Optional[str] = None  # --perf-max-memory as given: SIZE or "auto"
+
+
+def resolve_schedule(
+    option: Any, getini: Any, invocation_dir: str, environ: Optional[dict] = None
+) -> Optional[Schedule]:
+    """--perf-schedule[=REPORT.json] and --perf-max-memory; None when not asked for."""
+    environ = os.environ if environ is None else environ
+    value = getattr(option, "perf_schedule", None)
+    memory = getattr(option, "perf_max_memory", None)
+    if value is None:
+        if memory is not None:
+            raise SettingError("--perf-max-memory works with --perf-schedule")
+        return None
+    if memory is not None and memory != "auto":
+        from pytest_perfmon.monitor.predict import parse_size  # stdlib only
+
+        try:
+            parse_size(memory)
+        except ValueError as exc:
+            raise SettingError(f"--perf-max-memory: {exc} (or auto)") from None
+    if value:
+        if not value.lower().endswith(".json"):
+            raise SettingError(
+                f"--perf-schedule got {value!r}: give a report as --perf-schedule=REPORT.json "
+                "(with '='), or put test paths before --perf-schedule"
+            )
+        path = os.path.abspath(os.path.join(invocation_dir, os.path.expanduser(value)))
+        return Schedule(report=path, max_memory=memory)
+    url = _history(option, getini, invocation_dir, environ)
+    if url is None:
+        raise SettingError(
+            "--perf-schedule plans from a history store (--perf-history URL) or from one "
+            "report (--perf-schedule=REPORT.json)"
+        )
+    return Schedule(history=url, max_memory=memory)
+
+
 def parse_interval(text: str) -> float:
     """The sampling interval in seconds: a number from 0.01 to below 3600."""
     try:

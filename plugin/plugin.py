@@ -158,6 +158,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="A label of the run in the history store (repeatable); commit=SHA and branch=NAME "
         "override what is found in CI variables or git.",
     )
+    group.addoption(
+        "--perf-schedule",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="REPORT.json",
+        help="With pytest-xdist -n N: run the longest predicted tests first (their history in "
+        "--perf-history, or one earlier report: --perf-schedule=REPORT.json), keeping the "
+        "groups of --dist loadscope/loadfile/loadgroup; falls back to xdist's scheduling when "
+        "there is nothing to plan from.",
+    )
+    group.addoption(
+        "--perf-max-memory",
+        metavar="SIZE|auto",
+        default=None,
+        help="With --perf-schedule: never start a test when the workers' predicted memory "
+        "would pass SIZE (8G, 512M; auto = the memory available now): it waits for a heavy "
+        "test to end.",
+    )
     parser.addini("perf_html", "Path of the HTML page (like --perf-html).", default="")
     parser.addini("perf_history", "History store URL (like --perf-history).", default="")
     parser.addini("perf_monitor", "Turn on pytest-perfmon (like --perf-monitor).", type="bool")
@@ -195,6 +214,14 @@ def pytest_configure(config: pytest.Config) -> None:
     from . import _settings
 
     try:
+        if not getattr(opt, "collectonly", False):
+            schedule = _settings.resolve_schedule(
+                opt, config.getini, str(config.invocation_params.dir)
+            )
+            if schedule is not None:
+                from . import _schedule
+
+                _schedule.install(config, schedule)
         settings = _settings.resolve(
             opt, config.getini, str(config.invocation_params.dir), rootdir=str(config.rootpath)
         )

@@ -1,0 +1,80 @@
+"""``python -m pytest_perfmon.monitor.history.plan URL RUNS``: what ``--perf-schedule`` plans
+from, as JSON on stdout.
+
+The pytest process never imports the database layer, so the xdist controller runs this module
+as a short-lived child process (bounded) and reads its answer. The runs are the newest RUNS of
+this machine; when the store has none of this machine, those of the machine of its newest run
+(relative durations carry over; ``"this_machine": false`` says so). Output::
+
+    {"runs": n, "this_machine": true, "baseline_mb": 31.5,
+     "tests": {nodeid: [median duration s, median peak MB or null]}}
+
+A store that does not exist yet, or holds no runs, gives ``"runs": 0``. Any other problem: one
+line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+
+def plan_data(url: str, runs: int) -> dict:
+    """Per test its median duration and peak over the newest ``runs`` runs, and a worker's
+    baseline RSS (see :mod:`..predict`)."""
+    from .. import predict as P
+    from . import store
+    from .predict_io import _machine, load
+    from .url import normalize
+
+    empty = {"runs": 0, "this_machine": True, "baseline_mb": None, "tests": {}}
+    url = normalize(url)
+    if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
+        return empty
+    eng = store.open_store(url, create=False)
+    try:
+        machine, local = _machine(eng, store)
+        if machine is None:
+            return empty
+        try:
+            _, series, stats = load(eng, store, (), runs, machine)
+        except store.HistoryError:
+            return empty
+    finally:
+        eng.dispose()
+    tests = {}
+    for nodeid, s in series.items():
+        durs = [d for d in s["duration"] if d is not None]
+        if not durs:
+            continue
+        peaks = [p for p in s["peak_mb"] if p is not None]
+        tests[nodeid] = [P.median(durs), P.median(peaks) if peaks else None]
+    return {
+        "runs": len(stats),
+        "this_machine": local,
+        "baseline_mb": P.baseline_mb(stats) if stats else None,
+        "tests": tests,
+    }
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or not args[1].isdigit() or int(args[1]) < 1:
+        print("usage: python -m pytest_perfmon.monitor.history.plan URL RUNS", file=sys.stderr)
+        return 2
+    try:
+        out = plan_data(args[0], int(args[1]))
+    except Exception as exc:  # one line for the plugin's warning, never a traceback
+        from .url import redact
+
+        text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+        print(f"history store {redact(args[0])}: {type(exc).__name__}: {text}", file=sys.stderr)
+        return 2
+    json.dump(out, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
