@@ -109,9 +109,7 @@ class PerfScheduling:
             return False
         if self.queue or self.steal is not None:
             return False
-        return all(
-            not p or (len(p) == 1 and n.shutting_down) for n, p in self.node2pending.items()
-        )
+        return all(not p or (len(p) == 1 and n.shutting_down) for n, p in self.node2pending.items())
 
     @property
     def has_pending(self) -> bool:
@@ -264,7 +262,9 @@ class PerfScheduling:
             return True
         if others > 0:
             return False  # wait for a running heavy test to end
-        for u in self.node2units[node] + ([unit] if unit else []):  # over the budget on its own: it runs alone
+        for u in self.node2units[node] + (
+            [unit] if unit else []
+        ):  # over the budget on its own: it runs alone
             if base + u.extra > self.budget and u not in self.warned:
                 self.warned.add(u)
                 self.say(

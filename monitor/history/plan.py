@@ -67,10 +67,13 @@ def main(argv: Optional[list] = None) -> int:
     try:
         out = plan_data(args[0], int(args[1]))
     except Exception as exc:  # one line for the plugin's warning, never a traceback
+        from .store import HistoryError
         from .url import redact
 
         text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-        print(f"history store {redact(args[0])}: {type(exc).__name__}: {text}", file=sys.stderr)
+        if not isinstance(exc, HistoryError):  # that one names the store already
+            text = f"history store {redact(args[0])}: {type(exc).__name__}: {text}"
+        print(text, file=sys.stderr)
         return 2
     json.dump(out, sys.stdout)
     return 0
