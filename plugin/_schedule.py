@@ -155,8 +155,7 @@ class PerfScheduling:
     def mark_test_pending(self, item: str) -> None:
         if self.delegate:
             return self.inner.mark_test_pending(item)
-        i = self.collection.index(item)
-        self._enqueue(Unit([i], self.plan.durations[i], self.plan.extras[i]), front=True)
+        self._enqueue(self._single(self.collection.index(item)), front=True)
         self.check_schedule()
 
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
@@ -168,8 +167,11 @@ class PerfScheduling:
         if taken and node in self.node2pending:
             self.node2pending[node] = [i for i in self.node2pending[node] if i not in taken]
             self.node2units[node] = [u for u in self.node2units[node] if u not in units]
-            for u in units:
-                self.work[node] -= sum(self.plan.durations[i] for i in u.indices)
+            self.work[node] -= sum(self.plan.durations[i] for i in taken)
+            back = [u for u in units if taken.issuperset(u.indices)]
+            covered = {i for u in back for i in u.indices}
+            back += [self._single(i) for i in sorted(taken - covered)]  # never lose a test
+            for u in back:
                 self._enqueue(u)
             self._update(node)
         self.check_schedule()
@@ -225,6 +227,9 @@ class PerfScheduling:
         d, x = self.plan.durations, self.plan.extras
         for indices in groups.values():
             self._enqueue(Unit(indices, sum(d[i] for i in indices), max(x[i] for i in indices)))
+
+    def _single(self, i: int) -> Unit:
+        return Unit([i], self.plan.durations[i], self.plan.extras[i])
 
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
         key = -unit.duration

@@ -140,7 +140,9 @@ class Sim:
             for n in self.sched.nodes:
                 n.shutdown()
 
-    def run(self, workers: int, limit: float = 1e6, crash_at: float | None = None) -> float:
+    def run(
+        self, workers: int, limit: float = 1e6, crash_at: float | None = None, rerun: bool = False
+    ) -> float:
         for k in range(workers):
             self.add_node(f"gw{k}")
         assert self.sched.collection_is_completed
@@ -154,11 +156,12 @@ class Sim:
             fn()
             if crash_at is not None and not crashed and self.now >= crash_at:
                 crashed = True
-                self.crash(next(n for n in self.nodes if n.running is not None))
+                self.crash(next(n for n in self.nodes if n.running is not None), rerun)
         return self.now
 
-    def crash(self, node: SimNode) -> None:
-        """The worker dies in its test; xdist removes it and brings up a new one."""
+    def crash(self, node: SimNode, rerun: bool) -> None:
+        """The worker dies in its test; xdist removes it and brings up a new one. ``rerun``:
+        a pytest_handlecrashitem hook (as pytest-rerunfailures has) gives the test back."""
         node.dead = True
         self.live.pop(node, None)
         item = node.running
@@ -166,7 +169,10 @@ class Sim:
         self.crashed_item = item
         returned = self.sched.remove_node(node)
         assert returned == self.collection[item]
-        self.completed.append(item)  # xdist reports it as a failure: it is not run again
+        if rerun:
+            self.sched.mark_test_pending(self.collection[item])
+        else:
+            self.completed.append(item)  # xdist reports it as a failure: not run again
         self.add_node(node.name + "b")
         self.sched.schedule()
         self.after_event()

@@ -179,12 +179,13 @@ def test_a_test_over_the_budget_alone_runs_alone_with_one_warning():
     assert len(said) == 1 and ids[20] in said[0] and "runs alone" in said[0], said
 
 
-def test_a_crashed_worker_gives_back_its_tests():
+@pytest.mark.parametrize("rerun", [False, True], ids=["reported", "given-back"])
+def test_a_crashed_worker_gives_back_its_tests(rerun):
     durs = [0.02] * 80
     ids = _ids(80)
     sched, _ = _sched(ids, _plan(durs), workers=2)
     sim = Sim(sched, ids, durs, [0.0] * 80)
-    sim.run(2, crash_at=0.3)
+    sim.run(2, crash_at=0.3, rerun=rerun)
     _check_complete(sim, 80)
 
 
