@@ -475,7 +475,7 @@ def split_jobs(report: dict, label: Optional[str], source: str) -> list:
             label = default_label(report, source)
         check_label(label)
         job = {"session": report["session"]}
-        for key in ("system", "summary", "workers", "concurrent_memory_peak"):
+        for key in ("system", "summary", "workers", "concurrent_memory_peak", "fixtures"):
             if key in report:
                 job[key] = report[key]
         tests = {k: t for k, t in report["tests"].items()}
@@ -543,6 +543,21 @@ def merged_session(jobs: dict, total_tests: int) -> dict:
     }
 
 
+def labelled_fixtures(fixtures: Any, label: str) -> list:
+    """A report's ``fixtures`` list with its workers and tests named as in a merged or combined
+    report (``LABEL::wid``, ``LABEL::nodeid``)."""
+    out = []
+    for f in fixtures if isinstance(fixtures, list) else ():
+        if not isinstance(f, dict):
+            continue
+        entry = dict(f)
+        for key in ("worker", "setup_test", "teardown_test"):
+            if isinstance(entry.get(key), str):
+                entry[key] = f"{label}{JOB_SEP}{entry[key]}"
+        out.append(entry)
+    return out
+
+
 def merge(inputs: Sequence) -> dict:
     """Combine reports of a CI matrix into one.
 
@@ -569,7 +584,7 @@ def merge(inputs: Sequence) -> dict:
                 tests[f"{job_label}{JOB_SEP}{nodeid}"] = entry
             for wid, w in (job.get("workers") or {}).items():
                 workers[f"{job_label}{JOB_SEP}{wid}"] = w
-    return {
+    out = {
         "schema_version": SCHEMA_VERSION,
         "session": merged_session(jobs, len(tests)),
         "tests": tests,
@@ -578,3 +593,7 @@ def merge(inputs: Sequence) -> dict:
         "concurrent_memory_peak": None,
         "jobs": jobs,
     }
+    fixtures = [f for lab, j in jobs.items() for f in labelled_fixtures(j.get("fixtures"), lab)]
+    if fixtures:
+        out["fixtures"] = fixtures
+    return out

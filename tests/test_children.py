@@ -3,13 +3,14 @@ fixture. End-to-end with real children (serial and -n 2), the rest in-process.""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import XDIST_ENDS
+from conftest import XDIST_ENDS, validate
 from pytest_perfmon import _fixtures
 from pytest_perfmon._counters import Counters
 from pytest_perfmon.monitor import protocol as P
@@ -84,6 +85,28 @@ def test_children_and_shared_fixtures(run_perf, pytester, xdist):
         assert f["setup_time"] >= 0.19 and f["teardown_time"] >= 0.09
     if xdist:
         assert {f["worker"] for f in fx} == {"gw0", "gw1"}
+    _merged_fixtures_named_by_job(run.path, rep)
+
+
+def _merged_fixtures_named_by_job(path, rep) -> None:
+    """`perfmon merge` keeps each job's list in its block and names workers and tests by job in
+    the merged list, whatever the order of merging (merge is associative)."""
+    from pytest_perfmon.monitor import analysis, cli
+
+    out = path.parent / "xy.json"
+    argv = ["merge", str(path), str(path), "--label", "x", "--label", "y", "-o", str(out)]
+    assert cli.main(argv) == 0
+    xy = validate(json.loads(out.read_text(encoding="utf-8")))
+    yz = analysis.merge([("y", rep, "p"), ("z", rep, "p")])
+    left = validate(analysis.merge([(None, xy, "xy"), ("z", rep, "p")]))
+    right = validate(analysis.merge([("x", rep, "p"), (None, yz, "yz")]))
+    assert left["fixtures"] == right["fixtures"]
+    assert len(left["fixtures"]) == 3 * len(rep["fixtures"])
+    for job in ("x", "y", "z"):
+        assert left["jobs"][job]["fixtures"] == rep["fixtures"]
+    for f in left["fixtures"]:
+        assert f["setup_test"] in left["tests"] and f["teardown_test"] in left["tests"]
+        assert f["worker"] in left["workers"]
 
 
 def test_no_perf_children(run_perf, pytester):

@@ -888,3 +888,40 @@ def test_metrics_from_the_snapshot(inproc, tmp_path):
     assert 'perfmon_worker_tests{session="bbbbbbbb",worker="gw0"} 1.0' in text
     assert 'perfmon_worker_rss_bytes{session="bbbbbbbb",worker="gw0"}' in text
     assert 'perfmon_session_tests{session="aaaaaaaa",state="finished"} 3.0' in text
+
+
+def test_combined_report_keeps_each_sessions_fixtures(inproc, tmp_path):
+    """The shared-fixture list of every session, in its block as its own report has it, and in
+    the combined list with workers and tests named LABEL::."""
+    d = inproc()
+    for sid in ("a" * 32, "b" * 32):
+        ident = sid.encode()
+        assert d.send(ident, P.HELLO, _hello(sid))[0] == P.READY
+        first = record(b"t.py::test_a", 1000)
+        first[-1] = {"fixtures": [["db", "session", "conftest.py:3", "setup", 0.25]]}
+        last = record(b"t.py::test_b", 1001)
+        last[-1] = {"fixtures": [["db", "session", "conftest.py:3", "teardown", 0.125]]}
+        d.send(ident, P.BATCH, [0, [first, last]])
+        assert d.send(ident, P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        out = str(tmp_path / f"{sid[:8]}.json")
+        assert d.send(ident, P.FINISH, {"output": out, "exit_status": 0})[1]["ok"]
+    assert d.srv.shutdown() == 0
+    rep = validate(json.loads((tmp_path / "combined.json").read_text()))
+    own = validate(json.loads((tmp_path / "aaaaaaaa.json").read_text()))
+    assert own["fixtures"] == [
+        {
+            "name": "db",
+            "scope": "session",
+            "location": "conftest.py:3",
+            "worker": "main",
+            "setup_time": 0.25,
+            "teardown_time": 0.125,
+            "setup_test": "t.py::test_a",
+            "teardown_test": "t.py::test_b",
+        }
+    ]
+    assert rep["sessions"]["a" * 32]["fixtures"] == own["fixtures"]
+    assert sorted((f["worker"], f["setup_test"], f["teardown_test"]) for f in rep["fixtures"]) == [
+        (f"{x}::main", f"{x}::t.py::test_a", f"{x}::t.py::test_b") for x in ("aaaaaaaa", "bbbbbbbb")
+    ]
+    assert all(f["setup_test"] in rep["tests"] for f in rep["fixtures"])

@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 from .. import __version__
 from .. import report as R
+from ..analysis import labelled_fixtures
 from ..summary import Summary
 from .common import mb
 from .session import Session
@@ -117,6 +118,7 @@ def write_combined(
     totals = _Totals(counters)
     blocks: dict = {}
     workers: dict = {}
+    fixtures: list = []
     with R.atomic_text(path) as f:
         f.write(f'{{"schema_version": {R.SCHEMA_VERSION},\n"tests": {{')
         sep = "\n"
@@ -141,6 +143,9 @@ def write_combined(
             }
             if "system" in rep and system is not None:
                 block["system"] = rep["system"]
+            if rep.get("fixtures"):
+                block["fixtures"] = rep["fixtures"]
+                fixtures.extend(labelled_fixtures(rep["fixtures"], s.label))
             blocks[s.sid] = block
             del rep
         f.write("\n},\n")
@@ -154,5 +159,7 @@ def write_combined(
             concurrent_memory_peak=totals.concurrent(peak),
             sessions=blocks,
         )
+        if fixtures:
+            rest["fixtures"] = fixtures
         f.write(",\n".join(f"{dumps(k)}: {dumps(v)}" for k, v in rest.items()))
         f.write("}\n")
