@@ -42,6 +42,23 @@ def add_samples(w: Any, ts: list, rss: list) -> None:
         halve(w)
 
 
+def child_sample_out(sample: Any) -> Any:
+    """A descendant sample as the journal keeps it: ``[total, [[pid, ctime, cpu], ...]]``."""
+    if sample is None:
+        return None
+    total, cpu = sample
+    return [total, [[pid, ct, c] for (pid, ct), c in cpu.items()]]
+
+
+def add_child_samples(w: Any, ts: list, samples: list) -> None:
+    """Append journaled descendant samples (times ascending) to ``w``'s descendant timeline."""
+    for t, x in zip(ts, samples):
+        w.child_t.append(t)
+        w.child_s.append(None if x is None else (x[0], {(p, ct): c for p, ct, c in x[1]}))
+    while len(w.child_t) > MAX_SAMPLES:
+        _halve_children(w)
+
+
 def _children_on(w: Any) -> bool:
     m = w.boundary_methods
     return bool(m and m.get("children"))

@@ -925,3 +925,62 @@ def test_combined_report_keeps_each_sessions_fixtures(inproc, tmp_path):
         (f"{x}::main", f"{x}::t.py::test_a", f"{x}::t.py::test_b") for x in ("aaaaaaaa", "bbbbbbbb")
     ]
     assert all(f["setup_test"] in rep["tests"] for f in rep["fixtures"])
+
+
+HOLDER = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', "
+    "'b = bytearray(120 << 20)\\nfor i in range(0, len(b), 4096): b[i] = 1\\n"
+    "import time\\ntime.sleep(60)'])\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_descendant_samples_survive_the_journal(inproc, tmp_path, capsys):
+    """A test's child holding 120 MB: the session's own report, the combined report (built from
+    the journal once the session is spilled) and a rebuild all say so."""
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", HOLDER])
+    try:
+        deadline = time.monotonic() + WAIT
+        while True:
+            kids = psutil.Process(parent.pid).children()
+            if kids and kids[0].memory_info().rss > 110 << 20:
+                break
+            assert time.monotonic() < deadline, "the child never held its 120 MB"
+            time.sleep(0.05)
+        d = inproc()
+        sid = "c" * 32
+        body = _hello(sid, pid=parent.pid, methods={"rss": True, "peak": True, "children": True})
+        assert d.send(sid.encode(), P.HELLO, body)[0] == P.READY
+        start = time.time()
+        for _ in range(3):
+            d.srv.book.sample()
+            time.sleep(0.02)
+        d.srv.book.journal_all_samples()
+        d.srv.book.sample()  # one more, journaled when the session closes
+        rec = record(b"t.py::test_child", start)
+        rec[P.STOP] = time.time()
+        d.send(sid.encode(), P.BATCH, [0, [rec]])
+        assert d.send(sid.encode(), P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        own = tmp_path / "own.json"
+        assert d.send(sid.encode(), P.FINISH, {"output": str(own), "exit_status": 0})[1]["ok"]
+        journal = d.srv.journal_path
+        d.srv.keep_journal = True
+        assert d.srv.shutdown() == 0
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True) + [parent]:
+            p.kill()
+        parent.wait(timeout=WAIT)
+    mine = validate(json.loads(own.read_text()))["tests"]["t.py::test_child"]
+    combined = validate(json.loads((tmp_path / "combined.json").read_text()))
+    out = tmp_path / "rebuilt.json"
+    assert main(["rebuild", "--journal", journal, "--output", str(out)]) == 0
+    rebuilt = validate(json.loads(out.read_text()))
+    for rep, key in (
+        (combined, "cccccccc::t.py::test_child"),
+        (rebuilt, "cccccccc::t.py::test_child"),
+    ):
+        assert rep["tests"][key]["children"] == mine["children"], key
+    assert mine["children"]["peak_rss_mb"] > 110, mine

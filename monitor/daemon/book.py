@@ -63,11 +63,14 @@ class SessionBook:
             s.apply(entry)
 
     def journal_samples(self, s: Session) -> None:
-        if s.pending and s.data is not None:
+        if (s.pending or s.pending_children) and s.data is not None:
             d = {wid: [ts, vs] for wid, (ts, vs) in s.pending.items()}
-            cp = s.data.concurrent_peak
-            self.record(s, {"k": "samples", "s": s.sid, "d": d, "cp": cp}, apply=False)
+            entry = {"k": "samples", "s": s.sid, "d": d, "cp": s.data.concurrent_peak}
+            if s.pending_children:  # the tests' descendants: [t], [[total, [[pid, ct, cpu]]]]
+                entry["c"] = {wid: [ts, xs] for wid, (ts, xs) in s.pending_children.items()}
+            self.record(s, entry, apply=False)
             s.pending = {}
+            s.pending_children = {}
 
     def journal_all_samples(self) -> None:
         for s in self.sessions.values():
@@ -87,6 +90,11 @@ class SessionBook:
                 ts.append(now)
                 vs.append(rss)
                 everyone[f"{s.label}::{wid}"] = rss
+                w = s.data.workers[wid]
+                if w.child_t and w.child_t[-1] == now:  # its descendants were sampled too
+                    ts, xs = s.pending_children.setdefault(wid, ([], []))
+                    ts.append(now)
+                    xs.append(S.child_sample_out(w.child_s[-1]))
             s.data.concurrent_peak = S.higher_peak(s.data.concurrent_peak, now, total, per)
             grand += total
         self.peak = S.higher_peak(self.peak, now, grand, everyone)

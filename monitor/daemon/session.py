@@ -41,6 +41,7 @@ class Session:
         self.pids: dict = {}  # wid -> pid
         self.said_bye: set = set()  # wids whose goodbye was acknowledged with nothing missing
         self.pending: dict = {}  # wid -> ([t], [rss]) sampled, not yet journaled
+        self.pending_children: dict = {}  # wid -> ([t], [descendant sample]), the same
         self.report_path: Optional[str] = None
         self.report_error: Optional[str] = None
         self.history_warning: Optional[str] = None  # the history store's problem, if any
@@ -105,6 +106,10 @@ class Session:
             if w is not None and ts:
                 S.add_samples(w, ts, vs)
                 self.seen(ts[-1])
+        for wid, (ts, xs) in (e.get("c") or {}).items():
+            w = data.workers.get(wid)
+            if w is not None and ts:
+                S.add_child_samples(w, ts, xs)
         cp = e.get("cp")
         if cp and (data.concurrent_peak is None or cp[1] > data.concurrent_peak[1]):
             data.concurrent_peak = (cp[0], cp[1], cp[2])
@@ -149,6 +154,7 @@ class Session:
         """Drop records and samples from memory: from now on they live in the journal only."""
         self.data = None
         self.pending = {}
+        self.pending_children = {}
         self.spilled = True
 
     def start_stop(self) -> tuple[float, float]:
