@@ -12,7 +12,9 @@ For each suite: one ``pytest --perf-monitor`` run writes the report the plan com
 --runs rounds, each running plain ``pytest -n W`` and ``pytest -n W --perf-schedule=REPORT``
 (which goes first alternates). Figures, medians over the rounds:
 
-- wall: the whole command, as a user waits for it; the ratio scheduled / plain;
+- wall: the whole command, as a user waits for it; the ratio scheduled / plain (the venv's
+  hypothesis and coverage plugins, which these suites do not use, are off on both sides:
+  hypothesis's alone makes every xdist worker take ~0.6 s more to exit);
 - test phase: from the first test's start to the last test's end (a conftest logs each test's
   start and end, ``time.monotonic``), against the LPT bound of the durations measured in that
   very run (longest first over W workers, :func:`pytest_perfmon.monitor.predict.lpt`).
@@ -37,6 +39,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 from pytest_perfmon.monitor.predict import lpt  # noqa: E402
+
+#: Plugins of the development venv that these suites do not use, off on both sides:
+#: hypothesis's pytest plugin alone makes each xdist worker take ~0.6 s more to exit.
+QUIET_PLUGINS = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:cov"]
 
 CONFTEST = """
 import os, time
@@ -80,7 +86,7 @@ def run(cwd: str, args: list, log: str, timeout: float) -> tuple:
     if os.path.exists(log):
         os.unlink(log)
     env = dict(os.environ, BENCH_LOG=log)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    cmd = [sys.executable, "-m", "pytest", "-q", *QUIET_PLUGINS, *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
