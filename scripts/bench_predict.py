@@ -22,6 +22,10 @@ it, then compares with run i:
     the report's is the largest sum of the workers' sampled RSS (every 0.1 s), predict's is
     2 x the baseline RSS + the 2 largest per-test peaks above it (kernel peak RSS per test).
 Targets (issue 10, item 3): wall within +-15 %, peak within +-20 %; a miss prints MISSED.
+Below the table, per predicted run, where a wall error comes from: the sum of its tests'
+durations against the runs before (the machine's speed: noise) and its busiest worker's test
+time against the same durations scheduled longest first (xdist's order, which predict's LPT
+does not model).
 Exit status: 0 every target met; 1 a target missed; 2 an error (one line).
 
 Suites (the whole test suite of each; both run in under 60 s serially on 2 cores):
