@@ -8,6 +8,7 @@ skip, saying why; with CI=true that is a failure.
 
 from __future__ import annotations
 
+import datetime as dt
 import glob
 import json
 import os
@@ -342,6 +343,12 @@ def test_record_stores_every_number_once(db):
         )
         assert row.cpu_percent == t["cpu_percent"] and row.outcome == t["outcome"]
         assert row.worker == t["worker"]
+        assert row.cpu_time == pytest.approx(t["cpu_percent"] * t["duration"] / 100, rel=1e-12)
+        with eng.connect() as c:
+            q = sa.select(store.tests.c.nodeid, store.results.c.cpu_time).join(store.tests)
+            cpu = dict(c.execute(q).all())
+        for nodeid, t in rep["tests"].items():  # no CPU figure (a test skipped in setup): NULL
+            assert (cpu[nodeid] is None) == (t["cpu_percent"] is None)
     finally:
         eng.dispose()
 
@@ -367,6 +374,127 @@ def test_upgrade_from_empty_is_versioned(tmp_path):
         v = c.execute(sa.select(store.perfmon_meta.c.value)).scalar_one()
     eng.dispose()
     assert v == str(store.SCHEMA_VERSION)
+
+
+#: the results table as pytest-perfmon with schema version 1 created it
+V1_RESULTS = (
+    "run_id",
+    "test_id",
+    "duration",
+    "setup_time",
+    "call_time",
+    "teardown_time",
+    "start_mb",
+    "peak_mb",
+    "end_mb",
+    "delta_mb",
+    "cpu_percent",
+    "outcome",
+    "worker",
+)
+
+
+def _version_1_store(url: str) -> None:
+    """A store as schema version 1 left it: the shipped step 1 of the migrations, then two runs
+    written into its tables (a CPU-bound test, a sleeping one, one without a CPU figure)."""
+    eng = store.engine(url)
+    try:
+        assert store.upgrade(eng, url, target=1) == 0
+        v1 = sa.MetaData()
+        v1.reflect(eng)
+        assert tuple(c.name for c in v1.tables["results"].columns) == V1_RESULTS
+        with eng.begin() as c:
+            c.execute(
+                sa.insert(v1.tables["machines"]), {"fingerprint": "f" * 16, "description": "{}"}
+            )
+            mid = c.execute(sa.select(v1.tables["machines"].c.id)).scalar_one()
+            c.execute(
+                sa.insert(v1.tables["tests"]),
+                [{"nodeid": f"t.py::{n}"} for n in ("cpu", "sleep", "x")],
+            )
+            ids = dict(
+                c.execute(sa.select(v1.tables["tests"].c.nodeid, v1.tables["tests"].c.id)).all()
+            )
+            for i in range(2):
+                rid = c.execute(
+                    sa.insert(v1.tables["runs"]).returning(v1.tables["runs"].c.id),
+                    {
+                        "run_key": str(i) * 64,
+                        "started_at": dt.datetime(2023, 11, 1 + i, tzinfo=dt.timezone.utc),
+                        "recorded_at": dt.datetime(2023, 11, 1 + i, tzinfo=dt.timezone.utc),
+                        "machine_id": mid,
+                        "total_tests": 3,
+                        "aborted": False,
+                        "possibly_incomplete": False,
+                        "source": "import",
+                    },
+                ).scalar_one()
+                rows = [
+                    ("cpu", 0.25 + 0.01 * i, 97.5, "passed"),
+                    ("sleep", 0.1, 1.2, "passed"),
+                    ("x", 0.0002, None, "skipped"),
+                ]
+                c.execute(
+                    sa.insert(v1.tables["results"]),
+                    [
+                        {
+                            "run_id": rid,
+                            "test_id": ids[f"t.py::{n}"],
+                            "duration": d,
+                            "cpu_percent": pct,
+                            "outcome": outcome,
+                        }
+                        for n, d, pct, outcome in rows
+                    ],
+                )
+    finally:
+        eng.dispose()
+
+
+def test_upgrade_from_version_1_fills_cpu_time(db, capsys):
+    _version_1_store(db)
+    # a writer of this version upgrades the store, then records
+    rep = make_report(5, {"t.py::cpu": 0.3})
+    assert H.record_run(db, rep, {}, None, env=ENV) is None
+    eng = store.engine(db)
+    try:
+        with eng.connect() as c:
+            assert store._read_version(c) == store.SCHEMA_VERSION == 2
+            q = (
+                sa.select(store.tests.c.nodeid, store.results.c.run_id, store.results.c.cpu_time)
+                .join(store.tests)
+                .order_by(store.results.c.run_id, store.tests.c.nodeid)
+            )
+            got = [tuple(r) for r in c.execute(q)]
+    finally:
+        eng.dispose()
+    want = [
+        ("t.py::cpu", 1, 0.25 * 97.5 / 100),
+        ("t.py::sleep", 1, 0.1 * 1.2 / 100),
+        ("t.py::x", 1, None),
+        ("t.py::cpu", 2, 0.26 * 97.5 / 100),
+        ("t.py::sleep", 2, 0.1 * 1.2 / 100),
+        ("t.py::x", 2, None),
+        ("t.py::cpu", 3, 0.3 * 90.0 / 100),
+    ]
+    assert [r[:2] for r in got] == [w[:2] for w in want]
+    for (_, _, v), (_, _, w) in zip(got, want):
+        assert v == (None if w is None else pytest.approx(w, rel=1e-12))
+    capsys.readouterr()
+    args = ["history", "show", "t.py::cpu", "--db", db, "--metric", "cpu_time", "--any-machine"]
+    assert cli.main(args + ["--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [round(p["value"], 6) for p in shown["points"]] == [0.24375, 0.2535, 0.27]
+    assert cli.main(args) == 0
+    assert "243.8 ms" in capsys.readouterr().out
+
+
+def test_a_store_of_this_version_is_refused_by_the_previous_one(tmp_path, monkeypatch):
+    url = str(tmp_path / "h.db")
+    assert H.record_run(url, golden(), {}, None, env=ENV) is None
+    monkeypatch.setattr(store, "SCHEMA_VERSION", 1)  # what the previous release knows
+    with pytest.raises(store.HistoryError, match="schema version 2, written by a newer"):
+        store.open_store(url)
 
 
 def test_one_transaction_per_run(db, monkeypatch):
@@ -594,6 +722,27 @@ def test_cli_commands(db, capsys, monkeypatch, tmp_path):
     assert count(db, "runs") == 5 and count(db, "results") == 15
     # 2 runs before, 3 after: 10 ways to split 5 runs, so no p-value can reach 0.01
     assert cli.main(["history", "check", "--db", db]) == 0
+
+
+def test_cpu_time_finds_a_cpu_bound_slowdown_that_wall_time_noise_hides(tmp_path, capsys):
+    """A CPU-bound test whose wall time is stretched by up to +60 % when other processes take
+    the CPU (CPU time barely moves); from run 16 it does 25 % more work."""
+    url = str(tmp_path / "h.db")
+    rng = np.random.default_rng(11)
+    for i in range(20):
+        cpu = 0.030 * (1.25 if i >= 16 else 1.0) * (1 + 0.01 * rng.standard_normal())
+        wall = cpu * (1 + abs(0.3 * rng.standard_normal()))
+        rep = make_report(i, {"t.py::test_work": wall})
+        rep["tests"]["t.py::test_work"]["cpu_percent"] = 100 * cpu / wall
+        assert H.record_run(url, rep, {}, None, env=ENV) is None
+    capsys.readouterr()
+    args = ["history", "check", "--db", url, "--format", "json", "--metric"]
+    assert cli.main(args + ["duration"]) == 0  # lost in the noise of wall time
+    assert json.loads(capsys.readouterr().out)["changes"] == []
+    assert cli.main(args + ["cpu_time"]) == 1
+    (change,) = json.loads(capsys.readouterr().out)["changes"]
+    assert change["metric"] == "cpu_time" and change["kind"] == "regression"
+    assert change["runs_after"] == 4 and 20 < change["change_percent"] < 30
 
 
 def test_cli_usage_and_input_errors(tmp_path, capsys):

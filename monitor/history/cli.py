@@ -24,12 +24,20 @@ EXIT_OK = 0
 EXIT_REGRESSION = 1
 EXIT_BAD_INPUT = 2
 
-METRICS = ("duration", "call_time", "peak_mb", "delta_mb", "cpu_percent")
-UNITS = {"duration": "s", "call_time": "s", "peak_mb": "MB", "delta_mb": "MB", "cpu_percent": "%"}
+METRICS = ("duration", "call_time", "cpu_time", "peak_mb", "delta_mb", "cpu_percent")
+UNITS = {
+    "duration": "s",
+    "call_time": "s",
+    "cpu_time": "s",
+    "peak_mb": "MB",
+    "delta_mb": "MB",
+    "cpu_percent": "%",
+}
 #: metric -> (relative threshold, absolute floor), chosen from scripts/bench_detection.py
 DEFAULT_GATE = {
     "duration": (0.10, 0.002),
     "call_time": (0.10, 0.002),
+    "cpu_time": (0.15, 0.002),
     "peak_mb": (0.05, 5.0),
     "delta_mb": (0.10, 5.0),
     "cpu_percent": (0.20, 10.0),

@@ -12,13 +12,14 @@ Schema (version :data:`SCHEMA_VERSION`; docs/history.md explains it):
 ``run_labels``    run_id, key, value: ``--perf-label`` / ``--label`` pairs.
 ``results``       run_id, test_id, every number of the report's test entry: duration,
                   setup_time, call_time, teardown_time, start_mb, peak_mb, end_mb, delta_mb,
-                  cpu_percent; outcome, worker.
+                  cpu_percent; cpu_time (since version 2: cpu_percent x duration / 100, the
+                  test's CPU seconds); outcome, worker.
 
 Migrations are a versioned upgrade of our own (no Alembic dependency): :data:`MIGRATIONS` maps
 each version to the function that upgrades a store from the version before; they run in one
 transaction under a lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL an advisory lock), so that
-concurrent first writers create the schema once. A store whose version is newer than this
-code's is refused.
+concurrent first writers create the schema once; a new store runs every step from 1. A
+store whose version is newer than this code's is refused.
 """
 
 from __future__ import annotations
@@ -37,85 +38,99 @@ from sqlalchemy.pool import NullPool
 
 from . import url as U
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: How long a writer waits for another one (SQLite busy timeout, PostgreSQL connect timeout).
 DEFAULT_TIMEOUT = 10.0
 PG_LOCK_ID = 0x7065_7266_6D6F_6E  # "perfmon": the advisory lock of migrations
 
-METRICS = ("duration", "call_time", "peak_mb", "delta_mb", "cpu_percent")
-NUMBERS = (
-    "duration",
-    "setup_time",
-    "call_time",
-    "teardown_time",
-    "start_mb",
-    "peak_mb",
-    "end_mb",
-    "delta_mb",
-    "cpu_percent",
-)
+METRICS = ("duration", "call_time", "cpu_time", "peak_mb", "delta_mb", "cpu_percent")
+#: the numbers of a result, each with the schema version that added its column
+NUMBERS = {
+    "duration": 1,
+    "setup_time": 1,
+    "call_time": 1,
+    "teardown_time": 1,
+    "start_mb": 1,
+    "peak_mb": 1,
+    "end_mb": 1,
+    "delta_mb": 1,
+    "cpu_percent": 1,
+    "cpu_time": 2,
+}
 
-meta = sa.MetaData()
 
-perfmon_meta = sa.Table(
-    "perfmon_meta",
-    meta,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-machines = sa.Table(
-    "machines",
-    meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
-    sa.Column("description", sa.Text, nullable=False),
-)
-tests = sa.Table(
-    "tests",
-    meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("nodeid", sa.Text, nullable=False, unique=True),
-)
-runs = sa.Table(
-    "runs",
-    meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_key", sa.String(64), nullable=False, unique=True),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("duration", sa.Float),
-    sa.Column("commit_sha", sa.String(128)),
-    sa.Column("branch", sa.Text),
-    sa.Column("machine_id", sa.Integer, sa.ForeignKey("machines.id"), nullable=False),
-    sa.Column("pytest_version", sa.String(64)),
-    sa.Column("perfmon_version", sa.String(64)),
-    sa.Column("python_version", sa.String(64)),
-    sa.Column("workers", sa.Integer),
-    sa.Column("exit_status", sa.Integer),
-    sa.Column("total_tests", sa.Integer, nullable=False),
-    sa.Column("aborted", sa.Boolean, nullable=False),
-    sa.Column("possibly_incomplete", sa.Boolean, nullable=False),
-    sa.Column("source", sa.String(16), nullable=False),
-    sa.Index("ix_runs_started", "started_at"),
-    sa.Index("ix_runs_machine", "machine_id", "started_at"),
-)
-run_labels = sa.Table(
-    "run_labels",
-    meta,
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
-    sa.Column("key", sa.String(128), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-results = sa.Table(
-    "results",
-    meta,
-    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
-    sa.Column("test_id", sa.Integer, sa.ForeignKey("tests.id"), primary_key=True),
-    *(sa.Column(n, sa.Float) for n in NUMBERS),
-    sa.Column("outcome", sa.String(32)),
-    sa.Column("worker", sa.String(128)),
-    sa.Index("ix_results_test_run", "test_id", "run_id"),
-)
+def _define(metadata: sa.MetaData, version: int) -> sa.MetaData:
+    """The tables of schema ``version`` in ``metadata``. Columns carry the version that added
+    them, so that a migration step creates exactly its own version's schema."""
+    sa.Table(
+        "perfmon_meta",
+        metadata,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "machines",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+        sa.Column("description", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "tests",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("nodeid", sa.Text, nullable=False, unique=True),
+    )
+    sa.Table(
+        "runs",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_key", sa.String(64), nullable=False, unique=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("duration", sa.Float),
+        sa.Column("commit_sha", sa.String(128)),
+        sa.Column("branch", sa.Text),
+        sa.Column("machine_id", sa.Integer, sa.ForeignKey("machines.id"), nullable=False),
+        sa.Column("pytest_version", sa.String(64)),
+        sa.Column("perfmon_version", sa.String(64)),
+        sa.Column("python_version", sa.String(64)),
+        sa.Column("workers", sa.Integer),
+        sa.Column("exit_status", sa.Integer),
+        sa.Column("total_tests", sa.Integer, nullable=False),
+        sa.Column("aborted", sa.Boolean, nullable=False),
+        sa.Column("possibly_incomplete", sa.Boolean, nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Index("ix_runs_started", "started_at"),
+        sa.Index("ix_runs_machine", "machine_id", "started_at"),
+    )
+    sa.Table(
+        "run_labels",
+        metadata,
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+        sa.Column("key", sa.String(128), primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    sa.Table(
+        "results",
+        metadata,
+        sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id"), primary_key=True),
+        sa.Column("test_id", sa.Integer, sa.ForeignKey("tests.id"), primary_key=True),
+        *(sa.Column(n, sa.Float) for n, since in NUMBERS.items() if since <= version),
+        sa.Column("outcome", sa.String(32)),
+        sa.Column("worker", sa.String(128)),
+        sa.Index("ix_results_test_run", "test_id", "run_id"),
+    )
+    return metadata
+
+
+meta = _define(sa.MetaData(), SCHEMA_VERSION)
+perfmon_meta = meta.tables["perfmon_meta"]
+machines = meta.tables["machines"]
+tests = meta.tables["tests"]
+runs = meta.tables["runs"]
+run_labels = meta.tables["run_labels"]
+results = meta.tables["results"]
 
 
 #: the order of runs: by start time (imports of old artifacts fall into place), then by id
@@ -188,11 +203,24 @@ def describe_error(exc: BaseException, url: str) -> str:
 
 
 def _v1(conn: sa.Connection) -> None:
-    meta.create_all(conn, checkfirst=True)
+    _define(sa.MetaData(), 1).create_all(conn, checkfirst=True)
+
+
+def _v2(conn: sa.Connection) -> None:
+    """results.cpu_time: the CPU seconds of the test's process, filled for the rows already
+    there from what they hold (cpu_percent is CPU time over wall time, in %)."""
+    col = sa.Float().compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE results ADD COLUMN cpu_time {col}"))
+    conn.execute(
+        sa.text(
+            "UPDATE results SET cpu_time = cpu_percent * duration / 100.0 "
+            "WHERE cpu_percent IS NOT NULL AND duration IS NOT NULL"
+        )
+    )
 
 
 #: version -> the upgrade from version - 1. Append, never edit a shipped step.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2}
 
 
 def _read_version(conn: sa.Connection) -> int:
@@ -219,32 +247,33 @@ def write_conn(eng: sa.Engine) -> sa.Connection:
     return eng.connect().execution_options(perfmon_write=True)
 
 
-def upgrade(eng: sa.Engine, url: str = "") -> int:
-    """Bring the store to :data:`SCHEMA_VERSION` (creating it if empty). Returns the version
-    it had. Raises :class:`HistoryError` for a store of a newer version."""
+def upgrade(eng: sa.Engine, url: str = "", target: int = SCHEMA_VERSION) -> int:
+    """Bring the store to version ``target`` (default and in use: :data:`SCHEMA_VERSION`;
+    creating it if empty). Returns the version it had. Raises :class:`HistoryError` for a store
+    of a newer version than this code knows."""
     url = url or str(eng.url)
     with eng.connect() as conn:
         v = _read_version(conn)
     _check_version(v, url)
-    if v == SCHEMA_VERSION:
+    if v >= target:
         return v
     with write_conn(eng) as conn, conn.begin():
         if not is_sqlite(eng):
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_LOCK_ID})
         v = _read_version(conn)  # again, under the lock: another writer may have done it
         _check_version(v, url)
-        for step in range(v + 1, SCHEMA_VERSION + 1):
+        for step in range(v + 1, target + 1):
             MIGRATIONS[step](conn)
-        if v < SCHEMA_VERSION:
+        if v < target:
             if v == 0:
                 conn.execute(
-                    sa.insert(perfmon_meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+                    sa.insert(perfmon_meta).values(key="schema_version", value=str(target))
                 )
             else:
                 conn.execute(
                     sa.update(perfmon_meta)
                     .where(perfmon_meta.c.key == "schema_version")
-                    .values(value=str(SCHEMA_VERSION))
+                    .values(value=str(target))
                 )
     return v
 
@@ -299,6 +328,17 @@ def _num(v: Any) -> Optional[float]:
 
 def _str(v: Any, n: int) -> Optional[str]:
     return None if v is None else str(v)[:n]
+
+
+def cpu_time(entry: Mapping) -> Optional[float]:
+    """The CPU seconds of a report's test entry: its ``cpu_percent`` (the process's CPU time
+    over the test's wall time, which the plugin reads with time.process_time at the test's
+    boundaries) times its duration; None when either is missing. Migration 2 fills older rows
+    with the same expression."""
+    pct, duration = _num(entry.get("cpu_percent")), _num(entry.get("duration"))
+    if pct is None or duration is None:
+        return None
+    return pct * duration / 100.0
 
 
 def _insert_ignore(eng_or_conn: Any, table: sa.Table) -> Any:
@@ -409,6 +449,7 @@ def insert_run(
                     "end_mb": _num(mem.get("end_mb")),
                     "delta_mb": _num(mem.get("delta_mb")),
                     "cpu_percent": _num(t.get("cpu_percent")),
+                    "cpu_time": cpu_time(t),
                     "outcome": _str(t.get("outcome"), 32),
                     "worker": _str(t.get("worker"), 128),
                 }
