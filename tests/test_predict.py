@@ -43,6 +43,35 @@ def test_lpt_makespan(durs, n, makespan):
     assert sum(loads) == sum(durs)
 
 
+def test_xdist_load_hand_checked():
+    # 4 tests, 2 workers: a first chunk of max(2, 4 // 2 // 4) = 2 consecutive tests each
+    assert P.xdist_load([4, 3, 2, 1], 2) == [7, 3]  # LPT: 5 | 5
+    # fewer tests than 2 per worker: one at a time, round robin
+    assert P.xdist_load([5, 1, 1], 2) == [6, 1]  # LPT: 5 | 2
+    assert P.xdist_load([4, 3, 2, 1], 8) == [4, 3, 2, 1, 0, 0, 0, 0]
+    assert P.xdist_load([], 3) == [0, 0, 0]
+    assert P.xdist_load([1, 2, 3], 1) == [6]  # serial: the sum, like LPT
+    # a long test collected last: chunks of 2; each worker, left holding one test, gets one
+    # more from the front (up to max(2, left // 2 // 2) = 2 held) until the queue is empty;
+    # worker 0 (first on ties) takes tests 0, 1, 4, 6 and then the 8 s test 8
+    assert P.xdist_load([1.0] * 8 + [8.0], 2) == [12.0, 4.0]
+    assert max(P.lpt([1.0] * 8 + [8.0], 2)) == 8.0
+
+
+def test_xdist_load_waits_after_a_long_test():
+    """32 equal tests, 2 workers: first chunks of 4 (0-3 | 4-7); then a worker holding fewer
+    than max(2, 24 // 2 // 4) = 3 is refilled up to 6, unless its last test took >= 0.1 s
+    and it still holds 2: then it waits until it holds 1 and takes 5."""
+    fast = P.xdist_order([0.05] * 32, 2)
+    assert fast[0][:8] == [0, 1, 2, 3, 8, 9, 10, 11]  # refilled at 2 held: 4 more
+    assert 12 in fast[1]
+    slow = P.xdist_order([0.2] * 32, 2)
+    assert slow[0][:9] == [0, 1, 2, 3, 8, 9, 10, 11, 12]  # refilled at 1 held: 5 more
+    assert slow[1][:8] == [4, 5, 6, 7, 13, 14, 15, 16]  # 19 left: up to max(2, 19 // 2 // 2) = 4
+    for order in (fast, slow):
+        assert sorted(order[0] + order[1]) == list(range(32))
+
+
 def test_estimates_median_interval_and_peak():
     series = {"a.py::t": {"duration": [0.9, 1.0, 1.1], "peak_mb": [60.0, 50.0, 70.0]}}
     (e,), unknown = P.estimate_tests(["a.py::t"], series)
@@ -96,25 +125,85 @@ def test_predict_adds_overhead_of_the_nearest_worker_count_and_concurrent_peak()
         P.RunStats(workers=2, duration=7.0, busy_max=5.0, baseline_mb=42.0),
     ]
     preds = {p["workers"]: p for p in P.predict(est, runs, [1, 2, 3, 8])}
-    # 1 worker: overhead of the 1-worker runs (median 0.6; low 0.5, high 0.7)
-    assert preds[1]["wall_s"] == pytest.approx(10.6)
-    assert preds[1]["wall_low_s"] == pytest.approx(9.5)
-    assert preds[1]["wall_high_s"] == pytest.approx(11.7)
-    # 2 workers: 4+1 | 3+2, overhead 2.0 of the 2-worker run
-    assert preds[2]["wall_s"] == pytest.approx(7.0)
-    # 3 workers: nearest recorded count is 2 (fewer wins a tie with none)
-    assert preds[3]["wall_s"] == pytest.approx(4.0 + 2.0)
-    # baseline: median of 40, 40, 42 = 40; peaks above it: 200, 10, 10
+    # 1 worker: overhead of the 1-worker runs (median 0.6; low 0.5, high 0.7); either way
+    assert preds[1]["wall_s"] == preds[1]["wall_scheduled_s"] == pytest.approx(10.6)
+    assert preds[1]["wall_low_s"] == preds[1]["wall_scheduled_low_s"] == pytest.approx(9.5)
+    assert preds[1]["wall_high_s"] == preds[1]["wall_scheduled_high_s"] == pytest.approx(11.7)
+    # 2 workers, overhead 2.0 of the 2-worker run: xdist 4+3 | 2+1, longest first 4+1 | 3+2
+    assert preds[2]["wall_s"] == pytest.approx(7.0 + 2.0)
+    assert preds[2]["wall_scheduled_s"] == pytest.approx(5.0 + 2.0)
+    assert preds[2]["wall_low_s"] == pytest.approx(6.0 + 2.0)
+    assert preds[2]["wall_high_s"] == pytest.approx(8.0 + 2.0)
+    # 3 workers: nearest recorded count is 2 (fewer wins a tie with none); round robin
+    # 4+1 | 3 | 2, longest first 4 | 3 | 2+1
+    assert preds[3]["wall_s"] == pytest.approx(5.0 + 2.0)
+    assert preds[3]["wall_scheduled_s"] == pytest.approx(4.0 + 2.0)
+    # no worker high-waters in these runs: the n largest test peaks above the baseline
+    # (median of 40, 40, 42 = 40): 200, 10, 10
     assert preds[1]["peak_mb"] == 240.0
     assert preds[2]["peak_mb"] == 80.0 + 210.0
     assert preds[8]["peak_mb"] == 320.0 + 220.0  # idle workers still hold their baseline
-    assert set(preds[1]) == {"workers", "wall_s", "wall_low_s", "wall_high_s", "peak_mb"}
+    assert set(preds[1]) == {
+        "workers",
+        "wall_s",
+        "wall_low_s",
+        "wall_high_s",
+        "peak_mb",
+        "wall_scheduled_s",
+        "wall_scheduled_low_s",
+        "wall_scheduled_high_s",
+    }
+
+
+def _run(workers: int, peaks: tuple, base: float = 40.0) -> P.RunStats:
+    return P.RunStats(workers, 10.0, 9.0, baseline_mb=base, worker_peaks_mb=peaks)
+
+
+def test_worker_peak_from_worker_high_waters():
+    runs = [_run(2, (300.0, 100.0)), _run(2, (120.0, 280.0))]
+    # largest growth: median of 260, 240 = 250; the other worker's: median of 60, 80 = 70
+    assert P.worker_peak(runs, 2, 40.0, [200.0]) == 80.0 + 250.0 + 70.0
+    assert P.worker_peak(runs, 4, 40.0, [200.0]) == 160.0 + 250.0 + 3 * 70.0
+    assert P.worker_peak(runs, 1, 40.0, []) == 40.0 + 250.0  # the nearest count: 2
+    # never below the heaviest test's own peak
+    assert P.worker_peak(runs, 2, 40.0, [400.0, None]) == 80.0 + 360.0 + 70.0
+    # a run's growth is above its own baseline; n x the baseline of all runs
+    runs = [_run(2, (300.0, 100.0), base=50.0), _run(2, (300.0, 100.0), base=30.0)]
+    assert P.worker_peak(runs, 2, 40.0, []) == 80.0 + 260.0 + 60.0
+    assert P.worker_peak([P.RunStats(2, 1.0, 1.0, 40.0)], 2, 40.0, [90.0]) is None
+
+
+def test_worker_peak_other_workers_from_multi_worker_runs_else_test_median():
+    serial = [_run(1, (240.0,)), _run(1, (260.0,))]
+    tests = [150.0, 50.0, 60.0, None]
+    # largest: median of 200, 220; serial only: the others hold what the one process held at
+    # a typical test (the median test peak 60 - 40)
+    assert P.worker_peak(serial, 2, 40.0, tests) == 80.0 + 210.0 + 20.0
+    assert P.worker_peak(serial, 1, 40.0, tests) == 40.0 + 210.0
+    # a 4-worker run tells the others' growth (median of 40, 30, 20); the largest comes from
+    # the nearest count: 1 for 2 workers, 4 (growth 160) for 3 and 4 workers
+    four = _run(4, (200.0, 80.0, 70.0, 60.0))
+    assert P.worker_peak([*serial, four], 2, 40.0, tests) == 80.0 + 210.0 + 30.0
+    assert P.worker_peak([*serial, four], 3, 40.0, tests) == 120.0 + 160.0 + 2 * 30.0
+    assert P.worker_peak([*serial, four], 4, 40.0, tests) == 160.0 + 160.0 + 3 * 30.0
+
+
+def test_predict_peak_counts_memory_left_on_one_worker_once():
+    """A worker keeps what a heavy test left: its later tests all report ~290 MB. The n
+    largest test peaks would count that worker n times; its high-water counts it once."""
+    est = [P.Estimate("big::t", 1.0, 1.0, 1.0, 293.0, True)]
+    est += [P.Estimate(f"after::t{i}", 0.1, 0.1, 0.1, 290.0 - i, True) for i in range(5)]
+    est += [P.Estimate(f"other::t{i}", 0.1, 0.1, 0.1, 150.0 + i, True) for i in range(5)]
+    runs = [_run(2, (293.0, 170.0), base=107.0), _run(2, (291.0, 172.0), base=107.0)]
+    (p,) = P.predict(est, runs, [2])
+    assert p["peak_mb"] == 214.0 + 186.0 + 64.0
+    assert P.concurrent_peak([e.peak_mb for e in est], 2, 107.0) == 214.0 + 186.0 + 183.0
 
 
 def test_predict_without_run_facts_has_no_overhead_and_zero_baseline():
     est = [P.Estimate("a::1", 1.0, 1.0, 1.0, 30.0, True)]
     (p,) = P.predict(est, [], [2])
-    assert p["wall_s"] == 1.0 and p["peak_mb"] == 30.0
+    assert p["wall_s"] == p["wall_scheduled_s"] == 1.0 and p["peak_mb"] == 30.0
 
 
 def test_recommend_fastest_under_budget():
@@ -128,6 +217,10 @@ def test_recommend_fastest_under_budget():
     assert P.recommend(preds, 399.0) == (2, True)
     assert P.recommend(preds, 400.0) == (4, True)
     assert P.recommend(preds, 50.0) == (1, False)
+    for p, sched in zip(preds, (10.0, 4.0, 5.0, 5.0)):
+        p["wall_scheduled_s"] = sched
+    assert P.recommend(preds, None, "wall_scheduled_s") == (2, True)
+    assert P.recommend(preds, 150.0, "wall_scheduled_s") == (1, True)
 
 
 @pytest.mark.parametrize(
@@ -259,17 +352,87 @@ def test_cli_json_known_answers(known_db, capsys):
     assert rc == 0, err
     # the golden report's machine is not this one: predicted from it, with a note
     assert "no runs of this machine" in err
-    assert set(res) == {"predictions", "recommended_workers", "unknown_tests"}
+    assert set(res) == {"predictions", "recommended_workers", "unknown_tests", "perf_schedule"}
+    assert res["perf_schedule"] is False
     preds = {p["workers"]: p for p in res["predictions"]}
     assert list(preds) == [1, 2, 4]
     assert preds[1]["wall_s"] == pytest.approx(10.5, abs=1e-3)
     assert preds[1]["wall_low_s"] == pytest.approx(9.7, abs=1e-3)
     assert preds[1]["wall_high_s"] == pytest.approx(11.3, abs=1e-3)
-    assert preds[2]["wall_s"] == pytest.approx(5.5, abs=1e-3)
-    assert preds[4]["wall_s"] == pytest.approx(4.5, abs=1e-3)
+    # the node ids sorted (TestC::test_3, test_1, test_2, test_4): xdist 2+4 | 3+1
+    assert preds[2]["wall_s"] == pytest.approx(6.5, abs=1e-3)
+    assert preds[2]["wall_low_s"] == pytest.approx(6.02, abs=1e-3)
+    assert preds[2]["wall_high_s"] == pytest.approx(6.98, abs=1e-3)
+    assert preds[2]["wall_scheduled_s"] == pytest.approx(5.5, abs=1e-3)  # 4+1 | 3+2
+    assert preds[4]["wall_s"] == preds[4]["wall_scheduled_s"] == pytest.approx(4.5, abs=1e-3)
+    # serial runs only: one worker grows by 200 MB; the others by the median test's 10 MB
     assert [preds[n]["peak_mb"] for n in (1, 2, 4)] == [240.0, 290.0, 390.0]
     assert res["recommended_workers"] == 4
     assert res["unknown_tests"] == 0
+
+
+@needs_history
+def test_cli_perf_schedule_flag_uses_the_longest_first_figure(known_db, tmp_path, capsys):
+    rc, out, _ = _predict(capsys, "--db", known_db, "--workers", "1,2")
+    assert rc == 0
+    assert "6.5 s" in out and "6.0 s - 7.0 s" in out and "recommended: -n 2 (" in out
+    rc, out, _ = _predict(capsys, "--db", known_db, "--workers", "1,2", "--perf-schedule")
+    assert rc == 0
+    assert "6.5 s" not in out and "5.5 s" in out and "5.1 s - 5.9 s" in out
+    assert "recommended: -n 2 --perf-schedule (" in out
+    argv = ["--db", known_db, "--workers", "2", "--format", "json", "--perf-schedule"]
+    rc, res, _ = _predict(capsys, *argv)
+    assert rc == 0 and res["perf_schedule"] is True
+    assert res["predictions"][0]["wall_scheduled_s"] == pytest.approx(5.5, abs=1e-3)
+    # a --tests file is taken in its order: test_1, test_2 first, xdist 4+3 | 2+1
+    f = tmp_path / "ids.txt"
+    f.write_text(
+        "t/test_a.py::test_1\nt/test_a.py::test_2\nt/test_a.py::TestC::test_3\n"
+        "t/test_b.py::test_4\n"
+    )
+    rc, res, _ = _predict(capsys, *argv, "--tests", str(f))
+    assert res["predictions"][0]["wall_s"] == pytest.approx(7.5, abs=1e-3)
+    assert res["predictions"][0]["wall_scheduled_s"] == pytest.approx(5.5, abs=1e-3)
+
+
+def make_xdist_report(i: int, base: dict) -> dict:
+    """``make_report``'s tests on two workers: gw0 runs test_1 (240 MB) then test_2, which
+    still reports 235 MB (test_1 left it); gw1 the two others (60 and 55 MB). The session
+    lasts gw0's 7 s plus 1 s."""
+    rep = make_report(i, 1.0, {}, base, overhead=0.0)
+    peaks = [240.0, 235.0, 60.0, 55.0]
+    for k, t in enumerate(rep["tests"].values()):
+        t["worker"], t["pid"] = ("gw0", 200) if k < 2 else ("gw1", 201)
+        t["memory"]["peak_mb"] = peaks[k]
+    rep["workers"] = {
+        "gw0": {"pid": 200, "tests": 2, "busy_time": 7.0, "idle_time": 1.0, "peak_rss_mb": 240.0},
+        "gw1": {"pid": 201, "tests": 2, "busy_time": 3.0, "idle_time": 5.0, "peak_rss_mb": 60.0},
+    }
+    rep["session"]["duration"] = 8.0
+    return rep
+
+
+@needs_history
+def test_cli_peak_from_the_workers_high_waters(tmp_path, capsys):
+    paths = []
+    for i in (1, 2, 3):
+        p = tmp_path / f"x{i}.json"
+        p.write_text(json.dumps(make_xdist_report(i, golden())))
+        paths.append(p)
+    db = str(tmp_path / "x.db")
+    _import(db, paths, capsys)
+    rc, res, err = _predict(capsys, "--db", db, "--workers", "1,2,4", "--format", "json")
+    assert rc == 0, err
+    preds = {p["workers"]: p for p in res["predictions"]}
+    # baseline 40; gw0 grew 200, gw1 20: 2 x 40 + 200 + 20 (the n largest test peaks would
+    # count gw0's memory twice: 80 + 200 + 195 = 475)
+    assert preds[2]["peak_mb"] == 300.0
+    assert preds[4]["peak_mb"] == 160.0 + 200.0 + 3 * 20.0
+    assert preds[1]["peak_mb"] == 240.0
+    # overhead 8 - 7 = 1 s; sorted order 2+4 | 3+1
+    assert preds[2]["wall_s"] == pytest.approx(7.0, abs=1e-3)
+    assert preds[2]["wall_scheduled_s"] == pytest.approx(6.0, abs=1e-3)
+    assert preds[1]["wall_s"] == pytest.approx(11.0, abs=1e-3)
 
 
 @needs_history
@@ -379,3 +542,26 @@ def test_cli_on_real_runs(run_perf, pytester, capsys):
         one.test("test_memory")["memory"]["peak_mb"], two.test("test_memory")["memory"]["peak_mb"]
     )
     assert p2["peak_mb"] > p1["peak_mb"] >= peak
+
+
+def test_xdist_simulation_matches_a_real_plain_run(run_perf, pytester):
+    """A skewed suite (30 tests of 30 ms, then one of 1 s) run with plain `-n 2`: the busiest
+    worker's measured test time against the simulation of xdist's hand-out over the measured
+    durations in collection order (one real run: a generous tolerance). Longest first would
+    be ~0.45 s off: xdist hands the long test out last, after ~half of the short ones."""
+    shorts = "".join(f"def test_s{i:02d}():\n    time.sleep(0.03)\n" for i in range(30))
+    pytester.makepyfile(
+        test_skew="import time\n" + shorts + "def test_zlong():\n    time.sleep(1.0)\n"
+    )
+    run = run_perf("-n", "2")
+    assert run.ret == 0, run.text
+    order = [f"test_skew.py::test_s{i:02d}" for i in range(30)] + ["test_skew.py::test_zlong"]
+    tests = run.tests
+    assert sorted(tests) == order
+    busy: dict = {}
+    for t in tests.values():
+        busy[t["worker"]] = busy.get(t["worker"], 0.0) + t["duration"]
+    durs = [tests[n]["duration"] for n in order]
+    simulated = max(P.xdist_load(durs, 2))
+    assert abs(simulated - max(busy.values())) <= 0.15, (simulated, busy)
+    assert max(busy.values()) - max(P.lpt(durs, 2)) > 0.15, busy

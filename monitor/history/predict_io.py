@@ -25,9 +25,10 @@ DEFAULT_RUNS = 10
 def load(
     eng: Any, store: Any, nodeids: Optional[Sequence[str]], last: int, machine_id: Optional[int]
 ) -> tuple[list[str], dict, list[P.RunStats]]:
-    """The last ``last`` runs (of ``machine_id``, or all): the node ids to predict (``nodeids``,
-    else the newest run's tests), per node id of those runs {"duration": [...], "peak_mb":
-    [...]} oldest first, and per run its :class:`~..predict.RunStats`."""
+    """The last ``last`` runs (of ``machine_id``, or all): the node ids to predict (``nodeids``
+    in their order, else the newest run's tests sorted), per node id of those runs
+    {"duration": [...], "peak_mb": [...]} oldest first, and per run its
+    :class:`~..predict.RunStats` (with each worker's largest test peak)."""
     sa = store.sa
     runs, results, tests = store.runs, store.results, store.tests
     rq = sa.select(runs.c.id, runs.c.duration, runs.c.workers)
@@ -58,6 +59,7 @@ def load(
     per: dict[str, list] = {}
     busy: dict[int, dict] = {}
     first_mb: dict[int, dict] = {}
+    high_mb: dict[int, dict] = {}  # per run and worker its largest test peak
     for r in sorted(rows, key=lambda r: order[r.run_id]):
         if r.duration is not None:
             w = busy.setdefault(r.run_id, {})
@@ -65,6 +67,9 @@ def load(
         if r.start_mb is not None:
             m = first_mb.setdefault(r.run_id, {})
             m[r.worker] = min(m.get(r.worker, r.start_mb), r.start_mb)
+        if r.peak_mb is not None:
+            h = high_mb.setdefault(r.run_id, {})
+            h[r.worker] = max(h.get(r.worker, r.peak_mb), r.peak_mb)
         per.setdefault(r.nodeid, []).append((r.duration, r.peak_mb))
     series = {
         nid: {"duration": [d for d, _ in pts], "peak_mb": [p for _, p in pts]}
@@ -82,6 +87,7 @@ def load(
                 duration=r.duration,
                 busy_max=max(loads.values()),
                 baseline_mb=P.median(mbs) if mbs else None,
+                worker_peaks_mb=tuple(sorted(high_mb.get(r.id, {}).values(), reverse=True)),
             )
         )
     return list(nodeids), series, stats
@@ -121,7 +127,13 @@ def _secs(v: float) -> str:
     return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.1f} s"
 
 
-def table(result: dict, budget_mb: Optional[float], fits: bool) -> str:
+def _wall_key(scheduled: bool) -> str:
+    """The prediction's wall time key: plain ``-n N`` or ``-n N --perf-schedule``."""
+    return "wall_scheduled_s" if scheduled else "wall_s"
+
+
+def table(result: dict, budget_mb: Optional[float], fits: bool, scheduled: bool = False) -> str:
+    key = _wall_key(scheduled)
     rows = []
     for p in result["predictions"]:
         mark = "*" if p["workers"] == result["recommended_workers"] else ""
@@ -129,16 +141,17 @@ def table(result: dict, budget_mb: Optional[float], fits: bool) -> str:
         rows.append(
             [
                 f"{p['workers']}{mark}",
-                _secs(p["wall_s"]),
-                f"{_secs(p['wall_low_s'])} - {_secs(p['wall_high_s'])}",
+                _secs(p[key]),
+                f"{_secs(p[key[:-2] + '_low_s'])} - {_secs(p[key[:-2] + '_high_s'])}",
                 f"{p['peak_mb']:.0f} MB" + (" (over)" if over else ""),
             ]
         )
     lines = text_table(["workers", "wall", "interval", "peak"], rows, [True, True, True, True])
     budget = f"{budget_mb:.0f} MB" if budget_mb is not None else "none"
     lines.append("")
+    how = " --perf-schedule" if scheduled else ""
     lines.append(
-        f"recommended: -n {result['recommended_workers']} (memory budget {budget}"
+        f"recommended: -n {result['recommended_workers']}{how} (memory budget {budget}"
         + ("" if fits else ", exceeded by every worker count")
         + f"); tests without history: {result['unknown_tests']}"
     )
@@ -177,8 +190,13 @@ def cmd_predict(args: argparse.Namespace, store: Any) -> int:
             file=sys.stderr,
         )
     predictions = P.predict(estimates, runs, workers)
-    k, fits = P.recommend(predictions, budget_mb)
-    result = {"predictions": predictions, "recommended_workers": k, "unknown_tests": unknown}
+    k, fits = P.recommend(predictions, budget_mb, _wall_key(args.perf_schedule))
+    result = {
+        "predictions": predictions,
+        "recommended_workers": k,
+        "unknown_tests": unknown,
+        "perf_schedule": args.perf_schedule,
+    }
     if not fits:
         print(
             f"perfmon: warning: every worker count's predicted peak exceeds the memory budget "
@@ -188,7 +206,7 @@ def cmd_predict(args: argparse.Namespace, store: Any) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        sys.stdout.write(table(result, budget_mb, fits))
+        sys.stdout.write(table(result, budget_mb, fits, args.perf_schedule))
     sys.stdout.flush()
     return 0
 
@@ -199,7 +217,8 @@ def register(subparsers: Any) -> None:
         "predict",
         help="predict wall time and memory peak per worker count from the history",
         description="From the last runs of this machine in a history store: per worker count "
-        "the suite's wall time (longest tests first over the workers, plus the start-up the "
+        "the suite's wall time (the tests in collection order handed out as pytest-xdist's "
+        "--dist load does, or longest first with --perf-schedule, plus the start-up the "
         "history shows), a low-high interval, and the concurrent memory peak; recommends the "
         "fastest worker count whose peak stays under --memory-budget. Tests without history "
         "are predicted from their function, class, file or the suite median. Exit status: 0 "
@@ -220,8 +239,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--tests",
         metavar="FILE",
-        help="node ids, one per line as `pytest --collect-only -q` prints them "
-        "(default: the tests of the newest run)",
+        help="node ids, one per line as `pytest --collect-only -q` prints them, in "
+        "collection order (default: the tests of the newest run, sorted by node id)",
+    )
+    p.add_argument(
+        "--perf-schedule",
+        action="store_true",
+        help="recommend and show the wall times of `pytest -n N --perf-schedule` (longest "
+        "first) instead of plain `pytest -n N` (JSON has both either way)",
     )
     p.add_argument(
         "--runs",
