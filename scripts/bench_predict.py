@@ -5,27 +5,34 @@
 
 For each suite: its PyPI sdist (pinned) is downloaded into DIR/cache and unpacked into DIR/src;
 a venv DIR/venv-SUITE gets the sdist itself, pytest, pytest-xdist, the suite's extras and this
-project (`pip install -e ROOT[history]`: the working tree's code). Then R runs of
+project (`pip install -e ROOT[history]`: the working tree's code). The suite's collection order
+is taken once (`pytest --collect-only -q TESTS` > DIR/SUITE/ids.txt). Then R rounds; round i
+runs the plain
 
-    pytest -q -p no:cacheprovider -n 2 --perf-monitor --perf-output DIR/SUITE/run-I.json
-           --perf-history DIR/SUITE/history.db TESTS
+    pytest -q -p no:cacheprovider -n 2 --perf-monitor --perf-output=DIR/SUITE/run-I.json
+           --perf-history=DIR/SUITE/history.db TESTS
 
 into a fresh store. Rolling prediction: before run i (i >= 3) the script asks
-`perfmon predict --db DB --workers 2 --format json --runs i-1`, i.e. only from the runs before
-it, then compares with run i:
-  - wall: predict's `wall_s` (a session's wall time as docs/predict.md defines it) against the
-    report's `session.duration` (the monitored session, start to finish; the pytest command's
-    own wall clock, which adds interpreter start-up and the report's writing, is in --json as
-    `command_s`);
-  - peak: predict's `peak_mb` against the report's `concurrent_memory_peak.total_rss_mb`. Both
-    count the workers' own RSS only (not the xdist controller, the monitor or test children):
-    the report's is the largest sum of the workers' sampled RSS (every 0.1 s), predict's is
-    2 x the baseline RSS + the 2 largest per-test peaks above it (kernel peak RSS per test).
-Targets (issue 10, item 3): wall within +-15 %, peak within +-20 %; a miss prints MISSED.
+`perfmon predict --db DB --workers 2 --format json --runs i-1 --tests ids.txt`, i.e. only
+from the runs before it, and, from a copy of that store (so that the history of the plain runs
+stays plain), runs once `pytest -n 2 --perf-schedule --perf-history=COPY ...` (planned from the
+same runs; it appends itself to the copy only). Then it compares:
+  - wall: predict's `wall_s` (a plain -n 2: xdist's hand-out simulated over the collection
+    order) against the plain run's `session.duration`, and `wall_scheduled_s` (longest first)
+    against the --perf-schedule run's (the monitored session, start to finish; the pytest
+    command's own wall clock, which adds interpreter start-up and the report's writing, is in
+    --json as `command_s`);
+  - peak: predict's `peak_mb` against the plain run's `concurrent_memory_peak.total_rss_mb`.
+    Both count the workers' own RSS only (not the xdist controller, the monitor or test
+    children): the report's is the largest sum of the workers' sampled RSS (every 0.1 s),
+    predict's is built from each worker's high-water of per-test kernel peak RSS, so a spike
+    shorter than a sample is in predict's figure only.
+Targets (issue 10, item 3): wall within +-15 % (plain and scheduled), peak within +-20 %; a miss
+prints MISSED. --json also holds predict's figures without --tests (node ids sorted).
 Below the table, per predicted run, where a wall error comes from: the sum of its tests'
 durations against the runs before (the machine's speed: noise) and its busiest worker's test
-time against the same durations scheduled longest first (xdist's order, which predict's LPT
-does not model).
+time against the same durations handed out as xdist does (the simulation predict uses) and
+longest first.
 Exit status: 0 every target met; 1 a target missed; 2 an error (one line).
 
 Suites (the whole test suite of each; both run in under 60 s serially on 2 cores):
@@ -49,7 +56,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
-from pytest_perfmon.monitor.predict import lpt, median
+from pytest_perfmon.monitor.predict import lpt, median, parse_nodeids, xdist_load
 from pytest_perfmon.monitor.tables import text_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -185,21 +192,40 @@ def clean_env() -> dict:
     return env
 
 
-def one_run(bindir: str, src: str, suite: Suite, out: str, db: str, timeout: float) -> dict:
-    opts = f"-q -p no:cacheprovider -n {WORKERS} --perf-monitor --perf-output".split()
-    cmd = [os.path.join(bindir, "python"), "-m", "pytest", *opts, out, "--perf-history", db]
-    cmd += suite.tests
+def collect(bindir: str, src: str, suite: Suite, out: str, timeout: float) -> list:
+    """The suite's node ids in collection order, also written to ``out``."""
+    cmd = [os.path.join(bindir, "python"), "-m", "pytest", "--collect-only", "-q"]
+    cmd += ["-p", "no:cacheprovider", *suite.tests]
+    p = run(cmd, timeout, f"{suite.name}: pytest --collect-only", cwd=src, env=clean_env())
+    ids = parse_nodeids(p.stdout)
+    if p.returncode != 0 or not ids:
+        raise BenchError(f"{suite.name}: collection failed: {last_line(p.stdout)}")
+    with open(out, "w", encoding="utf-8") as f:
+        f.write("\n".join(ids) + "\n")
+    return ids
+
+
+def one_run(
+    bindir: str, src: str, suite: Suite, out: str, db: str, order: list, timeout: float, *extra
+) -> dict:
+    opts = f"-q -p no:cacheprovider -n {WORKERS} --perf-monitor".split()
+    cmd = [os.path.join(bindir, "python"), "-m", "pytest", *opts, f"--perf-output={out}"]
+    cmd += [f"--perf-history={db}", *suite.tests, *extra]  # --perf-schedule after the paths
+    what = f"{suite.name}: pytest -n {WORKERS} {' '.join(extra)}".rstrip()
     load = os.getloadavg()[0]  # other work on the machine shows up as noise
     t0 = time.perf_counter()
-    p = run(cmd, timeout, f"{suite.name}: pytest -n {WORKERS}", cwd=src, env=clean_env())
+    p = run(cmd, timeout, what, cwd=src, env=clean_env())
     command_s = time.perf_counter() - t0
     if p.returncode not in (0, 1):  # 1: some tests failed, still a measured run
-        raise BenchError(f"{suite.name}: pytest exited {p.returncode}: {last_line(p.stdout)}")
+        why = last_line(p.stderr) if p.stderr.strip() else last_line(p.stdout)
+        raise BenchError(f"{what} exited {p.returncode}: {why}")
     try:
         with open(out, encoding="utf-8") as f:
             rep = json.load(f)
         cp = rep.get("concurrent_memory_peak") or {}
-        durs = [t.get("duration") or 0.0 for t in rep["tests"].values()]
+        tests = rep["tests"]
+        durs = [t.get("duration") or 0.0 for t in tests.values()]
+        ordered = [tests[n].get("duration") or 0.0 for n in order if n in tests]
         workers = rep.get("workers") or {}
         return {
             "wall_s": rep["session"]["duration"],
@@ -210,6 +236,7 @@ def one_run(bindir: str, src: str, suite: Suite, out: str, db: str, timeout: flo
             "busy_s": {w: v.get("busy_time") for w, v in workers.items()},
             "tests_sum_s": round(sum(durs), 3),  # the machine's speed: noise between runs
             "lpt_own_s": round(max(lpt(durs, WORKERS)), 3),  # these durations, longest first
+            "xdist_own_s": round(max(xdist_load(ordered, WORKERS)), 3),  # as xdist hands out
             "worker_peak_mb": {w: v.get("peak_rss_mb") for w, v in workers.items()},
             "pytest": last_line(p.stdout),
         }
@@ -217,15 +244,17 @@ def one_run(bindir: str, src: str, suite: Suite, out: str, db: str, timeout: flo
         raise BenchError(f"{suite.name}: no usable report {out}: {exc}") from None
 
 
-def predict(bindir: str, db: str, runs: int) -> dict:
+def predict(bindir: str, db: str, runs: int, ids: str | None) -> dict:
     opts = f"predict --workers {WORKERS} --format json --runs {runs} --db".split()
-    cmd = [os.path.join(bindir, "perfmon"), *opts, db]
+    cmd = [os.path.join(bindir, "perfmon"), *opts, db, *(["--tests", ids] if ids else [])]
     p = run(cmd, 120, "perfmon predict", env=clean_env())
     if p.returncode != 0:
         raise BenchError(f"perfmon predict --db {db} exited {p.returncode}: {last_line(p.stderr)}")
     try:
         res = json.loads(p.stdout)
         (pred,) = [x for x in res["predictions"] if x["workers"] == WORKERS]
+        if "wall_scheduled_s" not in pred:
+            raise KeyError("wall_scheduled_s")
         return dict(pred, unknown_tests=res["unknown_tests"])
     except (ValueError, KeyError, TypeError) as exc:
         raise BenchError(f"perfmon predict: unexpected output: {exc}") from None
@@ -247,23 +276,38 @@ def bench_suite(suite: Suite, args: argparse.Namespace) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
     db = os.path.join(out_dir, "history.db")
+    ids = os.path.join(out_dir, "ids.txt")
+    order = collect(bindir, src, suite, ids, args.timeout)
     rows = []
     for i in range(1, args.runs + 1):
-        pred = predict(bindir, db, i - 1) if i >= 3 else None  # before the run: no peeking
-        meas = one_run(bindir, src, suite, os.path.join(out_dir, f"run-{i}.json"), db, args.timeout)
-        row = {"suite": suite.name, "run": i, "measured": meas, "predicted": pred}
-        if pred is not None:
+        out = os.path.join(out_dir, f"run-{i}.json")
+        row: dict = {"suite": suite.name, "run": i, "predicted": None, "scheduled": None}
+        if i < 3:
+            row["measured"] = one_run(bindir, src, suite, out, db, order, args.timeout)
+        else:  # before the runs: no peeking
+            pred = predict(bindir, db, i - 1, ids)
+            pred["wall_sorted_s"] = predict(bindir, db, i - 1, None)["wall_s"]
+            copy = os.path.join(out_dir, f"sched-{i}.db")
+            shutil.copyfile(db, copy)
+            meas = one_run(bindir, src, suite, out, db, order, args.timeout)
+            sout = os.path.join(out_dir, f"sched-{i}.json")
+            sched = one_run(bindir, src, suite, sout, copy, order, args.timeout, "--perf-schedule")
+            row.update(predicted=pred, measured=meas, scheduled=sched)
             row["wall_err_pct"] = err(pred["wall_s"], meas["wall_s"])
+            row["sched_err_pct"] = err(pred["wall_scheduled_s"], sched["wall_s"])
             row["peak_err_pct"] = err(pred["peak_mb"], meas["peak_mb"])
             row["wall_ok"] = within(row["wall_err_pct"], WALL_TARGET)
+            row["sched_ok"] = within(row["sched_err_pct"], WALL_TARGET)
             row["peak_ok"] = within(row["peak_err_pct"], PEAK_TARGET)
             row["wall_in_interval"] = pred["wall_low_s"] <= meas["wall_s"] <= pred["wall_high_s"]
-        print(
-            f"[{suite.name}] run {i}/{args.runs}: {meas['wall_s']:.2f} s session "
-            f"({meas['command_s']:.2f} s command), peak {meas['peak_mb']} MB, "
-            f"load {meas['load_1m'][0]}-{meas['load_1m'][1]}; {meas['pytest']}",
-            flush=True,
-        )
+        for what, m in (("plain", row["measured"]), ("--perf-schedule", row["scheduled"])):
+            if m is not None:
+                print(
+                    f"[{suite.name}] run {i}/{args.runs} {what}: {m['wall_s']:.2f} s session "
+                    f"({m['command_s']:.2f} s command), peak {m['peak_mb']} MB, "
+                    f"load {m['load_1m'][0]}-{m['load_1m'][1]}; {m['pytest']}",
+                    flush=True,
+                )
         rows.append(row)
     info = {"suite": suite.name, "version": suite.version, "tests": list(suite.tests)}
     return dict(info, versions=ver, rows=rows)
@@ -278,14 +322,15 @@ def fmt_pct(v: float | None) -> str:
 
 
 def table(results: list) -> tuple[list, bool]:
-    head = "suite|run|pred wall (low-high)|meas wall|err||pred peak|meas peak|err|".split("|")
+    head = "suite|run|pred wall (low-high)|meas wall|err||pred sched|meas sched|err||"
+    head += "pred peak|meas peak|err|"
     body, all_ok = [], True
     for res in results:
         for r in res["rows"]:
-            p, m = r["predicted"], r["measured"]
+            p, m, s = r["predicted"], r["measured"], r["scheduled"]
             if p is None:
                 continue
-            all_ok = all_ok and r["wall_ok"] and r["peak_ok"]
+            all_ok = all_ok and r["wall_ok"] and r["sched_ok"] and r["peak_ok"]
             body.append(
                 [
                     r["suite"],
@@ -294,31 +339,37 @@ def table(results: list) -> tuple[list, bool]:
                     f"{m['wall_s']:.2f} s",
                     fmt_pct(r["wall_err_pct"]),
                     "ok" if r["wall_ok"] else "MISSED",
+                    f"{p['wall_scheduled_s']:.2f} s",
+                    f"{s['wall_s']:.2f} s",
+                    fmt_pct(r["sched_err_pct"]),
+                    "ok" if r["sched_ok"] else "MISSED",
                     f"{p['peak_mb']:.0f} MB",
                     f"{m['peak_mb']:.0f} MB" if m["peak_mb"] else "n/a",
                     fmt_pct(r["peak_err_pct"]),
                     "ok" if r["peak_ok"] else "MISSED",
                 ]
             )
-    lines = text_table(head, body, [False] + [True] * 9)
+    lines = text_table(head.split("|"), body, [False] + [True] * 13)
     lines.append("")
-    for res in results:  # where an error comes from: the machine's speed or xdist's order
+    for res in results:  # where an error comes from: the machine's speed or the hand-out
         rows = res["rows"]
         for i, r in enumerate(rows):
             if r["predicted"] is None:
                 continue
-            m = r["measured"]
+            m, s = r["measured"], r["scheduled"]
             before = median(x["measured"]["tests_sum_s"] for x in rows[:i])
             busiest = max(m["busy_s"].values())
             lines.append(
                 f"{r['suite']} run {r['run']}: tests' total {m['tests_sum_s']:.2f} s "
                 f"({fmt_pct(err(m['tests_sum_s'], before))} vs the runs before); busiest "
-                f"worker {busiest:.2f} s vs {m['lpt_own_s']:.2f} s longest-first "
-                f"({fmt_pct(err(busiest, m['lpt_own_s']))}: xdist's order)"
+                f"worker {busiest:.2f} s, xdist simulated {m['xdist_own_s']:.2f} s "
+                f"({fmt_pct(err(m['xdist_own_s'], busiest))}), longest first "
+                f"{m['lpt_own_s']:.2f} s; --perf-schedule run's busiest "
+                f"{max(s['busy_s'].values()):.2f} s vs its longest first {s['lpt_own_s']:.2f} s"
             )
     lines.append(
-        f"targets: wall within +-{WALL_TARGET:.0f} %, peak within +-{PEAK_TARGET:.0f} % "
-        f"(-n {WORKERS}, each run predicted from the runs before it): "
+        f"targets: wall within +-{WALL_TARGET:.0f} % (plain and --perf-schedule), peak within "
+        f"+-{PEAK_TARGET:.0f} % (-n {WORKERS}, each run predicted from the runs before it): "
         + ("all met" if all_ok else "MISSED")
     )
     return lines, all_ok
@@ -337,7 +388,8 @@ def main(argv: list | None = None) -> int:
         type=int,
         default=4,
         metavar="R",
-        help="runs per suite (>= 3; runs 3..R are predicted; default 4)",
+        help="rounds per suite (>= 3; rounds 3..R are predicted and add a --perf-schedule "
+        "run; default 4)",
     )
     ap.add_argument(
         "--suites",
