@@ -127,13 +127,15 @@ def _secs(v: float) -> str:
     return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.1f} s"
 
 
-def _wall_key(scheduled: bool) -> str:
-    """The prediction's wall time key: plain ``-n N`` or ``-n N --perf-schedule``."""
-    return "wall_scheduled_s" if scheduled else "wall_s"
+def _wall_keys(scheduled: bool) -> tuple[str, str, str]:
+    """A prediction's wall time keys (figure, low, high): plain ``-n N`` or ``-n N
+    --perf-schedule``."""
+    stem = "wall_scheduled" if scheduled else "wall"
+    return f"{stem}_s", f"{stem}_low_s", f"{stem}_high_s"
 
 
 def table(result: dict, budget_mb: Optional[float], fits: bool, scheduled: bool = False) -> str:
-    key = _wall_key(scheduled)
+    mid, low, high = _wall_keys(scheduled)
     rows = []
     for p in result["predictions"]:
         mark = "*" if p["workers"] == result["recommended_workers"] else ""
@@ -141,8 +143,8 @@ def table(result: dict, budget_mb: Optional[float], fits: bool, scheduled: bool 
         rows.append(
             [
                 f"{p['workers']}{mark}",
-                _secs(p[key]),
-                f"{_secs(p[key[:-2] + '_low_s'])} - {_secs(p[key[:-2] + '_high_s'])}",
+                _secs(p[mid]),
+                f"{_secs(p[low])} - {_secs(p[high])}",
                 f"{p['peak_mb']:.0f} MB" + (" (over)" if over else ""),
             ]
         )
@@ -190,7 +192,7 @@ def cmd_predict(args: argparse.Namespace, store: Any) -> int:
             file=sys.stderr,
         )
     predictions = P.predict(estimates, runs, workers)
-    k, fits = P.recommend(predictions, budget_mb, _wall_key(args.perf_schedule))
+    k, fits = P.recommend(predictions, budget_mb, _wall_keys(args.perf_schedule)[0])
     result = {
         "predictions": predictions,
         "recommended_workers": k,
