@@ -22,6 +22,30 @@ os.environ.setdefault(
     "PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "pytest-perfmon-tests-pycache")
 )
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The pytest runs the tests start never use hypothesis, whose pytest plugin costs each of
+    them (and each of their xdist workers) about 0.5 s to load and to exit: it is off there.
+    Not set in an xdist controller, whose workers (which run our hypothesis tests) would
+    inherit it."""
+    if (
+        getattr(config, "workerinput", None) is None
+        and getattr(config.option, "dist", "no") != "no"
+    ):
+        return  # an xdist controller (its workers do not exist yet)
+    addopts = os.environ.get("PYTEST_ADDOPTS", "")
+    if "no:hypothesispytest" not in addopts:
+        os.environ["PYTEST_ADDOPTS"] = f"{addopts} -p no:hypothesispytest".strip()
+
+
+@pytest.fixture
+def inprocess(monkeypatch):
+    """For a pytest run inside this process (pytester's in-process runs): without the
+    PYTEST_ADDOPTS set above for subprocesses. Switching hypothesis's plugin off in a process
+    that has it loaded makes hypothesis believe its initialisation restarted."""
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+
+
 #: Every end-to-end case runs without xdist and with real xdist workers.
 XDIST = [
     pytest.param([], id="no-xdist"),

@@ -241,7 +241,7 @@ BAD_MARKERS = [
 ]
 
 
-def test_bad_marker_values(pytester):
+def test_bad_marker_values(pytester, inprocess):
     pytester.makeini("[pytest]\n")
     items = pytester.getitems(
         "import pytest\n"
@@ -258,7 +258,7 @@ def test_bad_marker_values(pytester):
         assert f"::{item.name}: " in str(exc.value)
 
 
-def test_bad_marker_is_a_usage_error(pytester):
+def test_bad_marker_is_a_usage_error(pytester, inprocess):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(
         test_m="import pytest\n@pytest.mark.perf_limit(call=-1)\ndef test_x(): pass\n",
@@ -280,7 +280,7 @@ def test_bad_marker_is_a_usage_error(pytester):
         ("", ["--perf-limits=loud"], "--perf-limits: invalid choice: 'loud'"),
     ],
 )
-def test_bad_default_is_a_usage_error_at_start(pytester, ini, args, message):
+def test_bad_default_is_a_usage_error_at_start(pytester, inprocess, ini, args, message):
     pytester.makeini(f"[pytest]\n{ini}\n")
     pytester.makepyfile("def test_one(): pass")
     res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--perf-monitor", *args)
@@ -288,14 +288,14 @@ def test_bad_default_is_a_usage_error_at_start(pytester, ini, args, message):
     assert message in res.stderr.str()
 
 
-def test_marker_is_registered_without_monitoring(pytester):
+def test_marker_is_registered_without_monitoring(pytester, inprocess):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile("import pytest\n@pytest.mark.perf_limit(call=0.0)\ndef test_x(): pass\n")
     res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--strict-markers")
     res.assert_outcomes(passed=1)  # not enforced without --perf-monitor
 
 
-def test_nearest_marker_sets_each_metric(pytester):
+def test_nearest_marker_sets_each_metric(pytester, inprocess):
     pytester.makeini("[pytest]\n")
     items = pytester.getitems(
         """

@@ -115,7 +115,7 @@ def test_no_system_info_flag(run_perf, pytester):
         (["--perf-daemon=udp://x:1"], "not an endpoint"),
     ],
 )
-def test_bad_options_are_usage_errors(pytester, args, message):
+def test_bad_options_are_usage_errors(pytester, inprocess, args, message):
     """One line on stderr, exit code 4 (in-process: nothing is spawned before the error)."""
     pytester.makepyfile("def test_one(): pass")
     (pytester.path / "a_file").write_text("not a directory")
@@ -126,7 +126,7 @@ def test_bad_options_are_usage_errors(pytester, args, message):
     assert "Traceback" not in res.stderr.str() + res.stdout.str()
 
 
-def test_bad_ini_interval_is_a_usage_error(pytester):
+def test_bad_ini_interval_is_a_usage_error(pytester, inprocess):
     pytester.makepyfile("def test_one(): pass")
     pytester.makeini("[pytest]\nperf_cpu_interval = 0.005\n")
     res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--perf-monitor")
