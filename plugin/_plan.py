@@ -106,13 +106,18 @@ def report_data(path: str) -> dict:
     """The same shape as :meth:`HistorySource.data`, from one JSON report."""
     from pytest_perfmon.monitor.analysis import ReportError, load_report
 
-    try:
-        report = load_report(path)
+    try:  # only what planning reads is checked: tests with a finite duration
+        report = load_report(path, check=False)
     except ReportError as exc:
         raise PlanError(str(exc)) from None
+    tests = report.get("tests") if isinstance(report, dict) else None
+    if not isinstance(tests, dict):
+        raise PlanError(f"{path}: not a pytest-perfmon report (no tests object)")
     per: dict = {}
     starts: dict = {}
-    for key, t in (report.get("tests") or {}).items():
+    for key, t in tests.items():
+        if not isinstance(t, dict):
+            continue
         nodeid = key.rsplit(" [gw", 1)[0] if key.endswith("]") and " [gw" in key else key
         dur = _number(t.get("duration"))
         if dur is None:
@@ -121,18 +126,18 @@ def report_data(path: str) -> dict:
         per.setdefault(nodeid, []).append((dur, _number(mem.get("peak_mb"))))
         start = _number(mem.get("start_mb"))
         if start is not None:
-            w = t.get("worker")
+            w = t.get("worker") if isinstance(t.get("worker"), str) else None
             starts[w] = min(starts.get(w, start), start)
     if not per:
         raise PlanError(f"{path}: the report has no measured tests")
-    tests = {}
+    out = {}
     for nodeid, pts in per.items():
         peaks = [p for _, p in pts if p is not None]
-        tests[nodeid] = [P.median(d for d, _ in pts), P.median(peaks) if peaks else None]
+        out[nodeid] = [P.median(d for d, _ in pts), P.median(peaks) if peaks else None]
     return {
-        "tests": tests,
+        "tests": out,
         "baseline_mb": P.median(starts.values()) if starts else None,
-        "source": f"{os.path.basename(path)} ({len(tests)} tests)",
+        "source": f"{os.path.basename(path)} ({len(out)} tests)",
     }
 
 

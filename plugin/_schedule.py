@@ -133,7 +133,8 @@ class PerfScheduling:
             if self.delegate:
                 return
         if self.collection is not None and list(collection) != self.collection:
-            self.log(f"node {node} collected other tests: not used")
+            self.say(f"perfmon: warning: {node.gateway.id} collected other tests: stopped")
+            node.shutdown()  # it gets nothing; stopped, it leaves like a finished worker
             return
         self.node2collection[node] = list(collection)
 

@@ -275,6 +275,20 @@ def test_report_data_and_plan(tmp_path):
     plan = make_plan(["t.py::test_b", "t.py::test_a", "u.py::test_new"], data)
     assert plan.durations == [2.0, 2.0, 2.0] and plan.unknown == 1
     assert plan.extras == [20.0, 98.0, 59.0]
+    for bad, message in [
+        ("[1, 2]", "not a pytest-perfmon report (no tests object)"),
+        ('{"tests": [1]}', "not a pytest-perfmon report (no tests object)"),
+        ('{"tests": {"a": {"duration": "x", "worker": []}, "b": 3}}', "has no measured tests"),
+        ('{"tests": {"a": {"duration": 1, "worker": [], "memory": {"start_mb": 1}}}}', None),
+        ("{", "not JSON (Expecting property name"),
+    ]:
+        path.write_text(bad)
+        if message is None:
+            assert report_data(str(path))["baseline_mb"] == 1.0
+            continue
+        with pytest.raises(PlanError) as err:
+            report_data(str(path))
+        assert str(err.value) == f"{path}: {message}" or message in str(err.value), err.value
     with pytest.raises(PlanError, match="no history for any of these 1 tests"):
         make_plan(["v.py::test_x"], {"tests": {}, "baseline_mb": None})
 
