@@ -332,28 +332,37 @@ class PerfScheduling:
         idle = [n for n in up if len(self.node2pending[n]) < MIN_PENDING]
         if idle and self._steal_for(min(idle, key=self.work.__getitem__)):
             return
-        for node in idle:  # nothing left to give: its last test may run now
-            if self._fits(node, None, self._others(node)):
+        # Nothing left to give. With nothing left to steal either (what can be stolen only
+        # shrinks), every worker is told now, as xdist does: it ends after its last test without
+        # waiting for a word. Otherwise only the idle ones: a busy one may become a thief.
+        last_call = not any(self._stealable(n) for n in up)
+        for node in up if last_call else idle:
+            busy = len(self.node2pending[node]) >= MIN_PENDING  # already counted as running
+            if busy or self._fits(node, None, self._others(node)):
                 node.shutdown()
                 self._update(node)
+
+    def _stealable(self, node: Any) -> list:
+        """``node``'s units that have not started: those at position >= 2 of its tests."""
+        out, seen = [], 0
+        for u in self.node2units[node]:
+            if seen >= MIN_PENDING:
+                out.append(u)
+            seen += u.left
+        return out
 
     def _steal_for(self, thief: Any) -> bool:
         """Ask the busiest worker for its tail units that would end sooner on ``thief``."""
         best = None
-        for node, units in self.node2units.items():
+        for node in self.node2units:
             if node is thief or node.shutting_down:
                 continue
-            pending = self.node2pending[node]
-            stealable, seen = [], 0
-            for u in units:  # a unit that starts at position >= 2 has not started
-                if seen >= MIN_PENDING:
-                    stealable.append(u)
-                seen += u.left
+            stealable = self._stealable(node)
             if stealable and (best is None or self.work[node] > self.work[best[0]]):
-                best = (node, stealable, pending)
+                best = (node, stealable)
         if best is None:
             return False
-        node, stealable, _ = best
+        node, stealable = best
         victim, mine, take = self.work[node], self.work[thief], []
         for u in reversed(stealable):
             if mine + u.duration < victim - u.duration:
