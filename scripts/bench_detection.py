@@ -1,6 +1,7 @@
 """Detection quality of `perfmon history check`, from real repeated runs on this machine.
 
-    python scripts/bench_detection.py                     # ~4 minutes on 2 cores
+    python scripts/bench_detection.py                     # ~9 minutes on 2 cores
+    python scripts/bench_detection.py --sweep             # and cpu_time gates: ~15 minutes
     python scripts/bench_detection.py --baseline-runs 20 --window 15   # quicker
     python scripts/bench_detection.py --reuse DIR         # recompute from earlier reports
 

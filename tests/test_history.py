@@ -700,23 +700,30 @@ def test_cli_commands(db, capsys, monkeypatch, tmp_path):
     assert cli.main(["history", "check", "--db", db, "--format", "json"]) == 1
     out = capsys.readouterr().out
     result = json.loads(out[: out.index("::warning")])
-    (change,) = result["changes"]
-    assert change["test"] == "t.py::test_b" and change["metric"] == "duration"
-    assert change["kind"] == "regression" and change["commit"] == "c17".ljust(40, "0")
-    assert 25 < change["change_percent"] < 35 and change["p_value"] <= 0.01
-    assert abs(change["before"] - 0.1) < 0.01 and change["runs_after"] == 3
+    assert result["series"] == 3 * 3  # duration, cpu_time, peak_mb by default
+    # test_b does 30 % more work: its wall time and its CPU time (90 % of it) both change
+    assert [c["metric"] for c in result["changes"]] == ["duration", "cpu_time"]
+    for change in result["changes"]:
+        assert change["test"] == "t.py::test_b" and change["kind"] == "regression"
+        assert change["commit"] == "c17".ljust(40, "0") and change["runs_after"] == 3
+        assert 25 < change["change_percent"] < 35 and change["p_value"] <= 0.01
+    assert abs(result["changes"][0]["before"] - 0.1) < 0.01
+    assert abs(result["changes"][1]["before"] - 0.09) < 0.01
     assert "::warning file=t.py,title=perfmon%3A duration regression::t.py::test_b" in out
+    assert "::warning file=t.py,title=perfmon%3A cpu_time regression::t.py::test_b" in out
     assert "| 🔴 | `t.py::test_b` | duration |" in summary.read_text()
     monkeypatch.delenv("GITHUB_ACTIONS")
     # thresholds: a 30 % change passes 0.25, not 0.5; a floor of 1 s hides it
     assert cli.main(["history", "check", "--db", db, "--rel", "0.25"]) == 1
     assert cli.main(["history", "check", "--db", db, "--rel", "0.5"]) == 0
-    assert cli.main(["history", "check", "--db", db, "--abs", "duration=1"]) == 0
+    assert cli.main(["history", "check", "--db", db, "--abs", "duration=1"]) == 1  # cpu_time
+    floors = ["--abs", "duration=1", "--abs", "cpu_time=1"]
+    assert cli.main(["history", "check", "--db", db, *floors]) == 0
     assert cli.main(["history", "check", "--db", db, "--recent", "2"]) == 0  # older than that
     assert cli.main(["history", "check", "--db", db, "--metric", "peak_mb"]) == 0
     assert cli.main(["history", "check", "--db", db, "--abs", "cpu_percent=3"]) == 2
     assert cli.main(["history", "check", "--db", db, "--format", "markdown"]) == 1
-    assert capsys.readouterr().out.count("🔴") == 1
+    assert capsys.readouterr().out.count("🔴") == 2
 
     assert cli.main(["history", "prune", "--db", db, "--keep", "5"]) == 0
     assert count(db, "runs") == 5 and count(db, "results") == 15

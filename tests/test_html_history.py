@@ -90,13 +90,22 @@ def test_cli_html_db_builds_the_history_data(store_and_report, tmp_path, capsys)
 
 
 def test_same_change_as_history_check(store_and_report, capsys):
-    """The page marks what `perfmon history check` reports (same gates, same seed)."""
+    """The page marks what `perfmon history check` reports for the metrics it draws (same gates,
+    same seed). check's default also has cpu_time, which the page does not draw."""
     db, _ = store_and_report
-    code = cli.main(["history", "check", "--db", db, "--recent", str(RUNS), "--format", "json"])
+    args = ["history", "check", "--db", db, "--recent", str(RUNS), "--format", "json"]
+    code = cli.main(args + ["--metric", "duration", "--metric", "peak_mb"])
     result = json.loads(capsys.readouterr().out)
     assert code == 1
     assert [(c["test"], c["metric"], c["commit"]) for c in result["changes"]] == [
         (STEP_TEST, "duration", COMMITS[STEP_AT])
+    ]
+    # by default also the same step in CPU time (the synthetic tests' CPU share is fixed)
+    assert cli.main(args) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert [(c["test"], c["metric"]) for c in result["changes"]] == [
+        (STEP_TEST, "duration"),
+        (STEP_TEST, "cpu_time"),
     ]
 
 

@@ -42,7 +42,10 @@ DEFAULT_GATE = {
     "delta_mb": (0.10, 5.0),
     "cpu_percent": (0.20, 10.0),
 }
-DEFAULT_CHECK_METRICS = ("duration", "peak_mb")
+#: cpu_time next to duration: under CPU contention a test's wall time stretches while its CPU
+#: time barely moves, so a CPU-bound slowdown stands out from the noise sooner (measured in
+#: scripts/bench_detection.py; docs/history.md "Measured")
+DEFAULT_CHECK_METRICS = ("duration", "cpu_time", "peak_mb")
 DEFAULT_WINDOW = 30
 DEFAULT_RECENT = 5
 PERMUTATIONS = 999  # detect.DEFAULT_PERMUTATIONS (the parser is built without numpy)
@@ -545,7 +548,7 @@ def register(subparsers: Any) -> None:
         "--metric",
         action="append",
         choices=METRICS,
-        help="repeatable (default: duration and peak_mb)",
+        help="repeatable (default: duration, cpu_time and peak_mb)",
     )
     p.add_argument(
         "--p-value", type=_p, default=0.01, metavar="P", help="significance level (default: 0.01)"
