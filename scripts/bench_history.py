@@ -7,7 +7,7 @@
 Measures, per back end:
   store   one run of --store-tests tests (default 10,000): record_run, wall time (median of 3)
   fill    --runs runs x --tests tests (default 500 x 2,000 = 1M results), by insert_run
-  check   `perfmon history check` of the whole suite (duration and peak_mb, window 30)
+  check   `perfmon history check` of the whole suite (duration, cpu_time and peak_mb, window 30)
   show    `perfmon history show NODEID` (500 points)
 Target (issue 9): store <= 1 s on SQLite; check <= 5 s; show <= 0.3 s.
 The data: durations 1-500 ms with 3 % noise; 1 test in 100 gets +30 % for its last 3 runs.
@@ -194,7 +194,8 @@ def bench(name: str, url: str, args: argparse.Namespace) -> dict:
     res["show_s"] = round(statistics.median(st), 3)
     print(
         f"[{name}] check: {res['check_s']} s (exit {rc}; {len(found)} changes found, "
-        f"{res['check_expected']} injected); show: {res['show_s']} s",
+        f"{res['check_expected']} injected slowdowns, each seen in duration and cpu_time); "
+        f"show: {res['show_s']} s",
         flush=True,
     )
     return res
