@@ -149,15 +149,21 @@ class PG:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def pg():
+def pg_bin_or_skip() -> str:
+    """The PostgreSQL server binaries' directory; a skip that says why (with CI=true, a
+    failure) when they are missing."""
     bindir = _pg_bin()
     if bindir is None:
         why = "PostgreSQL server binaries (initdb, pg_ctl) not found; .ci/run installs them"
         if os.environ.get("CI") == "true":
             pytest.fail(why + " (CI=true: not skipping)")
         pytest.skip(why)
-    server = PG(bindir)
+    return bindir
+
+
+@pytest.fixture(scope="module")
+def pg():
+    server = PG(pg_bin_or_skip())
     try:
         server.start()
     except (subprocess.SubprocessError, OSError) as exc:

@@ -373,15 +373,9 @@ def history_url(request, tmp_path):
     need_history()
     if request.param == "sqlite":
         return str(tmp_path / "history.db")
-    from test_history import PG, _pg_bin
+    from test_history import PG, pg_bin_or_skip  # the history extra is there: need_history
 
-    bindir = _pg_bin()
-    if bindir is None:
-        why = "PostgreSQL server binaries (initdb, pg_ctl) not found; .ci/run installs them"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why + " (CI=true: not skipping)")
-        pytest.skip(why)
-    server = PG(bindir)
+    server = PG(pg_bin_or_skip())
     request.addfinalizer(server.stop)
     server.start()
     return server.new_db()

@@ -10,7 +10,6 @@ empty history, not an error. Any other problem: one line on stderr, exit 2.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -59,20 +58,9 @@ def medians(url: str, runs: int) -> dict:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not args[1].isdigit() or int(args[1]) < 1:
-        print("usage: python -m pytest_perfmon.monitor.history.medians URL RUNS", file=sys.stderr)
-        return 2
-    try:
-        out = medians(args[0], int(args[1]))
-    except Exception as exc:  # one line for the plugin's warning, never a traceback
-        from .url import redact
+    from .plan import child_main
 
-        text = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-        print(f"history store {redact(args[0])}: {type(exc).__name__}: {text}", file=sys.stderr)
-        return 2
-    json.dump(out, sys.stdout)
-    return 0
+    return child_main("medians", medians, argv)
 
 
 if __name__ == "__main__":

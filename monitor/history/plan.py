@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 
 def plan_data(url: str, runs: int) -> dict:
@@ -59,13 +59,15 @@ def plan_data(url: str, runs: int) -> dict:
     }
 
 
-def main(argv: Optional[list] = None) -> int:
+def child_main(module: str, answer: Callable[[str, int], dict], argv: Optional[list]) -> int:
+    """``python -m MODULE URL RUNS`` for the plugin's child processes: ``answer(url, runs)`` as
+    JSON on stdout, or one line on stderr and exit 2 (never a traceback)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or not args[1].isdigit() or int(args[1]) < 1:
-        print("usage: python -m pytest_perfmon.monitor.history.plan URL RUNS", file=sys.stderr)
+        print(f"usage: python -m pytest_perfmon.monitor.history.{module} URL RUNS", file=sys.stderr)
         return 2
     try:
-        out = plan_data(args[0], int(args[1]))
+        out = answer(args[0], int(args[1]))
     except Exception as exc:  # one line for the plugin's warning, never a traceback
         from .store import HistoryError
         from .url import redact
@@ -77,6 +79,10 @@ def main(argv: Optional[list] = None) -> int:
         return 2
     json.dump(out, sys.stdout)
     return 0
+
+
+def main(argv: Optional[list] = None) -> int:
+    return child_main("plan", plan_data, argv)
 
 
 if __name__ == "__main__":
