@@ -87,26 +87,35 @@ def test_cli_html_db_builds_the_history_data(store_and_report, tmp_path, capsys)
     series = drawn[STEP_TEST]["metrics"]["duration"]
     assert series["x"] == list(range(RUNS)) and len(series["y"]) == RUNS
     assert "peak_mb" in drawn[STEP_TEST]["metrics"]
+    # CPU time is drawn too (check watches it): the same step, the synthetic CPU share fixed
+    (cpu_change,) = drawn[STEP_TEST]["metrics"]["cpu_time"]["changes"]
+    assert cpu_change["run"] == STEP_AT and cpu_change["kind"] == "regression"
 
 
-def test_same_change_as_history_check(store_and_report, capsys):
-    """The page marks what `perfmon history check` reports for the metrics it draws (same gates,
-    same seed). check's default also has cpu_time, which the page does not draw."""
-    db, _ = store_and_report
+def test_same_change_as_history_check(store_and_report, tmp_path, capsys):
+    """The page marks what `perfmon history check` reports by default (the same metrics, gates
+    and seed)."""
+    db, report = store_and_report
     args = ["history", "check", "--db", db, "--recent", str(RUNS), "--format", "json"]
-    code = cli.main(args + ["--metric", "duration", "--metric", "peak_mb"])
-    result = json.loads(capsys.readouterr().out)
-    assert code == 1
-    assert [(c["test"], c["metric"], c["commit"]) for c in result["changes"]] == [
-        (STEP_TEST, "duration", COMMITS[STEP_AT])
-    ]
-    # by default also the same step in CPU time (the synthetic tests' CPU share is fixed)
     assert cli.main(args) == 1
     result = json.loads(capsys.readouterr().out)
-    assert [(c["test"], c["metric"]) for c in result["changes"]] == [
-        (STEP_TEST, "duration"),
-        (STEP_TEST, "cpu_time"),
+    assert [(c["test"], c["metric"], c["commit"]) for c in result["changes"]] == [
+        (STEP_TEST, "duration", COMMITS[STEP_AT]),
+        (STEP_TEST, "cpu_time", COMMITS[STEP_AT]),
     ]
+    out_path = str(tmp_path / "p.html")
+    assert _html([report, "--db", db, "-o", out_path], capsys)[0] == 0
+    with open(out_path, encoding="utf-8") as f:
+        hist = _page_json(f.read())["history"]
+    marked = [
+        (t["test"], m, hist["runs"][c["run"]]["commit"])
+        for t in hist["tests"]
+        for m, series in t["metrics"].items()
+        for c in series["changes"]
+    ]
+    assert sorted(marked) == sorted(
+        (c["test"], c["metric"], c["commit"]) for c in result["changes"]
+    )
 
 
 def test_empty_store_says_so(tmp_path, capsys):
@@ -193,9 +202,10 @@ def test_page_draws_the_history(browser, store_and_report, tmp_path, capsys):  #
         assert width > 100 and height > 50 and inked > 300
         # the stepped test's box: a badge and the change written out under its chart
         box = page.locator("#trends .trend", has_text=STEP_TEST)
-        assert box.locator(".badge").text_content() == "change point"
+        assert box.locator(".badge").text_content() == "2 change points"  # duration, CPU time
         text = box.locator(".changes").text_content() or ""
         assert "duration +" in text and "regression at " + COMMITS[STEP_AT][:8] in text
+        assert "cpu_time +" in text
         caption = page.text_content("#trends-caption") or ""
         assert "every test with a detected change point (1)" in caption and "20 slowest" in caption
         if SCREENSHOTS:

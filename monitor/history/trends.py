@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from . import context, detect, store
 from .cli import DEFAULT_GATE, PERMUTATIONS
 
-METRICS = ("duration", "peak_mb")
+METRICS = ("duration", "cpu_time", "peak_mb")  # what `history check` watches by default
 DEFAULT_RUNS = 30
 DEFAULT_MAX_TESTS = 20
 

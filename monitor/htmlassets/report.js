@@ -473,6 +473,7 @@
   var HIST = DATA.history, histPlots = [];
   var METRIC_INFO = {
     duration: { label: "duration", color: "#0969da", scale: "s", fmt: fmtS },
+    cpu_time: { label: "CPU time", color: "#1a7f37", scale: "s", fmt: fmtS },
     peak_mb: { label: "peak MB", color: "#8250df", scale: "mb", fmt: fmtMB },
   };
   function fmtChange(c, metric) {
@@ -531,16 +532,20 @@
     var cols = [], series = [{ label: "commit", value: function (u, v) {
       var r = HIST.runs[v]; return r ? r.short + " (run " + r.id + ")" : ""; } }];
     var axes = [{ values: commitAxis(function (v) { var r = HIST.runs[v]; return r ? r.short : ""; }), size: 40 }];
-    var marks = [];
-    metrics.forEach(function (m, mi) {
+    var marks = [], scaled = {};
+    metrics.forEach(function (m) {
       var info = METRIC_INFO[m], col = xs.map(function () { return null; });
       t.metrics[m].x.forEach(function (x, k) { col[pos[x]] = t.metrics[m].y[k]; });
       cols.push(col);
       series.push({ label: info.label, stroke: info.color, width: 1.5, scale: info.scale, spanGaps: true,
         points: { show: true, size: 4 }, value: function (u, v) { return v == null ? "" : info.fmt(v); } });
-      axes.push({ scale: info.scale, side: mi === 0 ? 3 : 1, size: 78, grid: { show: mi === 0 },
-        stroke: info.color,
-        values: function (u, vals) { return vals.map(function (v) { return v == null ? "" : info.fmt(v); }); } });
+      if (!scaled[info.scale]) {  // one axis per unit: CPU time shares the duration's seconds
+        var first = axes.length === 1;
+        scaled[info.scale] = true;
+        axes.push({ scale: info.scale, side: first ? 3 : 1, size: 78, grid: { show: first },
+          stroke: info.color,
+          values: function (u, vals) { return vals.map(function (v) { return v == null ? "" : info.fmt(v); }); } });
+      }
       t.metrics[m].changes.forEach(function (c) { marks.push({ metric: m, c: c }); });
     });
     var opts = {
