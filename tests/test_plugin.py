@@ -230,8 +230,9 @@ def test_print_summary_fits_the_terminal(run_perf, pytester, xdist):
         rows.append(line)
     assert len(rows) == 10
     slowest = sorted(run.tests, key=lambda k: run.tests[k]["duration"], reverse=True)[:10]
+    # (no assertion on which tests are slowest: the first test a worker runs also pays for
+    # that process's first-time work, so a 0 ms test can rank anywhere on a busy machine)
     assert [r.split()[-1] for r in rows] == slowest
-    assert "test_summary.py::test_many[0]" not in slowest  # sleeps 0 ms
     assert block[mem + 2].rstrip().endswith("test_memory")
     if xdist == ["-n", "2"]:
         assert "workers" in block
