@@ -156,7 +156,7 @@ class PerfScheduling:
     def mark_test_pending(self, item: str) -> None:
         if self.delegate:
             return self.inner.mark_test_pending(item)
-        self._enqueue(self._single(self.collection.index(item)), front=True)
+        self._enqueue(self._unit([self.collection.index(item)]), front=True)
         self.check_schedule()
 
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
@@ -171,7 +171,7 @@ class PerfScheduling:
             self.work[node] -= sum(self.plan.durations[i] for i in taken)
             back = [u for u in units if taken.issuperset(u.indices)]
             covered = {i for u in back for i in u.indices}
-            back += [self._single(i) for i in sorted(taken - covered)]  # never lose a test
+            back += [self._unit([i]) for i in sorted(taken - covered)]  # never lose a test
             for u in back:
                 self._enqueue(u)
             self._update(node)
@@ -196,8 +196,7 @@ class PerfScheduling:
         for u in units:
             rest = [i for i in u.indices if i in left]
             if rest:
-                dur = sum(self.plan.durations[i] for i in rest)
-                self._enqueue(Unit(rest, dur, max(self.plan.extras[i] for i in rest)))
+                self._enqueue(self._unit(rest))
         self.check_schedule()
         return self.collection[crashed]
 
@@ -225,12 +224,13 @@ class PerfScheduling:
         groups: dict = {}
         for i, nodeid in enumerate(self.collection):
             groups.setdefault(group_key(self.dist, nodeid), []).append(i)
-        d, x = self.plan.durations, self.plan.extras
         for indices in groups.values():
-            self._enqueue(Unit(indices, sum(d[i] for i in indices), max(x[i] for i in indices)))
+            self._enqueue(self._unit(indices))
 
-    def _single(self, i: int) -> Unit:
-        return Unit([i], self.plan.durations[i], self.plan.extras[i])
+    def _unit(self, indices: list) -> Unit:
+        """Tests that go to one worker together: their summed duration, their largest peak."""
+        d, x = self.plan.durations, self.plan.extras
+        return Unit(indices, sum(d[i] for i in indices), max(x[i] for i in indices))
 
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
         key = -unit.duration
@@ -262,15 +262,13 @@ class PerfScheduling:
         count = len(self.node2pending[node]) + (len(unit.indices) if unit else 0)
         if count < MIN_PENDING and unit is not None and not node.shutting_down:
             return True  # it waits for a second test: nothing starts
-        held = max([u.extra for u in self.node2units[node]] + [unit.extra if unit else 0.0])
+        held = self.node2units[node] + ([unit] if unit else [])
         base = self.plan.baseline_mb * len(self.node2pending)
-        if base + others + held <= self.budget:
+        if base + others + max((u.extra for u in held), default=0.0) <= self.budget:
             return True
         if others > 0:
             return False  # wait for a running heavy test to end
-        for u in self.node2units[node] + (
-            [unit] if unit else []
-        ):  # over the budget on its own: it runs alone
+        for u in held:  # over the budget on its own: it runs alone
             if base + u.extra > self.budget and u not in self.warned:
                 self.warned.add(u)
                 self.say(
@@ -289,8 +287,7 @@ class PerfScheduling:
         return sum(v for n, v in self.live.items() if n is not node)
 
     def _wants(self, node: Any, target: float) -> bool:
-        pending = self.node2pending[node]
-        if len(pending) < MIN_PENDING:
+        if len(self.node2pending[node]) < MIN_PENDING:
             return True
         return self.dist not in GROUPED and self.work[node] < target
 
@@ -306,7 +303,7 @@ class PerfScheduling:
     def _send(self, node: Any, unit: Unit) -> None:
         self.node2pending[node].extend(unit.indices)
         self.node2units[node].append(unit)
-        self.work[node] += sum(self.plan.durations[i] for i in unit.indices)
+        self.work[node] += unit.duration
         self._update(node)
         self.staged.setdefault(node, []).extend(unit.indices)
 
