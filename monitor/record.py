@@ -5,6 +5,8 @@ records through these names, and imports nothing heavy for them (``pytest --help
 import msgpack). tests/test_report.py checks that both modules agree.
 """
 
+from typing import Any
+
 RECORD_FIELDS = (
     "nodeid",
     "start",
@@ -37,3 +39,9 @@ N_FIELDS = len(RECORD_FIELDS)
     WALL,
     EXTRA,
 ) = range(N_FIELDS)
+
+
+def amount(v: Any) -> bool:
+    """A finite number >= 0 (not a bool): what EXTRA's figures must be to reach the report; the
+    wire checks EXTRA's shape only, so NaN, infinity or a string from a broken client stop here."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")

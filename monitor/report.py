@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import IO, Any, Optional
 
 from . import __version__
+from .children import children as _children
 from .record import (
     CALL,
     CPU,
@@ -30,6 +31,9 @@ from .record import (
     STOP,
     TEARDOWN,
     WALL,
+)
+from .record import (
+    amount as _amount,
 )
 from .schema import (  # noqa: F401 (re-exported: the monitor, daemon and plugin use R.<name>)
     METHOD_CHILDREN,
@@ -143,12 +147,6 @@ LIMIT_KEYS = ("metric", "limit", "value", "action", "how")
 SHARED_SCOPES = ("session", "package", "module", "class")
 
 
-def _amount(v: Any) -> bool:
-    """A finite number >= 0 (not a bool): what EXTRA's figures must be to reach the report; the
-    wire checks EXTRA's shape only, so NaN, infinity or a string from a broken client stop here."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
-
-
 def _limits(extra: Any) -> Optional[list]:
     """The performance-limit violations the plugin put in a record's EXTRA, checked: a list of
     {metric, limit, value, action, how}; anything else is left out."""
@@ -170,43 +168,6 @@ def _limits(extra: Any) -> Optional[list]:
         ):
             out.append({k: v[k] for k in LIMIT_KEYS})
     return out or None
-
-
-def _children(w: Worker, start: float, stop: float, lo: float, extra: Any) -> Any:
-    """The ``children`` of one test: None when it used no child CPU and no descendant was seen.
-
-    CPU: the RUSAGE_CHILDREN delta the plugin read at the test's boundaries (children reaped
-    during the test, with what they reaped), plus the growth of the CPU time of descendants
-    still running after it (seen by sampling inside the test and alive at the next sample),
-    from the last sample before the test (0 for those started since) to the last inside it.
-    A descendant that ran before the test and was reaped during it is in the RUSAGE delta
-    with its whole life: its CPU at the sample before the test (counted by earlier tests) is
-    taken off. Memory: the largest sum of the descendants' RSS over the samples inside the
-    test; processes: the descendants those samples saw.
-    """
-    used = extra.get("children_cpu") if isinstance(extra, dict) else None
-    rus = used if _amount(used) and used > 0 else 0.0
-    ts, ss = w.child_t, w.child_s
-    a = bisect_left(ts, max(lo, start))
-    c = bisect_left(ts, stop)
-    peak, last = None, {}
-    for sample in ss[a:c]:
-        if sample is not None:
-            total, cpu = sample
-            peak = total if peak is None or total > peak else peak
-            last.update(cpu)
-    seen = set(last)
-    if not seen and not rus:
-        return None
-    base = (ss[a - 1] or (0, {}))[1] if a > 0 else {}
-    # Alive after the test: in the next sample. Without one (the worker's last test), taken
-    # as reaped: RUSAGE counted them if they were (a child left running past the end of the
-    # run is undercounted, never counted twice).
-    alive = set((ss[c] or (0, {}))[1]) if c < len(ts) else set()
-    sampled = sum(max(0.0, last[k] - base.get(k, 0.0)) for k in seen & alive)
-    reaped_before = sum(base[k] for k in seen - alive if k in base)
-    cpu_time = max(0.0, rus - reaped_before) + sampled
-    return {"cpu_time": round(cpu_time, 6), "peak_rss_mb": _mb(peak), "processes": len(seen)}
 
 
 def _children_on(w: Optional[Worker]) -> bool:
