@@ -145,7 +145,7 @@ ERROR_NAMES = {
 #   SETUP      pytest's report.duration of the setup phase, seconds (None if not run)
 #   CALL       ... of the call phase
 #   TEARDOWN   ... of the teardown phase
-#   OUTCOME    passed | failed | skipped | error | xfailed | xpassed
+#   OUTCOME    passed | failed | skipped | error | xfailed | xpassed | interrupted
 #   RSS_START  bytes, or None where no boundary counter is readable
 #   RSS_PEAK   bytes: the kernel's peak RSS between the test's boundaries, or None
 #   RSS_END    bytes, or None
@@ -196,8 +196,11 @@ def error_reply(code: int, message: str) -> bytes:
 
 _NUM = (int, float)
 
-#: The outcomes a record may carry (the report's "crashed" is the monitor's, never a record's).
-OUTCOMES = frozenset(("passed", "failed", "skipped", "error", "xfailed", "xpassed"))
+#: The outcomes a record may carry (the report's "crashed" is the monitor's, never a record's;
+#: "interrupted": the run ended while the test ran, by Ctrl-C or pytest.exit()).
+OUTCOMES = frozenset(("passed", "failed", "skipped", "error", "xfailed", "xpassed", "interrupted"))
+#: The outcomes of a test that a crash message reports.
+CRASH_OUTCOMES = ("crashed", "interrupted")
 _INF = float("inf")
 
 
@@ -285,6 +288,21 @@ class Crash(NamedTuple):
     start: Optional[float]
     recent: list  # valid records
     rejected: int
+    outcome: str = "crashed"  # or "interrupted": the run ended while the test ran
+    setup: Optional[float] = None  # pytest's setup duration, when its report came
+    rerun: bool = False  # pytest-rerunfailures runs the test again
+
+    def entry(self, now: float) -> dict:
+        """The test as the report builder takes it (``RunData.crashed``)."""
+        return {
+            "nodeid": self.nodeid,
+            "worker": self.worker,
+            "time": self.time if self.time is not None else now,
+            "start": self.start,
+            "outcome": self.outcome,
+            "setup": self.setup,
+            "rerun": self.rerun,
+        }
 
 
 class Bye(NamedTuple):
@@ -392,9 +410,23 @@ def parse_crash(body: Any) -> Crash:
     if worker is not None and len(worker) > MAX_WORKER_ID:
         raise _field("worker is not a short string")
     recent = _opt(body, "recent", list, "a list of records") or []
+    outcome = _opt(body, "outcome", str, "a string") or "crashed"
+    if outcome not in CRASH_OUTCOMES:
+        raise _field("crash outcome is not " + " or ".join(CRASH_OUTCOMES))
+    setup = _opt_time(body, "setup")
+    if setup is not None and setup < 0:
+        raise _field("setup is not a number >= 0")
     good, bad = check_records(recent)
     return Crash(
-        _decode(nodeid), worker, _opt_time(body, "time"), _opt_time(body, "start"), good, bad
+        _decode(nodeid),
+        worker,
+        _opt_time(body, "time"),
+        _opt_time(body, "start"),
+        good,
+        bad,
+        outcome,
+        setup,
+        bool(_opt(body, "rerun", bool, "a bool")),
     )
 
 

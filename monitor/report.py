@@ -141,6 +141,7 @@ def _memory(rss0: Optional[int], peak: Optional[int], rss1: Optional[int]) -> di
 
 
 LIMIT_KEYS = ("metric", "limit", "value", "action", "how")
+SUBTEST_KEYS = ("passed", "failed", "skipped")
 
 
 #: The fixture scopes the plugin times (the schema's enum of fixtures[].scope).
@@ -215,6 +216,155 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
     limits = _limits(rec[EXTRA])
     if limits:
         entry["limits"] = limits
+    subtests = _subtests(extra)
+    if subtests is not None:
+        entry["subtests"] = subtests
+    attempts = _attempts(extra, w.wid)
+    if attempts is not None:  # pytest-rerunfailures ran it more than once in this protocol
+        entry["executions"] = attempts
+        _sum_phases(entry, attempts)
+    return entry
+
+
+def _subtests(extra: Any) -> Optional[dict]:
+    """``[passed, failed, skipped]`` counts of the test's subtests from EXTRA, checked."""
+    v = extra.get("subtests") if isinstance(extra, dict) else None
+    if not (isinstance(v, list) and len(v) == 3):
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v):
+        return None
+    return dict(zip(SUBTEST_KEYS, v))
+
+
+#: The outcomes an execution of a test may have: a record's, the collector's ("crashed"), and
+#: "rerun" (an attempt pytest-rerunfailures ran again).
+EXECUTION_OUTCOMES = frozenset(
+    ("passed", "failed", "skipped", "error", "xfailed", "xpassed", "interrupted", "crashed")
+    + ("rerun",)
+)
+
+
+def _execution(
+    outcome: str, start: Any, setup: Any, call: Any, teardown: Any, wid: Optional[str]
+) -> dict:
+    phases = [_round(p) if _amount(p) else None for p in (setup, call, teardown)]
+    return {
+        "attempt": 0,  # numbered once every execution of the node id is known
+        "outcome": outcome,
+        "start": round(start, 6) if _amount(start) else None,
+        "duration": round(sum(p for p in phases if p is not None), 6),
+        "setup_time": phases[0],
+        "call_time": phases[1],
+        "teardown_time": phases[2],
+        "worker": wid,
+    }
+
+
+def _attempts(extra: Any, wid: str) -> Optional[list]:
+    """The attempts of one protocol call (pytest-rerunfailures) from EXTRA, checked: None
+    unless there are two or more well-formed ones."""
+    items = extra.get("attempts") if isinstance(extra, dict) else None
+    if not isinstance(items, list) or len(items) < 2:
+        return None
+    out = []
+    for a in items:
+        if not (isinstance(a, list) and len(a) == 5 and a[0] in EXECUTION_OUTCOMES):
+            return None
+        out.append(_execution(a[0], a[4], a[1], a[2], a[3], wid))
+        out[-1]["attempt"] = len(out)
+    return out
+
+
+def _sum_phases(entry: dict, execs: list) -> None:
+    """The entry's duration and phase times: the sums over its executions."""
+    for key in ("setup_time", "call_time", "teardown_time"):
+        vals = [e[key] for e in execs if e[key] is not None]
+        entry[key] = round(sum(vals), 6) if vals else None
+    entry["duration"] = round(sum(e["duration"] for e in execs), 6)
+
+
+#: Most severe first: the outcome of a node id pytest executed more than once (reruns left out).
+SEVERITY = ("interrupted", "crashed", "error", "failed", "xpassed", "passed", "xfailed", "skipped")
+
+
+def final_outcome(execs: list) -> str:
+    """The outcome of a node id executed more than once: pytest-rerunfailures' "rerun"
+    attempts left out, the most severe of the rest (for reruns: the last attempt's)."""
+    rest = {e["outcome"] for e in execs if e["outcome"] != "rerun"}
+    for o in SEVERITY:
+        if o in rest:
+            return o
+    return execs[-1]["outcome"]
+
+
+def _merge(runs: list) -> dict:
+    """One entry for a node id pytest executed more than once (``--keep-duplicates``,
+    ``--dist each``, a crashed worker's test run again, reruns across protocol calls): each
+    execution in ``executions``; times summed; memory from the first start to the last end."""
+    runs = sorted(runs, key=lambda r: r[1]["start"] if r[1]["start"] is not None else 0.0)
+    execs: list = []
+    for wid, e, _ in runs:
+        if "executions" in e:
+            execs.extend(e["executions"])
+        else:
+            execs.append(
+                _execution(
+                    e["outcome"],
+                    e["start"],
+                    e["setup_time"],
+                    e["call_time"],
+                    e["teardown_time"],
+                    wid,
+                )
+            )
+            if e["setup_time"] is None and e["call_time"] is None and e["teardown_time"] is None:
+                execs[-1]["duration"] = e["duration"]  # a crash with no phase known
+    for i, x in enumerate(execs, 1):
+        x["attempt"] = i
+    first, last = runs[0][1], runs[-1][1]
+    entry = dict(last)
+    entry["executions"] = execs
+    _sum_phases(entry, execs)
+    entry["duration"] = round(sum(x["duration"] or 0.0 for x in execs), 6)
+    entry["start"] = first["start"]
+    entry["outcome"] = final_outcome(execs)
+    m0, m1 = first["memory"], last["memory"]
+    peaks = [e["memory"]["peak_mb"] for _, e, _ in runs if e["memory"]["peak_mb"] is not None]
+    entry["memory"] = {
+        "start_mb": m0["start_mb"],
+        "peak_mb": max(peaks) if peaks else None,
+        "end_mb": m1["end_mb"],
+        "delta_mb": None
+        if m0["start_mb"] is None or m1["end_mb"] is None
+        else round(m1["end_mb"] - m0["start_mb"], 3),
+    }
+    cpu = [c for _, _, c in runs if c is not None]
+    wall = sum(c[1] for c in cpu)
+    entry["cpu_percent"] = round(100.0 * sum(c[0] for c in cpu) / wall, 1) if wall else None
+    shared = [e["shared_setup_time"] for _, e, _ in runs if e["shared_setup_time"] is not None]
+    entry["shared_setup_time"] = round(sum(shared), 6) if shared else None
+    if "children" in entry:
+        kids = [e.get("children") for _, e, _ in runs if e.get("children")]
+        entry["children"] = (
+            {
+                "cpu_time": round(sum(k["cpu_time"] for k in kids), 6),
+                "peak_rss_mb": max(
+                    (k["peak_rss_mb"] for k in kids if k["peak_rss_mb"] is not None),
+                    default=None,
+                ),
+                "processes": sum(k["processes"] for k in kids),
+            }
+            if kids
+            else None
+        )
+    limits = [v for _, e, _ in runs for v in e.get("limits", ())]
+    entry.pop("limits", None)
+    if limits:
+        entry["limits"] = limits
+    subs = [e["subtests"] for _, e, _ in runs if "subtests" in e]
+    entry.pop("subtests", None)
+    if subs:
+        entry["subtests"] = {k: sum(x[k] for x in subs) for k in SUBTEST_KEYS}
     return entry
 
 
@@ -231,7 +381,7 @@ def _fixture_entry(name: Any, scope: Any, loc: Any, wid: str) -> dict:
     }
 
 
-def _fixtures(data: RunData, key: Any) -> list:
+def _fixtures(data: RunData) -> list:
     """The ``fixtures`` block: one entry per setup of a shared fixture in each worker, its
     teardown paired with it (the latest setup of the same fixture not yet torn down)."""
     out: list = []
@@ -242,7 +392,7 @@ def _fixtures(data: RunData, key: Any) -> list:
             events = extra.get("fixtures") if isinstance(extra, dict) else None
             if not isinstance(events, list):
                 continue
-            test = key(rec[NODEID], w.wid)
+            test = rec[NODEID]
             for ev in events:
                 if not (isinstance(ev, (list, tuple)) and len(ev) == 5):
                     continue
@@ -308,14 +458,22 @@ def _crash_entry(crash: dict, w: Optional[Worker], slack: float) -> dict:
         if peak is not None and rss0 is not None:
             peak = max(peak, rss0)
     dur = None if start is None else round(max(0.0, stop - start), 6)
+    # pytest's setup report, when it came before the end: the rest of the time was the call's
+    setup = crash.get("setup")
+    setup = _round(setup) if _amount(setup) else None
+    call = None
+    if setup is not None and dur is not None:
+        setup = min(setup, dur)
+        call = round(dur - setup, 6)
+    outcome = crash.get("outcome") or "crashed"
     return {
         "duration": dur,
-        "setup_time": None,
-        "call_time": None,
+        "setup_time": setup,
+        "call_time": call,
         "teardown_time": None,
         "memory": _memory(rss0, peak, rss1),
         "cpu_percent": None,
-        "outcome": "crashed",
+        "outcome": "rerun" if crash.get("rerun") else outcome,
         "worker": crash.get("worker"),
         "pid": None if w is None else w.pid,
         "start": None if start is None else round(start, 6),
@@ -346,23 +504,14 @@ def _methods(data: RunData) -> dict:
 
 def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     """Build the report dict. ``session`` carries what only pytest knows (start, exit status)."""
-    tests: dict[str, dict] = {}
     slack = 2 * (data.sample_interval or 0.1)
-    # --dist each (or any run where one node id ran in several workers): every execution is
-    # kept, keyed as pytest prints it, "nodeid [gw0]"; a node id that ran once keeps its key.
-    ran_in: dict[str, set] = {}
-    for w in data.workers.values():
-        for rec in w.records:
-            ran_in.setdefault(rec[NODEID], set()).add(w.wid)
-    for crash in data.crashed:
-        ran_in.setdefault(crash["nodeid"], set()).add(crash.get("worker"))
-
-    def key(nodeid: str, wid: Optional[str]) -> str:
-        return f"{nodeid} [{wid}]" if len(ran_in[nodeid]) > 1 and wid else nodeid
-
     crash_times: dict[str, list] = {}
     for crash in data.crashed:
         crash_times.setdefault(crash.get("worker"), []).append(crash["time"])
+    # Every execution, as (worker id, entry, (cpu s, wall s) or None), by node id: pytest runs
+    # a node id more than once with reruns, --keep-duplicates, --dist each, or a crashed
+    # worker's test run again; its entry keeps the node id as its key and lists them all.
+    runs: dict[str, list] = {}
     by_worker_peak: dict[str, int] = {}
     for w in data.workers.values():
         peak = w.sampled_peak
@@ -376,13 +525,21 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
                 # the worker died in a test that began when this one ended: nothing sampled
                 # after this test's end is this test's
                 hi = rec[STOP]
-            tests[key(rec[NODEID], w.wid)] = _test_entry(rec, w, slack, lo, hi)
+            cpu = (rec[CPU], rec[WALL]) if rec[CPU] is not None and rec[WALL] else None
+            entry = _test_entry(rec, w, slack, lo, hi)
+            runs.setdefault(rec[NODEID], []).append((w.wid, entry, cpu))
             if rec[RSS_PEAK] is not None and rec[RSS_PEAK] > peak:
                 peak = rec[RSS_PEAK]
         by_worker_peak[w.wid] = peak
+    crash_entries = []
     for crash in data.crashed:
         w = data.workers.get(crash.get("worker"))
-        tests[key(crash["nodeid"], crash.get("worker"))] = _crash_entry(crash, w, slack)
+        entry = _crash_entry(crash, w, slack)
+        crash_entries.append(entry)
+        runs.setdefault(crash["nodeid"], []).append((crash.get("worker"), entry, None))
+    tests: dict[str, dict] = {
+        nodeid: (_merge(rs) if len(rs) > 1 else rs[0][1]) for nodeid, rs in runs.items()
+    }
 
     start = session.get("start") or time.time()
     stop = session.get("stop") or time.time()
@@ -394,12 +551,13 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
 
     workers = {}
     for w in data.workers.values():
-        busy = sum(t["duration"] or 0.0 for t in tests.values() if t["worker"] == w.wid)
+        mine = [e for rs in runs.values() for wid, e, _ in rs if wid == w.wid]
+        busy = sum(e["duration"] or 0.0 for e in mine)
         left = w.left if w.left is not None else stop
         life = max(0.0, left - w.joined)
         workers[w.wid] = {
             "pid": w.pid,
-            "tests": sum(1 for t in tests.values() if t["worker"] == w.wid),
+            "tests": len(mine),
             "busy_time": round(busy, 6),
             "idle_time": round(max(0.0, life - busy), 6),
             "peak_rss_mb": _mb(by_worker_peak.get(w.wid) or None),
@@ -416,15 +574,14 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
             w = data.workers.get(wid)
             for rec in w.records if w is not None else ():
                 if rec[START] <= t_peak <= rec[STOP] + 0.001:
-                    test = key(rec[NODEID], wid)
+                    test = rec[NODEID]
                     break
             if test is None:  # a test its worker died in
-                for crash in data.crashed:
-                    k = key(crash["nodeid"], crash.get("worker"))
-                    t = tests[k]
-                    if crash.get("worker") == wid and t["start"] is not None:
-                        if t["start"] <= t_peak <= crash["time"] + 0.001:
-                            test = k
+                for crash, entry in zip(data.crashed, crash_entries):
+                    began = entry["start"]
+                    if crash.get("worker") == wid and began is not None:
+                        if began <= t_peak <= crash["time"] + 0.001:
+                            test = crash["nodeid"]
                             break
             running[wid] = {"rss_mb": _mb(rss), "test": test}
         concurrent = {"total_rss_mb": _mb(total_rss), "time": iso(t_peak), "workers": running}
@@ -453,7 +610,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     report["summary"] = summary
     report["workers"] = workers
     report["concurrent_memory_peak"] = concurrent
-    report["fixtures"] = _fixtures(data, key)
+    report["fixtures"] = _fixtures(data)
     return report
 
 

@@ -40,7 +40,65 @@ def outcome_after(report: Any, current: str) -> str:
         return "error"
     if report.skipped:
         return "xfailed" if hasattr(report, "wasxfail") else "skipped"
+    if report.outcome == "rerun":  # pytest-rerunfailures: this attempt is run again
+        return "rerun"
     return current
+
+
+#: The report classes of subtests: pytest 9's built-in ``subtests`` fixture, pytest-subtests.
+SUBTEST_REPORTS = frozenset(("SubtestReport", "SubTestReport"))
+_SUBTEST_SLOT = {"passed": 0, "failed": 1, "skipped": 2}
+
+
+def settle(reports: list) -> tuple:
+    """What pytest reported for one run of the test protocol, read once it has ended (other
+    plugins change reports in their own hooks: pytest's subtests marks the call "failed" in
+    ``pytest_report_teststatus``, after ours saw it "passed").
+
+    Returns ``(setup, call, teardown, outcome, subtests, attempts)``: the last attempt's phase
+    durations and outcome; ``subtests`` None or ``[passed, failed, skipped]``; ``attempts``
+    None, or when pytest-rerunfailures ran the test more than once in this protocol call every
+    attempt, the last included, each ``[outcome, setup, call, teardown, start]``.
+    """
+    phase: dict = {}
+    outcome = "passed"
+    start = None
+    subtests = attempts = None
+    for r in reports:
+        if type(r).__name__ in SUBTEST_REPORTS:
+            if subtests is None:
+                subtests = [0, 0, 0]
+            i = _SUBTEST_SLOT.get(r.outcome)
+            if i is not None:
+                subtests[i] += 1
+            continue
+        when = r.when
+        if when == "setup" and phase:  # the setup of a new attempt
+            if attempts is None:
+                attempts = []
+            attempts.append(
+                [outcome, phase.get("setup"), phase.get("call"), phase.get("teardown"), start]
+            )
+            phase = {}
+            outcome = "passed"
+        if not phase:
+            start = getattr(r, "start", None)
+        phase[when] = r.duration
+        outcome = outcome_after(r, outcome)
+    setup, call, teardown = phase.get("setup"), phase.get("call"), phase.get("teardown")
+    if attempts is not None:
+        attempts.append([outcome, setup, call, teardown, start])
+    return setup, call, teardown, outcome, subtests, attempts
+
+
+def _stopped_by(exc: BaseException) -> str:
+    """What a protocol-ending exception says ended the run, in words."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "KeyboardInterrupt (Ctrl-C, SIGINT)"
+    if type(exc).__name__ == "Exit":  # pytest.exit()
+        msg = str(getattr(exc, "msg", "") or exc)
+        return f"pytest.exit({msg[:200]!r})"
+    return type(exc).__name__
 
 
 class Measurer:
@@ -56,8 +114,12 @@ class Measurer:
         self.limit = sys.maxsize
         self.sender: Optional[Sender] = None
         self.local_frames: list = []  # batches packed here when there is no client at all
-        self.phase: dict = {}
-        self.outcome = "passed"
+        self.reports: list = []  # this test's reports so far (read when its protocol ends)
+        # Set by the role: an object whose begin(nodeid_bytes, t0) notes each test's start
+        # where the collector can read it after a hard exit.
+        self.slot: Any = None
+        # (node id, what ended the run) when a test's protocol ended by an exception
+        self.interrupted: Optional[tuple] = None
         # The record's EXTRA: None, or a dict that others (the limits) fill during the test.
         self.extra: Optional[dict] = None
         self.cur: tuple = (None, _perf(), _cpu())
@@ -67,47 +129,80 @@ class Measurer:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Any:
         counters = self.counters
-        self.phase = phase = {}
-        self.outcome = "passed"
+        self.reports = reports = []
         self.extra = None
+        nodeid = item.nodeid.encode("utf-8", "surrogateescape")
         counters.reset()
         rss0 = counters.rss()
         t0 = _time()
+        if self.slot is not None:
+            self.slot.begin(nodeid, t0)
         p0 = _perf()
         c0 = _cpu()
         self.cur = (rss0, p0, c0)
         result = yield
-        if result.excinfo is not None:  # pytest.exit(), Ctrl-C: the test did not finish
-            return
         c1 = _cpu()
         p1 = _perf()
         t1 = _time()
         peak = counters.peak()
         rss1 = counters.rss()
+        setup, call, teardown, outcome, subtests, attempts = settle(reports)
+        extra = counters.extra(self.extra)  # + children's CPU, shared fixtures (H9)
+        if subtests is not None or attempts is not None:
+            if extra is None:
+                extra = {}
+            if subtests is not None:
+                extra["subtests"] = subtests
+            if attempts is not None:
+                extra["attempts"] = attempts
+        if result.excinfo is not None:  # Ctrl-C, pytest.exit(): the test did not finish
+            outcome = "interrupted"
+            # the phase that was running gets the time it had run (by our clock)
+            ran = p1 - p0 - sum(p for p in (setup, call, teardown) if p is not None)
+            if setup is None:
+                setup = max(0.0, ran)
+            elif call is None and teardown is None:
+                call = max(0.0, ran)
+            elif teardown is None:
+                teardown = max(0.0, ran)
+            self.interrupted = (item.nodeid, _stopped_by(result.excinfo[1]))
         queue = self.queue
         queue.append(
             [
-                item.nodeid.encode("utf-8", "surrogateescape"),
+                nodeid,
                 t0,
                 t1,
-                phase.get("setup"),
-                phase.get("call"),
-                phase.get("teardown"),
-                self.outcome,
+                setup,
+                call,
+                teardown,
+                outcome,
                 rss0,
                 peak,
                 rss1,
                 c1 - c0,
                 p1 - p0,
-                counters.extra(self.extra),  # + children's CPU, shared fixtures (H9)
+                extra,
             ]
         )
         if len(queue) >= self.limit:
             self.wake.set()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.phase[report.when] = report.duration
-        self.outcome = outcome_after(report, self.outcome)
+        self.reports.append(report)
+
+    # The current test so far, for the limits and the fixture timing (read a few times a test
+    # at most, and only by those).
+    @property
+    def phase(self) -> dict:
+        """The phases of the current attempt reported so far: {when: duration}."""
+        setup, call, teardown = settle(self.reports)[:3]
+        done = (("setup", setup), ("call", call), ("teardown", teardown))
+        return {when: d for when, d in done if d is not None}
+
+    @property
+    def outcome(self) -> str:
+        """The current attempt's outcome so far."""
+        return settle(self.reports)[3]
 
     # -- sending ------------------------------------------------------------------------------
     def start_sending(self) -> None:
@@ -172,8 +267,8 @@ class JUnitProperties:
         rss0, p0, c0 = m.cur
         wall = _perf() - p0
         cpu = _cpu() - c0
-        phase = m.phase
-        total = (phase.get("setup") or 0) + (phase.get("call") or 0) + (report.duration or 0)
+        setup, call = settle(m.reports)[:2]
+        total = (setup or 0) + (call or 0) + (report.duration or 0)
         props = [("perf_duration", f"{total:.6f}")]
         if rss0 is not None:
             peak = m.counters.peak()

@@ -422,17 +422,23 @@ def test_without_a_client_records_stay_in_the_process():
         m.counters.close()
 
 
-def test_interrupted_test_is_not_recorded():
+def test_interrupted_test_is_recorded_as_interrupted():
+    """Ctrl-C (or pytest.exit()) inside a test: the test is in the report with the time it had
+    run, in the phase that was running, and the Measurer says what ended the run."""
     m = Measurer("main", None)
     try:
         gen = m.pytest_runtest_protocol(_Item("t.py::stop"), None)
         next(gen)
+        m.pytest_runtest_logreport(_Report("setup"))
         result = _Result()
         result.excinfo = (KeyboardInterrupt, KeyboardInterrupt(), None)  # type: ignore[assignment]
         with pytest.raises(StopIteration):
             gen.send(result)
         m.stop_sending()
-        assert m.records() == []
+        (rec,) = m.records()
+        assert rec[P.OUTCOME] == "interrupted"
+        assert rec[P.SETUP] == 0.001 and rec[P.CALL] is not None and rec[P.TEARDOWN] is None
+        assert m.interrupted == ("t.py::stop", "KeyboardInterrupt (Ctrl-C, SIGINT)")
     finally:
         m.counters.close()
 

@@ -99,23 +99,87 @@ def test_window_never_takes_a_neighbour_sample():
 
 
 def test_dist_each_keeps_every_execution():
-    """Issue 14 item 4: the same node ids run by two workers: one entry per execution."""
+    """Issue 20: the same node ids run by two workers: one entry per node id, keyed by it, with
+    every execution in it (no key renamed by the worker that ran it)."""
     workers = []
     for i, wid in enumerate(("gw0", "gw1")):
-        recs = [record(f"t.py::{n}", j + i * 0.1, j + 0.5 + i * 0.1) for j, n in enumerate("ab")]
+        recs = [
+            record(f"t.py::{n}", j + i * 0.1, j + 0.5 + i * 0.1, 100 * MB, 110 * MB, 100 * MB)
+            for j, n in enumerate("ab")
+        ]
         workers.append(Worker(wid, 10 + i, T0, records=recs))
+    workers[1].records[0][P.OUTCOME] = "failed"
     workers[0].records.append(record("t.py::only_here", 5.0, 5.5))
     report = make(workers, methods={"rss": True, "peak": True})
-    assert sorted(report["tests"]) == [
-        "t.py::a [gw0]",
-        "t.py::a [gw1]",
-        "t.py::b [gw0]",
-        "t.py::b [gw1]",
-        "t.py::only_here",
+    tests = report["tests"]
+    assert sorted(tests) == ["t.py::a", "t.py::b", "t.py::only_here"]
+    a = tests["t.py::a"]
+    assert [(x["attempt"], x["worker"], x["outcome"]) for x in a["executions"]] == [
+        (1, "gw0", "passed"),
+        (2, "gw1", "failed"),
     ]
-    assert report["tests"]["t.py::a [gw1]"]["worker"] == "gw1"
+    assert a["outcome"] == "failed"  # the most severe of executions that are not reruns
+    assert a["duration"] == pytest.approx(1.0) and a["call_time"] == pytest.approx(1.0)
+    assert a["start"] == pytest.approx(T0)
+    assert a["memory"]["peak_mb"] == pytest.approx(110.0)
+    assert "executions" not in tests["t.py::only_here"]
     assert report["workers"]["gw0"]["tests"] == 3 and report["workers"]["gw1"]["tests"] == 2
-    assert report["session"]["total_tests"] == 5
+    assert report["session"]["total_tests"] == 3
+
+
+def test_rerun_attempts_of_one_protocol_call():
+    """pytest-rerunfailures: the attempts the plugin put in EXTRA become executions; the
+    entry's times are their sums and its outcome the last attempt's."""
+    rec = record("t.py::flaky", 0.0, 0.3)
+    rec[P.SETUP], rec[P.CALL], rec[P.TEARDOWN] = 0.01, 0.1, 0.0
+    rec[P.EXTRA] = {
+        "attempts": [
+            ["rerun", 0.01, 0.1, 0.0, T0],
+            ["rerun", 0.01, 0.05, 0.0, T0 + 0.11],
+            ["passed", 0.01, 0.1, 0.0, T0 + 0.17],
+        ]
+    }
+    t = make([Worker("main", 1, T0, records=[rec])])["tests"]["t.py::flaky"]
+    assert [x["outcome"] for x in t["executions"]] == ["rerun", "rerun", "passed"]
+    assert [x["attempt"] for x in t["executions"]] == [1, 2, 3]
+    assert t["outcome"] == "passed"
+    assert t["setup_time"] == pytest.approx(0.03) and t["call_time"] == pytest.approx(0.25)
+    assert t["duration"] == pytest.approx(0.28)
+
+
+def test_subtests_counted():
+    rec = record("t.py::sub", 0.0, 0.3, outcome="failed")
+    rec[P.EXTRA] = {"subtests": [2, 1, 0]}
+    t = make([Worker("main", 1, T0, records=[rec])])["tests"]["t.py::sub"]
+    assert t["subtests"] == {"passed": 2, "failed": 1, "skipped": 0}
+    assert t["outcome"] == "failed"
+
+
+def test_crashed_test_keeps_its_setup_time():
+    """Issue 20 item 7: a crash with pytest's setup duration keeps it; the call had the rest."""
+    w = Worker("gw0", 1, T0, records=[record("t.py::a", 0.0, 1.0)])
+    crash = {"nodeid": "t.py::b", "worker": "gw0", "time": T0 + 3.0, "start": T0 + 1.0}
+    t = make([w], crashed=[{**crash, "setup": 0.25}])["tests"]["t.py::b"]
+    assert t["outcome"] == "crashed"
+    assert t["setup_time"] == pytest.approx(0.25) and t["call_time"] == pytest.approx(1.75)
+    assert t["duration"] == pytest.approx(2.0)
+    rerun = make([w], crashed=[{**crash, "rerun": True}])["tests"]["t.py::b"]
+    assert rerun["outcome"] == "rerun" and rerun["setup_time"] is None
+
+
+def test_crash_then_rerun_elsewhere_is_one_entry():
+    """Under -n 2, a test whose worker crashed and that pytest-rerunfailures ran again on
+    another worker: one entry, two executions, the outcome of the rerun."""
+    w0 = Worker("gw0", 1, T0, records=[record("t.py::a", 0.0, 1.0)])
+    w1 = Worker("gw1", 2, T0, records=[record("t.py::b", 4.0, 4.5)])
+    crash = {"nodeid": "t.py::b", "worker": "gw0", "time": T0 + 3.0, "rerun": True}
+    t = make([w0, w1], crashed=[crash])["tests"]["t.py::b"]
+    assert [(x["outcome"], x["worker"]) for x in t["executions"]] == [
+        ("rerun", "gw0"),
+        ("passed", "gw1"),
+    ]
+    assert t["outcome"] == "passed"
+    assert t["duration"] == pytest.approx(2.5)
 
 
 def test_one_execution_keeps_its_plain_key():

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 INTERVAL = 0.05  # seconds; every condition below holds for at least 5 intervals
 
 CRASH_SUITE = f"""
@@ -81,12 +83,14 @@ def test_dist_each_keeps_every_execution(run_perf, pytester):
     run = run_perf("-n", "2", "--dist", "each")
     assert run.ret == 0, run.text
     keys = sorted(run.tests)
-    assert keys == sorted(f"test_each.py::test_{n} [gw{w}]" for n in "abc" for w in (0, 1)), keys
-    for key, t in run.tests.items():
-        assert key.endswith(f"[{t['worker']}]")
-    assert run.report["session"]["total_tests"] == 6
+    assert keys == [f"test_each.py::test_{n}" for n in "abc"], keys
+    for t in run.tests.values():
+        assert sorted(x["worker"] for x in t["executions"]) == ["gw0", "gw1"]
+        assert [x["attempt"] for x in t["executions"]] == [1, 2]
+        assert t["duration"] == pytest.approx(sum(x["duration"] for x in t["executions"]))
+    assert run.report["session"]["total_tests"] == 3
     assert {w: v["tests"] for w, v in run.report["workers"].items()} == {"gw0": 3, "gw1": 3}
-    assert run.report["summary"]["outcomes"] == {"passed": 6}
+    assert run.report["summary"]["outcomes"] == {"passed": 3}
 
 
 SUMMARY_SUITE = """

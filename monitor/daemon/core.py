@@ -164,13 +164,7 @@ class Daemon(server.RouterServer):
         c = P.parse_crash(body)
         if c.rejected:
             self.book.record(s, {"k": "rejected", "s": s.sid, "n": c.rejected})
-        crash = {
-            "nodeid": c.nodeid,
-            "worker": c.worker,
-            "time": c.time if c.time is not None else time.time(),
-            "start": c.start,
-            "recent": c.recent,
-        }
+        crash = {**c.entry(time.time()), "recent": c.recent}
         self.book.record(s, {"k": "crash", "s": s.sid, "c": crash})
 
     def on_bye(self, ident: bytes, body: Any) -> None:
