@@ -191,6 +191,63 @@ def costliest_fixtures(report: dict, top: int) -> list:
     return [(f, round(cost(f), 6)) for f in fx[:top]]
 
 
+def executions(t: dict) -> list:
+    """The test's ``executions`` (present when pytest executed its node id more than once:
+    pytest-rerunfailures attempts, ``--keep-duplicates``, ``--dist each``, a crashed worker's
+    test run again), else ``[]``."""
+    ex = t.get("executions")
+    return [x for x in ex if isinstance(x, dict)] if isinstance(ex, list) else []
+
+
+def runs(t: dict) -> int:
+    """How many times pytest executed the test (1 for an entry without ``executions``)."""
+    return len(executions(t)) or 1
+
+
+def reruns(t: dict) -> int:
+    """How many of the test's attempts pytest-rerunfailures ran again (outcome ``rerun``)."""
+    return sum(1 for x in executions(t) if x.get("outcome") == "rerun")
+
+
+def outcome_runs(t: dict) -> str:
+    """The outcomes of the test's executions in order, repeats counted:
+    ``"rerun x2, passed"``; the test's outcome when it ran once."""
+    seq = [str(x.get("outcome")) for x in executions(t)] or [str(t.get("outcome"))]
+    out: list = []
+    for o in seq:
+        if out and out[-1][0] == o:
+            out[-1][1] += 1
+        else:
+            out.append([o, 1])
+    return ", ".join(o if n == 1 else f"{o} x{n}" for o, n in out)
+
+
+def subtests(t: dict) -> Optional[dict]:
+    """The test's subtest counts ``{"passed", "failed", "skipped"}``, or None without any."""
+    s = t.get("subtests")
+    return s if isinstance(s, dict) else None
+
+
+def subtests_text(s: dict) -> str:
+    """``"3 passed, 1 failed, 0 skipped"``."""
+    return ", ".join(f"{s.get(k, 0)} {k}" for k in ("passed", "failed", "skipped"))
+
+
+def repeated(report: dict) -> list:
+    """The tests pytest executed more than once, as ``(nodeid, test)`` pairs, the most
+    executions first (then by node id)."""
+    hits = [(k, t) for k, t in report["tests"].items() if runs(t) > 1]
+    hits.sort(key=lambda kv: (-runs(kv[1]), kv[0]))
+    return hits
+
+
+def with_subtests(report: dict) -> list:
+    """The tests that had subtests, as ``(nodeid, test)`` pairs: most failed subtests first."""
+    hits = [(k, t) for k, t in report["tests"].items() if subtests(t) is not None]
+    hits.sort(key=lambda kv: (-(subtests(kv[1]) or {}).get("failed", 0), kv[0]))
+    return hits
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str  # key in JSON output
@@ -303,6 +360,8 @@ def totals(report: dict) -> dict:
     warnings = session.get("warnings")
     jobs = report.get("jobs")
     eff = (report.get("summary") or {}).get("parallel_efficiency")
+    again = repeated(report)
+    subs = [s for s in (subtests(t) for t in report["tests"].values()) if s is not None]
     return {
         "tests": len(report["tests"]),
         "outcomes": summary["outcomes"],
@@ -321,6 +380,16 @@ def totals(report: dict) -> dict:
         "records_dropped": session.get("records_dropped"),
         "warnings": len(warnings) if isinstance(warnings, list) else 0,
         "exit_status": session.get("exit_status"),
+        # tests pytest executed more than once: their times are the sums over the executions
+        "repeated_tests": len(again),
+        "repeated_executions": sum(runs(t) for _, t in again),
+        "rerun_attempts": sum(reruns(t) for _, t in again),
+        "subtests": {
+            "tests": len(subs),
+            **{k: sum(_num(s.get(k)) or 0 for s in subs) for k in ("passed", "failed", "skipped")},
+        }
+        if subs
+        else None,
     }
 
 
@@ -358,6 +427,15 @@ class Change:
     metric: Metric
     baseline: float
     current: float
+    #: how many times pytest executed the test in each report (its times are the sums)
+    baseline_runs: int = 1
+    current_runs: int = 1
+
+    @property
+    def repeated(self) -> bool:
+        """Whether the test was executed more than once in either report (its figures are of
+        every execution together: reruns, --dist each, ...)."""
+        return self.baseline_runs > 1 or self.current_runs > 1
 
     @property
     def delta(self) -> float:
@@ -378,6 +456,8 @@ class Change:
             "current": self.current,
             "change": round(self.delta, 6),
             "change_ratio": None if ratio is None else round(ratio, 4),
+            "baseline_executions": self.baseline_runs,
+            "current_executions": self.current_runs,
         }
 
 
@@ -391,6 +471,9 @@ class Comparison:
     new: list = field(default_factory=list)  # [nodeid]
     gone: list = field(default_factory=list)  # [nodeid]
     outcome_changes: list = field(default_factory=list)  # [(nodeid, old, new)]
+    #: tests in both reports that pytest executed more than once in either:
+    #: [(nodeid, baseline test, current test)]
+    repeated: list = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -406,7 +489,22 @@ class Comparison:
             "outcome_changes": [
                 {"test": k, "baseline": old, "current": new} for k, old, new in self.outcome_changes
             ],
+            "executed_more_than_once": [
+                {
+                    "test": k,
+                    "baseline_executions": runs(old),
+                    "current_executions": runs(new),
+                    "baseline_outcomes": _outcome_list(old),
+                    "current_outcomes": _outcome_list(new),
+                }
+                for k, old, new in self.repeated
+            ],
         }
+
+
+def _outcome_list(t: dict) -> list:
+    """The outcomes of the test's executions, in order (its one outcome when it ran once)."""
+    return [x.get("outcome") for x in executions(t)] or [t.get("outcome")]
 
 
 def compare(
@@ -420,6 +518,11 @@ def compare(
     Metrics are compared only between runs of a test with the same outcome (a test that went
     from passed to failed is listed under outcome changes instead). CPU is compared only when
     the test took at least ``cpu_min_duration`` seconds in both reports.
+
+    A test pytest executed more than once (reruns, ``--dist each``, ...) is compared on its
+    whole entry: the sums over every execution, never its last attempt alone. Each of its
+    changes carries the execution counts (:attr:`Change.repeated`), and the test is listed in
+    :attr:`Comparison.repeated`, so that a rerun never reads as a plain slowdown.
     """
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
@@ -429,6 +532,9 @@ def compare(
     result.gone = sorted(k for k in base_tests if k not in cur_tests)
     for nodeid in sorted(k for k in cur_tests if k in base_tests):
         old_t, new_t = base_tests[nodeid], cur_tests[nodeid]
+        n_old, n_new = runs(old_t), runs(new_t)
+        if n_old > 1 or n_new > 1:
+            result.repeated.append((nodeid, old_t, new_t))
         if old_t.get("outcome") != new_t.get("outcome"):
             result.outcome_changes.append((nodeid, old_t.get("outcome"), new_t.get("outcome")))
             continue
@@ -440,7 +546,7 @@ def compare(
             old, new = metric.get(old_t), metric.get(new_t)
             if old is None or new is None or not th[metric.group].passes(old, new):
                 continue
-            change = Change(nodeid, metric, old, new)
+            change = Change(nodeid, metric, old, new, n_old, n_new)
             (result.regressions if new > old else result.improvements).append(change)
     return result
 

@@ -72,6 +72,11 @@ def annotations(cmp: Comparison, current: dict) -> list:
             f"{value_text(c.metric, c.current)} ({value_text(c.metric, c.delta, signed=True)}, "
             f"{ratio_text(c)})"
         )
+        if c.repeated:
+            msg += (
+                f"; executed {c.baseline_runs} -> {c.current_runs} time(s), figures summed "
+                "over every execution (reruns included)"
+            )
         lines.append(f"::warning {','.join(props)}::{escape_data(msg)}")
     return lines
 

@@ -132,9 +132,14 @@ def report_data(report: dict, source: str, top: int, mem_mb: float, cpu_pct: flo
                 "call_time": t.get("call_time"),
                 "teardown_time": t.get("teardown_time"),
                 "outcome": t.get("outcome"),
+                "executions": analysis.runs(t),
+                "subtests": analysis.subtests(t),
             }
             for k, t in analysis.slowest(report, top)
         ],
+        "repeated": _repeated_data(report, top),
+        "subtests": _subtests_data(report, top),
+        "interrupted": _interrupted_data(report, top),
         "memory": {
             "count": len(mem),
             "tests": [
@@ -155,6 +160,57 @@ def report_data(report: dict, source: str, top: int, mem_mb: float, cpu_pct: flo
             **({"with_children": True} if kids else {}),
         },
         **_fixtures_data(report, top),
+    }
+
+
+def _repeated_data(report: dict, top: int) -> dict:
+    """The tests pytest executed more than once (their times are the sums over them)."""
+    hits = analysis.repeated(report)
+    return {
+        "count": len(hits),
+        "tests": [
+            {
+                "test": k,
+                "executions": analysis.runs(t),
+                "reruns": analysis.reruns(t),
+                "duration": t.get("duration"),
+                "outcome": t.get("outcome"),
+                "attempts": [
+                    {
+                        "attempt": x.get("attempt"),
+                        "outcome": x.get("outcome"),
+                        "duration": x.get("duration"),
+                        "worker": x.get("worker"),
+                    }
+                    for x in analysis.executions(t)
+                ],
+            }
+            for k, t in hits[:top]
+        ],
+    }
+
+
+def _subtests_data(report: dict, top: int) -> dict:
+    hits = analysis.with_subtests(report)
+    return {
+        "count": len(hits),
+        "tests": [
+            {"test": k, **(analysis.subtests(t) or {}), "outcome": t.get("outcome")}
+            for k, t in hits[:top]
+        ],
+    }
+
+
+def _interrupted_data(report: dict, top: int) -> dict:
+    """The tests the run ended in (Ctrl-C, pytest.exit(), a signal): times as far as they ran."""
+    hits = sorted(k for k, t in report["tests"].items() if t.get("outcome") == "interrupted")
+    tests = report["tests"]
+    return {
+        "count": len(hits),
+        "tests": [
+            {"test": k, "duration": tests[k].get("duration"), "worker": tests[k].get("worker")}
+            for k in hits[:top]
+        ],
     }
 
 
@@ -206,6 +262,31 @@ def _count(section: dict) -> str:
     return f"{count} test(s)" + (f", top {shown} shown" if shown < count else "")
 
 
+def repeated_text(tot: dict) -> Optional[str]:
+    """The line on tests pytest executed more than once, or None when there are none."""
+    n = tot.get("repeated_tests")
+    if not n:
+        return None
+    reruns = tot.get("rerun_attempts") or 0
+    how = f", {reruns} of them rerun attempts" if reruns else ""
+    return (
+        f"{n} test(s) executed more than once ({tot['repeated_executions']} executions{how}): "
+        "their times are the sums over every execution."
+    )
+
+
+def subtests_line(tot: dict) -> Optional[str]:
+    s = tot.get("subtests")
+    if not s:
+        return None
+    return f"Subtests: {analysis.subtests_text(s)} in {s['tests']} test(s)."
+
+
+def runs_cell(n: int, outcomes: str) -> str:
+    """An entry's executions for a table cell: ``"3: rerun x2, passed"``, or its one outcome."""
+    return outcomes if n == 1 else f"{n}: {outcomes}"
+
+
 def report_doc(data: dict) -> Doc:
     tot = data["totals"]
     th = data["thresholds"]
@@ -220,12 +301,19 @@ def report_doc(data: dict) -> Doc:
         f"{tot['workers']} worker(s), collector {tot['collector']}, "
         f"{tot['records_dropped']} record(s) dropped, {tot['warnings']} warning(s)."
     )
+    for extra in (repeated_text(tot), subtests_line(tot)):
+        if extra:
+            doc.line(extra)
 
     n_slow = len(data["slowest"])
     doc.heading(f"Slowest tests (top {n_slow} of {tot['tests']})")
     if data["slowest"]:
+        # the runs column only when one of the rows was executed more than once
+        runs = any(r["executions"] > 1 for r in data["slowest"])
         doc.table(
-            ["duration", "setup", "call", "teardown", "outcome", "test"],
+            ["duration", "setup", "call", "teardown", "outcome"]
+            + (["runs"] if runs else [])
+            + ["test"],
             [
                 [
                     _f(r["duration"], ".3f", "s"),
@@ -233,14 +321,16 @@ def report_doc(data: dict) -> Doc:
                     _f(r["call_time"], ".3f", "s"),
                     _f(r["teardown_time"], ".3f", "s"),
                     str(r["outcome"]),
-                    r["test"],
                 ]
+                + ([str(r["executions"])] if runs else [])
+                + [r["test"]]
                 for r in data["slowest"]
             ],
-            [True, True, True, True, False, False],
+            [True, True, True, True, False] + ([True] if runs else []) + [False],
         )
     else:
         doc.line("(no timed tests)")
+    _report_runs(doc, data)
 
     mem = data["memory"]
     doc.heading(f"Memory delta over {th['memory_mb']:g} MB: {_count(mem)}")
@@ -320,10 +410,65 @@ def report_doc(data: dict) -> Doc:
     return doc
 
 
+def _report_runs(doc: Doc, data: dict) -> None:
+    """The sections on tests executed more than once, subtests and interrupted tests: only
+    when the report has any."""
+    rep = data["repeated"]
+    if rep["count"]:
+        doc.heading(
+            f"Executed more than once: {_count(rep)} (times are the sums over the executions)"
+        )
+        doc.table(
+            ["runs", "duration", "outcome", "executions", "test"],
+            [
+                [
+                    str(r["executions"]),
+                    _f(r["duration"], ".3f", "s"),
+                    str(r["outcome"]),
+                    analysis.outcome_runs({"executions": r["attempts"]}),
+                    r["test"],
+                ]
+                for r in rep["tests"]
+            ],
+            [True, True, False, False, False],
+        )
+    subs = data["subtests"]
+    if subs["count"]:
+        doc.heading(f"Subtests: {_count(subs)}")
+        doc.table(
+            ["passed", "failed", "skipped", "outcome", "test"],
+            [
+                [
+                    str(r["passed"]),
+                    str(r["failed"]),
+                    str(r["skipped"]),
+                    str(r["outcome"]),
+                    r["test"],
+                ]
+                for r in subs["tests"]
+            ],
+            [True, True, True, False, False],
+        )
+    stopped = data["interrupted"]
+    if stopped["count"]:
+        doc.heading(
+            f"Interrupted: {_count(stopped)} (the run ended while they ran: Ctrl-C, "
+            "pytest.exit(), a signal; times as far as they ran)"
+        )
+        doc.table(
+            ["duration", "worker", "test"],
+            [
+                [_f(r["duration"], ".3f", "s"), str(r["worker"]), r["test"]]
+                for r in stopped["tests"]
+            ],
+            [True, False, False],
+        )
+
+
 # --------------------------------------------------------------------------- compare
 
 
-def _change_rows(changes: list) -> list:
+def _change_rows(changes: list, runs: bool = False) -> list:
     return [
         [
             c.metric.title,
@@ -331,14 +476,24 @@ def _change_rows(changes: list) -> list:
             value_text(c.metric, c.current),
             value_text(c.metric, c.delta, signed=True),
             ratio_text(c),
-            c.test,
         ]
+        + ([f"{c.baseline_runs}->{c.current_runs}"] if runs else [])
+        + [c.test]
         for c in changes
     ]
 
 
 CHANGE_HEADERS = ["metric", "baseline", "current", "change", "rel", "test"]
 CHANGE_RIGHT = [False, True, True, True, True, False]
+
+
+def _change_table(doc: Doc, changes: list) -> None:
+    """A table of changes; with a ``runs`` column (executions, baseline->current) when one of
+    them is of a test executed more than once."""
+    runs = any(c.repeated for c in changes)
+    headers = CHANGE_HEADERS[:-1] + (["runs"] if runs else []) + CHANGE_HEADERS[-1:]
+    right = CHANGE_RIGHT[:-1] + ([True] if runs else []) + CHANGE_RIGHT[-1:]
+    doc.table(headers, _change_rows(changes, runs), right)
 
 
 def describe_thresholds(cmp: Comparison) -> str:
@@ -355,21 +510,31 @@ def compare_doc(cmp: Comparison, base: str, cur: str) -> Doc:
     doc = Doc()
     doc.heading(f"perfmon compare: {base} -> {cur}")
     verdict = f"REGRESSION ({len(cmp.regressions)})" if cmp.regressions else "OK"
+    again = (
+        f"; {len(cmp.repeated)} executed more than once (compared on all their executions)"
+        if cmp.repeated
+        else ""
+    )
     doc.line(
         f"Result: {verdict}. {cmp.compared} test(s) compared: "
         f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s); "
         f"{len(cmp.new)} new, {len(cmp.gone)} gone, "
-        f"{len(cmp.outcome_changes)} outcome change(s)."
+        f"{len(cmp.outcome_changes)} outcome change(s){again}."
     )
     doc.line(f"A change counts when it passes both thresholds: {describe_thresholds(cmp)}.")
+    if any(c.repeated for c in cmp.regressions + cmp.improvements):
+        doc.line(
+            "runs: how many times pytest executed the test, baseline->current (reruns, "
+            "--dist each, ...); its figures are the sums over every execution."
+        )
     doc.heading(f"Regressions: {len(cmp.regressions)}")
     if cmp.regressions:
-        doc.table(CHANGE_HEADERS, _change_rows(cmp.regressions), CHANGE_RIGHT)
+        _change_table(doc, cmp.regressions)
     else:
         doc.line("(none)")
     doc.heading(f"Improvements: {len(cmp.improvements)}")
     if cmp.improvements:
-        doc.table(CHANGE_HEADERS, _change_rows(cmp.improvements), CHANGE_RIGHT)
+        _change_table(doc, cmp.improvements)
     else:
         doc.line("(none)")
     if cmp.outcome_changes:
@@ -377,6 +542,23 @@ def compare_doc(cmp: Comparison, base: str, cur: str) -> Doc:
         doc.table(
             ["baseline", "current", "test"],
             [[str(old), str(new), k] for k, old, new in cmp.outcome_changes],
+            [False, False, False],
+        )
+    if cmp.repeated:
+        doc.heading(
+            f"Executed more than once: {len(cmp.repeated)} (compared on the sums over all "
+            "executions, never the last one alone)"
+        )
+        doc.table(
+            ["baseline", "current", "test"],
+            [
+                [
+                    runs_cell(analysis.runs(old), analysis.outcome_runs(old)),
+                    runs_cell(analysis.runs(new), analysis.outcome_runs(new)),
+                    k,
+                ]
+                for k, old, new in cmp.repeated
+            ],
             [False, False, False],
         )
     for title, names in (("New tests", cmp.new), ("Gone tests", cmp.gone)):

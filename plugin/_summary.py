@@ -95,22 +95,57 @@ def write_summary(tr: Any, report: dict) -> None:
             yellow=True,
         )
 
+    again = analysis.repeated({"tests": tests})
+    if again:
+        n_runs = sum(analysis.runs(t) for _, t in again)
+        n_reruns = sum(analysis.reruns(t) for _, t in again)
+        out.text(
+            f"{len(again)} test(s) executed more than once ({n_runs} executions"
+            + (f", {n_reruns} of them rerun attempts" if n_reruns else "")
+            + "): their times below are the sums over every execution",
+            yellow=True,
+        )
+    subs = [analysis.subtests(t) for _, t in analysis.with_subtests({"tests": tests})]
+    if subs:
+        counts = {k: sum(s.get(k, 0) for s in subs) for k in ("passed", "failed", "skipped")}
+        out.text(f"subtests: {analysis.subtests_text(counts)} in {len(subs)} test(s)")
+    stopped = sorted(k for k, t in tests.items() if t.get("outcome") == "interrupted")
+    if stopped:
+        out.text(
+            f"{len(stopped)} test(s) interrupted (the run ended while they ran; their times "
+            "are as far as they ran): "
+            + ", ".join(stopped[:ROWS])
+            + (f" and {len(stopped) - ROWS} more" if len(stopped) > ROWS else ""),
+            yellow=True,
+        )
     slow = analysis.slowest({"tests": tests}, ROWS)
+    runs = any(analysis.runs(t) > 1 for _, t in slow)  # a runs column only when it says more
     out.table(
         f"slowest tests (s; top {len(slow)} of {len(tests)})",
-        ["total", "setup", "call", "teardown", "test"],
+        ["total", "setup", "call", "teardown"] + (["runs"] if runs else []) + ["test"],
         [
             [
                 _secs(t.get("duration")),
                 _secs(t.get("setup_time")),
                 _secs(t.get("call_time")),
                 _secs(t.get("teardown_time")),
-                k,
             ]
+            + ([str(analysis.runs(t))] if runs else [])
+            + [k]
             for k, t in slow
         ],
-        [True, True, True, True, False],
+        [True, True, True, True] + ([True] if runs else []) + [False],
     )
+    if again:
+        out.table(
+            "tests executed more than once (s; the sum over the executions)",
+            ["runs", "total", "executions", "test"],
+            [
+                [str(analysis.runs(t)), _secs(t.get("duration")), analysis.outcome_runs(t), k]
+                for k, t in again[:ROWS]
+            ],
+            [True, True, False, False],
+        )
     floor = analysis.MEMORY_MIN_MB
     deltas = analysis.largest_deltas({"tests": tests}, ROWS, floor)
     out.table(

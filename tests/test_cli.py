@@ -130,6 +130,26 @@ GOLDEN_CASES = {
     "compare_table.txt": ["compare", "baseline.json", "current.json"],
     "compare_markdown.md": ["compare", "baseline.json", "current.json", "--format", "markdown"],
     "compare_json.json": ["compare", "baseline.json", "current.json", "--format", "json"],
+    # issue 20: reruns (pytest-rerunfailures, a crashed worker's test run again), --dist each,
+    # subtests and an interrupted test (reruns_*.json: reports built by report.build)
+    "report_reruns_table.txt": ["report", "reruns_current.json"],
+    "report_reruns_markdown.md": ["report", "reruns_current.json", "--format", "markdown"],
+    "report_reruns_json.json": ["report", "reruns_current.json", "--format", "json"],
+    "compare_reruns_table.txt": ["compare", "reruns_baseline.json", "reruns_current.json"],
+    "compare_reruns_markdown.md": [
+        "compare",
+        "reruns_baseline.json",
+        "reruns_current.json",
+        "--format",
+        "markdown",
+    ],
+    "compare_reruns_json.json": [
+        "compare",
+        "reruns_baseline.json",
+        "reruns_current.json",
+        "--format",
+        "json",
+    ],
     "compare_loose_table.txt": [
         "compare",
         "baseline.json",
@@ -186,7 +206,7 @@ def test_docs_examples_are_golden(command: str, name: str) -> None:
 
 
 def test_golden_fixtures_are_valid_reports(validator) -> None:
-    for name in ("baseline.json", "current.json"):
+    for name in ("baseline.json", "current.json", "reruns_baseline.json", "reruns_current.json"):
         assert_valid(validator, load(GOLDEN / name))
 
 
@@ -552,6 +572,109 @@ def test_annotations_on_merged_reports_point_at_the_file(perfmon, tmp_path: Path
     assert len(warnings) == 4
     assert warnings[0].startswith("::warning file=tests/test_api.py,")
     assert "::py3.12::tests/test_api.py::test_slow_query: duration" in warnings[0]
+
+
+# --------------------------------------------------------------------------- issue 20: executions
+
+FLAKY = "tests/test_net.py::test_flaky"  # pytest-rerunfailures: rerun, rerun, passed
+EACH = "tests/test_each.py::test_everywhere"  # --dist each: passed on gw1 and gw0
+CRASHY = "tests/test_boom.py::test_crashy"  # its worker crashed; run again on a new one
+
+
+def test_report_shows_executions_subtests_and_interrupted(perfmon) -> None:
+    data = json.loads(perfmon("report", "reruns_current.json", "--format", "json").stdout)
+    tot = data["totals"]
+    assert tot["outcomes"] == {"failed": 1, "interrupted": 1, "passed": 4}
+    assert (tot["repeated_tests"], tot["repeated_executions"], tot["rerun_attempts"]) == (3, 7, 3)
+    assert tot["subtests"] == {"tests": 1, "passed": 3, "failed": 1, "skipped": 0}
+    runs = {r["test"]: r["executions"] for r in data["slowest"]}
+    assert runs[FLAKY] == 3 and runs[EACH] == 2 and runs["tests/test_plain.py::test_steady"] == 1
+    (flaky,) = [r for r in data["repeated"]["tests"] if r["test"] == FLAKY]
+    assert [a["outcome"] for a in flaky["attempts"]] == ["rerun", "rerun", "passed"]
+    assert flaky["reruns"] == 2 and flaky["duration"] == pytest.approx(
+        sum(a["duration"] for a in flaky["attempts"])
+    )
+    assert data["interrupted"]["tests"] == [
+        {"test": "tests/test_slow.py::test_long", "duration": 0.2, "worker": "gw0"}
+    ]
+    text = perfmon("report", "reruns_current.json").stdout
+    assert "3 test(s) executed more than once (7 executions, 3 of them rerun attempts)" in text
+    assert "Subtests: 3 passed, 1 failed, 0 skipped in 1 test(s)." in text
+    assert "rerun x2, passed  tests/test_net.py::test_flaky" in text
+    # a report without any: no runs column, no sections (the golden outputs above)
+    plain = perfmon("report", "current.json").stdout
+    assert "runs" not in plain and "executed more than once" not in plain
+
+
+def test_compare_flags_tests_executed_more_than_once(perfmon) -> None:
+    """A test that needed reruns is compared on all its attempts (their sum), and every output
+    says so: it never reads as a plain slowdown."""
+    data = json.loads(
+        perfmon("compare", "reruns_baseline.json", "reruns_current.json", "--format", "json").stdout
+    )
+    base = load(GOLDEN / "reruns_baseline.json")["tests"]
+    cur = load(GOLDEN / "reruns_current.json")["tests"]
+    slower = {r["test"]: r for r in data["regressions"]}
+    assert set(slower) == {FLAKY, EACH, CRASHY}
+    flaky = slower[FLAKY]
+    # the whole entry (every attempt), not the last attempt alone
+    assert flaky["current"] == cur[FLAKY]["duration"] != cur[FLAKY]["executions"][-1]["duration"]
+    assert flaky["baseline"] == base[FLAKY]["duration"]
+    assert (flaky["baseline_executions"], flaky["current_executions"]) == (1, 3)
+    again = {r["test"]: r for r in data["executed_more_than_once"]}
+    assert again[FLAKY]["current_outcomes"] == ["rerun", "rerun", "passed"]
+    assert again[EACH]["current_outcomes"] == ["passed", "passed"]
+    assert again[CRASHY]["baseline_outcomes"] == ["passed"]
+    table = perfmon("compare", "reruns_baseline.json", "reruns_current.json").stdout
+    assert "3 executed more than once (compared on all their executions)" in table
+    row = next(line for line in table.splitlines() if line.endswith(FLAKY) and "+" in line)
+    assert row.split()[-2] == "1->3"
+    md = perfmon(
+        "compare", "reruns_baseline.json", "reruns_current.json", "--format", "markdown"
+    ).stdout
+    assert f"| 1->3 | `{FLAKY}` |" in md
+    assert f"| passed | 3: rerun x2, passed | `{FLAKY}` |" in md
+    proc = perfmon(
+        "compare",
+        "reruns_baseline.json",
+        "reruns_current.json",
+        env=clean_env(GITHUB_ACTIONS="true"),
+    )
+    (warning,) = [w for w in proc.stdout.splitlines() if w.startswith("::warning ") and FLAKY in w]
+    assert "executed 1 -> 3 time(s), figures summed over every execution" in warning
+
+
+def test_compare_same_outcome_after_reruns_is_compared_not_an_outcome_change() -> None:
+    """The entry's outcome leaves rerun attempts out: passed, then passed after a rerun, is no
+    outcome change; both its attempts count in its duration."""
+    base = load(GOLDEN / "reruns_baseline.json")
+    cur = load(GOLDEN / "reruns_current.json")
+    cmp = analysis.compare(base, cur)
+    assert FLAKY not in {k for k, _, _ in cmp.outcome_changes}
+    (change,) = [c for c in cmp.regressions if c.test == FLAKY]
+    assert change.repeated and change.current_runs == 3
+    # the other way round: a test that ran once in both is not flagged
+    assert all(c.repeated for c in cmp.regressions)
+    same = analysis.compare(base, base)
+    assert same.repeated == [] and not same.regressions
+
+
+def test_merge_keeps_executions_and_subtests(perfmon, tmp_path: Path, validator) -> None:
+    """perfmon merge prefixes the keys only: every entry keeps its executions (their workers
+    named as the entry's own) and subtests; report and compare read the merged reports."""
+    out = tmp_path / "m.json"
+    proc = perfmon("merge", "reruns_baseline.json", "reruns_current.json", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    merged = load(out)
+    assert_valid(validator, merged)
+    cur = load(GOLDEN / "reruns_current.json")["tests"]
+    for nodeid, t in cur.items():
+        m = merged["tests"][f"reruns_current::{nodeid}"]
+        assert m.get("executions") == t.get("executions")
+        assert m.get("subtests") == t.get("subtests")
+    assert not any("[gw" in k for k in merged["tests"])
+    data = json.loads(perfmon("report", str(out), "--format", "json").stdout)
+    assert data["totals"]["repeated_tests"] == 3
 
 
 # --------------------------------------------------------------------------- merge (golden)

@@ -207,6 +207,38 @@ def test_terminal_names_each_time_figure():
     assert " wall;" not in text
 
 
+@pytest.mark.parametrize("columns", [50, 100])
+def test_terminal_summary_shows_executions_subtests_and_interrupted(columns):
+    """Issue 20: the tests pytest executed more than once (their attempts), subtest counts and
+    interrupted tests are in the summary; every line still fits."""
+    report = json.loads((GOLDEN / "reruns_current.json").read_text(encoding="utf-8"))
+    tr = FakeTerminal(columns)
+    write_summary(tr, report)
+    assert not [line for line in tr.lines if len(line) > columns - 1]
+    text = " ".join(line.strip() for line in tr.lines)
+    assert "3 test(s) executed more than once (7 executions, 3 of them rerun attempts)" in text
+    assert "subtests: 3 passed, 1 failed, 0 skipped in 1 test(s)" in text
+    assert "1 test(s) interrupted" in text and "test_long" in text
+    slow = _block(tr.lines, "slowest tests")
+    # slowest first: crashy (2 executions), flaky (3), everywhere (2), then tests run once
+    assert [r.split()[4] for r in slow] == ["2", "3", "2", "1", "1", "1"]
+    if columns >= 100:
+        again = _block(tr.lines, "tests executed more than once")
+        assert again[0].split() == ["3", "1.170", "rerun", "x2,", "passed", FLAKY]
+
+
+def test_terminal_summary_without_executions_has_no_runs_column():
+    tr = FakeTerminal(200)
+    write_summary(tr, _demo_report())
+    header = tr.lines[tr.lines.index(next(x for x in tr.lines if x.startswith("slowest"))) + 1]
+    assert header.split() == ["total", "setup", "call", "teardown", "test"]
+    assert not any("executed more than once" in line for line in tr.lines)
+    assert not any(line.startswith("subtests") for line in tr.lines)
+
+
+FLAKY = "tests/test_net.py::test_flaky"
+
+
 # --------------------------------------------------------------------------- schema validator
 
 
@@ -254,8 +286,11 @@ def test_validator_accepts_what_jsonschema_accepts():
     report["concurrent_memory_peak"] = None
     report["session"]["total_tests"] = 9.0  # an integer, for JSON Schema
     report["session"]["possibly_incomplete"] = True
-    report["tests"]["tests/test_x.py::test_a [gw1]"] = dict(report["tests"].popitem()[1])
+    report["tests"]["tests/test_x.py::test_a"] = dict(report["tests"].popitem()[1])
     assert not list(_JS.iter_errors(report)) and first_problem(report) is None
+    for name in ("reruns_baseline.json", "reruns_current.json"):  # executions, subtests
+        report = json.loads((GOLDEN / name).read_text(encoding="utf-8"))
+        assert not list(_JS.iter_errors(report)) and first_problem(report) is None
 
 
 @pytest.mark.parametrize("report", _broken_reports())
