@@ -7,6 +7,8 @@ is on.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ._settings import (
@@ -29,8 +31,26 @@ MARKER = (
 )
 
 
+#: Our options that take a value, filled by pytest_addoption. Written as a separate argument
+#: (``--perf-history ../h.db``), a value is a test path to pytest when it decides its rootdir,
+#: before it loads this plugin: see _rootdir.
+VALUE_FLAGS: set[str] = set()
+
+
+class _Group:
+    """The option group, recording the flags of options that take a value in VALUE_FLAGS."""
+
+    def __init__(self, group: pytest.OptionGroup) -> None:
+        self.group = group
+
+    def addoption(self, *names: str, **attrs: object) -> None:
+        self.group.addoption(*names, **attrs)
+        if attrs.get("action") not in ("store_true", "store_false"):
+            VALUE_FLAGS.update(names)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("perfmon", "performance monitoring (pytest-perfmon)")
+    group = _Group(parser.getgroup("perfmon", "performance monitoring (pytest-perfmon)"))
     group.addoption(
         "--perf-monitor",
         action="store_true",
@@ -211,6 +231,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(str(exc)) from None
             _limits.install(config, mode, limits, history)
         return
+    _check_rootdir(config)
     from . import _settings
 
     try:
@@ -237,3 +258,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     _fixtures.configure(config, lambda: _roles.configure(config, settings))
     _limits.install(config, settings.limit_mode, settings.limits, history)
+
+
+def _check_rootdir(config: pytest.Config) -> None:
+    """Warn when a value of ours, written as a separate argument, moved pytest's rootdir or ini
+    file (with or without --perf-monitor: node ids change and the ini file may go unread either
+    way). Imports _rootdir only when one of our value-taking flags is an argument of its own."""
+    args = config.invocation_params.args
+    env = os.environ.get("PYTEST_ADDOPTS", "")
+    if any(a in VALUE_FLAGS for a in args) or ("--perf-" in env and VALUE_FLAGS & set(env.split())):
+        from . import _rootdir
+
+        _rootdir.warn(config, VALUE_FLAGS)
