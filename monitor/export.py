@@ -7,6 +7,10 @@
   textfile collector or a Pushgateway. No timestamps (the textfile collector refuses them).
 - ``csv``: one row per test, empty cells for values that were not measured.
 
+A test pytest executed more than once (pytest-rerunfailures attempts, ``--dist each``, a crashed
+worker's test run again) is one entry whose figures are the sums over its executions: every
+export says how many there were (benchmark ``extra``, ``perfmon_test_executions``, CSV columns).
+
 Standard library only. Each function takes a report that passed
 :func:`pytest_perfmon.monitor.analysis.check_report` and returns the text to write.
 """
@@ -23,8 +27,9 @@ from typing import Any, Callable, Optional
 MIB = 1048576
 
 #: Outcomes whose figures are not a measurement of the test's work (left out of the benchmark
-#: export: a skipped test "gets faster" by being skipped; a crashed one has no end).
-NOT_MEASURED = ("skipped", "crashed")
+#: export: a skipped test "gets faster" by being skipped; a crashed one has no end; an
+#: interrupted one stopped when the run ended).
+NOT_MEASURED = ("skipped", "crashed", "interrupted")
 
 CSV_COLUMNS = (
     "test",
@@ -41,6 +46,11 @@ CSV_COLUMNS = (
     "memory_peak_mb",
     "memory_end_mb",
     "memory_delta_mb",
+    "executions",  # how many times pytest executed the test (the figures are their sums)
+    "execution_outcomes",  # each execution's outcome, in order, space-separated
+    "subtests_passed",
+    "subtests_failed",
+    "subtests_skipped",
 )
 
 
@@ -53,6 +63,15 @@ def _num(v: Any) -> Optional[float]:
 def _mem(test: dict, key: str) -> Optional[float]:
     mem = test.get("memory")
     return _num(mem.get(key)) if isinstance(mem, dict) else None
+
+
+def _executions(test: dict) -> list:
+    ex = test.get("executions")
+    return [x for x in ex if isinstance(x, dict)] if isinstance(ex, list) else []
+
+
+def _runs(test: dict) -> int:
+    return len(_executions(test)) or 1
 
 
 def _tests(report: dict) -> Iterator[tuple[str, dict]]:
@@ -77,6 +96,15 @@ def github_action_benchmark(report: dict) -> str:
         if test.get("outcome") in NOT_MEASURED:
             continue
         extra = f"outcome: {test.get('outcome')}; worker: {test.get('worker')}"
+        execs = _executions(test)
+        if execs:
+            outcomes = ", ".join(str(x.get("outcome")) for x in execs)
+            extra += f"; executions: {len(execs)} ({outcomes}), figures summed over them"
+        subs = test.get("subtests")
+        if isinstance(subs, dict):
+            extra += "; subtests: " + ", ".join(
+                f"{subs.get(k, 0)} {k}" for k in ("passed", "failed", "skipped")
+            )
         for metric, unit, get in BENCH_METRICS:
             value = get(test)
             if value is not None:
@@ -137,6 +165,12 @@ def openmetrics(report: dict) -> str:
     cpu = _Family("perfmon_test_cpu_ratio", "process CPU time / wall time of the test", "ratio")
     peak = _Family("perfmon_test_memory_peak_bytes", "peak RSS during the test", "bytes")
     delta = _Family("perfmon_test_memory_delta_bytes", "RSS at the end minus the start", "bytes")
+    runs = _Family(
+        "perfmon_test_executions",
+        "how many times pytest executed the test, for tests executed more than once only "
+        "(reruns, --dist each); their other figures are the sums over the executions",
+    )
+    repeated = reruns = 0
     for key, test in _tests(report):
         labels = {
             "test": key,
@@ -148,6 +182,11 @@ def openmetrics(report: dict) -> str:
         cpu.add(_scaled(_num(test.get("cpu_percent")), 0.01), **labels)
         peak.add(_scaled(_mem(test, "peak_mb"), MIB), **labels)
         delta.add(_scaled(_mem(test, "delta_mb"), MIB), **labels)
+        n = _runs(test)
+        if n > 1:  # only those: a test run once has no such series (cardinality)
+            runs.add(float(n), **labels)
+            repeated += 1
+            reruns += sum(1 for x in _executions(test) if x.get("outcome") == "rerun")
 
     worker_peak = _Family("perfmon_worker_peak_rss_bytes", "highest RSS of the worker", "bytes")
     worker_busy = _Family(
@@ -167,6 +206,12 @@ def openmetrics(report: dict) -> str:
         s_tests.add(_num(n), outcome=outcome)
     s_dropped = _Family("perfmon_session_records_dropped", "test records known to be lost")
     s_dropped.add(_num(session.get("records_dropped")))
+    s_repeated = _Family(
+        "perfmon_session_tests_executed_more_than_once", "tests pytest executed more than once"
+    )
+    s_repeated.add(float(repeated))
+    s_reruns = _Family("perfmon_session_rerun_attempts", "attempts pytest-rerunfailures ran again")
+    s_reruns.add(float(reruns))
     s_eff = _Family(
         "perfmon_session_parallel_efficiency_ratio",
         "sum of test durations / (wall time x workers)",
@@ -188,11 +233,14 @@ def openmetrics(report: dict) -> str:
         cpu,
         peak,
         delta,
+        runs,
         worker_peak,
         worker_busy,
         s_duration,
         s_tests,
         s_dropped,
+        s_repeated,
+        s_reruns,
         s_eff,
         s_conc,
     ):
@@ -214,6 +262,7 @@ def csv_text(report: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for key, test in _tests(report):
+        subs = test.get("subtests") if isinstance(test.get("subtests"), dict) else {}
         writer.writerow(
             [
                 _cell(v)
@@ -232,6 +281,12 @@ def csv_text(report: dict) -> str:
                     _mem(test, "peak_mb"),
                     _mem(test, "end_mb"),
                     _mem(test, "delta_mb"),
+                    _runs(test),
+                    " ".join(str(x.get("outcome")) for x in _executions(test))
+                    or test.get("outcome"),
+                    subs.get("passed"),
+                    subs.get("failed"),
+                    subs.get("skipped"),
                 )
             ]
         )

@@ -27,7 +27,17 @@ from . import __version__
 from .report import atomic_text
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "htmlassets")
-OUTCOMES = ("passed", "failed", "error", "crashed", "xfailed", "xpassed", "skipped")
+OUTCOMES = (
+    "passed",
+    "failed",
+    "error",
+    "crashed",
+    "xfailed",
+    "xpassed",
+    "skipped",
+    "interrupted",
+    "rerun",
+)
 
 # Positions in a row of DATA.rows (the page's script uses the same numbers).
 ROW_FIELDS = (
@@ -44,6 +54,23 @@ ROW_FIELDS = (
     "mem_end",
     "mem_delta",
     "outcome",
+    "runs",  # how many times pytest executed the test (its times are the sums over them)
+    "subtests",  # [passed, failed, skipped] or null
+    "end",  # when its last execution ended (null: start + duration)
+)
+
+# Positions in an execution of DATA.execs: one bar each on the timeline, for the tests pytest
+# executed more than once (reruns, --dist each, a crashed worker's test run again).
+EXEC_FIELDS = (
+    "row",
+    "lane",
+    "start",
+    "duration",
+    "setup",
+    "call",
+    "teardown",
+    "outcome",
+    "attempt",
 )
 
 
@@ -79,6 +106,18 @@ def _blocks(report: dict, group: str) -> dict:
     return report
 
 
+def _executions(t: dict) -> list:
+    ex = t.get("executions")
+    return [x for x in ex if isinstance(x, dict)] if isinstance(ex, list) else []
+
+
+def _subtests(t: dict) -> Optional[list]:
+    s = t.get("subtests")
+    if not isinstance(s, dict):
+        return None
+    return [int(_num(s.get(k)) or 0) for k in ("passed", "failed", "skipped")]
+
+
 def page_data(report: dict) -> dict:
     """Everything the page's script draws, in compact rows (10,000 tests stay a few MB)."""
     tests = [(k, t) for k, t in report["tests"].items() if isinstance(t, dict)]
@@ -87,16 +126,40 @@ def page_data(report: dict) -> dict:
     rows: list[list[Any]] = []
     outcome_index = {o: i for i, o in enumerate(OUTCOMES)}
     outcomes = list(OUTCOMES)
-    for key, t in tests:
-        worker = t.get("worker")
-        lane_key = (_group(t), worker if isinstance(worker, str) else "?")
-        lane = lanes.setdefault(lane_key, len(lanes))
-        lane_tests.setdefault(lane, []).append(len(rows))
-        mem = t.get("memory") if isinstance(t.get("memory"), dict) else {}
-        outcome = str(t.get("outcome"))
+
+    def index(outcome: Any) -> int:
+        outcome = str(outcome)
         if outcome not in outcome_index:
             outcome_index[outcome] = len(outcomes)
             outcomes.append(outcome)
+        return outcome_index[outcome]
+
+    def lane_of(group: str, worker: Any) -> int:
+        return lanes.setdefault((group, worker if isinstance(worker, str) else "?"), len(lanes))
+
+    # every execution of a test executed more than once, on the lane of its own worker
+    execs: list[list[Any]] = []
+    for key, t in tests:
+        group = _group(t)
+        lane = lane_of(group, t.get("worker"))
+        lane_tests.setdefault(lane, []).append(len(rows))
+        mem = t.get("memory") if isinstance(t.get("memory"), dict) else {}
+        outcome = index(t.get("outcome"))
+        runs = _executions(t)
+        for x in runs:
+            execs.append(
+                [
+                    len(rows),
+                    lane_of(group, x.get("worker")),
+                    _num(x.get("start")),
+                    _num(x.get("duration")),
+                    _num(x.get("setup_time")),
+                    _num(x.get("call_time")),
+                    _num(x.get("teardown_time")),
+                    index(x.get("outcome")),
+                    x.get("attempt") if isinstance(x.get("attempt"), int) else None,
+                ]
+            )
         rows.append(
             [
                 key,
@@ -111,7 +174,10 @@ def page_data(report: dict) -> dict:
                 _num(mem.get("peak_mb")),
                 _num(mem.get("end_mb")),
                 _num(mem.get("delta_mb")),
-                outcome_index[outcome],
+                outcome,
+                len(runs) or 1,
+                _subtests(t),
+                None,
             ]
         )
 
@@ -124,7 +190,7 @@ def page_data(report: dict) -> dict:
             t0[group] = min(t0.get(group, starts[0]), *starts)
     lane_list = []
     for (group, worker), lane in lanes.items():
-        idx = lane_tests[lane]
+        idx = lane_tests.get(lane, [])
         known = all(rows[i][2] is not None for i in idx) and group in t0
         clock = 0.0
         for i in idx:
@@ -147,6 +213,25 @@ def page_data(report: dict) -> dict:
                 "idle_time": _num(wblock.get("idle_time")),
             }
         )
+
+    # executions: from the start of their run, as the rows; a test whose executions cannot all
+    # be placed (no start time, a lane laid end to end) is drawn as one bar, its row's
+    place = [info["starts_known"] for info in lane_list]
+    end = ROW_FIELDS.index("end")
+    by_row: dict[int, list] = {}
+    for x in execs:
+        by_row.setdefault(x[0], []).append(x)
+    kept = []
+    for i, xs in by_row.items():
+        group = _group(tests[i][1])
+        if group not in t0 or not place[rows[i][1]]:
+            continue
+        if not all(x[2] is not None and place[x[1]] for x in xs):
+            continue
+        for x in xs:
+            x[2] = round(x[2] - t0[group], 6)
+            kept.append(x)
+        rows[i][end] = round(max(x[2] + (x[3] or 0.0) for x in xs), 6)
 
     peaks = []
     for group in sorted({g for g, _ in lanes}):
@@ -178,6 +263,8 @@ def page_data(report: dict) -> dict:
     return {
         "fields": ROW_FIELDS,
         "rows": rows,
+        "exec_fields": EXEC_FIELDS,
+        "execs": kept,
         "lanes": lane_list,
         "outcomes": outcomes,
         "peaks": peaks,
@@ -222,6 +309,29 @@ def headline(report: dict) -> tuple[list[dict], list[str]]:
             "note": f"average {_fmt_s(_num(summary.get('avg_duration')))}",
         },
     ]
+    again = [t for t in tests.values() if len(_executions(t)) > 1]
+    if again:
+        n = sum(len(_executions(t)) for t in again)
+        reruns = sum(1 for t in again for x in _executions(t) if x.get("outcome") == "rerun")
+        cards.append(
+            {
+                "label": "Executed more than once",
+                "value": f"{len(again):,} test(s)",
+                "note": f"{n:,} executions"
+                + (f", {reruns:,} of them rerun attempts" if reruns else "")
+                + "; their times are the sums",
+            }
+        )
+    subs = [s for s in (_subtests(t) for t in tests.values()) if s is not None]
+    if subs:
+        p, f, k = (sum(s[i] for s in subs) for i in range(3))
+        cards.append(
+            {
+                "label": "Subtests",
+                "value": f"{p + f + k:,}",
+                "note": f"{p} passed, {f} failed, {k} skipped in {len(subs)} test(s)",
+            }
+        )
     workers = report.get("workers") or {}
     eff = _num(summary.get("parallel_efficiency"))
     cards.append(

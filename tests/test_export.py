@@ -166,3 +166,61 @@ def test_unknown_format_is_a_usage_error(report, tmp_path, capsys):
         cli.main(["export", _write(tmp_path, report), "--format", "xml"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- issue 20: executions
+
+FLAKY = "tests/test_net.py::test_flaky"  # rerun, rerun, passed
+
+
+@pytest.fixture
+def reruns() -> dict:
+    return analysis.load_report(os.path.join(GOLDEN, "reruns_current.json"))
+
+
+def test_exports_carry_executions_and_subtests(reruns, tmp_path, capsys):
+    """A test executed more than once: the benchmark entry says so in ``extra``, OpenMetrics
+    has its execution count, the CSV its count and outcomes; subtests reach the CSV; an
+    interrupted test (it stopped when the run ended) is no benchmark figure."""
+    path = _write(tmp_path, reruns)
+    _, out, _ = _run(["export", path, "--format", "github-action-benchmark"], capsys)
+    by_name = {e["name"]: e for e in json.loads(out)}
+    flaky = by_name[f"{FLAKY} - duration"]
+    assert flaky["value"] == reruns["tests"][FLAKY]["duration"]  # every attempt's time
+    assert "executions: 3 (rerun, rerun, passed), figures summed over them" in flaky["extra"]
+    assert (
+        "subtests: 3 passed, 1 failed, 0 skipped"
+        in (by_name["tests/test_sub.py::test_cases - duration"]["extra"])
+    )
+    assert not any(n.startswith("tests/test_slow.py::test_long") for n in by_name)
+
+    _, out, _ = _run(["export", path, "--format", "openmetrics"], capsys)
+    fams = {f.name: f for f in om_parse(out)}
+    runs = {s.labels["test"]: s.value for s in fams["perfmon_test_executions"].samples}
+    assert runs == {
+        FLAKY: 3.0,
+        "tests/test_each.py::test_everywhere": 2.0,
+        "tests/test_boom.py::test_crashy": 2.0,
+    }
+    assert fams["perfmon_session_tests_executed_more_than_once"].samples[0].value == 3.0
+    assert fams["perfmon_session_rerun_attempts"].samples[0].value == 3.0
+    assert "perfmon_test_executions" in {f.name for f in prom_parse(out)}
+
+    _, out, _ = _run(["export", path, "--format", "csv"], capsys)
+    rows = {r["test"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert (rows[FLAKY]["executions"], rows[FLAKY]["execution_outcomes"]) == (
+        "3",
+        "rerun rerun passed",
+    )
+    plain = rows["tests/test_plain.py::test_steady"]
+    assert (plain["executions"], plain["execution_outcomes"]) == ("1", "passed")
+    sub = rows["tests/test_sub.py::test_cases"]
+    assert [sub[f"subtests_{k}"] for k in ("passed", "failed", "skipped")] == ["3", "1", "0"]
+    assert plain["subtests_passed"] == ""
+
+
+def test_openmetrics_without_executions_has_no_per_test_series(report, tmp_path, capsys):
+    _, out, _ = _run(["export", _write(tmp_path, report), "--format", "openmetrics"], capsys)
+    fams = {f.name: f for f in om_parse(out)}
+    assert "perfmon_test_executions" not in fams
+    assert fams["perfmon_session_tests_executed_more_than_once"].samples[0].value == 0.0

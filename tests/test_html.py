@@ -15,7 +15,14 @@ import time
 
 import pytest
 from pytest_perfmon.monitor import analysis, cli
-from pytest_perfmon.monitor.html import OUTCOMES, ROW_FIELDS, page_data, render, write_html
+from pytest_perfmon.monitor.html import (
+    EXEC_FIELDS,
+    OUTCOMES,
+    ROW_FIELDS,
+    page_data,
+    render,
+    write_html,
+)
 from pytest_perfmon.monitor.report import iso
 
 CHROMIUM = os.environ.get("PERFMON_CHROMIUM", "/usr/bin/chromium")
@@ -34,7 +41,7 @@ def synthetic_report(n: int, workers: int = 3, seed: int = 1) -> dict:
     for i in range(n):
         w = min(range(workers), key=lambda k: clock[k])
         duration = round(rnd.lognormvariate(-3.0, 1.3), 6)
-        outcome = rnd.choices(OUTCOMES, weights)[0]
+        outcome = rnd.choices(OUTCOMES[: len(weights)], weights)[0]
         grow = round(rnd.expovariate(0.5), 3) if rnd.random() < 0.05 else 0.0
         peak = round(rss[w] + grow + rnd.expovariate(0.3), 3)
         start = clock[w]
@@ -192,6 +199,67 @@ def test_merged_report_has_a_lane_per_job_and_worker(tmp_path, capsys):
     assert {p["group"] for p in data["peaks"]} == {"linux", "macos"}
     assert data["merged"] is True
     capsys.readouterr()
+
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+FLAKY = "tests/test_net.py::test_flaky"  # pytest-rerunfailures: rerun, rerun, passed on gw0
+CRASHY = "tests/test_boom.py::test_crashy"  # crashed gw1 (rerun), passed on gw2
+EACH = "tests/test_each.py::test_everywhere"  # --dist each: gw1, then gw0
+
+
+def reruns_report() -> dict:
+    return analysis.load_report(os.path.join(GOLDEN, "reruns_current.json"))
+
+
+def _execs(data: dict, nodeid: str) -> list:
+    row = [r[0] for r in data["rows"]].index(nodeid)
+    f = {k: i for i, k in enumerate(EXEC_FIELDS)}
+    lanes = [lane["name"] for lane in data["lanes"]]
+    return [
+        (x[f["attempt"]], lanes[x[f["lane"]]], data["outcomes"][x[f["outcome"]]], x[f["start"]])
+        for x in data["execs"]
+        if x[f["row"]] == row
+    ]
+
+
+def test_page_data_has_every_execution_on_its_workers_lane():
+    """Issue 20: a test executed more than once is one row (its sums) and one bar per
+    execution, each on the lane of the worker that ran it, from the run's start."""
+    report = reruns_report()
+    data = page_data(report)
+    assert data["exec_fields"] == EXEC_FIELDS
+    assert [r[0] for r in data["rows"]] == list(report["tests"])  # one row per node id
+    assert _execs(data, FLAKY) == [
+        (1, "gw0", "rerun", 0.0),
+        (2, "gw0", "rerun", 0.4),
+        (3, "gw0", "passed", 0.8),
+    ]
+    assert _execs(data, CRASHY) == [(1, "gw1", "rerun", 0.8), (2, "gw2", "passed", 2.5)]
+    assert [(a, lane) for a, lane, _, _ in _execs(data, EACH)] == [(1, "gw1"), (2, "gw0")]
+    assert _execs(data, "tests/test_plain.py::test_steady") == []
+    f = {k: i for i, k in enumerate(ROW_FIELDS)}
+    rows = {r[0]: r for r in data["rows"]}
+    assert rows[FLAKY][f["runs"]] == 3 and rows[FLAKY][f["duration"]] == 1.17
+    assert rows[FLAKY][f["end"]] == pytest.approx(1.19)  # the last attempt's end
+    assert rows["tests/test_sub.py::test_cases"][f["subtests"]] == [3, 1, 0]
+    assert rows["tests/test_slow.py::test_long"][f["outcome"]] == OUTCOMES.index("interrupted")
+    cards = {c["label"]: c for c in data_cards(report)}
+    assert cards["Executed more than once"]["value"] == "3 test(s)"
+    assert "7 executions, 3 of them rerun attempts" in cards["Executed more than once"]["note"]
+    assert cards["Subtests"]["note"] == "3 passed, 1 failed, 0 skipped in 1 test(s)"
+
+
+def data_cards(report: dict) -> list:
+    return _page_json(render(report))["cards"]
+
+
+def test_executions_without_start_times_draw_one_bar():
+    """Executions that cannot be placed (no start time) leave the test one bar, its row's."""
+    report = reruns_report()
+    for x in report["tests"][FLAKY]["executions"]:
+        x["start"] = None
+    data = page_data(report)
+    assert _execs(data, FLAKY) == [] and _execs(data, CRASHY) != []
 
 
 def test_hostile_node_id_cannot_end_the_script():
@@ -387,6 +455,71 @@ def test_timeline_hover_shows_the_numbers(small):
     assert tests[i] in text and "duration" in text and "peak" in text
     if SCREENSHOTS:
         p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report-hover.png"))
+
+
+PIXEL = """([x, y]) => { const c = document.querySelector('#timeline canvas');
+  const r = c.getBoundingClientRect(), k = c.width / r.width;
+  const d = c.getContext('2d').getImageData(Math.round((x - r.left) * k),
+    Math.round((y - r.top) * k), 1, 1).data; return [d[0], d[1], d[2], d[3]]; }"""
+
+
+def _rgb(css: str) -> list:
+    css = css.strip().lstrip("#")
+    return [int(css[i : i + 2], 16) for i in (0, 2, 4)]
+
+
+def test_timeline_draws_each_execution_of_a_rerun_test(browser, tmp_path):
+    """Issue 20: a test that pytest-rerunfailures ran three times is three bars (rerun, rerun,
+    passed) on its worker's lane, with no idle hole where the failed attempts ran; a crashed
+    worker's test run again is a bar on each worker; the tooltip names the attempt; the table
+    shows the executions and subtests and the filter finds "rerun"."""
+    report = reruns_report()
+    tests = list(report["tests"])
+    p = Page(browser, report, tmp_path)
+    try:
+        assert p.errors == []
+        p.page.locator("#timeline").scroll_into_view_if_needed()
+        bars = p.page.evaluate(f"window.perfmon.bars({tests.index(FLAKY)})")
+        assert [(b["attempt"], b["lane"], b["outcome"]) for b in bars] == [
+            (1, "gw0", "rerun"),
+            (2, "gw0", "rerun"),
+            (3, "gw0", "passed"),
+        ]
+        for b, x in zip(bars, report["tests"][FLAKY]["executions"]):
+            assert b["start"] == pytest.approx(x["start"] - T0)  # the run's first test: T0
+            # drawn: the bar's middle has its outcome's colour (no idle hole there)
+            color = p.page.evaluate(f"window.perfmon.outcomeColor('{b['outcome']}')")
+            assert p.page.evaluate(PIXEL, [b["x"], b["y"]]) == _rgb(color) + [255]
+        assert bars[0]["x"] < bars[1]["x"] < bars[2]["x"] and len({b["y"] for b in bars}) == 1
+        p.page.mouse.move(bars[1]["x"], bars[1]["y"])
+        tip = p.page.wait_for_selector(".tip:not([hidden])").text_content() or ""
+        assert FLAKY in tip and "passed after 3 executions" in tip
+        assert "attempt 2 of 3, rerun on gw0" in tip and "subtests" not in tip
+        crashy = p.page.evaluate(f"window.perfmon.bars({tests.index(CRASHY)})")
+        assert [(b["lane"], b["outcome"]) for b in crashy] == [("gw1", "rerun"), ("gw2", "passed")]
+        rerun = _rgb(p.page.evaluate("window.perfmon.outcomeColor('rerun')")) + [255]
+        assert p.page.evaluate(PIXEL, [crashy[0]["x"], crashy[0]["y"]]) == rerun
+        assert crashy[0]["y"] != crashy[1]["y"]  # each on its own worker's lane
+        legend = p.page.text_content("#outcome-legend") or ""
+        assert "rerun" in legend and "interrupted" in legend
+        # the table: one row per node id, its executions and subtests
+        heads = p.page.eval_on_selector_all("#table-head th", "h => h.map(x => x.textContent)")
+        runs, subs = heads.index("Runs"), heads.index("Subtests p/f/s")
+        cells = p.page.eval_on_selector_all(
+            "#table-body tr:not(.spacer)",
+            f"rows => rows.map(r => [r.children[0].textContent, r.children[{runs}].textContent,"
+            f" r.children[{subs}].textContent, r.children[{runs}].title])",
+        )
+        by_test = {c[0]: c[1:] for c in cells}
+        assert by_test[FLAKY][0] == "3" and "rerun, rerun, passed" in by_test[FLAKY][2]
+        assert by_test["tests/test_sub.py::test_cases"][:2] == ["1", "3 / 1 / 0"]
+        p.page.fill("#filter", "rerun")
+        p.wait_count("c.includes(' of ')")
+        assert sorted(p.first_cells(0, 10)) == sorted([FLAKY, CRASHY])
+        p.page.fill("#filter", "")
+        assert p.errors == []
+    finally:
+        p.close()
 
 
 def test_ten_thousand_tests_interactive_within_3_s(browser, tmp_path):

@@ -5,7 +5,12 @@
   var ROWS = DATA.rows, LANES = DATA.lanes, OUTCOMES = DATA.outcomes;
   // row positions (html.py ROW_FIELDS)
   var TEST = 0, LANE = 1, START = 2, DUR = 3, SETUP = 4, CALL = 5, TEARDOWN = 6, CPU = 7,
-    MSTART = 8, MPEAK = 9, MEND = 10, MDELTA = 11, OUTCOME = 12;
+    MSTART = 8, MPEAK = 9, MEND = 10, MDELTA = 11, OUTCOME = 12, RUNS = 13, SUBTESTS = 14,
+    END = 15;
+  // an execution of a test pytest executed more than once (html.py EXEC_FIELDS)
+  var EXECS = DATA.execs || [];
+  var X_ROW = 0, X_LANE = 1, X_START = 2, X_DUR = 3, X_SETUP = 4, X_CALL = 5, X_TEARDOWN = 6,
+    X_OUTCOME = 7, X_ATTEMPT = 8;
   var css = getComputedStyle(document.documentElement);
   var OUTCOME_COLOR = OUTCOMES.map(function (o) {
     return css.getPropertyValue("--" + o).trim() || "#57606a";
@@ -28,11 +33,27 @@
   function axisS(u, vals) { return vals.map(function (v) { return v == null ? "" : fmtS(v); }); }
   function fmtMB(v) { return v == null ? "n/a" : v.toFixed(1) + " MB"; }
   function fmtPct(v) { return v == null ? "n/a" : v.toFixed(1) + " %"; }
-  function stop(r) { return r[START] + (r[DUR] || 0); }
-  function describe(r) {
-    return r[TEST] + "\n" + OUTCOMES[r[OUTCOME]] + " on " + LANES[r[LANE]].name +
-      ", started at " + fmtS(r[START]) + "\nduration " + fmtS(r[DUR]) + " (setup " +
+  function stop(r) { return r[END] != null ? r[END] : r[START] + (r[DUR] || 0); }
+  function subtestsText(s) {
+    return s[0] + " passed, " + s[1] + " failed, " + s[2] + " skipped";
+  }
+  var execsOf = {};  // row -> its executions (indices into EXECS), in attempt order
+  EXECS.forEach(function (x, k) { (execsOf[x[X_ROW]] = execsOf[x[X_ROW]] || []).push(k); });
+  function describe(i, x) {
+    var r = ROWS[i], runs = r[RUNS] > 1;
+    var head = r[TEST] + "\n" + OUTCOMES[r[OUTCOME]] + (runs ? " after " + r[RUNS] + " executions" : " on " + LANES[r[LANE]].name) +
+      ", started at " + fmtS(r[START]);
+    if (x) {
+      head += "\nthis bar: attempt " + x[X_ATTEMPT] + " of " + r[RUNS] + ", " + OUTCOMES[x[X_OUTCOME]] +
+        " on " + LANES[x[X_LANE]].name + " at " + fmtS(x[X_START]) + ", " + fmtS(x[X_DUR]) +
+        " (setup " + fmtS(x[X_SETUP]) + ", call " + fmtS(x[X_CALL]) + ", teardown " + fmtS(x[X_TEARDOWN]) + ")";
+    }
+    return head + "\n" + (runs ? "all executions: " : "") + "duration " + fmtS(r[DUR]) + " (setup " +
       fmtS(r[SETUP]) + ", call " + fmtS(r[CALL]) + ", teardown " + fmtS(r[TEARDOWN]) + ")" +
+      (runs ? "\nexecutions: " + (execsOf[i] || []).map(function (k) {
+        return OUTCOMES[EXECS[k][X_OUTCOME]] + " " + fmtS(EXECS[k][X_DUR]) + " on " + LANES[EXECS[k][X_LANE]].name;
+      }).join(", ") : "") +
+      (r[SUBTESTS] ? "\nsubtests: " + subtestsText(r[SUBTESTS]) : "") +
       "\nCPU " + fmtPct(r[CPU]) + "\nmemory start " + fmtMB(r[MSTART]) + ", peak " +
       fmtMB(r[MPEAK]) + ", end " + fmtMB(r[MEND]) + " (delta " + fmtMB(r[MDELTA]) + ")";
   }
@@ -77,6 +98,7 @@
     var legend = document.getElementById("outcome-legend");
     var seen = {};
     ROWS.forEach(function (r) { seen[r[OUTCOME]] = true; });
+    EXECS.forEach(function (x) { seen[x[X_OUTCOME]] = true; });
     OUTCOMES.forEach(function (o, i) {
       if (!seen[i]) return;
       var s = el("span");
@@ -90,13 +112,35 @@
 
   // ------------------------------------------------------------------ timeline (own canvas)
   var LANE_H = 22, LANE_GAP = 6, LABEL_W = 110, AXIS_H = 22;
+  // The bars: one per test, except a test pytest executed more than once (reruns, --dist
+  // each, a crashed worker's test run again): one per execution, on the lane of its worker.
+  // A bar: [row, lane, start, duration, outcome, execution index or -1]
+  var BARS = [], firstBar = [];
+  ROWS.forEach(function (r, i) {
+    var xs = execsOf[i];
+    firstBar[i] = BARS.length;
+    if (!xs) { BARS.push([i, r[LANE], r[START], r[DUR], r[OUTCOME], -1]); return; }
+    xs.forEach(function (k) {
+      var x = EXECS[k];
+      BARS.push([i, x[X_LANE], x[X_START], x[X_DUR], x[X_OUTCOME], k]);
+    });
+  });
+  var B_ROW = 0, B_LANE = 1, B_START = 2, B_DUR = 3, B_OUTCOME = 4, B_EXEC = 5;
+  function barStop(b) { return b[B_START] + (b[B_DUR] || 0); }
   var byLane = LANES.map(function () { return []; });
-  ROWS.forEach(function (r, i) { byLane[r[LANE]].push(i); });
+  BARS.forEach(function (b, i) { byLane[b[B_LANE]].push(i); });
   byLane.forEach(function (idx) {
+    idx.sort(function (a, b) { return BARS[a][B_START] - BARS[b][B_START]; });
+  });
+  // the rows of each lane (the memory chart's): by the lane of the test's entry
+  var rowsByLane = LANES.map(function () { return []; });
+  ROWS.forEach(function (r, i) { rowsByLane[r[LANE]].push(i); });
+  rowsByLane.forEach(function (idx) {
     idx.sort(function (a, b) { return ROWS[a][START] - ROWS[b][START]; });
   });
   var tMax = 0;
   ROWS.forEach(function (r) { tMax = Math.max(tMax, stop(r)); });
+  BARS.forEach(function (b) { tMax = Math.max(tMax, barStop(b)); });
   DATA.peaks.forEach(function (p) { tMax = Math.max(tMax, p.t); });
   if (!(tMax > 0)) tMax = 1;
 
@@ -137,14 +181,16 @@
       g.fillText(lane.name + (lane.starts_known ? "" : " *"), 4, y + LANE_H / 2, LABEL_W - 8);
       var lastPx = -1, lastColor = -1;
       byLane[li].forEach(function (i) {
-        var r = ROWS[i], x0 = LABEL_W + r[START] * sx, w = Math.max(1, (r[DUR] || 0) * sx);
+        var b = BARS[i], x0 = LABEL_W + b[B_START] * sx, w = Math.max(1, (b[B_DUR] || 0) * sx);
         // many sub-pixel tests in one pixel column: draw it once
         var px = Math.floor(x0);
-        if (w <= 1 && px === lastPx && r[OUTCOME] === lastColor) return;
-        lastPx = px; lastColor = r[OUTCOME];
-        g.fillStyle = OUTCOME_COLOR[r[OUTCOME]];
+        if (w <= 1 && px === lastPx && b[B_OUTCOME] === lastColor) return;
+        lastPx = px; lastColor = b[B_OUTCOME];
+        g.fillStyle = OUTCOME_COLOR[b[B_OUTCOME]];
         g.fillRect(x0, y + 2, w, LANE_H - 4);
         if (w > 3) { g.fillStyle = "rgba(255,255,255,0.7)"; g.fillRect(x0 + w - 1, y + 2, 1, LANE_H - 4); }
+        // an execution of a test executed more than once: a dark mark along its top
+        if (b[B_EXEC] >= 0 && w > 2) { g.fillStyle = "rgba(31,35,40,0.55)"; g.fillRect(x0, y + 2, w, 2); }
       });
     });
     DATA.peaks.forEach(function (p) {
@@ -162,22 +208,23 @@
     var li = Math.floor((y - AXIS_H) / (LANE_H + LANE_GAP));
     if (li < 0 || li >= LANES.length || x < LABEL_W) return null;
     var t = (x - LABEL_W) / geom.sx, tol = 3 / geom.sx, idx = byLane[li];
-    // last test starting at or before t (+ tolerance), then its neighbours
+    // last bar starting at or before t (+ tolerance), then its neighbours
     var lo = 0, hi = idx.length - 1, best = -1;
     while (lo <= hi) {
       var mid = (lo + hi) >> 1;
-      if (ROWS[idx[mid]][START] <= t + tol) { best = mid; lo = mid + 1; } else hi = mid - 1;
+      if (BARS[idx[mid]][B_START] <= t + tol) { best = mid; lo = mid + 1; } else hi = mid - 1;
     }
     var hit = null, dist = Infinity;
     for (var k = Math.max(0, best - 2); k <= Math.min(idx.length - 1, best + 1); k++) {
-      var r = ROWS[idx[k]], d = t < r[START] ? r[START] - t : t > stop(r) ? t - stop(r) : 0;
-      if (d < dist) { dist = d; hit = r; }
+      var b = BARS[idx[k]], d = t < b[B_START] ? b[B_START] - t : t > barStop(b) ? t - barStop(b) : 0;
+      if (d < dist) { dist = d; hit = b; }
     }
     return dist <= tol ? hit : null;
   }
   tCanvas.addEventListener("mousemove", function (ev) {
-    var r = timelineHit(ev);
-    if (r) showTip(describe(r), ev.clientX, ev.clientY); else hideTip();
+    var b = timelineHit(ev);
+    if (b) showTip(describe(b[B_ROW], b[B_EXEC] >= 0 ? EXECS[b[B_EXEC]] : null), ev.clientX, ev.clientY);
+    else hideTip();
   });
   tCanvas.addEventListener("mouseleave", hideTip);
 
@@ -189,11 +236,15 @@
       var s0 = series.length;
       series.push({ label: lane.name + " RSS", lane: li, kind: "rss" });
       series.push({ label: lane.name + " test peak", lane: li, kind: "peak" });
-      byLane[li].forEach(function (i) {
-        var r = ROWS[i];
-        if (r[MSTART] != null) ev.push([r[START], s0, r[MSTART]]);
+      rowsByLane[li].forEach(function (i) {
+        var r = ROWS[i], t0 = r[START], startHere = true, xs = execsOf[i];
+        if (xs) {  // executed more than once: its memory starts where its first execution ran
+          var first = EXECS[xs[0]];
+          if (first[X_LANE] !== li) { startHere = false; t0 = EXECS[xs[xs.length - 1]][X_START]; }
+        }
+        if (r[MSTART] != null && startHere) ev.push([t0, s0, r[MSTART]]);
         if (r[MEND] != null) ev.push([stop(r), s0, r[MEND]]);
-        if (r[MPEAK] != null) { ev.push([r[START], s0 + 1, r[MPEAK]]); ev.push([stop(r), s0 + 1, r[MPEAK]]); }
+        if (r[MPEAK] != null) { ev.push([t0, s0 + 1, r[MPEAK]]); ev.push([stop(r), s0 + 1, r[MPEAK]]); }
       });
     });
     ev.sort(function (a, b) { return a[0] - b[0]; });
@@ -344,6 +395,29 @@
     { key: MDELTA, label: "Mem \u0394 MB", fmt: 1 },
     { key: START, label: "Start s", fmt: 3 },
   ];
+  // executions and subtests: columns only when the report has them
+  var anyRuns = ROWS.some(function (r) { return r[RUNS] > 1; });
+  var anySubtests = ROWS.some(function (r) { return r[SUBTESTS] != null; });
+  if (anyRuns || anySubtests) COLS[0].width = "26%";  // room for the columns below
+  if (anySubtests) {
+    COLS.splice(3, 0, { key: SUBTESTS, label: "Subtests p/f/s", text: true, width: "7%",
+      fmt: function (v) { return v ? v.join(" / ") : ""; },
+      title: function (v) { return v ? "subtests: " + subtestsText(v) : ""; } });
+  }
+  if (anyRuns) {
+    COLS.splice(3, 0, { key: RUNS, label: "Runs", width: "4%", fmt: 0,
+      title: function (v, i) {
+        return v > 1 ? "executed " + v + " times: " + execsOf[i].map(function (k) {
+          return OUTCOMES[EXECS[k][X_OUTCOME]];
+        }).join(", ") + "; the times are the sums over the executions" : "";
+      } });
+  }
+  // what the filter also finds a row by: the outcomes of its executions ("rerun")
+  var rowTags = ROWS.map(function (r, i) {
+    return execsOf[i] ? "executed more than once " + execsOf[i].map(function (k) {
+      return OUTCOMES[EXECS[k][X_OUTCOME]];
+    }).join(" ") : "";
+  });
   var ROW_H = 24, OVERSCAN = 12;
   var view = ROWS.map(function (r, i) { return i; }), sortCol = DUR, sortDir = -1;
   var wrap = document.getElementById("table-wrap"), body = document.getElementById("table-body");
@@ -376,6 +450,7 @@
     var v = ROWS[i][sortCol];
     if (sortCol === LANE) return laneNames[v];
     if (sortCol === OUTCOME) return OUTCOMES[v];
+    if (sortCol === SUBTESTS) return v ? v[1] * 1e9 + v[0] + v[2] : null;  // failed ones first
     return v;
   }
 
@@ -389,7 +464,7 @@
       var r = ROWS[i];
       if (o >= 0 && r[OUTCOME] !== o) continue;
       if (q && lowerNames[i].indexOf(q) < 0 && laneNames[r[LANE]].indexOf(q) < 0 &&
-        OUTCOMES[r[OUTCOME]].indexOf(q) < 0) continue;
+        OUTCOMES[r[OUTCOME]].indexOf(q) < 0 && rowTags[i].indexOf(q) < 0) continue;
       view.push(i);
     }
     var keys = new Array(ROWS.length);
@@ -428,7 +503,7 @@
     var frag = document.createDocumentFragment();
     if (first > 0) frag.appendChild(spacer(first * ROW_H));
     for (var k = first; k < last; k++) {
-      var r = ROWS[view[k]], tr = el("tr");
+      var ri = view[k], r = ROWS[ri], tr = el("tr");
       COLS.forEach(function (c) {
         var v = r[c.key], td;
         if (c.key === TEST) {
@@ -445,6 +520,7 @@
         } else {
           td = el("td", null, v == null ? "n/a" : v.toFixed(c.fmt));
         }
+        if (c.title) td.title = c.title(v, ri);
         tr.appendChild(td);
       });
       tr.addEventListener("mouseenter", function () { tr.style.background = "#f6f8fa"; });
@@ -645,13 +721,28 @@
     }, 100);
   });
   // for tests and the curious: where row i's bar is on the screen (client coordinates)
+  function barPoint(bi) {
+    var b = BARS[bi], rect = tCanvas.getBoundingClientRect(), geom = tCanvas._geom;
+    return { x: rect.left + LABEL_W + (b[B_START] + (b[B_DUR] || 0) / 2) * geom.sx,
+      y: rect.top + AXIS_H + b[B_LANE] * (LANE_H + LANE_GAP) + LANE_H / 2 };
+  }
   window.perfmon = {
     rows: ROWS.length,
+    // the timeline bars of row i: one, or one per execution of a test executed more than once
+    bars: function (i) {
+      var out = [];
+      for (var bi = firstBar[i]; bi < BARS.length && BARS[bi][B_ROW] === i; bi++) {
+        var b = BARS[bi], p = barPoint(bi);
+        out.push({ lane: LANES[b[B_LANE]].name, start: b[B_START], duration: b[B_DUR],
+          outcome: OUTCOMES[b[B_OUTCOME]], attempt: b[B_EXEC] >= 0 ? EXECS[b[B_EXEC]][X_ATTEMPT] : null,
+          x: p.x, y: p.y });
+      }
+      return out;
+    },
+    outcomeColor: function (o) { return OUTCOME_COLOR[OUTCOMES.indexOf(o)]; },
     historyCharts: function () { return histPlots.length; },
-    timelinePoint: function (i) {
-      var r = ROWS[i], rect = tCanvas.getBoundingClientRect(), geom = tCanvas._geom;
-      return { x: rect.left + LABEL_W + (r[START] + (r[DUR] || 0) / 2) * geom.sx,
-        y: rect.top + AXIS_H + r[LANE] * (LANE_H + LANE_GAP) + LANE_H / 2 };
+    timelinePoint: function (i) {  // the middle of row i's (first) bar
+      return barPoint(firstBar[i]);
     },
   };
   window.perfmonReadyMs = performance.now();
