@@ -33,7 +33,7 @@ except ImportError as exc:  # the test extra carries the history extra's package
 from pytest_perfmon.monitor import cli  # noqa: E402
 from pytest_perfmon.monitor import history as H  # noqa: E402
 from pytest_perfmon.monitor import protocol as P  # noqa: E402
-from pytest_perfmon.monitor.history import context, detect, store  # noqa: E402
+from pytest_perfmon.monitor.history import context, detect, predict_io, store  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
@@ -735,6 +735,71 @@ def test_cli_commands(db, capsys, monkeypatch, tmp_path):
     assert count(db, "runs") == 5 and count(db, "results") == 15
     # 2 runs before, 3 after: 10 ways to split 5 runs, so no p-value can reach 0.01
     assert cli.main(["history", "check", "--db", db]) == 0
+
+
+def _executed(t: dict, outcomes: list) -> None:
+    """Make the report entry ``t`` one that pytest executed len(outcomes) times, each as long
+    as ``t`` was: its times become the sums, as report.build makes them."""
+    one = {k: t[k] for k in ("duration", "setup_time", "call_time", "teardown_time")}
+    t["executions"] = [
+        {"attempt": i + 1, "outcome": o, "start": None, "worker": "main", **one}
+        for i, o in enumerate(outcomes)
+    ]
+    for k in one:
+        t[k] = one[k] * len(outcomes)
+    t["outcome"] = outcomes[-1]
+
+
+def test_tests_executed_more_than_once_stay_out_of_the_medians(db, capsys):
+    """Issue 20: a test that needed reruns (or ran on every worker, --dist each) is one row
+    with its report entry's figures (the sums over its executions) and an outcome that says
+    how many: "passed x3". Readers of passed results (check, limits' medians, trends) and the
+    predictions' per-test series leave it out, so reruns never read as a slowdown."""
+    rng = np.random.default_rng(3)
+    flaky, each, cut = "t.py::test_flaky", "t.py::test_each", "t.py::test_cut"
+    for i in range(12):
+        noise = {k: 1 + 0.02 * rng.standard_normal() for k in (flaky, each, cut)}
+        rep = make_report(i, {flaky: 0.1 * noise[flaky], each: 0.2 * noise[each], cut: 0.3})
+        if i >= 8:  # the last 4 runs: two failed attempts before it passed
+            _executed(rep["tests"][flaky], ["rerun", "rerun", "passed"])
+        if i == 11:
+            _executed(rep["tests"][each], ["passed", "passed"])
+            rep["tests"][cut]["outcome"] = "interrupted"
+            rep["tests"][cut]["duration"] = 0.01
+        env = {"GITHUB_SHA": f"c{i:02d}".ljust(40, "0"), "GITHUB_REF_NAME": "main"}
+        assert H.record_run(db, rep, {}, None, env=env) is None
+    eng = store.open_store(db)
+    try:
+        tid = store.test_id(eng, flaky)
+        with eng.connect() as c:
+            q = sa.select(store.results.c.duration, store.results.c.outcome).where(
+                store.results.c.test_id == tid
+            )
+            rows = sorted(c.execute(q).all(), key=lambda r: r.duration)
+        assert [r.outcome for r in rows[-4:]] == ["passed x3"] * 4  # the totals, marked
+        assert all(0.25 < r.duration < 0.35 for r in rows[-4:])
+        assert [r.outcome for r in rows[:8]] == ["passed"] * 8
+        run_rows, data = store.window(eng, None, 30, ["duration"])
+        assert len(run_rows) == 12
+        assert [i for i, _ in data[flaky]["duration"]] == list(range(8))
+        assert len(data[each]["duration"]) == 11
+        _, series, stats = predict_io.load(eng, store, None, 30, None)
+        assert len(series[flaky]["duration"]) == 8
+        assert max(series[flaky]["duration"]) < 0.15
+        assert len(series[each]["duration"]) == 11 and len(series[cut]["duration"]) == 11
+        assert len(stats) == 12  # every run's figures keep every result: that time was spent
+    finally:
+        eng.dispose()
+    capsys.readouterr()
+    assert cli.main(["history", "check", "--db", db, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == []
+    assert cli.main(["history", "show", flaky, "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  passed x3  ") == 4 and out.count("  passed  ") == 8
+    assert store.stored_outcome({"outcome": "passed"}) == "passed"
+    assert store.stored_outcome({"outcome": "failed", "executions": [{}] * 12}) == "failed x12"
+    assert store.one_execution("passed") and store.one_execution("failed")
+    assert not store.one_execution("passed x2") and not store.one_execution("interrupted")
 
 
 def test_cpu_time_finds_a_cpu_bound_slowdown_that_wall_time_noise_hides(tmp_path, capsys):

@@ -4,8 +4,10 @@ newest RUNS runs of this machine, as JSON on stdout.
 For ``--perf-limit-history``: the pytest process never imports the database layer, so it runs
 this module as a short-lived child process (bounded) and reads its answer. Output:
 ``{"runs": n, "tests": {nodeid: {metric: [median, samples]}}}`` with the metrics ``duration``,
-``call``, ``peak_mb`` and ``delta_mb`` of passed results. A store that does not exist yet is an
-empty history, not an error. Any other problem: one line on stderr, exit 2.
+``call``, ``peak_mb`` and ``delta_mb`` of passed results (a run where the test was executed
+more than once, reruns included, is stored ``"passed x3"`` and left out: its figures are sums).
+A store that does not exist yet is an empty history, not an error. Any other problem: one line
+on stderr, exit 2.
 """
 
 from __future__ import annotations

@@ -28,7 +28,12 @@ def load(
     """The last ``last`` runs (of ``machine_id``, or all): the node ids to predict (``nodeids``
     in their order, else the newest run's tests sorted), per node id of those runs
     {"duration": [...], "peak_mb": [...]} oldest first, and per run its
-    :class:`~..predict.RunStats` (with each worker's largest test peak)."""
+    :class:`~..predict.RunStats` (with each worker's largest test peak).
+
+    A test's series holds only results that measure one whole execution of it
+    (:func:`store.one_execution`): not a test executed more than once in its run (reruns,
+    --dist each: the sums over its executions), not a crashed or interrupted one. The run's
+    figures (each worker's busy time and memory) keep every result: that time was spent."""
     sa = store.sa
     runs, results, tests = store.runs, store.results, store.tests
     rq = sa.select(runs.c.id, runs.c.duration, runs.c.workers)
@@ -48,6 +53,7 @@ def load(
                 results.c.peak_mb,
                 results.c.start_mb,
                 results.c.worker,
+                results.c.outcome,
             )
             .join(tests, tests.c.id == results.c.test_id)
             .where(results.c.run_id.in_(list(order)))
@@ -70,7 +76,8 @@ def load(
         if r.peak_mb is not None:
             h = high_mb.setdefault(r.run_id, {})
             h[r.worker] = max(h.get(r.worker, r.peak_mb), r.peak_mb)
-        per.setdefault(r.nodeid, []).append((r.duration, r.peak_mb))
+        if store.one_execution(r.outcome):
+            per.setdefault(r.nodeid, []).append((r.duration, r.peak_mb))
     series = {
         nid: {"duration": [d for d, _ in pts], "peak_mb": [p for _, p in pts]}
         for nid, pts in per.items()

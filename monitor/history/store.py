@@ -13,7 +13,10 @@ Schema (version :data:`SCHEMA_VERSION`; docs/history.md explains it):
 ``results``       run_id, test_id, every number of the report's test entry: duration,
                   setup_time, call_time, teardown_time, start_mb, peak_mb, end_mb, delta_mb,
                   cpu_percent; cpu_time (since version 2: cpu_percent x duration / 100, the
-                  test's CPU seconds); outcome, worker.
+                  test's CPU seconds); outcome, worker. One row per node id, from the
+                  report's entry; a test pytest executed more than once (the entry's
+                  ``executions``) stores its sums and an outcome marked ``"passed x3"``
+                  (:func:`stored_outcome`), which every passed-only reader leaves out.
 
 Migrations are a versioned upgrade of our own (no Alembic dependency): :data:`MIGRATIONS` maps
 each version to the function that upgrades a store from the version before; they run in one
@@ -341,6 +344,34 @@ def cpu_time(entry: Mapping) -> Optional[float]:
     return pct * duration / 100.0
 
 
+#: Between a stored outcome and how many times pytest executed the test: ``"passed x3"``.
+EXECUTIONS_MARK = " x"
+#: Outcomes whose figures are not one whole execution of the test (it stopped early).
+PARTIAL = ("crashed", "interrupted")
+
+
+def stored_outcome(entry: Mapping) -> Optional[str]:
+    """The ``outcome`` column of a report's test entry. A test pytest executed more than once
+    (pytest-rerunfailures attempts, ``--dist each``, ``--keep-duplicates``, a crashed worker's
+    test run again) has figures that are the sums over its executions, not one run's: its
+    outcome is stored with the count, ``"passed x3"``, so that the readers of passed results
+    (``history check``, the limits' medians, the HTML trends, the Grafana dashboards) leave it
+    out and ``history show`` says what it was. No schema change: the column is text."""
+    outcome = entry.get("outcome")
+    if outcome is None:
+        return None
+    ex = entry.get("executions")
+    n = len(ex) if isinstance(ex, list) else 0
+    text = str(outcome)
+    return (f"{text[:20]}{EXECUTIONS_MARK}{n}" if n > 1 else text)[:32]
+
+
+def one_execution(outcome: Optional[str]) -> bool:
+    """Whether a stored result's figures measure one whole execution of its test: not marked
+    as executed more than once, not crashed or interrupted."""
+    return outcome is None or (EXECUTIONS_MARK not in outcome and outcome not in PARTIAL)
+
+
 def _insert_ignore(eng_or_conn: Any, table: sa.Table) -> Any:
     d = pg_dialect if eng_or_conn.dialect.name == "postgresql" else sqlite_dialect
     return d.insert(table).on_conflict_do_nothing()
@@ -450,7 +481,7 @@ def insert_run(
                     "delta_mb": _num(mem.get("delta_mb")),
                     "cpu_percent": _num(t.get("cpu_percent")),
                     "cpu_time": cpu_time(t),
-                    "outcome": _str(t.get("outcome"), 32),
+                    "outcome": stored_outcome(t),
                     "worker": _str(t.get("worker"), 128),
                 }
             )
