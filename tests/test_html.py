@@ -262,6 +262,49 @@ def test_executions_without_start_times_draw_one_bar():
     assert _execs(data, FLAKY) == [] and _execs(data, CRASHY) != []
 
 
+def test_combined_and_merged_reports_keep_every_execution(tmp_path, capsys):
+    """The daemon's combined report and perfmon merge prefix the keys only: each entry keeps
+    its executions, whose workers are drawn on the lanes of their session or job."""
+    from pytest_perfmon.monitor.daemon.combined import write_combined
+
+    class Session:  # what write_combined reads of a daemon session
+        def __init__(self, sid: str, label: str) -> None:
+            self.sid, self.label, self.state, self.report_path = sid, label, "finished", None
+
+        def start_stop(self) -> tuple:
+            return T0, T0 + 3.2
+
+    combined = str(tmp_path / "combined.json")
+    write_combined(
+        combined,
+        [Session("s1", "one"), Session("s2", "two")],
+        lambda s: reruns_report(),
+        0.1,
+        {},
+        None,
+        None,
+    )
+    paths = []
+    for label in ("one", "two"):
+        paths.append(str(tmp_path / f"{label}.json"))
+        with open(paths[-1], "w", encoding="utf-8") as f:
+            json.dump(reruns_report(), f)
+    merged = str(tmp_path / "merged.json")
+    assert cli.main(["merge", *paths, "-o", merged]) == 0
+    capsys.readouterr()
+    for path, group in ((combined, "s1"), (merged, "one")):
+        report = analysis.load_report(path)
+        assert not any("[gw" in k for k in report["tests"])
+        t = report["tests"][f"one::{FLAKY}"]
+        assert t["executions"] == reruns_report()["tests"][FLAKY]["executions"]
+        data = page_data(report)
+        assert len(data["execs"]) == 2 * 7  # every execution of both runs
+        assert _execs(data, f"one::{CRASHY}") == [
+            (1, f"{group} gw1", "rerun", 0.8),
+            (2, f"{group} gw2", "passed", 2.5),
+        ]
+
+
 def test_hostile_node_id_cannot_end_the_script():
     report = synthetic_report(5)
     evil = "tests/t.py::test_x[</script><script>alert(1)</script><!--]"
