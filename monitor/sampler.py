@@ -43,18 +43,33 @@ def add_samples(w: Any, ts: list, rss: list) -> None:
 
 
 def child_sample_out(sample: Any) -> Any:
-    """A descendant sample as the journal keeps it: ``[total, [[pid, ctime, cpu], ...]]``."""
+    """A descendant sample as the journal keeps it: ``[total, [[pid, ctime, cpu, ppid], ...]]``
+    (``ppid`` None where not known)."""
     if sample is None:
         return None
-    total, cpu = sample
-    return [total, [[pid, ct, c] for (pid, ct), c in cpu.items()]]
+    total, cpu = sample[0], sample[1]
+    parents = sample[2] if len(sample) > 2 else {}
+    return [total, [[pid, ct, c, parents.get(pid)] for (pid, ct), c in cpu.items()]]
+
+
+def _child_sample_in(x: Any) -> Any:
+    """A journaled descendant sample back in memory; entries of three (journals written before
+    the parent was kept: ``[pid, ctime, cpu]``) or four fields."""
+    if x is None:
+        return None
+    cpu, parents = {}, {}
+    for e in x[1]:
+        cpu[(e[0], e[1])] = e[2]
+        if len(e) > 3 and e[3] is not None:
+            parents[e[0]] = e[3]
+    return (x[0], cpu, parents)
 
 
 def add_child_samples(w: Any, ts: list, samples: list) -> None:
     """Append journaled descendant samples (times ascending) to ``w``'s descendant timeline."""
     for t, x in zip(ts, samples):
         w.child_t.append(t)
-        w.child_s.append(None if x is None else (x[0], {(p, ct): c for p, ct, c in x[1]}))
+        w.child_s.append(_child_sample_in(x))
     while len(w.child_t) > MAX_SAMPLES:
         _halve_children(w)
 
@@ -149,13 +164,20 @@ class Sampler:
         return out
 
     def sample_children(self, w: Any, now: float) -> None:
-        """One sample of ``w``'s descendants: (total RSS, {(pid, create_time): cpu seconds}),
-        or None when it has none, appended to its descendant timeline."""
+        """One sample of ``w``'s descendants, appended to its descendant timeline: None when it
+        has none, else ``(total RSS, {(pid, create_time): cpu seconds}, {pid: parent pid})``.
+
+        A descendant's CPU seconds are its own and those of the children it reaped (Linux;
+        psutil has 0 for them elsewhere): a process that ends is counted by whoever reaps it,
+        the test process (its RUSAGE_CHILDREN) or a sampled descendant such as a
+        ``multiprocessing`` forkserver (see ``children``)."""
         import psutil
 
-        total, cpu = 0, {}
+        total, cpu, parents = 0, {}, {}
         kids, ctimes = self.kids, self.kid_ctime
-        for pid in self.descendants(w.pid, now):
+        pids = self.descendants(w.pid, now)
+        ppids = self.ppids or {}  # the map this pass built
+        for pid in pids:
             proc = kids.get(pid)
             try:
                 if proc is None:
@@ -169,9 +191,15 @@ class Sampler:
                 ctimes.pop(pid, None)
                 continue
             total += rss
-            cpu[(pid, ctimes[pid])] = t.user + t.system
+            cpu[(pid, ctimes[pid])] = (
+                t.user
+                + t.system
+                + getattr(t, "children_user", 0.0)
+                + getattr(t, "children_system", 0.0)
+            )
+            parents[pid] = ppids.get(pid)
         w.child_t.append(now)
-        w.child_s.append((total, cpu) if cpu else None)
+        w.child_s.append((total, cpu, parents) if cpu else None)
         if len(w.child_t) > MAX_SAMPLES:
             _halve_children(w)
 

@@ -9,12 +9,18 @@
    through pluggy with and without :class:`SharedFixtures` registered, the difference per call
    (target <= 2 us), and the cost of timing one shared fixture for comparison.
 
+3. With ``--start-methods``: what the report counts of children that burn a known CPU time,
+   started every way (multiprocessing pools with fork, spawn and forkserver, a forkserver
+   Process, a subprocess, a grandchild), serial and with ``-n 2``: each child's own CPU (as it
+   measured it) against the test's ``children.cpu_time``. Nothing else runs then.
+
 The on/off cost on the 2000-test suite comes from scripts/bench_overhead.py, run twice::
 
     python scripts/bench_overhead.py --no-xdist
     PYTEST_ADDOPTS=--no-perf-children python scripts/bench_overhead.py --no-xdist
 
     python scripts/bench_children.py [--children 50] [--passes 200] [--calls 200000] [--json F]
+    python scripts/bench_children.py --start-methods [--burn 1.0] [--json F]
 """
 
 from __future__ import annotations
@@ -140,6 +146,132 @@ def fixture_wrapper(calls: int, reps: int) -> dict:
     }
 
 
+_BURNMOD = """
+import json, os, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BURN = ("import time\\nt = time.process_time()\\nwhile time.process_time() - t < {}: pass\\n"
+        "print(time.process_time())")
+
+def burn(sec):
+    t = time.process_time()
+    while time.process_time() - t < sec:
+        pass
+    return os.getpid(), time.process_time()
+
+def burn_into(conn, sec):
+    conn.send(burn(sec))
+    conn.close()
+
+def note(name, burned, total):
+    with open(os.path.join(HERE, f"burned-{name}.json"), "w") as f:
+        json.dump([burned, total], f)
+
+def python(code):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    return float(out.stdout.split()[-1])
+"""
+
+_STARTS = """
+import multiprocessing as mp
+import burnmod
+
+SEC = {sec}
+
+def pool(method):
+    ctx = mp.get_context(method)
+    p = ctx.Pool(2)
+    try:
+        got = p.map_async(burnmod.burn, [SEC / 4] * 4, chunksize=1).get(120)
+    finally:
+        p.close()
+        p.join()
+    last = {{}}
+    for pid, cpu in got:
+        last[pid] = max(cpu, last.get(pid, 0.0))
+    burnmod.note(method, SEC, sum(last.values()))
+
+def test_fork():
+    pool("fork")
+
+def test_spawn():
+    pool("spawn")
+
+def test_forkserver():
+    pool("forkserver")
+
+def test_forkserver_process():
+    ctx = mp.get_context("forkserver")
+    mine, theirs = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=burnmod.burn_into, args=(theirs, SEC))
+    p.start()
+    theirs.close()
+    try:
+        assert mine.poll(120)
+        _, total = mine.recv()
+    finally:
+        p.join(120)
+        if p.is_alive():
+            p.kill()
+            p.join(10)
+    burnmod.note("forkserver_process", SEC, total)
+
+def test_subprocess():
+    burnmod.note("subprocess", SEC, burnmod.python(burnmod.BURN.format(SEC)))
+
+def test_grandchild():
+    code = ("import sys, time; sys.path.insert(0, %r); import burnmod\\n"
+            "print(burnmod.python(%r) + time.process_time())"
+            % (burnmod.HERE, burnmod.BURN.format(SEC)))
+    burnmod.note("grandchild", SEC, burnmod.python(code))
+
+def test_idle():
+    pass
+"""
+
+_NAMES = ["fork", "spawn", "forkserver", "forkserver_process", "subprocess", "grandchild"]
+
+
+def start_methods(sec: float, workers: Optional[str]) -> list:
+    """One pytest run (``-n workers`` when given): per way of starting, the CPU the children
+    burned in their loops, their processes' whole CPU, and the report's children block."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        for name, text in (
+            ("burnmod.py", _BURNMOD),
+            ("test_starts.py", _STARTS.format(sec=sec)),
+            ("pytest.ini", "[pytest]\n"),
+        ):
+            with open(os.path.join(d, name), "w", encoding="utf-8") as f:
+                f.write(text)
+        out = os.path.join(d, "perf.json")
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--perf-monitor"]
+        cmd += [f"--perf-output={out}", "--perf-cpu-interval", "0.05"]
+        cmd += ["-n", workers] if workers else []
+        subprocess.run(cmd, cwd=d, check=True, timeout=600, stdout=subprocess.DEVNULL)
+        with open(out, encoding="utf-8") as f:
+            tests = json.load(f)["tests"]
+        rows = []
+        for name in _NAMES:
+            with open(os.path.join(d, f"burned-{name}.json"), encoding="utf-8") as f:
+                burned, total = json.load(f)
+            kids = tests[f"test_starts.py::test_{name}"]["children"] or {}
+            rows.append(
+                {
+                    "start": name,
+                    "workers": workers,
+                    "burned_s": burned,
+                    "children_whole_cpu_s": round(total, 3),
+                    "counted_s": kids.get("cpu_time"),
+                    "processes": kids.get("processes"),
+                    "peak_rss_mb": kids.get("peak_rss_mb"),
+                }
+            )
+        return rows
+
+
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--children", type=int, default=50, help="live children (default 50)")
@@ -147,7 +279,24 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument("--calls", type=int, default=20000, help="hook calls per repetition")
     ap.add_argument("--reps", type=int, default=7, help="repetitions (median reported)")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON here")
+    ap.add_argument(
+        "--start-methods", action="store_true", help="children counted per way of starting"
+    )
+    ap.add_argument("--burn", type=float, default=1.0, help="CPU s each test's children burn")
     args = ap.parse_args(argv)
+    if args.start_methods:
+        rows = start_methods(args.burn, None) + start_methods(args.burn, "2")
+        print("start               workers  burned  children's whole CPU  counted  processes")
+        for r in rows:
+            print(
+                f"  {r['start']:<18} {r['workers'] or '-':>3}  {r['burned_s']:6.2f}  "
+                f"{r['children_whole_cpu_s']:20.2f}  {r['counted_s'] or 0:7.2f}  "
+                f"{r['processes'] or 0:9d}"
+            )
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"start_methods": rows}, f, indent=2)
+        return 0
     out: dict = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
     out["sampling"] = [sampling_pass(0, args.passes), sampling_pass(args.children, args.passes)]
     print("one sampling pass (Sampler.sample_group over this process and its descendants)")

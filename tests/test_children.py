@@ -19,6 +19,7 @@ from pytest_perfmon.monitor import sampler as S
 from pytest_perfmon.monitor.record import N_FIELDS
 
 POSIX = os.name == "posix"
+LINUX = sys.platform.startswith("linux")
 
 # Each module: a module-scoped fixture (0.2 s up, 0.1 s down), then a child holding 300 MB for
 # 0.5 s (10 sampling intervals of 0.05 s), a child burning 0.5 s of CPU, and a test with none.
@@ -131,10 +132,16 @@ def _child(code: str) -> subprocess.Popen:
 HOLD_50 = "import sys\nb = bytearray(50 * 1024 * 1024)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
 
 
+BURN_02 = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass"
+
+
 def test_sampler_sees_descendants_and_not_itself():
+    # the child reaps a grandchild that burned 0.2 s, then takes 50 MB and starts one that waits
     child = _child(
-        HOLD_50 + "import subprocess\nsubprocess.run([sys.executable, '-c', "
-        "'import sys; sys.stdin.read()'], stdin=sys.stdin)\n"
+        f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BURN_02!r}])\n"
+        + HOLD_50
+        + "subprocess.run([sys.executable, '-c', 'import sys; sys.stdin.read()'],"
+        " stdin=sys.stdin)\n"
     )
     try:
         s = S.Sampler()
@@ -151,6 +158,11 @@ def test_sampler_sees_descendants_and_not_itself():
         assert last[0] >= 60 * 1024 * 1024
         pids = {pid for pid, _ in last[1]}
         assert child.pid in pids and os.getpid() not in pids
+        (grandchild,) = pids - {child.pid}
+        assert last[2] == {child.pid: os.getpid(), grandchild: child.pid}  # the parents
+        if LINUX:  # a descendant's CPU has what its reaped children used (psutil: Linux only)
+            cpu = {pid: v for (pid, _), v in last[1].items()}
+            assert cpu[child.pid] >= 0.18, last
         s.exclude = child.pid  # the collector's own subtree is never sampled
         assert s.descendants(os.getpid(), time.time()) == []
     finally:
@@ -265,6 +277,113 @@ def test_children_from_samples_and_rusage():
     assert tests["t::nothing"]["children"] is None
 
 
+def _kids(tests, name):
+    c = tests[name]["children"]
+    return None if c is None else (pytest.approx(c["cpu_time"], abs=1e-6), c["processes"])
+
+
+def test_children_reaped_by_a_descendant():
+    """A forkserver (a child of the test process, living across tests) forks the workers and
+    reaps them: their CPU is in its reaped-children count, never in the test process's
+    RUSAGE_CHILDREN. Counted once, in the test whose samples saw them (issue 20)."""
+    f, w1, w2 = (20, 1.0), (21, 2.0), (22, 2.0)  # (pid, create time); the test process is 1
+    parents = {20: 1, 21: 20, 22: 20}
+    w = _worker(
+        [
+            _rec("t::starts_forkserver", 1.0, 2.0),
+            _rec("t::pool", 2.0, 3.0),
+            _rec("t::after", 3.0, 4.0),
+            _rec("t::short_pool", 4.0, 4.02),  # between two samples
+            _rec("t::last", 4.02, 5.0),
+        ],
+        [
+            (1.5, (10, {f: 0.1}, parents)),
+            (2.5, (30, {f: 0.1, w1: 0.15, w2: 0.15}, parents)),
+            (2.9, (30, {f: 0.1, w1: 0.3, w2: 0.3}, parents)),
+            # the workers ended at 2.95 with 0.35 s each, and the forkserver reaped them
+            (3.1, (10, {f: 0.8}, parents)),
+            (3.5, (10, {f: 0.8}, parents)),
+            (4.5, (10, {f: 1.0}, parents)),  # a pool of 0.2 s in t::short_pool, unseen
+        ],
+    )
+    tests = _build(w)["tests"]
+    assert _kids(tests, "t::starts_forkserver") == (0.1, 1)
+    # 0.3 s each seen running, 0.05 s each after the last sample, from the forkserver's count
+    assert _kids(tests, "t::pool") == (0.7, 3)
+    assert tests["t::pool"]["children"]["peak_rss_mb"] is not None
+    assert _kids(tests, "t::after") == (0.0, 1)  # nothing bleeds into the next test
+    # what no sample saw lands in the test of the next sample: samples are that coarse
+    assert _kids(tests, "t::short_pool") is None
+    assert _kids(tests, "t::last") == (0.2, 1)
+
+    # the same from a journal of an older collector (no parents): taken as reaped by the
+    # test process, as before: never counted twice
+    old = _worker(w.records, [(t, s[:2]) for t, s in zip(w.child_t, w.child_s)])
+    tests = _build(old)["tests"]
+    assert _kids(tests, "t::pool") == (0.0, 3)
+    assert _kids(tests, "t::after") == (0.7, 1)
+
+
+def test_children_reaped_along_a_chain():
+    """A child and its grandchild: a grandchild reaped by a child still running is counted
+    through the child's count; both ended and reaped by the test process, through RUSAGE
+    (which has the grandchild in the child's count), never twice."""
+    c, g, g2 = (30, 1.0), (31, 1.2), (32, 2.2)
+    p = {30: 1, 31: 30, 32: 30}
+    w = _worker(
+        [
+            _rec("t::server", 1.0, 2.0),
+            _rec("t::its_child_ends", 2.0, 3.0, {"children_cpu": 0.0}),
+            _rec("t::both_end", 3.0, 4.0, {"children_cpu": 1.6}),
+            _rec("t::after", 4.0, 5.0),
+        ],
+        [
+            (1.5, (10, {c: 0.1, g: 0.2}, p)),
+            (2.5, (10, {c: 0.1, g: 0.5}, p)),
+            (2.9, (10, {c: 0.1 + 0.6}, p)),  # g ended (0.6 s), reaped by c
+            (3.5, (10, {c: 0.75, g2: 0.5}, p)),
+            # both end: c reaped g2 (0.7 s), the test process reaped c: RUSAGE has c's own
+            # 0.3 s, g's 0.6 s and g2's 0.7 s
+            (4.5, None),
+        ],
+    )
+    tests = _build(w)["tests"]
+    assert _kids(tests, "t::server") == (0.3, 2)
+    assert _kids(tests, "t::its_child_ends") == (0.4, 2)
+    # their growth seen since 2.9 (0.55 s), RUSAGE less what the samples had of them (1.25 s)
+    assert _kids(tests, "t::both_end") == (0.55 + 1.6 - 1.25, 2)
+    assert _kids(tests, "t::after") is None
+
+
+def test_children_when_the_samples_end_inside_the_test():
+    """No sample after the test (a worker's last test): what ran before it is taken as still
+    running (its growth counts), what started in it as reaped by its parent."""
+    f, a, b = (20, 1.0), (40, 2.1), (41, 2.2)
+    p = {20: 1, 40: 1, 41: 20}
+    w = _worker(
+        [
+            _rec("t::first", 1.0, 2.0),
+            _rec("t::last", 2.0, 3.0, {"children_cpu": 0.5}),
+        ],
+        [(1.5, (10, {f: 0.1}, p)), (2.5, (10, {f: 0.3, a: 0.2, b: 0.4}, p))],
+    )
+    tests = _build(w)["tests"]
+    # f grew 0.2, b (the forkserver's) 0.4; a (the test process's) is in RUSAGE's 0.5
+    assert _kids(tests, "t::last") == (0.2 + 0.4 + 0.5, 3)
+
+
+def test_child_samples_journal_round_trip():
+    """The daemon's journal keeps the parents, and reads journals written without them."""
+    sample = (100, {(11, 1.0): 0.5, (12, 2.0): 0.25}, {11: 1, 12: 11})
+    out = S.child_sample_out(sample)
+    assert out == [100, [[11, 1.0, 0.5, 1], [12, 2.0, 0.25, 11]]]
+    assert S.child_sample_out(None) is None
+    w = _worker([], [])
+    old = [100, [[11, 1.0, 0.5]]]
+    S.add_child_samples(w, [1.0, 2.0, 3.0], [json.loads(json.dumps(out)), None, old])
+    assert w.child_s == [sample, None, (100, {(11, 1.0): 0.5}, {})]
+
+
 def test_fixtures_block_pairs_setups_with_teardowns():
     setup = ["db", "session", "conftest.py:3", "setup", 1.5]
     mod_up = ["m", "module", "t.py:5", "setup", 0.25]
@@ -316,3 +435,141 @@ def test_children_wanted():
     assert _fixtures.children_wanted(Opt, lambda name: False) is False
     Opt.perf_children = False
     assert _fixtures.children_wanted(Opt, lambda name: True) is False
+
+
+# --- every way a child starts (issue 20) -------------------------------------------------------
+
+# A helper module (the spawn and forkserver children import it, and nothing heavier): each
+# child burns a known CPU time and says how much CPU its whole process used.
+BURNMOD = """
+import json, os, subprocess, sys, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BURN = ("import time\\nt = time.process_time()\\nwhile time.process_time() - t < {}: pass\\n"
+        "print(time.process_time())")
+
+def burn(sec):
+    t = time.process_time()
+    while time.process_time() - t < sec:
+        pass
+    return os.getpid(), time.process_time()
+
+def burn_into(conn, sec):
+    conn.send(burn(sec))
+    conn.close()
+
+def note(name, burned, total):
+    with open(os.path.join(HERE, f"burned-{name}.json"), "w") as f:
+        json.dump([burned, total], f)
+
+def python(code):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return float(out.stdout.split()[-1])
+"""
+
+# Each burning test is followed by one that starts nothing: what it is billed is bleed.
+STARTS = """
+import multiprocessing as mp
+import burnmod
+
+def pool(method):
+    ctx = mp.get_context(method)
+    p = ctx.Pool(2)
+    try:
+        got = p.map_async(burnmod.burn, [0.075] * 4, chunksize=1).get(60)
+    finally:
+        p.close()
+        p.join()
+    last = {}
+    for pid, cpu in got:
+        last[pid] = max(cpu, last.get(pid, 0.0))
+    burnmod.note(method, 0.3, sum(last.values()))
+
+def test_fork():
+    pool("fork")
+
+def test_fork_next():
+    pass
+
+def test_spawn():
+    pool("spawn")
+
+def test_spawn_next():
+    pass
+
+def test_forkserver():
+    pool("forkserver")
+
+def test_forkserver_next():
+    pass
+
+def test_forkserver_process():
+    ctx = mp.get_context("forkserver")
+    mine, theirs = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=burnmod.burn_into, args=(theirs, 0.2))
+    p.start()
+    theirs.close()
+    try:
+        assert mine.poll(60)
+        _, total = mine.recv()
+    finally:
+        p.join(60)
+        if p.is_alive():
+            p.kill()
+            p.join(10)
+    burnmod.note("forkserver_process", 0.2, total)
+
+def test_forkserver_process_next():
+    pass
+"""
+
+SUBPROCESSES = """
+import burnmod
+
+def test_subprocess():
+    burnmod.note("subprocess", 0.2, burnmod.python(burnmod.BURN.format(0.2)))
+
+def test_subprocess_next():
+    pass
+
+def test_grandchild():
+    inner = burnmod.BURN.format(0.2)
+    code = ("import sys, time; sys.path.insert(0, %r); import burnmod\\n"
+            "print(burnmod.python(%r) + time.process_time())" % (burnmod.HERE, inner))
+    burnmod.note("grandchild", 0.2, burnmod.python(code))
+
+def test_grandchild_next():
+    pass
+"""
+
+STARTED = ["fork", "spawn", "forkserver", "forkserver_process", "subprocess", "grandchild"]
+
+
+@pytest.mark.skipif(not POSIX, reason="fork and forkserver are POSIX start methods")
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_children_counted_however_they_start(run_perf, pytester, xdist):
+    """fork, spawn and forkserver pools, a forkserver Process, a subprocess and a grandchild:
+    each test is billed the CPU its children burned (not less than 60 %, not more than their
+    processes' whole CPU by half), with their memory; the next test, which starts nothing, is
+    billed next to nothing. A forkserver's children are its, not pytest's: the RUSAGE of the
+    test process never sees them (issue 20)."""
+    pytester.makepyfile(burnmod=BURNMOD, test_starts=STARTS, test_subprocesses=SUBPROCESSES)
+    dist = ["--dist", "loadfile"] if xdist else []
+    run = run_perf("--perf-cpu-interval", "0.05", *xdist, *dist)
+    assert run.ret == 0, run.text
+    for name in STARTED:
+        t = run.test(f"test_{name}")
+        burned, total = json.loads((pytester.path / f"burned-{name}.json").read_text())
+        kids = t["children"]
+        assert kids is not None and kids["processes"] >= 1, (name, t)
+        assert kids["peak_rss_mb"] is not None, (name, t)
+        cpu = kids["cpu_time"]
+        # macOS and others: no CPU of a forkserver's reaped children (psutil has none there),
+        # only what the samples saw of them alive
+        low = 0.6 if LINUX or "forkserver" not in name else 0.0
+        assert cpu >= low * burned, (name, burned, total, t)
+        # the children's own processes, plus a forkserver's and a resource tracker's start-up
+        assert cpu <= 1.5 * total + 0.3, (name, burned, total, t)
+        nxt = run.test(f"test_{name}_next")["children"]
+        assert nxt is None or nxt["cpu_time"] < 0.1, (name, nxt)
