@@ -79,7 +79,7 @@ class Worker:
         self.samples_rss: list = []  # RSS bytes at those times
         self.sampled_peak = 0
         self.child_t: list = []  # descendant sample times, ascending (only with children on)
-        self.child_s: list = []  # at those times: None, or (RSS sum, {(pid, ctime): cpu s})
+        self.child_s: list = []  # None, or (RSS sum, {(pid, ctime): cpu s}, {pid: ppid})
         self.boundary_methods = boundary_methods  # what the plugin could read in this process
 
 
