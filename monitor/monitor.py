@@ -23,12 +23,16 @@ import zmq
 from . import protocol as P
 from . import report as R
 from . import sampler as S
-from . import server
+from . import server, slots
 
 #: How often the parent is checked, seconds.
 PARENT_CHECK = 0.25
 #: The prefix of the plugin's private temporary directory (tempfile.mkdtemp(prefix=...)).
 TMPDIR_PREFIX = "perfmon-"
+#: After the parent is gone: the frames already queued are handled for at most this long.
+DRAIN_SECONDS = 0.2
+#: How many running tests an abort warning names.
+NAMED = 4
 
 
 def _die_with_parent() -> None:
@@ -141,14 +145,7 @@ class Monitor(server.RouterServer):
     def on_crash(self, ident: bytes, body: Any) -> None:
         self._peer(ident, "crash")
         c = P.parse_crash(body)
-        self.data.crashed.append(
-            {
-                "nodeid": c.nodeid,
-                "worker": c.worker,
-                "time": c.time if c.time is not None else time.time(),
-                "start": c.start,
-            }
-        )
+        self.data.crashed.append(c.entry(time.time()))
         if c.rejected:
             self.count("records-rejected", c.rejected)
         w = self.data.workers.get(c.worker) if c.worker is not None else None
@@ -201,6 +198,7 @@ class Monitor(server.RouterServer):
         return self.write_session(f.as_session())
 
     def write_session(self, session: dict) -> tuple[bool, Optional[str], Optional[str]]:
+        slots.drop_duplicate_interruptions(self.data)
         system = R.system_info(self.python_version) if self.system_info else None
         try:
             rep = R.build(self.data, session, system)
@@ -231,16 +229,112 @@ class Monitor(server.RouterServer):
         if not self.parent_alive():
             self.stop_reason = "parent-gone"
 
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.stop_reason = "signal"
+
     def run(self) -> int:
         self.loop(
             [[0.0, self.interval, self.sample], [PARENT_CHECK, PARENT_CHECK, self.check_parent]]
         )
         if self.stop_reason != "finished":
-            self.data.warnings.append(f"session aborted: {self.stop_reason}")
-            self.write_session({"start": self.started, "stop": time.time(), "aborted": True})
+            reason = self.stop_reason
+            self.stop_reason = None
+            self.drain()
+            if self.stop_reason == "finished":  # its finish was waiting in the queue
+                return 0
+            # Linux sends the parent-death signal (SIGTERM) as pytest dies, a moment before
+            # getppid() tells: that is not someone stopping the monitor.
+            if reason == "signal" and self.parent is not None and self.parent_gone_soon(0.2):
+                reason = "parent-gone"
+            self.stop_reason = reason
+            stop = time.time()
+            if reason == "parent-gone":
+                what, ended = self.read_slots()
+                stop = ended or stop
+            else:
+                what = "the monitor was stopped by a signal while pytest ran"
+            self.data.warnings.append(f"session aborted: {what}")
+            self.write_session({"start": self.started, "stop": stop, "aborted": True})
             if self.parent_gone_soon():
                 self.remove_private_dir()
         return 0
+
+    def drain(self) -> None:
+        """Handle the frames that came before the parent died (its last batches), bounded."""
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while time.monotonic() < deadline and self.stop_reason is None:
+            try:
+                parts = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                return
+            self.handle(parts)
+
+    # -- after a hard exit: the slots -----------------------------------------------------
+    def read_slots(self) -> tuple[str, Optional[float]]:
+        """Take from the slots the tests finished but never sent and the tests running; say
+        what ended the run: (the warning's words, when pytest ended if it said so)."""
+        directory = self.private_dir()
+        states = slots.read_all(directory) if directory else []
+        now = time.time()
+        owner = next((st for st in states if st.pid == self.parent), None)
+        running = []
+        for st in states:
+            w = self._slot_worker(st)
+            if w is not None and st.records:
+                recs, bad = P.check_records(st.records)
+                have = {(r[P.NODEID], r[P.START]) for r in w.records}
+                w.records.extend(r for r in recs if (r[P.NODEID], r[P.START]) not in have)
+                if bad:
+                    self.count("records-rejected", bad)
+            if w is not None and st.running is not None:
+                nodeid, t0 = st.running
+                if isinstance(nodeid, bytes):
+                    nodeid = nodeid.decode("utf-8", "backslashreplace")
+                if self._reported(nodeid, t0):
+                    continue
+                when = st.ended if st.ended is not None else now
+                self.data.crashed.append(
+                    {
+                        "nodeid": nodeid,
+                        "worker": w.wid,
+                        "time": max(when, t0),
+                        "start": t0,
+                        "outcome": "interrupted",
+                    }
+                )
+                if w.left is None:
+                    w.left = when
+                running.append((nodeid, w.wid))
+        return _abort_words(owner, running), (owner.ended if owner is not None else None)
+
+    def _slot_worker(self, st: slots.State) -> Optional[R.Worker]:
+        """The report's worker of a slot (made when its hello never came); None: a controller."""
+        if st.role == "controller":
+            return None
+        for w in self.data.workers.values():
+            if w.pid == st.pid:
+                return w
+        wid = st.wid or str(st.pid)
+        w = self.data.workers.get(wid)
+        if w is None:
+            starts = [r[P.START] for r in st.records if isinstance(r, list) and len(r) > 1]
+            if st.running is not None:
+                starts.append(st.running[1])
+            joined = min((t for t in starts if isinstance(t, (int, float))), default=self.started)
+            w = self.data.workers[wid] = R.Worker(wid=wid, pid=st.pid, joined=joined)
+        return w
+
+    def _reported(self, nodeid: str, t0: float) -> bool:
+        """Is this execution in the data already (finished after all, or reported crashed)?"""
+        for c in self.data.crashed:
+            s = c.get("start")
+            if c["nodeid"] == nodeid and (s is None or abs(s - t0) < slots.SAME_START):
+                return True
+        for w in self.data.workers.values():
+            for r in w.records:
+                if r[P.NODEID] == nodeid and abs(r[P.START] - t0) < slots.SAME_START:
+                    return True
+        return False
 
     def parent_gone_soon(self, timeout: float = 1.0) -> bool:
         """Is the parent gone, or going within ``timeout``? The kernel's parent-death signal
@@ -275,6 +369,30 @@ class Monitor(server.RouterServer):
         directory = self.private_dir()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _abort_words(owner: Optional[slots.State], running: list) -> str:
+    """``pytest was killed (SIGKILL or a crash) during tests/x.py::test_y``, and the like."""
+    who = "pytest"
+    if owner is not None and owner.role == "controller":
+        who = "pytest (the xdist controller)"
+    reason = owner.reason if owner is not None else None
+    if owner is None:
+        how = "ended before its session finished"
+    elif reason is None:
+        how = "was killed (SIGKILL or a crash)"
+    elif reason.startswith("os._exit"):
+        how = f"exited through {reason}"
+    elif reason.startswith("SIG"):
+        how = f"was ended by {reason}"
+    else:
+        how = f"ended: {reason}"
+    if not running:
+        return f"{who} {how} while no test was running"
+    several = len({wid for _, wid in running}) > 1
+    names = [f"{nodeid} ({wid})" if several else nodeid for nodeid, wid in running[:NAMED]]
+    more = f" and {len(running) - NAMED} more" if len(running) > NAMED else ""
+    return f"{who} {how} during {', '.join(names)}{more}"
 
 
 def record_history(f: P.Finish, report: dict, source: str) -> Optional[str]:
@@ -326,7 +444,7 @@ def main(argv: Optional[list] = None) -> int:
         print(f"perfmon-monitor: cannot bind {args.endpoint}: {exc}", file=sys.stderr)
         mon.close()
         return 2
-    signal.signal(signal.SIGTERM, lambda s, f: setattr(mon, "stop_reason", "signal"))
+    signal.signal(signal.SIGTERM, mon.on_signal)
     if args.parent is not None and hasattr(signal, "SIGINT"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
     else:

@@ -20,6 +20,7 @@ import pytest
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor import report as R
 
+from . import _endings
 from ._client import Client
 from ._handle import JoinedDaemon, SpawnedMonitor
 from ._settings import Settings
@@ -55,6 +56,22 @@ class SessionOwner:
         self.possibly_incomplete = False
         #: The collector took our connection at the start: its loss later is worth a warning.
         self.joined = False
+        #: What ended the run early, in words (KeyboardInterrupt, pytest.exit()), or None.
+        self.ended_by: Optional[str] = None
+        # Until the new report is complete, nothing at the output path is the previous run's.
+        self.previous, problem = _endings.move_aside(settings.output)
+        if problem:
+            self.warnings.append(problem)
+
+    def note_ending(self, running: list) -> None:
+        """Warn, naming the cause, when the run ended early; ``running``: (node id, cause or
+        None) of each test that was running then."""
+        words = _endings.ending_words(self.ended_by, running)
+        if words:
+            self.warnings.append(words)
+
+    def _previous_note(self) -> str:
+        return f" (the previous report is at {self.previous})" if self.previous else ""
 
     def problem(self) -> str:
         client = self.client
@@ -120,7 +137,7 @@ class SessionOwner:
             self.report_path = done.get("path")
             return True
         # The collector could not write where asked; it says where the report went instead.
-        self.warnings.append(str(done.get("error")))
+        self.warnings.append(str(done.get("error")) + self._previous_note())
         if done.get("saved_to"):
             self.report_path = done["saved_to"]
             return True
@@ -165,10 +182,12 @@ class SessionOwner:
         try:
             R.write_atomic(report, path)
         except OSError as exc:
-            self.warnings.append(f"cannot write {path}: {exc.strerror or exc}")
-            path = R.save_elsewhere(report)
-            if path:
-                self.warnings.append(f"report saved to {path} instead")
+            saved = R.save_elsewhere(report)
+            where = f"; saved to {saved} instead" if saved else ""
+            self.warnings.append(
+                f"cannot write {path}: {exc.strerror or exc}{where}{self._previous_note()}"
+            )
+            path = saved
         self.report_path = path
         self.report = report
         if self.settings.html:

@@ -23,7 +23,9 @@ from typing import Any, Callable, Optional
 import pytest
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor import report as R
+from pytest_perfmon.monitor import slots as S
 
+from . import _endings
 from ._client import BATCH_RECORDS, CONNECT_GRACE, Client, frames_to_records
 from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, make_handle
 from ._measure import JUnitProperties, Measurer, outcome_after
@@ -66,6 +68,24 @@ def _python() -> str:
     return ".".join(map(str, sys.version_info[:3]))
 
 
+def _private_dir(handle: Any) -> Optional[str]:
+    """The spawned monitor's private directory (where the slots go); None for a daemon."""
+    return getattr(handle, "tmpdir", None)
+
+
+def _idle(endings: Optional[_endings.Endings]) -> None:
+    if endings is not None:
+        endings.slot.idle(_time())
+
+
+def _close(endings: Optional[_endings.Endings], measurer: Optional[Measurer] = None) -> None:
+    if measurer is not None:
+        measurer.slot = None
+    if endings is not None:
+        endings.uninstall()
+        endings.slot.close()
+
+
 def _register_measurer(config: pytest.Config, measurer: Measurer, junit: bool) -> None:
     config.pluginmanager.register(measurer, PLUGIN_NAME + "-measure")
     if junit:
@@ -81,6 +101,9 @@ class LocalSession:
         self.owner = owner = SessionOwner(settings, handle, client)
         self.measurer = Measurer("main", client)
         owner.collect = self._data
+        self.endings = _endings.install(_private_dir(handle), "main", "local", self.measurer.queue)
+        if self.endings is not None:
+            self.measurer.slot = self.endings.slot
         hello(
             client,
             owner.session_id,
@@ -105,10 +128,17 @@ class LocalSession:
                 "sampling; report written by the plugin"
             )
         yield
+        _idle(self.endings)
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        self.owner.ended_by = _endings.what_ended(excinfo.value)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
-        self.owner.begin_finish(exitstatus, self._deliver)
+        owner = self.owner
+        running = [self.measurer.interrupted] if self.measurer.interrupted else []
+        owner.note_ending(running)
+        owner.begin_finish(exitstatus, self._deliver)
 
     def _deliver(self) -> bool:
         """Hand the last records over; True when the collector acknowledged them all."""
@@ -134,6 +164,7 @@ class LocalSession:
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         try:
             self.measurer.stop_sending()  # a session that never reached sessionfinish
+            _close(self.endings, self.measurer)
             self.owner.unconfigure()
         finally:
             self.measurer.counters.close()
@@ -177,8 +208,10 @@ class ControllerSession:
         self.crashed: list = []
         self.started: dict = {}  # nodeid -> time the controller heard it start
         self.running: dict = {}  # nodeid -> record being filled from the workers' reports
+        self.where: dict = {}  # nodeid -> the worker running it (from its first report)
         self.recent: dict = {}  # worker id -> deque of its latest finished records
         self.measuring: set = set()  # workers that finished at least one test
+        self.endings = _endings.install(_private_dir(handle), "controller", "controller")
         hello(client, owner.session_id, "controller")
 
     def _check_collector(self) -> None:
@@ -217,6 +250,7 @@ class ControllerSession:
         wi["perfmon_monitor_pid"] = owner.handle.pid
         wi["perfmon_session"] = owner.session_id
         wi["perfmon_daemon"] = bool(owner.settings.daemon)
+        wi["perfmon_slots"] = _private_dir(owner.handle) if usable else None
         wi["perfmon_junit"] = bool(getattr(self.config.option, "xmlpath", None))
 
     # The controller sees every test start and every report as the workers send them. It keeps
@@ -237,10 +271,12 @@ class ControllerSession:
             rec[P.NODEID] = P.encode_nodeid(report.nodeid)
             rec[P.START] = rec[P.STOP] = start
             rec[P.OUTCOME] = "passed"
+            self.where[report.nodeid] = _worker_id(node)
         rec[_PHASE[report.when]] = report.duration
         rec[P.OUTCOME] = outcome_after(report, rec[P.OUTCOME])
         if report.when == "teardown":
             del self.running[report.nodeid]
+            self.where.pop(report.nodeid, None)
             rec[P.STOP] = getattr(report, "stop", None) or _time()
             wid = _worker_id(node)
             self.measuring.add(wid)
@@ -249,22 +285,70 @@ class ControllerSession:
                 recent = self.recent[wid] = deque(maxlen=2 * BATCH_RECORDS + 64)
             recent.append(rec)
 
-    @pytest.hookimpl(optionalhook=True)
+    # trylast: pytest-rerunfailures' own implementation has set the report's outcome to
+    # "rerun" when it will run the test again.
+    @pytest.hookimpl(optionalhook=True, trylast=True)
     def pytest_handlecrashitem(self, crashitem: str, report: Any, sched: Any) -> None:
         wid = _worker_id(getattr(report, "node", None))
-        self.running.pop(crashitem, None)
+        rec = self.running.pop(crashitem, None)
+        self.where.pop(crashitem, None)
+        start = self.started.pop(crashitem, None)
         crash = {
             "nodeid": crashitem,
             "worker": wid,
             "time": _time(),
-            "start": self.started.pop(crashitem, None),
+            "start": start if start is not None or rec is None else rec[P.START],
             "recent": list(self.recent.pop(wid, ())),
         }
-        self.crashed.append(crash)
+        if rec is not None and rec[P.SETUP] is not None:
+            crash["setup"] = rec[P.SETUP]  # pytest measured the setup before the crash
+        if getattr(report, "outcome", None) == "rerun":
+            crash["rerun"] = True
+        self._crash(crash)
         self.measuring.add(wid)
+
+    def _crash(self, crash: dict) -> None:
+        self.crashed.append(crash)
         client = self.owner.client
         if client is not None and client.alive:
             client.send(P.pack(P.CRASH, crash))
+
+    def _interrupted(self) -> list:
+        """The tests that began and never ended (Ctrl-C, pytest.exit(), a worker stopped):
+        each reported once, as interrupted, with the time it had run."""
+        now = _time()
+        out = []
+        for nodeid, rec in list(self.running.items()):
+            self.started.pop(nodeid, None)
+            crash = {
+                "nodeid": nodeid,
+                "worker": self.where.get(nodeid),
+                "time": now,
+                "start": rec[P.START],
+                "recent": [],
+                "outcome": "interrupted",
+            }
+            if rec[P.SETUP] is not None:
+                crash["setup"] = rec[P.SETUP]
+            out.append(crash)
+        for nodeid, start in self.started.items():
+            out.append(
+                {
+                    "nodeid": nodeid,
+                    "worker": None,
+                    "time": now,
+                    "start": start,
+                    "recent": [],
+                    "outcome": "interrupted",
+                }
+            )
+        self.running.clear()
+        self.started.clear()
+        self.where.clear()
+        return out
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        self.owner.ended_by = _endings.what_ended(excinfo.value)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -275,7 +359,27 @@ class ControllerSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        try:
+            self._end_running()
+        except Exception as exc:  # never let our failure become the session's
+            self.owner.warnings.append(f"internal error while finishing: {exc!r}")
         self.owner.begin_finish(exitstatus, self._deliver)
+
+    def _end_running(self) -> None:
+        # The tests still running now, as interrupted (before "finish", on the same socket).
+        interrupted = self._interrupted()
+        for crash in interrupted:
+            self._crash(crash)
+        # What the workers say ended a test of theirs (pytest.exit(), Ctrl-C in a worker).
+        told = [
+            tuple(d["interrupted"])
+            for d in self.worker_data.values()
+            if isinstance(d.get("interrupted"), (list, tuple)) and len(d["interrupted"]) == 2
+        ]
+        running = told + [
+            (c["nodeid"], None) for c in interrupted if c["nodeid"] not in {n for n, _ in told}
+        ]
+        self.owner.note_ending(running)
 
     def _deliver(self) -> bool:
         # Only records a collector said it lacked after the worker's resends are known lost;
@@ -307,6 +411,7 @@ class ControllerSession:
             have = {r[P.NODEID] for r in w.records}
             w.records.extend(r for r in recent if r[P.NODEID] not in have)
         data.crashed = [{k: v for k, v in c.items() if k != "recent"} for c in self.crashed]
+        S.drop_duplicate_interruptions(data)
         return data
 
     @pytest.hookimpl(trylast=True)
@@ -314,6 +419,7 @@ class ControllerSession:
         self.owner.terminal_summary(terminalreporter)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        _close(self.endings)
         self.owner.unconfigure()
 
 
@@ -330,6 +436,11 @@ class WorkerSession:
         )
         self.client = Client(endpoint, self.daemon) if endpoint else None
         self.measurer = Measurer(str(workerinput["workerid"]), self.client)
+        self.endings = _endings.install(
+            workerinput.get("perfmon_slots"), self.measurer.wid, "worker", self.measurer.queue
+        )
+        if self.endings is not None:
+            self.measurer.slot = self.endings.slot
         hello(
             self.client,
             workerinput.get("perfmon_session"),
@@ -347,6 +458,7 @@ class WorkerSession:
         if wait_ready(self.client, timeout, self.alive, grace):
             self.measurer.start_sending()
         yield
+        _idle(self.endings)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
         m = self.measurer
@@ -365,10 +477,12 @@ class WorkerSession:
                 "frames": m.frames(),
                 "delivered": delivered,
                 "lost": client.records_known_lost() if client is not None else 0,
+                "interrupted": list(m.interrupted) if m.interrupted else None,
             }
         finally:
             if client is not None:
                 client.close()
+            _close(self.endings, m)
             m.counters.close()
 
 

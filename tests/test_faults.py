@@ -155,6 +155,8 @@ def test_monitor_never_outlives_a_killed_pytest(pytester):
             "pytest",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:randomly",  # the order of the suite is the test's
             "--perf-monitor",
             f"--perf-output={out}",
         ],

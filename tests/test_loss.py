@@ -85,6 +85,8 @@ class Run:
                 "pytest",
                 "-p",
                 "no:cacheprovider",
+                "-p",
+                "no:randomly",  # the order of the suite is the test's
                 "--perf-monitor",
                 f"--perf-output={self.output}",
                 *args,

@@ -1,0 +1,631 @@
+"""Every way a run ends gives a complete report and pytest's own exit code.
+
+Real pytest subprocesses with the real monitor, without xdist and with two workers where xdist
+changes the path: a normal end, -x and --maxfail, pytest.exit() in a test, Ctrl-C, SIGTERM,
+os._exit() in a test (pytest-timeout's thread method), SIGKILL of pytest and of an xdist worker,
+a full disk at the output path, --collect-only. The test running when the run ended is in the
+report as interrupted, with the time it had run; the warning names what ended the run; from the
+session's start the previous report is aside (PATH.previous), never readable as the new one.
+
+Every process is reaped (or, for the workers a killed controller leaves, killed); every wait is
+bounded. The one timing assertion is the promise's own bound: after a hard exit the aborted
+report is there within 1 s of pytest's exit (it takes about 0.1 s here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import RUN_TIMEOUT, validate
+from pytest_perfmon.monitor import report as R
+from pytest_perfmon.monitor import slots as S
+
+posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+
+WAIT = 30.0
+QUICK = 20
+#: After a hard exit, the new report is at the output path within this long (the promise).
+REPORT_BOUND = 1.0
+
+PREVIOUS = {"previous": True}
+
+#: The quick tests, then a long test that notes it started (started-PID-MODULE) and runs until
+#: killed (at most 60 s). With two workers (--dist loadgroup) a second long test in its own
+#: group comes first: xdist gives the first group to one worker, the next two to the other, so
+#: each long test runs on its own worker, and the quick tests before the second.
+QUICK_TESTS = f"""
+import os
+import pytest
+
+OUT = os.environ["ENDINGS_OUT"]
+pytestmark = pytest.mark.xdist_group("quick")
+
+@pytest.mark.parametrize("i", range({QUICK}))
+def test_quick(i):
+    # from the session's start the previous report is aside: nothing at the path can pass
+    # for the new one
+    assert not os.path.exists(OUT)
+    with open(OUT + ".previous") as f:
+        assert f.read() == '{json.dumps(PREVIOUS)}'
+"""
+LONG_TEST = """
+import os, time
+import pytest
+
+pytestmark = pytest.mark.xdist_group(__name__)
+
+@pytest.fixture
+def slow_setup():
+    time.sleep(0.2)
+
+def test_long(slow_setup):
+    with open("started-%d-%s" % (os.getpid(), __name__), "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
+"""
+#: Each test that ran to its end, as pytest saw it end, noted at once (a kill loses none).
+CONFTEST = """
+import os
+
+def pytest_runtest_logfinish(nodeid, location):
+    fd = os.open("finished.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (nodeid + "\\n").encode())
+    finally:
+        os.close(fd)
+"""
+LONG_IDS = ["test_c_long.py::test_long", "test_0_long.py::test_long"]
+QUICK_IDS = {f"test_a_quick.py::test_quick[{i}]" for i in range(QUICK)}
+
+SERIAL = pytest.param([], id="no-xdist")
+N2 = pytest.param(["-n", "2", "--dist", "loadgroup"], id="n2")
+
+
+def _wait_for(cond, what: str, timeout: float = WAIT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def _addopts(*enable: str) -> str:
+    """The PYTEST_ADDOPTS the suite's conftest set, but with the plugins in ``enable`` on."""
+    words = os.environ.get("PYTEST_ADDOPTS", "").split()
+    out = []
+    i = 0
+    while i < len(words):
+        if words[i] == "-p" and i + 1 < len(words) and words[i + 1][3:] in enable:
+            i += 2
+            continue
+        out.append(words[i])
+        i += 1
+    return " ".join(out)
+
+
+class Inner:
+    """pytest --perf-monitor in a real subprocess (its own session, as a terminal's job)."""
+
+    def __init__(self, path, *args: str, monitor: bool = True, enable=(), files=None) -> None:
+        self.path = path
+        self.output = path / "perf.json"
+        (path / "pytest.ini").write_text("[pytest]\n")
+        for name, text in dict(files or {}, **{"conftest.py": CONFTEST}).items():
+            (path / name).write_text(text)
+        self.output.write_text(json.dumps(PREVIOUS))
+        env = dict(os.environ, ENDINGS_OUT=str(self.output), PYTEST_ADDOPTS=_addopts(*enable))
+        env.pop("GITHUB_STEP_SUMMARY", None)
+        env.pop("PERFMON_DAEMON", None)
+        extra = ["--perf-monitor", f"--perf-output={self.output}"] if monitor else []
+        self.log = open(path / "pytest.log", "wb")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+            + extra
+            + list(args),
+            cwd=path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.exited: float | None = None
+
+    def started(self, n: int) -> list:
+        """Wait for ``n`` long tests to be running; their pids."""
+
+        def look():
+            if self.proc.poll() is not None:
+                raise AssertionError(self.text())
+            found = [p for p in self.path.iterdir() if p.name.startswith("started-")]
+            return found if len(found) >= n else None
+
+        found = _wait_for(look, f"{n} long tests")
+        time.sleep(0.3)  # into the test's call (its setup is 0.2 s)
+        return [int(p.name.split("-")[1]) for p in found]
+
+    def wait(self) -> int:
+        try:
+            rc = self.proc.wait(RUN_TIMEOUT)
+        finally:
+            self.exited = time.monotonic()
+        return rc
+
+    def report(self, bound: float = WAIT) -> dict:
+        """The new report, waited for at most ``bound`` seconds after pytest's exit."""
+        assert self.exited is not None
+        _wait_for(self._new_report, "the report", max(0.0, self.exited + bound - time.monotonic()))
+        return validate(json.loads(self.output.read_text()))
+
+    def _new_report(self) -> bool:
+        try:
+            return json.loads(self.output.read_text()) != PREVIOUS
+        except (OSError, ValueError):
+            return False
+
+    def finished(self) -> set:
+        """The tests pytest ran to their end."""
+        path = self.path / "finished.txt"
+        return set(path.read_text().split()) if path.exists() else set()
+
+    def text(self) -> str:
+        return (self.path / "pytest.log").read_text(encoding="utf-8", errors="replace")
+
+    def warnings(self, report: dict | None = None) -> list:
+        lines = [line for line in self.text().splitlines() if line.startswith("perfmon: warn")]
+        if report is not None:  # a hard exit: pytest never printed; the report says it
+            lines += [f"perfmon: warning: {w}" for w in report["session"]["warnings"]]
+        return lines
+
+    def close(self, orphans=()) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(WAIT)
+        self.log.close()
+        for pid in orphans:  # workers a killed controller left behind
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in orphans:
+            _wait_for(lambda pid=pid: _gone(pid), f"worker {pid} to end")
+        assert self.previous() == PREVIOUS  # the previous run's report is kept, intact
+
+    def previous(self) -> dict:
+        return json.loads((self.path / "perf.json.previous").read_text())
+
+
+SUITE = {"test_a_quick.py": QUICK_TESTS, "test_c_long.py": LONG_TEST}
+SUITE_N2 = dict(SUITE, **{"test_0_long.py": LONG_TEST})
+
+
+def _check_interrupted(inner: Inner, report: dict, running: list, at_least: float = 0.2) -> None:
+    """Every test that finished is there, passed; each test in ``running`` is interrupted,
+    with the time it had run (its setup of 0.2 s at least)."""
+    tests = report["tests"]
+    finished = inner.finished()
+    assert finished <= QUICK_IDS and len(finished) >= QUICK // 2, finished
+    assert set(tests) == finished | set(running), sorted(tests)
+    assert all(tests[k]["outcome"] == "passed" for k in finished)
+    for nodeid in running:
+        t = tests[nodeid]
+        assert t["outcome"] == "interrupted", t
+        assert t["duration"] is not None and t["duration"] >= at_least, t
+
+
+def _start(path, mode, **kw) -> tuple[Inner, list]:
+    inner = Inner(path, *mode, files=SUITE_N2 if mode else SUITE, **kw)
+    return inner, LONG_IDS if mode else LONG_IDS[:1]
+
+
+# -- the run finishes its session ------------------------------------------------------------
+FINISHED = """
+import pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_pass(i):
+    pass
+
+@pytest.mark.parametrize("i", range(3))
+def test_fail(i):
+    assert 0
+"""
+
+
+@pytest.mark.parametrize("mode", [SERIAL, N2])
+@pytest.mark.parametrize(
+    "stop", [pytest.param([], id="all"), ["-x"], ["--maxfail=2"]], ids=lambda s: s or "all"
+)
+def test_a_session_that_finishes(tmp_path, mode, stop):
+    """The report holds exactly the tests pytest ran (its JUnit XML says which)."""
+    files = {"test_a_quick.py": QUICK_TESTS, "test_fin.py": FINISHED}
+    inner = Inner(tmp_path, *mode, *stop, "--junitxml=junit.xml", files=files)
+    # xdist ends a run that -x or --maxfail stops as interrupted (2), pytest alone as failed
+    expected = 2 if mode and stop else 1
+    try:
+        assert inner.wait() == expected, inner.text()
+        report = inner.report()
+        ran = {
+            f"{c.get('classname', '').replace('.', '/')}.py::{c.get('name')}"
+            for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")
+        }
+        assert set(report["tests"]) == ran, inner.text()
+        assert report["session"]["aborted"] is False
+        assert report["session"]["exit_status"] == expected
+        assert inner.warnings() == []
+        if not stop:
+            assert len(ran) == QUICK + 9
+    finally:
+        inner.close()
+
+
+# -- the run ends early but finishes its session -----------------------------------------
+EXIT_TEST = """
+import time
+import pytest
+
+def test_a():
+    pass
+
+def test_exit():
+    time.sleep(0.3)
+    pytest.exit("enough", returncode=5)
+"""
+
+
+@pytest.mark.parametrize("mode", [SERIAL, N2])
+def test_pytest_exit_in_a_test(tmp_path, mode):
+    files = {"test_a_quick.py": QUICK_TESTS, "test_exit.py": EXIT_TEST}
+    expected = 5
+    if mode:  # xdist turns it into an internal error: its code, whatever it is, is ours too
+        plain = tmp_path / "plain"
+        plain.mkdir()
+        without = Inner(plain, *mode, monitor=False, files=files)
+        try:
+            expected = without.wait()
+        finally:
+            without.log.close()
+    run = tmp_path / "run"
+    run.mkdir()
+    inner = Inner(run, *mode, files=files)
+    try:
+        assert inner.wait() == expected, inner.text()
+        report = inner.report()
+        assert "test_exit.py::test_exit" in report["tests"], (report, inner.text())
+        t = report["tests"]["test_exit.py::test_exit"]
+        assert t["outcome"] == "interrupted" and t["duration"] >= 0.3, t
+        assert report["tests"]["test_exit.py::test_a"]["outcome"] == "passed"
+        warnings = inner.warnings()
+        assert len(warnings) == 1 and "pytest.exit('enough')" in warnings[0], warnings
+        assert "test_exit.py::test_exit" in warnings[0]
+        assert report["session"]["warnings"] == [warnings[0].split(": ", 2)[2]]
+        # (xdist prints its own INTERNALERROR traceback: none of ours)
+        assert "pytest_perfmon" not in inner.text()
+    finally:
+        inner.close()
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [SERIAL, N2])
+def test_ctrl_c(tmp_path, mode):
+    """SIGINT to the whole process group, as a terminal sends it."""
+    inner, running = _start(tmp_path, mode)
+    try:
+        inner.started(len(running))
+        os.killpg(inner.proc.pid, signal.SIGINT)
+        assert inner.wait() == pytest.ExitCode.INTERRUPTED, inner.text()
+        report = inner.report()
+        assert report["session"]["aborted"] is False
+        _check_interrupted(inner, report, running)
+        warnings = inner.warnings()
+        assert len(warnings) == 1, warnings
+        assert "KeyboardInterrupt (Ctrl-C, SIGINT)" in warnings[0]
+        assert all(nodeid in warnings[0] for nodeid in running)
+    finally:
+        inner.close()
+
+
+# -- hard exits: the monitor writes the aborted report ------------------------------------
+def _check_aborted(inner: Inner, running: list, words: str) -> dict:
+    report = inner.report()
+    session = report["session"]
+    assert session["aborted"] is True and session["exit_status"] is None
+    _check_interrupted(inner, report, running)
+    warnings = inner.warnings(report)
+    assert len(warnings) == 1, warnings
+    assert words in warnings[0], warnings
+    assert all(nodeid in warnings[0] for nodeid in running), warnings
+    return report
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [SERIAL, N2])
+def test_sigterm(tmp_path, mode):
+    """What CI sends on cancel: pytest still dies of SIGTERM, at once; the report says so."""
+    inner, running = _start(tmp_path, mode)
+    try:
+        inner.started(len(running))
+        os.killpg(inner.proc.pid, signal.SIGTERM)
+        assert inner.wait() == -signal.SIGTERM, inner.text()
+        _check_aborted(inner, running, "was ended by SIGTERM during")
+    finally:
+        inner.close()
+
+
+@posix_only
+@pytest.mark.parametrize("mode", [SERIAL, N2])
+def test_sigkill_of_pytest(tmp_path, mode):
+    """No batch need have left before the kill: the finished tests come from the slots. With
+    xdist the controller alone is killed; its workers, left running, are killed at the end."""
+    inner, running = _start(tmp_path, mode)
+    workers: list = []
+    try:
+        workers = inner.started(len(running))
+        inner.proc.send_signal(signal.SIGKILL)
+        assert inner.wait() == -signal.SIGKILL
+        inner.report(bound=REPORT_BOUND)
+        took = time.monotonic() - inner.exited
+        _check_aborted(inner, running, "was killed (SIGKILL or a crash) during")
+        print(f"the aborted report came {took:.3f} s after pytest's exit")
+    finally:
+        inner.close(orphans=workers if mode else ())
+
+
+TIMEOUT_SUITE = """
+import time
+import pytest
+
+def test_before():
+    pass
+
+@pytest.mark.timeout(1, method="thread")
+def test_hang():
+    time.sleep(30)
+"""
+
+
+@posix_only
+def test_os_exit_from_pytest_timeout(tmp_path):
+    """pytest-timeout's thread method ends pytest with os._exit(1) from its timer thread."""
+    pytest.importorskip("pytest_timeout")
+    inner = Inner(tmp_path, files={"test_hang.py": TIMEOUT_SUITE}, enable=("timeout",))
+    try:
+        assert inner.wait() == 1, inner.text()
+        report = inner.report()
+        session = report["session"]
+        assert session["aborted"] is True
+        hang = report["tests"]["test_hang.py::test_hang"]
+        assert hang["outcome"] == "interrupted" and hang["duration"] >= 0.9, hang
+        assert report["tests"]["test_hang.py::test_before"]["outcome"] == "passed"
+        assert session["warnings"] == [
+            "session aborted: pytest exited through os._exit(1) during test_hang.py::test_hang"
+        ]
+    finally:
+        inner.close()
+
+
+@posix_only
+def test_sigkill_of_an_xdist_worker(tmp_path):
+    """The controller reports the test as crashed, with the setup pytest measured."""
+    inner = Inner(tmp_path, "-n", "2", "--dist", "loadgroup", files=SUITE_N2)
+    try:
+        pids = inner.started(2)
+        os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.5)  # the controller notices; then the rest of the run is ended
+        os.killpg(inner.proc.pid, signal.SIGINT)
+        assert inner.wait() == pytest.ExitCode.INTERRUPTED, inner.text()
+        report = inner.report()
+        crashed = [t for t in report["tests"].values() if t["outcome"] == "crashed"]
+        assert len(crashed) == 1, report["tests"]
+        assert crashed[0]["setup_time"] is not None and crashed[0]["setup_time"] >= 0.2
+        interrupted = [t for t in report["tests"].values() if t["outcome"] == "interrupted"]
+        assert len(interrupted) == 1
+        assert set(report["tests"]) == inner.finished() | set(LONG_IDS)
+    finally:
+        inner.close()
+
+
+FORKS = """
+import multiprocessing, os, signal, time
+
+def _sleep():
+    time.sleep(30)
+
+def test_child_terminated():
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_sleep)
+    child.start()
+    time.sleep(0.2)
+    child.terminate()  # SIGTERM to the forked child: its end, not pytest's
+    child.join(10)
+    assert child.exitcode == -signal.SIGTERM
+
+def test_long():
+    with open("started-%d-x" % os.getpid(), "w"):
+        pass
+    time.sleep(60)
+"""
+
+
+@posix_only
+def test_a_forked_child_s_sigterm_is_not_pytest_s(tmp_path):
+    inner = Inner(tmp_path, files={"test_forks.py": FORKS})
+    try:
+        inner.started(1)
+        inner.proc.send_signal(signal.SIGKILL)
+        assert inner.wait() == -signal.SIGKILL
+        report = inner.report()
+        assert report["tests"]["test_forks.py::test_child_terminated"]["outcome"] == "passed"
+        assert report["session"]["warnings"] == [
+            "session aborted: pytest was killed (SIGKILL or a crash) during "
+            "test_forks.py::test_long"
+        ]
+    finally:
+        inner.close()
+
+
+# -- the output path -------------------------------------------------------------------------
+@pytest.fixture
+def full_disk(tmp_path):
+    """A real file system that is full: a small tmpfs (needs root and mount)."""
+    if os.name != "posix" or not sys.platform.startswith("linux"):
+        pytest.skip("a tmpfs mount is Linux's")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    try:
+        res = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+    except OSError as exc:
+        pytest.skip(f"cannot run mount: {exc}")
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=WAIT)
+
+
+def test_full_disk_at_the_output_path(full_disk, tmp_path):
+    out = full_disk / "perf.json"
+    out.write_text(json.dumps(PREVIOUS))
+    # fill what is left of the file system
+    fd = os.open(full_disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "pytest.ini").write_text("[pytest]\n")
+    (run / "test_fin.py").write_text(FINISHED)
+    env = dict(os.environ, PYTEST_ADDOPTS=_addopts())
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        + ["--perf-monitor", f"--perf-output={out}"],
+        cwd=run,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    text = res.stdout + res.stderr
+    assert res.returncode == 1, text
+    warnings = [line for line in text.splitlines() if line.startswith("perfmon: warning:")]
+    assert len(warnings) == 1, text
+    assert f"cannot write {out}: No space left on device" in warnings[0]
+    assert f"the previous report is at {out}.previous" in warnings[0]
+    assert "Traceback" not in text
+    # the previous report intact, aside; nothing half-written
+    assert json.loads((full_disk / "perf.json.previous").read_text()) == PREVIOUS
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler", "perf.json.previous"]
+    # the report went to a temporary file, named in the warning
+    saved = warnings[0].split("saved to ", 1)[1].split(" ")[0]
+    try:
+        with open(saved, encoding="utf-8") as f:
+            assert validate(json.load(f))["tests"]
+    finally:
+        os.unlink(saved)
+
+
+def test_collect_only_leaves_the_report_alone(tmp_path):
+    inner = Inner(tmp_path, "--collect-only", files=SUITE)
+    try:
+        assert inner.wait() == 0, inner.text()
+        assert json.loads(inner.output.read_text()) == PREVIOUS
+        assert not (tmp_path / "perf.json.previous").exists()
+        assert "perfmon:" not in inner.text()
+    finally:
+        inner.proc.wait(WAIT)
+        inner.log.close()
+
+
+# -- the slots themselves ----------------------------------------------------------------------
+def _record(i: int) -> list:
+    """Not a full record: the ring keeps whatever it is given (the monitor checks it)."""
+    return [f"t.py::test_{i}".encode(), 100.0 + i, 100.5 + i]
+
+
+def test_slot_ring_keeps_the_latest_records_and_the_running_test(tmp_path):
+    from collections import deque
+
+    q: deque = deque()
+    slot = S.Slot(str(tmp_path), "gw3", "worker", q)
+    try:
+        n = 0
+        written = 0
+        while written < 2.5 * (S.SIZE - S.DATA):  # wraps around twice
+            q.append(_record(n) + ["x" * 200])
+            slot.begin(f"t.py::test_{n + 1}".encode(), 200.0 + n)
+            written += 240
+            n += 1
+        slot.ending("os._exit(3)", 123.0)
+        st = S.read_all(str(tmp_path))[0]
+        assert (st.pid, st.wid, st.role) == (os.getpid(), "gw3", "worker")
+        assert (st.reason, st.ended) == ("os._exit(3)", 123.0)
+        assert st.running == (f"t.py::test_{n}".encode(), 200.0 + n - 1)
+        # the newest records, in order, ending with the test before the running one
+        names = [r[0] for r in st.records]
+        assert names[-1] == f"t.py::test_{n - 1}".encode()
+        assert names == sorted(names, key=lambda b: int(b.rsplit(b"_", 1)[1]))
+        assert len(names) > 1000
+        slot.idle(300.0)
+        assert S.read_all(str(tmp_path))[0].running is None
+    finally:
+        slot.close()
+
+
+def test_duplicate_interruptions_are_dropped():
+    data = R.RunData()
+    w = data.workers["gw0"] = R.Worker("gw0", 1, 0.0)
+    rec = [None] * 13
+    rec[0], rec[1], rec[6] = "t.py::a", 10.0, "interrupted"
+    w.records.append(rec)
+    data.crashed = [
+        {
+            "nodeid": "t.py::a",
+            "worker": "gw0",
+            "time": 12.0,
+            "start": 10.01,
+            "outcome": "interrupted",
+        },
+        {
+            "nodeid": "t.py::b",
+            "worker": "gw1",
+            "time": 12.0,
+            "start": 10.0,
+            "outcome": "interrupted",
+        },
+        {"nodeid": "t.py::a", "worker": "gw0", "time": 9.0, "start": 8.0},  # crashed before
+    ]
+    S.drop_duplicate_interruptions(data)
+    assert [(c["nodeid"], c.get("outcome")) for c in data.crashed] == [
+        ("t.py::b", "interrupted"),
+        ("t.py::a", None),
+    ]
