@@ -7,6 +7,7 @@
     nox -s "compat(pytest7)"        # one of them: pytest7, pytest8, newest
     nox -s compat --force-python 3.13  # on another interpreter (it must be on PATH)
     nox -s compat -- tests/test_xdist.py -x   # other test files or options
+    nox -s plugins                  # tests/test_compat.py with pytest 8 and the newest pytest
     nox -s tests                    # the whole suite, newest versions
     nox -s dist                     # build sdist + wheel into dist/ and check them
 
@@ -17,11 +18,15 @@ pytest's hooks through real pytest runs (with and without xdist workers):
   Python 3.9 (the oldest psutil and msgpack have no wheels for newer ones);
 - compat(pytest7) / compat(pytest8): the newest minor of each earlier pytest major, with the newest
   pytest-xdist that supports it;
-- compat(newest): whatever the index has now.
+- compat(newest): whatever the index has now;
+- plugins(pytest8) / plugins(newest): tests/test_compat.py, the matrix of third-party pytest
+  plugins (pinned in pyproject.toml's test extra) with pytest 8 (pytest-subtests loads by its
+  entry point; pytest 9's built-in subtests case skips) and with the newest pytest.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -34,13 +39,26 @@ COPY_IGNORE = shutil.ignore_patterns(
 )  # fmt: skip
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["oldest", "compat"]
+nox.options.sessions = ["oldest", "compat", "plugins"]
 
 #: the test files whose tests run real pytest sessions with the plugin (all its hooks,
 #: with and without xdist); the rest of the suite does not depend on pytest's version
 HOOK_TESTS = ["tests/test_plugin.py", "tests/test_xdist.py", "tests/test_report_e2e.py"]
 #: what those tests import besides the project (see tests/conftest.py)
 TEST_DEPS = ["jsonschema>=4.0"]
+
+#: the plugins of tests/test_compat.py's matrix: installed as pyproject.toml's test extra pins them
+MATRIX_PLUGINS = [
+    "pytest-rerunfailures",
+    "pytest-repeat",
+    "pytest-timeout",
+    "pytest-asyncio",
+    "pytest-randomly",
+    "pytest-cov",
+    "pytest-benchmark",
+    "pytest-subtests",
+    "hypothesis",
+]
 
 PAIRS = {
     # pluggy of pytest 7.4's time: with pluggy >= 1.4, every usage error of pytest 7 (its own
@@ -71,6 +89,26 @@ def compat(session: nox.Session, pair: str) -> None:
 @nox.session(python=OLDEST_PYTHON)
 def oldest(session: nox.Session) -> None:
     _hook_tests(session, OLDEST)
+
+
+@nox.session
+@nox.parametrize("pair", ["pytest8", "newest"], ids=["pytest8", "newest"])
+def plugins(session: nox.Session, pair: str) -> None:
+    session.install(_clean_copy(session), *TEST_DEPS, *PAIRS[pair], *_matrix_pins())
+    session.run("python", "-m", "pip", "list", "--format=freeze")
+    args = session.posargs or ["-n", "2", "tests/test_compat.py"]
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", "-q", *args)
+
+
+def _matrix_pins() -> list:
+    """The test extra's requirements of MATRIX_PLUGINS, environment markers included."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    names = "|".join(map(re.escape, MATRIX_PLUGINS))
+    pins = re.findall(rf'"((?:{names})\s*[=<>~][^"]*)"', text)
+    found = {re.split(r"[\s=<>~]", p, maxsplit=1)[0] for p in pins}
+    if found != set(MATRIX_PLUGINS):
+        raise RuntimeError(f"pyproject.toml's test extra lacks {set(MATRIX_PLUGINS) - found}")
+    return pins
 
 
 def _hook_tests(session: nox.Session, pins: list) -> None:

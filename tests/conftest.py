@@ -23,11 +23,37 @@ os.environ.setdefault(
 )
 
 
+#: The pytest plugins the test extra installs for the compatibility matrix
+#: (tests/test_compat.py), by the name pytest knows each under (its entry point), with
+#: hypothesis's, which our own tests use. The pytest runs the tests start switch them all off:
+#: pytest-randomly would shuffle and reseed every one of them, pytest-asyncio warns at start
+#: without its ini option, pytest-benchmark adds lines and warnings, and each costs start-up
+#: time in every run and xdist worker. tests/test_compat.py switches on the one under test.
+#: pytest-subtests (entry point "subtests") only below pytest 9: from pytest 9 on that name is
+#: pytest's own built-in subtests plugin (which shadows the third-party one), kept on.
+INNER_PLUGINS_OFF = [
+    "hypothesispytest",
+    "randomly",
+    "asyncio",
+    "benchmark",
+    "pytest_cov",
+    "timeout",
+    "rerunfailures",
+    "repeat",
+] + (["subtests"] if int(pytest.__version__.split(".")[0]) < 9 else [])
+
+
+def inner_addopts(*enable: str) -> str:
+    """PYTEST_ADDOPTS for an inner pytest run: every plugin of INNER_PLUGINS_OFF off but
+    those in enable."""
+    return " ".join(f"-p no:{name}" for name in INNER_PLUGINS_OFF if name not in enable)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The pytest runs the tests start never use hypothesis, whose pytest plugin costs each of
-    them (and each of their xdist workers) about 0.5 s to load and to exit: it is off there.
-    Not set in an xdist controller, whose workers (which run our hypothesis tests) would
-    inherit it."""
+    them (and each of their xdist workers) about 0.5 s to load and to exit, nor the other
+    plugins of INNER_PLUGINS_OFF: they are off there. Not set in an xdist controller, whose
+    workers (which run our hypothesis tests) would inherit it."""
     if (
         getattr(config, "workerinput", None) is None
         and getattr(config.option, "dist", "no") != "no"
@@ -35,15 +61,24 @@ def pytest_configure(config: pytest.Config) -> None:
         return  # an xdist controller (its workers do not exist yet)
     addopts = os.environ.get("PYTEST_ADDOPTS", "")
     if "no:hypothesispytest" not in addopts:
-        os.environ["PYTEST_ADDOPTS"] = f"{addopts} -p no:hypothesispytest".strip()
+        os.environ["PYTEST_ADDOPTS"] = f"{addopts} {inner_addopts()}".strip()
 
 
 @pytest.fixture
-def inprocess(monkeypatch):
-    """For a pytest run inside this process (pytester's in-process runs): without the
-    PYTEST_ADDOPTS set above for subprocesses. Switching hypothesis's plugin off in a process
-    that has it loaded makes hypothesis believe its initialisation restarted."""
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytest's pytester, whose runs get the PYTEST_ADDOPTS above too (pytester removes it from
+    the environment it sets up)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", inner_addopts())
+    return pytester
+
+
+@pytest.fixture
+def inprocess(pytester, monkeypatch):
+    """For a pytest run inside this process (pytester's in-process runs): without hypothesis's
+    part of the PYTEST_ADDOPTS set above for subprocesses. Switching hypothesis's plugin off in
+    a process that has it loaded makes hypothesis believe its initialisation restarted. The
+    other plugins stay off (an in-process run loads the installed plugins afresh)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", inner_addopts("hypothesispytest"))
 
 
 #: Every end-to-end case runs without xdist and with real xdist workers.
