@@ -221,6 +221,7 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
         entry["subtests"] = subtests
     attempts = _attempts(extra, w.wid)
     if attempts is not None:  # pytest-rerunfailures ran it more than once in this protocol
+        attempts[0]["start"] = entry["start"]  # the first began with the protocol
         entry["executions"] = attempts
         _sum_phases(entry, attempts)
     return entry

@@ -86,6 +86,10 @@ def settle(reports: list) -> tuple:
         phase[when] = r.duration
         outcome = outcome_after(r, outcome)
     setup, call, teardown = phase.get("setup"), phase.get("call"), phase.get("teardown")
+    if subtests is not None and subtests[1] and outcome == "passed":
+        # pytest-subtests and unittest's subTest pass the test itself while a subtest failed
+        # (pytest exits 1); pytest 9's subtests fixture fails it. A failed subtest fails it here.
+        outcome = "failed"
     if attempts is not None:
         attempts.append([outcome, setup, call, teardown, start])
     return setup, call, teardown, outcome, subtests, attempts
