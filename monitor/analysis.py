@@ -28,6 +28,8 @@ from typing import Any, Optional
 from . import __version__
 from .schema import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION, first_problem
 from .summary import summarize
+from .units import number
+from .vocabulary import BY_NAME, COMPARED
 
 #: Separates the job label from the node id in a merged report's test keys.
 JOB_SEP = "::"
@@ -44,11 +46,7 @@ class ReportError(Exception):
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _num(v: Any) -> Optional[float]:
-    return v if _is_num(v) else None
+    return number(v) is not None
 
 
 def load_report(path: str, check: bool = True) -> dict:
@@ -125,25 +123,11 @@ def check_report(data: Any, source: str = "report") -> None:
 # --------------------------------------------------------------------------- metrics
 
 
-def duration(t: dict) -> Optional[float]:
-    return _num(t.get("duration"))
-
-
-def memory_delta(t: dict) -> Optional[float]:
-    return _num((t.get("memory") or {}).get("delta_mb"))
-
-
-def memory_growth(t: dict) -> Optional[float]:
-    """How far the test's memory rose above where it started: ``peak_mb - start_mb``."""
-    mem = t.get("memory") or {}
-    peak, start = _num(mem.get("peak_mb")), _num(mem.get("start_mb"))
-    if peak is None or start is None:
-        return None
-    return round(peak - start, 3)
-
-
-def cpu_percent(t: dict) -> Optional[float]:
-    return _num(t.get("cpu_percent"))
+duration = BY_NAME["duration"].get
+memory_delta = BY_NAME["delta_mb"].get
+#: How far the test's memory rose above where it started: ``peak_mb - start_mb``.
+memory_growth = BY_NAME["growth_mb"].get
+cpu_percent = BY_NAME["cpu_percent"].get
 
 
 def children(t: dict) -> Optional[dict]:
@@ -163,7 +147,7 @@ def cpu_with_children(t: dict) -> Optional[float]:
     own = cpu_percent(t)
     c = children(t)
     d = duration(t)
-    spent = _num(c.get("cpu_time")) if c is not None else None
+    spent = number(c.get("cpu_time")) if c is not None else None
     if not spent or not d:
         return own
     return round((own or 0.0) + 100.0 * spent / d, 1)
@@ -173,7 +157,7 @@ def growth_with_children(t: dict) -> Optional[float]:
     """``peak_mb - start_mb`` plus the largest RSS its children had together (sampled)."""
     own = memory_growth(t)
     c = children(t)
-    peak = _num(c.get("peak_rss_mb")) if c is not None else None
+    peak = number(c.get("peak_rss_mb")) if c is not None else None
     if peak is None:
         return own
     return round((own or 0.0) + peak, 3)
@@ -184,7 +168,7 @@ def costliest_fixtures(report: dict, top: int) -> list:
     teardown time, costliest first."""
 
     def cost(f: dict) -> float:
-        return (_num(f.get("setup_time")) or 0.0) + (_num(f.get("teardown_time")) or 0.0)
+        return (number(f.get("setup_time")) or 0.0) + (number(f.get("teardown_time")) or 0.0)
 
     fx = [f for f in report.get("fixtures") or () if isinstance(f, dict)]
     fx.sort(key=lambda f: (-cost(f), str(f.get("name")), str(f.get("worker"))))
@@ -257,11 +241,11 @@ class Metric:
     get: Any
 
 
-METRICS = (
-    Metric("duration", "duration", "s", "time", duration),
-    Metric("memory_delta_mb", "memory delta", "MB", "memory", memory_delta),
-    Metric("memory_growth_mb", "memory peak-start", "MB", "memory", memory_growth),
-    Metric("cpu_percent", "CPU", "%", "cpu", cpu_percent),
+#: What compare compares: :data:`.vocabulary.COMPARED`.
+METRICS = tuple(
+    Metric(m.compare.name, m.compare.title, m.unit, m.compare.group, m.get)
+    for m in COMPARED
+    if m.compare
 )
 
 
@@ -340,7 +324,7 @@ def tests_span(tests: dict) -> Optional[float]:
     """Seconds from the first test's start to the last test's end (None without start times)."""
     starts, ends = [], []
     for t in tests.values():
-        start, dur = _num(t.get("start")), duration(t)
+        start, dur = number(t.get("start")), duration(t)
         if start is not None:
             starts.append(start)
             ends.append(start + (dur or 0.0))
@@ -365,7 +349,7 @@ def totals(report: dict) -> dict:
     return {
         "tests": len(report["tests"]),
         "outcomes": summary["outcomes"],
-        "session_duration": _num(session.get("duration")),
+        "session_duration": number(session.get("duration")),
         "tests_span": tests_span(report["tests"]),
         "total_duration": summary["total_duration"],
         "avg_duration": summary["avg_duration"],
@@ -386,7 +370,9 @@ def totals(report: dict) -> dict:
         "rerun_attempts": sum(reruns(t) for _, t in again),
         "subtests": {
             "tests": len(subs),
-            **{k: sum(_num(s.get(k)) or 0 for s in subs) for k in ("passed", "failed", "skipped")},
+            **{
+                k: sum(number(s.get(k)) or 0 for s in subs) for k in ("passed", "failed", "skipped")
+            },
         }
         if subs
         else None,
@@ -621,7 +607,7 @@ def merged_session(jobs: dict, total_tests: int) -> dict:
     ]
     collectors = [s.get("collector") for s in sessions]
     return {
-        "duration": round(sum(_num(s.get("duration")) or 0.0 for s in sessions), 6),
+        "duration": round(sum(number(s.get("duration")) or 0.0 for s in sessions), 6),
         "total_tests": total_tests,
         "timestamp": min(timestamps) if timestamps else "",
         "exit_status": max(e for e in exits if _is_num(e))
@@ -644,7 +630,7 @@ def merged_session(jobs: dict, total_tests: int) -> dict:
             if _is_num(s.get("records_dropped"))
         ),
         "collector_cpu_time": round(
-            sum(_num(s.get("collector_cpu_time")) or 0.0 for s in sessions), 4
+            sum(number(s.get("collector_cpu_time")) or 0.0 for s in sessions), 4
         ),
         "protocol_errors": protocol_errors,
         "warnings": warnings,

@@ -1,19 +1,49 @@
-"""argparse types shared by the ``perfmon`` subcommands (standard library only)."""
+"""argparse types of the command lines: ``perfmon``, ``perfmon-daemon`` and the monitor
+(standard library only)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Callable
+
+from .units import MIN_INTERVAL
+
+_INF = float("inf")
 
 
-def nonneg_float(text: str) -> float:
-    """A finite number >= 0."""
+def _float(text: str, ok: Callable[[float], bool], rule: str) -> float:
+    """``text`` as a number that passes ``ok``; else argparse's error: not a number, or ``rule``."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
+    if not ok(v):
+        raise argparse.ArgumentTypeError(rule)
     return v
+
+
+def nonneg_float(text: str) -> float:
+    """A finite number >= 0."""
+    return _float(text, lambda v: 0 <= v < _INF, f"must be a finite number >= 0: {text!r}")
+
+
+def positive(text: str) -> float:
+    """A finite number > 0."""
+    return _float(text, lambda v: 0 < v < _INF, f"must be > 0, got {text}")
+
+
+def probability(text: str) -> float:
+    """A number in (0, 1]: a significance level."""
+    v = nonneg_float(text)
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text!r}")
+    return v
+
+
+def interval(text: str) -> float:
+    """A sampling interval: a number >= MIN_INTERVAL seconds."""
+    rule = f"must be at least {MIN_INTERVAL} s, got {text}"
+    return _float(text, lambda v: MIN_INTERVAL <= v < _INF, rule)
 
 
 def positive_int(text: str) -> int:
@@ -25,3 +55,14 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
     return v
+
+
+def runs_window(text: str) -> int:
+    """A whole number of runs >= 2 (a trend needs two points)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs >= 2")
+    return n

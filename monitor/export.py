@@ -20,11 +20,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
 
-MIB = 1048576
+from .units import MB as MIB
+from .units import number as _num
+from .vocabulary import BY_NAME, CSV
 
 #: Outcomes whose figures are not a measurement of the test's work (left out of the benchmark
 #: export: a skipped test "gets faster" by being skipped; a crashed one has no end; an
@@ -37,15 +38,8 @@ CSV_COLUMNS = (
     "worker",
     "outcome",
     "start",
-    "duration",
-    "setup_time",
-    "call_time",
-    "teardown_time",
-    "cpu_percent",
-    "memory_start_mb",
-    "memory_peak_mb",
-    "memory_end_mb",
-    "memory_delta_mb",
+    # the metrics' columns (:data:`.vocabulary.CSV`): duration, ..., memory_delta_mb
+    *(m.csv for m in CSV if m.csv),
     "executions",  # how many times pytest executed the test (the figures are their sums)
     "execution_outcomes",  # each execution's outcome, in order, space-separated
     "subtests_passed",
@@ -53,16 +47,10 @@ CSV_COLUMNS = (
     "subtests_skipped",
 )
 
-
-def _num(v: Any) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _mem(test: dict, key: str) -> Optional[float]:
-    mem = test.get("memory")
-    return _num(mem.get(key)) if isinstance(mem, dict) else None
+_duration = BY_NAME["duration"].get
+_peak = BY_NAME["peak_mb"].get
+_delta = BY_NAME["delta_mb"].get
+_cpu = BY_NAME["cpu_percent"].get
 
 
 def _executions(test: dict) -> list:
@@ -83,9 +71,9 @@ def _tests(report: dict) -> Iterator[tuple[str, dict]]:
 # --------------------------------------------------------------------------- benchmark JSON
 
 BENCH_METRICS: tuple[tuple[str, str, Callable[[dict], Optional[float]]], ...] = (
-    ("duration", "s", lambda t: _num(t.get("duration"))),
-    ("memory peak", "MB", lambda t: _mem(t, "peak_mb")),
-    ("memory delta", "MB", lambda t: _mem(t, "delta_mb")),
+    ("duration", "s", _duration),
+    ("memory peak", "MB", _peak),
+    ("memory delta", "MB", _delta),
 )
 
 
@@ -178,10 +166,10 @@ def openmetrics(report: dict) -> str:
             "outcome": test.get("outcome"),
             "job": test.get("job") or test.get("session"),
         }
-        duration.add(_num(test.get("duration")), **labels)
-        cpu.add(_scaled(_num(test.get("cpu_percent")), 0.01), **labels)
-        peak.add(_scaled(_mem(test, "peak_mb"), MIB), **labels)
-        delta.add(_scaled(_mem(test, "delta_mb"), MIB), **labels)
+        duration.add(_duration(test), **labels)
+        cpu.add(_scaled(_cpu(test), 0.01), **labels)
+        peak.add(_scaled(_peak(test), MIB), **labels)
+        delta.add(_scaled(_delta(test), MIB), **labels)
         n = _runs(test)
         if n > 1:  # only those: a test run once has no such series (cardinality)
             runs.add(float(n), **labels)
@@ -272,15 +260,7 @@ def csv_text(report: dict) -> str:
                     test.get("worker"),
                     test.get("outcome"),
                     _num(test.get("start")),
-                    _num(test.get("duration")),
-                    _num(test.get("setup_time")),
-                    _num(test.get("call_time")),
-                    _num(test.get("teardown_time")),
-                    _num(test.get("cpu_percent")),
-                    _mem(test, "start_mb"),
-                    _mem(test, "peak_mb"),
-                    _mem(test, "end_mb"),
-                    _mem(test, "delta_mb"),
+                    *(m.get(test) for m in CSV),
                     _runs(test),
                     " ".join(str(x.get("outcome")) for x in _executions(test))
                     or test.get("outcome"),

@@ -25,6 +25,8 @@ from typing import Any, Optional
 
 from . import __version__
 from .report import atomic_text
+from .units import number as _num
+from .vocabulary import HTML
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "htmlassets")
 OUTCOMES = (
@@ -39,25 +41,20 @@ OUTCOMES = (
     "rerun",
 )
 
-# Positions in a row of DATA.rows (the page's script uses the same numbers).
+# The fields of a row of DATA.rows (the page's script finds each by its name in DATA.fields).
 ROW_FIELDS = (
     "test",
     "lane",
     "start",
-    "duration",
-    "setup",
-    "call",
-    "teardown",
-    "cpu",
-    "mem_start",
-    "mem_peak",
-    "mem_end",
-    "mem_delta",
+    # the metrics' fields (:data:`.vocabulary.HTML`): duration, setup, ..., mem_delta
+    *(m.html for m in HTML if m.html),
     "outcome",
     "runs",  # how many times pytest executed the test (its times are the sums over them)
     "subtests",  # [passed, failed, skipped] or null
     "end",  # when its last execution ended (null: start + duration)
 )
+
+LANE, START, DUR = (ROW_FIELDS.index(k) for k in ("lane", "start", "duration"))
 
 # Positions in an execution of DATA.execs: one bar each on the timeline, for the tests pytest
 # executed more than once (reruns, --dist each, a crashed worker's test run again).
@@ -72,12 +69,6 @@ EXEC_FIELDS = (
     "outcome",
     "attempt",
 )
-
-
-def _num(v: Any) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return v if v == v and v not in (float("inf"), float("-inf")) else None
 
 
 def _epoch(text: Any) -> Optional[float]:
@@ -143,7 +134,6 @@ def page_data(report: dict) -> dict:
         group = _group(t)
         lane = lane_of(group, t.get("worker"))
         lane_tests.setdefault(lane, []).append(len(rows))
-        mem = t.get("memory") if isinstance(t.get("memory"), dict) else {}
         outcome = index(t.get("outcome"))
         runs = _executions(t)
         for x in runs:
@@ -165,15 +155,7 @@ def page_data(report: dict) -> dict:
                 key,
                 lane,
                 _num(t.get("start")),
-                _num(t.get("duration")),
-                _num(t.get("setup_time")),
-                _num(t.get("call_time")),
-                _num(t.get("teardown_time")),
-                _num(t.get("cpu_percent")),
-                _num(mem.get("start_mb")),
-                _num(mem.get("peak_mb")),
-                _num(mem.get("end_mb")),
-                _num(mem.get("delta_mb")),
+                *(m.get(t) for m in HTML),
                 outcome,
                 len(runs) or 1,
                 _subtests(t),
@@ -185,20 +167,20 @@ def page_data(report: dict) -> dict:
     # A lane whose tests lack start times is laid end to end in report order, and flagged.
     t0: dict[str, float] = {}
     for (group, _), lane in lanes.items():
-        starts = [rows[i][2] for i in lane_tests[lane] if rows[i][2] is not None]
+        starts = [rows[i][START] for i in lane_tests[lane] if rows[i][START] is not None]
         if starts:
             t0[group] = min(t0.get(group, starts[0]), *starts)
     lane_list = []
     for (group, worker), lane in lanes.items():
         idx = lane_tests.get(lane, [])
-        known = all(rows[i][2] is not None for i in idx) and group in t0
+        known = all(rows[i][START] is not None for i in idx) and group in t0
         clock = 0.0
         for i in idx:
             if known:
-                rows[i][2] = round(rows[i][2] - t0[group], 6)
+                rows[i][START] = round(rows[i][START] - t0[group], 6)
             else:
-                rows[i][2] = round(clock, 6)
-                clock += rows[i][3] or 0.0
+                rows[i][START] = round(clock, 6)
+                clock += rows[i][DUR] or 0.0
         wblock = ((_blocks(report, group).get("workers") or {}).get(worker)) or {}
         if not wblock and group:  # daemon combined reports key workers LABEL::wid
             wblock = (report.get("workers") or {}).get(f"{group}::{worker}") or {}
@@ -224,7 +206,7 @@ def page_data(report: dict) -> dict:
     kept = []
     for i, xs in by_row.items():
         group = _group(tests[i][1])
-        if group not in t0 or not place[rows[i][1]]:
+        if group not in t0 or not place[rows[i][LANE]]:
             continue
         if not all(x[2] is not None and place[x[1]] for x in xs):
             continue

@@ -47,11 +47,10 @@ from .schema import (  # noqa: F401 (re-exported: the monitor, daemon and plugin
     load_schema,
 )
 from .summary import summarize
+from .units import MB
 
 # Imported by the monitor at start-up, where every millisecond delays the first test: no
 # dataclasses, tempfile or datetime at module level (about 15 ms together).
-
-MB = 1024.0 * 1024.0
 
 
 def iso(ts: float) -> str:

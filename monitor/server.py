@@ -8,7 +8,6 @@ answered with ``E_INTERNAL`` and passed to :meth:`RouterServer.on_internal`.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from typing import Any, Optional
@@ -16,41 +15,14 @@ from typing import Any, Optional
 import zmq
 
 from . import protocol as P
-
-#: The shortest sampling interval the monitor and the daemon accept, seconds.
-MIN_INTERVAL = 0.01
-
-
-def interval(text: str) -> float:
-    """argparse type: a sampling interval, a number >= MIN_INTERVAL seconds."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v >= MIN_INTERVAL or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_INTERVAL} s, got {text}")
-    return v
-
-
-def positive(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
+from .argtypes import interval, positive  # noqa: F401 (the monitor's and daemon's options)
+from .endpoints import is_ipv6
+from .units import MIN_INTERVAL  # noqa: F401 (named in the options' help)
 
 
 def ipc_path(endpoint: str) -> Optional[str]:
     """The socket file of an ``ipc://`` endpoint, else None."""
     return endpoint[len("ipc://") :] if endpoint.startswith("ipc://") else None
-
-
-def is_ipv6(endpoint: str) -> bool:
-    """A ``tcp://[v6-literal]:port`` endpoint (ZeroMQ needs the IPV6 option for it)."""
-    return endpoint.startswith("tcp://[")
 
 
 def router_socket(ctx: Any, max_frame: int, rcvhwm: int) -> Any:

@@ -2,17 +2,16 @@
 
 Used by report building (:func:`pytest_perfmon.monitor.report.build`), ``perfmon merge``, the
 daemon's combined report (streamed, one session's tests at a time) and the terminal summary.
-Standard library only, imports nothing else of the project.
+Standard library only; of the project it imports only :mod:`.units` (what a number is: NaN
+and infinity count as not measured).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional
+from typing import Optional
 
-
-def _num(v: Any) -> Optional[float]:
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+from .units import number
 
 
 class Summary:
@@ -31,14 +30,14 @@ class Summary:
         self.outcomes: dict = {}
 
     def add(self, t: dict) -> None:
-        d = _num(t.get("duration"))
+        d = number(t.get("duration"))
         if d is not None:
             self.total += d
             self.n += 1
             self.max = d if self.max is None or d > self.max else self.max
             self.min = d if self.min is None or d < self.min else self.min
         mem = t.get("memory")
-        delta = _num(mem.get("delta_mb")) if isinstance(mem, dict) else None
+        delta = number(mem.get("delta_mb")) if isinstance(mem, dict) else None
         if delta is not None:
             self.dsum += delta
             self.dn += 1

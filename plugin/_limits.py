@@ -41,10 +41,10 @@ import time
 from typing import Any, Optional
 
 import pytest
+from pytest_perfmon.monitor.units import MB
 
 from ._settings import LIMIT_METRICS, limit_value
 
-MB = 1024.0 * 1024.0
 PROPERTY = "perf_limit"
 MARKER = "perf_limit"
 #: What a violation did (the report's ``limits[].action``).

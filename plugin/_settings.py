@@ -14,22 +14,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from pytest_perfmon.monitor.endpoints import is_ipv6  # noqa: F401 (the client's)
+from pytest_perfmon.monitor.units import MIN_INTERVAL
+from pytest_perfmon.monitor.vocabulary import LIMIT_METRICS
+
 DEFAULT_OUTPUT = "performance_metrics.json"
 DEFAULT_INTERVAL = 0.1
-#: Below 10 ms the monitor spends a core on sampling and the samples say nothing more.
-MIN_INTERVAL = 0.01
 MAX_INTERVAL = 3600.0
 
 
-#: Metrics a performance limit can bound: name -> (unit, what the value is, how it is measured).
-#: Each is final in the call report (call) or the teardown report (the rest): see _limits.py.
-LIMIT_METRICS = {
-    "duration": ("s", "seconds", "setup + call + teardown, as pytest times them"),
-    "call": ("s", "seconds", "the call phase, as pytest times it"),
-    "peak_mb": ("MB", "MB", "kernel peak RSS over setup, call and teardown"),
-    "delta_mb": ("MB", "MB", "RSS after teardown minus RSS before setup"),
-    "cpu_time": ("s", "seconds", "CPU time of the test's process over setup, call and teardown"),
-}
 LIMIT_MODES = ("fail", "warn", "off")
 DEFAULT_LIMIT_MODE = "fail"
 
@@ -277,11 +270,6 @@ def endpoint_ok(endpoint: str) -> bool:
             return False  # an IPv6 literal goes in brackets
         return bool(host) and port.isdigit() and 0 < int(port) < 65536
     return False
-
-
-def is_ipv6(endpoint: str) -> bool:
-    """Is this a tcp:// endpoint whose host is an IPv6 literal in brackets?"""
-    return endpoint.startswith("tcp://[")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ import logging
 import sys
 from typing import Optional
 
+from ..units import MB
+
 PROG = "perfmon-daemon"
-MB = 1024.0 * 1024.0
 
 log = logging.getLogger(PROG)
 

@@ -17,13 +17,10 @@ import statistics
 import sys
 from typing import Optional
 
+from ..vocabulary import HISTORY_LIMITS
+
 #: limit metric -> the history store's results column
-METRICS = {
-    "duration": "duration",
-    "call": "call_time",
-    "peak_mb": "peak_mb",
-    "delta_mb": "delta_mb",
-}
+METRICS = HISTORY_LIMITS
 
 
 def medians(url: str, runs: int) -> dict:

@@ -10,7 +10,8 @@ Schema (version :data:`SCHEMA_VERSION`; docs/history.md explains it):
                   perfmon_version, python_version, workers, exit_status, total_tests, aborted,
                   possibly_incomplete, source (monitor|daemon|import), recorded_at.
 ``run_labels``    run_id, key, value: ``--perf-label`` / ``--label`` pairs.
-``results``       run_id, test_id, every number of the report's test entry: duration,
+``results``       run_id, test_id, every number of the report's test entry (the columns of
+                  :data:`..vocabulary.STORED`): duration,
                   setup_time, call_time, teardown_time, start_mb, peak_mb, end_mb, delta_mb,
                   cpu_percent; cpu_time (since version 2: cpu_percent x duration / 100, the
                   test's CPU seconds); outcome, worker. One row per node id, from the
@@ -39,27 +40,22 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import NullPool
 
+from ..units import number
+from ..vocabulary import BY_NAME, COLUMNS, HISTORY_METRICS, STORED
 from . import url as U
 
-SCHEMA_VERSION = 2
+#: The store's version: its last migration of its own (2), or the newest ``since`` of the
+#: vocabulary's columns when that is newer (a version that only adds a metric's column needs
+#: no step here: :func:`_add_columns`).
+SCHEMA_VERSION = max(2, *COLUMNS.values())
 #: How long a writer waits for another one (SQLite busy timeout, PostgreSQL connect timeout).
 DEFAULT_TIMEOUT = 10.0
 PG_LOCK_ID = 0x7065_7266_6D6F_6E  # "perfmon": the advisory lock of migrations
 
-METRICS = ("duration", "call_time", "cpu_time", "peak_mb", "delta_mb", "cpu_percent")
+#: What ``history show/check`` read (:data:`..vocabulary.HISTORY_METRICS`).
+METRICS = HISTORY_METRICS
 #: the numbers of a result, each with the schema version that added its column
-NUMBERS = {
-    "duration": 1,
-    "setup_time": 1,
-    "call_time": 1,
-    "teardown_time": 1,
-    "start_mb": 1,
-    "peak_mb": 1,
-    "end_mb": 1,
-    "delta_mb": 1,
-    "cpu_percent": 1,
-    "cpu_time": 2,
-}
+NUMBERS = COLUMNS
 
 
 def _define(metadata: sa.MetaData, version: int) -> sa.MetaData:
@@ -222,8 +218,26 @@ def _v2(conn: sa.Connection) -> None:
     )
 
 
-#: version -> the upgrade from version - 1. Append, never edit a shipped step.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1, 2: _v2}
+def _add_columns(version: int) -> Callable[[sa.Connection], None]:
+    """The upgrade to ``version`` that adds the results columns of the metrics whose column
+    came with it (:data:`..vocabulary.METRICS`: ``since``), empty in the rows already there."""
+
+    def step(conn: sa.Connection) -> None:
+        col = sa.Float().compile(dialect=conn.dialect)
+        for name, since in COLUMNS.items():
+            if since == version:
+                conn.execute(sa.text(f"ALTER TABLE results ADD COLUMN {name} {col}"))
+
+    return step
+
+
+#: version -> the upgrade from version - 1. Append, never edit a shipped step. A version only
+#: a metric's new column brings is :func:`_add_columns`.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
+    1: _v1,
+    2: _v2,
+    **{v: _add_columns(v) for v in range(3, SCHEMA_VERSION + 1)},
+}
 
 
 def _read_version(conn: sa.Connection) -> int:
@@ -323,10 +337,8 @@ def _parse_time(text: Any) -> Optional[dt.datetime]:
 
 
 def _num(v: Any) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    f = float(v)
-    return f if f == f and f not in (float("inf"), float("-inf")) else None
+    f = number(v)
+    return None if f is None else float(f)
 
 
 def _str(v: Any, n: int) -> Optional[str]:
@@ -338,10 +350,7 @@ def cpu_time(entry: Mapping) -> Optional[float]:
     over the test's wall time, which the plugin reads with time.process_time at the test's
     boundaries) times its duration; None when either is missing. Migration 2 fills older rows
     with the same expression."""
-    pct, duration = _num(entry.get("cpu_percent")), _num(entry.get("duration"))
-    if pct is None or duration is None:
-        return None
-    return pct * duration / 100.0
+    return BY_NAME["cpu_time"].get(entry)
 
 
 #: Between a stored outcome and how many times pytest executed the test: ``"passed x3"``.
@@ -466,25 +475,11 @@ def insert_run(
         for nodeid, t in test_map.items():
             if not isinstance(t, Mapping):
                 continue
-            mem = t.get("memory") if isinstance(t.get("memory"), Mapping) else {}
-            rows.append(
-                {
-                    "run_id": rid,
-                    "test_id": ids[str(nodeid)],
-                    "duration": _num(t.get("duration")),
-                    "setup_time": _num(t.get("setup_time")),
-                    "call_time": _num(t.get("call_time")),
-                    "teardown_time": _num(t.get("teardown_time")),
-                    "start_mb": _num(mem.get("start_mb")),
-                    "peak_mb": _num(mem.get("peak_mb")),
-                    "end_mb": _num(mem.get("end_mb")),
-                    "delta_mb": _num(mem.get("delta_mb")),
-                    "cpu_percent": _num(t.get("cpu_percent")),
-                    "cpu_time": cpu_time(t),
-                    "outcome": stored_outcome(t),
-                    "worker": _str(t.get("worker"), 128),
-                }
-            )
+            result = {"run_id": rid, "test_id": ids[str(nodeid)]}
+            result.update((m.column, _num(m.get(t))) for m in STORED if m.column)
+            result["outcome"] = stored_outcome(t)
+            result["worker"] = _str(t.get("worker"), 128)
+            rows.append(result)
         if rows:
             conn.execute(sa.insert(results), rows)
     return rid, True

@@ -3,10 +3,18 @@
   "use strict";
   var DATA = JSON.parse(document.getElementById("perfmon-data").textContent);
   var ROWS = DATA.rows, LANES = DATA.lanes, OUTCOMES = DATA.outcomes;
-  // row positions (html.py ROW_FIELDS)
-  var TEST = 0, LANE = 1, START = 2, DUR = 3, SETUP = 4, CALL = 5, TEARDOWN = 6, CPU = 7,
-    MSTART = 8, MPEAK = 9, MEND = 10, MDELTA = 11, OUTCOME = 12, RUNS = 13, SUBTESTS = 14,
-    END = 15;
+  // row positions, found by name in DATA.fields (html.py ROW_FIELDS)
+  function field(name) {
+    var i = DATA.fields.indexOf(name);
+    if (i < 0) throw new Error("perfmon: the page data has no row field " + name);
+    return i;
+  }
+  var TEST = field("test"), LANE = field("lane"), START = field("start"),
+    DUR = field("duration"), SETUP = field("setup"), CALL = field("call"),
+    TEARDOWN = field("teardown"), CPU = field("cpu"), MSTART = field("mem_start"),
+    MPEAK = field("mem_peak"), MEND = field("mem_end"), MDELTA = field("mem_delta"),
+    OUTCOME = field("outcome"), RUNS = field("runs"), SUBTESTS = field("subtests"),
+    END = field("end");
   // an execution of a test pytest executed more than once (html.py EXEC_FIELDS)
   var EXECS = DATA.execs || [];
   var X_ROW = 0, X_LANE = 1, X_START = 2, X_DUR = 3, X_SETUP = 4, X_CALL = 5, X_TEARDOWN = 6,

@@ -1,0 +1,255 @@
+"""The per-test metrics: every figure of a report's test entry, named once.
+
+Each :class:`Metric` says what the figure is called, its unit, where it sits in a test entry
+(its JSON path, or how it is derived), the history store's column that keeps it, its CSV and
+HTML column, whether a limit can bound it (``@pytest.mark.perf_limit``), whether ``perfmon
+compare`` compares it, and the gate ``perfmon history check`` holds its changes to by default.
+Everything else derives from this table: the store's ``results`` columns, the choices of
+``perfmon history show/check``, the limits' names, compare's metrics, the CSV header and the
+HTML page's rows.
+
+Standard library only: the plugin reads it at import time, and ``perfmon`` builds its parser
+from it without SQLAlchemy. CONTRIBUTING.md lists what else a new metric needs (its
+measurement and its renderers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .units import number
+
+#: How a unit is said in a message ("must be a finite number of seconds").
+UNIT_WORDS = {"s": "seconds", "MB": "MB", "%": "percent"}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A limit can bound the metric: ``perf_limit(NAME=...)``, ``--perf-limit-NAME``. The
+    plugin checks it where the metric is final: the call report for the call phase, the
+    teardown report for the rest (plugin/_limits.py measures each one)."""
+
+    name: str
+    how: str  # how it is measured, for the option's help and the violation message
+    from_history: bool = False  # --perf-limit-history gives it a limit from its median
+
+
+@dataclass(frozen=True)
+class Compare:
+    """``perfmon compare`` compares the metric (per test, between two reports)."""
+
+    name: str  # the metric's key in compare's JSON output
+    title: str  # for people: tables, annotations
+    group: str  # the threshold that applies: "time", "memory" or "cpu"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``perfmon history check`` and the HTML trends watch the metric: a change point counts
+    when it is at least ``rel`` of the median before AND at least ``abs`` (the metric's unit).
+    Chosen from scripts/bench_detection.py."""
+
+    rel: float
+    abs: float
+    checked: bool = False  # checked by default (without --metric)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the history store's name of it (`history show --metric NAME`)
+    unit: str  # "s", "MB" or "%"
+    path: tuple = ()  # its keys in a report's test entry; () when derived (``derive``)
+    derive: Optional[Callable[[Mapping], Optional[float]]] = None
+    # the history store's results column (named as the metric), or None: not stored
+    column: Optional[str] = None
+    since: int = 1  # the store schema version that added the column
+    csv: Optional[str] = None  # `perfmon export --format csv` column
+    html: Optional[str] = None  # the HTML page's row field (htmlassets/report.js reads it)
+    limit: Optional[Limit] = None
+    compare: Optional[Compare] = None
+    gate: Optional[Gate] = None
+
+    def get(self, test: Mapping) -> Optional[float]:
+        """The metric of a report's test entry: a finite number, or None (not measured)."""
+        if self.derive is not None:
+            return self.derive(test)
+        v: Any = test
+        for key in self.path:
+            if not isinstance(v, Mapping):
+                return None
+            v = v.get(key)
+        return number(v)
+
+
+def _cpu_time(t: Mapping) -> Optional[float]:
+    """The test process's CPU seconds: its ``cpu_percent`` (CPU time over wall time, read with
+    time.process_time at the test's boundaries) times its duration. Store migration 2 fills
+    older rows with the same expression."""
+    pct, duration = number(t.get("cpu_percent")), number(t.get("duration"))
+    if pct is None or duration is None:
+        return None
+    return pct * duration / 100.0
+
+
+def _growth(t: Mapping) -> Optional[float]:
+    """How far the test's memory rose above where it started: ``peak_mb - start_mb``."""
+    mem = t.get("memory")
+    if not isinstance(mem, Mapping):
+        return None
+    peak, start = number(mem.get("peak_mb")), number(mem.get("start_mb"))
+    if peak is None or start is None:
+        return None
+    return round(peak - start, 3)
+
+
+#: Every metric, in the order of a test entry (and of the store's columns).
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "duration",
+        "s",
+        ("duration",),
+        column="duration",
+        csv="duration",
+        html="duration",
+        limit=Limit("duration", "setup + call + teardown, as pytest times them", True),
+        compare=Compare("duration", "duration", "time"),
+        gate=Gate(0.10, 0.002, checked=True),
+    ),
+    Metric("setup_time", "s", ("setup_time",), column="setup_time", csv="setup_time", html="setup"),
+    Metric(
+        "call_time",
+        "s",
+        ("call_time",),
+        column="call_time",
+        csv="call_time",
+        html="call",
+        limit=Limit("call", "the call phase, as pytest times it", True),
+        gate=Gate(0.10, 0.002),
+    ),
+    Metric(
+        "teardown_time",
+        "s",
+        ("teardown_time",),
+        column="teardown_time",
+        csv="teardown_time",
+        html="teardown",
+    ),
+    Metric(
+        "start_mb",
+        "MB",
+        ("memory", "start_mb"),
+        column="start_mb",
+        csv="memory_start_mb",
+        html="mem_start",
+    ),
+    Metric(
+        "peak_mb",
+        "MB",
+        ("memory", "peak_mb"),
+        column="peak_mb",
+        csv="memory_peak_mb",
+        html="mem_peak",
+        limit=Limit("peak_mb", "kernel peak RSS over setup, call and teardown", True),
+        gate=Gate(0.05, 5.0, checked=True),
+    ),
+    Metric(
+        "end_mb", "MB", ("memory", "end_mb"), column="end_mb", csv="memory_end_mb", html="mem_end"
+    ),
+    Metric(
+        "delta_mb",
+        "MB",
+        ("memory", "delta_mb"),
+        column="delta_mb",
+        csv="memory_delta_mb",
+        html="mem_delta",
+        limit=Limit("delta_mb", "RSS after teardown minus RSS before setup", True),
+        compare=Compare("memory_delta_mb", "memory delta", "memory"),
+        gate=Gate(0.10, 5.0),
+    ),
+    Metric(
+        "cpu_percent",
+        "%",
+        ("cpu_percent",),
+        column="cpu_percent",
+        csv="cpu_percent",
+        html="cpu",
+        compare=Compare("cpu_percent", "CPU", "cpu"),
+        gate=Gate(0.20, 10.0),
+    ),
+    Metric(
+        "cpu_time",
+        "s",
+        derive=_cpu_time,
+        column="cpu_time",
+        since=2,
+        limit=Limit("cpu_time", "CPU time of the test's process over setup, call and teardown"),
+        gate=Gate(0.15, 0.002, checked=True),
+    ),
+    Metric(
+        "growth_mb",
+        "MB",
+        derive=_growth,
+        compare=Compare("memory_growth_mb", "memory peak-start", "memory"),
+    ),
+)
+
+BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+
+def _view(has: Callable[[Metric], Any], shipped: tuple = ()) -> tuple[Metric, ...]:
+    """The metrics for which ``has`` is true: first those named in ``shipped`` (the order an
+    output had when it shipped: a CSV header, a command's choices), then any other in the
+    table's order. A new metric needs no entry in ``shipped``."""
+    chosen = [m for m in METRICS if has(m)]
+    missing = set(shipped) - {m.name for m in chosen}
+    if missing:
+        raise AssertionError(f"vocabulary: {sorted(missing)} lack what the view needs")
+    return tuple([BY_NAME[n] for n in shipped] + [m for m in chosen if m.name not in shipped])
+
+
+#: The history store's ``results`` columns, in the table's column order.
+STORED = _view(lambda m: m.column)
+#: results column -> the store schema version that added it.
+COLUMNS: dict[str, int] = {m.column: m.since for m in STORED if m.column}
+
+#: What ``perfmon history show/check`` can read (the ``--metric`` choices), with its gate.
+HISTORY = _view(
+    lambda m: m.gate and m.column,
+    ("duration", "call_time", "cpu_time", "peak_mb", "delta_mb", "cpu_percent"),
+)
+HISTORY_METRICS: tuple[str, ...] = tuple(m.name for m in HISTORY)
+UNITS: dict[str, str] = {m.name: m.unit for m in HISTORY}
+#: metric -> (relative threshold, absolute floor) of ``history check`` and the HTML trends.
+DEFAULT_GATE: dict[str, tuple[float, float]] = {
+    m.name: (m.gate.rel, m.gate.abs) for m in HISTORY if m.gate
+}
+#: What ``history check`` checks without ``--metric``, and what the HTML trends draw:
+#: cpu_time next to duration, because under CPU contention a test's wall time stretches while
+#: its CPU time barely moves, so a CPU-bound slowdown stands out from the noise sooner
+#: (scripts/bench_detection.py; docs/history.md "Measured").
+DEFAULT_CHECK_METRICS: tuple[str, ...] = tuple(m.name for m in HISTORY if m.gate and m.gate.checked)
+
+#: The limits: limit name -> (unit, the unit in words, how it is measured).
+LIMIT_METRICS: dict[str, tuple[str, str, str]] = {
+    m.limit.name: (m.unit, UNIT_WORDS[m.unit], m.limit.how)
+    for m in _view(lambda m: m.limit)
+    if m.limit
+}
+#: The limits ``--perf-limit-history`` sets from the store's medians: limit name -> column.
+HISTORY_LIMITS: dict[str, str] = {
+    m.limit.name: m.column
+    for m in _view(lambda m: m.limit and m.limit.from_history and m.column)
+    if m.limit and m.column
+}
+
+#: What ``perfmon compare`` compares, in its order.
+COMPARED = _view(lambda m: m.compare, ("duration", "delta_mb", "growth_mb", "cpu_percent"))
+
+_TABLE_ORDER = ("duration", "setup_time", "call_time", "teardown_time", "cpu_percent")
+_TABLE_ORDER += ("start_mb", "peak_mb", "end_mb", "delta_mb")
+#: The CSV export's metric columns, in its order.
+CSV = _view(lambda m: m.csv, _TABLE_ORDER)
+#: The HTML page's metric fields of a row, in its order.
+HTML = _view(lambda m: m.html, _TABLE_ORDER)
