@@ -20,9 +20,10 @@ import sys
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from . import about, analysis
+from . import about, analysis, github
 from .analysis import Comparison, ReportError, Threshold
-from .argtypes import nonneg_float, positive_int
+from .argtypes import nonneg_float, positive_int, runs_window
+from .command import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, emit
 from .history import cli as history_cli
 from .history import predict_io
 from .render import (
@@ -38,19 +39,7 @@ from .render import (
 )
 from .report import write_atomic
 
-EXIT_OK = 0
-EXIT_REGRESSION = 1
-EXIT_BAD_INPUT = 2
-
 FORMATS = ("table", "markdown", "json")
-
-
-def escape_data(s: str) -> str:
-    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def escape_property(s: str) -> str:
-    return escape_data(s).replace(":", "%3A").replace(",", "%2C")
 
 
 def annotations(cmp: Comparison, current: dict) -> list:
@@ -62,11 +51,6 @@ def annotations(cmp: Comparison, current: dict) -> list:
         job = test.get("job")
         if isinstance(job, str) and nodeid.startswith(job + analysis.JOB_SEP):
             nodeid = nodeid[len(job) + len(analysis.JOB_SEP) :]
-        props = []
-        path = nodeid.split("::", 1)[0]
-        if path.endswith(".py"):
-            props.append(f"file={escape_property(path)}")
-        props.append(f"title={escape_property(f'perfmon: {c.metric.title} regression')}")
         msg = (
             f"{c.test}: {c.metric.title} {value_text(c.metric, c.baseline)} -> "
             f"{value_text(c.metric, c.current)} ({value_text(c.metric, c.delta, signed=True)}, "
@@ -77,7 +61,7 @@ def annotations(cmp: Comparison, current: dict) -> list:
                 f"; executed {c.baseline_runs} -> {c.current_runs} time(s), figures summed "
                 "over every execution (reruns included)"
             )
-        lines.append(f"::warning {','.join(props)}::{escape_data(msg)}")
+        lines.append(github.warning(nodeid, f"perfmon: {c.metric.title} regression", msg))
     return lines
 
 
@@ -94,8 +78,7 @@ def _render(doc: Doc, data: dict, fmt: str) -> str:
 
 def _emit(text: str, output: Optional[str]) -> None:
     if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        emit(text)
         return
     try:
         with open(output, "w", encoding="utf-8") as f:
@@ -104,27 +87,12 @@ def _emit(text: str, output: Optional[str]) -> None:
         raise ReportError(f"{output}: cannot write ({e.strerror or e})") from None
 
 
-def append_step_summary(markdown: str) -> None:
-    """Append to ``$GITHUB_STEP_SUMMARY`` when set; a failure there is a warning, not an error."""
-    path = os.environ.get("GITHUB_STEP_SUMMARY")
-    if not path:
-        return
-    try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(markdown + "\n")
-    except OSError as e:
-        print(
-            f"perfmon: warning: cannot append to GITHUB_STEP_SUMMARY {path} ({e.strerror or e})",
-            file=sys.stderr,
-        )
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     report = analysis.load_report(args.file)
     data = report_data(report, args.file, args.top, args.memory_threshold, args.cpu_threshold)
     doc = report_doc(data)
     _emit(_render(doc, data, args.format), args.output)
-    append_step_summary(doc.markdown())
+    github.append_step_summary(doc.markdown())
     return EXIT_OK
 
 
@@ -141,8 +109,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     data = {"baseline": args.baseline, "current": args.current}
     data.update(cmp.as_dict())
     _emit(_render(doc, data, args.format), args.output)
-    append_step_summary(doc.markdown())
-    if os.environ.get("GITHUB_ACTIONS") == "true":
+    github.append_step_summary(doc.markdown())
+    if github.in_actions():
         for line in annotations(cmp, current):
             print(line)
         sys.stdout.flush()
@@ -193,16 +161,6 @@ def _html_history(args: argparse.Namespace, report: dict) -> dict:
         raise ReportError(store.describe_error(exc, args.db)) from None
     except OSError as exc:
         raise ReportError(f"{redact(args.db)}: {exc.strerror or exc}") from None
-
-
-def _html_window(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs >= 2")
-    return n
 
 
 def cmd_html(args: argparse.Namespace) -> int:
@@ -378,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--window",
-        type=_html_window,
+        type=runs_window,
         default=30,
         metavar="N",
         help="with --db: the last N runs of the report's machine (default: 30)",

@@ -615,7 +615,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
 
 
 def _cpu_model() -> str:
-    from .history.context import cpu_model  # stdlib only
+    from .machine import cpu_model  # stdlib only
 
     return cpu_model()
 

@@ -1,9 +1,8 @@
 """In-process: the one summarize, the one table renderer, the terminal summary, the schema
-validator (against jsonschema) and the import graph of the monitor package."""
+validator (against jsonschema). The import graph: tests/test_import_root.py."""
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 import math
@@ -312,54 +311,3 @@ def test_validator_rejects_nan_and_infinity_anywhere(value):
 def test_validator_refuses_keywords_it_does_not_implement():
     with pytest.raises(SchemaError):
         first_problem({}, {"type": "object", "patternProperties": {}})
-
-
-# --------------------------------------------------------------------------- import graph
-
-
-def _imports(path: Path, package: str) -> set:
-    """Modules of ``package`` that ``path`` imports, at any depth of its code."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                out.add(node.module.split(".")[0])
-            else:
-                out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package + "."):
-            out.add(node.module[len(package) + 1 :].split(".")[0])
-    return out
-
-
-def test_monitor_modules_import_without_cycles():
-    import importlib
-
-    mon = ROOT / "monitor"
-    names = {p.stem for p in mon.glob("*.py") if p.stem != "__init__"}
-    names |= {p.name for p in mon.iterdir() if (p / "__init__.py").is_file()}
-    graph = {}
-    for name in names:
-        path = mon / f"{name}.py" if (mon / f"{name}.py").is_file() else mon / name / "__init__.py"
-        graph[name] = _imports(path, "pytest_perfmon.monitor") & names - {name}
-        importlib.import_module(f"pytest_perfmon.monitor.{name}")  # every module imports
-
-    state: dict = {}
-
-    def visit(node, trail):
-        if state.get(node) == "done":
-            return
-        assert state.get(node) != "active", "import cycle: " + " -> ".join(trail + [node])
-        state[node] = "active"
-        for dep in sorted(graph[node]):
-            visit(dep, trail + [node])
-        state[node] = "done"
-
-    for name in sorted(graph):
-        visit(name, [])
-    # the order of the brief: schema < summary < report < analysis < tables < render < cli
-    order = ["schema", "summary", "report", "analysis", "render", "cli"]
-    for i, low in enumerate(order):
-        for high in order[i + 1 :]:
-            assert low not in graph or high not in graph[low], f"{low} imports {high}"
-    # schema and tables import nothing of ours; summary only units (what a number is)
-    assert graph["schema"] == set() and graph["summary"] == {"units"} and graph["tables"] == set()

@@ -14,51 +14,20 @@ import json
 import os
 import shutil
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from ..argtypes import nonneg_float, positive_int
+from .. import github
+from ..argtypes import nonneg_float, positive_int, probability
+from ..command import EXIT_OK, EXIT_REGRESSION, UsageError, emit, run_command
 from ..tables import shorten, text_table
-from .url import INSTALL_HINT, URLError, redact
+from ..vocabulary import DEFAULT_CHECK_METRICS, DEFAULT_GATE, UNITS
+from ..vocabulary import HISTORY_METRICS as METRICS
+from .changes import P_MAX, PERMUTATIONS, default_gates, find_changes
+from .url import INSTALL_HINT, redact
 
-EXIT_OK = 0
-EXIT_REGRESSION = 1
-EXIT_BAD_INPUT = 2
-
-METRICS = ("duration", "call_time", "cpu_time", "peak_mb", "delta_mb", "cpu_percent")
-UNITS = {
-    "duration": "s",
-    "call_time": "s",
-    "cpu_time": "s",
-    "peak_mb": "MB",
-    "delta_mb": "MB",
-    "cpu_percent": "%",
-}
-#: metric -> (relative threshold, absolute floor), chosen from scripts/bench_detection.py
-DEFAULT_GATE = {
-    "duration": (0.10, 0.002),
-    "call_time": (0.10, 0.002),
-    "cpu_time": (0.15, 0.002),
-    "peak_mb": (0.05, 5.0),
-    "delta_mb": (0.10, 5.0),
-    "cpu_percent": (0.20, 10.0),
-}
-#: cpu_time next to duration: under CPU contention a test's wall time stretches while its CPU
-#: time barely moves, so a CPU-bound slowdown stands out from the noise sooner (measured in
-#: scripts/bench_detection.py; docs/history.md "Measured")
-DEFAULT_CHECK_METRICS = ("duration", "cpu_time", "peak_mb")
 DEFAULT_WINDOW = 30
 DEFAULT_RECENT = 5
-PERMUTATIONS = 999  # detect.DEFAULT_PERMUTATIONS (the parser is built without numpy)
 SPARK = "▁▂▃▄▅▆▇█"
-
-
-class UsageError(Exception):
-    pass
-
-
-def _err(msg: str) -> int:
-    print(f"perfmon: error: {msg}", file=sys.stderr)
-    return EXIT_BAD_INPUT
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -66,13 +35,6 @@ def _label(text: str) -> tuple[str, str]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
     return key.strip(), value
-
-
-def _p(text: str) -> float:
-    v = nonneg_float(text)
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1]: {text!r}")
-    return v
 
 
 def _abs_floor(text: str) -> tuple[str, float]:
@@ -126,11 +88,6 @@ def _jsonable(v: Any) -> Any:
     return v.isoformat(timespec="microseconds") + "Z"
 
 
-def _emit(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -181,7 +138,7 @@ def cmd_runs(args: argparse.Namespace, store: Any) -> int:
     finally:
         eng.dispose()
     if args.format == "json":
-        _emit(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], indent=2) + "\n")
+        emit(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in rows], indent=2) + "\n")
         return EXIT_OK
     table = [
         [
@@ -204,7 +161,7 @@ def cmd_runs(args: argparse.Namespace, store: Any) -> int:
         [True, False, False, False, False, True, True, True, False],
         _width(),
     )
-    _emit("\n".join(lines) + "\n" if rows else "perfmon: the store holds no run\n")
+    emit("\n".join(lines) + "\n" if rows else "perfmon: the store holds no run\n")
     return EXIT_OK
 
 
@@ -226,7 +183,7 @@ def cmd_show(args: argparse.Namespace, store: Any) -> int:
             "machine_id": machine,
             "points": [{k: _jsonable(v) for k, v in p.items()} for p in points],
         }
-        _emit(json.dumps(out, indent=2) + "\n")
+        emit(json.dumps(out, indent=2) + "\n")
         return EXIT_OK
     head = f"{args.nodeid}  {args.metric}  ({len(points)} runs, oldest first; passed runs only)"
     rows = [
@@ -245,59 +202,8 @@ def cmd_show(args: argparse.Namespace, store: Any) -> int:
         rows,
         [True, False, False, False, True],
     )
-    _emit("\n".join(lines) + "\n")
+    emit("\n".join(lines) + "\n")
     return EXIT_OK
-
-
-def find_changes(
-    run_rows: list,
-    data: dict,
-    metrics: list,
-    gates: dict,
-    p_max: float,
-    recent: int,
-    permutations: int,
-) -> list[dict]:
-    """The changes in the newest ``recent`` runs of each test's series."""
-    from . import detect
-
-    n_runs = len(run_rows)
-    out = []
-    for nodeid in sorted(data):
-        for metric in metrics:
-            pts = data[nodeid][metric]
-            if len(pts) < 2 * detect.MIN_SIZE:
-                continue
-            rel, floor = gates[metric]
-            values = [v for _, v in pts]
-            for c in detect.changes(
-                values,
-                f"{nodeid}\0{metric}",
-                p_max=p_max,
-                min_rel=rel,
-                min_abs=floor,
-                permutations=permutations,
-            ):
-                run_index = pts[c.index][0]
-                if run_index < n_runs - recent:
-                    continue
-                run = run_rows[run_index]
-                out.append(
-                    {
-                        "test": nodeid,
-                        "metric": metric,
-                        "kind": "regression" if c.after > c.before else "improvement",
-                        "run": run["id"],
-                        "commit": run["commit_sha"],
-                        "branch": run["branch"],
-                        "before": c.before,
-                        "after": c.after,
-                        "change_percent": None if c.rel is None else round(100 * c.rel, 2),
-                        "p_value": round(c.p, 4),
-                        "runs_after": len(pts) - c.index,
-                    }
-                )
-    return out
 
 
 def _change_text(c: dict) -> str:
@@ -365,12 +271,10 @@ def check_text(result: dict) -> str:
 
 
 def cmd_check(args: argparse.Namespace, store: Any) -> int:
-    from ..cli import append_step_summary, escape_data, escape_property
-
     metrics = list(dict.fromkeys(args.metric or DEFAULT_CHECK_METRICS))
     gates = {
-        m: (DEFAULT_GATE[m][0] if args.rel is None else args.rel, DEFAULT_GATE[m][1])
-        for m in metrics
+        m: (rel if args.rel is None else args.rel, floor)
+        for m, (rel, floor) in default_gates(metrics).items()
     }
     for m, v in args.abs or []:
         if m not in gates:
@@ -398,19 +302,17 @@ def cmd_check(args: argparse.Namespace, store: Any) -> int:
     }
     md = check_markdown(result)
     if args.format == "json":
-        _emit(json.dumps(result, indent=2) + "\n")
+        emit(json.dumps(result, indent=2) + "\n")
     elif args.format == "markdown":
-        _emit(md)
+        emit(md)
     else:
-        _emit(check_text(result))
-    append_step_summary(md)
+        emit(check_text(result))
+    github.append_step_summary(md)
     regressions = [c for c in changes if c["kind"] == "regression"]
-    if os.environ.get("GITHUB_ACTIONS") == "true":
+    if github.in_actions():
         for c in regressions:
-            path = c["test"].split("::", 1)[0]
-            props = [f"file={escape_property(path)}"] if path.endswith(".py") else []
-            props.append(f"title={escape_property('perfmon: ' + c['metric'] + ' regression')}")
-            print(f"::warning {','.join(props)}::{escape_data(c['test'] + ': ' + _change_text(c))}")
+            title = f"perfmon: {c['metric']} regression"
+            print(github.warning(c["test"], title, f"{c['test']}: {_change_text(c)}"))
         sys.stdout.flush()
     return EXIT_REGRESSION if regressions else EXIT_OK
 
@@ -426,28 +328,6 @@ def cmd_prune(args: argparse.Namespace, store: Any) -> int:
 
 
 # --------------------------------------------------------------------------- wiring
-
-
-def run_command(
-    func: Callable[[argparse.Namespace, Any], int],
-) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            import sqlalchemy  # noqa: F401
-
-            from . import store
-        except ImportError as exc:
-            return _err(f"perfmon history needs {exc.name or 'its extra'}: {INSTALL_HINT}")
-        try:
-            return func(args, store)
-        except (UsageError, URLError, store.HistoryError) as exc:
-            return _err(str(exc))
-        except store.sa.exc.SQLAlchemyError as exc:
-            return _err(store.describe_error(exc, args.db))
-        except OSError as exc:
-            return _err(f"{exc.strerror or exc}")
-
-    return run
 
 
 def register(subparsers: Any) -> None:
@@ -548,10 +428,16 @@ def register(subparsers: Any) -> None:
         "--metric",
         action="append",
         choices=METRICS,
-        help="repeatable (default: duration, cpu_time and peak_mb)",
+        help="repeatable (default: "
+        + " and ".join([", ".join(DEFAULT_CHECK_METRICS[:-1]), DEFAULT_CHECK_METRICS[-1]])
+        + ")",
     )
     p.add_argument(
-        "--p-value", type=_p, default=0.01, metavar="P", help="significance level (default: 0.01)"
+        "--p-value",
+        type=probability,
+        default=P_MAX,
+        metavar="P",
+        help=f"significance level (default: {P_MAX:g})",
     )
     p.add_argument(
         "--rel",

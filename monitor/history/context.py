@@ -1,4 +1,8 @@
-"""Where a run comes from: the machine fingerprint, the commit and the branch (stdlib only)."""
+"""Where a run comes from: the machine fingerprint, the commit and the branch (stdlib only).
+
+What the machine is comes from the report's ``system`` block
+(:func:`..report.system_info`, its CPU from :mod:`..machine`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import json
 import os
 import platform
 import subprocess
-import sys
 from collections.abc import Mapping
 from typing import Optional
 
@@ -25,32 +28,6 @@ CI_VARIABLES = (
 )
 
 GIT_TIMEOUT = 2.0
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``, sysctl on macOS, else platform.processor)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "cpu model", "Processor"):
-                    if value.strip():
-                        return value.strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        try:
-            out = subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"],
-                capture_output=True,
-                text=True,
-                timeout=GIT_TIMEOUT,
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def local_machine() -> dict:

@@ -16,8 +16,9 @@ from typing import Any, Optional
 
 from .. import predict as P
 from ..argtypes import nonneg_float, positive_int
+from ..command import UsageError, run_command
 from ..tables import text_table
-from .cli import UsageError, run_command
+from ..units import MB
 
 DEFAULT_RUNS = 10
 
@@ -123,7 +124,7 @@ def _budget(text: str) -> float:
     if text == "auto":
         import psutil
 
-        return psutil.virtual_memory().available / (1024 * 1024)
+        return psutil.virtual_memory().available / MB
     try:
         return P.parse_size(text)
     except ValueError as exc:

@@ -3,8 +3,8 @@
 :func:`trends` reads the store and returns a plain, JSON-ready dict: per-test series of the
 report's tests over the last runs on the report's machine (the store's :func:`store.window`:
 passed results only, as ``history check`` reads them), the change points found in each series
-(:func:`detect.changes` with the gates ``history check`` uses by default), and the suite's
-duration per commit. The page module gets this dict, never a connection.
+(:func:`.changes.series_changes`: the loop and the default gates of ``history check``), and
+the suite's duration per commit. The page module gets this dict, never a connection.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any, Optional
 
 import sqlalchemy as sa
 
-from . import context, detect, store
-from .cli import DEFAULT_GATE, PERMUTATIONS
+from ..units import number
+from ..vocabulary import DEFAULT_CHECK_METRICS as METRICS  # what `history check` watches
+from . import context, store
+from .changes import P_MAX, PERMUTATIONS, default_gates, series_changes
 
-METRICS = ("duration", "cpu_time", "peak_mb")  # what `history check` watches by default
 DEFAULT_RUNS = 30
 DEFAULT_MAX_TESTS = 20
 
@@ -86,7 +87,7 @@ def trends(
     runs: int = DEFAULT_RUNS,
     max_tests: int = DEFAULT_MAX_TESTS,
     timeout: float = store.DEFAULT_TIMEOUT,
-    p_max: float = 0.01,
+    p_max: float = P_MAX,
     permutations: int = PERMUTATIONS,
 ) -> dict:
     """The History section's data for ``report`` from the store at ``url`` (must exist).
@@ -106,7 +107,7 @@ def trends(
     finally:
         eng.dispose()
 
-    gates = {m: {"rel": DEFAULT_GATE[m][0], "abs": DEFAULT_GATE[m][1]} for m in METRICS}
+    gates = default_gates(METRICS)
     out: dict[str, Any] = {
         "runs": [
             {
@@ -122,7 +123,7 @@ def trends(
         "own_machine": own,
         "machine": json.loads(desc) if desc else None,
         "p_max": p_max,
-        "gates": gates,
+        "gates": {m: {"rel": rel, "abs": floor} for m, (rel, floor) in gates.items()},
         "max_tests": max_tests,
         "tests": [],
         "suite": suite,
@@ -145,27 +146,11 @@ def trends(
             pts = data[nodeid][metric]
             if not pts:
                 continue
-            marks = []
-            if len(pts) >= 2 * detect.MIN_SIZE:
-                values = [v for _, v in pts]
-                for c in detect.changes(
-                    values,
-                    f"{nodeid}\0{metric}",  # the same seed as `history check`: same answer
-                    p_max=p_max,
-                    min_rel=DEFAULT_GATE[metric][0],
-                    min_abs=DEFAULT_GATE[metric][1],
-                    permutations=permutations,
-                ):
-                    marks.append(
-                        {
-                            "run": pts[c.index][0],
-                            "before": c.before,
-                            "after": c.after,
-                            "change_percent": None if c.rel is None else round(100 * c.rel, 2),
-                            "p_value": round(c.p, 4),
-                            "kind": "regression" if c.after > c.before else "improvement",
-                        }
-                    )
+            # the same loop, gates and seeds as `history check`: the same answer
+            marks = [
+                {k: c[k] for k in ("run", "before", "after", "change_percent", "p_value", "kind")}
+                for c in series_changes(nodeid, metric, pts, gates[metric], p_max, permutations)
+            ]
             per_metric[metric] = {
                 "x": [i for i, _ in pts],
                 "y": [v for _, v in pts],
@@ -174,8 +159,7 @@ def trends(
         found[nodeid] = per_metric
 
     def slow_key(k: str) -> float:
-        d = durations[k]
-        return -d if isinstance(d, (int, float)) and not isinstance(d, bool) else 0.0
+        return -(number(durations[k]) or 0.0)
 
     slowest = sorted(durations, key=lambda k: (slow_key(k), k))[:max_tests]
     changed = [k for k in sorted(found) if any(m["changes"] for m in found[k].values())]
