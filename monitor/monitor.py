@@ -162,6 +162,8 @@ class Monitor(server.RouterServer):
         sent = P.parse_bye(body).sent
         missing = server.missing(peer.seqs, sent)
         if not missing:
+            if peer.worker.pid > 0 and peer.worker.left is None:
+                self.sampler.sample(peer.worker, time.time())  # its counters at its last test's end
             peer.worker.left = time.time()
             peer.acked = True
         self.reply(ident, P.pack(P.ACK, {"missing": missing}))

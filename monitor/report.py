@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import IO, Any, Optional
 
 from . import __version__
+from . import noise as _noise
 from .children import children as _children
 from .record import (
     CALL,
@@ -80,6 +81,9 @@ class Worker:
         self.child_t: list = []  # descendant sample times, ascending (only with children on)
         self.child_s: list = []  # None, or (RSS sum, {(pid, ctime): cpu s}, {pid: ppid})
         self.boundary_methods = boundary_methods  # what the plugin could read in this process
+        self.noise_t: list = []  # noise sample times, ascending (monitor/noise.py)
+        self.noise_v: list = []  # (wait s, invol, steal s/CPU, PSI s, throttled s), cumulative
+        self.noise_how: Optional[dict] = None  # the method of each noise field
 
 
 class RunData:
@@ -223,6 +227,8 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
         attempts[0]["start"] = entry["start"]  # the first began with the protocol
         entry["executions"] = attempts
         _sum_phases(entry, attempts)
+    if w.noise_t:  # the collector's noise samples of this process
+        entry["noise"] = _noise.entry_noise(w, start, stop, entry["duration"], slack)
     return entry
 
 
@@ -499,6 +505,7 @@ def _methods(data: RunData) -> dict:
         "sample_interval": data.sample_interval,
         "children": METHOD_CHILDREN if children and data.workers else None,
         "fixtures": METHOD_FIXTURES,
+        "noise": _noise.methods(data.workers.values()),
     }
 
 
@@ -548,6 +555,10 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     if wall > 0:
         workers_n = max(1, len(data.workers))
         summary["parallel_efficiency"] = round(summary["total_duration"] / (wall * workers_n), 4)
+    _noise.merge_executions(tests, runs)  # a node id run more than once: its noise summed
+    noise = _noise.summary(tests)
+    if noise is not None:
+        summary["noise"] = noise
 
     workers = {}
     for w in data.workers.values():

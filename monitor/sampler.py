@@ -11,6 +11,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any, Optional
 
+from . import noise as N
+
 #: Per-process samples kept before the timeline is halved (max of each pair kept).
 MAX_SAMPLES = 20000
 
@@ -105,6 +107,7 @@ class Sampler:
         self.exclude = os.getpid()  # the collector itself (the plain pytest's child)
         self.proc_ok = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
         self.known: dict = {}  # Linux: pid -> ppid, read once per process (see _proc_ppids)
+        self.noise = N.NoiseReader()  # the noise counters, read at each sample
 
     def _proc_ppids(self) -> dict:
         """Linux: pid -> ppid of every process, reading /proc/PID/stat only for the pids that
@@ -163,7 +166,7 @@ class Sampler:
                     todo.append(c)
         return out
 
-    def sample_children(self, w: Any, now: float) -> None:
+    def sample_children(self, w: Any, now: float) -> list:
         """One sample of ``w``'s descendants, appended to its descendant timeline: None when it
         has none, else ``(total RSS, {(pid, create_time): cpu seconds}, {pid: parent pid})``.
 
@@ -202,9 +205,11 @@ class Sampler:
         w.child_s.append((total, cpu, parents) if cpu else None)
         if len(w.child_t) > MAX_SAMPLES:
             _halve_children(w)
+        return list(cpu)
 
     def forget_gone(self, now: float) -> None:
         """Drop cached descendants that are no longer running (after a pass)."""
+        self.noise.expire(now)
         ppids = self.ppids if self.ppids_at == now else None
         if ppids is None:
             return
@@ -226,7 +231,8 @@ class Sampler:
             return None
 
     def sample(self, w: Any, now: float) -> Optional[int]:
-        """One sample of worker ``w`` appended to its timeline; its RSS, or None if unreadable."""
+        """One sample of worker ``w`` appended to its timelines (RSS, descendants, noise); its
+        RSS, or None if unreadable."""
         rss = self.rss(w.pid)
         if rss is None:
             return None
@@ -236,8 +242,8 @@ class Sampler:
             w.sampled_peak = rss
         if len(w.samples_t) > MAX_SAMPLES:
             halve(w)
-        if _children_on(w):
-            self.sample_children(w, now)
+        kids = self.sample_children(w, now) if _children_on(w) else None
+        self.noise.sample(w, now, kids)
         return rss
 
     def sample_group(self, workers: Iterable[Any], now: float) -> tuple[int, dict]:
@@ -308,3 +314,7 @@ def own_rss() -> Optional[int]:
         return psutil.Process().memory_info().rss
     except psutil.Error:  # pragma: no cover
         return None
+
+
+#: Journaled noise samples back onto a worker (the daemon's replay).
+add_noise_samples = N.add_samples

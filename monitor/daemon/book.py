@@ -63,14 +63,21 @@ class SessionBook:
             s.apply(entry)
 
     def journal_samples(self, s: Session) -> None:
-        if (s.pending or s.pending_children) and s.data is not None:
+        if (s.pending or s.pending_children or s.pending_noise) and s.data is not None:
             d = {wid: [ts, vs] for wid, (ts, vs) in s.pending.items()}
             entry = {"k": "samples", "s": s.sid, "d": d, "cp": s.data.concurrent_peak}
             if s.pending_children:  # the tests' descendants: [t], [[total, [[pid, ct, cpu]]]]
                 entry["c"] = {wid: [ts, xs] for wid, (ts, xs) in s.pending_children.items()}
+            if s.pending_noise:  # the noise counters: [t], [[wait, invol, ...]], their methods
+                workers = s.data.workers
+                entry["n"] = {
+                    wid: [ts, vs, workers[wid].noise_how if wid in workers else None]
+                    for wid, (ts, vs) in s.pending_noise.items()
+                }
             self.record(s, entry, apply=False)
             s.pending = {}
             s.pending_children = {}
+            s.pending_noise = {}
 
     def journal_all_samples(self) -> None:
         for s in self.sessions.values():
@@ -95,6 +102,10 @@ class SessionBook:
                     ts, xs = s.pending_children.setdefault(wid, ([], []))
                     ts.append(now)
                     xs.append(S.child_sample_out(w.child_s[-1]))
+                if w.noise_t and w.noise_t[-1] == now:  # and its noise counters
+                    ts, vs = s.pending_noise.setdefault(wid, ([], []))
+                    ts.append(now)
+                    vs.append(list(w.noise_v[-1]))
             s.data.concurrent_peak = S.higher_peak(s.data.concurrent_peak, now, total, per)
             grand += total
         self.peak = S.higher_peak(self.peak, now, grand, everyone)

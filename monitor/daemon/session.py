@@ -42,6 +42,7 @@ class Session:
         self.said_bye: set = set()  # wids whose goodbye was acknowledged with nothing missing
         self.pending: dict = {}  # wid -> ([t], [rss]) sampled, not yet journaled
         self.pending_children: dict = {}  # wid -> ([t], [descendant sample]), the same
+        self.pending_noise: dict = {}  # wid -> ([t], [noise sample]), the same
         self.report_path: Optional[str] = None
         self.report_error: Optional[str] = None
         self.history_warning: Optional[str] = None  # the history store's problem, if any
@@ -110,6 +111,10 @@ class Session:
             w = data.workers.get(wid)
             if w is not None and ts:
                 S.add_child_samples(w, ts, xs)
+        for wid, (ts, vs, how) in (e.get("n") or {}).items():
+            w = data.workers.get(wid)
+            if w is not None and ts:
+                S.add_noise_samples(w, ts, vs, how)
         cp = e.get("cp")
         if cp and (data.concurrent_peak is None or cp[1] > data.concurrent_peak[1]):
             data.concurrent_peak = (cp[0], cp[1], cp[2])
@@ -155,6 +160,7 @@ class Session:
         self.data = None
         self.pending = {}
         self.pending_children = {}
+        self.pending_noise = {}
         self.spilled = True
 
     def start_stop(self) -> tuple[float, float]:

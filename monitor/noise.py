@@ -1,0 +1,763 @@
+"""The noise certificate of each test: how much of its time the machine took away from it.
+
+Read by the collector (the spawned monitor or the daemon) at every sample it already takes, from
+outside the measured processes: nothing here runs in a process that runs tests.
+
+Sources (Linux; each may be missing: the value is then null and the report's
+``session.measurement.noise`` names no method for it):
+
+- ``wait_time``: ``/proc/PID/task/TID/schedstat`` field 2 (``run_delay``, nanoseconds a thread
+  was runnable but not running), summed over the test process's threads (a thread that ended
+  keeps what it had at its last read) and, where the collector samples the test's descendants
+  (``--perf-children``, the default), over their main threads;
+- ``involuntary_switches``: ``nonvoluntary_ctxt_switches`` of ``/proc/PID/status`` (the main
+  thread, where pytest runs the test); psutil's ``num_ctx_switches`` off Linux (macOS, BSD);
+- ``steal_time``: ``/proc/stat`` steal (the hypervisor ran someone else), seconds per CPU;
+- ``pressure``: ``/proc/pressure/cpu`` ``some total=`` (PSI, kernel 4.20+): microseconds some
+  task was stalled waiting for a CPU, as a share of the test's duration;
+- ``throttled_time``: the ``cpu.stat`` of every cgroup with a CPU quota from the test process's
+  cgroup up to the root (v2 ``cpu.max`` / ``throttled_usec``; v1 ``cpu.cfs_quota_us`` /
+  ``throttled_time``); null when no such cgroup has a quota.
+
+Attribution. Records arrive after their test, in batches: the collector cannot read the
+counters at a test's boundaries. It reads these cumulative counters at each sample (per test
+process; the system-wide ones once per sampling pass) and gives each test the growth of each
+counter over ``[start, stop]`` of its record, the counter's value at a moment being the linear
+interpolation between the samples on either side. A test shorter than the interval gets its
+time share of that interval's growth; two neighbours split the interval they share by time, so
+nothing is counted twice. Outside the samples (a moment before a process's first sample or after
+its last), the nearest sample stands within ``slack`` seconds, and the value is null beyond.
+
+Standard library only (psutil on first use off Linux); nothing heavy at import: the monitor
+imports this at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from bisect import bisect_left
+from typing import Any, Optional
+
+# -- the report's vocabulary ---------------------------------------------------------------
+
+#: A test ran **contended** when it waited for a CPU for at least this share of its duration...
+CONTENDED_WAIT_SHARE = 0.10
+#: ... or when its cgroup was throttled for at least this many seconds during it ("throttled at
+#: all": a millisecond floor, so that the interpolated share of a throttle next door is not it).
+CONTENDED_THROTTLED = 0.001
+#: The rule in words (the schema and the README say the same).
+CONTENDED_RULE = (
+    f"waited for a CPU for {CONTENDED_WAIT_SHARE:.0%} or more of its duration, "
+    "or its cgroup was throttled (1 ms or more) during it"
+)
+
+FIELDS = ("wait_time", "throttled_time", "steal_time", "pressure", "involuntary_switches")
+
+METHOD_WAIT = "proc-schedstat-run_delay-sampled"
+METHOD_INVOL = "proc-status-nonvoluntary_ctxt_switches-sampled"
+METHOD_INVOL_PSUTIL = "psutil-num_ctx_switches-sampled"
+METHOD_STEAL = "proc-stat-steal-sampled"
+METHOD_PRESSURE = "psi-cpu-some-total-sampled"
+METHOD_THROTTLE_V2 = "cgroup-v2-cpu.stat-throttled_usec-sampled"
+METHOD_THROTTLE_V1 = "cgroup-v1-cpu.stat-throttled_time-sampled"
+ATTRIBUTION = "linear-interpolation-between-samples"
+
+#: Positions in one noise sample: cumulative counters, seconds (INVOL: a count), None: missing.
+WAIT, INVOL, STEAL, PSI, THROTTLE = range(5)
+
+#: Noise samples kept per process before the timeline is halved (every other one dropped).
+MAX_SAMPLES = 20000
+#: Descendants whose schedstat file is kept open; beyond, each is opened, read and closed.
+MAX_KID_FDS = 128
+#: A process not sampled for this long has its files closed (a worker that left).
+EXPIRE_SECONDS = 30.0
+
+_NS = 1e-9
+_LINUX = sys.platform.startswith("linux")
+
+
+# -- parsers (bytes in, numbers out; None or ValueError where the text is not what we know) ----
+
+
+def parse_schedstat(data: bytes) -> int:
+    """``/proc/PID/schedstat``: ``on-cpu-ns wait-ns timeslices``; the wait (``run_delay``), ns."""
+    return int(data.split()[1])
+
+
+def parse_status(data: bytes) -> tuple[Optional[int], Optional[int]]:
+    """``/proc/PID/status``: (``Threads``, ``nonvoluntary_ctxt_switches``); None where absent."""
+    threads = invol = None
+    i = data.find(b"\nThreads:")
+    if i >= 0:
+        threads = int(data[i + 9 : data.index(b"\n", i + 1)])
+    i = data.rfind(b"nonvoluntary_ctxt_switches:")
+    if i >= 0:
+        invol = int(data[i + 27 :].split(None, 1)[0])
+    return threads, invol
+
+
+def parse_steal(data: bytes) -> Optional[int]:
+    """``/proc/stat``'s first (``cpu``) line: steal, in USER_HZ ticks summed over the CPUs; None
+    on kernels older than the field (2.6.11)."""
+    line = data.split(b"\n", 1)[0].split()
+    if not line or line[0] != b"cpu":
+        raise ValueError("not /proc/stat")
+    return int(line[8]) if len(line) > 8 else None
+
+
+def parse_psi_some(data: bytes) -> int:
+    """``/proc/pressure/cpu``: the ``some`` line's ``total=``, microseconds."""
+    for line in data.split(b"\n"):
+        if line.startswith(b"some "):
+            for part in line.split():
+                if part.startswith(b"total="):
+                    return int(part[6:])
+    raise ValueError("no 'some ... total=' in the PSI file")
+
+
+def parse_cpu_stat(data: bytes, key: bytes) -> int:
+    """A cgroup's ``cpu.stat``: the value of ``key`` (``throttled_usec``, ``throttled_time``)."""
+    for line in data.split(b"\n"):
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == key:
+            return int(parts[1])
+    raise ValueError(f"no {key.decode()} in cpu.stat")
+
+
+def has_quota(version: int, text: str) -> bool:
+    """Whether a cgroup limits its CPU: v2 ``cpu.max`` (``max 100000``: no), v1
+    ``cpu.cfs_quota_us`` (``-1``: no)."""
+    parts = text.split()
+    if not parts:
+        return False
+    if version == 2:
+        return parts[0] != "max"
+    return int(parts[0]) > 0
+
+
+def parse_proc_cgroup(text: str) -> list:
+    """``/proc/PID/cgroup``: ``[(hierarchy id, [controllers], path)]``."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out.append((parts[0], [c for c in parts[1].split(",") if c], parts[2]))
+    return out
+
+
+def parse_mountinfo(text: str) -> list:
+    """``/proc/self/mountinfo``'s cgroup mounts: ``[(version, root, mount point, options)]``."""
+    out = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, rest = left.split(), right.split()
+        if len(fields) < 5 or len(rest) < 3:
+            continue
+        fstype = rest[0]
+        if fstype in ("cgroup", "cgroup2"):
+            root = _unescape(fields[3])
+            point = _unescape(fields[4])
+            out.append((2 if fstype == "cgroup2" else 1, root, point, rest[2].split(",")))
+    return out
+
+
+def _unescape(s: str) -> str:
+    """mountinfo's octal escapes (``\\040`` for a space)."""
+    if "\\" not in s:
+        return s
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), s)
+
+
+def cgroup_dirs(proc_cgroup: str, mountinfo: str) -> list:
+    """The directories of a process's CPU cgroup, ``[(version, dir, mount point)]``: its v2
+    cgroup (where a cgroup2 hierarchy is mounted) and its v1 ``cpu`` cgroup (where mounted)."""
+    mounts = parse_mountinfo(mountinfo)
+    out = []
+    for hid, controllers, path in parse_proc_cgroup(proc_cgroup):
+        if hid == "0" and not controllers:
+            cands = [m for m in mounts if m[0] == 2]
+        elif "cpu" in controllers:
+            cands = [m for m in mounts if m[0] == 1 and "cpu" in m[3]]
+        else:
+            continue
+        for version, root, point, _ in cands[:1]:
+            if root != "/" and (path == root or path.startswith(root + "/")):
+                rel = path[len(root) :]
+            else:  # the mount's root is the cgroup namespace's: the path is relative to it
+                rel = path if path != "/" else ""
+            out.append((version, os.path.normpath(point + rel), os.path.normpath(point)))
+    return out
+
+
+def quota_levels(dirs: list, read: Any) -> tuple[list, Optional[str]]:
+    """The ``cpu.stat`` files of the cgroups with a CPU quota, from each cgroup up to its mount
+    point: ``([(path, key, seconds per unit)], method)``; ``([], None)`` with no quota."""
+    found, method = [], None
+    for version, d, point in dirs:
+        name = "cpu.max" if version == 2 else "cpu.cfs_quota_us"
+        key, scale = (b"throttled_usec", 1e-6) if version == 2 else (b"throttled_time", _NS)
+        while True:
+            try:
+                quota = has_quota(version, read(os.path.join(d, name)))
+            except (OSError, ValueError):
+                quota = False
+            if quota:
+                found.append((os.path.join(d, "cpu.stat"), key, scale))
+                if method is None:
+                    method = METHOD_THROTTLE_V2 if version == 2 else METHOD_THROTTLE_V1
+            if d == point or len(d) <= len(point):
+                break
+            d = os.path.dirname(d)
+    return found, method
+
+
+# -- reading, at each sample ---------------------------------------------------------------
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def _open(path: str) -> Optional[int]:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+
+
+def _close(fd: Optional[int]) -> None:
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _pread(fd: int, size: int = 256) -> bytes:
+    return os.pread(fd, size, 0)
+
+
+class _System:
+    """The system-wide counters (``/proc/stat`` steal, PSI), read at most once per pass."""
+
+    def __init__(self) -> None:
+        self.stat_fd = _open("/proc/stat") if _LINUX else None
+        self.psi_fd = _open("/proc/pressure/cpu") if _LINUX else None
+        self.hz = float(os.sysconf("SC_CLK_TCK")) if _LINUX else 100.0
+        self.cpus = float(os.cpu_count() or 1)
+        self.at: Optional[float] = None
+        self.values: tuple = (None, None)
+        # the first read decides whether a source works (a PSI file can exist and refuse reads)
+        steal, psi = self._read()
+        if steal is None:
+            _close(self.stat_fd)
+            self.stat_fd = None
+        if psi is None:
+            _close(self.psi_fd)
+            self.psi_fd = None
+
+    def _read(self) -> tuple:
+        steal = psi = None
+        if self.stat_fd is not None:
+            try:
+                ticks = parse_steal(_pread(self.stat_fd, 512))
+                steal = None if ticks is None else ticks / self.hz / self.cpus
+            except (OSError, ValueError, IndexError):
+                pass
+        if self.psi_fd is not None:
+            try:
+                psi = parse_psi_some(_pread(self.psi_fd)) * 1e-6
+            except (OSError, ValueError):
+                pass
+        return steal, psi
+
+    def read(self, now: float) -> tuple:
+        if self.at != now:
+            self.values = self._read()
+            self.at = now
+        return self.values
+
+    def close(self) -> None:
+        _close(self.stat_fd)
+        _close(self.psi_fd)
+        self.stat_fd = self.psi_fd = None
+
+
+class _Proc:
+    """One sampled test process: its kept-open files and the state that keeps its cumulative
+    wait monotonic while threads and descendants come and go."""
+
+    def __init__(self, pid: int, mountinfo: Optional[str]) -> None:
+        self.pid = pid
+        self.seen = 0.0
+        self.status_fd: Optional[int] = None
+        self.threads: dict = {}  # tid -> [fd, last run_delay ns]
+        self.retired = 0  # ns: the last reads of threads that ended
+        self.kids: dict = {}  # (pid, ctime) -> [fd or None, last run_delay ns]
+        self.kid_ns = 0  # ns: the descendants' growth, accumulated
+        self.cgroups: list = []  # [(fd, key, seconds per unit)]
+        self.throttle_method: Optional[str] = None
+        self.psutil: Any = None
+        if _LINUX:
+            self.status_fd = _open(f"/proc/{pid}/status")
+            self._sync_threads()
+            if mountinfo is not None:
+                try:
+                    dirs = cgroup_dirs(_read_text(f"/proc/{pid}/cgroup"), mountinfo)
+                    levels, self.throttle_method = quota_levels(dirs, _read_text)
+                except (OSError, ValueError):
+                    levels = []
+                for path, key, scale in levels:
+                    fd = _open(path)
+                    if fd is not None:
+                        self.cgroups.append((fd, key, scale))
+                if not self.cgroups:
+                    self.throttle_method = None
+
+    # threads
+    def _sync_threads(self) -> None:
+        try:
+            tids = {int(t) for t in os.listdir(f"/proc/{self.pid}/task")}
+        except (OSError, ValueError):
+            return
+        for tid in [t for t in self.threads if t not in tids]:
+            fd, last = self.threads.pop(tid)
+            self.retired += last
+            _close(fd)
+        for tid in tids:
+            if tid not in self.threads:
+                fd = _open(f"/proc/{self.pid}/task/{tid}/schedstat")
+                if fd is not None:
+                    self.threads[tid] = [fd, 0]
+
+    def _wait_ns(self, nthreads: Optional[int]) -> Optional[int]:
+        if nthreads is not None and nthreads != len(self.threads):
+            self._sync_threads()
+        gone = False
+        total = self.retired
+        for t in self.threads.values():
+            try:
+                t[1] = parse_schedstat(_pread(t[0], 128))
+            except (OSError, ValueError, IndexError):
+                gone = True  # that thread ended: keep its last read
+            total += t[1]
+        if gone:
+            self._sync_threads()
+        return total if self.threads or self.retired else None
+
+    # descendants
+    def _kids_ns(self, kids: Optional[list]) -> int:
+        if kids is None:
+            return self.kid_ns
+        keep = set(kids)
+        for key in [k for k in self.kids if k not in keep]:
+            _close(self.kids.pop(key)[0])
+        for key in kids:
+            st = self.kids.get(key)
+            if st is None:
+                fd = _open(f"/proc/{key[0]}/schedstat") if len(self.kids) < MAX_KID_FDS else None
+                st = self.kids[key] = [fd, 0]
+            try:
+                if st[0] is not None:
+                    v = parse_schedstat(_pread(st[0], 128))
+                else:
+                    with open(f"/proc/{key[0]}/schedstat", "rb") as f:
+                        v = parse_schedstat(f.read(128))
+            except (OSError, ValueError, IndexError):
+                continue
+            if v > st[1]:
+                self.kid_ns += v - st[1]
+                st[1] = v
+        return self.kid_ns
+
+    def _throttled(self) -> Optional[float]:
+        if not self.cgroups:
+            return None
+        total = 0.0
+        for fd, key, scale in self.cgroups:
+            try:
+                total += parse_cpu_stat(_pread(fd, 1024), key) * scale
+            except (OSError, ValueError):
+                return None
+        return total
+
+    def read(self, kids: Optional[list]) -> Optional[list]:
+        """``[wait s, involuntary switches, None, None, throttled s]``; None: the process is
+        gone."""
+        if not _LINUX:
+            return self._read_psutil()
+        nthreads = invol = None
+        if self.status_fd is not None:
+            try:
+                data = _pread(self.status_fd, 4096)
+                if len(data) == 4096:  # a long status (many CPUs listed): read it whole
+                    data = _read_text(f"/proc/{self.pid}/status").encode()
+                nthreads, invol = parse_status(data)
+            except ProcessLookupError:
+                return None
+            except (OSError, ValueError):
+                pass
+        wait = self._wait_ns(nthreads)
+        if wait is not None:
+            wait = (wait + self._kids_ns(kids)) * _NS
+        return [wait, invol, None, None, self._throttled()]
+
+    def _read_psutil(self) -> Optional[list]:
+        if os.name == "nt":  # psutil has no involuntary switches on Windows (always 0)
+            return [None, None, None, None, None]
+        import psutil
+
+        try:
+            if self.psutil is None:
+                self.psutil = psutil.Process(self.pid)
+            invol = self.psutil.num_ctx_switches().involuntary
+        except psutil.NoSuchProcess:
+            return None
+        except (psutil.Error, AttributeError, OSError):
+            invol = None
+        return [None, invol, None, None, None]
+
+    def methods(self, system: _System) -> dict:
+        wait = invol = None
+        if _LINUX:
+            wait = METHOD_WAIT if self.threads else None
+            invol = METHOD_INVOL if self.status_fd is not None else None
+        elif os.name != "nt":
+            invol = METHOD_INVOL_PSUTIL
+        return {
+            "wait_time": wait,
+            "throttled_time": self.throttle_method,
+            "steal_time": METHOD_STEAL if system.stat_fd is not None else None,
+            "pressure": METHOD_PRESSURE if system.psi_fd is not None else None,
+            "involuntary_switches": invol,
+        }
+
+    def close(self) -> None:
+        _close(self.status_fd)
+        self.status_fd = None
+        for fd, _ in self.threads.values():
+            _close(fd)
+        for fd, _ in self.kids.values():
+            _close(fd)
+        for fd, _, _ in self.cgroups:
+            _close(fd)
+        self.threads, self.kids, self.cgroups = {}, {}, []
+
+
+class NoiseReader:
+    """The noise counters of the sampled processes, one kept-open file per source."""
+
+    def __init__(self) -> None:
+        self.system: Optional[_System] = None  # opened at the first sample
+        self.procs: dict = {}  # pid -> _Proc
+        self.mountinfo: Optional[str] = None
+
+    def sample(self, w: Any, now: float, kids: Optional[list] = None) -> None:
+        """Append one noise sample to worker ``w``'s timeline (``w.noise_t``, ``w.noise_v``).
+        ``kids``: its descendants' ``(pid, create time)`` this pass, or None when they are not
+        sampled."""
+        if self.system is None:
+            self.system = _System()
+            if _LINUX:
+                try:
+                    self.mountinfo = _read_text("/proc/self/mountinfo")
+                except OSError:
+                    self.mountinfo = None
+        proc = self.procs.get(w.pid)
+        if proc is None:
+            proc = self.procs[w.pid] = _Proc(w.pid, self.mountinfo)
+        vec = proc.read(kids)
+        if vec is None:
+            proc.close()
+            del self.procs[w.pid]
+            return
+        proc.seen = now
+        vec[STEAL], vec[PSI] = self.system.read(now)
+        if w.noise_how is None:
+            w.noise_how = proc.methods(self.system)
+        w.noise_t.append(now)
+        w.noise_v.append(tuple(vec))
+        if len(w.noise_t) > MAX_SAMPLES:
+            halve(w)
+
+    def expire(self, now: float) -> None:
+        """Close the files of processes not sampled for EXPIRE_SECONDS."""
+        for pid in [p for p, st in self.procs.items() if now - st.seen > EXPIRE_SECONDS]:
+            self.procs.pop(pid).close()
+
+    def close(self) -> None:
+        for st in self.procs.values():
+            st.close()
+        self.procs = {}
+        if self.system is not None:
+            self.system.close()
+
+
+def halve(w: Any) -> None:
+    """Halve a worker's noise timeline: every other sample dropped, the last kept (the
+    counters are cumulative: fewer samples only coarsen the interpolation)."""
+    keep = list(range(len(w.noise_t) - 1, -1, -2))[::-1]
+    w.noise_t = [w.noise_t[i] for i in keep]
+    w.noise_v = [w.noise_v[i] for i in keep]
+
+
+def add_samples(w: Any, ts: list, vs: list, how: Optional[dict]) -> None:
+    """Append journaled noise samples (times ascending) to ``w``'s noise timeline."""
+    for t, v in zip(ts, vs):
+        w.noise_t.append(t)
+        w.noise_v.append(tuple(v))
+    if how and w.noise_how is None:
+        w.noise_how = dict(how)
+    while len(w.noise_t) > MAX_SAMPLES:
+        halve(w)
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def _at(ts: list, vs: list, k: int, t: float, slack: float) -> Optional[float]:
+    """Counter ``k`` at time ``t``: interpolated between the samples around ``t``; the nearest
+    sample within ``slack`` outside the timeline; None beyond, or where a sample lacks it."""
+    n = len(ts)
+    i = bisect_left(ts, t)
+    if i < n and ts[i] == t:
+        return vs[i][k]
+    if i == 0:
+        return vs[0][k] if ts[0] - t <= slack else None
+    if i == n:
+        return vs[-1][k] if t - ts[-1] <= slack else None
+    a, b = vs[i - 1][k], vs[i][k]
+    if a is None or b is None:
+        return None
+    t0, t1 = ts[i - 1], ts[i]
+    return a + (b - a) * (t - t0) / (t1 - t0)
+
+
+def growth(ts: list, vs: list, k: int, start: float, stop: float, slack: float) -> Optional[float]:
+    """How much cumulative counter ``k`` grew over ``[start, stop]`` (never below 0)."""
+    if not ts or stop < start:
+        return None
+    a = _at(ts, vs, k, start, slack)
+    b = _at(ts, vs, k, stop, slack)
+    if a is None or b is None:
+        return None
+    return max(0.0, b - a)
+
+
+def is_contended(noise: Any, duration: Any) -> bool:
+    """The one definition (CONTENDED_RULE) of a test that ran contended."""
+    if not isinstance(noise, dict):
+        return False
+    wait, thr = noise.get("wait_time"), noise.get("throttled_time")
+    if _num(thr) and thr >= CONTENDED_THROTTLED:
+        return True
+    return bool(_num(wait) and _num(duration) and duration > 0) and (
+        wait >= CONTENDED_WAIT_SHARE * duration
+    )
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _r(v: Optional[float], digits: int = 6) -> Optional[float]:
+    return None if v is None else round(v, digits)
+
+
+def entry_noise(w: Any, start: float, stop: float, duration: Any, slack: float) -> Any:
+    """The ``noise`` object of one test of worker ``w`` over ``[start, stop]``; None when the
+    collector has no noise sample of the process around the test."""
+    ts, vs = w.noise_t, w.noise_v
+    if not ts:
+        return None
+    g = [growth(ts, vs, k, start, stop, slack) for k in range(5)]
+    if all(x is None for x in g):
+        return None
+    span = stop - start
+    pressure = None
+    if g[PSI] is not None and span > 0:
+        pressure = round(min(1.0, g[PSI] / span), 4)
+    out = {
+        "wait_time": _r(g[WAIT]),
+        "throttled_time": _r(g[THROTTLE]),
+        "steal_time": _r(g[STEAL]),
+        "pressure": pressure,
+        "involuntary_switches": None if g[INVOL] is None else int(round(g[INVOL])),
+    }
+    out["contended"] = is_contended(out, duration)
+    return out
+
+
+def merge_executions(tests: dict, runs: dict) -> None:
+    """A node id executed more than once: its ``noise`` summed over its executions (pressure
+    weighted by duration), and judged again against the summed duration."""
+    for nodeid, rs in runs.items():
+        if len(rs) < 2 or nodeid not in tests:
+            continue
+        parts = [(e.get("noise"), e.get("duration")) for _, e, _ in rs if e.get("noise")]
+        if not parts:
+            continue
+        out: dict = {}
+        for f in ("wait_time", "throttled_time", "steal_time", "involuntary_switches"):
+            vals = [n[f] for n, _ in parts if n.get(f) is not None]
+            out[f] = (
+                (round(sum(vals), 6) if f != "involuntary_switches" else sum(vals))
+                if vals
+                else None
+            )
+        weighted = [(n["pressure"], d) for n, d in parts if n.get("pressure") is not None and d]
+        total = sum(d for _, d in weighted)
+        out["pressure"] = round(sum(p * d for p, d in weighted) / total, 4) if total else None
+        out["contended"] = is_contended(out, tests[nodeid].get("duration"))
+        tests[nodeid]["noise"] = out
+
+
+def methods(workers: Any) -> dict:
+    """``session.measurement.noise``: the method of each field (null: not measured in any
+    process), and how a test's share was attributed."""
+    out: dict = {f: None for f in FIELDS}
+    for w in workers:
+        how = getattr(w, "noise_how", None) or {}
+        for f in FIELDS:
+            if out[f] is None and how.get(f):
+                out[f] = how[f]
+    out["attribution"] = ATTRIBUTION if any(out[f] for f in FIELDS) else None
+    out["contended"] = CONTENDED_RULE
+    return out
+
+
+def summary(tests: Any) -> Optional[dict]:
+    """``summary.noise``: totals over the tests that carry a ``noise`` object; None when none
+    does (no collector samples, an old report)."""
+    if isinstance(tests, dict):
+        tests = tests.values()
+    n = contended = 0
+    wait = dur = 0.0
+    wait_n = 0
+    thr: Optional[float] = None
+    steal: Optional[float] = None
+    for t in tests:
+        noise = t.get("noise") if isinstance(t, dict) else None
+        if not isinstance(noise, dict):
+            continue
+        n += 1
+        d = t.get("duration")
+        if _num(noise.get("wait_time")):
+            wait += noise["wait_time"]
+            wait_n += 1
+            if _num(d):
+                dur += d
+        if _num(noise.get("throttled_time")):
+            thr = (thr or 0.0) + noise["throttled_time"]
+        if _num(noise.get("steal_time")):
+            steal = (steal or 0.0) + noise["steal_time"]
+        if noise.get("contended") if "contended" in noise else is_contended(noise, d):
+            contended += 1
+    if not n:
+        return None
+    return {
+        "tests": n,
+        "wait_time": round(wait, 6) if wait_n else None,
+        "wait_share": round(wait / dur, 4) if wait_n and dur > 0 else None,
+        "throttled_time": _r(thr),
+        "steal_time": _r(steal),
+        "contended": contended,
+    }
+
+
+def _pct(share: float) -> str:
+    p = 100.0 * share
+    return f"{p:.0f} %" if p >= 10 or p == 0 else f"{p:.1f} %"
+
+
+def headline(report: Any, only_contended: bool = False) -> Optional[str]:
+    """How noisy the run was, in one line, for the terminal summary, ``perfmon report``, the
+    HTML page, the step summary: "14 % of test time was spent waiting for a CPU; 37 tests ran
+    contended; their times are not comparable". None when the report has no noise measured
+    (or, with ``only_contended``, when no test ran contended)."""
+    if not isinstance(report, dict):
+        return None
+    s = report.get("summary")
+    block = s.get("noise") if isinstance(s, dict) else None
+    if not isinstance(block, dict):
+        block = summary(report.get("tests") or {})
+    if not block or not block.get("tests"):
+        return None
+    n = block.get("contended") or 0
+    if only_contended and not n:
+        return None
+    parts = []
+    if block.get("wait_share") is not None:
+        parts.append(f"{_pct(block['wait_share'])} of test time was spent waiting for a CPU")
+    thr = block.get("throttled_time")
+    if thr:
+        parts.append(f"the CPU quota throttled the tests' cgroup for {thr:.2f} s")
+    if n:
+        parts.append(
+            "1 test ran contended; its time is not comparable"
+            if n == 1
+            else f"{n} tests ran contended; their times are not comparable"
+        )
+    elif parts:
+        parts.append("no test ran contended")
+    return "; ".join(parts) if parts else None
+
+
+def contended_tests(report: Any) -> list:
+    """The node ids of the tests that ran contended, the largest share of waiting first."""
+    tests = report.get("tests") if isinstance(report, dict) else None
+    out = []
+    for k, t in (tests or {}).items():
+        noise = t.get("noise") if isinstance(t, dict) else None
+        if isinstance(noise, dict) and noise.get("contended"):
+            d = t.get("duration") or 0.0
+            out.append((-(noise.get("wait_time") or 0.0) / d if d else 0.0, k))
+    return [k for _, k in sorted(out)]
+
+
+# -- the cost, measured --------------------------------------------------------------------
+
+
+def bench(pids: list, passes: int = 2000) -> dict:
+    """Microseconds per sampling pass of the noise reads over ``pids`` (the system-wide reads
+    once per pass, as the collector does): ``{"pass_us", "per_process_us", "system_us"}``."""
+    import time
+
+    class _W:
+        def __init__(self, pid: int) -> None:
+            self.pid = pid
+            self.noise_t: list = []
+            self.noise_v: list = []
+            self.noise_how = None
+
+    reader = NoiseReader()
+    ws = [_W(p) for p in pids]
+    for w in ws:
+        reader.sample(w, 0.0)
+    t0 = time.perf_counter()
+    for i in range(1, passes + 1):
+        for w in ws:
+            reader.sample(w, float(i))
+    whole = (time.perf_counter() - t0) / passes * 1e6
+    sysr = reader.system
+    t0 = time.perf_counter()
+    for _ in range(passes):
+        sysr._read()  # type: ignore[union-attr]
+    system = (time.perf_counter() - t0) / passes * 1e6
+    reader.close()
+    return {
+        "pass_us": round(whole, 2),
+        "per_process_us": round((whole - system) / max(1, len(ws)), 2),
+        "system_us": round(system, 2),
+    }
+
+
+if __name__ == "__main__":  # python -m pytest_perfmon.monitor.noise [PID ...]
+    targets = [int(a) for a in sys.argv[1:]] or [os.getpid()]
+    print(bench(targets))

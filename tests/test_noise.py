@@ -1,0 +1,718 @@
+"""The noise certificate (issue 21): the parsers on recorded file contents, the interpolation,
+the summary and headline, the collector's reads of real processes, and end to end with a real
+CPU hog in a subprocess (never a mocked /proc).
+
+Every process started here is reaped in a finally; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import RUN_TIMEOUT, inner_addopts, validate
+from pytest_perfmon.monitor import noise as N
+from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import report as R
+from pytest_perfmon.monitor import sampler as S
+
+LINUX = sys.platform.startswith("linux")
+need_linux = pytest.mark.skipif(not LINUX, reason="the /proc sources are Linux's")
+WAIT = 30.0
+
+# --- recorded files ----------------------------------------------------------------------------
+
+STATUS = b"""Name:\tpython
+Umask:\t0022
+State:\tR (running)
+Tgid:\t4242
+Pid:\t4242
+PPid:\t1
+Threads:\t5
+SigQ:\t0/7823
+Cpus_allowed_list:\t0-1
+voluntary_ctxt_switches:\t150
+nonvoluntary_ctxt_switches:\t37
+"""
+
+PROC_STAT = b"""cpu  274997 1293 62506 66218 1696 0 210 348 0 0
+cpu0 137000 600 31000 33000 800 0 100 170 0 0
+cpu1 137997 693 31506 33218 896 0 110 178 0 0
+intr 1234 0 0
+"""
+#: a 2.6.9 kernel: no steal column
+PROC_STAT_OLD = b"cpu  274997 1293 62506 66218 1696 0 210\ncpu0 1 2 3 4 5 6 7\n"
+
+PSI = b"""some avg10=0.05 avg60=12.64 avg300=54.47 total=1425085383
+full avg10=0.00 avg60=0.00 avg300=0.00 total=0
+"""
+#: kernels 4.20 to 5.12 have no "full" line for the CPU
+PSI_SOME_ONLY = b"some avg10=1.00 avg60=2.00 avg300=3.00 total=77\n"
+
+CPU_STAT_V2 = b"""usage_usec 8371542
+user_usec 6215001
+system_usec 2156541
+core_sched.force_idle_usec 0
+nr_periods 412
+nr_throttled 97
+throttled_usec 5123456
+nr_bursts 0
+burst_usec 0
+"""
+CPU_STAT_V1 = b"""nr_periods 120
+nr_throttled 30
+throttled_time 2500000000
+nr_bursts 0
+burst_time 0
+"""
+
+#: this machine's layout: cgroup v1 controllers plus an empty cgroup2 hierarchy (hybrid)
+CGROUP_HYBRID = """9:name=systemd:/
+4:memory:/process_api/8959
+2:cpuacct:/
+1:cpu:/ci/job7
+0::/
+"""
+MOUNTINFO_HYBRID = """22 1 0:20 / / rw - ext4 /dev/vda rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+"""
+#: a v2-only container with a cgroup namespace: its own cgroup is "/"
+CGROUP_V2_NS = "0::/\n"
+MOUNTINFO_V2 = "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+#: docker on cgroup v1 without a namespace: the mount's root is the container's cgroup
+CGROUP_V1_DOCKER = "5:cpu,cpuacct:/docker/abc123\n3:memory:/docker/abc123\n"
+MOUNTINFO_V1_DOCKER = (
+    "40 35 0:33 /docker/abc123 /sys/fs/cgroup/cpu,cpuacct ro,nosuid"
+    " - cgroup cgroup rw,cpu,cpuacct\n"
+)
+#: no cgroup file system mounted at all (a bare chroot)
+MOUNTINFO_NONE = "22 1 0:20 / / rw - ext4 /dev/vda rw\n"
+
+
+def test_schedstat_and_status():
+    assert N.parse_schedstat(b"559655376 516014 29\n") == 516014
+    with pytest.raises(IndexError):
+        N.parse_schedstat(b"")
+    assert N.parse_status(STATUS) == (5, 37)
+    assert N.parse_status(b"Name:\tx\n") == (None, None)
+
+
+def test_proc_stat_steal():
+    assert N.parse_steal(PROC_STAT) == 348
+    assert N.parse_steal(PROC_STAT_OLD) is None
+    with pytest.raises(ValueError):
+        N.parse_steal(b"intr 1 2 3\n")
+
+
+def test_psi():
+    assert N.parse_psi_some(PSI) == 1425085383
+    assert N.parse_psi_some(PSI_SOME_ONLY) == 77
+    with pytest.raises(ValueError):
+        N.parse_psi_some(b"full avg10=0.00 total=5\n")
+
+
+def test_cpu_stat_and_quota():
+    assert N.parse_cpu_stat(CPU_STAT_V2, b"throttled_usec") == 5123456
+    assert N.parse_cpu_stat(CPU_STAT_V1, b"throttled_time") == 2500000000
+    with pytest.raises(ValueError):  # a v2 cpu.stat without the cpu controller
+        N.parse_cpu_stat(b"usage_usec 1\nuser_usec 1\nsystem_usec 0\n", b"throttled_usec")
+    assert not N.has_quota(2, "max 100000\n")
+    assert N.has_quota(2, "50000 100000\n")
+    assert not N.has_quota(1, "-1\n")
+    assert N.has_quota(1, "30000\n")
+    assert not N.has_quota(2, "")
+
+
+def test_cgroup_dirs():
+    hybrid = N.cgroup_dirs(CGROUP_HYBRID, MOUNTINFO_HYBRID)
+    assert hybrid == [
+        (1, "/sys/fs/cgroup/cpu/ci/job7", "/sys/fs/cgroup/cpu"),
+        (2, "/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified"),
+    ]
+    assert N.cgroup_dirs(CGROUP_V2_NS, MOUNTINFO_V2) == [(2, "/sys/fs/cgroup", "/sys/fs/cgroup")]
+    assert N.cgroup_dirs(CGROUP_V1_DOCKER, MOUNTINFO_V1_DOCKER) == [
+        (1, "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct")
+    ]
+    assert N.cgroup_dirs(CGROUP_HYBRID, MOUNTINFO_NONE) == []
+    spaced = "41 31 0:38 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n"
+    assert N.cgroup_dirs("0::/a\n", spaced) == [(2, "/mnt/cg two/a", "/mnt/cg two")]
+
+
+def _reader(files: dict):
+    def read(path: str) -> str:
+        if path not in files:
+            raise FileNotFoundError(path)
+        return files[path]
+
+    return read
+
+
+def test_quota_levels():
+    # v2: the quota is on the parent of the process's cgroup (a container's limit)
+    dirs = [(2, "/cg/box/app", "/cg")]
+    files = {"/cg/box/app/cpu.max": "max 100000\n", "/cg/box/cpu.max": "150000 100000\n"}
+    assert N.quota_levels(dirs, _reader(files)) == (
+        [("/cg/box/cpu.stat", b"throttled_usec", 1e-6)],
+        N.METHOD_THROTTLE_V2,
+    )
+    # v1 with no quota anywhere (this machine): null
+    v1 = [(1, "/sys/fs/cgroup/cpu/ci/job7", "/sys/fs/cgroup/cpu")]
+    files = {
+        "/sys/fs/cgroup/cpu/ci/job7/cpu.cfs_quota_us": "-1\n",
+        "/sys/fs/cgroup/cpu/ci/cpu.cfs_quota_us": "-1\n",
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
+    }
+    assert N.quota_levels(v1, _reader(files)) == ([], None)
+    files["/sys/fs/cgroup/cpu/ci/job7/cpu.cfs_quota_us"] = "50000\n"
+    levels, method = N.quota_levels(v1, _reader(files))
+    assert levels == [("/sys/fs/cgroup/cpu/ci/job7/cpu.stat", b"throttled_time", 1e-9)]
+    assert method == N.METHOD_THROTTLE_V1
+    # the files are missing (a container without them): null
+    assert N.quota_levels(dirs, _reader({})) == ([], None)
+
+
+# --- the interpolation -------------------------------------------------------------------------
+
+
+def _timeline(pairs):
+    """Samples of one counter at position WAIT: [(t, value)] -> (ts, vs)."""
+    ts = [t for t, _ in pairs]
+    vs = [(v, None, None, None, None) for _, v in pairs]
+    return ts, vs
+
+
+def test_growth_interpolates_between_samples():
+    ts, vs = _timeline([(0.0, 0.0), (1.0, 1.0), (2.0, 1.0), (3.0, 4.0)])
+    g = lambda a, b, slack=0.2: N.growth(ts, vs, N.WAIT, a, b, slack)  # noqa: E731
+    assert g(0.0, 1.0) == 1.0
+    assert g(0.25, 0.75) == pytest.approx(0.5)  # shorter than the interval: its share
+    assert g(0.5, 2.5) == pytest.approx(0.5 + 1.5)
+    assert g(1.0, 2.0) == 0.0
+    # neighbours split what they share: nothing counted twice, nothing lost
+    bounds = [0.0, 0.3, 1.7, 2.2, 3.0]
+    parts = [g(a, b) for a, b in zip(bounds, bounds[1:])]
+    assert sum(parts) == pytest.approx(4.0)
+    # outside the samples: the nearest one within slack, else nothing said
+    assert g(-0.1, 0.5) == pytest.approx(0.5)
+    assert g(-1.0, 0.5) is None
+    assert g(2.5, 3.1) == pytest.approx(1.5)  # 2.5 at 2.5, the last sample's 4 at 3.1
+    assert g(2.5, 4.0) is None
+    assert g(1.0, 0.5) is None
+    assert N.growth([], [], N.WAIT, 0.0, 1.0, 0.2) is None
+
+
+def test_growth_null_where_a_sample_lacks_the_counter():
+    ts = [0.0, 1.0, 2.0]
+    vs = [(0.0, None, 0.0, None, None), (1.0, None, None, None, None), (2.0, None, 1.0, None, None)]
+    assert N.growth(ts, vs, N.WAIT, 0.2, 1.8, 0.1) == pytest.approx(1.6)
+    assert N.growth(ts, vs, N.STEAL, 0.2, 1.8, 0.1) is None
+    assert N.growth(ts, vs, N.STEAL, 0.0, 2.0, 0.1) == 1.0
+
+
+def _worker(samples, how=None):
+    w = R.Worker("main", 1, 0.0)
+    for t, v in samples:
+        w.noise_t.append(t)
+        w.noise_v.append(v)
+    w.noise_how = how
+    return w
+
+
+def test_entry_noise_and_contended():
+    # wait grows 0.5 s per second, PSI 0.25 s per second, 40 switches per second
+    w = _worker([(float(t), (0.5 * t, 40 * t, 0.01 * t, 0.25 * t, None)) for t in range(11)])
+    n = N.entry_noise(w, 2.0, 4.0, 2.0, 0.2)
+    assert n == {
+        "wait_time": 1.0,
+        "throttled_time": None,
+        "steal_time": 0.02,
+        "pressure": 0.25,
+        "involuntary_switches": 80,
+        "contended": True,
+    }
+    assert N.entry_noise(w, 20.0, 21.0, 1.0, 0.2) is None  # no sample near it
+    assert N.entry_noise(_worker([]), 0.0, 1.0, 1.0, 0.2) is None
+    # the rule
+    assert N.is_contended({"wait_time": 0.1, "throttled_time": None}, 1.0)
+    assert not N.is_contended({"wait_time": 0.099, "throttled_time": None}, 1.0)
+    assert N.is_contended({"wait_time": 0.0, "throttled_time": 0.001}, 1.0)
+    assert not N.is_contended({"wait_time": 0.0, "throttled_time": 0.0009}, 1.0)
+    assert not N.is_contended({"wait_time": None, "throttled_time": None}, 1.0)
+    assert not N.is_contended({"wait_time": 0.5, "throttled_time": None}, 0.0)
+    assert not N.is_contended(None, 1.0)
+
+
+def test_halving_keeps_the_last_sample_and_the_totals():
+    w = _worker([(float(t), (float(t), 0, None, None, None)) for t in range(N.MAX_SAMPLES + 1)])
+    N.halve(w)
+    assert w.noise_t[-1] == N.MAX_SAMPLES and len(w.noise_t) == N.MAX_SAMPLES // 2 + 1
+    assert N.growth(w.noise_t, w.noise_v, N.WAIT, 0.0, float(N.MAX_SAMPLES), 1.0) == N.MAX_SAMPLES
+
+
+# --- the report: entries, merge, summary, headline, schema -------------------------------------
+
+T0 = 1_700_000_000.0
+
+
+def _record(nodeid: str, start: float, stop: float) -> list:
+    mb = 1 << 20
+    return [
+        nodeid,
+        start,
+        stop,
+        0.0,
+        stop - start,
+        0.0,
+        "passed",
+        mb,
+        mb,
+        mb,
+        0.1,
+        stop - start,
+        None,
+    ]
+
+
+def _built(extra_workers=()):
+    """A report of two tests in one process sampled every 0.5 s: the first waited for a CPU
+    half its time, the second hardly."""
+    w = R.Worker(
+        "main", 42, T0, records=[_record("t.py::a", T0, T0 + 2), _record("t.py::b", T0 + 2, T0 + 4)]
+    )
+    rate = lambda t: 0.5 * min(t, 2.0) + 0.01 * max(0.0, t - 2.0)  # noqa: E731
+    for i in range(9):
+        t = 0.5 * i
+        w.noise_t.append(T0 + t)
+        w.noise_v.append((rate(t), 10 * i, 0.0, 0.1 * t, None))
+    w.noise_how = {
+        "wait_time": N.METHOD_WAIT,
+        "throttled_time": None,
+        "steal_time": N.METHOD_STEAL,
+        "pressure": N.METHOD_PRESSURE,
+        "involuntary_switches": N.METHOD_INVOL,
+    }
+    data = R.RunData(sample_interval=0.5)
+    data.workers["main"] = w
+    for x in extra_workers:
+        data.workers[x.wid] = x
+    return validate(R.build(data, {"start": T0, "stop": T0 + 5, "exit_status": 0}, None))
+
+
+def test_report_carries_the_noise():
+    rep = _built()
+    a, b = rep["tests"]["t.py::a"]["noise"], rep["tests"]["t.py::b"]["noise"]
+    assert a["wait_time"] == pytest.approx(1.0) and a["contended"]
+    assert b["wait_time"] == pytest.approx(0.02) and not b["contended"]
+    assert a["pressure"] == pytest.approx(0.1) and a["involuntary_switches"] == 40
+    assert rep["summary"]["noise"] == {
+        "tests": 2,
+        "wait_time": pytest.approx(1.02),
+        "wait_share": pytest.approx(0.255),
+        "throttled_time": None,
+        "steal_time": 0.0,
+        "contended": 1,
+    }
+    m = rep["session"]["measurement"]["noise"]
+    assert m["wait_time"] == N.METHOD_WAIT and m["throttled_time"] is None
+    assert m["attribution"] == N.ATTRIBUTION and "10%" in m["contended"]
+    assert N.headline(rep) == (
+        "26 % of test time was spent waiting for a CPU; 1 test ran contended; "
+        "its time is not comparable"
+    )
+    assert N.contended_tests(rep) == ["t.py::a"]
+
+
+def test_no_samples_no_noise():
+    """The plugin's fallback report (no collector): no noise object, methods null."""
+    data = R.RunData(sample_interval=None)
+    data.workers["main"] = R.Worker("main", 42, T0, records=[_record("t.py::a", T0, T0 + 1)])
+    rep = validate(R.build(data, {"start": T0, "stop": T0 + 2}, None))
+    assert "noise" not in rep["tests"]["t.py::a"] and "noise" not in rep["summary"]
+    assert set(rep["session"]["measurement"]["noise"].values()) == {None, N.CONTENDED_RULE}
+    assert N.headline(rep) is None
+
+
+def test_executions_of_one_node_id_add_up():
+    """--dist each: the same node id in two processes; its noise is the sum of both."""
+    w2 = R.Worker("gw1", 43, T0, records=[_record("t.py::a", T0, T0 + 2)])
+    for i in range(5):
+        w2.noise_t.append(T0 + 0.5 * i)
+        w2.noise_v.append((0.05 * i, i, None, 0.5 * 0.5 * i, None))
+    rep = _built([w2])
+    a = rep["tests"]["t.py::a"]
+    assert len(a["executions"]) == 2
+    assert a["noise"]["wait_time"] == pytest.approx(1.2)
+    assert a["noise"]["involuntary_switches"] == 44
+    assert a["noise"]["steal_time"] == 0.0
+    assert a["noise"]["pressure"] == pytest.approx((0.1 * 2 + 0.5 * 2) / 4, abs=1e-4)
+
+
+def test_headline_wording():
+    def rep(block):
+        return {"summary": {"noise": block}, "tests": {}}
+
+    quiet = {"tests": 9, "wait_share": 0.004, "throttled_time": None, "contended": 0}
+    assert (
+        N.headline(rep(quiet))
+        == "0.4 % of test time was spent waiting for a CPU; no test ran contended"
+    )
+    assert N.headline(rep(quiet), only_contended=True) is None
+    busy = {"tests": 90, "wait_share": 0.14, "throttled_time": 2.5, "contended": 37}
+    assert N.headline(rep(busy)) == (
+        "14 % of test time was spent waiting for a CPU; the CPU quota throttled the tests' "
+        "cgroup for 2.50 s; 37 tests ran contended; their times are not comparable"
+    )
+    # a merged report: no summary.noise, the tests decide
+    merged = {
+        "summary": {},
+        "tests": {"x": {"duration": 1.0, "noise": {"wait_time": 0.5, "contended": True}}},
+    }
+    assert N.headline(merged).startswith("50 % of test time")
+    assert N.headline({}) is None and N.headline(None) is None
+
+
+# --- reading real processes --------------------------------------------------------------------
+
+
+@need_linux
+def test_reader_on_real_processes():
+    """Our own process: the counters move forward; a thread that ends keeps its wait; a
+    process that is gone is dropped and its files closed."""
+    reader = N.NoiseReader()
+    w = R.Worker("main", os.getpid(), time.time())
+    fds_before = len(os.listdir("/proc/self/fd"))
+    reader.sample(w, 1.0)
+    stop = threading.Event()
+    th = threading.Thread(target=stop.wait)
+    th.start()
+    try:
+        reader.sample(w, 2.0)
+        assert len(reader.procs[os.getpid()].threads) >= 2
+    finally:
+        stop.set()
+        th.join(WAIT)
+    reader.sample(w, 3.0)
+    waits = [v[N.WAIT] for v in w.noise_v]
+    assert all(x is not None for x in waits) and waits == sorted(waits)
+    assert w.noise_v[-1][N.INVOL] is not None and w.noise_v[-1][N.PSI] is not None
+    assert w.noise_how["wait_time"] == N.METHOD_WAIT
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        cw = R.Worker("gw0", child.pid, time.time())
+        reader.sample(cw, 4.0)
+        assert len(cw.noise_t) == 1 and child.pid in reader.procs
+    finally:
+        child.kill()
+        child.wait(WAIT)
+    reader.sample(cw, 5.0)  # gone: no sample, its files closed
+    assert len(cw.noise_t) == 1 and child.pid not in reader.procs
+    reader.close()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+def test_sampler_and_daemon_journal_round_trip():
+    """The sampler adds a noise sample with each RSS sample; the daemon's journal entry keeps
+    it (with the methods) and the replay puts it back."""
+    from pytest_perfmon.monitor.daemon.session import Session
+
+    sampler = S.Sampler()
+    w = R.Worker("main", os.getpid(), time.time())
+    sampler.sample(w, time.time())
+    sampler.sample(w, time.time() + 0.01)
+    assert len(w.noise_t) == 2
+    s = Session("d" * 32, "dddddddd", 0.1)
+    s.apply({"k": "hello", "s": s.sid, "w": "main", "p": os.getpid(), "r": "local", "t": w.joined})
+    entry = {"k": "samples", "s": s.sid, "d": {}, "cp": None}
+    entry["n"] = {"main": [w.noise_t, [list(v) for v in w.noise_v], w.noise_how]}
+    s.apply(json.loads(json.dumps(entry)))  # as the journal stores it
+    back = s.data.workers["main"]
+    assert back.noise_t == w.noise_t and back.noise_v == w.noise_v
+    assert back.noise_how == w.noise_how
+
+
+def test_daemon_session_report_has_noise(tmp_path, monkeypatch):
+    """In-process daemon sampling a real busy process: the session's own report, the combined
+    report (rebuilt from the journal) and the noise methods agree."""
+    import tempfile
+
+    from pytest_perfmon.monitor.daemon.core import Daemon as Server
+    from test_server import InProcess
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: pass"])
+    out = tmp_path / "combined.json"
+    d = InProcess(Server("ipc://unused", str(out), str(out) + ".journal", 0.1, False))
+    try:
+        sid = "e" * 32
+        body = {"session": sid, "role": "local", "pid": busy.pid, "worker": "main"}
+        assert d.send(sid.encode(), P.HELLO, body)[0] == P.READY
+        start = time.time()
+        for _ in range(4):
+            d.srv.book.sample()
+            time.sleep(0.05)
+        d.srv.book.journal_all_samples()
+        d.srv.book.sample()
+        rec = _record("t.py::busy", start + 0.01, time.time())
+        d.send(sid.encode(), P.BATCH, [0, [[rec[0].encode(), *rec[1:]]]])
+        assert d.send(sid.encode(), P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        own = tmp_path / "own.json"
+        done = d.send(sid.encode(), P.FINISH, {"output": str(own), "exit_status": 0})[1]
+        assert done["ok"], done
+        assert d.srv.shutdown() == 0
+    finally:
+        busy.kill()
+        busy.wait(WAIT)
+        d.close()
+    mine = validate(json.loads(own.read_text()))
+    combined = validate(json.loads(out.read_text()))
+    noise = mine["tests"]["t.py::busy"]["noise"]
+    assert noise is not None and set(noise) == set(N.FIELDS) | {"contended"}
+    assert combined["tests"]["eeeeeeee::t.py::busy"]["noise"] == noise
+    if LINUX:
+        assert noise["wait_time"] is not None and noise["involuntary_switches"] is not None
+        assert mine["session"]["measurement"]["noise"]["wait_time"] == N.METHOD_WAIT
+
+
+# --- end to end: a real CPU hog ----------------------------------------------------------------
+
+#: The same CPU-bound work three times: quiet, beside a hog, quiet. The hog (two busy
+#: processes) is started by one test and stopped by another, so that the test beside it measures
+#: the work alone; the hog and that test share one CPU (the test's thread and the hog pinned to
+#: it), so that the hog outweighs whatever else the machine runs. Sleeping tests between them
+#: take the share of the sampling intervals they touch.
+HOG_SUITE = """
+import os, subprocess, sys, time
+import pytest
+
+N = 2_000_000
+CPU = min(os.sched_getaffinity(0))
+HOG = "import os\\nos.sched_setaffinity(0, {%d})\\nwhile True: pass" % CPU
+hogs = []
+
+def work():
+    s = 0
+    for i in range(N):
+        s += i * i
+    return s
+
+@pytest.fixture(scope="module", autouse=True)
+def reap():
+    yield
+    for p in hogs:
+        p.kill()
+        p.wait(30)
+
+def test_1_quiet():
+    work()
+
+def test_2_hog_on():
+    hogs.extend(subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2))
+    time.sleep(0.4)  # both busy before the work starts
+
+def test_3_beside_hog():
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CPU})
+    try:
+        work()
+    finally:
+        os.sched_setaffinity(0, mask)
+
+def test_4_hog_off():
+    for p in hogs:
+        p.kill()
+    for p in hogs:
+        p.wait(30)
+    time.sleep(0.3)
+
+def test_5_quiet():
+    work()
+"""
+
+#: For the other xdist worker (--dist loadfile): CPU-bound tests of its own.
+OTHER_SUITE = """
+def test_other():
+    s = 0
+    for i in range(2_000_000):
+        s += i
+"""
+
+
+#: A test whose three busy children share two CPUs while its own thread sleeps in wait().
+CHILDREN_SUITE = """
+import subprocess, sys
+
+def test_children():
+    code = "s = 0\\nfor i in range(3_000_000):\\n    s += i"
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(3)]
+    for p in procs:
+        p.wait(60)
+"""
+
+
+def _off_cpu(t: dict) -> float:
+    """Seconds of a test's duration its process was not running (from its own CPU time)."""
+    return t["duration"] * (1.0 - t["cpu_percent"] / 100.0)
+
+
+@need_linux
+@pytest.mark.parametrize(
+    "xdist",
+    [pytest.param([], id="no-xdist"), pytest.param(["-n", "2", "--dist", "loadfile"], id="n2")],
+)
+def test_hog_shows_as_wait_time(run_perf, pytester, xdist):
+    pytester.makepyfile(test_hog=HOG_SUITE, test_other=OTHER_SUITE)
+    # the hog is a test's child: with children counted, its own waiting would be the test's
+    run = run_perf("-q", "--no-perf-children", *xdist)
+    assert run.ret == 0, run.text
+    rep = run.report
+    m = rep["session"]["measurement"]["noise"]
+    assert m["wait_time"] == N.METHOD_WAIT and m["involuntary_switches"] == N.METHOD_INVOL
+    assert m["attribution"] == N.ATTRIBUTION
+    for name, t in rep["tests"].items():
+        assert t["noise"] is not None, name
+        assert t["noise"]["wait_time"] is not None, name
+        assert t["noise"]["involuntary_switches"] is not None, name
+    if xdist:
+        assert {t["worker"] for t in rep["tests"].values()} == {"gw0", "gw1"}
+    hog = run.test("test_3_beside_hog")
+    q1, q5 = run.test("test_1_quiet"), run.test("test_5_quiet")
+    wait = hog["noise"]["wait_time"]
+    # sharing one CPU with two busy processes: about two thirds of its time waiting
+    assert wait >= 0.4 * hog["duration"], hog
+    assert hog["noise"]["contended"] and hog["noise"]["involuntary_switches"] > 0
+    # the time it did not run was mostly waiting for a CPU (the rest: interpolation, the
+    # moments the samples shared with its neighbours)
+    assert wait >= 0.6 * _off_cpu(hog), hog
+    # and more than its quiet runs, which had no hog on their CPU (but maybe the machine's
+    # other jobs: compared within this run, and only as a share of the time)
+    share = wait / hog["duration"]
+    quiet = min(q["noise"]["wait_time"] / q["duration"] for q in (q1, q5))
+    assert share > quiet + 0.1, (hog, q1, q5)
+    assert rep["summary"]["noise"]["contended"] >= 1
+    assert rep["summary"]["noise"]["wait_time"] >= wait
+    assert "ran contended" in N.headline(rep)
+    print(
+        f"\nbeside the hog: {hog['duration']:.3f} s, {wait:.3f} s waiting "
+        f"(off CPU {_off_cpu(hog):.3f} s); quiet: "
+        + ", ".join(
+            f"{q['duration']:.3f} s, {q['noise']['wait_time']:.3f} s waiting" for q in (q1, q5)
+        )
+    )
+
+
+@need_linux
+def test_children_waiting_counts(run_perf, pytester):
+    """Three busy children on two CPUs: their waiting is the test's (its own thread sleeps)."""
+    pytester.makepyfile(test_kids=CHILDREN_SUITE)
+    run = run_perf("-q")
+    assert run.ret == 0, run.text
+    kids = run.test("test_children")
+    assert kids["children"] is not None and kids["children"]["processes"] >= 1, kids
+    assert kids["noise"]["wait_time"] >= 0.1 * kids["duration"], kids
+
+
+#: A CPU-bound test under a quota, then a sleeping one (see test_throttled_by_a_cpu_quota).
+QUOTA_SUITE = """
+import time
+
+def test_busy():
+    s = 0
+    for i in range(6_000_000):
+        s += i
+
+def test_idle():
+    time.sleep(0.5)
+"""
+
+
+def _cpu_cgroup_parent():
+    """Where this process can make a cgroup with a CPU quota: (version, directory) or None."""
+    if not LINUX or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    try:
+        with open("/proc/self/cgroup") as f, open("/proc/self/mountinfo") as g:
+            dirs = N.cgroup_dirs(f.read(), g.read())
+    except OSError:
+        return None
+    for version, d, _ in dirs:
+        if version == 1 and os.path.exists(os.path.join(d, "cpu.cfs_quota_us")):
+            return version, d
+        if version == 2:
+            try:
+                with open(os.path.join(d, "cgroup.subtree_control")) as f:
+                    if "cpu" in f.read().split():
+                        return version, d
+            except OSError:
+                pass
+    return None
+
+
+@pytest.mark.skipif(
+    _cpu_cgroup_parent() is None, reason="no writable cgroup with the cpu controller"
+)
+def test_throttled_by_a_cpu_quota(pytester, tmp_path):
+    """A real cgroup with a quota of 0.3 CPU: a CPU-bound test in it is throttled, and says so."""
+    version, parent = _cpu_cgroup_parent()
+    cg = os.path.join(parent, f"perfmon-noise-{os.getpid()}")
+    os.mkdir(cg)
+    try:
+        if version == 1:
+            with open(os.path.join(cg, "cpu.cfs_period_us"), "w") as f:
+                f.write("100000")
+            with open(os.path.join(cg, "cpu.cfs_quota_us"), "w") as f:
+                f.write("30000")
+        else:
+            with open(os.path.join(cg, "cpu.max"), "w") as f:
+                f.write("30000 100000")
+        pytester.makeini("[pytest]\n")
+        pytester.makepyfile(test_q=QUOTA_SUITE)
+        out = tmp_path / "q.json"
+        cmd = (
+            f'echo $$ > {cg}/cgroup.procs && exec "$0" -m pytest -q -p no:cacheprovider '
+            f"--perf-monitor --perf-output={out} test_q.py"
+        )
+        env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts())
+        res = subprocess.run(
+            ["sh", "-c", cmd, sys.executable],
+            cwd=pytester.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+    finally:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                os.rmdir(cg)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    rep = validate(json.loads(out.read_text()))
+    want = N.METHOD_THROTTLE_V1 if version == 1 else N.METHOD_THROTTLE_V2
+    assert rep["session"]["measurement"]["noise"]["throttled_time"] == want
+    t = rep["tests"]["test_q.py::test_busy"]
+    assert t["noise"]["throttled_time"] is not None and t["noise"]["contended"], t
+    # a throttled thread is runnable, not running: its run_delay counts the throttling
+    assert t["noise"]["wait_time"] >= 0.3 * t["duration"], t
+    # the kernel adds a throttled period to cpu.stat when the cgroup is unthrottled, which
+    # (kernel 6.18's task-based throttling) can be as late as when it goes idle: the sleeping
+    # test after the busy one takes what came late
+    assert rep["summary"]["noise"]["throttled_time"] > 0.01, rep["tests"]
+    assert "throttled" in N.headline(rep)
+    print(
+        f"\nthrottled {t['noise']['throttled_time']:.3f} s, "
+        f"wait {t['noise']['wait_time']:.3f} s of {t['duration']:.3f} s"
+    )
