@@ -167,7 +167,7 @@ def test_the_report_chain_and_the_leaves():
         for high in chain[i + 1 :]:
             assert f"{m}.{high}" not in _reach(graph, f"{m}.{low}"), f"{low} reaches {high}"
     # standard library only, importing nothing of ours (or only units)
-    for leaf in ("units", "endpoints", "machine", "github", "tables", "schema"):
+    for leaf in ("units", "endpoints", "machine", "github", "command", "tables", "schema"):
         assert graph[f"{m}.{leaf}"] == set(), leaf
     for name in ("summary", "vocabulary"):
         assert graph[f"{m}.{name}"] == {f"{m}.units"}, name

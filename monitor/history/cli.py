@@ -18,11 +18,12 @@ from typing import Any, Optional
 
 from .. import github
 from ..argtypes import nonneg_float, positive_int, probability
-from ..command import EXIT_OK, EXIT_REGRESSION, UsageError, emit, run_command
+from ..command import EXIT_OK, EXIT_REGRESSION, UsageError, emit
 from ..tables import shorten, text_table
 from ..vocabulary import DEFAULT_CHECK_METRICS, DEFAULT_GATE, UNITS
 from ..vocabulary import HISTORY_METRICS as METRICS
 from .changes import P_MAX, PERMUTATIONS, default_gates, find_changes
+from .runner import run_command
 from .url import INSTALL_HINT, redact
 
 DEFAULT_WINDOW = 30

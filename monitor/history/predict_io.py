@@ -16,9 +16,10 @@ from typing import Any, Optional
 
 from .. import predict as P
 from ..argtypes import nonneg_float, positive_int
-from ..command import UsageError, run_command
+from ..command import UsageError
 from ..tables import text_table
 from ..units import MB
+from .runner import run_command
 
 DEFAULT_RUNS = 10
 
