@@ -419,6 +419,21 @@ def test_reader_on_real_processes():
     assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 
+@need_linux
+def test_reader_beyond_its_open_file_budget():
+    """Past the budget of kept-open files, each schedstat file is opened for its read."""
+    reader = N.NoiseReader()
+    reader.budget.left = 0
+    w = R.Worker("main", os.getpid(), time.time())
+    reader.sample(w, 1.0)
+    reader.sample(w, 2.0)
+    proc = reader.procs[os.getpid()]
+    assert all(t[0] is None for t in proc.threads.values())
+    assert w.noise_v[-1][N.WAIT] is not None and w.noise_v[-1][N.WAIT] >= w.noise_v[0][N.WAIT]
+    reader.close()
+    assert reader.budget.left == 0
+
+
 def test_sampler_and_daemon_journal_round_trip():
     """The sampler adds a noise sample with each RSS sample; the daemon's journal entry keeps
     it (with the methods) and the replay puts it back."""
