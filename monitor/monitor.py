@@ -2,10 +2,11 @@
 
 Spawned by the plugin (``python -m pytest_perfmon.monitor.monitor``, or the ``perfmon-monitor``
 script). It binds a ROUTER socket, samples every process that introduced itself with ``hello``
-every ``--interval`` seconds, and on ``finish`` writes the report atomically, answers ``done``
-and exits. It exits on its own when its parent (the pytest process that spawned it) goes away,
-writing what it has as an aborted session, and then removes the plugin's private temporary
-directory it was started in (nobody else is left to do it).
+every ``--interval`` seconds, and on ``finish`` delivers the report (:mod:`.deliver`: the JSON to
+``--output``, the one path it writes to; then the HTML page and the history the finish asks for),
+answers ``done`` and exits. It exits on its own when its parent (the pytest process that spawned
+it) goes away, writing what it has as an aborted session, and then removes the plugin's private
+temporary directory it was started in (nobody else is left to do it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Optional
 
 import zmq
 
+from . import deliver as D
 from . import protocol as P
 from . import report as R
 from . import sampler as S
@@ -64,7 +66,7 @@ class Monitor(server.RouterServer):
     def __init__(
         self,
         endpoint: str,
-        output: Optional[str],
+        output: str,
         interval: float,
         parent: Optional[int],
         system_info: bool,
@@ -80,7 +82,6 @@ class Monitor(server.RouterServer):
         self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, Peer] = {}
         self.finisher: Optional[bytes] = None  # the peer that sent finish
-        self.report: Optional[dict] = None  # the last report built
         self.sampler = S.Sampler()
         self.stop_reason: Optional[str] = None
         self.python_version: Optional[str] = None
@@ -153,9 +154,7 @@ class Monitor(server.RouterServer):
             return
         if w.left is None:
             w.left = time.time()
-        # Tests the worker finished but never sent, as the controller saw them.
-        have = {r[P.NODEID] for r in w.records}
-        w.records.extend(r for r in c.recent if r[P.NODEID] not in have)
+        w.add_told(c.recent)  # tests the worker finished but never sent, as the controller saw
 
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "bye")
@@ -171,15 +170,10 @@ class Monitor(server.RouterServer):
     def on_finish(self, ident: bytes, body: Any) -> None:
         f = P.parse_finish(body)
         self.finisher = ident
-        ok, error, saved_to = self.write(f)
-        reply = {"ok": ok, "path": self.output, "error": error, "saved_to": saved_to}
-        if f.html and self.report is not None:
-            from .html import write_html_quietly  # only for --perf-html
-
-            reply["html_warning"] = write_html_quietly(self.report, f.html)
-        if f.history and self.report is not None:
-            reply["history_warning"] = record_history(f, self.report, "monitor")
-        self.reply(ident, P.pack(P.DONE, reply))
+        self.data.records_dropped += f.records_dropped
+        self.data.warnings.extend(f.warnings)
+        done = self.write_session(f.as_session(), f)
+        self.reply(ident, P.pack(P.DONE, done.done()))
         self.stop_reason = "finished"
 
     KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH))
@@ -193,31 +187,22 @@ class Monitor(server.RouterServer):
             for ident, p in self.peers.items()
         )
 
-    def write(self, f: P.Finish) -> tuple[bool, Optional[str], Optional[str]]:
-        """Build and write the report: (ok, error, path it was saved to instead)."""
-        self.data.records_dropped += f.records_dropped
-        self.data.warnings.extend(f.warnings)
-        return self.write_session(f.as_session())
-
-    def write_session(self, session: dict) -> tuple[bool, Optional[str], Optional[str]]:
+    def write_session(self, session: dict, f: Optional[P.Finish] = None) -> D.Delivered:
+        """Build the report and deliver it: the JSON to ``--output``; the HTML page and the
+        history only as a ``finish`` asks (an aborted session writes its JSON only)."""
         slots.drop_duplicate_interruptions(self.data)
         system = R.system_info(self.python_version) if self.system_info else None
         try:
             rep = R.build(self.data, session, system)
         except Exception as exc:  # a report must never take the monitor down silently
-            return False, f"cannot build the report: {type(exc).__name__}: {exc}", None
+            return D.unbuilt(self.output, exc)
         if self.possibly_incomplete():
             rep["session"]["possibly_incomplete"] = True
-        self.report = rep
-        if not self.output:
-            return False, "no output path given", R.save_elsewhere(rep)
-        try:
-            R.write_atomic(rep, self.output)
-        except OSError as exc:
-            saved = R.save_elsewhere(rep)
-            where = f"; saved to {saved} instead" if saved else ""
-            return False, f"cannot write {self.output}: {exc.strerror or exc}{where}", saved
-        return True, None, None
+        if f is None:
+            return D.deliver(rep, self.output)
+        return D.deliver(
+            rep, self.output, html=f.html, history=f.history, labels=f.labels, rootdir=f.rootdir
+        )
 
     # -- main loop ------------------------------------------------------------------------
     def parent_alive(self) -> bool:
@@ -284,8 +269,7 @@ class Monitor(server.RouterServer):
             w = self._slot_worker(st)
             if w is not None and st.records:
                 recs, bad = P.check_records(st.records)
-                have = {(r[P.NODEID], r[P.START]) for r in w.records}
-                w.records.extend(r for r in recs if (r[P.NODEID], r[P.START]) not in have)
+                w.add_told(recs)
                 if bad:
                     self.count("records-rejected", bad)
             if w is not None and st.running is not None:
@@ -397,23 +381,18 @@ def _abort_words(owner: Optional[slots.State], running: list) -> str:
     return f"{who} {how} during {', '.join(names)}{more}"
 
 
-def record_history(f: P.Finish, report: dict, source: str) -> Optional[str]:
-    """Append the run to the history store ``f.history`` (after its JSON is written): None,
-    or the one-line problem. The database layer is imported only here."""
-    try:
-        from .history import record_run
-    except Exception as exc:  # pragma: no cover - the package is stdlib-only at import
-        return f"history not recorded: {exc}"
-    return record_run(f.history, report, f.labels or {}, f.rootdir, source=source)
-
-
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="perfmon-monitor",
         description="The pytest-perfmon monitor process (spawned by pytest --perf-monitor).",
     )
     ap.add_argument("--endpoint", required=True, help="ZeroMQ endpoint to bind (ipc:// or tcp://)")
-    ap.add_argument("--output", help="where to write the JSON report")
+    ap.add_argument(
+        "--output",
+        required=True,
+        type=os.path.abspath,
+        help="where to write the JSON report (a finish's 'output' is for a daemon: ignored)",
+    )
     ap.add_argument(
         "--interval",
         type=server.interval,

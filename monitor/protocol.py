@@ -38,15 +38,17 @@ Kinds sent by clients (fields in brackets are optional):
             ["history": str|None], ["labels": {str: str}], ["rootdir": str],
             ["html": str|None]}.  Sent by the
             process that owns the collector (or, to a daemon, the session's owner): write the
-            session's report to ``output``; then, when ``history`` (a history store URL, see
-            ``pytest_perfmon.monitor.history``) is given, append the run to that store with
-            ``labels`` (at most 100; ``commit``/``branch`` override what the collector finds)
-            and ``rootdir`` (where to ask ``git`` for the commit); when ``html`` (an absolute
-            path) is given, write the HTML page of the report there too.  Reply ``done``
-            {"ok": bool, "path": str|None, "error": str|None, "saved_to": str|None,
-            ["history_warning": str|None], ["html_warning": str|None]}: the one-line problem
-            of the history store or of the HTML page, if any (the report is written all the
-            same).  A spawned monitor then exits; a daemon
+            session's report (a daemon: to ``output``; a spawned monitor: to the ``--output``
+            it was started with, and the plugin sends it no ``output``); when ``html`` (an
+            absolute path) is given, write the HTML page of the report there; then, when
+            ``history`` (a history store URL, see ``pytest_perfmon.monitor.history``) is given,
+            append the run to that store with ``labels`` (at most 100; ``commit``/``branch``
+            override what the collector finds) and ``rootdir`` (where to ask ``git`` for the
+            commit).  Reply ``done`` {"ok": bool, "path": str|None, "error": str|None,
+            "saved_to": str|None, "history_warning": str|None, "html_warning": str|None}:
+            ``error`` says why the report is not at ``path`` and where it was saved instead;
+            the warnings, the one-line problem of the history store or of the HTML page, if
+            any (the report is written all the same).  A spawned monitor then exits; a daemon
             closes that session only.
 
 Two more kinds, for a daemon, which need no ``hello`` first:

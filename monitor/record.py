@@ -40,6 +40,10 @@ N_FIELDS = len(RECORD_FIELDS)
     EXTRA,
 ) = range(N_FIELDS)
 
+#: One execution of a test told twice (by its process, and by the xdist controller or a slot)
+#: starts within this many seconds in both.
+SAME_START = 1.0
+
 
 def amount(v: Any) -> bool:
     """A finite number >= 0 (not a bool): what EXTRA's figures must be to reach the report; the

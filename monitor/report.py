@@ -6,18 +6,20 @@ imports pytest, zmq or psutil.
 
 from __future__ import annotations
 
-import errno
-import json
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import IO, Any, Optional
+from typing import Any, Optional
 
 from . import __version__
 from . import noise as _noise
 from .children import children as _children
+from .files import (  # noqa: F401 (html.py, cli.py, daemon/combined.py import them here)
+    atomic_text,
+    dumps,
+    save_elsewhere,
+    write_atomic,
+)
 from .record import (
     CALL,
     CPU,
@@ -27,6 +29,7 @@ from .record import (
     RSS_END,
     RSS_PEAK,
     RSS_START,
+    SAME_START,
     SETUP,
     START,
     STOP,
@@ -84,6 +87,28 @@ class Worker:
         self.noise_t: list = []  # noise sample times, ascending (monitor/noise.py)
         self.noise_v: list = []  # (wait s, invol, steal s/CPU, PSI s, throttled s), cumulative
         self.noise_how: Optional[dict] = None  # the method of each noise field
+
+    def add_told(self, records: list) -> int:
+        """Add the records of this worker's tests that someone else told (the xdist controller's
+        copies of a crashed worker's last tests, a slot's records never sent), leaving out each
+        execution already here: the same node id starting within ``SAME_START`` of a record here
+        (each record here stands for one told execution: a node id can run twice in a row,
+        --keep-duplicates), or starting inside one (an attempt of a rerun protocol). Returns
+        how many were added."""
+        mine: dict = {}
+        for r in self.records:
+            mine.setdefault(r[NODEID], []).append(r)
+        free = {nodeid: list(rs) for nodeid, rs in mine.items()}
+        added = 0
+        for rec in records:
+            nodeid, t0 = rec[NODEID], rec[START]
+            near = [r for r in free.get(nodeid, ()) if abs(r[START] - t0) < SAME_START]
+            if near:
+                free[nodeid].remove(min(near, key=lambda r: abs(r[START] - t0)))
+            elif not any(r[START] <= t0 <= r[STOP] for r in mine.get(nodeid, ())):
+                self.records.append(rec)
+                added += 1
+        return added
 
 
 class RunData:
@@ -656,70 +681,3 @@ def system_info(python_version: Optional[str] = None) -> dict:
         "memory_total_mb": _mb(mem_total),
         "timestamp": iso(time.time()),
     }
-
-
-def dumps(report: dict) -> str:
-    """The report as JSON text: small sections indented, one line per test.
-
-    Readable and greppable, and fast: json's C encoder does each test, where ``indent`` on the
-    whole report would push every test through the pure-Python encoder (4x slower).
-    """
-    parts = []
-    for key, value in report.items():
-        if key == "tests" and value:
-            body = ",\n".join(
-                f"    {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
-                for k, v in value.items()
-            )
-            text = "{\n" + body + "\n  }"
-        else:
-            text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-        parts.append(f"  {json.dumps(key)}: {text}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
-
-
-@contextmanager
-def atomic_text(path: str) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` only once complete (temporary file + rename)."""
-    import tempfile
-
-    # A link is followed (its target gets the new file); anything but a regular file is refused:
-    # os.replace would put our file in the place of a device, a FIFO or a directory.
-    path = os.path.realpath(path)
-    if os.path.lexists(path) and not os.path.isfile(path):
-        raise OSError(errno.EINVAL, "exists and is not a regular file", path)
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix=".perfmon-", suffix=".tmp", dir=directory)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a report is as readable as any file
-            mask = os.umask(0)
-            os.umask(mask)
-            os.fchmod(fd, 0o666 & ~mask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def write_atomic(report: dict, path: str) -> None:
-    """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
-    with atomic_text(path) as f:
-        f.write(dumps(report))
-
-
-def save_elsewhere(report: dict) -> Optional[str]:
-    """Last resort when the asked-for path cannot be written: a fresh file in the temp dir."""
-    import tempfile
-
-    try:
-        fd, path = tempfile.mkstemp(prefix="perfmon-report-", suffix=".json")
-        os.close(fd)
-        write_atomic(report, path)
-        return path
-    except OSError:
-        return None

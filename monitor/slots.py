@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, Optional
 import msgpack
 
 from . import protocol as P
+from .record import SAME_START
 
 HEAD = 256
 DATA = 512
@@ -44,8 +45,6 @@ PREFIX = "slot-"
 #: The signals whose arrival leaves a mark (file prefix -> name).
 SIGNAL_FILES = {"term-": "SIGTERM", "hup-": "SIGHUP"}
 
-#: A test told twice (by its process, and by the controller or a slot) starts within this.
-SAME_START = 1.0
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 

@@ -4,7 +4,8 @@ The session ends in two steps, so that the collector writes the report while pyt
 end-of-session work (other plugins' sessionfinish, the terminal summary): ``begin_finish`` (from
 pytest_sessionfinish, tryfirst) sends ``finish``; ``complete`` waits for ``done`` just before our
 terminal summary (trylast), or in pytest_unconfigure without a terminal. Whenever the collector
-cannot write the report, the plugin writes it from its own measurements (``fallback``).
+cannot write the report, the plugin writes it from its own measurements (``fallback``), through
+the collector's own delivery path (:mod:`pytest_perfmon.monitor.deliver`) without the history.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from typing import Any, Callable, Optional
 
 import pytest
+from pytest_perfmon.monitor import deliver as D
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor import report as R
 
@@ -95,11 +97,11 @@ class SessionOwner:
             "exit_status": int(exitstatus),
             "pytest_version": pytest.__version__,
             "warnings": list(self.warnings),
-            # for a daemon, which writes each session's own report as well as its combined one
-            "output": self.settings.output,
             "system_info": self.settings.system_info,
         }
         s = self.settings
+        if s.daemon:  # a spawned monitor writes where its command line says; a daemon, here
+            info["output"] = s.output
         if s.html:
             info["html"] = s.html
         if s.history:
@@ -128,20 +130,21 @@ class SessionOwner:
         done = client.wait(P.DONE, DONE_TIMEOUT, self.handle.alive)
         if not isinstance(done, dict):
             return False
-        for key in ("html_warning", "history_warning"):
-            if done.get(key):
-                self.warnings.append(str(done[key]))
-        if self.settings.html and not done.get("html_warning"):
+        # False: no report anywhere, the plugin writes its own
+        return self._delivered(D.Delivered.from_done(done))
+
+    def _delivered(self, done: D.Delivered) -> bool:
+        """Take what the delivery did (the collector's, or the fallback's): the report's path,
+        the page's, and one warning per problem. True when the report is somewhere."""
+        if not done.ok:  # it says where the report went instead, if anywhere
+            self.warnings.append(str(done.error) + self._previous_note())
+        for problem in (done.html_warning, done.history_warning):
+            if problem:
+                self.warnings.append(problem)
+        if self.settings.html and not done.html_warning:
             self.html_path = self.settings.html
-        if done.get("ok"):
-            self.report_path = done.get("path")
-            return True
-        # The collector could not write where asked; it says where the report went instead.
-        self.warnings.append(str(done.get("error")) + self._previous_note())
-        if done.get("saved_to"):
-            self.report_path = done["saved_to"]
-            return True
-        return False  # no report anywhere: the plugin writes its own
+        self.report_path = done.where
+        return self.report_path is not None
 
     def complete(self) -> None:
         if self.completed:
@@ -178,30 +181,13 @@ class SessionOwner:
         report = R.build(data, info, system)
         if self.possibly_incomplete:
             report["session"]["possibly_incomplete"] = True
-        path = self.settings.output
-        try:
-            R.write_atomic(report, path)
-        except OSError as exc:
-            saved = R.save_elsewhere(report)
-            where = f"; saved to {saved} instead" if saved else ""
-            self.warnings.append(
-                f"cannot write {path}: {exc.strerror or exc}{where}{self._previous_note()}"
-            )
-            path = saved
-        self.report_path = path
         self.report = report
-        if self.settings.html:
-            from pytest_perfmon.monitor.html import write_html_quietly
-
-            problem = write_html_quietly(report, self.settings.html)
-            if problem:
-                self.warnings.append(problem)
-            else:
-                self.html_path = self.settings.html
-        if self.settings.history:
+        self._delivered(D.deliver(report, self.settings.output, html=self.settings.html))
+        if self.settings.history:  # the pytest process never writes the store
             self.warnings.append(
                 "history not recorded: the collector was lost (the pytest process never writes "
-                f"the store); import the report with: perfmon history import {path} --db URL"
+                f"the store); import the report with: perfmon history import {self.report_path} "
+                "--db URL"
             )
 
     # -- hooks' bodies, called by the roles ---------------------------------------------------

@@ -265,8 +265,11 @@ class ControllerSession:
             return
         rec = self.running.get(report.nodeid)
         if rec is None:
-            start = self.started.pop(report.nodeid, None) or getattr(report, "start", None)
-            start = start or _time()
+            # pytest's own start of the first phase (the worker's clock, as its own record's)
+            # before the moment the controller heard of it: the two copies of one execution
+            # must start together (Worker.add_told)
+            heard = self.started.pop(report.nodeid, None)
+            start = getattr(report, "start", None) or heard or _time()
             rec = self.running[report.nodeid] = [None] * P.N_FIELDS
             rec[P.NODEID] = P.encode_nodeid(report.nodeid)
             rec[P.START] = rec[P.STOP] = start
@@ -408,8 +411,7 @@ class ControllerSession:
             if w is None:
                 joined = min((r[P.START] for r in recent), default=crash["time"])
                 w = data.workers[wid] = R.Worker(str(wid), 0, joined)
-            have = {r[P.NODEID] for r in w.records}
-            w.records.extend(r for r in recent if r[P.NODEID] not in have)
+            w.add_told(recent)
         data.crashed = [{k: v for k, v in c.items() if k != "recent"} for c in self.crashed]
         S.drop_duplicate_interruptions(data)
         return data

@@ -629,3 +629,147 @@ def test_duplicate_interruptions_are_dropped():
         ("t.py::b", "interrupted"),
         ("t.py::a", None),
     ]
+
+
+# -- one delivery path: the monitor, the daemon and the plugin's fallback ----------------------
+def _built(nodeids=("t.py::test_a",)) -> dict:
+    from test_protocol import record
+
+    data = R.RunData(sample_interval=0.1)
+    recs = [record(n, 1000.0 + i) for i, n in enumerate(nodeids)]
+    data.workers["main"] = R.Worker("main", os.getpid(), 999.0, records=recs)
+    return R.build(data, {"start": 999.0, "stop": 1002.0, "exit_status": 0}, None)
+
+
+def test_delivery_writes_the_json_then_the_page(tmp_path):
+    from pytest_perfmon.monitor import deliver as D
+
+    rep = _built()
+    out, page = tmp_path / "perf.json", tmp_path / "perf.html"
+    done = D.deliver(rep, str(out), html=str(page))
+    assert done == D.Delivered(str(out)) and done.ok and done.where == str(out)
+    assert validate(json.loads(out.read_text())) == rep
+    assert "t.py::test_a" in page.read_text(encoding="utf-8")
+    assert D.Delivered.from_done(done.done()) == done  # what the plugin reads back
+
+
+@pytest.mark.parametrize(
+    "path, daemon, problem",
+    [
+        (None, False, "no output path given"),
+        ("{tmp}/no/dir/perf.json", False, "cannot write {path}: No such file or directory"),
+        # a daemon vets the path its client sent
+        (
+            "{tmp}/no/dir/perf.json",
+            True,
+            "cannot write {path}: directory {tmp}/no/dir does not exist",
+        ),
+        ("relative.json", True, "cannot write {path}: the report path is not an absolute path"),
+    ],
+)
+def test_delivery_saves_the_report_elsewhere_and_says_where(
+    tmp_path, monkeypatch, path, daemon, problem
+):
+    import tempfile
+
+    from pytest_perfmon.monitor import deliver as D
+    from pytest_perfmon.monitor.daemon.session import check_report_path
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where save_elsewhere writes
+    path = path and path.format(tmp=tmp_path)
+    rep = _built()
+    done = D.deliver(rep, path, check=check_report_path if daemon else None)
+    assert not done.ok and done.path == path
+    problem = problem.format(path=path, tmp=tmp_path)
+    assert done.error == f"{problem}; saved to {done.saved_to} instead"
+    assert done.where == done.saved_to and os.path.dirname(done.saved_to) == str(tmp_path)
+    with open(done.saved_to, encoding="utf-8") as f:
+        assert json.load(f) == rep
+    assert D.Delivered.from_done(done.done()) == done
+
+
+def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypatch):
+    """The spawned monitor, the daemon and the plugin's fallback: one delivery each, the
+    fallback without the store; the output path a spawned monitor writes to is its
+    command line's, a daemon's the finish's."""
+    from types import SimpleNamespace
+
+    from pytest_perfmon._owner import SessionOwner
+    from pytest_perfmon.monitor import deliver as D
+    from pytest_perfmon.monitor import protocol as P
+    from pytest_perfmon.monitor.daemon.core import Daemon
+    from pytest_perfmon.monitor.monitor import Monitor, parser
+    from test_protocol import record
+    from test_server import InProcess, hello
+
+    calls = []
+    real = D.deliver
+
+    def spy(report, path, **kw):
+        calls.append((os.path.basename(path), kw.get("html"), kw.get("history")))
+        return real(report, path, **kw)
+
+    monkeypatch.setattr(D, "deliver", spy)
+    finish = {"start": 999.0, "stop": 1002.0, "exit_status": 0}
+    for srv in (
+        Monitor("ipc://unused", str(tmp_path / "monitor.json"), 0.1, None, False),
+        Daemon("ipc://unused", str(tmp_path / "c.json"), str(tmp_path / "j"), 0.1, False),
+    ):
+        s = InProcess(srv)
+        try:
+            assert s.send(b"a", P.HELLO, hello())[0] == P.READY
+            s.send(b"a", P.BATCH, [0, [record(b"t.py::test_a")]])
+            page = str(tmp_path / f"{type(srv).__name__}.html")
+            own = {"output": str(tmp_path / "daemon.json"), "html": page}
+            kind, done = s.send(b"a", P.FINISH, {**finish, **own})
+            assert kind == P.DONE and done["ok"] and done["html_warning"] is None, done
+        finally:
+            s.close()
+    assert parser().parse_args(["--endpoint", "x", "--output", "rel.json"]).output == (
+        os.path.abspath("rel.json")
+    )
+
+    out = tmp_path / "plugin.json"
+    settings = SimpleNamespace(
+        output=str(out), html=None, history="h.db", labels={}, rootdir=None, daemon=None
+    )
+    settings.system_info = False
+    owner = SessionOwner(settings, SimpleNamespace(problem=None), None)
+    assert "output" not in owner.session_info(0)  # a spawned monitor has it from its argv
+    settings.daemon = "ipc://daemon"
+    assert owner.session_info(0)["output"] == str(out)
+    owner.info = owner.session_info(0)
+    owner.fallback(R.RunData())
+    assert owner.report_path == str(out) and json.loads(out.read_text())["tests"] == {}
+    assert owner.warnings == [
+        "history not recorded: the collector was lost (the pytest process never writes the "
+        f"store); import the report with: perfmon history import {out} --db URL"
+    ]
+    assert calls == [
+        ("monitor.json", str(tmp_path / "Monitor.html"), None),
+        ("daemon.json", str(tmp_path / "Daemon.html"), None),
+        ("plugin.json", None, None),  # the fallback never writes the store
+    ]
+
+
+# -- one crash merge: records told by someone else ---------------------------------------------
+def test_told_records_join_once_per_execution():
+    """The controller's copies of a crashed worker's last tests (its own clock's start, a
+    moment off) and a slot's records: each execution once, a node id run twice kept twice."""
+    from test_protocol import record
+
+    w = R.Worker("gw0", 1, 0.0)
+    w.records = [record("t.py::a", 10.0)]  # --keep-duplicates: t.py::a ran twice, sent once
+    told = [record("t.py::a", 10.003), record("t.py::a", 10.023), record("t.py::b", 10.043)]
+    assert w.add_told(told) == 2
+    assert [(r[0], r[1]) for r in w.records] == [
+        ("t.py::a", 10.0),
+        ("t.py::a", 10.023),
+        ("t.py::b", 10.043),
+    ]
+    assert w.add_told(told) == 0  # told again (a second crash message, a slot): nothing new
+    rerun = record("t.py::r", 20.0)
+    rerun[2] = 25.0  # one protocol call of pytest-rerunfailures: its attempts are inside it
+    w.records.append(rerun)
+    assert w.add_told([record("t.py::r", 20.01), record("t.py::r", 23.0)]) == 0
+    assert w.add_told([record("t.py::r", 26.0)]) == 1  # a later execution of it

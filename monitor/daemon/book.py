@@ -5,22 +5,13 @@ from __future__ import annotations
 import time
 from typing import Optional
 
+from .. import deliver as D
 from .. import report as R
 from .. import sampler as S
 from ..journal import Journal
 from .combined import write_combined
 from .common import log
-from .session import Session, aborted_path, label_for, replay, session_report, write_report
-
-
-def record_history(info: dict, rep: dict) -> Optional[str]:
-    """Append a finished session's run to the history store its finish named (after its
-    JSON is written): None, or the one-line problem. The database layer is imported here."""
-    from ..history import record_run
-
-    return record_run(
-        info["history"], rep, info.get("labels") or {}, info.get("rootdir"), source="daemon"
-    )
+from .session import Session, aborted_path, check_report_path, label_for, replay, session_report
 
 
 class SessionBook:
@@ -111,42 +102,41 @@ class SessionBook:
         self.peak = S.higher_peak(self.peak, now, grand, everyone)
 
     # -- closing --------------------------------------------------------------------------
-    def close_session(
-        self, s: Session, state: str, reason: Optional[str] = None
-    ) -> tuple[bool, Optional[str], Optional[str]]:
-        """Close ``s``, write its own report, drop its data from memory."""
+    def close_session(self, s: Session, state: str, reason: Optional[str] = None) -> D.Delivered:
+        """Close ``s``, deliver its own report (finished: where its finish said, with the HTML
+        page and the history it asked for; aborted: the JSON beside the combined report), drop
+        its data from memory."""
         self.journal_samples(s)
         self.record(s, {"k": "end", "s": s.sid, "state": state, "t": time.time(), "reason": reason})
-        if state == "finished":
-            path = (s.info or {}).get("output")
-        else:
-            path = aborted_path(self.output, s.label)
+        info = (s.info or {}) if state == "finished" else {}
+        path = info.get("output") if state == "finished" else aborted_path(self.output, s.label)
         try:
             rep = session_report(s, self.system_info)
         except Exception as exc:  # never take the daemon down for one session
-            ok, error, saved = False, f"cannot build the report: {type(exc).__name__}: {exc}", None
+            done = D.unbuilt(path, exc)
         else:
-            ok, error, saved = write_report(rep, path)
-            info = s.info or {}
-            if state == "finished" and info.get("html"):
-                from ..html import write_html_quietly  # only for --perf-html
-
-                s.html_warning = write_html_quietly(rep, info["html"])
-                if s.html_warning:
-                    log.warning("session %s: %s", s.label, s.html_warning)
-            if state == "finished" and info.get("history"):
-                s.history_warning = record_history(info, rep)
-                if s.history_warning:
-                    log.warning("session %s: %s", s.label, s.history_warning)
+            done = D.deliver(
+                rep,
+                path,
+                html=info.get("html"),
+                history=info.get("history"),
+                labels=info.get("labels"),
+                rootdir=info.get("rootdir"),
+                source="daemon",
+                check=check_report_path,
+            )
             del rep
-        s.report_path = path if ok else saved
-        s.report_error = error
+        for problem in (done.html_warning, done.history_warning):
+            if problem:
+                log.warning("session %s: %s", s.label, problem)
+        s.report_path = done.where
+        s.report_error = done.error
         if self.journal_ok:
             s.spill()
         what = "finished" if state == "finished" else f"aborted ({reason})"
-        where = s.report_path if ok else error
+        where = done.path if done.ok else done.error
         log.info("session %s %s: %d tests; report %s", s.label, what, s.tests, where)
-        return ok, error, saved
+        return done
 
     def check_owners(self) -> None:
         """Close, as aborted, every running session whose pytest process is gone."""

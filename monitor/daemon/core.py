@@ -11,6 +11,7 @@ import zmq
 from .. import __version__, server
 from .. import protocol as P
 from .. import sampler as S
+from ..deliver import Delivered
 from ..journal import Journal
 from . import curve, metrics
 from .book import SessionBook
@@ -184,13 +185,8 @@ class Daemon(server.RouterServer):
         info = {k: v for k, v in f._asdict().items() if v is not None and k != "session"}
         self.book.journal_samples(s)
         self.book.record(s, {"k": "finish", "s": s.sid, "i": info})
-        ok, error, saved = self.close_session(s, "finished")
-        reply = {"ok": ok, "path": f.output, "error": error, "saved_to": saved}
-        if f.history:
-            reply["history_warning"] = s.history_warning
-        if f.html:
-            reply["html_warning"] = s.html_warning
-        self.reply(ident, P.pack(P.DONE, reply))
+        done = self.close_session(s, "finished")
+        self.reply(ident, P.pack(P.DONE, done.done()))
 
     def on_status(self, ident: bytes, body: Any) -> None:
         P.parse_status(body)
@@ -203,7 +199,7 @@ class Daemon(server.RouterServer):
 
     KINDS = frozenset(P.CLIENT_KINDS)
 
-    def close_session(self, s: Session, state: str, reason: Optional[str] = None) -> tuple:
+    def close_session(self, s: Session, state: str, reason: Optional[str] = None) -> Delivered:
         for peer in self.peers.values():  # kept, small, to answer late messages E_SESSION
             if peer.session is s:
                 peer.seqs = set()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from .. import deliver as D
 from .. import report as R
 from ..journal import Journal, scan
 from .combined import write_combined
-from .session import Session, aborted_path, label_for, replay, session_report, write_report
+from .session import Session, aborted_path, check_report_path, label_for, replay, session_report
 
 
 def read_sessions(journal_path: str, interval: float) -> dict[str, Session]:
@@ -53,10 +54,8 @@ def rebuild(journal_path: str, output: str, interval: float = 0.1, system: bool 
                     continue
             else:
                 path = aborted_path(output, s.label)
-            ok, _error, saved = write_report(
-                session_report(replay(journal, s, interval), system), path
-            )
-            s.report_path = path if ok else saved
+            rep = session_report(replay(journal, s, interval), system)
+            s.report_path = D.deliver(rep, path, check=check_report_path).where
 
         def build(s: Session) -> dict:
             return session_report(replay(journal, s, interval), system)

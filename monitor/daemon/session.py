@@ -43,10 +43,8 @@ class Session:
         self.pending: dict = {}  # wid -> ([t], [rss]) sampled, not yet journaled
         self.pending_children: dict = {}  # wid -> ([t], [descendant sample]), the same
         self.pending_noise: dict = {}  # wid -> ([t], [noise sample]), the same
-        self.report_path: Optional[str] = None
+        self.report_path: Optional[str] = None  # where its own report is (None: nowhere)
         self.report_error: Optional[str] = None
-        self.history_warning: Optional[str] = None  # the history store's problem, if any
-        self.html_warning: Optional[str] = None  # the --perf-html page's problem, if any
 
     def seen(self, t: Any) -> None:
         if P.finite(t) and (self.last_time is None or t > self.last_time):
@@ -134,11 +132,7 @@ class Session:
             return
         if w.left is None:
             w.left = c["time"]
-        have = {r[P.NODEID] for r in w.records}
-        for rec in recent:
-            if rec[P.NODEID] not in have:
-                w.records.append(rec)
-                self.tests += 1
+        self.tests += w.add_told(recent)
 
     def _left(self, data: R.RunData, e: dict) -> None:
         w = data.workers.get(e["w"])
@@ -248,15 +242,3 @@ def check_report_path(path: Any) -> str:
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{path} exists and is not a regular file")
     return path
-
-
-def write_report(rep: dict, path: Any) -> tuple[bool, Optional[str], Optional[str]]:
-    """(ok, error, saved_to): like the spawned monitor, save elsewhere rather than lose it."""
-    try:
-        R.write_atomic(rep, check_report_path(path))
-        return True, None, None
-    except (OSError, ValueError) as exc:
-        msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        saved = R.save_elsewhere(rep)
-        where = f"; saved to {saved} instead" if saved else ""
-        return False, f"cannot write {path}: {msg}{where}", saved

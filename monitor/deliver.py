@@ -1,0 +1,127 @@
+"""Where a finished report goes: the one path every end of a session takes.
+
+:func:`deliver` writes the JSON atomically where it was asked for (else saves it in the temporary
+directory, and says where), then the ``--perf-html`` page, then the run in the history store, and
+returns what happened (:class:`Delivered`). Its callers:
+
+* the spawned monitor, at ``finish`` and when its pytest is gone (an aborted session: JSON only);
+* the daemon, as it closes a session (finished: all three; aborted: JSON only), and its rebuild;
+* the plugin's fallback, when the collector is gone: it passes no store (the pytest process never
+  writes the history).
+
+The HTML and the database layers are imported only when asked for: the monitor imports this
+module at start-up.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+from . import files
+
+
+class Delivered(NamedTuple):
+    """What became of a finished report: ``path`` was asked for; ``error`` (None when the JSON
+    is there) says why not and where it went instead, ``saved_to`` (None: nowhere); the page's
+    and the store's one-line problems, None when written (or not asked for)."""
+
+    path: Optional[str]
+    error: Optional[str] = None
+    saved_to: Optional[str] = None
+    html_warning: Optional[str] = None
+    history_warning: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def where(self) -> Optional[str]:
+        """Where the JSON is: the path asked for, the place it was saved instead, or None."""
+        return self.path if self.ok else self.saved_to
+
+    def done(self) -> dict:
+        """The body of the collector's ``done`` answer (see protocol)."""
+        return {
+            "ok": self.ok,
+            "path": self.path,
+            "error": self.error,
+            "saved_to": self.saved_to,
+            "html_warning": self.html_warning,
+            "history_warning": self.history_warning,
+        }
+
+    @classmethod
+    def from_done(cls, done: dict) -> Delivered:
+        """The collector's ``done`` answer read back (by the plugin)."""
+
+        def text(key: str) -> Optional[str]:
+            v = done.get(key)
+            return None if v is None else str(v)
+
+        error = None if done.get("ok") else (text("error") or "the collector wrote no report")
+        return cls(
+            text("path"), error, text("saved_to"), text("html_warning"), text("history_warning")
+        )
+
+
+def unbuilt(path: Optional[str], exc: BaseException) -> Delivered:
+    """The report could not be built: nothing was written."""
+    return Delivered(path, f"cannot build the report: {type(exc).__name__}: {exc}")
+
+
+def deliver(
+    report: dict,
+    path: Optional[str],
+    *,
+    html: Optional[str] = None,
+    history: Optional[str] = None,
+    labels: Optional[dict] = None,
+    rootdir: Optional[str] = None,
+    source: str = "monitor",
+    check: Optional[Callable[[Any], str]] = None,
+) -> Delivered:
+    """Write ``report`` to ``path`` (``check``, if given, vets the path first: a daemon's
+    client-supplied one), then the HTML page to ``html``, then the run to the history store
+    ``history`` (labelled ``labels``, its commit asked of git in ``rootdir``, ``source`` the
+    writer's name in the store). Never raises for a file or store it cannot write."""
+    error, saved = _write_json(report, path, check)
+    html_warning = history_warning = None
+    if html:
+        from .html import write_html_quietly  # only for --perf-html
+
+        html_warning = write_html_quietly(report, html)
+    if history:
+        history_warning = _record_history(report, history, labels, rootdir, source)
+    return Delivered(path, error, saved, html_warning, history_warning)
+
+
+def _write_json(
+    report: dict, path: Optional[str], check: Optional[Callable[[Any], str]]
+) -> tuple[Optional[str], Optional[str]]:
+    """(None, None) when written at ``path``; else (the problem, naming where it went, and
+    that place, or None)."""
+    if not path:
+        problem = "no output path given"
+    else:
+        try:
+            files.write_atomic(report, check(path) if check else path)
+            return None, None
+        except (OSError, ValueError) as exc:
+            msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problem = f"cannot write {path}: {msg}"
+    saved = files.save_elsewhere(report)
+    where = f"; saved to {saved} instead" if saved else "; not saved anywhere else either"
+    return problem + where, saved
+
+
+def _record_history(
+    report: dict, url: str, labels: Optional[dict], rootdir: Optional[str], source: str
+) -> Optional[str]:
+    """Append the run to the store (after its JSON is written): None, or the one-line problem.
+    The database layer is imported only here."""
+    try:
+        from .history import record_run
+    except Exception as exc:  # pragma: no cover - the package is stdlib-only at import
+        return f"history not recorded: {exc}"
+    return record_run(url, report, labels or {}, rootdir, source=source)

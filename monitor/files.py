@@ -1,0 +1,81 @@
+"""The report's files: its JSON text, written whole or not at all, and a place of last resort.
+
+Standard library only, imported by the monitor at start-up and by the plugin's fallback; the
+HTML page and the combined report use :func:`atomic_text` too.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Optional
+
+
+def dumps(report: dict) -> str:
+    """The report as JSON text: small sections indented, one line per test.
+
+    Readable and greppable, and fast: json's C encoder does each test, where ``indent`` on the
+    whole report would push every test through the pure-Python encoder (4x slower).
+    """
+    parts = []
+    for key, value in report.items():
+        if key == "tests" and value:
+            body = ",\n".join(
+                f"    {json.dumps(k, ensure_ascii=False)}: {json.dumps(v, ensure_ascii=False)}"
+                for k, v in value.items()
+            )
+            text = "{\n" + body + "\n  }"
+        else:
+            text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        parts.append(f"  {json.dumps(key)}: {text}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+@contextmanager
+def atomic_text(path: str) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` only once complete (temporary file + rename)."""
+    import tempfile
+
+    # A link is followed (its target gets the new file); anything but a regular file is refused:
+    # os.replace would put our file in the place of a device, a FIFO or a directory.
+    path = os.path.realpath(path)
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise OSError(errno.EINVAL, "exists and is not a regular file", path)
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".perfmon-", suffix=".tmp", dir=directory)
+    try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; a report is as readable as any file
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(fd, 0o666 & ~mask)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_atomic(report: dict, path: str) -> None:
+    """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
+    with atomic_text(path) as f:
+        f.write(dumps(report))
+
+
+def save_elsewhere(report: dict) -> Optional[str]:
+    """Last resort when the asked-for path cannot be written: a fresh file in the temp dir."""
+    import tempfile
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="perfmon-report-", suffix=".json")
+        os.close(fd)
+        write_atomic(report, path)
+        return path
+    except OSError:
+        return None
