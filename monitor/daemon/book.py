@@ -42,7 +42,30 @@ class SessionBook:
 
     # -- the journal ----------------------------------------------------------------------
     def record(self, s: Session, entry: dict, apply: bool = True) -> None:
-        """Journal ``entry`` of session ``s``, then apply it."""
+        """Journal ``entry`` of session ``s``, then apply it.
+
+        Every entry has ``k`` (its kind) and ``s`` (the session id); the other keys are short
+        because the journal holds one entry per batch of every session of a long-lived daemon.
+        Written by :mod:`.core` (the messages) and here; replayed by ``Session.apply``:
+
+        ========  ==============================================================================
+        kind      keys
+        ========  ==============================================================================
+        hello     ``w`` worker id, ``p`` pid, ``r`` role, ``t`` time, ``m`` the counters the
+                  process reads (methods), ``py`` Python version, ``ct`` the process's create
+                  time, ``si`` whether the system block is wanted
+        batch     ``w`` worker id, ``r`` the records (13-field lists, as on the wire)
+        rejected  ``n`` how many records were refused
+        crash     ``c`` the crashed (or interrupted) test: ``protocol.Crash.entry()`` plus
+                  ``recent``, the records the controller had seen of its worker
+        left      ``w`` worker id, ``t`` when it said goodbye
+        finish    ``i`` what the owner sent at the end (exit status, options, labels)
+        samples   ``d`` {worker: [times, RSS]}, ``cp`` the concurrent peak so far; with children
+                  on ``c`` {worker: [times, [[total, [[pid, ctime, cpu, ppid]]]]]}; with noise
+                  ``n`` {worker: [times, counter rows, methods]}
+        end       ``state`` (finished or aborted), ``t`` time, ``reason``
+        ========  ==============================================================================
+        """
         try:
             s.offsets.append(self.journal.append(entry))
         except OSError as exc:
