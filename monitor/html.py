@@ -2,11 +2,12 @@
 
 The page works offline: its styles, its script, the report's data and the vendored uPlot
 charting library (MIT, ``htmlassets/uPlot.LICENSE``) are all inline, and a Content-Security-Policy
-forbids any fetch. It shows the headline figures, a sortable and filterable test table
-(virtualised: only the rows in view are in the DOM), a timeline per worker, memory over time per
-worker with the concurrent peak marked, and CPU against duration; with ``history`` (trend data
-from the history store, ``perfmon html --db``) also per-test trend charts with their detected
-change points and the suite's duration per commit.
+forbids any fetch. It shows the headline figures (with a noise certificate, how many tests ran
+contended), a sortable and filterable test table (virtualised: only the rows in view are in the
+DOM; with a noise certificate, each test's wait for a CPU, contended ones marked), a timeline
+per worker, memory over time per worker with the concurrent peak marked, and CPU against
+duration; with ``history`` (trend data from the history store, ``perfmon html --db``) also
+per-test trend charts with their detected change points and the suite's duration per commit.
 
 Standard library only; nothing here runs while tests are measured::
 
@@ -23,7 +24,7 @@ import re
 from datetime import datetime
 from typing import Any, Optional
 
-from . import __version__
+from . import __version__, noise
 from .report import atomic_text
 from .units import number as _num
 from .vocabulary import HTML
@@ -52,6 +53,8 @@ ROW_FIELDS = (
     "runs",  # how many times pytest executed the test (its times are the sums over them)
     "subtests",  # [passed, failed, skipped] or null
     "end",  # when its last execution ended (null: start + duration)
+    "wait",  # seconds it waited for a CPU (tests.*.noise.wait_time; null: not measured)
+    "contended",  # 1: it ran contended (its time is not comparable), 0: not, null: not measured
 )
 
 LANE, START, DUR = (ROW_FIELDS.index(k) for k in ("lane", "start", "duration"))
@@ -109,6 +112,15 @@ def _subtests(t: dict) -> Optional[list]:
     return [int(_num(s.get(k)) or 0) for k in ("passed", "failed", "skipped")]
 
 
+def _noise(t: dict) -> tuple:
+    """The row's ``wait`` and ``contended`` fields (tests.*.noise), null without a noise
+    certificate."""
+    n = t.get("noise")
+    if not isinstance(n, dict):
+        return (None, None)
+    return (_num(n.get("wait_time")), int(bool(n.get("contended"))))
+
+
 def page_data(report: dict) -> dict:
     """Everything the page's script draws, in compact rows (10,000 tests stay a few MB)."""
     tests = [(k, t) for k, t in report["tests"].items() if isinstance(t, dict)]
@@ -160,6 +172,7 @@ def page_data(report: dict) -> dict:
                 len(runs) or 1,
                 _subtests(t),
                 None,
+                *_noise(t),
             ]
         )
 
@@ -218,17 +231,18 @@ def page_data(report: dict) -> dict:
     peaks = []
     for group in sorted({g for g, _ in lanes}):
         cp = _blocks(report, group).get("concurrent_memory_peak")
-        when = _epoch(cp.get("time")) if isinstance(cp, dict) else None
+        if not isinstance(cp, dict):
+            continue
+        when = _epoch(cp.get("time"))
         if when is None or group not in t0 or _num(cp.get("total_rss_mb")) is None:
             continue
         at = []
         for wid, w in (cp.get("workers") or {}).items():
             if isinstance(w, dict):
-                lane = lanes.get((group, wid))
                 at.append(
                     {
                         "worker": wid,
-                        "lane": lane,
+                        "lane": lanes.get((group, wid)),
                         "rss_mb": _num(w.get("rss_mb")),
                         "test": w.get("test") if isinstance(w.get("test"), str) else None,
                     }
@@ -291,6 +305,10 @@ def headline(report: dict) -> tuple[list[dict], list[str]]:
             "note": f"average {_fmt_s(_num(summary.get('avg_duration')))}",
         },
     ]
+    noisy = noise.headline(report)
+    if noisy is not None:  # only when the report measured noise: how far times compare
+        n = len(noise.contended_tests(report))
+        cards.append({"label": "Contended tests", "value": f"{n:,}", "note": noisy})
     again = [t for t in tests.values() if len(_executions(t)) > 1]
     if again:
         n = sum(len(_executions(t)) for t in again)
@@ -345,8 +363,8 @@ def headline(report: dict) -> tuple[list[dict], list[str]]:
             }
         )
     else:
-        peaks = [_num(w.get("peak_rss_mb")) for w in workers.values() if isinstance(w, dict)]
-        peaks = [p for p in peaks if p is not None]
+        maybe = [_num(w.get("peak_rss_mb")) for w in workers.values() if isinstance(w, dict)]
+        peaks = [p for p in maybe if p is not None]
         if peaks:
             cards.append(
                 {"label": "Peak RSS", "value": _fmt_mb(max(peaks)), "note": "highest worker"}

@@ -1,5 +1,11 @@
-"""Rendering of ``perfmon report`` and ``perfmon compare``: a small document model, plain text
-or GitHub Markdown, and the step summary the plugin appends on GitHub Actions.
+"""The documents of ``perfmon report`` and ``perfmon compare``, the plugin's terminal summary
+and the step summary it appends on GitHub Actions, as sections (:mod:`.sections`) built from
+the analyses.
+
+Each analysis's section is built once, here (:func:`slowest_section`, :func:`cpu_section`,
+:func:`contended_section`, ...), from :func:`report_data` (also ``perfmon report --format json``);
+``compact=True`` gives the terminal's form of it (the unit in the title rather than in every
+cell, fewer columns). :mod:`.sections` lays them out as text, Markdown or in the terminal.
 
 Sits between the analyses and the command line: the plugin imports this, never the CLI.
 Standard library only.
@@ -7,24 +13,31 @@ Standard library only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Optional
 
-from . import analysis
+from . import analysis, noise
 from .analysis import Change, Comparison
+from .sections import Document, Line, Section, Table
 from .summary import outcomes_text
-from .tables import text_table
 
-#: `perfmon report`'s defaults (also the step summary's).
+#: `perfmon report`'s defaults (also the step summary's and the terminal summary's).
 DEFAULT_TOP = 10
 DEFAULT_MEMORY_MB = 10.0
 DEFAULT_CPU_PERCENT = 80.0
+
+#: The name ``perfmon``'s command line knows the document by.
+Doc = Document
 
 # --------------------------------------------------------------------------- formatting
 
 
 def _f(v: Optional[float], fmt: str, unit: str = "") -> str:
-    return "-" if v is None else f"{v:{fmt}}{unit}"
+    return "-" if v is None else f"{v:{fmt}}{unit}"  # "-": not measured (a phase that never ran)
+
+
+def secs(v: Optional[float], compact: bool = False) -> str:
+    """Seconds for a table cell: ``"0.800s"``; compact (the unit in the title): ``"0.800"``."""
+    return _f(v, ".3f", "" if compact else "s")
 
 
 def value_text(metric: analysis.Metric, v: Optional[float], signed: bool = False) -> str:
@@ -44,69 +57,6 @@ def ratio_text(change: Change) -> str:
 _outcomes = outcomes_text
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def _md_code(text: str) -> str:
-    fence = "``" if "`" in text else "`"
-    pad = " " if "`" in text else ""
-    return f"{fence}{pad}{_md_cell(text)}{pad}{fence}"
-
-
-class Doc:
-    """A small document model rendered as plain text or as GitHub Markdown."""
-
-    def __init__(self) -> None:
-        self.blocks: list = []
-
-    def heading(self, text: str) -> None:
-        self.blocks.append(("h", text))
-
-    def line(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, headers: Sequence[str], rows: list, right: Sequence[bool]) -> None:
-        """``rows``: lists of strings; the last column holds the test id (code in Markdown)."""
-        self.blocks.append(("t", (list(headers), rows, list(right))))
-
-    def text(self, width: Optional[int] = None) -> str:
-        """Plain text; with ``width``, every table line fits in ``width`` characters."""
-        out: list = []
-        for kind, body in self.blocks:
-            if kind == "h":
-                if out:
-                    out.append("")
-                out.append(body)
-            elif kind == "p":
-                out.append(body)
-            else:
-                headers, rows, right = body
-                out.extend(text_table(headers, rows, right, width))
-        return "\n".join(out) + "\n"
-
-    def markdown(self) -> str:
-        out: list = []
-        for kind, body in self.blocks:
-            if kind == "h":
-                if out and out[-1] != "":
-                    out.append("")
-                out.extend([f"#### {body}", ""] if out else [f"### {body}", ""])
-            elif kind == "p":
-                out.extend([body, ""])
-            else:
-                headers, rows, right = body
-                out.append("| " + " | ".join(headers) + " |")
-                out.append("|" + "|".join("---:" if r else "---" for r in right) + "|")
-                for r in rows:
-                    cells = [_md_cell(c) for c in r[:-1]] + [_md_code(r[-1])]
-                    out.append("| " + " | ".join(cells) + " |")
-                out.append("")
-        while out and out[-1] == "":
-            out.pop()
-        return "\n".join(out) + "\n"
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -116,7 +66,7 @@ def report_data(report: dict, source: str, top: int, mem_mb: float, cpu_pct: flo
     kids = analysis.has_children(report["tests"])
     return {
         "file": source,
-        "schema_version": report["schema_version"],
+        "schema_version": report.get("schema_version"),
         "totals": analysis.totals(report),
         "thresholds": {
             "top": top,
@@ -160,6 +110,7 @@ def report_data(report: dict, source: str, top: int, mem_mb: float, cpu_pct: flo
             **({"with_children": True} if kids else {}),
         },
         **_fixtures_data(report, top),
+        **_noise_data(report, top),
     }
 
 
@@ -238,6 +189,41 @@ def _fixtures_data(report: dict, top: int) -> dict:
     }
 
 
+def _noise_data(report: dict, top: int) -> dict:
+    """How noisy the run was and its most contended tests, when the report measured noise
+    (``summary.noise``, the tests' ``noise``); nothing for an old report or a platform
+    without the sources."""
+    line = noise.headline(report)
+    if line is None:
+        return {}
+    s = report.get("summary")
+    block = s.get("noise") if isinstance(s, dict) else None
+    if not isinstance(block, dict):
+        block = noise.summary(report["tests"])
+    hits = noise.contended_tests(report)
+    tests = report["tests"]
+
+    def row(k: str) -> dict:
+        t = tests[k]
+        n, d = t["noise"], analysis.duration(t)
+        wait = n.get("wait_time")
+        return {
+            "test": k,
+            "wait_share": round(wait / d, 4) if wait is not None and d else None,
+            "wait_time": wait,
+            "throttled_time": n.get("throttled_time"),
+            "duration": d,
+        }
+
+    return {
+        "noise": {
+            "headline": line,
+            "summary": block,
+            "contended": {"count": len(hits), "tests": [row(k) for k in hits[:top]]},
+        }
+    }
+
+
 def run_times(tot: dict) -> str:
     """Each time figure of a run named for what it measures (pytest's own "in 1.43s" also
     counts its start-up and collection, which no figure here does)."""
@@ -262,17 +248,17 @@ def _count(section: dict) -> str:
     return f"{count} test(s)" + (f", top {shown} shown" if shown < count else "")
 
 
-def repeated_text(tot: dict) -> Optional[str]:
+def repeated_text(tot: dict, compact: bool = False) -> Optional[str]:
     """The line on tests pytest executed more than once, or None when there are none."""
     n = tot.get("repeated_tests")
     if not n:
         return None
     reruns = tot.get("rerun_attempts") or 0
     how = f", {reruns} of them rerun attempts" if reruns else ""
-    return (
-        f"{n} test(s) executed more than once ({tot['repeated_executions']} executions{how}): "
-        "their times are the sums over every execution."
-    )
+    head = f"{n} test(s) executed more than once ({tot['repeated_executions']} executions{how}): "
+    if compact:
+        return head + "their times below are the sums over every execution"
+    return head + "their times are the sums over every execution."
 
 
 def subtests_line(tot: dict) -> Optional[str]:
@@ -282,60 +268,145 @@ def subtests_line(tot: dict) -> Optional[str]:
     return f"Subtests: {analysis.subtests_text(s)} in {s['tests']} test(s)."
 
 
+def noise_line(data: dict, compact: bool = False) -> Optional[Line]:
+    """How noisy the run was, in one line (a warning when a test ran contended); None when the
+    report measured no noise."""
+    nz = data.get("noise")
+    if not nz:
+        return None
+    text = f"noise: {nz['headline']}" if compact else f"Noise: {nz['headline']}."
+    return Line(text, warn=bool(nz["contended"]["count"]))
+
+
 def runs_cell(n: int, outcomes: str) -> str:
     """An entry's executions for a table cell: ``"3: rerun x2, passed"``, or its one outcome."""
     return outcomes if n == 1 else f"{n}: {outcomes}"
 
 
-def report_doc(data: dict) -> Doc:
-    tot = data["totals"]
-    th = data["thresholds"]
-    doc = Doc()
-    doc.heading(f"perfmon report: {data['file']}")
-    jobs = f" in {tot['jobs']} jobs" if tot["jobs"] is not None else ""
-    doc.line(f"{tot['tests']} tests ({_outcomes(tot['outcomes'])}){jobs}. {run_times(tot)}")
-    doc.line(
-        f"Memory: mean delta {_f(tot['avg_memory_delta_mb'], '+.1f', ' MB')}, "
-        f"max delta {_f(tot['max_memory_delta_mb'], '+.1f', ' MB')}, "
-        f"peak RSS {_f(tot['peak_rss_mb'], '.1f', ' MB')}; "
-        f"{tot['workers']} worker(s), collector {tot['collector']}, "
-        f"{tot['records_dropped']} record(s) dropped, {tot['warnings']} warning(s)."
+# --------------------------------------------------------------------------- the sections
+#
+# One builder per analysis, shared by `perfmon report` and the terminal summary; each takes
+# report_data()'s dict. compact: the terminal's form (the unit in the title, fewer columns).
+
+
+def slowest_section(data: dict, compact: bool = False) -> Section:
+    slow, n = data["slowest"], data["totals"]["tests"]
+    # the outcome column in the report only; the runs column only when a row ran more than once
+    runs = any(r["executions"] > 1 for r in slow)
+    rows = [
+        [secs(r[k], compact) for k in ("duration", "setup_time", "call_time", "teardown_time")]
+        + ([] if compact else [str(r["outcome"])])
+        + ([str(r["executions"])] if runs else [])
+        + [r["test"]]
+        for r in slow
+    ]
+    table = Table(
+        ["total" if compact else "duration", "setup", "call", "teardown"]
+        + ([] if compact else ["outcome"])
+        + (["runs"] if runs else [])
+        + ["test"],
+        rows,
+        [True] * 4 + ([] if compact else [False]) + ([True] if runs else []) + [False],
     )
-    for extra in (repeated_text(tot), subtests_line(tot)):
-        if extra:
-            doc.line(extra)
+    if compact:
+        return Section(f"slowest tests (s; top {len(slow)} of {n})", table=table)
+    return Section(f"Slowest tests (top {len(slow)} of {n})", table=table, empty="(no timed tests)")
 
-    n_slow = len(data["slowest"])
-    doc.heading(f"Slowest tests (top {n_slow} of {tot['tests']})")
-    if data["slowest"]:
-        # the runs column only when one of the rows was executed more than once
-        runs = any(r["executions"] > 1 for r in data["slowest"])
-        doc.table(
-            ["duration", "setup", "call", "teardown", "outcome"]
-            + (["runs"] if runs else [])
-            + ["test"],
-            [
-                [
-                    _f(r["duration"], ".3f", "s"),
-                    _f(r["setup_time"], ".3f", "s"),
-                    _f(r["call_time"], ".3f", "s"),
-                    _f(r["teardown_time"], ".3f", "s"),
-                    str(r["outcome"]),
-                ]
-                + ([str(r["executions"])] if runs else [])
-                + [r["test"]]
-                for r in data["slowest"]
-            ],
-            [True, True, True, True, False] + ([True] if runs else []) + [False],
+
+def repeated_section(data: dict, compact: bool = False) -> Optional[Section]:
+    """The tests executed more than once (reruns, --dist each, ...); None when there are none."""
+    rep = data["repeated"]
+    if not rep["count"]:
+        return None
+    rows = [
+        [str(r["executions"]), secs(r["duration"], compact)]
+        + ([] if compact else [str(r["outcome"])])
+        + [analysis.outcome_runs({"executions": r["attempts"]}), r["test"]]
+        for r in rep["tests"]
+    ]
+    if compact:
+        return Section(
+            "tests executed more than once (s; the sum over the executions)",
+            table=Table(["runs", "total", "executions", "test"], rows, [True, True, False, False]),
         )
-    else:
-        doc.line("(no timed tests)")
-    _report_runs(doc, data)
+    return Section(
+        f"Executed more than once: {_count(rep)} (times are the sums over the executions)",
+        table=Table(
+            ["runs", "duration", "outcome", "executions", "test"],
+            rows,
+            [True, True, False, False, False],
+        ),
+    )
 
+
+def subtests_section(data: dict) -> Optional[Section]:
+    subs = data["subtests"]
+    if not subs["count"]:
+        return None
+    return Section(
+        f"Subtests: {_count(subs)}",
+        table=Table(
+            ["passed", "failed", "skipped", "outcome", "test"],
+            [
+                [str(r[k]) for k in ("passed", "failed", "skipped", "outcome")] + [r["test"]]
+                for r in subs["tests"]
+            ],
+            [True, True, True, False, False],
+        ),
+    )
+
+
+def interrupted_section(data: dict) -> Optional[Section]:
+    stopped = data["interrupted"]
+    if not stopped["count"]:
+        return None
+    return Section(
+        f"Interrupted: {_count(stopped)} (the run ended while they ran: Ctrl-C, "
+        "pytest.exit(), a signal; times as far as they ran)",
+        table=Table(
+            ["duration", "worker", "test"],
+            [[secs(r["duration"]), str(r["worker"]), r["test"]] for r in stopped["tests"]],
+            [True, False, False],
+        ),
+    )
+
+
+def contended_section(data: dict, compact: bool = False) -> Optional[Section]:
+    """The most contended tests (the largest share of their time spent waiting for a CPU
+    first): their times are not comparable. None when the report measured no noise or no test
+    ran contended."""
+    nz = data.get("noise")
+    if not nz or not nz["contended"]["count"]:
+        return None
+    c = nz["contended"]
+    thr = any(r["throttled_time"] for r in c["tests"])  # a column only when it says something
+    rows = [
+        [_f(None if r["wait_share"] is None else r["wait_share"] * 100, ".1f", "%")]
+        + [secs(r["wait_time"], compact)]
+        + ([secs(r["throttled_time"], compact)] if thr else [])
+        + [secs(r["duration"], compact), r["test"]]
+        for r in c["tests"]
+    ]
+    table = Table(
+        ["share" if compact else "wait share", "wait"]
+        + (["throttled"] if thr else [])
+        + ["total" if compact else "duration", "test"],
+        rows,
+        [True, True] + ([True] if thr else []) + [True, False],
+    )
+    rule = [Line(f"A test ran contended when it {noise.CONTENDED_RULE}.")]
+    if compact:
+        title = f"contended tests (s; their times are not comparable): {_count(c)}"
+        return Section(title, lines=rule, table=table)
+    title = f"Contended: {_count(c)} (their times are not comparable)"
+    return Section(title, lines=rule, table=table)
+
+
+def memory_section(data: dict) -> Section:
     mem = data["memory"]
-    doc.heading(f"Memory delta over {th['memory_mb']:g} MB: {_count(mem)}")
-    if mem["tests"]:
-        doc.table(
+    return Section(
+        f"Memory delta over {data['thresholds']['memory_mb']:g} MB: {_count(mem)}",
+        table=Table(
             ["delta", "peak-start", "start", "peak", "end", "test"],
             [
                 [
@@ -348,121 +419,100 @@ def report_doc(data: dict) -> Doc:
                 ]
                 for r in mem["tests"]
             ],
-            [True, True, True, True, True, False],
-        )
-    else:
-        doc.line("(none)")
+            [True] * 5 + [False],
+        ),
+    )
 
-    cpu = data["cpu"]
-    floor = th["cpu_min_duration"] * 1000
+
+def cpu_section(data: dict, compact: bool = False) -> Section:
+    cpu, th = data["cpu"], data["thresholds"]
     kids = bool(cpu.get("with_children"))
-    doc.heading(
-        f"CPU over {th['cpu_percent']:g}% (tests of {floor:g} ms or more"
+    title = (
+        f"CPU over {th['cpu_percent']:g}% (tests of {th['cpu_min_duration'] * 1000:g} ms or more"
         + ("; process + child processes" if kids else "")
         + f"): {_count(cpu)}"
     )
-    if cpu["tests"] and kids:
-        doc.table(
-            ["cpu", "own", "children", "children peak", "duration", "test"],
+    if kids:  # ranked by process + children: the children's columns say how much is theirs
+        rows = [
             [
-                [
-                    _f(r["cpu_with_children_percent"], ".1f", "%"),
-                    _f(r["cpu_percent"], ".1f", "%"),
-                    _f(r["children_cpu_time"], ".3f", "s"),
-                    _f(r["children_peak_rss_mb"], ".1f", " MB"),
-                    _f(r["duration"], ".3f", "s"),
-                    r["test"],
-                ]
-                for r in cpu["tests"]
-            ],
-            [True, True, True, True, True, False],
-        )
-    elif cpu["tests"]:
-        doc.table(
+                _f(r["cpu_with_children_percent"], ".1f", "%"),
+                _f(r["cpu_percent"], ".1f", "%"),
+                secs(r["children_cpu_time"], compact),
+            ]
+            + ([] if compact else [_f(r["children_peak_rss_mb"], ".1f", " MB")])
+            + [secs(r["duration"], compact), r["test"]]
+            for r in cpu["tests"]
+        ]
+        headers = ["cpu", "own"] + (["children s"] if compact else ["children", "children peak"])
+        table = Table(headers + ["duration", "test"], rows, [True] * (len(headers) + 1) + [False])
+    else:
+        table = Table(
             ["cpu", "duration", "test"],
             [
-                [_f(r["cpu_percent"], ".1f", "%"), _f(r["duration"], ".3f", "s"), r["test"]]
+                [_f(r["cpu_percent"], ".1f", "%"), secs(r["duration"], compact), r["test"]]
                 for r in cpu["tests"]
             ],
             [True, True, False],
         )
-    else:
-        doc.line("(none)")
+    return Section(title, table=table)
+
+
+def fixtures_section(data: dict, compact: bool = False) -> Optional[Section]:
+    """The costliest shared fixtures (setup + teardown), when the report has any."""
     fx = data.get("fixtures")
-    if fx:
+    if not fx:
+        return None
+    table = Table(
+        ["total", "setup", "teardown", "scope", "worker", "fixture"],
+        [
+            [secs(r[k], compact) for k in ("total_time", "setup_time", "teardown_time")]
+            + [str(r["scope"]), str(r["worker"]), f"{r['name']} ({r['location']})"]
+            for r in fx["tests"]
+        ],
+        [True, True, True, False, False, False],
+    )
+    if compact:
+        title = (
+            "costliest shared fixtures (s; billed by pytest to the tests named in the report's "
+            "fixtures block)"
+        )
+    else:
         shown = f", top {len(fx['tests'])} shown" if len(fx["tests"]) < fx["count"] else ""
-        doc.heading(f"Costliest shared fixtures (setup + teardown): {fx['count']} setup(s){shown}")
-        doc.table(
-            ["total", "setup", "teardown", "scope", "worker", "fixture"],
-            [
-                [
-                    _f(r["total_time"], ".3f", "s"),
-                    _f(r["setup_time"], ".3f", "s"),
-                    _f(r["teardown_time"], ".3f", "s"),
-                    str(r["scope"]),
-                    str(r["worker"]),
-                    f"{r['name']} ({r['location']})",
-                ]
-                for r in fx["tests"]
-            ],
-            [True, True, True, False, False, False],
-        )
-    return doc
+        title = f"Costliest shared fixtures (setup + teardown): {fx['count']} setup(s){shown}"
+    return Section(title, table=table)
 
 
-def _report_runs(doc: Doc, data: dict) -> None:
-    """The sections on tests executed more than once, subtests and interrupted tests: only
-    when the report has any."""
-    rep = data["repeated"]
-    if rep["count"]:
-        doc.heading(
-            f"Executed more than once: {_count(rep)} (times are the sums over the executions)"
-        )
-        doc.table(
-            ["runs", "duration", "outcome", "executions", "test"],
-            [
-                [
-                    str(r["executions"]),
-                    _f(r["duration"], ".3f", "s"),
-                    str(r["outcome"]),
-                    analysis.outcome_runs({"executions": r["attempts"]}),
-                    r["test"],
-                ]
-                for r in rep["tests"]
-            ],
-            [True, True, False, False, False],
-        )
-    subs = data["subtests"]
-    if subs["count"]:
-        doc.heading(f"Subtests: {_count(subs)}")
-        doc.table(
-            ["passed", "failed", "skipped", "outcome", "test"],
-            [
-                [
-                    str(r["passed"]),
-                    str(r["failed"]),
-                    str(r["skipped"]),
-                    str(r["outcome"]),
-                    r["test"],
-                ]
-                for r in subs["tests"]
-            ],
-            [True, True, True, False, False],
-        )
-    stopped = data["interrupted"]
-    if stopped["count"]:
-        doc.heading(
-            f"Interrupted: {_count(stopped)} (the run ended while they ran: Ctrl-C, "
-            "pytest.exit(), a signal; times as far as they ran)"
-        )
-        doc.table(
-            ["duration", "worker", "test"],
-            [
-                [_f(r["duration"], ".3f", "s"), str(r["worker"]), r["test"]]
-                for r in stopped["tests"]
-            ],
-            [True, False, False],
-        )
+# --------------------------------------------------------------------------- report
+
+
+def report_doc(data: dict) -> Document:
+    tot = data["totals"]
+    jobs = f" in {tot['jobs']} jobs" if tot["jobs"] is not None else ""
+    lines = [
+        f"{tot['tests']} tests ({_outcomes(tot['outcomes'])}){jobs}. {run_times(tot)}",
+        f"Memory: mean delta {_f(tot['avg_memory_delta_mb'], '+.1f', ' MB')}, "
+        f"max delta {_f(tot['max_memory_delta_mb'], '+.1f', ' MB')}, "
+        f"peak RSS {_f(tot['peak_rss_mb'], '.1f', ' MB')}; "
+        f"{tot['workers']} worker(s), collector {tot['collector']}, "
+        f"{tot['records_dropped']} record(s) dropped, {tot['warnings']} warning(s).",
+        repeated_text(tot),
+        subtests_line(tot),
+    ]
+    sections = [
+        slowest_section(data),
+        repeated_section(data),
+        subtests_section(data),
+        interrupted_section(data),
+        contended_section(data),
+        memory_section(data),
+        cpu_section(data),
+        fixtures_section(data),
+    ]
+    return Document(
+        f"perfmon report: {data['file']}",
+        [Line(x) for x in lines if x] + [x for x in [noise_line(data)] if x],
+        [s for s in sections if s],
+    )
 
 
 # --------------------------------------------------------------------------- compare
@@ -487,13 +537,13 @@ CHANGE_HEADERS = ["metric", "baseline", "current", "change", "rel", "test"]
 CHANGE_RIGHT = [False, True, True, True, True, False]
 
 
-def _change_table(doc: Doc, changes: list) -> None:
+def _change_table(changes: list) -> Table:
     """A table of changes; with a ``runs`` column (executions, baseline->current) when one of
     them is of a test executed more than once."""
     runs = any(c.repeated for c in changes)
     headers = CHANGE_HEADERS[:-1] + (["runs"] if runs else []) + CHANGE_HEADERS[-1:]
     right = CHANGE_RIGHT[:-1] + ([True] if runs else []) + CHANGE_RIGHT[-1:]
-    doc.table(headers, _change_rows(changes, runs), right)
+    return Table(headers, _change_rows(changes, runs), right)
 
 
 def describe_thresholds(cmp: Comparison) -> str:
@@ -506,70 +556,75 @@ def describe_thresholds(cmp: Comparison) -> str:
     )
 
 
-def compare_doc(cmp: Comparison, base: str, cur: str) -> Doc:
-    doc = Doc()
-    doc.heading(f"perfmon compare: {base} -> {cur}")
+def compare_doc(cmp: Comparison, base: str, cur: str) -> Document:
     verdict = f"REGRESSION ({len(cmp.regressions)})" if cmp.regressions else "OK"
     again = (
         f"; {len(cmp.repeated)} executed more than once (compared on all their executions)"
         if cmp.repeated
         else ""
     )
-    doc.line(
-        f"Result: {verdict}. {cmp.compared} test(s) compared: "
-        f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s); "
-        f"{len(cmp.new)} new, {len(cmp.gone)} gone, "
-        f"{len(cmp.outcome_changes)} outcome change(s){again}."
-    )
-    doc.line(f"A change counts when it passes both thresholds: {describe_thresholds(cmp)}.")
+    lines = [
+        Line(
+            f"Result: {verdict}. {cmp.compared} test(s) compared: "
+            f"{len(cmp.regressions)} regression(s), {len(cmp.improvements)} improvement(s); "
+            f"{len(cmp.new)} new, {len(cmp.gone)} gone, "
+            f"{len(cmp.outcome_changes)} outcome change(s){again}."
+        ),
+        Line(f"A change counts when it passes both thresholds: {describe_thresholds(cmp)}."),
+    ]
     if any(c.repeated for c in cmp.regressions + cmp.improvements):
-        doc.line(
-            "runs: how many times pytest executed the test, baseline->current (reruns, "
-            "--dist each, ...); its figures are the sums over every execution."
+        lines.append(
+            Line(
+                "runs: how many times pytest executed the test, baseline->current (reruns, "
+                "--dist each, ...); its figures are the sums over every execution."
+            )
         )
-    doc.heading(f"Regressions: {len(cmp.regressions)}")
-    if cmp.regressions:
-        _change_table(doc, cmp.regressions)
-    else:
-        doc.line("(none)")
-    doc.heading(f"Improvements: {len(cmp.improvements)}")
-    if cmp.improvements:
-        _change_table(doc, cmp.improvements)
-    else:
-        doc.line("(none)")
+    sections = [
+        Section(f"Regressions: {len(cmp.regressions)}", table=_change_table(cmp.regressions)),
+        Section(f"Improvements: {len(cmp.improvements)}", table=_change_table(cmp.improvements)),
+    ]
     if cmp.outcome_changes:
-        doc.heading(f"Outcome changes: {len(cmp.outcome_changes)} (metrics not compared)")
-        doc.table(
-            ["baseline", "current", "test"],
-            [[str(old), str(new), k] for k, old, new in cmp.outcome_changes],
-            [False, False, False],
+        sections.append(
+            Section(
+                f"Outcome changes: {len(cmp.outcome_changes)} (metrics not compared)",
+                table=Table(
+                    ["baseline", "current", "test"],
+                    [[str(old), str(new), k] for k, old, new in cmp.outcome_changes],
+                    [False, False, False],
+                ),
+            )
         )
     if cmp.repeated:
-        doc.heading(
-            f"Executed more than once: {len(cmp.repeated)} (compared on the sums over all "
-            "executions, never the last one alone)"
-        )
-        doc.table(
-            ["baseline", "current", "test"],
-            [
-                [
-                    runs_cell(analysis.runs(old), analysis.outcome_runs(old)),
-                    runs_cell(analysis.runs(new), analysis.outcome_runs(new)),
-                    k,
-                ]
-                for k, old, new in cmp.repeated
-            ],
-            [False, False, False],
+        sections.append(
+            Section(
+                f"Executed more than once: {len(cmp.repeated)} (compared on the sums over all "
+                "executions, never the last one alone)",
+                table=Table(
+                    ["baseline", "current", "test"],
+                    [
+                        [
+                            runs_cell(analysis.runs(old), analysis.outcome_runs(old)),
+                            runs_cell(analysis.runs(new), analysis.outcome_runs(new)),
+                            k,
+                        ]
+                        for k, old, new in cmp.repeated
+                    ],
+                    [False, False, False],
+                ),
+            )
         )
     for title, names in (("New tests", cmp.new), ("Gone tests", cmp.gone)):
         if names:
-            doc.heading(f"{title}: {len(names)}")
-            doc.table(["test"], [[k] for k in names], [False])
-    return doc
+            sections.append(
+                Section(
+                    f"{title}: {len(names)}", table=Table(["test"], [[k] for k in names], [False])
+                )
+            )
+    return Document(f"perfmon compare: {base} -> {cur}", lines, sections)
 
 
 def step_summary_markdown(report: dict, path: str) -> str:
     """What the plugin appends to ``$GITHUB_STEP_SUMMARY``: ``perfmon report``'s Markdown with
     its default options, for the report written to ``path``."""
-    data = report_data(report, path, 10, DEFAULT_MEMORY_MB, DEFAULT_CPU_PERCENT)
+    data = report_data(report, path, DEFAULT_TOP, DEFAULT_MEMORY_MB, DEFAULT_CPU_PERCENT)
     return report_doc(data).markdown()

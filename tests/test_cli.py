@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pytest_perfmon.monitor import analysis, cli
+from pytest_perfmon.monitor import analysis, cli, render
 from pytest_perfmon.monitor.report import load_schema
 
 HERE = Path(__file__).parent
@@ -150,6 +150,11 @@ GOLDEN_CASES = {
         "--format",
         "json",
     ],
+    # issue 21: a run with a noise certificate (noise_current.json: current.json with tests.*.noise,
+    # summary.noise and session.measurement.noise): the headline and the contended tests
+    "report_noise_table.txt": ["report", "noise_current.json"],
+    "report_noise_markdown.md": ["report", "noise_current.json", "--format", "markdown"],
+    "report_noise_json.json": ["report", "noise_current.json", "--top", "2", "--format", "json"],
     "compare_loose_table.txt": [
         "compare",
         "baseline.json",
@@ -206,7 +211,13 @@ def test_docs_examples_are_golden(command: str, name: str) -> None:
 
 
 def test_golden_fixtures_are_valid_reports(validator) -> None:
-    for name in ("baseline.json", "current.json", "reruns_baseline.json", "reruns_current.json"):
+    for name in (
+        "baseline.json",
+        "current.json",
+        "reruns_baseline.json",
+        "reruns_current.json",
+        "noise_current.json",
+    ):
         assert_valid(validator, load(GOLDEN / name))
 
 
@@ -224,6 +235,31 @@ def test_report_json_content(perfmon) -> None:
         "tests/test_cpu.py::test_crunch",
         "tests/test_cache.py::test_fill[a|b]",
     ]
+
+
+def test_report_says_how_noisy_the_run_was(perfmon) -> None:
+    """Issue 21: the noise headline and the most contended tests in every output of perfmon
+    report, and in the plugin's step summary (the same Markdown); nothing of it for a report
+    without noise data (the golden outputs of current.json)."""
+    data = json.loads(perfmon("report", "noise_current.json", "--format", "json").stdout)
+    nz = data["noise"]
+    assert nz["headline"].startswith("4.7 % of test time was spent waiting for a CPU;")
+    assert nz["summary"] == load(GOLDEN / "noise_current.json")["summary"]["noise"]
+    assert nz["contended"]["count"] == 3
+    assert [r["test"] for r in nz["contended"]["tests"]] == [
+        "tests/test_cpu.py::test_crunch",  # 37.5 % of its time waiting
+        "tests/test_api.py::test_slow_query",  # 13.9 %
+        "tests/test_cache.py::test_fill[a|b]",  # throttled 40 ms
+    ]
+    report = load(GOLDEN / "noise_current.json")
+    assert render.step_summary_markdown(report, "noise_current.json") == (
+        GOLDEN / "report_noise_markdown.md"
+    ).read_text(encoding="utf-8")
+    plain = json.loads(perfmon("report", "current.json", "--format", "json").stdout)
+    assert "noise" not in plain
+    for name in ("report_table.txt", "report_markdown.md", "report_reruns_table.txt"):
+        text = (GOLDEN / name).read_text(encoding="utf-8")
+        assert "Noise" not in text and "ontended" not in text
 
 
 def test_report_top_limits_every_list(perfmon) -> None:

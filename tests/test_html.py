@@ -14,7 +14,7 @@ import re
 import time
 
 import pytest
-from pytest_perfmon.monitor import analysis, cli
+from pytest_perfmon.monitor import analysis, cli, noise
 from pytest_perfmon.monitor.html import (
     EXEC_FIELDS,
     OUTCOMES,
@@ -139,6 +139,25 @@ def synthetic_report(n: int, workers: int = 3, seed: int = 1) -> dict:
     return report
 
 
+def noisy_report(n: int, workers: int = 2) -> dict:
+    """:func:`synthetic_report` with a noise certificate: every 7th test waited for a CPU for
+    30 % of its duration (contended), the others 1 %."""
+    report = synthetic_report(n, workers)
+    for i, t in enumerate(report["tests"].values()):
+        share = 0.3 if i % 7 == 0 else 0.01
+        t["noise"] = {
+            "wait_time": round(t["duration"] * share, 6),
+            "throttled_time": None,
+            "steal_time": 0.0,
+            "pressure": None,
+            "involuntary_switches": 2,
+        }
+        t["noise"]["contended"] = noise.is_contended(t["noise"], t["duration"])
+    report["summary"]["noise"] = noise.summary(report["tests"])
+    analysis.check_report(report)
+    return report
+
+
 def _page_json(page: str) -> dict:
     m = re.search(r'<script id="perfmon-data" type="application/json">(.*?)</script>', page, re.S)
     assert m is not None
@@ -199,6 +218,25 @@ def test_merged_report_has_a_lane_per_job_and_worker(tmp_path, capsys):
     assert {p["group"] for p in data["peaks"]} == {"linux", "macos"}
     assert data["merged"] is True
     capsys.readouterr()
+
+
+def test_noise_is_a_column_a_mark_and_a_card():
+    """Issue 21: each row carries its wait and whether it ran contended; a card says how noisy
+    the run was (noise.headline); a report without noise data has neither."""
+    report = noisy_report(30)
+    data = _page_json(render(report))
+    f = {k: i for i, k in enumerate(ROW_FIELDS)}
+    for t, r in zip(report["tests"].values(), data["rows"]):
+        assert r[f["wait"]] == t["noise"]["wait_time"]
+        assert r[f["contended"]] == int(t["noise"]["contended"])
+    cards = {c["label"]: c for c in data["cards"]}
+    n = sum(t["noise"]["contended"] for t in report["tests"].values())
+    assert n == 5 and cards["Contended tests"]["value"] == "5"
+    assert cards["Contended tests"]["note"] == noise.headline(report)
+    assert "5 tests ran contended; their times are not comparable" in noise.headline(report)
+    quiet = _page_json(render(synthetic_report(30)))
+    assert all(r[f["wait"]] is None and r[f["contended"]] is None for r in quiet["rows"])
+    assert "Contended tests" not in {c["label"] for c in quiet["cards"]}
 
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
@@ -498,6 +536,33 @@ def test_timeline_hover_shows_the_numbers(small):
     assert tests[i] in text and "duration" in text and "peak" in text
     if SCREENSHOTS:
         p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report-hover.png"))
+
+
+def test_contended_tests_are_marked_in_the_table(browser, tmp_path):
+    """A Wait column with each contended test's wait marked; the filter finds "contended"; the
+    card tells the headline. A report without noise data has no Wait column (test_table_sorts)."""
+    report = noisy_report(70)
+    contended = [k for k, t in report["tests"].items() if t["noise"]["contended"]]
+    p = Page(browser, report, tmp_path)
+    try:
+        assert p.errors == []
+        heads = p.page.eval_on_selector_all("#table-head th", "hs => hs.map(h => h.textContent)")
+        assert heads[7:9] == ["CPU %", "Wait s"]
+        assert "Contended tests" in (p.page.text_content("#cards") or "")
+        p.page.fill("#filter", "contended")
+        p.wait_count(f"c.startsWith('{len(contended)} of')")
+        assert sorted(p.first_cells(0, 50)) == sorted(contended)
+        marked = p.page.eval_on_selector_all("#table-body td.contended", "tds => tds.length")
+        assert marked == len(contended)
+        title = p.page.get_attribute("#table-body td.contended", "title") or ""
+        assert "ran contended: its time is not comparable" in title
+        p.page.click("#table-head th:has-text('Wait s')")  # sorts on the wait, largest first
+        p.page.fill("#filter", "")
+        p.wait_count("c === '70 tests'")
+        waits = sorted((t["noise"]["wait_time"] for t in report["tests"].values()), reverse=True)
+        assert [float(c) for c in p.first_cells(8, 3)] == [round(w, 4) for w in waits[:3]]
+    finally:
+        p.close()
 
 
 PIXEL = """([x, y]) => { const c = document.querySelector('#timeline canvas');

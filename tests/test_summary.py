@@ -11,7 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from pytest_perfmon._summary import write_summary
-from pytest_perfmon.monitor import analysis
+from pytest_perfmon.monitor import analysis, noise
 from pytest_perfmon.monitor.schema import SchemaError, first_problem, load_schema
 from pytest_perfmon.monitor.summary import summarize
 from pytest_perfmon.monitor.tables import shorten, text_table
@@ -122,9 +122,14 @@ class FakeTerminal:
     def __init__(self, width: int) -> None:
         self._tw = _TW(width)
         self.lines: list = []
+        self.markup: list = []
 
     def write_line(self, line: str, **markup) -> None:
         self.lines.append(line)
+        self.markup.append(markup)
+
+    def marked(self, line: str) -> dict:
+        return self.markup[self.lines.index(line)]
 
     def write_sep(self, sep: str, title: str, **markup) -> None:
         # pytest: at least two sep characters a side, the line one short of the width
@@ -206,15 +211,21 @@ def test_terminal_names_each_time_figure():
     assert " wall;" not in text
 
 
+def _summary_of(golden: str, columns: int) -> tuple:
+    """The terminal summary of a golden report at ``columns``, checked to fit: the terminal and
+    its text on one line."""
+    report = json.loads((GOLDEN / golden).read_text(encoding="utf-8"))
+    tr = FakeTerminal(columns)
+    write_summary(tr, report)
+    assert not [line for line in tr.lines if len(line) > columns - 1]
+    return tr, " ".join(line.strip() for line in tr.lines)
+
+
 @pytest.mark.parametrize("columns", [50, 100])
 def test_terminal_summary_shows_executions_subtests_and_interrupted(columns):
     """Issue 20: the tests pytest executed more than once (their attempts), subtest counts and
     interrupted tests are in the summary; every line still fits."""
-    report = json.loads((GOLDEN / "reruns_current.json").read_text(encoding="utf-8"))
-    tr = FakeTerminal(columns)
-    write_summary(tr, report)
-    assert not [line for line in tr.lines if len(line) > columns - 1]
-    text = " ".join(line.strip() for line in tr.lines)
+    tr, text = _summary_of("reruns_current.json", columns)
     assert "3 test(s) executed more than once (7 executions, 3 of them rerun attempts)" in text
     assert "subtests: 3 passed, 1 failed, 0 skipped in 1 test(s)" in text
     assert "1 test(s) interrupted" in text and "test_long" in text
@@ -233,6 +244,33 @@ def test_terminal_summary_without_executions_has_no_runs_column():
     assert header.split() == ["total", "setup", "call", "teardown", "test"]
     assert not any("executed more than once" in line for line in tr.lines)
     assert not any(line.startswith("subtests") for line in tr.lines)
+
+
+@pytest.mark.parametrize("columns", [50, 80, 160])
+def test_terminal_summary_says_how_noisy_the_run_was(columns):
+    """Issue 21: the noise headline under the totals (yellow: tests ran contended) and the most
+    contended tests, the same rows as perfmon report's (one section builder); every line
+    fits."""
+    tr, text = _summary_of("noise_current.json", columns)
+    report = json.loads((GOLDEN / "noise_current.json").read_text(encoding="utf-8"))
+    assert "noise: 4.7 % of test time was spent waiting for a CPU;" in text
+    assert "3 tests ran contended; their times are not comparable" in text
+    assert tr.marked(next(x for x in tr.lines if x.startswith("noise:"))) == {"yellow": True}
+    head = next(i for i, x in enumerate(tr.lines) if x.split()[:2] == ["share", "wait"])
+    rows = _block(tr.lines[head - 1 :], tr.lines[head - 1])
+    if columns >= 80:
+        assert [r.split()[-1] for r in rows] == noise.contended_tests(report)
+        assert rows[0].split() == [
+            "37.5%",
+            "0.300",
+            "0.000",
+            "0.800",
+            "tests/test_cpu.py::test_crunch",
+        ]
+    # without a noise certificate (an old report, a platform without the sources): no word of it
+    tr = FakeTerminal(columns)
+    write_summary(tr, _demo_report())
+    assert not any("contended" in line or line.startswith("noise") for line in tr.lines)
 
 
 FLAKY = "tests/test_net.py::test_flaky"

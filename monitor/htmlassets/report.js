@@ -14,7 +14,7 @@
     TEARDOWN = field("teardown"), CPU = field("cpu"), MSTART = field("mem_start"),
     MPEAK = field("mem_peak"), MEND = field("mem_end"), MDELTA = field("mem_delta"),
     OUTCOME = field("outcome"), RUNS = field("runs"), SUBTESTS = field("subtests"),
-    END = field("end");
+    END = field("end"), WAIT = field("wait"), CONTENDED = field("contended");
   // an execution of a test pytest executed more than once (html.py EXEC_FIELDS)
   var EXECS = DATA.execs || [];
   var X_ROW = 0, X_LANE = 1, X_START = 2, X_DUR = 3, X_SETUP = 4, X_CALL = 5, X_TEARDOWN = 6,
@@ -42,6 +42,13 @@
   function fmtMB(v) { return v == null ? "n/a" : v.toFixed(1) + " MB"; }
   function fmtPct(v) { return v == null ? "n/a" : v.toFixed(1) + " %"; }
   function stop(r) { return r[END] != null ? r[END] : r[START] + (r[DUR] || 0); }
+  // the noise certificate: how long a test waited for a CPU, and whether it ran contended
+  function waitText(r) {
+    if (r[WAIT] == null) return "";
+    var share = r[DUR] ? " (" + (100 * r[WAIT] / r[DUR]).toFixed(1) + " % of its duration)" : "";
+    return "waited for a CPU " + fmtS(r[WAIT]) + share +
+      (r[CONTENDED] ? "; ran contended: its time is not comparable" : "");
+  }
   function subtestsText(s) {
     return s[0] + " passed, " + s[1] + " failed, " + s[2] + " skipped";
   }
@@ -62,6 +69,7 @@
         return OUTCOMES[EXECS[k][X_OUTCOME]] + " " + fmtS(EXECS[k][X_DUR]) + " on " + LANES[EXECS[k][X_LANE]].name;
       }).join(", ") : "") +
       (r[SUBTESTS] ? "\nsubtests: " + subtestsText(r[SUBTESTS]) : "") +
+      (r[WAIT] != null ? "\n" + waitText(r) : "") +
       "\nCPU " + fmtPct(r[CPU]) + "\nmemory start " + fmtMB(r[MSTART]) + ", peak " +
       fmtMB(r[MPEAK]) + ", end " + fmtMB(r[MEND]) + " (delta " + fmtMB(r[MDELTA]) + ")";
   }
@@ -403,6 +411,15 @@
     { key: MDELTA, label: "Mem \u0394 MB", fmt: 1 },
     { key: START, label: "Start s", fmt: 3 },
   ];
+  // the noise certificate: a Wait column only when the report has one; a contended test's
+  // wait is marked, and the filter finds it by "contended"
+  if (ROWS.some(function (r) { return r[WAIT] != null; })) {
+    COLS[0].width = "29%";  // room for it
+    var afterCpu = COLS.map(function (c) { return c.key; }).indexOf(CPU) + 1;
+    COLS.splice(afterCpu, 0, { key: WAIT, label: "Wait s", width: "7%", fmt: 4,
+      cls: function (v, i) { return ROWS[i][CONTENDED] ? "contended" : null; },
+      title: function (v, i) { return waitText(ROWS[i]); } });
+  }
   // executions and subtests: columns only when the report has them
   var anyRuns = ROWS.some(function (r) { return r[RUNS] > 1; });
   var anySubtests = ROWS.some(function (r) { return r[SUBTESTS] != null; });
@@ -422,9 +439,9 @@
   }
   // what the filter also finds a row by: the outcomes of its executions ("rerun")
   var rowTags = ROWS.map(function (r, i) {
-    return execsOf[i] ? "executed more than once " + execsOf[i].map(function (k) {
+    return (execsOf[i] ? "executed more than once " + execsOf[i].map(function (k) {
       return OUTCOMES[EXECS[k][X_OUTCOME]];
-    }).join(" ") : "";
+    }).join(" ") : "") + (r[CONTENDED] ? " contended" : "");
   });
   var ROW_H = 24, OVERSCAN = 12;
   var view = ROWS.map(function (r, i) { return i; }), sortCol = DUR, sortDir = -1;
@@ -529,6 +546,7 @@
           td = el("td", null, v == null ? "n/a" : v.toFixed(c.fmt));
         }
         if (c.title) td.title = c.title(v, ri);
+        if (c.cls && c.cls(v, ri)) td.classList.add(c.cls(v, ri));
         tr.appendChild(td);
       });
       tr.addEventListener("mouseenter", function () { tr.style.background = "#f6f8fa"; });
