@@ -36,7 +36,8 @@ Kinds sent by clients (fields in brackets are optional):
             ["exit_status": int|None], ["pytest_version": str], ["warnings": [str, ...]],
             ["output": str], ["system_info": bool], ["records_dropped": int],
             ["history": str|None], ["labels": {str: str}], ["rootdir": str],
-            ["html": str|None]}.  Sent by the
+            ["html": str|None], ["shard": {"k": int, "n": int, "source": str, "tests": int,
+            ...}]}.  Sent by the
             process that owns the collector (or, to a daemon, the session's owner): write the
             session's report (a daemon: to ``output``; a spawned monitor: to the ``--output``
             it was started with, and the plugin sends it no ``output``); when ``html`` (an
@@ -49,7 +50,8 @@ Kinds sent by clients (fields in brackets are optional):
             ``error`` says why the report is not at ``path`` and where it was saved instead;
             the warnings, the one-line problem of the history store or of the HTML page, if
             any (the report is written all the same).  A spawned monitor then exits; a daemon
-            closes that session only.
+            closes that session only.  ``shard`` (``--perf-shard``) goes into the report as
+            ``session.shard`` (its fields: the schema's).
 
 Two more kinds, for a daemon, which need no ``hello`` first:
 
@@ -325,6 +327,7 @@ class Finish(NamedTuple):
     labels: Optional[dict] = None
     rootdir: Optional[str] = None
     html: Optional[str] = None
+    shard: Optional[dict] = None
 
     def as_session(self) -> dict:
         """The fields :func:`pytest_perfmon.monitor.report.build` reads, without the Nones."""
@@ -466,6 +469,36 @@ def _path_like(body: dict, key: str, what: str) -> Optional[str]:
     return v
 
 
+MAX_SHARDS = 10000
+MAX_SHARD_TESTS = 1000  # not_run node ids at most
+
+
+def _shard(body: dict) -> Optional[dict]:
+    """``shard``: a map with K and N (1 <= K <= N), its source and test count; its other
+    fields are numbers, strings, booleans or short lists of them (the report's schema)."""
+    shard = _opt(body, "shard", dict, "a map")
+    if shard is None:
+        return None
+    n = _int(shard.get("n"), 1, MAX_SHARDS, "shard n")
+    _int(shard.get("k"), 1, n, "shard k")
+    _int(shard.get("tests"), 0, 2**53, "shard tests")
+    if not isinstance(shard.get("source"), str) or len(shard["source"]) > MAX_WARNING_LEN:
+        raise _field("shard source is not a short string")
+    for key, v in shard.items():
+        if not isinstance(key, str) or len(key) > MAX_LABEL_KEY:
+            raise _field("shard has a key that is not a short string")
+        if isinstance(v, list):
+            if len(v) > max(MAX_SHARDS, MAX_SHARD_TESTS) or not all(
+                isinstance(x, (str, int, float, list)) for x in v
+            ):
+                raise _field(f"shard {key} is not a short list")
+        elif v is not None and not isinstance(v, (str, int, float, bool)):
+            raise _field(f"shard {key} is not a number, string or list")
+        if isinstance(v, float) and not finite(v):
+            raise _field(f"shard {key} is not a finite number")
+    return dict(shard)
+
+
 def parse_finish(body: Any) -> Finish:
     body = _dict(body, "finish")
     session = _opt(body, "session", str, "a session id")
@@ -488,6 +521,7 @@ def parse_finish(body: Any) -> Finish:
         _labels(body),
         _path_like(body, "rootdir", "a path"),
         _path_like(body, "html", "a path"),
+        _shard(body),
     )
 
 

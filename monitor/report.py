@@ -640,6 +640,8 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
             "warnings": list(data.warnings),
         },
     }
+    if isinstance(session.get("shard"), dict):  # --perf-shard
+        report["session"]["shard"] = session["shard"]
     if system is not None:
         report["system"] = system
     report["tests"] = tests

@@ -60,6 +60,8 @@ class SessionOwner:
         self.joined = False
         #: What ended the run early, in words (KeyboardInterrupt, pytest.exit()), or None.
         self.ended_by: Optional[str] = None
+        #: --perf-shard: the report's session.shard, set by plugin/_shard before the end.
+        self.shard: Optional[dict] = None
         # Until the new report is complete, nothing at the output path is the previous run's.
         self.previous, problem = _endings.move_aside(settings.output)
         if problem:
@@ -108,6 +110,10 @@ class SessionOwner:
             info["history"] = s.history
             info["labels"] = dict(s.labels)
             info["rootdir"] = s.rootdir
+        if self.shard is not None:
+            from ._shard import finish_fields
+
+            finish_fields(info, self.shard, info.get("labels"))
         return info
 
     def begin_finish(self, exitstatus: Any, deliver: Callable[[], bool], **extra: Any) -> None:

@@ -46,11 +46,14 @@ class Plan:
 class HistorySource:
     """The history store's medians, asked of a child process started at once."""
 
-    def __init__(self, url: str, runs: int = HISTORY_RUNS) -> None:
+    def __init__(
+        self, url: str, runs: int = HISTORY_RUNS, module: str = "plan", extra: Sequence[str] = ()
+    ) -> None:
         self.url = url
         self.proc: Optional[subprocess.Popen] = None
         self.problem: Optional[str] = None
-        cmd = [sys.executable, "-m", "pytest_perfmon.monitor.history.plan", url, str(runs)]
+        cmd = [sys.executable, "-m", f"pytest_perfmon.monitor.history.{module}", url, str(runs)]
+        cmd += list(extra)
         try:
             self.proc = subprocess.Popen(
                 cmd,
@@ -62,8 +65,9 @@ class HistorySource:
         except OSError as exc:
             self.problem = f"cannot read the history store: {exc}"
 
-    def data(self, timeout: float = HISTORY_TIMEOUT) -> dict:
-        """{"tests": {nodeid: [duration, peak]}, "baseline_mb": b, "runs": n, ...}."""
+    def data(self, timeout: float = HISTORY_TIMEOUT, empty_ok: bool = False) -> dict:
+        """{"tests": {nodeid: [duration, peak]}, "baseline_mb": b, "runs": n, ...}
+        (``empty_ok``: also from a store without runs)."""
         if self.proc is None:
             raise PlanError(self.problem or "the history store was not asked")
         try:
@@ -80,7 +84,7 @@ class HistorySource:
             tests = data["tests"]
         except (ValueError, KeyError, TypeError):
             raise PlanError("the history store's answer could not be read") from None
-        if not runs or not tests:
+        if (not runs or not tests) and not empty_ok:
             raise PlanError("the history store has no runs yet")
         where = "" if data.get("this_machine", True) else ", of another machine"
         data["source"] = f"the history ({runs} run(s){where})"
@@ -113,32 +117,14 @@ def report_data(path: str) -> dict:
     tests = report.get("tests") if isinstance(report, dict) else None
     if not isinstance(tests, dict):
         raise PlanError(f"{path}: not a pytest-perfmon report (no tests object)")
-    per: dict = {}
-    starts: dict = {}
-    for key, t in tests.items():
-        if not isinstance(t, dict):
-            continue
-        nodeid = key.rsplit(" [gw", 1)[0] if key.endswith("]") and " [gw" in key else key
-        dur = _number(t.get("duration"))
-        if dur is None:
-            continue
-        mem = t.get("memory") if isinstance(t.get("memory"), dict) else {}
-        per.setdefault(nodeid, []).append((dur, _number(mem.get("peak_mb"))))
-        start = _number(mem.get("start_mb"))
-        if start is not None:
-            w = t.get("worker") if isinstance(t.get("worker"), str) else None
-            starts[w] = min(starts.get(w, start), start)
-    if not per:
-        raise PlanError(f"{path}: the report has no measured tests")
-    out = {}
-    for nodeid, pts in per.items():
-        peaks = [p for _, p in pts if p is not None]
-        out[nodeid] = [P.median(d for d, _ in pts), P.median(peaks) if peaks else None]
-    return {
-        "tests": out,
-        "baseline_mb": P.median(starts.values()) if starts else None,
-        "source": f"{os.path.basename(path)} ({len(out)} tests)",
-    }
+    from pytest_perfmon.monitor.split import SplitError, report_durations
+
+    try:
+        data = report_durations(report, path)
+    except SplitError as exc:
+        raise PlanError(str(exc)) from None
+    data["source"] = f"{os.path.basename(path)} ({len(data['tests'])} tests)"
+    return data
 
 
 def make_plan(collection: Sequence[str], data: dict, strip_group: bool = False) -> Plan:

@@ -217,8 +217,8 @@ def resolve_schedule(
     value = getattr(option, "perf_schedule", None)
     memory = getattr(option, "perf_max_memory", None)
     if value is None:
-        if memory is not None:
-            raise SettingError("--perf-max-memory works with --perf-schedule")
+        if memory is not None and not getattr(option, "perf_shard", None):
+            raise SettingError("--perf-max-memory works with --perf-schedule or --perf-shard")
         return None
     if memory is not None and memory != "auto":
         from pytest_perfmon.monitor.predict import parse_size  # stdlib only

@@ -197,6 +197,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "would pass SIZE (8G, 512M; auto = the memory available now): it waits for a heavy "
         "test to end.",
     )
+    group.addoption(
+        "--perf-shard",
+        metavar="K/N",
+        type=_shard_type,
+        default=None,
+        help="Run only shard K of N (K from 1) of a CI matrix, split so that the shards take "
+        "about the same time, from the tests' durations in --perf-history (its newest runs, "
+        "without those of this matrix) or in --perf-shard-from; every job computes the same "
+        "split. A shard without tests exits 0. [ini: perf_shard]",
+    )
+    group.addoption(
+        "--perf-shard-from",
+        metavar="PATH",
+        default=None,
+        help="With --perf-shard: split from one earlier report (single or merged) or a "
+        "pytest-split .test_durations file instead of the history store.",
+    )
+    parser.addini("perf_shard", "Shard K/N of a CI matrix (like --perf-shard).", default="")
     parser.addini("perf_html", "Path of the HTML page (like --perf-html).", default="")
     parser.addini("perf_history", "History store URL (like --perf-history).", default="")
     parser.addini("perf_monitor", "Turn on pytest-perfmon (like --perf-monitor).", type="bool")
@@ -216,6 +234,10 @@ def pytest_configure(config: pytest.Config) -> None:
     opt = config.option
     if getattr(opt, "help", False) or getattr(opt, "version", False):
         return
+    if _shard_wanted(config):  # --perf-shard: in a worker, when its controller shards
+        from . import _shard
+
+        _shard.configure(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: measuring only if its controller monitors
         if "perfmon_endpoint" in workerinput:
@@ -258,6 +280,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
     _fixtures.configure(config, lambda: _roles.configure(config, settings))
     _limits.install(config, settings.limit_mode, settings.limits, history)
+
+
+def _shard_type(text: str) -> tuple:
+    from ._shard import parse_option
+
+    return parse_option(text)
+
+
+def _shard_wanted(config: pytest.Config) -> bool:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return "perfmon_shard" in workerinput
+    opt = config.option
+    return bool(opt.perf_shard or opt.perf_shard_from or config.getini("perf_shard"))
 
 
 def _check_rootdir(config: pytest.Config) -> None:

@@ -9,7 +9,8 @@ this machine; when the store has none of this machine, those of the machine of i
     {"runs": n, "this_machine": true, "baseline_mb": 31.5,
      "tests": {nodeid: [median duration s, median peak MB or null]}}
 
-A store that does not exist yet, or holds no runs, gives ``"runs": 0``. Any other problem: one
+``"run_stats"``: per run read [workers, session s, busiest worker's test time s]. A store
+that does not exist yet, or holds no runs, gives ``"runs": 0``. Any other problem: one
 line on stderr, exit 2.
 """
 
@@ -18,15 +19,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 
-def plan_data(url: str, runs: int) -> dict:
-    """Per test its median duration and peak over the newest ``runs`` runs, and a worker's
-    baseline RSS (see :mod:`..predict`)."""
+def plan_data(url: str, runs: int, pick: Optional[Callable] = None) -> dict:
+    """Per test its median duration and peak over the newest ``runs`` runs, a worker's
+    baseline RSS (see :mod:`..predict`) and per run [workers, duration, busiest worker's test
+    time]. ``pick(eng, store)`` -> (machine id or None for all, this machine?, run ids to
+    leave out); default: this machine's runs, else the newest run's machine's."""
     from .. import predict as P
     from . import store
-    from .predict_io import _machine, load
+    from .predict_io import load
     from .url import normalize
 
     empty = {"runs": 0, "this_machine": True, "baseline_mb": None, "tests": {}}
@@ -35,11 +38,11 @@ def plan_data(url: str, runs: int) -> dict:
         return empty
     eng = store.open_store(url, create=False)
     try:
-        machine, local = _machine(eng, store)
-        if machine is None:
+        machine, local, exclude = (pick or _this_machine)(eng, store)
+        if machine is None and pick is None:
             return empty
         try:
-            _, series, stats = load(eng, store, (), runs, machine)
+            _, series, stats = load(eng, store, (), runs, machine, exclude)
         except store.HistoryError:
             return empty
     finally:
@@ -56,7 +59,14 @@ def plan_data(url: str, runs: int) -> dict:
         "this_machine": local,
         "baseline_mb": P.baseline_mb(stats) if stats else None,
         "tests": tests,
+        "run_stats": [[r.workers, r.duration, r.busy_max] for r in stats],
     }
+
+
+def _this_machine(eng: Any, store: Any) -> tuple:
+    from .predict_io import _machine
+
+    return (*_machine(eng, store), ())
 
 
 def child_main(module: str, answer: Callable[[str, int], dict], argv: Optional[list]) -> int:

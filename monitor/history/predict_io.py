@@ -25,10 +25,16 @@ DEFAULT_RUNS = 10
 
 
 def load(
-    eng: Any, store: Any, nodeids: Optional[Sequence[str]], last: int, machine_id: Optional[int]
+    eng: Any,
+    store: Any,
+    nodeids: Optional[Sequence[str]],
+    last: int,
+    machine_id: Optional[int],
+    exclude: Sequence[int] = (),
 ) -> tuple[list[str], dict, list[P.RunStats]]:
-    """The last ``last`` runs (of ``machine_id``, or all): the node ids to predict (``nodeids``
-    in their order, else the newest run's tests sorted), per node id of those runs
+    """The last ``last`` runs (of ``machine_id``, or all; never those in ``exclude``, run
+    ids): the node ids to predict (``nodeids`` in their order, else the newest run's tests
+    sorted), per node id of those runs
     {"duration": [...], "peak_mb": [...]} oldest first, and per run its
     :class:`~..predict.RunStats` (with each worker's largest test peak).
 
@@ -41,6 +47,8 @@ def load(
     rq = sa.select(runs.c.id, runs.c.duration, runs.c.workers)
     if machine_id is not None:
         rq = rq.where(runs.c.machine_id == machine_id)
+    if exclude:
+        rq = rq.where(runs.c.id.not_in(list(exclude)))
     rq = rq.order_by(*store.NEWEST_FIRST).limit(last)
     with eng.connect() as conn:
         run_rows = list(conn.execute(rq))

@@ -1,0 +1,375 @@
+"""--perf-shard K/N: the planning (pure: every test once, the same plan whatever the order,
+groups kept, balanced, the memory budget), the store's choice of runs (a matrix never plans from
+its own runs, on SQLite and PostgreSQL), then end to end: a matrix of three real pytest jobs
+(one with real xdist workers and --perf-schedule) recording into one real SQLite store."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from conftest import RUN_TIMEOUT, inner_addopts, need_history, validate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pytest_perfmon.monitor import protocol as PR
+from pytest_perfmon.monitor import split as S
+
+# --------------------------------------------------------------------------- the plan
+
+
+def _data(durations: dict, peaks: dict | None = None, base: float | None = None) -> dict:
+    peaks = peaks or {}
+    tests = {t: [d, peaks.get(t)] for t, d in durations.items()}
+    return {"tests": tests, "baseline_mb": base, "source": "test"}
+
+
+def _skewed(n_short: int = 120, long=(6.0, 5.0, 4.0, 3.0)) -> dict:
+    """A few long tests and many short ones, in files that do not sort by length."""
+    rnd = random.Random(7)
+    out = {}
+    for i in range(n_short):
+        out[f"tests/test_{'mzab'[i % 4]}{i % 9}.py::test_short_{i}"] = rnd.uniform(0.05, 0.3)
+    for i, d in enumerate(long):
+        out[f"tests/test_{'bzam'[i]}{i}.py::test_long_{i}"] = d
+    return out
+
+
+@pytest.mark.parametrize("text, expected", [("1/3", (1, 3)), (" 3 / 3 ", (3, 3)), ("1/1", (1, 1))])
+def test_parse_shard(text, expected):
+    assert S.parse_shard(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [("0/3", "K must be 1 to N"), ("4/3", "K must be 1 to N"), ("x", "is not K/N"), ("1/0", "N")],
+)
+def test_parse_shard_refuses(text, words):
+    with pytest.raises(ValueError, match=words):
+        S.parse_shard(text)
+
+
+def test_parse_time():
+    assert S.parse_time("10m") == 600 and S.parse_time("90s") == 90 and S.parse_time("1.5h") == 5400
+    assert S.parse_time("45") == 45
+    for bad in ("", "0m", "ten", "5d"):
+        with pytest.raises(ValueError):
+            S.parse_time(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 50.0), min_size=0, max_size=60),
+    st.integers(1, 7),
+    st.randoms(use_true_random=False),
+)
+def test_every_test_in_exactly_one_shard_whatever_the_order(durs, n, rnd):
+    ids = [f"t{i % 5}.py::test_{i}" for i in range(len(durs))]
+    known = {t: d for t, d in zip(ids, durs) if rnd.random() < 0.8}
+    groups = {t: ("g" if i % 7 == 3 else None) for i, t in enumerate(ids)}
+    data = _data(known)
+    plan = S.split(ids, data, n, groups)
+    shuffled = list(ids)
+    rnd.shuffle(shuffled)
+    again = S.split(shuffled + ids[:3], data, n, groups)  # order and duplicates do not matter
+    assert again.digest == plan.digest
+    assert [s.tests for s in again.shards] == [s.tests for s in plan.shards]
+    placed = [t for s in plan.shards for t in s.tests]
+    assert sorted(placed) == sorted(ids), "a test lost or in two shards"
+    owners = {plan.shard_of()[t] for t in ids if groups[t] == "g"}
+    assert len(owners) <= 1, "an xdist group split over shards"
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_skewed_suite_within_ten_per_cent_where_a_count_split_is_far_off(n):
+    durs = _skewed()
+    plan = S.split(durs, _data(durs), n)
+    assert plan.imbalance <= 1.10, [s.predicted_s for s in plan.shards]
+    loads = [sum(durs[t] for t in part) for part in S.by_count(durs, n)]
+    assert max(loads) / (sum(loads) / n) > 1.15  # what a split by count gives
+
+
+def test_new_tests_spread_like_their_file_and_none_piles_up():
+    known = {f"t{f}.py::test_{i}": (2.0 if f == 0 else 0.1) for f in range(3) for i in range(10)}
+    new = [f"t0.py::test_new_{i}" for i in range(6)]  # 2 s each, like their file
+    plan = S.split(list(known) + new, _data(known), 3)
+    assert plan.unknown == 6
+    assert plan.durations["t0.py::test_new_0"] == pytest.approx(2.0)
+    counts = [sum(t in s.tests for t in new) for s in plan.shards]
+    assert max(counts) <= 3, counts
+    assert plan.imbalance <= 1.10
+
+
+def test_no_figures_at_all_splits_by_count():
+    ids = [f"t.py::test_{i}" for i in range(10)]
+    plan = S.split(ids, {"tests": {}, "source": "nothing"}, 3)
+    assert plan.by_count and [len(s.tests) for s in plan.shards] in (
+        [4, 3, 3],
+        [3, 3, 4],
+        [3, 4, 3],
+    )
+    assert "split by count" in plan.source
+
+
+def test_more_shards_than_tests_leaves_empty_shards():
+    plan = S.split(["a.py::t1", "a.py::t2"], _data({"a.py::t1": 1.0, "a.py::t2": 1.0}), 4)
+    assert sorted(len(s.tests) for s in plan.shards) == [0, 0, 1, 1]
+    info = plan.info(4)
+    assert info["k"] == 4 and info["n"] == 4 and info["total_tests"] == 2
+
+
+def test_memory_budget_spreads_the_heavy_tests():
+    durs = {f"t.py::test_{i}": 1.0 for i in range(8)}
+    heavy = {"t.py::test_0": 500.0, "t.py::test_1": 500.0, "t.py::test_2": 500.0}
+    peaks = {t: heavy.get(t, 60.0) for t in durs}
+    data = _data(durs, peaks, base=50.0)
+    free = S.split(durs, data, 3, workers=2)
+    budget = 2 * 50 + 450 + 10 + 1  # two workers: one heavy test per shard at most
+    plan = S.split(durs, data, 3, budget_mb=budget, workers=2)
+    for s in plan.shards:
+        assert sum(t in heavy for t in s.tests) <= 1, s.tests
+        assert s.peak_mb <= budget
+    assert not plan.over_budget
+    assert max(s.peak_mb for s in free.shards) >= max(s.peak_mb for s in plan.shards)
+    alone = S.split(durs, data, 3, budget_mb=200, workers=2)  # no shard can take one
+    assert len(alone.over_budget) == 3
+
+
+def test_durations_files():
+    report = {
+        "session": {"duration": 3.0},
+        "tests": {
+            "a.py::t1": {"duration": 1.0, "memory": {"peak_mb": 80.0, "start_mb": 40.0}},
+            "a.py::t2 [gw1]": {"duration": 2.0, "memory": {"peak_mb": None, "start_mb": 42.0}},
+            "a.py::t3": {"duration": None},
+        },
+        "workers": {"main": {"busy_time": 3.0}},
+    }
+    data = S.durations_data(report, "perf.json")
+    assert data["tests"] == {"a.py::t1": [1.0, 80.0], "a.py::t2": [2.0, None]}
+    assert data["baseline_mb"] == 40.0 and data["run_stats"] == [[1, 3.0, 3.0]]
+    merged = {
+        "session": {},
+        "tests": {"s1::a.py::t1": {"duration": 1.5, "job": "s1"}},
+        "jobs": {"s1": {"session": {"duration": 2.0}, "workers": {"gw0": {"busy_time": 1.5}}}},
+    }
+    assert S.durations_data(merged, "m.json")["tests"] == {"a.py::t1": [1.5, None]}
+    split_file = {"a.py::t1": 0.5, "a.py::t2": 2}
+    got = S.durations_data(split_file, ".test_durations")
+    assert got["tests"] == {"a.py::t1": [0.5, None], "a.py::t2": [2.0, None]}
+    for bad in ([], {"a": "b"}, {}, {"session": {}, "tests": {}}):
+        with pytest.raises(S.SplitError):
+            S.durations_data(bad, "bad.json")
+
+
+def test_shard_labels_and_the_ci_run():
+    assert S.ci_run({}) is None
+    assert S.ci_run({"GITHUB_RUN_ID": "77"}) == "GITHUB_RUN_ID=77"
+    assert S.ci_run({"GITHUB_RUN_ID": "77"}, {"ci_run": "mine"}) == "mine"
+    labels = S.shard_labels(2, 3, {"CI_PIPELINE_ID": "5"}, {"team": "x"})
+    assert labels == {"perf_shard": "2/3", "ci_run": "CI_PIPELINE_ID=5", "team": "x"}
+
+
+def test_the_finish_message_carries_the_shard_checked():
+    shard = {"k": 2, "n": 3, "source": "the history", "tests": 4, "shards": [[4, 1.0]]}
+    f = PR.parse_finish({"session": "s1", "shard": shard})
+    assert f.shard == shard and f.as_session()["shard"] == shard
+    assert PR.parse_finish({"session": "s1"}).shard is None
+    for bad in (
+        {"k": 4, "n": 3, "source": "x", "tests": 1},
+        {"k": 1, "n": 3, "source": 5, "tests": 1},
+        {"k": 1, "n": 3, "source": "x"},
+        {"k": 1, "n": 3, "source": "x", "tests": 1, "deep": {"a": 1}},
+        "1/3",
+    ):
+        with pytest.raises(PR.ProtocolError):
+            PR.parse_finish({"shard": bad})
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@pytest.fixture
+def store_db(request, tmp_path):
+    need_history()
+    return str(tmp_path / "history.db")
+
+
+def _record(url, i, durations, labels, env):
+    from pytest_perfmon.monitor.history import record_run
+    from test_history import make_report
+
+    assert record_run(url, make_report(i, durations), labels, env=env) is None
+
+
+def _matrix_runs_left_out(url):
+    from pytest_perfmon.monitor.history.shards import shard_data
+
+    full = {f"t.py::test_{i}": 1.0 for i in range(6)}
+    parent = {"GITHUB_SHA": "p" * 40}
+    here = {"GITHUB_SHA": "c" * 40, "GITHUB_RUN_ID": "9"}
+    _record(url, 1, full, {}, parent)
+    # this matrix's first job, and a job of another matrix of 2 at the same commit
+    _record(
+        url, 2, {"t.py::test_0": 50.0}, {"perf_shard": "1/3", "ci_run": "GITHUB_RUN_ID=9"}, here
+    )
+    _record(url, 3, {"t.py::test_1": 70.0}, {"perf_shard": "1/2"}, here)
+    _record(url, 4, {"t.py::test_2": 90.0}, {"ci_run": "GITHUB_RUN_ID=9"}, parent)
+    got = shard_data(url, 10, 3, commit="c" * 40, ci_run="GITHUB_RUN_ID=9")
+    assert got["excluded"] == 2 and got["runs"] == 2
+    assert got["tests"]["t.py::test_0"][0] == 1.0  # not the 50 s of this matrix's run
+    assert got["tests"]["t.py::test_1"][0] == pytest.approx(35.5)  # the other matrix counts
+    assert [r[0] for r in got["run_stats"]] == [1, 1]
+    no_ci = shard_data(url, 10, 3, commit="c" * 40)  # the commit rule alone
+    assert no_ci["excluded"] == 1
+    # outside git and CI: every shard of N recorded without a commit is this matrix's
+    _record(url, 5, {"t.py::test_3": 99.0}, {"perf_shard": "2/3"}, {})
+    assert shard_data(url, 10, 3, commit=None, rootdir=os.devnull)["excluded"] == 1
+
+
+@pytest.fixture
+def no_ci(monkeypatch):
+    from pytest_perfmon.monitor.history.context import CI_VARIABLES
+
+    for sha, _ in CI_VARIABLES:
+        monkeypatch.delenv(sha, raising=False)
+
+
+def test_a_matrix_never_plans_from_its_own_runs_sqlite(store_db, no_ci):
+    _matrix_runs_left_out(store_db)
+
+
+def test_a_matrix_never_plans_from_its_own_runs_postgresql(no_ci):
+    need_history()
+    from test_history import PG, pg_bin_or_skip
+
+    server = PG(pg_bin_or_skip())
+    try:
+        server.start()
+        _matrix_runs_left_out(server.new_db())
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- end to end
+
+SUITE = {
+    # files that do not sort by length: the long tests in the middle and at the end
+    "test_a.py": "import time\n\n\ndef test_a0():\n    time.sleep(0.01)\n\n\n"
+    "def test_a1():\n    time.sleep(0.01)\n\n\ndef test_a2():\n    time.sleep(0.01)\n",
+    "test_m.py": "import time\n\nimport pytest\n\n\n@pytest.mark.parametrize('i', range(8))\n"
+    "def test_m(i):\n    time.sleep(0.02)\n\n\ndef test_m_long():\n    time.sleep(0.25)\n",
+    "test_z.py": "import time\n\nimport pytest\n\n\n@pytest.mark.xdist_group('g')\n"
+    "def test_z_g1():\n    time.sleep(0.05)\n\n\n@pytest.mark.xdist_group('g')\n"
+    "def test_z_g2():\n    time.sleep(0.05)\n\n\ndef test_z_long():\n    time.sleep(0.2)\n",
+}
+N_TESTS = 3 + 9 + 3
+
+
+def _pytest(where, *args, env=None):
+    full = {k: v for k, v in os.environ.items() if k not in S.CI_RUN_VARIABLES}
+    full.pop("GITHUB_STEP_SUMMARY", None)
+    full.update(PYTEST_ADDOPTS=inner_addopts(), **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=where,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+
+
+def _suite(where) -> None:
+    (where / "pytest.ini").write_text("[pytest]\n")
+    for name, text in SUITE.items():
+        (where / name).write_text(text)
+
+
+def _report(where, name):
+    return validate(json.loads((where / name).read_text()))
+
+
+@pytest.mark.slow
+def test_a_matrix_of_three_jobs_runs_every_test_exactly_once(tmp_path):
+    """One seed run into a SQLite store, then the three jobs of a matrix at the next commit,
+    one after the other, each recording into the store (job 2 with two real xdist workers and
+    --perf-schedule)."""
+    need_history()
+    where = tmp_path
+    _suite(where)
+    seed = _pytest(
+        where,
+        "--perf-monitor",
+        "--perf-output=seed.json",
+        "--perf-history=h.db",
+        env={"GITHUB_SHA": "1" * 40},
+    )
+    assert seed.returncode == 0, seed.stdout + seed.stderr
+    env = {"GITHUB_SHA": "2" * 40, "GITHUB_RUN_ID": "31"}
+    for k in (1, 2, 3):
+        extra = ["-n", "2", "--perf-schedule"] if k == 2 else []
+        res = _pytest(
+            where,
+            *extra,
+            f"--perf-shard={k}/3",
+            "--perf-history=h.db",
+            "--perf-monitor",
+            f"--perf-output=s{k}.json",
+            env=env,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert f"perfmon: shard {k}/3: " in res.stdout and f"of {N_TESTS} tests" in res.stdout
+
+    reports = [_report(where, f"s{k}.json") for k in (1, 2, 3)]
+    ran = [t for r in reports for t in r["tests"]]
+    assert sorted(ran) == sorted(_report(where, "seed.json")["tests"]) and len(ran) == N_TESTS
+    shards = [r["session"]["shard"] for r in reports]
+    assert len({s["plan"] for s in shards}) == 1, "the jobs planned different splits"
+    assert [s["k"] for s in shards] == [1, 2, 3] and {s["n"] for s in shards} == {3}
+    assert all(s["total_tests"] == N_TESTS and s["not_run_count"] == 0 for s in shards)
+    assert [s["tests"] for s in shards] == [len(r["tests"]) for r in reports]
+    assert shards[1]["workers"] == 2 and shards[0]["workers"] == 1
+    assert "any machine" in shards[0]["source"] and shards[0]["unknown_tests"] == 0
+    # the later jobs left the earlier ones of this matrix out (the commit and the CI run)
+    assert "1 of this matrix left out" in shards[1]["source"]
+    assert "2 of this matrix left out" in shards[2]["source"]
+    groups = [k for k, r in enumerate(reports) if any("test_z_g" in t for t in r["tests"])]
+    assert len(groups) == 1, "the xdist group was split"
+
+    # the store labels the shards' runs
+    from pytest_perfmon.monitor.history import store
+
+    eng = store.open_store(str(where / "h.db"), create=False)
+    try:
+        with eng.connect() as conn:
+            rows = conn.execute(store.sa.select(store.run_labels)).all()
+    finally:
+        eng.dispose()
+    labels = {(r.key, r.value) for r in rows}
+    assert {("perf_shard", "2/3"), ("ci_run", "GITHUB_RUN_ID=31")} <= labels
+
+
+def test_a_shard_from_a_durations_file_empty_shards_and_bad_values(tmp_path):
+    """--perf-shard-from a pytest-split file (collect only), an empty shard (more shards than
+    tests; with xdist workers) exits 0 on one line, and bad values are usage errors naming it."""
+    where = tmp_path
+    _suite(where)
+    durations = {"test_m.py::test_m_long": 0.25, "test_z.py::test_z_long": 0.2}
+    (where / ".test_durations").write_text(json.dumps(durations))
+    res = _pytest(
+        where, "--collect-only", "-q", "--perf-shard=1/2", "--perf-shard-from=.test_durations"
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "perfmon: shard 1/2:" in res.stdout and ".test_durations (2 tests)" in res.stdout
+    res = _pytest(where, "-n", "2", "-k", "test_a", "--perf-shard=5/5")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "perfmon: shard 5/5 has no tests (3 test(s) over 5 shards): exit status 0" in res.stdout
+    for bad, words in (("4/3", "K must be 1 to N"), ("x", "K/N")):
+        res = _pytest(where, f"--perf-shard={bad}")
+        assert res.returncode == 4 and "--perf-shard" in res.stderr and words in res.stderr
+    res = _pytest(where, "-o", "perf_shard=2/1")
+    assert res.returncode == 4 and "perf_shard in the ini file" in res.stderr
