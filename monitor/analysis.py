@@ -690,4 +690,9 @@ def merge(inputs: Sequence) -> dict:
     fixtures = [f for lab, j in jobs.items() for f in labelled_fixtures(j.get("fixtures"), lab)]
     if fixtures:
         out["fixtures"] = fixtures
+    from .split import matrix_check  # the shards of a --perf-shard matrix, checked
+
+    matrix = matrix_check(jobs, tests)
+    if matrix is not None:
+        out["matrix"] = matrix
     return out

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from . import about, analysis, github
+from . import about, analysis, github, shards
 from .analysis import Comparison, ReportError, Threshold
 from .argtypes import nonneg_float, positive_int, runs_window
 from .command import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, emit
@@ -140,6 +140,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
         f"perfmon: merged {len(args.files)} file(s), {len(merged['jobs'])} job(s), "
         f"{len(merged['tests'])} test(s) into {args.output}"
     )
+    if "matrix" in merged:  # the shards of a --perf-shard matrix
+        emit(shards.matrix_text(merged["matrix"]))
     return EXIT_OK
 
 
@@ -372,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     history_cli.register(sub)
     predict_io.register(sub)
+    shards.register(sub)
     return parser
 
 

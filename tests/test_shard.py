@@ -1,7 +1,8 @@
-"""--perf-shard K/N: the planning (pure: every test once, the same plan whatever the order,
-groups kept, balanced, the memory budget), the store's choice of runs (a matrix never plans from
-its own runs, on SQLite and PostgreSQL), then end to end: a matrix of three real pytest jobs
-(one with real xdist workers and --perf-schedule) recording into one real SQLite store."""
+"""--perf-shard K/N, perfmon split, predict --shards and the matrix check of perfmon merge: the
+planning (pure: every test once, the same plan whatever the order, groups kept, balanced, the
+memory budget), the store's choice of runs (a matrix never plans from its own runs, on SQLite
+and PostgreSQL), then end to end: a matrix of three real pytest jobs (one with real xdist workers
+and --perf-schedule) recording into one real SQLite store, merged and checked."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from conftest import RUN_TIMEOUT, inner_addopts, need_history, validate
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pytest_perfmon.monitor import cli
 from pytest_perfmon.monitor import protocol as PR
 from pytest_perfmon.monitor import split as S
 
@@ -189,6 +191,55 @@ def test_the_finish_message_carries_the_shard_checked():
             PR.parse_finish({"shard": bad})
 
 
+# --------------------------------------------------------------------------- the matrix check
+
+
+def _job(k, n, tests, wall, plan="p1", not_run=(), total=None):
+    shard = {
+        "k": k,
+        "n": n,
+        "source": "x",
+        "tests": len(tests),
+        "plan": plan,
+        "total_tests": total,
+        "predicted_wall_s": wall * 0.9,
+        "not_run": list(not_run),
+        "shards": [[3, 1.0]] * n,
+    }
+    session = {"duration": wall, "timestamp": f"2026-01-01T00:00:0{k}.000000Z", "shard": shard}
+    return f"s{k}", {"session": session}, {t: {"duration": wall / 2, "job": f"s{k}"} for t in tests}
+
+
+def _check(*jobs):
+    all_jobs = {label: job for label, job, _ in jobs}
+    tests = {f"{label}::{t}": e for label, _, ts in jobs for t, e in ts.items()}
+    return S.matrix_check(all_jobs, tests)
+
+
+def test_matrix_check_of_a_good_matrix():
+    m = _check(
+        _job(1, 2, ["a::1", "a::2"], 4.0, total=4), _job(2, 2, ["a::3", "a::4"], 2.0, total=4)
+    )
+    assert m["problems"] == [] and m["missing_count"] == 0 and not m["duplicated"]
+    assert m["imbalance"] == pytest.approx(4.0 / 3.0, abs=1e-3)
+    assert m["critical_path"]["k"] == 1 and m["jobs"][1]["start_s"] == 1.0
+    assert m["jobs"][0]["error"] == pytest.approx(1 / 0.9 - 1, abs=1e-3)
+
+
+def test_matrix_check_names_what_went_wrong():
+    m = _check(
+        _job(1, 3, ["a::1", "a::2"], 4.0, total=6, not_run=["a::5"]),
+        _job(2, 3, ["a::2", "a::3"], 2.0, plan="p2", total=6),
+    )
+    assert m["duplicated"] == {"a::2": ["s1", "s2"]}
+    assert m["absent"] == [{"k": 3, "planned": 3}]
+    assert m["missing_count"] == 3 and m["not_run"] == ["a::5"]
+    text = " ".join(m["problems"])
+    assert "2 different splits" in text and "without a report: 3/3" in text
+    assert "3 test(s) of 6 ran in no shard" in text and "more than one shard" in text
+    assert S.matrix_check({"x": {"session": {}}}, {}) is None  # no shards: no check
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -294,10 +345,10 @@ def _report(where, name):
 
 
 @pytest.mark.slow
-def test_a_matrix_of_three_jobs_runs_every_test_exactly_once(tmp_path):
+def test_a_matrix_of_three_jobs_runs_every_test_exactly_once(tmp_path, capsys):
     """One seed run into a SQLite store, then the three jobs of a matrix at the next commit,
     one after the other, each recording into the store (job 2 with two real xdist workers and
-    --perf-schedule)."""
+    --perf-schedule); perfmon merge checks them, perfmon split and predict read the same."""
     need_history()
     where = tmp_path
     _suite(where)
@@ -351,6 +402,39 @@ def test_a_matrix_of_three_jobs_runs_every_test_exactly_once(tmp_path):
         eng.dispose()
     labels = {(r.key, r.value) for r in rows}
     assert {("perf_shard", "2/3"), ("ci_run", "GITHUB_RUN_ID=31")} <= labels
+
+    # perfmon merge checks the matrix
+    files = [str(where / f"s{k}.json") for k in (1, 2, 3)]
+    merged = str(where / "merged.json")
+    assert cli.main(["merge", *files, "-o", merged]) == 0
+    out = capsys.readouterr().out
+    assert "every test of the matrix ran exactly once" in out and "critical path: shard" in out
+    m = _report(where, "merged.json")["matrix"]
+    assert m["problems"] == [] and m["missing_count"] == 0 and m["tests_seen"] == N_TESTS
+    assert [j["k"] for j in m["jobs"]] == [1, 2, 3] and len(m["plans"]) == 1
+    assert cli.main(["merge", *files[:2], "-o", str(where / "two.json")]) == 0
+    out = capsys.readouterr().out
+    assert "shard(s) without a report: 3/3" in out and "ran in no shard" in out
+
+    # perfmon split and predict --shards
+    assert cli.main(["split", "--shards", "3", "--from", merged, "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert sorted(t for s in plan["shards"] for t in s["tests"]) == sorted(ran)
+    assert plan["n"] == 3 and plan["imbalance"] >= 1.0
+    assert cli.main(["split", "--shards", "2", "--db", str(where / "h.db")]) == 0
+    text = capsys.readouterr().out
+    assert f"2 shards of {N_TESTS} tests from the history" in text and "imbalance" in text
+    out = str(where / ".test_durations")
+    args = ["split", "--shards", "2", "--from", merged, "--format", "pytest-split", "-o", out]
+    assert cli.main(args) == 0
+    durations = json.loads((where / ".test_durations").read_text())
+    assert len(durations) == N_TESTS and all(isinstance(v, float) for v in durations.values())
+    capsys.readouterr()
+    args = ["predict", "--db", str(where / "h.db"), "--shards", "auto", "--target", "1h"]
+    assert cli.main(args) == 0
+    assert "recommended: --perf-shard K/1" in capsys.readouterr().out
+    args = ["predict", "--db", str(where / "h.db"), "--shards", "auto"]
+    assert cli.main(args) == 2 and "--target" in capsys.readouterr().err
 
 
 def test_a_shard_from_a_durations_file_empty_shards_and_bad_values(tmp_path):
