@@ -255,9 +255,10 @@ class ShardPlugin:
     def shard_object(self) -> dict:
         """The report's ``session.shard``: the plan's figures and the tests that did not run."""
         info = dict(self.info) if self.info is not None else {}
-        if not info:  # an xdist controller whose workers all died before the end
-            info = {"k": self.k, "n": self.n, "source": self.figures().get("source", "?")}
-            info["tests"] = len(self.planned or ())
+        if not info:  # no plan (a source that failed), or an xdist controller whose workers
+            # all died before the end
+            source = (self.data or {}).get("source") or "?"
+            info = {"k": self.k, "n": self.n, "source": source, "tests": len(self.planned or ())}
         missed = [t for t in self.planned or () if t not in self.reported]
         info["not_run"] = missed[: S.MAX_NOT_RUN]
         info["not_run_count"] = len(missed)
@@ -285,7 +286,7 @@ class ShardPlugin:
 
     def line(self) -> str:
         where = f"shard {self.k}/{self.n}"
-        info = self.info or {}
+        info = self.info or {"tests": len(self.planned or ()), "source": "?"}
         total = info.get("total_tests")
         if self.empty():
             over = f" ({total} test(s) over {self.n} shards)" if total is not None else ""
@@ -302,7 +303,8 @@ class ShardPlugin:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.role != "worker":
+        planned = self.info is not None or self.planned is not None
+        if self.role != "worker" and planned:  # not after a source that failed
             terminalreporter.write_line(self.line())
 
 

@@ -439,7 +439,8 @@ def test_a_matrix_of_three_jobs_runs_every_test_exactly_once(tmp_path, capsys):
 
 def test_a_shard_from_a_durations_file_empty_shards_and_bad_values(tmp_path):
     """--perf-shard-from a pytest-split file (collect only), an empty shard (more shards than
-    tests; with xdist workers) exits 0 on one line, and bad values are usage errors naming it."""
+    tests; with xdist workers) exits 0 on one line, bad values are usage errors naming it, and
+    a store that cannot be read stops the job."""
     where = tmp_path
     _suite(where)
     durations = {"test_m.py::test_m_long": 0.25, "test_z.py::test_z_long": 0.2}
@@ -457,3 +458,8 @@ def test_a_shard_from_a_durations_file_empty_shards_and_bad_values(tmp_path):
         assert res.returncode == 4 and "--perf-shard" in res.stderr and words in res.stderr
     res = _pytest(where, "-o", "perf_shard=2/1")
     assert res.returncode == 4 and "perf_shard in the ini file" in res.stderr
+    # a store that cannot be read stops the job: it would split otherwise than the others
+    need_history()
+    res = _pytest(where, "--perf-shard=1/2", "--perf-history=postgresql://nobody@127.0.0.1:1/x")
+    assert res.returncode == 4 and "would not split alike" in res.stderr, res.stderr
+    assert "perfmon: shard" not in res.stdout and "Traceback" not in res.stderr
