@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
 import tempfile
+import textwrap
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -134,6 +137,110 @@ class Run:
         matches = [v for k, v in self.tests.items() if k.endswith("::" + name)]
         assert len(matches) == 1, (name, list(self.tests))
         return matches[0]
+
+
+def run_in(path, *args: str, output: str = "perf.json", monitor: bool = True) -> Run:
+    """run_perf's run in a directory of one's own, for a run that several tests share (a
+    module-scoped fixture; pytester is per test): the same command, ini and environment as
+    pytester gives run_perf's runs (our plugins off, PY_COLORS=0, HOME there). The files are
+    the caller's; the report, if any, is validated."""
+    import subprocess
+    import sys
+    import time
+
+    (path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    out = path / output
+    extra = ["--perf-monitor", f"--perf-output={out}"] if monitor else []
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0", HOME=str(path))
+    for name in ("GITHUB_STEP_SUMMARY", "TOX_ENV_DIR"):
+        env.pop(name, None)
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *args],
+        cwd=path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=RUN_TIMEOUT,
+    )
+    res = pytest.RunResult(
+        proc.returncode,
+        proc.stdout.splitlines(),
+        proc.stderr.splitlines(),
+        time.monotonic() - start,
+    )
+    report = validate(json.loads(out.read_text(encoding="utf-8"))) if out.exists() else None
+    return Run(res, report, out)
+
+
+#: Bound on waiting for what another xdist worker is making (shared_once): a build and an
+#: install from the package index (tests/test_dist.py) at most.
+SHARED_TIMEOUT = 900
+
+
+def shared_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Path:
+    """The directory ``make(directory)`` fills, made once per session: by whichever xdist
+    worker asks first (the others wait for it) or, without xdist, by this process. A module- or
+    session-scoped fixture alone is made once per worker, however many tests share it.
+
+    If ``make`` fails, every test that asks fails, saying so."""
+    import time
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's: each worker's basetemp is a directory in it
+    path = root / f"shared-{name}"
+    lock = root / f"shared-{name}.lock"
+    deadline = time.monotonic() + SHARED_TIMEOUT
+    while True:
+        try:
+            os.mkdir(lock)  # atomic on every platform: the lock
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"waited {SHARED_TIMEOUT} s for another worker to make {path}")
+            time.sleep(0.05)
+    try:
+        failed = path / ".failed"
+        if failed.exists():
+            pytest.fail(f"making {path} failed (in another test): {failed.read_text()}")
+        if not (path / ".done").exists():
+            path.mkdir(exist_ok=True)
+            try:
+                make(path)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
+                raise
+            (path / ".done").touch()
+    finally:
+        os.rmdir(lock)
+    return path
+
+
+def shared_run(
+    tmp_path_factory: pytest.TempPathFactory, files: dict, *args: str, output: str = "perf.json"
+) -> Run:
+    """One run_in of the suite ``files`` ({module name: source}) with ``args``, made once per
+    session (shared_once) for the tests that only read its report and output."""
+    key = json.dumps([sorted(files.items()), args, output])
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def make(path) -> None:
+        for module, source in files.items():  # as pytester.makepyfile writes them
+            text = textwrap.dedent(source).strip() + "\n"
+            (path / f"{module}.py").write_text(text, encoding="utf-8")
+        run = run_in(path, *args, output=output)
+        (path / "result.json").write_text(
+            json.dumps([run.ret, run.result.outlines, run.result.errlines]), encoding="utf-8"
+        )
+
+    path = shared_once(tmp_path_factory, name, make)
+    ret, outlines, errlines = json.loads((path / "result.json").read_text(encoding="utf-8"))
+    out = path / output
+    report = json.loads(out.read_text(encoding="utf-8")) if out.exists() else None
+    return Run(pytest.RunResult(ret, outlines, errlines, 0.0), report, out)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import os
 import sqlite3
 
 import pytest
-from conftest import XDIST_ENDS, need_history
+from conftest import XDIST_ENDS, need_history, shared_run
 from pytest_perfmon.monitor import cli
 
 need_history(allow_module_level=True)
@@ -138,14 +138,20 @@ HISTORY_SUITE = {
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_limits_relative_to_history(run_perf, pytester, xdist):
+def test_limits_relative_to_history(run_perf, pytester, tmp_path_factory, xdist):
     """--perf-limit-history 2: after two runs of 50 ms, a run of 300 ms fails test_grows (over
-    2 x its median and over the median by the 50 ms floor); test_steady stays green."""
+    2 x its median and over the median by the 50 ms floor); test_steady stays green. The first
+    run (serial) is recorded once for both cases; each case copies its store."""
+    seed = shared_run(
+        tmp_path_factory, HISTORY_SUITE, "--perf-history=h.db", "--perf-limit-history=2"
+    )
+    assert seed.ret == 0, seed.text
     pytester.makepyfile(**HISTORY_SUITE)
     db = pytester.path / "h.db"
-    for i in range(2):
-        run = run_perf(*xdist, f"--perf-history={db}", "--perf-limit-history=2", output=f"{i}.json")
-        assert run.ret == 0, run.text
+    for store in seed.path.parent.glob("h.db*"):  # the database and any journal beside it
+        (pytester.path / store.name).write_bytes(store.read_bytes())
+    run = run_perf(*xdist, f"--perf-history={db}", "--perf-limit-history=2", output="1.json")
+    assert run.ret == 0, run.text
     assert "history limits: 2 x the median of the last 10 run(s)" in run.text
     assert "(1 found), 2 test(s) with history" in run.text
     run = run_perf(

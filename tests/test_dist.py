@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import validate
+from conftest import shared_once, validate
 from pytest_perfmon import __main__ as module_main
 from pytest_perfmon import __version__
 from pytest_perfmon.monitor import about
@@ -160,11 +160,14 @@ def test_every_package_is_listed_in_pyproject() -> None:
 
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    base = tmp_path_factory.mktemp("dist")
-    src = base / "src"
-    shutil.copytree(ROOT, src, ignore=COPY_IGNORE)
-    out = base / "out"
-    _ok(_run([sys.executable, "-m", "build", "--outdir", out, src], cwd=base))
+    """Built once per session, by whichever xdist worker needs them first."""
+
+    def build(base: Path) -> None:
+        shutil.copytree(ROOT, base / "src", ignore=COPY_IGNORE)
+        _ok(_run([sys.executable, "-m", "build", "--outdir", base / "out", base / "src"], cwd=base))
+
+    base = shared_once(tmp_path_factory, "dists", build)
+    src, out = base / "src", base / "out"
     (wheel,) = out.glob("*.whl")
     (sdist,) = out.glob("*.tar.gz")
     return {"src": src, "wheel": wheel, "sdist": sdist}
@@ -229,16 +232,23 @@ def test_sdist_holds_the_licence_and_the_test_suite(dists: dict) -> None:
 
 @pytest.fixture(scope="module")
 def venv(dists: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv holding the wheel (plus the xdist extra) and its dependencies, nothing else."""
-    home = tmp_path_factory.mktemp("venv") / "v"
-    _ok(_run([sys.executable, "-m", "venv", "--without-pip", home]))
-    bindir = home / ("Scripts" if os.name == "nt" else "bin")
-    python = bindir / ("python.exe" if os.name == "nt" else "python")
-    wheel = f"pytest-perfmon[xdist] @ {dists['wheel'].as_uri()}"
-    # our pip installs into it (pip >= 22.3): no pip bootstrap inside the venv
-    install = [sys.executable, "-m", "pip", "--python", python, "install", "-q"]
-    _ok(_run([*install, "--disable-pip-version-check", wheel]))
-    return bindir
+    """A fresh venv holding the wheel (plus the xdist extra) and its dependencies, nothing else;
+    made once per session, by whichever xdist worker needs it first."""
+
+    def make(base: Path) -> None:
+        home = base / "v"
+        _ok(_run([sys.executable, "-m", "venv", "--without-pip", home]))
+        python = _bindir(home) / ("python.exe" if os.name == "nt" else "python")
+        wheel = f"pytest-perfmon[xdist] @ {dists['wheel'].as_uri()}"
+        # our pip installs into it (pip >= 22.3): no pip bootstrap inside the venv
+        install = [sys.executable, "-m", "pip", "--python", python, "install", "-q"]
+        _ok(_run([*install, "--disable-pip-version-check", wheel]))
+
+    return _bindir(shared_once(tmp_path_factory, "venv", make) / "v")
+
+
+def _bindir(home: Path) -> Path:
+    return home / ("Scripts" if os.name == "nt" else "bin")
 
 
 def _exe(bindir: Path, name: str) -> Path:

@@ -10,7 +10,7 @@ import random
 import re
 
 import pytest
-from conftest import RUN_TIMEOUT, need_history
+from conftest import RUN_TIMEOUT, need_history, shared_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_perfmon import _schedule as S
@@ -342,6 +342,28 @@ class Log:
 
 
 @pytest.fixture
+def first_run(tmp_path_factory):
+    """The first, measured run of a suite (-n 2, the real monitor), made once per session for
+    the tests that plan from it: they copy its report (the node ids are the same in their
+    directories)."""
+
+    def get(files: dict, *args: str):
+        run = shared_run(tmp_path_factory, files, "-n", "2", *args, output="first.json")
+        assert run.ret == 0, run.text
+        return run
+
+    return get
+
+
+def _planned_from(pytester, first_run, files: dict, *args: str):
+    """The suite in pytester's directory, with the first run's report as first.json."""
+    pytester.makepyfile(**files)
+    first = first_run(files, *args)
+    (pytester.path / "first.json").write_bytes(first.path.read_bytes())
+    return first
+
+
+@pytest.fixture
 def log(pytester, monkeypatch):
     pytester.makeconftest(LOGGER)
     path = pytester.path / "sched.log"
@@ -349,11 +371,8 @@ def log(pytester, monkeypatch):
     return Log(path)
 
 
-def test_report_plans_longest_first_on_real_workers(run_perf, pytester, log):
-    pytester.makepyfile(test_skew=SKEWED)
-    first = run_perf("-n", "2", output="first.json")
-    assert first.ret == 0, first.text
-    log.rows()
+def test_report_plans_longest_first_on_real_workers(run_perf, pytester, log, first_run):
+    _planned_from(pytester, first_run, {"test_skew": SKEWED})
     run = run_perf("-n", "2", "--perf-schedule=first.json", monitor=False)
     assert run.ret == 0, run.text
     assert (
@@ -417,11 +436,9 @@ GROUPED_FILES = {
 # their "@group" suffix into the node ids (they set item._nodeid, which pytest now ignores), so
 # xdist itself does not group, and neither do we: we group by the node ids xdist sends.
 @pytest.mark.parametrize("dist", ["loadscope", "loadfile"])
-def test_groups_kept_heaviest_first_on_real_workers(run_perf, pytester, log, dist):
-    pytester.makepyfile(**GROUPED_FILES)
-    first = run_perf("-n", "2", "--dist", dist, output="first.json")
-    assert first.ret == 0, first.text
-    log.rows()
+def test_groups_kept_heaviest_first_on_real_workers(run_perf, pytester, log, first_run, dist):
+    # one first run for both modes: a plan is the tests' durations, whatever ran them
+    _planned_from(pytester, first_run, GROUPED_FILES, "--dist", "loadfile")
     run = run_perf("-n", "2", "--dist", dist, "--perf-schedule=first.json", monitor=False)
     assert run.ret == 0, run.text
     assert "longest first from first.json" in run.text, run.text
@@ -471,11 +488,8 @@ def _overlaps(rows, name: str) -> list:
 
 
 @pytest.mark.parametrize("share", [1.5, 0.5], ids=["one-heavy-fits", "over-alone"])
-def test_memory_budget_keeps_heavy_tests_apart(run_perf, pytester, log, share):
-    pytester.makepyfile(test_mem=HEAVY)
-    first = run_perf("-n", "2", output="first.json")
-    assert first.ret == 0, first.text
-    log.rows()
+def test_memory_budget_keeps_heavy_tests_apart(run_perf, pytester, log, first_run, share):
+    first = _planned_from(pytester, first_run, {"test_mem": HEAVY})
     base, low, high = _heavy_figures(first.report)
     assert low > 100, f"the 160 MB tests were measured at {low:.0f} MB above {base:.0f} MB"
     budget = 2 * base + share * high
@@ -505,7 +519,17 @@ def test_memory_budget_keeps_heavy_tests_apart(run_perf, pytester, log, share):
         assert not alone, run.text
 
 
-FAILING = SKEWED + "\ndef test_fails():\n    assert False\n"
+#: 14 tests that pass and one that fails: no plan is made, so no test need take time
+FAILING = """
+import pytest
+
+@pytest.mark.parametrize("i", range(14))
+def test_passes(i):
+    pass
+
+def test_fails():
+    assert False
+"""
 
 
 def test_faults_one_line_and_the_outcome_unchanged(run_perf, pytester, tmp_path):
@@ -529,8 +553,10 @@ def test_faults_one_line_and_the_outcome_unchanged(run_perf, pytester, tmp_path)
             "perfmon@127.0.0.1:1/x: OperationalError: connection failed",
         ),
     ]
-    for args, message in cases:
-        run = run_perf("-n", "2", "test_skew.py", *args, monitor=False)
+    # The fault is the controller's (the planner's source), before any test is handed out:
+    # one worker shows it; the first case, with two, that xdist's own hand-out takes over.
+    for i, (args, message) in enumerate(cases):
+        run = run_perf("-n", "2" if i == 0 else "1", "test_skew.py", *args, monitor=False)
         assert run.ret == 1, run.text  # the failing test, as without --perf-schedule
         warnings = [x for x in run.text.splitlines() if x.startswith("perfmon: warning")]
         assert len(warnings) == 1 and message in warnings[0], run.text
@@ -563,11 +589,10 @@ def test_usage_errors(pytester, args, message):
         (["-n", "2", "--dist", "each"], "--perf-schedule does not apply to --dist each"),
     ],
 )
-def test_where_it_does_not_apply_it_says_so(run_perf, pytester, args, message):
-    pytester.makepyfile(test_skew=SKEWED)
-    first = run_perf(output="first.json")
+def test_where_it_does_not_apply_it_says_so(run_perf, pytester, first_run, args, message):
+    _planned_from(pytester, first_run, {"test_skew": SKEWED})
     run = run_perf(*args, "--perf-schedule=first.json", monitor=False)
-    assert first.ret == 0 and run.ret == 0, run.text
+    assert run.ret == 0, run.text
     assert message in run.text, run.text
 
 
