@@ -778,6 +778,33 @@ def test_matrix(run_perf, pytester, name, variant):
     assert run.report["session"].get("exit_status", run.ret) == run.ret, run.report["session"]
     check_report(run.report, seen)
     _case_specific(name, variant, seen, run.report)
+    if case.files is GENERAL:
+        check_workers(run.report, WORKERS[variant])
+
+
+#: the workers each variant of the general suite may run its tests on
+WORKERS = {"serial": {"main"}, "n2": {"gw0", "gw1"}, "n16": {f"gw{i}" for i in range(16)}}
+
+
+def check_workers(report: dict, workers: set) -> None:
+    """Every way xdist distributes (or is off): every execution ran on one of the run's
+    workers, whose report counts them all, and each worker's tests ran in its process; no
+    record dropped; the session and summary count the entries."""
+    tests = report["tests"]
+    session = report["session"]
+    assert session["records_dropped"] == 0, session
+    assert session["total_tests"] == len(tests), session
+    outcomes = Counter(t["outcome"] for t in tests.values())
+    assert report["summary"]["outcomes"] == dict(outcomes), report["summary"]["outcomes"]
+    ran = Counter(e["worker"] for t in tests.values() for e in t.get("executions", [t]))
+    assert set(ran) <= set(report["workers"]) <= workers, (set(ran), report["workers"])
+    for wid, w in report["workers"].items():
+        assert w["tests"] == ran[wid], (wid, w, ran)
+        pids = {t["pid"] for t in tests.values() if t["worker"] == wid and "executions" not in t}
+        assert pids <= {w["pid"]}, (wid, pids, w)
+        # (-n 16: the workers xdist gave no test are there, busy for no time)
+        assert (w["busy_time"] > 0) == (w["tests"] > 0), (wid, w)
+        assert w["idle_time"] >= 0 and w["peak_rss_mb"] > 0, (wid, w)
 
 
 def _case_specific(name: str, variant: str, seen: dict, report: dict) -> None:
@@ -803,6 +830,15 @@ def _case_specific(name: str, variant: str, seen: dict, report: dict) -> None:
     elif name == "dist-each":
         for nodeid, t in tests.items():
             assert sorted(e["worker"] for e in t["executions"]) == ["gw0", "gw1"], (nodeid, t)
+        assert {w: v["tests"] for w, v in report["workers"].items()} == {
+            "gw0": len(tests),
+            "gw1": len(tests),
+        }
+    elif name == "dist-loadfile":  # a file's tests on one worker
+        by_file: dict = {}
+        for nodeid, t in tests.items():
+            by_file.setdefault(nodeid.split("::")[0], set()).add(t["worker"])
+        assert all(len(w) == 1 for w in by_file.values()), by_file
     elif name == "keep-duplicates":
         assert len(seen) == 3 and all(s.attempts == 2 for s in seen.values()), seen
 

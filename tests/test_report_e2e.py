@@ -1,10 +1,9 @@
-"""End to end, with real xdist workers: a worker that dies mid-test (issue 14 item 3) and
-``--dist each`` (issue 14 item 4). Everything else about reports is tested in-process
+"""End to end, with real xdist workers: a worker that dies mid-test (issue 14 item 3) and the
+terminal summary (issue 14 item 10); ``--dist each`` (issue 14 item 4) is a case of
+tests/test_compat.py. Everything else about reports is tested in-process
 (tests/test_report.py)."""
 
 from __future__ import annotations
-
-import pytest
 
 INTERVAL = 0.05  # seconds; every condition below holds for at least 5 intervals
 
@@ -66,31 +65,9 @@ def test_worker_crash_does_not_bleed_into_the_previous_test(run_perf, pytester):
         assert mem["end_mb"] < crashed["memory"]["peak_mb"] - 60, (quiet, crashed)
 
 
-EACH_SUITE = """
-def test_a():
-    pass
-
-def test_b():
-    pass
-
-def test_c():
-    pass
-"""
-
-
-def test_dist_each_keeps_every_execution(run_perf, pytester):
-    pytester.makepyfile(test_each=EACH_SUITE)
-    run = run_perf("-n", "2", "--dist", "each")
-    assert run.ret == 0, run.text
-    keys = sorted(run.tests)
-    assert keys == [f"test_each.py::test_{n}" for n in "abc"], keys
-    for t in run.tests.values():
-        assert sorted(x["worker"] for x in t["executions"]) == ["gw0", "gw1"]
-        assert [x["attempt"] for x in t["executions"]] == [1, 2]
-        assert t["duration"] == pytest.approx(sum(x["duration"] for x in t["executions"]))
-    assert run.report["session"]["total_tests"] == 3
-    assert {w: v["tests"] for w, v in run.report["workers"].items()} == {"gw0": 3, "gw1": 3}
-    assert run.report["summary"]["outcomes"] == {"passed": 3}
+# --dist each (issue 14 item 4): tests/test_compat.py's matrix (case dist-each), every test
+# with one execution per worker, attempts 1 and 2, its times their sums, and the workers'
+# and the session's counts.
 
 
 SUMMARY_SUITE = """
