@@ -320,6 +320,8 @@ def test_pytest_exit_in_a_test(tmp_path, mode):
         assert report["session"]["warnings"] == [warnings[0].split(": ", 2)[2]]
         # (xdist prints its own INTERNALERROR traceback: none of ours)
         assert "pytest_perfmon" not in inner.text()
+        if not mode:
+            assert "Traceback" not in inner.text()
     finally:
         inner.close()
 

@@ -308,19 +308,9 @@ def test_github_step_summary(run_perf, pytester):
     assert "| " in text and "test_one" in text
 
 
-@pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_interrupted_test_is_not_recorded_as_finished(run_perf, pytester, xdist):
-    """pytest.exit() inside a test stops the session; that test never finished."""
-    pytester.makepyfile(
-        "import pytest\ndef test_a():\n    pass\ndef test_exit():\n    pytest.exit('stop here')\n"
-    )
-    plain = run_perf(*xdist, monitor=False)
-    run = run_perf(*xdist)
-    assert run.ret == plain.ret
-    assert "Traceback" not in run.result.stderr.str()
-    stop = [t for k, t in run.tests.items() if k.endswith("test_exit")]
-    assert all(t["outcome"] != "passed" for t in stop), stop
-    assert run.test("test_a")["outcome"] == "passed"
+# pytest.exit() inside a test, serial and -n 2, against a run without perfmon: the test is
+# interrupted, never finished, the exit code pytest's own (tests/test_endings.py,
+# test_pytest_exit_in_a_test).
 
 
 def test_report_file_mode_follows_umask(run_perf, pytester):
