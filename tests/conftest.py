@@ -139,7 +139,9 @@ class Run:
         return matches[0]
 
 
-def run_in(path, *args: str, output: str = "perf.json", monitor: bool = True) -> Run:
+def run_in(
+    path, *args: str, output: str = "perf.json", monitor: bool = True, env: dict | None = None
+) -> Run:
     """run_perf's run in a directory of one's own, for a run that several tests share (a
     module-scoped fixture; pytester is per test): the same command, ini and environment as
     pytester gives run_perf's runs (our plugins off, PY_COLORS=0, HOME there). The files are
@@ -151,14 +153,15 @@ def run_in(path, *args: str, output: str = "perf.json", monitor: bool = True) ->
     (path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     out = path / output
     extra = ["--perf-monitor", f"--perf-output={out}"] if monitor else []
-    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0", HOME=str(path))
+    environ = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0", HOME=str(path))
     for name in ("GITHUB_STEP_SUMMARY", "TOX_ENV_DIR"):
-        env.pop(name, None)
+        environ.pop(name, None)
+    environ.update(env or {})
     start = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *args],
         cwd=path,
-        env=env,
+        env=environ,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -220,18 +223,24 @@ def shared_once(tmp_path_factory: pytest.TempPathFactory, name: str, make) -> Pa
 
 
 def shared_run(
-    tmp_path_factory: pytest.TempPathFactory, files: dict, *args: str, output: str = "perf.json"
+    tmp_path_factory: pytest.TempPathFactory,
+    files: dict,
+    *args: str,
+    output: str = "perf.json",
+    env: dict | None = None,
 ) -> Run:
     """One run_in of the suite ``files`` ({module name: source}) with ``args``, made once per
-    session (shared_once) for the tests that only read its report and output."""
-    key = json.dumps([sorted(files.items()), args, output])
+    session (shared_once) for the tests that only read its report and output. ``env``: set
+    for the run; a value may name a file in its directory as {dir}/NAME."""
+    key = json.dumps([sorted(files.items()), args, output, sorted((env or {}).items())])
     name = hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def make(path) -> None:
         for module, source in files.items():  # as pytester.makepyfile writes them
             text = textwrap.dedent(source).strip() + "\n"
             (path / f"{module}.py").write_text(text, encoding="utf-8")
-        run = run_in(path, *args, output=output)
+        environ = {k: v.format(dir=path) for k, v in (env or {}).items()}
+        run = run_in(path, *args, output=output, env=environ)
         (path / "result.json").write_text(
             json.dumps([run.ret, run.result.outlines, run.result.errlines]), encoding="utf-8"
         )

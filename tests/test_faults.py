@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import XDIST, validate
+from conftest import XDIST_ENDS, validate
 
 SUITE = """
 def test_one():
@@ -27,7 +27,7 @@ def test_three():
 
 @pytest.mark.parametrize(
     "python, xdist",
-    [pytest.param("/bin/false", x.values[0], id=f"exits-{x.id}") for x in XDIST]
+    [pytest.param("/bin/false", x.values[0], id=f"exits-{x.id}") for x in XDIST_ENDS]
     + [pytest.param("/no/such/python", [], id="no-such-file")],
 )
 def test_monitor_cannot_start(run_perf, pytester, python, xdist):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import XDIST_ENDS, validate
+from conftest import XDIST_ENDS, shared_run, validate
 
 OUTCOMES = """
 import pytest
@@ -94,13 +94,6 @@ def test_ini_options_and_command_line_wins(run_perf, pytester):
     # (the command line over the ini file, setting by setting: tests/test_plugin_units.py)
 
 
-def test_no_system_info_flag(run_perf, pytester):
-    pytester.makepyfile("def test_one(): pass")
-    run = run_perf("--no-perf-system-info")
-    assert run.ret == 0
-    assert "system" not in run.report
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -133,14 +126,6 @@ def test_bad_ini_interval_is_a_usage_error(pytester, inprocess):
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert "perf_cpu_interval in the ini file: must be at least 0.01" in res.stderr.str()
     assert "Traceback" not in res.stderr.str() + res.stdout.str()
-
-
-def test_output_directories_are_created(run_perf, pytester):
-    """Like --junitxml: missing parent directories of --perf-output are made."""
-    pytester.makepyfile("def test_one(): pass")
-    run = run_perf(output="reports/nested/perf.json")
-    assert run.ret == 0, run.text
-    assert run.report["session"]["total_tests"] == 1
 
 
 CHECK_IMPORTS = """
@@ -298,34 +283,62 @@ def test_junitxml_carries_the_metrics(run_perf, pytester, xdist):
     assert keep["perf_memory_delta_mb"] >= 19
 
 
-def test_github_step_summary(run_perf, pytester):
-    pytester.makepyfile("def test_one():\n    pass\n")
-    summary = pytester.path / "step_summary.md"
-    run = run_perf("--perf-print-summary", env={"GITHUB_STEP_SUMMARY": str(summary)})
-    assert run.ret == 0, run.text
-    text = summary.read_text()
-    assert text.startswith("### ")
-    assert "| " in text and "test_one" in text
-
-
 # pytest.exit() inside a test, serial and -n 2, against a run without perfmon: the test is
 # interrupted, never finished, the exit code pytest's own (tests/test_endings.py,
 # test_pytest_exit_in_a_test).
 
 
-def test_report_file_mode_follows_umask(run_perf, pytester):
-    pytester.makepyfile("def test_one():\n    pass\n")
-    run = run_perf()
+# --------------------------------------------------------------------------- one run, read by
+# the tests below: a test that passes and one that is skipped, with the options they are about
+
+BASIC = """
+import pytest
+
+def test_one():
+    pass
+
+@pytest.mark.skip(reason="demo")
+def test_skipped():
+    pass
+"""
+
+
+@pytest.fixture
+def basic(tmp_path_factory):
+    run = shared_run(
+        tmp_path_factory,
+        {"test_basic": BASIC},
+        "--no-perf-system-info",
+        "--perf-print-summary",
+        output="reports/nested/perf.json",
+        env={"GITHUB_STEP_SUMMARY": "{dir}/step_summary.md"},
+    )
+    assert run.ret == 0, run.text
+    return run
+
+
+def test_no_system_info_flag(basic):
+    assert "system" not in basic.report
+
+
+def test_output_directories_are_created(basic):
+    """Like --junitxml: missing parent directories of --perf-output are made."""
+    assert basic.report["session"]["total_tests"] == 2
+
+
+def test_github_step_summary(basic):
+    text = (basic.path.parents[2] / "step_summary.md").read_text()
+    assert text.startswith("### ")
+    assert "| " in text and "test_one" in text
+
+
+def test_report_file_mode_follows_umask(basic):
     mask = os.umask(0)
     os.umask(mask)
-    assert run.path.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert basic.path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-def test_phase_that_never_ran_is_null(run_perf, pytester):
-    pytester.makepyfile(
-        "import pytest\n@pytest.mark.skip(reason='demo')\ndef test_skipped():\n    pass\n"
-    )
-    run = run_perf()
-    t = run.test("test_skipped")
+def test_phase_that_never_ran_is_null(basic):
+    t = basic.test("test_skipped")
     assert t["call_time"] is None and t["teardown_time"] is not None
     assert t["duration"] == pytest.approx(t["setup_time"] + t["teardown_time"], abs=2e-6)
