@@ -90,21 +90,29 @@ def test_history_from_the_environment_and_a_store_that_cannot_be_written(
         ("no/such/dir/x.db", "does not exist"),
     ],
 )
-def test_malformed_history_url_is_a_usage_error(run_perf, pytester, url, problem):
+def test_malformed_history_url_is_a_usage_error(pytester, inprocess, url, problem):
     pytester.makepyfile(test_a="def test_a():\n    pass\n")
-    run = run_perf(f"--perf-history={url}")
-    assert run.ret == pytest.ExitCode.USAGE_ERROR, run.text
-    lines = [ln for ln in run.result.stderr.str().splitlines() if ln.strip()]
-    assert any(problem in ln and "--perf-history" in ln for ln in lines), run.text
-    assert "Traceback" not in run.text
-    assert run.report is None
+    res = _usage_error(pytester, f"--perf-history={url}")
+    lines = [ln for ln in res.stderr.str().splitlines() if ln.strip()]
+    assert any(problem in ln and "--perf-history" in ln for ln in lines), lines
 
 
-def test_bad_label_is_a_usage_error(run_perf, pytester):
+def test_bad_label_is_a_usage_error(pytester, inprocess):
     pytester.makepyfile(test_a="def test_a():\n    pass\n")
-    run = run_perf("--perf-label=novalue")
-    assert run.ret == pytest.ExitCode.USAGE_ERROR
-    assert "is not KEY=VALUE" in run.text
+    res = _usage_error(pytester, "--perf-label=novalue")
+    assert "is not KEY=VALUE" in res.stderr.str()
+
+
+def _usage_error(pytester, *args: str) -> pytest.RunResult:
+    """A usage error, in-process: the options are checked before anything is spawned."""
+    out = pytester.path / "perf.json"
+    res = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "--perf-monitor", f"--perf-output={out}", *args
+    )
+    assert res.ret == pytest.ExitCode.USAGE_ERROR, res.stdout.str() + res.stderr.str()
+    assert "Traceback" not in res.stdout.str() + res.stderr.str()
+    assert not out.exists()
+    return res
 
 
 def test_html_and_history_without_the_monitor(run_perf, pytester, capsys):
@@ -173,10 +181,9 @@ def test_limits_relative_to_history(run_perf, pytester, tmp_path_factory, xdist)
     assert "limit from the history: 2 x median" in run.text
 
 
-def test_limits_relative_to_history_need_a_store(run_perf, pytester):
+def test_limits_relative_to_history_need_a_store(pytester, inprocess):
     pytester.makepyfile(**HISTORY_SUITE)
-    run = run_perf("--perf-limit-history=1.5")
-    assert run.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--perf-limit-history needs a history store: --perf-history URL" in run.text
-    run = run_perf("--perf-limit-history=0.5", f"--perf-history={pytester.path / 'x.db'}")
-    assert run.ret == pytest.ExitCode.USAGE_ERROR and "must be a finite number >= 1" in run.text
+    res = _usage_error(pytester, "--perf-limit-history=1.5")
+    assert "--perf-limit-history needs a history store: --perf-history URL" in res.stderr.str()
+    res = _usage_error(pytester, "--perf-limit-history=0.5", f"--perf-history={pytester.path}/x.db")
+    assert "must be a finite number >= 1" in res.stderr.str()

@@ -343,12 +343,13 @@ class Log:
 
 @pytest.fixture
 def first_run(tmp_path_factory):
-    """The first, measured run of a suite (-n 2, the real monitor), made once per session for
-    the tests that plan from it: they copy its report (the node ids are the same in their
-    directories)."""
+    """The first, measured run of a suite (the real monitor), made once per session for the
+    tests that plan from it: they copy its report (the node ids are the same in their
+    directories). Serial where the plan needs only the tests' durations, which do not depend
+    on what ran them."""
 
     def get(files: dict, *args: str):
-        run = shared_run(tmp_path_factory, files, "-n", "2", *args, output="first.json")
+        run = shared_run(tmp_path_factory, files, *args, output="first.json")
         assert run.ret == 0, run.text
         return run
 
@@ -403,7 +404,7 @@ def history_url(request, tmp_path):
 def test_history_plans_longest_first(run_perf, pytester, log, history_url):
     pytester.makepyfile(test_skew=SKEWED)
     # "=": pytest takes a lone existing path for a test path when it finds its rootdir
-    first = run_perf("-n", "2", f"--perf-history={history_url}", output="first.json")
+    first = run_perf(f"--perf-history={history_url}", output="first.json")
     assert first.ret == 0, first.text
     log.rows()
     run = run_perf("-n", "2", "--perf-schedule", f"--perf-history={history_url}", monitor=False)
@@ -438,7 +439,7 @@ GROUPED_FILES = {
 @pytest.mark.parametrize("dist", ["loadscope", "loadfile"])
 def test_groups_kept_heaviest_first_on_real_workers(run_perf, pytester, log, first_run, dist):
     # one first run for both modes: a plan is the tests' durations, whatever ran them
-    _planned_from(pytester, first_run, GROUPED_FILES, "--dist", "loadfile")
+    _planned_from(pytester, first_run, GROUPED_FILES)
     run = run_perf("-n", "2", "--dist", dist, "--perf-schedule=first.json", monitor=False)
     assert run.ret == 0, run.text
     assert "longest first from first.json" in run.text, run.text
@@ -489,7 +490,8 @@ def _overlaps(rows, name: str) -> list:
 
 @pytest.mark.parametrize("share", [1.5, 0.5], ids=["one-heavy-fits", "over-alone"])
 def test_memory_budget_keeps_heavy_tests_apart(run_perf, pytester, log, first_run, share):
-    first = _planned_from(pytester, first_run, {"test_mem": HEAVY})
+    # two workers: the budget counts each worker's baseline, read from their first tests
+    first = _planned_from(pytester, first_run, {"test_mem": HEAVY}, "-n", "2")
     base, low, high = _heavy_figures(first.report)
     assert low > 100, f"the 160 MB tests were measured at {low:.0f} MB above {base:.0f} MB"
     budget = 2 * base + share * high
