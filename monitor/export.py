@@ -250,7 +250,9 @@ def csv_text(report: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for key, test in _tests(report):
-        subs = test.get("subtests") if isinstance(test.get("subtests"), dict) else {}
+        subs = test.get("subtests")
+        if not isinstance(subs, dict):
+            subs = {}
         writer.writerow(
             [
                 _cell(v)

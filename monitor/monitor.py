@@ -226,8 +226,7 @@ class Monitor(server.RouterServer):
         if self.stop_reason != "finished":
             reason = self.stop_reason
             self.stop_reason = None
-            self.drain()
-            if self.stop_reason == "finished":  # its finish was waiting in the queue
+            if self.drain() == "finished":  # its finish was waiting in the queue
                 return 0
             # Linux sends the parent-death signal (SIGTERM) as pytest dies, a moment before
             # getppid() tells: that is not someone stopping the monitor.
@@ -246,15 +245,17 @@ class Monitor(server.RouterServer):
                 self.remove_private_dir()
         return 0
 
-    def drain(self) -> None:
-        """Handle the frames that came before the parent died (its last batches), bounded."""
+    def drain(self) -> Optional[str]:
+        """Handle the frames that came before the parent died (its last batches), bounded;
+        return the stop reason one of them set (its finish), else None."""
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline and self.stop_reason is None:
             try:
                 parts = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.ZMQError:
-                return
+                break
             self.handle(parts)
+        return self.stop_reason
 
     # -- after a hard exit: the slots -----------------------------------------------------
     def read_slots(self) -> tuple[str, Optional[float]]:

@@ -37,7 +37,10 @@ from __future__ import annotations
 import os
 import sys
 from bisect import bisect_left
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # new in Python 3.10: named in annotations only, never evaluated
 
 # -- the report's vocabulary ---------------------------------------------------------------
 
@@ -441,9 +444,8 @@ class _Proc:
                 return None
             except (OSError, ValueError):
                 pass
-        wait = self._wait_ns(nthreads)
-        if wait is not None:
-            wait = (wait + self._kids_ns(kids)) * _NS
+        wait_ns = self._wait_ns(nthreads)
+        wait = None if wait_ns is None else (wait_ns + self._kids_ns(kids)) * _NS
         return [wait, invol, None, None, self._throttled()]
 
     def _read_psutil(self) -> Optional[list]:
@@ -601,7 +603,7 @@ def is_contended(noise: Any, duration: Any) -> bool:
     )
 
 
-def _num(v: Any) -> bool:
+def _num(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -619,15 +621,16 @@ def entry_noise(w: Any, start: float, stop: float, duration: Any, slack: float) 
     if all(x is None for x in g):
         return None
     span = stop - start
+    psi, invol = g[PSI], g[INVOL]
     pressure = None
-    if g[PSI] is not None and span > 0:
-        pressure = round(min(1.0, g[PSI] / span), 4)
+    if psi is not None and span > 0:
+        pressure = round(min(1.0, psi / span), 4)
     out = {
         "wait_time": _r(g[WAIT]),
         "throttled_time": _r(g[THROTTLE]),
         "steal_time": _r(g[STEAL]),
         "pressure": pressure,
-        "involuntary_switches": None if g[INVOL] is None else int(round(g[INVOL])),
+        "involuntary_switches": None if invol is None else int(round(invol)),
     }
     out["contended"] = is_contended(out, duration)
     return out
@@ -785,9 +788,10 @@ def bench(pids: list, passes: int = 2000) -> dict:
             reader.sample(w, float(i))
     whole = (time.perf_counter() - t0) / passes * 1e6
     sysr = reader.system
+    assert sysr is not None, "opened by the first sample: no pids given"
     t0 = time.perf_counter()
     for _ in range(passes):
-        sysr._read()  # type: ignore[union-attr]
+        sysr._read()
     system = (time.perf_counter() - t0) / passes * 1e6
     reader.close()
     return {

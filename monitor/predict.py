@@ -91,7 +91,7 @@ def _groups(nodeid: str) -> list[str]:
 
 
 def estimate_tests(
-    nodeids: Sequence[str], series: Mapping[str, Mapping[str, Sequence[float]]]
+    nodeids: Sequence[str], series: Mapping[str, Mapping[str, Sequence[Optional[float]]]]
 ) -> tuple[list[Estimate], int]:
     """Per node id its predicted duration (median), low-high (10th-90th percentile) and peak
     (median), and how many had no history. ``series`` may hold more tests than ``nodeids``:

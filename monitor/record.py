@@ -5,7 +5,12 @@ records through these names, and imports nothing heavy for them (``pytest --help
 import msgpack). tests/test_report.py checks that both modules agree.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # new in Python 3.10: named in annotations only, never evaluated
 
 RECORD_FIELDS = (
     "nodeid",
@@ -45,7 +50,7 @@ N_FIELDS = len(RECORD_FIELDS)
 SAME_START = 1.0
 
 
-def amount(v: Any) -> bool:
+def amount(v: Any) -> TypeGuard[float]:
     """A finite number >= 0 (not a bool): what EXTRA's figures must be to reach the report; the
     wire checks EXTRA's shape only, so NaN, infinity or a string from a broken client stop here."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")

@@ -176,7 +176,9 @@ def report_durations(report: Mapping, name: str) -> dict:
         dur = _num(t.get("duration"))
         if dur is None:
             continue
-        mem = t.get("memory") if isinstance(t.get("memory"), dict) else {}
+        mem = t.get("memory")
+        if not isinstance(mem, dict):
+            mem = {}
         per.setdefault(base_nodeid(key, t.get("job")), []).append((dur, _num(mem.get("peak_mb"))))
         start = _num(mem.get("start_mb"))
         if start is not None:
@@ -189,14 +191,16 @@ def report_durations(report: Mapping, name: str) -> dict:
     for nodeid, pts in per.items():
         peaks = [p for _, p in pts if p is not None]
         tests[nodeid] = [P.median(d for d, _ in pts), P.median(peaks) if peaks else None]
-    jobs = report.get("jobs") if isinstance(report.get("jobs"), dict) else {"": report}
+    jobs = report.get("jobs")
+    if not isinstance(jobs, dict):
+        jobs = {"": report}
     runs = []
     for job in jobs.values():
         session = job.get("session") if isinstance(job, dict) else None
         workers = job.get("workers") if isinstance(job, dict) else None
         wall = _num(session.get("duration")) if isinstance(session, dict) else None
-        busy = [_num(w.get("busy_time")) for w in (workers or {}).values() if isinstance(w, dict)]
-        busy = [b for b in busy if b is not None]
+        times = (_num(w.get("busy_time")) for w in (workers or {}).values() if isinstance(w, dict))
+        busy = [b for b in times if b is not None]
         if wall is not None and busy:
             runs.append([len(busy), wall, max(busy)])
     return {
@@ -563,29 +567,31 @@ def _epoch(text: Any) -> Optional[float]:
         return None
 
 
-def matrix_check(jobs: Mapping[str, Mapping], tests: Mapping[str, Mapping]) -> Optional[dict]:
+def matrix_check(jobs: Mapping[str, Any], tests: Mapping[str, Mapping]) -> Optional[dict]:
     """The check of a sharded matrix from a merged report's jobs and tests (``"LABEL::nodeid"``
     keys with ``"job"``): None when no job ran a shard. Every shard's planned and measured
     tests, wall time (measured and predicted) and start; the shards without a report; the
     tests that ran in two shards or more, and those that ran in none (the planned tests each
     shard reports as not run, and the count the shards' totals say is missing); the imbalance
     (slowest wall over the mean); the critical path (the slowest shard and its longest tests)."""
-    shard_jobs = []
+    shard_jobs: list[tuple[str, Mapping, Mapping]] = []
     for label, job in jobs.items():
         session = job.get("session") if isinstance(job, Mapping) else None
         shard = session.get("shard") if isinstance(session, Mapping) else None
-        if isinstance(shard, Mapping):
+        if isinstance(session, Mapping) and isinstance(shard, Mapping):
             shard_jobs.append((label, session, shard))
     if not shard_jobs:
         return None
     ran: dict = {}  # label -> {nodeid: duration}
     for key, t in tests.items():
-        label = t.get("job")
-        if label in jobs:
-            ran.setdefault(label, {})[base_nodeid(key, label)] = _num(t.get("duration")) or 0.0
+        job_label = t.get("job")
+        if job_label in jobs:
+            ran.setdefault(job_label, {})[base_nodeid(key, job_label)] = (
+                _num(t.get("duration")) or 0.0
+            )
     starts = [_epoch(s.get("timestamp")) for _, s, _ in shard_jobs]
     first = min((x for x in starts if x is not None), default=None)
-    rows = []
+    rows: list[dict[str, Any]] = []
     where: dict = {}
     not_run: list = []
     for (label, session, shard), start in zip(shard_jobs, starts):
@@ -621,7 +627,7 @@ def matrix_check(jobs: Mapping[str, Mapping], tests: Mapping[str, Mapping]) -> O
     ns = sorted({r["n"] for r in rows if isinstance(r["n"], int)})
     plans = sorted({str(s.get("plan")) for _, _, s in shard_jobs if s.get("plan")})
     totals = sorted(
-        {s.get("total_tests") for _, _, s in shard_jobs if isinstance(s.get("total_tests"), int)}
+        {x for x in (s.get("total_tests") for _, _, s in shard_jobs) if isinstance(x, int)}
     )
     n = ns[-1] if ns else len(rows)
     present = {r["k"] for r in rows}

@@ -9,7 +9,7 @@ and infinity count as not measured).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Optional
+from typing import Optional, Union
 
 from .units import number
 
@@ -60,7 +60,9 @@ class Summary:
         }
 
 
-def summarize(tests: Iterable[dict], parallel_efficiency: Optional[float] = None) -> dict:
+def summarize(
+    tests: Union[Iterable[dict], Mapping[str, dict]], parallel_efficiency: Optional[float] = None
+) -> dict:
     """The ``summary`` block of the tests in ``tests`` (any iterable of test dicts, read once).
 
     A mapping (a report's ``tests`` object) is taken by its values. Tests without a duration or

@@ -164,7 +164,7 @@ class Client:
             left = deadline - _perf()
             if left <= 0:
                 return None
-            ready = dict(poller.poll(min(left, 0.1) * 1000))
+            ready = dict(poller.poll(int(min(left, 0.1) * 1000)))
             if self.sock in ready:
                 try:
                     got, body = P.unpack(self.sock.recv(zmq.NOBLOCK))
@@ -266,7 +266,7 @@ class Sender:
         queue = self.queue
         popleft = queue.popleft
         while queue:
-            batch = []
+            batch: list = []
             try:
                 while len(batch) < BATCH_RECORDS:
                     batch.append(popleft())

@@ -22,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 from pytest_perfmon.monitor import slots as S
 
@@ -64,7 +64,8 @@ class Endings:
         self.directory = directory
         self.pid = os.getpid()
         self.files: dict = {}  # signum -> the open file faulthandler writes into
-        self.wrapper: Any = None
+        self.wrapper: Any = None  # our os._exit, while installed
+        self.real_exit: Any = None  # the os._exit it wraps
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -101,21 +102,22 @@ class Endings:
         owner = self.pid
         real = os._exit
 
-        def _exit(status: int) -> None:
+        def _exit(status: int) -> NoReturn:
             if os.getpid() == owner:
                 slot.ending(f"os._exit({status!r})", _time())
             real(status)
 
         _exit.__doc__ = real.__doc__
+        # a function attribute (functools.wraps' convention), which mypy's function types lack
         _exit.__wrapped__ = real  # type: ignore[attr-defined]
-        self.wrapper = _exit
+        self.wrapper, self.real_exit = _exit, real
         os._exit = _exit
 
     def uninstall(self) -> None:
         """End of session: everything as it was (what a test changed since is left alone)."""
         if self.wrapper is not None and os._exit is self.wrapper:
-            os._exit = self.wrapper.__wrapped__
-        self.wrapper = None
+            os._exit = self.real_exit
+        self.wrapper = self.real_exit = None
         self._unregister_signals()
         if Endings.current is self:
             Endings.current = None

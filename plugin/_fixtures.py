@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
@@ -46,7 +46,7 @@ def configure(config: pytest.Config, build: Callable[[], None]) -> None:
         _counters.CHILDREN = False
     measurer = config.pluginmanager.get_plugin(MEASURER)
     if measurer is not None:
-        root = str(getattr(config, "rootpath", None) or config.rootdir)
+        root = str(config.rootpath)  # new in pytest 6.1; we need 7.0
         config.pluginmanager.register(SharedFixtures(measurer, root), MEASURER + "-fixtures")
 
 
@@ -71,7 +71,10 @@ def location(func: Any, root: str) -> Optional[str]:
     return f"{path.replace(os.sep, '/')}:{code.co_firstlineno}"
 
 
-def _wrapper_marker() -> Any:
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def _wrapper_marker() -> Callable[[_F], _F]:
     """pluggy's new-style wrapper where it has one (pluggy >= 1.1: about 0.7 us cheaper per
     call than an old-style hookwrapper, and function-scoped fixtures pay it for nothing), else
     the old style. The wrapper's body works as either: ``return (yield)``."""

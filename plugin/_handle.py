@@ -128,8 +128,8 @@ class SpawnedMonitor:
         return f"{lines[-1]} ({code})" if lines else code
 
     def silence(self) -> None:
-        if self.alive():
-            self.proc.kill()  # type: ignore[union-attr]
+        if self.alive() and self.proc is not None:  # alive() implies a process
+            self.proc.kill()
             self.reap()
 
     def reap(self, wrote_report: bool = True) -> None:

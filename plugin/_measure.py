@@ -133,7 +133,8 @@ class Measurer:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: Optional[pytest.Item]) -> Any:
         counters = self.counters
-        self.reports = reports = []
+        reports: list = []
+        self.reports = reports
         self.extra = None
         nodeid = item.nodeid.encode("utf-8", "surrogateescape")
         counters.reset()
@@ -277,13 +278,14 @@ class JUnitProperties:
         if rss0 is not None:
             peak = m.counters.peak()
             rss1 = m.counters.rss()
-            props += [
-                ("perf_memory_start_mb", f"{rss0 / MB:.3f}"),
-                ("perf_memory_end_mb", f"{rss1 / MB:.3f}"),
-                ("perf_memory_delta_mb", f"{(rss1 - rss0) / MB:.3f}"),
-            ]
-            if peak is not None:
-                props.append(("perf_memory_peak_mb", f"{max(peak, rss0, rss1) / MB:.3f}"))
+            if rss1 is not None:  # always: the reader that gave rss0
+                props += [
+                    ("perf_memory_start_mb", f"{rss0 / MB:.3f}"),
+                    ("perf_memory_end_mb", f"{rss1 / MB:.3f}"),
+                    ("perf_memory_delta_mb", f"{(rss1 - rss0) / MB:.3f}"),
+                ]
+                if peak is not None:
+                    props.append(("perf_memory_peak_mb", f"{max(peak, rss0, rss1) / MB:.3f}"))
         if wall > 0:
             props.append(("perf_cpu_percent", f"{100.0 * cpu / wall:.1f}"))
         report.user_properties.extend(props)

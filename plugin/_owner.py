@@ -92,7 +92,7 @@ class SessionOwner:
         return True
 
     def session_info(self, exitstatus: Any) -> dict:
-        info = {
+        info: dict[str, Any] = {
             "session": self.session_id,
             "start": self.start,
             "stop": _time(),
@@ -122,8 +122,8 @@ class SessionOwner:
         try:
             self.info = self.session_info(exitstatus)
             self.info.update(extra)
-            if deliver() and self.usable():
-                self.finishing = self.client.send(P.pack(P.FINISH, self.info))  # type: ignore[union-attr]
+            if deliver() and self.usable() and self.client is not None:  # usable() implies one
+                self.finishing = self.client.send(P.pack(P.FINISH, self.info))
         except Exception as exc:  # never let our failure become the session's
             self.finishing = False
             self.info = self.info or self.session_info(exitstatus)

@@ -111,7 +111,7 @@ def report_data(path: str) -> dict:
     from pytest_perfmon.monitor.analysis import ReportError, load_report
 
     try:  # only what planning reads is checked: tests with a finite duration
-        report = load_report(path, check=False)
+        report: Any = load_report(path, check=False)  # any JSON value: checked here
     except ReportError as exc:
         raise PlanError(str(exc)) from None
     tests = report.get("tests") if isinstance(report, dict) else None

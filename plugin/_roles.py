@@ -407,11 +407,11 @@ class ControllerSession:
         for crash in self.crashed:
             wid = crash["worker"]
             recent = [P.check_record(list(r)) for r in crash["recent"]]
-            w = data.workers.get(wid)
-            if w is None:
+            dead = data.workers.get(wid)
+            if dead is None:
                 joined = min((r[P.START] for r in recent), default=crash["time"])
-                w = data.workers[wid] = R.Worker(str(wid), 0, joined)
-            w.add_told(recent)
+                dead = data.workers[wid] = R.Worker(str(wid), 0, joined)
+            dead.add_told(recent)
         data.crashed = [{k: v for k, v in c.items() if k != "recent"} for c in self.crashed]
         S.drop_duplicate_interruptions(data)
         return data
@@ -471,6 +471,7 @@ class WorkerSession:
             if client is not None and client.ready and client.alive and not client.gone():
                 delivered = client.bye(self.alive)
             # The controller keeps these in case the collector cannot write the report.
+            # xdist sets workeroutput on a worker's config: pytest's Config declares none
             self.config.workeroutput["perfmon"] = {  # type: ignore[attr-defined]
                 "worker": m.wid,
                 "pid": os.getpid(),

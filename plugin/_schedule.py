@@ -142,7 +142,7 @@ class PerfScheduling:
         if self.delegate:
             return self.inner.mark_test_complete(node, item_index, duration)
         self.node2pending[node].remove(item_index)
-        self.work[node] -= self.plan.durations[item_index]
+        self.work[node] -= self.planned.durations[item_index]
         units = self.node2units[node]
         for i, u in enumerate(units):
             if item_index in u.indices:
@@ -156,7 +156,7 @@ class PerfScheduling:
     def mark_test_pending(self, item: str) -> None:
         if self.delegate:
             return self.inner.mark_test_pending(item)
-        self._enqueue(self._unit([self.collection.index(item)]), front=True)
+        self._enqueue(self._unit([self.planned_ids.index(item)]), front=True)
         self.check_schedule()
 
     def remove_pending_tests_from_node(self, node: Any, indices: Sequence[int]) -> None:
@@ -168,7 +168,7 @@ class PerfScheduling:
         if taken and node in self.node2pending:
             self.node2pending[node] = [i for i in self.node2pending[node] if i not in taken]
             self.node2units[node] = [u for u in self.node2units[node] if u not in units]
-            self.work[node] -= sum(self.plan.durations[i] for i in taken)
+            self.work[node] -= sum(self.planned.durations[i] for i in taken)
             back = [u for u in units if taken.issuperset(u.indices)]
             covered = {i for u in back for i in u.indices}
             back += [self._unit([i]) for i in sorted(taken - covered)]  # never lose a test
@@ -220,16 +220,28 @@ class PerfScheduling:
         self.check_schedule()
 
     # ------------------------------------------------------------------ planning
+    # Past schedule()'s plan (xdist calls the methods that use these only then).
+    @property
+    def planned(self) -> Plan:
+        assert self.plan is not None, "no plan before schedule()"
+        return self.plan
+
+    @property
+    def planned_ids(self) -> list:
+        """The collection the plan is for."""
+        assert self.collection is not None, "no plan before schedule()"
+        return self.collection
+
     def _make_units(self) -> None:
         groups: dict = {}
-        for i, nodeid in enumerate(self.collection):
+        for i, nodeid in enumerate(self.planned_ids):
             groups.setdefault(group_key(self.dist, nodeid), []).append(i)
         for indices in groups.values():
             self._enqueue(self._unit(indices))
 
     def _unit(self, indices: list) -> Unit:
         """Tests that go to one worker together: their summed duration, their largest peak."""
-        d, x = self.plan.durations, self.plan.extras
+        d, x = self.planned.durations, self.planned.extras
         return Unit(indices, sum(d[i] for i in indices), max(x[i] for i in indices))
 
     def _enqueue(self, unit: Unit, front: bool = False) -> None:
@@ -263,7 +275,7 @@ class PerfScheduling:
         if count < MIN_PENDING and unit is not None and not node.shutting_down:
             return True  # it waits for a second test: nothing starts
         held = self.node2units[node] + ([unit] if unit else [])
-        base = self.plan.baseline_mb * len(self.node2pending)
+        base = self.planned.baseline_mb * len(self.node2pending)
         if base + others + max((u.extra for u in held), default=0.0) <= self.budget:
             return True
         if others > 0:
@@ -273,14 +285,14 @@ class PerfScheduling:
                 self.warned.add(u)
                 self.say(
                     f"perfmon: warning: {self._name(u)} is predicted to need {u.extra:.0f} MB "
-                    f"above a worker's {self.plan.baseline_mb:.0f} MB, more than "
+                    f"above a worker's {self.planned.baseline_mb:.0f} MB, more than "
                     f"--perf-max-memory ({self.budget:.0f} MB) allows beside "
                     f"{len(self.node2pending)} worker(s): it runs alone"
                 )
         return True
 
     def _name(self, unit: Unit) -> str:
-        first = self.collection[unit.indices[0]]
+        first = self.planned_ids[unit.indices[0]]
         return first if len(unit.indices) == 1 else f"group {group_key(self.dist, first)}"
 
     def _others(self, node: Any) -> float:

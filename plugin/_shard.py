@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Generator
 from typing import Any, Optional
 
 import pytest
@@ -153,7 +154,7 @@ class ShardPlugin:
         self.planned: Optional[list] = None  # this shard's node ids, as collected
         self.reported: set = set()
         if role == "worker":
-            wi = config.workerinput  # type: ignore[attr-defined]
+            wi = config.workerinput  # type: ignore[attr-defined]  # xdist sets it on a worker
             self.workers = int(wi.get("workercount") or 1)
             self.budget = wi[WORKER_KEY].get("budget")
         elif role == "controller":
@@ -265,9 +266,10 @@ class ShardPlugin:
         return info
 
     @pytest.hookimpl(hookwrapper=True)
-    def pytest_sessionfinish(self, session: Any, exitstatus: Any):  # type: ignore[no-untyped-def]
+    def pytest_sessionfinish(self, session: Any, exitstatus: Any) -> Generator[None, Any, None]:
         if self.role == "worker":
             if self.info is not None:
+                # xdist sets workeroutput on a worker's config: pytest's Config declares none
                 self.config.workeroutput[WORKER_KEY] = self.info  # type: ignore[attr-defined]
             yield
             return

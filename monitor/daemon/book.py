@@ -168,7 +168,7 @@ class SessionBook:
                 continue
             if s.owner_pid is not None:
                 alive = S.alive(s.owner_pid, s.owner_ctime)
-                gone = s.owner_pid
+                gone: Optional[int] = s.owner_pid
             else:  # no owner has said hello: alive while any worker is
                 pids = [w.pid for w in s.data.workers.values()]
                 alive = any(S.alive(p, None) for p in pids)

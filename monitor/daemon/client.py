@@ -43,7 +43,7 @@ def request(
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(left * 1000, zmq.POLLIN):
+            if left <= 0 or not sock.poll(int(left * 1000), zmq.POLLIN):
                 raise NoDaemon(f"no perfmon-daemon at {endpoint} (no answer within {timeout:g} s)")
             try:
                 got, body = P.unpack(sock.recv(zmq.NOBLOCK))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 from .. import protocol as P
@@ -166,7 +167,8 @@ class Session:
         return start, stop
 
 
-_APPLY = {
+#: a journal entry's kind (its "k", whatever a journal holds) -> how the session applies it
+_APPLY: dict[Any, Callable[[Session, R.RunData, dict], None]] = {
     "hello": Session._hello,
     "batch": Session._batch,
     "samples": Session._samples,

@@ -18,19 +18,19 @@ def _workers(s: Session, now: float) -> dict:
     workers = {}
     for wid, pid in s.pids.items():
         w = s.data.workers.get(wid) if s.data is not None else None
-        live = s.state == "running" and w is not None and w.left is None
+        live = w if s.state == "running" and w is not None and w.left is None else None
         last = s.last.get(wid)
         since = None
-        if live:
-            since = round(max(0.0, now - (last[1] if last else w.joined)), 3)
-        rss = w.samples_rss[-1] if live and w.samples_rss else None
+        if live is not None:
+            since = round(max(0.0, now - (last[1] if last else live.joined)), 3)
+        rss = live.samples_rss[-1] if live is not None and live.samples_rss else None
         workers[wid] = {
             "pid": pid,
             "tests": s.counts.get(wid, 0),
             "last_test": last[0] if last else None,
             "in_test_for": since,
             "rss_mb": mb(rss),
-            "running": live,
+            "running": live is not None,
         }
     return workers
 
