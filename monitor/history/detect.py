@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -39,7 +39,9 @@ _BLOCK_CELLS = 2_000_000
 
 
 class Change(NamedTuple):
-    index: int  # the first point after the change
+    # the first point after the change (named like tuple's index method: NamedTuple allows
+    # it, mypy does not)
+    index: int  # type: ignore[assignment]
     before: float  # median of the stretch before
     after: float  # median of the stretch after
     p: float
@@ -75,7 +77,9 @@ def _q_all(x: np.ndarray, min_size: int) -> np.ndarray:
     return m * k / n * e
 
 
-def best_split(x: Sequence[float], min_size: int = MIN_SIZE) -> tuple[Optional[int], float]:
+def best_split(
+    x: Union[Sequence[float], np.ndarray], min_size: int = MIN_SIZE
+) -> tuple[Optional[int], float]:
     """(index of the first point after the best split, its Q); (None, 0) if too short."""
     a = np.asarray(x, dtype=float)
     if a.size < 2 * min_size:
@@ -86,7 +90,7 @@ def best_split(x: Sequence[float], min_size: int = MIN_SIZE) -> tuple[Optional[i
 
 
 def p_value(
-    x: Sequence[float],
+    x: Union[Sequence[float], np.ndarray],
     q_obs: float,
     rng: np.random.Generator,
     permutations: int = DEFAULT_PERMUTATIONS,

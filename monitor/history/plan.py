@@ -32,7 +32,7 @@ def plan_data(url: str, runs: int, pick: Optional[Callable] = None) -> dict:
     from .predict_io import load
     from .url import normalize
 
-    empty = {"runs": 0, "this_machine": True, "baseline_mb": None, "tests": {}}
+    empty: dict[str, Any] = {"runs": 0, "this_machine": True, "baseline_mb": None, "tests": {}}
     url = normalize(url)
     if url.startswith("sqlite:///") and not os.path.exists(url[len("sqlite:///") :]):
         return empty

@@ -29,7 +29,7 @@ def _missing(module: str) -> bool:
         return True
 
 
-def kind(url: str) -> str:
+def kind(url: object) -> str:
     """'sqlite' or 'postgresql'; raises :class:`URLError` for anything else."""
     if not isinstance(url, str) or not url.strip():
         raise URLError("the history URL is empty")
