@@ -29,7 +29,7 @@ from . import __version__
 from .schema import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION, first_problem
 from .summary import summarize
 from .units import number
-from .vocabulary import BY_NAME, COMPARED
+from .vocabulary import BY_NAME, COMPARED, lost_in_entry, without_wait
 
 #: Separates the job label from the node id in a merged report's test keys.
 JOB_SEP = "::"
@@ -239,14 +239,25 @@ class Metric:
     unit: str
     group: str  # which Threshold applies: "time", "memory" or "cpu"
     get: Any
+    #: the vocabulary's row (its noise discount: :func:`.vocabulary.without_wait`)
+    row: Any = None
 
 
 #: What compare compares: :data:`.vocabulary.COMPARED`.
 METRICS = tuple(
-    Metric(m.compare.name, m.compare.title, m.unit, m.compare.group, m.get)
+    Metric(m.compare.name, m.compare.title, m.unit, m.compare.group, m.get, m)
     for m in COMPARED
     if m.compare
 )
+
+#: The title of a figure judged without the test's waiting for a CPU (``--noise on``).
+UNWAITED_TITLE = {"time": "{} less wait", "cpu": "{} of time not waiting"}
+
+
+def unwaited(metric: Metric) -> Metric:
+    """``metric`` as compare shows it when judged without the wait (same JSON name)."""
+    title = UNWAITED_TITLE.get(metric.group, "{}").format(metric.title)
+    return Metric(metric.name, title, metric.unit, metric.group, metric.get, metric.row)
 
 
 # --------------------------------------------------------------------------- analyses
@@ -416,6 +427,10 @@ class Change:
     #: how many times pytest executed the test in each report (its times are the sums)
     baseline_runs: int = 1
     current_runs: int = 1
+    #: judged without the wait (``--noise on``): the figures as measured, and the seconds each
+    #: side lost waiting for a CPU (:func:`.vocabulary.lost_to_waiting`; None: not measured)
+    measured: Optional[tuple] = None
+    lost: Optional[tuple] = None
 
     @property
     def repeated(self) -> bool:
@@ -434,7 +449,7 @@ class Change:
 
     def as_dict(self) -> dict:
         ratio = self.ratio
-        return {
+        out = {
             "test": self.test,
             "metric": self.metric.name,
             "unit": self.metric.unit,
@@ -444,6 +459,55 @@ class Change:
             "change_ratio": None if ratio is None else round(ratio, 4),
             "baseline_executions": self.baseline_runs,
             "current_executions": self.current_runs,
+        }
+        if self.measured is not None:
+            out["judged"] = "without_wait"
+            out["baseline_measured"], out["current_measured"] = self.measured
+            out.update(_waits(self.lost))
+        return out
+
+
+def _waits(lost: Optional[tuple]) -> dict:
+    """The seconds each side lost waiting for a CPU, for compare's JSON (null: not measured)."""
+    b, c = lost or (None, None)
+    return {
+        "baseline_wait": None if b is None else round(b, 6),
+        "current_wait": None if c is None else round(c, 6),
+    }
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    """A change of a figure that the time the test waited for a CPU explains: it passes the
+    thresholds as measured, not without the wait (``--noise on``)."""
+
+    test: str
+    metric: Metric
+    baseline: float  # as measured
+    current: float
+    baseline_unwaited: float  # without the wait
+    current_unwaited: float
+    lost: tuple  # seconds lost waiting (baseline, current); None: not measured
+    contended: tuple  # whether the test ran contended (noise.contended), in each report
+
+    @property
+    def kind(self) -> str:
+        """What the change would have been as measured: "regression" or "improvement"."""
+        return "regression" if self.current > self.baseline else "improvement"
+
+    def as_dict(self) -> dict:
+        return {
+            "test": self.test,
+            "metric": self.metric.name,
+            "unit": self.metric.unit,
+            "would_be": self.kind,
+            "baseline": self.baseline,
+            "current": self.current,
+            "baseline_unwaited": self.baseline_unwaited,
+            "current_unwaited": self.current_unwaited,
+            **_waits(self.lost),
+            "baseline_contended": self.contended[0],
+            "current_contended": self.contended[1],
         }
 
 
@@ -460,10 +524,17 @@ class Comparison:
     #: tests in both reports that pytest executed more than once in either:
     #: [(nodeid, baseline test, current test)]
     repeated: list = field(default_factory=list)
+    #: whether times are judged without the wait for a CPU (``--noise on``, the default)
+    noise: bool = True
+    #: changes the wait explains: "contended, not judged" ([NotJudged])
+    not_judged: list = field(default_factory=list)
+    #: tests compared whose wait for a CPU either report measured (their noise certificate)
+    with_noise: int = 0
 
     def as_dict(self) -> dict:
         return {
             "compared": self.compared,
+            "noise": "on" if self.noise else "off",
             "thresholds": {
                 k: {"rel": v.rel, "abs": v.abs} for k, v in sorted(self.thresholds.items())
             },
@@ -485,6 +556,7 @@ class Comparison:
                 }
                 for k, old, new in self.repeated
             ],
+            "contended_not_judged": [c.as_dict() for c in self.not_judged],
         }
 
 
@@ -493,17 +565,30 @@ def _outcome_list(t: dict) -> list:
     return [x.get("outcome") for x in executions(t)] or [t.get("outcome")]
 
 
+def _contended(t: dict) -> bool:
+    noise = t.get("noise")
+    return bool(isinstance(noise, dict) and noise.get("contended"))
+
+
 def compare(
     baseline: dict,
     current: dict,
     thresholds: Optional[dict] = None,
     cpu_min_duration: float = DEFAULT_CPU_MIN_DURATION,
+    noise: bool = True,
 ) -> Comparison:
     """Per test: what got slower, hungrier or more CPU-bound; what improved; what is new or gone.
 
     Metrics are compared only between runs of a test with the same outcome (a test that went
     from passed to failed is listed under outcome changes instead). CPU is compared only when
     the test took at least ``cpu_min_duration`` seconds in both reports.
+
+    ``noise`` (the default): a test's time, and its CPU share, are judged without the time it
+    waited for a CPU (its noise certificate: :func:`.vocabulary.lost_to_waiting`), on either
+    side where measured. A change the thresholds pass as measured but not without the wait is
+    the waiting's, not the test's: it is listed in :attr:`Comparison.not_judged` ("contended,
+    not judged"), never as a regression. More work is still more time without the wait: a real
+    slowdown on a contended run is a regression. ``noise=False``: as measured.
 
     A test pytest executed more than once (reruns, ``--dist each``, ...) is compared on its
     whole entry: the sums over every execution, never its last attempt alone. Each of its
@@ -512,7 +597,7 @@ def compare(
     """
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
-    result = Comparison(thresholds=th, cpu_min_duration=cpu_min_duration)
+    result = Comparison(thresholds=th, cpu_min_duration=cpu_min_duration, noise=noise)
     base_tests, cur_tests = baseline["tests"], current["tests"]
     result.new = sorted(k for k in cur_tests if k not in base_tests)
     result.gone = sorted(k for k in base_tests if k not in cur_tests)
@@ -526,11 +611,45 @@ def compare(
             continue
         result.compared += 1
         short = min(duration(old_t) or 0.0, duration(new_t) or 0.0) < cpu_min_duration
+        lost: Optional[tuple] = None
+        if noise:
+            lost = (lost_in_entry(old_t), lost_in_entry(new_t))
+            if lost != (None, None):
+                result.with_noise += 1
+            if not (lost[0] or lost[1]):
+                lost = None  # no wait measured on either side: as measured
         for metric in METRICS:
             if metric.group == "cpu" and short:
                 continue
             old, new = metric.get(old_t), metric.get(new_t)
-            if old is None or new is None or not th[metric.group].passes(old, new):
+            if old is None or new is None:
+                continue
+            threshold = th[metric.group]
+            if lost is not None and metric.row is not None and metric.row.discount:
+                j_old = without_wait(metric.row, old, duration(old_t), lost[0])
+                j_new = without_wait(metric.row, new, duration(new_t), lost[1])
+                if j_old is None or j_new is None:
+                    continue
+                if threshold.passes(j_old, j_new):
+                    change = Change(
+                        nodeid, unwaited(metric), j_old, j_new, n_old, n_new, (old, new), lost
+                    )
+                    (result.regressions if j_new > j_old else result.improvements).append(change)
+                elif threshold.passes(old, new):
+                    result.not_judged.append(
+                        NotJudged(
+                            nodeid,
+                            metric,
+                            old,
+                            new,
+                            j_old,
+                            j_new,
+                            lost,
+                            (_contended(old_t), _contended(new_t)),
+                        )
+                    )
+                continue
+            if not threshold.passes(old, new):
                 continue
             change = Change(nodeid, metric, old, new, n_old, n_new)
             (result.regressions if new > old else result.improvements).append(change)

@@ -38,6 +38,7 @@ from .render import (
     value_text,
 )
 from .report import write_atomic
+from .sections import Line, Section, Table
 
 FORMATS = ("table", "markdown", "json")
 
@@ -63,6 +64,75 @@ def annotations(cmp: Comparison, current: dict) -> list:
             )
         lines.append(github.warning(nodeid, f"perfmon: {c.metric.title} regression", msg))
     return lines
+
+
+def _wait_text(lost: tuple) -> str:
+    return " -> ".join("-" if v is None else f"{v:.3f}s" for v in lost)
+
+
+def not_judged_section(cmp: Comparison) -> Section:
+    """compare's "contended, not judged": the changes the tests' waiting for a CPU explains."""
+    rows = [
+        [
+            c.kind,
+            c.metric.title,
+            value_text(c.metric, c.baseline),
+            value_text(c.metric, c.current),
+            f"{value_text(c.metric, c.baseline_unwaited)} -> "
+            f"{value_text(c.metric, c.current_unwaited)}",
+            _wait_text(c.lost),
+            c.test,
+        ]
+        for c in cmp.not_judged
+    ]
+    return Section(
+        f"Contended, not judged: {len(cmp.not_judged)}",
+        lines=[
+            Line(
+                "These changed as measured, not without the time the test waited for a CPU "
+                "(its noise certificate's wait_time): the machine was busy, the test was not "
+                "slower. --noise off judges them as measured."
+            )
+        ]
+        if rows
+        else [],
+        table=Table(
+            ["as measured", "metric", "baseline", "current", "without the wait", "waited", "test"],
+            rows,
+            [False, False, True, True, True, True, False],
+        ),
+    )
+
+
+def compare_document(cmp: Comparison, base: str, cur: str) -> Doc:
+    """compare's document: :func:`.render.compare_doc`, and the noise discount's part."""
+    doc = compare_doc(cmp, base, cur)
+    if not cmp.noise:
+        doc.lines.append(Line("Times judged as measured (--noise off)."))
+        return doc
+    if not cmp.with_noise:
+        return doc  # neither report measured the wait (older reports): as measured
+    doc.lines.append(
+        Line(
+            "Times and CPU shares are judged without the time each test waited for a CPU "
+            f"(--noise on; {cmp.with_noise} of {cmp.compared} test(s) with a noise certificate)."
+        )
+    )
+    if cmp.not_judged:
+        n = len({c.test for c in cmp.not_judged})
+        doc.lines.append(
+            Line(
+                f"{n} test(s) with a change that their waiting for a CPU explains: "
+                "contended, not judged.",
+                warn=True,
+            )
+        )
+    at = next(
+        (i + 1 for i, s in enumerate(doc.sections) if s.title.startswith("Improvements")),
+        len(doc.sections),
+    )
+    doc.sections.insert(at, not_judged_section(cmp))
+    return doc
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -104,8 +174,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         "memory": Threshold(args.memory_rel, args.memory_abs),
         "cpu": Threshold(args.cpu_rel, args.cpu_abs),
     }
-    cmp = analysis.compare(baseline, current, thresholds, args.cpu_min_duration)
-    doc = compare_doc(cmp, args.baseline, args.current)
+    cmp = analysis.compare(
+        baseline, current, thresholds, args.cpu_min_duration, noise=args.noise == "on"
+    )
+    doc = compare_document(cmp, args.baseline, args.current)
     data = {"baseline": args.baseline, "current": args.current}
     data.update(cmp.as_dict())
     _emit(_render(doc, data, args.format), args.output)
@@ -295,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="compare CPU only for tests that took at least SECONDS in both reports: the CPU "
         f"share of a very short test is noise (default: {analysis.DEFAULT_CPU_MIN_DURATION:g})",
+    )
+    p.add_argument(
+        "--noise",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): judge each test's time and CPU share without the time it waited "
+        "for a CPU (its noise certificate's wait_time), and list a change that the waiting "
+        "explains as 'contended, not judged', not as a regression; off: as measured",
     )
     add_format(p)
     p.set_defaults(func=cmd_compare)

@@ -22,7 +22,13 @@ from typing import Any, Callable, Optional
 from .units import number
 
 #: How a unit is said in a message ("must be a finite number of seconds").
-UNIT_WORDS = {"s": "seconds", "MB": "MB", "%": "percent"}
+UNIT_WORDS = {
+    "s": "seconds",
+    "MB": "MB",
+    "%": "percent",
+    "share": "share of the duration",
+    "count": "count",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,11 @@ class Metric:
     limit: Optional[Limit] = None
     compare: Optional[Compare] = None
     gate: Optional[Gate] = None
+    #: how the figure is judged without the time the test waited for a CPU (the noise
+    #: discount, :func:`without_wait`): "time" (a time that the waiting lengthened: its share
+    #: of the wait is taken off), "share" (a share of the duration: of the duration less the
+    #: wait), or None (waiting does not change it)
+    discount: Optional[str] = None
 
     def get(self, test: Mapping) -> Optional[float]:
         """The metric of a report's test entry: a finite number, or None (not measured)."""
@@ -104,6 +115,63 @@ def _growth(t: Mapping) -> Optional[float]:
     return round(peak - start, 3)
 
 
+def lost_to_waiting(
+    duration: Any, wait: Any, cpu: Any = None, children_cpu: Any = None
+) -> Optional[float]:
+    """Seconds of a test's wall time it lost waiting for a CPU: the noise discount's one rule.
+
+    ``wait`` is the noise certificate's ``wait_time``: run_delay summed over the test process's
+    threads and its sampled descendants, so that several of them waiting at the same moment
+    count more than once. Where they were runnable (CPU time, the process's and its children's,
+    plus the wait) for longer than the test's wall time, they ran side by side: the wait is
+    scaled to wall time, ``duration x wait / (cpu + wait)``; else it is taken whole. Never more
+    than the duration. None when the duration or the wait is not known (no discount: the
+    figure is judged as it is). Throttling by a CPU quota is in the wait already (a throttled
+    thread is runnable); steal time is not taken off (a host-wide figure, not the test's)."""
+    d, w = number(duration), number(wait)
+    if d is None or w is None:
+        return None
+    if d <= 0 or w <= 0:
+        return 0.0
+    runnable = w + (number(cpu) or 0.0) + (number(children_cpu) or 0.0)
+    lost = w if runnable <= d else w * d / runnable
+    return min(lost, d)
+
+
+def without_wait(
+    metric: Metric, value: Optional[float], duration: Any, lost: Optional[float]
+) -> Optional[float]:
+    """``metric``'s ``value`` as it would have been without ``lost`` seconds of waiting for a
+    CPU (:func:`lost_to_waiting`): a time (``discount="time"``) less its share of the wait (the
+    wait spread over the test's phases as their time is: the duration less all of it); a share
+    of the duration (``"share"``) over the duration less the wait. Unchanged for the other
+    metrics, and where the wait is not known."""
+    d = number(duration)
+    if value is None or not lost or not metric.discount or not d or d <= 0:
+        return value
+    if metric.discount == "time":
+        return round(value - lost * value / d, 6)
+    rest = d - lost
+    return round(value * d / rest, 6) if rest > 0 else value
+
+
+def _noise(t: Mapping, key: str) -> Any:
+    noise = t.get("noise")
+    return noise.get(key) if isinstance(noise, Mapping) else None
+
+
+def lost_in_entry(t: Mapping) -> Optional[float]:
+    """:func:`lost_to_waiting` of a report's test entry (its noise certificate's wait, its
+    duration, its process's and its children's CPU time)."""
+    kids = t.get("children")
+    return lost_to_waiting(
+        t.get("duration"),
+        _noise(t, "wait_time"),
+        _cpu_time(t),
+        kids.get("cpu_time") if isinstance(kids, Mapping) else None,
+    )
+
+
 #: Every metric, in the order of a test entry (and of the store's columns).
 METRICS: tuple[Metric, ...] = (
     Metric(
@@ -116,8 +184,17 @@ METRICS: tuple[Metric, ...] = (
         limit=Limit("duration", "setup + call + teardown, as pytest times them", True),
         compare=Compare("duration", "duration", "time"),
         gate=Gate(0.10, 0.002, checked=True),
+        discount="time",
     ),
-    Metric("setup_time", "s", ("setup_time",), column="setup_time", csv="setup_time", html="setup"),
+    Metric(
+        "setup_time",
+        "s",
+        ("setup_time",),
+        column="setup_time",
+        csv="setup_time",
+        html="setup",
+        discount="time",
+    ),
     Metric(
         "call_time",
         "s",
@@ -127,6 +204,7 @@ METRICS: tuple[Metric, ...] = (
         html="call",
         limit=Limit("call", "the call phase, as pytest times it", True),
         gate=Gate(0.10, 0.002),
+        discount="time",
     ),
     Metric(
         "teardown_time",
@@ -135,6 +213,7 @@ METRICS: tuple[Metric, ...] = (
         column="teardown_time",
         csv="teardown_time",
         html="teardown",
+        discount="time",
     ),
     Metric(
         "start_mb",
@@ -177,6 +256,7 @@ METRICS: tuple[Metric, ...] = (
         html="cpu",
         compare=Compare("cpu_percent", "CPU", "cpu"),
         gate=Gate(0.20, 10.0),
+        discount="share",
     ),
     Metric(
         "cpu_time",
@@ -193,9 +273,27 @@ METRICS: tuple[Metric, ...] = (
         derive=_growth,
         compare=Compare("memory_growth_mb", "memory peak-start", "memory"),
     ),
+    # The noise certificate (monitor/noise.py), kept by the store (version 3) so that
+    # `history check` and --perf-limit-history judge times without the wait, and the CPU time
+    # of the test's children, which the discount's rule reads (lost_to_waiting).
+    Metric("wait_time", "s", ("noise", "wait_time"), column="wait_time", since=3),
+    Metric("throttled_time", "s", ("noise", "throttled_time"), column="throttled_time", since=3),
+    Metric("steal_time", "s", ("noise", "steal_time"), column="steal_time", since=3),
+    Metric("pressure", "share", ("noise", "pressure"), column="pressure", since=3),
+    Metric(
+        "involuntary_switches",
+        "count",
+        ("noise", "involuntary_switches"),
+        column="involuntary_switches",
+        since=3,
+    ),
+    Metric("children_cpu_time", "s", ("children", "cpu_time"), column="children_cpu_time", since=3),
 )
 
 BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+#: The store's columns the discount reads (:func:`lost_to_waiting`), besides the figure.
+NOISE_COLUMNS = ("duration", "wait_time", "cpu_time", "children_cpu_time", "throttled_time")
 
 
 def _view(has: Callable[[Metric], Any], shipped: tuple = ()) -> tuple[Metric, ...]:

@@ -29,6 +29,13 @@ tests run, each process that runs tests asks a short-lived child process
 here) for each test's medians over the newest runs of this machine. A metric with a median
 gets the limit ``max(FACTOR x median, median + floor)``, where no marker and no
 ``--perf-limit-*`` default sets that metric.
+
+The noise discount (issue 21; ``PERFMON_NOISE=off`` turns it off): the medians of ``duration``
+and ``call`` are of the times without the wait for a CPU (the store's noise certificates), and a
+test is judged by its time less what its thread waited for a CPU in that span (its
+``/proc/self/schedstat`` run_delay, read at the test's start, the end of its setup, its call
+report and its teardown report, only in a run with such a limit). Over the limit as measured but
+not without the wait: "contended, not judged", never a failure.
 """
 
 from __future__ import annotations
@@ -98,6 +105,8 @@ def fetch_medians(history: Any, timeout: float = MEDIANS_TIMEOUT) -> tuple:
     """(medians or None, problem or None) from the history store, through a child process."""
     cmd = [sys.executable, "-m", "pytest_perfmon.monitor.history.medians"]
     cmd += [history.url, str(history.runs)]
+    if not getattr(history, "noise", True):
+        cmd.append("--noise=off")
     try:
         proc = subprocess.run(
             cmd,
@@ -138,9 +147,10 @@ def history_limits(medians: dict, history: Any) -> dict:
             unit = LIMIT_METRICS[metric][0]
             floor = history.floor_mb if unit == "MB" else history.floor_s
             limit = max(history.factor * median, median + floor)
+            less = " less waiting" if unit == "s" and getattr(history, "noise", True) else ""
             limits[metric] = (
                 limit,
-                f"{history.factor:g} x median {median:.3g} {unit} of {n} run(s), floor "
+                f"{history.factor:g} x median {median:.3g} {unit}{less} of {n} run(s), floor "
                 f"{floor * 1000 if unit == 's' else floor:g} {'ms' if unit == 's' else unit}",
             )
         if limits:
@@ -171,11 +181,18 @@ class Limits:
         defaults: tuple,
         worker: bool = False,
         history: Optional[dict] = None,
+        noise: bool = False,
     ) -> None:
         self.m = measurer
         self.worker = worker
         #: nodeid -> {metric: (limit, how)} from --perf-limit-history
         self.history = history or {}
+        #: the noise discount of the history time limits: this thread's schedstat, kept open
+        self.wait_fd: Optional[int] = None
+        if noise and any(m in WAITED for per in self.history.values() for m in per):
+            self.wait_fd = _open_schedstat()
+        self.waits: list = [None, None]  # run_delay at the test's start, at its setup's end
+        self.waited: dict = {}  # metric -> seconds this test's thread waited in its span
         self.sources: dict = {}  # (nodeid, metric) -> how a history limit was made
         self.errors: list = []
         self.mode = mode
@@ -230,6 +247,15 @@ class Limits:
         if not any(item.nodeid in by_nodeid for item in session.items):
             session.config.pluginmanager.unregister(self)  # no test has a limit: no cost
 
+    def _run_delay(self) -> Optional[float]:
+        return _run_delay(self.wait_fd) if self.wait_fd is not None else None
+
+    def pytest_runtest_logstart(self, nodeid: str) -> None:
+        if self.wait_fd is not None:
+            timed = nodeid in self.history and nodeid in self.by_nodeid
+            self.waits = [self._run_delay() if timed else None, None]
+            self.waited = {}
+
     # The report as made (pytest's skipping plugin has turned xfail into its outcome), changed
     # before anyone reads it: tryfirst runs this before the terminal, JUnit XML, xdist's worker
     # (which sends the report to the controller), the session's failure count and the
@@ -240,6 +266,15 @@ class Limits:
         if limits is None:
             return
         when = report.when
+        start = self.waits[0]
+        if start is not None:  # a history time limit, judged without the wait
+            now = self._run_delay()
+            if when == "setup":
+                self.waits[1] = now
+            elif now is not None:
+                since = start if when == "teardown" else self.waits[1]
+                if since is not None:
+                    self.waited["duration" if when == "teardown" else "call"] = now - since
         if when == "call":
             if "call" in limits:
                 self.check(report, limits, {"call": report.duration}, "passed")
@@ -277,6 +312,7 @@ class Limits:
         if so_far == "skipped" or (rep.skipped and not hasattr(rep, "wasxfail")):
             return  # a skipped test never fails a limit
         found = []
+        measured: dict = {}  # metric -> (as measured, seconds waited) of a judged value
         for metric, value in values.items():
             limit = limits.get(metric)
             if limit is None:
@@ -284,6 +320,14 @@ class Limits:
             if value is None:
                 found.append((metric, limit, None))
             elif value > limit:
+                waited = self.waited.get(metric) if (rep.nodeid, metric) in self.sources else None
+                if waited:
+                    judged = max(0.0, value - waited)
+                    if judged <= limit:
+                        self.not_judged(rep, metric, limit, value, waited)
+                        continue
+                    measured[metric] = (value, waited)
+                    value = judged
                 found.append((metric, limit, value))
         if not found:
             return
@@ -307,6 +351,12 @@ class Limits:
                 source = self.sources.get((rep.nodeid, metric))
                 if source is not None:
                     how = f"{how}; limit from the history: {source}"
+                if metric in measured:
+                    was, waited = measured[metric]
+                    how = (
+                        f"{how}; less the {waited:.3f} s its thread waited for a CPU "
+                        f"({was:.3f} s as measured)"
+                    )
                 text = message(metric, value, limit, how)
                 lines.append(text)
                 value = round(value, 6 if unit == "s" else 3)
@@ -331,6 +381,49 @@ class Limits:
             rep.longrepr = text
         elif action == "note" and rep.failed:
             rep.sections.append((PROPERTY, text))
+
+    def not_judged(self, rep: Any, metric: str, limit: float, value: float, waited: float) -> None:
+        """Over a history limit as measured, not without the time the test's thread waited for
+        a CPU: "contended, not judged" (a user property, shown in the limits section; never a
+        failure, and not one of the report's limit violations)."""
+        unit = LIMIT_METRICS[metric][0]
+        text = (
+            f"{metric} {_fmt(value, limit, unit)} > limit {limit:g} {unit} as measured, "
+            f"{value - waited:.3f} without the {waited:.3f} s its thread waited for a CPU "
+            f"(limit from the history: {self.sources.get((rep.nodeid, metric))})"
+        )
+        prop = (PROPERTY, f"{CONTENDED}: {text}")
+        if rep.when == "teardown":
+            rep.user_properties.append(prop)
+        else:
+            self.pending.append(prop)
+
+
+#: The time limits --perf-limit-history judges without the wait for a CPU.
+WAITED = ("duration", "call")
+#: The action of a limit passed only without the wait (the limits section's rows).
+CONTENDED = "contended, not judged"
+
+
+def _open_schedstat() -> Optional[int]:
+    """This process's main thread's ``/proc/self/schedstat`` (the thread pytest runs tests in),
+    kept open; None where there is none (not Linux, no schedstats)."""
+    try:
+        fd = os.open("/proc/self/schedstat", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, AttributeError):
+        return None
+    if _run_delay(fd) is None:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _run_delay(fd: int) -> Optional[float]:
+    """Seconds the thread was runnable but not running (schedstat's second field)."""
+    try:
+        return int(os.pread(fd, 128, 0).split()[1]) * 1e-9
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class LimitsReport:
@@ -380,10 +473,16 @@ def install(config: pytest.Config, mode: str, defaults: tuple, history: Any = No
                 f"perfmon: history limits: {history.factor:g} x the median of the last "
                 f"{history.runs} run(s) of this machine ({medians['runs']} found), "
                 f"{len(hist_limits)} test(s) with history"
+                + (
+                    "; times judged without the wait for a CPU (PERFMON_NOISE=off: as measured)"
+                    if getattr(history, "noise", True)
+                    else "; times as measured (PERFMON_NOISE=off)"
+                )
             )
     if measurer is not None:
+        noise = bool(history is not None and getattr(history, "noise", True))
         config.pluginmanager.register(
-            Limits(measurer, mode, defaults, worker, hist_limits), "perfmon-limits"
+            Limits(measurer, mode, defaults, worker, hist_limits, noise), "perfmon-limits"
         )
     if not worker:
         config.pluginmanager.register(LimitsReport(mode, note), "perfmon-limits-report")

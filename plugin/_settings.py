@@ -1,8 +1,9 @@
 """What the user asked for, resolved once into a frozen value.
 
-Precedence, for every setting: command line > environment > ini file > default. Two settings
-have an environment variable: the daemon's endpoint (``PERFMON_DAEMON``) and the history store
-(``PERFMON_HISTORY``). Imports only the standard
+Precedence, for every setting: command line > environment > ini file > default. Three settings
+have an environment variable: the daemon's endpoint (``PERFMON_DAEMON``), the history store
+(``PERFMON_HISTORY``) and whether ``--perf-limit-history`` judges times without the wait for a
+CPU (``PERFMON_NOISE``, only there). Imports only the standard
 library and pytest: the pytest11 entry module uses it at import time for the option types.
 """
 
@@ -147,6 +148,20 @@ class HistoryLimits:
     runs: int = HISTORY_RUNS
     floor_s: float = FLOOR_MS / 1000.0
     floor_mb: float = FLOOR_MB
+    #: times judged without the time the test waited for a CPU (PERFMON_NOISE=off: as measured)
+    noise: bool = True
+
+
+#: PERFMON_NOISE: "on" (the default) or "off", as ``perfmon compare/history check --noise``.
+NOISE_ENV = "PERFMON_NOISE"
+
+
+def noise_setting(environ: Any) -> bool:
+    """PERFMON_NOISE: whether --perf-limit-history judges times without the wait."""
+    raw = str(environ.get(NOISE_ENV) or "on").strip().lower()
+    if raw not in ("on", "off"):
+        raise SettingError(f"{NOISE_ENV}={raw!r}: must be 'on' or 'off'")
+    return raw == "on"
 
 
 def _ini_number(getini: Any, name: str, default: float, lo: float) -> float:
@@ -197,6 +212,7 @@ def resolve_history_limits(
         runs=int(_ini_number(getini, "perf_limit_history_runs", HISTORY_RUNS, 1)),
         floor_s=_ini_number(getini, "perf_limit_floor_ms", FLOOR_MS, 0) / 1000.0,
         floor_mb=_ini_number(getini, "perf_limit_floor_mb", FLOOR_MB, 0),
+        noise=noise_setting(environ),
     )
 
 

@@ -695,6 +695,91 @@ def test_compare_same_outcome_after_reruns_is_compared_not_an_outcome_change() -
     assert same.repeated == [] and not same.regressions
 
 
+def waited_entry(t: dict, cpu: float, wait: float, blocked: float = 0.0) -> None:
+    """Make the entry ``t`` a single-threaded test of ``cpu`` seconds of work that waited
+    ``wait`` seconds for a CPU and slept ``blocked``: its times and noise certificate (also
+    tests/test_history.py's)."""
+    d = cpu + wait + blocked
+    t.update(duration=d, setup_time=0.0, call_time=d, teardown_time=0.0)
+    t["cpu_percent"] = round(100.0 * cpu / d, 4)
+    t["noise"] = {
+        "wait_time": wait,
+        "throttled_time": None,
+        "steal_time": 0.0,
+        "pressure": 0.5,
+        "involuntary_switches": 10,
+        "contended": wait >= 0.1 * d,
+    }
+
+
+def _noise_pair(tmp_path: Path) -> tuple:
+    """baseline.json's tests, each a CPU-bound test of 0.5 s with no wait, and the same run
+    where test_slow_query waited 0.6 s beside a busy neighbour and test_big_but_steady did 30 %
+    more work, waiting as long."""
+    base = load(GOLDEN / "baseline.json")
+    cur = json.loads(json.dumps(base))
+    for rep in (base, cur):
+        for t in rep["tests"].values():
+            waited_entry(t, 0.5, 0.0)
+    waited_entry(cur["tests"]["tests/test_api.py::test_slow_query"], 0.5, 0.6)
+    waited_entry(cur["tests"]["tests/test_api.py::test_big_but_steady"], 0.65, 0.6)
+    paths = []
+    for name, rep in (("base.json", base), ("cur.json", cur)):
+        (tmp_path / name).write_text(json.dumps(rep), encoding="utf-8")
+        paths.append(str(tmp_path / name))
+    return paths
+
+
+def test_compare_judges_times_without_the_wait(perfmon, tmp_path: Path) -> None:
+    """--noise on (the default): a test whose extra time is its wait for a CPU is "contended,
+    not judged", a test that did more work is a regression all the same; --noise off: both are
+    regressions, as before."""
+    base, cur = _noise_pair(tmp_path)
+    proc = perfmon("compare", base, cur, "--fail-on-regression", "--format", "json")
+    assert proc.returncode == 1
+    data = json.loads(proc.stdout)
+    assert data["noise"] == "on"
+    (reg,) = [r for r in data["regressions"] if r["metric"] == "duration"]
+    assert reg["test"] == "tests/test_api.py::test_big_but_steady"
+    assert reg["judged"] == "without_wait" and reg["change_ratio"] == pytest.approx(0.3)
+    assert (reg["baseline"], reg["current"]) == (0.5, pytest.approx(0.65))
+    assert (reg["baseline_measured"], reg["current_measured"]) == (0.5, pytest.approx(1.25))
+    assert (reg["baseline_wait"], reg["current_wait"]) == (0.0, 0.6)
+    nj = {(c["test"], c["metric"]): c for c in data["contended_not_judged"]}
+    c = nj[("tests/test_api.py::test_slow_query", "duration")]
+    assert c["would_be"] == "regression" and c["current_contended"]
+    assert (c["baseline"], c["current"]) == (0.5, pytest.approx(1.1))
+    assert (c["baseline_unwaited"], c["current_unwaited"]) == (0.5, pytest.approx(0.5))
+    # its CPU share fell as measured (100 % -> 45 %), not without the wait: not judged either
+    assert nj[("tests/test_api.py::test_slow_query", "cpu_percent")]["would_be"] == "improvement"
+    assert not any(r["test"].endswith("test_slow_query") for r in data["improvements"])
+
+    text = perfmon("compare", base, cur).stdout
+    # test_big_but_steady's CPU share fell by its waiting too: 3 changes of 2 tests
+    assert "Contended, not judged: 3" in text and "tests/test_api.py::test_slow_query" in text
+    assert "duration less wait" in text and "2 test(s) with a change that their waiting" in text
+    assert "judged without the time each test waited for a CPU" in text
+    assert "Contended, not judged" in perfmon("compare", base, cur, "--format", "markdown").stdout
+
+    off = json.loads(perfmon("compare", base, cur, "--noise", "off", "--format", "json").stdout)
+    assert off["noise"] == "off" and off["contended_not_judged"] == []
+    assert {r["test"] for r in off["regressions"] if r["metric"] == "duration"} == {
+        "tests/test_api.py::test_slow_query",
+        "tests/test_api.py::test_big_but_steady",
+    }
+    assert all("judged" not in r for r in off["regressions"])
+    assert "(--noise off)" in perfmon("compare", base, cur, "--noise", "off").stdout
+
+
+def test_compare_without_noise_certificates_is_as_before(perfmon) -> None:
+    """Reports without a noise certificate (older ones, a platform without the sources) are
+    judged as measured, and the text says nothing about it."""
+    on = perfmon("compare", "baseline.json", "current.json").stdout
+    off = perfmon("compare", "baseline.json", "current.json", "--noise", "off").stdout
+    assert "Contended" not in on and "waited for a CPU" not in on
+    assert on == off.replace("Times judged as measured (--noise off).\n", "")
+
+
 def test_merge_keeps_executions_and_subtests(perfmon, tmp_path: Path, validator) -> None:
     """perfmon merge prefixes the keys only: every entry keeps its executions (their workers
     named as the entry's own) and subtests; report and compare read the merged reports."""

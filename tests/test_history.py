@@ -465,7 +465,7 @@ def test_upgrade_from_version_1_fills_cpu_time(db, capsys):
     eng = store.engine(db)
     try:
         with eng.connect() as c:
-            assert store._read_version(c) == store.SCHEMA_VERSION == 2
+            assert store._read_version(c) == store.SCHEMA_VERSION == 3
             q = (
                 sa.select(store.tests.c.nodeid, store.results.c.run_id, store.results.c.cpu_time)
                 .join(store.tests)
@@ -498,8 +498,8 @@ def test_upgrade_from_version_1_fills_cpu_time(db, capsys):
 def test_a_store_of_this_version_is_refused_by_the_previous_one(tmp_path, monkeypatch):
     url = str(tmp_path / "h.db")
     assert H.record_run(url, golden(), {}, None, env=ENV) is None
-    monkeypatch.setattr(store, "SCHEMA_VERSION", 1)  # what the previous release knows
-    with pytest.raises(store.HistoryError, match="schema version 2, written by a newer"):
+    monkeypatch.setattr(store, "SCHEMA_VERSION", 2)  # what the previous release knows
+    with pytest.raises(store.HistoryError, match="schema version 3, written by a newer"):
         store.open_store(url)
 
 
@@ -1113,3 +1113,136 @@ def test_grafana_daemon_panels_use_metrics_the_daemon_exports(daemon, tmp_path):
         used.update(re.findall(r"perfmon_[a-z_]+", var["query"]))
     assert len(used) >= 8
     assert used <= exported, used - exported
+
+
+# --------------------------------------------------------------------------- noise (issue 21)
+
+
+def _noisy(rep: dict, nodeid: str, cpu: float, wait: float) -> None:
+    """Make ``nodeid`` of ``rep`` a single-threaded test of ``cpu`` seconds of work that waited
+    ``wait`` seconds for a CPU: its times and noise certificate (as compare's tests do)."""
+    from test_cli import waited_entry
+
+    waited_entry(rep["tests"][nodeid], cpu, wait)
+    rep["tests"][nodeid]["noise"]["pressure"] = 0.9 if wait > 0.1 * (cpu + wait) else 0.05
+    rep["tests"][nodeid]["noise"]["involuntary_switches"] = int(wait * 1000)
+
+
+def test_the_store_keeps_the_noise_certificate(db):
+    """Schema version 3: each result's noise fields and its children's CPU time, from the
+    vocabulary's rows (an old report without them stores nulls)."""
+    rep = make_report(1, {"t.py::a": 0.3, "t.py::b": 0.1})
+    _noisy(rep, "t.py::a", 0.2, 0.1)
+    rep["tests"]["t.py::a"]["noise"]["throttled_time"] = 0.02
+    rep["tests"]["t.py::a"]["children"] = {"processes": 1, "cpu_time": 0.05}
+    assert H.record_run(db, rep, {}, None, env=ENV) is None
+    eng = store.engine(db)
+    try:
+        with eng.connect() as c:
+            assert store._read_version(c) == store.SCHEMA_VERSION == 3
+            cols = ["wait_time", "throttled_time", "steal_time", "pressure"]
+            cols += ["involuntary_switches", "children_cpu_time"]
+            q = (
+                sa.select(store.tests.c.nodeid, *(store.results.c[k] for k in cols))
+                .join(store.tests)
+                .order_by(store.tests.c.nodeid)
+            )
+            got = [tuple(r) for r in c.execute(q)]
+    finally:
+        eng.dispose()
+    assert got == [
+        ("t.py::a", 0.1, 0.02, 0.0, 0.9, 100.0, 0.05),
+        ("t.py::b", None, None, None, None, None, None),
+    ]
+
+
+def test_upgrade_from_version_2_adds_the_noise_columns(db):
+    """A version 2 store (cpu_time) gets the noise columns, empty in its rows, by the
+    vocabulary's step: no step of its own in store.MIGRATIONS but the generic one."""
+    eng = store.engine(db)
+    try:
+        assert store.upgrade(eng, db, target=2) == 0  # what the previous release made
+    finally:
+        eng.dispose()
+    assert H.record_run(db, make_report(1, {"t.py::a": 0.3}), {}, None, env=ENV) is None
+    rep = make_report(2, {"t.py::a": 0.3})
+    _noisy(rep, "t.py::a", 0.2, 0.1)
+    assert H.record_run(db, rep, {}, None, env=ENV) is None
+    eng = store.engine(db)
+    try:
+        with eng.connect() as c:
+            assert store._read_version(c) == 3
+            q = sa.select(store.results.c.wait_time).order_by(store.results.c.run_id)
+            assert [r[0] for r in c.execute(q)] == [None, 0.1]
+    finally:
+        eng.dispose()
+
+
+def _contended_history(db: str) -> None:
+    """20 quiet runs of three CPU-bound tests (0.2 s of work), then 4 runs beside a busy
+    neighbour: test_busy the same work waiting 0.3 s a run, test_more 30 % more work waiting as
+    long, test_calm untouched."""
+    rng = np.random.default_rng(21)
+    names = ("t.py::test_busy", "t.py::test_more", "t.py::test_calm")
+    for i in range(24):
+        rep = make_report(i, dict.fromkeys(names, 0.2))
+        for n in names:
+            cpu = 0.2 * (1 + rng.normal(0, 0.01))
+            wait = 0.002
+            if i >= 20 and n != "t.py::test_calm":
+                wait = 0.3 * (1 + rng.normal(0, 0.05))
+                cpu *= 1.3 if n == "t.py::test_more" else 1.0
+            _noisy(rep, n, cpu, wait)
+        assert H.record_run(db, rep, {}, None, env=dict(ENV, GITHUB_SHA=f"c{i:02d}")) is None
+
+
+def test_history_check_judges_times_without_the_wait(db, capsys):
+    """The contended runs of the same work: "contended, not judged", not a regression; 30 %
+    more work in the same contended runs: still a regression. --noise off: as measured."""
+    _contended_history(db)
+    capsys.readouterr()
+    assert cli.main(["history", "check", "--db", db, "--format", "json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["noise"] == "on"
+    regs = {(c["test"], c["metric"]) for c in result["changes"] if c["kind"] == "regression"}
+    assert regs == {("t.py::test_more", "duration"), ("t.py::test_more", "cpu_time")}
+    judged = [c for c in result["changes"] if c["metric"] == "duration"]
+    assert judged[0]["judged"] == "without_wait" and 25 < judged[0]["change_percent"] < 35
+    nj = result["contended_not_judged"]
+    assert [(c["test"], c["metric"], c["kind"]) for c in nj] == [
+        ("t.py::test_busy", "duration", "regression")
+    ]
+    assert nj[0]["contended_after"] == 4 and nj[0]["runs_after"] == 4
+    assert cli.main(["history", "check", "--db", db]) == 1
+    text = capsys.readouterr().out
+    assert "Contended, not judged: 1" in text and "t.py::test_busy" in text
+    assert "4 of 4 run(s) after it contended" in text
+    assert cli.main(["history", "check", "--db", db, "--format", "markdown"]) == 1
+    assert "Contended, not judged" in capsys.readouterr().out
+
+    # today's behaviour: the waiting is a regression
+    assert cli.main(["history", "check", "--db", db, "--noise", "off", "--format", "json"]) == 1
+    off = json.loads(capsys.readouterr().out)
+    regs = {(c["test"], c["metric"]) for c in off["changes"] if c["kind"] == "regression"}
+    assert ("t.py::test_busy", "duration") in regs and off["contended_not_judged"] == []
+    assert all("judged" not in c for c in off["changes"])
+
+
+def test_limits_medians_without_the_wait(db):
+    """--perf-limit-history's medians: of the times less the wait (PERFMON_NOISE=off: as
+    measured), so that contended runs do not raise a test's limit."""
+    from pytest_perfmon.monitor.history import medians
+
+    rng = np.random.default_rng(5)
+    for i in range(9):
+        rep = make_report(i, {"t.py::a": 0.2})
+        rep.pop("system")  # recorded as this machine's, whose runs the medians read
+        wait = 0.5 if i % 3 else 0.001  # two runs in three beside a busy neighbour
+        _noisy(rep, "t.py::a", 0.2 * (1 + rng.normal(0, 0.01)), wait)
+        assert H.record_run(db, rep, {}, None, env=ENV) is None
+    on = medians.medians(db, 10)["tests"]["t.py::a"]
+    off = medians.medians(db, 10, noise=False)["tests"]["t.py::a"]
+    assert on["duration"][1] == off["duration"][1] == 9
+    assert on["duration"][0] == pytest.approx(0.2, rel=0.05)
+    assert on["call"][0] == pytest.approx(0.2, rel=0.05)
+    assert off["duration"][0] == pytest.approx(0.7, rel=0.05)

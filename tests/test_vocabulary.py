@@ -195,3 +195,79 @@ def test_rows_are_complete():
             assert m.column == m.name, m.name
         assert dataclasses.is_dataclass(m)
     assert len({m.name for m in vocabulary.METRICS}) == len(vocabulary.METRICS)
+
+
+def test_the_noise_columns_are_kept_by_the_store_at_version_3():
+    """Issue 21: the noise certificate and the children's CPU time, after what shipped."""
+    v = vocabulary
+    cols = list(v.COLUMNS.items())
+    assert cols[10:16] == [
+        ("wait_time", 3),
+        ("throttled_time", 3),
+        ("steal_time", 3),
+        ("pressure", 3),
+        ("involuntary_switches", 3),
+        ("children_cpu_time", 3),
+    ]
+    entry = dict(
+        ENTRY,
+        noise={"wait_time": 0.4, "throttled_time": None, "pressure": 0.5, "steal_time": 0.0},
+        children={"cpu_time": 0.25},
+    )
+    got = {m.name: m.get(entry) for m in v.METRICS if m.column and m.since == 3}
+    assert got == {
+        "wait_time": 0.4,
+        "throttled_time": None,
+        "steal_time": 0.0,
+        "pressure": 0.5,
+        "involuntary_switches": None,
+        "children_cpu_time": 0.25,
+    }
+    # not checked, not compared, not limits, not new output columns: kept for the discount
+    assert not {m.name for m in v.HISTORY + v.COMPARED + v.CSV + v.HTML} & set(got)
+    assert {m.name for m in v.METRICS if m.discount} == {
+        "duration",
+        "setup_time",
+        "call_time",
+        "teardown_time",
+        "cpu_percent",
+    }
+
+
+@pytest.mark.parametrize(
+    "duration, wait, cpu, kids, lost",
+    [
+        (1.0, 0.6, 0.4, None, 0.6),  # one thread: running 0.4 s, waiting 0.6 s
+        (1.0, 0.3, 0.4, None, 0.3),  # and asleep 0.3 s: the sleep is its own time
+        (1.0, 1.2, 0.8, None, 0.6),  # two threads side by side: runnable 2 s in 1 s of wall
+        (1.0, 1.0, 0.0, 1.0, 0.5),  # its children did the work (and the waiting)
+        (1.0, 0.0, 0.9, None, 0.0),  # no wait
+        (1.0, 2.0, None, None, 1.0),  # no CPU time known: never more than the duration
+        (None, 0.5, 0.5, None, None),  # no duration, or
+        (1.0, None, 0.5, None, None),  # no wait measured: no discount
+    ],
+)
+def test_lost_to_waiting(duration, wait, cpu, kids, lost):
+    got = vocabulary.lost_to_waiting(duration, wait, cpu, kids)
+    assert got == (None if lost is None else pytest.approx(lost))
+
+
+def test_without_wait():
+    v = vocabulary
+    by = v.BY_NAME
+    # a time less its share of the wait (the duration less all of it)
+    assert v.without_wait(by["duration"], 2.0, 2.0, 0.5) == 1.5
+    assert v.without_wait(by["call_time"], 1.5, 2.0, 0.5) == pytest.approx(1.125)
+    # a share of the duration: over the duration less the wait
+    assert v.without_wait(by["cpu_percent"], 40.0, 2.0, 1.0) == 80.0
+    # waiting changes neither CPU time nor memory; nothing lost, nothing known: as it is
+    assert v.without_wait(by["cpu_time"], 0.8, 2.0, 1.0) == 0.8
+    assert v.without_wait(by["peak_mb"], 150.5, 2.0, 1.0) == 150.5
+    assert v.without_wait(by["duration"], 2.0, 2.0, None) == 2.0
+    assert v.without_wait(by["duration"], 2.0, 2.0, 0.0) == 2.0
+    assert v.without_wait(by["duration"], None, 2.0, 1.0) is None
+    # from a report's entry: its wait, its own and its children's CPU
+    entry = dict(ENTRY, noise={"wait_time": 1.5}, children={"cpu_time": 0.5})
+    # runnable 1.0 (own CPU) + 0.5 (children) + 1.5 (wait) = 3 s in 2 s: scaled to 1 s
+    assert v.lost_in_entry(entry) == pytest.approx(1.0)
+    assert v.lost_in_entry(ENTRY) is None

@@ -11,9 +11,15 @@ imported when a series is searched: ``perfmon``'s parser is built without it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Optional
 
-from ..vocabulary import DEFAULT_GATE
+from ..vocabulary import BY_NAME, DEFAULT_GATE
+
+#: With ``store.window(noise=True)``, per test: ``[(run index, seconds lost waiting for a CPU,
+#: contended)]``, and under ``(MEASURED, metric)`` the metric's points as measured (its own key
+#: holds them judged without the wait).
+WAITS = "waits"
+MEASURED = "measured"
 
 #: Shuffles of the permutation test (``detect.DEFAULT_PERMUTATIONS``, without numpy here).
 PERMUTATIONS = 999
@@ -61,6 +67,22 @@ def series_changes(
         }
 
 
+def _entry(nodeid: str, metric: str, c: dict, run: Mapping, pts: list) -> dict:
+    return {
+        "test": nodeid,
+        "metric": metric,
+        "kind": c["kind"],
+        "run": run["id"],
+        "commit": run["commit_sha"],
+        "branch": run["branch"],
+        "before": c["before"],
+        "after": c["after"],
+        "change_percent": c["change_percent"],
+        "p_value": c["p_value"],
+        "runs_after": len(pts) - c["at"],
+    }
+
+
 def find_changes(
     run_rows: list,
     data: Mapping,
@@ -69,31 +91,41 @@ def find_changes(
     p_max: float,
     recent: int,
     permutations: int,
+    not_judged: Optional[list] = None,
 ) -> list[dict]:
     """``history check``: the changes in the newest ``recent`` runs of each test's series, with
-    the run, commit and branch they start at."""
+    the run, commit and branch they start at.
+
+    ``data`` from ``store.window(noise=True)``: the series are judged without the wait, and
+    each change of a metric the wait lengthens that the series as measured shows and the
+    judged one does not (the waiting explains it) goes to ``not_judged``, with
+    ``contended_after``: how many of the runs after it ran contended."""
     n_runs = len(run_rows)
     out = []
     for nodeid in sorted(data):
+        per = data[nodeid]
         for metric in metrics:
-            pts = data[nodeid][metric]
+            pts = per[metric]
+            found = []
             for c in series_changes(nodeid, metric, pts, gates[metric], p_max, permutations):
                 if c["run"] < n_runs - recent:
                     continue
-                run = run_rows[c["run"]]
-                out.append(
-                    {
-                        "test": nodeid,
-                        "metric": metric,
-                        "kind": c["kind"],
-                        "run": run["id"],
-                        "commit": run["commit_sha"],
-                        "branch": run["branch"],
-                        "before": c["before"],
-                        "after": c["after"],
-                        "change_percent": c["change_percent"],
-                        "p_value": c["p_value"],
-                        "runs_after": len(pts) - c["at"],
-                    }
-                )
+                found.append(c)
+                entry = _entry(nodeid, metric, c, run_rows[c["run"]], pts)
+                if WAITS in per:
+                    entry["judged"] = "without_wait"
+                out.append(entry)
+            if not_judged is None or WAITS not in per or not BY_NAME[metric].discount:
+                continue
+            waits = [w for w in per[WAITS] if w[0] >= n_runs - recent]
+            if not any(lost for _, lost, _ in waits):
+                continue  # no wait in the recent runs: as measured is as judged
+            raw = per[(MEASURED, metric)]
+            for c in series_changes(nodeid, metric, raw, gates[metric], p_max, permutations):
+                if c["run"] < n_runs - recent or any(f["kind"] == c["kind"] for f in found):
+                    continue
+                entry = _entry(nodeid, metric, c, run_rows[c["run"]], raw)
+                after = [w for w in per[WAITS] if w[0] >= c["run"]]
+                entry["contended_after"] = sum(1 for w in after if w[2])
+                not_judged.append(entry)
     return out

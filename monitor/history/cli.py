@@ -216,6 +216,29 @@ def _change_text(c: dict) -> str:
     )
 
 
+NOISE_ON = (
+    "Times judged without the time each test waited for a CPU (--noise on; where the store "
+    "has its noise certificate)."
+)
+
+
+def _not_judged_text(result: dict) -> Optional[str]:
+    """The line on the changes the tests' waiting for a CPU explains."""
+    nj = result.get("contended_not_judged") or []
+    if not nj:
+        return None
+    head = (
+        f"Contended, not judged: {len(nj)} change(s) as measured that the time the tests "
+        "waited for a CPU explains (without the wait they are no change): "
+    )
+    return head + "; ".join(
+        f"{c['test']} {c['metric']} {_fmt(c['metric'], c['before'])} -> "
+        f"{_fmt(c['metric'], c['after'])} from run {c['run']} "
+        f"({c['contended_after']} of {c['runs_after']} run(s) after it contended)"
+        for c in nj
+    )
+
+
 def check_markdown(result: dict) -> str:
     regs = [c for c in result["changes"] if c["kind"] == "regression"]
     imps = [c for c in result["changes"] if c["kind"] == "improvement"]
@@ -225,6 +248,11 @@ def check_markdown(result: dict) -> str:
         f"{len(regs)} regression(s), {len(imps)} improvement(s) in the last "
         f"{result['recent']} runs."
     )
+    if result.get("noise") == "on":
+        lines += ["", NOISE_ON]
+    nj = _not_judged_text(result)
+    if nj:
+        lines += ["", nj]
     if result["changes"]:
         lines += [
             "",
@@ -250,6 +278,9 @@ def check_text(result: dict) -> str:
         f"runs; {regs} regression(s), {len(result['changes']) - regs} improvement(s) in the "
         f"last {result['recent']} runs"
     )
+    nj = _not_judged_text(result)
+    if nj:
+        head += "\n" + nj
     if not result["changes"]:
         return head + "\n"
     rows = [
@@ -283,14 +314,16 @@ def cmd_check(args: argparse.Namespace, store: Any) -> int:
         gates[m] = (gates[m][0], v)
     if args.recent > args.window:
         raise UsageError(f"--recent {args.recent} is more than --window {args.window}")
+    noise = args.noise == "on"
     eng = store.open_store(args.db, args.timeout, create=False)
     try:
         machine = None if args.any_machine else store.newest_machine(eng)
-        run_rows, data = store.window(eng, machine, args.window, metrics)
+        run_rows, data = store.window(eng, machine, args.window, metrics, noise=noise)
     finally:
         eng.dispose()
+    not_judged: Optional[list] = [] if noise else None
     changes = find_changes(
-        run_rows, data, metrics, gates, args.p_value, args.recent, args.permutations
+        run_rows, data, metrics, gates, args.p_value, args.recent, args.permutations, not_judged
     )
     result = {
         "runs": len(run_rows),
@@ -299,7 +332,9 @@ def cmd_check(args: argparse.Namespace, store: Any) -> int:
         "machine_id": machine,
         "p_max": args.p_value,
         "gates": {m: {"rel": g[0], "abs": g[1]} for m, g in gates.items()},
+        "noise": "on" if noise else "off",
         "changes": changes,
+        "contended_not_judged": not_judged or [],
     }
     md = check_markdown(result)
     if args.format == "json":
@@ -465,6 +500,14 @@ def register(subparsers: Any) -> None:
         help=f"shuffles of the permutation test (default: {PERMUTATIONS})",
     )
     p.add_argument("--any-machine", action="store_true", help="mix runs of every machine")
+    p.add_argument(
+        "--noise",
+        choices=("on", "off"),
+        default="on",
+        help="on (default): judge times and CPU shares without the time each test waited for "
+        "a CPU (the stored noise certificate), and list a change that the waiting explains as "
+        "'contended, not judged'; off: as measured",
+    )
     fmt(p, ("table", "markdown", "json"))
     p.set_defaults(func=run_command(cmd_check))
 

@@ -8,6 +8,10 @@ this module as a short-lived child process (bounded) and reads its answer. Outpu
 more than once, reruns included, is stored ``"passed x3"`` and left out: its figures are sums).
 A store that does not exist yet is an empty history, not an error. Any other problem: one line
 on stderr, exit 2.
+
+The times are judged without the time each test waited for a CPU (its stored noise
+certificate: ``vocabulary.without_wait``), so that a contended run does not raise the limit;
+``--noise=off`` after RUNS: as measured.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from ..vocabulary import HISTORY_LIMITS
 METRICS = HISTORY_LIMITS
 
 
-def medians(url: str, runs: int) -> dict:
-    """The medians of this machine's newest ``runs`` runs in the store at ``url``."""
+def medians(url: str, runs: int, noise: bool = True) -> dict:
+    """The medians of this machine's newest ``runs`` runs in the store at ``url`` (``noise``:
+    of the times without the wait)."""
     from . import context, store
     from .url import normalize
 
@@ -41,7 +46,7 @@ def medians(url: str, runs: int) -> dict:
             machine_id = conn.execute(q).scalar()
         if machine_id is None:
             return {"runs": 0, "tests": {}}
-        run_rows, series = store.window(eng, machine_id, runs, METRICS.values())
+        run_rows, series = store.window(eng, machine_id, runs, METRICS.values(), noise=noise)
     finally:
         eng.dispose()
     tests: dict = {}
@@ -56,10 +61,18 @@ def medians(url: str, runs: int) -> dict:
     return {"runs": len(run_rows), "tests": tests}
 
 
+#: The last argument that asks for the medians as measured.
+NOISE_OFF = "--noise=off"
+
+
 def main(argv: Optional[list] = None) -> int:
     from .plan import child_main
 
-    return child_main("medians", medians, argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    noise = not (args and args[-1] == NOISE_OFF)
+    if not noise:
+        args.pop()
+    return child_main("medians", lambda url, runs: medians(url, runs, noise), args)
 
 
 if __name__ == "__main__":

@@ -40,9 +40,19 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import NullPool
 
+from ..noise import is_contended
 from ..units import number
-from ..vocabulary import BY_NAME, COLUMNS, HISTORY_METRICS, STORED
+from ..vocabulary import (
+    BY_NAME,
+    COLUMNS,
+    HISTORY_METRICS,
+    NOISE_COLUMNS,
+    STORED,
+    lost_to_waiting,
+    without_wait,
+)
 from . import url as U
+from .changes import MEASURED, WAITS
 
 #: The store's version: its last migration of its own (2), or the newest ``since`` of the
 #: vocabulary's columns when that is newer (a version that only adds a metric's column needs
@@ -552,11 +562,21 @@ def series(
 
 
 def window(
-    eng: sa.Engine, machine_id: Optional[int], size: int, metrics: Iterable[str]
+    eng: sa.Engine,
+    machine_id: Optional[int],
+    size: int,
+    metrics: Iterable[str],
+    noise: bool = False,
 ) -> tuple[list[dict], dict]:
     """The newest ``size`` runs (of one machine, or all), oldest first, and per test node id
-    its passed results as {metric: [(run index, value), ...]}."""
+    its passed results as {metric: [(run index, value), ...]}.
+
+    ``noise``: each value is judged without the time the test waited for a CPU
+    (:func:`..vocabulary.without_wait`, by the stored noise certificate; as measured where a
+    result has none), and each test also has ``WAITS`` (per run: the seconds lost, whether it
+    ran contended) and ``(MEASURED, metric)`` (the points as measured)."""
     metrics = list(metrics)
+    cols = metrics + ([c for c in NOISE_COLUMNS if c not in metrics] if noise else [])
     rq = sa.select(runs.c.id, runs.c.commit_sha, runs.c.branch, runs.c.started_at)
     if machine_id is not None:
         rq = rq.where(runs.c.machine_id == machine_id)
@@ -569,7 +589,7 @@ def window(
             return [], {}
         index = {r["id"]: i for i, r in enumerate(run_rows)}
         q = (
-            sa.select(tests.c.nodeid, results.c.run_id, *(results.c[m] for m in metrics))
+            sa.select(tests.c.nodeid, results.c.run_id, *(results.c[c] for c in cols))
             .join(tests, tests.c.id == results.c.test_id)
             .where(results.c.run_id.in_(list(index)))
             .where(results.c.outcome == "passed")
@@ -581,12 +601,28 @@ def window(
             per = out.get(row[0])
             if per is None:
                 per = out[row[0]] = {m: [] for m in metrics}
-            for m, v in zip(metrics, row[2:]):
+                if noise:
+                    per[WAITS] = []
+                    per.update(((MEASURED, m), []) for m in metrics)
+            if not noise:
+                for m, v in zip(metrics, row[2:]):
+                    if v is not None:
+                        per[m].append((i, v))
+                continue
+            vals = dict(zip(cols, row[2:]))
+            d = vals["duration"]
+            lost = lost_to_waiting(
+                d, vals["wait_time"], vals["cpu_time"], vals["children_cpu_time"]
+            )
+            per[WAITS].append((i, lost, is_contended(vals, d)))
+            for m in metrics:
+                v = vals[m]
                 if v is not None:
-                    per[m].append((i, v))
+                    per[(MEASURED, m)].append((i, v))
+                    per[m].append((i, without_wait(BY_NAME[m], v, d, lost)))
     for per in out.values():
-        for m in metrics:
-            per[m].sort()
+        for points in per.values():
+            points.sort()
     return run_rows, out
 
 

@@ -1,0 +1,229 @@
+"""The noise discount (issue 21, item 3), end to end: real pytest runs with the real monitor, a
+real CPU hog (two busy processes in subprocesses), never a mocked /proc.
+
+perfmon compare: a quiet baseline against a run of the same code beside the hog exits 0 with the
+contended test named ("contended, not judged"); the same pair with ``--noise off`` is today's
+regression; a run beside the hog whose test does 30 % more work still exits 1.
+--perf-limit-history: a test over its limit only by its wait is not failed (PERFMON_NOISE=off:
+it is).
+
+The suite's process, and the hog, are pinned to one CPU, so that the hog outweighs whatever else
+the machine runs (other jobs only add to the wait, which is what is discounted). The machine's
+own CPU speed is not the subject: on a shared machine the CPU time of the same work moves by
+tens of percent now and then (docs/benchmarks.md, bench_noise.py); runs whose test's CPU times
+say the machine changed speed between them are made again (at most 3 times).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import RUN_TIMEOUT, inner_addopts, validate
+from pytest_perfmon.monitor import cli, vocabulary
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="the wait is read from Linux's /proc"
+)
+
+SUITE = """
+import os, time
+
+TURNS = int(os.environ["BENCH_TURNS"])
+SLOW = float(os.environ.get("BENCH_SLOW", "1"))
+
+def test_work():
+    x = 0
+    for i in range(int(TURNS * SLOW)):
+        x += i * i
+
+def test_nap():
+    time.sleep(0.05)
+"""
+
+HOG = "while True:\n    pass\n"
+NODE = "test_suite.py::test_work"
+#: The work's CPU time, in seconds, quiet: long enough that +30 % passes compare's 50 ms floor.
+WORK_S = 0.35
+
+
+def _turns() -> int:
+    """Loop turns for WORK_S of CPU time here (best of 3 short timings)."""
+    best = float("inf")
+    n = 300_000
+    for _ in range(3):
+        t = time.process_time()
+        x = 0
+        for i in range(n):
+            x += i * i
+        best = min(best, time.process_time() - t)
+    return int(n * WORK_S / max(best, 1e-6))
+
+
+def _pin(cpu: int):
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+#: What the limits section says of a test within its history limit only without the wait.
+CONTENDED_LINE = "contended, not judged"
+
+
+def _run(path, out, cpu: int, hog: bool, env_extra: dict, args=(), ok=(0,)) -> dict:
+    """One pytest --perf-monitor run of the suite on CPU ``cpu``, with the hog there or not;
+    its report, with its output under ``_stdout``."""
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), **env_extra)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    hogs = []
+    try:
+        if hog:
+            hogs = [
+                subprocess.Popen([sys.executable, "-c", HOG], preexec_fn=_pin(cpu))
+                for _ in range(2)
+            ]
+            time.sleep(0.2)  # both busy before pytest starts
+        res = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--perf-monitor"]
+            + [f"--perf-output={out}", *args, "test_suite.py"],
+            cwd=path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            preexec_fn=_pin(cpu),
+        )
+    finally:
+        for p in hogs:
+            p.kill()
+        for p in hogs:
+            p.wait(30)
+    assert res.returncode in ok, res.stdout + res.stderr
+    rep = validate(json.loads(out.read_text(encoding="utf-8")))
+    rep["_stdout"] = res.stdout
+    return rep
+
+
+def _cpu(rep: dict) -> float:
+    return vocabulary.BY_NAME["cpu_time"].get(rep["tests"][NODE])
+
+
+def _three_runs(path, cpu: int, env: dict) -> tuple:
+    """The quiet baseline, the same code beside the hog, 30 % more work beside the hog: three
+    runs in which the machine ran the work at one speed (the test's CPU time: beside the hog
+    within 12 % of the baseline's, with more work at least +20 %: more CPU time than that only
+    makes it more of a slowdown). Made again (at most 3 times) when the machine's speed moved
+    between them."""
+    seen = []
+    for attempt in range(3):
+        base = _run(path, path / f"base-{attempt}.json", cpu, False, env)
+        busy = _run(path, path / f"busy-{attempt}.json", cpu, True, env)
+        more = {**env, "BENCH_SLOW": "1.3"}
+        slow = _run(path, path / f"slow-{attempt}.json", cpu, True, more)
+        ratios = (_cpu(busy) / _cpu(base), _cpu(slow) / _cpu(base))
+        seen.append(tuple(round(r, 3) for r in ratios))
+        if 0.88 <= ratios[0] <= 1.12 and ratios[1] >= 1.2:
+            return base, busy, slow
+    pytest.fail(f"the machine's CPU speed moved in every attempt (CPU time ratios): {seen}")
+
+
+def _write(path, rep: dict, name: str) -> str:
+    p = path / name
+    rep.pop("_stdout", None)
+    p.write_text(json.dumps(rep), encoding="utf-8")
+    return str(p)
+
+
+def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, capsys):
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_suite.py").write_text(SUITE)
+    cpu = max(os.sched_getaffinity(0))
+    env = {"BENCH_TURNS": str(_turns())}
+    base, busy, slow = _three_runs(tmp_path, cpu, env)
+
+    b, t = base["tests"][NODE], busy["tests"][NODE]
+    # beside two busy processes on its CPU the work waited most of its time (the baseline may
+    # have waited too: other jobs share the machine), and its extra time was mostly waiting
+    assert t["noise"]["contended"] and t["noise"]["wait_time"] >= 0.5 * t["duration"], t
+    extra = t["duration"] - b["duration"]
+    assert t["noise"]["wait_time"] - b["noise"]["wait_time"] >= 0.6 * extra, (b, t)
+
+    paths = {k: _write(tmp_path, r, f"{k}.json") for k, r in (("b", base), ("t", busy))}
+    paths["s"] = _write(tmp_path, slow, "s.json")
+    capsys.readouterr()
+
+    # the same code beside the hog: no regression, the test named as contended, not judged
+    args = ["compare", paths["b"], paths["t"], "--fail-on-regression", "--format", "json"]
+    assert cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["noise"] == "on" and out["regressions"] == []
+    named = {c["metric"]: c for c in out["contended_not_judged"] if c["test"] == NODE}
+    assert named["duration"]["would_be"] == "regression", named
+    assert named["duration"]["current_contended"], named
+    # and its CPU share fell only because it waited (when that passed the CPU thresholds)
+    assert named.keys() <= {"duration", "cpu_percent"}, named
+    assert cli.main(["compare", paths["b"], paths["t"], "--fail-on-regression"]) == 0
+    text = capsys.readouterr().out
+    assert "Contended, not judged:" in text and NODE in text, text
+
+    # today's behaviour, for comparison: the waiting read as a regression
+    assert cli.main(args[:-2] + ["--noise", "off"]) == 1
+    capsys.readouterr()
+
+    # 30 % more work beside the hog: still a regression, judged without the wait
+    args = ["compare", paths["b"], paths["s"], "--fail-on-regression", "--format", "json"]
+    assert cli.main(args) == 1
+    out = json.loads(capsys.readouterr().out)
+    regs = [c for c in out["regressions"] if c["test"] == NODE and c["metric"] == "duration"]
+    assert regs and regs[0]["judged"] == "without_wait", out
+    assert regs[0]["change_ratio"] >= 0.2, regs
+    print(
+        f"\nquiet {b['duration']:.3f} s (wait {b['noise']['wait_time']:.3f}); beside the hog "
+        f"{t['duration']:.3f} s (wait {t['noise']['wait_time']:.3f}); +30 % work beside the hog: "
+        f"{regs[0]['current_measured']:.3f} s measured, {regs[0]['current']:.3f} s without the "
+        f"wait ({regs[0]['change_ratio']:+.0%})"
+    )
+
+
+def test_history_limit_judges_the_time_without_the_wait(tmp_path, capsys):
+    """--perf-limit-history 2: beside the hog the work takes about three times as long, most of
+    it waiting; within its limit without the wait, "contended, not judged" and no failure;
+    PERFMON_NOISE=off: over it as measured, a failure.
+
+    The history is one run of the work on a quiet machine, which this shared machine seldom
+    is: a real run's report with the test's time set to its CPU time (what it takes without
+    any wait), imported into the store. Each run beside the hog gets its own copy of it."""
+    pytest.importorskip("sqlalchemy")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_suite.py").write_text(SUITE)
+    cpu = max(os.sched_getaffinity(0))
+    env = {"BENCH_TURNS": str(_turns())}
+    quiet = _run(tmp_path, tmp_path / "q.json", cpu, False, env)
+    work = quiet["tests"][NODE]
+    c = _cpu(quiet)
+    work.update(duration=c, call_time=c, setup_time=0.0, teardown_time=0.0, cpu_percent=100.0)
+    work["noise"] = dict(work["noise"], wait_time=0.0, contended=False)
+    seed = _write(tmp_path, quiet, "seed.json")
+    assert cli.main(["history", "import", seed, "--db", str(tmp_path / "seed.db")]) == 0
+    capsys.readouterr()
+    runs = {}
+    for name, extra, ok in (("on", {}, (0,)), ("off", {"PERFMON_NOISE": "off"}, (1,))):
+        db = tmp_path / f"{name}.db"
+        shutil.copy(tmp_path / "seed.db", db)
+        args = [f"--perf-history={db}", "--perf-limit-history=2"]
+        runs[name] = _run(
+            tmp_path, tmp_path / f"{name}.json", cpu, True, {**env, **extra}, args, ok
+        )
+    on, off = runs["on"], runs["off"]
+    t = on["tests"][NODE]
+    assert t["duration"] > 2 * c, (c, t)  # over the limit as measured ...
+    assert not t.get("limits"), t  # ... not failed: within it without the wait
+    assert "history limits:" in on["_stdout"] and CONTENDED_LINE in on["_stdout"], on["_stdout"]
+    assert "less waiting" in on["_stdout"], on["_stdout"]
+    # the call's limit fails the test first; the duration's is then a note
+    violations = {v["metric"]: v["action"] for v in off["tests"][NODE]["limits"]}
+    assert "fail" in violations.values() and violations.keys() <= {"call", "duration"}, violations
+    assert "times as measured (PERFMON_NOISE=off)" in off["_stdout"]
