@@ -10,7 +10,7 @@ import random
 import re
 
 import pytest
-from conftest import RUN_TIMEOUT, need_history, shared_run
+from conftest import need_history, shared_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_perfmon import _schedule as S
@@ -575,10 +575,11 @@ def test_faults_one_line_and_the_outcome_unchanged(run_perf, pytester, tmp_path)
         (["--perf-schedule=r.json", "--perf-max-memory=12X"], "--perf-max-memory: not a size"),
     ],
 )
-def test_usage_errors(pytester, args, message):
+def test_usage_errors(pytester, inprocess, args, message):
+    """In-process: the options are checked before xdist starts a worker."""
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_one="def test_one():\n    pass\n")
-    res = pytester.runpytest_subprocess("-n", "2", *args, timeout=RUN_TIMEOUT)
+    res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-n", "2", *args)
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     err = res.stderr.str().strip().splitlines()
     assert len(err) == 1 and message in err[0], err
