@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from typing import TypeGuard  # new in Python 3.10: named in annotations only, never evaluated
 
 from . import __version__
 from .schema import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION, first_problem
@@ -45,7 +48,7 @@ class ReportError(Exception):
 # --------------------------------------------------------------------------- loading
 
 
-def _is_num(v: Any) -> bool:
+def _is_num(v: Any) -> TypeGuard[float]:
     return number(v) is not None
 
 
@@ -263,22 +266,26 @@ def unwaited(metric: Metric) -> Metric:
 # --------------------------------------------------------------------------- analyses
 
 
+def _valued(
+    report: dict, value: Callable[[dict], Optional[float]]
+) -> list[tuple[str, dict, float]]:
+    """``(nodeid, test, value)`` of the tests whose ``value(test)`` is not None, in order."""
+    return [(k, t, v) for k, t in report["tests"].items() if (v := value(t)) is not None]
+
+
+def _ranked(hits: Iterable[tuple[str, dict, float]], size: Callable[[float], float]) -> list:
+    """``(nodeid, test)`` pairs, largest ``size(value)`` first (then by node id)."""
+    return [(k, t) for k, t, _ in sorted(hits, key=lambda h: (-size(h[2]), h[0]))]
+
+
 def slowest(report: dict, top: int) -> list:
     """The ``top`` slowest tests, as ``(nodeid, test)`` pairs, slowest first."""
-    timed = [(k, t) for k, t in report["tests"].items() if duration(t) is not None]
-    timed.sort(key=lambda kv: (-duration(kv[1]), kv[0]))  # type: ignore[operator]
-    return timed[:top]
+    return _ranked(_valued(report, duration), float)[:top]
 
 
 def memory_over(report: dict, threshold_mb: float) -> list:
     """Tests whose ``memory.delta_mb`` exceeds ``threshold_mb`` (possible leaks), largest first."""
-    hits = [
-        (k, t)
-        for k, t in report["tests"].items()
-        if memory_delta(t) is not None and memory_delta(t) > threshold_mb  # type: ignore[operator]
-    ]
-    hits.sort(key=lambda kv: (-memory_delta(kv[1]), kv[0]))  # type: ignore[operator]
-    return hits
+    return _ranked((h for h in _valued(report, memory_delta) if h[2] > threshold_mb), float)
 
 
 #: One floor for every CPU table and analysis (terminal summary, ``perfmon report``): the CPU
@@ -295,40 +302,26 @@ def cpu_over(
     """CPU-intensive tests: CPU above ``threshold_percent``, highest first; only tests that
     took at least ``min_duration`` seconds (see :data:`CPU_MIN_DURATION`). The CPU of a test
     with child processes is its own plus its children's (:func:`cpu_with_children`)."""
-    hits = [
-        (k, t)
-        for k, t in report["tests"].items()
-        if cpu_with_children(t) is not None
-        and cpu_with_children(t) > threshold_percent  # type: ignore[operator]
-        and (duration(t) or 0.0) >= min_duration
-    ]
-    hits.sort(key=lambda kv: (-cpu_with_children(kv[1]), kv[0]))  # type: ignore[operator]
-    return hits
+    hits = (
+        (k, t, v)
+        for k, t, v in _valued(report, cpu_with_children)
+        if v > threshold_percent and (duration(t) or 0.0) >= min_duration
+    )
+    return _ranked(hits, float)
 
 
 def largest_deltas(report: dict, top: int, floor_mb: float = MEMORY_MIN_MB) -> list:
     """Tests whose ``|memory.delta_mb|`` is at least ``floor_mb``, largest ``|delta|`` first."""
-    hits = [
-        (k, t)
-        for k, t in report["tests"].items()
-        if memory_delta(t) is not None and abs(memory_delta(t)) >= floor_mb  # type: ignore[arg-type]
-    ]
-    hits.sort(key=lambda kv: (-abs(memory_delta(kv[1])), kv[0]))  # type: ignore[arg-type]
-    return hits[:top]
+    hits = (h for h in _valued(report, memory_delta) if abs(h[2]) >= floor_mb)
+    return _ranked(hits, abs)[:top]
 
 
 def largest_rises(report: dict, top: int, floor_mb: float = MEMORY_MIN_MB) -> list:
     """Tests whose memory rose at least ``floor_mb`` above where it started (``peak - start``),
     largest rise first: a temporary spike shows here even when the delta is 0. A test with
     child processes adds its children's sampled peak (:func:`growth_with_children`)."""
-    rise = growth_with_children
-    hits = [
-        (k, t)
-        for k, t in report["tests"].items()
-        if rise(t) is not None and rise(t) >= floor_mb  # type: ignore[operator]
-    ]
-    hits.sort(key=lambda kv: (-rise(kv[1]), kv[0]))  # type: ignore[operator]
-    return hits[:top]
+    hits = (h for h in _valued(report, growth_with_children) if h[2] >= floor_mb)
+    return _ranked(hits, float)[:top]
 
 
 def tests_span(tests: dict) -> Optional[float]:
@@ -348,9 +341,9 @@ def totals(report: dict) -> dict:
     summary = summarize(report["tests"])
     workers = report.get("workers") or {}
     peaks = [
-        w.get("peak_rss_mb")
-        for w in workers.values()
-        if isinstance(w, dict) and _is_num(w.get("peak_rss_mb"))
+        p
+        for p in (w.get("peak_rss_mb") for w in workers.values() if isinstance(w, dict))
+        if _is_num(p)
     ]
     warnings = session.get("warnings")
     jobs = report.get("jobs")

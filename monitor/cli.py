@@ -43,7 +43,7 @@ from .sections import Line, Section, Table
 FORMATS = ("table", "markdown", "json")
 
 
-def annotations(cmp: Comparison, current: dict) -> list:
+def regression_warnings(cmp: Comparison, current: dict) -> list:
     """One GitHub ``::warning`` workflow command per regression."""
     lines = []
     for c in cmp.regressions:
@@ -183,7 +183,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _emit(_render(doc, data, args.format), args.output)
     github.append_step_summary(doc.markdown())
     if github.in_actions():
-        for line in annotations(cmp, current):
+        for line in regression_warnings(cmp, current):
             print(line)
         sys.stdout.flush()
     if cmp.regressions and args.fail_on_regression:

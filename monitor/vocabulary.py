@@ -345,8 +345,8 @@ HISTORY_LIMITS: dict[str, str] = {
 #: What ``perfmon compare`` compares, in its order.
 COMPARED = _view(lambda m: m.compare, ("duration", "delta_mb", "growth_mb", "cpu_percent"))
 
-_TABLE_ORDER = ("duration", "setup_time", "call_time", "teardown_time", "cpu_percent")
-_TABLE_ORDER += ("start_mb", "peak_mb", "end_mb", "delta_mb")
+_TABLE_ORDER: tuple[str, ...] = ("duration", "setup_time", "call_time", "teardown_time")
+_TABLE_ORDER += ("cpu_percent", "start_mb", "peak_mb", "end_mb", "delta_mb")
 #: The CSV export's metric columns, in its order.
 CSV = _view(lambda m: m.csv, _TABLE_ORDER)
 #: The HTML page's metric fields of a row, in its order.

@@ -311,7 +311,7 @@ class Limits:
     def check(self, rep: Any, limits: dict, values: dict, so_far: str) -> None:
         if so_far == "skipped" or (rep.skipped and not hasattr(rep, "wasxfail")):
             return  # a skipped test never fails a limit
-        found = []
+        found: list[tuple[str, float, Optional[float]]] = []  # metric, limit, value
         measured: dict = {}  # metric -> (as measured, seconds waited) of a judged value
         for metric, value in values.items():
             limit = limits.get(metric)
@@ -340,7 +340,7 @@ class Limits:
         else:
             action = "fail"
         entries = []
-        lines = []
+        lines: list[str] = []
         for metric, limit, value in found:
             unit, _, how = LIMIT_METRICS[metric]
             if value is None:
@@ -438,7 +438,8 @@ class LimitsReport:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when != "teardown":
             return
-        for prop in report.user_properties:
+        props: list[Any] = report.user_properties  # pairs by pytest's types; anything at run time
+        for prop in props:
             if len(prop) == 2 and prop[0] == PROPERTY and isinstance(prop[1], str):
                 action, _, text = prop[1].partition(": ")
                 self.rows.append((report.nodeid, report.location, action, text))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -189,7 +190,7 @@ def parse_factor(text: str) -> float:
 
 
 def resolve_history_limits(
-    option: Any, getini: Any, invocation_dir: str, environ: Optional[dict] = None
+    option: Any, getini: Any, invocation_dir: str, environ: Optional[Mapping[str, str]] = None
 ) -> Optional[HistoryLimits]:
     """--perf-limit-history (ini perf_limit_history) with its store (--perf-history); None when
     not asked for. Raises SettingError on a bad value or a factor without a store."""
@@ -226,7 +227,7 @@ class Schedule:
 
 
 def resolve_schedule(
-    option: Any, getini: Any, invocation_dir: str, environ: Optional[dict] = None
+    option: Any, getini: Any, invocation_dir: str, environ: Optional[Mapping[str, str]] = None
 ) -> Optional[Schedule]:
     """--perf-schedule[=REPORT.json] and --perf-max-memory; None when not asked for."""
     environ = os.environ if environ is None else environ
@@ -339,7 +340,7 @@ def resolve(
     option: Any,
     getini: Any,
     invocation_dir: str,
-    environ: Optional[dict] = None,
+    environ: Optional[Mapping[str, str]] = None,
     rootdir: Optional[str] = None,
 ) -> Optional[Settings]:
     """Resolve the settings; None when monitoring is off. Raises SettingError on bad values.

@@ -441,7 +441,9 @@ def insert_run(
     key = run_key(report)
     now = dt.datetime.now(dt.timezone.utc)
     started = _parse_time(session.get("timestamp")) or now
-    system = report.get("system") if isinstance(report.get("system"), Mapping) else {}
+    system = report.get("system")
+    if not isinstance(system, Mapping):
+        system = {}
     workers = report.get("workers")
     with write_conn(eng) as conn, conn.begin():
         old = conn.execute(sa.select(runs.c.id).where(runs.c.run_key == key)).scalar()
@@ -512,8 +514,8 @@ def list_runs(eng: sa.Engine, limit: int) -> list[dict]:
         labels: dict[int, dict] = {}
         if ids:
             lq = sa.select(run_labels).where(run_labels.c.run_id.in_(ids))
-            for r in conn.execute(lq):
-                labels.setdefault(r.run_id, {})[r.key] = r.value
+            for label in conn.execute(lq):
+                labels.setdefault(label.run_id, {})[label.key] = label.value
     for r in rows:
         r["labels"] = labels.get(r["id"], {})
         r.pop("run_key", None)
