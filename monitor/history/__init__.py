@@ -57,13 +57,14 @@ def record_run(
         )
         return None
     except URLError as exc:
-        return f"history not recorded: {exc}"
+        return f"history not recorded: {' '.join(str(exc).split())}"
     except store.HistoryError as exc:
         return f"history not recorded: {exc}"
     except store.sa.exc.SQLAlchemyError as exc:
         return f"history not recorded: {store.describe_error(exc, url)}"
     except Exception as exc:  # the report is written; the store must never break the run
-        return f"history not recorded: {type(exc).__name__}: {exc}"
+        # one line: a driver's own error (psycopg's OperationalError) can span several
+        return f"history not recorded: {type(exc).__name__}: {' '.join(str(exc).split())}"
     finally:
         if eng is not None:
             eng.dispose()
