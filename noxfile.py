@@ -10,6 +10,7 @@
     nox -s plugins                  # tests/test_compat.py with pytest 8 and the newest pytest
     nox -s tests                    # the whole suite, newest versions
     nox -s dist                     # build sdist + wheel into dist/ and check them
+    nox -s types                    # mypy (scripts/typecheck.py, pyproject.toml's [tool.mypy])
 
 Each session installs the project with pinned versions and runs the test files that drive
 pytest's hooks through real pytest runs (with and without xdist workers):
@@ -39,7 +40,7 @@ COPY_IGNORE = shutil.ignore_patterns(
 )  # fmt: skip
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["oldest", "compat", "plugins"]
+nox.options.sessions = ["oldest", "compat", "plugins", "types"]
 
 #: the test files whose tests run real pytest sessions with the plugin (all its hooks,
 #: with and without xdist), and the cases of tests/test_compat.py's matrix that take no
@@ -136,6 +137,13 @@ def _hook_tests(session: nox.Session, pins: list) -> None:
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *(session.posargs or ["-n", "2", "--dist", "worksteal"]))
+
+
+@nox.session
+def types(session: nox.Session) -> None:
+    """mypy (scripts/typecheck.py, pyproject.toml's [tool.mypy])."""
+    session.install("-e", ".[test]")
+    session.run("python", "scripts/typecheck.py", *session.posargs)
 
 
 @nox.session
