@@ -16,6 +16,10 @@ from .url import INSTALL_HINT, URLError, check_url, normalize, redact
 __all__ = ["INSTALL_HINT", "URLError", "check_url", "normalize", "record_run", "redact"]
 
 
+#: The database drivers whose own errors can reach record_run unwrapped.
+DRIVERS = ("psycopg", "psycopg2", "sqlite3")
+
+
 def record_run(
     url: str,
     report: dict,
@@ -63,7 +67,10 @@ def record_run(
     except store.sa.exc.SQLAlchemyError as exc:
         return f"history not recorded: {store.describe_error(exc, url)}"
     except Exception as exc:  # the report is written; the store must never break the run
-        # one line: a driver's own error (psycopg's OperationalError) can span several
+        if type(exc).__module__.partition(".")[0] in DRIVERS:
+            # a driver's own error, not wrapped by SQLAlchemy (psycopg's "connection is bad"):
+            # named with the store, its URL redacted, on one line
+            return f"history not recorded: {store.describe_error(exc, url)}"
         return f"history not recorded: {type(exc).__name__}: {' '.join(str(exc).split())}"
     finally:
         if eng is not None:
