@@ -16,8 +16,7 @@ measurement and its renderers).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from .units import number
 
@@ -31,8 +30,9 @@ UNIT_WORDS = {
 }
 
 
-@dataclass(frozen=True)
-class Limit:
+# NamedTuples, not dataclasses: the plugin imports this module in every pytest run (its
+# options' names), where four dataclasses cost 2.5 ms of start-up.
+class Limit(NamedTuple):
     """A limit can bound the metric: ``perf_limit(NAME=...)``, ``--perf-limit-NAME``. The
     plugin checks it where the metric is final: the call report for the call phase, the
     teardown report for the rest (plugin/_limits.py measures each one)."""
@@ -42,8 +42,7 @@ class Limit:
     from_history: bool = False  # --perf-limit-history gives it a limit from its median
 
 
-@dataclass(frozen=True)
-class Compare:
+class Compare(NamedTuple):
     """``perfmon compare`` compares the metric (per test, between two reports)."""
 
     name: str  # the metric's key in compare's JSON output
@@ -51,8 +50,7 @@ class Compare:
     group: str  # the threshold that applies: "time", "memory" or "cpu"
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(NamedTuple):
     """``perfmon history check`` and the HTML trends watch the metric: a change point counts
     when it is at least ``rel`` of the median before AND at least ``abs`` (the metric's unit).
     Chosen from scripts/bench_detection.py."""
@@ -62,8 +60,7 @@ class Gate:
     checked: bool = False  # checked by default (without --metric)
 
 
-@dataclass(frozen=True)
-class Metric:
+class Metric(NamedTuple):
     name: str  # the history store's name of it (`history show --metric NAME`)
     unit: str  # "s", "MB" or "%"
     path: tuple = ()  # its keys in a report's test entry; () when derived (``derive``)

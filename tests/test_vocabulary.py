@@ -4,8 +4,6 @@ alone."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from pytest_perfmon.monitor import units, vocabulary
 from pytest_perfmon.monitor.vocabulary import Compare, Gate, Limit, Metric
@@ -193,7 +191,7 @@ def test_rows_are_complete():
         if m.column:
             # history show/check read results.<metric>: the column is named as the metric
             assert m.column == m.name, m.name
-        assert dataclasses.is_dataclass(m)
+        assert isinstance(m, vocabulary.Metric)
     assert len({m.name for m in vocabulary.METRICS}) == len(vocabulary.METRICS)
 
 
