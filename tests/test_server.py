@@ -331,6 +331,26 @@ def test_fuzz_daemon_handle(daemon, tmp_path, caplog):
     assert combined["sessions"][sid]["session"]["total_tests"] == 5
 
 
+def test_daemon_combined_report_with_a_session_without_exit_status(daemon, tmp_path, caplog):
+    """Found by the fuzz above: a finished session whose owner sent no exit status beside one
+    that did made the combined report fail ('>' between int and None)."""
+    for i, status in enumerate((0, None)):
+        sid = f"{i:08d}" * 4
+        me = f"me{i}".encode()
+        assert daemon.send(me, P.HELLO, hello(session=sid))[0] == P.READY
+        daemon.send(me, P.BATCH, [0, [record(f"t.py::test_{i}".encode(), 2000 + i)]])
+        assert daemon.send(me, P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        body = {"output": str(tmp_path / f"own{i}.json")}
+        if status is not None:
+            body["exit_status"] = status
+        kind, done = daemon.send(me, P.FINISH, body)
+        assert kind == P.DONE and done["ok"], done
+    assert daemon.srv.shutdown() == 0, caplog.text
+    combined = validate(json.loads((tmp_path / "combined.json").read_text()))
+    assert combined["session"]["exit_status"] == 0
+    assert combined["session"]["total_tests"] == 2
+
+
 # --- a spawned monitor outliving its pytest ------------------------------------------------------
 
 

@@ -82,7 +82,10 @@ class _Totals:
             "duration": round(max(0.0, stop - start), 6),
             "total_tests": self.total,
             "timestamp": R.iso(start),
-            "exit_status": max(self.statuses) if self.statuses and not aborted else None,
+            # a finished session whose owner sent no exit status has None: not a number to order
+            "exit_status": None
+            if aborted
+            else max((x for x in self.statuses if x is not None), default=None),
             "aborted": aborted,
             "pytest_version": self.versions.pop() if len(self.versions) == 1 else None,
             "perfmon_version": __version__,
