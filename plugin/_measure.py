@@ -18,6 +18,7 @@ from pytest_perfmon.monitor import protocol as P
 
 from ._client import BATCH_RECORDS, Client, Sender, frames_to_records
 from ._counters import Counters
+from ._endings import what_ended
 
 # The real clocks, captured at import: freezegun / time-machine in a user's tests patch module
 # attributes named like these, never these bound references.
@@ -95,16 +96,6 @@ def settle(reports: list) -> tuple:
     return setup, call, teardown, outcome, subtests, attempts
 
 
-def _stopped_by(exc: BaseException) -> str:
-    """What a protocol-ending exception says ended the run, in words."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "KeyboardInterrupt (Ctrl-C, SIGINT)"
-    if type(exc).__name__ == "Exit":  # pytest.exit()
-        msg = str(getattr(exc, "msg", "") or exc)
-        return f"pytest.exit({msg[:200]!r})"
-    return type(exc).__name__
-
-
 class Measurer:
     """Measures every test of this process; registered as a plugin by the role that runs tests."""
 
@@ -170,7 +161,8 @@ class Measurer:
                 call = max(0.0, ran)
             elif teardown is None:
                 teardown = max(0.0, ran)
-            self.interrupted = (item.nodeid, _stopped_by(result.excinfo[1]))
+            exc = result.excinfo[1]
+            self.interrupted = (item.nodeid, what_ended(exc) or type(exc).__name__)
         queue = self.queue
         queue.append(
             [
