@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import XDIST_ENDS
+from helpers import XDIST_ENDS
 
 MB = 1024 * 1024
 

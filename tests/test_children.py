@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import XDIST_ENDS, validate
+from helpers import XDIST_ENDS, validate
 from pytest_perfmon import _fixtures
 from pytest_perfmon._counters import Counters
 from pytest_perfmon.monitor import protocol as P

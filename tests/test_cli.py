@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import waited_entry
 from pytest_perfmon.monitor import analysis, cli, render
 from pytest_perfmon.monitor.report import load_schema
 
@@ -693,23 +694,6 @@ def test_compare_same_outcome_after_reruns_is_compared_not_an_outcome_change() -
     assert all(c.repeated for c in cmp.regressions)
     same = analysis.compare(base, base)
     assert same.repeated == [] and not same.regressions
-
-
-def waited_entry(t: dict, cpu: float, wait: float, blocked: float = 0.0) -> None:
-    """Make the entry ``t`` a single-threaded test of ``cpu`` seconds of work that waited
-    ``wait`` seconds for a CPU and slept ``blocked``: its times and noise certificate (also
-    tests/test_history.py's)."""
-    d = cpu + wait + blocked
-    t.update(duration=d, setup_time=0.0, call_time=d, teardown_time=0.0)
-    t["cpu_percent"] = round(100.0 * cpu / d, 4)
-    t["noise"] = {
-        "wait_time": wait,
-        "throttled_time": None,
-        "steal_time": 0.0,
-        "pressure": 0.5,
-        "involuntary_switches": 10,
-        "contended": wait >= 0.1 * d,
-    }
 
 
 def _noise_pair(tmp_path: Path) -> tuple:

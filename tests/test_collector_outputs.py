@@ -8,7 +8,7 @@ import os
 import sqlite3
 
 import pytest
-from conftest import XDIST_ENDS, need_history, shared_run
+from helpers import XDIST_ENDS, need_history, shared_run
 from pytest_perfmon.monitor import cli
 
 need_history(allow_module_level=True)

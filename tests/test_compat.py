@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import inner_addopts, validate
+from helpers import inner_addopts, validate
 
 PYTEST_MAJOR = int(pytest.__version__.split(".")[0])
 

@@ -22,48 +22,26 @@ import urllib.request
 import msgpack
 import pytest
 import zmq
-from conftest import RUN_TIMEOUT, need_history, validate
+from helpers import (
+    ALL,
+    BEFORE_BLOCK,
+    DAEMON,
+    SUITE,
+    WAIT,
+    Daemon,
+    Pytest,
+    Raw,
+    names,
+    need_history,
+    validate,
+)
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor.daemon import DaemonError, main, request
 
-SCRIPT = os.path.join(os.path.dirname(sys.executable), "perfmon-daemon")
-DAEMON = (
-    [SCRIPT] if os.path.exists(SCRIPT) else [sys.executable, "-m", "pytest_perfmon.monitor.daemon"]
-)
-WAIT = 60.0
 #: One timestamped line per event, with its level.
 LOG_LINE = re.compile(
     r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} perfmon-daemon (INFO|WARNING|ERROR): "
 )
-
-#: Five quick tests, one that outlasts the plugin's 0.5 s batch interval (so that everything
-#: before it reaches the daemon), one that blocks until the test lets it go, one more.
-SUITE = """
-import os, time
-import pytest
-
-@pytest.mark.parametrize("i", range(5))
-def test_quick(i):
-    pass
-
-def test_flush():
-    time.sleep(0.6)
-
-def test_block():
-    release = os.environ.get("PERFMON_TEST_RELEASE", "")
-    deadline = time.monotonic() + 120
-    while release and not os.path.exists(release) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-def test_after():
-    pass
-"""
-BEFORE_BLOCK = {f"test_quick[{i}]" for i in range(5)} | {"test_flush"}
-ALL = BEFORE_BLOCK | {"test_block", "test_after"}
-
-
-def names(tests: dict) -> set:
-    return {k.rsplit("::", 1)[1] for k in tests}
 
 
 def one_line_error(stderr: str) -> str:
@@ -71,109 +49,6 @@ def one_line_error(stderr: str) -> str:
     assert "Traceback" not in text, text
     assert len(text.splitlines()) == 1, text
     return text
-
-
-class Daemon:
-    """A real perfmon-daemon process, reaped by close()."""
-
-    def __init__(self, directory, *extra: str, endpoint: str | None = None, env=None) -> None:
-        self.dir = directory
-        self.endpoint = endpoint or f"ipc://{directory}/d.sock"
-        self.output = directory / "combined.json"
-        self.journal = directory / "combined.json.journal"
-        self.log_path = directory / "daemon.log"
-        args = ["--output", str(self.output), *extra]
-        if endpoint != "":
-            args = ["--endpoint", self.endpoint, *args]
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                DAEMON + args,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                cwd=directory,
-                env=env,
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def status(self, timeout: float = 5.0) -> dict:
-        return request(self.endpoint, P.STATUS, timeout)
-
-    def wait_up(self) -> dict:
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log()
-            try:
-                return self.status(timeout=1.0)
-            except DaemonError:
-                time.sleep(0.1)
-        raise AssertionError("the daemon never answered: " + self.log())
-
-    def wait_for(self, predicate, what: str) -> dict:
-        deadline = time.monotonic() + WAIT
-        st = self.status()
-        while not predicate(st):
-            assert time.monotonic() < deadline, f"waited for {what}: {st}\n{self.log()}"
-            assert self.proc.poll() is None, self.log()
-            time.sleep(0.1)
-            st = self.status()
-        return st
-
-    def session(self, st: dict, owner_pid: int) -> dict:
-        for s in st["sessions"].values():
-            if s["owner_pid"] == owner_pid:
-                return s
-        return {}
-
-    def wait_exit(self) -> int:
-        return self.proc.wait(WAIT)
-
-    def combined(self) -> dict:
-        return validate(json.loads(self.output.read_text(encoding="utf-8")))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(WAIT)
-
-
-class Pytest:
-    """A real pytest run reporting into the daemon, reaped by close()."""
-
-    def __init__(self, directory, output: str, *args: str, daemon: str | None, env=None):
-        self.output = directory / output
-        self.release = directory / "release"
-        environ = dict(os.environ, PERFMON_TEST_RELEASE=str(self.release), **(env or {}))
-        environ.pop("PERFMON_DAEMON", None)
-        environ.update(env or {})
-        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor"]
-        cmd += [f"--perf-output={self.output}", *args]
-        if daemon:
-            cmd += ["--perf-daemon", daemon]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=environ,
-        )
-        self.text = ""
-
-    def wait(self) -> int:
-        out, _ = self.proc.communicate(timeout=RUN_TIMEOUT)
-        self.text = out.decode("utf-8", "replace")
-        return self.proc.returncode
-
-    def report(self) -> dict:
-        return validate(json.loads(self.output.read_text(encoding="utf-8")))
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.communicate(timeout=WAIT)
 
 
 @pytest.fixture
@@ -190,29 +65,6 @@ def suite(pytester: pytest.Pytester):
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_suite=SUITE)
     return pytester.path
-
-
-class Raw:
-    """A bare DEALER speaking the protocol by hand."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(endpoint)
-
-    def send(self, frame: bytes) -> None:
-        self.sock.send(frame)
-
-    def ask(self, frame: bytes, timeout: float = 10.0):
-        self.sock.send(frame)
-        if not self.sock.poll(timeout * 1000, zmq.POLLIN):
-            raise AssertionError("no reply")
-        return P.unpack(self.sock.recv())
-
-    def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
 
 
 def hello(session: str, pid: int | None = None, role: str = "local", worker: str = "main"):
@@ -709,8 +561,8 @@ def test_failed_start_removes_socket_and_journal(tmp_path, capsys, monkeypatch):
 
 @pytest.fixture
 def inproc(tmp_path, monkeypatch):
+    from helpers import InProcess
     from pytest_perfmon.monitor.daemon.core import Daemon as Server
-    from test_server import InProcess
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     made = []

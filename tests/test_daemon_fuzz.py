@@ -11,13 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import validate
+from helpers import ALL, SUITE, WAIT, Daemon, Pytest, Raw, frames, names, record, validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_perfmon.monitor import protocol as P
-from test_daemon import ALL, SUITE, WAIT, Daemon, Pytest, Raw, names
-from test_protocol import record
-from test_server import frames
 
 E2E = settings(
     max_examples=25,

@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import shared_once, validate
+from helpers import shared_once, validate
 from pytest_perfmon import __main__ as module_main
 from pytest_perfmon import __version__
 from pytest_perfmon.monitor import about

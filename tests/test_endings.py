@@ -23,7 +23,7 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import RUN_TIMEOUT, validate
+from helpers import RUN_TIMEOUT, validate
 from pytest_perfmon.monitor import report as R
 from pytest_perfmon.monitor import slots as S
 
@@ -635,7 +635,7 @@ def test_duplicate_interruptions_are_dropped():
 
 # -- one delivery path: the monitor, the daemon and the plugin's fallback ----------------------
 def _built(nodeids=("t.py::test_a",)) -> dict:
-    from test_protocol import record
+    from helpers import record
 
     data = R.RunData(sample_interval=0.1)
     recs = [record(n, 1000.0 + i) for i, n in enumerate(nodeids)]
@@ -696,13 +696,12 @@ def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypa
     command line's, a daemon's the finish's."""
     from types import SimpleNamespace
 
+    from helpers import InProcess, hello, record
     from pytest_perfmon._owner import SessionOwner
     from pytest_perfmon.monitor import deliver as D
     from pytest_perfmon.monitor import protocol as P
     from pytest_perfmon.monitor.daemon.core import Daemon
     from pytest_perfmon.monitor.monitor import Monitor, parser
-    from test_protocol import record
-    from test_server import InProcess, hello
 
     calls = []
     real = D.deliver
@@ -758,7 +757,7 @@ def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypa
 def test_told_records_join_once_per_execution():
     """The controller's copies of a crashed worker's last tests (its own clock's start, a
     moment off) and a slot's records: each execution once, a node id run twice kept twice."""
-    from test_protocol import record
+    from helpers import record
 
     w = R.Worker("gw0", 1, 0.0)
     w.records = [record("t.py::a", 10.0)]  # --keep-duplicates: t.py::a ran twice, sent once

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import XDIST_ENDS, validate
+from helpers import XDIST_ENDS, validate
 
 SUITE = """
 def test_one():

@@ -9,11 +9,8 @@ skip, saying why; with CI=true that is a failure.
 from __future__ import annotations
 
 import datetime as dt
-import glob
 import json
 import os
-import pwd
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +18,7 @@ import tempfile
 import time
 
 import pytest
+from helpers import PG, golden, make_report, pg_bin_or_skip
 
 try:
     import numpy as np
@@ -37,128 +35,6 @@ from pytest_perfmon.monitor.history import context, detect, predict_io, store  #
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
-WAIT = 30  # seconds: bound of every wait for the PostgreSQL server
-
-# --------------------------------------------------------------------------- PostgreSQL
-
-
-def _pg_bin() -> str | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return os.path.dirname(found)
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: d.split("/")[-2])
-    for d in reversed(dirs):
-        if os.path.exists(os.path.join(d, "pg_ctl")):
-            return d
-    return None
-
-
-class PG:
-    """A throwaway PostgreSQL server on a Unix socket in a temp dir."""
-
-    def __init__(self, bindir: str) -> None:
-        self.bindir = bindir
-        self.dir = tempfile.mkdtemp(prefix="perfmon-pg-")
-        self.user = None
-        if hasattr(os, "geteuid") and os.geteuid() == 0:  # postgres refuses to run as root
-            self.user = "nobody"
-            pw = pwd.getpwnam("nobody")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.data = os.path.join(self.dir, "data")
-        self.started = False
-        self.has_db = False
-
-    def run_command(self, *args: str) -> None:
-        subprocess.run(
-            args, check=True, capture_output=True, timeout=WAIT, user=self.user, cwd=self.dir
-        )
-
-    def start(self) -> None:
-        b = self.bindir
-        self.run_command(
-            f"{b}/initdb",
-            "-D",
-            self.data,
-            "-A",
-            "trust",
-            "-U",
-            "perfmon",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        )
-        opts = (
-            f"-c listen_addresses='' -k {self.dir} -c fsync=off -c full_page_writes=off "
-            "-c synchronous_commit=off -c max_connections=40"
-        )
-        self.run_command(
-            f"{b}/pg_ctl",
-            "-D",
-            self.data,
-            "-l",
-            os.path.join(self.dir, "log"),
-            "-w",
-            "-t",
-            str(WAIT),
-            "-o",
-            opts,
-            "start",
-        )
-        self.started = True
-
-    def url(self, db: str = "postgres") -> str:
-        return f"postgresql://perfmon@/{db}?host={self.dir}"
-
-    def new_db(self) -> str:
-        """The URL of an empty store: the database ``history``, its schema dropped."""
-        eng = sa.create_engine(
-            store.U.normalize(self.url()), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
-        )
-        with eng.connect() as c:
-            if not self.has_db:
-                c.exec_driver_sql("CREATE DATABASE history TEMPLATE template0")
-                self.has_db = True
-        eng.dispose()
-        eng = sa.create_engine(
-            store.U.normalize(self.url("history")),
-            isolation_level="AUTOCOMMIT",
-            poolclass=sa.pool.NullPool,
-        )
-        with eng.connect() as c:
-            c.exec_driver_sql("DROP SCHEMA public CASCADE")
-            c.exec_driver_sql("CREATE SCHEMA public")
-        eng.dispose()
-        return self.url("history")
-
-    def stop(self) -> None:
-        try:
-            if self.started:
-                self.run_command(
-                    f"{self.bindir}/pg_ctl",
-                    "-D",
-                    self.data,
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "-t",
-                    str(WAIT),
-                    "stop",
-                )
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def pg_bin_or_skip() -> str:
-    """The PostgreSQL server binaries' directory; a skip that says why (with CI=true, a
-    failure) when they are missing."""
-    bindir = _pg_bin()
-    if bindir is None:
-        why = "PostgreSQL server binaries (initdb, pg_ctl) not found; .ci/run installs them"
-        if os.environ.get("CI") == "true":
-            pytest.fail(why + " (CI=true: not skipping)")
-        pytest.skip(why)
-    return bindir
 
 
 @pytest.fixture(scope="module")
@@ -182,34 +58,6 @@ def db(request, tmp_path):
 
 
 # --------------------------------------------------------------------------- data
-
-
-def golden(name: str = "current.json") -> dict:
-    with open(os.path.join(GOLDEN, name), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def make_report(i: int, durations: dict, peak: float = 50.0, ts: float | None = None) -> dict:
-    """A small valid report: run ``i``, the tests' durations in seconds."""
-    ts = 1_700_000_000 + 3600 * i if ts is None else ts
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".000000Z"
-    tests = {}
-    for nodeid, d in durations.items():
-        tests[nodeid] = {
-            "duration": d,
-            "setup_time": d * 0.1,
-            "call_time": d * 0.8,
-            "teardown_time": d * 0.1,
-            "memory": {"start_mb": 40.0, "peak_mb": peak, "end_mb": 40.0, "delta_mb": 0.0},
-            "cpu_percent": 90.0,
-            "outcome": "passed",
-            "worker": "main",
-            "pid": 100,
-        }
-    rep = golden()
-    rep["session"] = dict(rep["session"], timestamp=stamp, total_tests=len(tests), exit_status=0)
-    rep["tests"] = tests
-    return rep
 
 
 ENV = {"GITHUB_SHA": "a" * 40, "GITHUB_REF_NAME": "main"}
@@ -564,8 +412,7 @@ def test_missing_extra_is_one_line(monkeypatch, capsys, tmp_path):
 
 
 def _session(srv, finish: dict):
-    from test_protocol import record
-    from test_server import hello
+    from helpers import hello, record
 
     assert srv.send(b"a", P.HELLO, hello())[0] == P.READY
     srv.send(b"a", P.BATCH, [0, [record(b"t.py::test_a"), record(b"t.py::test_b", 1001)]])
@@ -627,8 +474,8 @@ def test_finish_history_fields_are_checked():
 
 @pytest.fixture
 def monitor(tmp_path):
+    from helpers import InProcess
     from pytest_perfmon.monitor.monitor import Monitor
-    from test_server import InProcess
 
     m = InProcess(Monitor("ipc://unused", str(tmp_path / "perf.json"), 0.1, None, False))
     yield m
@@ -637,8 +484,8 @@ def monitor(tmp_path):
 
 @pytest.fixture
 def daemon(tmp_path, monkeypatch):
+    from helpers import InProcess
     from pytest_perfmon.monitor.daemon.core import Daemon
-    from test_server import InProcess
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where save_elsewhere writes
     out = tmp_path / "combined.json"
@@ -1086,10 +933,9 @@ def test_grafana_history_panels_run_on_the_real_schema(pg):
 def test_grafana_daemon_panels_use_metrics_the_daemon_exports(daemon, tmp_path):
     import re
 
+    from helpers import hello, record
     from prometheus_client import CollectorRegistry, generate_latest
     from pytest_perfmon.monitor.daemon.metrics import Metrics
-    from test_protocol import record
-    from test_server import hello
 
     srv = daemon
     srv.send(b"w", P.HELLO, hello(role="worker", worker="gw0"))
@@ -1121,7 +967,7 @@ def test_grafana_daemon_panels_use_metrics_the_daemon_exports(daemon, tmp_path):
 def _noisy(rep: dict, nodeid: str, cpu: float, wait: float) -> None:
     """Make ``nodeid`` of ``rep`` a single-threaded test of ``cpu`` seconds of work that waited
     ``wait`` seconds for a CPU: its times and noise certificate (as compare's tests do)."""
-    from test_cli import waited_entry
+    from helpers import waited_entry
 
     waited_entry(rep["tests"][nodeid], cpu, wait)
     rep["tests"][nodeid]["noise"]["pressure"] = 0.9 if wait > 0.1 * (cpu + wait) else 0.05

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import time
 
 import pytest
+from helpers import INK, SCREENSHOTS, T0, page_json, synthetic_report
 from pytest_perfmon.monitor import analysis, cli, noise
 from pytest_perfmon.monitor.html import (
     EXEC_FIELDS,
@@ -23,120 +23,6 @@ from pytest_perfmon.monitor.html import (
     render,
     write_html,
 )
-from pytest_perfmon.monitor.report import iso
-
-CHROMIUM = os.environ.get("PERFMON_CHROMIUM", "/usr/bin/chromium")
-T0 = 1_750_000_000.0
-SCREENSHOTS = os.environ.get("PERFMON_SCREENSHOTS")
-
-
-def synthetic_report(n: int, workers: int = 3, seed: int = 1) -> dict:
-    """A valid report of ``n`` tests run back to back on ``workers`` xdist workers."""
-    rnd = random.Random(seed)
-    clock = [T0 + 0.05 * w for w in range(workers)]
-    rss = [40.0 + 3 * w for w in range(workers)]
-    tests, spans = {}, []
-    weights = (0.86, 0.04, 0.01, 0.0, 0.03, 0.01, 0.05)
-    modules = [f"tests/test_{m}.py" for m in ("api", "cache", "parser", "db", "cli", "render")]
-    for i in range(n):
-        w = min(range(workers), key=lambda k: clock[k])
-        duration = round(rnd.lognormvariate(-3.0, 1.3), 6)
-        outcome = rnd.choices(OUTCOMES[: len(weights)], weights)[0]
-        grow = round(rnd.expovariate(0.5), 3) if rnd.random() < 0.05 else 0.0
-        peak = round(rss[w] + grow + rnd.expovariate(0.3), 3)
-        start = clock[w]
-        nodeid = f"{modules[i % len(modules)]}::test_case_{i:05d}[p{i % 7}]"
-        tests[nodeid] = {
-            "duration": duration,
-            "setup_time": round(duration * 0.1, 6),
-            "call_time": round(duration * 0.85, 6),
-            "teardown_time": round(duration * 0.05, 6),
-            "memory": {
-                "start_mb": rss[w],
-                "peak_mb": peak,
-                "end_mb": round(rss[w] + grow, 3),
-                "delta_mb": grow,
-            },
-            "cpu_percent": round(min(100.0, rnd.random() * 100), 1),
-            "outcome": outcome,
-            "worker": f"gw{w}",
-            "pid": 1000 + w,
-            "start": round(start, 6),
-        }
-        spans.append((start, start + duration, w, peak, nodeid))
-        rss[w] = round(rss[w] + grow, 3)
-        clock[w] = start + duration + 0.001
-    wall = max(clock) - T0
-    # the concurrent peak: the moment (a test's start) where the running tests' peaks add up most
-    best, early = None, spans[:400]  # spans come in start order: the peak among the first ones
-    for s, _, _, _, _ in early:
-        running = {w: (p, k) for (a, b, w, p, k) in early if a <= s < b}
-        total = sum(p for p, _ in running.values())
-        if best is None or total > best[0]:
-            best = (total, s, running)
-    assert best is not None
-    workers_block = {}
-    for w in range(workers):
-        mine = [t for t in tests.values() if t["worker"] == f"gw{w}"]
-        busy = sum(t["duration"] for t in mine)
-        workers_block[f"gw{w}"] = {
-            "pid": 1000 + w,
-            "tests": len(mine),
-            "busy_time": round(busy, 6),
-            "idle_time": round(max(0.0, wall - busy), 6),
-            "peak_rss_mb": max(t["memory"]["peak_mb"] for t in mine),
-        }
-    durations = [t["duration"] for t in tests.values()]
-    outcomes: dict = {}
-    for t in tests.values():
-        outcomes[t["outcome"]] = outcomes.get(t["outcome"], 0) + 1
-    report = {
-        "schema_version": 1,
-        "session": {
-            "duration": round(wall, 6),
-            "total_tests": n,
-            "timestamp": iso(T0),
-            "exit_status": 1,
-            "aborted": False,
-            "pytest_version": "8.3.0",
-            "perfmon_version": "0.1.0",
-            "collector": "monitor",
-            "measurement": {
-                "time": "pytest-report-durations",
-                "cpu": "process-cpu-time",
-                "memory": "proc-statm-at-boundaries",
-                "memory_peak": "kernel-peak-rss-reset-at-boundaries",
-                "sample_interval": 0.1,
-            },
-            "records_dropped": 0,
-        },
-        "system": {
-            "platform": "Linux",
-            "python_version": "3.12.4",
-            "cpu_count": 4,
-            "memory_total_mb": 16000.0,
-            "timestamp": iso(T0),
-        },
-        "tests": tests,
-        "summary": {
-            "total_duration": round(sum(durations), 6),
-            "avg_duration": round(sum(durations) / n, 6),
-            "max_duration": max(durations),
-            "min_duration": min(durations),
-            "avg_memory_delta_mb": 0.0,
-            "max_memory_delta_mb": max(t["memory"]["delta_mb"] for t in tests.values()),
-            "outcomes": outcomes,
-            "parallel_efficiency": round(sum(durations) / (wall * workers), 4),
-        },
-        "workers": workers_block,
-        "concurrent_memory_peak": {
-            "total_rss_mb": round(best[0], 3),
-            "time": iso(best[1]),
-            "workers": {f"gw{w}": {"rss_mb": p, "test": k} for w, (p, k) in best[2].items()},
-        },
-    }
-    analysis.check_report(report)
-    return report
 
 
 def noisy_report(n: int, workers: int = 2) -> dict:
@@ -158,12 +44,6 @@ def noisy_report(n: int, workers: int = 2) -> dict:
     return report
 
 
-def _page_json(page: str) -> dict:
-    m = re.search(r'<script id="perfmon-data" type="application/json">(.*?)</script>', page, re.S)
-    assert m is not None
-    return json.loads(m.group(1))
-
-
 # --------------------------------------------------------------------------- in-process
 
 
@@ -179,7 +59,7 @@ def test_page_is_self_contained():
 
 def test_page_data_rows_and_relative_times():
     report = synthetic_report(40, workers=2)
-    data = _page_json(render(report))
+    data = page_json(render(report))
     assert data["fields"] == list(ROW_FIELDS)
     assert [r[0] for r in data["rows"]] == list(report["tests"])
     starts = [r[2] for r in data["rows"]]
@@ -224,7 +104,7 @@ def test_noise_is_a_column_a_mark_and_a_card():
     """Issue 21: each row carries its wait and whether it ran contended; a card says how noisy
     the run was (noise.headline); a report without noise data has neither."""
     report = noisy_report(30)
-    data = _page_json(render(report))
+    data = page_json(render(report))
     f = {k: i for i, k in enumerate(ROW_FIELDS)}
     for t, r in zip(report["tests"].values(), data["rows"]):
         assert r[f["wait"]] == t["noise"]["wait_time"]
@@ -234,7 +114,7 @@ def test_noise_is_a_column_a_mark_and_a_card():
     assert n == 5 and cards["Contended tests"]["value"] == "5"
     assert cards["Contended tests"]["note"] == noise.headline(report)
     assert "5 tests ran contended; their times are not comparable" in noise.headline(report)
-    quiet = _page_json(render(synthetic_report(30)))
+    quiet = page_json(render(synthetic_report(30)))
     assert all(r[f["wait"]] is None and r[f["contended"]] is None for r in quiet["rows"])
     assert "Contended tests" not in {c["label"] for c in quiet["cards"]}
 
@@ -288,7 +168,7 @@ def test_page_data_has_every_execution_on_its_workers_lane():
 
 
 def data_cards(report: dict) -> list:
-    return _page_json(render(report))["cards"]
+    return page_json(render(report))["cards"]
 
 
 def test_executions_without_start_times_draw_one_bar():
@@ -349,7 +229,7 @@ def test_hostile_node_id_cannot_end_the_script():
     report["tests"][evil] = dict(next(iter(report["tests"].values())))
     page = render(report)
     assert page.count("</script>") == 3 and "alert(1)</script>" not in page
-    assert _page_json(page)["rows"][-1][0] == evil
+    assert page_json(page)["rows"][-1][0] == evil
 
 
 def test_cli_html_writes_the_page(tmp_path, capsys):
@@ -360,7 +240,7 @@ def test_cli_html_writes_the_page(tmp_path, capsys):
     assert cli.main(["html", src, "-o", out]) == 0
     assert capsys.readouterr().out == f"perfmon: wrote {out} (12 test(s))\n"
     with open(out, encoding="utf-8") as f:
-        assert len(_page_json(f.read())["rows"]) == 12
+        assert len(page_json(f.read())["rows"]) == 12
     assert sorted(os.listdir(tmp_path)) == ["perf.html", "r.json"]  # no temporary left
 
 
@@ -389,23 +269,6 @@ def test_cli_html_unwritable_output(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- in Chromium
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        reason = f"{CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 class Page:
@@ -442,11 +305,6 @@ class Page:
 
     def close(self) -> None:
         self.ctx.close()
-
-
-INK = """sel => { const c = document.querySelector(sel); const g = c.getContext('2d');
-  const d = g.getImageData(0, 0, c.width, c.height).data; let n = 0;
-  for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return [c.width, c.height, n]; }"""
 
 
 @pytest.fixture(scope="module")

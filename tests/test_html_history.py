@@ -1,6 +1,6 @@
 """perfmon html --db: the History section (per-test trends with change points, the suite's
 duration per commit). A real SQLite store is filled by `perfmon history import`; the page is
-written in-process and drawn in headless Chromium (tests/test_html.py's browser fixture)."""
+written in-process and drawn in headless Chromium (conftest.py's browser fixture)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import os
 import random
 
 import pytest
-from conftest import need_history  # noqa: E402
+from helpers import need_history  # noqa: E402
 from pytest_perfmon.monitor import cli
 from pytest_perfmon.monitor.html import write_html
 from pytest_perfmon.monitor.report import iso
 
 need_history(allow_module_level=True)
 
-from test_html import INK, SCREENSHOTS, T0, _page_json, browser, synthetic_report  # noqa: E402, F401
+from helpers import INK, SCREENSHOTS, T0, page_json, synthetic_report  # noqa: E402
 
 RUNS = 12
 STEP_AT = 6  # runs 6.. are 50 % slower in STEP_TEST
@@ -68,7 +68,7 @@ def test_cli_html_db_builds_the_history_data(store_and_report, tmp_path, capsys)
     code, out, err = _html([report, "--db", db, "-o", out_path], capsys)
     assert (code, err) == (0, "")
     with open(out_path, encoding="utf-8") as f:
-        hist = _page_json(f.read())["history"]
+        hist = page_json(f.read())["history"]
     assert len(hist["runs"]) == RUNS and hist["own_machine"] is True
     assert [r["commit"] for r in hist["runs"]] == [COMMITS[min(i, RUNS - 2)] for i in range(RUNS)]
     # the suite per commit: one point per commit, two runs on the last one
@@ -106,7 +106,7 @@ def test_same_change_as_history_check(store_and_report, tmp_path, capsys):
     out_path = str(tmp_path / "p.html")
     assert _html([report, "--db", db, "-o", out_path], capsys)[0] == 0
     with open(out_path, encoding="utf-8") as f:
-        hist = _page_json(f.read())["history"]
+        hist = page_json(f.read())["history"]
     marked = [
         (t["test"], m, hist["runs"][c["run"]]["commit"])
         for t in hist["tests"]
@@ -129,7 +129,7 @@ def test_empty_store_says_so(tmp_path, capsys):
     out_path = str(tmp_path / "p.html")
     assert _html([src, "--db", db, "-o", out_path], capsys)[0] == 0
     with open(out_path, encoding="utf-8") as f:
-        hist = _page_json(f.read())["history"]
+        hist = page_json(f.read())["history"]
     assert hist["runs"] == [] and hist["tests"] == [] and hist["suite"] == []
 
 
@@ -181,7 +181,7 @@ def test_page_draws_the_history(browser, store_and_report, tmp_path, capsys):  #
     path = str(tmp_path / "perf.html")
     assert _html([report, "--db", db, "-o", path], capsys)[0] == 0
     with open(path, encoding="utf-8") as f:
-        drawn = len(_page_json(f.read())["history"]["tests"])
+        drawn = len(page_json(f.read())["history"]["tests"])
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = ctx.new_page()

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
 import pytest
-from conftest import XDIST_ENDS
+from helpers import XDIST_ENDS
 from pytest_perfmon import _limits, _settings, _summary
 from pytest_perfmon.monitor import report as R
 

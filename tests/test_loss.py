@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-from conftest import RUN_TIMEOUT, validate
+from helpers import RUN_TIMEOUT, validate
 
 BIN = os.path.dirname(sys.executable)
 DAEMON = (

@@ -15,7 +15,7 @@ import threading
 import time
 
 import pytest
-from conftest import RUN_TIMEOUT, inner_addopts, validate
+from helpers import RUN_TIMEOUT, inner_addopts, validate
 from pytest_perfmon.monitor import noise as N
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor import report as R
@@ -459,8 +459,8 @@ def test_daemon_session_report_has_noise(tmp_path, monkeypatch):
     report (rebuilt from the journal) and the noise methods agree."""
     import tempfile
 
+    from helpers import InProcess
     from pytest_perfmon.monitor.daemon.core import Daemon as Server
-    from test_server import InProcess
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     busy = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: pass"])

@@ -24,7 +24,7 @@ import sys
 import time
 
 import pytest
-from conftest import RUN_TIMEOUT, inner_addopts, validate
+from helpers import RUN_TIMEOUT, inner_addopts, validate
 from pytest_perfmon.monitor import cli, vocabulary
 
 pytestmark = pytest.mark.skipif(

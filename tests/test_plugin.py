@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import XDIST_ENDS, shared_run, validate
+from helpers import XDIST_ENDS, shared_run, validate
 
 OUTCOMES = """
 import pytest

@@ -9,7 +9,7 @@ import json
 import os
 
 import pytest
-from conftest import HISTORY_MISSING, HISTORY_WHY
+from helpers import HISTORY_MISSING, HISTORY_WHY
 from pytest_perfmon.monitor import cli
 from pytest_perfmon.monitor import predict as P
 

@@ -7,23 +7,11 @@ import math
 import os
 
 import pytest
+from helpers import MB, record
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor import server
 from pytest_perfmon.monitor.daemon.core import Daemon
 from pytest_perfmon.monitor.monitor import Monitor
-
-MB = 1 << 20
-
-
-def record(nodeid=b"t.py::test_x", start: float = 1000.0) -> list:
-    rec = [None] * P.N_FIELDS
-    rec[P.NODEID] = nodeid
-    rec[P.START], rec[P.STOP] = start, start + 0.01
-    rec[P.SETUP], rec[P.CALL], rec[P.TEARDOWN] = 0.001, 0.008, 0.001
-    rec[P.OUTCOME] = "passed"
-    rec[P.RSS_START], rec[P.RSS_PEAK], rec[P.RSS_END] = MB, 2 * MB, MB
-    rec[P.CPU], rec[P.WALL] = 0.005, 0.01
-    return rec
 
 
 def wire(kind: str, body):

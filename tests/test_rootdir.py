@@ -8,7 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from conftest import RUN_TIMEOUT
+from helpers import RUN_TIMEOUT
 from pytest_perfmon import _rootdir, plugin
 
 PROJECT_INI = """

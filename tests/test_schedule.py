@@ -10,7 +10,7 @@ import random
 import re
 
 import pytest
-from conftest import need_history, shared_run
+from helpers import need_history, shared_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_perfmon import _schedule as S
@@ -393,7 +393,7 @@ def history_url(request, tmp_path):
     need_history()
     if request.param == "sqlite":
         return str(tmp_path / "history.db")
-    from test_history import PG, pg_bin_or_skip  # the history extra is there: need_history
+    from helpers import PG, pg_bin_or_skip  # the history extra is there: need_history
 
     server = PG(pg_bin_or_skip())
     request.addfinalizer(server.stop)

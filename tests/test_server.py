@@ -13,51 +13,15 @@ import sys
 import tempfile
 import time
 
-import msgpack
 import psutil
 import pytest
-from conftest import RUN_TIMEOUT, validate
+from helpers import RUN_TIMEOUT, InProcess, frames, hello, record, validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_perfmon.monitor import protocol as P
 from pytest_perfmon.monitor.daemon.core import Daemon
 from pytest_perfmon.monitor.monitor import Monitor
 from pytest_perfmon.monitor.monitor import main as monitor_main
-from test_protocol import record
-
-
-class FakeSock:
-    """Stands in for the ROUTER socket: keeps what the server sends."""
-
-    def __init__(self) -> None:
-        self.sent: list = []
-
-    def send_multipart(self, parts, flags=0) -> None:
-        self.sent.append((parts[0], P.unpack(parts[1])))
-
-    def close(self, linger=None) -> None:
-        pass
-
-
-class InProcess:
-    """A Monitor or Daemon, never bound, its socket a FakeSock."""
-
-    def __init__(self, srv) -> None:
-        self.srv = srv
-        self.real_sock = srv.sock
-        srv.sock = FakeSock()
-
-    def send(self, ident: bytes, kind: str, body=None):
-        """Handle one message; the reply to it, if any: (kind, body)."""
-        before = len(self.srv.sock.sent)
-        self.srv.handle([ident, P.pack(kind, body)])
-        replies = self.srv.sock.sent[before:]
-        assert len(replies) <= 1
-        return replies[0][1] if replies else None
-
-    def close(self) -> None:
-        self.srv.sock = self.real_sock
-        self.srv.close()
 
 
 @pytest.fixture
@@ -74,10 +38,6 @@ def daemon(tmp_path, monkeypatch):
     d = InProcess(Daemon("ipc://unused", str(out), str(out) + ".journal", 0.1, False))
     yield d
     d.close()
-
-
-def hello(role="local", worker="main", session="feedface" * 4, **extra) -> dict:
-    return {"session": session, "role": role, "pid": os.getpid(), "worker": worker, **extra}
 
 
 # --- the monitor ---------------------------------------------------------------------------------
@@ -195,86 +155,6 @@ def test_daemon_status_and_stop_need_no_hello(daemon):
 
 # --- the fuzz ------------------------------------------------------------------------------------
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats()
-    | st.text(max_size=20)
-    | st.binary(max_size=20)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
-    max_leaves=20,
-)
-records = st.lists(
-    st.one_of(
-        st.lists(values, min_size=P.N_FIELDS, max_size=P.N_FIELDS),
-        st.builds(
-            lambda nodeid, start, outcome, peak: (
-                record(nodeid, start)[: P.OUTCOME] + [outcome, 1, peak, 1, 0.1, 0.1, None]
-            ),
-            st.binary(max_size=30),
-            st.floats(),
-            st.sampled_from(["passed", "failed", "crashed", ""]),
-            st.integers(-5, 2**40) | st.none(),
-        ),
-        st.just(record()),
-        values,
-    ),
-    max_size=6,
-)
-sessions = st.sampled_from(["f" * 32, "0" * 32]) | st.text(max_size=70)
-hellos = st.fixed_dictionaries(
-    {
-        "session": sessions,
-        "pid": st.sampled_from([os.getpid(), 0, -1, 2**31 + 5]) | st.integers(-(2**63), 2**63),
-        "role": st.sampled_from(["local", "worker", "controller", "admin"]) | values,
-        "worker": st.sampled_from(["gw0", "main", None]) | values,
-    },
-    optional={"methods": values, "python": values, "system_info": values},
-)
-bodies = st.one_of(
-    values,
-    hellos,
-    st.tuples(st.integers(-3, 5) | values, records).map(list),  # batches
-    st.fixed_dictionaries({"sent": values | st.integers(-5, 10**10)}),  # byes
-    st.fixed_dictionaries(  # crashes
-        {"nodeid": st.binary(max_size=20) | values, "worker": values, "recent": records},
-        optional={"time": values, "start": values},
-    ),
-    st.fixed_dictionaries(  # finishes
-        {},
-        optional={
-            "start": values,
-            "stop": values,
-            "exit_status": values,
-            "warnings": values,
-            "records_dropped": values,
-            "system_info": values,
-            "session": sessions,
-        },
-    ),
-)
-KINDS = [*P.CLIENT_KINDS, P.READY, "", "x" * 300]
-TOO_LARGE = P.pack(P.HELLO, b"x" * (P.MAX_FRAME + 1))
-
-
-def _envelope(version, kind, body) -> bytes:
-    if isinstance(body, dict):
-        body.pop("output", None)  # never let the fuzzer choose where a report is written
-    return msgpack.packb([version, kind, body], use_bin_type=True)
-
-
-frames = st.one_of(
-    st.binary(max_size=300),
-    st.builds(_envelope, st.just(P.VERSION), st.sampled_from(KINDS), bodies),
-    st.builds(_envelope, st.just(P.VERSION), st.text(max_size=12), values),
-    st.builds(_envelope, values, st.sampled_from(KINDS) | values, values),
-    values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
-    st.just(TOO_LARGE),
-)
 messages = st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c"]), frames), min_size=1, max_size=20)
 FUZZ = settings(
     max_examples=200,

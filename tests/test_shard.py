@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import RUN_TIMEOUT, inner_addopts, need_history, validate
+from helpers import RUN_TIMEOUT, inner_addopts, need_history, validate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_perfmon.monitor import cli
@@ -250,8 +250,8 @@ def store_db(request, tmp_path):
 
 
 def _record(url, i, durations, labels, env):
+    from helpers import make_report
     from pytest_perfmon.monitor.history import record_run
-    from test_history import make_report
 
     assert record_run(url, make_report(i, durations), labels, env=env) is None
 
@@ -295,7 +295,7 @@ def test_a_matrix_never_plans_from_its_own_runs_sqlite(store_db, no_ci):
 
 def test_a_matrix_never_plans_from_its_own_runs_postgresql(no_ci):
     need_history()
-    from test_history import PG, pg_bin_or_skip
+    from helpers import PG, pg_bin_or_skip
 
     server = PG(pg_bin_or_skip())
     try:
