@@ -177,8 +177,9 @@ def test_limits_relative_to_history(run_perf, pytester, tmp_path_factory, xdist)
     for v in limits.values():
         # 2 x a median of ~0.05 s judged without the time the test waited for a CPU (the noise
         # discount: on a busy machine a sleeping test's wake-ups wait for a CPU, up to ~10 ms
-        # of its 50 ms here), so at least 2 x 0.02 s; the slow run's 0.3 s is over it
-        assert 0.04 <= v["limit"] < 0.3 <= v["value"]
+        # of its 50 ms here), so at least 2 x 0.02 s; the slow run's 0.3 s, judged the same
+        # way (a few ms less), is over it
+        assert 0.04 <= v["limit"] < 0.25 <= v["value"]
         assert "limit from the history: 2 x median" in v["how"]
     assert run.test("test_steady")["outcome"] == "passed"
     assert "limit from the history: 2 x median" in run.text
