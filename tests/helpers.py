@@ -78,12 +78,18 @@ HISTORY_MISSING = importlib.util.find_spec("sqlalchemy") is None
 HISTORY_WHY = 'the history extra is not installed (pip install -e ".[test]" installs it)'
 
 
+def need_installed(module: str, why: str, allow_module_level: bool = False) -> None:
+    """Skip, saying ``why``, when ``module`` (which the test extra installs) is missing; with
+    CI=true fail instead: there the README's install has run, and a skip would hide it."""
+    if importlib.util.find_spec(module) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(why + " (CI=true: not skipping)", pytrace=False)
+        pytest.skip(why, allow_module_level=allow_module_level)
+
+
 def need_history(allow_module_level: bool = False) -> None:
     """Skip (or, with CI=true, fail) when the history extra is missing."""
-    if HISTORY_MISSING:
-        if os.environ.get("CI") == "true":
-            pytest.fail(HISTORY_WHY + " (CI=true: not skipping)", pytrace=False)
-        pytest.skip(HISTORY_WHY, allow_module_level=allow_module_level)
+    need_installed("sqlalchemy", HISTORY_WHY, allow_module_level)
 
 
 def validate(report: dict) -> dict:

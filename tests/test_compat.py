@@ -16,9 +16,7 @@ too). Against it, for each case:
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import signal
 import sys
 import time
@@ -26,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from helpers import inner_addopts, validate
+from helpers import inner_addopts, need_installed, validate
 
 PYTEST_MAJOR = int(pytest.__version__.split(".")[0])
 
@@ -637,11 +635,9 @@ def _need(case: Case) -> None:
             f"the tested release of {plugin.dist} (pinned in the test extra) needs Python "
             f">= {floor}; the test extra installs it only there"
         )
-    if importlib.util.find_spec(plugin.module) is None:
-        why = f'{plugin.dist} is not installed (pip install -e ".[test]" installs it)'
-        if os.environ.get("CI") == "true":
-            pytest.fail(why + " (CI=true: not skipping)", pytrace=False)
-        pytest.skip(why)
+    need_installed(
+        plugin.module, f'{plugin.dist} is not installed (pip install -e ".[test]" installs it)'
+    )
 
 
 # --------------------------------------------------------------------------- pytest's view

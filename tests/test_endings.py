@@ -23,7 +23,7 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from helpers import RUN_TIMEOUT, validate
+from helpers import RUN_TIMEOUT, need_installed, validate
 from pytest_perfmon.monitor import report as R
 from pytest_perfmon.monitor import slots as S
 
@@ -408,7 +408,9 @@ def test_hang():
 @posix_only
 def test_os_exit_from_pytest_timeout(tmp_path):
     """pytest-timeout's thread method ends pytest with os._exit(1) from its timer thread."""
-    pytest.importorskip("pytest_timeout")
+    need_installed(
+        "pytest_timeout", 'pytest-timeout is not installed (pip install -e ".[test]" installs it)'
+    )
     inner = Inner(tmp_path, files={"test_hang.py": TIMEOUT_SUITE}, enable=("timeout",))
     try:
         assert inner.wait() == 1, inner.text()

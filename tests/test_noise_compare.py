@@ -24,7 +24,7 @@ import sys
 import time
 
 import pytest
-from helpers import RUN_TIMEOUT, inner_addopts, validate
+from helpers import RUN_TIMEOUT, inner_addopts, need_history, validate
 from pytest_perfmon.monitor import cli, vocabulary
 
 pytestmark = pytest.mark.skipif(
@@ -196,7 +196,7 @@ def test_history_limit_judges_the_time_without_the_wait(tmp_path, capsys):
     The history is one run of the work on a quiet machine, which this shared machine seldom
     is: a real run's report with the test's time set to its CPU time (what it takes without
     any wait), imported into the store. Each run beside the hog gets its own copy of it."""
-    pytest.importorskip("sqlalchemy")
+    need_history()
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     (tmp_path / "test_suite.py").write_text(SUITE)
     cpu = max(os.sched_getaffinity(0))
