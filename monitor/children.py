@@ -1,8 +1,17 @@
-"""The ``children`` block of one test: its descendants' CPU and memory.
+"""The ``children`` blocks of one test process: its descendants' CPU, memory and count, each
+billed to whoever started it.
+
+Who started a descendant: the test, or the shared fixture (session to class scope), whose span
+holds the moment it was born (the samples' create time, by the same wall clock as the tests'
+records; Linux: to the clock tick, ``BORN_SLACK``). A shared fixture's spans are its setup and
+its teardown; a test's, its whole protocol, less its shared fixtures'. A process is billed to
+its starter for its whole life as the samples see it, also after the test that started it
+ended (a daemon it leaves behind); one born outside every span (at collection, in a plugin's
+session hooks) is billed to none.
 
 CPU comes from two sources: the RUSAGE_CHILDREN delta the plugin read in the test's process at
-the test's boundaries, and the collector's psutil samples of the test process's descendants.
-Kept apart from the report builder so that how children are counted reads in one place.
+the test's boundaries (its shared fixtures' own deltas taken off and given to them), and the
+collector's psutil samples of the test process's descendants.
 
 Each sampled descendant carries its CPU time with the CPU of the children it reaped (Linux:
 ``cutime``/``cstime``), and its parent. At every moment, the CPU the test process's tree has
@@ -11,14 +20,24 @@ process that ends moves, when it is reaped, from the sum into its reaper's count
 reaper is (the test process, a child that waits for its own children, a ``multiprocessing``
 forkserver that lives across tests). The samples say who the reaper was, so each CPU second is
 counted once: through the test process's RUSAGE_CHILDREN or through a sampled reaper.
+
+``processes``: the processes the test process itself started, counted by the plugin's audit
+hook (every start, however short: ``subprocess``, ``os.fork``, ``os.posix_spawn``,
+``os.system``, ...), or the sampled children of the test process when more (a start the hook
+cannot see: ``multiprocessing``'s spawn and forkserver, a C extension), plus the sampled
+descendants of those (grandchildren, a forkserver's workers).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_right
 from typing import Any, Optional
 
 from .record import amount as _amount
+
+#: How much earlier than its birth a sampled create time may be: Linux counts in clock ticks
+#: (1/100 s) and truncates; elsewhere create times are exact.
+BORN_SLACK = 0.011
 
 
 def _mb(v: Any) -> Any:
@@ -26,7 +45,7 @@ def _mb(v: Any) -> Any:
 
 
 def _parts(sample: Any) -> tuple[dict, dict]:
-    """A descendant sample's ({(pid, create time): CPU s}, {pid: parent pid}); the parents are
+    """A descendant sample's ({(pid, born): CPU s}, {pid: parent pid}); the parents are
     empty in samples from before they were kept (a journal of an older collector)."""
     if sample is None:
         return {}, {}
@@ -51,85 +70,180 @@ def _reaper(key: tuple, parents: dict, key_of: dict, alive: Any, root: int) -> O
     return None
 
 
-def _step(x: Any, y: dict, root: int) -> tuple[float, float, float]:
-    """The CPU that appeared between two samples, ``(early, late, reaped)``.
+class Starter:
+    """Who may have started a process: a test or a shared fixture, with its spans and what
+    the plugin counted in them (``cpu``: its RUSAGE_CHILDREN delta, ``started``: the
+    processes the test process started)."""
 
-    ``late``: the growth of the descendants in the second sample (0 before for those started
-    since), billed to the test the second sample is in. ``early``: the growth of a descendant
-    that reaped, between the two, children the first sample saw: those children ended in
-    the test the first sample is in (a test waits for its pool), so the CPU they used after
-    that sample, which their reaper's count shows only now, is that test's. What they used up
-    to the first sample was counted by then: it is taken off their reaper's growth, and, for
-    those the test process reaped (``reaped``, to add to that test's RUSAGE delta), off it.
+    __slots__ = ("owner", "spans", "cpu", "started", "fixture", "direct", "other", "billed", "peak")
 
-    ``y``: the second sample's CPU map.
-    """
-    xc, xp = _parts(x)
-    owed: dict = {}
-    reaped = 0.0
-    dead = [k for k in xc if k not in y]
-    if dead:
-        key_of = {k[0]: k for k in xc}
-        for k in dead:
-            r = _reaper(k, xp, key_of, y, root)
-            if r is None:
-                reaped -= xc[k]
-            else:
-                owed[r] = owed.get(r, 0.0) + xc[k]
-    early = late = 0.0
-    for k, v in y.items():
-        grew = v - xc.get(k, 0.0)
-        if k in owed:
-            early += max(0.0, grew - owed[k])
-        elif grew > 0:
-            late += grew
-    return early, late, reaped
+    def __init__(self, owner: Any, spans: list, cpu: Any, started: Any, fixture: bool) -> None:
+        self.owner = owner
+        self.spans = spans  # [(start, stop)], wall clock
+        self.cpu = cpu if _amount(cpu) and cpu > 0 else 0.0
+        self.started = started if isinstance(started, int) and started > 0 else 0
+        self.fixture = fixture
+        self.direct: set = set()  # sampled children of the test process it started
+        self.other: set = set()  # sampled descendants further down
+        self.billed = 0.0  # CPU from the samples
+        self.peak: Optional[int] = None  # the largest RSS sum of its processes in one sample
+
+    def overlaps(self, a: float, b: float) -> bool:
+        return any(s <= b and a <= e for s, e in self.spans)
 
 
-def children(w: Any, start: float, stop: float, lo: float, extra: Any) -> Any:
-    """The ``children`` of one test: None when it used no child CPU and no descendant was seen.
+class _Starters:
+    """Every starter of one process, and the one a birth belongs to."""
 
-    CPU: the RUSAGE_CHILDREN delta the plugin read at the test's boundaries (children the
-    test process reaped during the test, with what they reaped), plus what the samples saw
-    appear in the test process's descendants between consecutive samples (see ``_step``):
-    from the last sample before the test to the last inside it, and what a descendant's
-    reaper shows next for children that ended in the test. A descendant the test process
-    reaped is in the RUSAGE delta with its whole life: what the samples counted of it is
-    taken off. Memory: the largest sum of the descendants' RSS over the samples inside the
-    test; processes: the descendants those samples saw.
-    """
-    used = extra.get("children_cpu") if isinstance(extra, dict) else None
-    rus = used if _amount(used) and used > 0 else 0.0
+    def __init__(self, starters: list) -> None:
+        self.all = starters
+        spans = sorted((s, e, st) for st in starters for s, e in st.spans)
+        self.starts = [s for s, _, _ in spans]
+        self.spans = spans
+        self.widest = max((e - s for s, e, _ in spans), default=0.0)
+
+    def near(self, a: float, b: float) -> list:
+        """The starters with a span overlapping [a, b]."""
+        hi = bisect_right(self.starts, b)
+        out = []
+        for i in range(hi - 1, -1, -1):
+            s, e, st = self.spans[i]
+            if e < a:
+                if s < a - self.widest:
+                    break
+                continue
+            if st not in out:
+                out.append(st)
+        return out
+
+    def of(self, born: float, direct: bool) -> Optional[Starter]:
+        """Who started a process born at ``born`` (the tick it began in): a shared fixture
+        before the test around it, then one that counted starts of its own for a child of
+        the test process, then the later."""
+        near = self.near(born, born + BORN_SLACK)
+        if not near:
+            return None
+        return max(
+            near,
+            key=lambda st: (
+                (st.started > 0) if direct else False,
+                st.fixture,
+                max(s for s, _ in st.spans if s <= born + BORN_SLACK),
+            ),
+        )
+
+    def at(self, t: float) -> Optional[Starter]:
+        """The test (not a fixture) whose span holds ``t``, else the last to start before it."""
+        best = None
+        for st in self.all:
+            if st.fixture:
+                continue
+            for s, e in st.spans:
+                if s <= t <= e:
+                    return st
+                if s <= t and (best is None or s > best[0]):
+                    best = (s, st)
+        return None if best is None else best[1]
+
+
+def bill(w: Any, starters: list) -> None:
+    """Bill ``w``'s sampled descendants to ``starters`` (one :class:`Starter` per test and
+    shared fixture of the process): each one's ``billed`` CPU, processes and peak (read them
+    with :func:`block`)."""
     ts, ss = w.child_t, w.child_s
-    n = len(ts)
-    a = bisect_left(ts, max(lo, start))
-    c = bisect_left(ts, stop)
-    peak, seen = None, set()
-    for sample in ss[a:c]:
-        if sample is not None:
-            total, cpu = sample[0], sample[1]
-            peak = total if peak is None or total > peak else peak
-            seen.update(cpu)
-    if not seen and not rus:
-        return None
+    who = _Starters(starters)
     root = w.pid
-    sampled = 0.0
-    for j in range(a - 1, c):  # the steps j -> j + 1 that touch the test's samples
+    owner_of: dict = {}  # key -> Starter or None
+    peak: dict = {}  # Starter -> largest RSS sum of its processes in one sample
+
+    def owner(key: tuple, parents: dict) -> Optional[Starter]:
+        if key in owner_of:
+            return owner_of[key]
+        direct = parents.get(key[0]) == root
+        st = owner_of[key] = who.of(key[1], direct)
+        if st is not None:
+            (st.direct if direct else st.other).add(key)
+        return st
+
+    n = len(ts)
+    for j in range(-1, n):
         x = ss[j] if j >= 0 else None
+        xc, xp = _parts(x)
         if j + 1 < n:
-            y = _parts(ss[j + 1])[0]
-        elif j >= a:
-            # The timeline ends inside the test: the descendants that were there before it
-            # are taken as still running, the others as ended and reaped (never counted
-            # twice: a child left running past the last sample is undercounted).
-            before = _parts(ss[a - 1])[0] if a > 0 else {}
-            y = {k: v for k, v in _parts(x)[0].items() if k in before}
+            y = ss[j + 1]
+            yc, yp = _parts(y)
+            t_y = ts[j + 1]
+            if y is not None:
+                _peaks(y, yc, yp, owner, peak)
         else:
+            # After the last sample: a process is taken as ended and reaped by the test
+            # process when the timeline ends inside the test that started it (the worker's
+            # last test); any other as still running.
+            last = who.at(ts[j]) if j >= 0 else None
+            yc = {k: v for k, v in xc.items() if owner_of.get(k) is not last or last is None}
+            yp, t_y = {}, ts[j] if j >= 0 else 0.0
+        owed: dict = {}  # reaper key -> {Starter of the reaped: CPU counted of them}
+        dead = [k for k in xc if k not in yc]
+        if dead:
+            key_of = {k[0]: k for k in xc}
+            t_x = ts[j]
+            for k in dead:
+                st = owner(k, xp)
+                r = _reaper(k, xp, key_of, yc, root)
+                if r is None:
+                    # the test process reaped it: its RUSAGE delta has its whole life, of
+                    # which the samples counted xc[k] to its starter already
+                    payer = st if st is not None and st.overlaps(t_x, t_y) else who.at(t_y)
+                    if payer is not None:
+                        payer.billed -= xc[k]
+                elif st is not None:
+                    due = owed.setdefault(r, {})
+                    due[st] = due.get(st, 0.0) + xc[k]
+        for k, v in yc.items():
+            grew = v - xc.get(k, 0.0)
+            due = owed.get(k)
+            if due:
+                # its count grew by what the children it reaped used since the sample before,
+                # and by its own use: that is theirs, shared as they were counted
+                counted = sum(due.values())
+                more = max(0.0, grew - counted)
+                for st, c in due.items():
+                    st.billed += more * (c / counted) if counted > 0 else more / len(due)
+            elif grew > 0:
+                st = owner(k, yp)
+                if st is not None:
+                    st.billed += grew
+    for st, p in peak.items():
+        st.peak = p
+
+
+def _peaks(y: Any, yc: dict, yp: dict, owner: Any, peak: dict) -> None:
+    """The RSS of one sample's processes, summed by starter."""
+    sizes = y[3] if len(y) > 3 else None
+    sums: dict = {}
+    for k in yc:
+        st = owner(k, yp)
+        if st is None:
             continue
-        early, late, reaped = _step(x, y, root)
-        if j >= a:
-            sampled += early + reaped
-        if j + 1 < c:
-            sampled += late
-    cpu_time = max(0.0, rus + sampled)
-    return {"cpu_time": round(cpu_time, 6), "peak_rss_mb": _mb(peak), "processes": len(seen)}
+        if sizes is None:  # a journal of an older collector: the total, when all are one's
+            sums[st] = y[0]
+        else:
+            sums[st] = sums.get(st, 0) + (sizes.get(k[0]) or 0)
+    if sizes is None and len(sums) > 1:
+        return
+    for st, v in sums.items():
+        if v > peak.get(st, -1):
+            peak[st] = v
+
+
+def block(st: Starter) -> Any:
+    """The ``children`` block of a test or a shared fixture: None when it started no process
+    and its reaped children used no CPU."""
+    processes = max(st.started, len(st.direct)) + len(st.other)
+    if not processes and st.cpu <= 0:
+        return None
+    return {
+        "cpu_time": round(max(0.0, st.cpu + st.billed), 6),
+        "peak_rss_mb": _mb(st.peak),
+        "processes": processes,
+    }

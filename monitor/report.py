@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from . import __version__
 from . import noise as _noise
-from .children import children as _children
+from . import children as _kids
 from .files import (  # noqa: F401 (html.py, cli.py, daemon/combined.py import them here)
     atomic_text,
     dumps,
@@ -203,7 +203,9 @@ def _children_on(w: Optional[Worker]) -> bool:
     return w is not None and bool(w.boundary_methods and w.boundary_methods.get("children"))
 
 
-def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dict:
+def _test_entry(
+    rec: list, w: Worker, slack: float, lo: float, hi: float, kids: Optional[dict] = None
+) -> dict:
     """One finished test. ``lo``/``hi``: where the worker's previous test ended and its next
     test (or the test it crashed in) began; no sample outside them counts for this test."""
     start, stop = rec[START], rec[STOP]
@@ -240,7 +242,8 @@ def _test_entry(rec: list, w: Worker, slack: float, lo: float, hi: float) -> dic
     else:
         entry["shared_setup_time"] = 0.0 if setup is not None else None
     if _children_on(w):
-        entry["children"] = _children(w, start, stop, lo, extra)
+        st = kids.get(id(rec)) if kids is not None else None
+        entry["children"] = _kids.block(st) if st is not None else None
     limits = _limits(rec[EXTRA])
     if limits:
         entry["limits"] = limits
@@ -412,43 +415,80 @@ def _fixture_entry(name: Any, scope: Any, loc: Any, wid: str) -> dict:
     }
 
 
-def _fixtures(data: RunData) -> list:
-    """The ``fixtures`` block: one entry per setup of a shared fixture in each worker, its
-    teardown paired with it (the latest setup of the same fixture not yet torn down)."""
+def _fixtures(per_worker: dict) -> list:
+    """The ``fixtures`` block from each worker's :func:`_worker_fixtures`."""
+    return [entry for got in per_worker.values() for entry, _ in got]
+
+
+def _worker_fixtures(w: Worker) -> list:
+    """The shared fixtures of one worker, ``(entry, Starter)`` each: one entry per setup of a
+    shared fixture, its teardown paired with it (the latest setup of the same fixture not yet
+    torn down); the Starter holds its spans and what the plugin counted of its children
+    (children on)."""
     out: list = []
-    for w in data.workers.values():
-        pending: dict = {}
-        for rec in sorted(w.records, key=lambda r: r[START]):
-            extra = rec[EXTRA]
-            events = extra.get("fixtures") if isinstance(extra, dict) else None
-            if not isinstance(events, list):
+    pending: dict = {}
+    for rec in sorted(w.records, key=lambda r: r[START]):
+        extra = rec[EXTRA]
+        events = extra.get("fixtures") if isinstance(extra, dict) else None
+        if not isinstance(events, list):
+            continue
+        test = rec[NODEID]
+        for ev in events:
+            if not (isinstance(ev, (list, tuple)) and len(ev) in (5, 8)):
                 continue
-            test = rec[NODEID]
-            for ev in events:
-                if not (isinstance(ev, (list, tuple)) and len(ev) == 5):
-                    continue
-                name, scope, loc, what, spent = ev
-                if not (isinstance(name, str) and _amount(spent)):
-                    continue
-                if scope not in SHARED_SCOPES or not (loc is None or isinstance(loc, str)):
-                    continue
-                ident = (name, scope, loc)
-                if what == "setup":
+            name, scope, loc, what, spent = ev[:5]
+            if not (isinstance(name, str) and _amount(spent)):
+                continue
+            if scope not in SHARED_SCOPES or not (loc is None or isinstance(loc, str)):
+                continue
+            ident = (name, scope, loc)
+            if what == "setup":
+                entry = _fixture_entry(name, scope, loc, w.wid)
+                entry["setup_time"] = round(spent, 6)
+                entry["setup_test"] = test
+                st = _kids.Starter(entry, [], 0.0, 0, True)
+                out.append((entry, st))
+                pending.setdefault(ident, []).append((entry, st))
+            elif what == "teardown":
+                stack = pending.get(ident)
+                if stack:
+                    entry, st = stack.pop()
+                else:  # its setup was not measured
                     entry = _fixture_entry(name, scope, loc, w.wid)
-                    entry["setup_time"] = round(spent, 6)
-                    entry["setup_test"] = test
-                    out.append(entry)
-                    pending.setdefault(ident, []).append(entry)
-                elif what == "teardown":
-                    stack = pending.get(ident)
-                    if stack:
-                        entry = stack.pop()
-                    else:  # its setup was not measured
-                        entry = _fixture_entry(name, scope, loc, w.wid)
-                        out.append(entry)
-                    entry["teardown_time"] = round(spent, 6)
-                    entry["teardown_test"] = test
+                    st = _kids.Starter(entry, [], 0.0, 0, True)
+                    out.append((entry, st))
+                entry["teardown_time"] = round(spent, 6)
+                entry["teardown_test"] = test
+            else:
+                continue
+            if len(ev) == 8:  # children on: [wall clock start, processes started, CPU s]
+                began, started, cpu = ev[5:]
+                if _amount(began):
+                    st.spans.append((began, began + spent))
+                if isinstance(started, int) and started > 0:
+                    st.started += started
+                if _amount(cpu) and cpu > 0:
+                    st.cpu += cpu
     return out
+
+
+def _bill_children(w: Worker, fixtures: list) -> dict:
+    """Every test's and shared fixture's children in ``w``: {id(record): Starter}; each
+    fixture's ``children`` block set in its entry."""
+    starters, of_rec = [], {}
+    for rec in w.records:
+        extra = rec[EXTRA] if isinstance(rec[EXTRA], dict) else {}
+        st = _kids.Starter(
+            rec[NODEID], [(rec[START], rec[STOP])], extra.get("children_cpu"),
+            extra.get("started"), False,
+        )
+        starters.append(st)
+        of_rec[id(rec)] = st
+    starters.extend(st for _, st in fixtures)
+    _kids.bill(w, starters)
+    for entry, st in fixtures:
+        entry["children"] = _kids.block(st)
+    return of_rec
 
 
 def _previous(w: Worker, t: float) -> Optional[list]:
@@ -545,7 +585,10 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     # worker's test run again; its entry keeps the node id as its key and lists them all.
     runs: dict[str, list] = {}
     by_worker_peak: dict[str, int] = {}
+    fixtures: dict = {}
     for w in data.workers.values():
+        fixtures[w.wid] = _worker_fixtures(w)
+        kids = _bill_children(w, fixtures[w.wid]) if _children_on(w) else None
         peak = w.sampled_peak
         recs = sorted(w.records, key=lambda r: r[START])
         crashes = sorted(crash_times.get(w.wid, ()))
@@ -558,7 +601,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
                 # after this test's end is this test's
                 hi = rec[STOP]
             cpu = (rec[CPU], rec[WALL]) if rec[CPU] is not None and rec[WALL] else None
-            entry = _test_entry(rec, w, slack, lo, hi)
+            entry = _test_entry(rec, w, slack, lo, hi, kids)
             runs.setdefault(rec[NODEID], []).append((w.wid, entry, cpu))
             if rec[RSS_PEAK] is not None and rec[RSS_PEAK] > peak:
                 peak = rec[RSS_PEAK]
@@ -648,7 +691,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     report["summary"] = summary
     report["workers"] = workers
     report["concurrent_memory_peak"] = concurrent
-    report["fixtures"] = _fixtures(data)
+    report["fixtures"] = _fixtures(fixtures)
     return report
 
 

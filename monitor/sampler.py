@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable
 from typing import Any, Optional
 
@@ -45,26 +46,33 @@ def add_samples(w: Any, ts: list, rss: list) -> None:
 
 
 def child_sample_out(sample: Any) -> Any:
-    """A descendant sample as the journal keeps it: ``[total, [[pid, ctime, cpu, ppid], ...]]``
-    (``ppid`` None where not known)."""
+    """A descendant sample as the journal keeps it: ``[total, [[pid, ctime, cpu, ppid, rss],
+    ...]]`` (``ppid``, ``rss`` None where not known)."""
     if sample is None:
         return None
     total, cpu = sample[0], sample[1]
     parents = sample[2] if len(sample) > 2 else {}
-    return [total, [[pid, ct, c, parents.get(pid)] for (pid, ct), c in cpu.items()]]
+    rss = sample[3] if len(sample) > 3 else {}
+    return [
+        total,
+        [[pid, ct, c, parents.get(pid), rss.get(pid)] for (pid, ct), c in cpu.items()],
+    ]
 
 
 def _child_sample_in(x: Any) -> Any:
     """A journaled descendant sample back in memory; entries of three (journals written before
-    the parent was kept: ``[pid, ctime, cpu]``) or four fields."""
+    the parent was kept: ``[pid, ctime, cpu]``), four (before each one's RSS was kept) or five
+    fields."""
     if x is None:
         return None
-    cpu, parents = {}, {}
+    cpu, parents, rss = {}, {}, {}
     for e in x[1]:
         cpu[(e[0], e[1])] = e[2]
         if len(e) > 3 and e[3] is not None:
             parents[e[0]] = e[3]
-    return (x[0], cpu, parents)
+        if len(e) > 4 and e[4] is not None:
+            rss[e[0]] = e[4]
+    return (x[0], cpu, parents, rss)
 
 
 def add_child_samples(w: Any, ts: list, samples: list) -> None:
@@ -108,7 +116,25 @@ class Sampler:
         self.proc_ok = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
         self.known: dict = {}  # Linux: pid -> ppid, read once per process (see _proc_ppids)
         self.noise = N.NoiseReader()  # the noise counters, read at each sample
+        self.boot: Optional[float] = None  # Linux: psutil's boot time (see born)
 
+    def born(self, proc: Any) -> float:
+        """When ``proc`` started, by this machine's wall clock. Linux: psutil adds to the start
+        (clock ticks since boot) the boot time from /proc/stat, in whole seconds: up to a
+        second off the clock the tests' records use, enough to put a child in the wrong
+        test. The boot time is taken here from the clock itself (wall clock less
+        CLOCK_BOOTTIME), leaving the tick (``children.BORN_SLACK``) as the only error."""
+        ctime = float(proc.create_time())
+        if not self.proc_ok:
+            return ctime
+        try:
+            if self.boot is None:
+                import psutil
+
+                self.boot = float(psutil.boot_time())
+            return ctime - self.boot + time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        except (AttributeError, OSError, ValueError):  # pragma: no cover - Linux has both
+            return ctime
     def _proc_ppids(self) -> dict:
         """Linux: pid -> ppid of every process, reading /proc/PID/stat only for the pids that
         were not there at the last pass (psutil reads every one, every pass: on a machine with
@@ -168,7 +194,8 @@ class Sampler:
 
     def sample_children(self, w: Any, now: float) -> list:
         """One sample of ``w``'s descendants, appended to its descendant timeline: None when it
-        has none, else ``(total RSS, {(pid, create_time): cpu seconds}, {pid: parent pid})``.
+        has none, else ``(total RSS, {(pid, born): cpu seconds}, {pid: parent pid}, {pid: RSS})``
+        (``born``: :meth:`born`).
 
         A descendant's CPU seconds are its own and those of the children it reaped (Linux;
         psutil has 0 for them elsewhere): a process that ends is counted by whoever reaps it,
@@ -176,7 +203,7 @@ class Sampler:
         ``multiprocessing`` forkserver (see ``children``)."""
         import psutil
 
-        total, cpu, parents = 0, {}, {}
+        total, cpu, parents, sizes = 0, {}, {}, {}
         kids, ctimes = self.kids, self.kid_ctime
         pids = self.descendants(w.pid, now)
         ppids = self.ppids or {}  # the map this pass built
@@ -185,7 +212,7 @@ class Sampler:
             try:
                 if proc is None:
                     proc = kids[pid] = psutil.Process(pid)
-                    ctimes[pid] = proc.create_time()
+                    ctimes[pid] = self.born(proc)
                 with proc.oneshot():
                     rss = proc.memory_info().rss
                     t = proc.cpu_times()
@@ -201,8 +228,9 @@ class Sampler:
                 + getattr(t, "children_system", 0.0)
             )
             parents[pid] = ppids.get(pid)
+            sizes[pid] = rss
         w.child_t.append(now)
-        w.child_s.append((total, cpu, parents) if cpu else None)
+        w.child_s.append((total, cpu, parents, sizes) if cpu else None)
         if len(w.child_t) > MAX_SAMPLES:
             _halve_children(w)
         return list(cpu)

@@ -7,11 +7,62 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 
 def _none() -> None:
     return None
+
+
+#: The audit events by which this process starts another (Python 3.8+, every platform):
+#: subprocess (any platform), os.fork (multiprocessing's "fork", os.spawn* on POSIX),
+#: os.forkpty (pty), os.system, os.spawn* (Windows), os.startfile (Windows).
+#: Not audited: multiprocessing's "spawn" and "forkserver" start the child (the forkserver)
+#: through _posixsubprocess directly, and C extensions may fork or spawn on their own: the
+#: collector's samples count those (see monitor/children.py).
+STARTS = frozenset(
+    ("subprocess.Popen", "os.fork", "os.forkpty", "os.system", "os.spawn", "os.startfile")
+)
+#: os.posix_spawn[p]: a start of its own, or the one subprocess.Popen just announced.
+SPAWNS = frozenset(("os.posix_spawn", "os.posix_spawnp"))
+
+#: [processes started by this process since the hook was added], or None before.
+_started: Optional[list] = None
+
+
+def start_counter() -> Optional[list]:
+    """``[n]``: how many processes this process has started, counted by an audit hook added on
+    first use (once per process: an audit hook cannot be removed). The hook runs on every
+    audited event of the process (an import, an ``open``): one set lookup unless the event
+    starts a process. None where ``sys.addaudithook`` is missing."""
+    global _started
+    if _started is not None:
+        return _started
+    add = getattr(sys, "addaudithook", None)
+    if add is None:  # pragma: no cover - Python < 3.8
+        return None
+    count = [0]
+    popen: list = [None]  # the argv of the subprocess.Popen announced last
+
+    def hook(event: str, args: tuple) -> None:
+        if event in STARTS:
+            count[0] += 1
+            if event == "subprocess.Popen":
+                popen[0] = args[1] if len(args) > 1 else None
+        elif event in SPAWNS:
+            # subprocess.Popen may start its child with os.posix_spawn: one process, two events.
+            # An exception here would fail the spawn: never let one out.
+            try:
+                mine = popen[0] is None or (len(args) > 1 and bool(args[1] != popen[0]))
+            except Exception:
+                mine = True
+            if mine:
+                count[0] += 1
+            popen[0] = None
+
+    add(hook)
+    _started = count
+    return count
 
 
 #: Whether the next :class:`Counters` built measures child processes (RUSAGE_CHILDREN, and asks
@@ -38,6 +89,10 @@ class Counters:
         # "setup" | "teardown", seconds], and the seconds of its setup phase spent in them.
         self.fixtures: list = []
         self.shared = 0.0
+        #: With children on: [RUSAGE_CHILDREN CPU s, processes started] at the test's start,
+        #: moved by what its shared fixtures used, and the function that reads both now.
+        self.child_base: Optional[list] = None
+        self.children_now: Optional[Callable[[], tuple[float, int]]] = None
         #: extra(x): the record's EXTRA from ``x`` (what others put there during the test, or
         #: None) plus what these counters add; None when nothing.
         self.extra: Callable[[Optional[dict]], Optional[dict]] = self._extra
@@ -60,34 +115,50 @@ class Counters:
         return x
 
     def _children(self) -> None:
-        """RUSAGE_CHILDREN around each test: CPU of the children it started and reaped (and
-        of what they reaped). The descendants still running are the collector's to sample."""
+        """Around each test: RUSAGE_CHILDREN (CPU of the children it started and reaped, and of
+        what they reaped) and the count of processes it started (:func:`start_counter`). The
+        descendants still running are the collector's to sample. ``child_base`` holds both
+        counts at the test's start; a shared fixture's setup or teardown moves it by what it
+        used (``._fixtures``), so the fixture's children are never the test's."""
         self.methods["children"] = True
+        started = start_counter()
         try:
             import resource
 
-            getrusage = resource.getrusage
+            getrusage: Any = resource.getrusage
             who = resource.RUSAGE_CHILDREN
             getrusage(who)
-        except (ImportError, AttributeError, OSError, ValueError):  # Windows: sampling only
+        except (ImportError, AttributeError, OSError, ValueError):  # Windows: no RUSAGE
+            getrusage = None
+        if getrusage is None and started is None:
             return
-        base = self.reset
-        start = [0.0]
+
+        def now() -> tuple[float, int]:
+            ru = getrusage(who) if getrusage is not None else None
+            cpu = ru.ru_utime + ru.ru_stime if ru is not None else 0.0
+            return cpu, (started[0] if started is not None else 0)
+
+        base_reset = self.reset
+        child_base = self.child_base = [0.0, 0]
+        self.children_now = now
 
         def reset() -> Optional[int]:
-            ru = getrusage(who)
-            start[0] = ru.ru_utime + ru.ru_stime
-            return base()
+            child_base[0], child_base[1] = now()
+            return base_reset()
 
         def extra(x: Optional[dict]) -> Optional[dict]:
-            ru = getrusage(who)
-            used = ru.ru_utime + ru.ru_stime - start[0]
+            cpu, n = now()
+            used = cpu - child_base[0]
+            n -= child_base[1]
             if self.fixtures:
                 x = self._extra(x)
-            if used > 0:
+            if used > 0 or n > 0:
                 if x is None:
-                    return {"children_cpu": round(used, 6)}
-                x["children_cpu"] = round(used, 6)
+                    x = {}
+                if used > 0:
+                    x["children_cpu"] = round(used, 6)
+                if n > 0:
+                    x["started"] = n
             return x
 
         self.reset, self.extra = reset, extra

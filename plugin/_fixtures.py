@@ -4,8 +4,10 @@ A fixture of scope session, package, module or class is set up during the setup 
 test that needs it and torn down during the teardown of the last: pytest bills both to those
 tests. :class:`SharedFixtures` times each such setup and teardown and hands them to the
 measurer's counters, which put them in the test's record (EXTRA ``fixtures``: ``[name, scope,
-location, "setup" | "teardown", seconds]``, and ``shared_setup``: the seconds of the test's setup
-phase spent in them). Function-scoped fixtures pass through the wrapper untouched (the cost is
+location, "setup" | "teardown", seconds]``, with children on followed by ``[wall clock start,
+processes started, children's CPU s]``; and ``shared_setup``: the seconds of the test's setup
+phase spent in them). With children on, what a shared fixture's setup and teardown started and
+reaped is the fixture's: the test's own counts leave it out. Function-scoped fixtures pass through the wrapper untouched (the cost is
 the hook wrapper itself: scripts/bench_children.py measures it).
 """
 
@@ -20,6 +22,7 @@ import pytest
 from . import _counters
 
 _perf = time.perf_counter
+_time = time.time
 
 #: The measurer's plugin name (``_roles.PLUGIN_NAME + "-measure"``).
 MEASURER = "perfmon-session-measure"
@@ -105,23 +108,50 @@ class SharedFixtures:
         if loc is None:
             loc = self.where[key] = location(fixturedef.func, self.root) or "?"
         began = [0.0]
+        now = counters.children_now  # None with children off
+        base = counters.child_base
+        at: list = []  # children on: [wall clock, (CPU, started), base] at the teardown's start
 
         def teardown_begins() -> None:
             began[0] = _perf()
+            if now is not None:
+                at[:] = [_time(), now(), list(base)]
 
         def teardown_ends() -> None:
             if began[0]:
-                counters.fixtures.append([name, scope, loc, "teardown", _perf() - began[0]])
+                event = [name, scope, loc, "teardown", _perf() - began[0]]
+                if at:
+                    event += _children_used(at[0], at[1], at[2], now, base)
+                counters.fixtures.append(event)
 
         # Finalizers run last-in first-out: this one after the fixture's own teardown...
         fixturedef.addfinalizer(teardown_ends)
+        if now is not None:
+            wall0, used0, base0 = _time(), now(), list(base)
         t0 = _perf()
         try:
             return (yield)
         finally:
             spent = _perf() - t0
-            counters.fixtures.append([name, scope, loc, "setup", spent])
+            event = [name, scope, loc, "setup", spent]
+            if now is not None:
+                event += _children_used(wall0, used0, base0, now, base)
+            counters.fixtures.append(event)
             if in_setup:
                 counters.shared += spent
             # ...and this one before it (after the teardown of the fixtures that use it).
             fixturedef.addfinalizer(teardown_begins)
+
+
+def _children_used(wall0: float, used0: tuple, base0: list, now: Any, base: list) -> list:
+    """What a shared fixture's setup or teardown started and its reaped children used, as the
+    event's last three fields ``[wall clock start, processes started, children's CPU s]``;
+    the test's counters' base moves by as much, so the test is never billed them. A shared
+    fixture set up inside this one (``request.getfixturevalue``) moved the base already: its
+    part is its own, not this one's."""
+    cpu, n = now()
+    cpu -= used0[0] + (base[0] - base0[0])
+    n -= used0[1] + (base[1] - base0[1])
+    base[0] += cpu
+    base[1] += n
+    return [round(wall0, 6), n, round(max(0.0, cpu), 6)]
