@@ -37,7 +37,11 @@ from .record import amount as _amount
 
 #: How much earlier than its birth a sampled create time may be: Linux counts in clock ticks
 #: (1/100 s) and truncates; elsewhere create times are exact.
-BORN_SLACK = 0.011
+BORN_SLACK = 0.012
+
+
+#: How much more than the CPU a RUSAGE delta shows the samples may have counted of a process.
+CPU_SLACK = 0.021
 
 
 def _mb(v: Any) -> Any:
@@ -75,7 +79,10 @@ class Starter:
     the plugin counted in them (``cpu``: its RUSAGE_CHILDREN delta, ``started``: the
     processes the test process started)."""
 
-    __slots__ = ("owner", "spans", "cpu", "started", "fixture", "direct", "other", "billed", "peak")
+    __slots__ = (
+        "owner", "spans", "cpu", "started", "fixture", "direct", "other", "billed", "peak",
+        "taken", "foreign",
+    )
 
     def __init__(self, owner: Any, spans: list, cpu: Any, started: Any, fixture: bool) -> None:
         self.owner = owner
@@ -87,9 +94,8 @@ class Starter:
         self.other: set = set()  # sampled descendants further down
         self.billed = 0.0  # CPU from the samples
         self.peak: Optional[int] = None  # the largest RSS sum of its processes in one sample
-
-    def overlaps(self, a: float, b: float) -> bool:
-        return any(s <= b and a <= e for s, e in self.spans)
+        self.taken = 0.0  # of ``cpu``: what the samples had counted of the children it reaped
+        self.foreign: dict = {}  # Starter -> CPU counted of their processes it reaped
 
 
 class _Starters:
@@ -133,17 +139,41 @@ class _Starters:
         )
 
     def at(self, t: float) -> Optional[Starter]:
-        """The test (not a fixture) whose span holds ``t``, else the last to start before it."""
-        best = None
-        for st in self.all:
-            if st.fixture:
-                continue
-            for s, e in st.spans:
-                if s <= t <= e:
-                    return st
-                if s <= t and (best is None or s > best[0]):
-                    best = (s, st)
-        return None if best is None else best[1]
+        """The test (not a fixture) whose span holds ``t``."""
+        for st in self.near(t, t):
+            if not st.fixture:
+                return st
+        return None
+
+    def stopper(self, cpu: float, a: float, b: float) -> bool:
+        """Whether a test that started nothing, running between ``a`` and ``b``, reaped
+        children worth ``cpu`` (a process someone else started: a test that stops it)."""
+        return any(
+            not (x.started or x.direct or x.other) and _room(x, cpu) for x in self.near(a, b)
+        )
+
+    def payer(self, st: Optional[Starter], cpu: float, a: float, b: float) -> Optional[Starter]:
+        """Whose RUSAGE delta holds a process the test process reaped between the samples at
+        ``a`` and ``b``, of which the samples counted ``cpu``: its starter, or a test or
+        fixture then running, the first with that much RUSAGE not yet explained; None when
+        none has (not reaped by the test process, or no getrusage: nothing to take off)."""
+        # its starter first, then one that started nothing (its RUSAGE can only be others')
+        near = sorted(
+            self.near(a, b),
+            key=lambda x: (x is not st, bool(x.started or x.direct or x.other), x.spans[0][0]),
+        )
+        for slack in (False, True):  # room for all of it first, then within the ticks
+            for x in near:
+                if _room(x, cpu, slack):
+                    return x
+        return None
+
+
+def _room(x: Starter, cpu: float, slack: bool = True) -> bool:
+    """Whether ``x``'s RUSAGE delta has ``cpu`` not yet explained (``slack``: psutil's CPU
+    times are in clock ticks, Linux 1/100 s, user and system each)."""
+    less = CPU_SLACK + 0.05 * cpu if slack else 1e-9
+    return x.cpu > 0 and x.cpu - x.taken >= cpu - less
 
 
 def bill(w: Any, starters: list) -> None:
@@ -179,9 +209,16 @@ def bill(w: Any, starters: list) -> None:
             # After the last sample: a process is taken as ended and reaped by the test
             # process when the timeline ends inside the test that started it (the worker's
             # last test); any other as still running.
+            # So is one a later test that started nothing reaped: its RUSAGE has room for it.
             last = who.at(ts[j]) if j >= 0 else None
-            yc = {k: v for k, v in xc.items() if owner_of.get(k) is not last or last is None}
-            yp, t_y = {}, ts[j] if j >= 0 else 0.0
+            t_y = max((e for _, e, _ in who.spans), default=0.0)
+            yc = {
+                k: v
+                for k, v in xc.items()
+                if (owner_of.get(k) is not last or last is None)
+                and not who.stopper(xc[k], ts[j], t_y)
+            }
+            yp = {}
         owed: dict = {}  # reaper key -> {Starter of the reaped: CPU counted of them}
         dead = [k for k in xc if k not in yc]
         if dead:
@@ -191,11 +228,14 @@ def bill(w: Any, starters: list) -> None:
                 st = owner(k, xp)
                 r = _reaper(k, xp, key_of, yc, root)
                 if r is None:
-                    # the test process reaped it: its RUSAGE delta has its whole life, of
+                    # the test process reaped it: a RUSAGE delta has its whole life, of
                     # which the samples counted xc[k] to its starter already
-                    payer = st if st is not None and st.overlaps(t_x, t_y) else who.at(t_y)
+                    payer = who.payer(st, xc[k], t_x, t_y)
                     if payer is not None:
                         payer.billed -= xc[k]
+                        payer.taken += xc[k]
+                        if st is not None and payer is not st:
+                            payer.foreign[st] = payer.foreign.get(st, 0.0) + xc[k]
                 elif st is not None:
                     due = owed.setdefault(r, {})
                     due[st] = due.get(st, 0.0) + xc[k]
@@ -215,6 +255,15 @@ def bill(w: Any, starters: list) -> None:
                     st.billed += grew
     for st, p in peak.items():
         st.peak = p
+    for st in starters:
+        if st.foreign and not (st.started or st.direct or st.other):
+            # It started nothing: its RUSAGE is the processes of others it reaped (a test
+            # that stops a server another left running), what no sample saw of them included
+            rest = max(0.0, st.cpu + st.billed)
+            counted = sum(st.foreign.values())
+            for other, c in st.foreign.items():
+                other.billed += rest * c / counted if counted > 0 else 0.0
+            st.cpu = st.billed = 0.0
 
 
 def _peaks(y: Any, yc: dict, yp: dict, owner: Any, peak: dict) -> None:

@@ -126,8 +126,7 @@ class SharedFixtures:
 
         # Finalizers run last-in first-out: this one after the fixture's own teardown...
         fixturedef.addfinalizer(teardown_ends)
-        if now is not None:
-            wall0, used0, base0 = _time(), now(), list(base)
+        wall0, used0, base0 = (_time(), now(), list(base)) if now is not None else (0.0, (0.0, 0), [])
         t0 = _perf()
         try:
             return (yield)

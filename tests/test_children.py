@@ -110,6 +110,79 @@ def _merged_fixtures_named_by_job(path, rep) -> None:
         assert f["worker"] in left["workers"]
 
 
+# Issue 27's repros: a shared fixture's server, children shorter than a sample, a daemon a
+# test leaves running for another to stop.
+BILLED = """
+import subprocess, sys, time
+import pytest
+
+DAEMON = []
+
+@pytest.fixture(scope="module")
+def server():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    yield p
+    p.kill()
+    p.wait(30)
+
+def test_uses_server(server):
+    time.sleep(0.5)
+
+def test_does_not_use_it():
+    time.sleep(0.3)
+
+def test_quick_children():
+    for _ in range(3):  # over before any sample can see them, most runs
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+def test_true():
+    subprocess.run(["true"], check=True)
+
+def test_child_after():
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(1)"], check=True)
+
+def test_leaves_a_daemon():
+    DAEMON.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]))
+    time.sleep(0.3)
+
+def test_after_the_daemon():
+    time.sleep(0.3)
+
+def test_stops_the_daemon():
+    for p in DAEMON:
+        p.kill()
+        p.wait(30)
+"""
+
+
+@pytest.mark.skipif(not POSIX, reason="the repros run `true`")
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_children_billed_where_they_belong(run_perf, pytester, xdist):
+    """Issue 27, items 4 and 5: the module fixture's server is on the fixture, never on the
+    tests (not even the one that uses it); every process a test starts is counted, however
+    short; a daemon a test leaves running is its, not the next tests' nor the one that stops
+    it."""
+    pytester.makepyfile(test_billed=BILLED)
+    dist = ["--dist", "loadfile"] if xdist else []
+    run = run_perf("--perf-cpu-interval", "0.05", *xdist, *dist)
+    assert run.ret == 0, run.text
+    for name in ("uses_server", "does_not_use_it", "after_the_daemon", "stops_the_daemon"):
+        assert run.test(f"test_{name}")["children"] is None, (name, run.test(f"test_{name}"))
+    (fx,) = [f for f in run.report["fixtures"] if f["name"] == "server"]
+    assert fx["children"]["processes"] == 1, fx
+    assert fx["children"]["peak_rss_mb"] is not None, fx  # it lived about 3 s
+    quick = run.test("test_quick_children")["children"]
+    assert quick["processes"] == 3, quick  # the audit hook's count, not the samples'
+    assert run.test("test_true")["children"]["processes"] == 1
+    after = run.test("test_child_after")["children"]
+    assert after["processes"] == 1 and after["peak_rss_mb"] is not None, after
+    daemon = run.test("test_leaves_a_daemon")["children"]
+    assert daemon["processes"] == 1 and daemon["peak_rss_mb"] is not None, daemon
+    if xdist:
+        assert len({run.test(f"test_{n}")["worker"] for n in ("true", "uses_server")}) == 1
+    validate(run.report)
+
+
 def test_no_perf_children(run_perf, pytester):
     pytester.makepyfile(
         "import subprocess, sys\n"
@@ -189,6 +262,11 @@ def test_counters_read_the_children_cpu():
         subprocess.run([sys.executable, "-c", burn], check=True)
         x = c.extra({"limits": []})
         assert x["limits"] == [] and x["children_cpu"] >= 0.18
+        assert x["started"] == 1  # the audit hook counted it
+        c.reset()
+        for _ in range(2):
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+        assert c.extra(None)["started"] == 2
         c.fixtures.append(["f", "session", "t.py:1", "setup", 0.5])
         c.shared = 0.5
         c.reset()
@@ -234,45 +312,46 @@ def _build(w):
     return R.build(data, {"start": 0.0, "stop": 10.0}, None)
 
 
-def test_children_from_samples_and_rusage():
+def test_children_billed_to_their_starter():
+    """Each descendant is billed to the test it was born in, for its whole life: a server a
+    test leaves running is its, never the next tests'; a test that started nothing is null,
+    even when it stops another's server (what no sample saw of it goes to its starter)."""
     mb = 1024 * 1024
-    a, b = (11, 1.0), (12, 1.0)  # (pid, create time)
+    a, b = (11, 1.2), (12, 2.4)  # (pid, born); the test process is 1
     w = _worker(
         [
-            _rec("t::starts_a_server", 1.0, 2.0, {"children_cpu": 0.0}),
-            _rec("t::uses_it", 2.0, 3.0),
-            _rec("t::reaps_it", 3.0, 4.0, {"children_cpu": 2.5}),
-            _rec("t::short_child", 4.0, 5.0, {"children_cpu": 0.3}),
+            _rec("t::starts_a_server", 1.0, 2.0, {"started": 1}),
+            _rec("t::starts_a_short_one", 2.0, 3.0, {"children_cpu": 0.15, "started": 1}),
+            _rec("t::stops_the_server", 3.0, 4.0, {"children_cpu": 2.5}),
+            _rec("t::short_child", 4.0, 5.0, {"children_cpu": 0.3, "started": 1}),
             _rec("t::nothing", 5.0, 6.0),
         ],
         [
-            (1.5, (100 * mb, {a: 0.2})),
-            (2.5, (150 * mb, {a: 1.0, b: 0.1})),  # b: a short one, gone by the next sample
-            (3.5, (100 * mb, {a: 2.0})),
-            (4.5, None),
+            (1.5, (100 * mb, {a: 0.2}, {11: 1}, {11: 100 * mb})),
+            (2.5, (150 * mb, {a: 1.0, b: 0.1}, {11: 1, 12: 1}, {11: 100 * mb, 12: 50 * mb})),
+            (3.5, (100 * mb, {a: 2.0}, {11: 1}, {11: 100 * mb})),  # b ended, reaped
+            (4.5, None),  # the server stopped: RUSAGE has its 2.5 s, 2.0 s of it seen
             (5.5, None),
         ],
     )
     tests = _build(w)["tests"]
-    # a still runs after the test: its growth since 0 (started in the test) counts
     assert tests["t::starts_a_server"]["children"] == {
-        "cpu_time": 0.2,
+        "cpu_time": 2.5,
         "peak_rss_mb": 100.0,
         "processes": 1,
     }
-    # a grew 0.8 s; b is gone after the test (reaped: in RUSAGE, here 0), peak of the sum
-    assert tests["t::uses_it"]["children"] == {
-        "cpu_time": 0.8,
-        "peak_rss_mb": 150.0,
-        "processes": 2,
+    # b's whole life from RUSAGE (0.15 s), never its 0.1 s seen as well; its memory alone
+    assert tests["t::starts_a_short_one"]["children"] == {
+        "cpu_time": 0.15,
+        "peak_rss_mb": 50.0,
+        "processes": 1,
     }
-    # a reaped here: RUSAGE says 2.5 s for its whole life, 1.0 s of it counted before
-    assert tests["t::reaps_it"]["children"]["cpu_time"] == pytest.approx(1.5)
-    # a child no sample saw: its CPU from RUSAGE, its memory unknown
+    assert tests["t::stops_the_server"]["children"] is None
+    # a child no sample saw: counted all the same (the audit hook), its CPU from RUSAGE
     assert tests["t::short_child"]["children"] == {
         "cpu_time": 0.3,
         "peak_rss_mb": None,
-        "processes": 0,
+        "processes": 1,
     }
     assert tests["t::nothing"]["children"] is None
 
@@ -285,54 +364,60 @@ def _kids(tests, name):
 def test_children_reaped_by_a_descendant():
     """A forkserver (a child of the test process, living across tests) forks the workers and
     reaps them: their CPU is in its reaped-children count, never in the test process's
-    RUSAGE_CHILDREN. Counted once, in the test whose samples saw them (issue 20)."""
-    f, w1, w2 = (20, 1.0), (21, 2.0), (22, 2.0)  # (pid, create time); the test process is 1
+    RUSAGE_CHILDREN. Counted once, to the test they were born in (issue 20); the forkserver
+    is the test's that started it (issue 27)."""
+    mb = 1024 * 1024
+    f, w1, w2 = (20, 1.2), (21, 2.4), (22, 2.4)  # (pid, born); the test process is 1
     parents = {20: 1, 21: 20, 22: 20}
+    sizes = {20: 10 * mb, 21: 20 * mb, 22: 20 * mb}
     w = _worker(
         [
-            _rec("t::starts_forkserver", 1.0, 2.0),
+            _rec("t::starts_forkserver", 1.0, 2.0),  # no audit event: multiprocessing's own
             _rec("t::pool", 2.0, 3.0),
             _rec("t::after", 3.0, 4.0),
             _rec("t::short_pool", 4.0, 4.02),  # between two samples
             _rec("t::last", 4.02, 5.0),
         ],
         [
-            (1.5, (10, {f: 0.1}, parents)),
-            (2.5, (30, {f: 0.1, w1: 0.15, w2: 0.15}, parents)),
-            (2.9, (30, {f: 0.1, w1: 0.3, w2: 0.3}, parents)),
+            (1.5, (10, {f: 0.1}, parents, sizes)),
+            (2.5, (50, {f: 0.1, w1: 0.15, w2: 0.15}, parents, sizes)),
+            (2.9, (50, {f: 0.1, w1: 0.3, w2: 0.3}, parents, sizes)),
             # the workers ended at 2.95 with 0.35 s each, and the forkserver reaped them
-            (3.1, (10, {f: 0.8}, parents)),
-            (3.5, (10, {f: 0.8}, parents)),
-            (4.5, (10, {f: 1.0}, parents)),  # a pool of 0.2 s in t::short_pool, unseen
+            (3.1, (10, {f: 0.8}, parents, sizes)),
+            (3.5, (10, {f: 0.8}, parents, sizes)),
+            (4.5, (10, {f: 1.0}, parents, sizes)),  # a pool of 0.2 s in t::short_pool, unseen
         ],
     )
     tests = _build(w)["tests"]
-    assert _kids(tests, "t::starts_forkserver") == (0.1, 1)
+    # what no sample saw of a forkserver's workers lands with the forkserver: samples are
+    # that coarse
+    assert _kids(tests, "t::starts_forkserver") == (0.3, 1)
+    assert tests["t::starts_forkserver"]["children"]["peak_rss_mb"] == 10.0
     # 0.3 s each seen running, 0.05 s each after the last sample, from the forkserver's count
-    assert _kids(tests, "t::pool") == (0.7, 3)
-    assert tests["t::pool"]["children"]["peak_rss_mb"] is not None
-    assert _kids(tests, "t::after") == (0.0, 1)  # nothing bleeds into the next test
-    # what no sample saw lands in the test of the next sample: samples are that coarse
-    assert _kids(tests, "t::short_pool") is None
-    assert _kids(tests, "t::last") == (0.2, 1)
+    assert _kids(tests, "t::pool") == (0.7, 2)
+    assert tests["t::pool"]["children"]["peak_rss_mb"] == 40.0  # the forkserver's not in it
+    for name in ("t::after", "t::short_pool", "t::last"):
+        assert tests[name]["children"] is None, name  # nothing bleeds into the next tests
 
-    # the same from a journal of an older collector (no parents): taken as reaped by the
-    # test process, as before: never counted twice
+    # the same from a journal of an older collector (no parents, no sizes): taken as reaped
+    # by the test process, whose RUSAGE has none of them: the forkserver's growth is its
     old = _worker(w.records, [(t, s[:2]) for t, s in zip(w.child_t, w.child_s)])
     tests = _build(old)["tests"]
-    assert _kids(tests, "t::pool") == (0.0, 3)
-    assert _kids(tests, "t::after") == (0.7, 1)
+    assert _kids(tests, "t::pool") == (0.6, 2)
+    assert _kids(tests, "t::starts_forkserver") == (1.0, 1)
+    assert tests["t::pool"]["children"]["peak_rss_mb"] is None  # whose share: not known
+    assert tests["t::after"]["children"] is None
 
 
 def test_children_reaped_along_a_chain():
     """A child and its grandchild: a grandchild reaped by a child still running is counted
     through the child's count; both ended and reaped by the test process, through RUSAGE
     (which has the grandchild in the child's count), never twice."""
-    c, g, g2 = (30, 1.0), (31, 1.2), (32, 2.2)
+    c, g, g2 = (30, 1.1), (31, 1.2), (32, 3.2)
     p = {30: 1, 31: 30, 32: 30}
     w = _worker(
         [
-            _rec("t::server", 1.0, 2.0),
+            _rec("t::server", 1.0, 2.0, {"started": 1}),
             _rec("t::its_child_ends", 2.0, 3.0, {"children_cpu": 0.0}),
             _rec("t::both_end", 3.0, 4.0, {"children_cpu": 1.6}),
             _rec("t::after", 4.0, 5.0),
@@ -341,47 +426,102 @@ def test_children_reaped_along_a_chain():
             (1.5, (10, {c: 0.1, g: 0.2}, p)),
             (2.5, (10, {c: 0.1, g: 0.5}, p)),
             (2.9, (10, {c: 0.1 + 0.6}, p)),  # g ended (0.6 s), reaped by c
-            (3.5, (10, {c: 0.75, g2: 0.5}, p)),
+            (3.5, (10, {c: 0.75, g2: 0.5}, p)),  # c started g2 (in t::both_end)
             # both end: c reaped g2 (0.7 s), the test process reaped c: RUSAGE has c's own
             # 0.3 s, g's 0.6 s and g2's 0.7 s
             (4.5, None),
         ],
     )
     tests = _build(w)["tests"]
-    assert _kids(tests, "t::server") == (0.3, 2)
-    assert _kids(tests, "t::its_child_ends") == (0.4, 2)
-    # their growth seen since 2.9 (0.55 s), RUSAGE less what the samples had of them (1.25 s)
-    assert _kids(tests, "t::both_end") == (0.55 + 1.6 - 1.25, 2)
-    assert _kids(tests, "t::after") is None
+    # c and g: what the samples saw of them (c's count has g's tail)
+    assert _kids(tests, "t::server") == (0.75, 2)
+    assert tests["t::its_child_ends"]["children"] is None
+    # g2, and RUSAGE less what the samples had counted of c and g2 (1.25 s)
+    assert _kids(tests, "t::both_end") == (0.5 + 1.6 - 1.25, 1)
+    assert tests["t::after"]["children"] is None
 
 
 def test_children_when_the_samples_end_inside_the_test():
-    """No sample after the test (a worker's last test): what ran before it is taken as still
-    running (its growth counts), what started in it as reaped by its parent."""
-    f, a, b = (20, 1.0), (40, 2.1), (41, 2.2)
+    """No sample after the test (a worker's last test): what its starter's test is still
+    running taken as ended and reaped, the rest as still running."""
+    f, a, b = (20, 1.2), (40, 2.1), (41, 2.2)
     p = {20: 1, 40: 1, 41: 20}
     w = _worker(
         [
             _rec("t::first", 1.0, 2.0),
-            _rec("t::last", 2.0, 3.0, {"children_cpu": 0.5}),
+            _rec("t::last", 2.0, 3.0, {"children_cpu": 0.5, "started": 1}),
         ],
         [(1.5, (10, {f: 0.1}, p)), (2.5, (10, {f: 0.3, a: 0.2, b: 0.4}, p))],
     )
     tests = _build(w)["tests"]
-    # f grew 0.2, b (the forkserver's) 0.4; a (the test process's) is in RUSAGE's 0.5
-    assert _kids(tests, "t::last") == (0.2 + 0.4 + 0.5, 3)
+    assert _kids(tests, "t::first") == (0.3, 1)  # f grew 0.2 in t::last: still its
+    # b (the forkserver's) 0.4; a (the test process's) is in RUSAGE's 0.5
+    assert _kids(tests, "t::last") == (0.4 + 0.5, 2)
+
+
+def test_children_born_near_a_boundary():
+    """A create time is truncated to the clock tick (Linux): a child born in the first
+    milliseconds of a test may seem born in the previous one; the audit hook's count says
+    whose it is."""
+    k = (50, 1.995)  # born at most BORN_SLACK later: in t::first's last 5 ms or t::second
+    for first, second, owner in ((0, 1, "t::second"), (1, 0, "t::first")):
+        w = _worker(
+            [
+                _rec("t::first", 1.0, 2.0, {"started": first} if first else None),
+                _rec("t::second", 2.0, 3.0, {"started": second} if second else None),
+            ],
+            [(2.5, (10, {k: 0.1}, {50: 1})), (2.9, None)],
+        )
+        tests = _build(w)["tests"]
+        assert _kids(tests, owner) == (0.1, 1), owner
+        other = "t::first" if owner == "t::second" else "t::second"
+        assert tests[other]["children"] is None
+
+
+def test_fixture_children_from_records():
+    """A shared fixture's events carry its wall-clock start, the processes it started and its
+    reaped children's CPU: its process is its, never a test's."""
+    mb = 1024 * 1024
+    srv = (60, 1.05)
+    up = ["server", "module", "t.py:3", "setup", 0.1, 1.0, 1, 0.0]
+    down = ["server", "module", "t.py:3", "teardown", 0.05, 3.9, 0, 0.4]
+    w = _worker(
+        [
+            _rec("t::uses_server", 1.0, 2.0, {"fixtures": [up], "shared_setup": 0.1}, 0.2),
+            _rec("t::does_not_use_it", 2.0, 3.0),
+            _rec("t::last", 3.0, 4.0, {"fixtures": [down]}),
+        ],
+        [(t, (8 * mb, {srv: 0.1 * t}, {60: 1}, {60: 8 * mb})) for t in (1.5, 2.5, 3.5)]
+        + [(3.95, None)],
+    )
+    rep = _build(w)
+    for name in ("t::uses_server", "t::does_not_use_it", "t::last"):
+        assert rep["tests"][name]["children"] is None, name
+    (fx,) = rep["fixtures"]
+    # RUSAGE at its teardown (0.4 s: its whole life), less the 0.35 s seen, plus what was seen
+    assert fx["children"] == {"cpu_time": 0.4, "peak_rss_mb": 8.0, "processes": 1}
+    validate(rep)
 
 
 def test_child_samples_journal_round_trip():
-    """The daemon's journal keeps the parents, and reads journals written without them."""
-    sample = (100, {(11, 1.0): 0.5, (12, 2.0): 0.25}, {11: 1, 12: 11})
+    """The daemon's journal keeps the parents and sizes, and reads journals written without
+    them."""
+    sample = (100, {(11, 1.0): 0.5, (12, 2.0): 0.25}, {11: 1, 12: 11}, {11: 60, 12: 40})
     out = S.child_sample_out(sample)
-    assert out == [100, [[11, 1.0, 0.5, 1], [12, 2.0, 0.25, 11]]]
+    assert out == [100, [[11, 1.0, 0.5, 1, 60], [12, 2.0, 0.25, 11, 40]]]
     assert S.child_sample_out(None) is None
     w = _worker([], [])
     old = [100, [[11, 1.0, 0.5]]]
-    S.add_child_samples(w, [1.0, 2.0, 3.0], [json.loads(json.dumps(out)), None, old])
-    assert w.child_s == [sample, None, (100, {(11, 1.0): 0.5}, {})]
+    older = [100, [[11, 1.0, 0.5, 1]]]
+    S.add_child_samples(
+        w, [1.0, 2.0, 3.0, 4.0], [json.loads(json.dumps(out)), None, old, older]
+    )
+    assert w.child_s == [
+        sample,
+        None,
+        (100, {(11, 1.0): 0.5}, {}, {}),
+        (100, {(11, 1.0): 0.5}, {11: 1}, {}),
+    ]
 
 
 def test_fixtures_block_pairs_setups_with_teardowns():
