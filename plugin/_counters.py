@@ -14,53 +14,75 @@ def _none() -> None:
     return None
 
 
-#: The audit events by which this process starts another (Python 3.8+, every platform):
-#: subprocess (any platform), os.fork (multiprocessing's "fork", os.spawn* on POSIX),
-#: os.forkpty (pty), os.system, os.spawn* (Windows), os.startfile (Windows).
-#: Not audited: multiprocessing's "spawn" and "forkserver" start the child (the forkserver)
-#: through _posixsubprocess directly, and C extensions may fork or spawn on their own: the
+#: The functions by which this process starts another, wrapped to count (each name of ``os``
+#: where it exists): os.system, os.posix_spawn[p], os.startfile and, on Windows, os.spawnv[e]
+#: (the other os.spawn* call these; on POSIX they fork). subprocess.Popen is counted once per
+#: child in ``Popen._execute_child``, whatever it starts the child with; os.fork and
+#: os.forkpty (multiprocessing's "fork", pty, os.spawn* on POSIX) by an ``os.register_at_fork``
+#: handler. Not seen: multiprocessing's "spawn" and "forkserver" start the child (the
+#: forkserver) through _posixsubprocess directly, a C extension may fork or spawn on its own,
+#: and a function imported by name before the wrapping (``from os import system``): the
 #: collector's samples count those (see monitor/children.py).
-STARTS = frozenset(
-    ("subprocess.Popen", "os.fork", "os.forkpty", "os.system", "os.spawn", "os.startfile")
+WRAPPED = ("system", "posix_spawn", "posix_spawnp", "startfile") + (
+    ("spawnv", "spawnve") if os.name == "nt" else ()
 )
-#: os.posix_spawn[p]: a start of its own, or the one subprocess.Popen just announced.
-SPAWNS = frozenset(("os.posix_spawn", "os.posix_spawnp"))
 
-#: [processes started by this process since the hook was added], or None before.
+#: [processes started by this process since counting began], or None before.
 _started: Optional[list] = None
 
 
-def start_counter() -> Optional[list]:
-    """``[n]``: how many processes this process has started, counted by an audit hook added on
-    first use (once per process: an audit hook cannot be removed). The hook runs on every
-    audited event of the process (an import, an ``open``): one set lookup unless the event
-    starts a process. None where ``sys.addaudithook`` is missing."""
+def start_counter() -> list:
+    """``[n]``: how many processes this process has started, counted from the first call on
+    (once per process: the wrappers stay). Nothing runs but when a process is started (an
+    audit hook would cost about 0.2 us on each of the 20 audited events pytest raises per
+    test: scripts/bench_children.py --audit-hook)."""
     global _started
     if _started is not None:
         return _started
-    add = getattr(sys, "addaudithook", None)
-    if add is None:  # pragma: no cover - Python < 3.8
-        return None
+    import functools
+    import subprocess
+    import threading
+
     count = [0]
-    popen: list = [None]  # the argv of the subprocess.Popen announced last
+    inside = threading.local()  # in Popen._execute_child: its posix_spawn or fork is its own
 
-    def hook(event: str, args: tuple) -> None:
-        if event in STARTS:
+    def mine() -> bool:
+        return not getattr(inside, "depth", 0)
+
+    def before_fork() -> None:
+        if mine():
             count[0] += 1
-            if event == "subprocess.Popen":
-                popen[0] = args[1] if len(args) > 1 else None
-        elif event in SPAWNS:
-            # subprocess.Popen may start its child with os.posix_spawn: one process, two events.
-            # An exception here would fail the spawn: never let one out.
-            try:
-                mine = popen[0] is None or (len(args) > 1 and bool(args[1] != popen[0]))
-            except Exception:
-                mine = True
-            if mine:
-                count[0] += 1
-            popen[0] = None
 
-    add(hook)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(before=before_fork)
+
+    execute = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    @functools.wraps(execute)
+    def _execute_child(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if mine():
+            count[0] += 1
+        inside.depth = getattr(inside, "depth", 0) + 1
+        try:
+            return execute(self, *args, **kwargs)
+        finally:
+            inside.depth -= 1
+
+    subprocess.Popen._execute_child = _execute_child  # type: ignore[attr-defined]
+
+    def counting(func: Any) -> Any:
+        @functools.wraps(func)
+        def start(*args: Any, **kwargs: Any) -> Any:
+            if mine():
+                count[0] += 1
+            return func(*args, **kwargs)
+
+        return start
+
+    for name in WRAPPED:
+        func = getattr(os, name, None)
+        if func is not None:
+            setattr(os, name, counting(func))
     _started = count
     return count
 
@@ -114,6 +136,20 @@ class Counters:
             self.shared = 0.0
         return x
 
+    def _kids(self, x: Optional[dict], used: float, n: int) -> Optional[dict]:
+        """The record's EXTRA with children on: the shared fixtures, the children's CPU and
+        the processes started."""
+        if self.fixtures:
+            x = self._extra(x)
+        if used > 0 or n > 0:
+            if x is None:
+                x = {}
+            if used > 0:
+                x["children_cpu"] = round(used, 6)
+            if n > 0:
+                x["started"] = n
+        return x
+
     def _children(self) -> None:
         """Around each test: RUSAGE_CHILDREN (CPU of the children it started and reaped, and of
         what they reaped) and the count of processes it started (:func:`start_counter`). The
@@ -121,7 +157,7 @@ class Counters:
         counts at the test's start; a shared fixture's setup or teardown moves it by what it
         used (``._fixtures``), so the fixture's children are never the test's."""
         self.methods["children"] = True
-        started = start_counter()
+        started: Optional[list] = start_counter()
         try:
             import resource
 
@@ -141,25 +177,29 @@ class Counters:
         base_reset = self.reset
         child_base = self.child_base = [0.0, 0]
         self.children_now = now
-
         def reset() -> Optional[int]:
             child_base[0], child_base[1] = now()
             return base_reset()
 
         def extra(x: Optional[dict]) -> Optional[dict]:
             cpu, n = now()
-            used = cpu - child_base[0]
-            n -= child_base[1]
-            if self.fixtures:
-                x = self._extra(x)
-            if used > 0 or n > 0:
-                if x is None:
-                    x = {}
-                if used > 0:
-                    x["children_cpu"] = round(used, 6)
-                if n > 0:
-                    x["started"] = n
-            return x
+            return self._kids(x, cpu - child_base[0], n - child_base[1])
+
+        if getrusage is not None and started is not None:  # now(), inlined: the measured path
+
+            def reset() -> Optional[int]:
+                ru = getrusage(who)
+                child_base[0] = ru.ru_utime + ru.ru_stime
+                child_base[1] = started[0]
+                return base_reset()
+
+            def extra(x: Optional[dict]) -> Optional[dict]:
+                ru = getrusage(who)
+                used = ru.ru_utime + ru.ru_stime - child_base[0]
+                n = started[0] - child_base[1]
+                if used > 0 or n or self.fixtures:
+                    return self._kids(x, used, n)
+                return x
 
         self.reset, self.extra = reset, extra
 

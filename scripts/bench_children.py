@@ -21,6 +21,13 @@ The on/off cost on the 2000-test suite comes from scripts/bench_overhead.py, run
 
     python scripts/bench_children.py [--children 50] [--passes 200] [--calls 200000] [--json F]
     python scripts/bench_children.py --start-methods [--burn 1.0] [--json F]
+    python scripts/bench_children.py --audit-hook [--reps 7] [--json F]
+
+4. With ``--audit-hook``: counting the processes a test starts (issue 27): the boundary reads
+   with children on against off (RUSAGE_CHILDREN and the start counter), and what an audit hook
+   would have cost instead: the nanoseconds a minimal one adds to each audited event
+   (``sys.audit`` of an event it ignores) times the audited events a no-op test raises in a
+   plain pytest run (2000 tests).
 """
 
 from __future__ import annotations
@@ -272,6 +279,100 @@ def start_methods(sec: float, workers: Optional[str]) -> list:
         return rows
 
 
+AUDIT_PROBE = r"""
+import json, statistics, sys, time
+from pytest_perfmon import _counters
+from pytest_perfmon._counters import Counters
+
+def per_event(n, reps):
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(n):
+            sys.audit("perfmon.bench")
+        out.append((time.perf_counter() - t) / n * 1e9)
+    return statistics.median(out)
+
+def boundaries(c, n, reps):
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        for _ in range(n):
+            c.reset()
+            c.extra(None)
+        out.append((time.perf_counter() - t) / n * 1e9)
+    return statistics.median(out)
+
+n, reps = int(sys.argv[1]), int(sys.argv[2])
+before = per_event(n, reps)
+off = Counters(children=False)
+plain = boundaries(off, n // 10, reps)
+on = Counters(children=True)  # the start counter's wrappers: nothing per event
+kids = boundaries(on, n // 10, reps)
+started = on.children_now
+on.children_now = None
+STARTS = frozenset(("subprocess.Popen", "os.fork", "os.system"))
+count = [0]
+def hook(event, args):  # the audit hook the start counter is not
+    if event in STARTS:
+        count[0] += 1
+sys.addaudithook(hook)
+after = per_event(n, reps)
+print(json.dumps({"event_ns_without_hook": before, "event_ns_with_hook": after,
+                  "boundaries_ns_children_off": plain, "boundaries_ns_children_on": kids}))
+"""
+
+EVENTS_PROBE = r"""
+import sys
+n = [0]
+def count(event, args):
+    n[0] += 1
+sys.addaudithook(count)
+import pytest
+t = [0]
+class Mark:
+    def pytest_runtestloop(self, session):
+        t[0] = n[0]
+rc = pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:randomly", sys.argv[1]],
+                 plugins=[Mark()])
+print("EVENTS", (n[0] - t[0]) / int(sys.argv[2]))
+"""
+
+
+def audit_hook(tests: int, reps: int) -> dict:
+    """Counting the processes a test starts (issue 27): the boundary reads with children on
+    and off, and why it is no audit hook: what a minimal one adds to every audited event of
+    the process, and how many audited events a no-op test of a plain pytest run raises."""
+    import subprocess
+    import tempfile
+
+    out = subprocess.run(
+        [sys.executable, "-c", AUDIT_PROBE, "1000000", str(reps)],
+        capture_output=True, text=True, check=True, timeout=600,
+    )
+    figures = json.loads(out.stdout)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "test_noop.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(
+                "import pytest\n@pytest.mark.parametrize('i', range(%d))\n"
+                "def test_noop(i):\n    pass\n" % tests
+            )
+        run = subprocess.run(
+            [sys.executable, "-c", EVENTS_PROBE, path, str(tests)],
+            capture_output=True, text=True, timeout=600, cwd=d,
+        )
+    events = [ln for ln in run.stdout.splitlines() if ln.startswith("EVENTS")]
+    figures["events_per_noop_test"] = float(events[-1].split()[1]) if events else None
+    added = figures["event_ns_with_hook"] - figures["event_ns_without_hook"]
+    per_test = figures["boundaries_ns_children_on"] - figures["boundaries_ns_children_off"]
+    per_test += added * (figures["events_per_noop_test"] or 0.0)
+    figures["audit_hook_would_add_ns_per_test"] = per_test - (
+        figures["boundaries_ns_children_on"] - figures["boundaries_ns_children_off"]
+    )
+    return figures
+
+
 def main(argv: Optional[list] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--children", type=int, default=50, help="live children (default 50)")
@@ -283,7 +384,18 @@ def main(argv: Optional[list] = None) -> int:
         "--start-methods", action="store_true", help="children counted per way of starting"
     )
     ap.add_argument("--burn", type=float, default=1.0, help="CPU s each test's children burn")
+    ap.add_argument(
+        "--audit-hook", action="store_true", help="the cost of the audit hook (issue 27)"
+    )
     args = ap.parse_args(argv)
+    if args.audit_hook:
+        fig = audit_hook(2000, args.reps)
+        for k, v in fig.items():
+            print(f"  {k:<32} {v if v is None else round(v, 1)}")
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"audit_hook": fig}, f, indent=2)
+        return 0
     if args.start_methods:
         rows = start_methods(args.burn, None) + start_methods(args.burn, "2")
         print("start               workers  burned  children's whole CPU  counted  processes")
