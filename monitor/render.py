@@ -181,10 +181,18 @@ def _fixtures_data(report: dict, top: int) -> dict:
     if not fx:
         return {}
     keys = ("name", "scope", "location", "worker", "setup_time", "teardown_time")
+    kids = any("children" in f for f, _ in fx)  # children measured: the processes it started
     return {
         "fixtures": {
             "count": len(report.get("fixtures") or ()),
-            "tests": [{**{k: f.get(k) for k in keys}, "total_time": cost} for f, cost in fx],
+            "tests": [
+                {
+                    **{k: f.get(k) for k in keys},
+                    "total_time": cost,
+                    **({"children": f.get("children")} if kids else {}),
+                }
+                for f, cost in fx
+            ],
         }
     }
 
@@ -462,14 +470,26 @@ def fixtures_section(data: dict, compact: bool = False) -> Optional[Section]:
     fx = data.get("fixtures")
     if not fx:
         return None
+    kids = any("children" in r for r in fx["tests"])  # the processes each one started
+
+    def started(r: dict) -> list:
+        if not kids:
+            return []
+        c = r.get("children") if isinstance(r.get("children"), dict) else {}
+        n = c.get("processes")
+        row = [str(n) if n else "-", secs(c.get("cpu_time"), compact) if c else "-"]
+        return row + ([] if compact else [_f(c.get("peak_rss_mb"), ".1f", " MB")])
+
+    extra = (["procs", "children s"] + ([] if compact else ["children peak"])) if kids else []
     table = Table(
-        ["total", "setup", "teardown", "scope", "worker", "fixture"],
+        ["total", "setup", "teardown"] + extra + ["scope", "worker", "fixture"],
         [
             [secs(r[k], compact) for k in ("total_time", "setup_time", "teardown_time")]
+            + started(r)
             + [str(r["scope"]), str(r["worker"]), f"{r['name']} ({r['location']})"]
             for r in fx["tests"]
         ],
-        [True, True, True, False, False, False],
+        [True, True, True] + [True] * len(extra) + [False, False, False],
     )
     if compact:
         title = (
