@@ -80,8 +80,17 @@ class Starter:
     processes the test process started)."""
 
     __slots__ = (
-        "owner", "spans", "cpu", "started", "fixture", "direct", "other", "billed", "peak",
-        "taken", "foreign",
+        "owner",
+        "spans",
+        "cpu",
+        "started",
+        "fixture",
+        "direct",
+        "other",
+        "billed",
+        "peak",
+        "taken",
+        "foreign",
     )
 
     def __init__(self, owner: Any, spans: list, cpu: Any, started: Any, fixture: bool) -> None:

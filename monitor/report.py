@@ -12,8 +12,8 @@ from bisect import bisect_left
 from typing import Any, Optional
 
 from . import __version__
-from . import noise as _noise
 from . import children as _kids
+from . import noise as _noise
 from .files import (  # noqa: F401 (html.py, cli.py, daemon/combined.py import them here)
     atomic_text,
     dumps,
@@ -479,8 +479,11 @@ def _bill_children(w: Worker, fixtures: list) -> dict:
     for rec in w.records:
         extra = rec[EXTRA] if isinstance(rec[EXTRA], dict) else {}
         st = _kids.Starter(
-            rec[NODEID], [(rec[START], rec[STOP])], extra.get("children_cpu"),
-            extra.get("started"), False,
+            rec[NODEID],
+            [(rec[START], rec[STOP])],
+            extra.get("children_cpu"),
+            extra.get("started"),
+            False,
         )
         starters.append(st)
         of_rec[id(rec)] = st

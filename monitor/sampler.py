@@ -135,6 +135,7 @@ class Sampler:
             return ctime - self.boot + time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         except (AttributeError, OSError, ValueError):  # pragma: no cover - Linux has both
             return ctime
+
     def _proc_ppids(self) -> dict:
         """Linux: pid -> ppid of every process, reading /proc/PID/stat only for the pids that
         were not there at the last pass (psutil reads every one, every pass: on a machine with

@@ -177,6 +177,7 @@ class Counters:
         base_reset = self.reset
         child_base = self.child_base = [0.0, 0]
         self.children_now = now
+
         def reset() -> Optional[int]:
             child_base[0], child_base[1] = now()
             return base_reset()

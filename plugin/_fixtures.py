@@ -7,8 +7,9 @@ measurer's counters, which put them in the test's record (EXTRA ``fixtures``: ``
 location, "setup" | "teardown", seconds]``, with children on followed by ``[wall clock start,
 processes started, children's CPU s]``; and ``shared_setup``: the seconds of the test's setup
 phase spent in them). With children on, what a shared fixture's setup and teardown started and
-reaped is the fixture's: the test's own counts leave it out. Function-scoped fixtures pass through the wrapper untouched (the cost is
-the hook wrapper itself: scripts/bench_children.py measures it).
+reaped is the fixture's: the test's own counts leave it out. Function-scoped fixtures pass
+through the wrapper untouched (the cost is the hook wrapper itself: scripts/bench_children.py
+measures it).
 """
 
 from __future__ import annotations
@@ -126,7 +127,9 @@ class SharedFixtures:
 
         # Finalizers run last-in first-out: this one after the fixture's own teardown...
         fixturedef.addfinalizer(teardown_ends)
-        wall0, used0, base0 = (_time(), now(), list(base)) if now is not None else (0.0, (0.0, 0), [])
+        wall0, used0, base0 = (
+            (_time(), now(), list(base)) if now is not None else (0.0, (0.0, 0), [])
+        )
         t0 = _perf()
         try:
             return (yield)

@@ -348,19 +348,25 @@ def audit_hook(tests: int, reps: int) -> dict:
 
     out = subprocess.run(
         [sys.executable, "-c", AUDIT_PROBE, "1000000", str(reps)],
-        capture_output=True, text=True, check=True, timeout=600,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
     )
     figures = json.loads(out.stdout)
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "test_noop.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(
-                "import pytest\n@pytest.mark.parametrize('i', range(%d))\n"
-                "def test_noop(i):\n    pass\n" % tests
+                f"import pytest\n@pytest.mark.parametrize('i', range({tests}))\n"
+                "def test_noop(i):\n    pass\n"
             )
         run = subprocess.run(
             [sys.executable, "-c", EVENTS_PROBE, path, str(tests)],
-            capture_output=True, text=True, timeout=600, cwd=d,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=d,
         )
     events = [ln for ln in run.stdout.splitlines() if ln.startswith("EVENTS")]
     figures["events_per_noop_test"] = float(events[-1].split()[1]) if events else None

@@ -513,9 +513,7 @@ def test_child_samples_journal_round_trip():
     w = _worker([], [])
     old = [100, [[11, 1.0, 0.5]]]
     older = [100, [[11, 1.0, 0.5, 1]]]
-    S.add_child_samples(
-        w, [1.0, 2.0, 3.0, 4.0], [json.loads(json.dumps(out)), None, old, older]
-    )
+    S.add_child_samples(w, [1.0, 2.0, 3.0, 4.0], [json.loads(json.dumps(out)), None, old, older])
     assert w.child_s == [
         sample,
         None,
