@@ -475,7 +475,8 @@ def fixtures_section(data: dict, compact: bool = False) -> Optional[Section]:
     def started(r: dict) -> list:
         if not kids:
             return []
-        c = r.get("children") if isinstance(r.get("children"), dict) else {}
+        got = r.get("children")
+        c: dict = got if isinstance(got, dict) else {}
         n = c.get("processes")
         row = [str(n) if n else "-", secs(c.get("cpu_time"), compact) if c else "-"]
         return row + ([] if compact else [_f(c.get("peak_rss_mb"), ".1f", " MB")])
