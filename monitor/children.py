@@ -132,16 +132,17 @@ class _Starters:
         return out
 
     def of(self, born: float, direct: bool) -> Optional[Starter]:
-        """Who started a process born at ``born`` (the tick it began in): a shared fixture
-        before the test around it, then one that counted starts of its own for a child of
-        the test process, then the later."""
+        """Who started a process born at ``born`` (the tick it began in). For a child of the
+        test process, first one whose counted starts are not all taken yet by the children
+        born before (the count is exact, the birth only to the tick); then a shared fixture
+        before the test around it; then the later."""
         near = self.near(born, born + BORN_SLACK)
         if not near:
             return None
         return max(
             near,
             key=lambda st: (
-                (st.started > 0) if direct else False,
+                (st.started > len(st.direct)) if direct else False,
                 st.fixture,
                 max(s for s, _ in st.spans if s <= born + BORN_SLACK),
             ),
@@ -195,14 +196,20 @@ def bill(w: Any, starters: list) -> None:
     owner_of: dict = {}  # key -> Starter or None
     peak: dict = {}  # Starter -> largest RSS sum of its processes in one sample
 
-    def owner(key: tuple, parents: dict) -> Optional[Starter]:
-        if key in owner_of:
-            return owner_of[key]
-        direct = parents.get(key[0]) == root
-        st = owner_of[key] = who.of(key[1], direct)
+    # Every process sampled, in the order they were born, to its starter (its parent as first
+    # seen: a process whose parent ends is reparented, and leaves the tree)
+    first: dict = {}
+    for sample in ss:
+        if sample is not None:
+            cpu, parents = _parts(sample)
+            for k in cpu:
+                if k not in first:
+                    first[k] = parents.get(k[0])
+    for k in sorted(first, key=lambda k: (k[1], k[0])):
+        direct = first[k] == root
+        st = owner_of[k] = who.of(k[1], direct)
         if st is not None:
-            (st.direct if direct else st.other).add(key)
-        return st
+            (st.direct if direct else st.other).add(k)
 
     n = len(ts)
     for j in range(-1, n):
@@ -210,15 +217,15 @@ def bill(w: Any, starters: list) -> None:
         xc, xp = _parts(x)
         if j + 1 < n:
             y = ss[j + 1]
-            yc, yp = _parts(y)
+            yc = _parts(y)[0]
             t_y = ts[j + 1]
             if y is not None:
-                _peaks(y, yc, yp, owner, peak)
+                _peaks(y, yc, owner_of, peak)
         else:
             # After the last sample: a process is taken as ended and reaped by the test
             # process when the timeline ends inside the test that started it (the worker's
-            # last test); any other as still running.
-            # So is one a later test that started nothing reaped: its RUSAGE has room for it.
+            # last test), or when a later test that started nothing has RUSAGE enough for it
+            # (a test that stops it); any other as still running.
             last = who.at(ts[j]) if j >= 0 else None
             t_y = max((e for _, e, _ in who.spans), default=0.0)
             yc = {
@@ -227,14 +234,13 @@ def bill(w: Any, starters: list) -> None:
                 if (owner_of.get(k) is not last or last is None)
                 and not who.stopper(xc[k], ts[j], t_y)
             }
-            yp = {}
         owed: dict = {}  # reaper key -> {Starter of the reaped: CPU counted of them}
         dead = [k for k in xc if k not in yc]
         if dead:
             key_of = {k[0]: k for k in xc}
             t_x = ts[j]
             for k in dead:
-                st = owner(k, xp)
+                st = owner_of.get(k)
                 r = _reaper(k, xp, key_of, yc, root)
                 if r is None:
                     # the test process reaped it: a RUSAGE delta has its whole life, of
@@ -259,7 +265,7 @@ def bill(w: Any, starters: list) -> None:
                 for st, c in due.items():
                     st.billed += more * (c / counted) if counted > 0 else more / len(due)
             elif grew > 0:
-                st = owner(k, yp)
+                st = owner_of.get(k)
                 if st is not None:
                     st.billed += grew
     for st, p in peak.items():
@@ -275,12 +281,12 @@ def bill(w: Any, starters: list) -> None:
             st.cpu = st.billed = 0.0
 
 
-def _peaks(y: Any, yc: dict, yp: dict, owner: Any, peak: dict) -> None:
+def _peaks(y: Any, yc: dict, owner_of: dict, peak: dict) -> None:
     """The RSS of one sample's processes, summed by starter."""
     sizes = y[3] if len(y) > 3 else None
     sums: dict = {}
     for k in yc:
-        st = owner(k, yp)
+        st = owner_of.get(k)
         if st is None:
             continue
         if sizes is None:  # a journal of an older collector: the total, when all are one's

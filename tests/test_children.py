@@ -183,6 +183,52 @@ def test_children_billed_where_they_belong(run_perf, pytester, xdist):
     validate(run.report)
 
 
+NESTED = """
+import subprocess, sys, time
+import pytest
+
+CHILD = [sys.executable, "-c", "import time; time.sleep(0.4)"]
+
+@pytest.fixture(scope="session")
+def inner():
+    p = subprocess.Popen(CHILD)
+    yield
+    p.wait(30)
+
+@pytest.fixture(scope="module")
+def outer(request):
+    request.getfixturevalue("inner")  # set up inside this one's setup
+    subprocess.run(CHILD, check=True)
+    subprocess.run(CHILD, check=True)
+    yield
+
+def test_one(outer):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+def test_two(outer):
+    time.sleep(0.2)
+"""
+
+
+def test_nested_shared_fixtures_keep_their_own(run_perf, pytester, capsys):
+    """A shared fixture set up inside another's setup: each keeps the processes it started,
+    the test none of theirs; `perfmon report` shows them."""
+    from pytest_perfmon.monitor import cli
+
+    pytester.makepyfile(test_nested=NESTED)
+    run = run_perf("--perf-cpu-interval", "0.05")
+    assert run.ret == 0, run.text
+    fx = {f["name"]: f["children"] for f in run.report["fixtures"]}
+    assert fx["inner"]["processes"] == 1, fx
+    assert fx["outer"]["processes"] == 2, fx
+    assert run.test("test_one")["children"]["processes"] == 1
+    assert run.test("test_two")["children"] is None
+    capsys.readouterr()
+    assert cli.main(["report", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "procs" in out and "children peak" in out, out
+
+
 def test_no_perf_children(run_perf, pytester):
     pytester.makepyfile(
         "import subprocess, sys\n"
