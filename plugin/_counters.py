@@ -15,15 +15,15 @@ def _none() -> None:
 
 
 #: The functions by which this process starts another, wrapped to count (each name of ``os``
-#: where it exists): os.system, os.posix_spawn[p], os.startfile and, on Windows, os.spawnv[e]
-#: (the other os.spawn* call these; on POSIX they fork). subprocess.Popen is counted once per
-#: child in ``Popen._execute_child``, whatever it starts the child with; os.fork and
-#: os.forkpty (multiprocessing's "fork", pty, os.spawn* on POSIX) by an ``os.register_at_fork``
-#: handler. Not seen: multiprocessing's "spawn" and "forkserver" start the child (the
-#: forkserver) through _posixsubprocess directly, a C extension may fork or spawn on its own,
-#: and a function imported by name before the wrapping (``from os import system``): the
-#: collector's samples count those (see monitor/children.py).
-WRAPPED = ("system", "posix_spawn", "posix_spawnp", "startfile") + (
+#: where it exists): os.system, os.posix_spawn[p] and, on Windows, os.spawnv[e] (the other
+#: os.spawn* call these; on POSIX they fork). subprocess.Popen is counted once per child in
+#: ``Popen._execute_child``, whatever it starts the child with; os.fork and os.forkpty
+#: (multiprocessing's "fork", pty, os.spawn* on POSIX) by an ``os.register_at_fork`` handler.
+#: Not seen: multiprocessing's "spawn" and "forkserver" start the child (the forkserver)
+#: through _posixsubprocess directly (Windows: _winapi), a C extension may fork or spawn on
+#: its own, and a function imported by name before the wrapping (``from os import system``):
+#: the collector's samples count those (see monitor/children.py).
+WRAPPED = ("system", "posix_spawn", "posix_spawnp") + (
     ("spawnv", "spawnve") if os.name == "nt" else ()
 )
 

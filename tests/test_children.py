@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 from helpers import XDIST_ENDS, validate
@@ -326,6 +328,54 @@ def test_counters_read_the_children_cpu():
     off = Counters()
     assert "children" not in off.methods and off.extra(None) is None
     off.close()
+
+
+@pytest.mark.skipif(not POSIX, reason="fork, forkpty and posix_spawn are POSIX")
+def test_start_counter_counts_every_start():
+    """Each way of starting a process counts once: subprocess (whether it forks or
+    posix_spawns), os.fork (multiprocessing's "fork"), os.forkpty, os.posix_spawn, os.system;
+    nothing else does."""
+    import multiprocessing
+    import pty
+
+    from pytest_perfmon._counters import start_counter
+
+    n = start_counter()
+    assert start_counter() is n  # once per process
+
+    def starts(run) -> int:
+        before = n[0]
+        with warnings.catch_warnings():  # Python 3.12+: fork() in a process with threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            run()
+        return n[0] - before
+
+    exe = shutil.which("true") or "/bin/true"
+
+    def forkpty():
+        pid, fd = pty.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        os.close(fd)
+
+    def posix_spawn():
+        os.waitpid(os.posix_spawn(exe, [exe], dict(os.environ)), 0)
+
+    def fork_process():
+        p = multiprocessing.get_context("fork").Process(target=int)
+        p.start()
+        p.join(30)
+
+    assert starts(lambda: subprocess.run([exe], check=True)) == 1
+    # close_fds=False lets subprocess start it with os.posix_spawn: still one
+    assert starts(lambda: subprocess.run([exe], check=True, close_fds=False)) == 1
+    assert starts(lambda: subprocess.run([exe], check=True, preexec_fn=int)) == 1
+    assert starts(lambda: os.system(exe)) == 1
+    assert starts(posix_spawn) == 1
+    assert starts(forkpty) == 1
+    assert starts(fork_process) == 1
+    assert starts(lambda: open(os.devnull).close()) == 0
 
 
 def test_hello_carries_children_only_when_on():
