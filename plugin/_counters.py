@@ -93,6 +93,23 @@ def start_counter() -> list:
 CHILDREN = False
 
 
+def not_counted() -> Any:
+    """A context in which the processes this process starts are not counted as the running
+    test's (the plugin's own: a collector started again mid-run)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def context() -> Any:
+        before = _started[0] if _started is not None else None
+        try:
+            yield
+        finally:
+            if _started is not None and before is not None:
+                _started[0] = before
+
+    return context()
+
+
 class Counters:
     """Kernel counters read at test boundaries: RSS, peak RSS since the last reset.
 

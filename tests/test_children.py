@@ -338,7 +338,7 @@ def test_start_counter_counts_every_start():
     import multiprocessing
     import pty
 
-    from pytest_perfmon._counters import start_counter
+    from pytest_perfmon._counters import not_counted, start_counter
 
     n = start_counter()
     assert start_counter() is n  # once per process
@@ -376,6 +376,12 @@ def test_start_counter_counts_every_start():
     assert starts(forkpty) == 1
     assert starts(fork_process) == 1
     assert starts(lambda: open(os.devnull).close()) == 0
+
+    def ours():
+        with not_counted():
+            subprocess.run([exe], check=True)
+
+    assert starts(ours) == 0  # the plugin's own
 
 
 def test_hello_carries_children_only_when_on():
