@@ -21,11 +21,11 @@ reaper is (the test process, a child that waits for its own children, a ``multip
 forkserver that lives across tests). The samples say who the reaper was, so each CPU second is
 counted once: through the test process's RUSAGE_CHILDREN or through a sampled reaper.
 
-``processes``: the processes the test process itself started, counted by the plugin's audit
-hook (every start, however short: ``subprocess``, ``os.fork``, ``os.posix_spawn``,
-``os.system``, ...), or the sampled children of the test process when more (a start the hook
-cannot see: ``multiprocessing``'s spawn and forkserver, a C extension), plus the sampled
-descendants of those (grandchildren, a forkserver's workers).
+``processes``: the processes the test process itself started, counted by the plugin as they
+start (every one, however short: ``subprocess``, ``os.fork``, ``os.posix_spawn``,
+``os.system``, ...: ``plugin/_counters.py``), or the sampled children of the test process when
+more (a start the count cannot see: ``multiprocessing``'s spawn and forkserver, a C extension),
+plus the sampled descendants of those (grandchildren, a forkserver's workers).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ METHOD_PEAK_KERNEL = "kernel-peak-rss-reset-at-boundaries"
 METHOD_SAMPLED = "psutil-sampled"
 #: Reports before 0.1's issue 27 said "rusage-children-at-boundaries+psutil-sampled-descendants"
 #: (every sampled descendant billed to the test its sample fell in).
-METHOD_CHILDREN = "rusage-children+audit-hook-starts+psutil-sampled-descendants-billed-by-birth"
+METHOD_CHILDREN = "rusage-children+counted-starts+psutil-sampled-descendants-billed-by-birth"
 METHOD_FIXTURES = "pytest-fixture-setup-wrapper"
 
 _cache: dict = {}
