@@ -298,6 +298,27 @@ def test_sampler_sees_descendants_and_not_itself():
     assert len(w.child_t) == n  # children off: no descendant sampling
 
 
+def test_sampler_births_on_the_tests_clock():
+    """A descendant's birth, as the sampler keys it, is on the wall clock of the tests' records
+    to the clock tick (Linux: psutil's create time alone can be a second off): what billing
+    by birth relies on."""
+    from pytest_perfmon.monitor.children import BORN_SLACK
+
+    s = S.Sampler()
+    w = R.Worker("main", os.getpid(), time.time(), boundary_methods={"children": True})
+    for _ in range(3):
+        t0 = time.time()
+        child = _child("import sys; sys.stdin.read()")
+        t1 = time.time()
+        try:
+            s.sample_group([w], time.time())
+            (born,) = [b for pid, b in w.child_s[-1][1] if pid == child.pid]
+        finally:
+            child.stdin.close()
+            child.wait(10)
+        assert t0 - BORN_SLACK <= born <= t1 + 0.001, (t0, born, t1)
+
+
 @pytest.mark.skipif(not POSIX, reason="RUSAGE_CHILDREN is POSIX")
 def test_counters_read_the_children_cpu():
     c = Counters(children=True)
