@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import shutil
 import signal
 import sys
@@ -71,6 +72,8 @@ class Monitor(server.RouterServer):
         parent: Optional[int],
         system_info: bool,
         endpoint_file: Optional[str] = None,
+        parent_fd: Optional[int] = None,
+        detached: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.output = output
@@ -78,6 +81,13 @@ class Monitor(server.RouterServer):
         self.parent = parent
         self.system_info = system_info
         self.endpoint_file = endpoint_file
+        #: Started detached (monitor/launch.py): the parent is not our parent any more; it is
+        #: watched through a pidfd (Linux), else by pid and create time.
+        self.detached = detached
+        self.parent_fd = parent_fd
+        self.parent_ctime = (
+            S.create_time(parent) if parent is not None and parent_fd is None else None
+        )
         self.data = R.RunData(sample_interval=interval)
         self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, Peer] = {}
@@ -208,9 +218,11 @@ class Monitor(server.RouterServer):
     def parent_alive(self) -> bool:
         if self.parent is None:
             return True
-        if os.name == "posix":
+        if self.parent_fd is not None:  # readable once the process has exited
+            return not select.select([self.parent_fd], [], [], 0)[0]
+        if os.name == "posix" and not self.detached:
             return os.getppid() == self.parent
-        return S.alive(self.parent, None)
+        return S.alive(self.parent, self.parent_ctime)
 
     def check_parent(self) -> None:
         if not self.parent_alive():
@@ -218,6 +230,9 @@ class Monitor(server.RouterServer):
 
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop_reason = "signal"
+        self.signal_name = _signal_name(signum)
+
+    signal_name: Optional[str] = None
 
     def run(self) -> int:
         self.loop(
@@ -238,7 +253,9 @@ class Monitor(server.RouterServer):
                 what, ended = self.read_slots()
                 stop = ended or stop
             else:
-                what = "the monitor was stopped by a signal while pytest ran"
+                what = (
+                    f"the monitor was stopped by {self.signal_name or 'a signal'} while pytest ran"
+                )
             self.data.warnings.append(f"session aborted: {what}")
             self.write_session({"start": self.started, "stop": stop, "aborted": True})
             if self.parent_gone_soon():
@@ -403,12 +420,41 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--parent", type=int, help="exit when this parent process is gone")
     ap.add_argument("--endpoint-file", help="write the bound endpoint here once bound")
     ap.add_argument("--no-system-info", action="store_true", help="leave the system block out")
+    ap.add_argument(
+        "--exit-note", help="write how this process ended here (for a parent that is not ours)"
+    )
     return ap
 
 
-def main(argv: Optional[list] = None) -> int:
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def note_exit(path: Optional[str], how: str) -> None:
+    """Say how this monitor ended (``exit code N``, ``SIGTERM``) where the plugin reads it: the
+    plugin is not our parent and cannot learn it from the kernel. No note: killed (SIGKILL, the
+    OOM killer) or crashed."""
+    if not path:
+        return
+    try:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(how)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def main(
+    argv: Optional[list] = None, parent_fd: Optional[int] = None, detached: bool = False
+) -> int:
+    """The monitor's life; ``parent_fd`` and ``detached`` are given by monitor/launch.py,
+    which started us outside pytest's family."""
     args = parser().parse_args(argv)
-    if args.parent is not None:
+    if args.parent is not None and not detached:
         _die_with_parent()
         if os.name == "posix" and os.getppid() != args.parent:
             return 0  # parent already gone
@@ -419,22 +465,29 @@ def main(argv: Optional[list] = None) -> int:
         args.parent,
         not args.no_system_info,
         args.endpoint_file,
+        parent_fd,
+        detached,
     )
     try:
         mon.bind()
     except (zmq.ZMQError, OSError) as exc:
         print(f"perfmon-monitor: cannot bind {args.endpoint}: {exc}", file=sys.stderr)
         mon.close()
+        note_exit(args.exit_note, "exit code 2")
         return 2
     signal.signal(signal.SIGTERM, mon.on_signal)
     if args.parent is not None and hasattr(signal, "SIGINT"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
     else:
-        signal.signal(signal.SIGINT, lambda s, f: setattr(mon, "stop_reason", "signal"))
+        signal.signal(signal.SIGINT, mon.on_signal)
+    code = 1
     try:
-        return mon.run()
+        code = mon.run()
+        return code
     finally:
         mon.close()
+        how = mon.signal_name if mon.stop_reason == "signal" else None
+        note_exit(args.exit_note, f"killed by {how}" if how else f"exit code {code}")
 
 
 if __name__ == "__main__":

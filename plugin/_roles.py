@@ -122,7 +122,7 @@ class LocalSession:
             owner.joined = True
             self.measurer.start_sending()
         elif owner.client is not None:
-            absent = "is not answering" if handle.pid is None else "is not running"
+            absent = "is not running" if handle.spawned else "is not answering"
             owner.warnings.append(
                 f"{handle.name} {absent} ({owner.problem()}); measuring in pytest, without "
                 "sampling; report written by the plugin"
@@ -224,7 +224,7 @@ class ControllerSession:
         owner = self.owner
         handle = owner.handle
         client = owner.client
-        if handle.pid is None:  # a daemon: it answers at once, or is not there
+        if not handle.spawned:  # a daemon: it answers at once, or is not there
             ok = wait_ready(client, handle.ready_timeout, handle.alive, handle.connect_grace)
             absent = "is not answering"
         else:  # our own monitor: the workers wait for its ready
