@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import XDIST_ENDS, validate
+from helpers import FIND_MONITOR, XDIST_ENDS, validate
 
 SUITE = """
 def test_one():
@@ -46,17 +46,9 @@ def test_monitor_cannot_start(run_perf, pytester, python, xdist):
     )
 
 
-KILL_MONITOR = """
+KILL_MONITOR = FIND_MONITOR + """
 import os, signal, time
 import psutil
-
-def _monitor():
-    me = psutil.Process()
-    for proc in [me.parent(), me]:  # the monitor is a child of the process that owns it
-        for child in proc.children():
-            if "pytest_perfmon.monitor.monitor" in " ".join(child.cmdline()):
-                return child
-    raise AssertionError("no monitor process found")
 
 def test_before():
     test_before.keep = b"x" * (20 * 1024 * 1024)
@@ -117,7 +109,7 @@ def test_output_not_writable(run_perf, pytester):
         os.unlink(saved)
 
 
-SELF_KILL = """
+SELF_KILL = FIND_MONITOR + """
 import os, signal, time
 import psutil
 
@@ -128,8 +120,7 @@ def test_second():
     pass
 
 def test_die():
-    me = psutil.Process()
-    mon = [c for c in me.children() if "pytest_perfmon.monitor.monitor" in " ".join(c.cmdline())][0]
+    mon = _monitor()
     with open("monitor.pid", "w") as f:
         f.write(str(mon.pid))
     time.sleep(0.3)  # let the monitor receive the first batch
