@@ -231,8 +231,10 @@ class Monitor(server.RouterServer):
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop_reason = "signal"
         self.signal_name = _signal_name(signum)
+        self.signalled_at = time.time()
 
     signal_name: Optional[str] = None
+    signalled_at: Optional[float] = None
 
     def run(self) -> int:
         self.loop(
@@ -434,9 +436,9 @@ def _signal_name(signum: int) -> str:
 
 
 def note_exit(path: Optional[str], how: str) -> None:
-    """Say how this monitor ended (``exit code N``, ``SIGTERM``) where the plugin reads it: the
-    plugin is not our parent and cannot learn it from the kernel. No note: killed (SIGKILL, the
-    OOM killer) or crashed."""
+    """Say how this monitor ended (``exit code N``, or ``killed by SIGTERM`` and the time on a
+    second line) where the plugin reads it: the plugin is not our parent and cannot learn it
+    from the kernel. No note: killed (SIGKILL, the OOM killer) or crashed."""
     if not path:
         return
     try:
@@ -486,8 +488,10 @@ def main(
         return code
     finally:
         mon.close()
-        how = mon.signal_name if mon.stop_reason == "signal" else None
-        note_exit(args.exit_note, f"killed by {how}" if how else f"exit code {code}")
+        if mon.stop_reason == "signal" and mon.signal_name:
+            note_exit(args.exit_note, f"killed by {mon.signal_name}\n{mon.signalled_at!r}")
+        else:
+            note_exit(args.exit_note, f"exit code {code}")
 
 
 if __name__ == "__main__":

@@ -62,17 +62,11 @@ class Client:
     def __init__(self, endpoint: str, daemon: bool = False) -> None:
         self.endpoint = endpoint
         self.ctx = zmq.Context(io_threads=1)
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 100000)
-        # We usually connect before the monitor has bound: retry every 10 ms at first, and
-        # back off to 100 ms once the peer is gone.
-        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
-        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)
-        if is_ipv6(endpoint):
-            self.sock.setsockopt(zmq.IPV6, 1)
-        self.events = self.sock.get_monitor_socket(_EVENTS)
+        self.sock, self.events = self._socket()
         self.frames: list = []
+        #: What a new collector must hear before our batches, in order (the hello; the
+        #: controller's crash messages): sent again after :meth:`reconnect`.
+        self.kept: list = []
         self.ready = False
         self.alive = True  # False once we know the monitor cannot take our data
         self.problem: Optional[str] = None
@@ -105,7 +99,46 @@ class Client:
             self.alive = False
             self.problem = f"cannot connect to {endpoint}: {exc}"
 
-    # -- connection state (main thread only) ------------------------------------------------
+    def _socket(self) -> tuple:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100000)
+        # We usually connect before the monitor has bound: retry every 10 ms at first, and
+        # back off to 100 ms once the peer is gone.
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)
+        if is_ipv6(self.endpoint):
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock, sock.get_monitor_socket(_EVENTS)
+
+    def reconnect(self) -> bool:
+        """A new monitor replaced the one that died, at the same endpoint: a fresh socket (no
+        reply of the old one left in it), then everything it must know, in order: what was
+        kept (the hello), then every batch sent so far. Called by the socket's owner."""
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.events.close(0)
+        self.sock.close(0)
+        self.sock, self.events = self._socket()
+        self.connected = self.ever_connected = False
+        self.born = _perf()
+        try:
+            self.sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self.alive = False
+            self.problem = f"cannot connect to {self.endpoint}: {exc}"
+            return False
+        # A connecting DEALER queues these until the new monitor has bound.
+        return all(self.send(f) for f in self.kept) and all(self.send(f) for f in self.frames)
+
+    def send_kept(self, frame: bytes) -> bool:
+        """Send a frame a replacing collector must be sent again (see :meth:`reconnect`)."""
+        self.kept.append(frame)
+        return self.send(frame)
+
+    # -- connection state (the socket's owner only) -----------------------------------------
     def read_events(self) -> None:
         events = self.events
         while events.poll(0):
@@ -239,10 +272,19 @@ class Sender:
     test and set ``wake`` when ``BATCH_RECORDS`` are waiting.
     """
 
-    def __init__(self, client: Client, queue: deque, wake: threading.Event) -> None:
+    def __init__(
+        self,
+        client: Client,
+        queue: deque,
+        wake: threading.Event,
+        on_lost: Optional[Callable[[float], None]] = None,
+    ) -> None:
         self.client = client
         self.queue = queue
         self.wake = wake
+        #: Called in this thread, with the time it was noticed, when the collector closed our
+        #: connection (the monitor died): the role starts a new one, or waits for one.
+        self.on_lost = on_lost
         self.stopping = False
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="perfmon-sender", daemon=True)
@@ -256,6 +298,8 @@ class Sender:
                 self.wake.wait(BATCH_SECONDS)
                 self.wake.clear()
                 stop = self.stopping
+                if self.on_lost is not None and self.client.alive and self.client.gone():
+                    self.on_lost(time.time())
                 self.drain()
                 if stop:
                     return

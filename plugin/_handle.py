@@ -94,15 +94,23 @@ class SpawnedMonitor:
             cmd += ["--endpoint-file", endpoint_file]
         if not settings.system_info:
             cmd.append("--no-system-info")
+        self.cmd = cmd
+        self.problem = self._launch()
+        if self.problem is None:
+            self.endpoint = self._read_endpoint(endpoint_file) if endpoint_file else endpoint
+
+    def _launch(self) -> Optional[str]:
+        """Start the launcher; the problem, in words, if it could not be started."""
+        assert self.tmpdir is not None
         kwargs: dict = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
         else:
             kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         try:
-            with open(self.log_path, "wb") as log:
+            with open(self.log_path, "ab") as log:
                 self.launcher = subprocess.Popen(
-                    cmd,
+                    self.cmd,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
@@ -111,9 +119,29 @@ class SpawnedMonitor:
                     **kwargs,
                 )
         except OSError as exc:
-            self.problem = f"cannot start the monitor: {exc}"
-            return
-        self.endpoint = self._read_endpoint(endpoint_file) if endpoint_file else endpoint
+            return f"cannot start the monitor: {exc}"
+        return None
+
+    def relaunch(self) -> bool:
+        """Start a new monitor in place of one that died: the same private directory and, with
+        the endpoint it had bound, the same address (peers reconnect by themselves). True once
+        it runs."""
+        if self.tmpdir is None or self.endpoint is None:
+            return False
+        for path in (self.pid_path, self.note_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if self.proc is not None:
+            self.proc.close()
+        self.proc = None
+        self.launch_status = None
+        i = self.cmd.index("--endpoint")
+        self.cmd[i + 1] = self.endpoint  # a tcp port bound by the first one: the same port
+        if self._launch() is not None:
+            return False
+        return self.alive()
 
     def settle(self) -> None:
         """Reap the launcher (it exits a moment after it started) and learn the monitor's pid.
@@ -162,11 +190,20 @@ class SpawnedMonitor:
             return None
         if self.proc is None:  # the launcher never told a pid
             return f"did not start (exit code {self.launch_status})"
+        return self.note()[0]
+
+    def note(self) -> tuple:
+        """(how the monitor ended, when if it said so) from the note it left at its exit."""
         try:
             with open(self.note_path) as f:
-                return f.read().strip() or None
+                lines = f.read().split("\n")
         except OSError:
-            return "killed by SIGKILL, or crashed"  # the one end that leaves no note
+            return "killed by SIGKILL, or crashed", None  # the one end that leaves no note
+        try:
+            at: Optional[float] = float(lines[1])
+        except (IndexError, ValueError):
+            at = None
+        return lines[0].strip() or "ended", at
 
     def describe(self) -> str:
         try:
@@ -302,6 +339,12 @@ class JoinedDaemon:
 
     def silence(self) -> None:
         pass
+
+    def relaunch(self) -> bool:
+        return False  # not ours to start
+
+    def note(self) -> tuple:
+        return "it closed the connection", None
 
     def reap(self, wrote_report: bool = True) -> None:
         pass

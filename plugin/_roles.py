@@ -29,7 +29,7 @@ from . import _endings
 from ._client import BATCH_RECORDS, CONNECT_GRACE, Client, frames_to_records
 from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, make_handle
 from ._measure import JUnitProperties, Measurer, outcome_after
-from ._owner import SessionOwner
+from ._owner import MAX_RESTARTS, SessionOwner
 from ._settings import Settings
 
 PLUGIN_NAME = "perfmon-session"
@@ -61,7 +61,7 @@ def wait_ready(
 def hello(client: Optional[Client], session: Optional[str], role: str, **fields: Any) -> None:
     if client is not None and client.alive:
         body = {"session": session, "role": role, "pid": os.getpid(), **fields}
-        client.send(P.pack(P.HELLO, body))
+        client.send_kept(P.pack(P.HELLO, body))  # a replacing monitor hears it again
 
 
 def _python() -> str:
@@ -101,6 +101,7 @@ class LocalSession:
         self.owner = owner = SessionOwner(settings, handle, client)
         self.measurer = Measurer("main", client)
         owner.collect = self._data
+        owner.running_at = self._running_at
         self.endings = _endings.install(_private_dir(handle), "main", "local", self.measurer.queue)
         if self.endings is not None:
             self.measurer.slot = self.endings.slot
@@ -120,7 +121,7 @@ class LocalSession:
         handle = owner.handle
         if wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace):
             owner.joined = True
-            self.measurer.start_sending()
+            self.measurer.start_sending(owner.replace_collector)
         elif owner.client is not None:
             absent = "is not running" if handle.spawned else "is not answering"
             owner.warnings.append(
@@ -149,6 +150,15 @@ class LocalSession:
             return False
         return client.bye(owner.handle.alive)
 
+    def _running_at(self, t: float) -> list:
+        """The test that was running at ``t`` (a monitor's death), from our own records."""
+        frames = self.measurer.frames()
+        return [
+            P.decode_nodeid(r[P.NODEID])
+            for r in frames_to_records(frames)
+            if r[P.START] <= t <= r[P.STOP]
+        ]
+
     def _data(self) -> R.RunData:
         data = R.RunData()
         m = self.measurer
@@ -175,6 +185,18 @@ def _worker_id(node: Any) -> Optional[str]:
     if isinstance(workerinput, dict) and "workerid" in workerinput:
         return str(workerinput["workerid"])
     return getattr(getattr(node, "gateway", None), "id", None)
+
+
+def _monitor_alive(directory: Optional[str], pid: int) -> bool:
+    """Is the controller's monitor running? The one named in its private directory's pid file
+    (a replacement has another pid), else the one the controller named at the start."""
+    if directory:
+        try:
+            with open(os.path.join(directory, "monitor.pid")) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            pass
+    return _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -211,6 +233,9 @@ class ControllerSession:
         self.where: dict = {}  # nodeid -> the worker running it (from its first report)
         self.recent: dict = {}  # worker id -> deque of its latest finished records
         self.measuring: set = set()  # workers that finished at least one test
+        #: Watch our monitor's connection at each report (a poll of the socket's events, a few
+        #: microseconds in this process, which runs no test): set once the workers can use it.
+        self.watching = False
         self.endings = _endings.install(_private_dir(handle), "controller", "controller")
         hello(client, owner.session_id, "controller")
 
@@ -231,6 +256,7 @@ class ControllerSession:
             ok = owner.usable()
             absent = "is not running"
         owner.joined = ok
+        self.watching = ok and handle.spawned and client is not None
         if not ok and client is not None:
             owner.warnings.append(
                 f"{handle.name} {absent} ({owner.problem()}); the workers measure on their "
@@ -263,6 +289,9 @@ class ControllerSession:
         node = getattr(report, "node", None)
         if node is None or report.when not in _PHASE:
             return
+        client = self.owner.client
+        if self.watching and client is not None and client.gone():
+            self._lost()
         rec = self.running.get(report.nodeid)
         if rec is None:
             # pytest's own start of the first phase (the worker's clock, as its own record's)
@@ -314,7 +343,14 @@ class ControllerSession:
         self.crashed.append(crash)
         client = self.owner.client
         if client is not None and client.alive:
-            client.send(P.pack(P.CRASH, crash))
+            client.send_kept(P.pack(P.CRASH, crash))
+
+    def _lost(self) -> None:
+        """Our monitor closed the connection mid-run: start another at the same address (the
+        workers reconnect by themselves), naming the tests the workers were running."""
+        running = [f"{nodeid} ({self.where.get(nodeid)})" for nodeid in self.running]
+        if not self.owner.replace_collector(_time(), running):
+            self.watching = False
 
     def _interrupted(self) -> list:
         """The tests that began and never ended (Ctrl-C, pytest.exit(), a worker stopped):
@@ -433,9 +469,11 @@ class WorkerSession:
         endpoint = workerinput["perfmon_endpoint"]
         self.daemon = bool(workerinput.get("perfmon_daemon"))
         pid = workerinput.get("perfmon_monitor_pid")
+        slots = workerinput.get("perfmon_slots")
         self.alive: Optional[Callable[[], bool]] = (
-            None if pid is None else (lambda: _pid_alive(pid))
+            None if pid is None else (lambda: _monitor_alive(slots, pid))
         )
+        self.reconnects = 0
         self.client = Client(endpoint, self.daemon) if endpoint else None
         self.measurer = Measurer(str(workerinput["workerid"]), self.client)
         self.endings = _endings.install(
@@ -458,9 +496,21 @@ class WorkerSession:
             (DAEMON_READY_TIMEOUT, CONNECT_GRACE) if self.daemon else (READY_TIMEOUT, None)
         )
         if wait_ready(self.client, timeout, self.alive, grace):
-            self.measurer.start_sending()
+            self.measurer.start_sending(None if self.daemon else self._lost)
         yield
         _idle(self.endings)
+
+    def _lost(self, noticed: float) -> None:
+        """(The sender thread.) The controller's monitor closed our connection: the
+        controller starts another at the same address; hand it everything again, once it
+        binds (a connecting socket queues until then)."""
+        client = self.client
+        assert client is not None
+        self.reconnects += 1
+        if self.reconnects > MAX_RESTARTS:
+            client.alive = False
+            return
+        client.reconnect()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
         m = self.measurer
