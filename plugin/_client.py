@@ -277,14 +277,16 @@ class Sender:
         client: Client,
         queue: deque,
         wake: threading.Event,
-        on_lost: Optional[Callable[[float], None]] = None,
+        on_lost: Optional[Callable[[float, float], Any]] = None,
     ) -> None:
         self.client = client
         self.queue = queue
         self.wake = wake
-        #: Called in this thread, with the time it was noticed, when the collector closed our
-        #: connection (the monitor died): the role starts a new one, or waits for one.
+        #: Called in this thread when the collector closed our connection (the monitor died),
+        #: with the time it was noticed and the time of the check before: the role starts a
+        #: new one, or waits for one.
         self.on_lost = on_lost
+        self.checked = time.time()
         self.stopping = False
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="perfmon-sender", daemon=True)
@@ -298,8 +300,11 @@ class Sender:
                 self.wake.wait(BATCH_SECONDS)
                 self.wake.clear()
                 stop = self.stopping
-                if self.on_lost is not None and self.client.alive and self.client.gone():
-                    self.on_lost(time.time())
+                if self.on_lost is not None and self.client.alive:
+                    now = time.time()
+                    if self.client.gone():
+                        self.on_lost(now, self.checked)
+                    self.checked = now
                 self.drain()
                 if stop:
                     return

@@ -202,7 +202,7 @@ class Measurer:
         return settle(self.reports)[3]
 
     # -- sending ------------------------------------------------------------------------------
-    def start_sending(self, on_lost: Optional[Callable[[float], Any]] = None) -> None:
+    def start_sending(self, on_lost: Optional[Callable[[float, float], Any]] = None) -> None:
         """The collector answered: from now on the sender thread owns the socket. ``on_lost``
         is called in that thread when the collector closes our connection (see Sender)."""
         client = self.client

@@ -36,6 +36,20 @@ MAX_RESTARTS = 3
 GONE_TIMEOUT = 5.0
 
 
+#: How many tests a warning names.
+NAMED = 4
+
+
+def _named(nodeids: list) -> str:
+    """``X``, ``one of X, Y``, ``one of X, Y, Z, W and 3 more``, or ``no test``."""
+    if not nodeids:
+        return "no test (between tests)"
+    if len(nodeids) == 1:
+        return nodeids[0]
+    more = f" and {len(nodeids) - NAMED} more" if len(nodeids) > NAMED else ""
+    return "one of " + ", ".join(nodeids[:NAMED]) + more
+
+
 class SessionOwner:
     """Finishes the session through the collector, or writes the report itself; warns."""
 
@@ -69,9 +83,10 @@ class SessionOwner:
         #: Each monitor that died during the run: {"at", "how", "died_during", "gap_seconds"}
         #: (the report's session.monitor_restarts; "at" a time here, ISO 8601 there).
         self.restarts: list = []
-        #: The tests (node ids) that were running at a moment, from the role's own records
-        #: (set by a role that measures; a restart's "died_during" is filled at the end).
-        self.running_at: Callable[[float], list] = lambda t: []
+        #: The tests (node ids) that ran at some moment between two times, from the role's
+        #: own records (set by a role that measures; a restart's "died_during" is filled at
+        #: the end, when every record is in).
+        self.running_at: Callable[[float, float], list] = lambda since, until: []
         # Until the new report is complete, nothing at the output path is the previous run's.
         self.previous, problem = _endings.move_aside(settings.output)
         if problem:
@@ -101,18 +116,27 @@ class SessionOwner:
             return False
         return True
 
-    def replace_collector(self, noticed: float, running: Optional[list] = None) -> bool:
-        """The collector closed our connection while tests ran: if it was a monitor we started
-        and it is gone, start another at the same address and hand it everything again (the
-        caller owns the client's socket). Recorded either way; True when replaced."""
+    def replace_collector(
+        self, noticed: float, since: float, running: Optional[list] = None
+    ) -> bool:
+        """The collector closed our connection while tests ran (noticed at ``noticed``, not
+        yet at ``since``): if it was a monitor we started and it is gone, start another at the
+        same address and hand it everything again (the caller owns the client's socket).
+        Recorded either way; True when replaced."""
         handle, client = self.handle, self.client
         if client is None or not handle.spawned:
             return False
         proc = getattr(handle, "proc", None)
         if proc is not None and not proc.wait(GONE_TIMEOUT):
             return False  # alive but not talking to us: nothing to replace (the fallback)
-        how, at = handle.note()
-        entry = {"at": at or noticed, "how": how, "died_during": running, "gap_seconds": None}
+        how, at = handle.note()  # a SIGTERM says when; else it died between the two checks
+        entry = {
+            "at": at or noticed,
+            "how": how,
+            "died_during": running,
+            "gap_seconds": None,
+            "window": (at, at) if at else (since, noticed),
+        }
         self.restarts.append(entry)
         if len(self.restarts) > MAX_RESTARTS or not handle.relaunch() or not client.reconnect():
             client.alive = False
@@ -125,16 +149,17 @@ class SessionOwner:
         """The report's session.monitor_restarts, and one warning per monitor that died."""
         out = []
         for r in self.restarts:
-            during = r["died_during"]
-            if during is None:
-                during = self.running_at(r["at"])
-            out.append({**r, "died_during": during})
+            r = dict(r)
+            window = r.pop("window")
+            if r["died_during"] is None:
+                r["died_during"] = self.running_at(*window)
+            out.append(r)
         return out
 
     def _restart_warnings(self, restarts: list) -> list:
         words = []
         for r in restarts:
-            where = ", ".join(r["died_during"]) if r["died_during"] else "no test (between tests)"
+            where = _named(r["died_during"])
             if r["gap_seconds"] is None:
                 after = "not replaced: nothing sampled from then on"
             else:
@@ -144,6 +169,16 @@ class SessionOwner:
                 )
             words.append(f"{self.handle.name} died during {where} ({r['how']}); {after}")
         return words
+
+    def _add_restarts(self, info: dict) -> None:
+        """The monitors that died, into the finish (and the warnings): after the last records
+        were handed over, since a death noticed then is replaced then."""
+        if self.restarts and "monitor_restarts" not in info:
+            restarts = self._restart_fields()
+            info["monitor_restarts"] = restarts
+            words = self._restart_warnings(restarts)
+            self.warnings.extend(words)
+            info["warnings"].extend(words)
 
     def session_info(self, exitstatus: Any) -> dict:
         info: dict[str, Any] = {
@@ -168,12 +203,6 @@ class SessionOwner:
             from ._shard import finish_fields
 
             finish_fields(info, self.shard, info.get("labels"))
-        if self.restarts:
-            restarts = self._restart_fields()
-            info["monitor_restarts"] = restarts
-            words = self._restart_warnings(restarts)
-            self.warnings.extend(words)
-            info["warnings"].extend(words)
         return info
 
     def begin_finish(self, exitstatus: Any, deliver: Callable[[], bool], **extra: Any) -> None:
@@ -182,7 +211,9 @@ class SessionOwner:
         try:
             self.info = self.session_info(exitstatus)
             self.info.update(extra)
-            if deliver() and self.usable() and self.client is not None:  # usable() implies one
+            delivered = deliver()
+            self._add_restarts(self.info)
+            if delivered and self.usable() and self.client is not None:  # usable(): a client
                 self.finishing = self.client.send(P.pack(P.FINISH, self.info))
         except Exception as exc:  # never let our failure become the session's
             self.finishing = False

@@ -150,13 +150,14 @@ class LocalSession:
             return False
         return client.bye(owner.handle.alive)
 
-    def _running_at(self, t: float) -> list:
-        """The test that was running at ``t`` (a monitor's death), from our own records."""
+    def _running_at(self, since: float, until: float) -> list:
+        """The tests that ran at some moment from ``since`` to ``until`` (where a monitor
+        died), from our own records."""
         frames = self.measurer.frames()
         return [
             P.decode_nodeid(r[P.NODEID])
             for r in frames_to_records(frames)
-            if r[P.START] <= t <= r[P.STOP]
+            if r[P.START] <= until and r[P.STOP] >= since
         ]
 
     def _data(self) -> R.RunData:
@@ -349,7 +350,8 @@ class ControllerSession:
         """Our monitor closed the connection mid-run: start another at the same address (the
         workers reconnect by themselves), naming the tests the workers were running."""
         running = [f"{nodeid} ({self.where.get(nodeid)})" for nodeid in self.running]
-        if not self.owner.replace_collector(_time(), running):
+        now = _time()
+        if not self.owner.replace_collector(now, now, running):
             self.watching = False
 
     def _interrupted(self) -> list:
@@ -500,7 +502,7 @@ class WorkerSession:
         yield
         _idle(self.endings)
 
-    def _lost(self, noticed: float) -> None:
+    def _lost(self, noticed: float, since: float) -> None:
         """(The sender thread.) The controller's monitor closed our connection: the
         controller starts another at the same address; hand it everything again, once it
         binds (a connecting socket queues until then)."""
