@@ -9,6 +9,7 @@ Both offer one interface, used by the roles without asking which one they hold:
 ``spawned``         True for a monitor we started (it is ours to watch and stop)
 ``pid``             the process to watch (None: not ours to watch; the connection tells)
 ``alive()``         False once we know it is gone
+``settle()``        before the first test: reap the launcher of a monitor we started
 ``describe()``      a short account of its state, for a warning
 ``silence()``       a collector that failed to answer must not write over our report: stop it
 ``reap()``          end of session: wait for it to exit, remove its private directory
@@ -338,6 +339,9 @@ class JoinedDaemon:
         return f"daemon {self.endpoint}"
 
     def silence(self) -> None:
+        pass
+
+    def settle(self) -> None:
         pass
 
     def relaunch(self) -> bool:

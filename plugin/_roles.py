@@ -119,7 +119,9 @@ class LocalSession:
         # Inside the session's timer: the time pytest reports includes this wait.
         owner = self.owner
         handle = owner.handle
-        if wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace):
+        ok = wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace)
+        handle.settle()  # the launcher reaped: no process of ours is a child of this one
+        if ok:
             owner.joined = True
             self.measurer.start_sending(owner.replace_collector)
         elif owner.client is not None:
@@ -249,6 +251,7 @@ class ControllerSession:
         self.checked = True
         owner = self.owner
         handle = owner.handle
+        handle.settle()
         client = owner.client
         if not handle.spawned:  # a daemon: it answers at once, or is not there
             ok = wait_ready(client, handle.ready_timeout, handle.alive, handle.connect_grace)
