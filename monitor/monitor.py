@@ -54,13 +54,16 @@ def _die_with_parent() -> None:
 class Peer:
     """One connected client (pytest, an xdist worker or controller)."""
 
-    __slots__ = ("worker", "seqs", "role", "acked")
+    __slots__ = ("worker", "seqs", "role", "acked", "covered")
 
     def __init__(self, worker: R.Worker, role: str) -> None:
         self.worker = worker
         self.role = role
         self.seqs: set = set()
         self.acked = False  # its bye was answered with nothing missing
+        #: It died (an xdist worker), and the controller's copies of its last tests reach back
+        #: to what it had sent us: no test it finished is missing.
+        self.covered = False
 
 
 class Monitor(server.RouterServer):
@@ -164,7 +167,12 @@ class Monitor(server.RouterServer):
             return
         if w.left is None:
             w.left = time.time()
+        covered = _told_reaches_back(w.records, c.recent)
         w.add_told(c.recent)  # tests the worker finished but never sent, as the controller saw
+        if covered:
+            for peer in self.peers.values():
+                if peer.worker is w:
+                    peer.covered = True
 
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "bye")
@@ -190,10 +198,12 @@ class Monitor(server.RouterServer):
 
     # -- the report -----------------------------------------------------------------------
     def possibly_incomplete(self) -> bool:
-        """A process that measured tests left without an acknowledged goodbye: its last
-        batch (at most 0.5 s of tests) may never have reached us."""
+        """A process that measured tests left without an acknowledged goodbye, and nobody
+        told us its last tests: its last batch (at most 0.5 s of tests) may never have reached
+        us. (An xdist worker that crashed is covered by the controller's copies of its last
+        tests when they reach back to what it had sent.)"""
         return any(
-            not p.acked and p.role != "controller" and ident != self.finisher
+            not p.acked and not p.covered and p.role != "controller" and ident != self.finisher
             for ident, p in self.peers.items()
         )
 
@@ -375,6 +385,16 @@ class Monitor(server.RouterServer):
         directory = self.private_dir()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _told_reaches_back(mine: list, told: list) -> bool:
+    """Do the controller's copies of a crashed worker's last tests (``told``, the latest few
+    hundred) leave no gap after the records the worker sent itself (``mine``)?"""
+    if not told:
+        return not mine  # it finished no test (the controller saw none)
+    if not mine:
+        return len(told) < P.CRASH_RECENT  # the controller kept every test it finished
+    return min(r[P.START] for r in told) <= max(r[P.STOP] for r in mine)
 
 
 def _abort_words(owner: Optional[slots.State], running: list) -> str:

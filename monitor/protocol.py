@@ -531,6 +531,10 @@ def parse_finish(body: Any) -> Finish:
     )
 
 
+#: How many of a worker's latest finished tests the xdist controller keeps, to tell them in
+#: a ``crash`` (two batches and what a sender's half second adds): a full copy may have lost
+#: older ones.
+CRASH_RECENT = 2 * 128 + 64
 MAX_RESTART_ENTRIES = 100
 #: The most node ids a monitor_restarts entry names.
 NAMED_MAX = 100

@@ -26,7 +26,7 @@ from pytest_perfmon.monitor import report as R
 from pytest_perfmon.monitor import slots as S
 
 from . import _endings
-from ._client import BATCH_RECORDS, CONNECT_GRACE, Client, frames_to_records
+from ._client import CONNECT_GRACE, Client, frames_to_records
 from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, make_handle
 from ._measure import JUnitProperties, Measurer, outcome_after
 from ._owner import MAX_RESTARTS, SessionOwner
@@ -236,6 +236,9 @@ class ControllerSession:
         self.where: dict = {}  # nodeid -> the worker running it (from its first report)
         self.recent: dict = {}  # worker id -> deque of its latest finished records
         self.measuring: set = set()  # workers that finished at least one test
+        self.finished: dict = {}  # worker id -> how many tests it finished (as we saw them)
+        #: Workers that died and whose every finished test we hold (the crash told them).
+        self.covered: set = set()
         #: Watch our monitor's connection at each report (a poll of the socket's events, a few
         #: microseconds in this process, which runs no test): set once the workers can use it.
         self.watching = False
@@ -316,9 +319,10 @@ class ControllerSession:
             rec[P.STOP] = getattr(report, "stop", None) or _time()
             wid = _worker_id(node)
             self.measuring.add(wid)
+            self.finished[wid] = self.finished.get(wid, 0) + 1
             recent = self.recent.get(wid)
             if recent is None:
-                recent = self.recent[wid] = deque(maxlen=2 * BATCH_RECORDS + 64)
+                recent = self.recent[wid] = deque(maxlen=P.CRASH_RECENT)
             recent.append(rec)
 
     # trylast: pytest-rerunfailures' own implementation has set the report's outcome to
@@ -342,6 +346,8 @@ class ControllerSession:
             crash["rerun"] = True
         self._crash(crash)
         self.measuring.add(wid)
+        if self.finished.get(wid, 0) <= P.CRASH_RECENT:
+            self.covered.add(wid)  # it finished no test whose copy we dropped
 
     def _crash(self, crash: dict) -> None:
         self.crashed.append(crash)
@@ -432,8 +438,11 @@ class ControllerSession:
         self.owner.info["records_dropped"] = sum(
             int(d.get("lost") or 0) for d in self.worker_data.values()
         )
-        # In our own report: a worker that measured tests but never handed its records back.
-        self.owner.possibly_incomplete = bool(self.measuring - set(self.worker_data))
+        # In our own report: a worker that measured tests but never handed its records back,
+        # unless we hold a copy of every test it finished (it crashed: see pytest_handlecrashitem).
+        self.owner.possibly_incomplete = bool(
+            self.measuring - set(self.worker_data) - self.covered
+        )
         return True
 
     def _data(self) -> R.RunData:
