@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 
 import psutil
@@ -28,7 +27,7 @@ GONE_WAIT = 30.0
 # What a leak-checking suite compares between a test's setup and its teardown. The sender
 # thread, ZeroMQ's socket and its I/O thread exist from before the first test: they are in
 # both counts, and a check that compares counts never sees them change.
-LEAK_CHECKS = '''
+LEAK_CHECKS = """
 import os, subprocess, sys, threading, time
 import psutil, pytest
 
@@ -79,7 +78,7 @@ def test_uses_server(server):
 
 def test_after_server():
     time.sleep(0.3)
-'''
+"""
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
@@ -96,7 +95,7 @@ def test_leak_checks_see_no_change(run_perf, pytester, xdist):
 # every child of its process, and one whose child must still be sampled afterwards.
 REPROS = (
     FIND_MONITOR
-    + '''
+    + """
 import json, os, subprocess, sys, time
 import psutil
 
@@ -123,7 +122,7 @@ def test_child_after():
     time.sleep(0.3)  # the monitor has sampled since the previous test, had it been touched
     subprocess.run([sys.executable, "-c", "import time; b = b'x' * 30_000_000; time.sleep(1)"],
                    check=True)
-'''
+"""
 )
 
 
@@ -159,3 +158,103 @@ def test_reference_run_without_the_plugin(run_perf, pytester):
     pytester.makepyfile(test_leaks=LEAK_CHECKS, test_repros=REPROS)
     run = run_perf("-k", "not monitor_outside", monitor=False)
     assert run.ret == 0, run.text
+
+
+# A monitor that dies mid-run (killed by pid, the OOM killer) is replaced: the next test's
+# child is sampled again, the warning names the test and how it ended, the report the gap.
+KILLS_MONITOR = (
+    FIND_MONITOR
+    + """
+import os, signal, subprocess, sys, time
+
+
+def test_before():
+    time.sleep(0.2)
+
+
+def test_kill_monitor():
+    _monitor().send_signal(signal.{sig})
+    time.sleep(1.5)  # the loss is noticed while this test runs
+
+
+def test_child_after():
+    time.sleep(0.5)  # the new monitor samples from its start
+    subprocess.run([sys.executable, "-c", "import time; b = b'x' * 30_000_000; time.sleep(1)"],
+                   check=True)
+
+
+def test_last():
+    pass
+"""
+)
+
+
+@pytest.mark.parametrize(
+    "sig, how", [("SIGKILL", "killed by SIGKILL, or crashed"), ("SIGTERM", "killed by SIGTERM")]
+)
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_monitor_killed_mid_run_is_replaced(run_perf, pytester, xdist, sig, how):
+    pytester.makepyfile(test_kill=KILLS_MONITOR.replace("{sig}", sig))
+    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []))
+    assert run.ret == 0, run.text
+    assert "Traceback" not in run.text
+    session = run.report["session"]
+    assert session["collector"] == "monitor", run.text
+    assert sorted(k.split("::")[1] for k in run.tests) == [
+        "test_before",
+        "test_child_after",
+        "test_kill_monitor",
+        "test_last",
+    ]
+    (restart,) = session["monitor_restarts"]
+    assert restart["how"] == how, restart
+    assert any("test_kill.py::test_kill_monitor" in n for n in restart["died_during"]), restart
+    assert restart["gap_seconds"] is not None and restart["gap_seconds"] >= 0
+    warnings = [w for w in session["warnings"] if w.startswith("the monitor died during")]
+    assert len(warnings) == 1 and "test_kill_monitor" in warnings[0] and how in warnings[0]
+    assert "exit code 0" not in run.text
+    assert f"perfmon: warning: {warnings[0]}" in run.text
+    kids = run.test("test_child_after")["children"]
+    assert kids is not None and kids["processes"] >= 1 and kids["peak_rss_mb"] >= 25, kids
+
+
+# An xdist worker that dies after several passing tests, in a test and between two tests: every
+# test pytest reported passed is in the report, and the session's fields agree with pytest.
+CRASHES = """
+import os, signal, time
+import pytest
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_pass(i):
+    time.sleep(0.05)
+
+
+def test_dies():
+    time.sleep(0.2)
+    os.{how}
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_more(i):
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize(
+    "how", ["_exit(1)", "kill(os.getpid(), signal.SIGKILL)"], ids=["os-exit", "sigkill"]
+)
+def test_worker_crash_loses_no_finished_test(run_perf, pytester, how):
+    pytester.makepyfile(test_crashes=CRASHES.replace("{how}", how))
+    run = run_perf("-n", "2", "-rA")
+    assert run.ret == 1, run.text  # the test that crashed its worker fails, as without us
+    passed = {line.split()[1] for line in run.result.stdout.lines if line.startswith("PASSED ")}
+    assert len(passed) == 16, run.text
+    tests = run.tests
+    assert passed <= set(tests), passed - set(tests)
+    assert all(tests[n]["outcome"] == "passed" for n in passed)
+    assert run.test("test_dies")["outcome"] == "crashed"
+    session = run.report["session"]
+    # The session ended (pytest's own exit code); nothing pytest reported is missing.
+    assert session["aborted"] is False and session["exit_status"] == 1, session
+    assert "possibly_incomplete" not in session, session
