@@ -72,6 +72,9 @@ class Client:
         self.problem: Optional[str] = None
         self.connected = False
         self.ever_connected = False
+        #: Connections the peer closed so far (a monitor that died; its replacement may be
+        #: connected again by the time anyone looks, but it never heard our hello).
+        self.disconnects = 0
         #: The sender thread did not stop in time and may still use the socket: the main thread
         #: never touches it again (not even to close it; the process's exit does).
         self.abandoned = False
@@ -113,14 +116,11 @@ class Client:
 
     def reconnect(self) -> bool:
         """A new monitor replaced the one that died, at the same endpoint: a fresh socket (no
-        reply of the old one left in it), then everything it must know, in order: what was
-        kept (the hello), then every batch sent so far. Called by the socket's owner."""
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.events.close(0)
-        self.sock.close(0)
+        reply of the old one left in it; the old one, reconnecting by itself, would send our
+        batches to a monitor that never heard our hello), then everything it must know, in
+        order: what was kept (the hello), then every batch sent so far. Called by the socket's
+        owner."""
+        self.close_socket()
         self.sock, self.events = self._socket()
         self.connected = self.ever_connected = False
         self.born = _perf()
@@ -132,6 +132,17 @@ class Client:
             return False
         # A connecting DEALER queues these until the new monitor has bound.
         return all(self.send(f) for f in self.kept) and all(self.send(f) for f in self.frames)
+
+    def close_socket(self) -> None:
+        """Close the socket (and its events), to open another (:meth:`reconnect`)."""
+        if self.sock.closed:
+            return
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.events.close(0)
+        self.sock.close(0)
 
     def send_kept(self, frame: bytes) -> bool:
         """Send a frame a replacing collector must be sent again (see :meth:`reconnect`)."""
@@ -153,6 +164,7 @@ class Client:
                 self.connected = self.ever_connected = True
             elif event & zmq.EVENT_DISCONNECTED:
                 self.connected = False
+                self.disconnects += 1
             elif event & _FAILED:
                 self.connected = False
                 self.problem = "the connection was refused in its handshake (CURVE keys?)"
@@ -300,9 +312,12 @@ class Sender:
                 self.wake.wait(BATCH_SECONDS)
                 self.wake.clear()
                 stop = self.stopping
-                if self.on_lost is not None and self.client.alive:
+                client = self.client
+                if self.on_lost is not None and client.alive:
                     now = time.time()
-                    if self.client.gone():
+                    seen = client.disconnects
+                    client.read_events()
+                    if client.disconnects != seen:
                         self.on_lost(now, self.checked)
                     self.checked = now
                 self.drain()

@@ -129,6 +129,7 @@ class SessionOwner:
         proc = getattr(handle, "proc", None)
         if proc is not None and not proc.wait(GONE_TIMEOUT):
             return False  # alive but not talking to us: nothing to replace (the fallback)
+        client.close_socket()  # before the new monitor binds: it must hear our hello first
         how, at = handle.note()  # a SIGTERM says when; else it died between the two checks
         entry = {
             "at": at or noticed,

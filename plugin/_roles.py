@@ -297,8 +297,11 @@ class ControllerSession:
         if node is None or report.when not in _PHASE:
             return
         client = self.owner.client
-        if self.watching and client is not None and client.gone():
-            self._lost()
+        if self.watching and client is not None:
+            seen = client.disconnects
+            client.read_events()
+            if client.disconnects != seen:
+                self._lost()
         rec = self.running.get(report.nodeid)
         if rec is None:
             # pytest's own start of the first phase (the worker's clock, as its own record's)
