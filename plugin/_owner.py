@@ -261,9 +261,7 @@ class SessionOwner:
                         "report written by the plugin from its own measurements"
                     )
                 elif self.joined:
-                    self.warnings.append(
-                        "report written by the plugin from its own measurements"
-                    )
+                    self.warnings.append("report written by the plugin from its own measurements")
                 self.fallback(self.collect())
         except Exception as exc:  # never let our failure become the session's
             self.warnings.append(f"internal error while writing the report: {exc!r}")

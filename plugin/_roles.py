@@ -123,7 +123,7 @@ class LocalSession:
         handle.settle()  # the launcher reaped: no process of ours is a child of this one
         if ok:
             owner.joined = True
-            self.measurer.start_sending(owner.replace_collector)
+            self.measurer.start_sending(owner.replace_collector if handle.spawned else None)
         elif owner.client is not None:
             absent = "is not running" if handle.spawned else "is not answering"
             owner.warnings.append(
@@ -443,9 +443,7 @@ class ControllerSession:
         )
         # In our own report: a worker that measured tests but never handed its records back,
         # unless we hold a copy of every test it finished (it crashed: see pytest_handlecrashitem).
-        self.owner.possibly_incomplete = bool(
-            self.measuring - set(self.worker_data) - self.covered
-        )
+        self.owner.possibly_incomplete = bool(self.measuring - set(self.worker_data) - self.covered)
         return True
 
     def _data(self) -> R.RunData:

@@ -838,7 +838,7 @@ def make_report(i: int, durations: dict, peak: float = 50.0, ts: float | None = 
 #: For a test's own code in an inner run: ``_monitor()``, the monitor process of this pytest
 #: (plain) or of its xdist controller. The monitor is a child of neither (monitor/launch.py
 #: detaches it): it is found by its command line, which names the pid it watches.
-FIND_MONITOR = '''
+FIND_MONITOR = """
 def _monitor():
     import psutil
     me = psutil.Process()
@@ -849,7 +849,7 @@ def _monitor():
             if cmd[cmd.index("--parent") + 1] in owners and proc.ppid() not in (me.pid, me.ppid()):
                 return proc
     raise AssertionError("no monitor process found")
-'''
+"""
 
 
 def find_monitor(owner: int):

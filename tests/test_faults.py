@@ -46,7 +46,9 @@ def test_monitor_cannot_start(run_perf, pytester, python, xdist):
     )
 
 
-KILL_MONITOR = FIND_MONITOR + """
+KILL_MONITOR = (
+    FIND_MONITOR
+    + """
 import os, signal, time
 import psutil
 
@@ -64,6 +66,7 @@ def test_kill_monitor():
 def test_after():
     pass
 """
+)
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["no-xdist", "n1"])
@@ -115,7 +118,9 @@ def test_output_not_writable(run_perf, pytester):
         os.unlink(saved)
 
 
-SELF_KILL = FIND_MONITOR + """
+SELF_KILL = (
+    FIND_MONITOR
+    + """
 import os, signal, time
 import psutil
 
@@ -132,6 +137,7 @@ def test_die():
     time.sleep(0.3)  # let the monitor receive the first batch
     os.kill(os.getpid(), signal.SIGKILL)
 """
+)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGKILL is POSIX")
