@@ -178,8 +178,8 @@ def test_kill_monitor():
 
 
 def test_child_after():
-    time.sleep(0.5)  # the new monitor samples from its start
-    subprocess.run([sys.executable, "-c", "import time; b = b'x' * 30_000_000; time.sleep(1)"],
+    time.sleep(1.0)  # the new monitor samples from its start (a busy machine starts it slowly)
+    subprocess.run([sys.executable, "-c", "import time; b = b'x' * 30_000_000; time.sleep(2)"],
                    check=True)
 
 
