@@ -9,8 +9,10 @@ are waiting, whichever comes first. So a finished test reaches the collector wit
 a second even while the next test runs for minutes.
 
 Whether the peer went away is read from the socket's own connection events (a ZeroMQ socket
-monitor, an inproc PAIR socket read by the main thread only): a daemon that was killed or
-stopped closes its end, and every wait on it ends at once instead of at its timeout.
+monitor, an inproc PAIR socket read by whoever owns the socket): a daemon that was killed or
+stopped closes its end, and every wait on it ends at once instead of at its timeout. A monitor
+we started that dies while tests run is noticed by the sender thread (or the xdist controller)
+and replaced: :meth:`Client.reconnect` opens a new socket and hands the new monitor everything.
 """
 
 from __future__ import annotations
