@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import shutil
 import signal
 import sys
@@ -53,13 +54,16 @@ def _die_with_parent() -> None:
 class Peer:
     """One connected client (pytest, an xdist worker or controller)."""
 
-    __slots__ = ("worker", "seqs", "role", "acked")
+    __slots__ = ("worker", "seqs", "role", "acked", "covered")
 
     def __init__(self, worker: R.Worker, role: str) -> None:
         self.worker = worker
         self.role = role
         self.seqs: set = set()
         self.acked = False  # its bye was answered with nothing missing
+        #: It died (an xdist worker), and the controller's copies of its last tests reach back
+        #: to what it had sent us: no test it finished is missing.
+        self.covered = False
 
 
 class Monitor(server.RouterServer):
@@ -71,6 +75,8 @@ class Monitor(server.RouterServer):
         parent: Optional[int],
         system_info: bool,
         endpoint_file: Optional[str] = None,
+        parent_fd: Optional[int] = None,
+        detached: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.output = output
@@ -78,6 +84,13 @@ class Monitor(server.RouterServer):
         self.parent = parent
         self.system_info = system_info
         self.endpoint_file = endpoint_file
+        #: Started detached (monitor/launch.py): the parent is not our parent any more; it is
+        #: watched through a pidfd (Linux), else by pid and create time.
+        self.detached = detached
+        self.parent_fd = parent_fd
+        self.parent_ctime = (
+            S.create_time(parent) if parent is not None and parent_fd is None else None
+        )
         self.data = R.RunData(sample_interval=interval)
         self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, Peer] = {}
@@ -154,7 +167,12 @@ class Monitor(server.RouterServer):
             return
         if w.left is None:
             w.left = time.time()
+        covered = _told_reaches_back(w.records, c.recent)
         w.add_told(c.recent)  # tests the worker finished but never sent, as the controller saw
+        if covered:
+            for peer in self.peers.values():
+                if peer.worker is w:
+                    peer.covered = True
 
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "bye")
@@ -180,10 +198,12 @@ class Monitor(server.RouterServer):
 
     # -- the report -----------------------------------------------------------------------
     def possibly_incomplete(self) -> bool:
-        """A process that measured tests left without an acknowledged goodbye: its last
-        batch (at most 0.5 s of tests) may never have reached us."""
+        """A process that measured tests left without an acknowledged goodbye, and nobody
+        told us its last tests: its last batch (at most 0.5 s of tests) may never have reached
+        us. (An xdist worker that crashed is covered by the controller's copies of its last
+        tests when they reach back to what it had sent.)"""
         return any(
-            not p.acked and p.role != "controller" and ident != self.finisher
+            not p.acked and not p.covered and p.role != "controller" and ident != self.finisher
             for ident, p in self.peers.items()
         )
 
@@ -208,9 +228,11 @@ class Monitor(server.RouterServer):
     def parent_alive(self) -> bool:
         if self.parent is None:
             return True
-        if os.name == "posix":
+        if self.parent_fd is not None:  # readable once the process has exited
+            return not select.select([self.parent_fd], [], [], 0)[0]
+        if os.name == "posix" and not self.detached:
             return os.getppid() == self.parent
-        return S.alive(self.parent, None)
+        return S.alive(self.parent, self.parent_ctime)
 
     def check_parent(self) -> None:
         if not self.parent_alive():
@@ -218,6 +240,11 @@ class Monitor(server.RouterServer):
 
     def on_signal(self, signum: int, frame: Any) -> None:
         self.stop_reason = "signal"
+        self.signal_name = _signal_name(signum)
+        self.signalled_at = time.time()
+
+    signal_name: Optional[str] = None
+    signalled_at: Optional[float] = None
 
     def run(self) -> int:
         self.loop(
@@ -238,7 +265,9 @@ class Monitor(server.RouterServer):
                 what, ended = self.read_slots()
                 stop = ended or stop
             else:
-                what = "the monitor was stopped by a signal while pytest ran"
+                what = (
+                    f"the monitor was stopped by {self.signal_name or 'a signal'} while pytest ran"
+                )
             self.data.warnings.append(f"session aborted: {what}")
             self.write_session({"start": self.started, "stop": stop, "aborted": True})
             if self.parent_gone_soon():
@@ -358,6 +387,16 @@ class Monitor(server.RouterServer):
             shutil.rmtree(directory, ignore_errors=True)
 
 
+def _told_reaches_back(mine: list, told: list) -> bool:
+    """Do the controller's copies of a crashed worker's last tests (``told``, the latest few
+    hundred) leave no gap after the records the worker sent itself (``mine``)?"""
+    if not told:
+        return not mine  # it finished no test (the controller saw none)
+    if not mine:
+        return len(told) < P.CRASH_RECENT  # the controller kept every test it finished
+    return min(r[P.START] for r in told) <= max(r[P.STOP] for r in mine)
+
+
 def _abort_words(owner: Optional[slots.State], running: list) -> str:
     """``pytest was killed (SIGKILL or a crash) during tests/x.py::test_y``, and the like."""
     who = "pytest"
@@ -403,12 +442,41 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--parent", type=int, help="exit when this parent process is gone")
     ap.add_argument("--endpoint-file", help="write the bound endpoint here once bound")
     ap.add_argument("--no-system-info", action="store_true", help="leave the system block out")
+    ap.add_argument(
+        "--exit-note", help="write how this process ended here (for a parent that is not ours)"
+    )
     return ap
 
 
-def main(argv: Optional[list] = None) -> int:
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def note_exit(path: Optional[str], how: str) -> None:
+    """Say how this monitor ended (``exit code N``, or ``killed by SIGTERM`` and the time on a
+    second line) where the plugin reads it: the plugin is not our parent and cannot learn it
+    from the kernel. No note: killed (SIGKILL, the OOM killer) or crashed."""
+    if not path:
+        return
+    try:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(how)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def main(
+    argv: Optional[list] = None, parent_fd: Optional[int] = None, detached: bool = False
+) -> int:
+    """The monitor's life; ``parent_fd`` and ``detached`` are given by monitor/launch.py,
+    which started us outside pytest's family."""
     args = parser().parse_args(argv)
-    if args.parent is not None:
+    if args.parent is not None and not detached:
         _die_with_parent()
         if os.name == "posix" and os.getppid() != args.parent:
             return 0  # parent already gone
@@ -419,22 +487,31 @@ def main(argv: Optional[list] = None) -> int:
         args.parent,
         not args.no_system_info,
         args.endpoint_file,
+        parent_fd,
+        detached,
     )
     try:
         mon.bind()
     except (zmq.ZMQError, OSError) as exc:
         print(f"perfmon-monitor: cannot bind {args.endpoint}: {exc}", file=sys.stderr)
         mon.close()
+        note_exit(args.exit_note, "exit code 2")
         return 2
     signal.signal(signal.SIGTERM, mon.on_signal)
     if args.parent is not None and hasattr(signal, "SIGINT"):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
     else:
-        signal.signal(signal.SIGINT, lambda s, f: setattr(mon, "stop_reason", "signal"))
+        signal.signal(signal.SIGINT, mon.on_signal)
+    code = 1
     try:
-        return mon.run()
+        code = mon.run()
+        return code
     finally:
         mon.close()
+        if mon.stop_reason == "signal" and mon.signal_name:
+            note_exit(args.exit_note, f"killed by {mon.signal_name}\n{mon.signalled_at!r}")
+        else:
+            note_exit(args.exit_note, f"exit code {code}")
 
 
 if __name__ == "__main__":

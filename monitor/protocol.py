@@ -261,6 +261,10 @@ def _decode(v: Any) -> str:
     return v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else v
 
 
+#: A record's node id as text.
+decode_nodeid = _decode
+
+
 # --- the parsed messages -------------------------------------------------------------------------
 
 ROLES = ("local", "controller", "worker")
@@ -328,6 +332,7 @@ class Finish(NamedTuple):
     rootdir: Optional[str] = None
     html: Optional[str] = None
     shard: Optional[dict] = None
+    monitor_restarts: Optional[list] = None
 
     def as_session(self) -> dict:
         """The fields :func:`pytest_perfmon.monitor.report.build` reads, without the Nones."""
@@ -522,7 +527,45 @@ def parse_finish(body: Any) -> Finish:
         _path_like(body, "rootdir", "a path"),
         _path_like(body, "html", "a path"),
         _shard(body),
+        _restarts(body),
     )
+
+
+#: How many of a worker's latest finished tests the xdist controller keeps, to tell them in
+#: a ``crash`` (two batches and what a sender's half second adds): a full copy may have lost
+#: older ones.
+CRASH_RECENT = 2 * 128 + 64
+MAX_RESTART_ENTRIES = 100
+#: The most node ids a monitor_restarts entry names.
+NAMED_MAX = 100
+
+
+def _restarts(body: dict) -> Optional[list]:
+    """``monitor_restarts``: each monitor that died mid-run, as the plugin saw it: ``at`` (a
+    time), ``how`` (words), ``died_during`` (node ids), ``gap_seconds`` (None: not replaced)."""
+    entries = _opt(body, "monitor_restarts", list, "a list")
+    if entries is None:
+        return None
+    out = []
+    for e in entries[:MAX_RESTART_ENTRIES]:
+        e = _dict(e, "monitor_restarts entry")
+        at = _opt_time(e, "at")
+        if at is None:
+            raise _field("a monitor_restarts entry needs its time")
+        how = e.get("how")
+        if not isinstance(how, str):
+            raise _field("a monitor_restarts entry's how is not a string")
+        during = _opt(e, "died_during", list, "a list") or []
+        gap = _opt_time(e, "gap_seconds")
+        out.append(
+            {
+                "at": at,
+                "how": how[:MAX_WARNING_LEN],
+                "died_during": [str(_decode(n))[:MAX_WARNING_LEN] for n in during[:NAMED_MAX]],
+                "gap_seconds": None if gap is None else max(0.0, gap),
+            }
+        )
+    return out
 
 
 def _no_body(body: Any, kind: str) -> None:

@@ -688,6 +688,10 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     }
     if isinstance(session.get("shard"), dict):  # --perf-shard
         report["session"]["shard"] = session["shard"]
+    if session.get("monitor_restarts"):  # a monitor that died mid-run
+        report["session"]["monitor_restarts"] = [
+            {**r, "at": iso(r["at"])} for r in session["monitor_restarts"]
+        ]
     if system is not None:
         report["system"] = system
     report["tests"] = tests

@@ -9,8 +9,10 @@ are waiting, whichever comes first. So a finished test reaches the collector wit
 a second even while the next test runs for minutes.
 
 Whether the peer went away is read from the socket's own connection events (a ZeroMQ socket
-monitor, an inproc PAIR socket read by the main thread only): a daemon that was killed or
-stopped closes its end, and every wait on it ends at once instead of at its timeout.
+monitor, an inproc PAIR socket read by whoever owns the socket): a daemon that was killed or
+stopped closes its end, and every wait on it ends at once instead of at its timeout. A monitor
+we started that dies while tests run is noticed by the sender thread (or the xdist controller)
+and replaced: :meth:`Client.reconnect` opens a new socket and hands the new monitor everything.
 """
 
 from __future__ import annotations
@@ -62,22 +64,19 @@ class Client:
     def __init__(self, endpoint: str, daemon: bool = False) -> None:
         self.endpoint = endpoint
         self.ctx = zmq.Context(io_threads=1)
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.SNDHWM, 100000)
-        # We usually connect before the monitor has bound: retry every 10 ms at first, and
-        # back off to 100 ms once the peer is gone.
-        self.sock.setsockopt(zmq.RECONNECT_IVL, 10)
-        self.sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)
-        if is_ipv6(endpoint):
-            self.sock.setsockopt(zmq.IPV6, 1)
-        self.events = self.sock.get_monitor_socket(_EVENTS)
+        self.sock, self.events = self._socket()
         self.frames: list = []
+        #: What a new collector must hear before our batches, in order (the hello; the
+        #: controller's crash messages): sent again after :meth:`reconnect`.
+        self.kept: list = []
         self.ready = False
         self.alive = True  # False once we know the monitor cannot take our data
         self.problem: Optional[str] = None
         self.connected = False
         self.ever_connected = False
+        #: Connections the peer closed so far (a monitor that died; its replacement may be
+        #: connected again by the time anyone looks, but it never heard our hello).
+        self.disconnects = 0
         #: The sender thread did not stop in time and may still use the socket: the main thread
         #: never touches it again (not even to close it; the process's exit does).
         self.abandoned = False
@@ -105,7 +104,54 @@ class Client:
             self.alive = False
             self.problem = f"cannot connect to {endpoint}: {exc}"
 
-    # -- connection state (main thread only) ------------------------------------------------
+    def _socket(self) -> tuple:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100000)
+        # We usually connect before the monitor has bound: retry every 10 ms at first, and
+        # back off to 100 ms once the peer is gone.
+        sock.setsockopt(zmq.RECONNECT_IVL, 10)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)
+        if is_ipv6(self.endpoint):
+            sock.setsockopt(zmq.IPV6, 1)
+        return sock, sock.get_monitor_socket(_EVENTS)
+
+    def reconnect(self) -> bool:
+        """A new monitor replaced the one that died, at the same endpoint: a fresh socket (no
+        reply of the old one left in it; the old one, reconnecting by itself, would send our
+        batches to a monitor that never heard our hello), then everything it must know, in
+        order: what was kept (the hello), then every batch sent so far. Called by the socket's
+        owner."""
+        self.close_socket()
+        self.sock, self.events = self._socket()
+        self.connected = self.ever_connected = False
+        self.born = _perf()
+        try:
+            self.sock.connect(self.endpoint)
+        except zmq.ZMQError as exc:
+            self.alive = False
+            self.problem = f"cannot connect to {self.endpoint}: {exc}"
+            return False
+        # A connecting DEALER queues these until the new monitor has bound.
+        return all(self.send(f) for f in self.kept) and all(self.send(f) for f in self.frames)
+
+    def close_socket(self) -> None:
+        """Close the socket (and its events), to open another (:meth:`reconnect`)."""
+        if self.sock.closed:
+            return
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.events.close(0)
+        self.sock.close(0)
+
+    def send_kept(self, frame: bytes) -> bool:
+        """Send a frame a replacing collector must be sent again (see :meth:`reconnect`)."""
+        self.kept.append(frame)
+        return self.send(frame)
+
+    # -- connection state (the socket's owner only) -----------------------------------------
     def read_events(self) -> None:
         events = self.events
         while events.poll(0):
@@ -120,6 +166,7 @@ class Client:
                 self.connected = self.ever_connected = True
             elif event & zmq.EVENT_DISCONNECTED:
                 self.connected = False
+                self.disconnects += 1
             elif event & _FAILED:
                 self.connected = False
                 self.problem = "the connection was refused in its handshake (CURVE keys?)"
@@ -239,10 +286,21 @@ class Sender:
     test and set ``wake`` when ``BATCH_RECORDS`` are waiting.
     """
 
-    def __init__(self, client: Client, queue: deque, wake: threading.Event) -> None:
+    def __init__(
+        self,
+        client: Client,
+        queue: deque,
+        wake: threading.Event,
+        on_lost: Optional[Callable[[float, float], Any]] = None,
+    ) -> None:
         self.client = client
         self.queue = queue
         self.wake = wake
+        #: Called in this thread when the collector closed our connection (the monitor died),
+        #: with the time it was noticed and the time of the check before: the role starts a
+        #: new one, or waits for one.
+        self.on_lost = on_lost
+        self.checked = time.time()
         self.stopping = False
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="perfmon-sender", daemon=True)
@@ -256,6 +314,14 @@ class Sender:
                 self.wake.wait(BATCH_SECONDS)
                 self.wake.clear()
                 stop = self.stopping
+                client = self.client
+                if self.on_lost is not None and client.alive:
+                    now = time.time()
+                    seen = client.disconnects
+                    client.read_events()
+                    if client.disconnects != seen:
+                        self.on_lost(now, self.checked)
+                    self.checked = now
                 self.drain()
                 if stop:
                     return

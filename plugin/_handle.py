@@ -6,8 +6,10 @@ Both offer one interface, used by the roles without asking which one they hold:
 ``name``            how warnings name it ("the monitor", "the perfmon daemon at ENDPOINT")
 ``ready_timeout``   how long the first test waits for its ``ready``
 ``connect_grace``   how long to wait for a connection at all (None: as long as ``ready_timeout``)
+``spawned``         True for a monitor we started (it is ours to watch and stop)
 ``pid``             the process to watch (None: not ours to watch; the connection tells)
 ``alive()``         False once we know it is gone
+``settle()``        before the first test: reap the launcher of a monitor we started
 ``describe()``      a short account of its state, for a warning
 ``silence()``       a collector that failed to answer must not write over our report: stop it
 ``reap()``          end of session: wait for it to exit, remove its private directory
@@ -16,12 +18,14 @@ Both offer one interface, used by the roles without asking which one they hold:
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Any, Optional
 
 from ._settings import Settings
 
@@ -34,21 +38,35 @@ IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 
 
 class SpawnedMonitor:
-    """A ``perfmon-monitor`` process started for this session, in a private 0700 directory."""
+    """A monitor process started for this session, in a private 0700 directory.
+
+    It is started through ``pytest_perfmon.monitor.launch``, which forks and exits: the monitor
+    itself is never a child of this process (a test that lists or terminates its process's
+    children never sees it). The short-lived launcher is reaped before the first test
+    (:meth:`settle`, from the first ``pid``/``alive()``); from then on the monitor is known by its
+    pid and, on Linux, a pidfd (:class:`_Process`), so that a reused pid is never taken for it.
+    How it ended is read from the note it leaves (``monitor.exit``), since the kernel tells only
+    a parent.
+    """
 
     ready_timeout = READY_TIMEOUT
     connect_grace: Optional[float] = None
     name = "the monitor"
+    spawned = True
 
     def __init__(self, settings: Settings) -> None:
         import zmq  # for zmq.has("ipc") only; the client imports it anyway
 
         self.settings = settings
-        self.proc: Optional[subprocess.Popen] = None
+        self.launcher: Optional[subprocess.Popen] = None
+        self.proc: Optional[_Process] = None  # the monitor, once the launcher has told its pid
+        self.launch_status: Optional[int] = None
         self.problem: Optional[str] = None
         self.endpoint: Optional[str] = None
         self.tmpdir: Optional[str] = tempfile.mkdtemp(prefix="perfmon-")  # mode 0700
         self.log_path = os.path.join(self.tmpdir, "monitor.log")
+        self.pid_path = os.path.join(self.tmpdir, "monitor.pid")
+        self.note_path = os.path.join(self.tmpdir, "monitor.exit")
         endpoint_file = None
         sock_path = os.path.join(self.tmpdir, "monitor.sock")
         if os.name == "posix" and zmq.has("ipc") and len(sock_path.encode()) < IPC_PATH_MAX:
@@ -60,7 +78,8 @@ class SpawnedMonitor:
         cmd = [
             python,
             "-m",
-            "pytest_perfmon.monitor.monitor",
+            "pytest_perfmon.monitor.launch",
+            self.pid_path,
             "--endpoint",
             endpoint,
             "--output",
@@ -69,20 +88,30 @@ class SpawnedMonitor:
             repr(settings.interval),
             "--parent",
             str(os.getpid()),
+            "--exit-note",
+            self.note_path,
         ]
         if endpoint_file:
             cmd += ["--endpoint-file", endpoint_file]
         if not settings.system_info:
             cmd.append("--no-system-info")
+        self.cmd = cmd
+        self.problem = self._launch()
+        if self.problem is None:
+            self.endpoint = self._read_endpoint(endpoint_file) if endpoint_file else endpoint
+
+    def _launch(self) -> Optional[str]:
+        """Start the launcher; the problem, in words, if it could not be started."""
+        assert self.tmpdir is not None
         kwargs: dict = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
         else:
             kwargs["creationflags"] = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         try:
-            with open(self.log_path, "wb") as log:
-                self.proc = subprocess.Popen(
-                    cmd,
+            with open(self.log_path, "ab") as log:
+                self.launcher = subprocess.Popen(
+                    self.cmd,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=log,
@@ -91,12 +120,52 @@ class SpawnedMonitor:
                     **kwargs,
                 )
         except OSError as exc:
-            self.problem = f"cannot start the monitor: {exc}"
+            return f"cannot start the monitor: {exc}"
+        return None
+
+    def relaunch(self) -> bool:
+        """Start a new monitor in place of one that died: the same private directory and, with
+        the endpoint it had bound, the same address (peers reconnect by themselves). True once
+        it runs."""
+        if self.tmpdir is None or self.endpoint is None:
+            return False
+        for path in (self.pid_path, self.note_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        if self.proc is not None:
+            self.proc.close()
+        self.proc = None
+        self.launch_status = None
+        i = self.cmd.index("--endpoint")
+        self.cmd[i + 1] = self.endpoint  # a tcp port bound by the first one: the same port
+        if self._launch() is not None:
+            return False
+        return self.alive()
+
+    def settle(self) -> None:
+        """Reap the launcher (it exits a moment after it started) and learn the monitor's pid.
+        Called before the first test: after this no process of ours is a child of pytest."""
+        launcher = self.launcher
+        if launcher is None:
             return
-        self.endpoint = self._read_endpoint(endpoint_file) if endpoint_file else endpoint
+        try:
+            self.launch_status = launcher.wait(READY_TIMEOUT)
+        except subprocess.TimeoutExpired:  # never seen: a launcher that does not fork
+            launcher.kill()
+            self.launch_status = launcher.wait()
+        self.launcher = None
+        try:
+            with open(self.pid_path) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return
+        self.proc = _Process(pid)
 
     @property
     def pid(self) -> Optional[int]:
+        self.settle()
         return None if self.proc is None else self.proc.pid
 
     def _read_endpoint(self, path: str) -> Optional[str]:
@@ -111,7 +180,31 @@ class SpawnedMonitor:
         return None
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        self.settle()
+        return self.proc is not None and self.proc.alive()
+
+    def ended(self) -> Optional[str]:
+        """How the monitor ended (``exit code 2``, ``killed by SIGTERM``), None while it runs."""
+        if self.launcher is None and self.proc is None and self.launch_status is None:
+            return "not started"
+        if self.alive():
+            return None
+        if self.proc is None:  # the launcher never told a pid
+            return f"did not start (exit code {self.launch_status})"
+        return self.note()[0]
+
+    def note(self) -> tuple:
+        """(how the monitor ended, when if it said so) from the note it left at its exit."""
+        try:
+            with open(self.note_path) as f:
+                lines = f.read().split("\n")
+        except OSError:
+            return "killed by SIGKILL, or crashed", None  # the one end that leaves no note
+        try:
+            at: Optional[float] = float(lines[1])
+        except (IndexError, ValueError):
+            at = None
+        return lines[0].strip() or "ended", at
 
     def describe(self) -> str:
         try:
@@ -119,12 +212,7 @@ class SpawnedMonitor:
                 lines = f.read().decode("utf-8", "replace").strip().splitlines()
         except OSError:
             lines = []
-        if self.proc is None:
-            code = "not started"
-        elif self.proc.poll() is not None:
-            code = f"exit code {self.proc.returncode}"
-        else:
-            code = "still running"
+        code = self.ended() or "still running"
         return f"{lines[-1]} ({code})" if lines else code
 
     def silence(self) -> None:
@@ -133,18 +221,95 @@ class SpawnedMonitor:
             self.reap()
 
     def reap(self, wrote_report: bool = True) -> None:
+        self.settle()
         proc = self.proc
         if proc is not None:
-            if not wrote_report and proc.poll() is None:
+            if not wrote_report and proc.alive():
                 proc.terminate()  # the session never finished (an error before the tests)
-            try:
-                proc.wait(REAP_TIMEOUT)
-            except subprocess.TimeoutExpired:
+            if not proc.wait(REAP_TIMEOUT):
                 proc.kill()
                 proc.wait(REAP_TIMEOUT)
+            proc.close()
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
+
+
+class _Process:
+    """A process that is not our child, known for sure: through a pidfd on Linux (signals and
+    waits reach that process only, never one that reused its pid), else through psutil, which
+    checks the create time before each signal."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.fd: Optional[int] = None
+        self.ps: Any = None
+        self.gone = False
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.fd = os.pidfd_open(pid)
+                return
+            except ProcessLookupError:
+                self.gone = True
+                return
+            except OSError:  # a kernel older than 5.3, or a seccomp filter
+                pass
+        import psutil  # only without pidfds
+
+        try:
+            self.ps = psutil.Process(pid)
+        except psutil.Error:
+            self.gone = True
+
+    def alive(self) -> bool:
+        return not self.wait(0)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait at most ``timeout`` seconds for the process to end; True once it has."""
+        if self.gone:
+            return True
+        if self.fd is not None:
+            self.gone = bool(select.select([self.fd], [], [], timeout)[0])
+            return self.gone
+        import psutil
+
+        try:
+            if self.ps.status() == psutil.STATUS_ZOMBIE:
+                self.gone = True
+                return True
+            self.ps.wait(timeout)
+        except psutil.TimeoutExpired:
+            return False
+        except psutil.Error:
+            pass
+        self.gone = True
+        return True
+
+    def _signal(self, signum: int) -> None:
+        if self.gone:
+            return
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, signum)
+            elif self.ps.is_running():  # False when the pid is another process's now
+                self.ps.send_signal(signum)
+        except (OSError, ImportError) as exc:
+            if isinstance(exc, ProcessLookupError):
+                self.gone = True
+        except Exception:  # psutil.NoSuchProcess / AccessDenied
+            self.gone = True
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            self.gone = True
 
 
 class JoinedDaemon:
@@ -155,6 +320,7 @@ class JoinedDaemon:
     """
 
     ready_timeout = DAEMON_READY_TIMEOUT
+    spawned = False
     connect_grace: Optional[float] = None  # set from the client module's CONNECT_GRACE
     pid: Optional[int] = None
     problem: Optional[str] = None
@@ -174,6 +340,15 @@ class JoinedDaemon:
 
     def silence(self) -> None:
         pass
+
+    def settle(self) -> None:
+        pass
+
+    def relaunch(self) -> bool:
+        return False  # not ours to start
+
+    def note(self) -> tuple:
+        return "it closed the connection", None
 
     def reap(self, wrote_report: bool = True) -> None:
         pass

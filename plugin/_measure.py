@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pytest
 from pytest_perfmon.monitor import protocol as P
@@ -202,12 +202,13 @@ class Measurer:
         return settle(self.reports)[3]
 
     # -- sending ------------------------------------------------------------------------------
-    def start_sending(self) -> None:
-        """The collector answered: from now on the sender thread owns the socket."""
+    def start_sending(self, on_lost: Optional[Callable[[float, float], Any]] = None) -> None:
+        """The collector answered: from now on the sender thread owns the socket. ``on_lost``
+        is called in that thread when the collector closes our connection (see Sender)."""
         client = self.client
         if client is None or not client.ready or not client.alive or self.sender is not None:
             return
-        self.sender = Sender(client, self.queue, self.wake)
+        self.sender = Sender(client, self.queue, self.wake, on_lost)
         self.sender.start()
         self.limit = BATCH_RECORDS
         if len(self.queue) >= self.limit:

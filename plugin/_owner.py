@@ -30,6 +30,24 @@ from ._settings import Settings
 _time = time.time
 
 DONE_TIMEOUT = 120.0  # the collector writing the report (100k tests take a few seconds)
+#: A session replaces a monitor that died at most this many times (then: the fallback report).
+MAX_RESTARTS = 3
+#: How long a monitor whose connection closed may take to be gone (an aborted report first).
+GONE_TIMEOUT = 5.0
+
+
+#: How many tests a warning names.
+NAMED = 4
+
+
+def _named(nodeids: list) -> str:
+    """``X``, ``one of X, Y``, ``one of X, Y, Z, W and 3 more``, or ``no test``."""
+    if not nodeids:
+        return "no test (between tests)"
+    if len(nodeids) == 1:
+        return nodeids[0]
+    more = f" and {len(nodeids) - NAMED} more" if len(nodeids) > NAMED else ""
+    return "one of " + ", ".join(nodeids[:NAMED]) + more
 
 
 class SessionOwner:
@@ -62,6 +80,13 @@ class SessionOwner:
         self.ended_by: Optional[str] = None
         #: --perf-shard: the report's session.shard, set by plugin/_shard before the end.
         self.shard: Optional[dict] = None
+        #: Each monitor that died during the run: {"at", "how", "died_during", "gap_seconds"}
+        #: (the report's session.monitor_restarts; "at" a time here, ISO 8601 there).
+        self.restarts: list = []
+        #: The tests (node ids) that ran at some moment between two times, from the role's
+        #: own records (set by a role that measures; a restart's "died_during" is filled at
+        #: the end, when every record is in).
+        self.running_at: Callable[[float, float], list] = lambda since, until: []
         # Until the new report is complete, nothing at the output path is the previous run's.
         self.previous, problem = _endings.move_aside(settings.output)
         if problem:
@@ -90,6 +115,71 @@ class SessionOwner:
             client.problem = client.problem or "it closed the connection"
             return False
         return True
+
+    def replace_collector(
+        self, noticed: float, since: float, running: Optional[list] = None
+    ) -> bool:
+        """The collector closed our connection while tests ran (noticed at ``noticed``, not
+        yet at ``since``): if it was a monitor we started and it is gone, start another at the
+        same address and hand it everything again (the caller owns the client's socket).
+        Recorded either way; True when replaced."""
+        handle, client = self.handle, self.client
+        if client is None or not handle.spawned:
+            return False
+        proc = getattr(handle, "proc", None)
+        if proc is not None and not proc.wait(GONE_TIMEOUT):
+            return False  # alive but not talking to us: nothing to replace (the fallback)
+        client.close_socket()  # before the new monitor binds: it must hear our hello first
+        how, at = handle.note()  # a SIGTERM says when; else it died between the two checks
+        entry = {
+            "at": at or noticed,
+            "how": how,
+            "died_during": running,
+            "gap_seconds": None,
+            "window": (at, at) if at else (since, noticed),
+        }
+        self.restarts.append(entry)
+        if len(self.restarts) > MAX_RESTARTS or not handle.relaunch() or not client.reconnect():
+            client.alive = False
+            client.problem = f"{handle.name} died ({how})"
+            return False
+        entry["gap_seconds"] = round(max(0.0, _time() - entry["at"]), 3)
+        return True
+
+    def _restart_fields(self) -> list:
+        """The report's session.monitor_restarts, and one warning per monitor that died."""
+        out = []
+        for r in self.restarts:
+            r = dict(r)
+            window = r.pop("window")
+            if r["died_during"] is None:
+                r["died_during"] = self.running_at(*window)
+            out.append(r)
+        return out
+
+    def _restart_warnings(self, restarts: list) -> list:
+        words = []
+        for r in restarts:
+            where = _named(r["died_during"])
+            if r["gap_seconds"] is None:
+                after = "not replaced: nothing sampled from then on"
+            else:
+                after = (
+                    f"a new one took over {r['gap_seconds']:.1f} s later (descendants not "
+                    "sampled in between)"
+                )
+            words.append(f"{self.handle.name} died during {where} ({r['how']}); {after}")
+        return words
+
+    def _add_restarts(self, info: dict) -> None:
+        """The monitors that died, into the finish (and the warnings): after the last records
+        were handed over, since a death noticed then is replaced then."""
+        if self.restarts and "monitor_restarts" not in info:
+            restarts = self._restart_fields()
+            info["monitor_restarts"] = restarts
+            words = self._restart_warnings(restarts)
+            self.warnings.extend(words)
+            info["warnings"].extend(words)
 
     def session_info(self, exitstatus: Any) -> dict:
         info: dict[str, Any] = {
@@ -122,7 +212,9 @@ class SessionOwner:
         try:
             self.info = self.session_info(exitstatus)
             self.info.update(extra)
-            if deliver() and self.usable() and self.client is not None:  # usable() implies one
+            delivered = deliver()
+            self._add_restarts(self.info)
+            if delivered and self.usable() and self.client is not None:  # usable(): a client
                 self.finishing = self.client.send(P.pack(P.FINISH, self.info))
         except Exception as exc:  # never let our failure become the session's
             self.finishing = False
@@ -163,11 +255,13 @@ class SessionOwner:
                 # A collector that is alive but not answering must not write (its aborted
                 # report) over ours: stop it first, without letting it write.
                 self.handle.silence()
-                if self.joined:
+                if self.joined and not self.restarts:  # a restart that failed said it already
                     self.warnings.append(
-                        f"{self.handle.name} stopped during the run ({self.problem()}); "
+                        f"{self.handle.name} stopped during the run ({self._lost_how()}); "
                         "report written by the plugin from its own measurements"
                     )
+                elif self.joined:
+                    self.warnings.append("report written by the plugin from its own measurements")
                 self.fallback(self.collect())
         except Exception as exc:  # never let our failure become the session's
             self.warnings.append(f"internal error while writing the report: {exc!r}")
@@ -176,6 +270,13 @@ class SessionOwner:
                 client.close()
             # A spawned monitor exits by itself after "done": reaped in pytest_unconfigure,
             # after the terminal summary, so that its exit overlaps our own output.
+
+    def _lost_how(self) -> str:
+        """How the collector was lost: how a dead monitor ended (never "exit code 0" for a
+        signal), else what the connection said."""
+        if self.handle.spawned and not self.handle.alive():
+            return self.handle.describe()
+        return self.problem()
 
     def fallback(self, data: R.RunData) -> None:
         """Write the report from the plugin's own measurements (the collector is gone)."""

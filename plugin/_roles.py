@@ -26,10 +26,10 @@ from pytest_perfmon.monitor import report as R
 from pytest_perfmon.monitor import slots as S
 
 from . import _endings
-from ._client import BATCH_RECORDS, CONNECT_GRACE, Client, frames_to_records
+from ._client import CONNECT_GRACE, Client, frames_to_records
 from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, make_handle
 from ._measure import JUnitProperties, Measurer, outcome_after
-from ._owner import SessionOwner
+from ._owner import MAX_RESTARTS, SessionOwner
 from ._settings import Settings
 
 PLUGIN_NAME = "perfmon-session"
@@ -61,7 +61,7 @@ def wait_ready(
 def hello(client: Optional[Client], session: Optional[str], role: str, **fields: Any) -> None:
     if client is not None and client.alive:
         body = {"session": session, "role": role, "pid": os.getpid(), **fields}
-        client.send(P.pack(P.HELLO, body))
+        client.send_kept(P.pack(P.HELLO, body))  # a replacing monitor hears it again
 
 
 def _python() -> str:
@@ -101,6 +101,7 @@ class LocalSession:
         self.owner = owner = SessionOwner(settings, handle, client)
         self.measurer = Measurer("main", client)
         owner.collect = self._data
+        owner.running_at = self._running_at
         self.endings = _endings.install(_private_dir(handle), "main", "local", self.measurer.queue)
         if self.endings is not None:
             self.measurer.slot = self.endings.slot
@@ -118,11 +119,13 @@ class LocalSession:
         # Inside the session's timer: the time pytest reports includes this wait.
         owner = self.owner
         handle = owner.handle
-        if wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace):
+        ok = wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace)
+        handle.settle()  # the launcher reaped: no process of ours is a child of this one
+        if ok:
             owner.joined = True
-            self.measurer.start_sending()
+            self.measurer.start_sending(owner.replace_collector if handle.spawned else None)
         elif owner.client is not None:
-            absent = "is not answering" if handle.pid is None else "is not running"
+            absent = "is not running" if handle.spawned else "is not answering"
             owner.warnings.append(
                 f"{handle.name} {absent} ({owner.problem()}); measuring in pytest, without "
                 "sampling; report written by the plugin"
@@ -148,6 +151,16 @@ class LocalSession:
         if client is None or not client.ready or not owner.usable():
             return False
         return client.bye(owner.handle.alive)
+
+    def _running_at(self, since: float, until: float) -> list:
+        """The tests that ran at some moment from ``since`` to ``until`` (where a monitor
+        died), from our own records."""
+        frames = self.measurer.frames()
+        return [
+            P.decode_nodeid(r[P.NODEID])
+            for r in frames_to_records(frames)
+            if r[P.START] <= until and r[P.STOP] >= since
+        ]
 
     def _data(self) -> R.RunData:
         data = R.RunData()
@@ -175,6 +188,18 @@ def _worker_id(node: Any) -> Optional[str]:
     if isinstance(workerinput, dict) and "workerid" in workerinput:
         return str(workerinput["workerid"])
     return getattr(getattr(node, "gateway", None), "id", None)
+
+
+def _monitor_alive(directory: Optional[str], pid: int) -> bool:
+    """Is the controller's monitor running? The one named in its private directory's pid file
+    (a replacement has another pid), else the one the controller named at the start."""
+    if directory:
+        try:
+            with open(os.path.join(directory, "monitor.pid")) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            pass
+    return _pid_alive(pid)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -211,6 +236,12 @@ class ControllerSession:
         self.where: dict = {}  # nodeid -> the worker running it (from its first report)
         self.recent: dict = {}  # worker id -> deque of its latest finished records
         self.measuring: set = set()  # workers that finished at least one test
+        self.finished: dict = {}  # worker id -> how many tests it finished (as we saw them)
+        #: Workers that died and whose every finished test we hold (the crash told them).
+        self.covered: set = set()
+        #: Watch our monitor's connection at each report (a poll of the socket's events, a few
+        #: microseconds in this process, which runs no test): set once the workers can use it.
+        self.watching = False
         self.endings = _endings.install(_private_dir(handle), "controller", "controller")
         hello(client, owner.session_id, "controller")
 
@@ -223,14 +254,16 @@ class ControllerSession:
         self.checked = True
         owner = self.owner
         handle = owner.handle
+        handle.settle()
         client = owner.client
-        if handle.pid is None:  # a daemon: it answers at once, or is not there
+        if not handle.spawned:  # a daemon: it answers at once, or is not there
             ok = wait_ready(client, handle.ready_timeout, handle.alive, handle.connect_grace)
             absent = "is not answering"
         else:  # our own monitor: the workers wait for its ready
             ok = owner.usable()
             absent = "is not running"
         owner.joined = ok
+        self.watching = ok and handle.spawned and client is not None
         if not ok and client is not None:
             owner.warnings.append(
                 f"{handle.name} {absent} ({owner.problem()}); the workers measure on their "
@@ -263,6 +296,12 @@ class ControllerSession:
         node = getattr(report, "node", None)
         if node is None or report.when not in _PHASE:
             return
+        client = self.owner.client
+        if self.watching and client is not None:
+            seen = client.disconnects
+            client.read_events()
+            if client.disconnects != seen:
+                self._lost()
         rec = self.running.get(report.nodeid)
         if rec is None:
             # pytest's own start of the first phase (the worker's clock, as its own record's)
@@ -283,9 +322,10 @@ class ControllerSession:
             rec[P.STOP] = getattr(report, "stop", None) or _time()
             wid = _worker_id(node)
             self.measuring.add(wid)
+            self.finished[wid] = self.finished.get(wid, 0) + 1
             recent = self.recent.get(wid)
             if recent is None:
-                recent = self.recent[wid] = deque(maxlen=2 * BATCH_RECORDS + 64)
+                recent = self.recent[wid] = deque(maxlen=P.CRASH_RECENT)
             recent.append(rec)
 
     # trylast: pytest-rerunfailures' own implementation has set the report's outcome to
@@ -309,12 +349,22 @@ class ControllerSession:
             crash["rerun"] = True
         self._crash(crash)
         self.measuring.add(wid)
+        if self.finished.get(wid, 0) <= P.CRASH_RECENT:
+            self.covered.add(wid)  # it finished no test whose copy we dropped
 
     def _crash(self, crash: dict) -> None:
         self.crashed.append(crash)
         client = self.owner.client
         if client is not None and client.alive:
-            client.send(P.pack(P.CRASH, crash))
+            client.send_kept(P.pack(P.CRASH, crash))
+
+    def _lost(self) -> None:
+        """Our monitor closed the connection mid-run: start another at the same address (the
+        workers reconnect by themselves), naming the tests the workers were running."""
+        running = [f"{nodeid} ({self.where.get(nodeid)})" for nodeid in self.running]
+        now = _time()
+        if not self.owner.replace_collector(now, now, running):
+            self.watching = False
 
     def _interrupted(self) -> list:
         """The tests that began and never ended (Ctrl-C, pytest.exit(), a worker stopped):
@@ -391,8 +441,9 @@ class ControllerSession:
         self.owner.info["records_dropped"] = sum(
             int(d.get("lost") or 0) for d in self.worker_data.values()
         )
-        # In our own report: a worker that measured tests but never handed its records back.
-        self.owner.possibly_incomplete = bool(self.measuring - set(self.worker_data))
+        # In our own report: a worker that measured tests but never handed its records back,
+        # unless we hold a copy of every test it finished (it crashed: see pytest_handlecrashitem).
+        self.owner.possibly_incomplete = bool(self.measuring - set(self.worker_data) - self.covered)
         return True
 
     def _data(self) -> R.RunData:
@@ -433,9 +484,11 @@ class WorkerSession:
         endpoint = workerinput["perfmon_endpoint"]
         self.daemon = bool(workerinput.get("perfmon_daemon"))
         pid = workerinput.get("perfmon_monitor_pid")
+        slots = workerinput.get("perfmon_slots")
         self.alive: Optional[Callable[[], bool]] = (
-            None if pid is None else (lambda: _pid_alive(pid))
+            None if pid is None else (lambda: _monitor_alive(slots, pid))
         )
+        self.reconnects = 0
         self.client = Client(endpoint, self.daemon) if endpoint else None
         self.measurer = Measurer(str(workerinput["workerid"]), self.client)
         self.endings = _endings.install(
@@ -458,9 +511,21 @@ class WorkerSession:
             (DAEMON_READY_TIMEOUT, CONNECT_GRACE) if self.daemon else (READY_TIMEOUT, None)
         )
         if wait_ready(self.client, timeout, self.alive, grace):
-            self.measurer.start_sending()
+            self.measurer.start_sending(None if self.daemon else self._lost)
         yield
         _idle(self.endings)
+
+    def _lost(self, noticed: float, since: float) -> None:
+        """(The sender thread.) The controller's monitor closed our connection: the
+        controller starts another at the same address; hand it everything again, once it
+        binds (a connecting socket queues until then)."""
+        client = self.client
+        assert client is not None
+        self.reconnects += 1
+        if self.reconnects > MAX_RESTARTS:
+            client.alive = False
+            return
+        client.reconnect()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
         m = self.measurer

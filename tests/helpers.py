@@ -833,3 +833,39 @@ def make_report(i: int, durations: dict, peak: float = 50.0, ts: float | None = 
     rep["session"] = dict(rep["session"], timestamp=stamp, total_tests=len(tests), exit_status=0)
     rep["tests"] = tests
     return rep
+
+
+#: For a test's own code in an inner run: ``_monitor()``, the monitor process of this pytest
+#: (plain) or of its xdist controller. The monitor is a child of neither (monitor/launch.py
+#: detaches it): it is found by its command line, which names the pid it watches.
+FIND_MONITOR = """
+def _monitor():
+    import psutil
+    me = psutil.Process()
+    owners = {str(me.pid), str(me.ppid())}
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "pytest_perfmon.monitor.launch" in cmd and "--parent" in cmd:
+            if cmd[cmd.index("--parent") + 1] in owners and proc.ppid() not in (me.pid, me.ppid()):
+                return proc
+    raise AssertionError("no monitor process found")
+"""
+
+
+def find_monitor(owner: int):
+    """The monitor process started for the pytest process ``owner`` (its launcher, a short-lived
+    child of ``owner``, excluded), or None."""
+    import psutil
+
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if (
+                "pytest_perfmon.monitor.launch" in cmd
+                and cmd[cmd.index("--parent") + 1] == str(owner)
+                and proc.ppid() != owner
+            ):
+                return proc
+        except (psutil.Error, ValueError, IndexError):
+            continue
+    return None

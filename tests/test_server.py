@@ -13,9 +13,8 @@ import sys
 import tempfile
 import time
 
-import psutil
 import pytest
-from helpers import RUN_TIMEOUT, InProcess, frames, hello, record, validate
+from helpers import RUN_TIMEOUT, InProcess, find_monitor, frames, hello, record, validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_perfmon.monitor import protocol as P
@@ -265,12 +264,7 @@ def test_killed_pytest_leaves_no_temp_dir(pytester, sig):
         deadline = time.monotonic() + RUN_TIMEOUT
         while mon is None:
             assert time.monotonic() < deadline and proc.poll() is None
-            for child in psutil.Process(proc.pid).children():
-                try:
-                    if "pytest_perfmon.monitor.monitor" in " ".join(child.cmdline()):
-                        mon = child
-                except psutil.Error:
-                    pass
+            mon = find_monitor(proc.pid)
             time.sleep(0.05)
         tmpdir = mon.cwd()
         assert os.path.basename(tmpdir).startswith("perfmon-")

@@ -1,0 +1,260 @@
+"""Invisible to the suite it measures (issue 27): no process of ours in the measured process's
+family, nothing the plugin opens while a test runs, a monitor that dies mid-run named in the
+warning, an xdist worker crash that loses no finished test.
+
+Every case is a real inner pytest run with the real monitor and real xdist workers; the inner
+tests are the checks suites do themselves (counting children, threads, file descriptors and
+connections between their setup and their teardown; terminating every child of the process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import psutil
+import pytest
+from helpers import FIND_MONITOR, XDIST_ENDS
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="counts file descriptors through /proc/self/fd"
+)
+
+#: Bound on waiting for the monitor to end after its pytest did.
+GONE_WAIT = 30.0
+
+# What a leak-checking suite compares between a test's setup and its teardown. The sender
+# thread, ZeroMQ's socket and its I/O thread exist from before the first test: they are in
+# both counts, and a check that compares counts never sees them change.
+LEAK_CHECKS = """
+import os, subprocess, sys, threading, time
+import psutil, pytest
+
+
+def _state():
+    me = psutil.Process()
+    return {
+        "children": sorted(p.pid for p in me.children(recursive=True)),
+        "threads": sorted(t.ident for t in threading.enumerate()),
+        "os_threads": me.num_threads(),
+        "fds": sorted(os.listdir("/proc/self/fd")),
+        "num_fds": me.num_fds(),
+        "connections": sorted(map(str, me.net_connections("all"))),
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_leak():
+    before = _state()
+    yield
+    assert _state() == before
+
+
+@pytest.fixture(scope="module")
+def server():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    yield p
+    p.kill()
+    p.wait()
+
+
+@pytest.mark.parametrize("i", range(300))
+def test_quick(i):  # more than a batch (128 records): the sender is woken during a test
+    pass
+
+
+def test_sleeps_past_a_send():  # the sender wakes (every 0.4 s) and sends during this test
+    time.sleep(1.0)
+
+
+def test_child_that_ends():
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+
+def test_uses_server(server):
+    time.sleep(0.3)
+
+
+def test_after_server():
+    time.sleep(0.3)
+"""
+
+
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_leak_checks_see_no_change(run_perf, pytester, xdist):
+    pytester.makepyfile(test_leaks=LEAK_CHECKS)
+    run = run_perf(*xdist)
+    assert run.ret == 0, run.text
+    assert "perfmon: warning" not in run.text, run.text
+    assert run.report["session"]["collector"] == "monitor"
+    assert len(run.tests) == 304
+
+
+# The issue's repros: a test that asserts its process has no children, one that terminates
+# every child of its process, and one whose child must still be sampled afterwards.
+REPROS = (
+    FIND_MONITOR
+    + """
+import json, os, subprocess, sys, time
+import psutil
+
+
+def test_no_child_processes():
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_monitor_outside_the_family():
+    mon = _monitor()
+    me = psutil.Process()
+    assert mon.pid not in {p.pid for p in me.children(recursive=True)}
+    assert mon.ppid() != me.pid
+    with open("monitor.json", "w") as f:
+        json.dump({"pid": mon.pid, "ctime": mon.create_time()}, f)
+
+
+def test_reaps_its_children():
+    for p in psutil.Process().children(recursive=True):
+        p.terminate()
+
+
+def test_child_after():
+    time.sleep(0.3)  # the monitor has sampled since the previous test, had it been touched
+    subprocess.run([sys.executable, "-c", "import time; b = b'x' * 30_000_000; time.sleep(1)"],
+                   check=True)
+"""
+)
+
+
+def _gone(pid: int, ctime: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - ctime) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_issue_repros_pass_and_the_monitor_is_left_alone(run_perf, pytester, xdist):
+    pytester.makepyfile(test_repros=REPROS)
+    # One worker runs them all, in their order: the reaping test comes before the child's.
+    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []))
+    assert run.ret == 0, run.text
+    assert "perfmon: warning" not in run.text, run.text
+    assert run.report["session"]["collector"] == "monitor"  # it lived through the reaping
+    kids = run.test("test_child_after")["children"]
+    assert kids is not None and kids["processes"] >= 1, kids
+    assert kids["peak_rss_mb"] is not None and kids["peak_rss_mb"] >= 25, kids
+    # Stopped and waited for at the end: gone once pytest is, and its directory with it.
+    mon = json.loads((pytester.path / "monitor.json").read_text())
+    deadline = time.monotonic() + GONE_WAIT
+    while not _gone(mon["pid"], mon["ctime"]):
+        assert time.monotonic() < deadline, "the monitor outlived its pytest"
+        time.sleep(0.05)
+
+
+def test_reference_run_without_the_plugin(run_perf, pytester):
+    """The inner checks are right: they pass without the plugin too."""
+    pytester.makepyfile(test_leaks=LEAK_CHECKS, test_repros=REPROS)
+    run = run_perf("-k", "not monitor_outside", monitor=False)
+    assert run.ret == 0, run.text
+
+
+# A monitor that dies mid-run (killed by pid, the OOM killer) is replaced: the next test's
+# child is sampled again, the warning names the test and how it ended, the report the gap.
+KILLS_MONITOR = (
+    FIND_MONITOR
+    + """
+import os, signal, subprocess, sys, time
+
+
+def test_before():
+    time.sleep(0.2)
+
+
+def test_kill_monitor():
+    _monitor().send_signal(signal.{sig})
+    time.sleep(1.5)  # the loss is noticed while this test runs
+
+
+def test_child_after():
+    time.sleep(1.0)  # the new monitor samples from its start (a busy machine starts it slowly)
+    subprocess.run([sys.executable, "-c", "import time; b = b'x' * 30_000_000; time.sleep(2)"],
+                   check=True)
+
+
+def test_last():
+    pass
+"""
+)
+
+
+@pytest.mark.parametrize(
+    "sig, how", [("SIGKILL", "killed by SIGKILL, or crashed"), ("SIGTERM", "killed by SIGTERM")]
+)
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_monitor_killed_mid_run_is_replaced(run_perf, pytester, xdist, sig, how):
+    pytester.makepyfile(test_kill=KILLS_MONITOR.replace("{sig}", sig))
+    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []))
+    assert run.ret == 0, run.text
+    assert "Traceback" not in run.text
+    session = run.report["session"]
+    assert session["collector"] == "monitor", run.text
+    assert sorted(k.split("::")[1] for k in run.tests) == [
+        "test_before",
+        "test_child_after",
+        "test_kill_monitor",
+        "test_last",
+    ]
+    (restart,) = session["monitor_restarts"]
+    assert restart["how"] == how, restart
+    assert any("test_kill.py::test_kill_monitor" in n for n in restart["died_during"]), restart
+    assert restart["gap_seconds"] is not None and restart["gap_seconds"] >= 0
+    warnings = [w for w in session["warnings"] if w.startswith("the monitor died during")]
+    assert len(warnings) == 1 and "test_kill_monitor" in warnings[0] and how in warnings[0]
+    assert "exit code 0" not in run.text
+    assert f"perfmon: warning: {warnings[0]}" in run.text
+    kids = run.test("test_child_after")["children"]
+    assert kids is not None and kids["processes"] >= 1 and kids["peak_rss_mb"] >= 25, kids
+
+
+# An xdist worker that dies after several passing tests, in a test and between two tests: every
+# test pytest reported passed is in the report, and the session's fields agree with pytest.
+CRASHES = """
+import os, signal, time
+import pytest
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_pass(i):
+    time.sleep(0.05)
+
+
+def test_dies():
+    time.sleep(0.2)
+    os.{how}
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_more(i):
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize(
+    "how", ["_exit(1)", "kill(os.getpid(), signal.SIGKILL)"], ids=["os-exit", "sigkill"]
+)
+def test_worker_crash_loses_no_finished_test(run_perf, pytester, how):
+    pytester.makepyfile(test_crashes=CRASHES.replace("{how}", how))
+    run = run_perf("-n", "2", "-rA")
+    assert run.ret == 1, run.text  # the test that crashed its worker fails, as without us
+    passed = {line.split()[1] for line in run.result.stdout.lines if line.startswith("PASSED ")}
+    assert len(passed) == 16, run.text
+    tests = run.tests
+    assert passed <= set(tests), passed - set(tests)
+    assert all(tests[n]["outcome"] == "passed" for n in passed)
+    assert run.test("test_dies")["outcome"] == "crashed"
+    session = run.report["session"]
+    # The session ended (pytest's own exit code); nothing pytest reported is missing.
+    assert session["aborted"] is False and session["exit_status"] == 1, session
+    assert "possibly_incomplete" not in session, session
