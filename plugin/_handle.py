@@ -140,8 +140,11 @@ class SpawnedMonitor:
         self.launch_status = None
         i = self.cmd.index("--endpoint")
         self.cmd[i + 1] = self.endpoint  # a tcp port bound by the first one: the same port
-        if self._launch() is not None:
-            return False
+        from ._counters import not_counted
+
+        with not_counted():  # ours, not a process the running test started
+            if self._launch() is not None:
+                return False
         return self.alive()
 
     def settle(self) -> None:
