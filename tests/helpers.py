@@ -833,3 +833,46 @@ def make_report(i: int, durations: dict, peak: float = 50.0, ts: float | None = 
     rep["session"] = dict(rep["session"], timestamp=stamp, total_tests=len(tests), exit_status=0)
     rep["tests"] = tests
     return rep
+
+
+# --- history stores (tests/test_history_*.py's)
+
+#: A run's commit and branch as GitHub Actions gives them.
+HISTORY_ENV = {"GITHUB_SHA": "a" * 40, "GITHUB_REF_NAME": "main"}
+
+
+def count_rows(url: str, table: str) -> int:
+    """The rows of ``table`` in the history store at ``url``."""
+    from pytest_perfmon.monitor.history import store  # the history extra
+
+    eng = store.engine(url)
+    try:
+        with eng.connect() as c:
+            return c.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+    finally:
+        eng.dispose()
+
+
+def fill_history(url: str, n: int, slow_from: int | None = None, factor: float = 1.3) -> None:
+    """``n`` runs of three tests with run-to-run noise; test_b slower from run ``slow_from``."""
+    import numpy as np  # the history extra
+    from pytest_perfmon.monitor import history as H
+
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        slow = slow_from is not None and i >= slow_from
+        durations = {
+            "t.py::test_a": 0.050 * (1 + 0.02 * rng.standard_normal()),
+            "t.py::test_b": 0.100 * (factor if slow else 1.0) * (1 + 0.02 * rng.standard_normal()),
+            "t.py::test_c": 0.001 * (1 + 0.3 * rng.standard_normal()),
+        }
+        env = {"GITHUB_SHA": f"c{i:02d}".ljust(40, "0"), "GITHUB_REF_NAME": "main"}
+        assert H.record_run(url, make_report(i, durations), {}, None, env=env) is None
+
+
+def noisy_entry(rep: dict, nodeid: str, cpu: float, wait: float) -> None:
+    """Make ``nodeid`` of ``rep`` a single-threaded test of ``cpu`` seconds of work that waited
+    ``wait`` seconds for a CPU: its times and noise certificate (as compare's tests do)."""
+    waited_entry(rep["tests"][nodeid], cpu, wait)
+    rep["tests"][nodeid]["noise"]["pressure"] = 0.9 if wait > 0.1 * (cpu + wait) else 0.05
+    rep["tests"][nodeid]["noise"]["involuntary_switches"] = int(wait * 1000)
