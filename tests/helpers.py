@@ -663,7 +663,7 @@ class Raw:
 def waited_entry(t: dict, cpu: float, wait: float, blocked: float = 0.0) -> None:
     """Make the entry ``t`` a single-threaded test of ``cpu`` seconds of work that waited
     ``wait`` seconds for a CPU and slept ``blocked``: its times and noise certificate (also
-    tests/test_history.py's)."""
+    tests/test_history_*.py's)."""
     d = cpu + wait + blocked
     t.update(duration=d, setup_time=0.0, call_time=d, teardown_time=0.0)
     t["cpu_percent"] = round(100.0 * cpu / d, 4)
@@ -677,7 +677,7 @@ def waited_entry(t: dict, cpu: float, wait: float, blocked: float = 0.0) -> None
     }
 
 
-# --- history (tests/test_history.py's)
+# --- history (tests/test_history_*.py's)
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 PG_WAIT = 30  # seconds: bound of every wait for the PostgreSQL server
