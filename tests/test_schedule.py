@@ -388,20 +388,8 @@ def test_report_plans_longest_first_on_real_workers(run_perf, pytester, log, fir
     ], firsts
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request, tmp_path):
-    need_history()
-    if request.param == "sqlite":
-        return str(tmp_path / "history.db")
-    from helpers import PG, pg_bin_or_skip  # the history extra is there: need_history
-
-    server = PG(pg_bin_or_skip())
-    request.addfinalizer(server.stop)
-    server.start()
-    return server.new_db()
-
-
-def test_history_plans_longest_first(run_perf, pytester, log, history_url):
+def test_history_plans_longest_first(run_perf, pytester, log, db):
+    history_url = db  # a new store on SQLite and on a real PostgreSQL (conftest's pg)
     pytester.makepyfile(test_skew=SKEWED)
     # "=": pytest takes a lone existing path for a test path when it finds its rootdir
     first = run_perf(f"--perf-history={history_url}", output="first.json")

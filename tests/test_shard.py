@@ -293,16 +293,8 @@ def test_a_matrix_never_plans_from_its_own_runs_sqlite(store_db, no_ci):
     _matrix_runs_left_out(store_db)
 
 
-def test_a_matrix_never_plans_from_its_own_runs_postgresql(no_ci):
-    need_history()
-    from helpers import PG, pg_bin_or_skip
-
-    server = PG(pg_bin_or_skip())
-    try:
-        server.start()
-        _matrix_runs_left_out(server.new_db())
-    finally:
-        server.stop()
+def test_a_matrix_never_plans_from_its_own_runs_postgresql(pg, no_ci):
+    _matrix_runs_left_out(pg.new_db())
 
 
 # --------------------------------------------------------------------------- end to end
