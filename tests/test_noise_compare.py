@@ -27,7 +27,7 @@ import sys
 import time
 
 import pytest
-from helpers import RUN_TIMEOUT, inner_addopts, need_history, validate
+from helpers import RUN_TIMEOUT, inner_addopts, need_history, shared_once, validate
 from pytest_perfmon.monitor import cli, vocabulary
 
 pytestmark = pytest.mark.skipif(
@@ -123,9 +123,24 @@ def _cpu(rep: dict) -> float:
     return vocabulary.BY_NAME["cpu_time"].get(rep["tests"][NODE])
 
 
-def _three_runs(path, cpu: int) -> tuple:
+def _quiet(tmp_path_factory, cpu: int) -> dict:
+    """The quiet run (no hog), made once per session for both tests; a copy of its report."""
+
+    def make(path) -> None:
+        _suite(path)
+        _run(path, path / "quiet.json", cpu, False, ENV)
+
+    path = shared_once(tmp_path_factory, f"noise-compare-quiet-{cpu}", make)
+    return validate(json.loads((path / "quiet.json").read_text(encoding="utf-8")))
+
+
+def _suite(path) -> None:
+    (path / "pytest.ini").write_text("[pytest]\n")
+    (path / "test_suite.py").write_text(SUITE)
+
+
+def _three_runs(path, cpu: int, base: dict) -> tuple:
     """The quiet baseline, the same work beside the hog, 50 % more work beside the hog."""
-    base = _run(path, path / "base.json", cpu, False, ENV)
     busy = _run(path, path / "busy.json", cpu, True, ENV)
     slow = _run(path, path / "slow.json", cpu, True, {**ENV, "BENCH_SLOW": "1.5"})
     # the work is CPU time: the same beside the hog, 50 % more with more work (a few ms of the
@@ -142,11 +157,10 @@ def _write(path, rep: dict, name: str) -> str:
     return str(p)
 
 
-def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, capsys):
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    (tmp_path / "test_suite.py").write_text(SUITE)
+def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, tmp_path_factory, capsys):
+    _suite(tmp_path)
     cpu = max(os.sched_getaffinity(0))
-    base, busy, slow = _three_runs(tmp_path, cpu)
+    base, busy, slow = _three_runs(tmp_path, cpu, _quiet(tmp_path_factory, cpu))
 
     b, t = base["tests"][NODE], busy["tests"][NODE]
     # beside two busy processes on its CPU the work waited most of its time (the baseline may
@@ -192,7 +206,7 @@ def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, capsys):
     )
 
 
-def test_history_limit_judges_the_time_without_the_wait(tmp_path, capsys):
+def test_history_limit_judges_the_time_without_the_wait(tmp_path, tmp_path_factory, capsys):
     """--perf-limit-history 2: beside the hog the work takes about three times as long, most of
     it waiting; within its limit without the wait, "contended, not judged" and no failure;
     PERFMON_NOISE=off: over it as measured, a failure.
@@ -201,10 +215,9 @@ def test_history_limit_judges_the_time_without_the_wait(tmp_path, capsys):
     is: a real run's report with the test's time set to its CPU time (what it takes without
     any wait), imported into the store. Each run beside the hog gets its own copy of it."""
     need_history()
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    (tmp_path / "test_suite.py").write_text(SUITE)
+    _suite(tmp_path)
     cpu = max(os.sched_getaffinity(0))
-    quiet = _run(tmp_path, tmp_path / "q.json", cpu, False, ENV)
+    quiet = _quiet(tmp_path_factory, cpu)
     work = quiet["tests"][NODE]
     c = _cpu(quiet)
     work.update(duration=c, call_time=c, setup_time=0.0, teardown_time=0.0, cpu_percent=100.0)
