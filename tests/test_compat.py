@@ -778,6 +778,9 @@ def test_matrix(run_perf, pytester, name, variant):
     assert run.report["session"].get("exit_status", run.ret) == run.ret, run.report["session"]
     check_report(run.report, seen)
     _case_specific(name, variant, seen, run.report)
+    if name in ("exitfirst", "maxfail"):  # stopped early, the session still finished
+        assert run.report["session"]["aborted"] is False, run.report["session"]
+        assert "perfmon: warning" not in run.text, run.text
     if case.files is GENERAL:
         check_workers(run.report, WORKERS[variant])
 
