@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import shared_once, waited_entry
+from helpers import inner_addopts, shared_once, waited_entry
 from pytest_perfmon.monitor import analysis, cli, render
 from pytest_perfmon.monitor.report import load_schema
 
@@ -980,7 +980,8 @@ SUITE_IDS = {
 
 
 def monitored_run(suite: Path, output: Path, *extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in GITHUB_VARS + ("PYTEST_ADDOPTS",)}
+    env = {k: v for k, v in os.environ.items() if k not in GITHUB_VARS}
+    env["PYTEST_ADDOPTS"] = inner_addopts()  # the test extra's plugins off
     cmd = [
         sys.executable,
         "-m",
