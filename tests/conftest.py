@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 
 import pytest
@@ -94,3 +95,57 @@ def browser():
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """A throwaway PostgreSQL server (helpers.PG), one per test process for the whole session,
+    started when a test first asks for it: each test takes a new, empty store from it
+    (``pg.new_db()``). Skips, saying why, without the server binaries (CI=true: fails)."""
+    from helpers import PG, need_history, pg_bin_or_skip
+
+    need_history()
+    server = PG(pg_bin_or_skip())
+    try:
+        server.start()
+    except (OSError, subprocess.SubprocessError) as exc:
+        server.stop()
+        pytest.fail(f"cannot start PostgreSQL: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    """The URL of a new, empty history store on each back end."""
+    from helpers import need_history
+
+    need_history()
+    if request.param == "sqlite":
+        return str(tmp_path / "history.db")
+    return request.getfixturevalue("pg").new_db()
+
+
+@pytest.fixture
+def inprocess_monitor(tmp_path):
+    """A Monitor in this process (helpers.InProcess), never bound."""
+    from helpers import InProcess
+    from pytest_perfmon.monitor.monitor import Monitor
+
+    m = InProcess(Monitor("ipc://unused", str(tmp_path / "perf.json"), 0.1, None, False))
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def inprocess_daemon(tmp_path, monkeypatch):
+    """A Daemon in this process (helpers.InProcess), never bound; what it saves elsewhere goes
+    to tmp_path."""
+    from helpers import InProcess
+    from pytest_perfmon.monitor.daemon.core import Daemon
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where save_elsewhere writes
+    out = tmp_path / "combined.json"
+    d = InProcess(Daemon("ipc://unused", str(out), str(out) + ".journal", 0.1, False))
+    yield d
+    d.close()

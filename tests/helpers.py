@@ -663,7 +663,7 @@ class Raw:
 def waited_entry(t: dict, cpu: float, wait: float, blocked: float = 0.0) -> None:
     """Make the entry ``t`` a single-threaded test of ``cpu`` seconds of work that waited
     ``wait`` seconds for a CPU and slept ``blocked``: its times and noise certificate (also
-    tests/test_history.py's)."""
+    tests/test_history_*.py's)."""
     d = cpu + wait + blocked
     t.update(duration=d, setup_time=0.0, call_time=d, teardown_time=0.0)
     t["cpu_percent"] = round(100.0 * cpu / d, 4)
@@ -677,7 +677,7 @@ def waited_entry(t: dict, cpu: float, wait: float, blocked: float = 0.0) -> None
     }
 
 
-# --- history (tests/test_history.py's)
+# --- history (tests/test_history_*.py's)
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 PG_WAIT = 30  # seconds: bound of every wait for the PostgreSQL server
@@ -869,3 +869,46 @@ def find_monitor(owner: int):
         except (psutil.Error, ValueError, IndexError):
             continue
     return None
+
+
+# --- history stores (tests/test_history_*.py's)
+
+#: A run's commit and branch as GitHub Actions gives them.
+HISTORY_ENV = {"GITHUB_SHA": "a" * 40, "GITHUB_REF_NAME": "main"}
+
+
+def count_rows(url: str, table: str) -> int:
+    """The rows of ``table`` in the history store at ``url``."""
+    from pytest_perfmon.monitor.history import store  # the history extra
+
+    eng = store.engine(url)
+    try:
+        with eng.connect() as c:
+            return c.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+    finally:
+        eng.dispose()
+
+
+def fill_history(url: str, n: int, slow_from: int | None = None, factor: float = 1.3) -> None:
+    """``n`` runs of three tests with run-to-run noise; test_b slower from run ``slow_from``."""
+    import numpy as np  # the history extra
+    from pytest_perfmon.monitor import history as H
+
+    rng = np.random.default_rng(7)
+    for i in range(n):
+        slow = slow_from is not None and i >= slow_from
+        durations = {
+            "t.py::test_a": 0.050 * (1 + 0.02 * rng.standard_normal()),
+            "t.py::test_b": 0.100 * (factor if slow else 1.0) * (1 + 0.02 * rng.standard_normal()),
+            "t.py::test_c": 0.001 * (1 + 0.3 * rng.standard_normal()),
+        }
+        env = {"GITHUB_SHA": f"c{i:02d}".ljust(40, "0"), "GITHUB_REF_NAME": "main"}
+        assert H.record_run(url, make_report(i, durations), {}, None, env=env) is None
+
+
+def noisy_entry(rep: dict, nodeid: str, cpu: float, wait: float) -> None:
+    """Make ``nodeid`` of ``rep`` a single-threaded test of ``cpu`` seconds of work that waited
+    ``wait`` seconds for a CPU: its times and noise certificate (as compare's tests do)."""
+    waited_entry(rep["tests"][nodeid], cpu, wait)
+    rep["tests"][nodeid]["noise"]["pressure"] = 0.9 if wait > 0.1 * (cpu + wait) else 0.05
+    rep["tests"][nodeid]["noise"]["involuntary_switches"] = int(wait * 1000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import XDIST_ENDS
+from helpers import XDIST_ENDS, shared_run
 
 MB = 1024 * 1024
 
@@ -83,14 +83,21 @@ def pytest_runtest_logreport(report):
 """
 
 
-@pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
-    pytester.makepyfile(test_suite=SUITE)
-    pytester.makeconftest(CONFTEST)
-    run = run_perf(*xdist)
+def _accuracy_run(tmp_path_factory, xdist: list):
+    """One run of SUITE and CPU_SUITE (with the ground truth's conftest), made once per xdist
+    mode for both tests below."""
+    files = {"test_suite": SUITE, "test_cpu": CPU_SUITE, "conftest": CONFTEST}
+    env = {"PERFMON_TEST_TRUTH": "{dir}/truth.json"}
+    run = shared_run(tmp_path_factory, files, *xdist, env=env)
     assert run.ret == 0, run.text
+    return run
+
+
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_numbers_mean_what_they_say(tmp_path_factory, xdist):
+    run = _accuracy_run(tmp_path_factory, xdist)
     rep = run.report
-    assert rep["session"]["total_tests"] == 13
+    assert rep["session"]["total_tests"] == 14  # SUITE's 13, CPU_SUITE's one
     assert rep["session"]["collector"] == "monitor"
     assert rep["session"]["records_dropped"] == 0
     meas = rep["session"]["measurement"]
@@ -126,8 +133,8 @@ def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
         assert abs(m["delta_mb"]) < 5 and m["peak_mb"] - m["start_mb"] < 5, t
 
     assert run.test("test_sleep")["cpu_percent"] <= 10
-    # (test_burn_cpu's >= 80 % is proven by test_cpu_percent below, which can retry on a
-    # machine too busy to give the test a core.)
+    # (a CPU-bound test's share is proven by test_cpu_percent below, against the test's own
+    # figure: on a machine too busy to give the test a core it is less than 80 %.)
     assert run.test("test_frozen_clock")["duration"] >= 0.05
     # Our clock was not frozen: a frozen one gives a zero wall time and no CPU percent.
     frozen = run.test("test_frozen_clock")
@@ -136,7 +143,7 @@ def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
 
     # Phase times are pytest's own report durations.
     truth = {}
-    for line in (pytester.path / "durations.jsonl").read_text().splitlines():
+    for line in (run.path.parent / "durations.jsonl").read_text().splitlines():
         nodeid, when, duration = json.loads(line)
         truth[(nodeid, when)] = duration
     for nodeid, t in run.tests.items():
@@ -161,7 +168,7 @@ def test_numbers_mean_what_they_say(run_perf, pytester, xdist):
 CPU_SUITE = """
 import json, os, time
 
-def test_burn_cpu():
+def test_burn_cpu_with_its_own_figure():
     # The truth, measured by the test itself over its body: the CPU share it really got (100 %
     # on a free core, less on a busy machine).
     c0, w0 = time.process_time(), time.perf_counter()
@@ -170,26 +177,21 @@ def test_burn_cpu():
     c1, w1 = time.process_time(), time.perf_counter()
     with open(os.environ["PERFMON_TEST_TRUTH"], "w") as f:
         json.dump({"cpu": c1 - c0, "wall": w1 - w0}, f)
-
-def test_sleep():
-    time.sleep(0.2)
 """
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_cpu_percent(run_perf, pytester, xdist):
+def test_cpu_percent(tmp_path_factory, xdist):
     """cpu_percent is the CPU share the test really got: a test burning CPU for 200 ms shows what
     it measured itself (within 10 points: setup and teardown are in the report's interval, not
     in the test's own), so >= 80 % whenever it had a core to itself; one sleeping 200 ms shows
-    <= 10 %. Comparing with the test's own figure holds on a busy machine too."""
-    pytester.makepyfile(test_cpu=CPU_SUITE)
-    truth_file = pytester.path / "truth.json"
-    run = run_perf(*xdist, env={"PERFMON_TEST_TRUTH": str(truth_file)})
-    assert run.ret == 0, run.text
+    <= 10 % (SUITE's test_sleep). Comparing with the test's own figure holds on a busy machine
+    too. The run is test_numbers_mean_what_they_say's."""
+    run = _accuracy_run(tmp_path_factory, xdist)
     assert run.test("test_sleep")["cpu_percent"] <= 10
-    truth = json.loads(truth_file.read_text())
+    truth = json.loads((run.path.parent / "truth.json").read_text())
     own = 100.0 * truth["cpu"] / truth["wall"]
-    burn = run.test("test_burn_cpu")["cpu_percent"]
+    burn = run.test("test_burn_cpu_with_its_own_figure")["cpu_percent"]
     assert burn <= 110  # one thread cannot use more than one core
     assert abs(burn - own) <= 10, (burn, own)
     if own >= 90:  # a core to itself: the brief's >= 80 % holds

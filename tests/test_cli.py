@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import waited_entry
+from helpers import inner_addopts, shared_once, waited_entry
 from pytest_perfmon.monitor import analysis, cli, render
 from pytest_perfmon.monitor.report import load_schema
 
@@ -980,7 +980,8 @@ SUITE_IDS = {
 
 
 def monitored_run(suite: Path, output: Path, *extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in GITHUB_VARS + ("PYTEST_ADDOPTS",)}
+    env = {k: v for k, v in os.environ.items() if k not in GITHUB_VARS}
+    env["PYTEST_ADDOPTS"] = inner_addopts()  # the test extra's plugins off
     cmd = [
         sys.executable,
         "-m",
@@ -1005,17 +1006,21 @@ def monitored_run(suite: Path, output: Path, *extra: str) -> dict:
     return load(output)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def real_reports(tmp_path_factory) -> Path:
+    """Two real reports of SUITE, serial and on two workers: made once per session (the tests
+    only read them)."""
     pytest.importorskip("xdist")
-    root = tmp_path_factory.mktemp("real")
-    suite = root / "suite"
-    suite.mkdir()
-    (suite / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    (suite / "test_suite.py").write_text(SUITE, encoding="utf-8")
-    monitored_run(suite, root / "serial.json")
-    monitored_run(suite, root / "xdist.json", "-n", "2")
-    return root
+
+    def make(root: Path) -> None:
+        suite = root / "suite"
+        suite.mkdir()
+        (suite / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+        (suite / "test_suite.py").write_text(SUITE, encoding="utf-8")
+        monitored_run(suite, root / "serial.json")
+        monitored_run(suite, root / "xdist.json", "-n", "2")
+
+    return shared_once(tmp_path_factory, "cli-real-reports", make)
 
 
 @pytest.mark.slow

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import textwrap
+from pathlib import Path
 
 import pytest
-from helpers import XDIST_ENDS, need_history, shared_run
+from helpers import XDIST_ENDS, need_history, run_in, shared_once
 from pytest_perfmon.monitor import cli
 
 need_history(allow_module_level=True)
@@ -145,23 +147,34 @@ HISTORY_SUITE = {
 }
 
 
+def _two_runs_of_history(tmp_path_factory) -> Path:
+    """A store (h.db) of two serial runs of HISTORY_SUITE at its usual speed, each with
+    --perf-limit-history 2 (the first on the empty store) and green: made once per session;
+    each case copies it."""
+
+    def make(path) -> None:
+        for module, source in HISTORY_SUITE.items():
+            (path / f"{module}.py").write_text(textwrap.dedent(source).strip() + "\n")
+        for i in range(2):
+            args = ("--perf-history=h.db", "--perf-limit-history=2")
+            run = run_in(path, *args, output=f"seed-{i}.json")
+            assert run.ret == 0, run.text  # at its usual speed no test is over its limit
+            assert "perfmon: warning" not in run.text, run.text
+
+    return shared_once(tmp_path_factory, "history-limits-seed", make)
+
+
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
 def test_limits_relative_to_history(run_perf, pytester, tmp_path_factory, xdist):
     """--perf-limit-history 2: after two runs of 50 ms, a run of 300 ms fails test_grows (over
-    2 x its median and over the median by the 50 ms floor); test_steady stays green. The first
-    run (serial) is recorded once for both cases; each case copies its store."""
-    seed = shared_run(
-        tmp_path_factory, HISTORY_SUITE, "--perf-history=h.db", "--perf-limit-history=2"
-    )
-    assert seed.ret == 0, seed.text
+    2 x its median and over the median by the 50 ms floor); test_steady, at its usual speed,
+    stays green. The two first runs (serial) are recorded once for both cases (each copies the
+    store): with xdist, the run at the usual speed said nothing test_steady does not."""
+    seed = _two_runs_of_history(tmp_path_factory)
     pytester.makepyfile(**HISTORY_SUITE)
     db = pytester.path / "h.db"
-    for store in seed.path.parent.glob("h.db*"):  # the database and any journal beside it
+    for store in seed.glob("h.db*"):  # the database and any journal beside it
         (pytester.path / store.name).write_bytes(store.read_bytes())
-    run = run_perf(*xdist, f"--perf-history={db}", "--perf-limit-history=2", output="1.json")
-    assert run.ret == 0, run.text
-    assert "history limits: 2 x the median of the last 10 run(s)" in run.text
-    assert "(1 found), 2 test(s) with history" in run.text
     run = run_perf(
         *xdist,
         f"--perf-history={db}",
@@ -170,6 +183,8 @@ def test_limits_relative_to_history(run_perf, pytester, tmp_path_factory, xdist)
         env={"PERFMON_TEST_SLEEP": "0.3"},
     )
     assert run.ret == 1, run.text
+    assert "history limits: 2 x the median of the last 10 run(s)" in run.text, run.text
+    assert "(2 found), 2 test(s) with history" in run.text, run.text
     limits = {v["metric"]: v for v in run.test("test_grows")["limits"]}
     assert set(limits) == {"call", "duration"}, limits
     assert limits["call"]["action"] == "fail"  # final in the call report: the test fails

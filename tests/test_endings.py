@@ -1,8 +1,8 @@
 """Every way a run ends gives a complete report and pytest's own exit code.
 
 Real pytest subprocesses with the real monitor, without xdist and with two workers where xdist
-changes the path: a normal end, -x and --maxfail, pytest.exit() in a test, Ctrl-C, SIGTERM,
-os._exit() in a test (pytest-timeout's thread method), SIGKILL of pytest and of an xdist worker,
+changes the path: a normal end, pytest.exit() in a test, Ctrl-C, SIGTERM, SIGKILL of pytest and
+of an xdist worker (-x, --maxfail and pytest-timeout's os._exit(1): tests/test_compat.py),
 a full disk at the output path, --collect-only. The test running when the run ended is in the
 report as interrupted, with the time it had run; the warning names what ended the run; from the
 session's start the previous report is aside (PATH.previous), never readable as the new one.
@@ -23,7 +23,7 @@ import time
 import xml.etree.ElementTree as ET
 
 import pytest
-from helpers import RUN_TIMEOUT, need_installed, validate
+from helpers import RUN_TIMEOUT, validate
 from pytest_perfmon.monitor import report as R
 from pytest_perfmon.monitor import slots as S
 
@@ -108,31 +108,17 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _addopts(*enable: str) -> str:
-    """The PYTEST_ADDOPTS the suite's conftest set, but with the plugins in ``enable`` on."""
-    words = os.environ.get("PYTEST_ADDOPTS", "").split()
-    out = []
-    i = 0
-    while i < len(words):
-        if words[i] == "-p" and i + 1 < len(words) and words[i + 1][3:] in enable:
-            i += 2
-            continue
-        out.append(words[i])
-        i += 1
-    return " ".join(out)
-
-
 class Inner:
     """pytest --perf-monitor in a real subprocess (its own session, as a terminal's job)."""
 
-    def __init__(self, path, *args: str, monitor: bool = True, enable=(), files=None) -> None:
+    def __init__(self, path, *args: str, monitor: bool = True, files=None) -> None:
         self.path = path
         self.output = path / "perf.json"
         (path / "pytest.ini").write_text("[pytest]\n")
         for name, text in dict(files or {}, **{"conftest.py": CONFTEST}).items():
             (path / name).write_text(text)
         self.output.write_text(json.dumps(PREVIOUS))
-        env = dict(os.environ, ENDINGS_OUT=str(self.output), PYTEST_ADDOPTS=_addopts(*enable))
+        env = dict(os.environ, ENDINGS_OUT=str(self.output))
         env.pop("GITHUB_STEP_SUMMARY", None)
         env.pop("PERFMON_DAEMON", None)
         extra = ["--perf-monitor", f"--perf-output={self.output}"] if monitor else []
@@ -252,17 +238,14 @@ def test_fail(i):
 
 
 @pytest.mark.parametrize("mode", [SERIAL, N2])
-@pytest.mark.parametrize(
-    "stop", [pytest.param([], id="all"), ["-x"], ["--maxfail=2"]], ids=lambda s: s or "all"
-)
-def test_a_session_that_finishes(tmp_path, mode, stop):
-    """The report holds exactly the tests pytest ran (its JUnit XML says which)."""
+def test_a_session_that_finishes(tmp_path, mode):
+    """The report holds exactly the tests pytest ran (its JUnit XML says which). (A session
+    that -x or --maxfail stops: tests/test_compat.py's exitfirst and maxfail cases, serial and
+    on two workers, against pytest's own view, the session not aborted and no warning.)"""
     files = {"test_a_quick.py": QUICK_TESTS, "test_fin.py": FINISHED}
-    inner = Inner(tmp_path, *mode, *stop, "--junitxml=junit.xml", files=files)
-    # xdist ends a run that -x or --maxfail stops as interrupted (2), pytest alone as failed
-    expected = 2 if mode and stop else 1
+    inner = Inner(tmp_path, *mode, "--junitxml=junit.xml", files=files)
     try:
-        assert inner.wait() == expected, inner.text()
+        assert inner.wait() == 1, inner.text()
         report = inner.report()
         ran = {
             f"{c.get('classname', '').replace('.', '/')}.py::{c.get('name')}"
@@ -270,10 +253,9 @@ def test_a_session_that_finishes(tmp_path, mode, stop):
         }
         assert set(report["tests"]) == ran, inner.text()
         assert report["session"]["aborted"] is False
-        assert report["session"]["exit_status"] == expected
+        assert report["session"]["exit_status"] == 1
         assert inner.warnings() == []
-        if not stop:
-            assert len(ran) == QUICK + 9
+        assert len(ran) == QUICK + 9
     finally:
         inner.close()
 
@@ -392,39 +374,9 @@ def test_sigkill_of_pytest(tmp_path, mode):
         inner.close(orphans=workers if mode else ())
 
 
-TIMEOUT_SUITE = """
-import time
-import pytest
-
-def test_before():
-    pass
-
-@pytest.mark.timeout(1, method="thread")
-def test_hang():
-    time.sleep(30)
-"""
-
-
-@posix_only
-def test_os_exit_from_pytest_timeout(tmp_path):
-    """pytest-timeout's thread method ends pytest with os._exit(1) from its timer thread."""
-    need_installed(
-        "pytest_timeout", 'pytest-timeout is not installed (pip install -e ".[test]" installs it)'
-    )
-    inner = Inner(tmp_path, files={"test_hang.py": TIMEOUT_SUITE}, enable=("timeout",))
-    try:
-        assert inner.wait() == 1, inner.text()
-        report = inner.report()
-        session = report["session"]
-        assert session["aborted"] is True
-        hang = report["tests"]["test_hang.py::test_hang"]
-        assert hang["outcome"] == "interrupted" and hang["duration"] >= 0.9, hang
-        assert report["tests"]["test_hang.py::test_before"]["outcome"] == "passed"
-        assert session["warnings"] == [
-            "session aborted: pytest exited through os._exit(1) during test_hang.py::test_hang"
-        ]
-    finally:
-        inner.close()
+# pytest-timeout's thread method (os._exit(1) from its timer thread): the aborted report, its
+# warning naming os._exit(1) and the test, is checked by tests/test_compat.py's
+# test_timeout_thread_method_ends_pytest, on the same kind of run.
 
 
 @posix_only
@@ -528,7 +480,7 @@ def test_full_disk_at_the_output_path(full_disk, tmp_path):
     run.mkdir()
     (run / "pytest.ini").write_text("[pytest]\n")
     (run / "test_fin.py").write_text(FINISHED)
-    env = dict(os.environ, PYTEST_ADDOPTS=_addopts())
+    env = dict(os.environ)
     env.pop("GITHUB_STEP_SUMMARY", None)
     res = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import FIND_MONITOR, XDIST_ENDS, validate
+from helpers import FIND_MONITOR, validate
 
 SUITE = """
 def test_one():
@@ -25,10 +25,18 @@ def test_three():
 """
 
 
+#: Serial, the monitor that exits runs with -p no:terminal: no terminal summary hook, the report
+#: and the warning (on stderr) still come. (Serial with the terminal: the missing file's case.)
+NO_TERMINAL = ["-p", "no:terminal"]
+
+
 @pytest.mark.parametrize(
     "python, xdist",
-    [pytest.param("/bin/false", x.values[0], id=f"exits-{x.id}") for x in XDIST_ENDS]
-    + [pytest.param("/no/such/python", [], id="no-such-file")],
+    [
+        pytest.param("/bin/false", NO_TERMINAL, id="exits-no-xdist-no-terminal"),
+        pytest.param("/bin/false", ["-n", "2"], id="exits-n2"),
+        pytest.param("/no/such/python", [], id="no-such-file"),
+    ],
 )
 def test_monitor_cannot_start(run_perf, pytester, python, xdist):
     pytester.makepyfile(test_suite=SUITE)
@@ -36,6 +44,8 @@ def test_monitor_cannot_start(run_perf, pytester, python, xdist):
     assert run.ret == 1  # test_two fails; monitoring adds nothing to the exit code
     warnings = [line for line in run.text.splitlines() if line.startswith("perfmon: warning:")]
     assert len(warnings) >= 1, run.text
+    if xdist == NO_TERMINAL:
+        assert "perfmon: warning:" in run.result.stderr.str()
     assert "Traceback" not in run.text
     # Nothing measured is lost: the plugin wrote the report from its own measurements.
     assert run.report["session"]["collector"] == "plugin-fallback"
@@ -255,15 +265,6 @@ def test_worker_crash_without_a_monitor(run_perf, pytester):
     ]
     assert run.test("test_crash")["outcome"] == "crashed"
     assert run.test("test_a")["outcome"] == "passed"
-
-
-def test_without_terminal_reporter(run_perf, pytester):
-    """-p no:terminal: no terminal summary hook; the report and any warning still come."""
-    pytester.makepyfile(test_suite=SUITE)
-    run = run_perf("-p", "no:terminal", env={"PERFMON_MONITOR_PYTHON": "/bin/false"})
-    assert run.ret == 1
-    assert "perfmon: warning:" in run.result.stderr.str()
-    assert run.report["session"]["total_tests"] == 3
 
 
 def test_collection_error_keeps_exit_code(run_perf, pytester):

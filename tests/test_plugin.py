@@ -52,12 +52,31 @@ def test_odd_id(x):
 """
 
 
+JUNIT = """
+def test_keep():
+    test_keep.x = b'x' * (20 * 1024 * 1024)
+
+def test_plain():
+    pass
+"""
+
+
+def _outcomes_run(tmp_path_factory, xdist: list):
+    """One run of OUTCOMES and JUNIT with --junitxml, made once per xdist mode for the two
+    tests below (the JUnit XML changes nothing the report says)."""
+    files = {"test_outcomes": OUTCOMES, "test_junit": JUNIT}
+    return shared_run(tmp_path_factory, files, "--junitxml=junit.xml", *xdist)
+
+
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_every_outcome_is_reported_and_exit_code_unchanged(run_perf, pytester, xdist):
-    pytester.makepyfile(test_outcomes=OUTCOMES)
-    run = run_perf(*xdist)
+def test_every_outcome_is_reported_and_exit_code_unchanged(tmp_path_factory, xdist):
+    run = _outcomes_run(tmp_path_factory, xdist)
     assert run.ret == pytest.ExitCode.TESTS_FAILED  # as without monitoring
-    outcomes = {k.split("::")[-1]: v["outcome"] for k, v in run.tests.items()}
+    outcomes = {
+        k.split("::")[-1]: v["outcome"]
+        for k, v in run.tests.items()
+        if k.startswith("test_outcomes.py::")
+    }
     assert outcomes == {
         "test_pass": "passed",
         "test_fail": "failed",
@@ -68,7 +87,7 @@ def test_every_outcome_is_reported_and_exit_code_unchanged(run_perf, pytester, x
         "test_teardown_error": "error",
         "test_odd_id[\\udcff-not-utf8]": "passed",
     }
-    assert run.report["session"]["total_tests"] == 8
+    assert run.report["session"]["total_tests"] == 8 + 2  # and JUNIT's two, passed
     assert run.report["summary"]["outcomes"]["failed"] == 1
     assert run.report["session"]["exit_status"] == 1
     assert "Traceback" not in run.result.stderr.str()
@@ -251,19 +270,13 @@ def test_node_id_that_is_not_utf8(run_perf, pytester):
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_junitxml_carries_the_metrics(run_perf, pytester, xdist):
+def test_junitxml_carries_the_metrics(tmp_path_factory, xdist):
     import xml.etree.ElementTree as ET
 
-    pytester.makepyfile(
-        "def test_keep():\n"
-        "    test_keep.x = b'x' * (20 * 1024 * 1024)\n"
-        "def test_plain():\n"
-        "    pass\n"
-    )
-    run = run_perf("--junitxml=junit.xml", *xdist)
-    assert run.ret == 0, run.text
-    root = ET.parse(pytester.path / "junit.xml").getroot()
-    cases = {c.get("name"): c for c in root.iter("testcase")}
+    run = _outcomes_run(tmp_path_factory, xdist)
+    assert {run.test(n)["outcome"] for n in ("test_keep", "test_plain")} == {"passed"}, run.text
+    root = ET.parse(run.path.parent / "junit.xml").getroot()
+    cases = {c.get("name"): c for c in root.iter("testcase") if c.get("classname") == "test_junit"}
     assert set(cases) == {"test_keep", "test_plain"}
     for name, case in cases.items():
         props = {p.get("name"): float(p.get("value")) for p in case.iter("property")}

@@ -8,7 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from helpers import RUN_TIMEOUT
+from helpers import RUN_TIMEOUT, inner_addopts
 from pytest_perfmon import _rootdir, plugin
 
 PROJECT_INI = """
@@ -93,7 +93,7 @@ def test_values_that_move_nothing_say_nothing(project, pytester, monkeypatch):
     res, text, warnings = run("--no-perf-monitor", "--perf-output", "perf.json")
     assert warnings == [], text
     assert "rootdir module imported: True" in text, text  # looked, found nothing to say
-    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:hypothesispytest --perf-html ../perf.json")
+    monkeypatch.setenv("PYTEST_ADDOPTS", f"{inner_addopts()} --perf-html ../perf.json")
     res, text, warnings = run("--no-perf-monitor", "--perf-label", "nothing=here")
     assert len(warnings) == 1 and warnings[0].endswith("write --perf-html=../perf.json"), text
     assert res.ret == 1

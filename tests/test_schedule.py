@@ -388,20 +388,8 @@ def test_report_plans_longest_first_on_real_workers(run_perf, pytester, log, fir
     ], firsts
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def history_url(request, tmp_path):
-    need_history()
-    if request.param == "sqlite":
-        return str(tmp_path / "history.db")
-    from helpers import PG, pg_bin_or_skip  # the history extra is there: need_history
-
-    server = PG(pg_bin_or_skip())
-    request.addfinalizer(server.stop)
-    server.start()
-    return server.new_db()
-
-
-def test_history_plans_longest_first(run_perf, pytester, log, history_url):
+def test_history_plans_longest_first(run_perf, pytester, log, db):
+    history_url = db  # a new store on SQLite and on a real PostgreSQL (conftest's pg)
     pytester.makepyfile(test_skew=SKEWED)
     # "=": pytest takes a lone existing path for a test path when it finds its rootdir
     first = run_perf(f"--perf-history={history_url}", output="first.json")
@@ -534,15 +522,18 @@ def test_fails():
 """
 
 
-def test_faults_one_line_and_the_outcome_unchanged(run_perf, pytester, tmp_path):
+def test_faults_one_line_and_the_outcome_unchanged(run_perf, pytester, tmp_path, capsys):
     need_history()
+    from helpers import make_report  # a report of other tests, imported: a store without ours
+    from pytest_perfmon.monitor import cli
+
     pytester.makepyfile(test_skew=FAILING)
     (pytester.path / "corrupt.json").write_text('{"tests": ')
-    other = pytester.mkdir("other")
-    (other / "test_other.py").write_text("def test_o():\n    pass\n")
     db = str(tmp_path / "other.db")
-    seed = run_perf(str(other), f"--perf-history={db}", output="seed.json")
-    assert seed.ret == 0, seed.text
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps(make_report(0, {"other/test_other.py::test_o": 0.01})))
+    assert cli.main(["history", "import", str(seed), "--db", db]) == 0
+    capsys.readouterr()
     cases = [
         (["--perf-schedule=corrupt.json"], "corrupt.json: not JSON"),
         (["--perf-schedule", f"--perf-history={db}"], "no history for any of these 15 tests"),
@@ -602,8 +593,14 @@ def test_where_it_does_not_apply_it_says_so(run_perf, pytester, first_run, args,
 def test_a_crashing_worker_does_not_hang_the_run(run_perf, pytester):
     """xdist replaces the worker; its other tests are handed out again (run_perf bounds the
     run by RUN_TIMEOUT: a hang fails)."""
+    from helpers import make_report  # the plan's input: the suite's durations, as planned
+
     pytester.makepyfile(test_crash=SKEWED + "\ndef test_dies():\n    import os\n    os._exit(3)\n")
-    first = run_perf("-n", "2", output="first.json")
+    durations = {f"test_crash.py::test_short[{i}]": 0.05 for i in range(12)}
+    durations.update({f"test_crash.py::test_long[{i}]": 0.6 for i in range(2)})
+    durations["test_crash.py::test_dies"] = 0.01
+    (pytester.path / "first.json").write_text(json.dumps(make_report(0, durations)))
     run = run_perf("-n", "2", "--perf-schedule=first.json", monitor=False)
-    assert first.ret == run.ret == 1, run.text
+    assert run.ret == 1, run.text
+    assert "scheduling 15 tests longest first from first.json (15 tests)" in run.text, run.text
     assert "14 passed" in run.text and "1 failed" in run.text, run.text

@@ -293,16 +293,8 @@ def test_a_matrix_never_plans_from_its_own_runs_sqlite(store_db, no_ci):
     _matrix_runs_left_out(store_db)
 
 
-def test_a_matrix_never_plans_from_its_own_runs_postgresql(no_ci):
-    need_history()
-    from helpers import PG, pg_bin_or_skip
-
-    server = PG(pg_bin_or_skip())
-    try:
-        server.start()
-        _matrix_runs_left_out(server.new_db())
-    finally:
-        server.stop()
+def test_a_matrix_never_plans_from_its_own_runs_postgresql(pg, no_ci):
+    _matrix_runs_left_out(pg.new_db())
 
 
 # --------------------------------------------------------------------------- end to end
@@ -439,8 +431,8 @@ def test_a_matrix_of_three_jobs_runs_every_test_exactly_once(tmp_path, capsys):
 
 def test_a_shard_from_a_durations_file_empty_shards_and_bad_values(tmp_path):
     """--perf-shard-from a pytest-split file (collect only), an empty shard (more shards than
-    tests; with xdist workers) exits 0 on one line, bad values are usage errors naming it, and
-    a store that cannot be read stops the job."""
+    tests; with xdist workers) exits 0 on one line, and a store that cannot be read stops the
+    job."""
     where = tmp_path
     _suite(where)
     durations = {"test_m.py::test_m_long": 0.25, "test_z.py::test_z_long": 0.2}
@@ -453,13 +445,27 @@ def test_a_shard_from_a_durations_file_empty_shards_and_bad_values(tmp_path):
     res = _pytest(where, "-n", "2", "-k", "test_a", "--perf-shard=5/5")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "perfmon: shard 5/5 has no tests (3 test(s) over 5 shards): exit status 0" in res.stdout
-    for bad, words in (("4/3", "K must be 1 to N"), ("x", "K/N")):
-        res = _pytest(where, f"--perf-shard={bad}")
-        assert res.returncode == 4 and "--perf-shard" in res.stderr and words in res.stderr
-    res = _pytest(where, "-o", "perf_shard=2/1")
-    assert res.returncode == 4 and "perf_shard in the ini file" in res.stderr
+    # (bad values: test_bad_values_are_usage_errors, in-process)
     # a store that cannot be read stops the job: it would split otherwise than the others
     need_history()
     res = _pytest(where, "--perf-shard=1/2", "--perf-history=postgresql://nobody@127.0.0.1:1/x")
     assert res.returncode == 4 and "would not split alike" in res.stderr, res.stderr
     assert "perfmon: shard" not in res.stdout and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--perf-shard=4/3"], ["--perf-shard", "K must be 1 to N"]),
+        (["--perf-shard=x"], ["--perf-shard", "K/N"]),
+        (["-o", "perf_shard=2/1"], ["perf_shard in the ini file"]),
+    ],
+)
+def test_bad_values_are_usage_errors(pytester, inprocess, args, words):
+    """In-process: the values are checked before anything runs; the error names the option."""
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    res = pytester.runpytest_inprocess("-p", "no:cacheprovider", *args)
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    err = res.stderr.str()
+    assert all(w in err for w in words), err

@@ -54,7 +54,7 @@ def _check(run, workers: set) -> None:
     assert all(t["outcome"] == "passed" for t in tests.values())
 
 
-# Every --dist mode with -n 2, -n 0, -n 16 and -p no:xdist: tests/test_compat.py's matrix, on
+# Every --dist mode with -n 2, -n 0, -n 12 and -p no:xdist: tests/test_compat.py's matrix, on
 # a suite of every outcome, checked against pytest's own view and with these checks of the
 # workers (check_workers; noxfile.py's compat sessions run those cases too). Here, the ways
 # of asking for xdist that the matrix does not take.

@@ -1,0 +1,146 @@
+"""The ``perfmon history`` commands over a filled store (SQLite and a real PostgreSQL): runs,
+show, check, prune, import; usage and input errors; a missing extra as one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pytest
+from helpers import need_history
+
+need_history(allow_module_level=True)  # the test extra installs the history extra
+
+from helpers import GOLDEN, count_rows, fill_history  # noqa: E402
+from pytest_perfmon.monitor import cli  # noqa: E402
+from pytest_perfmon.monitor.history import store  # noqa: E402
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_cli_commands(db, capsys, monkeypatch, tmp_path):
+    fill_history(db, 20, slow_from=17)
+    capsys.readouterr()
+    assert cli.main(["history", "runs", "--db", db, "--limit", "3", "--format", "json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["commit_sha"] for r in runs] == [f"c{i:02d}".ljust(40, "0") for i in (19, 18, 17)]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(1_700_000_000 + 3600 * 19))
+    assert runs[0]["started_at"] == stamp  # UTC on both back ends
+    assert cli.main(["history", "runs", "--db", db]) == 0
+    assert "main" in capsys.readouterr().out
+
+    assert cli.main(["history", "show", "t.py::test_b", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "▁" in out and "█" in out and out.count("  passed  ") == 20
+    assert (
+        cli.main(
+            [
+                "history",
+                "show",
+                "t.py::test_b",
+                "--db",
+                db,
+                "--format",
+                "json",
+                "--metric",
+                "peak_mb",
+                "--limit",
+                "5",
+            ]
+        )
+        == 0
+    )
+    shown = json.loads(capsys.readouterr().out)
+    assert [p["value"] for p in shown["points"]] == [50.0] * 5
+    assert cli.main(["history", "show", "t.py::nope", "--db", db]) == 2
+
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert cli.main(["history", "check", "--db", db, "--format", "json"]) == 1
+    out = capsys.readouterr().out
+    result = json.loads(out[: out.index("::warning")])
+    assert result["series"] == 3 * 3  # duration, cpu_time, peak_mb by default
+    # test_b does 30 % more work: its wall time and its CPU time (90 % of it) both change
+    assert [c["metric"] for c in result["changes"]] == ["duration", "cpu_time"]
+    for change in result["changes"]:
+        assert change["test"] == "t.py::test_b" and change["kind"] == "regression"
+        assert change["commit"] == "c17".ljust(40, "0") and change["runs_after"] == 3
+        assert 25 < change["change_percent"] < 35 and change["p_value"] <= 0.01
+    assert abs(result["changes"][0]["before"] - 0.1) < 0.01
+    assert abs(result["changes"][1]["before"] - 0.09) < 0.01
+    assert "::warning file=t.py,title=perfmon%3A duration regression::t.py::test_b" in out
+    assert "::warning file=t.py,title=perfmon%3A cpu_time regression::t.py::test_b" in out
+    assert "| 🔴 | `t.py::test_b` | duration |" in summary.read_text()
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    # thresholds: a 30 % change passes 0.25, not 0.5; a floor of 1 s hides it
+    assert cli.main(["history", "check", "--db", db, "--rel", "0.25"]) == 1
+    assert cli.main(["history", "check", "--db", db, "--rel", "0.5"]) == 0
+    assert cli.main(["history", "check", "--db", db, "--abs", "duration=1"]) == 1  # cpu_time
+    floors = ["--abs", "duration=1", "--abs", "cpu_time=1"]
+    assert cli.main(["history", "check", "--db", db, *floors]) == 0
+    assert cli.main(["history", "check", "--db", db, "--recent", "2"]) == 0  # older than that
+    assert cli.main(["history", "check", "--db", db, "--metric", "peak_mb"]) == 0
+    assert cli.main(["history", "check", "--db", db, "--abs", "cpu_percent=3"]) == 2
+    assert cli.main(["history", "check", "--db", db, "--format", "markdown"]) == 1
+    assert capsys.readouterr().out.count("🔴") == 2
+
+    assert cli.main(["history", "prune", "--db", db, "--keep", "5"]) == 0
+    assert count_rows(db, "runs") == 5 and count_rows(db, "results") == 15
+    # 2 runs before, 3 after: 10 ways to split 5 runs, so no p-value can reach 0.01
+    assert cli.main(["history", "check", "--db", db]) == 0
+
+
+def test_cli_usage_and_input_errors(tmp_path, capsys):
+    db = str(tmp_path / "h.db")
+    assert cli.main(["history", "runs", "--db", db]) == 2  # no such store: not created
+    assert not os.path.exists(db)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert cli.main(["history", "import", str(bad), "--db", db]) == 2
+    merged = tmp_path / "merged.json"
+    assert cli.main(["merge", os.path.join(GOLDEN, "current.json"), "-o", str(merged)]) == 0
+    assert cli.main(["history", "import", str(merged), "--db", db]) == 2
+    assert "merged" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["history", "check", "--db", db, "--p-value", "0"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        cli.main(["history", "import", "x.json", "--db", db, "--label", "novalue"])
+    assert cli.main(["history", "check", "--db", "mysql://x/y"]) == 2
+
+
+def test_import_is_idempotent_and_uses_labels(db, capsys):
+    cur, base = os.path.join(GOLDEN, "current.json"), os.path.join(GOLDEN, "baseline.json")
+    args = [
+        "history",
+        "import",
+        cur,
+        base,
+        "--db",
+        db,
+        "--label",
+        "commit=abc",
+        "--label",
+        "branch=b1",
+    ]
+    assert cli.main(args) == 0
+    assert cli.main(args) == 0
+    assert "already stored as run" in capsys.readouterr().out
+    eng = store.open_store(db)
+    try:
+        runs = store.list_runs(eng, 10)
+    finally:
+        eng.dispose()
+    assert len(runs) == 2 and {r["commit_sha"] for r in runs} == {"abc"}
+    # ordered by start time: baseline ran first although imported second
+    assert [r["started_at"].day for r in runs] == [2, 1]
+
+
+def test_missing_extra_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
+    assert cli.main(["history", "runs", "--db", str(tmp_path / "h.db")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and 'pip install "pytest-perfmon[history]"' in err
