@@ -35,6 +35,10 @@ BATCH_RECORDS = 128
 #: The sender wakes at least this often: a finished test is on the wire within about this long.
 BATCH_SECONDS = 0.4
 BYE_TIMEOUT = 10.0
+#: After the peer went: how long a reply it sent before going may still take to arrive.
+LAST_LOOK = 0.2
+#: ``Client._take``: the frame was not the awaited reply.
+_NOTHING = object()
 #: A daemon that never accepted our connection within this long is taken as absent.
 CONNECT_GRACE = 2.0
 SENDER_JOIN_TIMEOUT = 5.0
@@ -213,21 +217,15 @@ class Client:
                 return None
             ready = dict(poller.poll(int(min(left, 0.1) * 1000)))
             if self.sock in ready:
-                try:
-                    got, body = P.unpack(self.sock.recv(zmq.NOBLOCK))
-                except (P.ProtocolError, zmq.ZMQError):
-                    continue
-                if got == kind:
-                    return body
-                if got == P.ERROR and isinstance(body, dict):
-                    self.problem = f"refused: {body.get('message')}"
-                    return None
+                answer = self._take(kind)
+                if answer is not _NOTHING:
+                    return answer
                 continue
             if self.gone():
                 self.problem = self.problem or "it closed the connection"
-                return None
+                return self._last_look(kind)
             if alive is not None and not alive():
-                return None
+                return self._last_look(kind)
             if (
                 connect_grace is not None
                 and not self.ever_connected
@@ -236,6 +234,33 @@ class Client:
                 self.problem = self.problem or (
                     f"nothing accepted a connection in {connect_grace:.0f} s"
                 )
+                return None
+
+    def _take(self, kind: str) -> Any:
+        """One frame off the socket: the body of a ``kind`` reply, None for a refusal (said in
+        ``problem``), else ``_NOTHING``."""
+        try:
+            got, body = P.unpack(self.sock.recv(zmq.NOBLOCK))
+        except (P.ProtocolError, zmq.ZMQError):
+            return _NOTHING
+        if got == kind:
+            return body
+        if got == P.ERROR and isinstance(body, dict):
+            self.problem = f"refused: {body.get('message')}"
+            return None
+        return _NOTHING
+
+    def _last_look(self, kind: str) -> Optional[Any]:
+        """The peer is gone: a reply it sent just before it went (a monitor answers ``done`` and
+        exits at once) may still be on its way through ZeroMQ's I/O thread. Read what arrives
+        within LAST_LOOK seconds, then give up."""
+        deadline = _perf() + LAST_LOOK
+        while True:
+            if self.sock.poll(max(0, int((deadline - _perf()) * 1000))):
+                answer = self._take(kind)
+                if answer is not _NOTHING:
+                    return answer
+            elif _perf() >= deadline:
                 return None
 
     def bye(self, alive: Optional[Callable[[], bool]] = None) -> bool:
