@@ -108,6 +108,8 @@ class Measurer:
         # No sender yet: never wake one. Set to BATCH_RECORDS while a sender runs.
         self.limit = sys.maxsize
         self.sender: Optional[Sender] = None
+        #: When the sender last found the collector's connection whole (None: never sent).
+        self.checked: Optional[float] = None
         self.local_frames: list = []  # batches packed here when there is no client at all
         self.reports: list = []  # this test's reports so far (read when its protocol ends)
         # Set by the role: an object whose begin(nodeid_bytes, t0) notes each test's start
@@ -220,6 +222,7 @@ class Measurer:
         client = self.client
         if self.sender is not None:
             sender, self.sender = self.sender, None
+            self.checked = sender.checked
             if not sender.stop() and client is not None:
                 client.alive = False  # the thread still holds the socket: leave it alone
                 client.abandoned = True

@@ -148,8 +148,16 @@ class LocalSession:
         self.measurer.stop_sending()
         owner = self.owner
         client = owner.client
-        if client is None or not client.ready or not owner.usable():
+        if client is None or not client.ready:
             return False
+        if not owner.usable():
+            # A monitor that died after the sender's last look (in the last tests): replaced
+            # now, so that the report is still the monitor's, its history written.
+            since = self.measurer.checked
+            if since is None or not client.alive or client.abandoned:
+                return False  # never sent, a replacement that failed, or a stuck sender
+            if not owner.replace_collector(_time(), since):
+                return False
         return client.bye(owner.handle.alive)
 
     def _running_at(self, since: float, until: float) -> list:
