@@ -88,6 +88,7 @@ class Monitor(server.RouterServer):
         self.started = time.time()
         self.ctx = zmq.Context()
         self.sock = server.router_socket(self.ctx, P.MAX_FRAME, 0)
+        self.profiler: Any = None  # --perf-profile: a profile.Profiler from the first hello asking
 
     # -- set-up ---------------------------------------------------------------------------
     def bind(self) -> None:
@@ -131,6 +132,8 @@ class Monitor(server.RouterServer):
         self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))  # the first test waits
         if w.pid > 0:
             self.sampler.sample(w, time.time())  # a first sample, as its first test begins
+            if h.profile is not None:
+                self.start_profile(h.profile, w)
 
     def on_batch(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "batch")
@@ -178,6 +181,23 @@ class Monitor(server.RouterServer):
 
     KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH))
 
+    # -- --perf-profile (monitor/profile.py) ----------------------------------------------
+    def start_profile(self, request: dict, w: R.Worker) -> None:
+        if self.profiler is None:
+            from . import profile
+
+            self.profiler = profile.Profiler(request["mode"], request["over"])
+        self.profiler.start(w.wid, w.pid)
+
+    def finish_profiles(self, rootdir: Optional[str]) -> Optional[dict]:
+        """Stop the samplers, write the profiles; the report's ``session.profile`` block."""
+        if self.profiler is None:
+            return None
+        block = self.profiler.finish(self.data.workers.values(), self.output, rootdir)
+        self.data.warnings.extend(self.profiler.problems)
+        self.profiler = None
+        return block  # type: ignore[no-any-return]
+
     # -- the report -----------------------------------------------------------------------
     def possibly_incomplete(self) -> bool:
         """A process that measured tests left without an acknowledged goodbye: its last
@@ -191,11 +211,14 @@ class Monitor(server.RouterServer):
         """Build the report and deliver it: the JSON to ``--output``; the HTML page and the
         history only as a ``finish`` asks (an aborted session writes its JSON only)."""
         slots.drop_duplicate_interruptions(self.data)
+        profile = self.finish_profiles(f.rootdir if f is not None else None)
         system = R.system_info(self.python_version) if self.system_info else None
         try:
             rep = R.build(self.data, session, system)
         except Exception as exc:  # a report must never take the monitor down silently
             return D.unbuilt(self.output, exc)
+        if profile is not None:
+            rep["session"]["profile"] = profile
         if self.possibly_incomplete():
             rep["session"]["possibly_incomplete"] = True
         if f is None:

@@ -110,6 +110,8 @@ class SessionOwner:
             info["history"] = s.history
             info["labels"] = dict(s.labels)
             info["rootdir"] = s.rootdir
+        if s.profile:  # the profiles name the files under it relative to it
+            info["rootdir"] = s.rootdir
         if self.shard is not None:
             from ._shard import finish_fields
 

@@ -1,0 +1,450 @@
+"""--perf-profile in the monitor: one py-spy per measured process, cut into one profile per test.
+
+The monitor starts ``py-spy record --format chrometrace --idle --nonblocking`` on each process
+whose ``hello`` asks for it (serial pytest, every xdist worker), for the whole session. py-spy
+writes, for every thread, an event each time a sampled stack differs from the one before, with its
+time since py-spy started: so the stack of the thread at any moment is known, and a test's samples
+are the stretches of its thread inside the test's start and stop (the records the monitor already
+has), counted at the sampling rate. At ``finish`` the samplers are stopped (SIGINT: py-spy writes
+its file), their files read and cut; the selected tests' folded stacks (``file:function:line;...
+count``, the frames below pytest's ``runtestprotocol`` left out) go to ``NAME.profiles.json``
+beside the report, and the report's ``session.profile`` names that file and each profiled test's
+hottest function.
+
+What py-spy's chrometrace cannot tell, and so what this does not do: which samples were idle
+(``--idle`` includes them, unmarked: the stacks are wall-clock; the test's CPU share comes from
+its record), and when a thread or a child process ended (its last stack would stay open to the
+end): only the thread that runs the test is kept, and child processes are not followed.
+
+Every problem is one line in the report's warnings; the report is complete without profiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Iterable, Iterator, NamedTuple, Optional
+
+from .record import NODEID, START, STOP
+
+#: Samples per second. py-spy's default; a 1 s test gets about 100 samples.
+RATE = 100
+#: The whole stop of the samplers (SIGINT, py-spy writes its file) waits at most this long.
+STOP_WAIT = 15.0
+#: The frame of pytest that holds one test (setup, call, teardown): the profile starts above it.
+TEST_FRAME = "runtestprotocol"
+#: Frames of the hook machinery, left out of the stacks (they say nothing of the test).
+SKIP_DIRS = ("/pluggy/",)
+#: How many profiled tests the report names with their hottest function.
+HOTTEST = 20
+INSTALL = "pip install 'pytest-perfmon[profile]'"
+
+
+def profiles_path(output: str) -> str:
+    """``report.json`` -> ``report.profiles.json``, beside it."""
+    root, ext = os.path.splitext(output)
+    return root + ".profiles.json" if ext.lower() == ".json" else output + ".profiles.json"
+
+
+def find_sampler() -> Optional[str]:
+    """py-spy's executable: beside this Python's (a venv's bin/, Scripts\\), else on PATH."""
+    here = os.path.dirname(sys.executable)
+    for name in ("py-spy", "py-spy.exe"):
+        path = os.path.join(here, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return shutil.which("py-spy")
+
+
+class Sampler:
+    """One py-spy on one measured process."""
+
+    def __init__(self, wid: str, pid: int, exe: str, directory: str) -> None:
+        self.wid = wid
+        self.pid = pid
+        self.trace = os.path.join(directory, f"trace-{pid}.json")
+        self.errors = os.path.join(directory, f"stderr-{pid}.txt")
+        self.stopped = False
+        cmd = [exe, "record", "-p", str(pid), "-f", "chrometrace", "-o", self.trace]
+        cmd += ["-r", str(RATE), "--idle", "--nonblocking"]
+        with open(self.errors, "wb") as err:
+            self.t0 = time.time()
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+            )
+
+    def stop(self) -> None:
+        """Ask py-spy to write its file and exit (SIGINT, as Ctrl-C), if it still runs."""
+        if self.proc.poll() is not None:
+            return
+        self.stopped = True
+        try:
+            if os.name == "posix":
+                self.proc.send_signal(signal.SIGINT)
+            else:  # pragma: no cover - Windows: no Ctrl-C for a process without a console
+                self.proc.terminate()
+        except OSError:
+            pass
+
+    def reap(self, deadline: float) -> Optional[str]:
+        """Wait (until ``deadline``) for py-spy; None when its file is there, else the one-line
+        problem."""
+        try:
+            code = self.proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return f"the sampler of {self.who()} did not stop in time: its profiles are lost"
+        if os.path.exists(self.trace):
+            return None
+        return self.failure(code)
+
+    def who(self) -> str:
+        return f"{'pytest' if self.wid == 'main' else 'worker ' + self.wid} (pid {self.pid})"
+
+    def failure(self, code: int) -> str:
+        """Why py-spy left no file: not permitted (and how to allow it), died, or its error."""
+        text = _read_text(self.errors)
+        if "permission denied" in text.lower() or "operation not permitted" in text.lower():
+            return f"sampling {self.who()} is not permitted: {not_permitted()}"
+        if code < 0 or not self.stopped:
+            how = f"signal {-code}" if code < 0 else f"exit status {code}"
+            last = _last_line(text)
+            said = f": {last}" if last else ""
+            return f"the sampler of {self.who()} (py-spy) died mid-run ({how}{said}): no profiles"
+        return f"the sampler of {self.who()} wrote nothing (py-spy: {_last_line(text) or code})"
+
+
+def not_permitted() -> str:
+    """Why this system refuses, and how to allow it, in a few words."""
+    if sys.platform == "darwin":
+        return "py-spy needs root on macOS (run pytest with sudo)"
+    scope = _read_text("/proc/sys/kernel/yama/ptrace_scope").strip()
+    if scope in ("2", "3"):
+        return (
+            f"Yama ptrace_scope is {scope} (only root may trace; "
+            "sysctl kernel.yama.ptrace_scope=1 allows it)"
+        )
+    if not _has_cap_sys_ptrace():
+        return (
+            "no CAP_SYS_PTRACE and the process cannot be traced by its owner (in a container: "
+            "run it with --cap-add SYS_PTRACE)"
+        )
+    if scope == "1":
+        return "Yama ptrace_scope is 1 and the process could not allow its monitor"
+    return "the kernel refused (ptrace)"
+
+
+def _has_cap_sys_ptrace() -> bool:
+    for line in _read_text("/proc/self/status").splitlines():
+        if line.startswith("CapEff:"):
+            try:
+                return bool(int(line.split()[1], 16) & (1 << 19))  # CAP_SYS_PTRACE
+            except (IndexError, ValueError):
+                return False
+    return False
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(65536).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")]
+    lines = [ln for ln in lines if not ln.startswith(("Stack backtrace", "py-spy>"))]
+    return lines[-1][:200] if lines else ""
+
+
+# -- reading py-spy's chrometrace --------------------------------------------------------------
+class Stretch(NamedTuple):
+    """A time during which one thread's stack stayed the same (absolute seconds)."""
+
+    start: float
+    stop: float
+    stack: tuple  # the frames, outermost first, from the test's frame up; () outside any test
+
+
+def stretches(events: list, t0: float, rootdir: Optional[str] = None) -> Iterator[Stretch]:
+    """The test threads' stretches, from py-spy's events (``ts``: microseconds since py-spy
+    started at ``t0``); only the stacks that hold a test (``TEST_FRAME``), cut above it."""
+    current: dict = {}  # (pid, tid) -> [frames]
+    since: dict = {}  # (pid, tid) -> time its current stack began
+    last_ts: dict = {}
+    for ev in events:
+        if not isinstance(ev, dict) or ev.get("ph") not in ("B", "E"):
+            continue
+        key = (ev.get("pid"), ev.get("tid"))
+        ts = ev.get("ts")
+        if not isinstance(ts, (int, float)):
+            continue
+        frames = current.setdefault(key, [])
+        if last_ts.get(key) != ts:  # a new sample: the stack before it lasted until now
+            if key in since:
+                stack = test_stack(frames, rootdir)
+                if stack:
+                    yield Stretch(since[key], t0 + ts / 1e6, stack)
+            since[key] = t0 + ts / 1e6
+            last_ts[key] = ts
+        if ev["ph"] == "B":
+            args = ev.get("args") or {}
+            frames.append((str(args.get("filename", "?")), str(ev.get("name", "?")), args.get("line")))
+        elif frames:
+            frames.pop()
+
+
+def test_stack(frames: list, rootdir: Optional[str] = None) -> tuple:
+    """The frames above pytest's test frame, without the hook machinery; () if none."""
+    for i in range(len(frames) - 1, -1, -1):
+        f = frames[i]
+        if f[1] == TEST_FRAME and f[0].replace("\\", "/").endswith("_pytest/runner.py"):
+            kept = [
+                (short_file(file, rootdir), name, line)
+                for file, name, line in frames[i + 1 :]
+                if not any(d in file.replace("\\", "/") for d in SKIP_DIRS)
+            ]
+            return tuple(
+                f"{file}:{name}:{line}" if line is not None else f"{file}:{name}"
+                for file, name, line in kept
+            ) or ("(pytest)",)
+    return ()
+
+
+def short_file(file: str, rootdir: Optional[str]) -> str:
+    """A frame's file as people read it: relative to the rootdir, or from the installed
+    package on (``_pytest/python.py``)."""
+    if rootdir and file.startswith(rootdir.rstrip("/\\") + os.sep):
+        return file[len(rootdir.rstrip("/\\")) + 1 :]
+    for marker in ("site-packages", "dist-packages"):
+        at = file.find(marker + os.sep)
+        if at >= 0:
+            return file[at + len(marker) + 1 :]
+    return file
+
+
+def cut(stretch_list: list, start: float, stop: float) -> dict:
+    """The folded stacks of one test: ``{"a;b;c": samples}`` over [start, stop]."""
+    counts: dict = {}
+    for s in stretch_list:
+        if s.stop <= start or s.start >= stop:
+            continue
+        overlap = min(s.stop, stop) - max(s.start, start)
+        key = ";".join(s.stack)
+        counts[key] = counts.get(key, 0.0) + overlap * RATE
+    return {k: int(round(v)) for k, v in counts.items() if round(v) >= 1}
+
+
+# -- reading a profile ------------------------------------------------------------------------
+class Function(NamedTuple):
+    file: str
+    function: str
+    line: Optional[int]  # the line seen most in its own samples
+    self_samples: int
+    total_samples: int
+
+
+def split_frame(frame: str) -> tuple[str, str, Optional[int]]:
+    """``file:function:line`` (or ``file:function``) -> (file, function, line)."""
+    head, _, tail = frame.rpartition(":")
+    if tail.isdigit() and ":" in head:
+        file, _, name = head.rpartition(":")
+        return file, name, int(tail)
+    return head, tail, None
+
+
+def functions(stacks: dict) -> list:
+    """Every function of a test's folded stacks, hottest (self samples) first."""
+    self_n: dict = {}
+    total: dict = {}
+    lines: dict = {}
+    for folded, n in stacks.items():
+        frames = [split_frame(f) for f in folded.split(";")]
+        seen = set()
+        for file, name, line in frames:
+            key = (file, name)
+            if key not in seen:
+                seen.add(key)
+                total[key] = total.get(key, 0) + n
+        file, name, line = frames[-1]
+        self_n[(file, name)] = self_n.get((file, name), 0) + n
+        per = lines.setdefault((file, name), {})
+        per[line] = per.get(line, 0) + n
+    out = []
+    for key, t in total.items():
+        per = lines.get(key, {})
+        line = max(per, key=lambda k: per[k]) if per else None
+        out.append(Function(key[0], key[1], line, self_n.get(key, 0), t))
+    out.sort(key=lambda f: (-f.self_samples, -f.total_samples, f.file, f.function))
+    return out
+
+
+def hottest(stacks: dict) -> Optional[dict]:
+    """The function with the most samples of its own, and its share."""
+    fs = functions(stacks)
+    n = sum(stacks.values())
+    if not fs or not n:
+        return None
+    f = fs[0]
+    return {"function": f.function, "file": f.file, "line": f.line, "share": round(f.self_samples / n, 3)}
+
+
+# -- the monitor's side -----------------------------------------------------------------------
+class Profiler:
+    """The samplers of one session, started at each ``hello`` that asks, cut at ``finish``."""
+
+    def __init__(self, mode: str, over: float) -> None:
+        self.mode = mode
+        self.over = over
+        self.samplers: list[Sampler] = []
+        self.problems: list[str] = []  # one-line warnings, each said once
+        self.exe = find_sampler()
+        self.version: Optional[str] = None
+        self.directory: Optional[str] = None
+        if self.exe is None:
+            self._problem(f"py-spy is not installed ({INSTALL}): no profiles")
+
+    def _problem(self, text: str) -> None:
+        line = f"--perf-profile: {text}"
+        if line not in self.problems:
+            self.problems.append(line)
+
+    def start(self, wid: str, pid: int) -> None:
+        """Start sampling a measured process (a failure is said at finish)."""
+        if self.exe is None:
+            return
+        try:
+            if self.directory is None:
+                self.directory = tempfile.mkdtemp(prefix="perfmon-profile-")
+            self.samplers.append(Sampler(wid, pid, self.exe, self.directory))
+        except OSError as exc:
+            self._problem(f"cannot start py-spy: {exc.strerror or exc}: no profiles")
+
+    def finish(
+        self, workers: Iterable[Any], output: str, rootdir: Optional[str] = None
+    ) -> Optional[dict]:
+        """Stop the samplers, cut their traces at the tests' boundaries, write the profiles
+        beside ``output`` (files named relative to ``rootdir``); the report's
+        ``session.profile`` block (None: nothing written)."""
+        try:
+            return self._finish(list(workers), output, rootdir)
+        except Exception as exc:  # the report goes on without profiles, whatever happened
+            self._problem(f"profiles not written: {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            if self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)
+                self.directory = None
+
+    def _finish(self, workers: list, output: str, rootdir: Optional[str]) -> Optional[dict]:
+        if not self.samplers:
+            return None
+        for s in self.samplers:
+            s.stop()
+        deadline = time.monotonic() + STOP_WAIT
+        tests = []
+        sampled = 0
+        for s in self.samplers:
+            problem = s.reap(deadline)
+            if problem is not None:
+                self._problem(problem)
+                continue
+            try:
+                with open(s.trace, encoding="utf-8", errors="replace") as f:
+                    events = json.load(f)
+            except (OSError, ValueError) as exc:
+                self._problem(f"cannot read the trace of {s.who()}: {exc}")
+                continue
+            sampled += 1
+            w = next((w for w in workers if w.pid == s.pid), None)
+            if w is not None and isinstance(events, list):
+                tests.extend(self._cut(list(stretches(events, s.t0, rootdir)), w))
+        if not sampled:
+            return None
+        path = profiles_path(output)
+        doc = {
+            "version": 1,
+            "sampler": self._version(),
+            "rate": RATE,
+            "mode": self.mode,
+            "over": self.over,
+            "tests": tests,
+        }
+        try:
+            _write_json(doc, path)
+        except OSError as exc:
+            self._problem(f"cannot write {path}: {exc.strerror or exc}")
+            return None
+        return {
+            "path": path,
+            "mode": self.mode,
+            "over": self.over,
+            "rate": RATE,
+            "sampler": doc["sampler"],
+            "tests": len(tests),
+            "hottest": _hottest_list(tests),
+        }
+
+    def _cut(self, stretch_list: list, w: Any) -> list:
+        out = []
+        for rec in w.records:
+            start, stop = rec[START], rec[STOP]
+            if self.mode == "slow" and stop - start <= self.over:
+                continue
+            stacks = cut(stretch_list, start, stop)
+            if not stacks:
+                continue
+            out.append(
+                {
+                    "nodeid": rec[NODEID],
+                    "worker": w.wid,
+                    "start": start,
+                    "duration": round(stop - start, 6),
+                    "samples": sum(stacks.values()),
+                    "stacks": stacks,
+                }
+            )
+        return out
+
+    def _version(self) -> str:
+        if self.version is None and self.exe is not None:
+            try:
+                out = subprocess.run(
+                    [self.exe, "--version"], capture_output=True, text=True, timeout=5
+                ).stdout
+                self.version = out.strip() or "py-spy"
+            except (OSError, subprocess.SubprocessError):
+                self.version = "py-spy"
+        return self.version or "py-spy"
+
+
+def _hottest_list(tests: list) -> list:
+    """The longest profiled tests, each with its hottest function (for the summary)."""
+    out = []
+    for t in sorted(tests, key=lambda t: -t["duration"])[:HOTTEST]:
+        h = hottest(t["stacks"])
+        if h is not None:
+            out.append({"nodeid": t["nodeid"], "worker": t["worker"], "duration": t["duration"], **h})
+    return out
+
+
+def _write_json(doc: dict, path: str) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, separators=(",", ":"))
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
