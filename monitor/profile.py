@@ -93,14 +93,14 @@ class Sampler:
             pass
 
     def reap(self, deadline: float) -> Optional[str]:
-        """Wait (until ``deadline``) for py-spy; None when its file is there, else the one-line
-        problem."""
+        """Wait (until ``deadline``) for py-spy; None when its file is there, else the problem,
+        with ``{who}`` where the processes go (the same problem of several is said once)."""
         try:
             code = self.proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            return f"the sampler of {self.who()} did not stop in time: its profiles are lost"
+            return "py-spy did not stop in time on {who}: its profiles are lost"
         if os.path.exists(self.trace):
             return None
         return self.failure(code)
@@ -112,13 +112,13 @@ class Sampler:
         """Why py-spy left no file: not permitted (and how to allow it), died, or its error."""
         text = _read_text(self.errors)
         if "permission denied" in text.lower() or "operation not permitted" in text.lower():
-            return f"sampling {self.who()} is not permitted: {not_permitted()}"
+            return "sampling {who} is not permitted: " + not_permitted() + "; no profiles"
+        last = _last_line(text).replace("{", "(").replace("}", ")")
         if code < 0 or not self.stopped:
             how = f"signal {-code}" if code < 0 else f"exit status {code}"
-            last = _last_line(text)
             said = f": {last}" if last else ""
-            return f"the sampler of {self.who()} (py-spy) died mid-run ({how}{said}): no profiles"
-        return f"the sampler of {self.who()} wrote nothing (py-spy: {_last_line(text) or code})"
+            return f"py-spy died mid-run ({how}{said}) on {{who}}: its profiles are lost"
+        return f"py-spy wrote nothing on {{who}} ({last or code})"
 
 
 def not_permitted() -> str:
@@ -352,10 +352,11 @@ class Profiler:
         deadline = time.monotonic() + STOP_WAIT
         tests = []
         sampled = 0
+        failed: dict = {}  # problem -> the processes it hit
         for s in self.samplers:
             problem = s.reap(deadline)
             if problem is not None:
-                self._problem(problem)
+                failed.setdefault(problem, []).append(s.who())
                 continue
             try:
                 with open(s.trace, encoding="utf-8", errors="replace") as f:
@@ -367,6 +368,8 @@ class Profiler:
             w = next((w for w in workers if w.pid == s.pid), None)
             if w is not None and isinstance(events, list):
                 tests.extend(self._cut(list(stretches(events, s.t0, rootdir)), w))
+        for problem, who in failed.items():
+            self._problem(problem.format(who=", ".join(who)))
         if not sampled:
             return None
         path = profiles_path(output)

@@ -233,6 +233,10 @@ class SessionOwner:
             tr.write_line(f"perfmon: report written to {self.report_path}")
             if self.html_path:
                 tr.write_line(f"perfmon: HTML report written to {self.html_path}")
+        if self.settings.profile:
+            from ._profile import write_terminal
+
+            write_terminal(tr, self.report, self.report_path)
 
     def _step_summary(self, tr: Any, report: dict) -> None:
         """On GitHub Actions, the summary also goes to the job's step summary, as Markdown."""

@@ -10,6 +10,8 @@ profiling is on.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from typing import Any, Optional
 
@@ -53,3 +55,38 @@ def daemon_warning(settings: Any) -> Optional[str]:
     if settings.profile is None or not settings.daemon:
         return None
     return "--perf-profile: no profiles with --perf-daemon (only a monitor pytest spawns samples)"
+
+
+#: How many of the slowest profiled tests the terminal names.
+TERMINAL_TESTS = 5
+
+
+def write_terminal(tr: Any, report: Optional[dict], path: str) -> None:
+    """The profiles' problems, then the hottest function of each of the slowest profiled tests,
+    one line each (read from the report's ``session.profile``)."""
+    if report is None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                report = json.load(f)
+        except (OSError, ValueError) as exc:
+            tr.write_line(f"perfmon: warning: cannot read the report back: {exc}", yellow=True)
+            return
+    session = report.get("session") or {}
+    for w in session.get("warnings") or []:
+        if isinstance(w, str) and w.startswith("--perf-profile:"):
+            tr.write_line(f"perfmon: warning: {w}", yellow=True)
+    block = session.get("profile")
+    if not isinstance(block, dict):
+        return
+    for h in (block.get("hottest") or [])[:TERMINAL_TESTS]:
+        where = os.path.basename(str(h.get("file")))
+        if h.get("line") is not None:
+            where += f":{h['line']}"
+        tr.write_line(
+            f"perfmon: profile: {h['nodeid']} ({h['duration']:.2f} s): hottest {h['function']} "
+            f"({where}), {h['share']:.0%} of its samples"
+        )
+    tr.write_line(
+        f"perfmon: {block.get('tests', 0)} profile(s) written to {block.get('path')} "
+        "(perfmon profile NODEID)"
+    )
