@@ -265,12 +265,15 @@ def functions(stacks: dict) -> list:
     """Every function of a test's folded stacks, hottest (self samples) first."""
     self_n: dict = {}
     total: dict = {}
-    lines: dict = {}
+    lines: dict = {}  # (file, function) -> {line: samples}, its own samples first
+    seen_at: dict = {}  # ... in any frame, for a function without samples of its own
     for folded, n in stacks.items():
         frames = [split_frame(f) for f in folded.split(";")]
         seen = set()
         for file, name, line in frames:
             key = (file, name)
+            at = seen_at.setdefault(key, {})
+            at[line] = at.get(line, 0) + n
             if key not in seen:
                 seen.add(key)
                 total[key] = total.get(key, 0) + n
@@ -280,7 +283,7 @@ def functions(stacks: dict) -> list:
         per[line] = per.get(line, 0) + n
     out = []
     for key, t in total.items():
-        per = lines.get(key, {})
+        per = lines.get(key) or seen_at.get(key, {})
         line = max(per, key=lambda k: per[k]) if per else None
         out.append(Function(key[0], key[1], line, self_n.get(key, 0), t))
     out.sort(key=lambda f: (-f.self_samples, -f.total_samples, f.file, f.function))
