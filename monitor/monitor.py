@@ -196,7 +196,7 @@ class Monitor(server.RouterServer):
         block = self.profiler.finish(self.data.workers.values(), self.output, rootdir)
         self.data.warnings.extend(self.profiler.problems)
         self.profiler = None
-        return block  # type: ignore[no-any-return]
+        return block
 
     # -- the report -----------------------------------------------------------------------
     def possibly_incomplete(self) -> bool:

@@ -21,6 +21,7 @@ Every problem is one line in the report's warnings; the report is complete witho
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import shutil
@@ -29,9 +30,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Iterable, Iterator, NamedTuple, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple, Optional
 
-from .record import NODEID, START, STOP
+from .record import CALL, NODEID, SETUP, START, STOP
 
 #: Samples per second. py-spy's default; a 1 s test gets about 100 samples.
 RATE = 100
@@ -39,6 +41,8 @@ RATE = 100
 STOP_WAIT = 15.0
 #: The frame of pytest that holds one test (setup, call, teardown): the profile starts above it.
 TEST_FRAME = "runtestprotocol"
+#: py-spy's clock is put right by at most this much (seconds): more says something else is wrong.
+MAX_OFFSET = 0.5
 #: Frames of the hook machinery, left out of the stacks (they say nothing of the test).
 SKIP_DIRS = ("/pluggy/",)
 #: How many profiled tests the report names with their hottest function.
@@ -112,7 +116,7 @@ class Sampler:
         """Why py-spy left no file: not permitted (and how to allow it), died, or its error."""
         text = _read_text(self.errors)
         if "permission denied" in text.lower() or "operation not permitted" in text.lower():
-            return "sampling {who} is not permitted: " + not_permitted() + "; no profiles"
+            return "py-spy is not permitted to sample {who}: " + not_permitted() + "; no profiles"
         last = _last_line(text).replace("{", "(").replace("}", ")")
         if code < 0 or not self.stopped:
             how = f"signal {-code}" if code < 0 else f"exit status {code}"
@@ -197,7 +201,9 @@ def stretches(events: list, t0: float, rootdir: Optional[str] = None) -> Iterato
             last_ts[key] = ts
         if ev["ph"] == "B":
             args = ev.get("args") or {}
-            frames.append((str(args.get("filename", "?")), str(ev.get("name", "?")), args.get("line")))
+            frames.append(
+                (str(args.get("filename", "?")), str(ev.get("name", "?")), args.get("line"))
+            )
         elif frames:
             frames.pop()
 
@@ -241,6 +247,59 @@ def cut(stretch_list: list, start: float, stop: float) -> dict:
         key = ";".join(s.stack)
         counts[key] = counts.get(key, 0.0) + overlap * RATE
     return {k: int(round(v)) for k, v in counts.items() if round(v) >= 1}
+
+
+def clock_offset(stretch_list: list, records: list) -> float:
+    """How late py-spy's clock runs against the records' (seconds; 0.0 when nothing tells).
+
+    py-spy counts from its own start, a moment after the monitor launched it; a test's call
+    phase (known from its record) shows in the trace as the stretches whose stack holds the test
+    function: the median of how far those begin and end after the call phase does, less half a
+    sampling interval (a change is seen at the next sample), over the longest tests."""
+    if not stretch_list:
+        return 0.0
+    ordered = sorted(stretch_list)
+    starts = [s.start for s in ordered]
+    first, last = ordered[0].start, max(s.stop for s in ordered)
+    longest = sorted(
+        (r for r in records if isinstance(r[CALL], (int, float)) and r[CALL] > 5 / RATE),
+        key=lambda r: -r[CALL],
+    )[:50]
+    diffs = []
+    for rec in longest:
+        name = str(rec[NODEID]).rsplit("::", 1)[-1].split("[", 1)[0]
+        c0 = rec[START] + (rec[SETUP] or 0.0)
+        c1 = c0 + rec[CALL]
+        lo = bisect.bisect_left(starts, c0 - MAX_OFFSET)
+        hi = bisect.bisect_right(starts, c1 + MAX_OFFSET)
+        hits = [s for s in ordered[lo:hi] if _calls(s.stack, name)]
+        if not hits:
+            continue
+        # a boundary counts where the trace saw it: not before py-spy's first sample, nor after
+        # its last (the first test may be running as py-spy attaches)
+        if hits[0].start > first + 2 / RATE:
+            diffs.append(hits[0].start - c0 - 0.5 / RATE)
+        if hits[-1].stop < last - 2 / RATE:
+            diffs.append(hits[-1].stop - c1 - 0.5 / RATE)
+    if not diffs:
+        return 0.0
+    diffs.sort()
+    d = diffs[len(diffs) // 2]
+    return d if abs(d) < MAX_OFFSET else 0.0
+
+
+def _calls(stack: tuple, name: str) -> bool:
+    for frame in stack:
+        function = split_frame(frame)[1]
+        if function == name or function.endswith("." + name):
+            return True
+    return False
+
+
+def shifted(stretch_list: list, by: float) -> list:
+    return (
+        [Stretch(s.start - by, s.stop - by, s.stack) for s in stretch_list] if by else stretch_list
+    )
 
 
 # -- reading a profile ------------------------------------------------------------------------
@@ -297,7 +356,12 @@ def hottest(stacks: dict) -> Optional[dict]:
     if not fs or not n:
         return None
     f = fs[0]
-    return {"function": f.function, "file": f.file, "line": f.line, "share": round(f.self_samples / n, 3)}
+    return {
+        "function": f.function,
+        "file": f.file,
+        "line": f.line,
+        "share": round(f.self_samples / n, 3),
+    }
 
 
 # -- the monitor's side -----------------------------------------------------------------------
@@ -356,6 +420,7 @@ class Profiler:
         tests = []
         sampled = 0
         failed: dict = {}  # problem -> the processes it hit
+        samplers: list = []
         for s in self.samplers:
             problem = s.reap(deadline)
             if problem is not None:
@@ -370,7 +435,10 @@ class Profiler:
             sampled += 1
             w = next((w for w in workers if w.pid == s.pid), None)
             if w is not None and isinstance(events, list):
-                tests.extend(self._cut(list(stretches(events, s.t0, rootdir)), w))
+                found = list(stretches(events, s.t0, rootdir))
+                offset = clock_offset(found, w.records)
+                tests.extend(self._cut(shifted(found, offset), w))
+                samplers.append({"worker": w.wid, "pid": s.pid, "clock_offset": round(offset, 4)})
         for problem, who in failed.items():
             self._problem(problem.format(who=", ".join(who)))
         if not sampled:
@@ -382,6 +450,7 @@ class Profiler:
             "rate": RATE,
             "mode": self.mode,
             "over": self.over,
+            "samplers": samplers,
             "tests": tests,
         }
         try:
@@ -438,7 +507,9 @@ def _hottest_list(tests: list) -> list:
     for t in sorted(tests, key=lambda t: -t["duration"])[:HOTTEST]:
         h = hottest(t["stacks"])
         if h is not None:
-            out.append({"nodeid": t["nodeid"], "worker": t["worker"], "duration": t["duration"], **h})
+            out.append(
+                {"nodeid": t["nodeid"], "worker": t["worker"], "duration": t["duration"], **h}
+            )
     return out
 
 

@@ -30,8 +30,9 @@ COLOURS = ("#e8743b", "#5b8ff9", "#9aa5b1")
 def profiles_of(report_path: str) -> dict:
     """The profiles' document named by the report at ``report_path`` (one-line ReportError
     when there is none)."""
-    report = load_report(report_path, check=False)
-    block = (report.get("session") or {}).get("profile") if isinstance(report, dict) else None
+    report: Any = load_report(report_path, check=False)
+    session = report.get("session") if isinstance(report, dict) else None
+    block = session.get("profile") if isinstance(session, dict) else None
     if not isinstance(block, dict) or not isinstance(block.get("path"), str):
         raise ReportError(
             f"{report_path}: no profiles in this report (run pytest with --perf-profile slow|all)"
@@ -91,10 +92,14 @@ def profile_document(nodeid: str, stacks: dict, runs: int, rate: int, top: int) 
             ]
         )
     lines = [
-        Line(f"{n} samples at {rate} per second (about {n / rate:.2f} s)"
-             + (f", {runs} executions added up" if runs > 1 else "")),
+        Line(
+            f"{n} samples at {rate} per second (about {n / rate:.2f} s)"
+            + (f", {runs} executions added up" if runs > 1 else "")
+        ),
     ]
-    table = Table(["self", "total", "samples", "function (file:line)"], rows, [True, True, True, False])
+    table = Table(
+        ["self", "total", "samples", "function (file:line)"], rows, [True, True, True, False]
+    )
     return Document(
         f"Profile of {nodeid}",
         lines,
@@ -193,9 +198,7 @@ def flame_svg(nodeid: str, stacks: dict, rate: int, width: int = SVG_WIDTH) -> s
         tip = f"{name} ({where}): {n} samples, {n / total:.1%}"
         label = name if len(name) * chars < w - 4 else name[: max(0, int((w - 4) / chars) - 1)]
         text = (
-            f'<text x="{x + 2:.1f}" y="{y + 12}">{escape(label)}</text>'
-            if len(label) >= 2
-            else ""
+            f'<text x="{x + 2:.1f}" y="{y + 12}">{escape(label)}</text>' if len(label) >= 2 else ""
         )
         out.append(
             f'<g><title>{escape(tip)}</title><rect x="{x:.2f}" y="{y}" width="{w:.2f}" '
