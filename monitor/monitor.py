@@ -189,11 +189,12 @@ class Monitor(server.RouterServer):
             self.profiler = profile.Profiler(request["mode"], request["over"])
         self.profiler.start(w.wid, w.pid)
 
-    def finish_profiles(self, rootdir: Optional[str]) -> Optional[dict]:
+    def finish_profiles(self, f: Optional[P.Finish]) -> Optional[dict]:
         """Stop the samplers, write the profiles; the report's ``session.profile`` block."""
         if self.profiler is None:
             return None
-        block = self.profiler.finish(self.data.workers.values(), self.output, rootdir)
+        rootdir, history = (f.rootdir, f.history) if f is not None else (None, None)
+        block = self.profiler.finish(self.data.workers.values(), self.output, rootdir, history)
         self.data.warnings.extend(self.profiler.problems)
         self.profiler = None
         return block
@@ -211,7 +212,7 @@ class Monitor(server.RouterServer):
         """Build the report and deliver it: the JSON to ``--output``; the HTML page and the
         history only as a ``finish`` asks (an aborted session writes its JSON only)."""
         slots.drop_duplicate_interruptions(self.data)
-        profile = self.finish_profiles(f.rootdir if f is not None else None)
+        profile = self.finish_profiles(f)
         system = R.system_info(self.python_version) if self.system_info else None
         try:
             rep = R.build(self.data, session, system)

@@ -48,6 +48,11 @@ SKIP_DIRS = ("/pluggy/",)
 #: How many profiled tests the report names with their hottest function.
 HOTTEST = 20
 INSTALL = "pip install 'pytest-perfmon[profile]'"
+#: With --perf-history, ``slow`` also keeps a test this much over its median duration (the
+#: newest HISTORY_RUNS runs of this machine, at least HISTORY_MIN of them): factor and seconds.
+OVER_MEDIAN = (1.5, 0.1)
+HISTORY_RUNS = 10
+HISTORY_MIN = 3
 
 
 def profiles_path(output: str) -> str:
@@ -376,6 +381,7 @@ class Profiler:
         self.exe = find_sampler()
         self.version: Optional[str] = None
         self.directory: Optional[str] = None
+        self.medians: dict = {}  # nodeid -> its median duration in the history store
         if self.exe is None:
             self._problem(f"py-spy is not installed ({INSTALL}): no profiles")
 
@@ -396,12 +402,18 @@ class Profiler:
             self._problem(f"cannot start py-spy: {exc.strerror or exc}: no profiles")
 
     def finish(
-        self, workers: Iterable[Any], output: str, rootdir: Optional[str] = None
+        self,
+        workers: Iterable[Any],
+        output: str,
+        rootdir: Optional[str] = None,
+        history: Optional[str] = None,
     ) -> Optional[dict]:
         """Stop the samplers, cut their traces at the tests' boundaries, write the profiles
         beside ``output`` (files named relative to ``rootdir``); the report's
         ``session.profile`` block (None: nothing written)."""
         try:
+            if history and self.mode == "slow" and self.samplers:
+                self.medians = self._medians(history)
             return self._finish(list(workers), output, rootdir)
         except Exception as exc:  # the report goes on without profiles, whatever happened
             self._problem(f"profiles not written: {type(exc).__name__}: {exc}")
@@ -468,11 +480,35 @@ class Profiler:
             "hottest": _hottest_list(tests),
         }
 
+    def _medians(self, url: str) -> dict:
+        """Each test's median duration in the history store (``slow`` keeps those well over)."""
+        try:
+            from .history.medians import medians
+
+            got = medians(url, HISTORY_RUNS)
+        except Exception as exc:  # the profiles go on with --perf-profile-over alone
+            self._problem(f"history not read ({type(exc).__name__}: {exc}): over its time only")
+            return {}
+        out = {}
+        for nodeid, metrics in (got.get("tests") or {}).items():
+            median, n = (metrics.get("duration") or (None, 0))[:2]
+            if median is not None and n >= HISTORY_MIN:
+                out[nodeid] = float(median)
+        return out
+
+    def wanted(self, nodeid: str, duration: float) -> bool:
+        """``all``; ``slow``: over --perf-profile-over, or well over its median in the history."""
+        if self.mode == "all" or duration > self.over:
+            return True
+        median = self.medians.get(nodeid)
+        factor, floor = OVER_MEDIAN
+        return median is not None and duration > max(median * factor, median + floor)
+
     def _cut(self, stretch_list: list, w: Any) -> list:
         out = []
         for rec in w.records:
             start, stop = rec[START], rec[STOP]
-            if self.mode == "slow" and stop - start <= self.over:
+            if not self.wanted(rec[NODEID], stop - start):
                 continue
             stacks = cut(stretch_list, start, stop)
             if not stacks:

@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from helpers import RUN_TIMEOUT, XDIST_ENDS, Run, inner_addopts, validate
+from helpers import RUN_TIMEOUT, XDIST_ENDS, Run, inner_addopts, need_history, validate
 from pytest_perfmon.monitor import profile as PR
 from pytest_perfmon.monitor import profile_view as PV
 
@@ -342,3 +342,23 @@ def test_profile_of_a_report_without_profiles_is_one_line(tmp_path):
     report.write_text(json.dumps({"session": {}, "tests": {}}), encoding="utf-8")
     with pytest.raises(PV.ReportError, match="no profiles in this report"):
         PV.profiles_of(str(report))
+
+
+@pytest.mark.slow
+def test_slow_with_history_keeps_a_test_well_over_its_median(tmp_path):
+    need_py_spy()
+    need_history()
+    test = tmp_path / "test_h.py"
+    body = "import time\n\ndef wait_here():\n    time.sleep({})\n\ndef test_h():\n    wait_here()\n"
+    db = str(tmp_path / "h.db")
+    test.write_text(body.format(0.02), encoding="utf-8")
+    for _ in range(PR.HISTORY_MIN):
+        assert run(tmp_path, "--perf-history", db).ret == 0
+    test.write_text(body.format(0.5), encoding="utf-8")  # under the 1 s of --perf-profile-over
+    r = run(tmp_path, "--perf-history", db, "--perf-profile", "slow")
+    assert r.ret == 0, r.text
+    assert warnings_of(r) == [], r.text
+    (t,) = profiles(r)["tests"]
+    assert PR.hottest(t["stacks"])["function"] == "wait_here"
+    r = run(tmp_path, "--perf-profile", "slow")  # the same without the history: not kept
+    assert profiles(r)["tests"] == []
