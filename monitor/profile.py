@@ -82,10 +82,17 @@ class Sampler:
         self.stopped = False
         cmd = [exe, "record", "-p", str(pid), "-f", "chrometrace", "-o", self.trace]
         cmd += ["-r", str(RATE), "--idle", "--nonblocking"]
+        # Windows: a process group of its own, so that CTRL_BREAK_EVENT (py-spy's Ctrl-C) stops
+        # it alone
+        group = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
         with open(self.errors, "wb") as err:
             self.t0 = time.time()
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                creationflags=group,
             )
 
     def stop(self) -> None:
@@ -96,8 +103,8 @@ class Sampler:
         try:
             if os.name == "posix":
                 self.proc.send_signal(signal.SIGINT)
-            else:  # pragma: no cover - Windows: no Ctrl-C for a process without a console
-                self.proc.terminate()
+            else:  # pragma: no cover - Windows: Ctrl-Break to its own process group
+                self.proc.send_signal(getattr(signal, "CTRL_BREAK_EVENT", signal.SIGTERM))
         except OSError:
             pass
 
@@ -244,27 +251,49 @@ def short_file(file: str, rootdir: Optional[str]) -> str:
 
 def cut(stretch_list: list, start: float, stop: float) -> dict:
     """The folded stacks of one test: ``{"a;b;c": samples}`` over [start, stop]."""
+    return Timeline(stretch_list).cut(start, stop)
+
+
+class Timeline:
+    """Stretches sorted by start, for cutting many tests without reading them all each time."""
+
+    def __init__(self, stretch_list: list) -> None:
+        self.items = sorted(stretch_list)
+        self.starts = [s.start for s in self.items]
+        self.longest = max((s.stop - s.start for s in self.items), default=0.0)
+
+    def shifted(self, by: float) -> Timeline:
+        """The same stretches ``by`` seconds earlier."""
+        if not by:
+            return self
+        return Timeline([Stretch(s.start - by, s.stop - by, s.stack) for s in self.items])
+
+    def cut(self, start: float, stop: float) -> dict:
+        """The folded stacks over [start, stop]."""
+        lo = bisect.bisect_left(self.starts, start - self.longest)
+        hi = bisect.bisect_left(self.starts, stop)
+        return _count((s for s in self.items[lo:hi] if s.stop > start), start, stop)
+
+
+def _count(overlapping: Iterable[Stretch], start: float, stop: float) -> dict:
     counts: dict = {}
-    for s in stretch_list:
-        if s.stop <= start or s.start >= stop:
-            continue
+    for s in overlapping:
         overlap = min(s.stop, stop) - max(s.start, start)
         key = ";".join(s.stack)
         counts[key] = counts.get(key, 0.0) + overlap * RATE
     return {k: int(round(v)) for k, v in counts.items() if round(v) >= 1}
 
 
-def clock_offset(stretch_list: list, records: list) -> float:
+def clock_offset(timeline: Timeline, records: list) -> float:
     """How late py-spy's clock runs against the records' (seconds; 0.0 when nothing tells).
 
     py-spy counts from its own start, a moment after the monitor launched it; a test's call
     phase (known from its record) shows in the trace as the stretches whose stack holds the test
     function: the median of how far those begin and end after the call phase does, less half a
     sampling interval (a change is seen at the next sample), over the longest tests."""
-    if not stretch_list:
+    ordered, starts = timeline.items, timeline.starts
+    if not ordered:
         return 0.0
-    ordered = sorted(stretch_list)
-    starts = [s.start for s in ordered]
     first, last = ordered[0].start, max(s.stop for s in ordered)
     longest = sorted(
         (r for r in records if isinstance(r[CALL], (int, float)) and r[CALL] > 5 / RATE),
@@ -299,12 +328,6 @@ def _calls(stack: tuple, name: str) -> bool:
         if function == name or function.endswith("." + name):
             return True
     return False
-
-
-def shifted(stretch_list: list, by: float) -> list:
-    return (
-        [Stretch(s.start - by, s.stop - by, s.stack) for s in stretch_list] if by else stretch_list
-    )
 
 
 # -- reading a profile ------------------------------------------------------------------------
@@ -447,9 +470,9 @@ class Profiler:
             sampled += 1
             w = next((w for w in workers if w.pid == s.pid), None)
             if w is not None and isinstance(events, list):
-                found = list(stretches(events, s.t0, rootdir))
-                offset = clock_offset(found, w.records)
-                tests.extend(self._cut(shifted(found, offset), w))
+                timeline = Timeline(list(stretches(events, s.t0, rootdir)))
+                offset = clock_offset(timeline, w.records)
+                tests.extend(self._cut(timeline.shifted(offset), w))
                 samplers.append({"worker": w.wid, "pid": s.pid, "clock_offset": round(offset, 4)})
         for problem, who in failed.items():
             self._problem(problem.format(who=", ".join(who)))
@@ -504,13 +527,13 @@ class Profiler:
         factor, floor = OVER_MEDIAN
         return median is not None and duration > max(median * factor, median + floor)
 
-    def _cut(self, stretch_list: list, w: Any) -> list:
+    def _cut(self, timeline: Timeline, w: Any) -> list:
         out = []
         for rec in w.records:
             start, stop = rec[START], rec[STOP]
             if not self.wanted(rec[NODEID], stop - start):
                 continue
-            stacks = cut(stretch_list, start, stop)
+            stacks = timeline.cut(start, stop)
             if not stacks:
                 continue
             out.append(
