@@ -190,12 +190,55 @@ class Stretch(NamedTuple):
     stack: tuple  # the frames, outermost first, from the test's frame up; () outside any test
 
 
-def stretches(events: list, t0: float, rootdir: Optional[str] = None) -> Iterator[Stretch]:
+def iter_events(path: str, chunk: int = 1 << 20) -> Iterator[Any]:
+    """py-spy's chrometrace (one JSON array of flat events) read event by event, in bounded
+    memory: a long session's trace can be hundreds of MB. ValueError when it is not one."""
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        buf = f.read(chunk).lstrip()
+        if not buf.startswith("["):
+            raise ValueError("not a JSON array")
+        pos = 1
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n,":
+                pos += 1
+            if pos < len(buf) and buf[pos] == "]":
+                return
+            try:
+                if pos >= len(buf):
+                    raise ValueError("need more")
+                event, pos = decoder.raw_decode(buf, pos)
+            except ValueError:
+                more = f.read(chunk)
+                if not more:
+                    raise ValueError("the trace ends early") from None
+                buf, pos = buf[pos:] + more, 0
+                continue
+            yield event
+
+
+class Windows:
+    """Is a stretch near one of these tests (within the largest clock correction)?"""
+
+    def __init__(self, records: list) -> None:
+        spans = sorted((r[START] - MAX_OFFSET, r[STOP] + MAX_OFFSET) for r in records)
+        self.starts = [a for a, _ in spans]
+        self.ends = [b for _, b in spans]
+        for i in range(1, len(self.ends)):  # the furthest end so far: spans may nest
+            self.ends[i] = max(self.ends[i], self.ends[i - 1])
+
+    def __call__(self, s: Stretch) -> bool:
+        i = bisect.bisect_left(self.starts, s.stop)  # the spans that begin before it ends
+        return i > 0 and self.ends[i - 1] > s.start
+
+
+def stretches(events: Iterable[Any], t0: float, rootdir: Optional[str] = None) -> Iterator[Stretch]:
     """The test threads' stretches, from py-spy's events (``ts``: microseconds since py-spy
     started at ``t0``); only the stacks that hold a test (``TEST_FRAME``), cut above it."""
     current: dict = {}  # (pid, tid) -> [frames]
     since: dict = {}  # (pid, tid) -> time its current stack began
     last_ts: dict = {}
+    names: dict = {}  # one string per frame, shared by every stack that holds it
     for ev in events:
         if not isinstance(ev, dict) or ev.get("ph") not in ("B", "E"):
             continue
@@ -206,7 +249,7 @@ def stretches(events: list, t0: float, rootdir: Optional[str] = None) -> Iterato
         frames = current.setdefault(key, [])
         if last_ts.get(key) != ts:  # a new sample: the stack before it lasted until now
             if key in since:
-                stack = test_stack(frames, rootdir)
+                stack = test_stack(frames, rootdir, names)
                 if stack:
                     yield Stretch(since[key], t0 + ts / 1e6, stack)
             since[key] = t0 + ts / 1e6
@@ -220,21 +263,31 @@ def stretches(events: list, t0: float, rootdir: Optional[str] = None) -> Iterato
             frames.pop()
 
 
-def test_stack(frames: list, rootdir: Optional[str] = None) -> tuple:
-    """The frames above pytest's test frame, without the hook machinery; () if none."""
+def test_stack(frames: list, rootdir: Optional[str] = None, names: Optional[dict] = None) -> tuple:
+    """The frames above pytest's test frame, without the hook machinery, each
+    ``file:function:line`` (``names`` caches them); () if none."""
+    names = {} if names is None else names
     for i in range(len(frames) - 1, -1, -1):
         f = frames[i]
         if f[1] == TEST_FRAME and f[0].replace("\\", "/").endswith("_pytest/runner.py"):
-            kept = [
-                (short_file(file, rootdir), name, line)
-                for file, name, line in frames[i + 1 :]
-                if not any(d in file.replace("\\", "/") for d in SKIP_DIRS)
-            ]
-            return tuple(
-                f"{file}:{name}:{line}" if line is not None else f"{file}:{name}"
-                for file, name, line in kept
-            ) or ("(pytest)",)
+            out = []
+            for frame in frames[i + 1 :]:
+                text = names.get(frame)
+                if text is None:
+                    text = names[frame] = _frame_text(frame, rootdir)
+                if text:
+                    out.append(text)
+            return tuple(out) or ("(pytest)",)
     return ()
+
+
+def _frame_text(frame: tuple, rootdir: Optional[str]) -> str:
+    """``file:function:line``; "" for the hook machinery's frames."""
+    file, name, line = frame
+    if any(d in file.replace("\\", "/") for d in SKIP_DIRS):
+        return ""
+    file = short_file(file, rootdir)
+    return f"{file}:{name}:{line}" if line is not None else f"{file}:{name}"
 
 
 def short_file(file: str, rootdir: Optional[str]) -> str:
@@ -461,19 +514,24 @@ class Profiler:
             if problem is not None:
                 failed.setdefault(problem, []).append(s.who())
                 continue
+            sampled += 1
+            w = next((w for w in workers if w.pid == s.pid), None)
+            wanted = (
+                [r for r in w.records if self.wanted(r[NODEID], r[STOP] - r[START])] if w else []
+            )
+            if w is None or not wanted:
+                continue  # nothing to cut: the trace is not even read
             try:
-                with open(s.trace, encoding="utf-8", errors="replace") as f:
-                    events = json.load(f)
+                near = Windows(wanted)
+                timeline = Timeline(
+                    [st for st in stretches(iter_events(s.trace), s.t0, rootdir) if near(st)]
+                )
             except (OSError, ValueError) as exc:
                 self._problem(f"cannot read the trace of {s.who()}: {exc}")
                 continue
-            sampled += 1
-            w = next((w for w in workers if w.pid == s.pid), None)
-            if w is not None and isinstance(events, list):
-                timeline = Timeline(list(stretches(events, s.t0, rootdir)))
-                offset = clock_offset(timeline, w.records)
-                tests.extend(self._cut(timeline.shifted(offset), w))
-                samplers.append({"worker": w.wid, "pid": s.pid, "clock_offset": round(offset, 4)})
+            offset = clock_offset(timeline, wanted)
+            tests.extend(self._cut(timeline.shifted(offset), w.wid, wanted))
+            samplers.append({"worker": w.wid, "pid": s.pid, "clock_offset": round(offset, 4)})
         for problem, who in failed.items():
             self._problem(problem.format(who=", ".join(who)))
         if not sampled:
@@ -527,19 +585,17 @@ class Profiler:
         factor, floor = OVER_MEDIAN
         return median is not None and duration > max(median * factor, median + floor)
 
-    def _cut(self, timeline: Timeline, w: Any) -> list:
+    def _cut(self, timeline: Timeline, wid: str, records: list) -> list:
         out = []
-        for rec in w.records:
+        for rec in records:
             start, stop = rec[START], rec[STOP]
-            if not self.wanted(rec[NODEID], stop - start):
-                continue
             stacks = timeline.cut(start, stop)
             if not stacks:
                 continue
             out.append(
                 {
                     "nodeid": rec[NODEID],
-                    "worker": w.wid,
+                    "worker": wid,
                     "start": start,
                     "duration": round(stop - start, 6),
                     "samples": sum(stacks.values()),

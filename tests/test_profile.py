@@ -362,3 +362,19 @@ def test_slow_with_history_keeps_a_test_well_over_its_median(tmp_path):
     assert PR.hottest(t["stacks"])["function"] == "wait_here"
     r = run(tmp_path, "--perf-profile", "slow")  # the same without the history: not kept
     assert profiles(r)["tests"] == []
+
+
+def test_trace_read_event_by_event_in_small_chunks(tmp_path):
+    events = [
+        {"args": {"filename": f"a{i}.py", "line": i}, "name": "f[]", "ph": "BE"[i % 2], "ts": i}
+        for i in range(50)
+    ]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(events) + "\n", encoding="utf-8")
+    for chunk in (1, 7, 1 << 20):
+        assert list(PR.iter_events(str(path), chunk)) == events
+    path.write_text(json.dumps(events)[:-40], encoding="utf-8")
+    with pytest.raises(ValueError, match="ends early"):
+        list(PR.iter_events(str(path), 64))
+    path.write_text("[]", encoding="utf-8")
+    assert list(PR.iter_events(str(path))) == []
