@@ -32,6 +32,8 @@ from typing import Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from pytest_perfmon.monitor.profile import RATE, find_sampler  # noqa: E402
+
 TARGET_RATIO_DELTA = 0.03
 TARGET_CPU_PCT = 5.0
 
@@ -45,14 +47,14 @@ def work(n):
 
 
 def calibrate() -> int:
-    """Loop iterations of ``work`` that take about 1 s here (median of 3)."""
+    """Loop iterations of ``work`` that take about 1 s of CPU here."""
     ns: dict = {}
     exec(WORK, ns)
     n = 200_000
     while True:
-        t = time.perf_counter()
+        t = time.process_time()
         ns["work"](n)
-        dt = time.perf_counter() - t
+        dt = time.process_time() - t
         if dt > 0.2:
             return int(n / dt)
         n *= 2
@@ -109,9 +111,12 @@ def make_cpu_suite(root: str, n: int) -> str:
     return root
 
 
-def timed_process(n: int, sampler: Optional[list], reps: int, workdir: str) -> list:
-    """The fixed work ``reps`` times in one Python process (after a short warm-up), timed inside
-    it, with ``sampler`` (py-spy's arguments, or None) attached from outside."""
+def timed_process(n: int, sampler: Optional[list], reps: int, workdir: str) -> tuple:
+    """The fixed work ``reps`` times in one Python process, timed inside it ([wall, CPU] each),
+    with ``sampler`` (py-spy's arguments, or None) attached from outside; and py-spy's own CPU
+    seconds per second while the work ran (None without it)."""
+    import psutil
+
     script = os.path.join(workdir, "work.py")
     with open(script, "w", encoding="utf-8") as f:
         f.write(
@@ -139,7 +144,13 @@ print(json.dumps(out))
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)  # py-spy attaches (reads the interpreter's symbols) before sampling
+        t = time.perf_counter()
+        spy_cpu0 = sum(psutil.Process(spy.pid).cpu_times()[:2]) if spy else 0.0
         out, _ = proc.communicate("go\n", timeout=600)
+        spy_rate = None
+        if spy is not None:
+            spy_cpu = sum(psutil.Process(spy.pid).cpu_times()[:2]) - spy_cpu0
+            spy_rate = spy_cpu / (time.perf_counter() - t)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -147,7 +158,7 @@ print(json.dumps(out))
         if spy is not None:
             spy.terminate()
             spy.wait(30)
-    return list(json.loads(out))
+    return list(json.loads(out)), spy_rate
 
 
 def med(xs: list) -> float:
@@ -155,105 +166,30 @@ def med(xs: list) -> float:
 
 
 def main(argv: Optional[list] = None) -> int:
-    from pytest_perfmon.monitor import profile as PR
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=7, help="runs per side of the 2000-test suite")
     ap.add_argument("--cpu-runs", type=int, default=7, help="runs per side of the 1 s test")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument(
+        "--parts", default="123", help="which measurements (default 123: all three, in order)"
+    )
     args = ap.parse_args(argv)
-    exe = PR.find_sampler()
+    exe = find_sampler()
     if exe is None:
         raise SystemExit("py-spy is not installed: pip install -e '.[profile]'")
     workdir = tempfile.mkdtemp(prefix="perfmon-bench-profile-")
     env = env_without_ours(workdir)
     results: dict = {"loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None}
     try:
-        # 1. overhead on the no-op suite
-        suite = make_noop_suite(os.path.join(workdir, "noop"))
-        sides = {
-            "plain": [],
-            "monitor": ["--perf-profile", "off"],
-            "profile": ["--perf-profile", "slow"],
-        }
-        walls: dict = {k: [] for k in sides}
-        for extra in sides.values():  # warm-up: fills the .pyc cache
-            pytest_run(suite, extra, env, args.timeout)
-        order = list(sides)
-        for i in range(args.runs):
-            for k in order if i % 2 == 0 else order[::-1]:
-                walls[k].append(pytest_run(suite, sides[k], env, args.timeout)[0])
-        plain = med(walls["plain"])
-        r_mon = med(walls["monitor"]) / plain
-        r_prof = med(walls["profile"]) / plain
-        results["noop"] = {k: sorted(v) for k, v in walls.items()}
-        results["noop_ratio_monitor"] = r_mon
-        results["noop_ratio_profile"] = r_prof
-        print(f"2000 no-op tests, serial ({args.runs} runs per side, medians):")
-        for k in sides:
-            print(
-                f"  {k:<8} {med(walls[k]):6.3f} s  "
-                f"(min {min(walls[k]):.3f}, max {max(walls[k]):.3f})"
-            )
-        ok1 = r_prof - r_mon <= TARGET_RATIO_DELTA
-        print(
-            f"  ratio to plain: monitor {r_mon:.3f}, monitor + profile {r_prof:.3f}: "
-            f"{r_prof - r_mon:+.3f} (target <= +{TARGET_RATIO_DELTA}) {'OK' if ok1 else 'MISSED'}"
-        )
-
-        # 2. the 1 s CPU-bound test under pytest
+        ok1 = ok2 = True
+        if "1" in args.parts:
+            ok1 = overhead(workdir, env, args, results)
         n = calibrate()
-        cpu_suite = make_cpu_suite(os.path.join(workdir, "cpu"), n)
-        csides = {"unsampled": ["--perf-profile", "off"], "sampled": ["--perf-profile", "all"]}
-        durs: dict = {k: [] for k in csides}
-        cpus: dict = {k: [] for k in csides}
-        for k in csides:
-            pytest_run(cpu_suite, csides[k], env, args.timeout)
-        for i in range(args.cpu_runs):
-            for k in list(csides) if i % 2 == 0 else list(csides)[::-1]:
-                _, rep = pytest_run(cpu_suite, csides[k], env, args.timeout)
-                t = rep["tests"]["test_cpu.py::test_cpu"]
-                durs[k].append(t["call_time"])
-                cpus[k].append(t["duration"] * (t["cpu_percent"] or 0) / 100)
-        d_un, d_s = med(durs["unsampled"]), med(durs["sampled"])
-        pct = (d_s / d_un - 1) * 100
-        ok2 = pct <= TARGET_CPU_PCT
-        results["cpu_test"] = {k: sorted(v) for k, v in durs.items()}
-        results["cpu_test_pct"] = pct
-        results["cpu_test_cpu"] = {k: sorted(v) for k, v in cpus.items()}
-        print(f"\nA CPU-bound test of fixed work under pytest ({args.cpu_runs} runs per side):")
-        print(
-            f"  call time unsampled {d_un:.3f} s, sampled (py-spy --nonblocking, {PR.RATE}/s) "
-            f"{d_s:.3f} s: {pct:+.1f} % (target <= {TARGET_CPU_PCT:.0f} %) "
-            f"{'OK' if ok2 else 'MISSED'}"
-        )
-        c_un, c_s = med(cpus["unsampled"]), med(cpus["sampled"])
-        print(
-            f"  its CPU time unsampled {c_un:.3f} s, sampled {c_s:.3f} s: "
-            f"{(c_s / c_un - 1) * 100:+.1f} %"
-        )
-
-        # 3. the same work in a plain process: no sampler, non-blocking, blocking
-        base = [exe, "record", "-f", "raw", "-o", os.devnull, "-r", str(PR.RATE), "--idle"]
-        modes = {"none": None, "nonblocking": base + ["--nonblocking"], "blocking": base}
-        per: dict = {k: [] for k in modes}
-        for i in range(args.cpu_runs):
-            for k in list(modes) if i % 2 == 0 else list(modes)[::-1]:
-                per[k].extend(timed_process(n, modes[k], 3, workdir))
-        results["process"] = per
-        none = med([w for w, _ in per["none"]])
-        none_cpu = med([c for _, c in per["none"]])
-        print(
-            f"\nThe same work in a plain process, timed inside it ({args.cpu_runs} x 3 per mode):"
-        )
-        for k in modes:
-            m = med([w for w, _ in per[k]])
-            c = med([c for _, c in per[k]])
-            print(
-                f"  {k:<12} wall {m:.3f} s {(m / none - 1) * 100:+5.1f} %, "
-                f"CPU {c:.3f} s {(c / none_cpu - 1) * 100:+5.1f} %"
-            )
+        if "2" in args.parts:
+            ok2 = under_pytest(workdir, env, args, results, n)
+        if "3" in args.parts:
+            in_process(workdir, args, results, n, exe)
         results["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
         print(
             f"\nload average at start {results['loadavg_start']}, at end {results['loadavg_end']}"
@@ -264,6 +200,99 @@ def main(argv: Optional[list] = None) -> int:
         return 0 if ok1 and ok2 else 1
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def overhead(workdir: str, env: dict, args: argparse.Namespace, results: dict) -> bool:
+    """1. the 2000 no-op suite: plain, --perf-monitor, --perf-monitor --perf-profile slow."""
+    suite = make_noop_suite(os.path.join(workdir, "noop"))
+    sides = {
+        "plain": [],
+        "monitor": ["--perf-profile", "off"],
+        "profile": ["--perf-profile", "slow"],
+    }
+    walls: dict = {k: [] for k in sides}
+    for extra in sides.values():  # warm-up: fills the .pyc cache
+        pytest_run(suite, extra, env, args.timeout)
+    order = list(sides)
+    for i in range(args.runs):
+        for k in order if i % 2 == 0 else order[::-1]:
+            walls[k].append(pytest_run(suite, sides[k], env, args.timeout)[0])
+    plain = med(walls["plain"])
+    r_mon = med(walls["monitor"]) / plain
+    r_prof = med(walls["profile"]) / plain
+    results["noop"] = {k: sorted(v) for k, v in walls.items()}
+    results["noop_ratio_monitor"] = r_mon
+    results["noop_ratio_profile"] = r_prof
+    print(f"2000 no-op tests, serial ({args.runs} runs per side, medians):")
+    for k in sides:
+        print(
+            f"  {k:<8} {med(walls[k]):6.3f} s  (min {min(walls[k]):.3f}, max {max(walls[k]):.3f})"
+        )
+    ok = r_prof - r_mon <= TARGET_RATIO_DELTA
+    print(
+        f"  ratio to plain: monitor {r_mon:.3f}, monitor + profile {r_prof:.3f}: "
+        f"{r_prof - r_mon:+.3f} (target <= +{TARGET_RATIO_DELTA}) {'OK' if ok else 'MISSED'}"
+    )
+    return ok
+
+
+def under_pytest(workdir: str, env: dict, args: argparse.Namespace, results: dict, n: int) -> bool:
+    """2. the CPU-bound test of fixed work under pytest: unsampled and sampled."""
+    cpu_suite = make_cpu_suite(os.path.join(workdir, "cpu"), n)
+    csides = {"unsampled": ["--perf-profile", "off"], "sampled": ["--perf-profile", "all"]}
+    durs: dict = {k: [] for k in csides}
+    cpus: dict = {k: [] for k in csides}
+    for k in csides:
+        pytest_run(cpu_suite, csides[k], env, args.timeout)
+    for i in range(args.cpu_runs):
+        for k in list(csides) if i % 2 == 0 else list(csides)[::-1]:
+            _, rep = pytest_run(cpu_suite, csides[k], env, args.timeout)
+            t = rep["tests"]["test_cpu.py::test_cpu"]
+            durs[k].append(t["call_time"])
+            cpus[k].append(t["duration"] * (t["cpu_percent"] or 0) / 100)
+    d_un, d_s = med(durs["unsampled"]), med(durs["sampled"])
+    pct = (d_s / d_un - 1) * 100
+    ok = pct <= TARGET_CPU_PCT
+    results["cpu_test"] = {k: sorted(v) for k, v in durs.items()}
+    results["cpu_test_pct"] = pct
+    results["cpu_test_cpu"] = {k: sorted(v) for k, v in cpus.items()}
+    print(f"\nA CPU-bound test of fixed work under pytest ({args.cpu_runs} runs per side):")
+    print(
+        f"  call time unsampled {d_un:.3f} s, sampled (py-spy --nonblocking, {RATE}/s) "
+        f"{d_s:.3f} s: {pct:+.1f} % (target <= {TARGET_CPU_PCT:.0f} %) {'OK' if ok else 'MISSED'}"
+    )
+    c_un, c_s = med(cpus["unsampled"]), med(cpus["sampled"])
+    print(
+        f"  its CPU time unsampled {c_un:.3f} s, sampled {c_s:.3f} s: {(c_s / c_un - 1) * 100:+.1f} %"
+    )
+    return ok
+
+
+def in_process(workdir: str, args: argparse.Namespace, results: dict, n: int, exe: str) -> None:
+    """3. the same work in a plain process: no sampler, py-spy non-blocking, blocking."""
+    base = [exe, "record", "-f", "raw", "-o", os.devnull, "-r", str(RATE), "--idle"]
+    modes = {"none": None, "nonblocking": base + ["--nonblocking"], "blocking": base}
+    per: dict = {k: [] for k in modes}
+    spy_use: dict = {k: [] for k in modes}
+    for i in range(args.cpu_runs):
+        for k in list(modes) if i % 2 == 0 else list(modes)[::-1]:
+            times, use = timed_process(n, modes[k], 3, workdir)
+            per[k].extend(times)
+            if use is not None:
+                spy_use[k].append(use)
+    results["process"] = per
+    results["py_spy_cpu_per_s"] = spy_use
+    none = med([w for w, _ in per["none"]])
+    none_cpu = med([c for _, c in per["none"]])
+    print(f"\nThe same work in a plain process, timed inside it ({args.cpu_runs} x 3 per mode):")
+    for k in modes:
+        m = med([w for w, _ in per[k]])
+        c = med([c for _, c in per[k]])
+        own = f"; py-spy's own CPU {med(spy_use[k]) * 100:.1f} % of a core" if spy_use[k] else ""
+        print(
+            f"  {k:<12} wall {m:.3f} s {(m / none - 1) * 100:+5.1f} %, "
+            f"CPU {c:.3f} s {(c / none_cpu - 1) * 100:+5.1f} %{own}"
+        )
 
 
 if __name__ == "__main__":
