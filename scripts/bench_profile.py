@@ -262,9 +262,7 @@ def under_pytest(workdir: str, env: dict, args: argparse.Namespace, results: dic
         f"{d_s:.3f} s: {pct:+.1f} % (target <= {TARGET_CPU_PCT:.0f} %) {'OK' if ok else 'MISSED'}"
     )
     c_un, c_s = med(cpus["unsampled"]), med(cpus["sampled"])
-    print(
-        f"  its CPU time unsampled {c_un:.3f} s, sampled {c_s:.3f} s: {(c_s / c_un - 1) * 100:+.1f} %"
-    )
+    print(f"  its CPU time unsampled {c_un:.3f} s, sampled {c_s:.3f} s: {c_s / c_un - 1:+.1%}")
     return ok
 
 
