@@ -605,15 +605,15 @@ class Profiler:
         return out
 
     def _version(self) -> str:
-        if self.version is None and self.exe is not None:
+        """``py-spy 0.4.3``, from its distribution's metadata (no process started)."""
+        if self.version is None:
             try:
-                out = subprocess.run(
-                    [self.exe, "--version"], capture_output=True, text=True, timeout=5
-                ).stdout
-                self.version = out.strip() or "py-spy"
-            except (OSError, subprocess.SubprocessError):
+                from importlib.metadata import version
+
+                self.version = f"py-spy {version('py-spy')}"
+            except Exception:  # a py-spy from elsewhere than a Python package: on PATH
                 self.version = "py-spy"
-        return self.version or "py-spy"
+        return self.version
 
 
 def _hottest_list(tests: list) -> list:

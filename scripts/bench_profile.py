@@ -70,7 +70,11 @@ def env_without_ours(workdir: str) -> dict:
 
 
 def pytest_run(suite: str, extra: list, env: dict, timeout: float) -> tuple:
-    """(wall seconds, the report or None)."""
+    """(wall seconds, the report or None, CPU seconds of the process tree: pytest, the monitor,
+    py-spy)."""
+    import resource
+
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = os.path.join(suite, "report.json")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
     if extra:
@@ -80,6 +84,8 @@ def pytest_run(suite: str, extra: list, env: dict, timeout: float) -> tuple:
         cmd, cwd=suite, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
     )
     wall = time.perf_counter() - t
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime
     text = proc.stdout.decode("utf-8", "replace")
     if proc.returncode != 0 or "perfmon: warning" in text:
         raise SystemExit(f"run failed (exit {proc.returncode}): {' '.join(cmd)}\n{text[-2000:]}")
@@ -88,7 +94,7 @@ def pytest_run(suite: str, extra: list, env: dict, timeout: float) -> tuple:
         with open(out, encoding="utf-8") as f:
             report = json.load(f)
         os.unlink(out)
-    return wall, report
+    return wall, report, cpu
 
 
 def make_noop_suite(root: str, n: int = 2000, files: int = 20) -> str:
@@ -211,18 +217,22 @@ def overhead(workdir: str, env: dict, args: argparse.Namespace, results: dict) -
         "profile": ["--perf-profile", "slow"],
     }
     walls: dict = {k: [] for k in sides}
+    cpus: dict = {k: [] for k in sides}
     for extra in sides.values():  # warm-up: fills the .pyc cache
         pytest_run(suite, extra, env, args.timeout)
     order = list(sides)
     for i in range(args.runs):
         for k in order if i % 2 == 0 else order[::-1]:
-            walls[k].append(pytest_run(suite, sides[k], env, args.timeout)[0])
+            wall, _, cpu = pytest_run(suite, sides[k], env, args.timeout)
+            walls[k].append(wall)
+            cpus[k].append(cpu)
     plain = med(walls["plain"])
     r_mon = med(walls["monitor"]) / plain
     r_prof = med(walls["profile"]) / plain
     results["noop"] = {k: sorted(v) for k, v in walls.items()}
     results["noop_ratio_monitor"] = r_mon
     results["noop_ratio_profile"] = r_prof
+    results["noop_cpu"] = {k: sorted(v) for k, v in cpus.items()}
     print(f"2000 no-op tests, serial ({args.runs} runs per side, medians):")
     for k in sides:
         print(
@@ -232,6 +242,12 @@ def overhead(workdir: str, env: dict, args: argparse.Namespace, results: dict) -
     print(
         f"  ratio to plain: monitor {r_mon:.3f}, monitor + profile {r_prof:.3f}: "
         f"{r_prof - r_mon:+.3f} (target <= +{TARGET_RATIO_DELTA}) {'OK' if ok else 'MISSED'}"
+    )
+    c_plain = med(cpus["plain"])
+    print(
+        f"  CPU of the process tree: plain {c_plain:.3f} s, monitor {med(cpus['monitor']):.3f} s "
+        f"({med(cpus['monitor']) / c_plain:.3f}), monitor + profile {med(cpus['profile']):.3f} s "
+        f"({med(cpus['profile']) / c_plain:.3f})"
     )
     return ok
 
@@ -246,7 +262,7 @@ def under_pytest(workdir: str, env: dict, args: argparse.Namespace, results: dic
         pytest_run(cpu_suite, csides[k], env, args.timeout)
     for i in range(args.cpu_runs):
         for k in list(csides) if i % 2 == 0 else list(csides)[::-1]:
-            _, rep = pytest_run(cpu_suite, csides[k], env, args.timeout)
+            _, rep, _ = pytest_run(cpu_suite, csides[k], env, args.timeout)
             t = rep["tests"]["test_cpu.py::test_cpu"]
             durs[k].append(t["call_time"])
             cpus[k].append(t["duration"] * (t["cpu_percent"] or 0) / 100)
