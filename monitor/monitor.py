@@ -105,6 +105,9 @@ class Monitor(server.RouterServer):
 
     # -- sampling -------------------------------------------------------------------------
     def sample(self) -> None:
+        if self.profiler is not None:  # the answers held until the process's py-spy samples
+            for ident, ready in self.profiler.due():
+                self.reply(ident, ready)
         now = time.time()
         workers = (p.worker for p in self.peers.values())
         total, per = self.sampler.sample_group(workers, now)
@@ -129,11 +132,11 @@ class Monitor(server.RouterServer):
         else:
             self.data.workers[h.worker] = w
         self.peers[ident] = Peer(w, h.role)
-        self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))  # the first test waits
+        ready = P.pack(P.READY, {"monitor_pid": os.getpid()})
+        if h.profile is None or w.pid <= 0 or not self.start_profile(h.profile, w, ident, ready):
+            self.reply(ident, ready)  # the first test waits (with --perf-profile: for py-spy)
         if w.pid > 0:
             self.sampler.sample(w, time.time())  # a first sample, as its first test begins
-            if h.profile is not None:
-                self.start_profile(h.profile, w)
 
     def on_batch(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "batch")
@@ -182,12 +185,13 @@ class Monitor(server.RouterServer):
     KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH))
 
     # -- --perf-profile (monitor/profile.py) ----------------------------------------------
-    def start_profile(self, request: dict, w: R.Worker) -> None:
+    def start_profile(self, request: dict, w: R.Worker, ident: bytes, ready: Any) -> bool:
+        """Start its sampler; True when its ``ready`` waits for it (see ``sample``)."""
         if self.profiler is None:
             from . import profile
 
             self.profiler = profile.Profiler(request["mode"], request["over"])
-        self.profiler.start(w.wid, w.pid)
+        return bool(self.profiler.start(w.wid, w.pid, ident, ready))
 
     def finish_profiles(self, f: Optional[P.Finish]) -> Optional[dict]:
         """Stop the samplers, write the profiles; the report's ``session.profile`` block."""

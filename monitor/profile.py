@@ -41,6 +41,10 @@ RATE = 100
 STOP_WAIT = 15.0
 #: The frame of pytest that holds one test (setup, call, teardown): the profile starts above it.
 TEST_FRAME = "runtestprotocol"
+#: What py-spy prints once it samples; the process's ``ready`` waits for it, at most ATTACH_WAIT
+#: seconds, so that its first test is sampled from its start.
+SAMPLING = "Sampling process"
+ATTACH_WAIT = 3.0
 #: py-spy's clock is put right by at most this much (seconds): more says something else is wrong.
 MAX_OFFSET = 0.5
 #: Frames of the hook machinery, left out of the stacks (they say nothing of the test).
@@ -79,21 +83,22 @@ class Sampler:
         self.pid = pid
         self.trace = os.path.join(directory, f"trace-{pid}.json")
         self.errors = os.path.join(directory, f"stderr-{pid}.txt")
+        self.said = os.path.join(directory, f"stdout-{pid}.txt")  # "Sampling process ..."
         self.stopped = False
         cmd = [exe, "record", "-p", str(pid), "-f", "chrometrace", "-o", self.trace]
         cmd += ["-r", str(RATE), "--idle", "--nonblocking"]
         # Windows: a process group of its own, so that CTRL_BREAK_EVENT (py-spy's Ctrl-C) stops
         # it alone
         group = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)
-        with open(self.errors, "wb") as err:
+        with open(self.errors, "wb") as err, open(self.said, "wb") as out:
             self.t0 = time.time()
             self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                creationflags=group,
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, creationflags=group
             )
+
+    def attached(self) -> bool:
+        """Is py-spy sampling (it says so on its stdout), or gone (it never will)?"""
+        return self.proc.poll() is not None or SAMPLING in _read_text(self.said)
 
     def stop(self) -> None:
         """Ask py-spy to write its file and exit (SIGINT, as Ctrl-C), if it still runs."""
@@ -232,9 +237,12 @@ class Windows:
         return i > 0 and self.ends[i - 1] > s.start
 
 
-def stretches(events: Iterable[Any], t0: float, rootdir: Optional[str] = None) -> Iterator[Stretch]:
+def stretches(
+    events: Iterable[Any], t0: float, rootdir: Optional[str] = None, seen: Optional[list] = None
+) -> Iterator[Stretch]:
     """The test threads' stretches, from py-spy's events (``ts``: microseconds since py-spy
-    started at ``t0``); only the stacks that hold a test (``TEST_FRAME``), cut above it."""
+    started at ``t0``); only the stacks that hold a test (``TEST_FRAME``), cut above it.
+    ``seen`` ([first, last]) gets the times of the trace's first and last events."""
     current: dict = {}  # (pid, tid) -> [frames]
     since: dict = {}  # (pid, tid) -> time its current stack began
     last_ts: dict = {}
@@ -247,6 +255,8 @@ def stretches(events: Iterable[Any], t0: float, rootdir: Optional[str] = None) -
         if not isinstance(ts, (int, float)):
             continue
         frames = current.setdefault(key, [])
+        if seen is not None:
+            seen[:] = [t0 + ts / 1e6, t0 + ts / 1e6] if not seen else [seen[0], t0 + ts / 1e6]
         if last_ts.get(key) != ts:  # a new sample: the stack before it lasted until now
             if key in since:
                 stack = test_stack(frames, rootdir, names)
@@ -337,17 +347,18 @@ def _count(overlapping: Iterable[Stretch], start: float, stop: float) -> dict:
     return {k: int(round(v)) for k, v in counts.items() if round(v) >= 1}
 
 
-def clock_offset(timeline: Timeline, records: list) -> float:
+def clock_offset(timeline: Timeline, records: list, seen: Optional[list] = None) -> float:
     """How late py-spy's clock runs against the records' (seconds; 0.0 when nothing tells).
 
     py-spy counts from its own start, a moment after the monitor launched it; a test's call
     phase (known from its record) shows in the trace as the stretches whose stack holds the test
     function: the median of how far those begin and end after the call phase does, less half a
-    sampling interval (a change is seen at the next sample), over the longest tests."""
+    sampling interval (a change is seen at the next sample), over the longest tests. ``seen``:
+    the trace's first and last events (a boundary outside them was not seen)."""
     ordered, starts = timeline.items, timeline.starts
     if not ordered:
         return 0.0
-    first, last = ordered[0].start, max(s.stop for s in ordered)
+    first, last = seen if seen else (ordered[0].start, max(s.stop for s in ordered))
     longest = sorted(
         (r for r in records if isinstance(r[CALL], (int, float)) and r[CALL] > 5 / RATE),
         key=lambda r: -r[CALL],
@@ -458,6 +469,7 @@ class Profiler:
         self.version: Optional[str] = None
         self.directory: Optional[str] = None
         self.medians: dict = {}  # nodeid -> its median duration in the history store
+        self.waiting: list = []  # (sampler, deadline, ident, ready): answers held until it samples
         if self.exe is None:
             self._problem(f"py-spy is not installed ({INSTALL}): no profiles")
 
@@ -466,16 +478,30 @@ class Profiler:
         if line not in self.problems:
             self.problems.append(line)
 
-    def start(self, wid: str, pid: int) -> None:
-        """Start sampling a measured process (a failure is said at finish)."""
+    def start(self, wid: str, pid: int, ident: Any = None, ready: Any = None) -> bool:
+        """Start sampling a measured process (a failure is said at finish). True: its answer
+        ``ready`` to ``ident`` waits until py-spy samples (:meth:`due` hands it back)."""
         if self.exe is None:
-            return
+            return False
         try:
             if self.directory is None:
                 self.directory = tempfile.mkdtemp(prefix="perfmon-profile-")
-            self.samplers.append(Sampler(wid, pid, self.exe, self.directory))
+            sampler = Sampler(wid, pid, self.exe, self.directory)
         except OSError as exc:
             self._problem(f"cannot start py-spy: {exc.strerror or exc}: no profiles")
+            return False
+        self.samplers.append(sampler)
+        self.waiting.append((sampler, time.monotonic() + ATTACH_WAIT, ident, ready))
+        return True
+
+    def due(self) -> list:
+        """The (ident, ready) answers whose sampler now samples (or failed, or took too long)."""
+        if not self.waiting:
+            return []
+        now = time.monotonic()
+        done = [w for w in self.waiting if now >= w[1] or w[0].attached()]
+        self.waiting = [w for w in self.waiting if w not in done]
+        return [(ident, ready) for _, _, ident, ready in done]
 
     def finish(
         self,
@@ -523,13 +549,13 @@ class Profiler:
                 continue  # nothing to cut: the trace is not even read
             try:
                 near = Windows(wanted)
-                timeline = Timeline(
-                    [st for st in stretches(iter_events(s.trace), s.t0, rootdir) if near(st)]
-                )
+                seen: list = []
+                found = stretches(iter_events(s.trace), s.t0, rootdir, seen)
+                timeline = Timeline([st for st in found if near(st)])
             except (OSError, ValueError) as exc:
                 self._problem(f"cannot read the trace of {s.who()}: {exc}")
                 continue
-            offset = clock_offset(timeline, wanted)
+            offset = clock_offset(timeline, wanted, seen)
             tests.extend(self._cut(timeline.shifted(offset), w.wid, wanted))
             samplers.append({"worker": w.wid, "pid": s.pid, "clock_offset": round(offset, 4)})
         for problem, who in failed.items():
