@@ -83,6 +83,7 @@ def run(path, *args: str, command: list | None = None, env: dict | None = None) 
 
 
 def profiles(r: Run) -> dict:
+    assert "profile" in r.report["session"], r.text
     block = r.report["session"]["profile"]
     with open(block["path"], encoding="utf-8") as f:
         return json.load(f)
@@ -117,7 +118,10 @@ def test_slow_test_profiled_in_its_function_quick_test_not(xdist, tmp_path, brow
         top = PR.functions(t["stacks"])
         assert (top[0].function, top[0].file) == ("spin_here", "test_suite.py"), top[:3]
         assert top[0].self_samples > t["samples"] / 2, top[:3]
-        assert any(f.function == caller and f.total_samples >= top[0].self_samples for f in top)
+        # under its caller; a sample at either boundary may be the neighbour test's (a stack
+        # change is seen at the next sample, 10 ms later at most)
+        (under,) = [f.total_samples for f in top if f.function == caller]
+        assert under >= top[0].self_samples - 2, top[:5]
         # folded stacks of file:function:line frames, from pytest's frame above runtestprotocol
         assert all(k.startswith("_pytest/runner.py:") for k in t["stacks"]), t["stacks"]
         assert any(";test_suite.py:spin_here:" in k for k in t["stacks"]), t["stacks"]
@@ -193,11 +197,12 @@ def test_all_keeps_a_short_test_and_over_moves_the_bar(tmp_path):
     r = run(tmp_path, "--perf-profile", "all")
     assert r.ret == 0, r.text
     (t,) = profiles(r)["tests"]
-    assert PR.hottest(t["stacks"])["function"] == "wait_here"  # idle samples are kept
+    assert PR.hottest(t["stacks"])["function"] == "wait_here", t  # idle samples are kept
     r = run(tmp_path, "--perf-profile", "slow", "--perf-profile-over", "0.2")
-    assert [t["nodeid"] for t in profiles(r)["tests"]] == ["test_short.py::test_short"]
+    kept = profiles(r)["tests"]
+    assert [t["nodeid"] for t in kept] == ["test_short.py::test_short"], (kept, r.text)
     r = run(tmp_path, "--perf-profile", "slow")  # 1 s by default
-    assert profiles(r)["tests"] == []
+    assert profiles(r)["tests"] == [], r.text
     assert r.report["session"]["profile"]["tests"] == 0
 
 
