@@ -44,7 +44,7 @@ TEST_FRAME = "runtestprotocol"
 #: What py-spy prints once it samples; the process's ``ready`` waits for it, at most ATTACH_WAIT
 #: seconds, so that its first test is sampled from its start.
 SAMPLING = "Sampling process"
-ATTACH_WAIT = 3.0
+ATTACH_WAIT = 10.0
 #: py-spy's clock is put right by at most this much (seconds): more says something else is wrong.
 MAX_OFFSET = 0.5
 #: Frames of the hook machinery, left out of the stacks (they say nothing of the test).
@@ -470,6 +470,7 @@ class Profiler:
         self.directory: Optional[str] = None
         self.medians: dict = {}  # nodeid -> its median duration in the history store
         self.waiting: list = []  # (sampler, deadline, ident, ready): answers held until it samples
+        self.late: list = []  # the processes whose py-spy had not attached by the deadline
         if self.exe is None:
             self._problem(f"py-spy is not installed ({INSTALL}): no profiles")
 
@@ -499,8 +500,9 @@ class Profiler:
         if not self.waiting:
             return []
         now = time.monotonic()
-        done = [w for w in self.waiting if now >= w[1] or w[0].attached()]
+        done = [w for w in self.waiting if w[0].attached() or now >= w[1]]
         self.waiting = [w for w in self.waiting if w not in done]
+        self.late += [w[0].who() for w in done if not w[0].attached()]
         return [(ident, ready) for _, _, ident, ready in done]
 
     def finish(
@@ -558,6 +560,12 @@ class Profiler:
             offset = clock_offset(timeline, wanted, seen)
             tests.extend(self._cut(timeline.shifted(offset), w.wid, wanted))
             samplers.append({"worker": w.wid, "pid": s.pid, "clock_offset": round(offset, 4)})
+        if self.late:
+            failed.setdefault(
+                f"py-spy took over {ATTACH_WAIT:.0f} s to start sampling {{who}}: "
+                "the tests it missed have no profile",
+                [],
+            ).extend(self.late)
         for problem, who in failed.items():
             self._problem(problem.format(who=", ".join(who)))
         if not sampled:
