@@ -5,6 +5,7 @@
     perfmon merge perf-*.json -o combined.json
     perfmon html performance_metrics.json -o perf.html
     perfmon export performance_metrics.json --format openmetrics -o perf.prom
+    perfmon profile tests/test_x.py::test_slow --svg flame.svg
 
 Exit status: 0 fine; 1 regression (``compare --fail-on-regression`` only); 2 bad input or usage.
 On GitHub Actions, ``report`` and ``compare`` append their Markdown to ``$GITHUB_STEP_SUMMARY``
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Callable, Optional
 
-from . import about, analysis, github, shards
+from . import about, analysis, github, profile_view, shards
 from .analysis import Comparison, ReportError, Threshold
 from .argtypes import nonneg_float, positive_int, runs_window
 from .command import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, emit
@@ -455,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     history_cli.register(sub)
     predict_io.register(sub)
     shards.register(sub)
+    profile_view.register(sub)
     return parser
 
 

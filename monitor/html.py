@@ -383,6 +383,36 @@ def headline(report: dict) -> tuple[list[dict], list[str]]:
     return cards, warnings
 
 
+#: The page draws the flame graphs of at most this many profiled tests (the longest).
+MAX_FLAMES = 100
+
+
+def flames(report: dict) -> Optional[dict]:
+    """--perf-profile: {node id: its flame graph (SVG text)} for the longest profiled tests,
+    from the profiles file the report names; None without one (or when it cannot be read)."""
+    block = (report.get("session") or {}).get("profile")
+    if not isinstance(block, dict) or not isinstance(block.get("path"), str):
+        return None
+    from . import profile_view
+
+    try:
+        with open(block["path"], encoding="utf-8") as f:
+            doc = json.load(f)
+        tests = [t for t in doc["tests"] if isinstance(t, dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    longest: dict = {}
+    for t in tests:
+        longest[t["nodeid"]] = max(longest.get(t["nodeid"], 0.0), t.get("duration") or 0.0)
+    keep = sorted(longest, key=lambda n: -longest[n])[:MAX_FLAMES]
+    rate = int(doc.get("rate") or 100)
+    out = {}
+    for nodeid in keep:
+        _, stacks, _ = profile_view.select(doc, nodeid)
+        out[nodeid] = profile_view.flame_svg(nodeid, stacks, rate)
+    return out
+
+
 def _asset(name: str) -> str:
     with open(os.path.join(ASSETS, name), encoding="utf-8") as f:
         return f.read()
@@ -403,6 +433,7 @@ def render(report: dict, title: Optional[str] = None, history: Optional[dict] = 
     data["cards"] = cards
     data["warnings"] = warnings
     data["history"] = history
+    data["flames"] = flames(report)
     data["meta"] = {
         "timestamp": session.get("timestamp"),
         "perfmon_version": session.get("perfmon_version") or __version__,

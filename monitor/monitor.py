@@ -101,6 +101,7 @@ class Monitor(server.RouterServer):
         self.started = time.time()
         self.ctx = zmq.Context()
         self.sock = server.router_socket(self.ctx, P.MAX_FRAME, 0)
+        self.profiler: Any = None  # --perf-profile: a profile.Profiler from the first hello asking
 
     # -- set-up ---------------------------------------------------------------------------
     def bind(self) -> None:
@@ -117,6 +118,9 @@ class Monitor(server.RouterServer):
 
     # -- sampling -------------------------------------------------------------------------
     def sample(self) -> None:
+        if self.profiler is not None:  # the answers held until the process's py-spy samples
+            for ident, ready in self.profiler.due():
+                self.reply(ident, ready)
         now = time.time()
         workers = (p.worker for p in self.peers.values())
         total, per = self.sampler.sample_group(workers, now)
@@ -141,7 +145,9 @@ class Monitor(server.RouterServer):
         else:
             self.data.workers[h.worker] = w
         self.peers[ident] = Peer(w, h.role)
-        self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))  # the first test waits
+        ready = P.pack(P.READY, {"monitor_pid": os.getpid()})
+        if h.profile is None or w.pid <= 0 or not self.start_profile(h.profile, w, ident, ready):
+            self.reply(ident, ready)  # the first test waits (with --perf-profile: for py-spy)
         if w.pid > 0:
             self.sampler.sample(w, time.time())  # a first sample, as its first test begins
 
@@ -196,6 +202,25 @@ class Monitor(server.RouterServer):
 
     KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH))
 
+    # -- --perf-profile (monitor/profile.py) ----------------------------------------------
+    def start_profile(self, request: dict, w: R.Worker, ident: bytes, ready: Any) -> bool:
+        """Start its sampler; True when its ``ready`` waits for it (see ``sample``)."""
+        if self.profiler is None:
+            from . import profile
+
+            self.profiler = profile.Profiler(request["mode"], request["over"])
+        return bool(self.profiler.start(w.wid, w.pid, ident, ready))
+
+    def finish_profiles(self, f: Optional[P.Finish]) -> Optional[dict]:
+        """Stop the samplers, write the profiles; the report's ``session.profile`` block."""
+        if self.profiler is None:
+            return None
+        rootdir, history = (f.rootdir, f.history) if f is not None else (None, None)
+        block = self.profiler.finish(self.data.workers.values(), self.output, rootdir, history)
+        self.data.warnings.extend(self.profiler.problems)
+        self.profiler = None
+        return block
+
     # -- the report -----------------------------------------------------------------------
     def possibly_incomplete(self) -> bool:
         """A process that measured tests left without an acknowledged goodbye, and nobody
@@ -211,11 +236,14 @@ class Monitor(server.RouterServer):
         """Build the report and deliver it: the JSON to ``--output``; the HTML page and the
         history only as a ``finish`` asks (an aborted session writes its JSON only)."""
         slots.drop_duplicate_interruptions(self.data)
+        profile = self.finish_profiles(f)
         system = R.system_info(self.python_version) if self.system_info else None
         try:
             rep = R.build(self.data, session, system)
         except Exception as exc:  # a report must never take the monitor down silently
             return D.unbuilt(self.output, exc)
+        if profile is not None:
+            rep["session"]["profile"] = profile
         if self.possibly_incomplete():
             rep["session"]["possibly_incomplete"] = True
         if f is None:

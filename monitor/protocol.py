@@ -18,7 +18,9 @@ Kinds sent by clients (fields in brackets are optional):
             and its workers share it); ``methods`` says which boundary counters the process can
             read (``children``: it reads RUSAGE_CHILDREN and wants its descendants sampled);
             ``python`` is its version; ``system_info`` false asks for no system block (a
-            daemon honours it even when the session dies before its finish).
+            daemon honours it even when the session dies before its finish);
+            ``profile`` {"mode": "slow"|"all", "over": float} asks a spawned monitor to sample
+            this process with py-spy (``--perf-profile``; a daemon ignores it).
             Reply ``ready`` {"monitor_pid": int, ["session": str]} or ``error``.
 ``batch``   BODY = [seq, [record, ...]]: ``seq`` counts the sender's batches from 0, so that a
             resent batch is taken once.  A record is the list of ``RECORD_FIELDS``.  No
@@ -281,6 +283,7 @@ class Hello(NamedTuple):
     methods: dict  # {"rss": bool, "peak": bool, ["children": True]}
     python: Optional[str]
     system_info: Optional[bool]  # whether the session's report carries a system block
+    profile: Optional[dict] = None  # --perf-profile: {"mode": "slow"|"all", "over": float}
 
 
 class Batch(NamedTuple):
@@ -400,7 +403,21 @@ def parse_hello(body: Any) -> Hello:
         {"rss": bool(methods.get("rss")), "peak": bool(methods.get("peak")), **_children(methods)},
         python[:50] if python is not None else None,
         _opt(body, "system_info", bool, "a bool"),
+        _profile(body),
     )
+
+
+def _profile(body: dict) -> Optional[dict]:
+    """A hello's optional ``profile`` request, checked."""
+    p = _opt(body, "profile", dict, "a map")
+    if p is None:
+        return None
+    if p.get("mode") not in ("slow", "all"):
+        raise _field("profile mode is not slow or all")
+    over = p.get("over", 1.0)
+    if not finite(over) or over < 0:
+        raise _field("profile over is not a finite number >= 0")
+    return {"mode": p["mode"], "over": float(over)}
 
 
 def parse_batch(body: Any) -> Batch:

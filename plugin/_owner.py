@@ -200,6 +200,8 @@ class SessionOwner:
             info["history"] = s.history
             info["labels"] = dict(s.labels)
             info["rootdir"] = s.rootdir
+        if s.profile:  # the profiles name the files under it relative to it
+            info["rootdir"] = s.rootdir
         if self.shard is not None:
             from ._shard import finish_fields
 
@@ -332,6 +334,10 @@ class SessionOwner:
             tr.write_line(f"perfmon: report written to {self.report_path}")
             if self.html_path:
                 tr.write_line(f"perfmon: HTML report written to {self.html_path}")
+        if self.settings.profile:
+            from ._profile import write_terminal
+
+            write_terminal(tr, self.report, self.report_path)
 
     def _step_summary(self, tr: Any, report: dict) -> None:
         """On GitHub Actions, the summary also goes to the job's step summary, as Markdown."""

@@ -86,6 +86,29 @@ def _close(endings: Optional[_endings.Endings], measurer: Optional[Measurer] = N
         endings.slot.close()
 
 
+def _profile_fields(settings: Settings, owner: SessionOwner, monitor_pid: Optional[int]) -> dict:
+    """--perf-profile: the hello's ``profile`` field ({} when off), and the warning when a daemon
+    collects (it does not sample)."""
+    if settings.profile is None:
+        return {}
+    from . import _profile
+
+    warning = _profile.daemon_warning(settings)
+    if warning is not None:
+        owner.warnings.append(warning)
+    return _profile.hello_fields(_profile.request(settings), monitor_pid)
+
+
+def _worker_profile(workerinput: dict, monitor_pid: Optional[int]) -> dict:
+    """An xdist worker's ``profile`` field, as its controller asked ({} when off)."""
+    profile = workerinput.get("perfmon_profile")
+    if not profile:
+        return {}
+    from . import _profile
+
+    return _profile.hello_fields(profile, monitor_pid)
+
+
 def _register_measurer(config: pytest.Config, measurer: Measurer, junit: bool) -> None:
     config.pluginmanager.register(measurer, PLUGIN_NAME + "-measure")
     if junit:
@@ -112,6 +135,7 @@ class LocalSession:
             worker="main",
             methods=self.measurer.counters.methods,
             python=_python(),
+            **_profile_fields(settings, owner, handle.pid),
         )
 
     @pytest.hookimpl(hookwrapper=True)
@@ -252,6 +276,7 @@ class ControllerSession:
         self.watching = False
         self.endings = _endings.install(_private_dir(handle), "controller", "controller")
         hello(client, owner.session_id, "controller")
+        _profile_fields(settings, owner, None)
 
     def _check_collector(self) -> None:
         """Before the first worker starts: can the collector take the workers' data?
@@ -293,6 +318,10 @@ class ControllerSession:
         wi["perfmon_daemon"] = bool(owner.settings.daemon)
         wi["perfmon_slots"] = _private_dir(owner.handle) if usable else None
         wi["perfmon_junit"] = bool(getattr(self.config.option, "xmlpath", None))
+        if owner.settings.profile is not None:
+            from . import _profile
+
+            wi["perfmon_profile"] = _profile.request(owner.settings) if usable else None
 
     # The controller sees every test start and every report as the workers send them. It keeps
     # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
@@ -511,6 +540,7 @@ class WorkerSession:
             worker=self.measurer.wid,
             methods=self.measurer.counters.methods,
             python=_python(),
+            **_worker_profile(workerinput, pid),
         )
 
     @pytest.hookimpl(hookwrapper=True)

@@ -26,6 +26,9 @@ MAX_INTERVAL = 3600.0
 
 
 LIMIT_MODES = ("fail", "warn", "off")
+#: --perf-profile: off, the slow tests' profiles (over --perf-profile-over), every test's.
+PROFILE_MODES = ("off", "slow", "all")
+DEFAULT_PROFILE_OVER = 1.0
 DEFAULT_LIMIT_MODE = "fail"
 
 
@@ -274,6 +277,32 @@ def parse_interval(text: str) -> float:
     return value
 
 
+def parse_seconds(text: str) -> float:
+    """--perf-profile-over SECONDS: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
+def _profile(option: Any, getini: Any) -> tuple[Optional[str], float]:
+    """--perf-profile (ini perf_profile): (None when off, else slow | all, the threshold)."""
+    mode = _first(getattr(option, "perf_profile", None), _ini(getini, "perf_profile"))
+    if mode is not None and mode not in PROFILE_MODES:
+        raise SettingError(f"perf_profile in the ini file: {mode!r} is not off, slow or all")
+    over = getattr(option, "perf_profile_over", None)
+    if over is None:
+        raw = _ini(getini, "perf_profile_over")
+        try:
+            over = parse_seconds(raw) if raw else DEFAULT_PROFILE_OVER
+        except argparse.ArgumentTypeError as exc:
+            raise SettingError(f"perf_profile_over in the ini file: {exc}") from None
+    return (None if mode in (None, "off") else mode), float(over)
+
+
 def endpoint_ok(endpoint: str) -> bool:
     """ipc://PATH, tcp://HOST:PORT or tcp://[IPv6]:PORT."""
     if endpoint.startswith("ipc://"):
@@ -304,6 +333,8 @@ class Settings:
     labels: tuple = ()  # ((key, value), ...) from --perf-label, for the history store
     rootdir: Optional[str] = None  # where the collector asks git for the commit
     html: Optional[str] = None  # absolute path of the HTML page, written by the collector
+    profile: Optional[str] = None  # --perf-profile: slow | all (None: off)
+    profile_over: float = DEFAULT_PROFILE_OVER  # --perf-profile-over, seconds
 
 
 def _first(*values: Any) -> Any:
@@ -373,6 +404,7 @@ def resolve(
         html = os.path.abspath(os.path.join(invocation_dir, html))
         _regular_file("--perf-html", html)
     ini_bool(getini, "perf_children")  # read by _fixtures; a bad value is an error here, at start
+    profile, profile_over = _profile(option, getini)
     return Settings(
         output=output,
         interval=float(interval),
@@ -389,6 +421,8 @@ def resolve(
         labels=tuple(getattr(option, "perf_label", None) or ()),
         rootdir=rootdir,
         html=html,
+        profile=profile,
+        profile_over=profile_over,
     )
 
 

@@ -15,13 +15,16 @@ from ._settings import (
     DEFAULT_INTERVAL,
     DEFAULT_LIMIT_MODE,
     DEFAULT_OUTPUT,
+    DEFAULT_PROFILE_OVER,
     LIMIT_METRICS,
     LIMIT_MODES,
     MIN_INTERVAL,
+    PROFILE_MODES,
     limit_type,
     parse_factor,
     parse_interval,
     parse_label,
+    parse_seconds,
 )
 
 MARKER = (
@@ -214,6 +217,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="With --perf-shard: split from one earlier report (single or merged) or a "
         "pytest-split .test_durations file instead of the history store.",
     )
+    group.addoption(
+        "--perf-profile",
+        choices=PROFILE_MODES,
+        default=None,
+        help="Sample every measured process with py-spy from outside (xdist workers too) and "
+        "keep a profile (folded stacks) of each slow test (slow: over --perf-profile-over) or of "
+        "every test (all), in a file beside the report; needs pytest-perfmon[profile]. "
+        "[ini: perf_profile]",
+    )
+    group.addoption(
+        "--perf-profile-over",
+        metavar="SECONDS",
+        type=parse_seconds,
+        default=None,
+        help=f"With --perf-profile slow: keep the profiles of tests longer than this "
+        f"(default: {DEFAULT_PROFILE_OVER}). [ini: perf_profile_over]",
+    )
+    parser.addini("perf_profile", "off | slow | all (like --perf-profile).", default="")
+    parser.addini("perf_profile_over", "Like --perf-profile-over SECONDS.", default="")
     parser.addini("perf_shard", "Shard K/N of a CI matrix (like --perf-shard).", default="")
     parser.addini("perf_html", "Path of the HTML page (like --perf-html).", default="")
     parser.addini("perf_history", "History store URL (like --perf-history).", default="")

@@ -2,6 +2,7 @@
 (function () {
   "use strict";
   var DATA = JSON.parse(document.getElementById("perfmon-data").textContent);
+  var FLAMES = DATA.flames || null;  // --perf-profile: {node id: flame graph SVG}
   var ROWS = DATA.rows, LANES = DATA.lanes, OUTCOMES = DATA.outcomes;
   // row positions, found by name in DATA.fields (html.py ROW_FIELDS)
   function field(name) {
@@ -533,6 +534,13 @@
         var v = r[c.key], td;
         if (c.key === TEST) {
           td = el("td", "text test");
+          if (FLAMES && FLAMES[v]) {
+            var fb = el("button", "flame-button", "profile");
+            fb.type = "button";
+            fb.title = "Show this test's flame graph";
+            fb.addEventListener("click", showFlame.bind(null, v));
+            td.appendChild(fb);
+          }
           td.appendChild(el("span", null, v));
           td.title = v;
         } else if (c.key === OUTCOME) {
@@ -556,6 +564,16 @@
     if (last < view.length) frag.appendChild(spacer((view.length - last) * ROW_H));
     body.textContent = "";
     body.appendChild(frag);
+  }
+
+  // ------------------------------------------------------------------ profiles (--perf-profile)
+  function showFlame(name) {
+    var panel = document.getElementById("flame-panel");
+    // the SVG is the page's own: made by perfmon from the profiles, every text escaped
+    document.getElementById("flame").innerHTML = FLAMES[name];
+    panel.hidden = false;
+    panel.dataset.test = name;
+    panel.scrollIntoView({ block: "start" });
   }
 
   var pending = false;

@@ -1,0 +1,387 @@
+"""--perf-profile: a real py-spy samples real pytest runs (serial and two xdist workers) from the
+monitor; the slow test's profile names the function it spends its time in, a quick test gets
+none; ``perfmon profile`` prints it, the HTML page draws it in Chromium; and each way sampling
+fails (py-spy missing, not permitted, killed mid-run) is one line, the outcomes unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from helpers import RUN_TIMEOUT, XDIST_ENDS, Run, inner_addopts, need_history, validate
+from pytest_perfmon.monitor import profile as PR
+from pytest_perfmon.monitor import profile_view as PV
+
+PY_SPY = PR.find_sampler()
+
+SUITE = """
+    import time
+
+    def spin_here(seconds):
+        t = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t < seconds:
+            n += 1
+        return n
+
+    def spin_then_fail(seconds):
+        spin_here(seconds)
+        raise AssertionError("slow and failing")
+
+    def test_slow():
+        assert spin_here(1.4) > 0
+
+    def test_slow_fails():
+        spin_then_fail(1.2)
+
+    def test_quick():
+        assert 1 + 1 == 2
+"""
+
+
+def need_py_spy() -> None:
+    if PY_SPY is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("py-spy is missing (the test extra installs it); CI=true: not skipping")
+        pytest.skip("py-spy is not installed (pip install -e '.[test]' installs it)")
+
+
+def run(path, *args: str, command: list | None = None, env: dict | None = None) -> Run:
+    """An inner pytest run with --perf-monitor in ``path`` (our plugins off, as run_in), its
+    interpreter command ``command`` (default: this Python)."""
+    (path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    out = path / "perf.json"
+    environ = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0", HOME=str(path))
+    environ.pop("GITHUB_STEP_SUMMARY", None)
+    environ.update(env or {})
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*(command or [sys.executable]), "-m", "pytest", "-p", "no:cacheprovider"]
+        + ["--perf-monitor", f"--perf-output={out}", *args],
+        cwd=path,
+        env=environ,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=RUN_TIMEOUT,
+    )
+    res = pytest.RunResult(
+        proc.returncode,
+        proc.stdout.splitlines(),
+        proc.stderr.splitlines(),
+        time.monotonic() - start,
+    )
+    report = validate(json.loads(out.read_text(encoding="utf-8"))) if out.exists() else None
+    return Run(res, report, out)
+
+
+def profiles(r: Run) -> dict:
+    assert "profile" in r.report["session"], r.text
+    block = r.report["session"]["profile"]
+    with open(block["path"], encoding="utf-8") as f:
+        return json.load(f)
+
+
+def warnings_of(r: Run) -> list:
+    return [w for w in r.report["session"].get("warnings") or [] if w.startswith("--perf-profile")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_slow_test_profiled_in_its_function_quick_test_not(xdist, tmp_path, browser):
+    need_py_spy()
+    (tmp_path / "test_suite.py").write_text(textwrap.dedent(SUITE), encoding="utf-8")
+    r = run(tmp_path, *xdist, "--perf-profile", "slow", "--perf-html", "perf.html")
+    assert r.ret == 1, r.text  # test_slow_fails fails, as without profiling
+    assert r.test("test_slow")["outcome"] == "passed"
+    assert r.test("test_slow_fails")["outcome"] == "failed"
+    assert warnings_of(r) == [], r.text
+    block = r.report["session"]["profile"]
+    assert block["path"] == str(tmp_path / "perf.profiles.json")
+    assert (block["mode"], block["over"], block["rate"]) == ("slow", 1.0, PR.RATE)
+    doc = profiles(r)
+    by_id = {t["nodeid"].rsplit("::", 1)[-1]: t for t in doc["tests"]}
+    assert set(by_id) == {"test_slow", "test_slow_fails"}, r.text  # the quick test: none
+    for name, caller in (("test_slow", "test_slow"), ("test_slow_fails", "spin_then_fail")):
+        t = by_id[name]
+        assert t["worker"] == ("main" if not xdist else t["worker"])
+        # sampled from its start, even as the first test of its process: the process's ready
+        # waits for its py-spy (samples are counted by time, however late py-spy runs)
+        assert t["samples"] >= 0.9 * t["duration"] * PR.RATE, (t["samples"], t["duration"])
+        top = PR.functions(t["stacks"])
+        assert (top[0].function, top[0].file) == ("spin_here", "test_suite.py"), top[:3]
+        assert top[0].self_samples > t["samples"] / 2, top[:3]
+        # under its caller; a sample at either boundary may be the neighbour test's (a stack
+        # change is seen at the next sample, 10 ms later at most)
+        (under,) = [f.total_samples for f in top if f.function == caller]
+        assert under >= top[0].self_samples - 2, top[:5]
+        # folded stacks of file:function:line frames, from pytest's frame above runtestprotocol
+        assert all(k.startswith("_pytest/runner.py:") for k in t["stacks"]), t["stacks"]
+        assert any(";test_suite.py:spin_here:" in k for k in t["stacks"]), t["stacks"]
+    hottest = {h["nodeid"].rsplit("::", 1)[-1]: h for h in block["hottest"]}
+    assert hottest["test_slow"]["function"] == "spin_here"
+    assert "perfmon: profile: test_suite.py::test_slow" in r.text
+    assert "hottest spin_here (test_suite.py:" in r.text
+
+    # perfmon profile: the terminal, speedscope, SVG
+    cli = subprocess.run(
+        [sys.executable, "-m", "pytest_perfmon.monitor.cli", "profile", "test_slow"]
+        + ["--report", str(r.path), "--speedscope", "s.json", "--svg", "f.svg"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stderr
+    rows = [ln for ln in cli.stdout.splitlines() if "%" in ln]
+    assert "spin_here (test_suite.py:" in rows[0], cli.stdout
+    ss = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    names = [f["name"] for f in ss["shared"]["frames"]]
+    assert "spin_here" in names and ss["profiles"][0]["type"] == "sampled"
+    assert "spin_here" in (tmp_path / "f.svg").read_text(encoding="utf-8")
+
+    # the HTML page, in Chromium: the profiled tests have a button; it draws the flame graph
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = ctx.new_page()
+        page.set_default_timeout(15_000)
+        errors: list = []
+        requests: list = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda q: requests.append(q.url))
+        page.goto("file://" + str(tmp_path / "perf.html"))
+        page.wait_for_selector("body[data-ready='1']")
+        page.fill("#filter", "test_slow")
+        page.wait_for_function("() => document.querySelectorAll('button.flame-button').length")
+        assert page.locator("button.flame-button").count() == 2  # not test_quick
+        page.fill("#filter", "::test_slow_fails")
+        page.wait_for_function(
+            "() => document.querySelectorAll('#table-body tr:not(.spacer)').length === 1"
+        )
+        page.click("button.flame-button")
+        page.wait_for_selector("#flame svg")
+        assert page.get_attribute("#flame-panel", "data-test").endswith("::test_slow_fails")
+        boxes = page.eval_on_selector_all("#flame svg g text", "ts => ts.map(t => t.textContent)")
+        assert "spin_then_fail" in boxes and "spin_here" in boxes, boxes
+        width = page.eval_on_selector("#flame svg", "s => s.getBoundingClientRect().width")
+        assert width > 600
+        assert errors == [] and all(u.startswith("file://") for u in requests), (errors, requests)
+    finally:
+        ctx.close()
+
+
+@pytest.mark.slow
+def test_all_keeps_a_short_test_and_over_moves_the_bar(tmp_path):
+    need_py_spy()
+    (tmp_path / "test_short.py").write_text(
+        textwrap.dedent(
+            """
+            import time
+
+            def wait_here():
+                time.sleep(0.4)
+
+            def test_short():
+                wait_here()
+            """
+        ),
+        encoding="utf-8",
+    )
+    r = run(tmp_path, "--perf-profile", "all")
+    assert r.ret == 0, r.text
+    (t,) = profiles(r)["tests"]
+    assert PR.hottest(t["stacks"])["function"] == "wait_here", t  # idle samples are kept
+    r = run(tmp_path, "--perf-profile", "slow", "--perf-profile-over", "0.2")
+    kept = profiles(r)["tests"]
+    assert [t["nodeid"] for t in kept] == ["test_short.py::test_short"], (kept, r.text)
+    r = run(tmp_path, "--perf-profile", "slow")  # 1 s by default
+    assert profiles(r)["tests"] == [], r.text
+    assert r.report["session"]["profile"]["tests"] == 0
+
+
+def test_py_spy_missing_is_one_line(tmp_path):
+    """A Python environment without the profile extra: this one's packages, without py-spy
+    beside the interpreter or on PATH."""
+    env_dir = tmp_path / "env"
+    (env_dir / "bin").mkdir(parents=True)
+    base = os.path.realpath(sys.executable)
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    if sys.prefix == sys.base_prefix or not os.path.exists(cfg) or os.name != "posix":
+        pytest.skip("needs a POSIX virtual environment to copy")
+    shutil.copy(cfg, env_dir / "pyvenv.cfg")
+    os.symlink(base, env_dir / "bin" / "python")
+    lib = f"lib/python{sys.version_info[0]}.{sys.version_info[1]}"
+    (env_dir / lib).mkdir(parents=True)
+    os.symlink(os.path.join(sys.prefix, lib, "site-packages"), env_dir / lib / "site-packages")
+    path = os.pathsep.join(
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not os.path.exists(os.path.join(d, "py-spy"))
+    )
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_one.py").write_text("def test_one():\n    pass\n", encoding="utf-8")
+    r = run(
+        suite,
+        "--perf-profile",
+        "all",
+        command=[str(env_dir / "bin" / "python")],
+        env={"PATH": path},
+    )
+    assert r.ret == 0, r.text
+    assert r.test("test_one")["outcome"] == "passed"
+    assert "profile" not in r.report["session"]
+    line = (
+        "--perf-profile: py-spy is not installed (pip install 'pytest-perfmon[profile]'): "
+        "no profiles"
+    )
+    assert warnings_of(r) == [line]
+    assert r.text.count(line) == 1, r.text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+def test_not_permitted_says_why_and_how(xdist, tmp_path):
+    """The kernel refuses: no CAP_SYS_PTRACE (as in a container without it) and processes their
+    owner cannot trace (not dumpable)."""
+    need_py_spy()
+    setpriv = shutil.which("setpriv")
+    if not sys.platform.startswith("linux") or setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs Linux, setpriv and root (to drop CAP_SYS_PTRACE)")
+    (tmp_path / "conftest.py").write_text(
+        "import ctypes\nctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "test_p.py").write_text("def test_p():\n    pass\n", encoding="utf-8")
+    drop = [setpriv, "--inh-caps=-sys_ptrace", "--bounding-set=-sys_ptrace", sys.executable]
+    r = run(tmp_path, *xdist, "--perf-profile", "all", command=drop)
+    assert r.ret == 0, r.text
+    assert r.test("test_p")["outcome"] == "passed"
+    (line,) = warnings_of(r)
+    assert line.startswith("--perf-profile: py-spy is not permitted to sample "), line
+    assert ": no CAP_SYS_PTRACE" in line, line
+    assert "--cap-add SYS_PTRACE" in line and line.endswith("; no profiles")
+    if xdist:
+        assert "worker gw0" in line and "worker gw1" in line, line
+    assert r.text.count("is not permitted") == 1, r.text
+    assert "profile" not in r.report["session"]
+
+
+@pytest.mark.slow
+def test_sampler_killed_mid_run(tmp_path):
+    need_py_spy()
+    (tmp_path / "test_k.py").write_text(
+        textwrap.dedent(
+            """
+            import os, signal, time
+            import psutil
+
+            def test_kill_my_sampler():
+                deadline = time.monotonic() + 30
+                spies = []
+                while not spies and time.monotonic() < deadline:
+                    spies = [
+                        p for p in psutil.process_iter(["name", "cmdline"])
+                        if p.info["name"] == "py-spy"
+                        and str(os.getpid()) in (p.info["cmdline"] or [])
+                    ]
+                    time.sleep(0.05)
+                assert spies
+                for p in spies:
+                    p.send_signal(signal.SIGKILL)
+
+            def test_after():
+                time.sleep(0.2)
+            """
+        ),
+        encoding="utf-8",
+    )
+    r = run(tmp_path, "--perf-profile", "all")
+    assert r.ret == 0, r.text
+    assert [r.test(n)["outcome"] for n in ("test_kill_my_sampler", "test_after")] == ["passed"] * 2
+    (line,) = warnings_of(r)
+    assert line.startswith("--perf-profile: py-spy died mid-run (signal 9) on pytest (pid "), line
+    assert r.text.count("py-spy died mid-run") == 1
+
+
+def test_bad_ini_value_is_a_usage_error(pytester):
+    pytester.makeini("[pytest]\nperf_profile = sometimes\n")
+    pytester.makepyfile("def test_a():\n    pass\n")
+    res = pytester.runpytest_subprocess("--perf-monitor")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(
+        ["*perf_profile in the ini file: 'sometimes' is not off, slow or all*"]
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_frames_split_with_windows_paths_and_without_lines():
+    assert PR.split_frame(r"C:\src\t.py:f:12") == (r"C:\src\t.py", "f", 12)
+    assert PR.split_frame("t.py:Cls.m") == ("t.py", "Cls.m", None)
+    stacks = {"t.py:test:3;t.py:a:5": 6, "t.py:test:3;t.py:a:6;t.py:b:9": 3, "t.py:test:4": 1}
+    fs = {f.function: f for f in PR.functions(stacks)}
+    assert (fs["a"].self_samples, fs["a"].total_samples, fs["a"].line) == (6, 9, 5)
+    assert (fs["test"].self_samples, fs["test"].total_samples) == (1, 10)
+    assert PR.hottest(stacks) == {"function": "a", "file": "t.py", "line": 5, "share": 0.6}
+
+
+def test_cut_counts_the_samples_inside_the_test():
+    s = [PR.Stretch(10.0, 10.5, ("a",)), PR.Stretch(10.5, 12.0, ("b",))]
+    assert PR.cut(
+        s,
+        10.2,
+        11.0,
+    ) == {"a": 30, "b": 50}
+    assert PR.cut(s, 12.0, 13.0) == {}
+
+
+def test_profile_of_a_report_without_profiles_is_one_line(tmp_path):
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps({"session": {}, "tests": {}}), encoding="utf-8")
+    with pytest.raises(PV.ReportError, match="no profiles in this report"):
+        PV.profiles_of(str(report))
+
+
+@pytest.mark.slow
+def test_slow_with_history_keeps_a_test_well_over_its_median(tmp_path):
+    need_py_spy()
+    need_history()
+    test = tmp_path / "test_h.py"
+    body = "import time\n\ndef wait_here():\n    time.sleep({})\n\ndef test_h():\n    wait_here()\n"
+    db = str(tmp_path / "h.db")
+    test.write_text(body.format(0.02), encoding="utf-8")
+    for _ in range(PR.HISTORY_MIN):
+        assert run(tmp_path, "--perf-history", db).ret == 0
+    test.write_text(body.format(0.5), encoding="utf-8")  # under the 1 s of --perf-profile-over
+    r = run(tmp_path, "--perf-history", db, "--perf-profile", "slow")
+    assert r.ret == 0, r.text
+    assert warnings_of(r) == [], r.text
+    (t,) = profiles(r)["tests"]
+    assert PR.hottest(t["stacks"])["function"] == "wait_here"
+    r = run(tmp_path, "--perf-profile", "slow")  # the same without the history: not kept
+    assert profiles(r)["tests"] == []
+
+
+def test_trace_read_event_by_event_in_small_chunks(tmp_path):
+    events = [
+        {"args": {"filename": f"a{i}.py", "line": i}, "name": "f[]", "ph": "BE"[i % 2], "ts": i}
+        for i in range(50)
+    ]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(events) + "\n", encoding="utf-8")
+    for chunk in (1, 7, 1 << 20):
+        assert list(PR.iter_events(str(path), chunk)) == events
+    path.write_text(json.dumps(events)[:-40], encoding="utf-8")
+    with pytest.raises(ValueError, match="ends early"):
+        list(PR.iter_events(str(path), 64))
+    path.write_text("[]", encoding="utf-8")
+    assert list(PR.iter_events(str(path))) == []
