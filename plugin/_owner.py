@@ -130,7 +130,19 @@ class SessionOwner:
         if proc is not None and not proc.wait(GONE_TIMEOUT):
             return False  # alive but not talking to us: nothing to replace (the fallback)
         client.close_socket()  # before the new monitor binds: it must hear our hello first
-        how, at = handle.note()  # a SIGTERM says when; else it died between the two checks
+        entry = self.note_lost(noticed, since, running)
+        if len(self.restarts) > MAX_RESTARTS or not handle.relaunch() or not client.reconnect():
+            client.alive = False
+            client.problem = f"{handle.name} died ({entry['how']})"
+            return False
+        entry["gap_seconds"] = round(max(0.0, _time() - entry["at"]), 3)
+        return True
+
+    def note_lost(self, noticed: float, since: float, running: Optional[list] = None) -> dict:
+        """Record that our monitor died (noticed at ``noticed``, not yet at ``since``; the
+        tests then running, or None to find them at the end): a report's
+        session.monitor_restarts entry, not replaced until its ``gap_seconds`` is set."""
+        how, at = self.handle.note()  # a SIGTERM says when; else it died between the checks
         entry = {
             "at": at or noticed,
             "how": how,
@@ -139,12 +151,7 @@ class SessionOwner:
             "window": (at, at) if at else (since, noticed),
         }
         self.restarts.append(entry)
-        if len(self.restarts) > MAX_RESTARTS or not handle.relaunch() or not client.reconnect():
-            client.alive = False
-            client.problem = f"{handle.name} died ({how})"
-            return False
-        entry["gap_seconds"] = round(max(0.0, _time() - entry["at"]), 3)
-        return True
+        return entry
 
     def _restart_fields(self) -> list:
         """The report's session.monitor_restarts, and one warning per monitor that died."""

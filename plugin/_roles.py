@@ -174,14 +174,15 @@ class LocalSession:
         client = owner.client
         if client is None or not client.ready:
             return False
-        if not owner.usable():
-            # A monitor that died after the sender's last look (in the last tests): replaced
-            # now, so that the report is still the monitor's, its history written.
-            since = self.measurer.checked
-            if since is None or not client.alive or client.abandoned:
-                return False  # never sent, a replacement that failed, or a stuck sender
-            if not owner.replace_collector(_time(), since):
-                return False
+        if owner.usable() and client.bye(owner.handle.alive):
+            return True
+        # A monitor that died after the sender's last look (in the last tests, or as we said
+        # goodbye): replaced now, so that the report is still the monitor's, with its history.
+        since = self.measurer.checked
+        if since is None or not client.alive or client.abandoned:
+            return False  # never sent, a replacement that failed, or a stuck sender
+        if not owner.replace_collector(_time(), since):
+            return False
         return client.bye(owner.handle.alive)
 
     def _running_at(self, since: float, until: float) -> list:
@@ -267,6 +268,9 @@ class ControllerSession:
         self.running: dict = {}  # nodeid -> record being filled from the workers' reports
         self.where: dict = {}  # nodeid -> the worker running it (from its first report)
         self.recent: dict = {}  # worker id -> deque of its latest finished records
+        #: The tests that finished since the last look at the collector's connection, as
+        #: "NODEID (WORKER)": a monitor lost at the next look may have died during one of them.
+        self.since_look: list = []
         self.measuring: set = set()  # workers that finished at least one test
         self.finished: dict = {}  # worker id -> how many tests it finished (as we saw them)
         #: Workers that died and whose every finished test we hold (the crash told them).
@@ -339,6 +343,7 @@ class ControllerSession:
             client.read_events()
             if client.disconnects != seen:
                 self._lost()
+            self.since_look = []
         rec = self.running.get(report.nodeid)
         if rec is None:
             # pytest's own start of the first phase (the worker's clock, as its own record's)
@@ -358,6 +363,8 @@ class ControllerSession:
             self.where.pop(report.nodeid, None)
             rec[P.STOP] = getattr(report, "stop", None) or _time()
             wid = _worker_id(node)
+            if self.watching:
+                self.since_look.append(f"{report.nodeid} ({wid})")
             self.measuring.add(wid)
             self.finished[wid] = self.finished.get(wid, 0) + 1
             recent = self.recent.get(wid)
@@ -397,11 +404,17 @@ class ControllerSession:
 
     def _lost(self) -> None:
         """Our monitor closed the connection mid-run: start another at the same address (the
-        workers reconnect by themselves), naming the tests the workers were running."""
-        running = [f"{nodeid} ({self.where.get(nodeid)})" for nodeid in self.running]
+        workers reconnect by themselves), naming the tests the workers were running and those
+        that finished since the last look."""
         now = _time()
-        if not self.owner.replace_collector(now, now, running):
+        if not self.owner.replace_collector(now, now, self._died_during()):
             self.watching = False
+
+    def _died_during(self) -> list:
+        """The tests a monitor lost at this look may have died during: those that finished
+        since the last look, and those running, as "NODEID (WORKER)"."""
+        running = [f"{nodeid} ({self.where.get(nodeid)})" for nodeid in self.running]
+        return self.since_look + [r for r in running if r not in self.since_look]
 
     def _interrupted(self) -> list:
         """The tests that began and never ended (Ctrl-C, pytest.exit(), a worker stopped):
@@ -472,6 +485,18 @@ class ControllerSession:
         self.owner.note_ending(running)
 
     def _deliver(self) -> bool:
+        # A monitor that died after our last look (in the last tests): the workers are gone,
+        # their records are here (workeroutput), so it is not replaced: the report is ours,
+        # and the warning says when and how it died.
+        client, handle = self.owner.client, self.owner.handle
+        if self.watching and client is not None and client.alive:
+            seen = client.disconnects
+            client.read_events()
+            if client.disconnects != seen or not handle.alive():
+                proc = getattr(handle, "proc", None)
+                if proc is None or proc.wait(0.5):  # gone, not merely slow to close
+                    self.owner.note_lost(_time(), _time(), self._died_during())
+                    client.alive = False
         # Only records a collector said it lacked after the worker's resends are known lost;
         # a worker that died, or whose goodbye went unanswered, may have lost its last batch
         # (the collector marks its session possibly incomplete).

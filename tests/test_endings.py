@@ -686,7 +686,13 @@ def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypa
 
     out = tmp_path / "plugin.json"
     settings = SimpleNamespace(
-        output=str(out), html=None, history="h.db", labels={}, rootdir=None, daemon=None
+        output=str(out),
+        html=None,
+        history="h.db",
+        labels={},
+        rootdir=None,
+        daemon=None,
+        profile=None,
     )
     settings.system_info = False
     owner = SessionOwner(settings, SimpleNamespace(problem=None), None)
