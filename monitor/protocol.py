@@ -109,9 +109,13 @@ STATUS = "status"
 STATUS_REPLY = "status-reply"
 STOP_KIND = "stop"  # not STOP: that name is the record position below
 STOPPING = "stopping"
+#: A relay's samples of one remote worker (monitor/relay.py), on that worker's connection.
+SAMPLES = "samples"
+#: The xdist controller hands over a remote worker's records that no relay could deliver.
+HANDBACK = "handback"
 
 #: Every kind a client may send, in the order of the docstring.
-CLIENT_KINDS = (HELLO, BATCH, CRASH, BYE, FINISH, STATUS, STOP_KIND)
+CLIENT_KINDS = (HELLO, BATCH, CRASH, BYE, FINISH, STATUS, STOP_KIND, SAMPLES, HANDBACK)
 
 #: Hard cut: frames over this many bytes are dropped by ZeroMQ itself (the connection is closed)
 #: before the daemon sees them; between MAX_FRAME and this they are answered with E_TOO_LARGE.
@@ -281,6 +285,7 @@ class Hello(NamedTuple):
     methods: dict  # {"rss": bool, "peak": bool, ["children": True]}
     python: Optional[str]
     system_info: Optional[bool]  # whether the session's report carries a system block
+    host: Optional[str] = None  # a remote worker's host (monitor/host.py label); None: local
 
 
 class Batch(NamedTuple):
@@ -400,7 +405,15 @@ def parse_hello(body: Any) -> Hello:
         {"rss": bool(methods.get("rss")), "peak": bool(methods.get("peak")), **_children(methods)},
         python[:50] if python is not None else None,
         _opt(body, "system_info", bool, "a bool"),
+        _host(body),
     )
+
+
+def _host(body: dict) -> Optional[str]:
+    host = _opt(body, "host", str, "a string")
+    if host is not None and not 0 < len(host) <= MAX_WORKER_ID:
+        raise _field("host is not a short string")
+    return host
 
 
 def parse_batch(body: Any) -> Batch:

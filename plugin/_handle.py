@@ -95,6 +95,14 @@ class SpawnedMonitor:
             cmd += ["--endpoint-file", endpoint_file]
         if not settings.system_info:
             cmd.append("--no-system-info")
+        #: The session's CURVE keys for remote workers' relays (None: no TCP listener).
+        self.keys: Optional[dict] = None
+        self.remote_endpoint: Optional[str] = None
+        if settings.listen:
+            from pytest_perfmon.monitor.remote import make_keys
+
+            self.keys = make_keys(self.tmpdir)
+            cmd += ["--listen", f"{self.tmpdir},{settings.listen}"]
         self.cmd = cmd
         self.problem = self._launch()
         if self.problem is None:
@@ -170,6 +178,12 @@ class SpawnedMonitor:
     def pid(self) -> Optional[int]:
         self.settle()
         return None if self.proc is None else self.proc.pid
+
+    def listening(self) -> Optional[str]:
+        """The TCP endpoint remote workers' relays reach (read once the monitor bound it)."""
+        if self.keys is not None and self.remote_endpoint is None and self.tmpdir:
+            self.remote_endpoint = self._read_endpoint(os.path.join(self.tmpdir, "listen"))
+        return self.remote_endpoint
 
     def _read_endpoint(self, path: str) -> Optional[str]:
         deadline = _perf() + READY_TIMEOUT

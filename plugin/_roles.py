@@ -61,6 +61,8 @@ def wait_ready(
 def hello(client: Optional[Client], session: Optional[str], role: str, **fields: Any) -> None:
     if client is not None and client.alive:
         body = {"session": session, "role": role, "pid": os.getpid(), **fields}
+        if body.get("host") is None:
+            body.pop("host", None)
         client.send_kept(P.pack(P.HELLO, body))  # a replacing monitor hears it again
 
 
@@ -243,6 +245,10 @@ class ControllerSession:
         #: microseconds in this process, which runs no test): set once the workers can use it.
         self.watching = False
         self.endings = _endings.install(_private_dir(handle), "controller", "controller")
+        from pytest_perfmon.monitor.host import identity
+
+        self.host = identity()
+        self.handed_back: list = []  # remote workers whose records came back through xdist
         hello(client, owner.session_id, "controller")
 
     def _check_collector(self) -> None:
@@ -285,6 +291,12 @@ class ControllerSession:
         wi["perfmon_daemon"] = bool(owner.settings.daemon)
         wi["perfmon_slots"] = _private_dir(owner.handle) if usable else None
         wi["perfmon_junit"] = bool(getattr(self.config.option, "xmlpath", None))
+        wi["perfmon_host"] = self.host
+        wi["perfmon_interval"] = owner.settings.interval
+        listening = getattr(owner.handle, "listening", None)
+        endpoint = listening() if usable and listening is not None else None
+        keys = getattr(owner.handle, "keys", None)
+        wi["perfmon_remote"] = {"endpoint": endpoint, **keys} if endpoint and keys else None
 
     # The controller sees every test start and every report as the workers send them. It keeps
     # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
@@ -409,6 +421,32 @@ class ControllerSession:
         data = out.get("perfmon")
         if isinstance(data, dict):
             self.worker_data[data.get("worker")] = data
+            if data.get("host") and not data.get("delivered"):
+                self._hand_back(data)
+
+    def _hand_back(self, data: dict) -> None:
+        """A remote worker whose relay could not deliver its records: they came back through
+        xdist's workeroutput; the collector gets them from here (no live sampling)."""
+        client = self.owner.client
+        if client is None or not client.alive:
+            return
+        body = {
+            "worker": str(data.get("worker")),
+            "pid": int(data.get("pid") or 0),
+            "host": str(data["host"]),
+            "methods": data.get("methods"),
+            "records": frames_to_records(data.get("frames", [])),
+        }
+        client.send_kept(P.pack(P.HANDBACK, body))
+        if not self.handed_back:
+            self.owner.warnings.append(
+                f"remote worker {body['worker']} on {body['host']}: "
+                f"{data.get('problem') or 'its relay could not reach the collector'}; its "
+                "records came back at the end through xdist (no sampling, no live status): "
+                "let the remote host reach the collector's port, or name a reachable address "
+                "with --perf-listen HOST[:PORT]"
+            )
+        self.handed_back.append(body["worker"])
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
@@ -485,6 +523,16 @@ class WorkerSession:
         self.daemon = bool(workerinput.get("perfmon_daemon"))
         pid = workerinput.get("perfmon_monitor_pid")
         slots = workerinput.get("perfmon_slots")
+        self.host: Optional[str] = None  # set on another host than the controller's
+        self.relay: Optional[str] = None  # that host's relay directory
+        self.problem: Optional[str] = None
+        self.interval = float(workerinput.get("perfmon_interval") or 0.1)
+        if workerinput.get("perfmon_host") is not None:
+            from pytest_perfmon.monitor import host as H
+
+            if workerinput["perfmon_host"] != H.identity():
+                endpoint = self._remote(workerinput, endpoint)
+                pid = slots = None  # the controller's monitor and slots are on its own host
         self.alive: Optional[Callable[[], bool]] = (
             None if pid is None else (lambda: _monitor_alive(slots, pid))
         )
@@ -492,7 +540,7 @@ class WorkerSession:
         self.client = Client(endpoint, self.daemon) if endpoint else None
         self.measurer = Measurer(str(workerinput["workerid"]), self.client)
         self.endings = _endings.install(
-            workerinput.get("perfmon_slots"), self.measurer.wid, "worker", self.measurer.queue
+            slots, self.measurer.wid, "worker", self.measurer.queue
         )
         if self.endings is not None:
             self.measurer.slot = self.endings.slot
@@ -503,7 +551,29 @@ class WorkerSession:
             worker=self.measurer.wid,
             methods=self.measurer.counters.methods,
             python=_python(),
+            host=self.host,
         )
+
+    def _remote(self, workerinput: dict, endpoint: str) -> str:
+        """On another host: this host's relay's endpoint ("" when there is none to use)."""
+        from pytest_perfmon.monitor.host import label
+
+        from ._remote import join_relay
+
+        self.host = label()
+        up = workerinput.get("perfmon_remote")
+        if not endpoint or not isinstance(up, dict):
+            self.problem = "the collector does not listen for remote workers (a daemon?)"
+            return ""
+        keys = {k: up[k] for k in ("server", "public", "secret")}
+        got, where = join_relay(
+            str(workerinput.get("perfmon_session")), up["endpoint"], keys, self.interval
+        )
+        if got is None:
+            self.problem = where
+            return ""
+        self.relay = where
+        return str(got)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
@@ -525,6 +595,11 @@ class WorkerSession:
         if self.reconnects > MAX_RESTARTS:
             client.alive = False
             return
+        if self.relay is not None:  # a remote worker: our host's relay died; one of us restarts it
+            from ._remote import relay_alive, replace_relay
+
+            if not relay_alive(self.relay):
+                replace_relay(self.relay, self.interval)
         client.reconnect()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
@@ -546,6 +621,8 @@ class WorkerSession:
                 "delivered": delivered,
                 "lost": client.records_known_lost() if client is not None else 0,
                 "interrupted": list(m.interrupted) if m.interrupted else None,
+                "host": self.host,
+                "problem": self.problem or (client.problem if client is not None else None),
             }
         finally:
             if client is not None:

@@ -304,6 +304,9 @@ class Settings:
     labels: tuple = ()  # ((key, value), ...) from --perf-label, for the history store
     rootdir: Optional[str] = None  # where the collector asks git for the commit
     html: Optional[str] = None  # absolute path of the HTML page, written by the collector
+    #: tcp://HOST:PORT where the collector listens (CURVE) for remote workers' relays; None:
+    #: no worker can be remote (plain popen specs) and --perf-listen was not given
+    listen: Optional[str] = None
 
 
 def _first(*values: Any) -> Any:
@@ -389,7 +392,18 @@ def resolve(
         labels=tuple(getattr(option, "perf_label", None) or ()),
         rootdir=rootdir,
         html=html,
+        listen=_listen(option),
     )
+
+
+def _listen(option: Any) -> Optional[str]:
+    """--perf-listen HOST[:PORT], else where remote workers may be (xdist's --tx specs)."""
+    from ._remote import listen_endpoint
+
+    try:
+        return listen_endpoint(getattr(option, "perf_listen", None), getattr(option, "tx", None))
+    except ValueError as exc:
+        raise SettingError(f"--perf-listen: {exc}") from None
 
 
 def make_output_directory(settings: Settings) -> None:
