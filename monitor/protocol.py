@@ -115,7 +115,9 @@ SAMPLES = "samples"
 HANDBACK = "handback"
 
 #: Every kind a client may send, in the order of the docstring.
-CLIENT_KINDS = (HELLO, BATCH, CRASH, BYE, FINISH, STATUS, STOP_KIND, SAMPLES, HANDBACK)
+CLIENT_KINDS = (HELLO, BATCH, CRASH, BYE, FINISH, STATUS, STOP_KIND)
+#: The kinds only a spawned monitor takes: from remote workers' relays, and the controller.
+REMOTE_KINDS = (SAMPLES, HANDBACK)
 
 #: Hard cut: frames over this many bytes are dropped by ZeroMQ itself (the connection is closed)
 #: before the daemon sees them; between MAX_FRAME and this they are answered with E_TOO_LARGE.
@@ -595,6 +597,50 @@ def parse_stop(body: Any) -> None:
 
 
 #: kind -> its parser, for every kind a client sends.
+class Handback(NamedTuple):
+    worker: str
+    pid: int
+    host: str
+    methods: Optional[dict]
+    records: list  # the valid records, node ids decoded
+    rejected: int
+
+
+def parse_samples(body: Any) -> dict:
+    """A relay's samples of one worker: ``t``/``rss`` (times, RSS bytes), ``ct``/``c`` (its
+    descendants'), ``nt``/``n``/``how`` (its noise counters'), optional ``system`` (the host's
+    block) and ``peak`` (the host's concurrent peak ``[time, total, {wid: rss}]``)."""
+    body = _dict(body, "samples")
+    for times, values in (("t", "rss"), ("ct", "c"), ("nt", "n")):
+        ts, vs = body.get(times) or [], body.get(values) or []
+        if not isinstance(ts, list) or not isinstance(vs, list) or len(ts) != len(vs):
+            raise _field(f"{times} and {values} are not lists of one length")
+        if not all(finite(t) for t in ts):
+            raise _field(f"{times} holds a time that is not a finite number")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in body.get("rss") or []):
+        raise _field("rss holds a value that is not an int")
+    _opt(body, "system", dict, "a map")
+    _opt(body, "how", dict, "a map")
+    peak = body.get("peak")
+    if peak is not None and not (
+        isinstance(peak, list) and len(peak) == 3 and finite(peak[0]) and isinstance(peak[2], dict)
+    ):
+        raise _field("peak is not [time, total, {worker: rss}]")
+    return body
+
+
+def parse_handback(body: Any) -> Handback:
+    body = _dict(body, "handback")
+    worker = _opt(body, "worker", str, "a string")
+    host = _host(body)
+    records = body.get("records")
+    if worker is None or host is None or not isinstance(records, list):
+        raise _field("handback is not {worker, host, records}")
+    good, bad = check_records(records)
+    pid = _int(body.get("pid", 0), 0, 2**64, "pid")
+    return Handback(worker[:MAX_WORKER_ID], pid, host, _opt(body, "methods", dict, "a map"), good, bad)
+
+
 PARSERS = {
     HELLO: parse_hello,
     BATCH: parse_batch,

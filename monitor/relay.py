@@ -88,7 +88,7 @@ class Upstream:
 
 
 class Relay(server.RouterServer):
-    KINDS = frozenset(P.CLIENT_KINDS)
+    KINDS = frozenset(P.CLIENT_KINDS)  # forwarded, not handled here
 
     def __init__(self, where: str, interval: float) -> None:
         self.dir = where

@@ -97,42 +97,35 @@ def adopt(peers: dict, h: P.Hello) -> Any:
 
 def samples(data: R.RunData, w: R.Worker, body: Any) -> None:
     """A relay's samples of one remote worker: its timelines, its host's system and peak."""
-    if not isinstance(body, dict) or w.host is None:
-        raise P.ProtocolError(P.E_FIELD, "samples is not a map from a remote worker's relay")
-    try:
-        S.add_samples(w, list(body.get("t") or ()), list(body.get("rss") or ()))
-        if body.get("ct"):
-            S.add_child_samples(w, list(body["ct"]), list(body.get("c") or ()))
-        if body.get("nt"):
-            S.add_noise_samples(w, list(body["nt"]), list(body.get("n") or ()), body.get("how"))
-    except (TypeError, ValueError, IndexError) as exc:
-        raise P.ProtocolError(P.E_FIELD, f"samples: {exc}") from None
+    if w.host is None:
+        raise P.ProtocolError(P.E_FIELD, "samples from a worker that is not remote")
+    b = P.parse_samples(body)
+    S.add_samples(w, list(b.get("t") or ()), list(b.get("rss") or ()))
+    if b.get("ct"):
+        S.add_child_samples(w, list(b["ct"]), list(b.get("c") or ()))
+    if b.get("nt"):
+        S.add_noise_samples(w, list(b["nt"]), list(b.get("n") or ()), b.get("how"))
     host = data.hosts.setdefault(w.host, {"system": None, "peak": None})
-    if isinstance(body.get("system"), dict):
-        host["system"] = body["system"]
-    peak = body.get("peak")
-    if isinstance(peak, list) and len(peak) == 3 and isinstance(peak[2], dict):
-        if host["peak"] is None or peak[1] > host["peak"][1]:
-            host["peak"] = (peak[0], peak[1], peak[2])
+    if b.get("system") is not None:
+        host["system"] = b["system"]
+    peak = b.get("peak")
+    if peak is not None and (host["peak"] is None or peak[1] > host["peak"][1]):
+        host["peak"] = (peak[0], peak[1], peak[2])
 
 
 def handback(data: R.RunData, body: Any) -> None:
     """The controller's copy of a remote worker's records (its relay could not deliver them:
     they came back through xdist's workeroutput)."""
-    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
-        raise P.ProtocolError(P.E_FIELD, "handback is not {worker, host, records}")
-    wid, host = str(body.get("worker")), body.get("host")
-    recs, bad = P.check_records(body["records"])
-    w = data.workers.get(wid)
+    h = P.parse_handback(body)
+    w = data.workers.get(h.worker)
     if w is None:
-        joined = min((r[P.START] for r in recs), default=0.0)
-        w = data.workers[wid] = R.Worker(wid, int(body.get("pid") or 0), joined)
-        w.boundary_methods = body.get("methods")
-    if isinstance(host, str):
-        w.host = host
-        data.hosts.setdefault(host, {"system": None, "peak": None})
-    w.add_told(recs)
-    if w.left is None and recs:
-        w.left = max(r[P.STOP] for r in recs)
-    if bad:
-        data.counters["records-rejected"] = data.counters.get("records-rejected", 0) + bad
+        joined = min((r[P.START] for r in h.records), default=0.0)
+        w = data.workers[h.worker] = R.Worker(h.worker, h.pid, joined)
+        w.boundary_methods = h.methods
+    w.host = h.host
+    data.hosts.setdefault(h.host, {"system": None, "peak": None})
+    w.add_told(h.records)
+    if w.left is None and h.records:
+        w.left = max(r[P.STOP] for r in h.records)
+    if h.rejected:
+        data.counters["records-rejected"] = data.counters.get("records-rejected", 0) + h.rejected

@@ -566,8 +566,11 @@ class WorkerSession:
             self.problem = "the collector does not listen for remote workers (a daemon?)"
             return ""
         keys = {k: up[k] for k in ("server", "public", "secret")}
+        # Behind NAT the collector is reached at another address than the one it bound.
+        via = os.environ.get("PERFMON_RELAY_UPSTREAM")
+        target = f"tcp://{via}" if via and "://" not in via else (via or up["endpoint"])
         got, where = join_relay(
-            str(workerinput.get("perfmon_session")), up["endpoint"], keys, self.interval
+            str(workerinput.get("perfmon_session")), target, keys, self.interval
         )
         if got is None:
             self.problem = where

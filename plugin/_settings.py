@@ -397,11 +397,12 @@ def resolve(
 
 
 def _listen(option: Any) -> Optional[str]:
-    """--perf-listen HOST[:PORT], else where remote workers may be (xdist's --tx specs)."""
+    """--perf-listen HOST[:PORT], else where remote workers may be (xdist's --px and --tx)."""
     from ._remote import listen_endpoint
 
     try:
-        return listen_endpoint(getattr(option, "perf_listen", None), getattr(option, "tx", None))
+        specs = [*(getattr(option, "px", None) or ()), *(getattr(option, "tx", None) or ())]
+        return listen_endpoint(getattr(option, "perf_listen", None), specs)
     except ValueError as exc:
         raise SettingError(f"--perf-listen: {exc}") from None
 

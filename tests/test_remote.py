@@ -1,0 +1,370 @@
+"""xdist workers on another host: ``--tx socket=`` against execnet's socket server, started in
+another directory with ``PERFMON_HOST_ID`` set so that its worker is another host for real (a
+real relay process, a real TCP socket with CURVE), beside a local ``--tx popen`` worker."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+from helpers import inner_addopts, run_in
+
+FAR = "far-host"
+#: Bound on the socket server's start.
+SERVER_START = 30.0
+
+SUITE = """
+import time, pytest
+
+@pytest.mark.parametrize("i", range(6))
+def test_x(i):
+    block = bytearray((i % 3 + 1) * 20 * 1024 * 1024)
+    time.sleep(0.2)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path):
+    """execnet's socket server in a directory of its own, marked as another host; killed and
+    reaped at the end (it loops for the next connection by default)."""
+    where = tmp_path / "server"
+    where.mkdir()
+    port = _free_port()
+    env = dict(os.environ, PERFMON_HOST_ID=FAR, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0")
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "execnet.script.socketserver", f"127.0.0.1:{port}"],
+        cwd=where,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + SERVER_START
+    try:
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                assert time.monotonic() < deadline, "the socket server did not start"
+                time.sleep(0.05)
+        yield port, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the server, and any worker it forked
+        proc.wait(30)
+        log.close()
+
+
+def _relay_dirs() -> set:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"perfmon-relay-{uid}-*")))
+
+
+def _relays_gone(before: set, timeout: float = 15.0) -> bool:
+    """Wait (bounded) for every relay started since ``before`` to end and remove its
+    directory: a relay ends a moment after its last worker's goodbye."""
+    deadline = time.monotonic() + timeout
+    while _relay_dirs() - before:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _run(path, port: int, *args: str, env: dict | None = None):
+    (path / "test_a.py").write_text(SUITE)
+    return run_in(
+        path,
+        "-d",
+        f"--tx=socket=127.0.0.1:{port}//chdir={path}",
+        "--tx=popen",
+        "-p",
+        "xdist",
+        *args,
+        env=env,
+    )
+
+
+def _hosts_ok(rep: dict, remote_workers: int = 1) -> None:
+    tests = rep["tests"]
+    assert {t["host"] for t in tests.values()} == {FAR, socket.gethostname()}
+    for name, t in tests.items():
+        assert t["memory"]["peak_mb"] and t["memory"]["peak_mb"] > 20, (name, t)
+        assert t["cpu_percent"] is not None, (name, t)
+    assert set(rep["hosts"]) == {FAR, socket.gethostname()}
+    far = rep["hosts"][FAR]
+    assert far["system"]["cpu_count"] == os.cpu_count()
+    assert far["concurrent_memory_peak"]["total_rss_mb"] > 40
+    hosts = [w["host"] for w in rep["workers"].values()]
+    assert hosts.count(FAR) == remote_workers
+
+
+def test_socket_worker_on_another_host(tmp_path, server):
+    port, proc = server
+    before = _relay_dirs()
+    run = _run(tmp_path, port)
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert len(rep["tests"]) == 6
+    _hosts_ok(rep)
+    assert not rep["session"]["warnings"], rep["session"]["warnings"]
+    assert not rep["session"].get("possibly_incomplete")
+    # the relay sampled the remote worker: the timeline gave its tests a sampled start RSS
+    far = [t for t in rep["tests"].values() if t["host"] == FAR]
+    assert far and all(t["memory"]["start_mb"] for t in far)
+    assert _relays_gone(before)  # the relay ended with the session and left nothing
+    # The socket server loops: a second session on the same worker process works the same
+    # (no state of the first one leaked), with a relay of its own.
+    again = _run(tmp_path, port, env={})
+    assert again.ret == 0, again.text
+    _hosts_ok(again.report)
+    assert proc.poll() is None
+    assert _relays_gone(before)
+
+
+def test_proxy_gateway_workers_share_one_relay(tmp_path, server):
+    port, _ = server
+    (tmp_path / "test_a.py").write_text(SUITE)
+    run = run_in(
+        tmp_path,
+        "-d",
+        f"--px=id=p//socket=127.0.0.1:{port}",
+        f"--tx=2*popen//via=p//chdir={tmp_path}",
+        "--tx=popen",
+        "-p",
+        "xdist",
+    )
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert len(rep["tests"]) == 6
+    far = [wid for wid, w in rep["workers"].items() if w["host"] == FAR]
+    assert len(far) == 2
+    # one relay sampled both: its host's concurrent peak names the workers it saw together
+    peak = rep["hosts"][FAR]["concurrent_memory_peak"]
+    assert set(peak["workers"]) == set(far) and peak["total_rss_mb"] > 0
+
+
+KEYS = """
+import zmq
+
+def _try(endpoint, keys):
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    if keys:
+        s.curve_publickey, s.curve_secretkey, s.curve_serverkey = keys
+    s.connect(endpoint)
+    s.send(b"\\x93\\x01\\xa5hello\\x80")
+    got = s.poll(3000)
+    s.close()
+    ctx.term()
+    return bool(got)
+
+def test_keys(request):
+    up = request.config.workerinput["perfmon_remote"]
+    assert up["endpoint"].startswith("tcp://127.0.0.1:")
+    server = up["server"].encode()
+    # the session's keys are answered (an error reply: the hello is not a valid one) ...
+    assert _try(up["endpoint"], (up["public"].encode(), up["secret"].encode(), server))
+    # ... a peer without them never is: no plain TCP, no other client key
+    assert not _try(up["endpoint"], None)
+    assert not _try(up["endpoint"], (*zmq.curve_keypair(), server))
+"""
+
+
+def test_collector_refuses_a_wrong_key(tmp_path, server):
+    port, _ = server
+    (tmp_path / "test_k.py").write_text(KEYS)
+    run = run_in(tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist")
+    assert run.ret == 0, run.text
+    assert run.report["tests"][next(iter(run.report["tests"]))]["host"] == FAR
+
+
+def test_unreachable_collector_hands_records_back(tmp_path, server):
+    port, proc = server
+    proc.kill()  # a server whose environment points the relay at a closed port
+    proc.wait(30)
+    closed = _free_port()
+    where = tmp_path / "server2"
+    where.mkdir()
+    port = _free_port()
+    env = dict(
+        os.environ,
+        PERFMON_HOST_ID=FAR,
+        PERFMON_RELAY_UPSTREAM=f"127.0.0.1:{closed}",
+        PYTEST_ADDOPTS=inner_addopts(),
+    )
+    srv = subprocess.Popen(
+        [sys.executable, "-m", "execnet.script.socketserver", f"127.0.0.1:{port}"],
+        cwd=where,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SERVER_START
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and srv.poll() is None
+                time.sleep(0.05)
+        run = _run(tmp_path, port)
+    finally:
+        if srv.poll() is None:
+            os.killpg(srv.pid, signal.SIGKILL)
+        srv.wait(30)
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert len(rep["tests"]) == 6
+    far = [t for t in rep["tests"].values() if t["host"] == FAR]
+    assert far and all(t["memory"]["peak_mb"] and t["cpu_percent"] is not None for t in far)
+    warnings = [w for w in rep["session"]["warnings"] if "came back at the end through xdist" in w]
+    assert len(warnings) == 1 and "cannot reach the collector" in warnings[0], warnings
+    assert "--perf-listen" in warnings[0]
+
+
+KILL_RELAY = """
+import glob, os, signal, tempfile, time, pytest
+
+@pytest.mark.parametrize("i", range(8))
+def test_x(i, request):
+    wi = getattr(request.config, "workerinput", {})
+    if i == 3 and os.environ.get("PERFMON_HOST_ID"):
+        uid = os.getuid()
+        where = os.path.join(tempfile.gettempdir(), f"perfmon-relay-{uid}-{wi['perfmon_session']}")
+        with open(os.path.join(where, "relay.pid")) as f:
+            pid = int(f.read())
+        os.kill(pid, signal.SIGKILL)
+        with open("killed-relay", "w") as f:
+            f.write(str(pid))
+    block = bytearray(30 * 1024 * 1024)
+    time.sleep(0.3)
+"""
+
+
+def test_relay_killed_mid_run(tmp_path, server):
+    port, _ = server
+    before = _relay_dirs()
+    (tmp_path / "test_a.py").write_text(KILL_RELAY)
+    run = run_in(
+        tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist"
+    )
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert (tmp_path / "killed-relay").exists()
+    assert len(rep["tests"]) == 8  # none lost: the worker started another relay, resent all
+    # ... through the new relay, live: nothing came back through xdist at the end
+    assert not rep["session"]["warnings"] and not rep["session"].get("possibly_incomplete")
+    for name, t in rep["tests"].items():
+        assert t["host"] == FAR and t["memory"]["peak_mb"] > 30 and t["cpu_percent"] is not None
+    # the resent batches were taken once: no test counted twice
+    assert sum(w["tests"] for w in rep["workers"].values()) == 8
+    assert _relays_gone(before)
+
+
+KILL_WORKER = """
+import os, signal, time, pytest
+
+@pytest.mark.parametrize("i", range(4))
+def test_x(i):
+    if i == 2 and os.environ.get("PERFMON_HOST_ID"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.2)
+"""
+
+
+def test_remote_worker_killed_mid_test(tmp_path, server):
+    port, proc = server
+    before = _relay_dirs()
+    (tmp_path / "test_a.py").write_text(KILL_WORKER)
+    run = run_in(
+        tmp_path,
+        "-d",
+        f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}",
+        "-p",
+        "xdist",
+        "--max-worker-restart=0",
+    )
+    proc.wait(30)  # the worker was the server's own process
+    rep = run.report
+    assert rep is not None, run.text
+    crashed = [t for t in rep["tests"].values() if t["outcome"] == "crashed"]
+    assert len(crashed) == 1 and crashed[0]["host"] == FAR
+    done = [t for t in rep["tests"].values() if t["outcome"] == "passed"]
+    assert len(done) == 2 and all(t["host"] == FAR for t in done)
+    assert _relays_gone(before)  # the relay saw its worker gone and ended
+
+
+def test_host_identity(monkeypatch):
+    from pytest_perfmon.monitor import host
+
+    monkeypatch.delenv(host.ENV, raising=False)
+    mine = host.identity()
+    assert mine.startswith(socket.gethostname() + "|")
+    if sys.platform.startswith("linux"):
+        assert os.readlink("/proc/self/ns/pid") in mine  # another PID namespace: another host
+    assert host.label() == socket.gethostname()
+    monkeypatch.setenv(host.ENV, "elsewhere")
+    assert host.identity() == host.label() == "elsewhere"
+
+
+def test_listen_endpoint():
+    from pytest_perfmon._remote import listen_endpoint
+
+    assert listen_endpoint(None, ["popen", "3*popen//python=python3"]) is None
+    assert listen_endpoint(None, ["socket=127.0.0.1:8888"]) == "tcp://127.0.0.1:0"
+    assert listen_endpoint(None, ["popen//via=p"]) == "tcp://127.0.0.1:0"
+    assert listen_endpoint("10.1.2.3:5555", ["popen"]) == "tcp://10.1.2.3:5555"
+    assert listen_endpoint("127.0.0.1", []) == "tcp://127.0.0.1:0"
+    assert listen_endpoint("[::1]:7", []) == "tcp://[::1]:7"
+    for bad in ("host:port", ":80", "h:99999"):
+        with pytest.raises(ValueError):
+            listen_endpoint(bad, [])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1],
+        {"t": [1.0], "rss": []},
+        {"t": [float("nan")], "rss": [1]},
+        {"t": [1.0], "rss": ["x"]},
+        {"peak": [1.0, 2]},
+        {"system": "linux"},
+    ],
+)
+def test_bad_samples_are_refused(body):
+    from pytest_perfmon.monitor import protocol as P
+
+    with pytest.raises(P.ProtocolError):
+        P.parse_samples(body)
+
+
+def test_handback_needs_a_host():
+    from pytest_perfmon.monitor import protocol as P
+
+    with pytest.raises(P.ProtocolError):
+        P.parse_handback({"worker": "gw0", "records": []})
+    h = P.parse_handback({"worker": "gw0", "host": "far", "records": [[1]], "pid": 3})
+    assert (h.worker, h.host, h.pid, h.records, h.rejected) == ("gw0", "far", 3, [], 1)
