@@ -46,6 +46,9 @@ UPSTREAM_GRACE = 5.0
 IDLE_START = 60.0
 #: After the last worker left: forward the last answers for this long, then end.
 LINGER = 0.5
+#: Every connection to the collector lost this long (the controller and its monitor gone, and
+#: no replacement): the relay ends, its workers' records are theirs to hand back.
+UPSTREAM_LOST = 30.0
 #: Samples go upstream this often.
 FLUSH_SECONDS = 0.4
 LIFE_CHECK = 0.25
@@ -73,7 +76,19 @@ def write_upstream(path: str, endpoint: str, keys: dict) -> None:
 class Upstream:
     """One worker's connection to the collector, through this relay."""
 
-    __slots__ = ("sock", "events", "born", "up", "failed", "told", "worker", "pending", "acked")
+    __slots__ = (
+        "sock",
+        "events",
+        "born",
+        "up",
+        "failed",
+        "told",
+        "worker",
+        "pending",
+        "acked",
+        "kept",
+        "lost",
+    )
 
     def __init__(self, sock: Any, events: Any, worker: R.Worker) -> None:
         self.sock = sock
@@ -85,6 +100,9 @@ class Upstream:
         self.worker = worker
         self.pending: dict = {"t": [], "rss": [], "ct": [], "c": [], "nt": [], "n": []}
         self.acked = False
+        #: Its hello and every batch, for a collector that replaces one that died.
+        self.kept: list = []
+        self.lost = False  # the connection was lost after the handshake
 
 
 class Relay(server.RouterServer):
@@ -107,6 +125,7 @@ class Relay(server.RouterServer):
         self.system: Optional[dict] = None
         self.started = time.monotonic()
         self.empty_since: Optional[float] = None
+        self.lost_since: Optional[float] = None
         self.poller = zmq.Poller()
 
     # -- local side -----------------------------------------------------------------------
@@ -145,6 +164,8 @@ class Relay(server.RouterServer):
         if up is None:
             self.reply(ident, P.error_reply(P.E_UNKNOWN_PEER, f"{kind[:50]} before hello"))
             return
+        if kind in (P.HELLO, P.BATCH):
+            up.kept.append(frame)
         try:
             up.sock.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -220,12 +241,23 @@ class Relay(server.RouterServer):
                 return
             if event & zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 up.up = True
+                if up.lost:  # a new collector at the same address: tell it everything
+                    up.lost = False
+                    self.resend(up)
             elif event & zmq.EVENT_HANDSHAKE_FAILED_AUTH and not up.up:
                 up.failed = "the collector refused this session's CURVE key"
             elif event & zmq.EVENT_DISCONNECTED:
+                up.lost = up.up or up.lost
                 up.up = False
         if up.failed and not up.told:
             self._tell_unreachable(ident, up)
+
+    def resend(self, up: Upstream) -> None:
+        for frame in up.kept:
+            try:
+                up.sock.send(frame, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.count("forward-failed")
 
     def _tell_unreachable(self, ident: bytes, up: Upstream) -> None:
         up.told = True
@@ -293,6 +325,13 @@ class Relay(server.RouterServer):
             if mono - self.started > IDLE_START:
                 self.stop_reason = "idle"
             return
+        if all(u.lost for u in self.up.values()):
+            if self.lost_since is None:
+                self.lost_since = mono
+            elif mono - self.lost_since > UPSTREAM_LOST:
+                self.stop_reason = "collector-gone"
+        else:
+            self.lost_since = None
         if all(u.worker.left is not None for u in self.up.values()):
             if self.empty_since is None:
                 self.empty_since = mono

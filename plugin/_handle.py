@@ -148,6 +148,9 @@ class SpawnedMonitor:
         self.launch_status = None
         i = self.cmd.index("--endpoint")
         self.cmd[i + 1] = self.endpoint  # a tcp port bound by the first one: the same port
+        if self.remote_endpoint is not None:  # remote workers' relays reconnect there too
+            i = self.cmd.index("--listen")
+            self.cmd[i + 1] = f"{self.tmpdir},{self.remote_endpoint}"
         from ._counters import not_counted
 
         with not_counted():  # ours, not a process the running test started

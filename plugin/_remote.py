@@ -76,6 +76,8 @@ def join_relay(session: str, endpoint: str, keys: dict, interval: float) -> tupl
         first = True
     except FileExistsError:
         first = False
+        if not _private(where):
+            return None, f"{where} is not a private directory of this user"
     except OSError as exc:
         return None, f"cannot create {where}: {exc}"
     if first:
@@ -84,6 +86,18 @@ def join_relay(session: str, endpoint: str, keys: dict, interval: float) -> tupl
         if problem:
             return None, problem
     return _relay_endpoint(where)
+
+
+def _private(where: str) -> bool:
+    """Is ``where`` a real directory of this user that nobody else may enter?"""
+    import stat
+
+    try:
+        st = os.lstat(where)
+    except OSError:
+        return False
+    mine = not hasattr(os, "getuid") or st.st_uid == os.getuid()
+    return stat.S_ISDIR(st.st_mode) and mine and (os.name != "posix" or st.st_mode & 0o077 == 0)
 
 
 def launch_relay(where: str, interval: float) -> Optional[str]:

@@ -368,3 +368,43 @@ def test_handback_needs_a_host():
         P.parse_handback({"worker": "gw0", "records": []})
     h = P.parse_handback({"worker": "gw0", "host": "far", "records": [[1]], "pid": 3})
     assert (h.worker, h.host, h.pid, h.records, h.rejected) == ("gw0", "far", 3, [], 1)
+
+
+KILL_MONITOR = """
+import os, signal, time, pytest
+
+@pytest.mark.parametrize("i", range(10))
+def test_x(i, request):
+    wi = request.config.workerinput
+    if i == 4 and not os.environ.get("PERFMON_HOST_ID"):  # on the controller's host
+        os.kill(wi["perfmon_monitor_pid"], signal.SIGKILL)
+        open("killed-monitor", "w").close()
+    block = bytearray(30 * 1024 * 1024)
+    time.sleep(0.3)
+"""
+
+
+def test_monitor_replaced_mid_run_hears_the_relay_again(tmp_path, server):
+    port, _ = server
+    before = _relay_dirs()
+    (tmp_path / "test_a.py").write_text(KILL_MONITOR)
+    run = run_in(
+        tmp_path,
+        "--dist=each",  # not -d: xdist's -d is --dist=load
+        f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}",
+        "--tx=popen",
+        "-p",
+        "xdist",
+    )
+    assert (tmp_path / "killed-monitor").exists(), run.text
+    rep = run.report
+    assert rep is not None and rep["session"]["collector"] == "monitor", run.text
+    assert len(rep["session"]["monitor_restarts"]) == 1
+    # --dist each: every test ran on both hosts; the new monitor heard the relay's worker again
+    # (its hello and every batch), on the same port
+    assert {t["host"] for t in rep["tests"].values()} == {f"{FAR}, {socket.gethostname()}"}
+    far = next(wid for wid, w in rep["workers"].items() if w["host"] == FAR)
+    assert rep["workers"][far]["tests"] == 10
+    assert not [w for w in rep["session"]["warnings"] if "through xdist" in w]
+    assert not rep["session"].get("possibly_incomplete")
+    assert _relays_gone(before)
