@@ -175,6 +175,18 @@ class Relay(server.RouterServer):
         old = self.up.pop(ident, None)
         if old is not None:
             self._close_up(old)
+        w = R.Worker(wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods)
+        sock, events = self._dealer(ident)
+        up = self.up[ident] = Upstream(sock, events, w)
+        self.empty_since = None
+        if self.system is None:
+            self.system = R.system_info(h.python)
+            up.pending["system"] = self.system  # the first worker's connection carries it
+        self.sampler.sample(w, time.time())
+        self._took(up, w)
+
+    def _dealer(self, ident: bytes) -> tuple:
+        """A DEALER to the collector with the session's CURVE keys, and its events."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 2000)  # the last samples and goodbyes reach the collector
         sock.setsockopt(zmq.SNDHWM, 100000)
@@ -183,20 +195,24 @@ class Relay(server.RouterServer):
         sock.curve_serverkey = self.keys["server"]
         events = sock.get_monitor_socket(_UP_EVENTS)
         sock.connect(self.upstream_endpoint)
-        w = R.Worker(wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods)
-        up = self.up[ident] = Upstream(sock, events, w)
-        self.by_sock[sock] = ident
+        self.by_sock[sock] = self.by_sock[events] = ident
         self.poller.register(sock, zmq.POLLIN)
         self.poller.register(events, zmq.POLLIN)
-        self.by_sock[events] = ident
-        self.empty_since = None
-        if self.system is None:
-            self.system = R.system_info(h.python)
-            up.pending["system"] = self.system  # the first worker's connection carries it
-        self.sampler.sample(w, time.time())
-        self._took(up, w)
+        return sock, events
 
-    def _close_up(self, up: Upstream) -> None:
+    def _reopen(self, ident: bytes, up: Upstream) -> None:
+        """The collector closed the connection (its monitor died; the controller starts another
+        at the same address): a fresh socket, so that nothing queued reaches the new one before
+        the worker's hello, then the hello and every batch (the collector drops duplicates)."""
+        self._close_up(up, linger=0)
+        up.sock, up.events = self._dealer(ident)
+        for frame in up.kept:
+            try:
+                up.sock.send(frame, zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.count("forward-failed")
+
+    def _close_up(self, up: Upstream, linger: Optional[int] = None) -> None:
         for s in (up.sock, up.events):
             self.by_sock.pop(s, None)
             try:
@@ -208,7 +224,7 @@ class Relay(server.RouterServer):
         except zmq.ZMQError:
             pass
         up.events.close(0)
-        up.sock.close()
+        up.sock.close(linger)
 
     # -- upstream side --------------------------------------------------------------------
     def _from_upstream(self, sock: Any) -> None:
@@ -241,23 +257,17 @@ class Relay(server.RouterServer):
                 return
             if event & zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 up.up = True
-                if up.lost:  # a new collector at the same address: tell it everything
-                    up.lost = False
-                    self.resend(up)
+                up.lost = False
             elif event & zmq.EVENT_HANDSHAKE_FAILED_AUTH and not up.up:
                 up.failed = "the collector refused this session's CURVE key"
-            elif event & zmq.EVENT_DISCONNECTED:
-                up.lost = up.up or up.lost
+            elif event & zmq.EVENT_DISCONNECTED and up.up:
                 up.up = False
+                up.lost = True
+                if up.worker.left is None:
+                    self._reopen(ident, up)
+                return  # the old events socket is closed
         if up.failed and not up.told:
             self._tell_unreachable(ident, up)
-
-    def resend(self, up: Upstream) -> None:
-        for frame in up.kept:
-            try:
-                up.sock.send(frame, zmq.NOBLOCK)
-            except zmq.ZMQError:
-                self.count("forward-failed")
 
     def _tell_unreachable(self, ident: bytes, up: Upstream) -> None:
         up.told = True
@@ -319,7 +329,7 @@ class Relay(server.RouterServer):
     def check_life(self) -> None:
         mono = time.monotonic()
         for ident, u in self.up.items():
-            if not u.up and not u.told and mono - u.born > UPSTREAM_GRACE:
+            if not u.up and not u.lost and not u.told and mono - u.born > UPSTREAM_GRACE:
                 self._tell_unreachable(ident, u)
         if not self.up:
             if mono - self.started > IDLE_START:

@@ -408,3 +408,51 @@ def test_monitor_replaced_mid_run_hears_the_relay_again(tmp_path, server):
     assert not [w for w in rep["session"]["warnings"] if "through xdist" in w]
     assert not rep["session"].get("possibly_incomplete")
     assert _relays_gone(before)
+
+
+def test_memory_budget_holds_per_host():
+    """--perf-max-memory: each host's workers share the budget, not every worker of the run."""
+    from types import SimpleNamespace
+
+    from pytest_perfmon import _plan
+    from pytest_perfmon import _schedule as S
+    from sched_sim import Sim
+
+    durs = [0.05] * 20 + [0.5] * 4
+    extras = [5.0] * 20 + [400.0] * 4
+    ids = [f"t.py::test_{i}" for i in range(len(durs))]
+    plan = _plan.Plan(durs, extras, 100.0, 0, "test")
+    said: list = []
+
+    class Inner:
+        nodes: list = []
+
+        def __getattr__(self, name):
+            return lambda *a: None
+
+    sched = S.PerfScheduling(4, "load", Inner(), lambda _: plan, 700.0, said.append)
+    sim = Sim(sched, ids, durs, extras)
+    add = sim.add_node
+    specs = ["popen", "popen", "socket=10.0.0.2:8888", "socket=10.0.0.2:8888"]
+
+    def add_node(name):  # each node's --tx spec, before the scheduler plans (sim.run)
+        node = add(name)
+        key, _, value = specs[len(sim.nodes) - 1].partition("=")
+        spec = SimpleNamespace(popen=key == "popen", ssh=None, socket=value or None, via=None)
+        node.gateway = SimpleNamespace(spec=spec)
+        return node
+
+    sim.add_node = add_node
+    sim.run(4)
+    assert sorted(sim.completed) == list(range(len(durs)))
+    assert not said, said  # 2 x 100 MB + one 400 MB test fits each host's 700 MB
+    heavy = [
+        (S.host_of(n), start, end) for n in sim.nodes for i, start, end in n.ran if extras[i] > 100
+    ]
+    for host, start, end in heavy:  # never two heavy tests at once on one host ...
+        same = [h for h, s, e in heavy if h == host and s < end and e > start]
+        assert len(same) == 1, heavy
+    # ... but one on each host at a time (a budget over every worker would allow one in all)
+    assert any(
+        h1 != h2 and s1 < e2 and e1 > s2 for h1, s1, e1 in heavy for h2, s2, e2 in heavy
+    ), heavy
