@@ -102,6 +102,10 @@ def _run(path, port: int, *args: str, env: dict | None = None):
     )
 
 
+def far_peak(rep: dict) -> float:
+    return rep["hosts"][FAR]["concurrent_memory_peak"]["total_rss_mb"]
+
+
 def _hosts_ok(rep: dict, remote_workers: int = 1) -> None:
     tests = rep["tests"]
     assert {t["host"] for t in tests.values()} == {FAR, socket.gethostname()}
@@ -130,6 +134,22 @@ def test_socket_worker_on_another_host(tmp_path, server):
     far = [t for t in rep["tests"].values() if t["host"] == FAR]
     assert far and all(t["memory"]["start_mb"] for t in far)
     assert _relays_gone(before)  # the relay ended with the session and left nothing
+    # perfmon report, the HTML page and merge name the hosts
+    from pytest_perfmon.monitor import analysis, html
+
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest_perfmon.monitor.cli", "report", str(run.path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Hosts: " in out.stdout and f"{FAR} (1 worker(s), 3 tests" in out.stdout, out.stdout
+    lanes = [lane["name"] for lane in html.page_data(rep)["lanes"]]
+    assert sorted(lanes) == sorted(f"{w} ({b['host']})" for w, b in rep["workers"].items())
+    merged = analysis.merge([("a", rep, "a.json"), ("b", rep, "b.json")])
+    assert analysis.host_totals(merged)[FAR]["tests"] == 6
+    assert analysis.host_totals(merged)[FAR]["peak_mb"] == far_peak(rep)
     # The socket server loops: a second session on the same worker process works the same
     # (no state of the first one leaked), with a relay of its own.
     again = _run(tmp_path, port, env={})
