@@ -342,7 +342,9 @@ def host_totals(report: dict) -> dict:
     out: dict = {}
     for w in workers.values():
         if isinstance(w, dict) and isinstance(w.get("host"), str):
-            h = out.setdefault(w["host"], {"workers": 0, "tests": 0, "cpu_count": None, "peak_mb": None})
+            h = out.setdefault(
+                w["host"], {"workers": 0, "tests": 0, "cpu_count": None, "peak_mb": None}
+            )
             h["workers"] += 1
             h["tests"] += w.get("tests") or 0
     jobs = report.get("jobs")

@@ -142,7 +142,9 @@ def page_data(report: dict) -> dict:
 
     # workers on several hosts: their lanes grouped by host (the workers' order within each)
     workers = report.get("workers") or {}
-    if not report.get("jobs") and any(isinstance(w, dict) and w.get("host") for w in workers.values()):
+    if not report.get("jobs") and any(
+        isinstance(w, dict) and w.get("host") for w in workers.values()
+    ):
         for wid, w in sorted(workers.items(), key=lambda kv: str(kv[1].get("host") or "")):
             if isinstance(w, dict) and w.get("tests"):
                 lane_of("", wid)
@@ -351,7 +353,9 @@ def headline(report: dict) -> tuple[list[dict], list[str]]:
     )
     hosts = report.get("hosts")
     if isinstance(hosts, dict) and len(hosts) > 1:
-        cards.append({"label": "Hosts", "value": str(len(hosts)), "note": ", ".join(map(str, hosts))})
+        cards.append(
+            {"label": "Hosts", "value": str(len(hosts)), "note": ", ".join(map(str, hosts))}
+        )
     durations = [(t["duration"], k) for k, t in tests.items() if _num(t.get("duration"))]
     if durations:
         d, k = max(durations)

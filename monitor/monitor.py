@@ -24,9 +24,9 @@ import zmq
 
 from . import deliver as D
 from . import protocol as P
+from . import remote, server, slots
 from . import report as R
 from . import sampler as S
-from . import remote, server, slots
 
 #: How often the parent is checked, seconds.
 PARENT_CHECK = 0.25
@@ -139,7 +139,8 @@ class Monitor(server.RouterServer):
     def on_hello(self, ident: bytes, body: Any) -> None:
         h = P.parse_hello(body)
         if h.host is not None:  # an xdist worker on another host, through its relay
-            self.peers[ident] = remote.adopt(self.peers, h) or Peer(remote.worker(self.data, h), h.role)
+            again = remote.adopt(self.peers, h)  # its relay was replaced
+            self.peers[ident] = again or Peer(remote.worker(self.data, h), h.role)
             self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))
             return
         if not 0 < h.pid < 2**31 or not S.own_process(h.pid):

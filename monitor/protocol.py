@@ -638,7 +638,9 @@ def parse_handback(body: Any) -> Handback:
         raise _field("handback is not {worker, host, records}")
     good, bad = check_records(records)
     pid = _int(body.get("pid", 0), 0, 2**64, "pid")
-    return Handback(worker[:MAX_WORKER_ID], pid, host, _opt(body, "methods", dict, "a map"), good, bad)
+    return Handback(
+        worker[:MAX_WORKER_ID], pid, host, _opt(body, "methods", dict, "a map"), good, bad
+    )
 
 
 PARSERS = {

@@ -53,7 +53,9 @@ UPSTREAM_LOST = 30.0
 FLUSH_SECONDS = 0.4
 LIFE_CHECK = 0.25
 
-_UP_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+_UP_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 def directory(session: str) -> str:
@@ -275,7 +277,8 @@ class Relay(server.RouterServer):
         self.reply(
             ident,
             P.error_reply(
-                P.E_SESSION, f"the relay cannot reach the collector at {self.upstream_endpoint} ({why})"
+                P.E_SESSION,
+                f"the relay cannot reach the collector at {self.upstream_endpoint} ({why})",
             ),
         )
         up.worker.left = time.time()  # it measures on its own now; nothing to sample for it
@@ -355,7 +358,11 @@ class Relay(server.RouterServer):
 
     def run(self) -> None:
         due = {self.sample: 0.0, self.flush: FLUSH_SECONDS, self.check_life: LIFE_CHECK}
-        period = {self.sample: self.interval, self.flush: FLUSH_SECONDS, self.check_life: LIFE_CHECK}
+        period = {
+            self.sample: self.interval,
+            self.flush: FLUSH_SECONDS,
+            self.check_life: LIFE_CHECK,
+        }
         start = time.monotonic()
         due = {fn: start + d for fn, d in due.items()}
         while self.stop_reason is None:

@@ -60,7 +60,9 @@ def listen(ctx: Any, sock: Any, spec: str) -> Any:
 
     directory, _, endpoint = spec.partition(",")
     try:
-        auth = serve(ctx, sock, os.path.join(directory, SERVER_SECRET), os.path.join(directory, CLIENTS))
+        auth = serve(
+            ctx, sock, os.path.join(directory, SERVER_SECRET), os.path.join(directory, CLIENTS)
+        )
     except DaemonError as exc:
         raise OSError(str(exc)) from None
     bound = bind(sock, endpoint)

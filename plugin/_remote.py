@@ -50,7 +50,9 @@ def listen_endpoint(given: Optional[str], specs: Any) -> Optional[str]:
     """``tcp://HOST:PORT`` for the collector's CURVE listener, or None (no remote worker)."""
     specs = list(specs or ())
     if given:
-        host, sep, port = given.rpartition(":") if given.count(":") == 1 or "]" in given else (given, "", "")
+        host, sep, port = (
+            given.rpartition(":") if given.count(":") == 1 or "]" in given else (given, "", "")
+        )
         if not sep:
             host, port = given, "0"
         host = host.strip("[]")
@@ -117,7 +119,12 @@ def launch_relay(where: str, interval: float) -> Optional[str]:
     try:
         with open(os.path.join(where, "relay.log"), "ab") as log:
             proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, cwd=where, **kwargs
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=where,
+                **kwargs,
             )
         proc.wait(RELAY_START_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -539,9 +539,7 @@ class WorkerSession:
         self.reconnects = 0
         self.client = Client(endpoint, self.daemon) if endpoint else None
         self.measurer = Measurer(str(workerinput["workerid"]), self.client)
-        self.endings = _endings.install(
-            slots, self.measurer.wid, "worker", self.measurer.queue
-        )
+        self.endings = _endings.install(slots, self.measurer.wid, "worker", self.measurer.queue)
         if self.endings is not None:
             self.measurer.slot = self.endings.slot
         hello(
@@ -563,7 +561,10 @@ class WorkerSession:
         self.host = label()
         up = workerinput.get("perfmon_remote")
         if not endpoint or not isinstance(up, dict):
-            self.problem = "the collector does not listen for remote workers (a daemon?)"
+            self.problem = (
+                "the collector does not listen for remote workers (a perfmon-daemon, or no "
+                "--perf-listen with only popen specs)"
+            )
             return ""
         keys = {k: up[k] for k in ("server", "public", "secret")}
         # Behind NAT the collector is reached at another address than the one it bound.

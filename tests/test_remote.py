@@ -287,16 +287,14 @@ def test_relay_killed_mid_run(tmp_path, server):
     port, _ = server
     before = _relay_dirs()
     (tmp_path / "test_a.py").write_text(KILL_RELAY)
-    run = run_in(
-        tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist"
-    )
+    run = run_in(tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist")
     assert run.ret == 0, run.text
     rep = run.report
     assert (tmp_path / "killed-relay").exists()
     assert len(rep["tests"]) == 8  # none lost: the worker started another relay, resent all
     # ... through the new relay, live: nothing came back through xdist at the end
     assert not rep["session"]["warnings"] and not rep["session"].get("possibly_incomplete")
-    for name, t in rep["tests"].items():
+    for t in rep["tests"].values():
         assert t["host"] == FAR and t["memory"]["peak_mb"] > 30 and t["cpu_percent"] is not None
     # the resent batches were taken once: no test counted twice
     assert sum(w["tests"] for w in rep["workers"].values()) == 8
@@ -473,6 +471,6 @@ def test_memory_budget_holds_per_host():
         same = [h for h, s, e in heavy if h == host and s < end and e > start]
         assert len(same) == 1, heavy
     # ... but one on each host at a time (a budget over every worker would allow one in all)
-    assert any(
-        h1 != h2 and s1 < e2 and e1 > s2 for h1, s1, e1 in heavy for h2, s2, e2 in heavy
-    ), heavy
+    assert any(h1 != h2 and s1 < e2 and e1 > s2 for h1, s1, e1 in heavy for h2, s2, e2 in heavy), (
+        heavy
+    )
