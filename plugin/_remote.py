@@ -148,8 +148,15 @@ def relay_alive(where: str) -> bool:
     try:
         with open(os.path.join(where, "relay.pid")) as f:
             pid = int(f.read())
-        os.kill(pid, 0)
     except (OSError, ValueError):
+        return False
+    if os.name != "posix":  # os.kill(pid, 0) would send CTRL_C_EVENT on Windows
+        import psutil
+
+        return bool(psutil.pid_exists(pid))
+    try:
+        os.kill(pid, 0)
+    except OSError:
         return False
     try:  # a zombie of a relay we are not the parent of cannot be: it was reparented
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -421,7 +421,7 @@ class ControllerSession:
         data = out.get("perfmon")
         if isinstance(data, dict):
             self.worker_data[data.get("worker")] = data
-            if data.get("host") and not data.get("delivered"):
+            if data.get("host") and not data.get("delivered") and not self.owner.settings.daemon:
                 self._hand_back(data)
 
     def _hand_back(self, data: dict) -> None:
@@ -491,6 +491,9 @@ class ControllerSession:
             w = R.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
             w.records = recs
             w.boundary_methods = d.get("methods")
+            if isinstance(d.get("host"), str):  # a remote worker
+                w.host = d["host"]
+                data.hosts.setdefault(w.host, {"system": None, "peak": None})
             data.workers[w.wid] = w
         # A worker that died gave nothing back: what the controller saw of its last tests.
         for crash in self.crashed:
@@ -527,7 +530,8 @@ class WorkerSession:
         self.relay: Optional[str] = None  # that host's relay directory
         self.problem: Optional[str] = None
         self.interval = float(workerinput.get("perfmon_interval") or 0.1)
-        if workerinput.get("perfmon_host") is not None:
+        # (A perfmon-daemon takes every worker's connection itself, as before.)
+        if workerinput.get("perfmon_host") is not None and not self.daemon:
             from pytest_perfmon.monitor import host as H
 
             if workerinput["perfmon_host"] != H.identity():
