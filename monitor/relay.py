@@ -133,10 +133,10 @@ class Relay(server.RouterServer):
     # -- local side -----------------------------------------------------------------------
     def bind(self) -> str:
         path = os.path.join(self.dir, "relay.sock")
-        if os.name == "posix" and zmq.has("ipc"):
+        if os.name == "posix" and zmq.has("ipc") and len(path.encode()) < 100:
             endpoint = server.bind(self.sock, "ipc://" + path)
         else:
-            endpoint = server.bind(self.sock, "tcp://127.0.0.1:0")
+            endpoint = server.bind(self.sock, "tcp://127.0.0.1:0")  # loopback only
         tmp = os.path.join(self.dir, "endpoint.tmp")
         with open(tmp, "w") as f:
             f.write(endpoint)

@@ -53,22 +53,29 @@ def make_keys(directory: str) -> dict:
 
 def listen(ctx: Any, sock: Any, spec: str) -> Any:
     """``--listen DIR,tcp://HOST:PORT``: bind the CURVE TCP listener; the bound endpoint goes to
-    ``DIR/listen``. Returns the authenticator (stopped at close)."""
+    ``DIR/listen`` (or ``error: WHY``: the monitor goes on for the local workers). Returns the
+    authenticator (stopped at close), or None."""
+    import zmq
+
     from .daemon.common import DaemonError
     from .daemon.curve import serve
     from .server import bind
 
     directory, _, endpoint = spec.partition(",")
+    auth = None
     try:
         auth = serve(
             ctx, sock, os.path.join(directory, SERVER_SECRET), os.path.join(directory, CLIENTS)
         )
-    except DaemonError as exc:
-        raise OSError(str(exc)) from None
-    bound = bind(sock, endpoint)
+        said = bind(sock, endpoint)
+    except (DaemonError, zmq.ZMQError, OSError) as exc:
+        if auth is not None:
+            auth.stop()
+            auth = None
+        said = f"error: cannot listen at {endpoint}: {exc}"
     tmp = os.path.join(directory, LISTEN_FILE + ".tmp")
     with open(tmp, "w") as f:
-        f.write(bound)
+        f.write(said)
     os.replace(tmp, os.path.join(directory, LISTEN_FILE))
     return auth
 

@@ -98,6 +98,7 @@ class SpawnedMonitor:
         #: The session's CURVE keys for remote workers' relays (None: no TCP listener).
         self.keys: Optional[dict] = None
         self.remote_endpoint: Optional[str] = None
+        self.listen_problem: Optional[str] = None
         if settings.listen:
             from pytest_perfmon.monitor.remote import make_keys
 
@@ -185,7 +186,12 @@ class SpawnedMonitor:
     def listening(self) -> Optional[str]:
         """The TCP endpoint remote workers' relays reach (read once the monitor bound it)."""
         if self.keys is not None and self.remote_endpoint is None and self.tmpdir:
-            self.remote_endpoint = self._read_endpoint(os.path.join(self.tmpdir, "listen"))
+            said = self._read_endpoint(os.path.join(self.tmpdir, "listen"))
+            if said is not None and said.startswith("error: "):
+                self.listen_problem = said[len("error: ") :]
+                self.keys = None  # nothing listens: ask no more
+            else:
+                self.remote_endpoint = said
         return self.remote_endpoint
 
     def _read_endpoint(self, path: str) -> Optional[str]:

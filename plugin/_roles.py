@@ -249,6 +249,7 @@ class ControllerSession:
 
         self.host = identity()
         self.handed_back: list = []  # remote workers whose records came back through xdist
+        self.said_listen = False
         hello(client, owner.session_id, "controller")
 
     def _check_collector(self) -> None:
@@ -297,6 +298,13 @@ class ControllerSession:
         endpoint = listening() if usable and listening is not None else None
         keys = getattr(owner.handle, "keys", None)
         wi["perfmon_remote"] = {"endpoint": endpoint, **keys} if endpoint and keys else None
+        problem = getattr(owner.handle, "listen_problem", None)
+        if problem and not self.said_listen:
+            self.said_listen = True
+            owner.warnings.append(
+                f"the collector {problem}; workers on other hosts hand their records back at "
+                "the end (no sampling): check --perf-listen HOST[:PORT]"
+            )
 
     # The controller sees every test start and every report as the workers send them. It keeps
     # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
@@ -438,7 +446,7 @@ class ControllerSession:
             "records": frames_to_records(data.get("frames", [])),
         }
         client.send_kept(P.pack(P.HANDBACK, body))
-        if not self.handed_back:
+        if not self.handed_back and not self.said_listen:  # one warning says why
             self.owner.warnings.append(
                 f"remote worker {body['worker']} on {body['host']}: "
                 f"{data.get('problem') or 'its relay could not reach the collector'}; its "

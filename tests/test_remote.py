@@ -474,3 +474,21 @@ def test_memory_budget_holds_per_host():
     assert any(h1 != h2 and s1 < e2 and e1 > s2 for h1, s1, e1 in heavy for h2, s2, e2 in heavy), (
         heavy
     )
+
+
+def test_a_listen_address_that_cannot_be_bound(tmp_path, server):
+    """--perf-listen on an address not of this machine: the local worker is sampled as ever,
+    the remote one hands its records back at the end; one warning says why."""
+    port, _ = server
+    run = _run(tmp_path, port, "--perf-listen=192.0.2.1:9")  # TEST-NET-1: never local
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert len(rep["tests"]) == 6 and rep["session"]["collector"] == "monitor"
+    warnings = rep["session"]["warnings"]
+    assert len(warnings) == 1 and "cannot listen at tcp://192.0.2.1:9" in warnings[0], warnings
+    here = [t for t in rep["tests"].values() if t["host"] != FAR]
+    far = [t for t in rep["tests"].values() if t["host"] == FAR]
+    assert here and far
+    assert all(t["memory"]["peak_mb"] and t["cpu_percent"] is not None for t in here + far)
+    assert rep["hosts"][socket.gethostname()]["concurrent_memory_peak"] is not None
+    assert rep["hosts"][FAR]["system"] is None  # no relay ran there
