@@ -4,14 +4,17 @@ real relay process, a real TCP socket with CURVE), beside a local ``--tx popen``
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 import pytest
 from helpers import inner_addopts, run_in
@@ -21,12 +24,14 @@ FAR = "far-host"
 SERVER_START = 30.0
 
 SUITE = """
-import time, pytest
+import subprocess, sys, pytest
+
+CHILD = "import time; block = b'x' * (50 * 1024 * 1024); time.sleep(0.5)"
 
 @pytest.mark.parametrize("i", range(6))
 def test_x(i):
     block = bytearray((i % 3 + 1) * 20 * 1024 * 1024)
-    time.sleep(0.2)
+    subprocess.run([sys.executable, "-c", CHILD], check=True)
 """
 
 
@@ -36,19 +41,31 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def server(tmp_path):
-    """execnet's socket server in a directory of its own, marked as another host; killed and
+class Server:
+    def __init__(self, port: int, proc: subprocess.Popen, tmp: str) -> None:
+        self.port = port
+        self.proc = proc
+        self.tmp = tmp  # the server side's TMPDIR: where its relays are
+
+
+@contextlib.contextmanager
+def _server(tmp_path, **env: str) -> Iterator[Server]:
+    """execnet's socket server in a directory of its own, marked as another host, with a
+    temporary directory of its own (short: a relay's ipc socket path lives there); killed and
     reaped at the end (it loops for the next connection by default)."""
     where = tmp_path / "server"
-    where.mkdir()
+    where.mkdir(exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="i23-")
     port = _free_port()
-    env = dict(os.environ, PERFMON_HOST_ID=FAR, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0")
+    environ = dict(
+        os.environ, PERFMON_HOST_ID=FAR, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0", TMPDIR=tmp
+    )
+    environ.update(env)
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "execnet.script.socketserver", f"127.0.0.1:{port}"],
         cwd=where,
-        env=env,
+        env=environ,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -64,24 +81,26 @@ def server(tmp_path):
                 assert proc.poll() is None, (tmp_path / "server.log").read_text()
                 assert time.monotonic() < deadline, "the socket server did not start"
                 time.sleep(0.05)
-        yield port, proc
+        yield Server(port, proc, tmp)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the server, and any worker it forked
         proc.wait(30)
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _relay_dirs() -> set:
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), f"perfmon-relay-{uid}-*")))
+@pytest.fixture
+def server(tmp_path) -> Iterator[Server]:
+    with _server(tmp_path) as srv:
+        yield srv
 
 
-def _relays_gone(before: set, timeout: float = 15.0) -> bool:
-    """Wait (bounded) for every relay started since ``before`` to end and remove its
-    directory: a relay ends a moment after its last worker's goodbye."""
+def _relays_gone(srv: Server, timeout: float = 15.0) -> bool:
+    """Wait (bounded) for every relay on the server's side to end and remove its directory: a
+    relay ends a moment after its last worker's goodbye."""
     deadline = time.monotonic() + timeout
-    while _relay_dirs() - before:
+    while glob.glob(os.path.join(srv.tmp, "perfmon-relay-*")):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -121,8 +140,7 @@ def _hosts_ok(rep: dict, remote_workers: int = 1) -> None:
 
 
 def test_socket_worker_on_another_host(tmp_path, server):
-    port, proc = server
-    before = _relay_dirs()
+    port, proc = server.port, server.proc
     run = _run(tmp_path, port)
     assert run.ret == 0, run.text
     rep = run.report
@@ -130,10 +148,12 @@ def test_socket_worker_on_another_host(tmp_path, server):
     _hosts_ok(rep)
     assert not rep["session"]["warnings"], rep["session"]["warnings"]
     assert not rep["session"].get("possibly_incomplete")
-    # the relay sampled the remote worker: the timeline gave its tests a sampled start RSS
+    # the relay sampled the remote worker: its descendants (the child's 50 MB) and the noise
     far = [t for t in rep["tests"].values() if t["host"] == FAR]
-    assert far and all(t["memory"]["start_mb"] for t in far)
-    assert _relays_gone(before)  # the relay ended with the session and left nothing
+    for t in far:
+        assert t["children"]["peak_rss_mb"] > 40 and t["children"]["processes"] == 1, t
+        assert isinstance(t["noise"], dict) and t["noise"]["wait_time"] is not None, t
+    assert _relays_gone(server)  # the relay ended with the session and left nothing
     # perfmon report, the HTML page and merge name the hosts
     from pytest_perfmon.monitor import analysis, html
 
@@ -156,11 +176,11 @@ def test_socket_worker_on_another_host(tmp_path, server):
     assert again.ret == 0, again.text
     _hosts_ok(again.report)
     assert proc.poll() is None
-    assert _relays_gone(before)
+    assert _relays_gone(server)
 
 
 def test_proxy_gateway_workers_share_one_relay(tmp_path, server):
-    port, _ = server
+    port = server.port
     (tmp_path / "test_a.py").write_text(SUITE)
     run = run_in(
         tmp_path,
@@ -210,50 +230,18 @@ def test_keys(request):
 
 
 def test_collector_refuses_a_wrong_key(tmp_path, server):
-    port, _ = server
+    port = server.port
     (tmp_path / "test_k.py").write_text(KEYS)
     run = run_in(tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist")
     assert run.ret == 0, run.text
     assert run.report["tests"][next(iter(run.report["tests"]))]["host"] == FAR
 
 
-def test_unreachable_collector_hands_records_back(tmp_path, server):
-    port, proc = server
-    proc.kill()  # a server whose environment points the relay at a closed port
-    proc.wait(30)
-    closed = _free_port()
-    where = tmp_path / "server2"
-    where.mkdir()
-    port = _free_port()
-    env = dict(
-        os.environ,
-        PERFMON_HOST_ID=FAR,
-        PERFMON_RELAY_UPSTREAM=f"127.0.0.1:{closed}",
-        PYTEST_ADDOPTS=inner_addopts(),
-    )
-    srv = subprocess.Popen(
-        [sys.executable, "-m", "execnet.script.socketserver", f"127.0.0.1:{port}"],
-        cwd=where,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + SERVER_START
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and srv.poll() is None
-                time.sleep(0.05)
-        run = _run(tmp_path, port)
-    finally:
-        if srv.poll() is None:
-            os.killpg(srv.pid, signal.SIGKILL)
-        srv.wait(30)
+def test_unreachable_collector_hands_records_back(tmp_path):
+    closed = _free_port()  # where the remote side is told the collector is: nothing listens
+    with _server(tmp_path, PERFMON_RELAY_UPSTREAM=f"127.0.0.1:{closed}") as srv:
+        run = _run(tmp_path, srv.port)
+        assert _relays_gone(srv)  # the relay, having told its worker, ended with it
     assert run.ret == 0, run.text
     rep = run.report
     assert len(rep["tests"]) == 6
@@ -284,8 +272,7 @@ def test_x(i, request):
 
 
 def test_relay_killed_mid_run(tmp_path, server):
-    port, _ = server
-    before = _relay_dirs()
+    port = server.port
     (tmp_path / "test_a.py").write_text(KILL_RELAY)
     run = run_in(tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist")
     assert run.ret == 0, run.text
@@ -298,7 +285,7 @@ def test_relay_killed_mid_run(tmp_path, server):
         assert t["host"] == FAR and t["memory"]["peak_mb"] > 30 and t["cpu_percent"] is not None
     # the resent batches were taken once: no test counted twice
     assert sum(w["tests"] for w in rep["workers"].values()) == 8
-    assert _relays_gone(before)
+    assert _relays_gone(server)
 
 
 KILL_WORKER = """
@@ -313,8 +300,7 @@ def test_x(i):
 
 
 def test_remote_worker_killed_mid_test(tmp_path, server):
-    port, proc = server
-    before = _relay_dirs()
+    port, proc = server.port, server.proc
     (tmp_path / "test_a.py").write_text(KILL_WORKER)
     run = run_in(
         tmp_path,
@@ -331,7 +317,7 @@ def test_remote_worker_killed_mid_test(tmp_path, server):
     assert len(crashed) == 1 and crashed[0]["host"] == FAR
     done = [t for t in rep["tests"].values() if t["outcome"] == "passed"]
     assert len(done) == 2 and all(t["host"] == FAR for t in done)
-    assert _relays_gone(before)  # the relay saw its worker gone and ended
+    assert _relays_gone(server)  # the relay saw its worker gone and ended
 
 
 def test_host_identity(monkeypatch):
@@ -403,8 +389,7 @@ def test_x(i, request):
 
 
 def test_monitor_replaced_mid_run_hears_the_relay_again(tmp_path, server):
-    port, _ = server
-    before = _relay_dirs()
+    port = server.port
     (tmp_path / "test_a.py").write_text(KILL_MONITOR)
     run = run_in(
         tmp_path,
@@ -425,7 +410,7 @@ def test_monitor_replaced_mid_run_hears_the_relay_again(tmp_path, server):
     assert rep["workers"][far]["tests"] == 10
     assert not [w for w in rep["session"]["warnings"] if "through xdist" in w]
     assert not rep["session"].get("possibly_incomplete")
-    assert _relays_gone(before)
+    assert _relays_gone(server)
 
 
 def test_memory_budget_holds_per_host():
@@ -479,7 +464,7 @@ def test_memory_budget_holds_per_host():
 def test_a_listen_address_that_cannot_be_bound(tmp_path, server):
     """--perf-listen on an address not of this machine: the local worker is sampled as ever,
     the remote one hands its records back at the end; one warning says why."""
-    port, _ = server
+    port = server.port
     run = _run(tmp_path, port, "--perf-listen=192.0.2.1:9")  # TEST-NET-1: never local
     assert run.ret == 0, run.text
     rep = run.report
