@@ -47,8 +47,13 @@ def _route_to(host: str) -> str:
 
 
 def listen_endpoint(given: Optional[str], specs: Any) -> Optional[str]:
-    """``tcp://HOST:PORT`` for the collector's CURVE listener, or None (no remote worker)."""
+    """``tcp://HOST:PORT`` for the collector's CURVE listener, or None (no remote worker).
+
+    ``given``: ``--perf-listen HOST[:PORT]`` (any xdist spec: a ``popen`` worker whose Python
+    runs in a container is another host); else a listener only for specs that can be remote."""
     specs = list(specs or ())
+    if not specs:  # no xdist workers at all: nobody to listen for
+        return None
     if given:
         host, sep, port = (
             given.rpartition(":") if given.count(":") == 1 or "]" in given else (given, "", "")

@@ -340,11 +340,12 @@ def test_listen_endpoint():
     assert listen_endpoint(None, ["socket=127.0.0.1:8888"]) == "tcp://127.0.0.1:0"
     assert listen_endpoint(None, ["popen//via=p"]) == "tcp://127.0.0.1:0"
     assert listen_endpoint("10.1.2.3:5555", ["popen"]) == "tcp://10.1.2.3:5555"
-    assert listen_endpoint("127.0.0.1", []) == "tcp://127.0.0.1:0"
-    assert listen_endpoint("[::1]:7", []) == "tcp://[::1]:7"
+    assert listen_endpoint("127.0.0.1", ["popen"]) == "tcp://127.0.0.1:0"
+    assert listen_endpoint("[::1]:7", ["popen"]) == "tcp://[::1]:7"
+    assert listen_endpoint("127.0.0.1", []) is None  # no xdist: nobody to listen for
     for bad in ("host:port", ":80", "h:99999"):
         with pytest.raises(ValueError):
-            listen_endpoint(bad, [])
+            listen_endpoint(bad, ["popen"])
 
 
 @pytest.mark.parametrize(
@@ -477,3 +478,33 @@ def test_a_listen_address_that_cannot_be_bound(tmp_path, server):
     assert all(t["memory"]["peak_mb"] and t["cpu_percent"] is not None for t in here + far)
     assert rep["hosts"][socket.gethostname()]["concurrent_memory_peak"] is not None
     assert rep["hosts"][FAR]["system"] is None  # no relay ran there
+
+
+@pytest.mark.parametrize("listen", [True, False], ids=["perf-listen", "no-listener"])
+def test_popen_worker_in_another_namespace(tmp_path, listen):
+    """A popen worker that is another host (a Python in a container, here marked with
+    PERFMON_HOST_ID through xdist's env: spec): with --perf-listen it reports through a relay;
+    without, nothing listens (only popen specs) and its records come back at the end."""
+    (tmp_path / "test_a.py").write_text(SUITE)
+    run = run_in(
+        tmp_path,
+        "-d",
+        "--tx=popen//env:PERFMON_HOST_ID=box",
+        "--tx=popen",
+        "-p",
+        "xdist",
+        *(["--perf-listen=127.0.0.1"] if listen else []),
+    )
+    assert run.ret == 0, run.text
+    rep = run.report
+    assert {t["host"] for t in rep["tests"].values()} == {"box", socket.gethostname()}
+    box = [t for t in rep["tests"].values() if t["host"] == "box"]
+    assert all(t["memory"]["peak_mb"] > 20 and t["cpu_percent"] is not None for t in box)
+    warnings = rep["session"]["warnings"]
+    if listen:
+        assert not warnings, warnings
+        assert all(t["children"]["peak_rss_mb"] > 40 for t in box)  # sampled by the relay
+        assert rep["hosts"]["box"]["system"] is not None
+    else:
+        assert len(warnings) == 1 and "does not listen for remote workers" in warnings[0]
+        assert rep["hosts"]["box"]["system"] is None
