@@ -180,12 +180,23 @@ def replace_relay(where: str, interval: float) -> bool:
         os.close(fd)
     except OSError:
         return False
-    for name in ("endpoint", "relay.pid"):
-        try:
-            os.unlink(os.path.join(where, name))
-        except OSError:
-            pass
+    # relay.pid names the dead relay until the launcher names the new one (atomically)
     from ._counters import not_counted
 
     with not_counted():  # ours, not a process the running test started
         return launch_relay(where, interval) is None
+
+
+def forget_dead_relay(where: str) -> None:
+    """At a remote worker's end: a relay that died and was not replaced cannot remove its
+    directory (the session's client key is in it): remove it. A live relay removes its own."""
+    try:
+        with open(os.path.join(where, "relay.pid")) as f:
+            if os.path.exists(os.path.join(where, f"replaced.{f.read().strip()}")):
+                return  # another worker is starting its replacement, which will remove it
+    except OSError:
+        pass
+    if os.path.isdir(where) and not relay_alive(where):
+        import shutil
+
+        shutil.rmtree(where, ignore_errors=True)

@@ -643,6 +643,10 @@ class WorkerSession:
         finally:
             if client is not None:
                 client.close()
+            if self.relay is not None:
+                from ._remote import forget_dead_relay
+
+                forget_dead_relay(self.relay)
             _close(self.endings, m)
             m.counters.close()
 
