@@ -407,7 +407,7 @@ def parse_hello(body: Any) -> Hello:
         {"rss": bool(methods.get("rss")), "peak": bool(methods.get("peak")), **_children(methods)},
         python[:50] if python is not None else None,
         _opt(body, "system_info", bool, "a bool"),
-        _host(body),
+        host=_host(body),
     )
 
 
