@@ -335,8 +335,45 @@ def tests_span(tests: dict) -> Optional[float]:
     return round(max(ends) - min(starts), 6) if starts else None
 
 
+def host_totals(report: dict) -> dict:
+    """Per host, when some worker ran on another host (the workers' ``host``): its workers,
+    tests, CPUs and concurrent memory peak. Empty for a run on one host."""
+    workers = report.get("workers") or {}
+    out: dict = {}
+    for w in workers.values():
+        if isinstance(w, dict) and isinstance(w.get("host"), str):
+            h = out.setdefault(
+                w["host"], {"workers": 0, "tests": 0, "cpu_count": None, "peak_mb": None}
+            )
+            h["workers"] += 1
+            h["tests"] += w.get("tests") or 0
+    jobs = report.get("jobs")
+    blocks = [report.get("hosts") or {}]
+    if isinstance(jobs, dict):  # a merged report: each job's hosts, the highest peak
+        blocks += [j.get("hosts") or {} for j in jobs.values() if isinstance(j, dict)]
+    for hosts in blocks:
+        for name, block in hosts.items():
+            if name not in out or not isinstance(block, dict):
+                continue
+            h = out[name]
+            h["cpu_count"] = h["cpu_count"] or (block.get("system") or {}).get("cpu_count")
+            peak = (block.get("concurrent_memory_peak") or {}).get("total_rss_mb")
+            if _is_num(peak) and (h["peak_mb"] is None or peak > h["peak_mb"]):
+                h["peak_mb"] = peak
+    return out
+
+
 def totals(report: dict) -> dict:
-    """Session totals: what ran, how long, how much memory, who measured it."""
+    """Session totals: what ran, how long, how much memory, who measured it; ``hosts`` when
+    the workers ran on several (:func:`host_totals`)."""
+    out = _totals(report)
+    hosts = host_totals(report)
+    if hosts:
+        out["hosts"] = hosts
+    return out
+
+
+def _totals(report: dict) -> dict:
     session = report["session"]
     summary = summarize(report["tests"])
     workers = report.get("workers") or {}
@@ -681,7 +718,7 @@ def split_jobs(report: dict, label: Optional[str], source: str) -> list:
             label = default_label(report, source)
         check_label(label)
         job = {"session": report["session"]}
-        for key in ("system", "summary", "workers", "concurrent_memory_peak", "fixtures"):
+        for key in ("system", "summary", "workers", "concurrent_memory_peak", "fixtures", "hosts"):
             if key in report:
                 job[key] = report[key]
         tests = {k: t for k, t in report["tests"].items()}

@@ -140,6 +140,15 @@ def page_data(report: dict) -> dict:
     def lane_of(group: str, worker: Any) -> int:
         return lanes.setdefault((group, worker if isinstance(worker, str) else "?"), len(lanes))
 
+    # workers on several hosts: their lanes grouped by host (the workers' order within each)
+    workers = report.get("workers") or {}
+    if not report.get("jobs") and any(
+        isinstance(w, dict) and w.get("host") for w in workers.values()
+    ):
+        for wid, w in sorted(workers.items(), key=lambda kv: str(kv[1].get("host") or "")):
+            if isinstance(w, dict) and w.get("tests"):
+                lane_of("", wid)
+
     # every execution of a test executed more than once, on the lane of its own worker
     execs: list[list[Any]] = []
     for key, t in tests:
@@ -197,9 +206,10 @@ def page_data(report: dict) -> dict:
         wblock = ((_blocks(report, group).get("workers") or {}).get(worker)) or {}
         if not wblock and group:  # daemon combined reports key workers LABEL::wid
             wblock = (report.get("workers") or {}).get(f"{group}::{worker}") or {}
+        host = f" ({wblock['host']})" if isinstance(wblock.get("host"), str) else ""
         lane_list.append(
             {
-                "name": f"{group} {worker}".strip(),
+                "name": f"{group} {worker}{host}".strip(),
                 "group": group,
                 "worker": worker,
                 "starts_known": known,
@@ -341,6 +351,11 @@ def headline(report: dict) -> tuple[list[dict], list[str]]:
             "note": "parallel efficiency n/a" if eff is None else f"parallel efficiency {eff:.0%}",
         }
     )
+    hosts = report.get("hosts")
+    if isinstance(hosts, dict) and len(hosts) > 1:
+        cards.append(
+            {"label": "Hosts", "value": str(len(hosts)), "note": ", ".join(map(str, hosts))}
+        )
     durations = [(t["duration"], k) for k, t in tests.items() if _num(t.get("duration"))]
     if durations:
         d, k = max(durations)

@@ -58,13 +58,16 @@ def main(argv: Optional[list] = None) -> int:
         print("usage: python -m pytest_perfmon.monitor.launch PID_FILE ARGS...", file=sys.stderr)
         return 2
     pid_file, rest = argv[0], argv[1:]
+    # ``--relay DIR ...``: a remote worker's relay (monitor/relay.py) instead of a monitor.
+    relay = bool(rest) and rest[0] == "--relay"
+    module = "pytest_perfmon.monitor.relay" if relay else "pytest_perfmon.monitor.monitor"
     parent = _parent(rest)
     if not hasattr(os, "fork"):
         flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
             subprocess, "CREATE_NEW_PROCESS_GROUP", 0
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest_perfmon.monitor.monitor", *rest],
+            [sys.executable, "-m", module, *rest],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=sys.stderr,
@@ -84,11 +87,16 @@ def main(argv: Optional[list] = None) -> int:
             os.kill(pid, 9)  # nobody could find it to stop it: it must not run
             os._exit(1)
         os._exit(0)
-    # The monitor, from here on.
-    from .monitor import main as monitor_main  # imports zmq and psutil: after the fork
-
+    # The monitor (or relay), from here on.
     try:
-        code = monitor_main(rest, parent_fd=parent_fd, detached=True)
+        if relay:
+            from .relay import main as relay_main  # imports zmq and psutil: after the fork
+
+            code = relay_main(rest)
+        else:
+            from .monitor import main as monitor_main
+
+            code = monitor_main(rest, parent_fd=parent_fd, detached=True)
     except BaseException:  # noqa: BLE001 - said in the log, then the process ends here
         import traceback
 

@@ -24,9 +24,9 @@ import zmq
 
 from . import deliver as D
 from . import protocol as P
+from . import remote, server, slots
 from . import report as R
 from . import sampler as S
-from . import server, slots
 
 #: How often the parent is checked, seconds.
 PARENT_CHECK = 0.25
@@ -106,14 +106,21 @@ class Monitor(server.RouterServer):
     # -- set-up ---------------------------------------------------------------------------
     def bind(self) -> None:
         self.endpoint = server.bind(self.sock, self.endpoint)
+        if self.listen:  # remote workers' relays: TCP with CURVE (bound after the ipc endpoint)
+            self.auth = remote.listen(self.ctx, self.sock, self.listen)
         if self.endpoint_file:
             tmp = self.endpoint_file + ".tmp"
             with open(tmp, "w") as f:
                 f.write(self.endpoint)
             os.replace(tmp, self.endpoint_file)
 
+    listen: Optional[str] = None  # --listen: the CURVE directory and TCP address, or None
+    auth: Any = None
+
     def close(self) -> None:
         self.sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
 
     # -- sampling -------------------------------------------------------------------------
@@ -122,7 +129,7 @@ class Monitor(server.RouterServer):
             for ident, ready in self.profiler.due():
                 self.reply(ident, ready)
         now = time.time()
-        workers = (p.worker for p in self.peers.values())
+        workers = (p.worker for p in self.peers.values() if p.worker.host is None)
         total, per = self.sampler.sample_group(workers, now)
         self.data.concurrent_peak = S.higher_peak(self.data.concurrent_peak, now, total, per)
 
@@ -135,6 +142,11 @@ class Monitor(server.RouterServer):
 
     def on_hello(self, ident: bytes, body: Any) -> None:
         h = P.parse_hello(body)
+        if h.host is not None:  # an xdist worker on another host, through its relay
+            again = remote.adopt(self.peers, h)  # its relay was replaced
+            self.peers[ident] = again or Peer(remote.worker(self.data, h), h.role)
+            self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))
+            return
         if not 0 < h.pid < 2**31 or not S.own_process(h.pid):
             raise P.ProtocolError(P.E_PID, f"pid {h.pid} is not a process of this user")
         if h.python is not None:
@@ -200,7 +212,14 @@ class Monitor(server.RouterServer):
         self.reply(ident, P.pack(P.DONE, done.done()))
         self.stop_reason = "finished"
 
-    KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH))
+    def on_samples(self, ident: bytes, body: Any) -> None:
+        remote.samples(self.data, self._peer(ident, "samples").worker, body)
+
+    def on_handback(self, ident: bytes, body: Any) -> None:
+        self._peer(ident, "handback")
+        remote.handback(self.data, body)
+
+    KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH, P.SAMPLES, P.HANDBACK))
 
     # -- --perf-profile (monitor/profile.py) ----------------------------------------------
     def start_profile(self, request: dict, w: R.Worker, ident: bytes, ready: Any) -> bool:
@@ -469,6 +488,11 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--parent", type=int, help="exit when this parent process is gone")
     ap.add_argument("--endpoint-file", help="write the bound endpoint here once bound")
+    ap.add_argument(
+        "--listen",
+        help="also listen for remote workers' relays: DIR,tcp://HOST:PORT (DIR holds the "
+        "session's CURVE keys; the bound endpoint is written to DIR/listen)",
+    )
     ap.add_argument("--no-system-info", action="store_true", help="leave the system block out")
     ap.add_argument(
         "--exit-note", help="write how this process ended here (for a parent that is not ours)"
@@ -518,6 +542,7 @@ def main(
         parent_fd,
         detached,
     )
+    mon.listen = args.listen
     try:
         mon.bind()
     except (zmq.ZMQError, OSError) as exc:

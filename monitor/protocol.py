@@ -111,9 +111,15 @@ STATUS = "status"
 STATUS_REPLY = "status-reply"
 STOP_KIND = "stop"  # not STOP: that name is the record position below
 STOPPING = "stopping"
+#: A relay's samples of one remote worker (monitor/relay.py), on that worker's connection.
+SAMPLES = "samples"
+#: The xdist controller hands over a remote worker's records that no relay could deliver.
+HANDBACK = "handback"
 
 #: Every kind a client may send, in the order of the docstring.
 CLIENT_KINDS = (HELLO, BATCH, CRASH, BYE, FINISH, STATUS, STOP_KIND)
+#: The kinds only a spawned monitor takes: from remote workers' relays, and the controller.
+REMOTE_KINDS = (SAMPLES, HANDBACK)
 
 #: Hard cut: frames over this many bytes are dropped by ZeroMQ itself (the connection is closed)
 #: before the daemon sees them; between MAX_FRAME and this they are answered with E_TOO_LARGE.
@@ -284,6 +290,7 @@ class Hello(NamedTuple):
     python: Optional[str]
     system_info: Optional[bool]  # whether the session's report carries a system block
     profile: Optional[dict] = None  # --perf-profile: {"mode": "slow"|"all", "over": float}
+    host: Optional[str] = None  # a remote worker's host (monitor/host.py label); None: local
 
 
 class Batch(NamedTuple):
@@ -404,6 +411,7 @@ def parse_hello(body: Any) -> Hello:
         python[:50] if python is not None else None,
         _opt(body, "system_info", bool, "a bool"),
         _profile(body),
+        host=_host(body),
     )
 
 
@@ -418,6 +426,13 @@ def _profile(body: dict) -> Optional[dict]:
     if not finite(over) or over < 0:
         raise _field("profile over is not a finite number >= 0")
     return {"mode": p["mode"], "over": float(over)}
+
+
+def _host(body: dict) -> Optional[str]:
+    host = _opt(body, "host", str, "a string")
+    if host is not None and not 0 < len(host) <= MAX_WORKER_ID:
+        raise _field("host is not a short string")
+    return host
 
 
 def parse_batch(body: Any) -> Batch:
@@ -599,6 +614,52 @@ def parse_stop(body: Any) -> None:
 
 
 #: kind -> its parser, for every kind a client sends.
+class Handback(NamedTuple):
+    worker: str
+    pid: int
+    host: str
+    methods: Optional[dict]
+    records: list  # the valid records, node ids decoded
+    rejected: int
+
+
+def parse_samples(body: Any) -> dict:
+    """A relay's samples of one worker: ``t``/``rss`` (times, RSS bytes), ``ct``/``c`` (its
+    descendants'), ``nt``/``n``/``how`` (its noise counters'), optional ``system`` (the host's
+    block) and ``peak`` (the host's concurrent peak ``[time, total, {wid: rss}]``)."""
+    body = _dict(body, "samples")
+    for times, values in (("t", "rss"), ("ct", "c"), ("nt", "n")):
+        ts, vs = body.get(times) or [], body.get(values) or []
+        if not isinstance(ts, list) or not isinstance(vs, list) or len(ts) != len(vs):
+            raise _field(f"{times} and {values} are not lists of one length")
+        if not all(finite(t) for t in ts):
+            raise _field(f"{times} holds a time that is not a finite number")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in body.get("rss") or []):
+        raise _field("rss holds a value that is not an int")
+    _opt(body, "system", dict, "a map")
+    _opt(body, "how", dict, "a map")
+    peak = body.get("peak")
+    if peak is not None and not (
+        isinstance(peak, list) and len(peak) == 3 and finite(peak[0]) and isinstance(peak[2], dict)
+    ):
+        raise _field("peak is not [time, total, {worker: rss}]")
+    return body
+
+
+def parse_handback(body: Any) -> Handback:
+    body = _dict(body, "handback")
+    worker = _opt(body, "worker", str, "a string")
+    host = _host(body)
+    records = body.get("records")
+    if worker is None or host is None or not isinstance(records, list):
+        raise _field("handback is not {worker, host, records}")
+    good, bad = check_records(records)
+    pid = _int(body.get("pid", 0), 0, 2**64, "pid")
+    return Handback(
+        worker[:MAX_WORKER_ID], pid, host, _opt(body, "methods", dict, "a map"), good, bad
+    )
+
+
 PARSERS = {
     HELLO: parse_hello,
     BATCH: parse_batch,

@@ -506,6 +506,22 @@ def fixtures_section(data: dict, compact: bool = False) -> Optional[Section]:
 # --------------------------------------------------------------------------- report
 
 
+def hosts_line(tot: dict) -> str:
+    """``Hosts: a (2 workers, 7 tests, 4 CPUs, peak 118.2 MB), b (...)`` for a run whose
+    workers ran on several hosts; empty otherwise."""
+    hosts = tot.get("hosts") or {}
+    if not hosts:
+        return ""
+    parts = []
+    for name, h in hosts.items():
+        cpus = f", {h['cpu_count']} CPUs" if h.get("cpu_count") else ""
+        parts.append(
+            f"{name} ({h['workers']} worker(s), {h['tests']} tests{cpus}, "
+            f"peak {_f(h.get('peak_mb'), '.1f', ' MB')})"
+        )
+    return "Hosts: " + ", ".join(parts) + "."
+
+
 def report_doc(data: dict) -> Document:
     tot = data["totals"]
     jobs = f" in {tot['jobs']} jobs" if tot["jobs"] is not None else ""
@@ -516,6 +532,7 @@ def report_doc(data: dict) -> Document:
         f"peak RSS {_f(tot['peak_rss_mb'], '.1f', ' MB')}; "
         f"{tot['workers']} worker(s), collector {tot['collector']}, "
         f"{tot['records_dropped']} record(s) dropped, {tot['warnings']} warning(s).",
+        hosts_line(tot),
         repeated_text(tot),
         subtests_line(tot),
     ]

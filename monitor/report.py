@@ -87,6 +87,7 @@ class Worker:
         self.noise_t: list = []  # noise sample times, ascending (monitor/noise.py)
         self.noise_v: list = []  # (wait s, invol, steal s/CPU, PSI s, throttled s), cumulative
         self.noise_how: Optional[dict] = None  # the method of each noise field
+        self.host: Optional[str] = None  # the host it ran on, when not the collector's
 
     def add_told(self, records: list) -> int:
         """Add the records of this worker's tests that someone else told (the xdist controller's
@@ -122,6 +123,8 @@ class RunData:
         self.counters: dict = {}  # protocol errors and drops by name
         self.records_dropped = 0
         self.collector = "monitor"  # "monitor" or "plugin-fallback"
+        #: Remote hosts (their relays): name -> {"system": dict, "peak": (t, total, per)}.
+        self.hosts: dict = {}
         self.warnings: list = []
 
 
@@ -645,28 +648,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
             "peak_rss_mb": _mb(by_worker_peak.get(w.wid) or None),
         }
 
-    concurrent = None
-    if data.concurrent_peak is not None:
-        t_peak, total_rss, per = data.concurrent_peak
-        running = {}
-        for wid, rss in per.items():
-            # the test whose protocol [start, stop] holds the moment (a record's stop comes a
-            # little after the end of its teardown: start + duration would miss that end)
-            test = None
-            w = data.workers.get(wid)
-            for rec in w.records if w is not None else ():
-                if rec[START] <= t_peak <= rec[STOP] + 0.001:
-                    test = rec[NODEID]
-                    break
-            if test is None:  # a test its worker died in
-                for crash, entry in zip(data.crashed, crash_entries):
-                    began = entry["start"]
-                    if crash.get("worker") == wid and began is not None:
-                        if began <= t_peak <= crash["time"] + 0.001:
-                            test = crash["nodeid"]
-                            break
-            running[wid] = {"rss_mb": _mb(rss), "test": test}
-        concurrent = {"total_rss_mb": _mb(total_rss), "time": iso(t_peak), "workers": running}
+    concurrent = _concurrent(data.concurrent_peak, data, crash_entries)
 
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -699,7 +681,64 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
     report["workers"] = workers
     report["concurrent_memory_peak"] = concurrent
     report["fixtures"] = _fixtures(fixtures)
+    if data.hosts:  # remote workers: one block per host, the collector's own first
+        _hosts(report, data, tests, runs, system, concurrent, crash_entries)
     return report
+
+
+def _concurrent(peak: Optional[tuple], data: RunData, crash_entries: list) -> Optional[dict]:
+    """The ``concurrent_memory_peak`` block of one peak ``(time, total, {wid: rss})``."""
+    if peak is None:
+        return None
+    t_peak, total_rss, per = peak
+    running = {}
+    for wid, rss in per.items():
+        # the test whose protocol [start, stop] holds the moment (a record's stop comes a
+        # little after the end of its teardown: start + duration would miss that end)
+        test = None
+        w = data.workers.get(wid)
+        for rec in w.records if w is not None else ():
+            if rec[START] <= t_peak <= rec[STOP] + 0.001:
+                test = rec[NODEID]
+                break
+        if test is None:  # a test its worker died in
+            for crash, entry in zip(data.crashed, crash_entries):
+                began = entry["start"]
+                if crash.get("worker") == wid and began is not None:
+                    if began <= t_peak <= crash["time"] + 0.001:
+                        test = crash["nodeid"]
+                        break
+        running[wid] = {"rss_mb": _mb(rss), "test": test}
+    return {"total_rss_mb": _mb(total_rss), "time": iso(t_peak), "workers": running}
+
+
+def _hosts(
+    report: dict,
+    data: RunData,
+    tests: dict,
+    runs: dict,
+    system: Optional[dict],
+    concurrent: Optional[dict],
+    crash_entries: list,
+) -> None:
+    """Name each test's and worker's host; ``hosts``: each host's system block and concurrent
+    peak (the collector's host: its own samples; a remote host: its relay's)."""
+    from .host import label
+
+    here = label()
+    where = {w.wid: (w.host or here) for w in data.workers.values()}
+    for nodeid, rs in runs.items():
+        hosts = sorted({where.get(wid) or here for wid, _, _ in rs})
+        tests[nodeid]["host"] = hosts[0] if len(hosts) == 1 else ", ".join(hosts)
+    for wid, block in report["workers"].items():
+        block["host"] = where.get(wid, here)
+    out = {here: {"system": system, "concurrent_memory_peak": concurrent}}
+    for name, h in sorted(data.hosts.items()):
+        out[name] = {
+            "system": h.get("system"),
+            "concurrent_memory_peak": _concurrent(h.get("peak"), data, crash_entries),
+        }
+    report["hosts"] = out
 
 
 def _cpu_model() -> str:

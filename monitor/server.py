@@ -57,7 +57,7 @@ def bind(sock: Any, endpoint: str) -> str:
 
 
 #: The method that handles each kind: ``on_hello``, ..., ``on_stop``.
-METHODS = {kind: "on_" + kind for kind in P.CLIENT_KINDS}
+METHODS = {kind: "on_" + kind for kind in P.CLIENT_KINDS + P.REMOTE_KINDS}
 #: The most missing batches one ``ack`` lists (the client says bye again after resending).
 MAX_MISSING = 10000
 

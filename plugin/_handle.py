@@ -95,6 +95,15 @@ class SpawnedMonitor:
             cmd += ["--endpoint-file", endpoint_file]
         if not settings.system_info:
             cmd.append("--no-system-info")
+        #: The session's CURVE keys for remote workers' relays (None: no TCP listener).
+        self.keys: Optional[dict] = None
+        self.remote_endpoint: Optional[str] = None
+        self.listen_problem: Optional[str] = None
+        if settings.listen:
+            from pytest_perfmon.monitor.remote import make_keys
+
+            self.keys = make_keys(self.tmpdir)
+            cmd += ["--listen", f"{self.tmpdir},{settings.listen}"]
         self.cmd = cmd
         self.problem = self._launch()
         if self.problem is None:
@@ -140,6 +149,9 @@ class SpawnedMonitor:
         self.launch_status = None
         i = self.cmd.index("--endpoint")
         self.cmd[i + 1] = self.endpoint  # a tcp port bound by the first one: the same port
+        if self.remote_endpoint is not None:  # remote workers' relays reconnect there too
+            i = self.cmd.index("--listen")
+            self.cmd[i + 1] = f"{self.tmpdir},{self.remote_endpoint}"
         from ._counters import not_counted
 
         with not_counted():  # ours, not a process the running test started
@@ -170,6 +182,17 @@ class SpawnedMonitor:
     def pid(self) -> Optional[int]:
         self.settle()
         return None if self.proc is None else self.proc.pid
+
+    def listening(self) -> Optional[str]:
+        """The TCP endpoint remote workers' relays reach (read once the monitor bound it)."""
+        if self.keys is not None and self.remote_endpoint is None and self.tmpdir:
+            said = self._read_endpoint(os.path.join(self.tmpdir, "listen"))
+            if said is not None and said.startswith("error: "):
+                self.listen_problem = said[len("error: ") :]
+                self.keys = None  # nothing listens: ask no more
+            else:
+                self.remote_endpoint = said
+        return self.remote_endpoint
 
     def _read_endpoint(self, path: str) -> Optional[str]:
         deadline = _perf() + READY_TIMEOUT

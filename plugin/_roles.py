@@ -61,6 +61,8 @@ def wait_ready(
 def hello(client: Optional[Client], session: Optional[str], role: str, **fields: Any) -> None:
     if client is not None and client.alive:
         body = {"session": session, "role": role, "pid": os.getpid(), **fields}
+        if body.get("host") is None:
+            body.pop("host", None)
         client.send_kept(P.pack(P.HELLO, body))  # a replacing monitor hears it again
 
 
@@ -279,6 +281,11 @@ class ControllerSession:
         #: microseconds in this process, which runs no test): set once the workers can use it.
         self.watching = False
         self.endings = _endings.install(_private_dir(handle), "controller", "controller")
+        from pytest_perfmon.monitor.host import identity
+
+        self.host = identity()
+        self.handed_back: list = []  # remote workers whose records came back through xdist
+        self.said_listen = False
         hello(client, owner.session_id, "controller")
         _profile_fields(settings, owner, None)
 
@@ -326,6 +333,19 @@ class ControllerSession:
             from . import _profile
 
             wi["perfmon_profile"] = _profile.request(owner.settings) if usable else None
+        wi["perfmon_host"] = self.host
+        wi["perfmon_interval"] = owner.settings.interval
+        listening = getattr(owner.handle, "listening", None)
+        endpoint = listening() if usable and listening is not None else None
+        keys = getattr(owner.handle, "keys", None)
+        wi["perfmon_remote"] = {"endpoint": endpoint, **keys} if endpoint and keys else None
+        problem = getattr(owner.handle, "listen_problem", None)
+        if problem and not self.said_listen:
+            self.said_listen = True
+            owner.warnings.append(
+                f"the collector {problem}; workers on other hosts hand their records back at "
+                "the end (no sampling): check --perf-listen HOST[:PORT]"
+            )
 
     # The controller sees every test start and every report as the workers send them. It keeps
     # each worker's latest tests, so that a worker that dies mid-test loses nothing it had not
@@ -459,6 +479,32 @@ class ControllerSession:
         data = out.get("perfmon")
         if isinstance(data, dict):
             self.worker_data[data.get("worker")] = data
+            if data.get("host") and not data.get("delivered") and not self.owner.settings.daemon:
+                self._hand_back(data)
+
+    def _hand_back(self, data: dict) -> None:
+        """A remote worker whose relay could not deliver its records: they came back through
+        xdist's workeroutput; the collector gets them from here (no live sampling)."""
+        client = self.owner.client
+        if client is None or not client.alive:
+            return
+        body = {
+            "worker": str(data.get("worker")),
+            "pid": int(data.get("pid") or 0),
+            "host": str(data["host"]),
+            "methods": data.get("methods"),
+            "records": frames_to_records(data.get("frames", [])),
+        }
+        client.send_kept(P.pack(P.HANDBACK, body))
+        if not self.handed_back and not self.said_listen:  # one warning says why
+            self.owner.warnings.append(
+                f"remote worker {body['worker']} on {body['host']}: "
+                f"{data.get('problem') or 'its relay could not reach the collector'}; its "
+                "records came back at the end through xdist (no sampling, no live status): "
+                "let the remote host reach the collector's port, or name a reachable address "
+                "with --perf-listen HOST[:PORT]"
+            )
+        self.handed_back.append(body["worker"])
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
@@ -515,6 +561,9 @@ class ControllerSession:
             w = R.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
             w.records = recs
             w.boundary_methods = d.get("methods")
+            if isinstance(d.get("host"), str):  # a remote worker
+                w.host = d["host"]
+                data.hosts.setdefault(w.host, {"system": None, "peak": None})
             data.workers[w.wid] = w
         # A worker that died gave nothing back: what the controller saw of its last tests.
         for crash in self.crashed:
@@ -547,15 +596,26 @@ class WorkerSession:
         self.daemon = bool(workerinput.get("perfmon_daemon"))
         pid = workerinput.get("perfmon_monitor_pid")
         slots = workerinput.get("perfmon_slots")
+        self.host: Optional[str] = None  # set on another host than the controller's
+        self.relay: Optional[str] = None  # that host's relay directory
+        self.problem: Optional[str] = None
+        self.interval = float(workerinput.get("perfmon_interval") or 0.1)
+        remote = False
+        # (A perfmon-daemon takes every worker's connection itself, as before.)
+        if workerinput.get("perfmon_host") is not None and not self.daemon:
+            from pytest_perfmon.monitor import host as H
+
+            if workerinput["perfmon_host"] != H.identity():
+                remote = True
+                endpoint = self._remote(workerinput, endpoint)
+                pid = slots = None  # the controller's monitor and slots are on its own host
         self.alive: Optional[Callable[[], bool]] = (
             None if pid is None else (lambda: _monitor_alive(slots, pid))
         )
         self.reconnects = 0
         self.client = Client(endpoint, self.daemon) if endpoint else None
         self.measurer = Measurer(str(workerinput["workerid"]), self.client)
-        self.endings = _endings.install(
-            workerinput.get("perfmon_slots"), self.measurer.wid, "worker", self.measurer.queue
-        )
+        self.endings = _endings.install(slots, self.measurer.wid, "worker", self.measurer.queue)
         if self.endings is not None:
             self.measurer.slot = self.endings.slot
         hello(
@@ -565,8 +625,38 @@ class WorkerSession:
             worker=self.measurer.wid,
             methods=self.measurer.counters.methods,
             python=_python(),
-            **_worker_profile(workerinput, pid),
+            # A remote worker is not profiled: the monitor's py-spy would sample a pid of its
+            # own host (the relay samples memory and CPU, not stacks).
+            **({} if remote else _worker_profile(workerinput, pid)),
+            host=self.host,
         )
+
+    def _remote(self, workerinput: dict, endpoint: str) -> str:
+        """On another host: this host's relay's endpoint ("" when there is none to use)."""
+        from pytest_perfmon.monitor.host import label
+
+        from ._remote import join_relay
+
+        self.host = label()
+        up = workerinput.get("perfmon_remote")
+        if not endpoint or not isinstance(up, dict):
+            self.problem = (
+                "the collector does not listen for remote workers (a perfmon-daemon, or no "
+                "--perf-listen with only popen specs)"
+            )
+            return ""
+        keys = {k: up[k] for k in ("server", "public", "secret")}
+        # Behind NAT the collector is reached at another address than the one it bound.
+        via = os.environ.get("PERFMON_RELAY_UPSTREAM")
+        target = f"tcp://{via}" if via and "://" not in via else (via or up["endpoint"])
+        got, where = join_relay(
+            str(workerinput.get("perfmon_session")), target, keys, self.interval
+        )
+        if got is None:
+            self.problem = where
+            return ""
+        self.relay = where
+        return str(got)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
@@ -588,6 +678,11 @@ class WorkerSession:
         if self.reconnects > MAX_RESTARTS:
             client.alive = False
             return
+        if self.relay is not None:  # a remote worker: our host's relay died; one of us restarts it
+            from ._remote import relay_alive, replace_relay
+
+            if not relay_alive(self.relay):
+                replace_relay(self.relay, self.interval)
         client.reconnect()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
@@ -609,10 +704,16 @@ class WorkerSession:
                 "delivered": delivered,
                 "lost": client.records_known_lost() if client is not None else 0,
                 "interrupted": list(m.interrupted) if m.interrupted else None,
+                "host": self.host,
+                "problem": self.problem or (client.problem if client is not None else None),
             }
         finally:
             if client is not None:
                 client.close()
+            if self.relay is not None:
+                from ._remote import forget_dead_relay
+
+                forget_dead_relay(self.relay)
             _close(self.endings, m)
             m.counters.close()
 

@@ -45,6 +45,21 @@ def group_key(dist: str, nodeid: str) -> str:
     return nodeid
 
 
+def host_of(node: Any) -> str:
+    """The host a worker runs on, as its ``--tx`` spec says: ``ssh=HOST`` or ``socket=H:P``;
+    a ``via=ID`` worker runs where that proxy gateway runs; a plain popen, here (""). The
+    ``--perf-max-memory`` budget holds for each host's workers."""
+    spec = getattr(getattr(node, "gateway", None), "spec", None)
+    if spec is None:
+        return ""
+    for key in ("ssh", "socket"):
+        value = getattr(spec, key, None)
+        if value:
+            return f"{key}={value}"
+    via = getattr(spec, "via", None)
+    return f"via={via}" if via else ""
+
+
 class Unit:
     __slots__ = ("indices", "duration", "extra", "left")
 
@@ -275,7 +290,9 @@ class PerfScheduling:
         if count < MIN_PENDING and unit is not None and not node.shutting_down:
             return True  # it waits for a second test: nothing starts
         held = self.node2units[node] + ([unit] if unit else [])
-        base = self.planned.baseline_mb * len(self.node2pending)
+        host = host_of(node)
+        neighbours = sum(1 for n in self.node2pending if host_of(n) == host)
+        base = self.planned.baseline_mb * neighbours
         if base + others + max((u.extra for u in held), default=0.0) <= self.budget:
             return True
         if others > 0:
@@ -287,7 +304,7 @@ class PerfScheduling:
                     f"perfmon: warning: {self._name(u)} is predicted to need {u.extra:.0f} MB "
                     f"above a worker's {self.planned.baseline_mb:.0f} MB, more than "
                     f"--perf-max-memory ({self.budget:.0f} MB) allows beside "
-                    f"{len(self.node2pending)} worker(s): it runs alone"
+                    f"{neighbours} worker(s) of its host: it runs alone"
                 )
         return True
 
@@ -296,7 +313,9 @@ class PerfScheduling:
         return first if len(unit.indices) == 1 else f"group {group_key(self.dist, first)}"
 
     def _others(self, node: Any) -> float:
-        return sum(v for n, v in self.live.items() if n is not node)
+        """What the other workers of ``node``'s host may hold now (the budget is per host)."""
+        host = host_of(node)
+        return sum(v for n, v in self.live.items() if n is not node and host_of(n) == host)
 
     def _wants(self, node: Any, target: float) -> bool:
         if len(self.node2pending[node]) < MIN_PENDING:

@@ -335,6 +335,9 @@ class Settings:
     html: Optional[str] = None  # absolute path of the HTML page, written by the collector
     profile: Optional[str] = None  # --perf-profile: slow | all (None: off)
     profile_over: float = DEFAULT_PROFILE_OVER  # --perf-profile-over, seconds
+    #: tcp://HOST:PORT where the collector listens (CURVE) for remote workers' relays; None:
+    #: no worker can be remote (plain popen specs) and --perf-listen was not given
+    listen: Optional[str] = None
 
 
 def _first(*values: Any) -> Any:
@@ -423,7 +426,19 @@ def resolve(
         html=html,
         profile=profile,
         profile_over=profile_over,
+        listen=_listen(option),
     )
+
+
+def _listen(option: Any) -> Optional[str]:
+    """--perf-listen HOST[:PORT], else where remote workers may be (xdist's --px and --tx)."""
+    from ._remote import listen_endpoint
+
+    try:
+        specs = [*(getattr(option, "px", None) or ()), *(getattr(option, "tx", None) or ())]
+        return listen_endpoint(getattr(option, "perf_listen", None), specs)
+    except ValueError as exc:
+        raise SettingError(f"--perf-listen: {exc}") from None
 
 
 def make_output_directory(settings: Settings) -> None:

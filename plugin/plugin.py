@@ -111,6 +111,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "tcp://[IPv6]:PORT) instead of spawning a monitor. [env: PERFMON_DAEMON; ini: perf_daemon]",
     )
     group.addoption(
+        "--perf-listen",
+        metavar="HOST[:PORT]",
+        default=None,
+        help="Where the collector listens (TCP, CURVE-encrypted, keys per session) for the "
+        "relays of xdist workers on other hosts (--tx ssh=/socket=). Default: the local address "
+        "that reaches the first remote --tx host, any free port.",
+    )
+    group.addoption(
         "--perf-limits",
         choices=LIMIT_MODES,
         default=None,

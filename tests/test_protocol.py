@@ -97,7 +97,7 @@ def test_bye_finish_status_stop_round_trip():
 def test_every_client_kind_has_a_parser_and_a_handler():
     assert set(P.PARSERS) == set(P.CLIENT_KINDS)
     assert set(Daemon.KINDS) == set(P.CLIENT_KINDS)
-    assert Monitor.KINDS <= set(P.CLIENT_KINDS)
+    assert Monitor.KINDS <= set(P.CLIENT_KINDS + P.REMOTE_KINDS)
     for kind in P.CLIENT_KINDS:
         assert callable(getattr(Daemon, server.METHODS[kind]))
     for kind in Monitor.KINDS:
