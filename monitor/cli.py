@@ -26,7 +26,7 @@ from .analysis import Comparison, ReportError, Threshold
 from .argtypes import nonneg_float, positive_int, runs_window
 from .command import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, emit
 from .history import cli as history_cli
-from .history import predict_io
+from .history import predict_command
 from .render import (
     DEFAULT_CPU_PERCENT,
     DEFAULT_MEMORY_MB,
@@ -454,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     history_cli.register(sub)
-    predict_io.register(sub)
+    predict_command.register(sub)
     shards.register(sub)
     profile_view.register(sub)
     return parser

@@ -60,7 +60,7 @@ def main(argv: Optional[list] = None) -> int:
     pid_file, rest = argv[0], argv[1:]
     # ``--relay DIR ...``: a remote worker's relay (monitor/relay.py) instead of a monitor.
     relay = bool(rest) and rest[0] == "--relay"
-    module = "pytest_perfmon.monitor.relay" if relay else "pytest_perfmon.monitor.monitor"
+    module = "pytest_perfmon.monitor.relay" if relay else "pytest_perfmon.monitor.collector"
     parent = _parent(rest)
     if not hasattr(os, "fork"):
         flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
@@ -94,7 +94,7 @@ def main(argv: Optional[list] = None) -> int:
 
             code = relay_main(rest)
         else:
-            from .monitor import main as monitor_main
+            from .collector import main as monitor_main
 
             code = monitor_main(rest, parent_fd=parent_fd, detached=True)
     except BaseException:  # noqa: BLE001 - said in the log, then the process ends here

@@ -1,6 +1,6 @@
 """The wire between the pytest plugin and its collector: every message, packing, parsing, errors.
 
-The collector is either the monitor the plugin spawned (``pytest_perfmon.monitor.monitor``) or a
+The collector is either the monitor the plugin spawned (``pytest_perfmon.monitor.collector``) or a
 ``perfmon-daemon`` (``pytest_perfmon.monitor.daemon``). Both read messages only through the
 ``parse_<kind>`` functions below, which return checked, typed values or raise
 :class:`ProtocolError` with ``E_FIELD``.

@@ -33,10 +33,8 @@ from typing import Any, Optional
 
 import zmq
 
-from . import protocol as P
-from . import report as R
-from . import sampler as S
-from . import server
+from . import protocol, sampler, server
+from . import report as report_model
 
 #: The prefix of a relay's directory (in the temporary directory).
 DIR_PREFIX = "perfmon-relay-"
@@ -92,7 +90,7 @@ class Upstream:
         "lost",
     )
 
-    def __init__(self, sock: Any, events: Any, worker: R.Worker) -> None:
+    def __init__(self, sock: Any, events: Any, worker: report_model.Worker) -> None:
         self.sock = sock
         self.events = events
         self.born = time.monotonic()
@@ -108,7 +106,7 @@ class Upstream:
 
 
 class Relay(server.RouterServer):
-    KINDS = frozenset(P.CLIENT_KINDS)  # forwarded, not handled here
+    KINDS = frozenset(protocol.CLIENT_KINDS)  # forwarded, not handled here
 
     def __init__(self, where: str, interval: float) -> None:
         self.dir = where
@@ -119,10 +117,10 @@ class Relay(server.RouterServer):
         self.interval = interval
         self.counters: dict = {}
         self.ctx = zmq.Context()
-        self.sock = server.router_socket(self.ctx, P.MAX_FRAME, 0)
+        self.sock = server.router_socket(self.ctx, protocol.MAX_FRAME, 0)
         self.up: dict[bytes, Upstream] = {}
         self.by_sock: dict[Any, bytes] = {}
-        self.sampler = S.Sampler()
+        self.sampler = sampler.Sampler()
         self.peak: Optional[tuple] = None
         self.system: Optional[dict] = None
         self.started = time.monotonic()
@@ -147,42 +145,46 @@ class Relay(server.RouterServer):
     def handle(self, parts: list) -> None:
         """Forward a worker's frame to the collector on its own connection; a hello opens it."""
         if len(parts) != 2:
-            self.count(P.ERROR_NAMES[P.E_MALFORMED])
+            self.count(protocol.ERROR_NAMES[protocol.E_MALFORMED])
             return
         ident, frame = parts
         try:
-            kind, body = P.unpack(frame)
-        except P.ProtocolError as exc:
-            self.reply(ident, P.error_reply(exc.code, str(exc)))
+            kind, body = protocol.unpack(frame)
+        except protocol.ProtocolError as exc:
+            self.reply(ident, protocol.error_reply(exc.code, str(exc)))
             return
-        if kind == P.HELLO:
+        if kind == protocol.HELLO:
             try:
-                h = P.parse_hello(body)
-            except P.ProtocolError as exc:
-                self.reply(ident, P.error_reply(exc.code, str(exc)))
+                h = protocol.parse_hello(body)
+            except protocol.ProtocolError as exc:
+                self.reply(ident, protocol.error_reply(exc.code, str(exc)))
                 return
             self._open(ident, h)
         up = self.up.get(ident)
         if up is None:
-            self.reply(ident, P.error_reply(P.E_UNKNOWN_PEER, f"{kind[:50]} before hello"))
+            self.reply(
+                ident, protocol.error_reply(protocol.E_UNKNOWN_PEER, f"{kind[:50]} before hello")
+            )
             return
-        if kind in (P.HELLO, P.BATCH):
+        if kind in (protocol.HELLO, protocol.BATCH):
             up.kept.append(frame)
         try:
             up.sock.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError:
             self.count("forward-failed")
 
-    def _open(self, ident: bytes, h: P.Hello) -> None:
+    def _open(self, ident: bytes, h: protocol.Hello) -> None:
         old = self.up.pop(ident, None)
         if old is not None:
             self._close_up(old)
-        w = R.Worker(wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods)
+        w = report_model.Worker(
+            wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods
+        )
         sock, events = self._dealer(ident)
         up = self.up[ident] = Upstream(sock, events, w)
         self.empty_since = None
         if self.system is None:
-            self.system = R.system_info(h.python)
+            self.system = report_model.system_info(h.python)
             up.pending["system"] = self.system  # the first worker's connection carries it
         self.sampler.sample(w, time.time())
         self._took(up, w)
@@ -244,10 +246,10 @@ class Relay(server.RouterServer):
                 return
             self.reply(ident, frame)
             try:
-                kind, body = P.unpack(frame)
-            except P.ProtocolError:
+                kind, body = protocol.unpack(frame)
+            except protocol.ProtocolError:
                 continue
-            if kind == P.ACK and isinstance(body, dict) and not body.get("missing"):
+            if kind == protocol.ACK and isinstance(body, dict) and not body.get("missing"):
                 up.acked = True
                 up.worker.left = time.time()
 
@@ -276,8 +278,8 @@ class Relay(server.RouterServer):
         why = up.failed or f"no CURVE handshake within {UPSTREAM_GRACE:.0f} s"
         self.reply(
             ident,
-            P.error_reply(
-                P.E_SESSION,
+            protocol.error_reply(
+                protocol.E_SESSION,
                 f"the relay cannot reach the collector at {self.upstream_endpoint} ({why})",
             ),
         )
@@ -289,16 +291,16 @@ class Relay(server.RouterServer):
         ups = [u for u in self.up.values() if u.worker.left is None]
         total, per = self.sampler.sample_group((u.worker for u in ups), now)
         if per:
-            self.peak = S.higher_peak(self.peak, now, total, per)
+            self.peak = sampler.higher_peak(self.peak, now, total, per)
         for u in ups:
             w = u.worker
             if w.wid not in per:
-                if not S.own_process(w.pid):
+                if not sampler.own_process(w.pid):
                     w.left = now  # it died: nothing more to sample
                 continue
             self._took(u, w)
 
-    def _took(self, u: Upstream, w: R.Worker) -> None:
+    def _took(self, u: Upstream, w: report_model.Worker) -> None:
         """Queue the worker's latest sample (RSS, descendants, noise) for the collector."""
         if not w.samples_t:
             return
@@ -308,7 +310,7 @@ class Relay(server.RouterServer):
         p["rss"].append(w.samples_rss[-1])
         if w.child_t and w.child_t[-1] == now:
             p["ct"].append(now)
-            p["c"].append(S.child_sample_out(w.child_s[-1]))
+            p["c"].append(sampler.child_sample_out(w.child_s[-1]))
         if w.noise_t and w.noise_t[-1] == now:
             p["nt"].append(now)
             p["n"].append(list(w.noise_v[-1]))
@@ -322,7 +324,7 @@ class Relay(server.RouterServer):
                 continue
             body = {**u.pending, "peak": peak}
             try:
-                u.sock.send(P.pack(P.SAMPLES, body), zmq.NOBLOCK)
+                u.sock.send(protocol.pack(protocol.SAMPLES, body), zmq.NOBLOCK)
             except zmq.ZMQError:
                 self.count("samples-dropped")
                 continue
@@ -379,7 +381,7 @@ class Relay(server.RouterServer):
                     try:
                         fn()
                     except Exception as exc:  # a bug: counted, the relay goes on
-                        self.count(P.ERROR_NAMES[P.E_INTERNAL])
+                        self.count(protocol.ERROR_NAMES[protocol.E_INTERNAL])
                         print(f"perfmon-relay: {exc!r}", file=sys.stderr)
         self.sample()
         self.flush()

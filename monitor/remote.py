@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from . import protocol as P
-from . import report as R
-from . import sampler as S
+from . import protocol, sampler
+from . import report as report_model
 
 SERVER_SECRET = "server.key_secret"
 CLIENTS = "clients"
@@ -80,18 +79,18 @@ def listen(ctx: Any, sock: Any, spec: str) -> Any:
     return auth
 
 
-def worker(data: R.RunData, h: P.Hello) -> R.Worker:
+def worker(data: report_model.RunData, h: protocol.Hello) -> report_model.Worker:
     """A remote worker's hello: its report entry (never sampled here: its relay samples it)."""
     import time
 
-    w = R.Worker(wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods)
+    w = report_model.Worker(wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods)
     w.host = h.host
     data.workers[h.worker] = w
     data.hosts.setdefault(h.host, {"system": None, "peak": None})
     return w
 
 
-def adopt(peers: dict, h: P.Hello) -> Any:
+def adopt(peers: dict, h: protocol.Hello) -> Any:
     """The peer of a remote worker that says hello again (its relay was replaced): taken over
     with its records and batch numbers, so that its resent batches are not counted twice."""
     for ident, peer in list(peers.items()):
@@ -104,16 +103,16 @@ def adopt(peers: dict, h: P.Hello) -> Any:
     return None
 
 
-def samples(data: R.RunData, w: R.Worker, body: Any) -> None:
+def samples(data: report_model.RunData, w: report_model.Worker, body: Any) -> None:
     """A relay's samples of one remote worker: its timelines, its host's system and peak."""
     if w.host is None:
-        raise P.ProtocolError(P.E_FIELD, "samples from a worker that is not remote")
-    b = P.parse_samples(body)
-    S.add_samples(w, list(b.get("t") or ()), list(b.get("rss") or ()))
+        raise protocol.ProtocolError(protocol.E_FIELD, "samples from a worker that is not remote")
+    b = protocol.parse_samples(body)
+    sampler.add_samples(w, list(b.get("t") or ()), list(b.get("rss") or ()))
     if b.get("ct"):
-        S.add_child_samples(w, list(b["ct"]), list(b.get("c") or ()))
+        sampler.add_child_samples(w, list(b["ct"]), list(b.get("c") or ()))
     if b.get("nt"):
-        S.add_noise_samples(w, list(b["nt"]), list(b.get("n") or ()), b.get("how"))
+        sampler.add_noise_samples(w, list(b["nt"]), list(b.get("n") or ()), b.get("how"))
     host = data.hosts.setdefault(w.host, {"system": None, "peak": None})
     if b.get("system") is not None:
         host["system"] = b["system"]
@@ -122,19 +121,19 @@ def samples(data: R.RunData, w: R.Worker, body: Any) -> None:
         host["peak"] = (peak[0], peak[1], peak[2])
 
 
-def handback(data: R.RunData, body: Any) -> None:
+def handback(data: report_model.RunData, body: Any) -> None:
     """The controller's copy of a remote worker's records (its relay could not deliver them:
     they came back through xdist's workeroutput)."""
-    h = P.parse_handback(body)
+    h = protocol.parse_handback(body)
     w = data.workers.get(h.worker)
     if w is None:
-        joined = min((r[P.START] for r in h.records), default=0.0)
-        w = data.workers[h.worker] = R.Worker(h.worker, h.pid, joined)
+        joined = min((r[protocol.START] for r in h.records), default=0.0)
+        w = data.workers[h.worker] = report_model.Worker(h.worker, h.pid, joined)
         w.boundary_methods = h.methods
     w.host = h.host
     data.hosts.setdefault(h.host, {"system": None, "peak": None})
     w.add_told(h.records)
     if w.left is None and h.records:
-        w.left = max(r[P.STOP] for r in h.records)
+        w.left = max(r[protocol.STOP] for r in h.records)
     if h.rejected:
         data.counters["records-rejected"] = data.counters.get("records-rejected", 0) + h.rejected

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Optional
 
-from . import noise as N
+from . import noise
 
 #: Per-process samples kept before the timeline is halved (max of each pair kept).
 MAX_SAMPLES = 20000
@@ -115,7 +115,7 @@ class Sampler:
         self.exclude = os.getpid()  # the collector itself (the plain pytest's child)
         self.proc_ok = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
         self.known: dict = {}  # Linux: pid -> ppid, read once per process (see _proc_ppids)
-        self.noise = N.NoiseReader()  # the noise counters, read at each sample
+        self.noise = noise.NoiseReader()  # the noise counters, read at each sample
         self.boot: Optional[float] = None  # Linux: psutil's boot time (see born)
 
     def born(self, proc: Any) -> float:
@@ -346,4 +346,4 @@ def own_rss() -> Optional[int]:
 
 
 #: Journaled noise samples back onto a worker (the daemon's replay).
-add_noise_samples = N.add_samples
+add_noise_samples = noise.add_samples

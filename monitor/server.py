@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import zmq
 
-from . import protocol as P
+from . import protocol
 from .argtypes import interval, positive  # noqa: F401 (the monitor's and daemon's options)
 from .endpoints import is_ipv6
 from .units import MIN_INTERVAL  # noqa: F401 (named in the options' help)
@@ -57,7 +57,7 @@ def bind(sock: Any, endpoint: str) -> str:
 
 
 #: The method that handles each kind: ``on_hello``, ..., ``on_stop``.
-METHODS = {kind: "on_" + kind for kind in P.CLIENT_KINDS + P.REMOTE_KINDS}
+METHODS = {kind: "on_" + kind for kind in protocol.CLIENT_KINDS + protocol.REMOTE_KINDS}
 #: The most missing batches one ``ack`` lists (the client says bye again after resending).
 MAX_MISSING = 10000
 
@@ -100,21 +100,24 @@ class RouterServer:
     def handle(self, parts: list) -> None:
         """Dispatch one multipart message ``[identity, frame]``; never raises."""
         if len(parts) != 2:
-            self.count(P.ERROR_NAMES[P.E_MALFORMED])
+            self.count(protocol.ERROR_NAMES[protocol.E_MALFORMED])
             return
         ident, frame = parts
         kind = "?"
         try:
-            kind, body = P.unpack(frame)
+            kind, body = protocol.unpack(frame)
             if kind not in self.KINDS:
-                raise P.ProtocolError(P.E_KIND, f"unknown message kind {kind[:50]!r}")
+                raise protocol.ProtocolError(protocol.E_KIND, f"unknown message kind {kind[:50]!r}")
             getattr(self, METHODS[kind])(ident, body)
-        except P.ProtocolError as exc:
-            self.count(P.ERROR_NAMES.get(exc.code, "?"))
-            self.reply(ident, P.error_reply(exc.code, str(exc)))
+        except protocol.ProtocolError as exc:
+            self.count(protocol.ERROR_NAMES.get(exc.code, "?"))
+            self.reply(ident, protocol.error_reply(exc.code, str(exc)))
         except Exception as exc:
-            self.count(P.ERROR_NAMES[P.E_INTERNAL])
-            self.reply(ident, P.error_reply(P.E_INTERNAL, f"{type(exc).__name__} on {kind[:50]}"))
+            self.count(protocol.ERROR_NAMES[protocol.E_INTERNAL])
+            self.reply(
+                ident,
+                protocol.error_reply(protocol.E_INTERNAL, f"{type(exc).__name__} on {kind[:50]}"),
+            )
             self.on_internal(kind, exc)
 
     def serve(self, poller: Any, timeout: float) -> None:
@@ -150,5 +153,5 @@ class RouterServer:
                     try:
                         fn()
                     except Exception as exc:  # a bug in a timer: counted, the loop goes on
-                        self.count(P.ERROR_NAMES[P.E_INTERNAL])
+                        self.count(protocol.ERROR_NAMES[protocol.E_INTERNAL])
                         self.on_internal(getattr(fn, "__name__", "timer"), exc)

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any, Optional
 
-from . import split as S
+from . import split as splitting
 from .argtypes import nonneg_float, positive_int
 from .command import EXIT_OK, UsageError, emit, error
 from .tables import text_table
@@ -43,8 +43,8 @@ def _figures(args: argparse.Namespace, n: int) -> dict:
                 f"{args.source_file}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
         try:
-            return S.durations_data(obj, os.path.basename(args.source_file))
-        except S.SplitError as exc:
+            return splitting.durations_data(obj, os.path.basename(args.source_file))
+        except splitting.SplitError as exc:
             raise UsageError(str(exc)) from None
     from .history.runner import run_command
     from .history.shards import shard_data
@@ -52,8 +52,10 @@ def _figures(args: argparse.Namespace, n: int) -> dict:
     got: dict = {}
 
     def read(args: argparse.Namespace, store: Any) -> int:
-        runs = args.runs or S.history_runs(n)
-        ci = S.ci_run(os.environ, {S.LABEL_CI_RUN: args.ci_run} if args.ci_run else None)
+        runs = args.runs or splitting.history_runs(n)
+        ci = splitting.ci_run(
+            os.environ, {splitting.LABEL_CI_RUN: args.ci_run} if args.ci_run else None
+        )
         got["data"] = shard_data(args.db, runs, n, args.commit, ci, os.getcwd())
         return EXIT_OK
 
@@ -79,7 +81,7 @@ def _nodeids(args: argparse.Namespace, data: dict) -> list:
     if args.tests:
         try:
             with open(args.tests, encoding="utf-8", errors="replace") as f:
-                ids = S.P.parse_nodeids(f.read())
+                ids = splitting.prediction.parse_nodeids(f.read())
         except OSError as exc:
             raise UsageError(f"{args.tests}: {exc.strerror or exc}") from None
         if not ids:
@@ -95,7 +97,7 @@ def _budget(text: Optional[str]) -> Optional[float]:
     if text is None:
         return None
     try:
-        return S.P.parse_size(text)
+        return splitting.prediction.parse_size(text)
     except ValueError as exc:
         raise UsageError(f"--memory-budget: {exc}") from None
 
@@ -103,7 +105,7 @@ def _budget(text: Optional[str]) -> Optional[float]:
 # --------------------------------------------------------------------------- perfmon split
 
 
-def plan_json(plan: S.Split) -> dict:
+def plan_json(plan: splitting.Split) -> dict:
     return {
         "shards": [
             {
@@ -127,7 +129,7 @@ def plan_json(plan: S.Split) -> dict:
     }
 
 
-def plan_text(plan: S.Split, budget_mb: Optional[float] = None) -> str:
+def plan_text(plan: splitting.Split, budget_mb: Optional[float] = None) -> str:
     rows = []
     for s in plan.shards:
         over = budget_mb is not None and s.peak_mb is not None and s.peak_mb > budget_mb
@@ -150,7 +152,7 @@ def plan_text(plan: S.Split, budget_mb: Optional[float] = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def durations_file(plan: S.Split) -> dict:
+def durations_file(plan: splitting.Split) -> dict:
     """A pytest-split ``.test_durations`` file: every test's planned duration (s)."""
     return {t: round(d, 6) for t, d in sorted(plan.durations.items())}
 
@@ -160,10 +162,10 @@ def cmd_split(args: argparse.Namespace) -> int:
         data = _figures(args, args.shards)
         ids = _nodeids(args, data)
         budget = _budget(args.memory_budget)
-        plan = S.split(ids, data, args.shards, budget_mb=budget, workers=args.workers)
+        plan = splitting.split(ids, data, args.shards, budget_mb=budget, workers=args.workers)
     except _Failed as exc:
         return exc.status
-    except (UsageError, S.SplitError) as exc:
+    except (UsageError, splitting.SplitError) as exc:
         return error(str(exc))
     if args.format == "json":
         text = json.dumps(plan_json(plan), indent=2) + "\n"
@@ -311,14 +313,14 @@ def predict_shards(args: argparse.Namespace) -> int:
         if args.target is None:
             raise UsageError("--shards auto needs --target TIME (e.g. 10m)")
         try:
-            target = S.parse_time(args.target)
+            target = splitting.parse_time(args.target)
         except ValueError as exc:
             raise UsageError(f"--target: {exc}") from None
         data = _figures(split_args, 1)
-        n, rows = S.auto_shards(_nodeids(args, data), data, target, workers)
+        n, rows = splitting.auto_shards(_nodeids(args, data), data, target, workers)
     except _Failed as exc:
         return exc.status
-    except (UsageError, S.SplitError) as exc:
+    except (UsageError, splitting.SplitError) as exc:
         return error(str(exc))
     if args.format == "json":
         out = {

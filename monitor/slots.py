@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, Optional
 
 import msgpack
 
-from . import protocol as P
+from . import protocol
 from .record import SAME_START
 
 HEAD = 256
@@ -233,7 +233,7 @@ def drop_duplicate_interruptions(data: Any) -> None:
     starts: dict = {}
     for w in data.workers.values():
         for r in w.records:
-            starts.setdefault(r[P.NODEID], []).append(r[P.START])
+            starts.setdefault(r[protocol.NODEID], []).append(r[protocol.START])
     keep = []
     for c in data.crashed:
         if c.get("outcome") == "interrupted":

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import predict as P
+from . import predict as prediction
 
 #: A unit's planned duration is never 0 (a zero would let one shard take every new test).
 MIN_DURATION = 1e-4
@@ -190,7 +190,10 @@ def report_durations(report: Mapping, name: str) -> dict:
     tests = {}
     for nodeid, pts in per.items():
         peaks = [p for _, p in pts if p is not None]
-        tests[nodeid] = [P.median(d for d, _ in pts), P.median(peaks) if peaks else None]
+        tests[nodeid] = [
+            prediction.median(d for d, _ in pts),
+            prediction.median(peaks) if peaks else None,
+        ]
     jobs = report.get("jobs")
     if not isinstance(jobs, dict):
         jobs = {"": report}
@@ -205,7 +208,7 @@ def report_durations(report: Mapping, name: str) -> dict:
             runs.append([len(busy), wall, max(busy)])
     return {
         "tests": tests,
-        "baseline_mb": P.median(starts.values()) if starts else None,
+        "baseline_mb": prediction.median(starts.values()) if starts else None,
         "run_stats": runs,
         "source": f"{name} ({len(tests)} tests)",
     }
@@ -216,7 +219,7 @@ def run_stats(data: Mapping) -> list:
     out = []
     for r in data.get("run_stats") or ():
         if isinstance(r, (list, tuple)) and len(r) == 3 and all(_num(v) is not None for v in r):
-            out.append(P.RunStats(workers=max(1, int(r[0])), duration=r[1], busy_max=r[2]))
+            out.append(prediction.RunStats(workers=max(1, int(r[0])), duration=r[1], busy_max=r[2]))
     return out
 
 
@@ -243,10 +246,10 @@ def predict_tests(nodeids: Iterable[str], data: Mapping, workers: int = 1) -> Pr
             continue
         series[nodeid] = {"duration": [dur], "peak_mb": [] if _num(peak) is None else [peak]}
     base = _num(data.get("baseline_mb")) or 0.0
-    overhead = P.overhead(run_stats(data), workers)[0]
+    overhead = prediction.overhead(run_stats(data), workers)[0]
     try:
-        estimates, unknown = P.estimate_tests(ids, series)
-    except P.PredictError:
+        estimates, unknown = prediction.estimate_tests(ids, series)
+    except prediction.PredictError:
         ones = dict.fromkeys(ids, 1.0)
         return Predictions(ones, dict.fromkeys(ids, 0.0), base, len(ids), True, overhead)
     return Predictions(
@@ -436,9 +439,9 @@ class Split:
         if self.workers <= 1:
             busiest = math.fsum(durs)
         elif scheduled:
-            busiest = max(P.lpt(durs, self.workers), default=0.0)
+            busiest = max(prediction.lpt(durs, self.workers), default=0.0)
         else:
-            busiest = max(P.xdist_load(durs, self.workers), default=0.0)
+            busiest = max(prediction.xdist_load(durs, self.workers), default=0.0)
         return round(busiest + self.overhead_s, 3)
 
     def info(self, index: int, wall: Optional[float] = None) -> dict:

@@ -25,7 +25,7 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 import zmq
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import protocol
 
 from ._settings import is_ipv6
 
@@ -190,7 +190,7 @@ class Client:
 
     def batch(self, records: list) -> None:
         """Pack, keep and send one batch (the socket's current owner calls this)."""
-        frame = P.pack(P.BATCH, [len(self.frames), records])
+        frame = protocol.pack(protocol.BATCH, [len(self.frames), records])
         self.frames.append(frame)
         if self.alive:
             self.send(frame)  # a frame that could not go now is resent after "bye" reports it
@@ -240,12 +240,12 @@ class Client:
         """One frame off the socket: the body of a ``kind`` reply, None for a refusal (said in
         ``problem``), else ``_NOTHING``."""
         try:
-            got, body = P.unpack(self.sock.recv(zmq.NOBLOCK))
-        except (P.ProtocolError, zmq.ZMQError):
+            got, body = protocol.unpack(self.sock.recv(zmq.NOBLOCK))
+        except (protocol.ProtocolError, zmq.ZMQError):
             return _NOTHING
         if got == kind:
             return body
-        if got == P.ERROR and isinstance(body, dict):
+        if got == protocol.ERROR and isinstance(body, dict):
             self.problem = f"refused: {body.get('message')}"
             return None
         return _NOTHING
@@ -266,9 +266,9 @@ class Client:
     def bye(self, alive: Optional[Callable[[], bool]] = None) -> bool:
         """Say goodbye; resend whatever the collector reports missing. True once all arrived."""
         for _ in range(3):
-            if not self.send(P.pack(P.BYE, {"sent": len(self.frames)})):
+            if not self.send(protocol.pack(protocol.BYE, {"sent": len(self.frames)})):
                 return False
-            ack = self.wait(P.ACK, BYE_TIMEOUT, alive)
+            ack = self.wait(protocol.ACK, BYE_TIMEOUT, alive)
             if not isinstance(ack, dict):
                 return False
             self.acked = True
@@ -299,7 +299,7 @@ class Client:
 def frames_to_records(frames: list) -> list:
     out: list = []
     for frame in frames:
-        _, (_, recs) = P.unpack(frame)
+        _, (_, recs) = protocol.unpack(frame)
         out.extend(recs)
     return out
 

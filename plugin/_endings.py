@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any, NoReturn, Optional
 
-from pytest_perfmon.monitor import slots as S
+from pytest_perfmon.monitor import slots
 
 _time = time.time
 
@@ -40,7 +40,7 @@ def open_slot(directory: Optional[str], wid: str, role: str, queue: Any = None) 
     if not directory or not os.path.isdir(directory):
         return None
     try:
-        return S.Slot(directory, wid, role, queue)
+        return slots.Slot(directory, wid, role, queue)
     except (OSError, ValueError, OverflowError):
         return None
 
@@ -48,7 +48,7 @@ def open_slot(directory: Optional[str], wid: str, role: str, queue: Any = None) 
 def _signals() -> list:
     return [
         (getattr(signal, name), prefix)
-        for prefix, name in S.SIGNAL_FILES.items()
+        for prefix, name in slots.SIGNAL_FILES.items()
         if hasattr(signal, name)
     ]
 

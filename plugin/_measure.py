@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 import pytest
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import protocol
 
 from ._client import BATCH_RECORDS, Client, Sender, frames_to_records
 from ._counters import Counters
@@ -238,7 +238,7 @@ class Measurer:
                 client.batch(records[i : i + BATCH_RECORDS])
         else:
             frames = self.local_frames
-            frames.append(P.pack(P.BATCH, [len(frames), records]))
+            frames.append(protocol.pack(protocol.BATCH, [len(frames), records]))
 
     def frames(self) -> list:
         """Every batch frame measured here (kept for a report written without the collector)."""
@@ -246,7 +246,7 @@ class Measurer:
 
     def records(self) -> list:
         """Every record measured here, decoded and checked."""
-        return [P.check_record(r) for r in frames_to_records(self.frames())]
+        return [protocol.check_record(r) for r in frames_to_records(self.frames())]
 
 
 class JUnitProperties:

@@ -18,9 +18,9 @@ import uuid
 from typing import Any, Callable, Optional
 
 import pytest
-from pytest_perfmon.monitor import deliver as D
-from pytest_perfmon.monitor import protocol as P
-from pytest_perfmon.monitor import report as R
+from pytest_perfmon.monitor import deliver as delivery
+from pytest_perfmon.monitor import protocol
+from pytest_perfmon.monitor import report as report_model
 
 from . import _endings
 from ._client import Client
@@ -72,7 +72,7 @@ class SessionOwner:
         self.html_path: Optional[str] = None  # the --perf-html page, once written
         self.warned = 0  # warnings already shown in the terminal summary
         #: Builds the fallback report's data from the role's own measurements.
-        self.collect: Callable[[], R.RunData] = R.RunData
+        self.collect: Callable[[], report_model.RunData] = report_model.RunData
         self.possibly_incomplete = False
         #: The collector took our connection at the start: its loss later is worth a warning.
         self.joined = False
@@ -224,7 +224,7 @@ class SessionOwner:
             delivered = deliver()
             self._add_restarts(self.info)
             if delivered and self.usable() and self.client is not None:  # usable(): a client
-                self.finishing = self.client.send(P.pack(P.FINISH, self.info))
+                self.finishing = self.client.send(protocol.pack(protocol.FINISH, self.info))
         except Exception as exc:  # never let our failure become the session's
             self.finishing = False
             self.info = self.info or self.session_info(exitstatus)
@@ -234,13 +234,13 @@ class SessionOwner:
         """Wait (bounded) for the collector's answer to finish. True when it wrote the report."""
         client = self.client
         assert client is not None
-        done = client.wait(P.DONE, DONE_TIMEOUT, self.handle.alive)
+        done = client.wait(protocol.DONE, DONE_TIMEOUT, self.handle.alive)
         if not isinstance(done, dict):
             return False
         # False: no report anywhere, the plugin writes its own
-        return self._delivered(D.Delivered.from_done(done))
+        return self._delivered(delivery.Delivered.from_done(done))
 
-    def _delivered(self, done: D.Delivered) -> bool:
+    def _delivered(self, done: delivery.Delivered) -> bool:
         """Take what the delivery did (the collector's, or the fallback's): the report's path,
         the page's, and one warning per problem. True when the report is somewhere."""
         if not done.ok:  # it says where the report went instead, if anywhere
@@ -287,18 +287,18 @@ class SessionOwner:
             return self.handle.describe()
         return self.problem()
 
-    def fallback(self, data: R.RunData) -> None:
+    def fallback(self, data: report_model.RunData) -> None:
         """Write the report from the plugin's own measurements (the collector is gone)."""
         data.collector = "plugin-fallback"
         info = dict(self.info)
         info["warnings"] = list(self.warnings)
         data.warnings = list(self.warnings)
-        system = R.system_info() if self.settings.system_info else None
-        report = R.build(data, info, system)
+        system = report_model.system_info() if self.settings.system_info else None
+        report = report_model.build(data, info, system)
         if self.possibly_incomplete:
             report["session"]["possibly_incomplete"] = True
         self.report = report
-        self._delivered(D.deliver(report, self.settings.output, html=self.settings.html))
+        self._delivered(delivery.deliver(report, self.settings.output, html=self.settings.html))
         if self.settings.history:  # the pytest process never writes the store
             self.warnings.append(
                 "history not recorded: the collector was lost (the pytest process never writes "

@@ -21,9 +21,9 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 import pytest
-from pytest_perfmon.monitor import protocol as P
-from pytest_perfmon.monitor import report as R
-from pytest_perfmon.monitor import slots as S
+from pytest_perfmon.monitor import protocol
+from pytest_perfmon.monitor import report as report_model
+from pytest_perfmon.monitor import slots as slot_files
 
 from . import _endings
 from ._client import CONNECT_GRACE, Client, frames_to_records
@@ -36,7 +36,7 @@ PLUGIN_NAME = "perfmon-session"
 
 _time = time.time  # the real clock, captured at import
 
-_PHASE = {"setup": P.SETUP, "call": P.CALL, "teardown": P.TEARDOWN}
+_PHASE = {"setup": protocol.SETUP, "call": protocol.CALL, "teardown": protocol.TEARDOWN}
 
 
 def wait_ready(
@@ -50,7 +50,7 @@ def wait_ready(
         return False
     if client.ready:
         return True
-    if client.wait(P.READY, timeout, alive, connect_grace) is None:
+    if client.wait(protocol.READY, timeout, alive, connect_grace) is None:
         client.alive = False
         client.problem = client.problem or f"no answer within {timeout:.0f} s"
         return False
@@ -63,7 +63,7 @@ def hello(client: Optional[Client], session: Optional[str], role: str, **fields:
         body = {"session": session, "role": role, "pid": os.getpid(), **fields}
         if body.get("host") is None:
             body.pop("host", None)
-        client.send_kept(P.pack(P.HELLO, body))  # a replacing monitor hears it again
+        client.send_kept(protocol.pack(protocol.HELLO, body))  # a replacing monitor hears it again
 
 
 def _python() -> str:
@@ -192,15 +192,15 @@ class LocalSession:
         died), from our own records."""
         frames = self.measurer.frames()
         return [
-            P.decode_nodeid(r[P.NODEID])
+            protocol.decode_nodeid(r[protocol.NODEID])
             for r in frames_to_records(frames)
-            if r[P.START] <= until and r[P.STOP] >= since
+            if r[protocol.START] <= until and r[protocol.STOP] >= since
         ]
 
-    def _data(self) -> R.RunData:
-        data = R.RunData()
+    def _data(self) -> report_model.RunData:
+        data = report_model.RunData()
         m = self.measurer
-        w = R.Worker("main", os.getpid(), m.start, records=m.records())
+        w = report_model.Worker("main", os.getpid(), m.start, records=m.records())
         w.boundary_methods = m.counters.methods
         data.workers["main"] = w
         return data
@@ -371,17 +371,17 @@ class ControllerSession:
             # must start together (Worker.add_told)
             heard = self.started.pop(report.nodeid, None)
             start = getattr(report, "start", None) or heard or _time()
-            rec = self.running[report.nodeid] = [None] * P.N_FIELDS
-            rec[P.NODEID] = P.encode_nodeid(report.nodeid)
-            rec[P.START] = rec[P.STOP] = start
-            rec[P.OUTCOME] = "passed"
+            rec = self.running[report.nodeid] = [None] * protocol.N_FIELDS
+            rec[protocol.NODEID] = protocol.encode_nodeid(report.nodeid)
+            rec[protocol.START] = rec[protocol.STOP] = start
+            rec[protocol.OUTCOME] = "passed"
             self.where[report.nodeid] = _worker_id(node)
         rec[_PHASE[report.when]] = report.duration
-        rec[P.OUTCOME] = outcome_after(report, rec[P.OUTCOME])
+        rec[protocol.OUTCOME] = outcome_after(report, rec[protocol.OUTCOME])
         if report.when == "teardown":
             del self.running[report.nodeid]
             self.where.pop(report.nodeid, None)
-            rec[P.STOP] = getattr(report, "stop", None) or _time()
+            rec[protocol.STOP] = getattr(report, "stop", None) or _time()
             wid = _worker_id(node)
             if self.watching:
                 self.since_look.append(f"{report.nodeid} ({wid})")
@@ -389,7 +389,7 @@ class ControllerSession:
             self.finished[wid] = self.finished.get(wid, 0) + 1
             recent = self.recent.get(wid)
             if recent is None:
-                recent = self.recent[wid] = deque(maxlen=P.CRASH_RECENT)
+                recent = self.recent[wid] = deque(maxlen=protocol.CRASH_RECENT)
             recent.append(rec)
 
     # trylast: pytest-rerunfailures' own implementation has set the report's outcome to
@@ -404,23 +404,23 @@ class ControllerSession:
             "nodeid": crashitem,
             "worker": wid,
             "time": _time(),
-            "start": start if start is not None or rec is None else rec[P.START],
+            "start": start if start is not None or rec is None else rec[protocol.START],
             "recent": list(self.recent.pop(wid, ())),
         }
-        if rec is not None and rec[P.SETUP] is not None:
-            crash["setup"] = rec[P.SETUP]  # pytest measured the setup before the crash
+        if rec is not None and rec[protocol.SETUP] is not None:
+            crash["setup"] = rec[protocol.SETUP]  # pytest measured the setup before the crash
         if getattr(report, "outcome", None) == "rerun":
             crash["rerun"] = True
         self._crash(crash)
         self.measuring.add(wid)
-        if self.finished.get(wid, 0) <= P.CRASH_RECENT:
+        if self.finished.get(wid, 0) <= protocol.CRASH_RECENT:
             self.covered.add(wid)  # it finished no test whose copy we dropped
 
     def _crash(self, crash: dict) -> None:
         self.crashed.append(crash)
         client = self.owner.client
         if client is not None and client.alive:
-            client.send_kept(P.pack(P.CRASH, crash))
+            client.send_kept(protocol.pack(protocol.CRASH, crash))
 
     def _lost(self) -> None:
         """Our monitor closed the connection mid-run: start another at the same address (the
@@ -447,12 +447,12 @@ class ControllerSession:
                 "nodeid": nodeid,
                 "worker": self.where.get(nodeid),
                 "time": now,
-                "start": rec[P.START],
+                "start": rec[protocol.START],
                 "recent": [],
                 "outcome": "interrupted",
             }
-            if rec[P.SETUP] is not None:
-                crash["setup"] = rec[P.SETUP]
+            if rec[protocol.SETUP] is not None:
+                crash["setup"] = rec[protocol.SETUP]
             out.append(crash)
         for nodeid, start in self.started.items():
             out.append(
@@ -495,7 +495,7 @@ class ControllerSession:
             "methods": data.get("methods"),
             "records": frames_to_records(data.get("frames", [])),
         }
-        client.send_kept(P.pack(P.HANDBACK, body))
+        client.send_kept(protocol.pack(protocol.HANDBACK, body))
         if not self.handed_back and not self.said_listen:  # one warning says why
             self.owner.warnings.append(
                 f"remote worker {body['worker']} on {body['host']}: "
@@ -554,11 +554,11 @@ class ControllerSession:
         self.owner.possibly_incomplete = bool(self.measuring - set(self.worker_data) - self.covered)
         return True
 
-    def _data(self) -> R.RunData:
-        data = R.RunData()
+    def _data(self) -> report_model.RunData:
+        data = report_model.RunData()
         for wid, d in self.worker_data.items():
-            recs = [P.check_record(r) for r in frames_to_records(d.get("frames", []))]
-            w = R.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
+            recs = [protocol.check_record(r) for r in frames_to_records(d.get("frames", []))]
+            w = report_model.Worker(str(wid), int(d.get("pid", 0)), float(d.get("joined", 0)))
             w.records = recs
             w.boundary_methods = d.get("methods")
             if isinstance(d.get("host"), str):  # a remote worker
@@ -568,14 +568,14 @@ class ControllerSession:
         # A worker that died gave nothing back: what the controller saw of its last tests.
         for crash in self.crashed:
             wid = crash["worker"]
-            recent = [P.check_record(list(r)) for r in crash["recent"]]
+            recent = [protocol.check_record(list(r)) for r in crash["recent"]]
             dead = data.workers.get(wid)
             if dead is None:
-                joined = min((r[P.START] for r in recent), default=crash["time"])
-                dead = data.workers[wid] = R.Worker(str(wid), 0, joined)
+                joined = min((r[protocol.START] for r in recent), default=crash["time"])
+                dead = data.workers[wid] = report_model.Worker(str(wid), 0, joined)
             dead.add_told(recent)
         data.crashed = [{k: v for k, v in c.items() if k != "recent"} for c in self.crashed]
-        S.drop_duplicate_interruptions(data)
+        slot_files.drop_duplicate_interruptions(data)
         return data
 
     @pytest.hookimpl(trylast=True)
@@ -603,9 +603,9 @@ class WorkerSession:
         remote = False
         # (A perfmon-daemon takes every worker's connection itself, as before.)
         if workerinput.get("perfmon_host") is not None and not self.daemon:
-            from pytest_perfmon.monitor import host as H
+            from pytest_perfmon.monitor import host as host_identity
 
-            if workerinput["perfmon_host"] != H.identity():
+            if workerinput["perfmon_host"] != host_identity.identity():
                 remote = True
                 endpoint = self._remote(workerinput, endpoint)
                 pid = slots = None  # the controller's monitor and slots are on its own host

@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from ._plan import Plan, PlanError
+from ._schedule_inputs import Plan, PlanError
 
 MIN_PENDING = 2  # a worker runs a test once it knows the next one (or is told to stop)
 GROUPED = ("loadscope", "loadfile", "loadgroup")
@@ -408,14 +408,14 @@ class PerfScheduling:
 
 def _xdist_scheduler(dist: str, config: Any, log: Any) -> Any:
     """xdist's own scheduler for ``dist``."""
-    from xdist import scheduler as S
+    from xdist import scheduler as xdist_scheduler
 
     kinds = {
-        "load": S.LoadScheduling,
-        "loadscope": S.LoadScopeScheduling,
-        "loadfile": S.LoadFileScheduling,
-        "loadgroup": S.LoadGroupScheduling,
-        "worksteal": S.WorkStealingScheduling,
+        "load": xdist_scheduler.LoadScheduling,
+        "loadscope": xdist_scheduler.LoadScopeScheduling,
+        "loadfile": xdist_scheduler.LoadFileScheduling,
+        "loadgroup": xdist_scheduler.LoadGroupScheduling,
+        "worksteal": xdist_scheduler.WorkStealingScheduling,
     }
     return kinds[dist](config, log)
 
@@ -442,7 +442,7 @@ class SchedulePlugin:
         if not self.config.pluginmanager.has_plugin("dsession"):
             self.say("perfmon: warning: --perf-schedule works with pytest-xdist's -n N: not used")
         elif self.schedule.history is not None:
-            from ._plan import HistorySource
+            from ._schedule_inputs import HistorySource
 
             self.source = HistorySource(self.schedule.history)
 
@@ -463,7 +463,7 @@ class SchedulePlugin:
         return parse_size(text)
 
     def plan(self, collection: Sequence[str]) -> Plan:
-        from ._plan import make_plan, report_data
+        from ._schedule_inputs import make_plan, report_data
 
         if self.schedule.report is not None:
             data = report_data(self.schedule.report)

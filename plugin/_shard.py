@@ -32,7 +32,7 @@ from collections.abc import Generator
 from typing import Any, Optional
 
 import pytest
-from pytest_perfmon.monitor import split as S
+from pytest_perfmon.monitor import split as splitting
 
 PLUGIN_NAME = "perfmon-shard"
 #: The workerinput key of the figures the controller hands its workers (and the workeroutput
@@ -46,7 +46,7 @@ def parse_option(text: str) -> tuple:
     import argparse
 
     try:
-        return S.parse_shard(text)
+        return splitting.parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -75,7 +75,7 @@ def configure(config: pytest.Config) -> None:
         if not raw:
             raise pytest.UsageError("--perf-shard-from works with --perf-shard K/N")
         try:
-            shard = S.parse_shard(raw)
+            shard = splitting.parse_shard(raw)
         except ValueError as exc:
             raise pytest.UsageError(f"perf_shard in the ini file: {exc}") from None
     k, n = shard
@@ -93,7 +93,7 @@ def configure(config: pytest.Config) -> None:
     memory = getattr(opt, "perf_max_memory", None)
     if memory is not None and memory != "auto":  # auto: this machine's; never in the split
         try:
-            budget = S.P.parse_size(memory)
+            budget = splitting.prediction.parse_size(memory)
         except ValueError as exc:
             raise pytest.UsageError(f"--perf-max-memory: {exc} (or auto)") from None
     role = "controller" if config.pluginmanager.has_plugin("dsession") else "local"
@@ -112,7 +112,7 @@ def read_file(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
             obj = json.load(f)
-        return S.durations_data(obj, os.path.basename(path))
+        return splitting.durations_data(obj, os.path.basename(path))
     except (OSError, ValueError) as exc:
         why = getattr(exc, "strerror", None) or exc
         raise pytest.UsageError(f"--perf-shard-from: {path}: {why}") from None
@@ -166,20 +166,20 @@ class ShardPlugin:
 
     # ---------------------------------------------------------------- the figures
     def ask_history(self, url: str) -> None:
-        from ._plan import HistorySource
+        from ._schedule_inputs import HistorySource
 
         labels = dict(getattr(self.config.option, "perf_label", None) or ())
         extra = [str(self.n), "--rootdir", str(self.config.rootpath)]
         if labels.get("commit"):
             extra += ["--commit", labels["commit"]]
-        run = S.ci_run(os.environ, labels)
+        run = splitting.ci_run(os.environ, labels)
         if run is not None:
             extra += ["--ci-run", run]
-        self.source = HistorySource(url, S.history_runs(self.n), "shards", extra)
+        self.source = HistorySource(url, splitting.history_runs(self.n), "shards", extra)
 
     def figures(self) -> dict:
         if self.data is None:
-            from ._plan import PlanError
+            from ._schedule_inputs import PlanError
 
             try:
                 data = self.source.data(empty_ok=True)
@@ -221,7 +221,7 @@ class ShardPlugin:
             nid = _base(item.nodeid, g)
             ids.append(nid)
             groups[nid] = g
-        plan = S.split(ids, self.figures(), self.n, groups, self.budget, self.workers)
+        plan = splitting.split(ids, self.figures(), self.n, groups, self.budget, self.workers)
         mine = set(plan.shards[self.k - 1].tests)
         keep, drop, order = [], [], []
         for item, nid in zip(items, ids):
@@ -261,7 +261,7 @@ class ShardPlugin:
             source = (self.data or {}).get("source") or "?"
             info = {"k": self.k, "n": self.n, "source": source, "tests": len(self.planned or ())}
         missed = [t for t in self.planned or () if t not in self.reported]
-        info["not_run"] = missed[: S.MAX_NOT_RUN]
+        info["not_run"] = missed[: splitting.MAX_NOT_RUN]
         info["not_run_count"] = len(missed)
         return info
 
@@ -315,6 +315,6 @@ def finish_fields(info: dict, shard: dict, labels: Optional[dict]) -> None:
     (when it records one), and exit status 0 for a shard without tests."""
     info["shard"] = shard
     if labels is not None:
-        info["labels"] = S.shard_labels(shard["k"], shard["n"], os.environ, labels)
+        info["labels"] = splitting.shard_labels(shard["k"], shard["n"], os.environ, labels)
     if not shard.get("tests") and info.get("exit_status") == NO_TESTS:
         info["exit_status"] = 0

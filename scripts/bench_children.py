@@ -43,8 +43,8 @@ from typing import Any, Optional
 
 from pytest_perfmon import _fixtures
 from pytest_perfmon._counters import Counters
-from pytest_perfmon.monitor import report as R
-from pytest_perfmon.monitor import sampler as S
+from pytest_perfmon.monitor import report as report_model
+from pytest_perfmon.monitor import sampler
 
 _perf = time.perf_counter
 TARGET_FIXTURE_US = 2.0
@@ -61,8 +61,10 @@ def sampling_pass(children: int, passes: int) -> dict:
         for _ in range(children)
     ]
     try:
-        s = S.Sampler()
-        w = R.Worker("main", os.getpid(), time.time(), boundary_methods={"children": True})
+        s = sampler.Sampler()
+        w = report_model.Worker(
+            "main", os.getpid(), time.time(), boundary_methods={"children": True}
+        )
         deadline = time.monotonic() + 60
         while True:  # until every child runs (psutil sees it as our child)
             seen = len(s.descendants(os.getpid(), time.time()))

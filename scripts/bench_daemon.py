@@ -25,7 +25,7 @@ import uuid
 
 import psutil
 import zmq
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import protocol
 from pytest_perfmon.monitor.daemon import DaemonError, request
 
 BATCH = 128
@@ -53,7 +53,7 @@ class Fake:
         self.sock.send(frame)
         if not self.sock.poll(timeout * 1000):
             raise SystemExit(f"no {want} from the daemon")
-        kind, body = P.unpack(self.sock.recv())
+        kind, body = protocol.unpack(self.sock.recv())
         if kind != want:
             raise SystemExit(f"expected {want}, got {kind}: {body}")
         return body
@@ -61,7 +61,7 @@ class Fake:
     def hello(self) -> None:
         body = {"session": self.sid, "role": "local", "pid": os.getpid(), "worker": "main"}
         body["methods"] = {"rss": True, "peak": True}
-        self.ask(P.pack(P.HELLO, body), P.READY)
+        self.ask(protocol.pack(protocol.HELLO, body), protocol.READY)
 
     def batch(self) -> bool:
         if self.sent >= self.n:
@@ -74,19 +74,19 @@ class Fake:
                 [nodeid.encode(), t, t + 0.002, 0.0001, 0.0015, 0.0001, "passed"]
                 + [50 * MB + i, 51 * MB + i, 50 * MB + i, 0.0012, 0.0017, None]
             )
-        self.sock.send(P.pack(P.BATCH, [self.seq, recs]))
+        self.sock.send(protocol.pack(protocol.BATCH, [self.seq, recs]))
         self.seq += 1
         self.sent += len(recs)
         return True
 
     def finish(self, directory: str) -> float:
-        ack = self.ask(P.pack(P.BYE, {"sent": self.seq}), P.ACK)
+        ack = self.ask(protocol.pack(protocol.BYE, {"sent": self.seq}), protocol.ACK)
         assert not ack["missing"], ack
         out = os.path.join(directory, f"session-{self.index}.json")
         t0 = time.perf_counter()
         body = {"session": self.sid, "start": time.time() - 1, "stop": time.time()}
         body.update(exit_status=0, pytest_version="bench", output=out, system_info=False)
-        done = self.ask(P.pack(P.FINISH, body), P.DONE)
+        done = self.ask(protocol.pack(protocol.FINISH, body), protocol.DONE)
         assert done["ok"], done
         return time.perf_counter() - t0
 
@@ -108,7 +108,7 @@ def run(tests: int, sessions: int, mode: str) -> dict:
             deadline = time.monotonic() + 30
             while True:
                 try:
-                    request(endpoint, P.STATUS, 1.0)
+                    request(endpoint, protocol.STATUS, 1.0)
                     break
                 except DaemonError:  # at once while the socket file does not exist yet
                     if time.monotonic() > deadline or proc.poll() is not None:
@@ -135,10 +135,10 @@ def run(tests: int, sessions: int, mode: str) -> dict:
                     finish_times.append(f.finish(d))
             feed = time.perf_counter() - t0
             after = rss(proc.pid)
-            st = request(endpoint, P.STATUS, 30.0)
+            st = request(endpoint, protocol.STATUS, 30.0)
             assert st["tests"] == per * sessions, st["tests"]
             t1 = time.perf_counter()
-            request(endpoint, P.STOP_KIND, 30.0)
+            request(endpoint, protocol.STOP_KIND, 30.0)
             code = proc.wait(600)
             stop = time.perf_counter() - t1
             with open(log_path, encoding="utf-8") as f:

@@ -38,7 +38,7 @@ from types import SimpleNamespace
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
-from pytest_perfmon.monitor import split as S  # noqa: E402
+from pytest_perfmon.monitor import split as splitting  # noqa: E402
 
 QUIET_PLUGINS = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:cov"]
 QUIET_PLUGINS += ["-p", "no:randomly", "-p", "no:asyncio", "-p", "no:benchmark"]
@@ -71,7 +71,7 @@ def write_suite(where: str) -> None:
 
 
 def pytest(where: str, *args: str, env: dict) -> tuple:
-    full = {k: v for k, v in os.environ.items() if k not in S.CI_RUN_VARIABLES}
+    full = {k: v for k, v in os.environ.items() if k not in splitting.CI_RUN_VARIABLES}
     full.pop("GITHUB_STEP_SUMMARY", None)
     full.update(env)
     t0 = time.monotonic()
@@ -152,7 +152,7 @@ def matrix(where: str, n: int, seed_durations: dict) -> dict:
         "shards": rows,
         "ours": round(worst(ours, measured), 4),
         "predicted_imbalance": reports[0]["session"]["shard"]["imbalance"],
-        "by_count": round(worst(S.by_count(ids, n), measured), 4),
+        "by_count": round(worst(splitting.by_count(ids, n), measured), 4),
         "pytest_split_least_duration": None if ps is None else round(worst(ps, measured), 4),
         "missing": check["missing_count"],
         "duplicated": len(check["duplicated"]),

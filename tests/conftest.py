@@ -130,7 +130,7 @@ def db(request, tmp_path):
 def inprocess_monitor(tmp_path):
     """A Monitor in this process (helpers.InProcess), never bound."""
     from helpers import InProcess
-    from pytest_perfmon.monitor.monitor import Monitor
+    from pytest_perfmon.monitor.collector import Monitor
 
     m = InProcess(Monitor("ipc://unused", str(tmp_path / "perf.json"), 0.1, None, False))
     yield m

@@ -24,8 +24,7 @@ import msgpack
 import pytest
 import zmq
 from hypothesis import strategies as st
-from pytest_perfmon.monitor import analysis
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import analysis, protocol
 from pytest_perfmon.monitor.daemon import DaemonError, request
 from pytest_perfmon.monitor.html import OUTCOMES
 from pytest_perfmon.monitor.report import iso, load_schema
@@ -363,13 +362,13 @@ MB = 1 << 20
 
 
 def record(nodeid=b"t.py::test_x", start: float = 1000.0) -> list:
-    rec = [None] * P.N_FIELDS
-    rec[P.NODEID] = nodeid
-    rec[P.START], rec[P.STOP] = start, start + 0.01
-    rec[P.SETUP], rec[P.CALL], rec[P.TEARDOWN] = 0.001, 0.008, 0.001
-    rec[P.OUTCOME] = "passed"
-    rec[P.RSS_START], rec[P.RSS_PEAK], rec[P.RSS_END] = MB, 2 * MB, MB
-    rec[P.CPU], rec[P.WALL] = 0.005, 0.01
+    rec = [None] * protocol.N_FIELDS
+    rec[protocol.NODEID] = nodeid
+    rec[protocol.START], rec[protocol.STOP] = start, start + 0.01
+    rec[protocol.SETUP], rec[protocol.CALL], rec[protocol.TEARDOWN] = 0.001, 0.008, 0.001
+    rec[protocol.OUTCOME] = "passed"
+    rec[protocol.RSS_START], rec[protocol.RSS_PEAK], rec[protocol.RSS_END] = MB, 2 * MB, MB
+    rec[protocol.CPU], rec[protocol.WALL] = 0.005, 0.01
     return rec
 
 
@@ -380,7 +379,7 @@ class FakeSock:
         self.sent: list = []
 
     def send_multipart(self, parts, flags=0) -> None:
-        self.sent.append((parts[0], P.unpack(parts[1])))
+        self.sent.append((parts[0], protocol.unpack(parts[1])))
 
     def close(self, linger=None) -> None:
         pass
@@ -397,7 +396,7 @@ class InProcess:
     def send(self, ident: bytes, kind: str, body=None):
         """Handle one message; the reply to it, if any: (kind, body)."""
         before = len(self.srv.sock.sent)
-        self.srv.handle([ident, P.pack(kind, body)])
+        self.srv.handle([ident, protocol.pack(kind, body)])
         replies = self.srv.sock.sent[before:]
         assert len(replies) <= 1
         return replies[0][1] if replies else None
@@ -426,10 +425,10 @@ values = st.recursive(
 )
 records = st.lists(
     st.one_of(
-        st.lists(values, min_size=P.N_FIELDS, max_size=P.N_FIELDS),
+        st.lists(values, min_size=protocol.N_FIELDS, max_size=protocol.N_FIELDS),
         st.builds(
             lambda nodeid, start, outcome, peak: (
-                record(nodeid, start)[: P.OUTCOME] + [outcome, 1, peak, 1, 0.1, 0.1, None]
+                record(nodeid, start)[: protocol.OUTCOME] + [outcome, 1, peak, 1, 0.1, 0.1, None]
             ),
             st.binary(max_size=30),
             st.floats(),
@@ -473,8 +472,8 @@ bodies = st.one_of(
         },
     ),
 )
-KINDS = [*P.CLIENT_KINDS, P.READY, "", "x" * 300]
-TOO_LARGE = P.pack(P.HELLO, b"x" * (P.MAX_FRAME + 1))
+KINDS = [*protocol.CLIENT_KINDS, protocol.READY, "", "x" * 300]
+TOO_LARGE = protocol.pack(protocol.HELLO, b"x" * (protocol.MAX_FRAME + 1))
 
 
 def _envelope(version, kind, body) -> bytes:
@@ -485,8 +484,8 @@ def _envelope(version, kind, body) -> bytes:
 
 frames = st.one_of(
     st.binary(max_size=300),
-    st.builds(_envelope, st.just(P.VERSION), st.sampled_from(KINDS), bodies),
-    st.builds(_envelope, st.just(P.VERSION), st.text(max_size=12), values),
+    st.builds(_envelope, st.just(protocol.VERSION), st.sampled_from(KINDS), bodies),
+    st.builds(_envelope, st.just(protocol.VERSION), st.text(max_size=12), values),
     st.builds(_envelope, values, st.sampled_from(KINDS) | values, values),
     values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
     st.just(TOO_LARGE),
@@ -557,7 +556,7 @@ class Daemon:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def status(self, timeout: float = 5.0) -> dict:
-        return request(self.endpoint, P.STATUS, timeout)
+        return request(self.endpoint, protocol.STATUS, timeout)
 
     def wait_up(self) -> dict:
         deadline = time.monotonic() + WAIT
@@ -650,7 +649,7 @@ class Raw:
         self.sock.send(frame)
         if not self.sock.poll(timeout * 1000, zmq.POLLIN):
             raise AssertionError("no reply")
-        return P.unpack(self.sock.recv())
+        return protocol.unpack(self.sock.recv())
 
     def close(self) -> None:
         self.sock.close(0)
@@ -892,7 +891,7 @@ def count_rows(url: str, table: str) -> int:
 def fill_history(url: str, n: int, slow_from: int | None = None, factor: float = 1.3) -> None:
     """``n`` runs of three tests with run-to-run noise; test_b slower from run ``slow_from``."""
     import numpy as np  # the history extra
-    from pytest_perfmon.monitor import history as H
+    from pytest_perfmon.monitor import history
 
     rng = np.random.default_rng(7)
     for i in range(n):
@@ -903,7 +902,7 @@ def fill_history(url: str, n: int, slow_from: int | None = None, factor: float =
             "t.py::test_c": 0.001 * (1 + 0.3 * rng.standard_normal()),
         }
         env = {"GITHUB_SHA": f"c{i:02d}".ljust(40, "0"), "GITHUB_REF_NAME": "main"}
-        assert H.record_run(url, make_report(i, durations), {}, None, env=env) is None
+        assert history.record_run(url, make_report(i, durations), {}, None, env=env) is None
 
 
 def noisy_entry(rep: dict, nodeid: str, cpu: float, wait: float) -> None:

@@ -15,9 +15,8 @@ import pytest
 from helpers import XDIST_ENDS, validate
 from pytest_perfmon import _fixtures
 from pytest_perfmon._counters import Counters
-from pytest_perfmon.monitor import protocol as P
-from pytest_perfmon.monitor import report as R
-from pytest_perfmon.monitor import sampler as S
+from pytest_perfmon.monitor import protocol, sampler
+from pytest_perfmon.monitor import report as report_model
 from pytest_perfmon.monitor.record import N_FIELDS
 
 POSIX = os.name == "posix"
@@ -57,7 +56,7 @@ def test_children_and_shared_fixtures(run_perf, pytester, xdist):
     run = run_perf("--perf-cpu-interval", "0.05", *xdist, *dist)
     assert run.ret == 0, run.text
     rep = run.report
-    assert rep["session"]["measurement"]["children"] == R.METHOD_CHILDREN
+    assert rep["session"]["measurement"]["children"] == report_model.METHOD_CHILDREN
     for mod in ("test_a.py", "test_b.py"):
         hold, burn, none = (rep["tests"][f"{mod}::test_{n}"] for n in ("hold", "burn", "none"))
         assert hold["children"]["peak_rss_mb"] >= 280, hold
@@ -265,8 +264,10 @@ def test_sampler_sees_descendants_and_not_itself():
         " stdin=sys.stdin)\n"
     )
     try:
-        s = S.Sampler()
-        w = R.Worker("main", os.getpid(), time.time(), boundary_methods={"children": True})
+        s = sampler.Sampler()
+        w = report_model.Worker(
+            "main", os.getpid(), time.time(), boundary_methods={"children": True}
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # until the grandchild runs and the 50 MB are in
             now = time.time()
@@ -304,8 +305,8 @@ def test_sampler_births_on_the_tests_clock():
     by birth relies on."""
     from pytest_perfmon.monitor.children import BORN_SLACK
 
-    s = S.Sampler()
-    w = R.Worker("main", os.getpid(), time.time(), boundary_methods={"children": True})
+    s = sampler.Sampler()
+    w = report_model.Worker("main", os.getpid(), time.time(), boundary_methods={"children": True})
     for _ in range(3):
         t0 = time.time()
         child = _child("import sys; sys.stdin.read()")
@@ -408,7 +409,7 @@ def test_start_counter_counts_every_start():
 def test_hello_carries_children_only_when_on():
     def hello(methods):
         body = {"role": "local", "pid": os.getpid(), "methods": methods}
-        return P.parse_hello(P.unpack(P.pack(P.HELLO, body))[1]).methods
+        return protocol.parse_hello(protocol.unpack(protocol.pack(protocol.HELLO, body))[1]).methods
 
     assert hello({"rss": True, "peak": True, "children": True})["children"] is True
     assert "children" not in hello({"rss": True, "peak": True, "children": False})
@@ -422,7 +423,7 @@ def _rec(nodeid, start, stop, extra=None, setup=0.01):
 
 
 def _worker(records, samples):
-    w = R.Worker("main", 1, 0.0, records=records, boundary_methods={"children": True})
+    w = report_model.Worker("main", 1, 0.0, records=records, boundary_methods={"children": True})
     for t, s in samples:
         w.child_t.append(t)
         w.child_s.append(s)
@@ -430,9 +431,9 @@ def _worker(records, samples):
 
 
 def _build(w):
-    data = R.RunData(sample_interval=0.1)
+    data = report_model.RunData(sample_interval=0.1)
     data.workers[w.wid] = w
-    return R.build(data, {"start": 0.0, "stop": 10.0}, None)
+    return report_model.build(data, {"start": 0.0, "stop": 10.0}, None)
 
 
 def test_children_billed_to_their_starter():
@@ -630,13 +631,15 @@ def test_child_samples_journal_round_trip():
     """The daemon's journal keeps the parents and sizes, and reads journals written without
     them."""
     sample = (100, {(11, 1.0): 0.5, (12, 2.0): 0.25}, {11: 1, 12: 11}, {11: 60, 12: 40})
-    out = S.child_sample_out(sample)
+    out = sampler.child_sample_out(sample)
     assert out == [100, [[11, 1.0, 0.5, 1, 60], [12, 2.0, 0.25, 11, 40]]]
-    assert S.child_sample_out(None) is None
+    assert sampler.child_sample_out(None) is None
     w = _worker([], [])
     old = [100, [[11, 1.0, 0.5]]]
     older = [100, [[11, 1.0, 0.5, 1]]]
-    S.add_child_samples(w, [1.0, 2.0, 3.0, 4.0], [json.loads(json.dumps(out)), None, old, older])
+    sampler.add_child_samples(
+        w, [1.0, 2.0, 3.0, 4.0], [json.loads(json.dumps(out)), None, old, older]
+    )
     assert w.child_s == [
         sample,
         None,

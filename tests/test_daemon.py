@@ -35,7 +35,7 @@ from helpers import (
     need_history,
     validate,
 )
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import protocol
 from pytest_perfmon.monitor.daemon import DaemonError, main, request
 
 #: One timestamped line per event, with its level.
@@ -69,7 +69,7 @@ def suite(pytester: pytest.Pytester):
 
 def hello(session: str, pid: int | None = None, role: str = "local", worker: str = "main"):
     body = {"session": session, "role": role, "pid": pid or os.getpid(), "worker": worker}
-    return P.pack(P.HELLO, body)
+    return protocol.pack(protocol.HELLO, body)
 
 
 def record(nodeid, start: float = 1000.0) -> list:
@@ -271,12 +271,12 @@ def test_stop_writes_and_exits_0(tmp_path, procs, how):
     c = Raw(d.endpoint)
     try:  # one session left open: written as aborted
         kind, _ = c.ask(hello("feedcafe" * 4))
-        assert kind == P.READY
-        c.send(P.pack(P.BATCH, [0, [record(b"t.py::test_x")]]))
+        assert kind == protocol.READY
+        c.send(protocol.pack(protocol.BATCH, [0, [record(b"t.py::test_x")]]))
         d.wait_for(lambda st: st["tests"] == 1, "one test")
         if how == "stop":
-            kind, body = c.ask(P.pack(P.STOP_KIND))
-            assert kind == P.STOPPING and body["pid"] == d.proc.pid
+            kind, body = c.ask(protocol.pack(protocol.STOP_KIND))
+            assert kind == protocol.STOPPING and body["pid"] == d.proc.pid
         else:
             d.proc.send_signal(getattr(signal, how))
         assert d.wait_exit() == 0, d.log()
@@ -339,11 +339,11 @@ def test_curve_admits_only_known_clients(tmp_path, procs):
         time.sleep(0.05)
     port = d.log().split("listening on tcp://0.0.0.0:")[1].split()[0]
     local = f"tcp://127.0.0.1:{port}"
-    st = request(local, P.STATUS, 10.0, client_secret, server_pub)
+    st = request(local, protocol.STATUS, 10.0, client_secret, server_pub)
     assert st["daemon"]["pid"] == d.proc.pid
     with pytest.raises(DaemonError, match="no perfmon-daemon at"):
-        request(local, P.STATUS, 1.0)  # no keys: the handshake never completes
-    request(local, P.STOP_KIND, 10.0, client_secret, server_pub)
+        request(local, protocol.STATUS, 1.0)  # no keys: the handshake never completes
+    request(local, protocol.STOP_KIND, 10.0, client_secret, server_pub)
     assert d.wait_exit() == 0, d.log()
 
 
@@ -354,31 +354,36 @@ def test_bad_frames_answered_and_counted(tmp_path, procs):
     c = Raw(d.endpoint)
     try:
         cases = [
-            (b"\xc1 not msgpack", P.E_MALFORMED),
-            (msgpack.packb([99, "hello", {}]), P.E_VERSION),
-            (P.pack("no-such-kind", {}), P.E_KIND),
-            (P.pack(P.HELLO, {"pid": "1", "session": "x"}), P.E_FIELD),
-            (P.pack(P.HELLO, {"pid": os.getpid(), "role": "local"}), P.E_FIELD),  # no session
-            (P.pack(P.BATCH, [0, []]), P.E_UNKNOWN_PEER),
-            (b"\x93\x01\xa5hello\xa3\xff\xfe\xfd", P.E_MALFORMED),  # a str that is not UTF-8
-            (P.pack(P.HELLO, b"x" * (P.MAX_FRAME + 10)), P.E_TOO_LARGE),
+            (b"\xc1 not msgpack", protocol.E_MALFORMED),
+            (msgpack.packb([99, "hello", {}]), protocol.E_VERSION),
+            (protocol.pack("no-such-kind", {}), protocol.E_KIND),
+            (protocol.pack(protocol.HELLO, {"pid": "1", "session": "x"}), protocol.E_FIELD),
+            (
+                protocol.pack(protocol.HELLO, {"pid": os.getpid(), "role": "local"}),
+                protocol.E_FIELD,
+            ),  # no session
+            (protocol.pack(protocol.BATCH, [0, []]), protocol.E_UNKNOWN_PEER),
+            (b"\x93\x01\xa5hello\xa3\xff\xfe\xfd", protocol.E_MALFORMED),  # a str that is not UTF-8
+            (protocol.pack(protocol.HELLO, b"x" * (protocol.MAX_FRAME + 10)), protocol.E_TOO_LARGE),
         ]
         for frame, code in cases:
             kind, body = c.ask(frame)
-            assert kind == P.ERROR and body["code"] == code, (frame[:20], body)
+            assert kind == protocol.ERROR and body["code"] == code, (frame[:20], body)
         # a real session with a node id that is not UTF-8, and records of the wrong shape
         sid = "0123456789abcdef"
-        assert c.ask(hello(sid))[0] == P.READY
+        assert c.ask(hello(sid))[0] == protocol.READY
         good = record(b"t.py::test_\xff\xfe")
         bad = [record(b"t.py::bad")[:5], record(7), record(b"x")[:6] + ["exploded"] + [0] * 5]
-        c.send(P.pack(P.BATCH, [0, [good, *bad]]))
-        kind, body = c.ask(P.pack(P.FINISH, {"output": str(tmp_path / "own.json"), "start": 999}))
-        assert kind == P.DONE and body["ok"], body
+        c.send(protocol.pack(protocol.BATCH, [0, [good, *bad]]))
+        kind, body = c.ask(
+            protocol.pack(protocol.FINISH, {"output": str(tmp_path / "own.json"), "start": 999})
+        )
+        assert kind == protocol.DONE and body["ok"], body
         own = validate(json.loads((tmp_path / "own.json").read_text(encoding="utf-8")))
         assert list(own["tests"]) == ["t.py::test_\\xff\\xfe"]
         assert own["session"]["protocol_errors"] == {"records-rejected": 3}
-        kind, body = c.ask(P.pack(P.BATCH, [1, [good]]))  # after finish
-        assert kind == P.ERROR and body["code"] == P.E_SESSION
+        kind, body = c.ask(protocol.pack(protocol.BATCH, [1, [good]]))  # after finish
+        assert kind == protocol.ERROR and body["code"] == protocol.E_SESSION
         st = d.status()
         assert st["records_rejected"] == 3
         errors = st["protocol_errors"]
@@ -586,16 +591,18 @@ def _hello(sid, role="local", worker="main", pid=None, **extra):
 def _run_session(d, sid, tmp_path, finish=True, bye=True, **finish_extra):
     """A local session of three tests, one of them in a resent batch."""
     ident = sid.encode()
-    assert d.send(ident, P.HELLO, _hello(sid))[0] == P.READY
-    d.send(ident, P.BATCH, [0, [record(b"t.py::test_a", 1000), record(b"t.py::test_b", 1001)]])
-    d.send(ident, P.BATCH, [1, [record(b"t.py::test_c", 1002)]])
-    d.send(ident, P.BATCH, [1, [record(b"t.py::test_c", 1002)]])
+    assert d.send(ident, protocol.HELLO, _hello(sid))[0] == protocol.READY
+    d.send(
+        ident, protocol.BATCH, [0, [record(b"t.py::test_a", 1000), record(b"t.py::test_b", 1001)]]
+    )
+    d.send(ident, protocol.BATCH, [1, [record(b"t.py::test_c", 1002)]])
+    d.send(ident, protocol.BATCH, [1, [record(b"t.py::test_c", 1002)]])
     if bye:
-        assert d.send(ident, P.BYE, {"sent": 2}) == (P.ACK, {"missing": []})
+        assert d.send(ident, protocol.BYE, {"sent": 2}) == (protocol.ACK, {"missing": []})
     if finish:
         body = {"output": str(tmp_path / f"{sid[:8]}.json"), "exit_status": 0, **finish_extra}
-        kind, done = d.send(ident, P.FINISH, body)
-        assert kind == P.DONE and done["ok"], done
+        kind, done = d.send(ident, protocol.FINISH, body)
+        assert kind == protocol.DONE and done["ok"], done
 
 
 def test_session_spilled_and_replayed_from_the_journal(inproc, tmp_path):
@@ -607,7 +614,7 @@ def test_session_spilled_and_replayed_from_the_journal(inproc, tmp_path):
     assert s.spilled and s.data is None and s.tests == 3 and s.state == "finished"
     full = replay(d.srv.book.journal, s, 0.1)
     recs = full.data.workers["main"].records
-    assert [r[P.NODEID] for r in recs] == ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
+    assert [r[protocol.NODEID] for r in recs] == ["t.py::test_a", "t.py::test_b", "t.py::test_c"]
     assert full.said_bye == {"main"} and not full.possibly_incomplete
     own = validate(json.loads((tmp_path / "aaaaaaaa.json").read_text()))
     assert set(own["tests"]) == {"t.py::test_a", "t.py::test_b", "t.py::test_c"}
@@ -652,8 +659,8 @@ def test_combined_report_and_system_info(inproc, tmp_path):
     _run_session(d, "a" * 32, tmp_path, system_info=False)
     _run_session(d, "c" * 32, tmp_path)
     ident = b"dead"
-    d.send(ident, P.HELLO, _hello("d" * 32, system_info=False))
-    d.send(ident, P.BATCH, [0, [record(b"t.py::test_z")]])
+    d.send(ident, protocol.HELLO, _hello("d" * 32, system_info=False))
+    d.send(ident, protocol.BATCH, [0, [record(b"t.py::test_z")]])
     assert d.srv.shutdown() == 0
     rep = validate(json.loads((tmp_path / "combined.json").read_text()))
     blocks = rep["sessions"]
@@ -678,8 +685,10 @@ def test_status_text(inproc, tmp_path):
 
     d = inproc()
     _run_session(d, "a" * 32, tmp_path)
-    d.send(b"w", P.HELLO, _hello("b" * 32, "worker", "gw0"))
-    d.send(b"w", P.BATCH, [0, [record(b"tests/test_long_module_name.py::TestClass::test_x[1]")]])
+    d.send(b"w", protocol.HELLO, _hello("b" * 32, "worker", "gw0"))
+    d.send(
+        b"w", protocol.BATCH, [0, [record(b"tests/test_long_module_name.py::TestClass::test_x[1]")]]
+    )
     st = d.srv.status()
     text = format_status(st, width=70)
     assert "session aaaaaaaa  finished" in text and "session bbbbbbbb  running" in text
@@ -698,7 +707,7 @@ def test_sampling_journal_and_owner_gone(inproc, tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         sid = "5" * 32
-        assert d.send(b"o", P.HELLO, _hello(sid, pid=sleeper.pid))[0] == P.READY
+        assert d.send(b"o", protocol.HELLO, _hello(sid, pid=sleeper.pid))[0] == protocol.READY
         for _ in range(3):
             d.srv.book.sample()
         d.srv.book.journal_all_samples()
@@ -728,8 +737,8 @@ def test_metrics_from_the_snapshot(inproc, tmp_path):
 
     d = inproc()
     _run_session(d, "a" * 32, tmp_path)
-    d.send(b"w", P.HELLO, _hello("b" * 32, "worker", "gw0"))
-    d.send(b"w", P.BATCH, [0, [record(b"t.py::test_x")]])
+    d.send(b"w", protocol.HELLO, _hello("b" * 32, "worker", "gw0"))
+    d.send(b"w", protocol.BATCH, [0, [record(b"t.py::test_x")]])
     d.srv.book.sample()
     d.srv.housekeeping()
     registry = CollectorRegistry(auto_describe=False)
@@ -748,15 +757,15 @@ def test_combined_report_keeps_each_sessions_fixtures(inproc, tmp_path):
     d = inproc()
     for sid in ("a" * 32, "b" * 32):
         ident = sid.encode()
-        assert d.send(ident, P.HELLO, _hello(sid))[0] == P.READY
+        assert d.send(ident, protocol.HELLO, _hello(sid))[0] == protocol.READY
         first = record(b"t.py::test_a", 1000)
         first[-1] = {"fixtures": [["db", "session", "conftest.py:3", "setup", 0.25]]}
         last = record(b"t.py::test_b", 1001)
         last[-1] = {"fixtures": [["db", "session", "conftest.py:3", "teardown", 0.125]]}
-        d.send(ident, P.BATCH, [0, [first, last]])
-        assert d.send(ident, P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        d.send(ident, protocol.BATCH, [0, [first, last]])
+        assert d.send(ident, protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
         out = str(tmp_path / f"{sid[:8]}.json")
-        assert d.send(ident, P.FINISH, {"output": out, "exit_status": 0})[1]["ok"]
+        assert d.send(ident, protocol.FINISH, {"output": out, "exit_status": 0})[1]["ok"]
     assert d.srv.shutdown() == 0
     rep = validate(json.loads((tmp_path / "combined.json").read_text()))
     own = validate(json.loads((tmp_path / "aaaaaaaa.json").read_text()))
@@ -806,18 +815,20 @@ def test_descendant_samples_survive_the_journal(inproc, tmp_path, capsys):
         d = inproc()
         sid = "c" * 32
         body = _hello(sid, pid=parent.pid, methods={"rss": True, "peak": True, "children": True})
-        assert d.send(sid.encode(), P.HELLO, body)[0] == P.READY
+        assert d.send(sid.encode(), protocol.HELLO, body)[0] == protocol.READY
         for _ in range(3):
             d.srv.book.sample()
             time.sleep(0.02)
         d.srv.book.journal_all_samples()
         d.srv.book.sample()  # one more, journaled when the session closes
         rec = record(b"t.py::test_child", start)
-        rec[P.STOP] = time.time()
-        d.send(sid.encode(), P.BATCH, [0, [rec]])
-        assert d.send(sid.encode(), P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        rec[protocol.STOP] = time.time()
+        d.send(sid.encode(), protocol.BATCH, [0, [rec]])
+        assert d.send(sid.encode(), protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
         own = tmp_path / "own.json"
-        assert d.send(sid.encode(), P.FINISH, {"output": str(own), "exit_status": 0})[1]["ok"]
+        assert d.send(sid.encode(), protocol.FINISH, {"output": str(own), "exit_status": 0})[1][
+            "ok"
+        ]
         journal = d.srv.journal_path
         d.srv.keep_journal = True
         assert d.srv.shutdown() == 0

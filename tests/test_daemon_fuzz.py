@@ -14,7 +14,7 @@ import pytest
 from helpers import ALL, SUITE, WAIT, Daemon, Pytest, Raw, frames, names, record, validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import protocol
 
 E2E = settings(
     max_examples=25,
@@ -85,7 +85,7 @@ class SpawnedMonitor:
         self.log_path = private / "monitor.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pytest_perfmon.monitor.monitor"]
+                [sys.executable, "-m", "pytest_perfmon.monitor.collector"]
                 + ["--endpoint", self.endpoint, "--output", str(self.output)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -114,8 +114,10 @@ def _ping(endpoint: str) -> None:
     """A round trip (hello -> ready): everything sent before was handled."""
     c = Raw(endpoint)
     try:
-        kind, _ = c.ask(P.pack(P.HELLO, {"pid": os.getpid(), "role": "controller"}), WAIT)
-        assert kind == P.READY
+        kind, _ = c.ask(
+            protocol.pack(protocol.HELLO, {"pid": os.getpid(), "role": "controller"}), WAIT
+        )
+        assert kind == protocol.READY
     finally:
         c.close()
 
@@ -138,12 +140,15 @@ def test_monitor_after_fuzz_still_writes_a_report(monitor):
     c = Raw(monitor.endpoint)
     try:
         hello = {"pid": os.getpid(), "role": "worker", "worker": "mine"}
-        assert c.ask(P.pack(P.HELLO, hello), WAIT)[0] == P.READY
+        assert c.ask(protocol.pack(protocol.HELLO, hello), WAIT)[0] == protocol.READY
         mine = [record(f"t.py::test_mine_{i}".encode(), 3000 + i) for i in range(3)]
-        c.send(P.pack(P.BATCH, [0, mine]))
-        assert c.ask(P.pack(P.BYE, {"sent": 1}), WAIT) == (P.ACK, {"missing": []})
-        kind, done = c.ask(P.pack(P.FINISH, {"exit_status": 0}), WAIT)
-        assert kind == P.DONE and done["ok"], done
+        c.send(protocol.pack(protocol.BATCH, [0, mine]))
+        assert c.ask(protocol.pack(protocol.BYE, {"sent": 1}), WAIT) == (
+            protocol.ACK,
+            {"missing": []},
+        )
+        kind, done = c.ask(protocol.pack(protocol.FINISH, {"exit_status": 0}), WAIT)
+        assert kind == protocol.DONE and done["ok"], done
     finally:
         c.close()
     assert monitor.proc.wait(WAIT) == 0

@@ -24,8 +24,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from helpers import RUN_TIMEOUT, validate
-from pytest_perfmon.monitor import report as R
-from pytest_perfmon.monitor import slots as S
+from pytest_perfmon.monitor import report as report_model
+from pytest_perfmon.monitor import slots
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 
@@ -532,17 +532,17 @@ def test_slot_ring_keeps_the_latest_records_and_the_running_test(tmp_path):
     from collections import deque
 
     q: deque = deque()
-    slot = S.Slot(str(tmp_path), "gw3", "worker", q)
+    slot = slots.Slot(str(tmp_path), "gw3", "worker", q)
     try:
         n = 0
         written = 0
-        while written < 2.5 * (S.SIZE - S.DATA):  # wraps around twice
+        while written < 2.5 * (slots.SIZE - slots.DATA):  # wraps around twice
             q.append(_record(n) + ["x" * 200])
             slot.begin(f"t.py::test_{n + 1}".encode(), 200.0 + n)
             written += 240
             n += 1
         slot.ending("os._exit(3)", 123.0)
-        st = S.read_all(str(tmp_path))[0]
+        st = slots.read_all(str(tmp_path))[0]
         assert (st.pid, st.wid, st.role) == (os.getpid(), "gw3", "worker")
         assert (st.reason, st.ended) == ("os._exit(3)", 123.0)
         assert st.running == (f"t.py::test_{n}".encode(), 200.0 + n - 1)
@@ -552,14 +552,14 @@ def test_slot_ring_keeps_the_latest_records_and_the_running_test(tmp_path):
         assert names == sorted(names, key=lambda b: int(b.rsplit(b"_", 1)[1]))
         assert len(names) > 1000
         slot.idle(300.0)
-        assert S.read_all(str(tmp_path))[0].running is None
+        assert slots.read_all(str(tmp_path))[0].running is None
     finally:
         slot.close()
 
 
 def test_duplicate_interruptions_are_dropped():
-    data = R.RunData()
-    w = data.workers["gw0"] = R.Worker("gw0", 1, 0.0)
+    data = report_model.RunData()
+    w = data.workers["gw0"] = report_model.Worker("gw0", 1, 0.0)
     rec = [None] * 13
     rec[0], rec[1], rec[6] = "t.py::a", 10.0, "interrupted"
     w.records.append(rec)
@@ -580,7 +580,7 @@ def test_duplicate_interruptions_are_dropped():
         },
         {"nodeid": "t.py::a", "worker": "gw0", "time": 9.0, "start": 8.0},  # crashed before
     ]
-    S.drop_duplicate_interruptions(data)
+    slots.drop_duplicate_interruptions(data)
     assert [(c["nodeid"], c.get("outcome")) for c in data.crashed] == [
         ("t.py::b", "interrupted"),
         ("t.py::a", None),
@@ -591,22 +591,22 @@ def test_duplicate_interruptions_are_dropped():
 def _built(nodeids=("t.py::test_a",)) -> dict:
     from helpers import record
 
-    data = R.RunData(sample_interval=0.1)
+    data = report_model.RunData(sample_interval=0.1)
     recs = [record(n, 1000.0 + i) for i, n in enumerate(nodeids)]
-    data.workers["main"] = R.Worker("main", os.getpid(), 999.0, records=recs)
-    return R.build(data, {"start": 999.0, "stop": 1002.0, "exit_status": 0}, None)
+    data.workers["main"] = report_model.Worker("main", os.getpid(), 999.0, records=recs)
+    return report_model.build(data, {"start": 999.0, "stop": 1002.0, "exit_status": 0}, None)
 
 
 def test_delivery_writes_the_json_then_the_page(tmp_path):
-    from pytest_perfmon.monitor import deliver as D
+    from pytest_perfmon.monitor import deliver as delivery
 
     rep = _built()
     out, page = tmp_path / "perf.json", tmp_path / "perf.html"
-    done = D.deliver(rep, str(out), html=str(page))
-    assert done == D.Delivered(str(out)) and done.ok and done.where == str(out)
+    done = delivery.deliver(rep, str(out), html=str(page))
+    assert done == delivery.Delivered(str(out)) and done.ok and done.where == str(out)
     assert validate(json.loads(out.read_text())) == rep
     assert "t.py::test_a" in page.read_text(encoding="utf-8")
-    assert D.Delivered.from_done(done.done()) == done  # what the plugin reads back
+    assert delivery.Delivered.from_done(done.done()) == done  # what the plugin reads back
 
 
 @pytest.mark.parametrize(
@@ -628,20 +628,20 @@ def test_delivery_saves_the_report_elsewhere_and_says_where(
 ):
     import tempfile
 
-    from pytest_perfmon.monitor import deliver as D
+    from pytest_perfmon.monitor import deliver as delivery
     from pytest_perfmon.monitor.daemon.session import check_report_path
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where save_elsewhere writes
     path = path and path.format(tmp=tmp_path)
     rep = _built()
-    done = D.deliver(rep, path, check=check_report_path if daemon else None)
+    done = delivery.deliver(rep, path, check=check_report_path if daemon else None)
     assert not done.ok and done.path == path
     problem = problem.format(path=path, tmp=tmp_path)
     assert done.error == f"{problem}; saved to {done.saved_to} instead"
     assert done.where == done.saved_to and os.path.dirname(done.saved_to) == str(tmp_path)
     with open(done.saved_to, encoding="utf-8") as f:
         assert json.load(f) == rep
-    assert D.Delivered.from_done(done.done()) == done
+    assert delivery.Delivered.from_done(done.done()) == done
 
 
 def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypatch):
@@ -652,19 +652,19 @@ def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypa
 
     from helpers import InProcess, hello, record
     from pytest_perfmon._owner import SessionOwner
-    from pytest_perfmon.monitor import deliver as D
-    from pytest_perfmon.monitor import protocol as P
+    from pytest_perfmon.monitor import deliver as delivery
+    from pytest_perfmon.monitor import protocol
+    from pytest_perfmon.monitor.collector import Monitor, parser
     from pytest_perfmon.monitor.daemon.core import Daemon
-    from pytest_perfmon.monitor.monitor import Monitor, parser
 
     calls = []
-    real = D.deliver
+    real = delivery.deliver
 
     def spy(report, path, **kw):
         calls.append((os.path.basename(path), kw.get("html"), kw.get("history")))
         return real(report, path, **kw)
 
-    monkeypatch.setattr(D, "deliver", spy)
+    monkeypatch.setattr(delivery, "deliver", spy)
     finish = {"start": 999.0, "stop": 1002.0, "exit_status": 0}
     for srv in (
         Monitor("ipc://unused", str(tmp_path / "monitor.json"), 0.1, None, False),
@@ -672,12 +672,12 @@ def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypa
     ):
         s = InProcess(srv)
         try:
-            assert s.send(b"a", P.HELLO, hello())[0] == P.READY
-            s.send(b"a", P.BATCH, [0, [record(b"t.py::test_a")]])
+            assert s.send(b"a", protocol.HELLO, hello())[0] == protocol.READY
+            s.send(b"a", protocol.BATCH, [0, [record(b"t.py::test_a")]])
             page = str(tmp_path / f"{type(srv).__name__}.html")
             own = {"output": str(tmp_path / "daemon.json"), "html": page}
-            kind, done = s.send(b"a", P.FINISH, {**finish, **own})
-            assert kind == P.DONE and done["ok"] and done["html_warning"] is None, done
+            kind, done = s.send(b"a", protocol.FINISH, {**finish, **own})
+            assert kind == protocol.DONE and done["ok"] and done["html_warning"] is None, done
         finally:
             s.close()
     assert parser().parse_args(["--endpoint", "x", "--output", "rel.json"]).output == (
@@ -700,7 +700,7 @@ def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypa
     settings.daemon = "ipc://daemon"
     assert owner.session_info(0)["output"] == str(out)
     owner.info = owner.session_info(0)
-    owner.fallback(R.RunData())
+    owner.fallback(report_model.RunData())
     assert owner.report_path == str(out) and json.loads(out.read_text())["tests"] == {}
     assert owner.warnings == [
         "history not recorded: the collector was lost (the pytest process never writes the "
@@ -719,7 +719,7 @@ def test_told_records_join_once_per_execution():
     moment off) and a slot's records: each execution once, a node id run twice kept twice."""
     from helpers import record
 
-    w = R.Worker("gw0", 1, 0.0)
+    w = report_model.Worker("gw0", 1, 0.0)
     w.records = [record("t.py::a", 10.0)]  # --keep-duplicates: t.py::a ran twice, sent once
     told = [record("t.py::a", 10.003), record("t.py::a", 10.023), record("t.py::b", 10.043)]
     assert w.add_told(told) == 2

@@ -14,7 +14,7 @@ from helpers import need_history
 need_history(allow_module_level=True)  # the test extra installs the history extra
 
 from helpers import count_rows, make_report  # noqa: E402
-from pytest_perfmon.monitor import history as H  # noqa: E402
+from pytest_perfmon.monitor import history  # noqa: E402
 
 # --------------------------------------------------------------------------- concurrency
 
@@ -23,7 +23,7 @@ def _writer(url: str, go, i: int, path: str, results) -> None:
     with open(path, encoding="utf-8") as f:
         rep = json.load(f)
     go.wait(30)
-    w = H.record_run(url, rep, {"writer": str(i)}, None, source="test", timeout=30)
+    w = history.record_run(url, rep, {"writer": str(i)}, None, source="test", timeout=30)
     results.put((i, w or "ok"))
 
 

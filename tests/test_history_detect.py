@@ -15,9 +15,8 @@ need_history(allow_module_level=True)  # the test extra installs the history ext
 import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 from helpers import HISTORY_ENV, make_report, noisy_entry  # noqa: E402
-from pytest_perfmon.monitor import cli  # noqa: E402
-from pytest_perfmon.monitor import history as H  # noqa: E402
-from pytest_perfmon.monitor.history import detect, predict_io, store  # noqa: E402
+from pytest_perfmon.monitor import cli, history  # noqa: E402
+from pytest_perfmon.monitor.history import detect, predict_command, store  # noqa: E402
 
 # --------------------------------------------------------------------------- detection
 
@@ -126,7 +125,7 @@ def test_tests_executed_more_than_once_stay_out_of_the_medians(db, capsys):
             rep["tests"][cut]["outcome"] = "interrupted"
             rep["tests"][cut]["duration"] = 0.01
         env = {"GITHUB_SHA": f"c{i:02d}".ljust(40, "0"), "GITHUB_REF_NAME": "main"}
-        assert H.record_run(db, rep, {}, None, env=env) is None
+        assert history.record_run(db, rep, {}, None, env=env) is None
     eng = store.open_store(db)
     try:
         tid = store.test_id(eng, flaky)
@@ -142,7 +141,7 @@ def test_tests_executed_more_than_once_stay_out_of_the_medians(db, capsys):
         assert len(run_rows) == 12
         assert [i for i, _ in data[flaky]["duration"]] == list(range(8))
         assert len(data[each]["duration"]) == 11
-        _, series, stats = predict_io.load(eng, store, None, 30, None)
+        _, series, stats = predict_command.load(eng, store, None, 30, None)
         assert len(series[flaky]["duration"]) == 8
         assert max(series[flaky]["duration"]) < 0.15
         assert len(series[each]["duration"]) == 11 and len(series[cut]["duration"]) == 11
@@ -171,7 +170,7 @@ def test_cpu_time_finds_a_cpu_bound_slowdown_that_wall_time_noise_hides(tmp_path
         wall = cpu * (1 + abs(0.3 * rng.standard_normal()))
         rep = make_report(i, {"t.py::test_work": wall})
         rep["tests"]["t.py::test_work"]["cpu_percent"] = 100 * cpu / wall
-        assert H.record_run(url, rep, {}, None, env=HISTORY_ENV) is None
+        assert history.record_run(url, rep, {}, None, env=HISTORY_ENV) is None
     capsys.readouterr()
     args = ["history", "check", "--db", url, "--format", "json", "--metric"]
     assert cli.main(args + ["duration"]) == 0  # lost in the noise of wall time
@@ -198,7 +197,8 @@ def _contended_history(db: str) -> None:
                 cpu *= 1.3 if n == "t.py::test_more" else 1.0
             noisy_entry(rep, n, cpu, wait)
         assert (
-            H.record_run(db, rep, {}, None, env=dict(HISTORY_ENV, GITHUB_SHA=f"c{i:02d}")) is None
+            history.record_run(db, rep, {}, None, env=dict(HISTORY_ENV, GITHUB_SHA=f"c{i:02d}"))
+            is None
         )
 
 
@@ -245,7 +245,7 @@ def test_limits_medians_without_the_wait(db):
         rep.pop("system")  # recorded as this machine's, whose runs the medians read
         wait = 0.5 if i % 3 else 0.001  # two runs in three beside a busy neighbour
         noisy_entry(rep, "t.py::a", 0.2 * (1 + rng.normal(0, 0.01)), wait)
-        assert H.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
+        assert history.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
     on = medians.medians(db, 10)["tests"]["t.py::a"]
     off = medians.medians(db, 10, noise=False)["tests"]["t.py::a"]
     assert on["duration"][1] == off["duration"][1] == 9

@@ -12,7 +12,7 @@ from helpers import need_history
 need_history(allow_module_level=True)  # the test extra installs the history extra
 
 from helpers import fill_history, hello, record  # noqa: E402
-from pytest_perfmon.monitor import protocol as P  # noqa: E402
+from pytest_perfmon.monitor import protocol  # noqa: E402
 from pytest_perfmon.monitor.history import store  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -78,9 +78,11 @@ def test_grafana_daemon_panels_use_metrics_the_daemon_exports(inprocess_daemon, 
     from pytest_perfmon.monitor.daemon.metrics import Metrics
 
     srv = inprocess_daemon
-    srv.send(b"w", P.HELLO, hello(role="worker", worker="gw0"))
-    srv.send(b"w", P.BATCH, [0, [record(b"t.py::test_x")]])
-    srv.send(b"w", P.BYE, "not a map")  # one protocol error, so that its counter has a sample
+    srv.send(b"w", protocol.HELLO, hello(role="worker", worker="gw0"))
+    srv.send(b"w", protocol.BATCH, [0, [record(b"t.py::test_x")]])
+    srv.send(
+        b"w", protocol.BYE, "not a map"
+    )  # one protocol error, so that its counter has a sample
     srv.srv.book.sample()
     srv.srv.housekeeping()
     registry = CollectorRegistry(auto_describe=False)

@@ -27,9 +27,7 @@ from helpers import (  # noqa: E402
     noisy_entry,
     record,
 )
-from pytest_perfmon.monitor import cli  # noqa: E402
-from pytest_perfmon.monitor import history as H  # noqa: E402
-from pytest_perfmon.monitor import protocol as P  # noqa: E402
+from pytest_perfmon.monitor import cli, history, protocol  # noqa: E402
 from pytest_perfmon.monitor.history import context, store  # noqa: E402
 
 # --------------------------------------------------------------------------- URLs
@@ -54,7 +52,7 @@ from pytest_perfmon.monitor.history import context, store  # noqa: E402
 )
 def test_check_url(url, problem, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    got = H.check_url(url)
+    got = history.check_url(url)
     if problem is None:
         assert got is None
     else:
@@ -63,18 +61,18 @@ def test_check_url(url, problem, tmp_path, monkeypatch):
 
 
 def test_check_url_names_the_missing_extra(monkeypatch, tmp_path):
-    monkeypatch.setattr(H.url, "_missing", lambda m: m == "psycopg")
-    assert H.check_url(str(tmp_path / "h.db")) is None
-    assert "pytest-perfmon[history]" in H.check_url("postgresql://u@h/db")
-    monkeypatch.setattr(H.url, "_missing", lambda m: True)
-    assert "needs SQLAlchemy" in H.check_url(str(tmp_path / "h.db"))
+    monkeypatch.setattr(history.url, "_missing", lambda m: m == "psycopg")
+    assert history.check_url(str(tmp_path / "h.db")) is None
+    assert "pytest-perfmon[history]" in history.check_url("postgresql://u@h/db")
+    monkeypatch.setattr(history.url, "_missing", lambda m: True)
+    assert "needs SQLAlchemy" in history.check_url(str(tmp_path / "h.db"))
 
 
 def test_light_imports_do_not_load_the_database_layer():
     """The pytest process may call check_url; `perfmon` starts without SQLAlchemy."""
     code = (
         "import sys; from pytest_perfmon.monitor.history import check_url; "
-        "import pytest_perfmon.monitor.cli, pytest_perfmon.monitor.monitor; "
+        "import pytest_perfmon.monitor.cli, pytest_perfmon.monitor.collector; "
         "import pytest_perfmon.monitor.daemon.core; check_url('x.db'); "
         "bad = [m for m in ('sqlalchemy', 'numpy', 'psycopg') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
@@ -84,8 +82,8 @@ def test_light_imports_do_not_load_the_database_layer():
 
 
 def test_redact():
-    assert H.redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
-    assert H.redact("h.db") == "h.db"
+    assert history.redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert history.redact("h.db") == "h.db"
 
 
 # --------------------------------------------------------------------------- context
@@ -133,9 +131,9 @@ def test_fingerprint_stable_and_specific():
 def test_record_stores_every_number_once(db):
     rep = golden()
     labels = {"job": "py3.11", "branch": "override"}
-    assert H.record_run(db, rep, labels, None, env=HISTORY_ENV) is None
+    assert history.record_run(db, rep, labels, None, env=HISTORY_ENV) is None
     assert (
-        H.record_run(db, rep, labels, None, env=HISTORY_ENV) is None
+        history.record_run(db, rep, labels, None, env=HISTORY_ENV) is None
     )  # the same report: stored once
     assert count_rows(db, "runs") == 1
     assert count_rows(db, "results") == len(rep["tests"])
@@ -170,12 +168,12 @@ def test_record_stores_every_number_once(db):
 
 
 def test_newer_store_is_refused(db):
-    assert H.record_run(db, golden(), {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(db, golden(), {}, None, env=HISTORY_ENV) is None
     eng = store.engine(db)
     with eng.begin() as c:
         c.execute(sa.update(store.perfmon_meta).values(value="99"))
     eng.dispose()
-    warning = H.record_run(db, golden("baseline.json"), {}, None, env=HISTORY_ENV)
+    warning = history.record_run(db, golden("baseline.json"), {}, None, env=HISTORY_ENV)
     assert "schema version 99" in warning and "newer pytest-perfmon" in warning
     assert cli.main(["history", "runs", "--db", db]) == 2
     assert count_rows(db, "runs") == 1
@@ -271,7 +269,7 @@ def test_upgrade_from_version_1_fills_cpu_time(db, capsys):
     _version_1_store(db)
     # a writer of this version upgrades the store, then records
     rep = make_report(5, {"t.py::cpu": 0.3})
-    assert H.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
     eng = store.engine(db)
     try:
         with eng.connect() as c:
@@ -307,7 +305,7 @@ def test_upgrade_from_version_1_fills_cpu_time(db, capsys):
 
 def test_a_store_of_this_version_is_refused_by_the_previous_one(tmp_path, monkeypatch):
     url = str(tmp_path / "h.db")
-    assert H.record_run(url, golden(), {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(url, golden(), {}, None, env=HISTORY_ENV) is None
     monkeypatch.setattr(store, "SCHEMA_VERSION", 2)  # what the previous release knows
     with pytest.raises(store.HistoryError, match="schema version 3, written by a newer"):
         store.open_store(url)
@@ -322,7 +320,7 @@ def test_one_transaction_per_run(db, monkeypatch):
         raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
 
     monkeypatch.setattr(store, "_test_ids", broken)
-    warning = H.record_run(db, golden(), {}, None, env=HISTORY_ENV)
+    warning = history.record_run(db, golden(), {}, None, env=HISTORY_ENV)
     assert "disk I/O error" in warning and "\n" not in warning
     assert (
         count_rows(db, "runs") == 0
@@ -333,7 +331,7 @@ def test_one_transaction_per_run(db, monkeypatch):
 
 def test_unreachable_postgresql_is_one_warning(tmp_path):
     t = time.monotonic()
-    warning = H.record_run(
+    warning = history.record_run(
         f"postgresql://u@/db?host={tmp_path}", golden(), {}, None, env=HISTORY_ENV
     )
     assert warning.startswith("history not recorded: history store postgresql://")
@@ -342,27 +340,31 @@ def test_unreachable_postgresql_is_one_warning(tmp_path):
 
 def test_locked_sqlite_is_one_warning(tmp_path):
     url = str(tmp_path / "h.db")
-    assert H.record_run(url, golden(), {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(url, golden(), {}, None, env=HISTORY_ENV) is None
     holder = sqlite3.connect(url, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        warning = H.record_run(url, golden("baseline.json"), {}, None, env=HISTORY_ENV, timeout=0.2)
+        warning = history.record_run(
+            url, golden("baseline.json"), {}, None, env=HISTORY_ENV, timeout=0.2
+        )
     finally:
         holder.rollback()
         holder.close()
     assert "database is locked" in warning and "\n" not in warning
-    assert H.record_run(url, golden("baseline.json"), {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(url, golden("baseline.json"), {}, None, env=HISTORY_ENV) is None
     assert count_rows(url, "runs") == 2
 
 
 def test_locked_postgresql_is_one_warning(pg):
     url = pg.new_db()
-    assert H.record_run(url, golden(), {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(url, golden(), {}, None, env=HISTORY_ENV) is None
     holder = store.engine(url)
     with holder.connect() as c:
         c.exec_driver_sql("BEGIN")
         c.exec_driver_sql("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
-        warning = H.record_run(url, golden("baseline.json"), {}, None, env=HISTORY_ENV, timeout=0.3)
+        warning = history.record_run(
+            url, golden("baseline.json"), {}, None, env=HISTORY_ENV, timeout=0.3
+        )
         c.exec_driver_sql("ROLLBACK")
     holder.dispose()
     assert "lock timeout" in warning and "\n" not in warning
@@ -373,11 +375,11 @@ def test_locked_postgresql_is_one_warning(pg):
 
 
 def _session(srv, finish: dict):
-    assert srv.send(b"a", P.HELLO, hello())[0] == P.READY
-    srv.send(b"a", P.BATCH, [0, [record(b"t.py::test_a"), record(b"t.py::test_b", 1001)]])
-    assert srv.send(b"a", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+    assert srv.send(b"a", protocol.HELLO, hello())[0] == protocol.READY
+    srv.send(b"a", protocol.BATCH, [0, [record(b"t.py::test_a"), record(b"t.py::test_b", 1001)]])
+    assert srv.send(b"a", protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
     body = {"start": 999.0, "stop": 1002.0, "exit_status": 0, **finish}
-    return srv.send(b"a", P.FINISH, body)
+    return srv.send(b"a", protocol.FINISH, body)
 
 
 @pytest.mark.parametrize("collector", ["monitor", "daemon"])
@@ -386,7 +388,7 @@ def test_collector_records_the_run(collector, request, tmp_path, db):
     out = str(tmp_path / "perf.json")
     finish = {"output": out, "history": db, "labels": {"job": "unit"}, "rootdir": str(tmp_path)}
     kind, done = _session(srv, finish)
-    assert kind == P.DONE and done["ok"] and done["history_warning"] is None, done
+    assert kind == protocol.DONE and done["ok"] and done["history_warning"] is None, done
     assert os.path.exists(out)
     eng = store.open_store(db)
     try:
@@ -406,7 +408,7 @@ def test_collector_with_unusable_store_still_writes_the_report(collector, reques
     out = str(tmp_path / "perf.json")
     bad = f"postgresql://u@/db?host={tmp_path}"  # no server there
     kind, done = _session(srv, {"output": out, "history": bad})
-    assert kind == P.DONE and done["ok"], done
+    assert kind == protocol.DONE and done["ok"], done
     assert done["history_warning"].startswith("history not recorded:")
     assert "\n" not in done["history_warning"]
     with open(out, encoding="utf-8") as f:
@@ -414,10 +416,10 @@ def test_collector_with_unusable_store_still_writes_the_report(collector, reques
 
 
 def test_finish_history_fields_are_checked():
-    ok = P.parse_finish({"history": "h.db", "labels": {"a": "b"}, "rootdir": "/x"})
+    ok = protocol.parse_finish({"history": "h.db", "labels": {"a": "b"}, "rootdir": "/x"})
     assert (ok.history, ok.labels, ok.rootdir) == ("h.db", {"a": "b"}, "/x")
     assert "history" not in ok.as_session() and "labels" not in ok.as_session()
-    assert P.parse_finish({}).history is None
+    assert protocol.parse_finish({}).history is None
     for bad in (
         {"history": 3},
         {"labels": ["a"]},
@@ -427,8 +429,8 @@ def test_finish_history_fields_are_checked():
         {"history": ""},
         {"labels": {str(i): "v" for i in range(101)}},
     ):
-        with pytest.raises(P.ProtocolError):
-            P.parse_finish(bad)
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_finish(bad)
 
 
 # --------------------------------------------------------------------------- noise (issue 21)
@@ -441,7 +443,7 @@ def test_the_store_keeps_the_noise_certificate(db):
     noisy_entry(rep, "t.py::a", 0.2, 0.1)
     rep["tests"]["t.py::a"]["noise"]["throttled_time"] = 0.02
     rep["tests"]["t.py::a"]["children"] = {"processes": 1, "cpu_time": 0.05}
-    assert H.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
     eng = store.engine(db)
     try:
         with eng.connect() as c:
@@ -470,10 +472,12 @@ def test_upgrade_from_version_2_adds_the_noise_columns(db):
         assert store.upgrade(eng, db, target=2) == 0  # what the previous release made
     finally:
         eng.dispose()
-    assert H.record_run(db, make_report(1, {"t.py::a": 0.3}), {}, None, env=HISTORY_ENV) is None
+    assert (
+        history.record_run(db, make_report(1, {"t.py::a": 0.3}), {}, None, env=HISTORY_ENV) is None
+    )
     rep = make_report(2, {"t.py::a": 0.3})
     noisy_entry(rep, "t.py::a", 0.2, 0.1)
-    assert H.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
+    assert history.record_run(db, rep, {}, None, env=HISTORY_ENV) is None
     eng = store.engine(db)
     try:
         with eng.connect() as c:

@@ -37,7 +37,7 @@ def test_the_monitor_package_never_imports_pytest():
     code = (
         "import sys\n"
         "import pytest_perfmon.monitor, pytest_perfmon.monitor.daemon, pytest_perfmon.monitor.cli\n"
-        "import pytest_perfmon.monitor.monitor, pytest_perfmon.monitor.report\n"
+        "import pytest_perfmon.monitor.collector, pytest_perfmon.monitor.report\n"
         "print(sorted(m for m in ('pytest', '_pytest', 'pluggy') if m in sys.modules))\n"
     )
     out = subprocess.run(
@@ -196,3 +196,24 @@ def test_every_module_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "ok"
+
+
+def test_module_names_explain_themselves():
+    """No one- or two-letter alias for a module of ours (``protocol as P`` meant protocol in
+    some files and predict in others), in the package, the tests and the scripts."""
+    short = []
+    for path in sorted(ROOT.glob("*/**/*.py")):
+        if ".venv" in path.parts or "build" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                ours = node.level > 0 or (node.module or "").startswith(PACKAGE)
+            elif isinstance(node, ast.Import):
+                ours = any(a.name.startswith(PACKAGE) for a in node.names)
+            else:
+                continue
+            if ours:  # a standard alias of another library (ElementTree as ET) is its own
+                for alias in node.names:
+                    if alias.asname and len(alias.asname) <= 2 and alias.asname.isupper():
+                        short.append(f"{path.relative_to(ROOT)}: {alias.name} as {alias.asname}")
+    assert short == []

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import XDIST_ENDS
 from pytest_perfmon import _limits, _settings, _summary
-from pytest_perfmon.monitor import report as R
+from pytest_perfmon.monitor import report as report_model
 
 LINUX = sys.platform.startswith("linux")
 
@@ -362,9 +362,9 @@ def test_message_shows_the_excess():
 def test_report_copies_checked_limits():
     good = {"metric": "call", "limit": 0.1, "value": 0.2, "action": "fail", "how": "h"}
     extra = {"limits": [good, {"metric": "call"}, "junk", dict(good, limit=True)]}
-    assert R._limits(extra) == [good]
-    assert R._limits({"other": 1}) is None and R._limits(None) is None
-    assert R._limits({"limits": ["junk"]}) is None
+    assert report_model._limits(extra) == [good]
+    assert report_model._limits({"other": 1}) is None and report_model._limits(None) is None
+    assert report_model._limits({"limits": ["junk"]}) is None
 
 
 class _TR:

@@ -16,10 +16,10 @@ import time
 
 import pytest
 from helpers import RUN_TIMEOUT, inner_addopts, validate
-from pytest_perfmon.monitor import noise as N
-from pytest_perfmon.monitor import protocol as P
-from pytest_perfmon.monitor import report as R
-from pytest_perfmon.monitor import sampler as S
+from pytest_perfmon.monitor import noise as noise_certificate
+from pytest_perfmon.monitor import protocol
+from pytest_perfmon.monitor import report as report_model
+from pytest_perfmon.monitor import sampler as sampler_module
 
 LINUX = sys.platform.startswith("linux")
 need_linux = pytest.mark.skipif(not LINUX, reason="the /proc sources are Linux's")
@@ -98,52 +98,56 @@ MOUNTINFO_NONE = "22 1 0:20 / / rw - ext4 /dev/vda rw\n"
 
 
 def test_schedstat_and_status():
-    assert N.parse_schedstat(b"559655376 516014 29\n") == 516014
+    assert noise_certificate.parse_schedstat(b"559655376 516014 29\n") == 516014
     with pytest.raises(IndexError):
-        N.parse_schedstat(b"")
-    assert N.parse_status(STATUS) == (5, 37)
-    assert N.parse_status(b"Name:\tx\n") == (None, None)
+        noise_certificate.parse_schedstat(b"")
+    assert noise_certificate.parse_status(STATUS) == (5, 37)
+    assert noise_certificate.parse_status(b"Name:\tx\n") == (None, None)
 
 
 def test_proc_stat_steal():
-    assert N.parse_steal(PROC_STAT) == 348
-    assert N.parse_steal(PROC_STAT_OLD) is None
+    assert noise_certificate.parse_steal(PROC_STAT) == 348
+    assert noise_certificate.parse_steal(PROC_STAT_OLD) is None
     with pytest.raises(ValueError):
-        N.parse_steal(b"intr 1 2 3\n")
+        noise_certificate.parse_steal(b"intr 1 2 3\n")
 
 
 def test_psi():
-    assert N.parse_psi_some(PSI) == 1425085383
-    assert N.parse_psi_some(PSI_SOME_ONLY) == 77
+    assert noise_certificate.parse_psi_some(PSI) == 1425085383
+    assert noise_certificate.parse_psi_some(PSI_SOME_ONLY) == 77
     with pytest.raises(ValueError):
-        N.parse_psi_some(b"full avg10=0.00 total=5\n")
+        noise_certificate.parse_psi_some(b"full avg10=0.00 total=5\n")
 
 
 def test_cpu_stat_and_quota():
-    assert N.parse_cpu_stat(CPU_STAT_V2, b"throttled_usec") == 5123456
-    assert N.parse_cpu_stat(CPU_STAT_V1, b"throttled_time") == 2500000000
+    assert noise_certificate.parse_cpu_stat(CPU_STAT_V2, b"throttled_usec") == 5123456
+    assert noise_certificate.parse_cpu_stat(CPU_STAT_V1, b"throttled_time") == 2500000000
     with pytest.raises(ValueError):  # a v2 cpu.stat without the cpu controller
-        N.parse_cpu_stat(b"usage_usec 1\nuser_usec 1\nsystem_usec 0\n", b"throttled_usec")
-    assert not N.has_quota(2, "max 100000\n")
-    assert N.has_quota(2, "50000 100000\n")
-    assert not N.has_quota(1, "-1\n")
-    assert N.has_quota(1, "30000\n")
-    assert not N.has_quota(2, "")
+        noise_certificate.parse_cpu_stat(
+            b"usage_usec 1\nuser_usec 1\nsystem_usec 0\n", b"throttled_usec"
+        )
+    assert not noise_certificate.has_quota(2, "max 100000\n")
+    assert noise_certificate.has_quota(2, "50000 100000\n")
+    assert not noise_certificate.has_quota(1, "-1\n")
+    assert noise_certificate.has_quota(1, "30000\n")
+    assert not noise_certificate.has_quota(2, "")
 
 
 def test_cgroup_dirs():
-    hybrid = N.cgroup_dirs(CGROUP_HYBRID, MOUNTINFO_HYBRID)
+    hybrid = noise_certificate.cgroup_dirs(CGROUP_HYBRID, MOUNTINFO_HYBRID)
     assert hybrid == [
         (1, "/sys/fs/cgroup/cpu/ci/job7", "/sys/fs/cgroup/cpu"),
         (2, "/sys/fs/cgroup/unified", "/sys/fs/cgroup/unified"),
     ]
-    assert N.cgroup_dirs(CGROUP_V2_NS, MOUNTINFO_V2) == [(2, "/sys/fs/cgroup", "/sys/fs/cgroup")]
-    assert N.cgroup_dirs(CGROUP_V1_DOCKER, MOUNTINFO_V1_DOCKER) == [
+    assert noise_certificate.cgroup_dirs(CGROUP_V2_NS, MOUNTINFO_V2) == [
+        (2, "/sys/fs/cgroup", "/sys/fs/cgroup")
+    ]
+    assert noise_certificate.cgroup_dirs(CGROUP_V1_DOCKER, MOUNTINFO_V1_DOCKER) == [
         (1, "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpu,cpuacct")
     ]
-    assert N.cgroup_dirs(CGROUP_HYBRID, MOUNTINFO_NONE) == []
+    assert noise_certificate.cgroup_dirs(CGROUP_HYBRID, MOUNTINFO_NONE) == []
     spaced = "41 31 0:38 / /mnt/cg\\040two rw - cgroup2 cgroup2 rw\n"
-    assert N.cgroup_dirs("0::/a\n", spaced) == [(2, "/mnt/cg two/a", "/mnt/cg two")]
+    assert noise_certificate.cgroup_dirs("0::/a\n", spaced) == [(2, "/mnt/cg two/a", "/mnt/cg two")]
 
 
 def _reader(files: dict):
@@ -159,9 +163,9 @@ def test_quota_levels():
     # v2: the quota is on the parent of the process's cgroup (a container's limit)
     dirs = [(2, "/cg/box/app", "/cg")]
     files = {"/cg/box/app/cpu.max": "max 100000\n", "/cg/box/cpu.max": "150000 100000\n"}
-    assert N.quota_levels(dirs, _reader(files)) == (
+    assert noise_certificate.quota_levels(dirs, _reader(files)) == (
         [("/cg/box/cpu.stat", b"throttled_usec", 1e-6)],
-        N.METHOD_THROTTLE_V2,
+        noise_certificate.METHOD_THROTTLE_V2,
     )
     # v1 with no quota anywhere (this machine): null
     v1 = [(1, "/sys/fs/cgroup/cpu/ci/job7", "/sys/fs/cgroup/cpu")]
@@ -170,13 +174,13 @@ def test_quota_levels():
         "/sys/fs/cgroup/cpu/ci/cpu.cfs_quota_us": "-1\n",
         "/sys/fs/cgroup/cpu/cpu.cfs_quota_us": "-1\n",
     }
-    assert N.quota_levels(v1, _reader(files)) == ([], None)
+    assert noise_certificate.quota_levels(v1, _reader(files)) == ([], None)
     files["/sys/fs/cgroup/cpu/ci/job7/cpu.cfs_quota_us"] = "50000\n"
-    levels, method = N.quota_levels(v1, _reader(files))
+    levels, method = noise_certificate.quota_levels(v1, _reader(files))
     assert levels == [("/sys/fs/cgroup/cpu/ci/job7/cpu.stat", b"throttled_time", 1e-9)]
-    assert method == N.METHOD_THROTTLE_V1
+    assert method == noise_certificate.METHOD_THROTTLE_V1
     # the files are missing (a container without them): null
-    assert N.quota_levels(dirs, _reader({})) == ([], None)
+    assert noise_certificate.quota_levels(dirs, _reader({})) == ([], None)
 
 
 # --- the interpolation -------------------------------------------------------------------------
@@ -191,7 +195,10 @@ def _timeline(pairs):
 
 def test_growth_interpolates_between_samples():
     ts, vs = _timeline([(0.0, 0.0), (1.0, 1.0), (2.0, 1.0), (3.0, 4.0)])
-    g = lambda a, b, slack=0.2: N.growth(ts, vs, N.WAIT, a, b, slack)  # noqa: E731
+
+    def g(a, b, slack=0.2):
+        return noise_certificate.growth(ts, vs, noise_certificate.WAIT, a, b, slack)
+
     assert g(0.0, 1.0) == 1.0
     assert g(0.25, 0.75) == pytest.approx(0.5)  # shorter than the interval: its share
     assert g(0.5, 2.5) == pytest.approx(0.5 + 1.5)
@@ -206,19 +213,21 @@ def test_growth_interpolates_between_samples():
     assert g(2.5, 3.1) == pytest.approx(1.5)  # 2.5 at 2.5, the last sample's 4 at 3.1
     assert g(2.5, 4.0) is None
     assert g(1.0, 0.5) is None
-    assert N.growth([], [], N.WAIT, 0.0, 1.0, 0.2) is None
+    assert noise_certificate.growth([], [], noise_certificate.WAIT, 0.0, 1.0, 0.2) is None
 
 
 def test_growth_null_where_a_sample_lacks_the_counter():
     ts = [0.0, 1.0, 2.0]
     vs = [(0.0, None, 0.0, None, None), (1.0, None, None, None, None), (2.0, None, 1.0, None, None)]
-    assert N.growth(ts, vs, N.WAIT, 0.2, 1.8, 0.1) == pytest.approx(1.6)
-    assert N.growth(ts, vs, N.STEAL, 0.2, 1.8, 0.1) is None
-    assert N.growth(ts, vs, N.STEAL, 0.0, 2.0, 0.1) == 1.0
+    assert noise_certificate.growth(ts, vs, noise_certificate.WAIT, 0.2, 1.8, 0.1) == pytest.approx(
+        1.6
+    )
+    assert noise_certificate.growth(ts, vs, noise_certificate.STEAL, 0.2, 1.8, 0.1) is None
+    assert noise_certificate.growth(ts, vs, noise_certificate.STEAL, 0.0, 2.0, 0.1) == 1.0
 
 
 def _worker(samples, how=None):
-    w = R.Worker("main", 1, 0.0)
+    w = report_model.Worker("main", 1, 0.0)
     for t, v in samples:
         w.noise_t.append(t)
         w.noise_v.append(v)
@@ -229,7 +238,7 @@ def _worker(samples, how=None):
 def test_entry_noise_and_contended():
     # wait grows 0.5 s per second, PSI 0.25 s per second, 40 switches per second
     w = _worker([(float(t), (0.5 * t, 40 * t, 0.01 * t, 0.25 * t, None)) for t in range(11)])
-    n = N.entry_noise(w, 2.0, 4.0, 2.0, 0.2)
+    n = noise_certificate.entry_noise(w, 2.0, 4.0, 2.0, 0.2)
     assert n == {
         "wait_time": 1.0,
         "throttled_time": None,
@@ -238,23 +247,41 @@ def test_entry_noise_and_contended():
         "involuntary_switches": 80,
         "contended": True,
     }
-    assert N.entry_noise(w, 20.0, 21.0, 1.0, 0.2) is None  # no sample near it
-    assert N.entry_noise(_worker([]), 0.0, 1.0, 1.0, 0.2) is None
+    assert noise_certificate.entry_noise(w, 20.0, 21.0, 1.0, 0.2) is None  # no sample near it
+    assert noise_certificate.entry_noise(_worker([]), 0.0, 1.0, 1.0, 0.2) is None
     # the rule
-    assert N.is_contended({"wait_time": 0.1, "throttled_time": None}, 1.0)
-    assert not N.is_contended({"wait_time": 0.099, "throttled_time": None}, 1.0)
-    assert N.is_contended({"wait_time": 0.0, "throttled_time": 0.001}, 1.0)
-    assert not N.is_contended({"wait_time": 0.0, "throttled_time": 0.0009}, 1.0)
-    assert not N.is_contended({"wait_time": None, "throttled_time": None}, 1.0)
-    assert not N.is_contended({"wait_time": 0.5, "throttled_time": None}, 0.0)
-    assert not N.is_contended(None, 1.0)
+    assert noise_certificate.is_contended({"wait_time": 0.1, "throttled_time": None}, 1.0)
+    assert not noise_certificate.is_contended({"wait_time": 0.099, "throttled_time": None}, 1.0)
+    assert noise_certificate.is_contended({"wait_time": 0.0, "throttled_time": 0.001}, 1.0)
+    assert not noise_certificate.is_contended({"wait_time": 0.0, "throttled_time": 0.0009}, 1.0)
+    assert not noise_certificate.is_contended({"wait_time": None, "throttled_time": None}, 1.0)
+    assert not noise_certificate.is_contended({"wait_time": 0.5, "throttled_time": None}, 0.0)
+    assert not noise_certificate.is_contended(None, 1.0)
 
 
 def test_halving_keeps_the_last_sample_and_the_totals():
-    w = _worker([(float(t), (float(t), 0, None, None, None)) for t in range(N.MAX_SAMPLES + 1)])
-    N.halve(w)
-    assert w.noise_t[-1] == N.MAX_SAMPLES and len(w.noise_t) == N.MAX_SAMPLES // 2 + 1
-    assert N.growth(w.noise_t, w.noise_v, N.WAIT, 0.0, float(N.MAX_SAMPLES), 1.0) == N.MAX_SAMPLES
+    w = _worker(
+        [
+            (float(t), (float(t), 0, None, None, None))
+            for t in range(noise_certificate.MAX_SAMPLES + 1)
+        ]
+    )
+    noise_certificate.halve(w)
+    assert (
+        w.noise_t[-1] == noise_certificate.MAX_SAMPLES
+        and len(w.noise_t) == noise_certificate.MAX_SAMPLES // 2 + 1
+    )
+    assert (
+        noise_certificate.growth(
+            w.noise_t,
+            w.noise_v,
+            noise_certificate.WAIT,
+            0.0,
+            float(noise_certificate.MAX_SAMPLES),
+            1.0,
+        )
+        == noise_certificate.MAX_SAMPLES
+    )
 
 
 # --- the report: entries, merge, summary, headline, schema -------------------------------------
@@ -284,7 +311,7 @@ def _record(nodeid: str, start: float, stop: float) -> list:
 def _built(extra_workers=()):
     """A report of two tests in one process sampled every 0.5 s: the first waited for a CPU
     half its time, the second hardly."""
-    w = R.Worker(
+    w = report_model.Worker(
         "main", 42, T0, records=[_record("t.py::a", T0, T0 + 2), _record("t.py::b", T0 + 2, T0 + 4)]
     )
     rate = lambda t: 0.5 * min(t, 2.0) + 0.01 * max(0.0, t - 2.0)  # noqa: E731
@@ -293,17 +320,17 @@ def _built(extra_workers=()):
         w.noise_t.append(T0 + t)
         w.noise_v.append((rate(t), 10 * i, 0.0, 0.1 * t, None))
     w.noise_how = {
-        "wait_time": N.METHOD_WAIT,
+        "wait_time": noise_certificate.METHOD_WAIT,
         "throttled_time": None,
-        "steal_time": N.METHOD_STEAL,
-        "pressure": N.METHOD_PRESSURE,
-        "involuntary_switches": N.METHOD_INVOL,
+        "steal_time": noise_certificate.METHOD_STEAL,
+        "pressure": noise_certificate.METHOD_PRESSURE,
+        "involuntary_switches": noise_certificate.METHOD_INVOL,
     }
-    data = R.RunData(sample_interval=0.5)
+    data = report_model.RunData(sample_interval=0.5)
     data.workers["main"] = w
     for x in extra_workers:
         data.workers[x.wid] = x
-    return validate(R.build(data, {"start": T0, "stop": T0 + 5, "exit_status": 0}, None))
+    return validate(report_model.build(data, {"start": T0, "stop": T0 + 5, "exit_status": 0}, None))
 
 
 def test_report_carries_the_noise():
@@ -321,28 +348,33 @@ def test_report_carries_the_noise():
         "contended": 1,
     }
     m = rep["session"]["measurement"]["noise"]
-    assert m["wait_time"] == N.METHOD_WAIT and m["throttled_time"] is None
-    assert m["attribution"] == N.ATTRIBUTION and "10%" in m["contended"]
-    assert N.headline(rep) == (
+    assert m["wait_time"] == noise_certificate.METHOD_WAIT and m["throttled_time"] is None
+    assert m["attribution"] == noise_certificate.ATTRIBUTION and "10%" in m["contended"]
+    assert noise_certificate.headline(rep) == (
         "26 % of test time was spent waiting for a CPU; 1 test ran contended; "
         "its time is not comparable"
     )
-    assert N.contended_tests(rep) == ["t.py::a"]
+    assert noise_certificate.contended_tests(rep) == ["t.py::a"]
 
 
 def test_no_samples_no_noise():
     """The plugin's fallback report (no collector): no noise object, methods null."""
-    data = R.RunData(sample_interval=None)
-    data.workers["main"] = R.Worker("main", 42, T0, records=[_record("t.py::a", T0, T0 + 1)])
-    rep = validate(R.build(data, {"start": T0, "stop": T0 + 2}, None))
+    data = report_model.RunData(sample_interval=None)
+    data.workers["main"] = report_model.Worker(
+        "main", 42, T0, records=[_record("t.py::a", T0, T0 + 1)]
+    )
+    rep = validate(report_model.build(data, {"start": T0, "stop": T0 + 2}, None))
     assert "noise" not in rep["tests"]["t.py::a"] and "noise" not in rep["summary"]
-    assert set(rep["session"]["measurement"]["noise"].values()) == {None, N.CONTENDED_RULE}
-    assert N.headline(rep) is None
+    assert set(rep["session"]["measurement"]["noise"].values()) == {
+        None,
+        noise_certificate.CONTENDED_RULE,
+    }
+    assert noise_certificate.headline(rep) is None
 
 
 def test_executions_of_one_node_id_add_up():
     """--dist each: the same node id in two processes; its noise is the sum of both."""
-    w2 = R.Worker("gw1", 43, T0, records=[_record("t.py::a", T0, T0 + 2)])
+    w2 = report_model.Worker("gw1", 43, T0, records=[_record("t.py::a", T0, T0 + 2)])
     for i in range(5):
         w2.noise_t.append(T0 + 0.5 * i)
         w2.noise_v.append((0.05 * i, i, None, 0.5 * 0.5 * i, None))
@@ -361,12 +393,12 @@ def test_headline_wording():
 
     quiet = {"tests": 9, "wait_share": 0.004, "throttled_time": None, "contended": 0}
     assert (
-        N.headline(rep(quiet))
+        noise_certificate.headline(rep(quiet))
         == "0.4 % of test time was spent waiting for a CPU; no test ran contended"
     )
-    assert N.headline(rep(quiet), only_contended=True) is None
+    assert noise_certificate.headline(rep(quiet), only_contended=True) is None
     busy = {"tests": 90, "wait_share": 0.14, "throttled_time": 2.5, "contended": 37}
-    assert N.headline(rep(busy)) == (
+    assert noise_certificate.headline(rep(busy)) == (
         "14 % of test time was spent waiting for a CPU; the CPU quota throttled the tests' "
         "cgroup for 2.50 s; 37 tests ran contended; their times are not comparable"
     )
@@ -375,8 +407,8 @@ def test_headline_wording():
         "summary": {},
         "tests": {"x": {"duration": 1.0, "noise": {"wait_time": 0.5, "contended": True}}},
     }
-    assert N.headline(merged).startswith("50 % of test time")
-    assert N.headline({}) is None and N.headline(None) is None
+    assert noise_certificate.headline(merged).startswith("50 % of test time")
+    assert noise_certificate.headline({}) is None and noise_certificate.headline(None) is None
 
 
 # --- reading real processes --------------------------------------------------------------------
@@ -386,8 +418,8 @@ def test_headline_wording():
 def test_reader_on_real_processes():
     """Our own process: the counters move forward; a thread that ends keeps its wait; a
     process that is gone is dropped and its files closed."""
-    reader = N.NoiseReader()
-    w = R.Worker("main", os.getpid(), time.time())
+    reader = noise_certificate.NoiseReader()
+    w = report_model.Worker("main", os.getpid(), time.time())
     fds_before = len(os.listdir("/proc/self/fd"))
     reader.sample(w, 1.0)
     stop = threading.Event()
@@ -400,14 +432,17 @@ def test_reader_on_real_processes():
         stop.set()
         th.join(WAIT)
     reader.sample(w, 3.0)
-    waits = [v[N.WAIT] for v in w.noise_v]
+    waits = [v[noise_certificate.WAIT] for v in w.noise_v]
     assert all(x is not None for x in waits) and waits == sorted(waits)
-    assert w.noise_v[-1][N.INVOL] is not None and w.noise_v[-1][N.PSI] is not None
-    assert w.noise_how["wait_time"] == N.METHOD_WAIT
+    assert (
+        w.noise_v[-1][noise_certificate.INVOL] is not None
+        and w.noise_v[-1][noise_certificate.PSI] is not None
+    )
+    assert w.noise_how["wait_time"] == noise_certificate.METHOD_WAIT
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        cw = R.Worker("gw0", child.pid, time.time())
+        cw = report_model.Worker("gw0", child.pid, time.time())
         reader.sample(cw, 4.0)
         assert len(cw.noise_t) == 1 and child.pid in reader.procs
     finally:
@@ -422,14 +457,17 @@ def test_reader_on_real_processes():
 @need_linux
 def test_reader_beyond_its_open_file_budget():
     """Past the budget of kept-open files, each schedstat file is opened for its read."""
-    reader = N.NoiseReader()
+    reader = noise_certificate.NoiseReader()
     reader.budget.left = 0
-    w = R.Worker("main", os.getpid(), time.time())
+    w = report_model.Worker("main", os.getpid(), time.time())
     reader.sample(w, 1.0)
     reader.sample(w, 2.0)
     proc = reader.procs[os.getpid()]
     assert all(t[0] is None for t in proc.threads.values())
-    assert w.noise_v[-1][N.WAIT] is not None and w.noise_v[-1][N.WAIT] >= w.noise_v[0][N.WAIT]
+    assert (
+        w.noise_v[-1][noise_certificate.WAIT] is not None
+        and w.noise_v[-1][noise_certificate.WAIT] >= w.noise_v[0][noise_certificate.WAIT]
+    )
     reader.close()
     assert reader.budget.left == 0
 
@@ -439,8 +477,8 @@ def test_sampler_and_daemon_journal_round_trip():
     it (with the methods) and the replay puts it back."""
     from pytest_perfmon.monitor.daemon.session import Session
 
-    sampler = S.Sampler()
-    w = R.Worker("main", os.getpid(), time.time())
+    sampler = sampler_module.Sampler()
+    w = report_model.Worker("main", os.getpid(), time.time())
     sampler.sample(w, time.time())
     sampler.sample(w, time.time() + 0.01)
     assert len(w.noise_t) == 2
@@ -469,7 +507,7 @@ def test_daemon_session_report_has_noise(tmp_path, monkeypatch):
     try:
         sid = "e" * 32
         body = {"session": sid, "role": "local", "pid": busy.pid, "worker": "main"}
-        assert d.send(sid.encode(), P.HELLO, body)[0] == P.READY
+        assert d.send(sid.encode(), protocol.HELLO, body)[0] == protocol.READY
         start = time.time()
         for _ in range(4):
             d.srv.book.sample()
@@ -477,10 +515,10 @@ def test_daemon_session_report_has_noise(tmp_path, monkeypatch):
         d.srv.book.journal_all_samples()
         d.srv.book.sample()
         rec = _record("t.py::busy", start + 0.01, time.time())
-        d.send(sid.encode(), P.BATCH, [0, [[rec[0].encode(), *rec[1:]]]])
-        assert d.send(sid.encode(), P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        d.send(sid.encode(), protocol.BATCH, [0, [[rec[0].encode(), *rec[1:]]]])
+        assert d.send(sid.encode(), protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
         own = tmp_path / "own.json"
-        done = d.send(sid.encode(), P.FINISH, {"output": str(own), "exit_status": 0})[1]
+        done = d.send(sid.encode(), protocol.FINISH, {"output": str(own), "exit_status": 0})[1]
         assert done["ok"], done
         assert d.srv.shutdown() == 0
     finally:
@@ -490,11 +528,11 @@ def test_daemon_session_report_has_noise(tmp_path, monkeypatch):
     mine = validate(json.loads(own.read_text()))
     combined = validate(json.loads(out.read_text()))
     noise = mine["tests"]["t.py::busy"]["noise"]
-    assert noise is not None and set(noise) == set(N.FIELDS) | {"contended"}
+    assert noise is not None and set(noise) == set(noise_certificate.FIELDS) | {"contended"}
     assert combined["tests"]["eeeeeeee::t.py::busy"]["noise"] == noise
     if LINUX:
         assert noise["wait_time"] is not None and noise["involuntary_switches"] is not None
-        assert mine["session"]["measurement"]["noise"]["wait_time"] == N.METHOD_WAIT
+        assert mine["session"]["measurement"]["noise"]["wait_time"] == noise_certificate.METHOD_WAIT
 
 
 # --- end to end: a real CPU hog ----------------------------------------------------------------
@@ -590,8 +628,11 @@ def test_hog_shows_as_wait_time(run_perf, pytester, xdist):
     assert run.ret == 0, run.text
     rep = run.report
     m = rep["session"]["measurement"]["noise"]
-    assert m["wait_time"] == N.METHOD_WAIT and m["involuntary_switches"] == N.METHOD_INVOL
-    assert m["attribution"] == N.ATTRIBUTION
+    assert (
+        m["wait_time"] == noise_certificate.METHOD_WAIT
+        and m["involuntary_switches"] == noise_certificate.METHOD_INVOL
+    )
+    assert m["attribution"] == noise_certificate.ATTRIBUTION
     for name, t in rep["tests"].items():
         assert t["noise"] is not None, name
         assert t["noise"]["wait_time"] is not None, name
@@ -619,7 +660,7 @@ def test_hog_shows_as_wait_time(run_perf, pytester, xdist):
     assert share > sleepers + 0.2, (hog, on, off)
     assert rep["summary"]["noise"]["contended"] >= 1
     assert rep["summary"]["noise"]["wait_time"] >= wait
-    assert "ran contended" in N.headline(rep)
+    assert "ran contended" in noise_certificate.headline(rep)
     print(
         f"\nbeside the hog: {hog['duration']:.3f} s, {wait:.3f} s waiting "
         f"(off CPU {_off_cpu(hog):.3f} s); quiet: "
@@ -661,7 +702,7 @@ def _cpu_cgroup_parent():
         return None
     try:
         with open("/proc/self/cgroup") as f, open("/proc/self/mountinfo") as g:
-            dirs = N.cgroup_dirs(f.read(), g.read())
+            dirs = noise_certificate.cgroup_dirs(f.read(), g.read())
     except OSError:
         return None
     for version, d, _ in dirs:
@@ -722,7 +763,11 @@ def test_throttled_by_a_cpu_quota(pytester, tmp_path):
                     raise
                 time.sleep(0.05)
     rep = validate(json.loads(out.read_text()))
-    want = N.METHOD_THROTTLE_V1 if version == 1 else N.METHOD_THROTTLE_V2
+    want = (
+        noise_certificate.METHOD_THROTTLE_V1
+        if version == 1
+        else noise_certificate.METHOD_THROTTLE_V2
+    )
     assert rep["session"]["measurement"]["noise"]["throttled_time"] == want
     t = rep["tests"]["test_q.py::test_busy"]
     assert t["noise"]["throttled_time"] is not None and t["noise"]["contended"], t
@@ -732,7 +777,7 @@ def test_throttled_by_a_cpu_quota(pytester, tmp_path):
     # (kernel 6.18's task-based throttling) can be as late as when it goes idle: the sleeping
     # test after the busy one takes what came late
     assert rep["summary"]["noise"]["throttled_time"] > 0.01, rep["tests"]
-    assert "throttled" in N.headline(rep)
+    assert "throttled" in noise_certificate.headline(rep)
     print(
         f"\nthrottled {t['noise']['throttled_time']:.3f} s, "
         f"wait {t['noise']['wait_time']:.3f} s of {t['duration']:.3f} s"

@@ -18,8 +18,8 @@ import zmq
 from pytest_perfmon import _client, _settings
 from pytest_perfmon._counters import Counters
 from pytest_perfmon._measure import Measurer
-from pytest_perfmon.monitor import protocol as P
-from pytest_perfmon.monitor import report as R
+from pytest_perfmon.monitor import protocol
+from pytest_perfmon.monitor import report as report_model
 
 # --- settings -----------------------------------------------------------------------------------
 
@@ -131,13 +131,13 @@ def test_a_report_never_replaces_what_is_not_a_regular_file(tmp_path):
     with pytest.raises(_settings.SettingError, match="--perf-html: .* not a regular file"):
         _settings.resolve(_option(perf_monitor=True, perf_html=str(fifo)), _ini(), "/")
     with pytest.raises(OSError, match="not a regular file"):
-        R.write_atomic({"x": 1}, str(fifo))
+        report_model.write_atomic({"x": 1}, str(fifo))
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     target = tmp_path / "target.json"
     target.write_text("old")
     link = tmp_path / "link.json"
     link.symlink_to(target)
-    R.write_atomic({"x": 1}, str(link))
+    report_model.write_atomic({"x": 1}, str(link))
     assert link.is_symlink() and json.loads(target.read_text()) == {"x": 1}
 
 
@@ -209,7 +209,7 @@ def router(tmp_path):
 def _recv(sock, timeout=10.0):
     assert sock.poll(timeout * 1000), "nothing arrived"
     ident, frame = sock.recv_multipart()
-    return ident, P.unpack(frame)
+    return ident, protocol.unpack(frame)
 
 
 def _connect(endpoint, **kw):
@@ -219,15 +219,15 @@ def _connect(endpoint, **kw):
 def test_hello_ready_batches_and_bye(router):
     c = _connect(router.endpoint)
     try:
-        assert c.send(P.pack(P.HELLO, {"role": "local"}))
+        assert c.send(protocol.pack(protocol.HELLO, {"role": "local"}))
         ident, (kind, _) = _recv(router)
-        assert kind == P.HELLO
-        router.send_multipart([ident, P.pack(P.READY, {"monitor_pid": 1})])
-        assert c.wait(P.READY, 10) == {"monitor_pid": 1}
+        assert kind == protocol.HELLO
+        router.send_multipart([ident, protocol.pack(protocol.READY, {"monitor_pid": 1})])
+        assert c.wait(protocol.READY, 10) == {"monitor_pid": 1}
         c.batch([[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]])
         c.batch([[b"t::b", 2.0, 3.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]])
         assert _recv(router)[1] == (
-            P.BATCH,
+            protocol.BATCH,
             [0, [[b"t::a", 1.0, 2.0, None, 0.1, None, "passed", 1, 2, 3, 0.1, 0.1, None]]],
         )
         _recv(router)
@@ -237,12 +237,12 @@ def test_hello_ready_batches_and_bye(router):
         thread.start()
         try:
             ident, (kind, body) = _recv(router)
-            assert (kind, body) == (P.BYE, {"sent": 2})
-            router.send_multipart([ident, P.pack(P.ACK, {"missing": [1]})])
+            assert (kind, body) == (protocol.BYE, {"sent": 2})
+            router.send_multipart([ident, protocol.pack(protocol.ACK, {"missing": [1]})])
             assert _recv(router)[1][1][0] == 1  # frame 1 again
             ident, (kind, body) = _recv(router)
-            assert kind == P.BYE
-            router.send_multipart([ident, P.pack(P.ACK, {"missing": []})])
+            assert kind == protocol.BYE
+            router.send_multipart([ident, protocol.pack(protocol.ACK, {"missing": []})])
         finally:
             thread.join(30)
         assert done == {"ok": True}
@@ -262,9 +262,9 @@ def test_records_known_lost_after_the_last_acknowledgement(router):
         try:
             for _ in range(3):  # it never arrives, however often it is sent again
                 ident, (kind, _) = _recv(router)
-                while kind != P.BYE:
+                while kind != protocol.BYE:
                     ident, (kind, _) = _recv(router)
-                router.send_multipart([ident, P.pack(P.ACK, {"missing": [0]})])
+                router.send_multipart([ident, protocol.pack(protocol.ACK, {"missing": [0]})])
         finally:
             thread.join(30)
         assert result == {"ok": False}
@@ -276,10 +276,10 @@ def test_records_known_lost_after_the_last_acknowledgement(router):
 def test_error_reply_ends_the_wait(router):
     c = _connect(router.endpoint)
     try:
-        c.send(P.pack(P.HELLO, {}))
+        c.send(protocol.pack(protocol.HELLO, {}))
         ident, _ = _recv(router)
-        router.send_multipart([ident, P.error_reply(P.E_SESSION, "session closed")])
-        assert c.wait(P.READY, 30) is None
+        router.send_multipart([ident, protocol.error_reply(protocol.E_SESSION, "session closed")])
+        assert c.wait(protocol.READY, 30) is None
         assert c.problem == "refused: session closed"
     finally:
         c.close()
@@ -293,13 +293,13 @@ def test_a_collector_that_goes_away_ends_every_wait(tmp_path):
     sock.bind(f"ipc://{tmp_path}/r.sock")
     c = _connect(f"ipc://{tmp_path}/r.sock", daemon=True)
     try:
-        c.send(P.pack(P.HELLO, {}))
+        c.send(protocol.pack(protocol.HELLO, {}))
         ident, _ = _recv(sock)
-        sock.send_multipart([ident, P.pack(P.READY, {})])
-        assert c.wait(P.READY, 30) == {}
+        sock.send_multipart([ident, protocol.pack(protocol.READY, {})])
+        assert c.wait(protocol.READY, 30) == {}
         sock.close(0)
         # a timeout gives up silently; the closed connection says so
-        assert c.wait(P.DONE, 60) is None
+        assert c.wait(protocol.DONE, 60) is None
         assert c.problem == "it closed the connection"
         assert c.gone()
     finally:
@@ -310,7 +310,7 @@ def test_a_collector_that_goes_away_ends_every_wait(tmp_path):
 def test_nobody_there_within_the_connect_grace(tmp_path):
     c = _connect(f"ipc://{tmp_path}/nobody.sock", daemon=True)
     try:
-        assert c.wait(P.READY, 60, connect_grace=0.2) is None
+        assert c.wait(protocol.READY, 60, connect_grace=0.2) is None
         assert c.problem == "nothing accepted a connection in 0 s"
         assert not c.ever_connected
     finally:
@@ -337,8 +337,8 @@ def test_ipv6_endpoint_connects():
     assert _settings.endpoint_ok(endpoint), endpoint
     c = _connect(endpoint, daemon=True)
     try:
-        c.send(P.pack(P.HELLO, {"role": "local"}))
-        assert _recv(sock)[1][0] == P.HELLO
+        c.send(protocol.pack(protocol.HELLO, {"role": "local"}))
+        assert _recv(sock)[1][0] == protocol.HELLO
     finally:
         c.close()
         sock.close(0)
@@ -376,7 +376,7 @@ def _records_arriving(sock, n, timeout=10.0):
     got = []
     while len(got) < n:
         ident, (kind, body) = _recv(sock, timeout)
-        assert kind == P.BATCH
+        assert kind == protocol.BATCH
         got += [msgpack.unpackb(msgpack.packb(r)) for r in body[1]]
     return got
 
@@ -392,8 +392,8 @@ def test_finished_tests_are_sent_while_the_next_one_runs(router):
             _one_test(m, f"t.py::quick[{i}]")
         # "the next test" is this one, still running: the three arrive regardless
         got = _records_arriving(router, 3)
-        assert [r[P.NODEID] for r in got] == [f"t.py::quick[{i}]".encode() for i in range(3)]
-        assert all(r[P.OUTCOME] == "passed" for r in got)
+        assert [r[protocol.NODEID] for r in got] == [f"t.py::quick[{i}]".encode() for i in range(3)]
+        assert all(r[protocol.OUTCOME] == "passed" for r in got)
         # a full batch wakes the sender at once
         for i in range(_client.BATCH_RECORDS):
             _one_test(m, f"t.py::many[{i}]")
@@ -401,7 +401,7 @@ def test_finished_tests_are_sent_while_the_next_one_runs(router):
         _one_test(m, "t.py::last")
         m.stop_sending()
         assert m.sender is None
-        assert [r[P.NODEID] for r in m.records()][-1] == "t.py::last"
+        assert [r[protocol.NODEID] for r in m.records()][-1] == "t.py::last"
         assert len(m.records()) == 3 + _client.BATCH_RECORDS + 1
     finally:
         m.stop_sending()
@@ -417,7 +417,7 @@ def test_without_a_client_records_stay_in_the_process():
         for i in range(3):
             _one_test(m, f"t.py::x[{i}]")
         m.stop_sending()
-        assert [r[P.NODEID] for r in m.records()] == [f"t.py::x[{i}]" for i in range(3)]
+        assert [r[protocol.NODEID] for r in m.records()] == [f"t.py::x[{i}]" for i in range(3)]
     finally:
         m.counters.close()
 
@@ -436,8 +436,12 @@ def test_interrupted_test_is_recorded_as_interrupted():
             gen.send(result)
         m.stop_sending()
         (rec,) = m.records()
-        assert rec[P.OUTCOME] == "interrupted"
-        assert rec[P.SETUP] == 0.001 and rec[P.CALL] is not None and rec[P.TEARDOWN] is None
+        assert rec[protocol.OUTCOME] == "interrupted"
+        assert (
+            rec[protocol.SETUP] == 0.001
+            and rec[protocol.CALL] is not None
+            and rec[protocol.TEARDOWN] is None
+        )
         assert m.interrupted == ("t.py::stop", "KeyboardInterrupt (Ctrl-C, SIGINT)")
     finally:
         m.counters.close()

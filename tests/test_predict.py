@@ -11,7 +11,7 @@ import os
 import pytest
 from helpers import HISTORY_MISSING, HISTORY_WHY
 from pytest_perfmon.monitor import cli
-from pytest_perfmon.monitor import predict as P
+from pytest_perfmon.monitor import predict as prediction
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -19,10 +19,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_quantile_interpolates_like_numpy():
-    assert P.quantile([3.0, 1.0, 2.0], 0.5) == 2.0
-    assert P.quantile([0.0, 10.0], 0.1) == pytest.approx(1.0)
-    assert P.quantile([5.0], 0.9) == 5.0
-    assert P.median([1.0, 2.0, 3.0, 4.0]) == 2.5
+    assert prediction.quantile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert prediction.quantile([0.0, 10.0], 0.1) == pytest.approx(1.0)
+    assert prediction.quantile([5.0], 0.9) == 5.0
+    assert prediction.median([1.0, 2.0, 3.0, 4.0]) == 2.5
 
 
 @pytest.mark.parametrize(
@@ -37,7 +37,7 @@ def test_quantile_interpolates_like_numpy():
     ],
 )
 def test_lpt_makespan(durs, n, makespan):
-    loads = P.lpt(durs, n)
+    loads = prediction.lpt(durs, n)
     assert len(loads) == n
     assert max(loads) == makespan
     assert sum(loads) == sum(durs)
@@ -45,27 +45,27 @@ def test_lpt_makespan(durs, n, makespan):
 
 def test_xdist_load_hand_checked():
     # 4 tests, 2 workers: a first chunk of max(2, 4 // 2 // 4) = 2 consecutive tests each
-    assert P.xdist_load([4, 3, 2, 1], 2) == [7, 3]  # LPT: 5 | 5
+    assert prediction.xdist_load([4, 3, 2, 1], 2) == [7, 3]  # LPT: 5 | 5
     # fewer tests than 2 per worker: one at a time, round robin
-    assert P.xdist_load([5, 1, 1], 2) == [6, 1]  # LPT: 5 | 2
-    assert P.xdist_load([4, 3, 2, 1], 8) == [4, 3, 2, 1, 0, 0, 0, 0]
-    assert P.xdist_load([], 3) == [0, 0, 0]
-    assert P.xdist_load([1, 2, 3], 1) == [6]  # serial: the sum, like LPT
+    assert prediction.xdist_load([5, 1, 1], 2) == [6, 1]  # LPT: 5 | 2
+    assert prediction.xdist_load([4, 3, 2, 1], 8) == [4, 3, 2, 1, 0, 0, 0, 0]
+    assert prediction.xdist_load([], 3) == [0, 0, 0]
+    assert prediction.xdist_load([1, 2, 3], 1) == [6]  # serial: the sum, like LPT
     # a long test collected last: chunks of 2; each worker, left holding one test, gets one
     # more from the front (up to max(2, left // 2 // 2) = 2 held) until the queue is empty;
     # worker 0 (first on ties) takes tests 0, 1, 4, 6 and then the 8 s test 8
-    assert P.xdist_load([1.0] * 8 + [8.0], 2) == [12.0, 4.0]
-    assert max(P.lpt([1.0] * 8 + [8.0], 2)) == 8.0
+    assert prediction.xdist_load([1.0] * 8 + [8.0], 2) == [12.0, 4.0]
+    assert max(prediction.lpt([1.0] * 8 + [8.0], 2)) == 8.0
 
 
 def test_xdist_load_waits_after_a_long_test():
     """32 equal tests, 2 workers: first chunks of 4 (0-3 | 4-7); then a worker holding fewer
     than max(2, 24 // 2 // 4) = 3 is refilled up to 6, unless its last test took >= 0.1 s
     and it still holds 2: then it waits until it holds 1 and takes 5."""
-    fast = P.xdist_order([0.05] * 32, 2)
+    fast = prediction.xdist_order([0.05] * 32, 2)
     assert fast[0][:8] == [0, 1, 2, 3, 8, 9, 10, 11]  # refilled at 2 held: 4 more
     assert 12 in fast[1]
-    slow = P.xdist_order([0.2] * 32, 2)
+    slow = prediction.xdist_order([0.2] * 32, 2)
     assert slow[0][:9] == [0, 1, 2, 3, 8, 9, 10, 11, 12]  # refilled at 1 held: 5 more
     assert slow[1][:8] == [4, 5, 6, 7, 13, 14, 15, 16]  # 19 left: up to max(2, 19 // 2 // 2) = 4
     for order in (fast, slow):
@@ -74,7 +74,7 @@ def test_xdist_load_waits_after_a_long_test():
 
 def test_estimates_median_interval_and_peak():
     series = {"a.py::t": {"duration": [0.9, 1.0, 1.1], "peak_mb": [60.0, 50.0, 70.0]}}
-    (e,), unknown = P.estimate_tests(["a.py::t"], series)
+    (e,), unknown = prediction.estimate_tests(["a.py::t"], series)
     assert unknown == 0 and e.known
     assert e.duration == pytest.approx(1.0)
     assert e.low == pytest.approx(0.92)
@@ -95,7 +95,7 @@ def test_unknown_tests_borrow_from_function_class_file_then_suite():
         "a.py::test_new",  # its file: median of 8, 4, 2
         "c.py::test_new",  # the suite: median of 8, 4, 2, 1
     ]
-    est, unknown = P.estimate_tests(wanted, series)
+    est, unknown = prediction.estimate_tests(wanted, series)
     got = {e.nodeid: e for e in est}
     assert unknown == 4
     assert [e.nodeid for e in est] == wanted
@@ -108,23 +108,23 @@ def test_unknown_tests_borrow_from_function_class_file_then_suite():
 
 
 def test_no_history_for_any_test_is_an_error():
-    with pytest.raises(P.PredictError, match="no data for any of these 2 tests"):
-        P.estimate_tests(["x::a", "x::b"], {"y::c": {"duration": [1.0]}})
+    with pytest.raises(prediction.PredictError, match="no data for any of these 2 tests"):
+        prediction.estimate_tests(["x::a", "x::b"], {"y::c": {"duration": [1.0]}})
 
 
 def test_predict_adds_overhead_of_the_nearest_worker_count_and_concurrent_peak():
     est = [
-        P.Estimate("a::1", 4.0, 3.0, 5.0, 240.0, True),
-        P.Estimate("a::2", 3.0, 3.0, 3.0, 50.0, True),
-        P.Estimate("a::3", 2.0, 2.0, 2.0, 50.0, True),
-        P.Estimate("a::4", 1.0, 1.0, 1.0, None, True),
+        prediction.Estimate("a::1", 4.0, 3.0, 5.0, 240.0, True),
+        prediction.Estimate("a::2", 3.0, 3.0, 3.0, 50.0, True),
+        prediction.Estimate("a::3", 2.0, 2.0, 2.0, 50.0, True),
+        prediction.Estimate("a::4", 1.0, 1.0, 1.0, None, True),
     ]
     runs = [
-        P.RunStats(workers=1, duration=10.5, busy_max=10.0, baseline_mb=40.0),
-        P.RunStats(workers=1, duration=10.7, busy_max=10.0, baseline_mb=40.0),
-        P.RunStats(workers=2, duration=7.0, busy_max=5.0, baseline_mb=42.0),
+        prediction.RunStats(workers=1, duration=10.5, busy_max=10.0, baseline_mb=40.0),
+        prediction.RunStats(workers=1, duration=10.7, busy_max=10.0, baseline_mb=40.0),
+        prediction.RunStats(workers=2, duration=7.0, busy_max=5.0, baseline_mb=42.0),
     ]
-    preds = {p["workers"]: p for p in P.predict(est, runs, [1, 2, 3, 8])}
+    preds = {p["workers"]: p for p in prediction.predict(est, runs, [1, 2, 3, 8])}
     # 1 worker: overhead of the 1-worker runs (median 0.6; low 0.5, high 0.7); either way
     assert preds[1]["wall_s"] == preds[1]["wall_scheduled_s"] == pytest.approx(10.6)
     assert preds[1]["wall_low_s"] == preds[1]["wall_scheduled_low_s"] == pytest.approx(9.5)
@@ -155,22 +155,22 @@ def test_predict_adds_overhead_of_the_nearest_worker_count_and_concurrent_peak()
     }
 
 
-def _run(workers: int, peaks: tuple, base: float = 40.0) -> P.RunStats:
-    return P.RunStats(workers, 10.0, 9.0, baseline_mb=base, worker_peaks_mb=peaks)
+def _run(workers: int, peaks: tuple, base: float = 40.0) -> prediction.RunStats:
+    return prediction.RunStats(workers, 10.0, 9.0, baseline_mb=base, worker_peaks_mb=peaks)
 
 
 def test_worker_peak_from_worker_high_waters():
     runs = [_run(2, (300.0, 100.0)), _run(2, (120.0, 280.0))]
     # largest growth: median of 260, 240 = 250; the other worker's: median of 60, 80 = 70
-    assert P.worker_peak(runs, 2, 40.0, [200.0]) == 80.0 + 250.0 + 70.0
-    assert P.worker_peak(runs, 4, 40.0, [200.0]) == 160.0 + 250.0 + 3 * 70.0
-    assert P.worker_peak(runs, 1, 40.0, []) == 40.0 + 250.0  # the nearest count: 2
+    assert prediction.worker_peak(runs, 2, 40.0, [200.0]) == 80.0 + 250.0 + 70.0
+    assert prediction.worker_peak(runs, 4, 40.0, [200.0]) == 160.0 + 250.0 + 3 * 70.0
+    assert prediction.worker_peak(runs, 1, 40.0, []) == 40.0 + 250.0  # the nearest count: 2
     # never below the heaviest test's own peak
-    assert P.worker_peak(runs, 2, 40.0, [400.0, None]) == 80.0 + 360.0 + 70.0
+    assert prediction.worker_peak(runs, 2, 40.0, [400.0, None]) == 80.0 + 360.0 + 70.0
     # a run's growth is above its own baseline; n x the baseline of all runs
     runs = [_run(2, (300.0, 100.0), base=50.0), _run(2, (300.0, 100.0), base=30.0)]
-    assert P.worker_peak(runs, 2, 40.0, []) == 80.0 + 260.0 + 60.0
-    assert P.worker_peak([P.RunStats(2, 1.0, 1.0, 40.0)], 2, 40.0, [90.0]) is None
+    assert prediction.worker_peak(runs, 2, 40.0, []) == 80.0 + 260.0 + 60.0
+    assert prediction.worker_peak([prediction.RunStats(2, 1.0, 1.0, 40.0)], 2, 40.0, [90.0]) is None
 
 
 def test_worker_peak_other_workers_from_multi_worker_runs_else_test_median():
@@ -178,31 +178,31 @@ def test_worker_peak_other_workers_from_multi_worker_runs_else_test_median():
     tests = [150.0, 50.0, 60.0, None]
     # largest: median of 200, 220; serial only: the others hold what the one process held at
     # a typical test (the median test peak 60 - 40)
-    assert P.worker_peak(serial, 2, 40.0, tests) == 80.0 + 210.0 + 20.0
-    assert P.worker_peak(serial, 1, 40.0, tests) == 40.0 + 210.0
+    assert prediction.worker_peak(serial, 2, 40.0, tests) == 80.0 + 210.0 + 20.0
+    assert prediction.worker_peak(serial, 1, 40.0, tests) == 40.0 + 210.0
     # a 4-worker run tells the others' growth (median of 40, 30, 20); the largest comes from
     # the nearest count: 1 for 2 workers, 4 (growth 160) for 3 and 4 workers
     four = _run(4, (200.0, 80.0, 70.0, 60.0))
-    assert P.worker_peak([*serial, four], 2, 40.0, tests) == 80.0 + 210.0 + 30.0
-    assert P.worker_peak([*serial, four], 3, 40.0, tests) == 120.0 + 160.0 + 2 * 30.0
-    assert P.worker_peak([*serial, four], 4, 40.0, tests) == 160.0 + 160.0 + 3 * 30.0
+    assert prediction.worker_peak([*serial, four], 2, 40.0, tests) == 80.0 + 210.0 + 30.0
+    assert prediction.worker_peak([*serial, four], 3, 40.0, tests) == 120.0 + 160.0 + 2 * 30.0
+    assert prediction.worker_peak([*serial, four], 4, 40.0, tests) == 160.0 + 160.0 + 3 * 30.0
 
 
 def test_predict_peak_counts_memory_left_on_one_worker_once():
     """A worker keeps what a heavy test left: its later tests all report ~290 MB. The n
     largest test peaks would count that worker n times; its high-water counts it once."""
-    est = [P.Estimate("big::t", 1.0, 1.0, 1.0, 293.0, True)]
-    est += [P.Estimate(f"after::t{i}", 0.1, 0.1, 0.1, 290.0 - i, True) for i in range(5)]
-    est += [P.Estimate(f"other::t{i}", 0.1, 0.1, 0.1, 150.0 + i, True) for i in range(5)]
+    est = [prediction.Estimate("big::t", 1.0, 1.0, 1.0, 293.0, True)]
+    est += [prediction.Estimate(f"after::t{i}", 0.1, 0.1, 0.1, 290.0 - i, True) for i in range(5)]
+    est += [prediction.Estimate(f"other::t{i}", 0.1, 0.1, 0.1, 150.0 + i, True) for i in range(5)]
     runs = [_run(2, (293.0, 170.0), base=107.0), _run(2, (291.0, 172.0), base=107.0)]
-    (p,) = P.predict(est, runs, [2])
+    (p,) = prediction.predict(est, runs, [2])
     assert p["peak_mb"] == 214.0 + 186.0 + 64.0
-    assert P.concurrent_peak([e.peak_mb for e in est], 2, 107.0) == 214.0 + 186.0 + 183.0
+    assert prediction.concurrent_peak([e.peak_mb for e in est], 2, 107.0) == 214.0 + 186.0 + 183.0
 
 
 def test_predict_without_run_facts_has_no_overhead_and_zero_baseline():
-    est = [P.Estimate("a::1", 1.0, 1.0, 1.0, 30.0, True)]
-    (p,) = P.predict(est, [], [2])
+    est = [prediction.Estimate("a::1", 1.0, 1.0, 1.0, 30.0, True)]
+    (p,) = prediction.predict(est, [], [2])
     assert p["wall_s"] == p["wall_scheduled_s"] == 1.0 and p["peak_mb"] == 30.0
 
 
@@ -213,14 +213,14 @@ def test_recommend_fastest_under_budget():
         {"workers": 4, "wall_s": 4.0, "peak_mb": 400.0},
         {"workers": 8, "wall_s": 4.0, "peak_mb": 800.0},
     ]
-    assert P.recommend(preds, None) == (4, True)  # a tie goes to fewer workers
-    assert P.recommend(preds, 399.0) == (2, True)
-    assert P.recommend(preds, 400.0) == (4, True)
-    assert P.recommend(preds, 50.0) == (1, False)
+    assert prediction.recommend(preds, None) == (4, True)  # a tie goes to fewer workers
+    assert prediction.recommend(preds, 399.0) == (2, True)
+    assert prediction.recommend(preds, 400.0) == (4, True)
+    assert prediction.recommend(preds, 50.0) == (1, False)
     for p, sched in zip(preds, (10.0, 4.0, 5.0, 5.0)):
         p["wall_scheduled_s"] = sched
-    assert P.recommend(preds, None, "wall_scheduled_s") == (2, True)
-    assert P.recommend(preds, 150.0, "wall_scheduled_s") == (1, True)
+    assert prediction.recommend(preds, None, "wall_scheduled_s") == (2, True)
+    assert prediction.recommend(preds, 150.0, "wall_scheduled_s") == (1, True)
 
 
 @pytest.mark.parametrize(
@@ -228,23 +228,23 @@ def test_recommend_fastest_under_budget():
     [("8G", 8192.0), ("512M", 512.0), ("1.5GiB", 1536.0), ("2048k", 2.0), ("1t", 1048576.0)],
 )
 def test_parse_size(text, mb):
-    assert P.parse_size(text) == mb
+    assert prediction.parse_size(text) == mb
 
 
 @pytest.mark.parametrize("text", ["8", "", "G", "-1G", "0M", "8X", "8 GBs"])
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):
-        P.parse_size(text)
+        prediction.parse_size(text)
 
 
 def test_parse_workers_and_auto():
-    assert P.parse_workers("8,1, 2,2") == [1, 2, 8]
+    assert prediction.parse_workers("8,1, 2,2") == [1, 2, 8]
     for bad in ("0", "a", "1,,2", "-1"):
         with pytest.raises(ValueError):
-            P.parse_workers(bad)
-    assert P.auto_workers(1) == [1]
-    assert P.auto_workers(2) == [1, 2]
-    assert P.auto_workers(12) == [1, 2, 4, 8, 12]
+            prediction.parse_workers(bad)
+    assert prediction.auto_workers(1) == [1]
+    assert prediction.auto_workers(2) == [1, 2]
+    assert prediction.auto_workers(12) == [1, 2, 4, 8, 12]
 
 
 def test_parse_nodeids_as_collect_only_prints_them():
@@ -255,7 +255,10 @@ def test_parse_nodeids_as_collect_only_prints_them():
         "\n"
         "2 tests collected in 0.01s\n"
     )
-    assert P.parse_nodeids(text) == ["t/test_a.py::test_one", "t/test_a.py::TestC::test_two[x-1]"]
+    assert prediction.parse_nodeids(text) == [
+        "t/test_a.py::test_one",
+        "t/test_a.py::TestC::test_two[x-1]",
+    ]
 
 
 # --------------------------------------------------------------------------- the command
@@ -562,6 +565,6 @@ def test_xdist_simulation_matches_a_real_plain_run(run_perf, pytester):
     for t in tests.values():
         busy[t["worker"]] = busy.get(t["worker"], 0.0) + t["duration"]
     durs = [tests[n]["duration"] for n in order]
-    simulated = max(P.xdist_load(durs, 2))
+    simulated = max(prediction.xdist_load(durs, 2))
     assert abs(simulated - max(busy.values())) <= 0.15, (simulated, busy)
-    assert max(busy.values()) - max(P.lpt(durs, 2)) > 0.15, busy
+    assert max(busy.values()) - max(prediction.lpt(durs, 2)) > 0.15, busy

@@ -15,10 +15,9 @@ import time
 
 import pytest
 from helpers import RUN_TIMEOUT, XDIST_ENDS, Run, inner_addopts, need_history, validate
-from pytest_perfmon.monitor import profile as PR
-from pytest_perfmon.monitor import profile_view as PV
+from pytest_perfmon.monitor import profile, profile_view
 
-PY_SPY = PR.find_sampler()
+PY_SPY = profile.find_sampler()
 
 SUITE = """
     import time
@@ -105,7 +104,7 @@ def test_slow_test_profiled_in_its_function_quick_test_not(xdist, tmp_path, brow
     assert warnings_of(r) == [], r.text
     block = r.report["session"]["profile"]
     assert block["path"] == str(tmp_path / "perf.profiles.json")
-    assert (block["mode"], block["over"], block["rate"]) == ("slow", 1.0, PR.RATE)
+    assert (block["mode"], block["over"], block["rate"]) == ("slow", 1.0, profile.RATE)
     doc = profiles(r)
     by_id = {t["nodeid"].rsplit("::", 1)[-1]: t for t in doc["tests"]}
     assert set(by_id) == {"test_slow", "test_slow_fails"}, r.text  # the quick test: none
@@ -114,8 +113,8 @@ def test_slow_test_profiled_in_its_function_quick_test_not(xdist, tmp_path, brow
         assert t["worker"] == ("main" if not xdist else t["worker"])
         # sampled from its start, even as the first test of its process: the process's ready
         # waits for its py-spy (samples are counted by time, however late py-spy runs)
-        assert t["samples"] >= 0.9 * t["duration"] * PR.RATE, (t["samples"], t["duration"])
-        top = PR.functions(t["stacks"])
+        assert t["samples"] >= 0.9 * t["duration"] * profile.RATE, (t["samples"], t["duration"])
+        top = profile.functions(t["stacks"])
         assert (top[0].function, top[0].file) == ("spin_here", "test_suite.py"), top[:3]
         assert top[0].self_samples > t["samples"] / 2, top[:3]
         # under its caller; a sample at either boundary may be the neighbour test's (a stack
@@ -197,7 +196,7 @@ def test_all_keeps_a_short_test_and_over_moves_the_bar(tmp_path):
     r = run(tmp_path, "--perf-profile", "all")
     assert r.ret == 0, r.text
     (t,) = profiles(r)["tests"]
-    assert PR.hottest(t["stacks"])["function"] == "wait_here", t  # idle samples are kept
+    assert profile.hottest(t["stacks"])["function"] == "wait_here", t  # idle samples are kept
     r = run(tmp_path, "--perf-profile", "slow", "--perf-profile-over", "0.2")
     kept = profiles(r)["tests"]
     assert [t["nodeid"] for t in kept] == ["test_short.py::test_short"], (kept, r.text)
@@ -325,30 +324,30 @@ def test_bad_ini_value_is_a_usage_error(pytester):
 
 
 def test_frames_split_with_windows_paths_and_without_lines():
-    assert PR.split_frame(r"C:\src\t.py:f:12") == (r"C:\src\t.py", "f", 12)
-    assert PR.split_frame("t.py:Cls.m") == ("t.py", "Cls.m", None)
+    assert profile.split_frame(r"C:\src\t.py:f:12") == (r"C:\src\t.py", "f", 12)
+    assert profile.split_frame("t.py:Cls.m") == ("t.py", "Cls.m", None)
     stacks = {"t.py:test:3;t.py:a:5": 6, "t.py:test:3;t.py:a:6;t.py:b:9": 3, "t.py:test:4": 1}
-    fs = {f.function: f for f in PR.functions(stacks)}
+    fs = {f.function: f for f in profile.functions(stacks)}
     assert (fs["a"].self_samples, fs["a"].total_samples, fs["a"].line) == (6, 9, 5)
     assert (fs["test"].self_samples, fs["test"].total_samples) == (1, 10)
-    assert PR.hottest(stacks) == {"function": "a", "file": "t.py", "line": 5, "share": 0.6}
+    assert profile.hottest(stacks) == {"function": "a", "file": "t.py", "line": 5, "share": 0.6}
 
 
 def test_cut_counts_the_samples_inside_the_test():
-    s = [PR.Stretch(10.0, 10.5, ("a",)), PR.Stretch(10.5, 12.0, ("b",))]
-    assert PR.cut(
+    s = [profile.Stretch(10.0, 10.5, ("a",)), profile.Stretch(10.5, 12.0, ("b",))]
+    assert profile.cut(
         s,
         10.2,
         11.0,
     ) == {"a": 30, "b": 50}
-    assert PR.cut(s, 12.0, 13.0) == {}
+    assert profile.cut(s, 12.0, 13.0) == {}
 
 
 def test_profile_of_a_report_without_profiles_is_one_line(tmp_path):
     report = tmp_path / "r.json"
     report.write_text(json.dumps({"session": {}, "tests": {}}), encoding="utf-8")
-    with pytest.raises(PV.ReportError, match="no profiles in this report"):
-        PV.profiles_of(str(report))
+    with pytest.raises(profile_view.ReportError, match="no profiles in this report"):
+        profile_view.profiles_of(str(report))
 
 
 @pytest.mark.slow
@@ -359,14 +358,14 @@ def test_slow_with_history_keeps_a_test_well_over_its_median(tmp_path):
     body = "import time\n\ndef wait_here():\n    time.sleep({})\n\ndef test_h():\n    wait_here()\n"
     db = str(tmp_path / "h.db")
     test.write_text(body.format(0.02), encoding="utf-8")
-    for _ in range(PR.HISTORY_MIN):
+    for _ in range(profile.HISTORY_MIN):
         assert run(tmp_path, "--perf-history", db).ret == 0
     test.write_text(body.format(0.5), encoding="utf-8")  # under the 1 s of --perf-profile-over
     r = run(tmp_path, "--perf-history", db, "--perf-profile", "slow")
     assert r.ret == 0, r.text
     assert warnings_of(r) == [], r.text
     (t,) = profiles(r)["tests"]
-    assert PR.hottest(t["stacks"])["function"] == "wait_here"
+    assert profile.hottest(t["stacks"])["function"] == "wait_here"
     r = run(tmp_path, "--perf-profile", "slow")  # the same without the history: not kept
     assert profiles(r)["tests"] == []
 
@@ -379,9 +378,9 @@ def test_trace_read_event_by_event_in_small_chunks(tmp_path):
     path = tmp_path / "t.json"
     path.write_text(json.dumps(events) + "\n", encoding="utf-8")
     for chunk in (1, 7, 1 << 20):
-        assert list(PR.iter_events(str(path), chunk)) == events
+        assert list(profile.iter_events(str(path), chunk)) == events
     path.write_text(json.dumps(events)[:-40], encoding="utf-8")
     with pytest.raises(ValueError, match="ends early"):
-        list(PR.iter_events(str(path), 64))
+        list(profile.iter_events(str(path), 64))
     path.write_text("[]", encoding="utf-8")
-    assert list(PR.iter_events(str(path))) == []
+    assert list(profile.iter_events(str(path))) == []

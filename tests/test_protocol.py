@@ -8,17 +8,16 @@ import os
 
 import pytest
 from helpers import MB, record
-from pytest_perfmon.monitor import protocol as P
-from pytest_perfmon.monitor import server
+from pytest_perfmon.monitor import protocol, server
+from pytest_perfmon.monitor.collector import Monitor
 from pytest_perfmon.monitor.daemon.core import Daemon
-from pytest_perfmon.monitor.monitor import Monitor
 
 
 def wire(kind: str, body):
     """What a collector sees of a message: packed, unpacked, parsed."""
-    got_kind, got_body = P.unpack(P.pack(kind, body))
+    got_kind, got_body = protocol.unpack(protocol.pack(kind, body))
     assert got_kind == kind
-    return P.PARSERS[kind](got_body)
+    return protocol.PARSERS[kind](got_body)
 
 
 def test_hello_round_trip():
@@ -31,33 +30,33 @@ def test_hello_round_trip():
         "python": "3.12.1",
         "system_info": False,
     }
-    h = wire(P.HELLO, body)
-    assert h == P.Hello(
+    h = wire(protocol.HELLO, body)
+    assert h == protocol.Hello(
         "worker", os.getpid(), "gw3", "0123abcd" * 4, body["methods"], "3.12.1", False
     )
     # the controller's hello carries no worker; an old client no role
-    h = wire(P.HELLO, {"session": "s1", "role": "controller", "pid": 7})
+    h = wire(protocol.HELLO, {"session": "s1", "role": "controller", "pid": 7})
     assert (h.role, h.worker, h.methods, h.python) == (
         "controller",
         "main",
         {"rss": False, "peak": False},
         None,
     )
-    assert wire(P.HELLO, {"pid": 7}).role == "local"
+    assert wire(protocol.HELLO, {"pid": 7}).role == "local"
 
 
 def test_batch_round_trip_decodes_node_ids_and_counts_rejects():
     good = record(b"t.py::test_\xff")
-    b = wire(P.BATCH, [3, [good, record(7), ["short"], record(b"t.py::test_y")]])
+    b = wire(protocol.BATCH, [3, [good, record(7), ["short"], record(b"t.py::test_y")]])
     assert b.seq == 3 and b.rejected == 2
-    assert [r[P.NODEID] for r in b.records] == ["t.py::test_\\xff", "t.py::test_y"]
-    assert b.records[0][P.RSS_PEAK] == 2 * MB
+    assert [r[protocol.NODEID] for r in b.records] == ["t.py::test_\\xff", "t.py::test_y"]
+    assert b.records[0][protocol.RSS_PEAK] == 2 * MB
 
 
 def test_crash_round_trip():
     body = {"nodeid": b"t.py::test_boom", "worker": "gw1", "time": 5.0, "start": 4.0}
     body["recent"] = [record(b"t.py::test_before"), "junk"]
-    c = wire(P.CRASH, body)
+    c = wire(protocol.CRASH, body)
     assert (c.nodeid, c.worker, c.time, c.start, c.rejected) == (
         "t.py::test_boom",
         "gw1",
@@ -65,13 +64,13 @@ def test_crash_round_trip():
         4.0,
         1,
     )
-    assert [r[P.NODEID] for r in c.recent] == ["t.py::test_before"]
-    c = wire(P.CRASH, {"nodeid": "t.py::x", "worker": None, "start": None})
+    assert [r[protocol.NODEID] for r in c.recent] == ["t.py::test_before"]
+    c = wire(protocol.CRASH, {"nodeid": "t.py::x", "worker": None, "start": None})
     assert (c.worker, c.time, c.start, c.recent) == (None, None, None, [])
 
 
 def test_bye_finish_status_stop_round_trip():
-    assert wire(P.BYE, {"sent": 12}) == P.Bye(12)
+    assert wire(protocol.BYE, {"sent": 12}) == protocol.Bye(12)
     body = {
         "session": "abc",
         "start": 1.5,
@@ -83,102 +82,102 @@ def test_bye_finish_status_stop_round_trip():
         "system_info": True,
         "records_dropped": 4,
     }
-    f = wire(P.FINISH, body)
-    assert f == P.Finish("abc", 1.5, 2.5, 1, "8.3.0", ["w1", "w2"], "/tmp/x.json", True, 4)
+    f = wire(protocol.FINISH, body)
+    assert f == protocol.Finish("abc", 1.5, 2.5, 1, "8.3.0", ["w1", "w2"], "/tmp/x.json", True, 4)
     assert f.as_session()["exit_status"] == 1 and "session" in f.as_session()
-    empty = wire(P.FINISH, {})
+    empty = wire(protocol.FINISH, {})
     assert empty.records_dropped == 0 and empty.as_session() == {
         "warnings": [],
         "records_dropped": 0,
     }
-    assert wire(P.STATUS, None) is None and wire(P.STOP_KIND, None) is None
+    assert wire(protocol.STATUS, None) is None and wire(protocol.STOP_KIND, None) is None
 
 
 def test_every_client_kind_has_a_parser_and_a_handler():
-    assert set(P.PARSERS) == set(P.CLIENT_KINDS)
-    assert set(Daemon.KINDS) == set(P.CLIENT_KINDS)
-    assert Monitor.KINDS <= set(P.CLIENT_KINDS + P.REMOTE_KINDS)
-    for kind in P.CLIENT_KINDS:
+    assert set(protocol.PARSERS) == set(protocol.CLIENT_KINDS)
+    assert set(Daemon.KINDS) == set(protocol.CLIENT_KINDS)
+    assert Monitor.KINDS <= set(protocol.CLIENT_KINDS + protocol.REMOTE_KINDS)
+    for kind in protocol.CLIENT_KINDS:
         assert callable(getattr(Daemon, server.METHODS[kind]))
     for kind in Monitor.KINDS:
         assert callable(getattr(Monitor, server.METHODS[kind]))
 
 
 BAD = [
-    (P.HELLO, [1, 2]),
-    (P.HELLO, {"pid": "1"}),
-    (P.HELLO, {"pid": True}),
-    (P.HELLO, {"pid": 1, "role": "admin"}),
-    (P.HELLO, {"pid": 1, "worker": ["gw0"]}),
-    (P.HELLO, {"pid": 1, "worker": "x" * 201}),
-    (P.HELLO, {"pid": 1, "session": "a b"}),
-    (P.HELLO, {"pid": 1, "methods": [1]}),
-    (P.HELLO, {"pid": 1, "python": 3.12}),
-    (P.BATCH, {"seq": 0}),
-    (P.BATCH, [0, {}]),
-    (P.BATCH, ["0", []]),
-    (P.BATCH, [-1, []]),
-    (P.BATCH, [2**40, []]),
-    (P.CRASH, {"nodeid": None}),
-    (P.CRASH, {"nodeid": "x", "worker": ["gw0"]}),  # this one used to kill the monitor
-    (P.CRASH, {"nodeid": "x", "worker": {"a": 1}}),
-    (P.CRASH, {"nodeid": "x", "time": math.nan}),
-    (P.CRASH, {"nodeid": "x", "start": math.inf}),
-    (P.CRASH, {"nodeid": "x", "recent": {"a": 1}}),
-    (P.BYE, {"sent": -1}),
-    (P.BYE, {"sent": 1.0}),
-    (P.BYE, [3]),
-    (P.FINISH, [1]),
-    (P.FINISH, {"exit_status": "1"}),
-    (P.FINISH, {"start": math.nan}),
-    (P.FINISH, {"output": 7}),
-    (P.FINISH, {"output": "/a\0b"}),
-    (P.FINISH, {"warnings": "w"}),
-    (P.FINISH, {"records_dropped": -1}),
-    (P.FINISH, {"system_info": 1}),
-    (P.STATUS, [1]),
-    (P.STOP_KIND, "now"),
+    (protocol.HELLO, [1, 2]),
+    (protocol.HELLO, {"pid": "1"}),
+    (protocol.HELLO, {"pid": True}),
+    (protocol.HELLO, {"pid": 1, "role": "admin"}),
+    (protocol.HELLO, {"pid": 1, "worker": ["gw0"]}),
+    (protocol.HELLO, {"pid": 1, "worker": "x" * 201}),
+    (protocol.HELLO, {"pid": 1, "session": "a b"}),
+    (protocol.HELLO, {"pid": 1, "methods": [1]}),
+    (protocol.HELLO, {"pid": 1, "python": 3.12}),
+    (protocol.BATCH, {"seq": 0}),
+    (protocol.BATCH, [0, {}]),
+    (protocol.BATCH, ["0", []]),
+    (protocol.BATCH, [-1, []]),
+    (protocol.BATCH, [2**40, []]),
+    (protocol.CRASH, {"nodeid": None}),
+    (protocol.CRASH, {"nodeid": "x", "worker": ["gw0"]}),  # this one used to kill the monitor
+    (protocol.CRASH, {"nodeid": "x", "worker": {"a": 1}}),
+    (protocol.CRASH, {"nodeid": "x", "time": math.nan}),
+    (protocol.CRASH, {"nodeid": "x", "start": math.inf}),
+    (protocol.CRASH, {"nodeid": "x", "recent": {"a": 1}}),
+    (protocol.BYE, {"sent": -1}),
+    (protocol.BYE, {"sent": 1.0}),
+    (protocol.BYE, [3]),
+    (protocol.FINISH, [1]),
+    (protocol.FINISH, {"exit_status": "1"}),
+    (protocol.FINISH, {"start": math.nan}),
+    (protocol.FINISH, {"output": 7}),
+    (protocol.FINISH, {"output": "/a\0b"}),
+    (protocol.FINISH, {"warnings": "w"}),
+    (protocol.FINISH, {"records_dropped": -1}),
+    (protocol.FINISH, {"system_info": 1}),
+    (protocol.STATUS, [1]),
+    (protocol.STOP_KIND, "now"),
 ]
 
 
 @pytest.mark.parametrize("kind,body", BAD, ids=[f"{k}-{i}" for i, (k, _) in enumerate(BAD)])
 def test_bad_bodies_are_field_errors(kind, body):
-    with pytest.raises(P.ProtocolError) as err:
+    with pytest.raises(protocol.ProtocolError) as err:
         wire(kind, body)
-    assert err.value.code == P.E_FIELD
+    assert err.value.code == protocol.E_FIELD
 
 
 @pytest.mark.parametrize(
     "field,value",
     [
-        (P.START, math.nan),
-        (P.STOP, math.inf),
-        (P.CPU, -1.0),
-        (P.RSS_PEAK, "big"),
-        (P.OUTCOME, "crashed"),
-        (P.WALL, True),
+        (protocol.START, math.nan),
+        (protocol.STOP, math.inf),
+        (protocol.CPU, -1.0),
+        (protocol.RSS_PEAK, "big"),
+        (protocol.OUTCOME, "crashed"),
+        (protocol.WALL, True),
     ],
 )
 def test_record_fields_checked_by_name(field, value):
     rec = record()
     rec[field] = value
-    with pytest.raises(P.ProtocolError) as err:
-        P.check_record(rec)
-    assert err.value.code == P.E_FIELD
+    with pytest.raises(protocol.ProtocolError) as err:
+        protocol.check_record(rec)
+    assert err.value.code == protocol.E_FIELD
 
 
 def test_unpack_errors():
     for frame, code in [
-        (b"\xc1", P.E_MALFORMED),
-        (P.pack("x")[:-1], P.E_MALFORMED),
-        (b"\x93\x02\xa1x\xc0", P.E_VERSION),
-        (b"\x93\xc3\xa1x\xc0", P.E_VERSION),  # True is not version 1
-        (b"\x93\x01\x05\xc0", P.E_MALFORMED),  # kind not a string
-        (b"\x92\x01\xa1x", P.E_MALFORMED),
-        (b"\x00" * (P.MAX_FRAME + 1), P.E_TOO_LARGE),
+        (b"\xc1", protocol.E_MALFORMED),
+        (protocol.pack("x")[:-1], protocol.E_MALFORMED),
+        (b"\x93\x02\xa1x\xc0", protocol.E_VERSION),
+        (b"\x93\xc3\xa1x\xc0", protocol.E_VERSION),  # True is not version 1
+        (b"\x93\x01\x05\xc0", protocol.E_MALFORMED),  # kind not a string
+        (b"\x92\x01\xa1x", protocol.E_MALFORMED),
+        (b"\x00" * (protocol.MAX_FRAME + 1), protocol.E_TOO_LARGE),
     ]:
-        with pytest.raises(P.ProtocolError) as err:
-            P.unpack(frame)
+        with pytest.raises(protocol.ProtocolError) as err:
+            protocol.unpack(frame)
         assert err.value.code == code, frame[:10]
 
 

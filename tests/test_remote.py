@@ -360,18 +360,18 @@ def test_listen_endpoint():
     ],
 )
 def test_bad_samples_are_refused(body):
-    from pytest_perfmon.monitor import protocol as P
+    from pytest_perfmon.monitor import protocol
 
-    with pytest.raises(P.ProtocolError):
-        P.parse_samples(body)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_samples(body)
 
 
 def test_handback_needs_a_host():
-    from pytest_perfmon.monitor import protocol as P
+    from pytest_perfmon.monitor import protocol
 
-    with pytest.raises(P.ProtocolError):
-        P.parse_handback({"worker": "gw0", "records": []})
-    h = P.parse_handback({"worker": "gw0", "host": "far", "records": [[1]], "pid": 3})
+    with pytest.raises(protocol.ProtocolError):
+        protocol.parse_handback({"worker": "gw0", "records": []})
+    h = protocol.parse_handback({"worker": "gw0", "host": "far", "records": [[1]], "pid": 3})
     assert (h.worker, h.host, h.pid, h.records, h.rejected) == ("gw0", "far", 3, [], 1)
 
 
@@ -418,14 +418,14 @@ def test_memory_budget_holds_per_host():
     """--perf-max-memory: each host's workers share the budget, not every worker of the run."""
     from types import SimpleNamespace
 
-    from pytest_perfmon import _plan
-    from pytest_perfmon import _schedule as S
+    from pytest_perfmon import _schedule as schedule
+    from pytest_perfmon import _schedule_inputs
     from sched_sim import Sim
 
     durs = [0.05] * 20 + [0.5] * 4
     extras = [5.0] * 20 + [400.0] * 4
     ids = [f"t.py::test_{i}" for i in range(len(durs))]
-    plan = _plan.Plan(durs, extras, 100.0, 0, "test")
+    plan = _schedule_inputs.Plan(durs, extras, 100.0, 0, "test")
     said: list = []
 
     class Inner:
@@ -434,7 +434,7 @@ def test_memory_budget_holds_per_host():
         def __getattr__(self, name):
             return lambda *a: None
 
-    sched = S.PerfScheduling(4, "load", Inner(), lambda _: plan, 700.0, said.append)
+    sched = schedule.PerfScheduling(4, "load", Inner(), lambda _: plan, 700.0, said.append)
     sim = Sim(sched, ids, durs, extras)
     add = sim.add_node
     specs = ["popen", "popen", "socket=10.0.0.2:8888", "socket=10.0.0.2:8888"]
@@ -451,7 +451,10 @@ def test_memory_budget_holds_per_host():
     assert sorted(sim.completed) == list(range(len(durs)))
     assert not said, said  # 2 x 100 MB + one 400 MB test fits each host's 700 MB
     heavy = [
-        (S.host_of(n), start, end) for n in sim.nodes for i, start, end in n.ran if extras[i] > 100
+        (schedule.host_of(n), start, end)
+        for n in sim.nodes
+        for i, start, end in n.ran
+        if extras[i] > 100
     ]
     for host, start, end in heavy:  # never two heavy tests at once on one host ...
         same = [h for h, s, e in heavy if h == host and s < end and e > start]

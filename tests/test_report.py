@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import jsonschema
 import pytest
-from pytest_perfmon.monitor import analysis
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import analysis, protocol
 from pytest_perfmon.monitor.report import MB, RunData, Worker, build, load_schema
 from pytest_perfmon.monitor.schema import first_problem
 from pytest_perfmon.monitor.summary import summarize
@@ -16,13 +15,13 @@ INTERVAL = 0.05
 
 
 def record(nodeid, start, stop, rss0=None, peak=None, rss1=None, outcome="passed", cpu=None):
-    rec = [None] * P.N_FIELDS
-    rec[P.NODEID] = nodeid
-    rec[P.START], rec[P.STOP] = T0 + start, T0 + stop
-    rec[P.SETUP], rec[P.CALL], rec[P.TEARDOWN] = 0.0, stop - start, 0.0
-    rec[P.OUTCOME] = outcome
-    rec[P.RSS_START], rec[P.RSS_PEAK], rec[P.RSS_END] = rss0, peak, rss1
-    rec[P.CPU], rec[P.WALL] = cpu, (None if cpu is None else stop - start)
+    rec = [None] * protocol.N_FIELDS
+    rec[protocol.NODEID] = nodeid
+    rec[protocol.START], rec[protocol.STOP] = T0 + start, T0 + stop
+    rec[protocol.SETUP], rec[protocol.CALL], rec[protocol.TEARDOWN] = 0.0, stop - start, 0.0
+    rec[protocol.OUTCOME] = outcome
+    rec[protocol.RSS_START], rec[protocol.RSS_PEAK], rec[protocol.RSS_END] = rss0, peak, rss1
+    rec[protocol.CPU], rec[protocol.WALL] = cpu, (None if cpu is None else stop - start)
     return rec
 
 
@@ -108,7 +107,7 @@ def test_dist_each_keeps_every_execution():
             for j, n in enumerate("ab")
         ]
         workers.append(Worker(wid, 10 + i, T0, records=recs))
-    workers[1].records[0][P.OUTCOME] = "failed"
+    workers[1].records[0][protocol.OUTCOME] = "failed"
     workers[0].records.append(record("t.py::only_here", 5.0, 5.5))
     report = make(workers, methods={"rss": True, "peak": True})
     tests = report["tests"]
@@ -131,8 +130,8 @@ def test_rerun_attempts_of_one_protocol_call():
     """pytest-rerunfailures: the attempts the plugin put in EXTRA become executions; the
     entry's times are their sums and its outcome the last attempt's."""
     rec = record("t.py::flaky", 0.0, 0.3)
-    rec[P.SETUP], rec[P.CALL], rec[P.TEARDOWN] = 0.01, 0.1, 0.0
-    rec[P.EXTRA] = {
+    rec[protocol.SETUP], rec[protocol.CALL], rec[protocol.TEARDOWN] = 0.01, 0.1, 0.0
+    rec[protocol.EXTRA] = {
         "attempts": [
             ["rerun", 0.01, 0.1, 0.0, T0],
             ["rerun", 0.01, 0.05, 0.0, T0 + 0.11],
@@ -149,7 +148,7 @@ def test_rerun_attempts_of_one_protocol_call():
 
 def test_subtests_counted():
     rec = record("t.py::sub", 0.0, 0.3, outcome="failed")
-    rec[P.EXTRA] = {"subtests": [2, 1, 0]}
+    rec[protocol.EXTRA] = {"subtests": [2, 1, 0]}
     t = make([Worker("main", 1, T0, records=[rec])])["tests"]["t.py::sub"]
     assert t["subtests"] == {"passed": 2, "failed": 1, "skipped": 0}
     assert t["outcome"] == "failed"
@@ -244,17 +243,24 @@ def test_merge_is_associative_and_valid():
 
 
 def test_record_positions_agree_with_the_protocol():
-    from pytest_perfmon.monitor import record as R
+    from pytest_perfmon.monitor import record as record_layout
 
-    assert R.RECORD_FIELDS == P.RECORD_FIELDS and R.N_FIELDS == P.N_FIELDS
-    for name in R.RECORD_FIELDS:
-        assert getattr(R, name.upper()) == getattr(P, name.upper()) == R.RECORD_FIELDS.index(name)
+    assert (
+        record_layout.RECORD_FIELDS == protocol.RECORD_FIELDS
+        and record_layout.N_FIELDS == protocol.N_FIELDS
+    )
+    for name in record_layout.RECORD_FIELDS:
+        assert (
+            getattr(record_layout, name.upper())
+            == getattr(protocol, name.upper())
+            == record_layout.RECORD_FIELDS.index(name)
+        )
 
 
 def test_concurrent_peak_names_the_running_test_of_each_worker():
     rec = record("t.py::a", 0.0, 1.0)
-    rec[P.TEARDOWN] = None
-    rec[P.CALL] = 0.9  # durations end at 0.9; the record (the test's protocol) at 1.0
+    rec[protocol.TEARDOWN] = None
+    rec[protocol.CALL] = 0.9  # durations end at 0.9; the record (the test's protocol) at 1.0
     w0 = Worker("gw0", 1, T0, records=[rec])
     w1 = Worker("gw1", 2, T0, records=[record("t.py::b", 0.0, 0.5), record("t.py::c", 1.5, 2)])
     data = RunData(sample_interval=INTERVAL)
@@ -277,7 +283,7 @@ def test_extra_figures_that_are_not_finite_amounts_never_reach_the_report(bad):
 
     rec = record("t.py::a", 0.0, 0.5, 100, 300, 200, cpu=0.25)
     limit = {"metric": "call", "limit": bad, "value": bad, "action": "fail", "how": "x"}
-    rec[P.EXTRA] = {
+    rec[protocol.EXTRA] = {
         "children_cpu": bad,
         "shared_setup": bad,
         "limits": [limit],

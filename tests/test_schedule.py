@@ -13,9 +13,9 @@ import pytest
 from helpers import need_history, shared_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pytest_perfmon import _schedule as S
-from pytest_perfmon._plan import Plan, PlanError, make_plan, report_data
-from pytest_perfmon.monitor import predict as P
+from pytest_perfmon import _schedule as schedule
+from pytest_perfmon._schedule_inputs import Plan, PlanError, make_plan, report_data
+from pytest_perfmon.monitor import predict as prediction
 from sched_sim import Sim
 
 xdist_scheduler = pytest.importorskip("xdist.scheduler", reason="pytest-xdist is a test dependency")
@@ -36,7 +36,7 @@ def _sched(collection, plan, dist="load", budget=None, workers=2, said=None):
         return plan
 
     inner = Inner()
-    return S.PerfScheduling(workers, dist, inner, planner, budget, said.append), said
+    return schedule.PerfScheduling(workers, dist, inner, planner, budget, said.append), said
 
 
 class Inner:
@@ -75,7 +75,7 @@ def test_skewed_suite_longest_first_near_the_lpt_bound():
     _check_complete(sim, len(durs))
     firsts = {min(node.ran, key=lambda r: r[1])[0] for node in sim.nodes}
     assert {100, 101} <= firsts, "the 5 s tests are not the first of their workers"
-    bound = max(P.lpt(durs, 4))
+    bound = max(prediction.lpt(durs, 4))
     assert makespan <= bound * 1.1, (makespan, bound)
 
 
@@ -87,7 +87,7 @@ def test_without_skew_as_balanced_as_xdist():
     sim = Sim(sched, ids, durs, [0.0] * len(durs))
     makespan = sim.run(3)
     _check_complete(sim, len(durs))
-    assert makespan <= max(P.lpt(durs, 3)) * 1.05 + 0.01
+    assert makespan <= max(prediction.lpt(durs, 3)) * 1.05 + 0.01
 
 
 def test_wrong_predictions_are_evened_out_by_stealing():
@@ -100,7 +100,10 @@ def test_wrong_predictions_are_evened_out_by_stealing():
     sim = Sim(sched, ids, actual, [0.0] * 200)
     makespan = sim.run(2)
     _check_complete(sim, 200)
-    assert makespan <= max(P.lpt(actual, 2)) * 1.15, (makespan, max(P.lpt(actual, 2)))
+    assert makespan <= max(prediction.lpt(actual, 2)) * 1.15, (
+        makespan,
+        max(prediction.lpt(actual, 2)),
+    )
 
 
 @pytest.mark.parametrize("dist", ["loadscope", "loadfile", "loadgroup"])
@@ -119,14 +122,14 @@ def test_groups_stay_on_one_worker_and_go_out_by_their_total(dist):
     where = {}
     for node in sim.nodes:
         for i, _, _ in node.ran:
-            where.setdefault(S.group_key(dist, ids[i]), set()).add(node.name)
+            where.setdefault(schedule.group_key(dist, ids[i]), set()).add(node.name)
     assert all(len(w) == 1 for w in where.values()), where
     totals = {}
     for i, nodeid in enumerate(ids):
-        key = S.group_key(dist, nodeid)
+        key = schedule.group_key(dist, nodeid)
         totals[key] = totals.get(key, 0.0) + durs[i]
     first = min((r for node in sim.nodes for r in node.ran), key=lambda r: r[1])
-    assert S.group_key(dist, ids[first[0]]) == max(totals, key=totals.get)
+    assert schedule.group_key(dist, ids[first[0]]) == max(totals, key=totals.get)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +150,7 @@ def test_group_key_is_xdists_own(dist, nodeid):
         "loadfile": xdist_scheduler.LoadFileScheduling,
         "loadgroup": xdist_scheduler.LoadGroupScheduling,
     }[dist]
-    assert S.group_key(dist, nodeid) == kind._split_scope(None, nodeid)
+    assert schedule.group_key(dist, nodeid) == kind._split_scope(None, nodeid)
 
 
 def test_memory_budget_holds_at_every_instant_and_heavy_tests_wait():
@@ -214,7 +217,7 @@ def test_no_plan_hands_everything_to_xdists_scheduler():
         max_size=40,
     ),
     workers=st.integers(1, 4),
-    dist=st.sampled_from(S.MODES),
+    dist=st.sampled_from(schedule.MODES),
     budget=st.one_of(st.none(), st.floats(150.0, 1500.0)),
     files=st.integers(1, 5),
 )
@@ -464,7 +467,7 @@ def _heavy_figures(report: dict) -> tuple:
     for t in report["tests"].values():
         w = t["worker"]
         starts[w] = min(starts.get(w, t["memory"]["start_mb"]), t["memory"]["start_mb"])
-    base = P.median(starts.values())
+    base = prediction.median(starts.values())
     for nodeid, t in report["tests"].items():
         if "test_heavy" in nodeid:
             extra.append(t["memory"]["peak_mb"] - base)

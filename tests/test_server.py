@@ -17,10 +17,10 @@ import pytest
 from helpers import RUN_TIMEOUT, InProcess, find_monitor, frames, hello, record, validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pytest_perfmon.monitor import protocol as P
+from pytest_perfmon.monitor import protocol
+from pytest_perfmon.monitor.collector import Monitor
+from pytest_perfmon.monitor.collector import main as monitor_main
 from pytest_perfmon.monitor.daemon.core import Daemon
-from pytest_perfmon.monitor.monitor import Monitor
-from pytest_perfmon.monitor.monitor import main as monitor_main
 
 
 @pytest.fixture
@@ -43,12 +43,16 @@ def daemon(tmp_path, monkeypatch):
 
 
 def test_monitor_session_and_report(monitor, tmp_path):
-    assert monitor.send(b"a", P.HELLO, hello())[0] == P.READY
-    monitor.send(b"a", P.BATCH, [0, [record(b"t.py::test_a"), record(b"t.py::test_b", 1001)]])
-    monitor.send(b"a", P.BATCH, [0, [record(b"t.py::test_a")]])  # resent: taken once
-    assert monitor.send(b"a", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
-    kind, done = monitor.send(b"a", P.FINISH, {"start": 999.0, "stop": 1002.0, "exit_status": 0})
-    assert kind == P.DONE and done["ok"], done
+    assert monitor.send(b"a", protocol.HELLO, hello())[0] == protocol.READY
+    monitor.send(
+        b"a", protocol.BATCH, [0, [record(b"t.py::test_a"), record(b"t.py::test_b", 1001)]]
+    )
+    monitor.send(b"a", protocol.BATCH, [0, [record(b"t.py::test_a")]])  # resent: taken once
+    assert monitor.send(b"a", protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
+    kind, done = monitor.send(
+        b"a", protocol.FINISH, {"start": 999.0, "stop": 1002.0, "exit_status": 0}
+    )
+    assert kind == protocol.DONE and done["ok"], done
     assert monitor.srv.stop_reason == "finished"
     rep = validate(json.loads((tmp_path / "perf.json").read_text()))
     assert list(rep["tests"]) == ["t.py::test_a", "t.py::test_b"]
@@ -58,18 +62,18 @@ def test_monitor_session_and_report(monitor, tmp_path):
 
 
 def test_monitor_bye_reports_missing_batches(monitor):
-    monitor.send(b"a", P.HELLO, hello())
-    monitor.send(b"a", P.BATCH, [1, [record()]])
-    assert monitor.send(b"a", P.BYE, {"sent": 3}) == (P.ACK, {"missing": [0, 2]})
+    monitor.send(b"a", protocol.HELLO, hello())
+    monitor.send(b"a", protocol.BATCH, [1, [record()]])
+    assert monitor.send(b"a", protocol.BYE, {"sent": 3}) == (protocol.ACK, {"missing": [0, 2]})
     assert not monitor.srv.peers[b"a"].acked
 
 
 def test_monitor_aborted_without_bye_is_possibly_incomplete(monitor, tmp_path):
-    monitor.send(b"c", P.HELLO, hello("controller", worker=None))
+    monitor.send(b"c", protocol.HELLO, hello("controller", worker=None))
     for wid in ("gw0", "gw1"):
-        monitor.send(wid.encode(), P.HELLO, hello("worker", wid))
-        monitor.send(wid.encode(), P.BATCH, [0, [record(f"t.py::test_{wid}".encode())]])
-    monitor.send(b"gw0", P.BYE, {"sent": 1})  # gw1 never says goodbye
+        monitor.send(wid.encode(), protocol.HELLO, hello("worker", wid))
+        monitor.send(wid.encode(), protocol.BATCH, [0, [record(f"t.py::test_{wid}".encode())]])
+    monitor.send(b"gw0", protocol.BYE, {"sent": 1})  # gw1 never says goodbye
     assert monitor.srv.write_session({"aborted": True}).ok
     rep = validate(json.loads((tmp_path / "perf.json").read_text()))
     assert rep["session"]["possibly_incomplete"] is True
@@ -78,11 +82,11 @@ def test_monitor_aborted_without_bye_is_possibly_incomplete(monitor, tmp_path):
 
 def test_monitor_crash_with_list_worker_is_a_field_error(monitor):
     """This crash body killed the spawned monitor (unhashable list)."""
-    monitor.send(b"c", P.HELLO, hello("controller", worker=None))
-    kind, body = monitor.send(b"c", P.CRASH, {"nodeid": "t.py::x", "worker": ["gw0"]})
-    assert kind == P.ERROR and body["code"] == P.E_FIELD
+    monitor.send(b"c", protocol.HELLO, hello("controller", worker=None))
+    kind, body = monitor.send(b"c", protocol.CRASH, {"nodeid": "t.py::x", "worker": ["gw0"]})
+    assert kind == protocol.ERROR and body["code"] == protocol.E_FIELD
     reply = monitor.send(
-        b"c", P.CRASH, {"nodeid": "t.py::x", "worker": "gw9", "recent": [record()]}
+        b"c", protocol.CRASH, {"nodeid": "t.py::x", "worker": "gw9", "recent": [record()]}
     )
     assert reply is None and monitor.srv.data.crashed[0]["worker"] == "gw9"
 
@@ -92,17 +96,21 @@ def test_handler_bug_is_counted_and_answered(monitor, monkeypatch):
         raise KeyError("bug")
 
     monkeypatch.setattr(Monitor, "on_bye", boom)
-    monitor.send(b"a", P.HELLO, hello())
-    kind, body = monitor.send(b"a", P.BYE, {"sent": 0})
-    assert kind == P.ERROR and body["code"] == P.E_INTERNAL and "KeyError" in body["message"]
+    monitor.send(b"a", protocol.HELLO, hello())
+    kind, body = monitor.send(b"a", protocol.BYE, {"sent": 0})
+    assert (
+        kind == protocol.ERROR
+        and body["code"] == protocol.E_INTERNAL
+        and "KeyError" in body["message"]
+    )
     assert monitor.srv.counters["internal"] == 1
     monitor.srv.handle([b"a"])  # not [identity, frame]
     assert monitor.srv.counters["malformed"] == 1
 
 
 def test_hello_for_a_pid_not_ours(monitor):
-    kind, body = monitor.send(b"a", P.HELLO, {"pid": 2**22 + 12345, "role": "local"})
-    assert kind == P.ERROR and body["code"] == P.E_PID
+    kind, body = monitor.send(b"a", protocol.HELLO, {"pid": 2**22 + 12345, "role": "local"})
+    assert kind == protocol.ERROR and body["code"] == protocol.E_PID
 
 
 def test_monitor_interval_minimum(capsys):
@@ -139,16 +147,16 @@ def test_private_dir_only_when_ours(tmp_path):
 
 
 def test_daemon_crash_with_list_worker_is_a_field_error(daemon):
-    daemon.send(b"c", P.HELLO, hello("controller", worker=None))
-    kind, body = daemon.send(b"c", P.CRASH, {"nodeid": "t.py::x", "worker": ["gw0"]})
-    assert kind == P.ERROR and body["code"] == P.E_FIELD
+    daemon.send(b"c", protocol.HELLO, hello("controller", worker=None))
+    kind, body = daemon.send(b"c", protocol.CRASH, {"nodeid": "t.py::x", "worker": ["gw0"]})
+    assert kind == protocol.ERROR and body["code"] == protocol.E_FIELD
 
 
 def test_daemon_status_and_stop_need_no_hello(daemon):
-    kind, st_ = daemon.send(b"x", P.STATUS)
-    assert kind == P.STATUS_REPLY and st_["sessions_total"] == 0
-    assert daemon.send(b"x", P.STATUS, [1])[1]["code"] == P.E_FIELD
-    assert daemon.send(b"x", P.STOP_KIND) == (P.STOPPING, {"pid": os.getpid()})
+    kind, st_ = daemon.send(b"x", protocol.STATUS)
+    assert kind == protocol.STATUS_REPLY and st_["sessions_total"] == 0
+    assert daemon.send(b"x", protocol.STATUS, [1])[1]["code"] == protocol.E_FIELD
+    assert daemon.send(b"x", protocol.STOP_KIND) == (protocol.STOPPING, {"pid": os.getpid()})
     assert daemon.srv.stop_reason == "stop command"
 
 
@@ -179,12 +187,12 @@ def test_fuzz_monitor_handle(monitor, tmp_path):
     _fuzz(monitor.srv)
     assert sum(monitor.srv.counters.values()) > 100
     # a normal client afterwards: its tests are all in the report
-    assert monitor.send(b"me", P.HELLO, hello(worker="zz"))[0] == P.READY
+    assert monitor.send(b"me", protocol.HELLO, hello(worker="zz"))[0] == protocol.READY
     mine = [record(f"t.py::test_mine_{i}".encode(), 2000 + i) for i in range(5)]
-    monitor.send(b"me", P.BATCH, [0, mine])
-    assert monitor.send(b"me", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
-    kind, done = monitor.send(b"me", P.FINISH, {"exit_status": 0})
-    assert kind == P.DONE and done["ok"], done
+    monitor.send(b"me", protocol.BATCH, [0, mine])
+    assert monitor.send(b"me", protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
+    kind, done = monitor.send(b"me", protocol.FINISH, {"exit_status": 0})
+    assert kind == protocol.DONE and done["ok"], done
     rep = validate(json.loads((tmp_path / "perf.json").read_text()))
     got = {k for k, t in rep["tests"].items() if t["worker"] == "zz"}
     assert got == {f"t.py::test_mine_{i}" for i in range(5)}
@@ -194,13 +202,13 @@ def test_fuzz_daemon_handle(daemon, tmp_path, caplog):
     _fuzz(daemon.srv)
     assert sum(daemon.srv.counters.values()) > 100
     sid = "c0ffee00" * 4
-    assert daemon.send(b"me", P.HELLO, hello(session=sid))[0] == P.READY
+    assert daemon.send(b"me", protocol.HELLO, hello(session=sid))[0] == protocol.READY
     mine = [record(f"t.py::test_mine_{i}".encode(), 2000 + i) for i in range(5)]
-    daemon.send(b"me", P.BATCH, [0, mine])
-    assert daemon.send(b"me", P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+    daemon.send(b"me", protocol.BATCH, [0, mine])
+    assert daemon.send(b"me", protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
     own = tmp_path / "own.json"
-    kind, done = daemon.send(b"me", P.FINISH, {"output": str(own), "exit_status": 0})
-    assert kind == P.DONE and done["ok"], done
+    kind, done = daemon.send(b"me", protocol.FINISH, {"output": str(own), "exit_status": 0})
+    assert kind == protocol.DONE and done["ok"], done
     rep = validate(json.loads(own.read_text()))
     assert set(rep["tests"]) == {f"t.py::test_mine_{i}" for i in range(5)}
     assert not rep["session"]["warnings"] and "possibly_incomplete" not in rep["session"]
@@ -216,14 +224,14 @@ def test_daemon_combined_report_with_a_session_without_exit_status(daemon, tmp_p
     for i, status in enumerate((0, None)):
         sid = f"{i:08d}" * 4
         me = f"me{i}".encode()
-        assert daemon.send(me, P.HELLO, hello(session=sid))[0] == P.READY
-        daemon.send(me, P.BATCH, [0, [record(f"t.py::test_{i}".encode(), 2000 + i)]])
-        assert daemon.send(me, P.BYE, {"sent": 1}) == (P.ACK, {"missing": []})
+        assert daemon.send(me, protocol.HELLO, hello(session=sid))[0] == protocol.READY
+        daemon.send(me, protocol.BATCH, [0, [record(f"t.py::test_{i}".encode(), 2000 + i)]])
+        assert daemon.send(me, protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
         body = {"output": str(tmp_path / f"own{i}.json")}
         if status is not None:
             body["exit_status"] = status
-        kind, done = daemon.send(me, P.FINISH, body)
-        assert kind == P.DONE and done["ok"], done
+        kind, done = daemon.send(me, protocol.FINISH, body)
+        assert kind == protocol.DONE and done["ok"], done
     assert daemon.srv.shutdown() == 0, caplog.text
     combined = validate(json.loads((tmp_path / "combined.json").read_text()))
     assert combined["session"]["exit_status"] == 0
@@ -301,7 +309,7 @@ def test_monitor_samples_and_aborts_when_parent_is_not_ours(tmp_path):
     m.bind()
     try:
         w = InProcess(m)
-        w.send(b"a", P.HELLO, hello())
+        w.send(b"a", protocol.HELLO, hello())
         m.sock = w.real_sock
         m.sample()
         assert m.data.concurrent_peak is not None and m.data.workers["main"].samples_t

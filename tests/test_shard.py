@@ -16,9 +16,8 @@ import pytest
 from helpers import RUN_TIMEOUT, inner_addopts, need_history, validate
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pytest_perfmon.monitor import cli
-from pytest_perfmon.monitor import protocol as PR
-from pytest_perfmon.monitor import split as S
+from pytest_perfmon.monitor import cli, protocol
+from pytest_perfmon.monitor import split as splitting
 
 # --------------------------------------------------------------------------- the plan
 
@@ -42,7 +41,7 @@ def _skewed(n_short: int = 120, long=(6.0, 5.0, 4.0, 3.0)) -> dict:
 
 @pytest.mark.parametrize("text, expected", [("1/3", (1, 3)), (" 3 / 3 ", (3, 3)), ("1/1", (1, 1))])
 def test_parse_shard(text, expected):
-    assert S.parse_shard(text) == expected
+    assert splitting.parse_shard(text) == expected
 
 
 @pytest.mark.parametrize(
@@ -51,15 +50,19 @@ def test_parse_shard(text, expected):
 )
 def test_parse_shard_refuses(text, words):
     with pytest.raises(ValueError, match=words):
-        S.parse_shard(text)
+        splitting.parse_shard(text)
 
 
 def test_parse_time():
-    assert S.parse_time("10m") == 600 and S.parse_time("90s") == 90 and S.parse_time("1.5h") == 5400
-    assert S.parse_time("45") == 45
+    assert (
+        splitting.parse_time("10m") == 600
+        and splitting.parse_time("90s") == 90
+        and splitting.parse_time("1.5h") == 5400
+    )
+    assert splitting.parse_time("45") == 45
     for bad in ("", "0m", "ten", "5d"):
         with pytest.raises(ValueError):
-            S.parse_time(bad)
+            splitting.parse_time(bad)
 
 
 @settings(max_examples=60, deadline=None)
@@ -73,10 +76,12 @@ def test_every_test_in_exactly_one_shard_whatever_the_order(durs, n, rnd):
     known = {t: d for t, d in zip(ids, durs) if rnd.random() < 0.8}
     groups = {t: ("g" if i % 7 == 3 else None) for i, t in enumerate(ids)}
     data = _data(known)
-    plan = S.split(ids, data, n, groups)
+    plan = splitting.split(ids, data, n, groups)
     shuffled = list(ids)
     rnd.shuffle(shuffled)
-    again = S.split(shuffled + ids[:3], data, n, groups)  # order and duplicates do not matter
+    again = splitting.split(
+        shuffled + ids[:3], data, n, groups
+    )  # order and duplicates do not matter
     assert again.digest == plan.digest
     assert [s.tests for s in again.shards] == [s.tests for s in plan.shards]
     placed = [t for s in plan.shards for t in s.tests]
@@ -88,16 +93,16 @@ def test_every_test_in_exactly_one_shard_whatever_the_order(durs, n, rnd):
 @pytest.mark.parametrize("n", [3, 4])
 def test_skewed_suite_within_ten_per_cent_where_a_count_split_is_far_off(n):
     durs = _skewed()
-    plan = S.split(durs, _data(durs), n)
+    plan = splitting.split(durs, _data(durs), n)
     assert plan.imbalance <= 1.10, [s.predicted_s for s in plan.shards]
-    loads = [sum(durs[t] for t in part) for part in S.by_count(durs, n)]
+    loads = [sum(durs[t] for t in part) for part in splitting.by_count(durs, n)]
     assert max(loads) / (sum(loads) / n) > 1.15  # what a split by count gives
 
 
 def test_new_tests_spread_like_their_file_and_none_piles_up():
     known = {f"t{f}.py::test_{i}": (2.0 if f == 0 else 0.1) for f in range(3) for i in range(10)}
     new = [f"t0.py::test_new_{i}" for i in range(6)]  # 2 s each, like their file
-    plan = S.split(list(known) + new, _data(known), 3)
+    plan = splitting.split(list(known) + new, _data(known), 3)
     assert plan.unknown == 6
     assert plan.durations["t0.py::test_new_0"] == pytest.approx(2.0)
     counts = [sum(t in s.tests for t in new) for s in plan.shards]
@@ -107,7 +112,7 @@ def test_new_tests_spread_like_their_file_and_none_piles_up():
 
 def test_no_figures_at_all_splits_by_count():
     ids = [f"t.py::test_{i}" for i in range(10)]
-    plan = S.split(ids, {"tests": {}, "source": "nothing"}, 3)
+    plan = splitting.split(ids, {"tests": {}, "source": "nothing"}, 3)
     assert plan.by_count and [len(s.tests) for s in plan.shards] in (
         [4, 3, 3],
         [3, 3, 4],
@@ -117,7 +122,7 @@ def test_no_figures_at_all_splits_by_count():
 
 
 def test_more_shards_than_tests_leaves_empty_shards():
-    plan = S.split(["a.py::t1", "a.py::t2"], _data({"a.py::t1": 1.0, "a.py::t2": 1.0}), 4)
+    plan = splitting.split(["a.py::t1", "a.py::t2"], _data({"a.py::t1": 1.0, "a.py::t2": 1.0}), 4)
     assert sorted(len(s.tests) for s in plan.shards) == [0, 0, 1, 1]
     info = plan.info(4)
     assert info["k"] == 4 and info["n"] == 4 and info["total_tests"] == 2
@@ -128,15 +133,15 @@ def test_memory_budget_spreads_the_heavy_tests():
     heavy = {"t.py::test_0": 500.0, "t.py::test_1": 500.0, "t.py::test_2": 500.0}
     peaks = {t: heavy.get(t, 60.0) for t in durs}
     data = _data(durs, peaks, base=50.0)
-    free = S.split(durs, data, 3, workers=2)
+    free = splitting.split(durs, data, 3, workers=2)
     budget = 2 * 50 + 450 + 10 + 1  # two workers: one heavy test per shard at most
-    plan = S.split(durs, data, 3, budget_mb=budget, workers=2)
+    plan = splitting.split(durs, data, 3, budget_mb=budget, workers=2)
     for s in plan.shards:
         assert sum(t in heavy for t in s.tests) <= 1, s.tests
         assert s.peak_mb <= budget
     assert not plan.over_budget
     assert max(s.peak_mb for s in free.shards) >= max(s.peak_mb for s in plan.shards)
-    alone = S.split(durs, data, 3, budget_mb=200, workers=2)  # no shard can take one
+    alone = splitting.split(durs, data, 3, budget_mb=200, workers=2)  # no shard can take one
     assert len(alone.over_budget) == 3
 
 
@@ -150,7 +155,7 @@ def test_durations_files():
         },
         "workers": {"main": {"busy_time": 3.0}},
     }
-    data = S.durations_data(report, "perf.json")
+    data = splitting.durations_data(report, "perf.json")
     assert data["tests"] == {"a.py::t1": [1.0, 80.0], "a.py::t2": [2.0, None]}
     assert data["baseline_mb"] == 40.0 and data["run_stats"] == [[1, 3.0, 3.0]]
     merged = {
@@ -158,28 +163,28 @@ def test_durations_files():
         "tests": {"s1::a.py::t1": {"duration": 1.5, "job": "s1"}},
         "jobs": {"s1": {"session": {"duration": 2.0}, "workers": {"gw0": {"busy_time": 1.5}}}},
     }
-    assert S.durations_data(merged, "m.json")["tests"] == {"a.py::t1": [1.5, None]}
+    assert splitting.durations_data(merged, "m.json")["tests"] == {"a.py::t1": [1.5, None]}
     split_file = {"a.py::t1": 0.5, "a.py::t2": 2}
-    got = S.durations_data(split_file, ".test_durations")
+    got = splitting.durations_data(split_file, ".test_durations")
     assert got["tests"] == {"a.py::t1": [0.5, None], "a.py::t2": [2.0, None]}
     for bad in ([], {"a": "b"}, {}, {"session": {}, "tests": {}}):
-        with pytest.raises(S.SplitError):
-            S.durations_data(bad, "bad.json")
+        with pytest.raises(splitting.SplitError):
+            splitting.durations_data(bad, "bad.json")
 
 
 def test_shard_labels_and_the_ci_run():
-    assert S.ci_run({}) is None
-    assert S.ci_run({"GITHUB_RUN_ID": "77"}) == "GITHUB_RUN_ID=77"
-    assert S.ci_run({"GITHUB_RUN_ID": "77"}, {"ci_run": "mine"}) == "mine"
-    labels = S.shard_labels(2, 3, {"CI_PIPELINE_ID": "5"}, {"team": "x"})
+    assert splitting.ci_run({}) is None
+    assert splitting.ci_run({"GITHUB_RUN_ID": "77"}) == "GITHUB_RUN_ID=77"
+    assert splitting.ci_run({"GITHUB_RUN_ID": "77"}, {"ci_run": "mine"}) == "mine"
+    labels = splitting.shard_labels(2, 3, {"CI_PIPELINE_ID": "5"}, {"team": "x"})
     assert labels == {"perf_shard": "2/3", "ci_run": "CI_PIPELINE_ID=5", "team": "x"}
 
 
 def test_the_finish_message_carries_the_shard_checked():
     shard = {"k": 2, "n": 3, "source": "the history", "tests": 4, "shards": [[4, 1.0]]}
-    f = PR.parse_finish({"session": "s1", "shard": shard})
+    f = protocol.parse_finish({"session": "s1", "shard": shard})
     assert f.shard == shard and f.as_session()["shard"] == shard
-    assert PR.parse_finish({"session": "s1"}).shard is None
+    assert protocol.parse_finish({"session": "s1"}).shard is None
     for bad in (
         {"k": 4, "n": 3, "source": "x", "tests": 1},
         {"k": 1, "n": 3, "source": 5, "tests": 1},
@@ -187,8 +192,8 @@ def test_the_finish_message_carries_the_shard_checked():
         {"k": 1, "n": 3, "source": "x", "tests": 1, "deep": {"a": 1}},
         "1/3",
     ):
-        with pytest.raises(PR.ProtocolError):
-            PR.parse_finish({"shard": bad})
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_finish({"shard": bad})
 
 
 # --------------------------------------------------------------------------- the matrix check
@@ -213,7 +218,7 @@ def _job(k, n, tests, wall, plan="p1", not_run=(), total=None):
 def _check(*jobs):
     all_jobs = {label: job for label, job, _ in jobs}
     tests = {f"{label}::{t}": e for label, _, ts in jobs for t, e in ts.items()}
-    return S.matrix_check(all_jobs, tests)
+    return splitting.matrix_check(all_jobs, tests)
 
 
 def test_matrix_check_of_a_good_matrix():
@@ -237,7 +242,7 @@ def test_matrix_check_names_what_went_wrong():
     text = " ".join(m["problems"])
     assert "2 different splits" in text and "without a report: 3/3" in text
     assert "3 test(s) of 6 ran in no shard" in text and "more than one shard" in text
-    assert S.matrix_check({"x": {"session": {}}}, {}) is None  # no shards: no check
+    assert splitting.matrix_check({"x": {"session": {}}}, {}) is None  # no shards: no check
 
 
 # --------------------------------------------------------------------------- the store
@@ -313,7 +318,7 @@ N_TESTS = 3 + 9 + 3
 
 
 def _pytest(where, *args, env=None):
-    full = {k: v for k, v in os.environ.items() if k not in S.CI_RUN_VARIABLES}
+    full = {k: v for k, v in os.environ.items() if k not in splitting.CI_RUN_VARIABLES}
     full.pop("GITHUB_STEP_SUMMARY", None)
     full.update(PYTEST_ADDOPTS=inner_addopts(), **(env or {}))
     return subprocess.run(

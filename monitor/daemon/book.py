@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from .. import deliver as D
-from .. import report as R
-from .. import sampler as S
+from .. import deliver as delivery
+from .. import report as report_model
+from .. import sampler
 from ..journal import Journal
 from .combined import write_combined
 from .common import log
@@ -27,7 +27,7 @@ class SessionBook:
         self.system_info = system_info
         self.sessions: dict[str, Session] = {}
         self.labels: set = set()
-        self.sampler = S.Sampler()
+        self.sampler = sampler.Sampler()
         self.peak: Optional[tuple] = None  # daemon-wide concurrent RSS peak
         self.journal_ok = True
 
@@ -115,17 +115,19 @@ class SessionBook:
                 if w.child_t and w.child_t[-1] == now:  # its descendants were sampled too
                     ts, xs = s.pending_children.setdefault(wid, ([], []))
                     ts.append(now)
-                    xs.append(S.child_sample_out(w.child_s[-1]))
+                    xs.append(sampler.child_sample_out(w.child_s[-1]))
                 if w.noise_t and w.noise_t[-1] == now:  # and its noise counters
                     ts, vs = s.pending_noise.setdefault(wid, ([], []))
                     ts.append(now)
                     vs.append(list(w.noise_v[-1]))
-            s.data.concurrent_peak = S.higher_peak(s.data.concurrent_peak, now, total, per)
+            s.data.concurrent_peak = sampler.higher_peak(s.data.concurrent_peak, now, total, per)
             grand += total
-        self.peak = S.higher_peak(self.peak, now, grand, everyone)
+        self.peak = sampler.higher_peak(self.peak, now, grand, everyone)
 
     # -- closing --------------------------------------------------------------------------
-    def close_session(self, s: Session, state: str, reason: Optional[str] = None) -> D.Delivered:
+    def close_session(
+        self, s: Session, state: str, reason: Optional[str] = None
+    ) -> delivery.Delivered:
         """Close ``s``, deliver its own report (finished: where its finish said, with the HTML
         page and the history it asked for; aborted: the JSON beside the combined report), drop
         its data from memory."""
@@ -136,9 +138,9 @@ class SessionBook:
         try:
             rep = session_report(s, self.system_info)
         except Exception as exc:  # never take the daemon down for one session
-            done = D.unbuilt(path, exc)
+            done = delivery.unbuilt(path, exc)
         else:
-            done = D.deliver(
+            done = delivery.deliver(
                 rep,
                 path,
                 html=info.get("html"),
@@ -167,11 +169,11 @@ class SessionBook:
             if s.state != "running" or s.data is None:
                 continue
             if s.owner_pid is not None:
-                alive = S.alive(s.owner_pid, s.owner_ctime)
+                alive = sampler.alive(s.owner_pid, s.owner_ctime)
                 gone: Optional[int] = s.owner_pid
             else:  # no owner has said hello: alive while any worker is
                 pids = [w.pid for w in s.data.workers.values()]
-                alive = any(S.alive(p, None) for p in pids)
+                alive = any(sampler.alive(p, None) for p in pids)
                 gone = pids[0] if pids else None
             if not alive:
                 self.close_session(s, "aborted", f"pytest process {gone} gone without finish")
@@ -186,7 +188,7 @@ class SessionBook:
             full = replay(self.journal, s, self.interval) if s.spilled else s
             return session_report(full, self.system_info)
 
-        system = R.system_info() if self.system_info else None
+        system = report_model.system_info() if self.system_info else None
         write_combined(
             self.output,
             list(self.sessions.values()),

@@ -18,8 +18,7 @@ from typing import Any, Optional
 
 import zmq
 
-from .. import about, server
-from .. import protocol as P
+from .. import about, protocol, server
 from .client import REQUEST_TIMEOUT, request
 from .common import PROG, DaemonError, log, setup_logging
 
@@ -235,7 +234,7 @@ def cmd_client(args: argparse.Namespace) -> int:
 
     endpoint = args.endpoint or default_endpoint()
     check_endpoint(endpoint, curve=True, binding=False)
-    kind = P.STATUS if args.command == "status" else P.STOP_KIND
+    kind = protocol.STATUS if args.command == "status" else protocol.STOP_KIND
     body = request(endpoint, kind, args.timeout, args.curve_secret_key, args.curve_server_key)
     if args.command == "stop":
         print(f"perfmon-daemon pid {body.get('pid')} is stopping")

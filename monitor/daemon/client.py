@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import zmq
 
-from .. import protocol as P
+from .. import protocol
 from ..server import ipc_path, is_ipv6
 from .common import DaemonError, NoDaemon
 from .curve import connect as curve_client
@@ -39,17 +39,17 @@ def request(
         if is_ipv6(endpoint):
             sock.setsockopt(zmq.IPV6, 1)
         sock.connect(endpoint)
-        sock.send(P.pack(kind))
+        sock.send(protocol.pack(kind))
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not sock.poll(int(left * 1000), zmq.POLLIN):
                 raise NoDaemon(f"no perfmon-daemon at {endpoint} (no answer within {timeout:g} s)")
             try:
-                got, body = P.unpack(sock.recv(zmq.NOBLOCK))
-            except P.ProtocolError:
+                got, body = protocol.unpack(sock.recv(zmq.NOBLOCK))
+            except protocol.ProtocolError:
                 continue
-            if got == P.ERROR:
+            if got == protocol.ERROR:
                 msg = body.get("message") if isinstance(body, dict) else body
                 raise NoDaemon(f"the daemon refused: {msg}")
             return body
@@ -63,7 +63,7 @@ def request(
 def answers(endpoint: str, timeout: float = 1.0) -> bool:
     """Whether a daemon answers ``status`` at ``endpoint``."""
     try:
-        request(endpoint, P.STATUS, timeout=timeout)
+        request(endpoint, protocol.STATUS, timeout=timeout)
         return True
     except DaemonError:
         return False

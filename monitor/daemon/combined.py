@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Callable, Optional
 
 from .. import __version__
-from .. import report as R
+from .. import report as report_model
 from ..analysis import labelled_fixtures
 from ..summary import Summary
 from .common import mb
@@ -54,7 +54,7 @@ class _Totals:
             t_peak, total_rss, per = peak
             return {
                 "total_rss_mb": mb(total_rss),
-                "time": R.iso(t_peak),
+                "time": report_model.iso(t_peak),
                 "workers": {k: {"rss_mb": mb(v), "test": None} for k, v in per.items()},
             }
         if self.best_peak is not None:  # rebuilt: the largest peak of one session
@@ -66,8 +66,8 @@ class _Totals:
 
     def head(self, interval: float, aborted: bool) -> dict:
         measurement = {
-            "time": R.METHOD_TIME,
-            "cpu": R.METHOD_CPU,
+            "time": report_model.METHOD_TIME,
+            "cpu": report_model.METHOD_CPU,
             "memory": None,
             "memory_peak": None,
             "sample_interval": interval,
@@ -81,7 +81,7 @@ class _Totals:
         head = {
             "duration": round(max(0.0, stop - start), 6),
             "total_tests": self.total,
-            "timestamp": R.iso(start),
+            "timestamp": report_model.iso(start),
             # a finished session whose owner sent no exit status has None: not a number to order
             "exit_status": None
             if aborted
@@ -122,8 +122,8 @@ def write_combined(
     blocks: dict = {}
     workers: dict = {}
     fixtures: list = []
-    with R.atomic_text(path) as f:
-        f.write(f'{{"schema_version": {R.SCHEMA_VERSION},\n"tests": {{')
+    with report_model.atomic_text(path) as f:
+        f.write(f'{{"schema_version": {report_model.SCHEMA_VERSION},\n"tests": {{')
         sep = "\n"
         for s in sessions:
             rep = build(s)

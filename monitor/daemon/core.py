@@ -8,9 +8,7 @@ from typing import Any, Optional
 
 import zmq
 
-from .. import __version__, server
-from .. import protocol as P
-from .. import sampler as S
+from .. import __version__, protocol, sampler, server
 from ..deliver import Delivered
 from ..journal import Journal
 from . import curve, metrics
@@ -60,7 +58,7 @@ class Daemon(server.RouterServer):
         self.bound_path: Optional[str] = None  # our ipc socket file, removed by close()
         self.book = SessionBook(Journal(journal), output, interval, system_info, self.counters)
         self.ctx = zmq.Context()
-        self.sock = server.router_socket(self.ctx, P.HARD_MAX_FRAME, 100000)
+        self.sock = server.router_socket(self.ctx, protocol.HARD_MAX_FRAME, 100000)
 
     @property
     def sessions(self) -> dict:
@@ -107,28 +105,32 @@ class Daemon(server.RouterServer):
     def _peer(self, ident: bytes, what: str) -> Peer:
         peer = self.peers.get(ident)
         if peer is None:
-            raise P.ProtocolError(P.E_UNKNOWN_PEER, f"{what} before hello")
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_PEER, f"{what} before hello")
         if peer.session.state != "running":
-            raise P.ProtocolError(P.E_SESSION, f"{what} for session {peer.session.label}, closed")
+            raise protocol.ProtocolError(
+                protocol.E_SESSION, f"{what} for session {peer.session.label}, closed"
+            )
         return peer
 
     def on_hello(self, ident: bytes, body: Any) -> None:
-        h = P.parse_hello(body)
+        h = protocol.parse_hello(body)
         if h.session is None:
-            raise P.ProtocolError(P.E_FIELD, "hello to a daemon needs a 'session' id")
-        if not 0 < h.pid < 2**31 or not S.own_process(h.pid):
-            raise P.ProtocolError(P.E_PID, f"pid {h.pid} is not a process of this user")
+            raise protocol.ProtocolError(protocol.E_FIELD, "hello to a daemon needs a 'session' id")
+        if not 0 < h.pid < 2**31 or not sampler.own_process(h.pid):
+            raise protocol.ProtocolError(
+                protocol.E_PID, f"pid {h.pid} is not a process of this user"
+            )
         ctime = None
         if h.role != "worker":
-            ctime = S.create_time(h.pid)
+            ctime = sampler.create_time(h.pid)
             if ctime is None:
-                raise P.ProtocolError(P.E_PID, f"pid {h.pid} is gone")
+                raise protocol.ProtocolError(protocol.E_PID, f"pid {h.pid} is gone")
         s = self.book.get(h.session)
         if s is None:
             s = self.book.open(h.session)
             log.info("session %s joined (pid %d, %s)", s.label, h.pid, h.role)
         elif s.state != "running":
-            raise P.ProtocolError(P.E_SESSION, f"session {s.label} is closed")
+            raise protocol.ProtocolError(protocol.E_SESSION, f"session {s.label} is closed")
         entry = {
             "k": "hello",
             "s": s.sid,
@@ -143,13 +145,15 @@ class Daemon(server.RouterServer):
         }
         self.book.record(s, entry)
         self.peers[ident] = Peer(s, None if h.role == "controller" else h.worker)
-        self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid(), "session": s.sid}))
+        self.reply(
+            ident, protocol.pack(protocol.READY, {"monitor_pid": os.getpid(), "session": s.sid})
+        )
 
     def on_batch(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "batch")
-        b = P.parse_batch(body)
+        b = protocol.parse_batch(body)
         if peer.wid is None:
-            raise P.ProtocolError(P.E_FIELD, "a controller runs no tests")
+            raise protocol.ProtocolError(protocol.E_FIELD, "a controller runs no tests")
         if b.seq in peer.seqs:
             self.count("duplicate-batch")
             return
@@ -162,7 +166,7 @@ class Daemon(server.RouterServer):
 
     def on_crash(self, ident: bytes, body: Any) -> None:
         s = self._peer(ident, "crash").session
-        c = P.parse_crash(body)
+        c = protocol.parse_crash(body)
         if c.rejected:
             self.book.record(s, {"k": "rejected", "s": s.sid, "n": c.rejected})
         crash = {**c.entry(time.time()), "recent": c.recent}
@@ -170,34 +174,34 @@ class Daemon(server.RouterServer):
 
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "bye")
-        sent = P.parse_bye(body).sent
+        sent = protocol.parse_bye(body).sent
         missing = server.missing(peer.seqs, sent)
         if not missing and peer.wid is not None:
             s = peer.session
             self.book.record(s, {"k": "left", "s": s.sid, "w": peer.wid, "t": time.time()})
-        self.reply(ident, P.pack(P.ACK, {"missing": missing}))
+        self.reply(ident, protocol.pack(protocol.ACK, {"missing": missing}))
 
     def on_finish(self, ident: bytes, body: Any) -> None:
         s = self._peer(ident, "finish").session
-        f = P.parse_finish(body)
+        f = protocol.parse_finish(body)
         if f.session not in (None, s.sid):
-            raise P.ProtocolError(P.E_FIELD, "finish for another session")
+            raise protocol.ProtocolError(protocol.E_FIELD, "finish for another session")
         info = {k: v for k, v in f._asdict().items() if v is not None and k != "session"}
         self.book.journal_samples(s)
         self.book.record(s, {"k": "finish", "s": s.sid, "i": info})
         done = self.close_session(s, "finished")
-        self.reply(ident, P.pack(P.DONE, done.done()))
+        self.reply(ident, protocol.pack(protocol.DONE, done.done()))
 
     def on_status(self, ident: bytes, body: Any) -> None:
-        P.parse_status(body)
-        self.reply(ident, P.pack(P.STATUS_REPLY, self.status()))
+        protocol.parse_status(body)
+        self.reply(ident, protocol.pack(protocol.STATUS_REPLY, self.status()))
 
     def on_stop(self, ident: bytes, body: Any) -> None:
-        P.parse_stop(body)
-        self.reply(ident, P.pack(P.STOPPING, {"pid": os.getpid()}))
+        protocol.parse_stop(body)
+        self.reply(ident, protocol.pack(protocol.STOPPING, {"pid": os.getpid()}))
         self.stop_reason = "stop command"
 
-    KINDS = frozenset(P.CLIENT_KINDS)
+    KINDS = frozenset(protocol.CLIENT_KINDS)
 
     def close_session(self, s: Session, state: str, reason: Optional[str] = None) -> Delivered:
         for peer in self.peers.values():  # kept, small, to answer late messages E_SESSION
@@ -215,7 +219,7 @@ class Daemon(server.RouterServer):
             "journal": self.journal_path,
             "metrics": self.metrics_url,
             "uptime": round(time.time() - self.started, 3),
-            "rss_mb": mb(S.own_rss()),
+            "rss_mb": mb(sampler.own_rss()),
             "interval": self.interval,
         }
         return status(self.sessions.values(), self.counters, own)

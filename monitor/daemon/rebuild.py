@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from .. import deliver as D
-from .. import report as R
+from .. import deliver as delivery
+from .. import report as report_model
 from ..journal import Journal, scan
 from .combined import write_combined
 from .session import Session, aborted_path, check_report_path, label_for, replay, session_report
@@ -55,7 +55,7 @@ def rebuild(journal_path: str, output: str, interval: float = 0.1, system: bool 
             else:
                 path = aborted_path(output, s.label)
             rep = session_report(replay(journal, s, interval), system)
-            s.report_path = D.deliver(rep, path, check=check_report_path).where
+            s.report_path = delivery.deliver(rep, path, check=check_report_path).where
 
         def build(s: Session) -> dict:
             return session_report(replay(journal, s, interval), system)
@@ -67,7 +67,7 @@ def rebuild(journal_path: str, output: str, interval: float = 0.1, system: bool 
             interval,
             {},
             None,
-            R.system_info() if system else None,
+            report_model.system_info() if system else None,
         )
     finally:
         journal.close()

@@ -9,9 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from .. import protocol as P
-from .. import report as R
-from .. import sampler as S
+from .. import protocol, sampler
+from .. import report as report_model
 from ..journal import Journal
 
 
@@ -21,7 +20,7 @@ class Session:
     def __init__(self, sid: str, label: str, interval: float) -> None:
         self.sid = sid
         self.label = label
-        self.data: Optional[R.RunData] = R.RunData(sample_interval=interval)
+        self.data: Optional[report_model.RunData] = report_model.RunData(sample_interval=interval)
         self.state = "running"  # finished | aborted
         self.reason: Optional[str] = None
         self.owner_pid: Optional[int] = None
@@ -48,7 +47,7 @@ class Session:
         self.report_error: Optional[str] = None
 
     def seen(self, t: Any) -> None:
-        if P.finite(t) and (self.last_time is None or t > self.last_time):
+        if protocol.finite(t) and (self.last_time is None or t > self.last_time):
             self.last_time = t
 
     @property
@@ -61,7 +60,7 @@ class Session:
         if handler is not None and self.data is not None:
             handler(self, self.data, e)
 
-    def _hello(self, data: R.RunData, e: dict) -> None:
+    def _hello(self, data: report_model.RunData, e: dict) -> None:
         t = e["t"]
         self.seen(t)
         if self.started is None or t < self.started:
@@ -78,7 +77,7 @@ class Session:
         wid = e["w"]
         w = data.workers.get(wid)
         if w is None:
-            w = R.Worker(wid=wid, pid=pid, joined=t, boundary_methods=e.get("m") or {})
+            w = report_model.Worker(wid=wid, pid=pid, joined=t, boundary_methods=e.get("m") or {})
             data.workers[wid] = w
         else:  # the same worker id again (a reconnect): keep what it measured
             w.pid, w.left = pid, None
@@ -86,7 +85,7 @@ class Session:
         self.pids[wid] = pid
         self.counts.setdefault(wid, 0)
 
-    def _batch(self, data: R.RunData, e: dict) -> None:
+    def _batch(self, data: report_model.RunData, e: dict) -> None:
         w = data.workers.get(e["w"])
         recs = e["r"]
         if w is None or not recs:
@@ -97,32 +96,32 @@ class Session:
     def count_batch(self, wid: str, recs: list) -> None:
         self.tests += len(recs)
         self.counts[wid] = self.counts.get(wid, 0) + len(recs)
-        self.last[wid] = [recs[-1][P.NODEID], recs[-1][P.STOP]]
-        self.seen(recs[-1][P.STOP])
+        self.last[wid] = [recs[-1][protocol.NODEID], recs[-1][protocol.STOP]]
+        self.seen(recs[-1][protocol.STOP])
 
-    def _samples(self, data: R.RunData, e: dict) -> None:
+    def _samples(self, data: report_model.RunData, e: dict) -> None:
         for wid, (ts, vs) in e["d"].items():
             w = data.workers.get(wid)
             if w is not None and ts:
-                S.add_samples(w, ts, vs)
+                sampler.add_samples(w, ts, vs)
                 self.seen(ts[-1])
         for wid, (ts, xs) in (e.get("c") or {}).items():
             w = data.workers.get(wid)
             if w is not None and ts:
-                S.add_child_samples(w, ts, xs)
+                sampler.add_child_samples(w, ts, xs)
         for wid, (ts, vs, how) in (e.get("n") or {}).items():
             w = data.workers.get(wid)
             if w is not None and ts:
-                S.add_noise_samples(w, ts, vs, how)
+                sampler.add_noise_samples(w, ts, vs, how)
         cp = e.get("cp")
         if cp and (data.concurrent_peak is None or cp[1] > data.concurrent_peak[1]):
             data.concurrent_peak = (cp[0], cp[1], cp[2])
 
-    def _rejected(self, data: R.RunData, e: dict) -> None:
+    def _rejected(self, data: report_model.RunData, e: dict) -> None:
         self.rejected += e["n"]
         data.counters["records-rejected"] = data.counters.get("records-rejected", 0) + e["n"]
 
-    def _crash(self, data: R.RunData, e: dict) -> None:
+    def _crash(self, data: report_model.RunData, e: dict) -> None:
         c = dict(e["c"])
         self.crashes += 1
         recent = c.pop("recent", None) or []
@@ -135,16 +134,16 @@ class Session:
             w.left = c["time"]
         self.tests += w.add_told(recent)
 
-    def _left(self, data: R.RunData, e: dict) -> None:
+    def _left(self, data: report_model.RunData, e: dict) -> None:
         w = data.workers.get(e["w"])
         if w is not None and w.left is None:
             w.left = e["t"]
         self.said_bye.add(e["w"])
 
-    def _finish(self, data: R.RunData, e: dict) -> None:
+    def _finish(self, data: report_model.RunData, e: dict) -> None:
         self.info = e["i"]
 
-    def _end(self, data: R.RunData, e: dict) -> None:
+    def _end(self, data: report_model.RunData, e: dict) -> None:
         self.state, self.stopped, self.reason = e["state"], e["t"], e.get("reason")
         for w in data.workers.values():
             if w.left is None:
@@ -168,7 +167,7 @@ class Session:
 
 
 #: a journal entry's kind (its "k", whatever a journal holds) -> how the session applies it
-_APPLY: dict[Any, Callable[[Session, R.RunData, dict], None]] = {
+_APPLY: dict[Any, Callable[[Session, report_model.RunData, dict], None]] = {
     "hello": Session._hello,
     "batch": Session._batch,
     "samples": Session._samples,
@@ -219,8 +218,8 @@ def session_report(s: Session, system_default: bool) -> dict:
     want_system = info.get("system_info")
     if not isinstance(want_system, bool):
         want_system = s.system_info if s.system_info is not None else system_default
-    system = R.system_info(s.python) if want_system else None
-    rep = R.build(data, info, system)
+    system = report_model.system_info(s.python) if want_system else None
+    rep = report_model.build(data, info, system)
     if s.possibly_incomplete:
         rep["session"]["possibly_incomplete"] = True
     return rep

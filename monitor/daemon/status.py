@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from .. import protocol as P
+from .. import protocol
 from ..tables import text_table
 from .common import mb
 from .session import Session
@@ -75,7 +75,7 @@ def status(sessions: Iterable[Session], counters: dict, daemon: dict) -> dict:
         "tests": tests,
         "records_rejected": rejected,
         "records_dropped": dropped,
-        "hello_refused": counters.get(P.ERROR_NAMES[P.E_PID], 0),
+        "hello_refused": counters.get(protocol.ERROR_NAMES[protocol.E_PID], 0),
         "protocol_errors": dict(counters),
         "sessions": out,
     }

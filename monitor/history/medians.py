@@ -66,7 +66,7 @@ NOISE_OFF = "--noise=off"
 
 
 def main(argv: Optional[list] = None) -> int:
-    from .plan import child_main
+    from .schedule_inputs import child_main
 
     args = list(sys.argv[1:] if argv is None else argv)
     noise = not (args and args[-1] == NOISE_OFF)

@@ -26,7 +26,7 @@ import sys
 from typing import Any, Optional
 
 from ..split import LABEL_CI_RUN, LABEL_SHARD
-from .plan import child_main, plan_data
+from .schedule_inputs import child_main, plan_data
 
 
 def matrix_runs(eng: Any, store: Any, n: int, commit: Optional[str], ci_run: Optional[str]) -> list:

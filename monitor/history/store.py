@@ -51,7 +51,7 @@ from ..vocabulary import (
     lost_to_waiting,
     without_wait,
 )
-from . import url as U
+from . import url as store_url
 from .changes import MEASURED, WAITS
 
 #: The store's version: its last migration of its own (2), or the newest ``since`` of the
@@ -156,7 +156,7 @@ class HistoryError(Exception):
 def engine(url: str, timeout: float = DEFAULT_TIMEOUT) -> sa.Engine:
     """An engine for a history URL (plain path, sqlite:///, postgresql://). One connection
     at a time, not pooled: the collector opens the store once per run."""
-    sa_url = U.normalize(url)
+    sa_url = store_url.normalize(url)
     if sa_url.startswith("sqlite"):
         eng = sa.create_engine(sa_url, poolclass=NullPool, connect_args={"timeout": timeout})
 
@@ -205,7 +205,7 @@ def describe_error(exc: BaseException, url: str) -> str:
     text = " ".join(str(orig).split())
     if len(text) > 300:
         text = text[:300] + "..."
-    return f"history store {U.redact(url)}: {type(orig).__name__}: {text}"
+    return f"history store {store_url.redact(url)}: {type(orig).__name__}: {text}"
 
 
 # --------------------------------------------------------------------------- migrations
@@ -265,7 +265,7 @@ def _read_version(conn: sa.Connection) -> int:
 def _check_version(v: int, url: str) -> None:
     if v > SCHEMA_VERSION:
         raise HistoryError(
-            f"history store {U.redact(url)} has schema version {v}, written by a newer "
+            f"history store {store_url.redact(url)} has schema version {v}, written by a newer "
             f"pytest-perfmon (this one knows up to {SCHEMA_VERSION}): upgrade pytest-perfmon"
         )
 
@@ -308,10 +308,10 @@ def upgrade(eng: sa.Engine, url: str = "", target: int = SCHEMA_VERSION) -> int:
 def open_store(url: str, timeout: float = DEFAULT_TIMEOUT, create: bool = True) -> sa.Engine:
     """An engine on an up-to-date store. ``create`` False: a SQLite file that does not exist
     is an error (for the read commands) rather than a new empty store."""
-    if not create and U.kind(url) == "sqlite":
+    if not create and store_url.kind(url) == "sqlite":
         import os
 
-        path = U.normalize(url)[len("sqlite:///") :]
+        path = store_url.normalize(url)[len("sqlite:///") :]
         if not os.path.exists(path):
             raise HistoryError(f"history store {path} does not exist")
     eng = engine(url, timeout)

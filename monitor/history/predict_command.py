@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from .. import predict as P
+from .. import predict as prediction
 from ..argtypes import nonneg_float, positive_int
 from ..command import UsageError
 from ..tables import text_table
@@ -31,7 +31,7 @@ def load(
     last: int,
     machine_id: Optional[int],
     exclude: Sequence[int] = (),
-) -> tuple[list[str], dict, list[P.RunStats]]:
+) -> tuple[list[str], dict, list[prediction.RunStats]]:
     """The last ``last`` runs (of ``machine_id``, or all; never those in ``exclude``, run
     ids): the node ids to predict (``nodeids`` in their order, else the newest run's tests
     sorted), per node id of those runs
@@ -99,11 +99,11 @@ def load(
             continue
         mbs = list(first_mb.get(r.id, {}).values())
         stats.append(
-            P.RunStats(
+            prediction.RunStats(
                 workers=r.workers or len(loads),
                 duration=r.duration,
                 busy_max=max(loads.values()),
-                baseline_mb=P.median(mbs) if mbs else None,
+                baseline_mb=prediction.median(mbs) if mbs else None,
                 worker_peaks_mb=tuple(sorted(high_mb.get(r.id, {}).values(), reverse=True)),
             )
         )
@@ -135,7 +135,7 @@ def _budget(text: str) -> float:
 
         return psutil.virtual_memory().available / MB
     try:
-        return P.parse_size(text)
+        return prediction.parse_size(text)
     except ValueError as exc:
         raise UsageError(f"--memory-budget: {exc}") from None
 
@@ -179,17 +179,17 @@ def table(result: dict, budget_mb: Optional[float], fits: bool, scheduled: bool 
 
 def cmd_predict(args: argparse.Namespace, store: Any) -> int:
     if args.workers == "auto":
-        workers = P.auto_workers(os.cpu_count() or 1)
+        workers = prediction.auto_workers(os.cpu_count() or 1)
     else:
         try:
-            workers = P.parse_workers(args.workers)
+            workers = prediction.parse_workers(args.workers)
         except ValueError as exc:
             raise UsageError(f"--workers: {exc}") from None
     budget_mb = _budget(args.memory_budget) if args.memory_budget else None
     nodeids = None
     if args.tests:
         with open(args.tests, encoding="utf-8", errors="replace") as f:
-            nodeids = P.parse_nodeids(f.read())
+            nodeids = prediction.parse_nodeids(f.read())
         if not nodeids:
             raise UsageError(f"{args.tests}: no node ids (expected `pytest --collect-only -q`)")
     eng = store.open_store(args.db, args.timeout, create=False)
@@ -199,8 +199,8 @@ def cmd_predict(args: argparse.Namespace, store: Any) -> int:
     finally:
         eng.dispose()
     try:
-        estimates, unknown = P.estimate_tests(nodeids, series)
-    except P.PredictError as exc:
+        estimates, unknown = prediction.estimate_tests(nodeids, series)
+    except prediction.PredictError as exc:
         raise UsageError(str(exc)) from None
     if not local:
         print(
@@ -208,8 +208,8 @@ def cmd_predict(args: argparse.Namespace, store: Any) -> int:
             "machine of its newest run",
             file=sys.stderr,
         )
-    predictions = P.predict(estimates, runs, workers)
-    k, fits = P.recommend(predictions, budget_mb, _wall_keys(args.perf_schedule)[0])
+    predictions = prediction.predict(estimates, runs, workers)
+    k, fits = prediction.recommend(predictions, budget_mb, _wall_keys(args.perf_schedule)[0])
     result = {
         "predictions": predictions,
         "recommended_workers": k,

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from pytest_perfmon.monitor import predict as P
+from pytest_perfmon.monitor import predict as prediction
 
 #: How long the history's answer may take to come (a locked or remote store).
 HISTORY_TIMEOUT = 30.0
@@ -47,7 +47,11 @@ class HistorySource:
     """The history store's medians, asked of a child process started at once."""
 
     def __init__(
-        self, url: str, runs: int = HISTORY_RUNS, module: str = "plan", extra: Sequence[str] = ()
+        self,
+        url: str,
+        runs: int = HISTORY_RUNS,
+        module: str = "schedule_inputs",
+        extra: Sequence[str] = (),
     ) -> None:
         self.url = url
         self.proc: Optional[subprocess.Popen] = None
@@ -137,8 +141,8 @@ def make_plan(collection: Sequence[str], data: dict, strip_group: bool = False) 
     if strip_group:
         ids = [n.rsplit("@", 1)[0] if n.rfind("@") > n.rfind("]") else n for n in ids]
     try:
-        estimates, unknown = P.estimate_tests(ids, series)
-    except P.PredictError:
+        estimates, unknown = prediction.estimate_tests(ids, series)
+    except prediction.PredictError:
         raise PlanError(f"no history for any of these {len(ids)} tests") from None
     base = _number(data.get("baseline_mb")) or 0.0
     return Plan(

@@ -1,5 +1,5 @@
-"""``python -m pytest_perfmon.monitor.history.plan URL RUNS``: what ``--perf-schedule`` plans
-from, as JSON on stdout.
+"""``python -m pytest_perfmon.monitor.history.schedule_inputs URL RUNS``: what
+``--perf-schedule`` plans from, as JSON on stdout.
 
 The pytest process never imports the database layer, so the xdist controller runs this module
 as a short-lived child process (bounded) and reads its answer. The runs are the newest RUNS of
@@ -27,9 +27,9 @@ def plan_data(url: str, runs: int, pick: Optional[Callable] = None) -> dict:
     baseline RSS (see :mod:`..predict`) and per run [workers, duration, busiest worker's test
     time]. ``pick(eng, store)`` -> (machine id or None for all, this machine?, run ids to
     leave out); default: this machine's runs, else the newest run's machine's."""
-    from .. import predict as P
+    from .. import predict as prediction
     from . import store
-    from .predict_io import load
+    from .predict_command import load
     from .url import normalize
 
     empty: dict[str, Any] = {"runs": 0, "this_machine": True, "baseline_mb": None, "tests": {}}
@@ -53,18 +53,18 @@ def plan_data(url: str, runs: int, pick: Optional[Callable] = None) -> dict:
         if not durs:
             continue
         peaks = [p for p in s["peak_mb"] if p is not None]
-        tests[nodeid] = [P.median(durs), P.median(peaks) if peaks else None]
+        tests[nodeid] = [prediction.median(durs), prediction.median(peaks) if peaks else None]
     return {
         "runs": len(stats),
         "this_machine": local,
-        "baseline_mb": P.baseline_mb(stats) if stats else None,
+        "baseline_mb": prediction.baseline_mb(stats) if stats else None,
         "tests": tests,
         "run_stats": [[r.workers, r.duration, r.busy_max] for r in stats],
     }
 
 
 def _this_machine(eng: Any, store: Any) -> tuple:
-    from .predict_io import _machine
+    from .predict_command import _machine
 
     return (*_machine(eng, store), ())
 
@@ -92,7 +92,7 @@ def child_main(module: str, answer: Callable[[str, int], dict], argv: Optional[l
 
 
 def main(argv: Optional[list] = None) -> int:
-    return child_main("plan", plan_data, argv)
+    return child_main("schedule_inputs", plan_data, argv)
 
 
 if __name__ == "__main__":

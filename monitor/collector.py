@@ -1,6 +1,6 @@
 """The monitor process: collects the plugin's records, samples the pytest processes, writes JSON.
 
-Spawned by the plugin (``python -m pytest_perfmon.monitor.monitor``, or the ``perfmon-monitor``
+Spawned by the plugin (``python -m pytest_perfmon.monitor.collector``, or the ``perfmon-monitor``
 script). It binds a ROUTER socket, samples every process that introduced itself with ``hello``
 every ``--interval`` seconds, and on ``finish`` delivers the report (:mod:`.deliver`: the JSON to
 ``--output``, the one path it writes to; then the HTML page and the history the finish asks for),
@@ -22,11 +22,9 @@ from typing import Any, Optional
 
 import zmq
 
-from . import deliver as D
-from . import protocol as P
-from . import remote, server, slots
-from . import report as R
-from . import sampler as S
+from . import deliver as delivery
+from . import protocol, remote, sampler, server, slots
+from . import report as report_model
 
 #: How often the parent is checked, seconds.
 PARENT_CHECK = 0.25
@@ -56,7 +54,7 @@ class Peer:
 
     __slots__ = ("worker", "seqs", "role", "acked", "covered")
 
-    def __init__(self, worker: R.Worker, role: str) -> None:
+    def __init__(self, worker: report_model.Worker, role: str) -> None:
         self.worker = worker
         self.role = role
         self.seqs: set = set()
@@ -89,18 +87,18 @@ class Monitor(server.RouterServer):
         self.detached = detached
         self.parent_fd = parent_fd
         self.parent_ctime = (
-            S.create_time(parent) if parent is not None and parent_fd is None else None
+            sampler.create_time(parent) if parent is not None and parent_fd is None else None
         )
-        self.data = R.RunData(sample_interval=interval)
+        self.data = report_model.RunData(sample_interval=interval)
         self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, Peer] = {}
         self.finisher: Optional[bytes] = None  # the peer that sent finish
-        self.sampler = S.Sampler()
+        self.sampler = sampler.Sampler()
         self.stop_reason: Optional[str] = None
         self.python_version: Optional[str] = None
         self.started = time.time()
         self.ctx = zmq.Context()
-        self.sock = server.router_socket(self.ctx, P.MAX_FRAME, 0)
+        self.sock = server.router_socket(self.ctx, protocol.MAX_FRAME, 0)
         self.profiler: Any = None  # --perf-profile: a profile.Profiler from the first hello asking
 
     # -- set-up ---------------------------------------------------------------------------
@@ -131,33 +129,37 @@ class Monitor(server.RouterServer):
         now = time.time()
         workers = (p.worker for p in self.peers.values() if p.worker.host is None)
         total, per = self.sampler.sample_group(workers, now)
-        self.data.concurrent_peak = S.higher_peak(self.data.concurrent_peak, now, total, per)
+        self.data.concurrent_peak = sampler.higher_peak(self.data.concurrent_peak, now, total, per)
 
     # -- messages -------------------------------------------------------------------------
     def _peer(self, ident: bytes, what: str) -> Peer:
         peer = self.peers.get(ident)
         if peer is None:
-            raise P.ProtocolError(P.E_UNKNOWN_PEER, f"{what} before hello")
+            raise protocol.ProtocolError(protocol.E_UNKNOWN_PEER, f"{what} before hello")
         return peer
 
     def on_hello(self, ident: bytes, body: Any) -> None:
-        h = P.parse_hello(body)
+        h = protocol.parse_hello(body)
         if h.host is not None:  # an xdist worker on another host, through its relay
             again = remote.adopt(self.peers, h)  # its relay was replaced
             self.peers[ident] = again or Peer(remote.worker(self.data, h), h.role)
-            self.reply(ident, P.pack(P.READY, {"monitor_pid": os.getpid()}))
+            self.reply(ident, protocol.pack(protocol.READY, {"monitor_pid": os.getpid()}))
             return
-        if not 0 < h.pid < 2**31 or not S.own_process(h.pid):
-            raise P.ProtocolError(P.E_PID, f"pid {h.pid} is not a process of this user")
+        if not 0 < h.pid < 2**31 or not sampler.own_process(h.pid):
+            raise protocol.ProtocolError(
+                protocol.E_PID, f"pid {h.pid} is not a process of this user"
+            )
         if h.python is not None:
             self.python_version = h.python
-        w = R.Worker(wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods)
+        w = report_model.Worker(
+            wid=h.worker, pid=h.pid, joined=time.time(), boundary_methods=h.methods
+        )
         if h.role == "controller":
             w.pid = -h.pid  # the controller runs no tests: never sampled, not in the report
         else:
             self.data.workers[h.worker] = w
         self.peers[ident] = Peer(w, h.role)
-        ready = P.pack(P.READY, {"monitor_pid": os.getpid()})
+        ready = protocol.pack(protocol.READY, {"monitor_pid": os.getpid()})
         if h.profile is None or w.pid <= 0 or not self.start_profile(h.profile, w, ident, ready):
             self.reply(ident, ready)  # the first test waits (with --perf-profile: for py-spy)
         if w.pid > 0:
@@ -165,7 +167,7 @@ class Monitor(server.RouterServer):
 
     def on_batch(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "batch")
-        b = P.parse_batch(body)
+        b = protocol.parse_batch(body)
         if b.seq in peer.seqs:
             self.count("duplicate-batch")
             return
@@ -176,7 +178,7 @@ class Monitor(server.RouterServer):
 
     def on_crash(self, ident: bytes, body: Any) -> None:
         self._peer(ident, "crash")
-        c = P.parse_crash(body)
+        c = protocol.parse_crash(body)
         self.data.crashed.append(c.entry(time.time()))
         if c.rejected:
             self.count("records-rejected", c.rejected)
@@ -194,22 +196,22 @@ class Monitor(server.RouterServer):
 
     def on_bye(self, ident: bytes, body: Any) -> None:
         peer = self._peer(ident, "bye")
-        sent = P.parse_bye(body).sent
+        sent = protocol.parse_bye(body).sent
         missing = server.missing(peer.seqs, sent)
         if not missing:
             if peer.worker.pid > 0 and peer.worker.left is None:
                 self.sampler.sample(peer.worker, time.time())  # its counters at its last test's end
             peer.worker.left = time.time()
             peer.acked = True
-        self.reply(ident, P.pack(P.ACK, {"missing": missing}))
+        self.reply(ident, protocol.pack(protocol.ACK, {"missing": missing}))
 
     def on_finish(self, ident: bytes, body: Any) -> None:
-        f = P.parse_finish(body)
+        f = protocol.parse_finish(body)
         self.finisher = ident
         self.data.records_dropped += f.records_dropped
         self.data.warnings.extend(f.warnings)
         done = self.write_session(f.as_session(), f)
-        self.reply(ident, P.pack(P.DONE, done.done()))
+        self.reply(ident, protocol.pack(protocol.DONE, done.done()))
         self.stop_reason = "finished"
 
     def on_samples(self, ident: bytes, body: Any) -> None:
@@ -219,10 +221,22 @@ class Monitor(server.RouterServer):
         self._peer(ident, "handback")
         remote.handback(self.data, body)
 
-    KINDS = frozenset((P.HELLO, P.BATCH, P.CRASH, P.BYE, P.FINISH, P.SAMPLES, P.HANDBACK))
+    KINDS = frozenset(
+        (
+            protocol.HELLO,
+            protocol.BATCH,
+            protocol.CRASH,
+            protocol.BYE,
+            protocol.FINISH,
+            protocol.SAMPLES,
+            protocol.HANDBACK,
+        )
+    )
 
     # -- --perf-profile (monitor/profile.py) ----------------------------------------------
-    def start_profile(self, request: dict, w: R.Worker, ident: bytes, ready: Any) -> bool:
+    def start_profile(
+        self, request: dict, w: report_model.Worker, ident: bytes, ready: Any
+    ) -> bool:
         """Start its sampler; True when its ``ready`` waits for it (see ``sample``)."""
         if self.profiler is None:
             from . import profile
@@ -230,7 +244,7 @@ class Monitor(server.RouterServer):
             self.profiler = profile.Profiler(request["mode"], request["over"])
         return bool(self.profiler.start(w.wid, w.pid, ident, ready))
 
-    def finish_profiles(self, f: Optional[P.Finish]) -> Optional[dict]:
+    def finish_profiles(self, f: Optional[protocol.Finish]) -> Optional[dict]:
         """Stop the samplers, write the profiles; the report's ``session.profile`` block."""
         if self.profiler is None:
             return None
@@ -251,23 +265,25 @@ class Monitor(server.RouterServer):
             for ident, p in self.peers.items()
         )
 
-    def write_session(self, session: dict, f: Optional[P.Finish] = None) -> D.Delivered:
+    def write_session(
+        self, session: dict, f: Optional[protocol.Finish] = None
+    ) -> delivery.Delivered:
         """Build the report and deliver it: the JSON to ``--output``; the HTML page and the
         history only as a ``finish`` asks (an aborted session writes its JSON only)."""
         slots.drop_duplicate_interruptions(self.data)
         profile = self.finish_profiles(f)
-        system = R.system_info(self.python_version) if self.system_info else None
+        system = report_model.system_info(self.python_version) if self.system_info else None
         try:
-            rep = R.build(self.data, session, system)
+            rep = report_model.build(self.data, session, system)
         except Exception as exc:  # a report must never take the monitor down silently
-            return D.unbuilt(self.output, exc)
+            return delivery.unbuilt(self.output, exc)
         if profile is not None:
             rep["session"]["profile"] = profile
         if self.possibly_incomplete():
             rep["session"]["possibly_incomplete"] = True
         if f is None:
-            return D.deliver(rep, self.output)
-        return D.deliver(
+            return delivery.deliver(rep, self.output)
+        return delivery.deliver(
             rep, self.output, html=f.html, history=f.history, labels=f.labels, rootdir=f.rootdir
         )
 
@@ -279,7 +295,7 @@ class Monitor(server.RouterServer):
             return not select.select([self.parent_fd], [], [], 0)[0]
         if os.name == "posix" and not self.detached:
             return os.getppid() == self.parent
-        return S.alive(self.parent, self.parent_ctime)
+        return sampler.alive(self.parent, self.parent_ctime)
 
     def check_parent(self) -> None:
         if not self.parent_alive():
@@ -345,7 +361,7 @@ class Monitor(server.RouterServer):
         for st in states:
             w = self._slot_worker(st)
             if w is not None and st.records:
-                recs, bad = P.check_records(st.records)
+                recs, bad = protocol.check_records(st.records)
                 w.add_told(recs)
                 if bad:
                     self.count("records-rejected", bad)
@@ -370,7 +386,7 @@ class Monitor(server.RouterServer):
                 running.append((nodeid, w.wid))
         return _abort_words(owner, running), (owner.ended if owner is not None else None)
 
-    def _slot_worker(self, st: slots.State) -> Optional[R.Worker]:
+    def _slot_worker(self, st: slots.State) -> Optional[report_model.Worker]:
         """The report's worker of a slot (made when its hello never came); None: a controller."""
         if st.role == "controller":
             return None
@@ -380,11 +396,11 @@ class Monitor(server.RouterServer):
         wid = st.wid or str(st.pid)
         w = self.data.workers.get(wid)
         if w is None:
-            starts = [r[P.START] for r in st.records if isinstance(r, list) and len(r) > 1]
+            starts = [r[protocol.START] for r in st.records if isinstance(r, list) and len(r) > 1]
             if st.running is not None:
                 starts.append(st.running[1])
             joined = min((t for t in starts if isinstance(t, (int, float))), default=self.started)
-            w = self.data.workers[wid] = R.Worker(wid=wid, pid=st.pid, joined=joined)
+            w = self.data.workers[wid] = report_model.Worker(wid=wid, pid=st.pid, joined=joined)
         return w
 
     def _reported(self, nodeid: str, t0: float) -> bool:
@@ -395,7 +411,7 @@ class Monitor(server.RouterServer):
                 return True
         for w in self.data.workers.values():
             for r in w.records:
-                if r[P.NODEID] == nodeid and abs(r[P.START] - t0) < slots.SAME_START:
+                if r[protocol.NODEID] == nodeid and abs(r[protocol.START] - t0) < slots.SAME_START:
                     return True
         return False
 
@@ -440,8 +456,8 @@ def _told_reaches_back(mine: list, told: list) -> bool:
     if not told:
         return not mine  # it finished no test (the controller saw none)
     if not mine:
-        return len(told) < P.CRASH_RECENT  # the controller kept every test it finished
-    return min(r[P.START] for r in told) <= max(r[P.STOP] for r in mine)
+        return len(told) < protocol.CRASH_RECENT  # the controller kept every test it finished
+    return min(r[protocol.START] for r in told) <= max(r[protocol.STOP] for r in mine)
 
 
 def _abort_words(owner: Optional[slots.State], running: list) -> str:
