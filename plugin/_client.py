@@ -287,12 +287,7 @@ class Client:
     def close(self) -> None:
         if self.abandoned:  # a sender thread that did not stop still holds the socket
             return
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.events.close(0)
-        self.sock.close(0)
+        self.close_socket()
         self.ctx.term()
 
 

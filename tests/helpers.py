@@ -117,12 +117,18 @@ class Run:
 
 
 def run_in(
-    path, *args: str, output: str = "perf.json", monitor: bool = True, env: dict | None = None
+    path,
+    *args: str,
+    output: str = "perf.json",
+    monitor: bool = True,
+    env: dict | None = None,
+    command: list | None = None,
 ) -> Run:
     """run_perf's run in a directory of one's own, for a run that several tests share (a
     module-scoped fixture; pytester is per test): the same command, ini and environment as
     pytester gives run_perf's runs (our plugins off, PY_COLORS=0, HOME there). The files are
-    the caller's; the report, if any, is validated."""
+    the caller's; the report, if any, is validated. ``command``: the interpreter (default:
+    this Python)."""
     import subprocess
     import sys
     import time
@@ -136,7 +142,7 @@ def run_in(
     environ.update(env or {})
     start = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra, *args],
+        [*(command or [sys.executable]), "-m", "pytest", "-p", "no:cacheprovider", *extra, *args],
         cwd=path,
         env=environ,
         stdin=subprocess.DEVNULL,
@@ -758,7 +764,9 @@ class PG:
         from pytest_perfmon.monitor.history import store
 
         eng = sa.create_engine(
-            store.U.normalize(self.url()), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+            store.store_url.normalize(self.url()),
+            isolation_level="AUTOCOMMIT",
+            poolclass=sa.pool.NullPool,
         )
         with eng.connect() as c:
             if not self.has_db:
@@ -766,7 +774,7 @@ class PG:
                 self.has_db = True
         eng.dispose()
         eng = sa.create_engine(
-            store.U.normalize(self.url("history")),
+            store.store_url.normalize(self.url("history")),
             isolation_level="AUTOCOMMIT",
             poolclass=sa.pool.NullPool,
         )

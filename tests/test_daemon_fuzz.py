@@ -49,8 +49,20 @@ def test_fuzz_daemon_process(daemon, batch):
     assert daemon.proc.poll() is None, daemon.log()
 
 
+#: Frames no collector can take: not msgpack, a msgpack that is no envelope, a truncated one.
+JUNK = [b"", b"\xc1", b"\x93\x01", b"not msgpack at all", b"\x92\x01\xa5hello"] * 3
+
+
 def test_daemon_after_fuzz_still_records_a_session(daemon, pytester):
-    """Runs after the fuzzing (same module, same daemon)."""
+    """After the fuzzing when it ran on this worker (same module, same daemon), and after
+    junk frames of its own in any case: the daemon still records a whole session."""
+    c = Raw(daemon.endpoint)
+    try:
+        for frame in JUNK:
+            c.send(frame)
+        daemon.status(timeout=30)  # answered after everything this client sent
+    finally:
+        c.close()
     assert daemon.proc.poll() is None, daemon.log()
     before = daemon.status()
     assert sum(before["protocol_errors"].values()) > 10

@@ -11,10 +11,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from helpers import RUN_TIMEOUT, XDIST_ENDS, Run, inner_addopts, need_history, validate
+from helpers import XDIST_ENDS, Run, need_history, run_in
 from pytest_perfmon.monitor import profile, profile_view
 
 PY_SPY = profile.find_sampler()
@@ -52,33 +51,9 @@ def need_py_spy() -> None:
 
 
 def run(path, *args: str, command: list | None = None, env: dict | None = None) -> Run:
-    """An inner pytest run with --perf-monitor in ``path`` (our plugins off, as run_in), its
-    interpreter command ``command`` (default: this Python)."""
-    (path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    out = path / "perf.json"
-    environ = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0", HOME=str(path))
-    environ.pop("GITHUB_STEP_SUMMARY", None)
-    environ.update(env or {})
-    start = time.monotonic()
-    proc = subprocess.run(
-        [*(command or [sys.executable]), "-m", "pytest", "-p", "no:cacheprovider"]
-        + ["--perf-monitor", f"--perf-output={out}", *args],
-        cwd=path,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=RUN_TIMEOUT,
-    )
-    res = pytest.RunResult(
-        proc.returncode,
-        proc.stdout.splitlines(),
-        proc.stderr.splitlines(),
-        time.monotonic() - start,
-    )
-    report = validate(json.loads(out.read_text(encoding="utf-8"))) if out.exists() else None
-    return Run(res, report, out)
+    """An inner pytest run with --perf-monitor in ``path`` (our plugins off), its interpreter
+    command ``command`` (default: this Python)."""
+    return run_in(path, *args, env=env, command=command)
 
 
 def profiles(r: Run) -> dict:
