@@ -14,9 +14,9 @@ samples, with this host's system block and concurrent peak, on each worker's con
 
 It ends with its workers: when every worker it served has said goodbye (or died), or when none
 came within ``IDLE_START``; then it removes its directory. Nothing is left on the host. When it
-cannot reach the collector within ``UPSTREAM_GRACE`` (a firewall, NAT), it answers the worker's
-hello with an error saying so: the worker then hands its records back through xdist's
-``workeroutput``.
+cannot reach the collector within ``UPSTREAM_GRACE`` (or ``PERFMON_RELAY_GRACE`` seconds; a
+firewall, NAT), it answers the worker's hello with an error saying so: the worker then hands its
+records back through xdist's ``workeroutput``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ from . import report as report_model
 DIR_PREFIX = "perfmon-relay-"
 #: The collector must complete the CURVE handshake within this long, else the worker is told.
 UPSTREAM_GRACE = 5.0
+#: Another grace, in seconds, from the relay's environment (the remote workers'): longer for a
+#: slow link, shorter where the collector is known to be out of reach.
+GRACE_ENV = "PERFMON_RELAY_GRACE"
 #: No worker said hello within this long: the relay ends.
 IDLE_START = 60.0
 #: After the last worker left: forward the last answers for this long, then end.
@@ -62,6 +65,15 @@ def directory(session: str) -> str:
 
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return os.path.join(tempfile.gettempdir(), f"{DIR_PREFIX}{uid}-{session}")
+
+
+def upstream_grace(environ: Any) -> float:
+    """The grace from ``GRACE_ENV``; ``UPSTREAM_GRACE`` when unset or not a positive number."""
+    try:
+        value = float(environ.get(GRACE_ENV) or UPSTREAM_GRACE)
+    except ValueError:
+        return UPSTREAM_GRACE
+    return value if 0 < value < float("inf") else UPSTREAM_GRACE
 
 
 def write_upstream(path: str, endpoint: str, keys: dict) -> None:
@@ -115,6 +127,7 @@ class Relay(server.RouterServer):
         self.upstream_endpoint = str(cfg["endpoint"])
         self.keys = {k: str(cfg[k]).encode() for k in ("server", "public", "secret")}
         self.interval = interval
+        self.grace = upstream_grace(os.environ)
         self.counters: dict = {}
         self.ctx = zmq.Context()
         self.sock = server.router_socket(self.ctx, protocol.MAX_FRAME, 0)
@@ -275,7 +288,7 @@ class Relay(server.RouterServer):
 
     def _tell_unreachable(self, ident: bytes, up: Upstream) -> None:
         up.told = True
-        why = up.failed or f"no CURVE handshake within {UPSTREAM_GRACE:.0f} s"
+        why = up.failed or f"no CURVE handshake within {self.grace:g} s"
         self.reply(
             ident,
             protocol.error_reply(
@@ -334,7 +347,7 @@ class Relay(server.RouterServer):
     def check_life(self) -> None:
         mono = time.monotonic()
         for ident, u in self.up.items():
-            if not u.up and not u.lost and not u.told and mono - u.born > UPSTREAM_GRACE:
+            if not u.up and not u.lost and not u.told and mono - u.born > self.grace:
                 self._tell_unreachable(ident, u)
         if not self.up:
             if mono - self.started > IDLE_START:

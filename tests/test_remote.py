@@ -239,7 +239,11 @@ def test_collector_refuses_a_wrong_key(tmp_path, server):
 
 def test_unreachable_collector_hands_records_back(tmp_path):
     closed = _free_port()  # where the remote side is told the collector is: nothing listens
-    with _server(tmp_path, PERFMON_RELAY_UPSTREAM=f"127.0.0.1:{closed}") as srv:
+    # Nothing will ever answer: the relay's wait for the handshake need not be the default 5 s
+    # (its default and parsing: test_relay_grace_from_the_environment).
+    with _server(
+        tmp_path, PERFMON_RELAY_UPSTREAM=f"127.0.0.1:{closed}", PERFMON_RELAY_GRACE="1"
+    ) as srv:
         run = _run(tmp_path, srv.port)
         assert _relays_gone(srv)  # the relay, having told its worker, ended with it
     assert run.ret == 0, run.text
@@ -250,6 +254,17 @@ def test_unreachable_collector_hands_records_back(tmp_path):
     warnings = [w for w in rep["session"]["warnings"] if "came back at the end through xdist" in w]
     assert len(warnings) == 1 and "cannot reach the collector" in warnings[0], warnings
     assert "--perf-listen" in warnings[0]
+    assert "no CURVE handshake within 1 s" in warnings[0], warnings
+
+
+def test_relay_grace_from_the_environment():
+    from pytest_perfmon.monitor import relay
+
+    assert relay.upstream_grace({}) == relay.UPSTREAM_GRACE == 5.0
+    assert relay.upstream_grace({relay.GRACE_ENV: "0.5"}) == 0.5
+    assert relay.upstream_grace({relay.GRACE_ENV: "12"}) == 12.0
+    for bad in ("", "0", "-1", "soon", "nan", "inf"):
+        assert relay.upstream_grace({relay.GRACE_ENV: bad}) == relay.UPSTREAM_GRACE, bad
 
 
 KILL_RELAY = """
