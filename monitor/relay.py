@@ -409,7 +409,9 @@ class Relay(server.RouterServer):
 
     def close(self) -> None:
         for u in list(self.up.values()):
-            self._close_up(u)
+            # Frames queued for a collector never reached (the worker was told) or lost (a
+            # replacement hears a fresh connection's hello first) cannot arrive: no LINGER.
+            self._close_up(u, 0 if u.told or u.lost else None)
         self.sock.close(0)
         self.ctx.term()  # waits (LINGER) for the last frames to go upstream
         if os.path.basename(self.dir).startswith(DIR_PREFIX):
