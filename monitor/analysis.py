@@ -45,6 +45,15 @@ class ReportError(Exception):
     """
 
 
+def write_text(path: str, text: str) -> None:
+    """A command's output into ``path``; a one-line ReportError when it cannot be written."""
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise ReportError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
 # --------------------------------------------------------------------------- loading
 
 

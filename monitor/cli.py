@@ -150,12 +150,8 @@ def _render(doc: Doc, data: dict, fmt: str) -> str:
 def _emit(text: str, output: Optional[str]) -> None:
     if output is None:
         emit(text)
-        return
-    try:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise ReportError(f"{output}: cannot write ({e.strerror or e})") from None
+    else:
+        analysis.write_text(output, text)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import os
 from html import escape
 from typing import Any, Optional
 
-from .analysis import ReportError, load_report
+from .analysis import ReportError, load_report, write_text
 from .argtypes import positive_int
 from .command import EXIT_OK, emit
 from .profile import functions, split_frame
@@ -208,24 +208,16 @@ def flame_svg(nodeid: str, stacks: dict, rate: int, width: int = SVG_WIDTH) -> s
     return "".join(out)
 
 
-def _write(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as e:
-        raise ReportError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
     doc = profiles_of(args.report)
     nodeid, stacks, runs = select(doc, args.nodeid)
     rate = int(doc.get("rate") or 100)
     emit(profile_document(nodeid, stacks, runs, rate, args.top).text(_width()))
     if args.speedscope:
-        _write(args.speedscope, json.dumps(speedscope(nodeid, stacks, rate)))
+        write_text(args.speedscope, json.dumps(speedscope(nodeid, stacks, rate)))
         print(f"perfmon: wrote {args.speedscope} (open it in https://www.speedscope.app)")
     if args.svg:
-        _write(args.svg, flame_svg(nodeid, stacks, rate))
+        write_text(args.svg, flame_svg(nodeid, stacks, rate))
         print(f"perfmon: wrote {args.svg}")
     return EXIT_OK
 

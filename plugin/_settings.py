@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from pytest_perfmon.monitor.argtypes import nonneg_float  # --perf-profile-over's type too
 from pytest_perfmon.monitor.endpoints import is_ipv6  # noqa: F401 (the client's)
 from pytest_perfmon.monitor.units import MIN_INTERVAL
 from pytest_perfmon.monitor.vocabulary import LIMIT_METRICS
@@ -277,17 +278,6 @@ def parse_interval(text: str) -> float:
     return value
 
 
-def parse_seconds(text: str) -> float:
-    """--perf-profile-over SECONDS: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
-    return value
-
-
 def _profile(option: Any, getini: Any) -> tuple[Optional[str], float]:
     """--perf-profile (ini perf_profile): (None when off, else slow | all, the threshold)."""
     mode = _first(getattr(option, "perf_profile", None), _ini(getini, "perf_profile"))
@@ -297,7 +287,7 @@ def _profile(option: Any, getini: Any) -> tuple[Optional[str], float]:
     if over is None:
         raw = _ini(getini, "perf_profile_over")
         try:
-            over = parse_seconds(raw) if raw else DEFAULT_PROFILE_OVER
+            over = nonneg_float(raw) if raw else DEFAULT_PROFILE_OVER
         except argparse.ArgumentTypeError as exc:
             raise SettingError(f"perf_profile_over in the ini file: {exc}") from None
     return (None if mode in (None, "off") else mode), float(over)

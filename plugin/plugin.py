@@ -21,10 +21,10 @@ from ._settings import (
     MIN_INTERVAL,
     PROFILE_MODES,
     limit_type,
+    nonneg_float,
     parse_factor,
     parse_interval,
     parse_label,
-    parse_seconds,
 )
 
 MARKER = (
@@ -237,7 +237,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--perf-profile-over",
         metavar="SECONDS",
-        type=parse_seconds,
+        type=nonneg_float,
         default=None,
         help=f"With --perf-profile slow: keep the profiles of tests longer than this "
         f"(default: {DEFAULT_PROFILE_OVER}). [ini: perf_profile_over]",

@@ -39,14 +39,19 @@ def daemon(tmp_path_factory):
 @E2E
 @given(batch=st.lists(wire_frames, min_size=1, max_size=20))
 def test_fuzz_daemon_process(daemon, batch):
+    _send_all(daemon, batch)
+    assert daemon.proc.poll() is None, daemon.log()
+
+
+def _send_all(daemon, frames) -> None:
+    """Send ``frames`` from one client; return once the daemon has handled them all."""
     c = Raw(daemon.endpoint)
     try:
-        for frame in batch:
+        for frame in frames:
             c.send(frame)
         daemon.status(timeout=30)  # answered after everything this client sent
     finally:
         c.close()
-    assert daemon.proc.poll() is None, daemon.log()
 
 
 #: Frames no collector can take: not msgpack, a msgpack that is no envelope, a truncated one.
@@ -56,13 +61,7 @@ JUNK = [b"", b"\xc1", b"\x93\x01", b"not msgpack at all", b"\x92\x01\xa5hello"] 
 def test_daemon_after_fuzz_still_records_a_session(daemon, pytester):
     """After the fuzzing when it ran on this worker (same module, same daemon), and after
     junk frames of its own in any case: the daemon still records a whole session."""
-    c = Raw(daemon.endpoint)
-    try:
-        for frame in JUNK:
-            c.send(frame)
-        daemon.status(timeout=30)  # answered after everything this client sent
-    finally:
-        c.close()
+    _send_all(daemon, JUNK)
     assert daemon.proc.poll() is None, daemon.log()
     before = daemon.status()
     assert sum(before["protocol_errors"].values()) > 10

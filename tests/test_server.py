@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -20,23 +19,18 @@ from hypothesis import strategies as st
 from pytest_perfmon.monitor import protocol
 from pytest_perfmon.monitor.collector import Monitor
 from pytest_perfmon.monitor.collector import main as monitor_main
-from pytest_perfmon.monitor.daemon.core import Daemon
 
 
 @pytest.fixture
-def monitor(tmp_path):
-    m = InProcess(Monitor("ipc://unused", str(tmp_path / "perf.json"), 0.1, None, False))
-    yield m
-    m.close()
+def monitor(inprocess_monitor):
+    """conftest's in-process Monitor, under the name these tests use."""
+    return inprocess_monitor
 
 
 @pytest.fixture
-def daemon(tmp_path, monkeypatch):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where save_elsewhere writes
-    out = tmp_path / "combined.json"
-    d = InProcess(Daemon("ipc://unused", str(out), str(out) + ".journal", 0.1, False))
-    yield d
-    d.close()
+def daemon(inprocess_daemon):
+    """conftest's in-process Daemon (its saves in tmp_path), under the name these tests use."""
+    return inprocess_daemon
 
 
 # --- the monitor ---------------------------------------------------------------------------------
