@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 pytest.register_assert_rewrite("helpers")  # its asserts explain themselves like the tests'
 
+import preloaded  # noqa: E402
 from helpers import CHROMIUM, RUN_TIMEOUT, Run, inner_addopts, validate  # noqa: E402
 
 pytest_plugins = ["pytester"]
@@ -43,8 +45,14 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """pytest's pytester, whose runs get the PYTEST_ADDOPTS above too (pytester removes it from
-    the environment it sets up)."""
+    the environment it sets up), and whose subprocess runs are forked from a Python with pytest
+    imported (tests/preloaded.py)."""
     monkeypatch.setenv("PYTEST_ADDOPTS", inner_addopts())
+    monkeypatch.setattr(
+        pytester,
+        "runpytest_subprocess",
+        functools.partial(preloaded.runpytest_subprocess, pytester),
+    )
     return pytester
 
 

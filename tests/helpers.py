@@ -21,6 +21,7 @@ from pathlib import Path
 
 import jsonschema
 import msgpack
+import preloaded
 import pytest
 import zmq
 from hypothesis import strategies as st
@@ -129,7 +130,6 @@ def run_in(
     pytester gives run_perf's runs (our plugins off, PY_COLORS=0, HOME there). The files are
     the caller's; the report, if any, is validated. ``command``: the interpreter (default:
     this Python)."""
-    import subprocess
     import sys
     import time
 
@@ -141,15 +141,11 @@ def run_in(
         environ.pop(name, None)
     environ.update(env or {})
     start = time.monotonic()
-    proc = subprocess.run(
+    proc = preloaded.run(
         [*(command or [sys.executable]), "-m", "pytest", "-p", "no:cacheprovider", *extra, *args],
-        cwd=path,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=RUN_TIMEOUT,
+        path,
+        environ,
+        RUN_TIMEOUT,
     )
     res = pytest.RunResult(
         proc.returncode,
