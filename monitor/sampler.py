@@ -1,7 +1,10 @@
 """Sampling the pytest processes' RSS with psutil: the one place the monitor and the daemon do it.
 
 psutil is imported on first use, not at import time: the spawned monitor answers ``ready``
-before its first sample, and every millisecond of its start-up delays the first test.
+before its first sample, and every millisecond of its start-up delays the first test. On Linux
+it is not imported at all unless a test process has descendants: the RSS is read from
+``/proc/PID/statm`` as psutil reads it (importing psutil took about 20 ms of the monitor's
+first sample, which a short run waits for at its goodbye).
 """
 
 from __future__ import annotations
@@ -162,11 +165,11 @@ class Sampler:
 
     def _tree(self, now: float) -> dict:
         if self.ppids is None or self.ppids_at != now:
-            import psutil
-
             if self.proc_ok:
                 self.ppids = self._proc_ppids()
             else:
+                import psutil
+
                 build = getattr(psutil, "_ppid_map", None)
                 if build is None:  # pragma: no cover - every psutil since 5.x has it
                     self.ppids = {p.pid: p.ppid() for p in psutil.process_iter()}
@@ -202,11 +205,12 @@ class Sampler:
         psutil has 0 for them elsewhere): a process that ends is counted by whoever reaps it,
         the test process (its RUSAGE_CHILDREN) or a sampled descendant such as a
         ``multiprocessing`` forkserver (see ``children``)."""
-        import psutil
-
         total, cpu, parents, sizes = 0, {}, {}, {}
         kids, ctimes = self.kids, self.kid_ctime
         pids = self.descendants(w.pid, now)
+        if pids:
+            import psutil
+
         ppids = self.ppids or {}  # the map this pass built
         for pid in pids:
             proc = kids.get(pid)
@@ -248,6 +252,8 @@ class Sampler:
 
     def rss(self, pid: int) -> Optional[int]:
         """The RSS of ``pid`` in bytes; None when it is gone or unreadable."""
+        if self.proc_ok:
+            return statm_rss(pid)
         import psutil
 
         proc = self.procs.get(pid)
@@ -287,6 +293,25 @@ class Sampler:
                 per[w.wid] = rss
         self.forget_gone(now)
         return total, per
+
+
+#: Bytes per page, for /proc/PID/statm (Linux).
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def statm_rss(pid: int) -> Optional[int]:
+    """Linux: the RSS of ``pid`` from ``/proc/PID/statm`` (resident pages x page size, what
+    psutil's ``memory_info().rss`` reads); None when it is gone or unreadable."""
+    try:
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+    except (OSError, ValueError, OverflowError):
+        return None
+    try:
+        return int(os.read(fd, 128).split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def higher_peak(peak: Optional[tuple], now: float, total: int, per: dict) -> Optional[tuple]:
