@@ -99,7 +99,8 @@ def item_limits(item: pytest.Item, defaults: dict) -> Optional[dict]:
 
 def _own_mark(node: Any) -> bool:
     """Whether ``node`` itself carries a perf_limit marker (what iter_markers reads)."""
-    return any(getattr(m, "name", None) == MARKER for m in node.own_markers)
+    marks = node.own_markers
+    return bool(marks) and any(getattr(m, "name", None) == MARKER for m in marks)
 
 
 def _marked(node: Any) -> bool:

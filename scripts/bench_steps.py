@@ -189,14 +189,18 @@ def main(argv: list | None = None) -> int:
         print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
         names = [name for name, _, _ in sides]
         print(f"{'step (median ms since the previous mark)':58}" + "".join(f"{n:>12}" for n in names))
-        prev = "exec"
-        for step in STEPS:
+        for k, step in enumerate(STEPS):
             meds = []
             for n in names:
-                got = [r[step] - r[prev] for r in rows[n] if step in r and prev in r]
+                # from the latest earlier mark the run has (an xdist controller collects
+                # nothing: its collection marks are missing)
+                got = [
+                    r[step] - max(r[p] for p in ["exec", *STEPS[:k]] if p in r)
+                    for r in rows[n]
+                    if step in r
+                ]
                 meds.append(f"{statistics.median(got):12.1f}" if got else f"{'-':>12}")
             print(f"{WHAT[step][:58]:58}" + "".join(meds))
-            prev = step
         print(
             f"{'to the exit handlers (sum)':58}"
             + "".join(f"{statistics.median(r['exit handlers'] for r in rows[n]):12.1f}" for n in names)
