@@ -205,12 +205,22 @@ class Sampler:
         psutil has 0 for them elsewhere): a process that ends is counted by whoever reaps it,
         the test process (its RUSAGE_CHILDREN) or a sampled descendant such as a
         ``multiprocessing`` forkserver (see ``children``)."""
+        pids = self.descendants(w.pid, now)
+        total, cpu, parents, sizes = self._read_kids(pids) if pids else (0, {}, {}, {})
+        w.child_t.append(now)
+        w.child_s.append((total, cpu, parents, sizes) if cpu else None)
+        if len(w.child_t) > MAX_SAMPLES:
+            _halve_children(w)
+        return list(cpu)
+
+    def _read_kids(self, pids: list) -> tuple:
+        """RSS and CPU of the descendants ``pids`` (psutil, imported here: only a run whose
+        tests have descendants pays for it): (total RSS, cpu, parents, sizes) as
+        :meth:`sample_children` keeps them."""
+        import psutil
+
         total, cpu, parents, sizes = 0, {}, {}, {}
         kids, ctimes = self.kids, self.kid_ctime
-        pids = self.descendants(w.pid, now)
-        if pids:
-            import psutil
-
         ppids = self.ppids or {}  # the map this pass built
         for pid in pids:
             proc = kids.get(pid)
@@ -234,11 +244,7 @@ class Sampler:
             )
             parents[pid] = ppids.get(pid)
             sizes[pid] = rss
-        w.child_t.append(now)
-        w.child_s.append((total, cpu, parents, sizes) if cpu else None)
-        if len(w.child_t) > MAX_SAMPLES:
-            _halve_children(w)
-        return list(cpu)
+        return total, cpu, parents, sizes
 
     def forget_gone(self, now: float) -> None:
         """Drop cached descendants that are no longer running (after a pass)."""
