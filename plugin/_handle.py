@@ -394,15 +394,28 @@ def spawn_early(settings: Settings) -> None:
     plugin's runtime (zmq, msgpack: about 30 ms), which then runs beside the monitor's own
     start-up instead of before it. A perfmon-daemon is joined later, as before."""
     global _early
+    _drop_early()
     if not settings.daemon:
         _early = (settings, SpawnedMonitor(settings))
 
 
+def _drop_early() -> None:
+    """A monitor started early for a session that never took it (its configure failed in
+    between; a second session in the same process): stopped before it could write."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early[1].silence()
+        early[1].reap(wrote_report=False)
+
+
 def make_handle(settings: Settings) -> SpawnedMonitor | JoinedDaemon:
     global _early
+    early = _early
+    if early is not None and early[0] is settings:
+        _early = None
+        return early[1]
+    _drop_early()
     if settings.daemon:
         return JoinedDaemon(settings.daemon)
-    early, _early = _early, None
-    if early is not None and early[0] is settings:
-        return early[1]
     return SpawnedMonitor(settings)
