@@ -103,6 +103,9 @@ class Monitor(server.RouterServer):
 
     # -- set-up ---------------------------------------------------------------------------
     def bind(self) -> None:
+        if self.endpoint.startswith("ipc://") and not zmq.has("ipc"):
+            # the plugin asks the same libzmq after starting us, and reads ENDPOINT_FILE
+            self.endpoint = "tcp://127.0.0.1:0"
         self.endpoint = server.bind(self.sock, self.endpoint)
         if self.listen:  # remote workers' relays: TCP with CURVE (bound after the ipc endpoint)
             self.auth = remote.listen(self.ctx, self.sock, self.listen)

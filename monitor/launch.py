@@ -19,7 +19,6 @@ create time.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from typing import Optional
 
@@ -63,6 +62,8 @@ def main(argv: Optional[list] = None) -> int:
     module = "pytest_perfmon.monitor.relay" if relay else "pytest_perfmon.monitor.collector"
     parent = _parent(rest)
     if not hasattr(os, "fork"):
+        import subprocess  # here only: 5 ms of the launcher's start-up before the fork
+
         flags = getattr(subprocess, "DETACHED_PROCESS", 0) | getattr(
             subprocess, "CREATE_NEW_PROCESS_GROUP", 0
         )

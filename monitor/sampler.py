@@ -1,7 +1,10 @@
 """Sampling the pytest processes' RSS with psutil: the one place the monitor and the daemon do it.
 
 psutil is imported on first use, not at import time: the spawned monitor answers ``ready``
-before its first sample, and every millisecond of its start-up delays the first test.
+before its first sample, and every millisecond of its start-up delays the first test. On Linux
+it is not imported at all unless a test process has descendants: the RSS is read from
+``/proc/PID/statm`` as psutil reads it (importing psutil took about 20 ms of the monitor's
+first sample, which a short run waits for at its goodbye).
 """
 
 from __future__ import annotations
@@ -162,11 +165,11 @@ class Sampler:
 
     def _tree(self, now: float) -> dict:
         if self.ppids is None or self.ppids_at != now:
-            import psutil
-
             if self.proc_ok:
                 self.ppids = self._proc_ppids()
             else:
+                import psutil
+
                 build = getattr(psutil, "_ppid_map", None)
                 if build is None:  # pragma: no cover - every psutil since 5.x has it
                     self.ppids = {p.pid: p.ppid() for p in psutil.process_iter()}
@@ -202,11 +205,22 @@ class Sampler:
         psutil has 0 for them elsewhere): a process that ends is counted by whoever reaps it,
         the test process (its RUSAGE_CHILDREN) or a sampled descendant such as a
         ``multiprocessing`` forkserver (see ``children``)."""
+        pids = self.descendants(w.pid, now)
+        total, cpu, parents, sizes = self._read_kids(pids) if pids else (0, {}, {}, {})
+        w.child_t.append(now)
+        w.child_s.append((total, cpu, parents, sizes) if cpu else None)
+        if len(w.child_t) > MAX_SAMPLES:
+            _halve_children(w)
+        return list(cpu)
+
+    def _read_kids(self, pids: list) -> tuple:
+        """RSS and CPU of the descendants ``pids`` (psutil, imported here: only a run whose
+        tests have descendants pays for it): (total RSS, cpu, parents, sizes) as
+        :meth:`sample_children` keeps them."""
         import psutil
 
         total, cpu, parents, sizes = 0, {}, {}, {}
         kids, ctimes = self.kids, self.kid_ctime
-        pids = self.descendants(w.pid, now)
         ppids = self.ppids or {}  # the map this pass built
         for pid in pids:
             proc = kids.get(pid)
@@ -230,11 +244,7 @@ class Sampler:
             )
             parents[pid] = ppids.get(pid)
             sizes[pid] = rss
-        w.child_t.append(now)
-        w.child_s.append((total, cpu, parents, sizes) if cpu else None)
-        if len(w.child_t) > MAX_SAMPLES:
-            _halve_children(w)
-        return list(cpu)
+        return total, cpu, parents, sizes
 
     def forget_gone(self, now: float) -> None:
         """Drop cached descendants that are no longer running (after a pass)."""
@@ -248,6 +258,8 @@ class Sampler:
 
     def rss(self, pid: int) -> Optional[int]:
         """The RSS of ``pid`` in bytes; None when it is gone or unreadable."""
+        if self.proc_ok:
+            return statm_rss(pid)
         import psutil
 
         proc = self.procs.get(pid)
@@ -287,6 +299,25 @@ class Sampler:
                 per[w.wid] = rss
         self.forget_gone(now)
         return total, per
+
+
+#: Bytes per page, for /proc/PID/statm (Linux).
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def statm_rss(pid: int) -> Optional[int]:
+    """Linux: the RSS of ``pid`` from ``/proc/PID/statm`` (resident pages x page size, what
+    psutil's ``memory_info().rss`` reads); None when it is gone or unreadable."""
+    try:
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+    except (OSError, ValueError, OverflowError):
+        return None
+    try:
+        return int(os.read(fd, 128).split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def higher_peak(peak: Optional[tuple], now: float, total: int, per: dict) -> Optional[tuple]:

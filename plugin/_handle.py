@@ -55,8 +55,6 @@ class SpawnedMonitor:
     spawned = True
 
     def __init__(self, settings: Settings) -> None:
-        import zmq  # for zmq.has("ipc") only; the client imports it anyway
-
         self.settings = settings
         self.launcher: Optional[subprocess.Popen] = None
         self.proc: Optional[_Process] = None  # the monitor, once the launcher has told its pid
@@ -67,13 +65,16 @@ class SpawnedMonitor:
         self.log_path = os.path.join(self.tmpdir, "monitor.log")
         self.pid_path = os.path.join(self.tmpdir, "monitor.pid")
         self.note_path = os.path.join(self.tmpdir, "monitor.exit")
-        endpoint_file = None
+        # The monitor is started before zmq is imported here (tens of ms that now run beside
+        # its start-up): whether this libzmq has ipc:// is asked after the launch, and the
+        # monitor, asking the same libzmq, binds TCP instead and says where in ENDPOINT_FILE.
+        endpoint_file = os.path.join(self.tmpdir, "endpoint")
         sock_path = os.path.join(self.tmpdir, "monitor.sock")
-        if os.name == "posix" and zmq.has("ipc") and len(sock_path.encode()) < IPC_PATH_MAX:
+        ipc = os.name == "posix" and len(sock_path.encode()) < IPC_PATH_MAX
+        if ipc:
             endpoint = "ipc://" + sock_path
         else:  # no ipc:// here, or a TMPDIR too long for a socket path
             endpoint = "tcp://127.0.0.1:0"
-            endpoint_file = os.path.join(self.tmpdir, "endpoint")
         python = os.environ.get("PERFMON_MONITOR_PYTHON") or sys.executable
         cmd = [
             python,
@@ -90,9 +91,9 @@ class SpawnedMonitor:
             str(os.getpid()),
             "--exit-note",
             self.note_path,
+            "--endpoint-file",
+            endpoint_file,
         ]
-        if endpoint_file:
-            cmd += ["--endpoint-file", endpoint_file]
         if not settings.system_info:
             cmd.append("--no-system-info")
         #: The session's CURVE keys for remote workers' relays (None: no TCP listener).
@@ -107,7 +108,11 @@ class SpawnedMonitor:
         self.cmd = cmd
         self.problem = self._launch()
         if self.problem is None:
-            self.endpoint = self._read_endpoint(endpoint_file) if endpoint_file else endpoint
+            if ipc:
+                import zmq  # after the launch; the client imports it anyway
+
+                ipc = zmq.has("ipc")
+            self.endpoint = endpoint if ipc else self._read_endpoint(endpoint_file)
 
     def _launch(self) -> Optional[str]:
         """Start the launcher; the problem, in words, if it could not be started."""
@@ -380,7 +385,37 @@ class JoinedDaemon:
         pass
 
 
+#: ``(settings, monitor)``: a monitor started by :func:`spawn_early`, until make_handle takes it.
+_early: Optional[tuple] = None
+
+
+def spawn_early(settings: Settings) -> None:
+    """Start the monitor as soon as the settings are known, before this process imports the
+    plugin's runtime (zmq, msgpack: about 30 ms), which then runs beside the monitor's own
+    start-up instead of before it. A perfmon-daemon is joined later, as before."""
+    global _early
+    _drop_early()
+    if not settings.daemon:
+        _early = (settings, SpawnedMonitor(settings))
+
+
+def _drop_early() -> None:
+    """A monitor started early for a session that never took it (its configure failed in
+    between; a second session in the same process): stopped before it could write."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early[1].silence()
+        early[1].reap(wrote_report=False)
+
+
 def make_handle(settings: Settings) -> SpawnedMonitor | JoinedDaemon:
+    global _early
+    early = _early
+    if early is not None and early[0] is settings:
+        _early = None
+        return early[1]
+    _drop_early()
     if settings.daemon:
         return JoinedDaemon(settings.daemon)
     return SpawnedMonitor(settings)

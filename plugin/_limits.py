@@ -97,6 +97,21 @@ def item_limits(item: pytest.Item, defaults: dict) -> Optional[dict]:
     return limits or None
 
 
+def _own_mark(node: Any) -> bool:
+    """Whether ``node`` itself carries a perf_limit marker (what iter_markers reads)."""
+    marks = node.own_markers
+    return bool(marks) and any(getattr(m, "name", None) == MARKER for m in marks)
+
+
+def _marked(node: Any) -> bool:
+    """Whether ``node`` or a node above it carries a perf_limit marker."""
+    while node is not None:
+        if _own_mark(node):
+            return True
+        node = node.parent
+    return False
+
+
 #: How long the medians may take to come (a locked or remote store): then no history limits.
 MEDIANS_TIMEOUT = 30.0
 
@@ -210,13 +225,22 @@ class Limits:
         if not rep.passed:
             return
         errors = []
+        # Whether the collector or a node above it carries the marker: asked once for all its
+        # items (the marker lookup per item was most of this hook's cost, for nothing in a
+        # run without limits).
+        above: Optional[bool] = None
         for node in rep.result:
             if isinstance(node, pytest.Item):
                 defaults = self.defaults
-                hist = self.history.get(node.nodeid)
+                hist = self.history.get(node.nodeid) if self.history else None
                 if hist:  # the history limits, where no default sets the metric
                     defaults = {m: v[0] for m, v in hist.items() if m not in self.defaults}
                     defaults.update(self.defaults)
+                if not defaults and node.parent is collector:
+                    if above is None:
+                        above = _marked(collector)
+                    if not above and not _own_mark(node):
+                        continue  # item_limits would say None: no marker, no default
                 try:
                     limits = item_limits(node, defaults)
                 except pytest.UsageError as exc:

@@ -88,12 +88,17 @@ def _close(endings: Optional[_endings.Endings], measurer: Optional[Measurer] = N
         endings.slot.close()
 
 
-def _profile_fields(settings: Settings, owner: SessionOwner, monitor_pid: Optional[int]) -> dict:
+def _profile_fields(settings: Settings, owner: SessionOwner, handle: Any) -> dict:
     """--perf-profile: the hello's ``profile`` field ({} when off), and the warning when a daemon
-    collects (it does not sample)."""
+    collects (it does not sample). ``handle``: the collector's, whose monitor pid py-spy needs
+    (None: not asked). Its pid is read only when profiling: reading it waits for the launcher to
+    exit (tens of ms), which without a profile happens off the critical path, before the first
+    test."""
     if settings.profile is None:
         return {}
     from . import _profile
+
+    monitor_pid = handle.pid if handle is not None else None
 
     warning = _profile.daemon_warning(settings)
     if warning is not None:
@@ -137,7 +142,7 @@ class LocalSession:
             worker="main",
             methods=self.measurer.counters.methods,
             python=_python(),
-            **_profile_fields(settings, owner, handle.pid),
+            **_profile_fields(settings, owner, handle),
         )
 
     @pytest.hookimpl(hookwrapper=True)

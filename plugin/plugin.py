@@ -306,6 +306,9 @@ def pytest_configure(config: pytest.Config) -> None:
         _settings.make_output_directory(settings)
     except _settings.SettingError as exc:
         raise pytest.UsageError(str(exc)) from None
+    from . import _handle
+
+    _handle.spawn_early(settings)  # before the imports below: they run beside its start-up
     from . import _fixtures, _limits, _roles
 
     _fixtures.configure(config, lambda: _roles.configure(config, settings))

@@ -399,3 +399,48 @@ def test_summary_section_and_github_lines():
     tr = _TR()
     _summary.write_limits(tr, rows, github=False)
     assert not any(ln.startswith("::") for ln in tr.lines)
+
+
+def test_markers_found_without_defaults_wherever_they_are(pytester, inprocess):
+    """No default limit: a test's limits come from markers alone, on the function, a
+    parameter, its class (a class inside a class too) or its module; a test under none runs
+    without limits (the check skips the marker lookup for the items of a collector that has
+    no marker above it, and must still find every one of these)."""
+    pytester.makeini("[pytest]\n")
+    sleep = "time.sleep(0.05)"
+    pytester.makepyfile(
+        test_none=f"import time\ndef test_free(): {sleep}\n",
+        test_module=(
+            "import time, pytest\npytestmark = pytest.mark.perf_limit(call=0.001)\n"
+            f"def test_m(): {sleep}\n"
+        ),
+        test_classes=(
+            "import time, pytest\n"
+            "@pytest.mark.perf_limit(call=0.001)\nclass TestA:\n"
+            f"    def test_a(self): {sleep}\n"
+            "    class TestInner:\n"
+            f"        def test_inner(self): {sleep}\n"
+            "class TestFree:\n"
+            f"    def test_b(self): {sleep}\n"
+            "    @pytest.mark.perf_limit(call=0.001)\n"
+            f"    def test_own(self): {sleep}\n"
+        ),
+        test_param=(
+            "import time, pytest\n"
+            "@pytest.mark.parametrize('n', [1, pytest.param(2, marks=pytest.mark.perf_limit("
+            f"call=0.001))])\ndef test_p(n): {sleep}\n"
+        ),
+    )
+    res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--perf-monitor", "-rf")
+    text = res.stdout.str()
+    failed = sorted(
+        line.split(" ")[1] for line in text.splitlines() if line.startswith("FAILED ")
+    )
+    assert failed == [
+        "test_classes.py::TestA::TestInner::test_inner",
+        "test_classes.py::TestA::test_a",
+        "test_classes.py::TestFree::test_own",
+        "test_module.py::test_m",
+        "test_param.py::test_p[2]",
+    ], text
+    res.assert_outcomes(passed=3, failed=5)

@@ -782,3 +782,33 @@ def test_throttled_by_a_cpu_quota(pytester, tmp_path):
         f"\nthrottled {t['noise']['throttled_time']:.3f} s, "
         f"wait {t['noise']['wait_time']:.3f} s of {t['duration']:.3f} s"
     )
+
+
+def test_growths_equal_growth_of_each_counter():
+    """The report's one-search-per-end growths give, to the bit, what growth gives counter by
+    counter: random timelines with gaps (None), exact sample times, ends outside the timeline
+    within and beyond the slack, reversed spans, and rows that are not five counters long."""
+    import random
+
+    rnd = random.Random(25)
+    compared = 0
+    for _ in range(5000):
+        n = rnd.choice([0, 1, 2, 3, 12])
+        width = rnd.choice([5, 5, 5, 4, 6])
+        ts = sorted(rnd.choice([rnd.uniform(0, 10), float(rnd.randint(0, 10))]) for _ in range(n))
+        vs = [
+            tuple(rnd.choice([None, rnd.uniform(0, 5), rnd.randint(0, 50)]) for _ in range(width))
+            for _ in range(n)
+        ]
+        start = rnd.choice([rnd.uniform(-1, 11), float(rnd.randint(0, 10)), *ts])
+        stop = rnd.choice([start + rnd.uniform(0, 3), start - 0.5, float(rnd.randint(0, 10)), *ts])
+        slack = rnd.choice([0.0, 0.05, 1.0])
+        try:
+            want = [noise_certificate.growth(ts, vs, k, start, stop, slack) for k in range(5)]
+        except IndexError:  # a row of four: growth fails, and so must growths
+            with pytest.raises(IndexError):
+                noise_certificate.growths(ts, vs, start, stop, slack)
+            continue
+        assert noise_certificate.growths(ts, vs, start, stop, slack) == want, (ts, vs, start, stop, slack)
+        compared += sum(g is not None for g in want)
+    assert compared > 1000  # most cases had counters to compare

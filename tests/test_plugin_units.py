@@ -458,3 +458,29 @@ def test_no_thread_left_behind(router):
     m.counters.close()
     assert "perfmon-sender" not in {t.name for t in threading.enumerate()} - before
     assert os.getpid() > 0
+
+
+def test_a_monitor_started_early_and_never_taken_is_stopped(tmp_path):
+    """spawn_early's monitor is make_handle's for the same settings; one that a session never
+    took (its configure failed in between, and the process starts another session) is stopped,
+    its directory removed, and it writes no report."""
+    from pytest_perfmon import _handle
+
+    first = _settings.Settings(output=str(tmp_path / "first.json"))
+    second = _settings.Settings(output=str(tmp_path / "second.json"))
+    _handle.spawn_early(first)
+    early = _handle._early[1]
+    assert early.alive()  # reaps the launcher: the monitor runs
+    stale_dir = early.tmpdir
+    handle = _handle.make_handle(second)  # not the early one's settings
+    try:
+        assert handle is not early and _handle._early is None
+        assert not early.alive() and not os.path.exists(stale_dir)
+        assert not (tmp_path / "first.json").exists()
+        _handle.spawn_early(second)
+        again = _handle._early[1]
+        assert _handle.make_handle(second) is again and _handle._early is None
+        again.silence()
+    finally:
+        handle.silence()
+        handle.reap(wrote_report=False)
