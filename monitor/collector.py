@@ -36,6 +36,10 @@ DRAIN_SECONDS = 0.2
 NAMED = 4
 
 
+#: At the end: how long queued replies may still be sent, milliseconds.
+CLOSE_LINGER_MS = 2000
+
+
 def _die_with_parent() -> None:
     """Linux: ask the kernel to send SIGTERM when the parent dies (polling covers the rest)."""
     if not sys.platform.startswith("linux"):
@@ -119,7 +123,11 @@ class Monitor(server.RouterServer):
     auth: Any = None
 
     def close(self) -> None:
-        self.sock.close(0)
+        # The last replies (``done``) may still be queued in ZeroMQ's I/O thread: closing with
+        # no linger dropped them on a busy machine (pytest then wrote its own report and said
+        # the monitor was lost, 1 run in a few hundred at load 9). Peers are local and waiting;
+        # one to a peer that is gone is dropped at once: the wait is bounded and short.
+        self.sock.close(CLOSE_LINGER_MS)
         if self.auth is not None:
             self.auth.stop()
         self.ctx.term()
