@@ -28,7 +28,7 @@ import time
 
 import pytest
 from helpers import RUN_TIMEOUT, inner_addopts, need_history, shared_once, validate
-from pytest_perfmon.monitor import cli, vocabulary
+from pytest_perfmon.monitor import analysis, cli, vocabulary
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the wait is read from Linux's /proc"
@@ -179,17 +179,20 @@ def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, tmp_path
     out = json.loads(capsys.readouterr().out)
     assert out["noise"] == "on" and out["regressions"] == []
     named = {c["metric"]: c for c in out["contended_not_judged"] if c["test"] == NODE}
-    assert named["duration"]["would_be"] == "regression", named
-    assert named["duration"]["current_contended"], named
     # and its CPU share fell only because it waited (when that passed the CPU thresholds)
     assert named.keys() <= {"duration", "cpu_percent"}, named
-    assert cli.main(["compare", paths["b"], paths["t"], "--fail-on-regression"]) == 0
-    text = capsys.readouterr().out
-    assert "Contended, not judged:" in text and NODE in text, text
+    # Named when its time as measured passed compare's time gate: almost always, but on a
+    # machine busy enough that the quiet run waited nearly as long, there is nothing to name.
+    if analysis.DEFAULT_THRESHOLDS["time"].passes(b["duration"], t["duration"]):
+        assert named["duration"]["would_be"] == "regression", named
+        assert named["duration"]["current_contended"], named
+        assert cli.main(["compare", paths["b"], paths["t"], "--fail-on-regression"]) == 0
+        text = capsys.readouterr().out
+        assert "Contended, not judged:" in text and NODE in text, text
 
-    # today's behaviour, for comparison: the waiting read as a regression
-    assert cli.main(args[:-2] + ["--noise", "off"]) == 1
-    capsys.readouterr()
+        # today's behaviour, for comparison: the waiting read as a regression
+        assert cli.main(args[:-2] + ["--noise", "off"]) == 1
+        capsys.readouterr()
 
     # 50 % more work beside the hog: still a regression, judged without the wait
     args = ["compare", paths["b"], paths["s"], "--fail-on-regression", "--format", "json"]
