@@ -167,7 +167,8 @@ def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, tmp_path
     # have waited too: other jobs share the machine), and its extra time was mostly waiting
     assert t["noise"]["contended"] and t["noise"]["wait_time"] >= 0.5 * t["duration"], t
     extra = t["duration"] - b["duration"]
-    assert t["noise"]["wait_time"] - b["noise"]["wait_time"] >= 0.6 * extra, (b, t)
+    if extra > 0:  # (none when the machine kept the quiet run waiting as long)
+        assert t["noise"]["wait_time"] - b["noise"]["wait_time"] >= 0.6 * extra, (b, t)
 
     paths = {k: _write(tmp_path, r, f"{k}.json") for k, r in (("b", base), ("t", busy))}
     paths["s"] = _write(tmp_path, slow, "s.json")
