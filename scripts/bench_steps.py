@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-PLUGIN = r'''
+PLUGIN = r"""
 import atexit, json, os, time
 _p = time.perf_counter
 def _start():
@@ -71,7 +71,7 @@ def _dump():
         with open(path, "a") as f:
             f.write(json.dumps({k: (v - base) * 1000 for k, v in M.items()}) + "\n")
 atexit.register(_dump)
-'''
+"""
 
 #: The steps, in order; each row of the table is the time from the previous one.
 STEPS = [
@@ -159,7 +159,16 @@ def main(argv: list | None = None) -> int:
         for i in range(args.runs + 1):
             order = sides if i % 2 == 0 else sides[::-1]
             for name, python, perf in order:
-                cmd = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "perfmon_steps"]
+                cmd = [
+                    python,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "-p",
+                    "perfmon_steps",
+                ]
                 if args.workers:
                     cmd += ["-n", str(args.workers)]
                 if perf:
@@ -188,7 +197,9 @@ def main(argv: list | None = None) -> int:
                 walls[name].append(wall)
         print(f"load average at the end {os.getloadavg()[0]:.2f}\n")
         names = [name for name, _, _ in sides]
-        print(f"{'step (median ms since the previous mark)':58}" + "".join(f"{n:>12}" for n in names))
+        print(
+            f"{'step (median ms since the previous mark)':58}" + "".join(f"{n:>12}" for n in names)
+        )
         for k, step in enumerate(STEPS):
             meds = []
             for n in names:
@@ -203,7 +214,9 @@ def main(argv: list | None = None) -> int:
             print(f"{WHAT[step][:58]:58}" + "".join(meds))
         print(
             f"{'to the exit handlers (sum)':58}"
-            + "".join(f"{statistics.median(r['exit handlers'] for r in rows[n]):12.1f}" for n in names)
+            + "".join(
+                f"{statistics.median(r['exit handlers'] for r in rows[n]):12.1f}" for n in names
+            )
         )
         print(
             f"{'whole process, timed from outside':58}"

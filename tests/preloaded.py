@@ -9,8 +9,9 @@ and runs pytest's ``__main__`` as ``-m`` does. The run is still a process of its
 pid, output and exit status: the plugin, the monitor it starts, xdist workers and every child
 are as real as before; only the interpreter start and those imports are shared.
 
-Not preloaded: this package (its modules register fork handlers at import, which a fork of the
-server would then run) and any other pytest plugin (each run loads those it is given afresh).
+Not preloaded: the pytest plugins installed from wheels (xdist...), whose modules pytest marks
+for assertion rewriting and warns about when they were imported before it; this package's
+plugin is preloaded (an editable install's modules are not marked).
 
 What a fork cannot copy, the run is told to do by a real ``exec`` instead (``run`` below
 falls back to :func:`subprocess.run`): interpreter options (``-I``, ``-X``, ``-W``), an other
@@ -191,6 +192,28 @@ def _exit_code(code) -> int:
     return 1
 
 
+PLUGIN_MODULES = (
+    "pytest_perfmon.plugin",
+    "pytest_perfmon._roles",
+    "pytest_perfmon._fixtures",
+    "pytest_perfmon._limits",
+    "pytest_perfmon._handle",
+    "pytest_perfmon._summary",
+)
+
+
+def _rewritten(package: str) -> bool:
+    """Whether pytest marks ``package`` for assertion rewriting as a plugin's (a regular install
+    lists its files; an editable one lists only its import hook)."""
+    import importlib.metadata
+
+    for dist in importlib.metadata.distributions():
+        if any(ep.group == "pytest11" for ep in dist.entry_points):
+            if any(str(f).replace("\\", "/").split("/")[0] == package for f in dist.files or ()):
+                return True
+    return False
+
+
 def main() -> None:
     # Not pytest plugins (xdist...): pytest rewrites their asserts as it loads them, and warns
     # about a plugin already imported.
@@ -211,6 +234,10 @@ def main() -> None:
         "difflib",
         "queue",
         "mmap",
+        # This package's plugin and what it imports at a run's start (not _rootdir, which a
+        # test checks is imported only when needed), where pytest does not rewrite it. Its
+        # modules register fork handlers that act only once a session has started here.
+        *(() if _rewritten("pytest_perfmon") else PLUGIN_MODULES),
     ):
         try:
             importlib.import_module(name)

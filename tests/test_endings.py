@@ -710,7 +710,7 @@ def test_every_end_of_a_session_delivers_through_one_function(tmp_path, monkeypa
         ("monitor.json", str(tmp_path / "Monitor.html"), None),
         ("daemon.json", str(tmp_path / "Daemon.html"), None),
         ("plugin.json", None, None),  # the fallback never writes the store
-    ]
+    ], calls
 
 
 # -- one crash merge: records told by someone else ---------------------------------------------

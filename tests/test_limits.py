@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from types import SimpleNamespace
 
 import pytest
-from helpers import XDIST_ENDS
+from helpers import RUN_TIMEOUT, XDIST_ENDS
 from pytest_perfmon import _limits, _settings, _summary
 from pytest_perfmon.monitor import report as report_model
 
@@ -401,7 +401,7 @@ def test_summary_section_and_github_lines():
     assert not any(ln.startswith("::") for ln in tr.lines)
 
 
-def test_markers_found_without_defaults_wherever_they_are(pytester, inprocess):
+def test_markers_found_without_defaults_wherever_they_are(pytester):
     """No default limit: a test's limits come from markers alone, on the function, a
     parameter, its class (a class inside a class too) or its module; a test under none runs
     without limits (the check skips the marker lookup for the items of a collector that has
@@ -431,11 +431,13 @@ def test_markers_found_without_defaults_wherever_they_are(pytester, inprocess):
             f"call=0.001))])\ndef test_p(n): {sleep}\n"
         ),
     )
-    res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--perf-monitor", "-rf")
-    text = res.stdout.str()
-    failed = sorted(
-        line.split(" ")[1] for line in text.splitlines() if line.startswith("FAILED ")
+    # A subprocess: a whole monitored session in this process would leave the plugin's
+    # modules, imported afresh in it, beside those the other tests hold.
+    res = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--perf-monitor", "-rf", timeout=RUN_TIMEOUT
     )
+    text = res.stdout.str()
+    failed = sorted(line.split(" ")[1] for line in text.splitlines() if line.startswith("FAILED "))
     assert failed == [
         "test_classes.py::TestA::TestInner::test_inner",
         "test_classes.py::TestA::test_a",

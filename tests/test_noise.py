@@ -809,6 +809,12 @@ def test_growths_equal_growth_of_each_counter():
             with pytest.raises(IndexError):
                 noise_certificate.growths(ts, vs, start, stop, slack)
             continue
-        assert noise_certificate.growths(ts, vs, start, stop, slack) == want, (ts, vs, start, stop, slack)
+        assert noise_certificate.growths(ts, vs, start, stop, slack) == want, (
+            ts,
+            vs,
+            start,
+            stop,
+            slack,
+        )
         compared += sum(g is not None for g in want)
     assert compared > 1000  # most cases had counters to compare
