@@ -4,15 +4,16 @@ monitor: no run lost."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
-import subprocess
 import sys
 
 from helpers import need_history
 
 need_history(allow_module_level=True)  # the test extra installs the history extra
 
+import preloaded  # noqa: E402
 from helpers import count_rows, make_report  # noqa: E402
 from pytest_perfmon.monitor import history  # noqa: E402
 
@@ -71,25 +72,18 @@ def test_eight_concurrent_pytest_sessions_lose_no_run(db, tmp_path):
     env = dict(os.environ)
     for k in ("PERFMON_HISTORY", "PERFMON_DAEMON"):  # the plugins stay off: quick sessions
         env.pop(k, None)
-    procs = []
-    try:
-        for i in range(8):
-            cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-            cmd += ["--perf-monitor", f"--perf-output=r{i}.json", f"--perf-history={db}"]
-            cmd += [f"--perf-label=session={i}"]
-            procs.append(
-                subprocess.Popen(
-                    cmd, cwd=suite, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-                )
-            )
-        outs = [p.communicate(timeout=120)[0].decode("utf-8", "replace") for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate(timeout=10)
-    for p, out in zip(procs, outs):
-        assert p.returncode == 0 and "perfmon: warning" not in out, out
+
+    def session(i: int):
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        cmd += ["--perf-monitor", f"--perf-output=r{i}.json", f"--perf-history={db}"]
+        cmd += [f"--perf-label=session={i}"]
+        return preloaded.run(cmd, suite, env, 120)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:  # all eight at once
+        done = list(pool.map(session, range(8)))
+    for proc in done:
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "perfmon: warning" not in out, out
     assert count_rows(db, "runs") == 8
     assert count_rows(db, "results") == 8 * 10
     assert count_rows(db, "run_labels") >= 8
