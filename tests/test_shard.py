@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 
+import preloaded
 import pytest
 from helpers import RUN_TIMEOUT, inner_addopts, need_history, validate
 from hypothesis import given, settings
@@ -321,13 +321,8 @@ def _pytest(where, *args, env=None):
     full = {k: v for k, v in os.environ.items() if k not in splitting.CI_RUN_VARIABLES}
     full.pop("GITHUB_STEP_SUMMARY", None)
     full.update(PYTEST_ADDOPTS=inner_addopts(), **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=where,
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
+    return preloaded.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], where, full, RUN_TIMEOUT
     )
 
 
