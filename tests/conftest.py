@@ -12,11 +12,6 @@ import pytest
 
 pytest.register_assert_rewrite("helpers")  # its asserts explain themselves like the tests'
 
-import preloaded  # noqa: E402
-from helpers import CHROMIUM, RUN_TIMEOUT, Run, inner_addopts, validate  # noqa: E402
-
-pytest_plugins = ["pytester"]
-
 # Most tests start Python processes (inner pytest runs, monitors, daemons). Where the environment
 # sets PYTHONDONTWRITEBYTECODE (this project's CI machines do), each of them compiled pytest and
 # this package again: 0.85 s for a one-test run instead of 0.38 s. A private bytecode cache, out
@@ -25,6 +20,11 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 os.environ.setdefault(
     "PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "pytest-perfmon-tests-pycache")
 )
+
+import preloaded  # noqa: E402  (after the lines above: its server starts with this environment)
+from helpers import CHROMIUM, RUN_TIMEOUT, Run, inner_addopts, validate  # noqa: E402
+
+pytest_plugins = ["pytester"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -1,27 +1,31 @@
 """Inner pytest runs forked from a Python that has pytest already imported.
 
 Most tests start real pytest processes (``python -m pytest ...``); each of them spent most of
-its CPU importing pytest, xdist, psutil and pyzmq (about 0.2 s of a 0.3 s one-test run), which
-made that import most of this suite's cost. Here one server process per test process (each xdist
-worker of ours has its own) imports them once; every run is a fork of it that sets the
-directory, environment, ``sys.path`` and ``sys.argv`` that ``python -m pytest`` would have
-and runs pytest's ``__main__`` as ``-m`` does. The run is still a process of its own with its own
-pid, output and exit status: the plugin, the monitor it starts, xdist workers and every child
-are as real as before; only the interpreter start and those imports are shared.
+its CPU importing pytest (about 0.2 s of a 0.3 s one-test run), which made that import most of
+this suite's cost. Here one server process per test process (each xdist worker of ours has its
+own) imports pytest, its built-in plugins, psutil, pyzmq and (in an editable install) this
+plugin once; every run is a fork of it that takes the directory, environment (``TMPDIR`` and
+``TZ`` read again), ``sys.path`` and ``sys.argv`` that ``python -m pytest`` would have and runs
+pytest's ``__main__`` as ``-m`` does, to the interpreter's normal end (threads joined, atexit,
+finalisation). Its output goes through pipes read to their end, as ``subprocess.run`` reads
+them. The run is a process of its own with its own pid and exit status: the plugin, the monitor
+it starts, xdist workers and every child are as real as before; only the interpreter's start
+and those imports are shared. One difference stays: every run has the server's hash seed
+(``PYTHONHASHSEED`` set for a run gives it a real start).
 
 Not preloaded: the pytest plugins installed from wheels (xdist...), whose modules pytest marks
-for assertion rewriting and warns about when they were imported before it; this package's
-plugin is preloaded (an editable install's modules are not marked).
+for assertion rewriting and warns about when they were imported before it.
 
-What a fork cannot copy, the run is told to do by a real ``exec`` instead (``run`` below
-falls back to :func:`subprocess.run`): interpreter options (``-I``, ``-X``, ``-W``), an other
-interpreter, and environment variables that only Python's start reads (``PYTHONHASHSEED``,
-``PYTHONWARNINGS``...), or a platform without ``fork``.
+What a fork cannot copy gets a real ``exec`` instead (``run`` falls back to
+:func:`subprocess.run`): interpreter options (``-I``, ``-X``, ``-W``), another interpreter,
+environment variables that only Python's start reads (``PYTHONHASHSEED``, ``PYTHONWARNINGS``...)
+when they differ from the server's, a platform without ``fork``, and ``PERFMON_TESTS_EXEC=1``.
 
-The server: ``python tests/preloaded.py`` reads requests (JSON lines) on a Unix socket whose path
-it prints; each request is served by a fork (the *waiter*) that forks the run, writes its pid,
-waits for it and writes its exit status, so the server never holds a child and never runs a
-thread. It exits when its stdin (a pipe from the test process) closes.
+The server: ``python tests/preloaded.py`` forks at once (out of the test process's family, which
+tests count) and reads requests (JSON lines) on a Unix socket whose path it prints; each is
+served by a fork (the *waiter*) that forks the run, writes its pid, copies its output, waits for
+it and writes its exit status, so the server never holds a run and never runs a thread. It
+exits when its stdin (a pipe from the test process) closes.
 """
 
 from __future__ import annotations
@@ -67,6 +71,14 @@ STARTUP_ONLY = (
 # The server side (run as a script)
 
 
+class _Become(Exception):
+    """Raised in a fresh fork to unwind the server's stack: the top of the script then runs
+    the request as ``python -m pytest``, and the interpreter ends it as it ends any program."""
+
+    def __init__(self, req: dict, base_path: list, out: int, err: int) -> None:
+        self.req, self.base_path, self.out, self.err = req, base_path, out, err
+
+
 def _serve(listener: socket.socket) -> None:
     base_path = sys.path[1:]  # this script's directory first: not a run's
     waiters: set = set()
@@ -91,7 +103,7 @@ def _serve(listener: socket.socket) -> None:
             pid = os.fork()
             if pid == 0:
                 listener.close()
-                _wait_for_run(conn, base_path)  # never returns
+                _wait_for_run(conn, base_path)  # returns only in the run (_Become)
             conn.close()
             waiters.add(pid)
     # Runs still going (their test process died): their waiters end with them, as a child of
@@ -109,84 +121,77 @@ def _read_request(conn: socket.socket) -> dict:
 
 
 def _wait_for_run(conn: socket.socket, base_path: list) -> None:
-    """The waiter: fork the run, say its pid, wait for it, say its status."""
+    """The waiter: fork the run, say its pid, copy its output until every process that holds
+    it has closed it (as subprocess.run reads pipes to their end), wait for it, say its status.
+    """
     code = 1
     try:
         req = _read_request(conn)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             conn.close()
-            _run(req, base_path)  # never returns
+            os.close(out_r)
+            os.close(err_r)
+            raise _Become(req, base_path, out_w, err_w)
+        os.close(out_w)
+        os.close(err_w)
         conn.sendall(f"{pid}\n".encode())
+        _copy({out_r: req["stdout"], err_r: req["stderr"]})
         _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        conn.sendall(f"{code}\n".encode())
+        conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
         code = 0
+    except _Become:
+        raise
     except BaseException:
         pass
-    finally:
-        os._exit(code)
+    os._exit(code)
 
 
-def _run(req: dict, base_path: list) -> None:
-    """The run: what ``python -m pytest`` would be, from here on."""
-    code = 1
+def _copy(pipes: dict) -> None:
+    """Each pipe's bytes into its file, until the end of every pipe."""
+    import select
+
+    files = {fd: open(path, "ab") for fd, path in pipes.items()}  # noqa: SIM115
     try:
-        os.chdir(req["cwd"])
-        env = req["env"]
-        os.environ.clear()
-        os.environ.update(env)
-        extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        sys.path[:] = [req["cwd"], *extra, *base_path]
-        sys.pycache_prefix = env.get("PYTHONPYCACHEPREFIX") or None
-        sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
-        for fd, (path, flags) in enumerate(
-            [(os.devnull, os.O_RDONLY), (req["stdout"], os.O_WRONLY), (req["stderr"], os.O_WRONLY)]
-        ):
-            f = os.open(path, flags | (os.O_APPEND if fd else 0))
-            os.dup2(f, fd)
-            os.close(f)
-        import runpy
-
-        sys.argv[:] = ["-m", *req["args"]]  # run_module puts pytest's __main__.py first
-        try:
-            runpy.run_module("pytest", run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as exc:
-            code = _exit_code(exc.code)
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-            code = 1
-        # What the interpreter does at exit, before it finalises: wait for the threads that
-        # are not daemons, run atexit, flush.
-        try:
-            threading._shutdown()  # type: ignore[attr-defined]
-        except BaseException:
-            pass
-        import atexit
-
-        atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
+        while files:
+            ready, _, _ = select.select(list(files), [], [])
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    files[fd].write(data)
+                else:
+                    files.pop(fd).close()
+                    os.close(fd)
     finally:
-        os._exit(code)
+        for f in files.values():
+            f.close()
 
 
-def _exit_code(code) -> int:
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code & 0xFF
-    try:
-        print(code, file=sys.stderr)
-    except BaseException:
-        pass
-    return 1
+def _run(become: _Become) -> None:
+    """The run: what ``python -m pytest`` would be, from here on; pytest's ``SystemExit`` ends
+    the interpreter as usual (threads joined, atexit, finalisation, flushed files)."""
+    req = become.req
+    os.chdir(req["cwd"])
+    env = req["env"]
+    os.environ.clear()
+    os.environ.update(env)
+    tempfile.tempdir = None  # from TMPDIR and the others again, as a new process would
+    if hasattr(time, "tzset"):
+        time.tzset()
+    extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:] = [req["cwd"], *extra, *become.base_path]
+    sys.pycache_prefix = env.get("PYTHONPYCACHEPREFIX") or None
+    sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    for fd, src in enumerate((devnull, become.out, become.err)):
+        os.dup2(src, fd)
+        os.close(src)
+    import runpy
+
+    sys.argv[:] = ["-m", *req["args"]]  # run_module puts pytest's __main__.py first
+    runpy.run_module("pytest", run_name="__main__", alter_sys=True)
 
 
 PLUGIN_MODULES = (
@@ -243,59 +248,77 @@ def main() -> None:
 
     path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "s")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    try:
+        listener.bind(path)
+    except OSError:
+        listener.close()
+        os.rmdir(os.path.dirname(path))
+        raise
     listener.listen(64)
     sys.stdout.flush()
     if os.fork():  # out of the test process's family (tests count its descendants)
         print(path, flush=True)
         os._exit(0)
+    server = os.getpid()
     try:
         _serve(listener)
     finally:
-        listener.close()
-        try:
-            os.unlink(path)
-            os.rmdir(os.path.dirname(path))
-        except OSError:
-            pass
+        if os.getpid() == server:  # not in a run unwinding to the top (_Become)
+            listener.close()
+            try:
+                os.unlink(path)
+                os.rmdir(os.path.dirname(path))
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------------------------
 # The client side (imported by tests/helpers.py)
 
 
+#: This process's environment as the test session set it up (conftest.py imports this module
+#: after its own changes, before any test changes it): the server starts with it, whichever
+#: test asks first.
+_BASE_ENV = dict(os.environ)
+
+#: Bound on the server's start (its imports).
+START_TIMEOUT = 60.0
+
+
 class _Server:
     stdin = None  # the pipe whose end ends the server
     path: Optional[str] = None
-    env: dict = {}
     lock = threading.Lock()
 
 
-def _server(restart: bool = False) -> Optional[str]:
-    """The path of this process's server, started at first use (or again after it was lost);
-    None if it cannot start."""
+def _server(stale: Optional[str] = None) -> Optional[str]:
+    """The path of this process's server, started at first use, or again when ``stale`` (a path
+    a run could not reach) is still the current one; None if it cannot start."""
     with _Server.lock:
-        if _Server.path is None or restart:
+        if _Server.path is None or _Server.path == stale:
             _stop()
-            env = dict(os.environ)
             proc = subprocess.Popen(
                 [sys.executable, os.path.abspath(__file__)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                env=env,
+                env=_BASE_ENV,
             )
-            assert proc.stdout is not None
-            line = proc.stdout.readline().decode().strip()
+            assert proc.stdin is not None and proc.stdout is not None
+            import select
+
+            ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
+            line = proc.stdout.readline().decode().strip() if ready else ""
             proc.stdout.close()
-            proc.wait(30)  # the server is its child, gone from our family
             if not line:
-                assert proc.stdin is not None
+                proc.kill()
+            proc.wait(START_TIMEOUT)  # the server is its child, gone from our family
+            if not line:
                 proc.stdin.close()
                 return None
             import atexit
 
             atexit.register(_stop)
-            _Server.stdin, _Server.path, _Server.env = proc.stdin, line, env
+            _Server.stdin, _Server.path = proc.stdin, line
         return _Server.path
 
 
@@ -312,12 +335,11 @@ def forkable(cmd: list, env: dict) -> bool:
     ...`` with no interpreter options and no start-only variable of its own, and
     ``PERFMON_TESTS_EXEC`` not set in ``env`` (a test of what a run imports sets it; so can a
     contributor who suspects the forks)."""
-    if not hasattr(os, "fork") or env.get("PERFMON_TESTS_EXEC"):
+    if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX") or env.get("PERFMON_TESTS_EXEC"):
         return False
     if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1:3] != ["-m", "pytest"]:
         return False
-    base = _Server.env if _Server.path is not None else os.environ
-    return all(env.get(k) == base.get(k) for k in STARTUP_ONLY)
+    return all(env.get(k) == _BASE_ENV.get(k) for k in STARTUP_ONLY)
 
 
 def run(cmd: list, cwd, env: dict, timeout: float) -> subprocess.CompletedProcess:
@@ -337,38 +359,57 @@ def run(cmd: list, cwd, env: dict, timeout: float) -> subprocess.CompletedProces
         )
     with tempfile.TemporaryDirectory(prefix="preloaded-run-") as tmp:
         out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        open(out, "wb").close()
-        open(err, "wb").close()
         req = {"cwd": str(cwd), "env": env, "args": cmd[3:], "stdout": out, "stderr": err}
-        deadline = time.monotonic() + timeout
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            try:
-                conn.connect(path)
-            except OSError:  # the server is gone (killed by a test that ends processes?)
-                path = _server(restart=True)
-                if path is None:
-                    raise
-                conn.connect(path)
-            conn.sendall(json.dumps(req).encode() + b"\n")
-            f = conn.makefile("rb")
-            pid = int(f.readline())
+        code = _ask(path, req, cmd, time.monotonic() + timeout, timeout)
+        texts = []
+        for name in (out, err):
+            if os.path.exists(name):
+                with open(name, encoding="utf-8", errors="replace") as f:
+                    texts.append(f.read())
+            else:
+                texts.append("")
+        return subprocess.CompletedProcess(cmd, code, texts[0], texts[1])
+
+
+def _ask(path: str, req: dict, cmd: list, deadline: float, timeout: float) -> int:
+    """Have the server run ``req``; its exit status (as subprocess's returncode)."""
+    for attempt in range(2):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
             conn.settimeout(max(0.1, deadline - time.monotonic()))
             try:
-                line = f.readline()
-            except socket.timeout:
-                os.kill(pid, signal.SIGKILL)  # as subprocess.run does: the run only
-                raise subprocess.TimeoutExpired(cmd, timeout) from None
-            finally:
-                conn.settimeout(None)
-            f.close()
+                conn.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                if attempt:  # the new server is gone too
+                    raise
+                new = _server(stale=path)  # gone (a test that ends processes?): once more
+                if new is None:
+                    raise
+                path = new
+                continue
+            conn.sendall(json.dumps(req).encode() + b"\n")
+            pid = None
+            with conn.makefile("rb") as f:
+                try:
+                    first = f.readline()
+                    if not first:
+                        raise RuntimeError("the preloaded server did not start the run")
+                    pid = int(first)
+                    conn.settimeout(max(0.1, deadline - time.monotonic()))
+                    line = f.readline()
+                except socket.timeout:
+                    if pid is not None:
+                        try:
+                            os.kill(pid, signal.SIGKILL)  # as subprocess.run does: the run only
+                        except ProcessLookupError:
+                            pass
+                    raise subprocess.TimeoutExpired(cmd, timeout) from None
             if not line:
                 raise RuntimeError(f"the preloaded server lost the run {pid}")
-            code = int(line)
-        with (
-            open(out, encoding="utf-8", errors="replace") as o,
-            open(err, encoding="utf-8", errors="replace") as e,
-        ):
-            return subprocess.CompletedProcess(cmd, code, o.read(), e.read())
+            return int(line)
+        finally:
+            conn.close()
+    raise AssertionError("unreachable")
 
 
 def runpytest_subprocess(pytester, *args, timeout: Optional[float] = None):
@@ -402,4 +443,11 @@ def runpytest_subprocess(pytester, *args, timeout: Optional[float] = None):
 
 
 if __name__ == "__main__":
-    main()
+    become = None
+    try:
+        main()
+    except _Become as exc:  # a fork that is to be a run (outside the handler: no chained
+        become = exc  # exception in what pytest prints)
+    if become is not None:
+        become.__traceback__ = None
+        _run(become)
