@@ -164,7 +164,10 @@ def test_socket_worker_on_another_host(tmp_path, server):
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert "Hosts: " in out.stdout and f"{FAR} (1 worker(s), 3 tests" in out.stdout, out.stdout
+    # (how many tests each worker took is xdist's choice: 3 and 3 on a quiet machine, 4 and 2 seen
+    # with both cores busy)
+    assert "Hosts: " in out.stdout, out.stdout
+    assert f"{FAR} (1 worker(s), {len(far)} test" in out.stdout, out.stdout
     lanes = [lane["name"] for lane in html.page_data(rep)["lanes"]]
     assert sorted(lanes) == sorted(f"{w} ({b['host']})" for w, b in rep["workers"].items())
     merged = analysis.merge([("a", rep, "a.json"), ("b", rep, "b.json")])
