@@ -67,6 +67,24 @@ def directory(session: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"{DIR_PREFIX}{uid}-{session}")
 
 
+def grace_problem(environ: Any) -> Optional[str]:
+    """What is wrong with ``GRACE_ENV`` in ``environ`` (set, but not a positive number of
+    seconds: the relay waits ``UPSTREAM_GRACE`` instead), in words; None when nothing is."""
+    raw = environ.get(GRACE_ENV)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if 0 < value < float("inf"):
+        return None
+    return (
+        f"{GRACE_ENV}={raw!r} is not a positive number of seconds; its relay waited the "
+        f"default {UPSTREAM_GRACE:g} s for the collector"
+    )
+
+
 def upstream_grace(environ: Any) -> float:
     """The grace from ``GRACE_ENV``; ``UPSTREAM_GRACE`` when unset or not a positive number."""
     try:

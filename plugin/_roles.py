@@ -122,6 +122,15 @@ def _register_measurer(config: pytest.Config, measurer: Measurer, junit: bool) -
         config.pluginmanager.register(JUnitProperties(measurer), PLUGIN_NAME + "-junit")
 
 
+def _relay_setting_problem() -> Optional[str]:
+    """A remote worker's word on its host's relay setting (only where it is set at all)."""
+    if not os.environ.get("PERFMON_RELAY_GRACE"):
+        return None
+    from .monitor.relay import grace_problem
+
+    return grace_problem(os.environ)
+
+
 class LocalSession:
     """Plain pytest: one process that owns the collector and runs the tests."""
 
@@ -291,6 +300,7 @@ class ControllerSession:
         self.host = identity()
         self.handed_back: list = []  # remote workers whose records came back through xdist
         self.said_listen = False
+        self.said_setting: set = set()  # hosts whose bad relay setting was said
         hello(client, owner.session_id, "controller")
         _profile_fields(settings, owner, None)
 
@@ -484,6 +494,10 @@ class ControllerSession:
         data = out.get("perfmon")
         if isinstance(data, dict):
             self.worker_data[data.get("worker")] = data
+            setting = data.get("setting")
+            if setting and data.get("host") and data["host"] not in self.said_setting:
+                self.said_setting.add(data["host"])  # once a host: its workers share a relay
+                self.owner.warnings.append(f"remote workers on {data['host']}: {setting}")
             if data.get("host") and not data.get("delivered") and not self.owner.settings.daemon:
                 self._hand_back(data)
 
@@ -711,6 +725,7 @@ class WorkerSession:
                 "interrupted": list(m.interrupted) if m.interrupted else None,
                 "host": self.host,
                 "problem": self.problem or (client.problem if client is not None else None),
+                "setting": _relay_setting_problem() if self.host else None,
             }
         finally:
             if client is not None:

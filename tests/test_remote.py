@@ -283,6 +283,31 @@ def test_relay_grace_from_the_environment():
     assert relay.upstream_grace({relay.GRACE_ENV: "12"}) == 12.0
     for bad in ("", "0", "-1", "soon", "nan", "inf"):
         assert relay.upstream_grace({relay.GRACE_ENV: bad}) == relay.UPSTREAM_GRACE, bad
+    # what the remote worker says of a value the relay could not use (unset or empty: nothing)
+    assert relay.grace_problem({}) is None and relay.grace_problem({relay.GRACE_ENV: ""}) is None
+    assert relay.grace_problem({relay.GRACE_ENV: "0.5"}) is None
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        said = relay.grace_problem({relay.GRACE_ENV: bad})
+        assert said == (
+            f"PERFMON_RELAY_GRACE={bad!r} is not a positive number of seconds; its relay waited "
+            "the default 5 s for the collector"
+        ), said
+
+
+def test_a_bad_relay_grace_is_one_warning(tmp_path):
+    """PERFMON_RELAY_GRACE on the remote side that is not a number of seconds: the run is as
+    without it (the relay waits its default), and the report and terminal say so once."""
+    with _server(tmp_path, PERFMON_RELAY_GRACE="soon") as srv:
+        run = _run(tmp_path, srv.port)
+        assert _relays_gone(srv)
+    assert run.ret == 0, run.text
+    assert len(run.report["tests"]) == 6
+    said = [w for w in run.report["session"]["warnings"] if "PERFMON_RELAY_GRACE" in w]
+    assert said == [
+        f"remote workers on {FAR}: PERFMON_RELAY_GRACE='soon' is not a positive number of "
+        "seconds; its relay waited the default 5 s for the collector"
+    ], run.report["session"]["warnings"]
+    assert run.text.count("PERFMON_RELAY_GRACE='soon'") == 1, run.text
 
 
 KILL_RELAY = """
