@@ -402,7 +402,7 @@ class Relay(server.RouterServer):
             timeout = max(0.0, min(due.values()) - time.monotonic())
             for sock, _ in self.poller.poll(int(timeout * 1000)):
                 if sock is self.sock:
-                    self.drain_local()
+                    self.handle_queued(until_stop=False)
                 else:
                     self._from_upstream(sock)
             now = time.monotonic()
@@ -416,14 +416,6 @@ class Relay(server.RouterServer):
                         print(f"perfmon-relay: {exc!r}", file=sys.stderr)
         self.sample()
         self.flush()
-
-    def drain_local(self) -> None:
-        for _ in range(1000):
-            try:
-                parts = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.handle(parts)
 
     def close(self) -> None:
         for u in list(self.up.values()):

@@ -123,15 +123,19 @@ class RouterServer:
     def serve(self, poller: Any, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for frames; handle what came, at most 1000 at once
         (the caller's timers are never starved)."""
-        if not poller.poll(timeout * 1000):
-            return
+        if poller.poll(timeout * 1000):
+            self.handle_queued()
+
+    def handle_queued(self, until_stop: bool = True) -> None:
+        """Handle the frames already queued, at most 1000; with ``until_stop``, none after one
+        that set a stop reason."""
         for _ in range(1000):
             try:
                 parts = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.handle(parts)
-            if self.stop_reason is not None:
+            if until_stop and self.stop_reason is not None:
                 return
 
     def loop(self, timers: list) -> None:

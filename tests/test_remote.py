@@ -171,7 +171,7 @@ def test_socket_worker_on_another_host(tmp_path, server):
     lanes = [lane["name"] for lane in html.page_data(rep)["lanes"]]
     assert sorted(lanes) == sorted(f"{w} ({b['host']})" for w, b in rep["workers"].items())
     merged = analysis.merge([("a", rep, "a.json"), ("b", rep, "b.json")])
-    assert analysis.host_totals(merged)[FAR]["tests"] == 6
+    assert analysis.host_totals(merged)[FAR]["tests"] == 2 * len(far)  # the run, twice
     assert analysis.host_totals(merged)[FAR]["peak_mb"] == far_peak(rep)
     # The socket server loops: a second session on the same worker process works the same
     # (no state of the first one leaked), with a relay of its own.
