@@ -75,6 +75,11 @@ def test_long(slow_setup):
 #: Each test that ran to its end, as pytest saw it end, noted at once (a kill loses none).
 CONFTEST = """
 import os
+import signal
+
+# A terminal's job takes Ctrl-C at its default; a suite started in the background of a
+# non-interactive shell (nohup, `cmd &`) passes SIGINT on ignored, and Python keeps it ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def pytest_runtest_logfinish(nodeid, location):
     fd = os.open("finished.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
