@@ -23,11 +23,17 @@ def main() -> None:
     ap.add_argument("--preloaded", default=here, help="the directory of preloaded.py")
     ap.add_argument("args", nargs="*", help="the runs' pytest options, e.g. -n 2")
     opts = ap.parse_args()
+    # the suite's environment (tests/conftest.py): bytecode (and rewritten asserts) cached
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ.setdefault(
+        "PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "pytest-perfmon-tests-pycache")
+    )
     sys.path.insert(0, os.path.abspath(opts.preloaded))
+    sys.path.insert(1, here)
     import preloaded
+    from helpers import inner_addopts  # the plugins the suite's runs switch off
 
-    off = "-p no:randomly -p no:hypothesispytest -p no:cacheprovider -p no:asyncio"
-    env = dict(os.environ, PYTEST_ADDOPTS=off)
+    env = dict(os.environ, PYTEST_ADDOPTS=f"-p no:cacheprovider {inner_addopts()}")
     with tempfile.TemporaryDirectory() as tmp:
         with open(os.path.join(tmp, "test_one.py"), "w") as f:
             f.write("def test_one():\n    pass\n")
@@ -38,6 +44,8 @@ def main() -> None:
             proc = preloaded.run(cmd, tmp, env, 120)
             if proc.returncode != 0:
                 sys.exit(f"run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        if os.environ.get("BENCH_SHOW"):
+            print(proc.stdout, proc.stderr)
 
 
 if __name__ == "__main__":

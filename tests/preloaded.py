@@ -324,6 +324,13 @@ def main() -> None:
         except ImportError:  # pytest's list changes between versions
             pass
 
+    # What is imported now lives as long as every fork: out of the collector's sight, so that
+    # pytest's gc.collect() in each run and worker neither walks it nor copies its pages.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
     path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "s")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -414,14 +421,18 @@ def forkable(cmd: list, env: dict) -> bool:
     """Whether ``cmd`` (with ``env``) can be a fork of the server: ``<this Python> -m pytest
     ...`` with no interpreter options and no start-only variable of its own, and
     ``PERFMON_TESTS_EXEC`` not set in ``env`` (a test of what a run imports sets it; so can a
-    contributor who suspects the forks)."""
+    contributor who suspects the forks), or set to ``workers``."""
     if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1:3] != ["-m", "pytest"]:
         return False
     return _forkable_env(env)
 
 
-def _forkable_env(env: dict) -> bool:
-    if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX") or env.get("PERFMON_TESTS_EXEC"):
+def _forkable_env(env: dict, worker: bool = False) -> bool:
+    """``PERFMON_TESTS_EXEC=workers``: the run a fork, its xdist workers real starts (its
+    children, for a test that finds its controller as its worker's parent)."""
+    if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX"):
+        return False
+    if env.get("PERFMON_TESTS_EXEC") and (worker or env["PERFMON_TESTS_EXEC"] != "workers"):
         return False
     return all(env.get(k) == _BASE_ENV.get(k) for k in STARTUP_ONLY)
 
@@ -517,7 +528,7 @@ def _fork_workers() -> None:
     def create_io(spec, execmodel):
         args = gateway_io.popen_args(spec) if spec.popen and not spec.via else None
         if args == [sys.executable, "-u", "-c", gateway_io.popen_bootstrapline] and (
-            _LISTENING is not None and _forkable_env(dict(os.environ))
+            _LISTENING is not None and _forkable_env(dict(os.environ), worker=True)
         ):
             try:
                 popen = _Worker(_LISTENING, args)
@@ -542,6 +553,7 @@ class _Worker:
     def __init__(self, path: str, args: list) -> None:
         self.args, self.returncode = args, None
         self._buf = b""
+        self._lock = threading.Lock()  # one reader of the status at a time
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         self._conn = conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -582,20 +594,36 @@ class _Worker:
 
     def wait(self, timeout: Optional[float] = None) -> int:
         if self.returncode is None:
-            self._conn.settimeout(timeout)
+            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
             try:
-                line = self._line()
-            except (socket.timeout, BlockingIOError):
-                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
-            self.returncode = int(line)
-            self._conn.close()  # the waiter reaps the worker
+                self._status(timeout)
+            finally:
+                self._lock.release()
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
         return self.returncode
 
     def poll(self) -> Optional[int]:
+        """As Popen's: None while another thread waits (execnet kills from one thread a
+        worker that another waits for)."""
+        if self.returncode is None and self._lock.acquire(False):
+            try:
+                self._status(0)
+            finally:
+                self._lock.release()
+        return self.returncode
+
+    def _status(self, timeout: Optional[float]) -> None:
+        if self.returncode is not None:
+            return
+        self._conn.settimeout(timeout)
         try:
-            return self.wait(0)
-        except subprocess.TimeoutExpired:
-            return None
+            line = self._line()
+        except (socket.timeout, BlockingIOError):
+            return
+        self.returncode = int(line)
+        self._conn.close()  # the waiter reaps the worker
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # its pid is still its own

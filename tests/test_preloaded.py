@@ -109,12 +109,12 @@ def test_fine():
 """
 
 
-@pytest.mark.parametrize("exec_", [False, True], ids=["forked", "real"])
+@pytest.mark.parametrize("exec_", ["", "1", "workers"], ids=["forked", "real", "real-workers"])
 def test_a_forked_worker_that_dies_is_replaced_like_a_real_one(pytester, monkeypatch, exec_):
+    """``PERFMON_TESTS_EXEC=workers``: the run forked, its workers real (helpers.REAL_WORKERS)."""
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_crash=CRASH, test_facts=FACTS)
-    if exec_:
-        monkeypatch.setenv("PERFMON_TESTS_EXEC", "1")
+    monkeypatch.setenv("PERFMON_TESTS_EXEC", exec_)
     res = pytester.runpytest_subprocess(
         "-n", "2", "--max-worker-restart=2", "-p", "no:cacheprovider", "-p", "no:randomly",
         timeout=120,
@@ -127,7 +127,7 @@ def test_a_forked_worker_that_dies_is_replaced_like_a_real_one(pytester, monkeyp
     assert "crashed while running 'test_crash.py::test_exit'" in text, text
     workers = [json.loads(f.read_text()) for f in pytester.path.glob("worker-*.json")]
     ctl = int((pytester.path / "controller.pid").read_text())
-    assert workers and all((w["ppid"] == ctl) == exec_ for w in workers), (ctl, workers)
+    assert workers and all((w["ppid"] == ctl) == bool(exec_) for w in workers), (ctl, workers)
 
 
 ORPHANS = """
