@@ -13,6 +13,15 @@ it starts, xdist workers and every child are as real as before; only the interpr
 and those imports are shared. One difference stays: every run has the server's hash seed
 (``PYTHONHASHSEED`` set for a run gives it a real start).
 
+A run's xdist workers are forks of the server too (:func:`_fork_workers`): the run sends the
+pipes execnet would give ``python -u -c BOOTSTRAP`` (and its stderr) with the request, and the
+server's fork takes them as its 0, 1 and 2 and runs the bootstrap as that interpreter would
+(:func:`_as_worker`: the run's directory, environment, process group, CPU affinity and
+niceness). Each worker is a process of its own that ends as a real one does (its stdin's end,
+a crash, a kill); what differs is its parent: the server's waiter, not the controller. A run
+whose tests look at their worker's parent sets ``PERFMON_TESTS_EXEC=workers``
+(``helpers.REAL_WORKERS``): the run is still a fork, its workers real starts.
+
 Not preloaded: the pytest plugins installed from wheels (xdist...), whose modules pytest marks
 for assertion rewriting and warns about when they were imported before it.
 
@@ -20,6 +29,11 @@ What a fork cannot copy gets a real ``exec`` instead (``run`` falls back to
 :func:`subprocess.run`): interpreter options (``-I``, ``-X``, ``-W``), another interpreter,
 environment variables that only Python's start reads (``PYTHONHASHSEED``, ``PYTHONWARNINGS``...)
 when they differ from the server's, a platform without ``fork``, and ``PERFMON_TESTS_EXEC=1``.
+So does a worker that is not ``<this Python> -u -c`` (``-B``, another Python, ssh, ``via``).
+
+The server's imports are frozen out of the garbage collector (``gc.freeze``): pytest collects
+at the end of every run and worker, and walking them (and copying the pages it writes to) was
+nearly half of what a forked `-n 2` run still cost (docs/benchmarks.md).
 
 The server: ``python tests/preloaded.py`` forks at once (out of the test process's family, which
 tests count) and reads requests (JSON lines) on a Unix socket whose path it prints; each is
