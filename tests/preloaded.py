@@ -18,7 +18,8 @@ pipes execnet would give ``python -u -c BOOTSTRAP`` (and its stderr) with the re
 server's fork takes them as its 0, 1 and 2 and runs the bootstrap as that interpreter would
 (:func:`_as_worker`: the run's directory, environment, process group, CPU affinity and
 niceness). Each worker is a process of its own that ends as a real one does (its stdin's end,
-a crash, a kill); what differs is its parent: the server's waiter, not the controller. A run
+a crash, a kill); what differs is its parent (the server's waiter, not the controller), the
+hash seed (the server's) and ``sys.flags``/``sys.orig_argv`` (the server's). A run
 whose tests look at their worker's parent sets ``PERFMON_TESTS_EXEC=workers``
 (``helpers.REAL_WORKERS``): the run is still a fork, its workers real starts.
 

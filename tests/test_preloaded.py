@@ -13,6 +13,7 @@ import time
 
 import psutil
 import pytest
+from helpers import validate
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks only where there is fork")
 
@@ -65,16 +66,27 @@ def test_two():
 
 
 def _facts(pytester, *, exec_: bool, monkeypatch) -> tuple:
-    for f in pytester.path.glob("worker-*.json"):
-        f.unlink()
+    out = pytester.path / "perf.json"
+    for f in [*pytester.path.glob("worker-*.json"), out]:
+        if f.exists():
+            f.unlink()
     with monkeypatch.context() as mp:
         mp.setenv("XFORK_MARK", "yes")
         if exec_:
             mp.setenv("PERFMON_TESTS_EXEC", "1")
-        res = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", timeout=120)
+        res = pytester.runpytest_subprocess(
+            "-n", "2", "-p", "no:cacheprovider", "--perf-monitor", f"--perf-output={out}",
+            timeout=120,
+        )
     assert res.ret == 0, res.stdout.str() + res.stderr.str()
     workers = [json.loads(f.read_text()) for f in sorted(pytester.path.glob("worker-*.json"))]
     assert len(workers) == 2, workers
+    # the monitor sampled the workers themselves, under the pids their tests saw
+    report = validate(json.loads(out.read_text()))
+    sampled = {w["pid"]: w["peak_rss_mb"] for w in report["workers"].values()}
+    assert set(sampled) == {w["pid"] for w in workers}, (sampled, workers)
+    assert all(mb is not None and mb > 5 for mb in sampled.values()), sampled
+    assert {t["pid"] for t in report["tests"].values()} == set(sampled)
     controller = int((pytester.path / "controller.pid").read_text())
     return controller, workers, res.stderr.str()
 
@@ -92,7 +104,7 @@ def test_a_forked_runs_workers_start_as_its_real_ones_do(pytester, monkeypatch):
     for w in forked + real:
         assert {k: v for k, v in w.items() if k not in ("pid", "ppid")} == same
     assert same["env"] == "yes" and same["argv"] == ["-c"] and same["path0"] == same["cwd"]  # xdist sends its sys.path
-    assert err == err_x
+    assert err.replace(str(ctl), "CTL") == err_x.replace(str(ctl_x), "CTL")
 
 
 CRASH = """
