@@ -840,7 +840,8 @@ def make_report(i: int, durations: dict, peak: float = 50.0, ts: float | None = 
 
 #: For a test's own code in an inner run: ``_monitor()``, the monitor process of this pytest
 #: (plain) or of its xdist controller. The monitor is a child of neither (monitor/launch.py
-#: detaches it): it is found by its command line, which names the pid it watches.
+#: detaches it): it is found by its command line, which names the pid it watches. An xdist
+#: worker finds its controller as its parent: such a run needs ``REAL_WORKERS``.
 FIND_MONITOR = """
 def _monitor():
     import psutil
@@ -853,6 +854,12 @@ def _monitor():
                 return proc
     raise AssertionError("no monitor process found")
 """
+
+
+#: The environment of an inner run whose xdist workers must be real starts, their controller's
+#: children (tests/preloaded.py forks them from its server otherwise): its tests look at their
+#: worker's parent.
+REAL_WORKERS = {"PERFMON_TESTS_EXEC": "workers"}
 
 
 def find_monitor(owner: int):

@@ -13,6 +13,16 @@ it starts, xdist workers and every child are as real as before; only the interpr
 and those imports are shared. One difference stays: every run has the server's hash seed
 (``PYTHONHASHSEED`` set for a run gives it a real start).
 
+A run's xdist workers are forks of the server too (:func:`_fork_workers`): the run sends the
+pipes execnet would give ``python -u -c BOOTSTRAP`` (and its stderr) with the request, and the
+server's fork takes them as its 0, 1 and 2 and runs the bootstrap as that interpreter would
+(:func:`_as_worker`: the run's directory, environment, process group, CPU affinity and
+niceness). Each worker is a process of its own that ends as a real one does (its stdin's end,
+a crash, a kill); what differs is its parent (the server's waiter, not the controller), the
+hash seed (the server's) and ``sys.flags``/``sys.orig_argv`` (the server's). A run
+whose tests look at their worker's parent sets ``PERFMON_TESTS_EXEC=workers``
+(``helpers.REAL_WORKERS``): the run is still a fork, its workers real starts.
+
 Not preloaded: the pytest plugins installed from wheels (xdist...), whose modules pytest marks
 for assertion rewriting and warns about when they were imported before it.
 
@@ -20,6 +30,11 @@ What a fork cannot copy gets a real ``exec`` instead (``run`` falls back to
 :func:`subprocess.run`): interpreter options (``-I``, ``-X``, ``-W``), another interpreter,
 environment variables that only Python's start reads (``PYTHONHASHSEED``, ``PYTHONWARNINGS``...)
 when they differ from the server's, a platform without ``fork``, and ``PERFMON_TESTS_EXEC=1``.
+So does a worker that is not ``<this Python> -u -c`` (``-B``, another Python, ssh, ``via``).
+
+The server's imports are frozen out of the garbage collector (``gc.freeze``): pytest collects
+at the end of every run and worker, and walking them (and copying the pages it writes to) was
+nearly half of what a forked `-n 2` run still cost (docs/benchmarks.md).
 
 The server: ``python tests/preloaded.py`` forks at once (out of the test process's family, which
 tests count) and reads requests (JSON lines) on a Unix socket whose path it prints; each is
@@ -75,8 +90,8 @@ class _Become(Exception):
     """Raised in a fresh fork to unwind the server's stack: the top of the script then runs
     the request as ``python -m pytest``, and the interpreter ends it as it ends any program."""
 
-    def __init__(self, req: dict, base_path: list, out: int, err: int) -> None:
-        self.req, self.base_path, self.out, self.err = req, base_path, out, err
+    def __init__(self, req: dict, base_path: list, fds: tuple) -> None:
+        self.req, self.base_path, self.fds = req, base_path, fds  # fds: its 0, 1 and 2
 
 
 def _serve(listener: socket.socket) -> None:
@@ -110,23 +125,28 @@ def _serve(listener: socket.socket) -> None:
     # subprocess.run outlives a killed parent. Nothing here waits for them.
 
 
-def _read_request(conn: socket.socket) -> dict:
-    data = b""
-    while not data.endswith(b"\n"):
+def _read_request(conn: socket.socket) -> tuple:
+    """A request (a JSON line) and the descriptors sent with it (a worker's, see _Worker)."""
+    data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+    while data and not data.endswith(b"\n"):
         chunk = conn.recv(65536)
         if not chunk:
             break
         data += chunk
-    return json.loads(data)
+    return json.loads(data), fds
 
 
 def _wait_for_run(conn: socket.socket, base_path: list) -> None:
     """The waiter: fork the run, say its pid, copy its output until every process that holds
     it has closed it (as subprocess.run reads pipes to their end), wait for it, say its status.
-    """
+    A worker (an xdist worker of a run, ``req["worker"]``) gets the descriptors sent with the
+    request instead: see :func:`_wait_for_worker`."""
     code = 1
     try:
-        req = _read_request(conn)
+        req, fds = _read_request(conn)
+        if req.get("worker"):
+            _wait_for_worker(conn, req, base_path, fds)
+            os._exit(0)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         pid = os.fork()
@@ -134,7 +154,7 @@ def _wait_for_run(conn: socket.socket, base_path: list) -> None:
             conn.close()
             os.close(out_r)
             os.close(err_r)
-            raise _Become(req, base_path, out_w, err_w)
+            raise _Become(req, base_path, (os.open(os.devnull, os.O_RDONLY), out_w, err_w))
         os.close(out_w)
         os.close(err_w)
         conn.sendall(f"{pid}\n".encode())
@@ -147,6 +167,37 @@ def _wait_for_run(conn: socket.socket, base_path: list) -> None:
     except BaseException:
         pass
     os._exit(code)
+
+
+def _wait_for_worker(conn: socket.socket, req: dict, base_path: list, fds: list) -> None:
+    """Fork the worker on the pipes its run sent, say its pid, then its exit status once it
+    has ended; reap it only when the run has closed the connection (it read the status, or it
+    died): until then the pid is still the worker's, as a child's is until its parent waits,
+    and the run's kill() cannot reach another process."""
+    if len(fds) != 3:
+        raise ValueError("a worker needs its stdin, stdout and stderr")
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        raise _Become(req, base_path, tuple(fds))
+    for fd in fds:
+        os.close(fd)
+    try:
+        conn.sendall(f"{pid}\n".encode())
+        if hasattr(os, "waitid"):
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        else:  # pragma: no cover - macOS: reaped at once (its pid may be reused sooner)
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        conn.sendall(f"{code}\n".encode())
+        while conn.recv(4096):  # until the run closes it
+            pass
+    finally:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
 
 
 def _copy(pipes: dict) -> None:
@@ -171,8 +222,10 @@ def _copy(pipes: dict) -> None:
 
 def _run(become: _Become) -> None:
     """The run: what ``python -m pytest`` would be, from here on; pytest's ``SystemExit`` ends
-    the interpreter as usual (threads joined, atexit, finalisation, flushed files)."""
+    the interpreter as usual (threads joined, atexit, finalisation, flushed files). A worker:
+    what ``python -u -c CODE`` (execnet's popen gateway) would be."""
     req = become.req
+    worker = req.get("worker")
     os.chdir(req["cwd"])
     env = req["env"]
     os.environ.clear()
@@ -181,17 +234,57 @@ def _run(become: _Become) -> None:
     if hasattr(time, "tzset"):
         time.tzset()
     extra = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [req["cwd"], *extra, *become.base_path]
+    sys.path[:] = ["" if worker else req["cwd"], *extra, *become.base_path]
     sys.pycache_prefix = env.get("PYTHONPYCACHEPREFIX") or None
     sys.dont_write_bytecode = bool(env.get("PYTHONDONTWRITEBYTECODE"))
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    for fd, src in enumerate((devnull, become.out, become.err)):
+    for fd, src in enumerate(become.fds):
         os.dup2(src, fd)
         os.close(src)
+    if worker:
+        _as_worker(req)
+        return
+    _fork_workers()
     import runpy
 
     sys.argv[:] = ["-m", *req["args"]]  # run_module puts pytest's __main__.py first
     runpy.run_module("pytest", run_name="__main__", alter_sys=True)
+
+
+def _as_worker(req: dict) -> None:
+    """The rest of a worker's start, as its run's ``subprocess.Popen`` would have it: the run's
+    process group, CPU affinity and niceness, unbuffered ``sys.stdout``/``stderr`` (``-u``),
+    then the ``-c`` code in a fresh ``__main__``."""
+    import io
+    import types
+
+    try:
+        if os.getpgrp() != req["pgid"]:
+            os.setpgid(0, req["pgid"])
+        if req.get("affinity") is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, req["affinity"])
+        if os.getpriority(os.PRIO_PROCESS, 0) != req["nice"]:
+            os.setpriority(os.PRIO_PROCESS, 0, req["nice"])
+    except OSError:
+        pass
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        raw = io.FileIO(fd, "w", closefd=False)
+        raw.name = f"<{name}>"  # type: ignore[misc]
+        new = io.TextIOWrapper(raw, encoding=old.encoding, errors=old.errors, write_through=True)
+        new.mode = "w"  # type: ignore[misc]
+        setattr(sys, name, new)
+        setattr(sys, f"__{name}__", new)
+    import importlib.machinery
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update(
+        __builtins__=__builtins__,
+        __loader__=importlib.machinery.BuiltinImporter,
+        __annotations__={},
+    )
+    sys.modules["__main__"] = main
+    sys.argv[:] = ["-c"]
+    exec(compile(req["code"], "<string>", "exec"), main.__dict__)
 
 
 PLUGIN_MODULES = (
@@ -246,10 +339,13 @@ def main() -> None:
         except ImportError:  # pytest's list changes between versions
             pass
 
+    # What is imported now lives as long as every fork: out of the collector's sight, so that
+    # pytest's gc.collect() in each run and worker neither walks it nor copies its pages.
     import gc
 
     gc.collect()
-    gc.freeze()  # what is imported here is never garbage: no run's collection walks it again
+    gc.freeze()
+
     path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "s")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -259,6 +355,8 @@ def main() -> None:
         os.rmdir(os.path.dirname(path))
         raise
     listener.listen(64)
+    global _LISTENING
+    _LISTENING = path  # for the runs' workers (_fork_workers)
     sys.stdout.flush()
     if os.fork():  # out of the test process's family (tests count its descendants)
         print(path, flush=True)
@@ -338,10 +436,18 @@ def forkable(cmd: list, env: dict) -> bool:
     """Whether ``cmd`` (with ``env``) can be a fork of the server: ``<this Python> -m pytest
     ...`` with no interpreter options and no start-only variable of its own, and
     ``PERFMON_TESTS_EXEC`` not set in ``env`` (a test of what a run imports sets it; so can a
-    contributor who suspects the forks)."""
-    if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX") or env.get("PERFMON_TESTS_EXEC"):
-        return False
+    contributor who suspects the forks), or set to ``workers``."""
     if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1:3] != ["-m", "pytest"]:
+        return False
+    return _forkable_env(env)
+
+
+def _forkable_env(env: dict, worker: bool = False) -> bool:
+    """``PERFMON_TESTS_EXEC=workers``: the run a fork, its xdist workers real starts (its
+    children, for a test that finds its controller as its worker's parent)."""
+    if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX"):
+        return False
+    if env.get("PERFMON_TESTS_EXEC") and (worker or env["PERFMON_TESTS_EXEC"] != "workers"):
         return False
     return all(env.get(k) == _BASE_ENV.get(k) for k in STARTUP_ONLY)
 
@@ -414,6 +520,135 @@ def _ask(path: str, req: dict, cmd: list, deadline: float, timeout: float) -> in
         finally:
             conn.close()
     raise AssertionError("unreachable")
+
+
+#: In the server and its forks: the server's socket (a run asks it for its xdist workers).
+_LISTENING: Optional[str] = None
+
+
+def _fork_workers() -> None:
+    """In a run: xdist's workers forked from the server too. xdist starts each with execnet's
+    popen gateway: ``subprocess.Popen([python, "-u", "-c", BOOTSTRAP], stdin=PIPE,
+    stdout=PIPE)``, which then reads the gateway's code from its stdin. Here the run makes the
+    two pipes and sends the worker's ends (and its stderr) to the server, whose fork takes them
+    as 0, 1 and 2 and runs the bootstrap (:func:`_as_worker`); execnet gets a :class:`_Worker`
+    as its Popen. Any other gateway (another Python, ``-B``, ``via``, ssh), an environment a
+    fork cannot copy (see :func:`forkable`) or a server that does not answer: a real start."""
+    try:
+        from execnet import gateway_io
+    except ImportError:
+        return
+    real = gateway_io.create_io
+
+    def create_io(spec, execmodel):
+        args = gateway_io.popen_args(spec) if spec.popen and not spec.via else None
+        if args == [sys.executable, "-u", "-c", gateway_io.popen_bootstrapline] and (
+            _LISTENING is not None and _forkable_env(dict(os.environ), worker=True)
+        ):
+            try:
+                popen = _Worker(_LISTENING, args)
+            except OSError:  # the server is gone: a real start
+                pass
+            else:
+                io = gateway_io.Popen2IOMaster.__new__(gateway_io.Popen2IOMaster)
+                io.popen = popen
+                gateway_io.Popen2IO.__init__(io, popen.stdin, popen.stdout, execmodel=execmodel)
+                return io
+        return real(spec, execmodel)
+
+    gateway_io.create_io = create_io
+
+
+class _Worker:
+    """The part of ``subprocess.Popen`` that execnet and xdist use, for a worker forked by the
+    server: ``args``, ``pid``, ``stdin``, ``stdout``, ``returncode``, ``poll``, ``wait``,
+    ``send_signal``, ``terminate``, ``kill``. The exit status comes through the connection,
+    whose waiter keeps the worker's pid until this side has read it (see _wait_for_worker)."""
+
+    def __init__(self, path: str, args: list) -> None:
+        self.args, self.returncode = args, None
+        self._buf = b""
+        self._lock = threading.Lock()  # one reader of the status at a time
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        self._conn = conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(START_TIMEOUT)
+            conn.connect(path)
+            affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+            req = {
+                "worker": True,
+                "code": args[-1],
+                "cwd": os.getcwd(),
+                "env": dict(os.environ),
+                "pgid": os.getpgrp(),
+                "affinity": sorted(affinity) if affinity is not None else None,
+                "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            }
+            socket.send_fds(conn, [json.dumps(req).encode() + b"\n"], [in_r, out_w, 2])
+            self.pid = int(self._line())
+        except BaseException:
+            conn.close()
+            for fd in (in_w, out_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        self.stdin = open(in_w, "wb")  # noqa: SIM115 - as Popen's, closed by execnet
+        self.stdout = open(out_r, "rb")  # noqa: SIM115
+
+    def _line(self) -> bytes:
+        while b"\n" not in self._buf:
+            chunk = self._conn.recv(64)
+            if not chunk:
+                raise ChildProcessError(f"the preloaded server lost the worker of {self.args}")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line
+
+    def wait(self, timeout: Optional[float] = None) -> int:
+        if self.returncode is None:
+            if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            try:
+                self._status(timeout)
+            finally:
+                self._lock.release()
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return self.returncode
+
+    def poll(self) -> Optional[int]:
+        """As Popen's: None while another thread waits (execnet kills from one thread a
+        worker that another waits for)."""
+        if self.returncode is None and self._lock.acquire(False):
+            try:
+                self._status(0)
+            finally:
+                self._lock.release()
+        return self.returncode
+
+    def _status(self, timeout: Optional[float]) -> None:
+        if self.returncode is not None:
+            return
+        self._conn.settimeout(timeout)
+        try:
+            line = self._line()
+        except (socket.timeout, BlockingIOError):
+            return
+        self.returncode = int(line)
+        self._conn.close()  # the waiter reaps the worker
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # its pid is still its own
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def runpytest_subprocess(pytester, *args, timeout: Optional[float] = None):

@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import FIND_MONITOR, validate
+from helpers import FIND_MONITOR, REAL_WORKERS, validate
 
 SUITE = """
 def test_one():
@@ -82,7 +82,7 @@ def test_after():
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["no-xdist", "n1"])
 def test_monitor_killed_mid_run(run_perf, pytester, xdist):
     pytester.makepyfile(test_kill=KILL_MONITOR)
-    run = run_perf(*xdist)
+    run = run_perf(*xdist, env=REAL_WORKERS)
     assert run.ret == 0, run.text
     # Replaced (tests/test_invisible.py has the details); the warning names the test and how.
     assert any(

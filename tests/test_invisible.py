@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from helpers import FIND_MONITOR, XDIST_ENDS
+from helpers import FIND_MONITOR, REAL_WORKERS, XDIST_ENDS
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/fd"), reason="counts file descriptors through /proc/self/fd"
@@ -139,7 +139,7 @@ def _gone(pid: int, ctime: float) -> bool:
 def test_issue_repros_pass_and_the_monitor_is_left_alone(run_perf, pytester, xdist):
     pytester.makepyfile(test_repros=REPROS)
     # One worker runs them all, in their order: the reaping test comes before the child's.
-    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []))
+    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []), env=REAL_WORKERS)
     assert run.ret == 0, run.text
     assert "perfmon: warning" not in run.text, run.text
     assert run.report["session"]["collector"] == "monitor"  # it lived through the reaping
@@ -202,7 +202,7 @@ def test_last():
 )
 def test_monitor_killed_mid_run_is_replaced(run_perf, pytester, xdist, sig, how):
     pytester.makepyfile(test_kill=KILLS_MONITOR.replace("{sig}", sig))
-    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []))
+    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []), env=REAL_WORKERS)
     assert run.ret == 0, run.text
     assert "Traceback" not in run.text
     session = run.report["session"]

@@ -1,0 +1,174 @@
+"""tests/preloaded.py: the xdist workers of a forked inner run are forks of the server too;
+each is started as its run's ``subprocess.Popen`` would start it, and ends as a real one ends.
+Every test compares with a real start (``PERFMON_TESTS_EXEC=1``) and checks that the fork was
+taken (the worker is not the run's child), so that neither side passes by default."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+from helpers import validate
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks only where there is fork")
+
+#: The controller writes its pid (its workers compare their parent's with it).
+CONFTEST = """
+import os
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        with open(os.path.join(str(config.rootpath), "controller.pid"), "w") as f:
+            f.write(str(os.getpid()))
+"""
+
+FACTS = """
+import io, json, os, signal, sys, warnings
+
+def controller():
+    with open("controller.pid") as f:
+        return int(f.read())
+
+def facts():
+    main = sys.modules["__main__"]
+    out = sys.__stdout__
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "cwd": os.getcwd(),
+        "path0": sys.path[0],
+        "argv": sys.argv,
+        "env": os.environ.get("XFORK_MARK"),
+        "pgid": os.getpgrp() == os.getpgid(controller()),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "nice": os.getpriority(os.PRIO_PROCESS, 0),
+        "fds": len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None,
+        "stdout": [out.name, out.mode, out.write_through, out.line_buffering, out.encoding],
+        "stderr": [sys.__stderr__.write_through, sys.__stderr__.errors],
+        "main": sorted((k, type(v).__name__) for k, v in vars(main).items()),
+        "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM)],
+        "filters": len(warnings.filters),
+    }
+
+def test_one():
+    f = facts()
+    with open(f"worker-{f['pid']}.json", "w") as out:
+        json.dump(f, out)
+
+def test_two():
+    test_one()
+"""
+
+
+def _facts(pytester, *, exec_: bool, monkeypatch) -> tuple:
+    out = pytester.path / "perf.json"
+    for f in [*pytester.path.glob("worker-*.json"), out]:
+        if f.exists():
+            f.unlink()
+    with monkeypatch.context() as mp:
+        mp.setenv("XFORK_MARK", "yes")
+        if exec_:
+            mp.setenv("PERFMON_TESTS_EXEC", "1")
+        res = pytester.runpytest_subprocess(
+            *("-n", "2", "-p", "no:cacheprovider", "--perf-monitor", f"--perf-output={out}"),
+            timeout=120,
+        )
+    assert res.ret == 0, res.stdout.str() + res.stderr.str()
+    workers = [json.loads(f.read_text()) for f in sorted(pytester.path.glob("worker-*.json"))]
+    assert len(workers) == 2, workers
+    # the monitor sampled the workers themselves, under the pids their tests saw
+    report = validate(json.loads(out.read_text()))
+    sampled = {w["pid"]: w["peak_rss_mb"] for w in report["workers"].values()}
+    assert set(sampled) == {w["pid"] for w in workers}, (sampled, workers)
+    assert all(mb is not None and mb > 5 for mb in sampled.values()), sampled
+    assert {t["pid"] for t in report["tests"].values()} == set(sampled)
+    controller = int((pytester.path / "controller.pid").read_text())
+    return controller, workers, res.stderr.str()
+
+
+def test_a_forked_runs_workers_start_as_its_real_ones_do(pytester, monkeypatch):
+    pytester.makeini("[pytest]\nfilterwarnings = error\n")  # a warning in a worker fails
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_facts=FACTS)
+    ctl, forked, err = _facts(pytester, exec_=False, monkeypatch=monkeypatch)
+    ctl_x, real, err_x = _facts(pytester, exec_=True, monkeypatch=monkeypatch)
+    # the fork was taken: the server's forks, not the controller's children; real ones are
+    assert all(w["ppid"] != ctl for w in forked), (ctl, forked)
+    assert all(w["ppid"] == ctl_x for w in real), (ctl_x, real)
+    same = {k: v for k, v in real[0].items() if k not in ("pid", "ppid")}
+    for w in forked + real:
+        assert {k: v for k, v in w.items() if k not in ("pid", "ppid")} == same
+    assert same["env"] == "yes" and same["argv"] == ["-c"]
+    assert same["path0"] == same["cwd"]  # xdist sends the controller's sys.path
+    assert err.replace(str(ctl), "CTL") == err_x.replace(str(ctl_x), "CTL")
+
+
+CRASH = """
+import os, signal
+
+def test_crash():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def test_exit():
+    os._exit(3)
+
+def test_fine():
+    pass
+"""
+
+
+@pytest.mark.parametrize("exec_", ["", "1", "workers"], ids=["forked", "real", "real-workers"])
+def test_a_forked_worker_that_dies_is_replaced_like_a_real_one(pytester, monkeypatch, exec_):
+    """``PERFMON_TESTS_EXEC=workers``: the run forked, its workers real (helpers.REAL_WORKERS)."""
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_crash=CRASH, test_facts=FACTS)
+    monkeypatch.setenv("PERFMON_TESTS_EXEC", exec_)
+    res = pytester.runpytest_subprocess(
+        *("-n", "2", "--max-worker-restart=2", "-p", "no:cacheprovider", "-p", "no:randomly"),
+        timeout=120,
+    )
+    text = res.stdout.str()
+    assert res.ret == 1, text + res.stderr.str()
+    res.assert_outcomes(passed=3, failed=2)
+    assert text.count("replacing crashed worker") == 2, text
+    assert "crashed while running 'test_crash.py::test_crash'" in text, text
+    assert "crashed while running 'test_crash.py::test_exit'" in text, text
+    workers = [json.loads(f.read_text()) for f in pytester.path.glob("worker-*.json")]
+    ctl = int((pytester.path / "controller.pid").read_text())
+    assert workers and all((w["ppid"] == ctl) == bool(exec_) for w in workers), (ctl, workers)
+
+
+ORPHANS = """
+import os, signal, time
+
+def test_orphan():
+    with open(f"worker-{os.getpid()}.pid", "w") as f:
+        f.write(str(os.getppid()))
+    with open("controller.pid") as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    time.sleep(60)  # its worker leaves once its stdin ends, as a real worker does
+"""
+
+
+@pytest.mark.parametrize("exec_", [False, True], ids=["forked", "real"])
+def test_a_forked_worker_whose_controller_dies_does_not_linger(pytester, monkeypatch, exec_):
+    if exec_:
+        monkeypatch.setenv("PERFMON_TESTS_EXEC", "1")
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(test_orphan=ORPHANS)
+    start = time.monotonic()
+    res = pytester.runpytest_subprocess("-n", "1", "-p", "no:cacheprovider", timeout=120)
+    assert res.ret == -signal.SIGKILL, res.stdout.str() + res.stderr.str()
+    (found,) = pytester.path.glob("worker-*.pid")
+    pid = int(found.stem.split("-")[1])
+    ctl = int((pytester.path / "controller.pid").read_text())
+    assert (int(found.read_text()) == ctl) == exec_
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not psutil.pid_exists(pid), "the worker (or its zombie) outlived its controller"
+    assert time.monotonic() - start < 50, "the worker waited for its test, not for its stdin"
