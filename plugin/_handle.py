@@ -56,7 +56,10 @@ class SpawnedMonitor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.launcher: Optional[subprocess.Popen] = None
+        self.launcher: Any = None  # a subprocess.Popen, or a _Forked
+        #: How the monitor was started: "fork" (this process forked it, issue 25) or "exec" (a
+        #: new interpreter ran the launcher).
+        self.start = "exec"
         self.proc: Optional[_Process] = None  # the monitor, once the launcher has told its pid
         self.launch_status: Optional[int] = None
         self.problem: Optional[str] = None
@@ -117,6 +120,21 @@ class SpawnedMonitor:
     def _launch(self) -> Optional[str]:
         """Start the launcher; the problem, in words, if it could not be started."""
         assert self.tmpdir is not None
+        if fork_start_ok():
+            from pytest_perfmon.monitor.launch import fork_monitor
+
+            from ._counters import not_counted
+
+            try:
+                with not_counted():  # ours, not a process a test started
+                    self.launcher = _Forked(
+                        fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
+                    )
+                self.start = "fork"
+                return None
+            except OSError as exc:  # out of processes or memory: as the launcher would
+                return f"cannot start the monitor: {exc}"
+        self.start = "exec"
         kwargs: dict = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
@@ -174,7 +192,7 @@ class SpawnedMonitor:
             self.launch_status = launcher.wait(READY_TIMEOUT)
         except subprocess.TimeoutExpired:  # never seen: a launcher that does not fork
             launcher.kill()
-            self.launch_status = launcher.wait()
+            self.launch_status = launcher.wait(None)
         self.launcher = None
         try:
             with open(self.pid_path) as f:
@@ -264,6 +282,57 @@ class SpawnedMonitor:
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
+
+
+def fork_start_ok() -> bool:
+    """Whether the monitor may be forked from this process instead of a new interpreter: Linux
+    (macOS's system frameworks make a fork without exec unsafe; Windows has no fork), one OS
+    thread at this moment (a thread's locks would be held forever in the copy; counted by the
+    kernel, so that a C extension's thread counts too), no tracer or profiler (coverage, a
+    debugger: the copy would go on tracing), and neither PERFMON_MONITOR_PYTHON nor
+    PERFMON_MONITOR_START=exec set."""
+    env = os.environ
+    if env.get("PERFMON_MONITOR_START") == "exec" or env.get("PERFMON_MONITOR_PYTHON"):
+        return False
+    if not sys.platform.startswith("linux") or sys.gettrace() or sys.getprofile():
+        return False
+    monitoring = getattr(sys, "monitoring", None)  # 3.12+: coverage's sys.monitoring core
+    if monitoring is not None and any(monitoring.get_tool(i) for i in range(6)):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+class _Forked:
+    """The launcher forked from this process (:func:`monitor.launch.fork_monitor`), as much of
+    subprocess.Popen as :meth:`SpawnedMonitor.settle` uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def wait(self, timeout: Optional[float]) -> int:
+        deadline = None if timeout is None else _perf() + timeout
+        delay = 0.0005
+        while self.returncode is None:
+            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif deadline is not None and _perf() >= deadline:
+                raise subprocess.TimeoutExpired(["monitor launcher"], timeout or 0.0)
+            else:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 class _Process:
