@@ -213,11 +213,14 @@ def _become_monitor(log_fd: int, parent_fd: Optional[int], tmpdir: str) -> Optio
                 pass
     _kept.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__))
     _kept.append(sys.__stderr__)
-    sys.stdin = sys.__stdin__ = open(0, closefd=False)  # noqa: SIM115
-    sys.stdout = sys.__stdout__ = open(1, "w", closefd=False, buffering=1)  # noqa: SIM115
-    sys.stderr = sys.__stderr__ = open(  # noqa: SIM115
-        2, "w", closefd=False, buffering=1, errors="backslashreplace"
+    streams = (
+        open(0, closefd=False),  # noqa: SIM115
+        open(1, "w", closefd=False, buffering=1),  # noqa: SIM115
+        open(2, "w", closefd=False, buffering=1, errors="backslashreplace"),  # noqa: SIM115
     )
+    for name, stream in zip(("stdin", "stdout", "stderr"), streams):
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
     os.chdir(tmpdir)
     # Signals as a fresh interpreter has them; nothing blocked.
     for sig in signal.valid_signals():
