@@ -166,7 +166,7 @@ def _run_forked(argv: list, log_fd: int, parent_fd: Optional[int], tmpdir: str) 
         parent_fd = _become_monitor(log_fd, parent_fd, tmpdir)
         from .collector import main as monitor_main
 
-        code = monitor_main(argv, parent_fd=parent_fd, detached=True)
+        code = monitor_main(argv, parent_fd=parent_fd, detached=True, start="fork")
     except BaseException:  # noqa: BLE001 - said in the log, then the process ends here
         try:
             import traceback
