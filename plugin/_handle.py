@@ -34,6 +34,9 @@ _perf = time.perf_counter
 READY_TIMEOUT = 20.0  # first test waits at most this long for a monitor we spawned
 DAEMON_READY_TIMEOUT = 5.0  # ... for a perfmon-daemon that accepted our connection
 REAP_TIMEOUT = 5.0
+#: The monitor is forked from a pytest process of at most this resident size, bytes; a larger
+#: one starts the launcher (a new interpreter), whose cost does not grow with pytest's memory.
+FORK_MAX_RSS = 100 * 1024 * 1024
 IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 
 
@@ -290,7 +293,9 @@ def fork_start_ok() -> bool:
     thread at this moment (a thread's locks would be held forever in the copy; counted by the
     kernel, so that a C extension's thread counts too), no tracer or profiler (coverage, a
     debugger: the copy would go on tracing), and neither PERFMON_MONITOR_PYTHON nor
-    PERFMON_MONITOR_START=exec set."""
+    PERFMON_MONITOR_START=exec set; and a resident size of at most FORK_MAX_RSS (a fork copies
+    the page tables, and every page either process writes while the monitor shares it is copied
+    then: docs/benchmarks.md, issue 25 session 4)."""
     env = os.environ
     if env.get("PERFMON_MONITOR_START") == "exec" or env.get("PERFMON_MONITOR_PYTHON"):
         return False
@@ -300,9 +305,13 @@ def fork_start_ok() -> bool:
     if monitoring is not None and any(monitoring.get_tool(i) for i in range(6)):
         return False
     try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
+        if len(os.listdir("/proc/self/task")) != 1:
+            return False
+        with open("/proc/self/statm", "rb") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
         return False
+    return resident <= FORK_MAX_RSS
 
 
 class _Forked:

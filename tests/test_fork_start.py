@@ -56,6 +56,14 @@ def _link(pid: int, fd: str) -> str:
         return ""
 
 
+def _running(proc: psutil.Process) -> bool:
+    """Still running: neither gone nor a zombie its new parent has not reaped yet."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_forked_monitor_holds_nothing_of_pytest_and_ends_with_it(pytester, tmp_path):
     pytester.makeconftest(HELD_CONFTEST)
     pytester.makepyfile(test_held=HELD)
@@ -104,10 +112,10 @@ def test_forked_monitor_holds_nothing_of_pytest_and_ends_with_it(pytester, tmp_p
                 break
         assert mon.status() == psutil.STATUS_STOPPED  # it held nothing: it still runs
         mon.resume()
-        try:
-            mon.wait(WAIT)  # it watches pytest's pidfd: it ends by itself
-        except psutil.TimeoutExpired:
-            pytest.fail("the monitor outlived its pytest")
+        deadline = time.monotonic() + WAIT  # it watches pytest's pidfd: it ends by itself
+        while _running(mon):
+            assert time.monotonic() < deadline, "the monitor outlived its pytest"
+            time.sleep(0.05)
         report = validate(json.loads(out.read_text(encoding="utf-8")))
         assert report["session"]["aborted"] is True
         assert report["session"]["monitor_start"] == "fork"
@@ -116,7 +124,7 @@ def test_forked_monitor_holds_nothing_of_pytest_and_ends_with_it(pytester, tmp_p
             proc.kill()
         proc.wait(WAIT)
         proc.stdout.close()
-        if mon is not None and mon.is_running():
+        if mon is not None and _running(mon):
             mon.resume()
             mon.kill()
 
@@ -165,3 +173,14 @@ def test_one_thread_forks_and_the_switch_forces_the_launcher(run_perf, pytester,
     assert run.ret == 0, run.text
     assert run.report["session"]["monitor_start"] == "exec"
     assert len(run.tests) == 2
+
+
+def test_a_large_pytest_process_gets_the_launcher(run_perf, pytester):
+    """Over FORK_MAX_RSS resident at configure: a fork would cost more than a new interpreter."""
+    from pytest_perfmon._handle import FORK_MAX_RSS
+
+    pytester.makeconftest(f"BIG = b'x' * {FORK_MAX_RSS + 20 * 2**20}\n")
+    pytester.makepyfile("def test_one():\n    pass\n")
+    run = run_perf()
+    assert run.ret == 0, run.text
+    assert run.report["session"]["monitor_start"] == "exec"
