@@ -43,13 +43,14 @@ IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 class SpawnedMonitor:
     """A monitor process started for this session, in a private 0700 directory.
 
-    It is started through ``pytest_perfmon.monitor.launch``, which forks and exits: the monitor
-    itself is never a child of this process (a test that lists or terminates its process's
-    children never sees it). The short-lived launcher is reaped before the first test
-    (:meth:`settle`, from the first ``pid``/``alive()``); from then on the monitor is known by its
-    pid and, on Linux, a pidfd (:class:`_Process`), so that a reused pid is never taken for it.
-    How it ended is read from the note it leaves (``monitor.exit``), since the kernel tells only
-    a parent.
+    It is started through ``pytest_perfmon.monitor.launch``, which forks and exits, or, where
+    :func:`fork_start_ok`, by a fork of this process (``launch.fork_monitor``: the child forks
+    the monitor and exits, issue 25): the monitor itself is never a child of this process (a
+    test that lists or terminates its process's children never sees it). The short-lived
+    launcher is reaped before the first test (:meth:`settle`, from the first ``pid``/``alive()``);
+    from then on the monitor is known by its pid and, on Linux, a pidfd (:class:`_Process`), so
+    that a reused pid is never taken for it. How it ended is read from the note it leaves
+    (``monitor.exit``), since the kernel tells only a parent.
     """
 
     ready_timeout = READY_TIMEOUT
@@ -60,9 +61,6 @@ class SpawnedMonitor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.launcher: Any = None  # a subprocess.Popen, or a _Forked
-        #: How the monitor was started: "fork" (this process forked it, issue 25) or "exec" (a
-        #: new interpreter ran the launcher).
-        self.start = "exec"
         self.proc: Optional[_Process] = None  # the monitor, once the launcher has told its pid
         self.launch_status: Optional[int] = None
         self.problem: Optional[str] = None
@@ -133,11 +131,9 @@ class SpawnedMonitor:
                     self.launcher = _Forked(
                         fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
                     )
-                self.start = "fork"
                 return None
             except OSError as exc:  # out of processes or memory: as the launcher would
                 return f"cannot start the monitor: {exc}"
-        self.start = "exec"
         kwargs: dict = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
@@ -326,7 +322,10 @@ class _Forked:
         deadline = None if timeout is None else _perf() + timeout
         delay = 0.0005
         while self.returncode is None:
-            pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else's os.wait(): as Popen does
+                pid, status = self.pid, 0
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
             elif deadline is not None and _perf() >= deadline:
