@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Optional
 
 
@@ -136,7 +137,9 @@ def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> int:
             pass
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
-        pid = os.fork()
+        with warnings.catch_warnings():  # one thread, so none is due; never to a -W error run
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # pragma: no cover - the launcher; never returns into pytest
             code = 1
             try:

@@ -301,13 +301,21 @@ def fork_start_ok() -> bool:
     if monitoring is not None and any(monitoring.get_tool(i) for i in range(6)):
         return False
     try:
-        if len(os.listdir("/proc/self/task")) != 1:
+        if len(os.listdir("/proc/self/task")) != 1 or _python_threads() != 1:
             return False
         with open("/proc/self/statm", "rb") as f:
             resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return False
     return resident <= FORK_MAX_RSS
+
+
+def _python_threads() -> int:
+    """The threads ``threading`` counts (Python 3.12's fork warning counts these when it
+    knows of more than one, which a foreign thread's stale entry can make)."""
+    import threading
+
+    return threading.active_count()
 
 
 class _Forked:
