@@ -550,10 +550,14 @@ def note_exit(path: Optional[str], how: str) -> None:
 
 
 def main(
-    argv: Optional[list] = None, parent_fd: Optional[int] = None, detached: bool = False
+    argv: Optional[list] = None,
+    parent_fd: Optional[int] = None,
+    detached: bool = False,
+    start: str = "exec",
 ) -> int:
-    """The monitor's life; ``parent_fd`` and ``detached`` are given by monitor/launch.py,
-    which started us outside pytest's family."""
+    """The monitor's life; ``parent_fd``, ``detached`` and ``start`` ("fork": a copy of the
+    pytest process; "exec") are given by monitor/launch.py, which started us outside pytest's
+    family."""
     args = parser().parse_args(argv)
     if args.parent is not None and not detached:
         _die_with_parent()
@@ -570,6 +574,7 @@ def main(
         detached,
     )
     mon.listen = args.listen
+    mon.data.monitor_start = start
     try:
         mon.bind()
     except (zmq.ZMQError, OSError) as exc:

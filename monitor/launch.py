@@ -14,12 +14,18 @@ still its parent: the monitor, no longer its child, watches that descriptor to e
 Windows (and anywhere without ``fork``): the launcher starts the monitor as a detached process
 (``DETACHED_PROCESS``, a new process group) and exits; the monitor watches pytest by pid and
 create time.
+
+Linux, a single-threaded pytest process: :func:`fork_monitor` starts the monitor without a new
+interpreter (issue 25): pytest itself forks, the child calls ``setsid``, forks the monitor and
+exits; the monitor, a copy of pytest, first becomes what a fresh interpreter would have been
+(:func:`_become_monitor`) and then runs the collector. ``plugin/_handle.py`` decides which way.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Optional
 
 
@@ -107,6 +113,157 @@ def main(argv: Optional[list] = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+#: The monitor's name in ``ps``/``top`` (``/proc/PID/comm``, 15 bytes at most) when forked: its
+#: command line is its pytest's.
+FORKED_NAME = "perfmon-monitor"
+
+#: What the forked monitor must not drop (the objects it replaced): released, a file object
+#: would close a descriptor number that a socket of the monitor may hold by then.
+_kept: list = []
+
+
+def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> int:
+    """In the pytest process: fork the launcher, which starts the monitor (``argv``: the
+    collector's arguments) in a new session and exits after writing its pid to ``pid_file``.
+    Returns the launcher's pid (reap it: ``os.waitpid``). The caller checked that this process
+    runs one thread, is not traced, and is on Linux."""
+    parent_fd = None
+    if hasattr(os, "pidfd_open"):
+        try:  # our own pidfd, inherited: the monitor ends when this process does
+            parent_fd = os.pidfd_open(os.getpid())
+        except OSError:  # a kernel older than 5.3: by pid and create time
+            pass
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        with warnings.catch_warnings():  # one thread, so none is due; never to a -W error run
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the launcher; never returns into pytest
+            code = 1
+            try:
+                os.setsid()  # Ctrl-C in the terminal is pytest's
+                pid = os.fork()
+                if pid == 0:
+                    code = _run_forked(argv, log_fd, parent_fd, tmpdir)
+                else:
+                    try:
+                        write_pid(pid_file, pid)
+                        code = 0
+                    except OSError:
+                        os.kill(pid, 9)  # nobody could find it to stop it: it must not run
+            finally:
+                os._exit(code)
+        return pid
+    finally:
+        os.close(log_fd)
+        if parent_fd is not None:
+            os.close(parent_fd)
+
+
+def _run_forked(argv: list, log_fd: int, parent_fd: Optional[int], tmpdir: str) -> int:
+    """The forked monitor's life (a copy of pytest until :func:`_become_monitor`)."""
+    code = 1
+    try:
+        parent_fd = _become_monitor(log_fd, parent_fd, tmpdir)
+        from .collector import main as monitor_main
+
+        code = monitor_main(argv, parent_fd=parent_fd, detached=True, start="fork")
+    except BaseException:  # noqa: BLE001 - said in the log, then the process ends here
+        try:
+            import traceback
+
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    return code
+
+
+def _become_monitor(log_fd: int, parent_fd: Optional[int], tmpdir: str) -> Optional[int]:
+    """Leave pytest behind: its descriptors, streams, signal handlers, import hooks, tracers,
+    warning filters, logging handlers; nothing of it is ever flushed, closed or run at exit
+    (the process ends with ``os._exit``). Returns the pidfd of pytest, now descriptor 3."""
+    import gc
+
+    gc.freeze()  # pytest's objects: never collected here (their finalizers would run)
+    import fcntl
+    import signal
+
+    # 0, 1, 2: /dev/null and the log, as the launcher's; pytest's own (its capture's temporary
+    # files, a terminal, a pipe a test reads to its end) closed with every other descriptor.
+    log_fd = fcntl.fcntl(log_fd, fcntl.F_DUPFD, 3)
+    if parent_fd is not None:
+        parent_fd = fcntl.fcntl(parent_fd, fcntl.F_DUPFD, 3)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(log_fd, 2)
+    keep = 3
+    if parent_fd is not None:
+        os.dup2(parent_fd, 3, inheritable=False)
+        parent_fd, keep = 3, 4
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) >= keep:
+            try:
+                os.close(int(name))
+            except OSError:  # the listing's own descriptor
+                pass
+    _kept.extend((sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__))
+    _kept.append(sys.__stderr__)
+    streams = (
+        open(0, closefd=False),  # noqa: SIM115
+        open(1, "w", closefd=False, buffering=1),  # noqa: SIM115
+        open(2, "w", closefd=False, buffering=1, errors="backslashreplace"),  # noqa: SIM115
+    )
+    for name, stream in zip(("stdin", "stdout", "stderr"), streams):
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+    os.chdir(tmpdir)
+    # Signals as a fresh interpreter has them; nothing blocked.
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    if "faulthandler" in sys.modules:
+        sys.modules["faulthandler"].disable()  # it wrote to pytest's stderr
+    # pytest's import hooks (assertion rewriting) and any other plugin's: the standard finders
+    # only (an editable install's finder kept), as in a fresh interpreter.
+    import importlib.machinery as machinery
+
+    plain = (machinery.BuiltinImporter, machinery.FrozenImporter, machinery.PathFinder)
+    sys.meta_path[:] = [
+        f
+        for f in sys.meta_path
+        if f in plain or getattr(f, "__module__", "").startswith("__editable__")
+    ]
+    sys.excepthook = sys.__excepthook__
+    sys.unraisablehook = sys.__unraisablehook__
+    import threading
+    import warnings
+
+    threading.excepthook = threading.__excepthook__
+    warnings.resetwarnings()
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+    if "logging" in sys.modules:
+        sys.modules["logging"].root.handlers = []  # pytest's, writing to its streams
+    try:
+        with open("/proc/self/comm", "w") as f:
+            f.write(FORKED_NAME)
+    except OSError:
+        pass
+    return parent_fd
 
 
 if __name__ == "__main__":

@@ -123,6 +123,8 @@ class RunData:
         self.counters: dict = {}  # protocol errors and drops by name
         self.records_dropped = 0
         self.collector = "monitor"  # "monitor" or "plugin-fallback"
+        #: How the monitor was started: "fork" or "exec" (None: the plugin wrote the report).
+        self.monitor_start: Optional[str] = None
         #: Remote hosts (their relays): name -> {"system": dict, "peak": (t, total, per)}.
         self.hosts: dict = {}
         self.warnings: list = []
@@ -668,6 +670,8 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
             "warnings": list(data.warnings),
         },
     }
+    if data.monitor_start is not None:
+        report["session"]["monitor_start"] = data.monitor_start
     if isinstance(session.get("shard"), dict):  # --perf-shard
         report["session"]["shard"] = session["shard"]
     if session.get("monitor_restarts"):  # a monitor that died mid-run

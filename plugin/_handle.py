@@ -34,19 +34,23 @@ _perf = time.perf_counter
 READY_TIMEOUT = 20.0  # first test waits at most this long for a monitor we spawned
 DAEMON_READY_TIMEOUT = 5.0  # ... for a perfmon-daemon that accepted our connection
 REAP_TIMEOUT = 5.0
+#: The monitor is forked from a pytest process of at most this resident size, bytes; a larger
+#: one starts the launcher (a new interpreter), whose cost does not grow with pytest's memory.
+FORK_MAX_RSS = 100 * 1024 * 1024
 IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 
 
 class SpawnedMonitor:
     """A monitor process started for this session, in a private 0700 directory.
 
-    It is started through ``pytest_perfmon.monitor.launch``, which forks and exits: the monitor
-    itself is never a child of this process (a test that lists or terminates its process's
-    children never sees it). The short-lived launcher is reaped before the first test
-    (:meth:`settle`, from the first ``pid``/``alive()``); from then on the monitor is known by its
-    pid and, on Linux, a pidfd (:class:`_Process`), so that a reused pid is never taken for it.
-    How it ended is read from the note it leaves (``monitor.exit``), since the kernel tells only
-    a parent.
+    It is started through ``pytest_perfmon.monitor.launch``, which forks and exits, or, where
+    :func:`fork_start_ok`, by a fork of this process (``launch.fork_monitor``: the child forks
+    the monitor and exits, issue 25): the monitor itself is never a child of this process (a
+    test that lists or terminates its process's children never sees it). The short-lived
+    launcher is reaped before the first test (:meth:`settle`, from the first ``pid``/``alive()``);
+    from then on the monitor is known by its pid and, on Linux, a pidfd (:class:`_Process`), so
+    that a reused pid is never taken for it. How it ended is read from the note it leaves
+    (``monitor.exit``), since the kernel tells only a parent.
     """
 
     ready_timeout = READY_TIMEOUT
@@ -56,7 +60,7 @@ class SpawnedMonitor:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.launcher: Optional[subprocess.Popen] = None
+        self.launcher: Any = None  # a subprocess.Popen, or a _Forked
         self.proc: Optional[_Process] = None  # the monitor, once the launcher has told its pid
         self.launch_status: Optional[int] = None
         self.problem: Optional[str] = None
@@ -117,6 +121,19 @@ class SpawnedMonitor:
     def _launch(self) -> Optional[str]:
         """Start the launcher; the problem, in words, if it could not be started."""
         assert self.tmpdir is not None
+        if fork_start_ok():
+            from pytest_perfmon.monitor.launch import fork_monitor
+
+            from ._counters import not_counted
+
+            try:
+                with not_counted():  # ours, not a process a test started
+                    self.launcher = _Forked(
+                        fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
+                    )
+                return None
+            except OSError as exc:  # out of processes or memory: as the launcher would
+                return f"cannot start the monitor: {exc}"
         kwargs: dict = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
@@ -174,7 +191,7 @@ class SpawnedMonitor:
             self.launch_status = launcher.wait(READY_TIMEOUT)
         except subprocess.TimeoutExpired:  # never seen: a launcher that does not fork
             launcher.kill()
-            self.launch_status = launcher.wait()
+            self.launch_status = launcher.wait(None)
         self.launcher = None
         try:
             with open(self.pid_path) as f:
@@ -264,6 +281,74 @@ class SpawnedMonitor:
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
+
+
+def fork_start_ok() -> bool:
+    """Whether the monitor may be forked from this process instead of a new interpreter: Linux
+    (macOS's system frameworks make a fork without exec unsafe; Windows has no fork), one OS
+    thread at this moment (a thread's locks would be held forever in the copy; counted by the
+    kernel, so that a C extension's thread counts too), no tracer or profiler (coverage, a
+    debugger: the copy would go on tracing), and neither PERFMON_MONITOR_PYTHON nor
+    PERFMON_MONITOR_START=exec set; and a resident size of at most FORK_MAX_RSS (a fork copies
+    the page tables, and every page either process writes while the monitor shares it is copied
+    then: docs/benchmarks.md, issue 25 session 4)."""
+    env = os.environ
+    if env.get("PERFMON_MONITOR_START") == "exec" or env.get("PERFMON_MONITOR_PYTHON"):
+        return False
+    if not sys.platform.startswith("linux") or sys.gettrace() or sys.getprofile():
+        return False
+    monitoring = getattr(sys, "monitoring", None)  # 3.12+: coverage's sys.monitoring core
+    if monitoring is not None and any(monitoring.get_tool(i) for i in range(6)):
+        return False
+    try:
+        if len(os.listdir("/proc/self/task")) != 1 or _python_threads() != 1:
+            return False
+        with open("/proc/self/statm", "rb") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return False
+    return resident <= FORK_MAX_RSS
+
+
+def _python_threads() -> int:
+    """The threads ``threading`` counts (Python 3.12's fork warning counts these when it
+    knows of more than one, which a foreign thread's stale entry can make)."""
+    import threading
+
+    return threading.active_count()
+
+
+class _Forked:
+    """The launcher forked from this process (:func:`monitor.launch.fork_monitor`), as much of
+    subprocess.Popen as :meth:`SpawnedMonitor.settle` uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: Optional[int] = None
+
+    def wait(self, timeout: Optional[float]) -> int:
+        deadline = None if timeout is None else _perf() + timeout
+        delay = 0.0005
+        while self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else's os.wait(): as Popen does
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            elif deadline is not None and _perf() >= deadline:
+                raise subprocess.TimeoutExpired(["monitor launcher"], timeout or 0.0)
+            else:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 class _Process:

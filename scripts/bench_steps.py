@@ -9,7 +9,8 @@ Each side runs alternately (plain, perfmon, and with ``--python-b`` perfmon unde
 interpreter, e.g. another checkout's venv); the whole process is also timed from outside. The
 table gives the median time of each step (from the previous mark) per side.
 
-    python scripts/bench_steps.py [--runs 9] [--tests 1] [-n 4] [--python-b OTHER/bin/python]
+    python scripts/bench_steps.py [--runs 9] [--tests 1] [-n 4] [--exec-side]
+                                  [--python-b OTHER/bin/python]
 
 Linux only (the process start time is read from /proc/self/stat). A benchmark, not a test.
 """
@@ -123,6 +124,11 @@ def make_suite(root: str, tests: int, files: int) -> str:
     return suite
 
 
+def side_env(name: str) -> dict:
+    """The environment a side adds: the exec side forces the launcher (issue 25)."""
+    return {"PERFMON_MONITOR_START": "exec"} if name == "perf exec" else {}
+
+
 def main(argv: list | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=9, help="alternated runs per side (default 9)")
@@ -130,6 +136,11 @@ def main(argv: list | None = None) -> int:
     ap.add_argument("--files", type=int, default=1, help="files they are spread over")
     ap.add_argument("-n", dest="workers", type=int, default=0, help="xdist workers (0: none)")
     ap.add_argument("--python-b", help="a second interpreter to run perfmon under (side B)")
+    ap.add_argument(
+        "--exec-side",
+        action="store_true",
+        help="one more side: perfmon with PERFMON_MONITOR_START=exec (the launcher, no fork)",
+    )
     ap.add_argument("--timeout", type=float, default=300.0, help="per pytest run, seconds")
     ap.add_argument("--json", help="also write every run's marks here")
     args = ap.parse_args(argv)
@@ -137,6 +148,8 @@ def main(argv: list | None = None) -> int:
         print("bench_steps: Linux only (/proc/self/stat)", file=sys.stderr)
         return 2
     sides = [("plain", sys.executable, False), ("perfmon", sys.executable, True)]
+    if args.exec_side:
+        sides.append(("perf exec", sys.executable, True))
     if args.python_b:
         sides.append(("perfmon B", args.python_b, True))
     with tempfile.TemporaryDirectory(prefix="perfmon-steps-") as tmp:
@@ -181,7 +194,7 @@ def main(argv: list | None = None) -> int:
                 proc = subprocess.run(
                     cmd,
                     cwd=suite,
-                    env=dict(env, PERFMON_STEPS_OUT=out),
+                    env=dict(env, PERFMON_STEPS_OUT=out, **side_env(name)),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     timeout=args.timeout,

@@ -838,47 +838,66 @@ def make_report(i: int, durations: dict, peak: float = 50.0, ts: float | None = 
     return rep
 
 
+#: ``find_monitor(owner)``: the monitor process started for the pytest process ``owner``, or
+#: None. The monitor is a child of neither pytest nor its xdist controller. Started by a new
+#: interpreter, it is found by its command line, which names the pid it watches (its launcher,
+#: a short-lived child of ``owner``, excluded); forked from pytest (issue 25), by its name
+#: (``perfmon-monitor``) and the pidfd of ``owner`` it holds (/proc/PID/fdinfo says whose).
+FIND_MONITOR_SOURCE = """
+def find_monitor(owner):
+    import os
+    import psutil
+
+    def watches(pid):
+        for fd in os.listdir(f"/proc/{pid}/fdinfo"):
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    if f"Pid:\\t{owner}\\n" in f.read():
+                        return True
+            except OSError:
+                pass
+        return False
+
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            cmd = proc.info["cmdline"] or []
+            if "pytest_perfmon.monitor.launch" in cmd and "--parent" in cmd:
+                mine = cmd[cmd.index("--parent") + 1] == str(owner)
+            else:
+                mine = proc.info["name"] == "perfmon-monitor" and watches(proc.pid)
+            if mine and proc.ppid() != owner:
+                return proc
+        except (psutil.Error, OSError, ValueError, IndexError):
+            continue
+    return None
+"""
+
+_found: dict = {}
+exec(FIND_MONITOR_SOURCE, _found)
+find_monitor = _found["find_monitor"]
+
 #: For a test's own code in an inner run: ``_monitor()``, the monitor process of this pytest
-#: (plain) or of its xdist controller. The monitor is a child of neither (monitor/launch.py
-#: detaches it): it is found by its command line, which names the pid it watches. An xdist
-#: worker finds its controller as its parent: such a run needs ``REAL_WORKERS``.
-FIND_MONITOR = """
+#: (plain) or of its xdist controller. An xdist worker finds its controller as its parent: such
+#: a run needs ``REAL_WORKERS``.
+FIND_MONITOR = (
+    FIND_MONITOR_SOURCE
+    + """
 def _monitor():
     import psutil
     me = psutil.Process()
-    owners = {str(me.pid), str(me.ppid())}
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "pytest_perfmon.monitor.launch" in cmd and "--parent" in cmd:
-            if cmd[cmd.index("--parent") + 1] in owners and proc.ppid() not in (me.pid, me.ppid()):
-                return proc
+    for owner in (me.pid, me.ppid()):
+        mon = find_monitor(owner)
+        if mon is not None and mon.ppid() not in (me.pid, me.ppid()):
+            return mon
     raise AssertionError("no monitor process found")
 """
+)
 
 
 #: The environment of an inner run whose xdist workers must be real starts, their controller's
 #: children (tests/preloaded.py forks them from its server otherwise): its tests look at their
 #: worker's parent.
 REAL_WORKERS = {"PERFMON_TESTS_EXEC": "workers"}
-
-
-def find_monitor(owner: int):
-    """The monitor process started for the pytest process ``owner`` (its launcher, a short-lived
-    child of ``owner``, excluded), or None."""
-    import psutil
-
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            cmd = proc.info["cmdline"] or []
-            if (
-                "pytest_perfmon.monitor.launch" in cmd
-                and cmd[cmd.index("--parent") + 1] == str(owner)
-                and proc.ppid() != owner
-            ):
-                return proc
-        except (psutil.Error, ValueError, IndexError):
-            continue
-    return None
 
 
 # --- history stores (tests/test_history_*.py's)
