@@ -128,12 +128,13 @@ class SpawnedMonitor:
 
             try:
                 with not_counted():  # ours, not a process a test started
-                    self.launcher = _Forked(
-                        fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
-                    )
-                return None
+                    pid = fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
             except OSError as exc:  # out of processes or memory: as the launcher would
                 return f"cannot start the monitor: {exc}"
+            if pid is not None:
+                self.launcher = _Forked(pid)
+                return None
+            # a thread started meanwhile (an import hook's): the launcher
         kwargs: dict = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
@@ -287,8 +288,9 @@ def fork_start_ok() -> bool:
     """Whether the monitor may be forked from this process instead of a new interpreter: Linux
     (macOS's system frameworks make a fork without exec unsafe; Windows has no fork), one OS
     thread at this moment (a thread's locks would be held forever in the copy; counted by the
-    kernel, so that a C extension's thread counts too), no tracer or profiler (coverage, a
-    debugger: the copy would go on tracing), and neither PERFMON_MONITOR_PYTHON nor
+    kernel, so that a C extension's thread counts too; counted again just before the fork), no
+    tracer or profiler (coverage, a debugger, tracemalloc: the copy would go on tracing), and
+    neither PERFMON_MONITOR_PYTHON nor
     PERFMON_MONITOR_START=exec set; and a resident size of at most FORK_MAX_RSS (a fork copies
     the page tables, and every page either process writes while the monitor shares it is copied
     then: docs/benchmarks.md, issue 25 session 4)."""
@@ -299,6 +301,11 @@ def fork_start_ok() -> bool:
         return False
     monitoring = getattr(sys, "monitoring", None)  # 3.12+: coverage's sys.monitoring core
     if monitoring is not None and any(monitoring.get_tool(i) for i in range(6)):
+        return False
+    import _tracemalloc  # built in; tracing (-X tracemalloc, a conftest's start()): the copy
+    # would trace every allocation of the monitor, and stopping it there frees every trace
+
+    if _tracemalloc.is_tracing():
         return False
     try:
         if len(os.listdir("/proc/self/task")) != 1 or _python_threads() != 1:

@@ -184,3 +184,84 @@ def test_a_large_pytest_process_gets_the_launcher(run_perf, pytester):
     run = run_perf()
     assert run.ret == 0, run.text
     assert run.report["session"]["monitor_start"] == "exec"
+
+
+#: A user's root FileHandler opened at import (descriptor 3 under ``-s``: nothing else is open
+#: by then) and a signal faulthandler dumps the stacks on; the test says when it runs and waits.
+USER_STATE_CONFTEST = """
+import faulthandler, logging, signal
+
+logging.basicConfig(filename="run.log", level=logging.INFO)
+faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID: the stacks of a hung run
+with open("fdno", "w") as f:
+    f.write(str(logging.root.handlers[0].stream.fileno()))
+"""
+
+
+def _caught(pid: int, sig: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    raise AssertionError("no SigCgt")
+
+
+def _forked_monitor(mark: str, owner: int):
+    """The forked monitor of the run whose environment holds ``mark`` (its environ is pytest's;
+    found without its pidfd, which it may have lost)."""
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] == "perfmon-monitor" and proc.ppid() != owner:
+                if proc.environ().get("I25G_MARK") == mark:
+                    return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_a_users_log_file_and_faulthandler_stay_pytests(pytester, tmp_path):
+    """The monitor drops none of pytest's objects (a root FileHandler freed would close its
+    descriptor 3, by then pytest's pidfd: the monitor would outlive a kill -9), and catches none
+    of the signals a conftest gave faulthandler."""
+    pytester.makeconftest(USER_STATE_CONFTEST)
+    pytester.makepyfile(test_held=HELD)
+    pytester.makeini("[pytest]\n")
+    out = tmp_path / "perf.json"
+    mark = str(tmp_path)
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), I25G_MARK=mark)
+    env.pop("PERFMON_MONITOR_START", None)
+    cmd = [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--perf-monitor"]
+    proc = subprocess.Popen(
+        [*cmd, f"--perf-output={out}"],
+        cwd=pytester.path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    mon = None
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not (pytester.path / "running").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        assert (pytester.path / "fdno").read_text() == "3"  # the case: its descriptor was 3
+        mon = _forked_monitor(mark, proc.pid)
+        assert mon is not None
+        assert not _caught(mon.pid, signal.SIGUSR1)
+        assert _caught(proc.pid, signal.SIGUSR1)  # pytest's own stays
+        proc.kill()
+        proc.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while _running(mon):
+            assert time.monotonic() < deadline, "the monitor outlived its pytest"
+            time.sleep(0.05)
+        report = validate(json.loads(out.read_text(encoding="utf-8")))
+        assert report["session"]["aborted"] is True
+        assert report["session"]["monitor_start"] == "fork"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(WAIT)
+        if mon is not None and _running(mon):
+            mon.kill()
