@@ -265,3 +265,43 @@ def test_a_users_log_file_and_faulthandler_stay_pytests(pytester, tmp_path):
         proc.wait(WAIT)
         if mon is not None and _running(mon):
             mon.kill()
+
+
+#: An import hook that starts a thread (unknown to ``threading``, as a C extension's) when the
+#: fork's own module is imported: after the plugin counted one thread, before the fork.
+THREAD_HOOK_CONFTEST = """
+import _thread, sys
+
+
+class StartsAThread:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pytest_perfmon.monitor.launch":
+            lock = _thread.allocate_lock()
+            lock.acquire()
+            _thread.start_new_thread(lock.acquire, (True, 60))
+        return None
+
+
+sys.meta_path.insert(0, StartsAThread())
+"""
+
+
+def test_a_thread_started_by_an_import_hook_before_the_fork_gets_the_launcher(run_perf, pytester):
+    pytester.makeconftest(THREAD_HOOK_CONFTEST)
+    pytester.makepyfile("def test_one():\n    pass\n")
+    run = run_perf("-W", "error")
+    assert run.ret == 0, run.text
+    assert run.report["session"]["monitor_start"] == "exec"
+    assert len(run.tests) == 1
+
+
+@pytest.mark.parametrize("how", ["PYTHONTRACEMALLOC", "conftest"])
+def test_tracemalloc_tracing_gets_the_launcher(run_perf, pytester, how):
+    """The copy would trace every allocation of the monitor (reviewer: 2.8 s CPU in 2 s)."""
+    if how == "conftest":
+        pytester.makeconftest("import tracemalloc\ntracemalloc.start()\n")
+    pytester.makepyfile("def test_one():\n    pass\n")
+    run = run_perf(env={"PYTHONTRACEMALLOC": "5"} if how == "PYTHONTRACEMALLOC" else None)
+    assert run.ret == 0, run.text
+    assert run.report["session"]["monitor_start"] == "exec"
+    assert len(run.tests) == 1
