@@ -61,6 +61,7 @@ class SpawnedMonitor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.launcher: Any = None  # a subprocess.Popen, or a _Forked
+        self.forked = False  # the monitor running now was forked from this process
         self.proc: Optional[_Process] = None  # the monitor, once the launcher has told its pid
         self.launch_status: Optional[int] = None
         self.problem: Optional[str] = None
@@ -121,7 +122,8 @@ class SpawnedMonitor:
     def _launch(self) -> Optional[str]:
         """Start the launcher; the problem, in words, if it could not be started."""
         assert self.tmpdir is not None
-        if fork_start_ok():
+        self.forked = False
+        if fork_start_ok() and not self.unforked:
             from pytest_perfmon.monitor.launch import fork_monitor
 
             from ._counters import not_counted
@@ -133,6 +135,7 @@ class SpawnedMonitor:
                 return f"cannot start the monitor: {exc}"
             if pid is not None:
                 self.launcher = _Forked(pid)
+                self.forked = True
                 return None
             # a thread started meanwhile (an import hook's): the launcher
         kwargs: dict = {}
@@ -181,6 +184,27 @@ class SpawnedMonitor:
             if self._launch() is not None:
                 return False
         return self.alive()
+
+    #: The launcher only, from the fall-back on: the forked monitor ended before its ready.
+    unforked = False
+
+    def fall_back(self) -> bool:
+        """The forked monitor ended before it was ready (it is a copy of pytest: a project's
+        module that shadows one of its dependencies on pytest's ``sys.path``, an import hook it
+        dropped that a frozen app needs): once, a monitor started by the launcher (a new
+        interpreter) in its place, said in the log. True once it runs."""
+        if not self.forked or self.unforked or self.alive():
+            return False
+        self.unforked = True
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(
+                    f"perfmon: the monitor forked from pytest ended before it was ready "
+                    f"({self.ended()}); started again by the launcher (a new interpreter)\n"
+                )
+        except OSError:
+            pass
+        return self.relaunch()
 
     def settle(self) -> None:
         """Reap the launcher (it exits a moment after it started) and learn the monitor's pid.
@@ -469,6 +493,9 @@ class JoinedDaemon:
 
     def relaunch(self) -> bool:
         return False  # not ours to start
+
+    def fall_back(self) -> bool:
+        return False
 
     def note(self) -> tuple:
         return "it closed the connection", None

@@ -305,3 +305,61 @@ def test_tracemalloc_tracing_gets_the_launcher(run_perf, pytester, how):
     assert run.ret == 0, run.text
     assert run.report["session"]["monitor_start"] == "exec"
     assert len(run.tests) == 1
+
+
+#: As a frozen app (PyOxidizer's importer, say): the installed packages are served by an import
+#: hook of the application's, not found on sys.path. The forked monitor, which keeps the
+#: standard finders only, cannot import zmq and ends before its ready; a new interpreter (the
+#: launcher's, a plain ``python -m``) finds it as usual.
+FROZEN_BOOT = """
+import runpy, sys
+from importlib.machinery import PathFinder
+from importlib.metadata import DistributionFinder, MetadataPathFinder
+
+SERVED = [p for p in sys.path if "-packages" in p]
+sys.path[:] = [p for p in sys.path if p not in SERVED]
+
+
+class Served:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return PathFinder.find_spec(name, SERVED) if path is None else None
+
+    @classmethod
+    def find_distributions(cls, context=DistributionFinder.Context()):
+        return MetadataPathFinder.find_distributions(
+            DistributionFinder.Context(name=context.name, path=SERVED)
+        )
+
+
+sys.meta_path.append(Served)
+sys.argv[0] = "pytest"
+runpy.run_module("pytest", run_name="__main__")
+"""
+
+
+def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launcher(
+    pytester, tmp_path
+):
+    pytester.makepyfile(boot=FROZEN_BOOT)
+    pytester.makepyfile(test_one="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    pytester.makeini("[pytest]\n")
+    out = tmp_path / "perf.json"
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts())
+    env.pop("PERFMON_MONITOR_START", None)
+    cmd = [sys.executable, "boot.py", "-p", "no:cacheprovider", "--perf-monitor"]
+    run = subprocess.run(
+        [*cmd, f"--perf-output={out}", "test_one.py"],
+        cwd=pytester.path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = validate(json.loads(out.read_text(encoding="utf-8")))
+    assert report["session"]["collector"] == "monitor", report["session"]
+    assert report["session"]["monitor_start"] == "exec"
+    assert report["session"]["warnings"] == []
+    assert len(report["tests"]) == 2
