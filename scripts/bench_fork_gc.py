@@ -82,6 +82,7 @@ def one_run(python: str, where: str, mode: str) -> dict:
         "rest_max": max(durations[10:]),
         "gc_rest": statistics.median(durations[19::10]),  # the later gc.collect() tests
         "sum": sum(durations),
+        "rss_mb": tests[0]["memory"]["start_mb"],  # pytest's, at the first test
     }
 
 
@@ -96,7 +97,9 @@ def main() -> int:
         help="the conftest ends with gc.collect(): the next full collection is a test's",
     )
     args = parser.parse_args()
-    print("MB side first10_sum first10_max rest rest_max gc_rest sum60 (ms: median (min-max))")
+    print(
+        "MB side first10_sum first10_max rest rest_max gc_rest sum60 (ms) rss_mb: median (min-max)"
+    )
     for mb in args.sizes:
         with tempfile.TemporaryDirectory(prefix="bench-fork-gc-") as where:
             n = mb * 2**20 // 120  # ~120 bytes a list: its header, two slots, the int
