@@ -36,7 +36,11 @@ DAEMON_READY_TIMEOUT = 5.0  # ... for a perfmon-daemon that accepted our connect
 REAP_TIMEOUT = 5.0
 #: The monitor is forked from a pytest process of at most this resident size, bytes; a larger
 #: one starts the launcher (a new interpreter), whose cost does not grow with pytest's memory.
-FORK_MAX_RSS = 100 * 1024 * 1024
+#: pytest's next full garbage collection after the fork writes into every object it tracks, so
+#: each page the monitor still shares is copied then, in whichever test triggers it: measured
+#: not above the run-to-run spread up to 51 MB (pytest alone is ~42), +8 ms at 61 MB, +106 ms
+#: at 131 MB (docs/benchmarks.md, issue 25 session 4, scripts/bench_fork_gc.py).
+FORK_MAX_RSS = 56 * 1024 * 1024
 IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 
 
@@ -314,10 +318,10 @@ def fork_start_ok() -> bool:
     thread at this moment (a thread's locks would be held forever in the copy; counted by the
     kernel, so that a C extension's thread counts too; counted again just before the fork), no
     tracer or profiler (coverage, a debugger, tracemalloc: the copy would go on tracing), and
-    neither PERFMON_MONITOR_PYTHON nor
-    PERFMON_MONITOR_START=exec set; and a resident size of at most FORK_MAX_RSS (a fork copies
-    the page tables, and every page either process writes while the monitor shares it is copied
-    then: docs/benchmarks.md, issue 25 session 4)."""
+    neither PERFMON_MONITOR_PYTHON nor PERFMON_MONITOR_START=exec set; and a resident size of
+    at most FORK_MAX_RSS (a fork copies the page tables, and every page either process writes
+    while the monitor shares it is copied then, pytest's first full collection after it
+    included: docs/benchmarks.md, issue 25 session 4)."""
     env = os.environ
     if env.get("PERFMON_MONITOR_START") == "exec" or env.get("PERFMON_MONITOR_PYTHON"):
         return False
