@@ -38,9 +38,10 @@ REAP_TIMEOUT = 5.0
 #: one starts the launcher (a new interpreter), whose cost does not grow with pytest's memory.
 #: pytest's next full garbage collection after the fork writes into every object it tracks, so
 #: each page the monitor still shares is copied then, in whichever test triggers it: measured
-#: not above the run-to-run spread up to 51 MB (pytest alone is ~42), +8 ms at 61 MB, +106 ms
-#: at 131 MB (docs/benchmarks.md, issue 25 session 4, scripts/bench_fork_gc.py).
-FORK_MAX_RSS = 56 * 1024 * 1024
+#: not above the run-to-run spread up to 46 MB (pytest alone is ~42), up to +26 ms at 51-71 MB
+#: (one set of two at 51), +106 ms at 131 MB (docs/benchmarks.md, issue 25 session 4,
+#: scripts/bench_fork_gc.py).
+FORK_MAX_RSS = 48 * 1024 * 1024
 IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 
 
