@@ -203,9 +203,9 @@ class SpawnedMonitor:
         self.unforked = True
         try:
             with open(self.log_path, "a", encoding="utf-8") as log:
-                log.write(
-                    f"perfmon: the monitor forked from pytest ended before it was ready "
-                    f"({self.ended()}); started again by the launcher (a new interpreter)\n"
+                log.write(  # how it ended, it said above if it could (no note: not its child)
+                    "perfmon: the monitor forked from pytest ended before it was ready; "
+                    "started again by the launcher (a new interpreter)\n"
                 )
         except OSError:
             pass

@@ -338,14 +338,31 @@ runpy.run_module("pytest", run_name="__main__")
 """
 
 
+#: The inner tests copy the monitor's log (its private directory is the only one in TMPDIR).
+LOG_READER = """
+import glob, os, tempfile
+
+
+def test_one():
+    (log,) = glob.glob(os.path.join(tempfile.gettempdir(), "perfmon-*", "monitor.log"))
+    with open(log) as f, open("monitor.log", "w") as out:
+        out.write(f.read())
+
+
+def test_two():
+    pass
+"""
+
+
 def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launcher(
     pytester, tmp_path
 ):
     pytester.makepyfile(boot=FROZEN_BOOT)
-    pytester.makepyfile(test_one="def test_one():\n    pass\n\ndef test_two():\n    pass\n")
+    pytester.makepyfile(test_one=LOG_READER)
     pytester.makeini("[pytest]\n")
     out = tmp_path / "perf.json"
-    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts())
+    (tmp_path / "tmp").mkdir()  # the monitor's private directory, alone here
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), TMPDIR=str(tmp_path / "tmp"))
     env.pop("PERFMON_MONITOR_START", None)
     cmd = [sys.executable, "boot.py", "-p", "no:cacheprovider", "--perf-monitor"]
     run = subprocess.run(
@@ -363,3 +380,6 @@ def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launche
     assert report["session"]["monitor_start"] == "exec"
     assert report["session"]["warnings"] == []
     assert len(report["tests"]) == 2
+    log = (pytester.path / "monitor.log").read_text()
+    assert "No module named 'zmq'" in log, log  # the forked one's end, then the launcher's
+    assert "forked from pytest ended before it was ready; started again by the launcher" in log
