@@ -123,6 +123,9 @@ class SpawnedMonitor:
 
                 ipc = zmq.has("ipc")
             self.endpoint = endpoint if ipc else self._read_endpoint(endpoint_file)
+            if self.endpoint is None and self.fall_back():  # it died before it told its port
+                self.problem = None
+                self.endpoint = self._read_endpoint(endpoint_file)
 
     def _launch(self) -> Optional[str]:
         """Start the launcher; the problem, in words, if it could not be started."""
@@ -165,9 +168,9 @@ class SpawnedMonitor:
 
     def relaunch(self) -> bool:
         """Start a new monitor in place of one that died: the same private directory and, with
-        the endpoint it had bound, the same address (peers reconnect by themselves). True once
-        it runs."""
-        if self.tmpdir is None or self.endpoint is None:
+        the endpoint it had bound, the same address (peers reconnect by themselves; a forked one
+        that died before it told a TCP port: the port the new one picks). True once it runs."""
+        if self.tmpdir is None:
             return False
         for path in (self.pid_path, self.note_path):
             try:
@@ -178,8 +181,9 @@ class SpawnedMonitor:
             self.proc.close()
         self.proc = None
         self.launch_status = None
-        i = self.cmd.index("--endpoint")
-        self.cmd[i + 1] = self.endpoint  # a tcp port bound by the first one: the same port
+        if self.endpoint is not None:  # a tcp port bound by the first one: the same port
+            i = self.cmd.index("--endpoint")
+            self.cmd[i + 1] = self.endpoint
         if self.remote_endpoint is not None:  # remote workers' relays reconnect there too
             i = self.cmd.index("--listen")
             self.cmd[i + 1] = f"{self.tmpdir},{self.remote_endpoint}"

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -354,29 +356,39 @@ def test_two():
 """
 
 
+@pytest.mark.parametrize("endpoint", ["ipc", "tcp"])
 def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launcher(
-    pytester, tmp_path
+    pytester, tmp_path, endpoint
 ):
+    """ipc: the new monitor binds the same socket path; tcp (a TMPDIR too long for a socket
+    path): the forked one died before it told its port, the new one picks and tells one."""
     pytester.makepyfile(boot=FROZEN_BOOT)
     pytester.makepyfile(test_one=LOG_READER)
     pytester.makeini("[pytest]\n")
     out = tmp_path / "perf.json"
-    (tmp_path / "tmp").mkdir()  # the monitor's private directory, alone here
-    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), TMPDIR=str(tmp_path / "tmp"))
+    # The monitor's private directory, alone in TMPDIR.
+    tmp = tempfile.mkdtemp(prefix="i25-") if endpoint == "ipc" else str(tmp_path / ("t" * 100))
+    os.makedirs(tmp, exist_ok=True)
+    cleanup = tmp if endpoint == "ipc" else None
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), TMPDIR=tmp)
     env.pop("PERFMON_MONITOR_START", None)
     cmd = [sys.executable, "boot.py", "-p", "no:cacheprovider", "--perf-monitor"]
-    run = subprocess.run(
-        [*cmd, f"--perf-output={out}", "test_one.py"],
-        cwd=pytester.path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
+    try:
+        run = subprocess.run(
+            [*cmd, f"--perf-output={out}", "test_one.py"],
+            cwd=pytester.path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+    finally:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
     assert run.returncode == 0, run.stdout + run.stderr
     report = validate(json.loads(out.read_text(encoding="utf-8")))
-    assert report["session"]["collector"] == "monitor", report["session"]
+    assert report["session"]["collector"] == "monitor", (report["session"]["warnings"], run.stdout)
     assert report["session"]["monitor_start"] == "exec"
     assert report["session"]["warnings"] == []
     assert len(report["tests"]) == 2
