@@ -119,16 +119,26 @@ def main(argv: Optional[list] = None) -> int:
 #: command line is its pytest's.
 FORKED_NAME = "perfmon-monitor"
 
-#: What the forked monitor must not drop (the objects it replaced): released, a file object
-#: would close a descriptor number that a socket of the monitor may hold by then.
+#: What the forked monitor must not drop (every object of pytest's it replaced: streams, root
+#: logging handlers, import hooks, signal handlers, warning filters, hooks): released, a file
+#: object would be flushed (pytest's data written twice) and close a descriptor number that the
+#: monitor holds by then (pytest's pidfd, descriptor 3, or one of zmq's).
 _kept: list = []
 
 
-def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> int:
+def one_thread() -> bool:
+    """Whether this process runs one OS thread (Linux: counted by the kernel; a C extension's
+    thread counts too). Raises OSError without ``/proc``."""
+    return len(os.listdir("/proc/self/task")) == 1
+
+
+def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> Optional[int]:
     """In the pytest process: fork the launcher, which starts the monitor (``argv``: the
     collector's arguments) in a new session and exits after writing its pid to ``pid_file``.
-    Returns the launcher's pid (reap it: ``os.waitpid``). The caller checked that this process
-    runs one thread, is not traced, and is on Linux."""
+    Returns the launcher's pid (reap it: ``os.waitpid``), or None without a fork when this
+    process runs more than one thread by now (the imports since the caller's check went through
+    the user's import hooks). The caller checked that this process runs one thread, is not
+    traced, and is on Linux."""
     parent_fd = None
     if hasattr(os, "pidfd_open"):
         try:  # our own pidfd, inherited: the monitor ends when this process does
@@ -137,6 +147,8 @@ def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> int:
             pass
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        if not one_thread():
+            return None
         with warnings.catch_warnings():  # one thread, so none is due; never to a -W error run
             warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
@@ -195,6 +207,30 @@ def _become_monitor(log_fd: int, parent_fd: Optional[int], tmpdir: str) -> Optio
     import fcntl
     import signal
 
+    # Signals as a fresh interpreter has them: Python's handlers, faulthandler's (its fatal
+    # signals, and those a conftest register()ed, which write to pytest's stderr), the wakeup
+    # fd (an asyncio loop's), nothing blocked.
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            _kept.append(signal.signal(sig, signal.SIG_DFL))
+    _kept.append(signal.signal(signal.SIGINT, signal.default_int_handler))
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    try:
+        signal.set_wakeup_fd(-1)
+    except ValueError:  # not the main thread: nothing was set
+        pass
+    if "faulthandler" in sys.modules:
+        faulthandler = sys.modules["faulthandler"]
+        faulthandler.disable()
+        for sig in signal.valid_signals():
+            try:
+                faulthandler.unregister(sig)
+            except (OSError, ValueError, RuntimeError):  # one it cannot register at all
+                pass
     # 0, 1, 2: /dev/null and the log, as the launcher's; pytest's own (its capture's temporary
     # files, a terminal, a pipe a test reads to its end) closed with every other descriptor.
     log_fd = fcntl.fcntl(log_fd, fcntl.F_DUPFD, 3)
@@ -225,39 +261,32 @@ def _become_monitor(log_fd: int, parent_fd: Optional[int], tmpdir: str) -> Optio
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
     os.chdir(tmpdir)
-    # Signals as a fresh interpreter has them; nothing blocked.
-    for sig in signal.valid_signals():
-        try:
-            handler = signal.getsignal(sig)
-        except (OSError, ValueError):
-            continue
-        if callable(handler) and handler is not signal.default_int_handler:
-            signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    if "faulthandler" in sys.modules:
-        sys.modules["faulthandler"].disable()  # it wrote to pytest's stderr
     # pytest's import hooks (assertion rewriting) and any other plugin's: the standard finders
     # only (an editable install's finder kept), as in a fresh interpreter.
     import importlib.machinery as machinery
 
     plain = (machinery.BuiltinImporter, machinery.FrozenImporter, machinery.PathFinder)
+    _kept.append(list(sys.meta_path))
     sys.meta_path[:] = [
         f
         for f in sys.meta_path
         if f in plain or getattr(f, "__module__", "").startswith("__editable__")
     ]
-    sys.excepthook = sys.__excepthook__
-    sys.unraisablehook = sys.__unraisablehook__
     import threading
     import warnings
 
+    _kept.extend((sys.excepthook, sys.unraisablehook, threading.excepthook))
+    sys.excepthook = sys.__excepthook__
+    sys.unraisablehook = sys.__unraisablehook__
     threading.excepthook = threading.__excepthook__
+    _kept.append(list(warnings.filters))
     warnings.resetwarnings()
     for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
         warnings.simplefilter("ignore", category)
-    if "logging" in sys.modules:
-        sys.modules["logging"].root.handlers = []  # pytest's, writing to its streams
+    if "logging" in sys.modules:  # pytest's and the user's, writing to their streams
+        root = sys.modules["logging"].root
+        _kept.append(root.handlers)
+        root.handlers = []
     try:
         with open("/proc/self/comm", "w") as f:
             f.write(FORKED_NAME)

@@ -36,7 +36,12 @@ DAEMON_READY_TIMEOUT = 5.0  # ... for a perfmon-daemon that accepted our connect
 REAP_TIMEOUT = 5.0
 #: The monitor is forked from a pytest process of at most this resident size, bytes; a larger
 #: one starts the launcher (a new interpreter), whose cost does not grow with pytest's memory.
-FORK_MAX_RSS = 100 * 1024 * 1024
+#: pytest's next full garbage collection after the fork writes into every object it tracks, so
+#: each page the monitor still shares is copied then, in whichever test triggers it: measured
+#: not above the run-to-run spread up to 46 MB (pytest alone is ~42), up to +26 ms at 51-71 MB
+#: (one set of two at 51), +106 ms at 131 MB (docs/benchmarks.md, issue 25 session 4,
+#: scripts/bench_fork_gc.py).
+FORK_MAX_RSS = 48 * 1024 * 1024
 IPC_PATH_MAX = 100  # sockaddr_un holds 104-108 bytes, depending on the system
 
 
@@ -61,6 +66,7 @@ class SpawnedMonitor:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.launcher: Any = None  # a subprocess.Popen, or a _Forked
+        self.forked = False  # the monitor running now was forked from this process
         self.proc: Optional[_Process] = None  # the monitor, once the launcher has told its pid
         self.launch_status: Optional[int] = None
         self.problem: Optional[str] = None
@@ -117,23 +123,29 @@ class SpawnedMonitor:
 
                 ipc = zmq.has("ipc")
             self.endpoint = endpoint if ipc else self._read_endpoint(endpoint_file)
+            if self.endpoint is None and self.fall_back():  # it died before it told its port
+                self.problem = None
+                self.endpoint = self._read_endpoint(endpoint_file)
 
     def _launch(self) -> Optional[str]:
         """Start the launcher; the problem, in words, if it could not be started."""
         assert self.tmpdir is not None
-        if fork_start_ok():
+        self.forked = False
+        if fork_start_ok() and not self.unforked:
             from pytest_perfmon.monitor.launch import fork_monitor
 
             from ._counters import not_counted
 
             try:
                 with not_counted():  # ours, not a process a test started
-                    self.launcher = _Forked(
-                        fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
-                    )
-                return None
+                    pid = fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
             except OSError as exc:  # out of processes or memory: as the launcher would
                 return f"cannot start the monitor: {exc}"
+            if pid is not None:
+                self.launcher = _Forked(pid)
+                self.forked = True
+                return None
+            # a thread started meanwhile (an import hook's): the launcher
         kwargs: dict = {}
         if os.name == "posix":
             kwargs["start_new_session"] = True  # Ctrl-C in the terminal is pytest's
@@ -156,9 +168,9 @@ class SpawnedMonitor:
 
     def relaunch(self) -> bool:
         """Start a new monitor in place of one that died: the same private directory and, with
-        the endpoint it had bound, the same address (peers reconnect by themselves). True once
-        it runs."""
-        if self.tmpdir is None or self.endpoint is None:
+        the endpoint it had bound, the same address (peers reconnect by themselves; a forked one
+        that died before it told a TCP port: the port the new one picks). True once it runs."""
+        if self.tmpdir is None:
             return False
         for path in (self.pid_path, self.note_path):
             try:
@@ -169,8 +181,9 @@ class SpawnedMonitor:
             self.proc.close()
         self.proc = None
         self.launch_status = None
-        i = self.cmd.index("--endpoint")
-        self.cmd[i + 1] = self.endpoint  # a tcp port bound by the first one: the same port
+        if self.endpoint is not None:  # a tcp port bound by the first one: the same port
+            i = self.cmd.index("--endpoint")
+            self.cmd[i + 1] = self.endpoint
         if self.remote_endpoint is not None:  # remote workers' relays reconnect there too
             i = self.cmd.index("--listen")
             self.cmd[i + 1] = f"{self.tmpdir},{self.remote_endpoint}"
@@ -180,6 +193,27 @@ class SpawnedMonitor:
             if self._launch() is not None:
                 return False
         return self.alive()
+
+    #: The launcher only, from the fall-back on: the forked monitor ended before its ready.
+    unforked = False
+
+    def fall_back(self) -> bool:
+        """The forked monitor ended before it was ready (it is a copy of pytest: a project's
+        module that shadows one of its dependencies on pytest's ``sys.path``, an import hook it
+        dropped that a frozen app needs): once, a monitor started by the launcher (a new
+        interpreter) in its place, said in the log. True once it runs."""
+        if not self.forked or self.unforked or self.alive():
+            return False
+        self.unforked = True
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(  # how it ended, it said above if it could (no note: not its child)
+                    "perfmon: the monitor forked from pytest ended before it was ready; "
+                    "started again by the launcher (a new interpreter)\n"
+                )
+        except OSError:
+            pass
+        return self.relaunch()
 
     def settle(self) -> None:
         """Reap the launcher (it exits a moment after it started) and learn the monitor's pid.
@@ -287,11 +321,12 @@ def fork_start_ok() -> bool:
     """Whether the monitor may be forked from this process instead of a new interpreter: Linux
     (macOS's system frameworks make a fork without exec unsafe; Windows has no fork), one OS
     thread at this moment (a thread's locks would be held forever in the copy; counted by the
-    kernel, so that a C extension's thread counts too), no tracer or profiler (coverage, a
-    debugger: the copy would go on tracing), and neither PERFMON_MONITOR_PYTHON nor
-    PERFMON_MONITOR_START=exec set; and a resident size of at most FORK_MAX_RSS (a fork copies
-    the page tables, and every page either process writes while the monitor shares it is copied
-    then: docs/benchmarks.md, issue 25 session 4)."""
+    kernel, so that a C extension's thread counts too; counted again just before the fork), no
+    tracer or profiler (coverage, a debugger, tracemalloc: the copy would go on tracing), and
+    neither PERFMON_MONITOR_PYTHON nor PERFMON_MONITOR_START=exec set; and a resident size of
+    at most FORK_MAX_RSS (a fork copies the page tables, and every page either process writes
+    while the monitor shares it is copied then, pytest's first full collection after it
+    included: docs/benchmarks.md, issue 25 session 4)."""
     env = os.environ
     if env.get("PERFMON_MONITOR_START") == "exec" or env.get("PERFMON_MONITOR_PYTHON"):
         return False
@@ -299,6 +334,11 @@ def fork_start_ok() -> bool:
         return False
     monitoring = getattr(sys, "monitoring", None)  # 3.12+: coverage's sys.monitoring core
     if monitoring is not None and any(monitoring.get_tool(i) for i in range(6)):
+        return False
+    import _tracemalloc  # built in; tracing (-X tracemalloc, a conftest's start()): the copy
+    # would trace every allocation of the monitor, and stopping it there frees every trace
+
+    if _tracemalloc.is_tracing():
         return False
     try:
         if len(os.listdir("/proc/self/task")) != 1 or _python_threads() != 1:
@@ -462,6 +502,9 @@ class JoinedDaemon:
 
     def relaunch(self) -> bool:
         return False  # not ours to start
+
+    def fall_back(self) -> bool:
+        return False
 
     def note(self) -> tuple:
         return "it closed the connection", None

@@ -58,6 +58,16 @@ def wait_ready(
     return True
 
 
+def fell_back(owner: SessionOwner) -> bool:
+    """The forked monitor ended before its ready: the launcher's in its place (once), the
+    client connected to it again (our hello re-sent); True when its ready can be awaited."""
+    client = owner.client
+    if client is None or not owner.handle.fall_back():
+        return False
+    client.alive, client.problem = True, None
+    return client.reconnect()
+
+
 def hello(client: Optional[Client], session: Optional[str], role: str, **fields: Any) -> None:
     if client is not None and client.alive:
         body = {"session": session, "role": role, "pid": os.getpid(), **fields}
@@ -160,6 +170,8 @@ class LocalSession:
         owner = self.owner
         handle = owner.handle
         ok = wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace)
+        if not ok and fell_back(owner):
+            ok = wait_ready(owner.client, handle.ready_timeout, handle.alive, handle.connect_grace)
         handle.settle()  # the launcher reaped: no process of ours is a child of this one
         if ok:
             owner.joined = True
@@ -319,7 +331,7 @@ class ControllerSession:
             ok = wait_ready(client, handle.ready_timeout, handle.alive, handle.connect_grace)
             absent = "is not answering"
         else:  # our own monitor: the workers wait for its ready
-            ok = owner.usable()
+            ok = owner.usable() or (fell_back(owner) and owner.usable())
             absent = "is not running"
         owner.joined = ok
         self.watching = ok and handle.spawned and client is not None

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """What a live forked child costs its parent (issue 25: why the monitor is forked only from a
-pytest process of at most 100 MiB resident).
+pytest process of at most FORK_MAX_RSS resident; see also bench_fork_gc.py).
 
 A heap of about MB megabytes of small strings; each round touches every object twice (the
 refcount writes of a loop over them), alternately with no child and with a child forked just

@@ -17,9 +17,11 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import psutil
@@ -184,3 +186,212 @@ def test_a_large_pytest_process_gets_the_launcher(run_perf, pytester):
     run = run_perf()
     assert run.ret == 0, run.text
     assert run.report["session"]["monitor_start"] == "exec"
+
+
+#: A user's root FileHandler opened at import (descriptor 3 under ``-s``: nothing else is open
+#: by then) and a signal faulthandler dumps the stacks on; the test says when it runs and waits.
+USER_STATE_CONFTEST = """
+import faulthandler, logging, signal
+
+logging.basicConfig(filename="run.log", level=logging.INFO)
+faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID: the stacks of a hung run
+with open("fdno", "w") as f:
+    f.write(str(logging.root.handlers[0].stream.fileno()))
+"""
+
+
+def _caught(pid: int, sig: int) -> bool:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    raise AssertionError("no SigCgt")
+
+
+def _forked_monitor(mark: str, owner: int):
+    """The forked monitor of the run whose environment holds ``mark`` (its environ is pytest's;
+    found without its pidfd, which it may have lost)."""
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if proc.info["name"] == "perfmon-monitor" and proc.ppid() != owner:
+                if proc.environ().get("I25G_MARK") == mark:
+                    return proc
+        except psutil.Error:
+            continue
+    return None
+
+
+def test_a_users_log_file_and_faulthandler_stay_pytests(pytester, tmp_path):
+    """The monitor drops none of pytest's objects (a root FileHandler freed would close its
+    descriptor 3, by then pytest's pidfd: the monitor would outlive a kill -9), and catches none
+    of the signals a conftest gave faulthandler."""
+    pytester.makeconftest(USER_STATE_CONFTEST)
+    pytester.makepyfile(test_held=HELD)
+    pytester.makeini("[pytest]\n")
+    out = tmp_path / "perf.json"
+    mark = str(tmp_path)
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), I25G_MARK=mark)
+    env.pop("PERFMON_MONITOR_START", None)
+    cmd = [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", "--perf-monitor"]
+    proc = subprocess.Popen(
+        [*cmd, f"--perf-output={out}"],
+        cwd=pytester.path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    mon = None
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not (pytester.path / "running").exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        assert (pytester.path / "fdno").read_text() == "3"  # the case: its descriptor was 3
+        mon = _forked_monitor(mark, proc.pid)
+        assert mon is not None
+        assert not _caught(mon.pid, signal.SIGUSR1)
+        assert _caught(proc.pid, signal.SIGUSR1)  # pytest's own stays
+        proc.kill()
+        proc.wait(WAIT)
+        deadline = time.monotonic() + WAIT
+        while _running(mon):
+            assert time.monotonic() < deadline, "the monitor outlived its pytest"
+            time.sleep(0.05)
+        report = validate(json.loads(out.read_text(encoding="utf-8")))
+        assert report["session"]["aborted"] is True
+        assert report["session"]["monitor_start"] == "fork"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(WAIT)
+        if mon is not None and _running(mon):
+            mon.kill()
+
+
+#: An import hook that starts a thread (unknown to ``threading``, as a C extension's) when the
+#: fork's own module is imported: after the plugin counted one thread, before the fork.
+THREAD_HOOK_CONFTEST = """
+import _thread, sys
+
+
+class StartsAThread:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pytest_perfmon.monitor.launch":
+            lock = _thread.allocate_lock()
+            lock.acquire()
+            _thread.start_new_thread(lock.acquire, (True, 60))
+        return None
+
+
+sys.meta_path.insert(0, StartsAThread())
+"""
+
+
+def test_a_thread_started_by_an_import_hook_before_the_fork_gets_the_launcher(run_perf, pytester):
+    pytester.makeconftest(THREAD_HOOK_CONFTEST)
+    pytester.makepyfile("def test_one():\n    pass\n")
+    run = run_perf("-W", "error")
+    assert run.ret == 0, run.text
+    assert run.report["session"]["monitor_start"] == "exec"
+    assert len(run.tests) == 1
+
+
+@pytest.mark.parametrize("how", ["PYTHONTRACEMALLOC", "conftest"])
+def test_tracemalloc_tracing_gets_the_launcher(run_perf, pytester, how):
+    """The copy would trace every allocation of the monitor (reviewer: 2.8 s CPU in 2 s)."""
+    if how == "conftest":
+        pytester.makeconftest("import tracemalloc\ntracemalloc.start()\n")
+    pytester.makepyfile("def test_one():\n    pass\n")
+    run = run_perf(env={"PYTHONTRACEMALLOC": "5"} if how == "PYTHONTRACEMALLOC" else None)
+    assert run.ret == 0, run.text
+    assert run.report["session"]["monitor_start"] == "exec"
+    assert len(run.tests) == 1
+
+
+#: As a frozen app (PyOxidizer's importer, say): the installed packages are served by an import
+#: hook of the application's, not found on sys.path. The forked monitor, which keeps the
+#: standard finders only, cannot import zmq and ends before its ready; a new interpreter (the
+#: launcher's, a plain ``python -m``) finds it as usual.
+FROZEN_BOOT = """
+import runpy, sys
+from importlib.machinery import PathFinder
+from importlib.metadata import DistributionFinder, MetadataPathFinder
+
+SERVED = [p for p in sys.path if "-packages" in p]
+sys.path[:] = [p for p in sys.path if p not in SERVED]
+
+
+class Served:
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return PathFinder.find_spec(name, SERVED) if path is None else None
+
+    @classmethod
+    def find_distributions(cls, context=DistributionFinder.Context()):
+        return MetadataPathFinder.find_distributions(
+            DistributionFinder.Context(name=context.name, path=SERVED)
+        )
+
+
+sys.meta_path.append(Served)
+sys.argv[0] = "pytest"
+runpy.run_module("pytest", run_name="__main__")
+"""
+
+
+#: The inner tests copy the monitor's log (its private directory is the only one in TMPDIR).
+LOG_READER = """
+import glob, os, tempfile
+
+
+def test_one():
+    (log,) = glob.glob(os.path.join(tempfile.gettempdir(), "perfmon-*", "monitor.log"))
+    with open(log) as f, open("monitor.log", "w") as out:
+        out.write(f.read())
+
+
+def test_two():
+    pass
+"""
+
+
+@pytest.mark.parametrize("endpoint", ["ipc", "tcp"])
+def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launcher(
+    pytester, tmp_path, endpoint
+):
+    """ipc: the new monitor binds the same socket path; tcp (a TMPDIR too long for a socket
+    path): the forked one died before it told its port, the new one picks and tells one."""
+    pytester.makepyfile(boot=FROZEN_BOOT)
+    pytester.makepyfile(test_one=LOG_READER)
+    pytester.makeini("[pytest]\n")
+    out = tmp_path / "perf.json"
+    # The monitor's private directory, alone in TMPDIR.
+    tmp = tempfile.mkdtemp(prefix="i25-") if endpoint == "ipc" else str(tmp_path / ("t" * 100))
+    os.makedirs(tmp, exist_ok=True)
+    cleanup = tmp if endpoint == "ipc" else None
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), TMPDIR=tmp)
+    env.pop("PERFMON_MONITOR_START", None)
+    cmd = [sys.executable, "boot.py", "-p", "no:cacheprovider", "--perf-monitor"]
+    try:
+        run = subprocess.run(
+            [*cmd, f"--perf-output={out}", "test_one.py"],
+            cwd=pytester.path,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+    finally:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = validate(json.loads(out.read_text(encoding="utf-8")))
+    assert report["session"]["collector"] == "monitor", (report["session"]["warnings"], run.stdout)
+    assert report["session"]["monitor_start"] == "exec"
+    assert report["session"]["warnings"] == []
+    assert len(report["tests"]) == 2
+    log = (pytester.path / "monitor.log").read_text()
+    assert "No module named 'zmq'" in log, log  # the forked one's end, then the launcher's
+    assert "forked from pytest ended before it was ready; started again by the launcher" in log
