@@ -197,6 +197,24 @@ def _run_forked(argv: list, log_fd: int, parent_fd: Optional[int], tmpdir: str) 
     return code
 
 
+def fresh_path(path: list, pythonpath: str) -> list:
+    """``path`` without what a new interpreter in another directory would not have: the entries
+    before the standard library (the current directory or the script's, the rootdir and
+    conftest directories pytest inserts, its ``pythonpath`` ini) unless ``PYTHONPATH`` names
+    them. So a module in the user's project (a ``psutil.py`` at its root) never shadows one the
+    monitor imports, as with the launcher, which starts in its private directory."""
+    named = {p for p in pythonpath.split(os.pathsep) if p}
+    prefixes = {
+        os.path.join(p, "")
+        for p in (sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix)
+    }
+    first = next(
+        (i for i, p in enumerate(path) if any(os.path.join(p, "").startswith(x) for x in prefixes)),
+        len(path),
+    )
+    return [p for i, p in enumerate(path) if i >= first or p in named]
+
+
 def _become_monitor(log_fd: int, parent_fd: Optional[int], tmpdir: str) -> Optional[int]:
     """Leave pytest behind: its descriptors, streams, signal handlers, import hooks, tracers,
     warning filters, logging handlers; nothing of it is ever flushed, closed or run at exit
@@ -260,6 +278,7 @@ def _become_monitor(log_fd: int, parent_fd: Optional[int], tmpdir: str) -> Optio
     for name, stream in zip(("stdin", "stdout", "stderr"), streams):
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
+    sys.path[:] = fresh_path(sys.path, os.environ.get("PYTHONPATH", ""))
     os.chdir(tmpdir)
     # pytest's import hooks (assertion rewriting) and any other plugin's: the standard finders
     # only (an editable install's finder kept), as in a fresh interpreter.

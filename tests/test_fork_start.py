@@ -395,3 +395,45 @@ def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launche
     log = (pytester.path / "monitor.log").read_text()
     assert "No module named 'zmq'" in log, log  # the forked one's end, then the launcher's
     assert "forked from pytest ended before it was ready; started again by the launcher" in log
+
+
+#: A module of the user's project named as one the monitor imports only when it needs it
+#: (psutil: for the processes a test starts); a new interpreter in another directory never
+#: sees it, and neither may the forked monitor (pytest's sys.path starts with the project).
+SHADOW = "raise ImportError('the project's own psutil.py, not the real one')\n"
+CHILD_TEST = """
+import subprocess, sys
+
+
+def test_starts_a_child():
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(0.5)"], check=True)
+"""
+
+
+def test_a_module_of_the_project_never_shadows_the_monitors(pytester, tmp_path):
+    pytester.makeini("[pytest]\n")
+    (pytester.path / "psutil.py").write_text(SHADOW)
+    pytester.makepyfile(test_child=CHILD_TEST)
+    out = tmp_path / "perf.json"
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts())
+    for name in ("PERFMON_MONITOR_START", "PYTHONPATH", "GITHUB_STEP_SUMMARY"):
+        env.pop(name, None)
+    # a real start (not a fork of this suite's preloaded server, which has psutil imported)
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor"]
+    proc = subprocess.run(
+        [*cmd, f"--perf-output={out}"],
+        cwd=pytester.path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "perfmon: warning" not in proc.stdout, proc.stdout
+    report = validate(json.loads(out.read_text(encoding="utf-8")))
+    session = report["session"]
+    assert (session["monitor_start"], session["collector"]) == ("fork", "monitor"), session
+    assert not session.get("monitor_restarts"), session
+    kids = report["tests"]["test_child.py::test_starts_a_child"]["children"]
+    assert kids and kids["processes"] == 1, kids
