@@ -23,6 +23,14 @@ hash seed (the server's) and ``sys.flags``/``sys.orig_argv`` (the server's). A r
 whose tests look at their worker's parent sets ``PERFMON_TESTS_EXEC=workers``
 (``helpers.REAL_WORKERS``): the run is still a fork, its workers real starts.
 
+A run a test holds (signals, reads as it goes, puts in a session of its own or on a CPU) is
+started by :func:`popen`, ``subprocess.Popen``'s interface for the same fork (:class:`Popen`):
+its stdin, stdout and stderr are sent with the request, as a worker's are, and the server's
+waiter holds its pid and exit status the same way (:func:`_wait_for_held`); the run takes the
+asker's process group, or a session of its own (``setsid``: pid = group = session, as
+``start_new_session`` gives), and the CPUs asked for. A run in a session of its own gets real
+workers (its children, in its group, which a fork of the server cannot join).
+
 Not preloaded: the pytest plugins installed from wheels (xdist...), whose modules pytest marks
 for assertion rewriting and warns about when they were imported before it.
 
