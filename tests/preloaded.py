@@ -720,7 +720,12 @@ class Popen(_Held):
             req = {"cwd": str(cwd), "env": env, "args": cmd[3:], "session": session}
             if affinity is not None:
                 req["affinity"] = sorted(affinity)
-            super().__init__(path, cmd, req, fds, restart=True)
+        except BaseException:
+            for fd in {*ends, *fds} - {0, 1, 2}:
+                os.close(fd)
+            raise
+        try:
+            super().__init__(path, cmd, req, fds, restart=True)  # closes fds
         except BaseException:
             for fd in ends:
                 os.close(fd)

@@ -489,14 +489,12 @@ def test_full_disk_at_the_output_path(full_disk, tmp_path):
     (run / "test_fin.py").write_text(FINISHED)
     env = dict(os.environ)
     env.pop("GITHUB_STEP_SUMMARY", None)
-    res = subprocess.run(
+    res = preloaded.run(  # forked where it can be (tests/preloaded.py)
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
         + ["--perf-monitor", f"--perf-output={out}"],
-        cwd=run,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
+        run,
+        env,
+        RUN_TIMEOUT,
     )
     text = res.stdout + res.stderr
     assert res.returncode == 1, text
