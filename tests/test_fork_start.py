@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
 
-import psutil
 import preloaded
+import psutil
 import pytest
 from helpers import RUN_TIMEOUT, XDIST_ENDS, find_monitor, inner_addopts, validate
 
