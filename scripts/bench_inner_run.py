@@ -6,7 +6,9 @@ the server and its forks are not this script's children).
     /tmp/cgrun b python scripts/bench_inner_run.py --runs 11 -- -n 2
 
 (b - a) / 10 is the CPU of one run; ``--preloaded DIR`` takes another tests/preloaded.py (an
-older one, to compare). Every run must pass."""
+older one, to compare). ``--popen``: each run started by ``preloaded.popen`` (stdout to a file,
+stderr with it), ``--session`` in a session of its own (its xdist workers then real starts);
+with ``PERFMON_TESTS_EXEC=1`` set, ``subprocess.Popen``'s real starts. Every run must pass."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ def main() -> None:
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests")
     ap.add_argument("--runs", type=int, default=11)
     ap.add_argument("--preloaded", default=here, help="the directory of preloaded.py")
+    ap.add_argument("--popen", action="store_true", help="start each run by preloaded.popen")
+    ap.add_argument("--session", action="store_true", help="--popen's start_new_session")
     ap.add_argument("args", nargs="*", help="the runs' pytest options, e.g. -n 2")
     opts = ap.parse_args()
     # the suite's environment (tests/conftest.py): bytecode (and rewritten asserts) cached
@@ -41,7 +45,19 @@ def main() -> None:
             f.write("[pytest]\n")
         for _ in range(opts.runs):
             cmd = [sys.executable, "-m", "pytest", "-q", *opts.args, "test_one.py"]
-            proc = preloaded.run(cmd, tmp, env, 120)
+            if opts.popen:
+                import subprocess
+
+                with open(os.path.join(tmp, "log"), "w+") as log:
+                    run = preloaded.popen(
+                        cmd, tmp, env, stdout=log, stderr=subprocess.STDOUT,
+                        start_new_session=opts.session,
+                    )  # fmt: skip
+                    run.wait(120)
+                    log.seek(0)
+                    proc = subprocess.CompletedProcess(cmd, run.returncode, log.read(), "")
+            else:
+                proc = preloaded.run(cmd, tmp, env, 120)
             if proc.returncode != 0:
                 sys.exit(f"run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         if os.environ.get("BENCH_SHOW"):

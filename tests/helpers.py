@@ -611,13 +611,8 @@ class Pytest:
         cmd += [f"--perf-output={self.output}", *args]
         if daemon:
             cmd += ["--perf-daemon", daemon]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=environ,
+        self.proc = preloaded.popen(  # forked where it can be (tests/preloaded.py)
+            cmd, directory, environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         self.text = ""
 

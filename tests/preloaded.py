@@ -23,6 +23,14 @@ hash seed (the server's) and ``sys.flags``/``sys.orig_argv`` (the server's). A r
 whose tests look at their worker's parent sets ``PERFMON_TESTS_EXEC=workers``
 (``helpers.REAL_WORKERS``): the run is still a fork, its workers real starts.
 
+A run a test holds (signals, reads as it goes, puts in a session of its own or on a CPU) is
+started by :func:`popen`, ``subprocess.Popen``'s interface for the same fork (:class:`Popen`):
+its stdin, stdout and stderr are sent with the request, as a worker's are, and the server's
+waiter holds its pid and exit status the same way (:func:`_wait_for_held`); the run takes the
+asker's process group, or a session of its own (``setsid``: pid = group = session, as
+``start_new_session`` gives), and the CPUs asked for. A run in a session of its own gets real
+workers (its children, in its group, which a fork of the server cannot join).
+
 Not preloaded: the pytest plugins installed from wheels (xdist...), whose modules pytest marks
 for assertion rewriting and warns about when they were imported before it.
 
@@ -139,13 +147,13 @@ def _read_request(conn: socket.socket) -> tuple:
 def _wait_for_run(conn: socket.socket, base_path: list) -> None:
     """The waiter: fork the run, say its pid, copy its output until every process that holds
     it has closed it (as subprocess.run reads pipes to their end), wait for it, say its status.
-    A worker (an xdist worker of a run, ``req["worker"]``) gets the descriptors sent with the
-    request instead: see :func:`_wait_for_worker`."""
+    A request sent with descriptors (an xdist worker of a run, ``req["worker"]``, or a run
+    started by :class:`Popen`) gets them instead: see :func:`_wait_for_held`."""
     code = 1
     try:
         req, fds = _read_request(conn)
-        if req.get("worker"):
-            _wait_for_worker(conn, req, base_path, fds)
+        if fds or req.get("worker"):
+            _wait_for_held(conn, req, base_path, fds)
             os._exit(0)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -169,13 +177,13 @@ def _wait_for_run(conn: socket.socket, base_path: list) -> None:
     os._exit(code)
 
 
-def _wait_for_worker(conn: socket.socket, req: dict, base_path: list, fds: list) -> None:
-    """Fork the worker on the pipes its run sent, say its pid, then its exit status once it
-    has ended; reap it only when the run has closed the connection (it read the status, or it
-    died): until then the pid is still the worker's, as a child's is until its parent waits,
-    and the run's kill() cannot reach another process."""
+def _wait_for_held(conn: socket.socket, req: dict, base_path: list, fds: list) -> None:
+    """Fork the worker (or Popen's run) on the descriptors its asker sent, say its pid, then
+    its exit status once it has ended; reap it only when the asker has closed the connection
+    (it read the status, or it died): until then the pid is still the process's, as a child's
+    is until its parent waits, and the asker's kill() cannot reach another process."""
     if len(fds) != 3:
-        raise ValueError("a worker needs its stdin, stdout and stderr")
+        raise ValueError("a held process needs its stdin, stdout and stderr")
     pid = os.fork()
     if pid == 0:
         conn.close()
@@ -243,6 +251,8 @@ def _run(become: _Become) -> None:
     if worker:
         _as_worker(req)
         return
+    if "nice" in req:  # started by Popen: placed as its asker's child would be
+        _place(req)
     _fork_workers()
     import runpy
 
@@ -257,15 +267,7 @@ def _as_worker(req: dict) -> None:
     import io
     import types
 
-    try:
-        if os.getpgrp() != req["pgid"]:
-            os.setpgid(0, req["pgid"])
-        if req.get("affinity") is not None and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, req["affinity"])
-        if os.getpriority(os.PRIO_PROCESS, 0) != req["nice"]:
-            os.setpriority(os.PRIO_PROCESS, 0, req["nice"])
-    except OSError:
-        pass
+    _place(req)
     for name, fd in (("stdout", 1), ("stderr", 2)):
         old = getattr(sys, name)
         raw = io.FileIO(fd, "w", closefd=False)
@@ -285,6 +287,23 @@ def _as_worker(req: dict) -> None:
     sys.modules["__main__"] = main
     sys.argv[:] = ["-c"]
     exec(compile(req["code"], "<string>", "exec"), main.__dict__)
+
+
+def _place(req: dict) -> None:
+    """Where its asker's ``subprocess.Popen`` would have put the process: a session of its own
+    (``start_new_session``: pid, process group and session id the same) or the asker's process
+    group, the asker's CPU affinity (or the one asked for) and niceness."""
+    try:
+        if req.get("session"):
+            os.setsid()
+        elif os.getpgrp() != req["pgid"]:
+            os.setpgid(0, req["pgid"])
+        if req.get("affinity") is not None and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, req["affinity"])
+        if os.getpriority(os.PRIO_PROCESS, 0) != req["nice"]:
+            os.setpriority(os.PRIO_PROCESS, 0, req["nice"])
+    except OSError:
+        pass
 
 
 PLUGIN_MODULES = (
@@ -355,13 +374,14 @@ def main() -> None:
         os.rmdir(os.path.dirname(path))
         raise
     listener.listen(64)
-    global _LISTENING
+    global _LISTENING, _SID
     _LISTENING = path  # for the runs' workers (_fork_workers)
     sys.stdout.flush()
     if os.fork():  # out of the test process's family (tests count its descendants)
         print(path, flush=True)
         os._exit(0)
     server = os.getpid()
+    _SID = os.getsid(0)
     try:
         _serve(listener)
     finally:
@@ -481,49 +501,58 @@ def run(cmd: list, cwd, env: dict, timeout: float) -> subprocess.CompletedProces
         return subprocess.CompletedProcess(cmd, code, texts[0], texts[1])
 
 
-def _ask(path: str, req: dict, cmd: list, deadline: float, timeout: float) -> int:
-    """Have the server run ``req``; its exit status (as subprocess's returncode)."""
+def _connect(path: str, timeout: float, restart: bool = True) -> socket.socket:
+    """A connection to the server at ``path``; with ``restart``, to a new server if that one is
+    gone (a test that ends processes?), once."""
     for attempt in range(2):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.settimeout(timeout)
         try:
-            conn.settimeout(max(0.1, deadline - time.monotonic()))
-            try:
-                conn.connect(path)
-            except (FileNotFoundError, ConnectionRefusedError):
-                if attempt:  # the new server is gone too
-                    raise
-                new = _server(stale=path)  # gone (a test that ends processes?): once more
-                if new is None:
-                    raise
-                path = new
-                continue
-            conn.sendall(json.dumps(req).encode() + b"\n")
-            pid = None
-            with conn.makefile("rb") as f:
-                try:
-                    first = f.readline()
-                    if not first:
-                        raise RuntimeError("the preloaded server did not start the run")
-                    pid = int(first)
-                    conn.settimeout(max(0.1, deadline - time.monotonic()))
-                    line = f.readline()
-                except socket.timeout:
-                    if pid is not None:
-                        try:
-                            os.kill(pid, signal.SIGKILL)  # as subprocess.run does: the run only
-                        except ProcessLookupError:
-                            pass
-                    raise subprocess.TimeoutExpired(cmd, timeout) from None
-            if not line:
-                raise RuntimeError(f"the preloaded server lost the run {pid}")
-            return int(line)
-        finally:
+            conn.connect(path)
+            return conn
+        except (FileNotFoundError, ConnectionRefusedError):
             conn.close()
+            new = _server(stale=path) if restart and not attempt else None
+            if new is None:
+                raise
+            path = new
     raise AssertionError("unreachable")
+
+
+def _ask(path: str, req: dict, cmd: list, deadline: float, timeout: float) -> int:
+    """Have the server run ``req``; its exit status (as subprocess's returncode)."""
+    conn = _connect(path, max(0.1, deadline - time.monotonic()))
+    try:
+        conn.sendall(json.dumps(req).encode() + b"\n")
+        pid = None
+        with conn.makefile("rb") as f:
+            try:
+                first = f.readline()
+                if not first:
+                    raise RuntimeError("the preloaded server did not start the run")
+                pid = int(first)
+                conn.settimeout(max(0.1, deadline - time.monotonic()))
+                line = f.readline()
+            except socket.timeout:
+                if pid is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)  # as subprocess.run does: the run only
+                    except ProcessLookupError:
+                        pass
+                raise subprocess.TimeoutExpired(cmd, timeout) from None
+        if not line:
+            raise RuntimeError(f"the preloaded server lost the run {pid}")
+        return int(line)
+    finally:
+        conn.close()
 
 
 #: In the server and its forks: the server's socket (a run asks it for its xdist workers).
 _LISTENING: Optional[str] = None
+#: In the server and its forks: the server's session. A run in a session of its own (Popen's
+#: ``start_new_session``) gets real workers: a fork of the server cannot join its process group,
+#: which a Ctrl-C to the group must reach.
+_SID: Optional[int] = None
 
 
 def _fork_workers() -> None:
@@ -543,7 +572,9 @@ def _fork_workers() -> None:
     def create_io(spec, execmodel):
         args = gateway_io.popen_args(spec) if spec.popen and not spec.via else None
         if args == [sys.executable, "-u", "-c", gateway_io.popen_bootstrapline] and (
-            _LISTENING is not None and _forkable_env(dict(os.environ), worker=True)
+            _LISTENING is not None
+            and os.getsid(0) == _SID
+            and _forkable_env(dict(os.environ), worker=True)
         ):
             try:
                 popen = _Worker(_LISTENING, args)
@@ -559,50 +590,43 @@ def _fork_workers() -> None:
     gateway_io.create_io = create_io
 
 
-class _Worker:
-    """The part of ``subprocess.Popen`` that execnet and xdist use, for a worker forked by the
-    server: ``args``, ``pid``, ``stdin``, ``stdout``, ``returncode``, ``poll``, ``wait``,
-    ``send_signal``, ``terminate``, ``kill``. The exit status comes through the connection,
-    whose waiter keeps the worker's pid until this side has read it (see _wait_for_worker)."""
+class _Held:
+    """The part of ``subprocess.Popen`` that waits for and signals a process the server forked
+    on descriptors sent with the request (:func:`_wait_for_held`): ``args``, ``pid``,
+    ``returncode``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``. The exit
+    status comes through the connection, whose waiter keeps the pid until this side has read it.
+    ``fds``: the process's 0, 1 and 2, this side's copies closed once sent."""
 
-    def __init__(self, path: str, args: list) -> None:
+    def __init__(self, path: str, args: list, req: dict, fds: list, restart=False) -> None:
         self.args, self.returncode = args, None
         self._buf = b""
         self._lock = threading.Lock()  # one reader of the status at a time
-        in_r, in_w = os.pipe()
-        out_r, out_w = os.pipe()
-        self._conn = conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        req = {
+            "cwd": os.getcwd(),
+            "env": dict(os.environ),
+            "pgid": os.getpgrp(),
+            "affinity": sorted(affinity) if affinity is not None else None,
+            "nice": os.getpriority(os.PRIO_PROCESS, 0),
+            **req,
+        }
         try:
-            conn.settimeout(START_TIMEOUT)
-            conn.connect(path)
-            affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-            req = {
-                "worker": True,
-                "code": args[-1],
-                "cwd": os.getcwd(),
-                "env": dict(os.environ),
-                "pgid": os.getpgrp(),
-                "affinity": sorted(affinity) if affinity is not None else None,
-                "nice": os.getpriority(os.PRIO_PROCESS, 0),
-            }
-            socket.send_fds(conn, [json.dumps(req).encode() + b"\n"], [in_r, out_w, 2])
-            self.pid = int(self._line())
-        except BaseException:
-            conn.close()
-            for fd in (in_w, out_r):
-                os.close(fd)
-            raise
+            self._conn = conn = _connect(path, START_TIMEOUT, restart)
+            try:
+                socket.send_fds(conn, [json.dumps(req).encode() + b"\n"], fds)
+                self.pid = int(self._line())
+            except BaseException:
+                conn.close()
+                raise
         finally:
-            os.close(in_r)
-            os.close(out_w)
-        self.stdin = open(in_w, "wb")  # noqa: SIM115 - as Popen's, closed by execnet
-        self.stdout = open(out_r, "rb")  # noqa: SIM115
+            for fd in set(fds) - {0, 1, 2}:
+                os.close(fd)
 
     def _line(self) -> bytes:
         while b"\n" not in self._buf:
             chunk = self._conn.recv(64)
             if not chunk:
-                raise ChildProcessError(f"the preloaded server lost the worker of {self.args}")
+                raise ChildProcessError(f"the preloaded server lost the process of {self.args}")
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         return line
@@ -638,7 +662,7 @@ class _Worker:
         except (socket.timeout, BlockingIOError):
             return
         self.returncode = int(line)
-        self._conn.close()  # the waiter reaps the worker
+        self._conn.close()  # the waiter reaps the process
 
     def send_signal(self, sig: int) -> None:
         if self.poll() is None:  # its pid is still its own
@@ -649,6 +673,141 @@ class _Worker:
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
+
+
+class _Worker(_Held):
+    """For execnet and xdist, a worker forked by the server on two pipes, whose other ends are
+    ``stdin`` and ``stdout`` (as Popen's), and the run's stderr."""
+
+    def __init__(self, path: str, args: list) -> None:
+        in_r, in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        try:
+            super().__init__(path, args, {"worker": True, "code": args[-1]}, [in_r, out_w, 2])
+        except BaseException:
+            os.close(in_w)
+            os.close(out_r)
+            raise
+        self.stdin = open(in_w, "wb")  # noqa: SIM115 - as Popen's, closed by execnet
+        self.stdout = open(out_r, "rb")  # noqa: SIM115
+
+
+class Popen(_Held):
+    """``subprocess.Popen(cmd, cwd=cwd, env=env, stdin=..., stdout=..., stderr=...,
+    start_new_session=..., text=...)`` of a ``python -m pytest`` run forked from the server
+    (see :func:`popen`, which falls back to a real one). ``stdin``, ``stdout`` and ``stderr``:
+    None (this process's), ``subprocess.DEVNULL``, ``PIPE``, a file or a descriptor;
+    ``stderr`` also ``STDOUT``; stdin is /dev/null unless asked. ``affinity``: the run's CPUs.
+    ``communicate`` reads the pipes to their end, as Popen's does."""
+
+    def __init__(self, path, cmd, cwd, env, stdin, stdout, stderr, session, affinity, text):
+        ends: list = []  # this side's ends of the pipes
+        fds: list = []
+        try:
+            for n, how in enumerate((stdin, stdout, stderr)):
+                if how == subprocess.STDOUT:
+                    fds.append(fds[1])
+                elif how == subprocess.PIPE:
+                    r, w = os.pipe()
+                    ends.append(w if n == 0 else r)
+                    fds.append(r if n == 0 else w)
+                elif how == subprocess.DEVNULL:
+                    fds.append(os.open(os.devnull, os.O_RDWR))
+                elif how is None:
+                    fds.append(n)
+                else:
+                    fds.append(os.dup(how if isinstance(how, int) else how.fileno()))
+            req = {"cwd": str(cwd), "env": env, "args": cmd[3:], "session": session}
+            if affinity is not None:
+                req["affinity"] = sorted(affinity)
+        except BaseException:
+            for fd in {*ends, *fds} - {0, 1, 2}:
+                os.close(fd)
+            raise
+        try:
+            super().__init__(path, cmd, req, fds, restart=True)  # closes fds
+        except BaseException:
+            for fd in ends:
+                os.close(fd)
+            raise
+        mode, self._text = ("w" if text else "wb"), text
+        it = iter(ends)
+        self.stdin = open(next(it), mode) if stdin == subprocess.PIPE else None  # noqa: SIM115
+        self.stdout = open(next(it), "rb") if stdout == subprocess.PIPE else None  # noqa: SIM115
+        self.stderr = open(next(it), "rb") if stderr == subprocess.PIPE else None  # noqa: SIM115
+        self._read: dict = {}  # what communicate() has read so far, by pipe
+
+    def communicate(self, input=None, timeout: Optional[float] = None) -> tuple:  # noqa: A002
+        """Each pipe read to its end (a TimeoutExpired keeps what was read), then the exit."""
+        import select
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self.stdin is not None:
+            if input:
+                self.stdin.write(input)
+            self.stdin.close()
+        pipes = [f for f in (self.stdout, self.stderr) if f is not None and not f.closed]
+        for f in pipes:
+            self._read.setdefault(f, [])
+        while pipes:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            ready, _, _ = select.select(pipes, [], [], left)
+            for f in ready:
+                data = os.read(f.fileno(), 65536)
+                if data:
+                    self._read[f].append(data)
+                else:
+                    pipes.remove(f)
+                    f.close()
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        out = [
+            None if f is None else b"".join(self._read.get(f, ()))
+            for f in (self.stdout, self.stderr)
+        ]
+        return tuple(b.decode() if self._text and b is not None else b for b in out)
+
+
+def popen(
+    cmd: list,
+    cwd,
+    env: dict,
+    *,
+    stdin=subprocess.DEVNULL,
+    stdout=None,
+    stderr=None,
+    start_new_session: bool = False,
+    affinity=None,
+    text: bool = False,
+):
+    """``subprocess.Popen(cmd, ...)`` (with ``affinity``: its CPUs, set in the child), forked
+    from the server where it can be (:class:`Popen`); else a real one."""
+    path = _server() if forkable(cmd, env) else None
+    if path is not None:
+        try:
+            return Popen(
+                path, cmd, cwd, env, stdin, stdout, stderr, start_new_session, affinity, text
+            )
+        except (FileNotFoundError, ConnectionRefusedError):  # the server is gone: a real start
+            pass
+    pin = None
+    if affinity is not None and hasattr(os, "sched_setaffinity"):
+
+        def pin() -> None:
+            os.sched_setaffinity(0, affinity)
+
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=start_new_session,
+        preexec_fn=pin,
+        text=text,
+    )
 
 
 def runpytest_subprocess(pytester, *args, timeout: Optional[float] = None):

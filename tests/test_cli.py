@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preloaded
 import pytest
 from helpers import inner_addopts, shared_once, waited_entry
 from pytest_perfmon.monitor import analysis, cli, render
@@ -993,15 +994,7 @@ def monitored_run(suite: Path, output: Path, *extra: str) -> dict:
         "-q",
         *extra,
     ]
-    proc = subprocess.run(
-        cmd,
-        cwd=str(suite),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = preloaded.run(cmd, suite, env, RUN_TIMEOUT)  # forked where it can be
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return load(output)
 

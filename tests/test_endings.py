@@ -22,6 +22,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 
+import preloaded
 import pytest
 from helpers import RUN_TIMEOUT, validate
 from pytest_perfmon.monitor import report as report_model
@@ -128,13 +129,14 @@ class Inner:
         env.pop("PERFMON_DAEMON", None)
         extra = ["--perf-monitor", f"--perf-output={self.output}"] if monitor else []
         self.log = open(path / "pytest.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
+        # forked from a Python with pytest imported (tests/preloaded.py): its own session
+        # still, and its xdist workers real starts, in its process group (a Ctrl-C reaches them)
+        self.proc = preloaded.popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
             + extra
             + list(args),
-            cwd=path,
-            env=env,
-            stdin=subprocess.DEVNULL,
+            path,
+            env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -487,14 +489,12 @@ def test_full_disk_at_the_output_path(full_disk, tmp_path):
     (run / "test_fin.py").write_text(FINISHED)
     env = dict(os.environ)
     env.pop("GITHUB_STEP_SUMMARY", None)
-    res = subprocess.run(
+    res = preloaded.run(  # forked where it can be (tests/preloaded.py)
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
         + ["--perf-monitor", f"--perf-output={out}"],
-        cwd=run,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
+        run,
+        env,
+        RUN_TIMEOUT,
     )
     text = res.stdout + res.stderr
     assert res.returncode == 1, text

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
+import preloaded
 import pytest
 from helpers import FIND_MONITOR, REAL_WORKERS, validate
 
@@ -161,7 +161,7 @@ def test_monitor_never_outlives_a_killed_pytest(pytester):
         "    if item.name == 'test_second':\n"
         "        time.sleep(0.6)\n"
     )
-    proc = subprocess.run(
+    proc = preloaded.run(  # forked where it can be (tests/preloaded.py)
         [
             sys.executable,
             "-m",
@@ -173,9 +173,9 @@ def test_monitor_never_outlives_a_killed_pytest(pytester):
             "--perf-monitor",
             f"--perf-output={out}",
         ],
-        cwd=pytester.path,
-        capture_output=True,
-        timeout=120,
+        pytester.path,
+        dict(os.environ),
+        120,
     )
     assert proc.returncode == -signal.SIGKILL
     pid = int((pytester.path / "monitor.pid").read_text())

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 
+import preloaded
 import psutil
 import pytest
 from helpers import RUN_TIMEOUT, XDIST_ENDS, find_monitor, inner_addopts, validate
@@ -74,11 +75,10 @@ def test_forked_monitor_holds_nothing_of_pytest_and_ends_with_it(pytester, tmp_p
     env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts())
     env.pop("PERFMON_MONITOR_START", None)
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--perf-monitor"]
-    proc = subprocess.Popen(
+    proc = preloaded.popen(  # forked where it can be (tests/preloaded.py)
         [*cmd, f"--perf-output={out}"],
-        cwd=pytester.path,
-        env=env,
-        stdin=subprocess.DEVNULL,
+        pytester.path,
+        env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import preloaded
 import pytest
 from helpers import RUN_TIMEOUT, validate
 
@@ -78,7 +79,7 @@ class Run:
         env.pop("GITHUB_STEP_SUMMARY", None)
         env.pop("PERFMON_DAEMON", None)
         self.log = open(path / "pytest.log", "wb")  # noqa: SIM115 - closed in finish()
-        self.proc = subprocess.Popen(
+        self.proc = preloaded.popen(  # forked where it can be (tests/preloaded.py)
             [
                 sys.executable,
                 "-m",
@@ -91,9 +92,8 @@ class Run:
                 f"--perf-output={self.output}",
                 *args,
             ],
-            cwd=path,
-            env=env,
-            stdin=subprocess.DEVNULL,
+            path,
+            env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 
+import preloaded
 import pytest
 from helpers import RUN_TIMEOUT, inner_addopts, need_history, shared_once, validate
 from pytest_perfmon.monitor import analysis, cli, vocabulary
@@ -83,15 +84,15 @@ def _run(path, out, cpu: int, hog: bool, env_extra: dict, args=(), ok=(0,)) -> d
     if hog:
         env["BENCH_GO"] = str(go)
     hogs: list = []
-    proc = subprocess.Popen(
+    proc = preloaded.popen(  # forked where it can be (tests/preloaded.py), on CPU cpu
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--perf-monitor"]
         + [f"--perf-output={out}", *args, "test_suite.py"],
-        cwd=path,
-        env=env,
+        path,
+        env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_pin(cpu),
+        affinity={cpu},
     )
     try:
         if hog:

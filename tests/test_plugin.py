@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import preloaded
 import pytest
 from helpers import XDIST_ENDS, shared_run, validate
 
@@ -250,8 +251,8 @@ def test_node_id_that_is_not_utf8(run_perf, pytester):
     name = os.fsdecode(b"test_\xff.py")  # a file name that is not valid UTF-8
     (pytester.path / name).write_text("def test_x():\n    pass\n")
     out = pytester.path / "perf.json"
-    # pytester cannot decode this run's output; a plain subprocess takes bytes.
-    proc = subprocess.run(
+    # pytester cannot decode this run's output; this one replaces what is not UTF-8.
+    proc = preloaded.run(
         [
             sys.executable,
             "-m",
@@ -261,9 +262,9 @@ def test_node_id_that_is_not_utf8(run_perf, pytester):
             "--perf-monitor",
             f"--perf-output={out}",
         ],
-        cwd=pytester.path,
-        capture_output=True,
-        timeout=120,
+        pytester.path,
+        dict(os.environ),
+        120,
     )
     assert proc.returncode == 0, proc.stdout
     report = validate(json.loads(out.read_text(encoding="utf-8")))

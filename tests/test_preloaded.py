@@ -172,3 +172,156 @@ def test_a_forked_worker_whose_controller_dies_does_not_linger(pytester, monkeyp
         time.sleep(0.05)
     assert not psutil.pid_exists(pid), "the worker (or its zombie) outlived its controller"
     assert time.monotonic() - start < 50, "the worker waited for its test, not for its stdin"
+
+
+# -- runs started as subprocess.Popen starts them (preloaded.popen) ---------------------------
+POPEN_FACTS = """
+import json, os, signal, sys, time
+
+def test_facts():
+    facts = {
+        "ppid": os.getppid(),
+        "pgid": os.getpgrp() == os.getpid(),
+        "sid": os.getsid(0) == os.getpid(),
+        "stdin": os.path.samestat(os.fstat(0), os.stat(os.devnull)),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "signals": [str(signal.getsignal(s)) for s in (
+            signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP, signal.SIGCHLD
+        )],
+        "mask": sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        "argv0": os.path.basename(sys.argv[0]),
+    }
+    with open("facts.json", "w") as f:
+        json.dump(facts, f)
+    sys.stdout.write("o" * 300000 + "\\n")
+    sys.stderr.write("e" * 200000 + "\\n")
+    while not os.path.exists("go"):
+        time.sleep(0.01)
+"""
+
+
+def _popen_run(path, exec_: bool, *args: str, **kw):
+    import subprocess
+    import sys
+
+    import preloaded
+
+    env = dict(os.environ, PYTEST_ADDOPTS="-p no:randomly -p no:cacheprovider")
+    env.pop("PERFMON_TESTS_EXEC", None)
+    if exec_:
+        env["PERFMON_TESTS_EXEC"] = "1"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-s", *args]
+    proc = preloaded.popen(cmd, path, env, **kw)
+    assert isinstance(proc, subprocess.Popen) == exec_  # the fork was taken, or not
+    return proc
+
+
+def _wait_file(path, proc) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate(timeout=30)
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("exec_", [False, True], ids=["forked", "real"])
+def test_a_popen_run_starts_as_a_real_one(pytester, exec_):
+    """Its own session (pid = process group = session), stdin /dev/null, the CPU asked for, the
+    signal dispositions and mask of a new Python, its output read to the end."""
+    import subprocess
+
+    pytester.makepyfile(test_popen=POPEN_FACTS)
+    cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    proc = _popen_run(
+        pytester.path,
+        exec_,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        affinity={cpu} if cpu is not None else None,
+    )
+    try:
+        _wait_file(pytester.path / "facts.json", proc)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.2)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.communicate(timeout=0.2)  # what it read so far is kept
+        (pytester.path / "go").touch()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    assert proc.returncode == 0, (out[-2000:], err[-2000:])
+    assert b"o" * 300000 + b"\n" in out and b"1 passed" in out
+    assert err.count(b"e") >= 200000
+    facts = json.loads((pytester.path / "facts.json").read_text())
+    assert (facts.pop("ppid") == os.getpid()) == exec_
+    assert facts["pgid"] and facts["sid"] and facts["stdin"]
+    assert facts["affinity"] == ([cpu] if cpu is not None else None)
+    assert facts["signals"][:2] == [str(signal.default_int_handler), str(signal.SIG_DFL)]
+    real = subprocess.run(  # a new Python's, started by this process
+        [
+            __import__("sys").executable,
+            "-c",
+            "import json, signal; print(json.dumps([str(signal.getsignal(s)) for s in ("
+            "signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGHUP, signal.SIGCHLD)]))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert facts["signals"] == json.loads(real.stdout), (facts, real.stdout)
+    assert facts["mask"] == []
+
+
+LONG = """
+import os, time
+
+def test_long():
+    with open("started-%d" % os.getpid(), "w"):
+        pass
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["sigint-group-n2", "sigterm", "sigkill"])
+@pytest.mark.parametrize("exec_", [False, True], ids=["forked", "real"])
+def test_a_popen_run_ends_by_a_signal_as_a_real_one(pytester, exec_, how):
+    """Ctrl-C to its process group reaches it and its xdist workers (real ones: a fork of the
+    server cannot join its group); SIGTERM and SIGKILL to its pid: returncode -N."""
+    import subprocess
+
+    pytester.makepyfile(test_a=LONG, test_b=LONG)
+    pytester.makeconftest(
+        "import signal\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    )
+    args = ("-n", "2") if how.endswith("n2") else ()
+    log = open(pytester.path / "log", "wb")  # noqa: SIM115 - closed below
+    proc = _popen_run(
+        pytester.path, exec_, *args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pytester.path.glob("started-*"))) < max(1, len(args)):
+            assert proc.poll() is None, (pytester.path / "log").read_text()
+            assert time.monotonic() < deadline, (pytester.path / "log").read_text()
+            time.sleep(0.02)
+        time.sleep(0.2)
+        workers = [int(p.name.split("-")[1]) for p in pytester.path.glob("started-*")]
+        if how.startswith("sigint"):
+            assert all(os.getpgid(w) == proc.pid for w in workers)  # in the run's group
+            os.killpg(proc.pid, signal.SIGINT)
+            assert proc.wait(60) == pytest.ExitCode.INTERRUPTED
+        else:
+            sig = signal.SIGTERM if how == "sigterm" else signal.SIGKILL
+            proc.send_signal(sig)
+            assert proc.wait(60) == -sig
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        log.close()
+    text = (pytester.path / "log").read_text()
+    if how.startswith("sigint"):
+        assert "KeyboardInterrupt" in text, text

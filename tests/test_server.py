@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import preloaded
 import pytest
 from helpers import RUN_TIMEOUT, InProcess, find_monitor, frames, hello, record, validate
 from hypothesis import HealthCheck, given, settings
@@ -246,7 +247,7 @@ def test_killed_pytest_leaves_no_temp_dir(pytester, sig):
     out = pytester.path / "perf.json"
     env = dict(os.environ)
     env.pop("PERFMON_DAEMON", None)
-    proc = subprocess.Popen(
+    proc = preloaded.popen(  # forked where it can be (tests/preloaded.py)
         [
             sys.executable,
             "-m",
@@ -256,10 +257,10 @@ def test_killed_pytest_leaves_no_temp_dir(pytester, sig):
             "--perf-monitor",
             f"--perf-output={out}",
         ],
-        cwd=pytester.path,
+        pytester.path,
+        env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
     )
     mon = None
     try:
