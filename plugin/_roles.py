@@ -388,7 +388,10 @@ class ControllerSession:
         if self.watching and client is not None:
             seen = client.disconnects
             client.read_events()
-            if client.disconnects != seen:
+            # The socket's event comes a moment after the monitor's end (ZeroMQ's I/O thread):
+            # its pidfd tells at once (a select of a few microseconds), so a monitor that died
+            # during a test is found at that test's next report, not one test later.
+            if client.disconnects != seen or not self.owner.handle.alive():
                 self._lost()
             self.since_look = []
         rec = self.running.get(report.nodeid)
