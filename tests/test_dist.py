@@ -1,7 +1,8 @@
 """The distributions as users get them, and the ``--version`` of every command.
 
-The slow part builds the sdist and, from it, the wheel (``python -m build``, from a copy of the
-source tree so that no build/ or egg-info lands in it), checks both (``twine check --strict``,
+The slow part builds the sdist and, from it, the wheel (as ``python -m build`` does, in one
+isolated build environment: BUILD; from a copy of the source tree so that no build/ or
+egg-info lands in it), checks both (``twine check --strict``,
 ``check-wheel-contents``), installs the wheel into a fresh venv (its dependencies from the
 package index) and runs the demo suite there, copied to a temporary folder, under
 ``--perf-monitor -n 2``: no source tree on the path.
@@ -158,13 +159,40 @@ def test_every_package_is_listed_in_pyproject() -> None:
 # --------------------------------------------------------------------------- distributions
 
 
+#: ``python -m build SRC``, in one isolated environment instead of two: a fresh venv holding
+#: only what pyproject.toml's [build-system] asks for (and the backend then asks for) builds the
+#: sdist, then the wheel from the unpacked sdist, whose [build-system] must be the same. ``build``
+#: would make (and fill from the package index) a second such venv for the wheel.
+BUILD = """
+import os, sys, tarfile
+from build import ProjectBuilder
+from build.env import DefaultIsolatedEnv
+
+src, out, unpacked = sys.argv[1:]
+with DefaultIsolatedEnv() as env:
+    builder = ProjectBuilder.from_isolated_env(env, src)
+    env.install(builder.build_system_requires)
+    env.install(builder.get_requires_for_build("sdist"))
+    sdist = builder.build("sdist", out)
+    with tarfile.open(sdist) as tar:
+        tar.extractall(unpacked, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    (top,) = os.listdir(unpacked)
+    assert os.path.basename(sdist) == top + ".tar.gz", (sdist, top)
+    from_sdist = ProjectBuilder.from_isolated_env(env, os.path.join(unpacked, top))
+    assert from_sdist.build_system_requires == builder.build_system_requires, "[build-system]"
+    env.install(from_sdist.get_requires_for_build("wheel"))
+    from_sdist.build("wheel", out)
+"""
+
+
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Built once per session, by whichever xdist worker needs them first."""
 
     def build(base: Path) -> None:
         shutil.copytree(ROOT, base / "src", ignore=COPY_IGNORE)
-        _ok(_run([sys.executable, "-m", "build", "--outdir", base / "out", base / "src"], cwd=base))
+        args = [base / "src", base / "out", base / "unpacked"]
+        _ok(_run([sys.executable, "-c", BUILD, *args], cwd=base))
 
     base = shared_once(tmp_path_factory, "dists", build)
     src, out = base / "src", base / "out"

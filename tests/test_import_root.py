@@ -5,6 +5,7 @@ imports included)."""
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,17 @@ def _modules() -> dict:
     return out
 
 
+@functools.cache
+def _imports(path: Path) -> tuple:
+    """The import statements of one file: (those at its top level, every one wherever it is).
+    Parsed once per process: the graph's tests and the alias check read the same files (the
+    parse was most of this module's cost); only these nodes are kept, not the whole tree."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    kinds = (ast.Import, ast.ImportFrom)
+    top = tuple(node for node in tree.body if isinstance(node, kinds))
+    return top, tuple(node for node in ast.walk(tree) if isinstance(node, kinds))
+
+
 def import_graph() -> dict:
     """module -> the modules of ours it imports, wherever in its code: at the top, in a
     function, under ``if TYPE_CHECKING``. ``from P import x`` is an edge to ``P.x`` when that
@@ -77,11 +89,9 @@ def import_graph() -> dict:
     for name, path in modules.items():
         here = name if path.name == "__init__.py" else name.rpartition(".")[0]
         deps = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in _imports(path)[1]:
             if isinstance(node, ast.Import):
                 deps.update(a.name for a in node.names)
-                continue
-            if not isinstance(node, ast.ImportFrom):
                 continue
             if node.level:
                 parts = here.split(".")
@@ -174,7 +184,7 @@ def test_the_report_chain_and_the_leaves():
     # the CLI builds its parser without the database layer: no top-level path to the store
     # (the history modules that need SQLAlchemy are imported where a command runs)
     history_cli = ROOT / "monitor" / "history" / "cli.py"
-    top = [n for n in ast.parse(history_cli.read_text(encoding="utf-8")).body]
+    top = _imports(history_cli)[0]
     names = {a.module for a in top if isinstance(a, ast.ImportFrom)}
     assert "store" not in names and "detect" not in names
 
@@ -205,13 +215,11 @@ def test_module_names_explain_themselves():
     for path in sorted(ROOT.glob("*/**/*.py")):
         if ".venv" in path.parts or "build" in path.parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in _imports(path)[1]:
             if isinstance(node, ast.ImportFrom):
                 ours = node.level > 0 or (node.module or "").startswith(PACKAGE)
-            elif isinstance(node, ast.Import):
-                ours = any(a.name.startswith(PACKAGE) for a in node.names)
             else:
-                continue
+                ours = any(a.name.startswith(PACKAGE) for a in node.names)
             if ours:  # a standard alias of another library (ElementTree as ET) is its own
                 for alias in node.names:
                     if alias.asname and len(alias.asname) <= 2 and alias.asname.isupper():

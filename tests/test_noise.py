@@ -541,14 +541,15 @@ def test_daemon_session_report_has_noise(tmp_path, monkeypatch):
 #: processes) is started by one test and stopped by another, so that the test beside it measures
 #: the work alone; the hog and that test share one CPU (the test's thread and the hog pinned to
 #: it), so that the hog outweighs whatever else the machine runs. Sleeping tests between them
-#: take the share of the sampling intervals they touch.
+#: take the share of the sampling intervals they touch. Each hog process says (one byte) that it
+#: is pinned and in its loop: the work starts beside both, however long they took to start.
 HOG_SUITE = """
 import os, subprocess, sys, time
 import pytest
 
 N = 2_000_000
 CPU = min(os.sched_getaffinity(0))
-HOG = "import os\\nos.sched_setaffinity(0, {%d})\\nwhile True: pass" % CPU
+HOG = "import os\\nos.sched_setaffinity(0, {%d})\\nos.write(1, b'.')\\nwhile True: pass" % CPU
 hogs = []
 
 def work():
@@ -563,13 +564,19 @@ def reap():
     for p in hogs:
         p.kill()
         p.wait(30)
+        p.stdout.close()
 
 def test_1_quiet():
     work()
 
 def test_2_hog_on():
-    hogs.extend(subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2))
-    time.sleep(0.4)  # both busy before the work starts
+    hogs.extend(
+        subprocess.Popen([sys.executable, "-S", "-c", HOG], stdout=subprocess.PIPE, bufsize=0)
+        for _ in range(2)
+    )
+    for p in hogs:  # both busy before the work starts
+        assert p.stdout.read(1) == b"."
+    time.sleep(0.2)  # and this test sleeps beside them
 
 def test_3_beside_hog():
     mask = os.sched_getaffinity(0)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -53,12 +54,15 @@ def test_work():
     while time.process_time() < end:
         for i in range(2000):
             x += i * i
+    if GO:  # the work is done: the hog may stop
+        open(GO + ".done", "w").close()
 
 def test_nap():
     time.sleep(0.05)
 """
 
-HOG = "while True:\n    pass\n"
+#: It says (one byte) that it is in its loop.
+HOG = "import os\nos.write(1, b'.')\nwhile True:\n    pass\n"
 NODE = "test_suite.py::test_work"
 #: The work's CPU time, in seconds: long enough that +50 % passes compare's 50 ms floor.
 WORK_S = 0.35
@@ -76,8 +80,9 @@ CONTENDED_LINE = "contended, not judged"
 def _run(path, out, cpu: int, hog: bool, env_extra: dict, args=(), ok=(0,)) -> dict:
     """One pytest --perf-monitor run of the suite on CPU ``cpu``, with the hog there or not;
     its report, with its output under ``_stdout``. The hog starts once pytest has started
-    (when it collects the suite: GO below) and runs until pytest's end: the tests and the
-    session's end run beside it, pytest's start-up (the same in every run) does not."""
+    (when it collects the suite: GO below), the tests once both its processes are in their
+    loops, and it is stopped when the work has ended (GO.done): the work runs beside it,
+    pytest's start-up and the session's end (the same in every run) do not."""
     env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), **env_extra)
     env.pop("GITHUB_STEP_SUMMARY", None)
     go = path / f"{out.stem}.go"
@@ -102,11 +107,25 @@ def _run(path, out, cpu: int, hog: bool, env_extra: dict, args=(), ok=(0,)) -> d
                 assert time.monotonic() < deadline, "pytest never collected the suite"
                 time.sleep(0.01)
             hogs = [
-                subprocess.Popen([sys.executable, "-c", HOG], preexec_fn=_pin(cpu))
+                subprocess.Popen(
+                    [sys.executable, "-S", "-c", HOG],
+                    stdout=subprocess.PIPE,
+                    bufsize=0,
+                    preexec_fn=_pin(cpu),
+                )
                 for _ in range(2)
             ]
-            time.sleep(0.2)  # both busy before the tests start
+            for h in hogs:  # both busy before the tests start
+                left = max(0.0, deadline - time.monotonic())
+                assert select.select([h.stdout], [], [], left)[0], "a hog never started"
+                assert h.stdout.read(1) == b".", "a hog never started"
             go.touch()
+            done = path / f"{out.stem}.go.done"
+            while not done.exists() and proc.poll() is None:
+                assert time.monotonic() < deadline, "the work never ended"
+                time.sleep(0.01)
+            for h in hogs:  # the work has ended: nothing after it needs the hog
+                h.kill()
         stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
     finally:
         for p in [*hogs, proc]:
@@ -114,6 +133,8 @@ def _run(path, out, cpu: int, hog: bool, env_extra: dict, args=(), ok=(0,)) -> d
                 p.kill()
         for p in [*hogs, proc]:
             p.wait(30)
+        for h in hogs:
+            h.stdout.close()
     assert proc.returncode in ok, stdout + stderr
     rep = validate(json.loads(out.read_text(encoding="utf-8")))
     rep["_stdout"] = stdout
