@@ -384,16 +384,6 @@ class ControllerSession:
         node = getattr(report, "node", None)
         if node is None or report.when not in _PHASE:
             return
-        client = self.owner.client
-        if self.watching and client is not None:
-            seen = client.disconnects
-            client.read_events()
-            # The socket's event comes a moment after the monitor's end (ZeroMQ's I/O thread):
-            # its pidfd tells at once (a select of a few microseconds), so a monitor that died
-            # during a test is found at that test's next report, not one test later.
-            if client.disconnects != seen or not self.owner.handle.alive():
-                self._lost()
-            self.since_look = []
         rec = self.running.get(report.nodeid)
         if rec is None:
             # pytest's own start of the first phase (the worker's clock, as its own record's)
@@ -408,6 +398,18 @@ class ControllerSession:
             self.where[report.nodeid] = _worker_id(node)
         rec[_PHASE[report.when]] = report.duration
         rec[protocol.OUTCOME] = outcome_after(report, rec[protocol.OUTCOME])
+        # A look at the collector's connection, with this test among the running (this process
+        # may read a test's first report after the monitor died during it).
+        client = self.owner.client
+        if self.watching and client is not None:
+            seen = client.disconnects
+            client.read_events()
+            # The socket's event comes a moment after the monitor's end (ZeroMQ's I/O thread):
+            # its pidfd tells at once (a select of a few microseconds), so a monitor that died
+            # during a test is found at that test's next report, not one test later.
+            if client.disconnects != seen or not self.owner.handle.alive():
+                self._lost()
+            self.since_look = []
         if report.when == "teardown":
             del self.running[report.nodeid]
             self.where.pop(report.nodeid, None)

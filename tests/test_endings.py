@@ -82,6 +82,15 @@ import signal
 # non-interactive shell (nohup, `cmd &`) passes SIGINT on ignored, and Python keeps it ignored.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
+def pytest_configure(config):
+    # A terminal's job is a process group of its own in the terminal's session (a shell's job
+    # control: setpgid): pytest leads one before it starts its xdist workers, which join it (a
+    # Ctrl-C to the group reaches them). In the test's session, not one of its own, the workers
+    # are forks of tests/preloaded.py's server like every other run's (a session of its own
+    # would make them real starts, about 0.4 CPU-s each, which no check here needs).
+    if not hasattr(config, "workerinput") and os.getpgrp() != os.getpid():
+        os.setpgid(0, 0)
+
 def pytest_runtest_logfinish(nodeid, location):
     fd = os.open("finished.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -115,7 +124,8 @@ def _gone(pid: int) -> bool:
 
 
 class Inner:
-    """pytest --perf-monitor in a real subprocess (its own session, as a terminal's job)."""
+    """pytest --perf-monitor in a real subprocess (its own process group, as a terminal's job:
+    CONFTEST)."""
 
     def __init__(self, path, *args: str, monitor: bool = True, files=None) -> None:
         self.path = path
@@ -129,8 +139,9 @@ class Inner:
         env.pop("PERFMON_DAEMON", None)
         extra = ["--perf-monitor", f"--perf-output={self.output}"] if monitor else []
         self.log = open(path / "pytest.log", "wb")  # noqa: SIM115 - closed in close()
-        # forked from a Python with pytest imported (tests/preloaded.py): its own session
-        # still, and its xdist workers real starts, in its process group (a Ctrl-C reaches them)
+        # forked from a Python with pytest imported (tests/preloaded.py), in the test's session:
+        # it leads a process group of its own (CONFTEST), which its xdist workers (forked too)
+        # join, so a Ctrl-C to the group reaches them
         self.proc = preloaded.popen(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
             + extra
@@ -139,7 +150,6 @@ class Inner:
             env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         self.exited: float | None = None
 
@@ -154,7 +164,10 @@ class Inner:
 
         found = _wait_for(look, f"{n} long tests")
         time.sleep(0.3)  # into the test's call (its setup is 0.2 s)
-        return [int(p.name.split("-")[1]) for p in found]
+        pids = [int(p.name.split("-")[1]) for p in found]
+        # each in the run's process group (CONFTEST), which a Ctrl-C to the group reaches
+        assert all(os.getpgid(pid) == self.proc.pid for pid in pids), self.text()
+        return pids
 
     def wait(self) -> int:
         try:
@@ -191,7 +204,10 @@ class Inner:
 
     def close(self, orphans=()) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:  # killed before it led its group (CONFTEST)
+                self.proc.kill()
         self.proc.wait(WAIT)
         self.log.close()
         for pid in orphans:  # workers a killed controller left behind
