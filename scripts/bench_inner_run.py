@@ -29,9 +29,6 @@ def main() -> None:
     opts = ap.parse_args()
     # the suite's environment (tests/conftest.py): bytecode (and rewritten asserts) cached
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    os.environ.setdefault(
-        "PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "pytest-perfmon-tests-pycache")
-    )
     sys.path.insert(0, os.path.abspath(opts.preloaded))
     sys.path.insert(1, here)
     import preloaded

@@ -70,9 +70,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 from pytest_perfmon.monitor import analysis, vocabulary  # noqa: E402
-from pytest_perfmon.monitor.vocabulary import lost_in_entry  # noqa: E402
 from pytest_perfmon.monitor.history import changes  # noqa: E402
 from pytest_perfmon.monitor.history import cli as hcli  # noqa: E402
+from pytest_perfmon.monitor.vocabulary import lost_in_entry  # noqa: E402
 
 sys.path.insert(0, HERE)
 from bench_detection import per_ms  # noqa: E402  (the same work loop, calibrated the same way)

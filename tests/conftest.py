@@ -14,18 +14,18 @@ import pytest
 pytest.register_assert_rewrite("helpers")  # its asserts explain themselves like the tests'
 
 # Most tests start Python processes (inner pytest runs, monitors, daemons). Where the environment
-# sets PYTHONDONTWRITEBYTECODE (this project's CI machines do), each of them compiled pytest and
-# this package again: 0.85 s for a one-test run instead of 0.38 s. A private bytecode cache, out
-# of the source tree, is shared by all of them; it changes no behaviour under test.
+# sets PYTHONDONTWRITEBYTECODE (this project's CI machines do), each of them compiled this package
+# (and the tests' own files) again. Without it they read the bytecode pip wrote at install and
+# write this package's next to its sources once, as Python does by default.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-os.environ.setdefault(
-    "PYTHONPYCACHEPREFIX", os.path.join(tempfile.gettempdir(), "pytest-perfmon-tests-pycache")
-)
 
 import preloaded  # noqa: E402  (after the lines above: its server starts with this environment)
 from helpers import CHROMIUM, RUN_TIMEOUT, Run, inner_addopts, validate  # noqa: E402
 
 pytest_plugins = ["pytester"]
+
+#: Set by the xdist controller for its workers: the directory of their one PostgreSQL server.
+SHARED_PG = "PERFMON_TESTS_PG"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -33,14 +33,29 @@ def pytest_configure(config: pytest.Config) -> None:
     them (and each of their xdist workers) about 0.5 s to load and to exit, nor the other
     plugins of INNER_PLUGINS_OFF: they are off there. Not set in an xdist controller, whose
     workers (which run our hypothesis tests) would inherit it."""
-    if (
-        getattr(config, "workerinput", None) is None
-        and getattr(config.option, "dist", "no") != "no"
-    ):
-        return  # an xdist controller (its workers do not exist yet)
+    if _xdist_controller(config):  # its workers do not exist yet
+        # one PostgreSQL server for all of them (helpers.PG), started by the first that needs it
+        config.perfmon_tests_pg = os.environ[SHARED_PG] = tempfile.mkdtemp(prefix="perfmon-pg-")
+        return
     addopts = os.environ.get("PYTEST_ADDOPTS", "")
     if "no:hypothesispytest" not in addopts:
         os.environ["PYTEST_ADDOPTS"] = f"{addopts} {inner_addopts()}".strip()
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return (
+        getattr(config, "workerinput", None) is None
+        and getattr(config.option, "dist", "no") != "no"
+    )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The xdist controller stops the workers' PostgreSQL server (if one started it)."""
+    shared = getattr(config, "perfmon_tests_pg", None)
+    if shared is not None:
+        from helpers import PG, pg_bin
+
+        PG(pg_bin() or "", shared=shared).stop_server()
 
 
 @pytest.fixture
@@ -160,7 +175,7 @@ def pg():
     from helpers import PG, need_history, pg_bin_or_skip
 
     need_history()
-    server = PG(pg_bin_or_skip())
+    server = PG(pg_bin_or_skip(), shared=os.environ.get(SHARED_PG))
     try:
         server.start()
     except (OSError, subprocess.SubprocessError) as exc:

@@ -681,7 +681,7 @@ PG_WAIT = 30  # seconds: bound of every wait for the PostgreSQL server
 # --- PostgreSQL
 
 
-def _pg_bin() -> str | None:
+def pg_bin() -> str | None:
     found = shutil.which("pg_ctl")
     if found:
         return os.path.dirname(found)
@@ -693,19 +693,26 @@ def _pg_bin() -> str | None:
 
 
 class PG:
-    """A throwaway PostgreSQL server on a Unix socket in a temp dir."""
+    """A throwaway PostgreSQL server on a Unix socket in a temp dir.
 
-    def __init__(self, bindir: str) -> None:
+    Under xdist one server serves every worker (``shared``: the directory the controller made,
+    conftest's PERFMON_TESTS_PG; it stops the server and removes it): the first worker that
+    needs it starts it, each takes a database of its own. An initdb and a start cost 1.5 CPU-s,
+    once instead of once a worker."""
+
+    def __init__(self, bindir: str, shared: str | None = None) -> None:
         self.bindir = bindir
-        self.dir = tempfile.mkdtemp(prefix="perfmon-pg-")
+        self.shared = shared is not None
+        self.dir = shared if shared is not None else tempfile.mkdtemp(prefix="perfmon-pg-")
         self.user = None
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # postgres refuses to run as root
             self.user = "nobody"
             pw = pwd.getpwnam("nobody")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self.data = os.path.join(self.dir, "data")
-        self.started = False
         self.has_db = False
+        # this process's database (one per xdist worker on a shared server)
+        self.db = "history_" + os.environ.get("PYTEST_XDIST_WORKER", "main").replace("-", "_")
 
     def run_command(self, *args: str) -> None:
         subprocess.run(
@@ -713,6 +720,18 @@ class PG:
         )
 
     def start(self) -> None:
+        if not self.shared:
+            self._start()
+            return
+        import fcntl
+
+        with open(os.path.join(self.dir, "lock"), "a") as lock:  # one worker starts it
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not os.path.exists(os.path.join(self.dir, "up")):
+                self._start()
+                open(os.path.join(self.dir, "up"), "w").close()  # noqa: SIM115
+
+    def _start(self) -> None:
         b = self.bindir
         self.run_command(
             f"{b}/initdb",
@@ -729,7 +748,7 @@ class PG:
         )
         opts = (
             f"-c listen_addresses='' -k {self.dir} -c fsync=off -c full_page_writes=off "
-            "-c synchronous_commit=off -c max_connections=40"
+            "-c synchronous_commit=off -c max_connections=100"
         )
         self.run_command(
             f"{b}/pg_ctl",
@@ -744,13 +763,12 @@ class PG:
             opts,
             "start",
         )
-        self.started = True
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://perfmon@/{db}?host={self.dir}"
 
     def new_db(self) -> str:
-        """The URL of an empty store: the database ``history``, its schema dropped."""
+        """The URL of an empty store: this process's database, its schema dropped."""
         import sqlalchemy as sa  # the history extra: only where a test needs PostgreSQL
         from pytest_perfmon.monitor.history import store
 
@@ -761,11 +779,11 @@ class PG:
         )
         with eng.connect() as c:
             if not self.has_db:
-                c.exec_driver_sql("CREATE DATABASE history TEMPLATE template0")
+                c.exec_driver_sql(f"CREATE DATABASE {self.db} TEMPLATE template0")
                 self.has_db = True
         eng.dispose()
         eng = sa.create_engine(
-            store.store_url.normalize(self.url("history")),
+            store.store_url.normalize(self.url(self.db)),
             isolation_level="AUTOCOMMIT",
             poolclass=sa.pool.NullPool,
         )
@@ -773,11 +791,17 @@ class PG:
             c.exec_driver_sql("DROP SCHEMA public CASCADE")
             c.exec_driver_sql("CREATE SCHEMA public")
         eng.dispose()
-        return self.url("history")
+        return self.url(self.db)
 
     def stop(self) -> None:
+        """Stop the server and remove its directory (a shared one: only where it was made)."""
+        if self.shared:
+            return
+        self.stop_server()
+
+    def stop_server(self) -> None:
         try:
-            if self.started:
+            if os.path.exists(os.path.join(self.data, "postmaster.pid")):
                 self.run_command(
                     f"{self.bindir}/pg_ctl",
                     "-D",
@@ -796,7 +820,7 @@ class PG:
 def pg_bin_or_skip() -> str:
     """The PostgreSQL server binaries' directory; a skip that says why (with CI=true, a
     failure) when they are missing."""
-    bindir = _pg_bin()
+    bindir = pg_bin()
     if bindir is None:
         why = "PostgreSQL server binaries (initdb, pg_ctl) not found; .ci/run installs them"
         if os.environ.get("CI") == "true":
