@@ -169,9 +169,10 @@ def browser():
 
 @pytest.fixture(scope="session")
 def pg():
-    """A throwaway PostgreSQL server (helpers.PG), one per test process for the whole session,
-    started when a test first asks for it: each test takes a new, empty store from it
-    (``pg.new_db()``). Skips, saying why, without the server binaries (CI=true: fails)."""
+    """A throwaway PostgreSQL server (helpers.PG) for the whole session (under xdist one for all
+    workers, started by the first that asks for it; else this process's), started when a test
+    first asks for it: each test takes a new, empty store from it (``pg.new_db()``, a database
+    per process). Skips, saying why, without the server binaries (CI=true: fails)."""
     from helpers import PG, need_history, pg_bin_or_skip
 
     need_history()
