@@ -513,37 +513,44 @@ class JoinedDaemon:
         pass
 
 
-#: ``(settings, monitor)``: a monitor started by :func:`spawn_early`, until make_handle takes it.
-_early: Optional[tuple] = None
+class Early:
+    """A monitor started by :func:`spawn_early`, handed to the role that owns the session
+    (:func:`make_handle`) by the configure that started it: passed, not kept in a module global,
+    so that a second copy of these modules in one process (pytester's in-process runs hand
+    ``sys.modules`` back after each run) can never start a second monitor and leave the first
+    running."""
+
+    def __init__(self, monitor: SpawnedMonitor) -> None:
+        self.monitor: Optional[SpawnedMonitor] = monitor  # None once a session took it
+
+    def take(self) -> Optional[SpawnedMonitor]:
+        monitor, self.monitor = self.monitor, None
+        return monitor
+
+    def drop(self) -> None:
+        """When pytest unconfigures (a config cleanup): a monitor that no session took (its
+        configure failed in between) is stopped before it could write."""
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            monitor.silence()
+            monitor.reap(wrote_report=False)
 
 
-def spawn_early(settings: Settings) -> None:
+def spawn_early(settings: Settings) -> Optional[Early]:
     """Start the monitor as soon as the settings are known, before this process imports the
     plugin's runtime (zmq, msgpack: about 30 ms), which then runs beside the monitor's own
     start-up instead of before it. A perfmon-daemon is joined later, as before."""
-    global _early
-    _drop_early()
-    if not settings.daemon:
-        _early = (settings, SpawnedMonitor(settings))
+    if settings.daemon:
+        return None
+    return Early(SpawnedMonitor(settings))
 
 
-def _drop_early() -> None:
-    """A monitor started early for a session that never took it (its configure failed in
-    between; a second session in the same process): stopped before it could write."""
-    global _early
-    early, _early = _early, None
-    if early is not None:
-        early[1].silence()
-        early[1].reap(wrote_report=False)
-
-
-def make_handle(settings: Settings) -> SpawnedMonitor | JoinedDaemon:
-    global _early
-    early = _early
-    if early is not None and early[0] is settings:
-        _early = None
-        return early[1]
-    _drop_early()
+def make_handle(settings: Settings, early: Optional[Early] = None) -> SpawnedMonitor | JoinedDaemon:
+    """The session's monitor: the one started early for it, else a new one (or the daemon
+    joined)."""
+    monitor = early.take() if early is not None else None
+    if monitor is not None:
+        return monitor
     if settings.daemon:
         return JoinedDaemon(settings.daemon)
     return SpawnedMonitor(settings)

@@ -27,7 +27,7 @@ from pytest_perfmon.monitor import slots as slot_files
 
 from . import _endings
 from ._client import CONNECT_GRACE, Client, frames_to_records
-from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, make_handle
+from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, Early, make_handle
 from ._measure import JUnitProperties, Measurer, outcome_after
 from ._owner import MAX_RESTARTS, SessionOwner
 from ._settings import Settings
@@ -144,8 +144,10 @@ def _relay_setting_problem() -> Optional[str]:
 class LocalSession:
     """Plain pytest: one process that owns the collector and runs the tests."""
 
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        handle = make_handle(settings)
+    def __init__(
+        self, config: pytest.Config, settings: Settings, early: Optional[Early] = None
+    ) -> None:
+        handle = make_handle(settings, early)
         client = Client(handle.endpoint, bool(settings.daemon)) if handle.endpoint else None
         self.owner = owner = SessionOwner(settings, handle, client)
         self.measurer = Measurer("main", client)
@@ -283,9 +285,11 @@ def _pid_alive(pid: int) -> bool:
 class ControllerSession:
     """The xdist controller: owns the collector, tells workers where it is, runs no tests."""
 
-    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+    def __init__(
+        self, config: pytest.Config, settings: Settings, early: Optional[Early] = None
+    ) -> None:
         self.config = config
-        handle = make_handle(settings)
+        handle = make_handle(settings, early)
         client = Client(handle.endpoint, bool(settings.daemon)) if handle.endpoint else None
         self.owner = owner = SessionOwner(settings, handle, client)
         owner.collect = self._data
@@ -755,14 +759,15 @@ class WorkerSession:
             m.counters.close()
 
 
-def configure(config: pytest.Config, settings: Settings) -> None:
-    """Pick this process's role once: xdist controller, or plain pytest."""
+def configure(config: pytest.Config, settings: Settings, early: Optional[Early] = None) -> None:
+    """Pick this process's role once: xdist controller, or plain pytest (``early``: the monitor
+    started for these settings, :func:`._handle.spawn_early`)."""
     # xdist distributes only with a mode and somewhere to run (-n/--tx), as its own check does:
     # `--dist loadscope` in addopts without -n runs the tests in this process.
     if getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None):
-        config.pluginmanager.register(ControllerSession(config, settings), PLUGIN_NAME)
+        config.pluginmanager.register(ControllerSession(config, settings, early), PLUGIN_NAME)
         return
-    role = LocalSession(config, settings)
+    role = LocalSession(config, settings, early)
     config.pluginmanager.register(role, PLUGIN_NAME)
     _register_measurer(config, role.measurer, bool(getattr(config.option, "xmlpath", None)))
 

@@ -308,10 +308,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     from . import _handle
 
-    _handle.spawn_early(settings)  # before the imports below: they run beside its start-up
+    early = _handle.spawn_early(settings)  # before the imports below: beside its start-up
+    if early is not None:
+        config.add_cleanup(early.drop)  # a no-op once the session's role took it
     from . import _fixtures, _limits, _roles
 
-    _fixtures.configure(config, lambda: _roles.configure(config, settings))
+    _fixtures.configure(config, lambda: _roles.configure(config, settings, early))
     _limits.install(config, settings.limit_mode, settings.limits, history)
 
 

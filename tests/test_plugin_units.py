@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import types
@@ -461,26 +462,72 @@ def test_no_thread_left_behind(router):
 
 
 def test_a_monitor_started_early_and_never_taken_is_stopped(tmp_path):
-    """spawn_early's monitor is make_handle's for the same settings; one that a session never
-    took (its configure failed in between, and the process starts another session) is stopped,
-    its directory removed, and it writes no report."""
+    """spawn_early's monitor is make_handle's when passed; one that no session took (its
+    configure failed in between) is stopped by its drop (a config cleanup), its directory
+    removed, and it writes no report; drop after a take stops nothing."""
     from pytest_perfmon import _handle
 
-    first = _settings.Settings(output=str(tmp_path / "first.json"))
-    second = _settings.Settings(output=str(tmp_path / "second.json"))
-    _handle.spawn_early(first)
-    early = _handle._early[1]
-    assert early.alive()  # reaps the launcher: the monitor runs
-    stale_dir = early.tmpdir
-    handle = _handle.make_handle(second)  # not the early one's settings
+    settings = _settings.Settings(output=str(tmp_path / "first.json"))
+    early = _handle.spawn_early(settings)
+    assert early is not None and early.monitor is not None
+    monitor = early.monitor
+    assert monitor.alive()  # reaps the launcher: the monitor runs
+    stale_dir = monitor.tmpdir
+    early.drop()
+    assert early.monitor is None and early.take() is None
+    assert not monitor.alive() and not os.path.exists(stale_dir)
+    assert not (tmp_path / "first.json").exists()
+
+    again = _handle.spawn_early(settings)
+    assert again is not None
+    handle = _handle.make_handle(settings, again)
     try:
-        assert handle is not early and _handle._early is None
-        assert not early.alive() and not os.path.exists(stale_dir)
-        assert not (tmp_path / "first.json").exists()
-        _handle.spawn_early(second)
-        again = _handle._early[1]
-        assert _handle.make_handle(second) is again and _handle._early is None
-        again.silence()
+        assert handle is not None and again.monitor is None
+        again.drop()  # taken: a no-op
+        assert handle.alive()
     finally:
         handle.silence()
         handle.reap(wrote_report=False)
+
+
+#: Two pytest sessions in one process between which ``sys.modules`` is handed back, as
+#: pytester's in-process runs do, and a test imports the plugin's ``_handle`` again: the
+#: second session's early monitor was kept by one copy of that module and looked for in the
+#: other, so a second monitor started and the first ran on, its launcher never waited for.
+TWO_COPIES = """
+import gc, json, os, sys, warnings
+import pytest
+import pytest_perfmon.plugin
+FIND = json.loads(sys.argv[1])
+exec(FIND, globals())
+args = ["-q", "-p", "no:cacheprovider", "--perf-monitor", "--perf-output=r.json"]
+snapshot = dict(sys.modules)
+for _ in range(2):
+    assert pytest.main(args) == 0
+    sys.modules.clear()
+    sys.modules.update(snapshot)
+    from pytest_perfmon._handle import FORK_MAX_RSS  # a test's import: a second copy
+warnings.simplefilter("always", ResourceWarning)
+gc.collect()
+print("left:", find_monitor(os.getpid()))
+"""
+
+
+def test_no_monitor_left_when_sys_modules_is_handed_back(pytester):
+    from helpers import FIND_MONITOR_SOURCE, RUN_TIMEOUT
+
+    pytester.makeini("[pytest]\n")
+    pytester.makepyfile(test_one="def test_one():\n    pass\n")
+    pytester.makepyfile(drive=TWO_COPIES)
+    env = dict(os.environ, PERFMON_MONITOR_START="exec")  # a launcher, as under xdist
+    proc = subprocess.run(
+        [sys.executable, "drive.py", json.dumps(FIND_MONITOR_SOURCE)],
+        cwd=pytester.path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "left: None" in proc.stdout, proc.stdout + proc.stderr
+    assert "ResourceWarning" not in proc.stderr, proc.stderr
