@@ -518,18 +518,18 @@ class Early:
     (:func:`make_handle`) by the configure that started it: passed, not kept in a module global,
     so that a second copy of these modules in one process (pytester's in-process runs hand
     ``sys.modules`` back after each run) can never start a second monitor and leave the first
-    running."""
+    running. The role claims it once it is registered (its unconfigure stops it from then on)."""
 
     def __init__(self, monitor: SpawnedMonitor) -> None:
-        self.monitor: Optional[SpawnedMonitor] = monitor  # None once a session took it
+        self.monitor: Optional[SpawnedMonitor] = monitor  # None once a role claimed it
 
-    def take(self) -> Optional[SpawnedMonitor]:
-        monitor, self.monitor = self.monitor, None
-        return monitor
+    def claim(self) -> None:
+        self.monitor = None
 
     def drop(self) -> None:
-        """When pytest unconfigures (a config cleanup): a monitor that no session took (its
-        configure failed in between) is stopped before it could write."""
+        """When pytest unconfigures (a config cleanup): a monitor that no registered role
+        claimed (the configure failed in between, or the role's set-up raised) is stopped
+        before it could write."""
         monitor, self.monitor = self.monitor, None
         if monitor is not None:
             monitor.silence()
@@ -546,11 +546,10 @@ def spawn_early(settings: Settings) -> Optional[Early]:
 
 
 def make_handle(settings: Settings, early: Optional[Early] = None) -> SpawnedMonitor | JoinedDaemon:
-    """The session's monitor: the one started early for it, else a new one (or the daemon
-    joined)."""
-    monitor = early.take() if early is not None else None
-    if monitor is not None:
-        return monitor
+    """The session's monitor: the one started early for it (the role claims it once registered),
+    else a new one (or the daemon joined)."""
+    if early is not None and early.monitor is not None:
+        return early.monitor
     if settings.daemon:
         return JoinedDaemon(settings.daemon)
     return SpawnedMonitor(settings)

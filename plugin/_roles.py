@@ -766,9 +766,13 @@ def configure(config: pytest.Config, settings: Settings, early: Optional[Early] 
     # `--dist loadscope` in addopts without -n runs the tests in this process.
     if getattr(config.option, "dist", "no") != "no" and getattr(config.option, "tx", None):
         config.pluginmanager.register(ControllerSession(config, settings, early), PLUGIN_NAME)
+        if early is not None:
+            early.claim()
         return
     role = LocalSession(config, settings, early)
     config.pluginmanager.register(role, PLUGIN_NAME)
+    if early is not None:
+        early.claim()
     _register_measurer(config, role.measurer, bool(getattr(config.option, "xmlpath", None)))
 
 

@@ -310,7 +310,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     early = _handle.spawn_early(settings)  # before the imports below: beside its start-up
     if early is not None:
-        config.add_cleanup(early.drop)  # a no-op once the session's role took it
+        config.add_cleanup(early.drop)  # a no-op once the session's role claimed it
     from . import _fixtures, _limits, _roles
 
     _fixtures.configure(config, lambda: _roles.configure(config, settings, early))

@@ -728,7 +728,15 @@ class PG:
         with open(os.path.join(self.dir, "lock"), "a") as lock:  # one worker starts it
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not os.path.exists(os.path.join(self.dir, "up")):
-                self._start()
+                try:
+                    self._start()
+                except BaseException:  # left clean, so that the next worker tries afresh
+                    try:
+                        self._stop_postmaster()
+                    except (OSError, subprocess.SubprocessError):
+                        pass
+                    shutil.rmtree(self.data, ignore_errors=True)
+                    raise
                 open(os.path.join(self.dir, "up"), "w").close()  # noqa: SIM115
 
     def _start(self) -> None:
@@ -801,20 +809,23 @@ class PG:
 
     def stop_server(self) -> None:
         try:
-            if os.path.exists(os.path.join(self.data, "postmaster.pid")):
-                self.run_command(
-                    f"{self.bindir}/pg_ctl",
-                    "-D",
-                    self.data,
-                    "-m",
-                    "immediate",
-                    "-w",
-                    "-t",
-                    str(PG_WAIT),
-                    "stop",
-                )
+            self._stop_postmaster()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _stop_postmaster(self) -> None:
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self.run_command(
+                f"{self.bindir}/pg_ctl",
+                "-D",
+                self.data,
+                "-m",
+                "immediate",
+                "-w",
+                "-t",
+                str(PG_WAIT),
+                "stop",
+            )
 
 
 def pg_bin_or_skip() -> str:

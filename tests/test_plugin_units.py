@@ -462,19 +462,21 @@ def test_no_thread_left_behind(router):
 
 
 def test_a_monitor_started_early_and_never_taken_is_stopped(tmp_path):
-    """spawn_early's monitor is make_handle's when passed; one that no session took (its
-    configure failed in between) is stopped by its drop (a config cleanup), its directory
-    removed, and it writes no report; drop after a take stops nothing."""
+    """spawn_early's monitor is make_handle's when passed; one that no registered role claimed
+    (the configure failed in between, or the role's set-up raised after make_handle) is stopped
+    by its drop (a config cleanup), its directory removed, and it writes no report; drop after
+    a claim stops nothing."""
     from pytest_perfmon import _handle
 
     settings = _settings.Settings(output=str(tmp_path / "first.json"))
     early = _handle.spawn_early(settings)
     assert early is not None and early.monitor is not None
-    monitor = early.monitor
+    monitor = _handle.make_handle(settings, early)  # a role's set-up that then raised
+    assert monitor is early.monitor
     assert monitor.alive()  # reaps the launcher: the monitor runs
     stale_dir = monitor.tmpdir
     early.drop()
-    assert early.monitor is None and early.take() is None
+    assert early.monitor is None
     assert not monitor.alive() and not os.path.exists(stale_dir)
     assert not (tmp_path / "first.json").exists()
 
@@ -482,8 +484,9 @@ def test_a_monitor_started_early_and_never_taken_is_stopped(tmp_path):
     assert again is not None
     handle = _handle.make_handle(settings, again)
     try:
-        assert handle is not None and again.monitor is None
-        again.drop()  # taken: a no-op
+        assert handle is again.monitor
+        again.claim()  # the role is registered
+        again.drop()  # a no-op
         assert handle.alive()
     finally:
         handle.silence()
