@@ -102,10 +102,19 @@ def _halve_children(w: Any) -> None:
 class Sampler:
     """RSS of processes by pid, with one cached ``psutil.Process`` per pid.
 
-    Descendants (the test processes' children, grandchildren, ...) are found from one map of
-    parent pids per sampling pass (``psutil`` builds it by reading every process's parent:
-    the one cost that grows with the machine's process count, paid once per pass for all
-    workers), and read through cached ``psutil.Process`` objects (RSS and CPU times).
+    Descendants (the test processes' children, grandchildren, ...) are found, on Linux, by
+    walking down from each test process through ``/proc/PID/task/TID/children`` (the children
+    each of its threads started; a thread that ends hands its children to another thread of
+    the process); elsewhere, and on a kernel without those files, from one map of every
+    process's parent per sampling pass (psutil's, or a scan of ``/proc``: a cost that grows
+    with the machine's process count). They are read through cached ``psutil.Process``
+    objects (RSS and CPU times).
+
+    Linux: the files read at every pass (each test process's ``statm``, its threads'
+    ``children``) are kept open and read with ``pread``, within the noise reader's budget of
+    open files: a monitor that wakes ten times a second finds them cold, and opening a
+    ``/proc`` path (the lookup) cost about ten times the read (docs/benchmarks.md, "The
+    monitor at rest").
     """
 
     def __init__(self) -> None:
@@ -120,6 +129,11 @@ class Sampler:
         self.known: dict = {}  # Linux: pid -> ppid, read once per process (see _proc_ppids)
         self.noise = noise.NoiseReader()  # the noise counters, read at each sample
         self.boot: Optional[float] = None  # Linux: psutil's boot time (see born)
+        # Linux: files kept open, read at every pass; each entry [fd or None, last pass]
+        self.statm: dict[int, list] = {}  # pid -> its statm
+        self.child_files: dict[tuple, list] = {}  # (pid, tid) -> that thread's children
+        me = os.getpid()
+        self.task_children = self.proc_ok and os.path.exists(f"/proc/{me}/task/{me}/children")
 
     def born(self, proc: Any) -> float:
         """When ``proc`` started, by this machine's wall clock. Linux: psutil adds to the start
@@ -163,6 +177,75 @@ class Sampler:
         self.known = fresh
         return fresh
 
+    def _kept(self, files: dict, key: Any, path: str, now: float, size: int) -> Optional[bytes]:
+        """Read ``path`` through the file kept open under ``key`` in ``files`` (opened at its
+        first read, if the budget allows; else opened for this read); None once it is gone."""
+        entry = files.get(key)
+        if entry is None:
+            entry = files[key] = [self.noise.budget.open(path), now]
+        entry[1] = now
+        fd = entry[0]
+        try:
+            if fd is not None:
+                return os.pread(fd, size, 0)
+            with open(path, "rb") as f:
+                return f.read(size)
+        except OSError:  # the process (thread) ended: ESRCH, or ENOENT for the path
+            self.noise.budget.close(fd)
+            del files[key]
+            return None
+
+    def _close_unread(self, files: dict, before: float) -> None:
+        """Close the kept files last read before ``before``."""
+        for key in [k for k, e in files.items() if e[1] < before]:
+            self.noise.budget.close(files.pop(key)[0])
+
+    def close(self) -> None:
+        """Close every kept-open file (the noise reader's too)."""
+        for files in (self.statm, self.child_files):
+            for entry in files.values():
+                self.noise.budget.close(entry[0])
+            files.clear()
+        self.noise.close()
+
+    def _children_of(self, pid: int, now: float) -> list:
+        """Linux: the pids of ``pid``'s children, from its threads' ``children`` files."""
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return []
+        out: list = []
+        for tid in tids:
+            data = self._kept(
+                self.child_files, (pid, tid), f"/proc/{pid}/task/{tid}/children", now, 4096
+            )
+            if data:
+                if len(data) == 4096:  # more than one read holds: read it whole
+                    try:
+                        with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                            data = f.read()
+                    except OSError:
+                        continue
+                out.extend(int(c) for c in data.split())
+        return out
+
+    def _walk(self, pid: int, now: float) -> list:
+        """Linux: ``pid``'s live descendants, walking down the ``children`` files; their
+        parents go into this pass's map (``self.ppids``)."""
+        if self.ppids is None or self.ppids_at != now:
+            self.ppids, self.ppids_at = {}, now
+        ppids = self.ppids
+        out, todo, seen = [], [pid], {pid, self.exclude}
+        while todo:
+            parent = todo.pop()
+            for c in self._children_of(parent, now):
+                if c not in seen:
+                    seen.add(c)
+                    ppids[c] = parent
+                    out.append(c)
+                    todo.append(c)
+        return out
+
     def _tree(self, now: float) -> dict:
         if self.ppids is None or self.ppids_at != now:
             if self.proc_ok:
@@ -187,6 +270,8 @@ class Sampler:
 
     def descendants(self, pid: int, now: float) -> list:
         """The pids of ``pid``'s live descendants (the collector's own subtree left out)."""
+        if self.task_children:
+            return self._walk(pid, now)
         tree = self._tree(now)
         out, todo = [], [pid]
         while todo:
@@ -249,6 +334,8 @@ class Sampler:
     def forget_gone(self, now: float) -> None:
         """Drop cached descendants that are no longer running (after a pass)."""
         self.noise.expire(now)
+        self._close_unread(self.child_files, now)  # a thread or process gone, or not walked
+        self._close_unread(self.statm, now - noise.EXPIRE_SECONDS)  # a worker that left
         ppids = self.ppids if self.ppids_at == now else None
         if ppids is None:
             return
@@ -256,10 +343,15 @@ class Sampler:
             del self.kids[pid]
             self.kid_ctime.pop(pid, None)
 
-    def rss(self, pid: int) -> Optional[int]:
+    def rss(self, pid: int, now: Optional[float] = None) -> Optional[int]:
         """The RSS of ``pid`` in bytes; None when it is gone or unreadable."""
         if self.proc_ok:
-            return statm_rss(pid)
+            when = time.time() if now is None else now
+            data = self._kept(self.statm, pid, f"/proc/{pid}/statm", when, 128)
+            try:
+                return int(data.split()[1]) * _PAGE if data is not None else None
+            except (ValueError, IndexError):
+                return None
         import psutil
 
         proc = self.procs.get(pid)
@@ -274,7 +366,7 @@ class Sampler:
     def sample(self, w: Any, now: float) -> Optional[int]:
         """One sample of worker ``w`` appended to its timelines (RSS, descendants, noise); its
         RSS, or None if unreadable."""
-        rss = self.rss(w.pid)
+        rss = self.rss(w.pid, now)
         if rss is None:
             return None
         w.samples_t.append(now)
@@ -303,21 +395,6 @@ class Sampler:
 
 #: Bytes per page, for /proc/PID/statm (Linux).
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def statm_rss(pid: int) -> Optional[int]:
-    """Linux: the RSS of ``pid`` from ``/proc/PID/statm`` (resident pages x page size, what
-    psutil's ``memory_info().rss`` reads); None when it is gone or unreadable."""
-    try:
-        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
-    except (OSError, ValueError, OverflowError):
-        return None
-    try:
-        return int(os.read(fd, 128).split()[1]) * _PAGE
-    except (OSError, ValueError, IndexError):
-        return None
-    finally:
-        os.close(fd)
 
 
 def higher_peak(peak: Optional[tuple], now: float, total: int, per: dict) -> Optional[tuple]:

@@ -22,6 +22,14 @@ The on/off cost on the 2000-test suite comes from scripts/bench_overhead.py, run
     python scripts/bench_children.py [--children 50] [--passes 200] [--calls 200000] [--json F]
     python scripts/bench_children.py --start-methods [--burn 1.0] [--json F]
     python scripts/bench_children.py --audit-hook [--reps 7] [--json F]
+    python scripts/bench_children.py --at-rest [--others 1000] [--passes 60] [--json F]
+
+5. With ``--at-rest``: one sampling pass as the monitor makes it between tests, every 0.1 s
+   (its caches cold, as they are after the sleep): the CPU time of ``Sampler.sample_group`` over
+   a stand-in test process with no children, its descendants found by walking down the
+   threads' ``children`` files (Linux) against the scan of every process's parent (the
+   fall-back), alternated pass by pass, with no other process started and with ``--others``
+   idle processes (``sleep``) elsewhere on the machine.
 
 4. With ``--audit-hook``: counting the processes a test starts (issue 27): the boundary reads
    with children on against off (RUSAGE_CHILDREN and the start counter), and what an audit hook
@@ -35,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,6 +102,50 @@ def sampling_pass(children: int, passes: int) -> dict:
         for p in procs:
             p.stdin.close()
         for p in procs:
+            p.wait(10)
+
+
+def at_rest(others: int, passes: int, interval: float = 0.1) -> dict:
+    """CPU microseconds of one cold pass over a stand-in test process (no children): the walk
+    down the ``children`` files against the scan of /proc, alternated; ``others`` idle
+    processes of this process's (never the stand-in's) started first."""
+    sleep = shutil.which("sleep")
+    idle = (
+        [subprocess.Popen([sleep, "600"], stdin=subprocess.DEVNULL) for _ in range(others)]
+        if sleep
+        else []
+    )
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        s = sampler.Sampler()
+        if not s.task_children:
+            return {"others": others, "walk_us": None, "scan_us": None}
+        w = report_model.Worker(
+            "gw0", stand_in.pid, time.time(), boundary_methods={"children": True}
+        )
+        cpu: dict = {"walk": [], "scan": []}
+        for _ in range(passes):
+            for mode in ("walk", "scan"):
+                s.task_children = mode == "walk"
+                time.sleep(interval)
+                c0 = time.process_time()
+                s.sample_group([w], time.time())
+                cpu[mode].append((time.process_time() - c0) * 1e6)
+        s.close()
+        return {
+            "others": len(idle),
+            "machine_processes": sum(1 for n in os.listdir("/proc") if n.isdigit()),
+            "walk_us": statistics.median(cpu["walk"]),
+            "scan_us": statistics.median(cpu["scan"]),
+        }
+    finally:
+        stand_in.stdin.close()
+        stand_in.wait(10)
+        for p in idle:
+            p.kill()
+        for p in idle:
             p.wait(10)
 
 
@@ -395,7 +448,26 @@ def main(argv: Optional[list] = None) -> int:
     ap.add_argument(
         "--audit-hook", action="store_true", help="the cost of the audit hook (issue 27)"
     )
+    ap.add_argument(
+        "--at-rest", action="store_true", help="one cold pass: the walk against the scan"
+    )
+    ap.add_argument("--others", type=int, default=1000, help="idle processes for --at-rest")
     args = ap.parse_args(argv)
+    if args.at_rest:
+        passes = min(args.passes, 60)
+        rows = [at_rest(0, passes), at_rest(args.others, passes)]
+        print("one cold sampling pass (every 0.1 s), CPU us, median of", passes)
+        for r in rows:
+            print(
+                f"  {r['others']:5d} idle processes ({r.get('machine_processes')} on the "
+                f"machine): walk {r['walk_us']:.0f}, scan {r['scan_us']:.0f}"
+                if r["walk_us"] is not None
+                else "  no /proc/PID/task/TID/children here: the scan only"
+            )
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"at_rest": rows}, f, indent=2)
+        return 0
     if args.audit_hook:
         fig = audit_hook(2000, args.reps)
         for k, v in fig.items():

@@ -305,6 +305,79 @@ def test_sampler_sees_descendants_and_not_itself():
     assert len(w.child_t) == n  # children off: no descendant sampling
 
 
+def _open_fds() -> set:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not LINUX, reason="the children files and kept-open statm are Linux's")
+def test_sampler_finds_children_of_every_thread_as_the_scan_does():
+    """Descendants found through the threads' ``children`` files: a child started by a thread
+    other than the main one is found (it is listed under that thread), and one whose thread
+    has ended too (the kernel hands it to a live thread); the walk and the scan of every
+    process's parent give the same pids and parents. Files kept open are closed once their
+    processes are gone."""
+    import threading
+
+    s = sampler.Sampler()
+    assert s.task_children  # Debian's and every common distribution's kernel has them
+    before = _open_fds()
+    kids: list = []
+    parked = threading.Event()
+
+    def start(park: bool) -> None:
+        kids.append(_child("import sys; sys.stdin.read()"))
+        if park:
+            parked.wait(30)  # the thread lives on while its child is looked for
+
+    held = threading.Thread(target=start, args=(True,))
+    gone = threading.Thread(target=start, args=(False,))
+    held.start()
+    gone.start()
+    gone.join(30)
+    kids.append(
+        _child(
+            "import subprocess, sys\nsubprocess.run([sys.executable, '-c', "
+            "'import sys; sys.stdin.read()'], stdin=sys.stdin)"
+        )
+    )
+    try:
+        w = report_model.Worker(
+            "main", os.getpid(), time.time(), boundary_methods={"children": True}
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the grandchild runs too
+            now = time.time()
+            walked = sorted(s.descendants(os.getpid(), now))
+            walked_parents = dict(s.ppids or {})
+            if len(walked) >= 4:
+                break
+            time.sleep(0.02)
+        s.task_children = False  # the same pass through the scan of /proc
+        scanned = sorted(s.descendants(os.getpid(), time.time()))
+        scanned_parents = {pid: (s.ppids or {}).get(pid) for pid in scanned}
+        s.task_children = True
+        assert len(walked) == 4, walked
+        assert walked == scanned
+        assert {p: walked_parents[p] for p in walked} == scanned_parents
+        assert {k.pid for k in kids} <= set(walked)
+        s.sample_group([w], time.time())
+        assert len(w.child_s[-1][1]) == 4
+        assert s.statm and s.child_files  # read through files kept open
+    finally:
+        parked.set()
+        held.join(30)
+        for k in kids:
+            k.stdin.close()
+        for k in kids:
+            k.wait(10)
+    s.sample_group([w], time.time())
+    assert w.child_s[-1] is None and not s.kids
+    assert all(pid == os.getpid() for pid, _ in s.child_files)  # the children's are closed
+    s.close()
+    assert not s.statm and not s.child_files
+    assert _open_fds() <= before  # every file the sampler opened is closed
+
+
 def test_sampler_births_on_the_tests_clock():
     """A descendant's birth, as the sampler keys it, is on the wall clock of the tests' records
     to the clock tick (Linux: psutil's create time alone can be a second off): what billing
