@@ -124,6 +124,8 @@ class Sampler:
         self.ppids: Optional[dict] = None  # pid -> ppid, built once per pass
         self.tree: dict = {}  # ppid -> [pid], from the same map
         self.ppids_at: Optional[float] = None
+        self.prev_at: Optional[float] = None  # when the pass before began (see _new_pass)
+        self.walked: dict = {}  # Linux: test pid -> (the pids its last walk saw, when)
         self.exclude = os.getpid()  # the collector itself (the plain pytest's child)
         self.proc_ok = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
         self.known: dict = {}  # Linux: pid -> ppid, read once per process (see _proc_ppids)
@@ -176,6 +178,13 @@ class Sampler:
             fresh[pid] = ppid
         self.known = fresh
         return fresh
+
+    def _new_pass(self, now: float) -> None:
+        """A pass at ``now`` begins. The daemon samples each session in turn, one
+        ``sample_group`` each, all at the same ``now``: what a session's workers used in the
+        pass before is kept until the end of this one (``forget_gone``)."""
+        self.prev_at = self.ppids_at
+        self.ppids_at = now
 
     def _kept(self, files: dict, key: Any, path: str, now: float, size: int) -> Optional[bytes]:
         """Read ``path`` through the file kept open under ``key`` in ``files`` (opened at its
@@ -233,7 +242,8 @@ class Sampler:
         """Linux: ``pid``'s live descendants, walking down the ``children`` files; their
         parents go into this pass's map (``self.ppids``)."""
         if self.ppids is None or self.ppids_at != now:
-            self.ppids, self.ppids_at = {}, now
+            self._new_pass(now)
+            self.ppids = {}
         ppids = self.ppids
         out, todo, seen = [], [pid], {pid, self.exclude}
         while todo:
@@ -244,10 +254,25 @@ class Sampler:
                     ppids[c] = parent
                     out.append(c)
                     todo.append(c)
+        found = set(out)
+        last = self.walked.get(pid)
+        if last is not None:
+            self._forget(last[0] - found)  # ended, or no longer below it
+        self.walked[pid] = (found, now)
         return out
+
+    def _forget(self, pids: set) -> None:
+        """Drop what is cached of descendants ``pids``: their Process objects, their files."""
+        for k in pids:
+            self.kids.pop(k, None)
+            self.kid_ctime.pop(k, None)
+        if pids:
+            for key in [key for key in self.child_files if key[0] in pids]:
+                self.noise.budget.close(self.child_files.pop(key)[0])
 
     def _tree(self, now: float) -> dict:
         if self.ppids is None or self.ppids_at != now:
+            self._new_pass(now)
             if self.proc_ok:
                 self.ppids = self._proc_ppids()
             else:
@@ -332,12 +357,19 @@ class Sampler:
         return total, cpu, parents, sizes
 
     def forget_gone(self, now: float) -> None:
-        """Drop cached descendants that are no longer running (after a pass)."""
+        """Drop cached descendants that are no longer running, and close the kept files of
+        processes and threads gone (after a sample_group: those seen neither in this pass nor
+        in the one before)."""
         self.noise.expire(now)
-        self._close_unread(self.child_files, now)  # a thread or process gone, or not walked
         self._close_unread(self.statm, now - noise.EXPIRE_SECONDS)  # a worker that left
         ppids = self.ppids if self.ppids_at == now else None
         if ppids is None:
+            return
+        before = now if self.prev_at is None else self.prev_at
+        self._close_unread(self.child_files, before)
+        if self.task_children:  # each walk forgets what left its tree; here, trees not walked
+            for root in [r for r, (_, at) in self.walked.items() if at < before]:
+                self._forget(self.walked.pop(root)[0])
             return
         for pid in [p for p in self.kids if p not in ppids]:
             del self.kids[pid]

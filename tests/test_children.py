@@ -378,6 +378,59 @@ def test_sampler_finds_children_of_every_thread_as_the_scan_does():
     assert _open_fds() <= before  # every file the sampler opened is closed
 
 
+@pytest.mark.skipif(not LINUX, reason="the children files are Linux's")
+def test_sampler_keeps_each_sessions_descendants_between_its_turns():
+    """The daemon samples its sessions in turn, one sample_group each at the same time: what
+    one session's test process walked stays cached (the same Process objects, the same kept
+    files) while the other's turn ends the pass; a tree whose test process has ended is
+    forgotten a pass later, the other tree untouched."""
+    wait = (
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import sys; sys.stdin.read()'], stdin=sys.stdin)"
+    )
+    a, b = _child(wait), _child(wait)  # two test processes, each with a child
+    s = sampler.Sampler()
+    ws = [
+        report_model.Worker(wid, p.pid, time.time(), boundary_methods={"children": True})
+        for wid, p in (("a", a), ("b", b))
+    ]
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            now = time.time()
+            for w in ws:
+                s.sample_group([w], now)
+            if all(w.child_s[-1] is not None for w in ws):
+                break
+            time.sleep(0.02)
+        kids = {pid: s.kids[pid] for pid in s.kids}
+        files = dict(s.child_files)
+        assert len(kids) == 2, kids
+        for _ in range(3):
+            now = time.time()
+            for w in ws:
+                s.sample_group([w], now)
+                assert {pid: s.kids[pid] for pid in s.kids} == kids  # the same objects
+        assert {k: v[0] for k, v in s.child_files.items() if k in files} == {
+            k: v[0] for k, v in files.items()
+        }  # the same descriptors, never closed and opened again
+        b.stdin.close()
+        b.wait(10)
+        (b_kid,) = [pid for pid, parent in (s.ppids or {}).items() if parent == b.pid]
+        for _ in range(2):  # a tree no longer walked (its test process gone): the pass after
+            now = time.time()
+            for w in ws:
+                s.sample_group([w], now)
+        assert b_kid not in s.kids and len(s.kids) == 1
+        assert not [k for k in s.child_files if k[0] in (b.pid, b_kid)]
+    finally:
+        for p in (a, b):
+            if p.stdin and not p.stdin.closed:
+                p.stdin.close()
+            p.wait(10)
+    s.close()
+
+
 def test_sampler_births_on_the_tests_clock():
     """A descendant's birth, as the sampler keys it, is on the wall clock of the tests' records
     to the clock tick (Linux: psutil's create time alone can be a second off): what billing
