@@ -17,6 +17,9 @@ from typing import Any, Optional
 
 from . import noise
 
+#: Bytes per read of a thread's ``children`` file (read to its end: a longer list takes more).
+CHILDREN_READ = 4096
+
 #: Per-process samples kept before the timeline is halved (max of each pair kept).
 MAX_SAMPLES = 20000
 
@@ -186,22 +189,43 @@ class Sampler:
         self.prev_at = self.ppids_at
         self.ppids_at = now
 
-    def _kept(self, files: dict, key: Any, path: str, now: float, size: int) -> Optional[bytes]:
+    def _kept(
+        self, files: dict, key: Any, path: str, now: float, size: int, whole: bool = False
+    ) -> Optional[bytes]:
         """Read ``path`` through the file kept open under ``key`` in ``files`` (opened at its
-        first read, if the budget allows; else opened for this read); None once it is gone."""
+        first read, if the budget allows; else opened for this read); None once it is gone.
+        ``whole``: ``size`` bytes at a time to the end (a seq_file hands out whole records:
+        a read of ``size`` bytes can stop short of it with more to come).
+
+        A kept ``statm`` of a process that ended answers ESRCH: the file is closed, and the
+        path opened once more (a worker's pid used again by a new process: its first sample
+        is read). A kept ``children`` file of a thread that ended reads empty; it is closed
+        once its thread is no longer listed (``_close_unread``)."""
         entry = files.get(key)
+        fresh = entry is None
         if entry is None:
             entry = files[key] = [self.noise.budget.open(path), now]
         entry[1] = now
         fd = entry[0]
         try:
-            if fd is not None:
-                return os.pread(fd, size, 0)
-            with open(path, "rb") as f:
-                return f.read(size)
+            if fd is None:
+                with open(path, "rb") as f:
+                    return f.read() if whole else f.read(size)
+            data = os.pread(fd, size, 0)
+            if whole and data:
+                chunks = [data]
+                while True:
+                    more = os.pread(fd, size, sum(len(c) for c in chunks))
+                    if not more:
+                        break
+                    chunks.append(more)
+                data = b"".join(chunks)
+            return data
         except OSError:  # the process (thread) ended: ESRCH, or ENOENT for the path
             self.noise.budget.close(fd)
             del files[key]
+            if fd is not None and not fresh:
+                return self._kept(files, key, path, now, size, whole)
             return None
 
     def _close_unread(self, files: dict, before: float) -> None:
@@ -225,16 +249,9 @@ class Sampler:
             return []
         out: list = []
         for tid in tids:
-            data = self._kept(
-                self.child_files, (pid, tid), f"/proc/{pid}/task/{tid}/children", now, 4096
-            )
+            path = f"/proc/{pid}/task/{tid}/children"
+            data = self._kept(self.child_files, (pid, tid), path, now, CHILDREN_READ, True)
             if data:
-                if len(data) == 4096:  # more than one read holds: read it whole
-                    try:
-                        with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                            data = f.read()
-                    except OSError:
-                        continue
                 out.extend(int(c) for c in data.split())
         return out
 
