@@ -52,7 +52,8 @@ def wait_ready(
         return True
     if client.wait(protocol.READY, timeout, alive, connect_grace) is None:
         client.alive = False
-        client.problem = client.problem or f"no answer within {timeout:.0f} s"
+        if alive is None or alive():  # else the monitor ended: its handle says how
+            client.problem = client.problem or f"no answer within {timeout:.0f} s"
         return False
     client.ready = True
     return True

@@ -44,6 +44,9 @@ def test_monitor_cannot_start(run_perf, pytester, python, xdist):
     assert run.ret == 1  # test_two fails; monitoring adds nothing to the exit code
     warnings = [line for line in run.text.splitlines() if line.startswith("perfmon: warning:")]
     assert len(warnings) >= 1, run.text
+    if python == "/bin/false":  # it ended at once: said so, never a wait that did not happen
+        assert any("did not start (exit code 1)" in w for w in warnings), warnings
+        assert not any("no answer within" in w for w in warnings), warnings
     if xdist == NO_TERMINAL:
         assert "perfmon: warning:" in run.result.stderr.str()
     assert "Traceback" not in run.text
