@@ -322,11 +322,12 @@ def test_sampler_finds_children_of_every_thread_as_the_scan_does():
     assert s.task_children  # Debian's and every common distribution's kernel has them
     before = _open_fds()
     kids: list = []
-    parked = threading.Event()
+    parked, started = threading.Event(), threading.Event()
 
     def start(park: bool) -> None:
         kids.append(_child("import sys; sys.stdin.read()"))
         if park:
+            started.set()
             parked.wait(30)  # the thread lives on while its child is looked for
 
     held = threading.Thread(target=start, args=(True,))
@@ -334,12 +335,12 @@ def test_sampler_finds_children_of_every_thread_as_the_scan_does():
     held.start()
     gone.start()
     gone.join(30)
-    kids.append(
-        _child(
-            "import subprocess, sys\nsubprocess.run([sys.executable, '-c', "
-            "'import sys; sys.stdin.read()'], stdin=sys.stdin)"
-        )
+    assert started.wait(30)  # both threads' children started
+    parent = _child(
+        "import subprocess, sys\nsubprocess.run([sys.executable, '-c', "
+        "'import sys; sys.stdin.read()'], stdin=sys.stdin)"
     )
+    kids.append(parent)
     try:
         w = report_model.Worker(
             "main", os.getpid(), time.time(), boundary_methods={"children": True}
@@ -350,7 +351,7 @@ def test_sampler_finds_children_of_every_thread_as_the_scan_does():
             now = time.time()
             walked = sorted(s.descendants(os.getpid(), now))
             walked_parents = dict(s.ppids or {})
-            grandchildren = [p for p in walked if walked_parents.get(p) == kids[-1].pid]
+            grandchildren = [p for p in walked if walked_parents.get(p) == parent.pid]
             if mine <= set(walked) and grandchildren:
                 break
             time.sleep(0.02)
