@@ -400,7 +400,7 @@ class Relay(server.RouterServer):
         due = {fn: start + d for fn, d in due.items()}
         while self.stop_reason is None:
             timeout = max(0.0, min(due.values()) - time.monotonic())
-            for sock, _ in self.poller.poll(int(timeout * 1000)):
+            for sock, _ in self.poller.poll(server.wait_ms(timeout)):
                 if sock is self.sock:
                     self.handle_queued(until_stop=False)
                 else:

@@ -8,6 +8,7 @@ answered with ``E_INTERNAL`` and passed to :meth:`RouterServer.on_internal`.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from typing import Any, Optional
@@ -73,6 +74,14 @@ def missing(seqs: set, sent: int) -> list:
     return out
 
 
+def wait_ms(seconds: float) -> int:
+    """A poll's timeout in whole milliseconds, rounded up. zmq's poll takes whole ms (pyzmq
+    truncates a float): rounded down, a loop woke up to a millisecond before its timer was due
+    and spun in zero-timeout polls until it was, about a hundred a pass at 0.1 s, 6 ms of the
+    monitor's CPU a second at rest (docs/benchmarks.md, "The monitor at rest")."""
+    return math.ceil(seconds * 1000)
+
+
 class RouterServer:
     """A ROUTER socket whose frames are dispatched by message kind to ``HANDLERS``.
 
@@ -123,7 +132,7 @@ class RouterServer:
     def serve(self, poller: Any, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for frames; handle what came, at most 1000 at once
         (the caller's timers are never starved)."""
-        if poller.poll(timeout * 1000):
+        if poller.poll(wait_ms(timeout)):
             self.handle_queued()
 
     def handle_queued(self, until_stop: bool = True) -> None:

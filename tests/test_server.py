@@ -116,6 +116,31 @@ def test_monitor_interval_minimum(capsys):
     assert "at least 0.01" in err and "Traceback" not in err
 
 
+def test_loop_sleeps_until_its_timer_is_due(tmp_path):
+    """The serving loop's poll waits until the next timer is due, never less: zmq's poll takes
+    whole milliseconds, and a timeout rounded down woke it early to spin in zero-timeout polls
+    (about a hundred per sampling pass, most of the monitor's CPU at rest)."""
+    m = Monitor(f"ipc://{tmp_path}/m.sock", str(tmp_path / "perf.json"), 0.1, None, False)
+    m.bind()
+    ticks, polls = [], []
+    serve = m.serve
+
+    def counted(poller, timeout):
+        polls.append(timeout)
+        serve(poller, timeout)
+
+    def stop():
+        m.stop_reason = "finished"
+
+    m.serve = counted  # type: ignore[method-assign]
+    try:
+        m.loop([[0.0, 0.0213, lambda: ticks.append(1)], [0.5, 1.0, stop]])
+    finally:
+        m.close()
+    assert len(ticks) >= 5  # a loaded machine runs fewer, never more
+    assert len(polls) <= 2 * len(ticks) + 3, (len(polls), len(ticks))
+
+
 def test_private_dir_only_when_ours(tmp_path):
     ours = tmp_path / "perfmon-abc"
     ours.mkdir()
