@@ -554,10 +554,12 @@ def main(
     parent_fd: Optional[int] = None,
     detached: bool = False,
     start: str = "exec",
+    launcher: Optional[int] = None,
 ) -> int:
-    """The monitor's life; ``parent_fd``, ``detached`` and ``start`` ("fork": a copy of the
-    pytest process; "exec") are given by monitor/launch.py, which started us outside pytest's
-    family."""
+    """The monitor's life; ``parent_fd``, ``detached``, ``start`` ("fork": a copy of the
+    pytest process; "exec") and ``launcher`` (the pid of the process that forked us and exited,
+    pytest's child until pytest reaps it) are given by monitor/launch.py, which started us
+    outside pytest's family."""
     args = parser().parse_args(argv)
     if args.parent is not None and not detached:
         _die_with_parent()
@@ -575,6 +577,7 @@ def main(
     )
     mon.listen = args.listen
     mon.data.monitor_start = start
+    mon.sampler.launcher = launcher  # never one of the tests' descendants
     try:
         mon.bind()
     except (zmq.ZMQError, OSError) as exc:

@@ -86,6 +86,7 @@ def main(argv: Optional[list] = None) -> int:
     if parent is not None and os.getppid() != parent:
         return 0  # pytest is gone already
     parent_fd = _pidfd(parent)
+    launcher = os.getpid()  # pytest's child until pytest reaps it: none of the tests'
     pid = os.fork()
     if pid:
         try:
@@ -103,7 +104,7 @@ def main(argv: Optional[list] = None) -> int:
         else:
             from .collector import main as monitor_main
 
-            code = monitor_main(rest, parent_fd=parent_fd, detached=True)
+            code = monitor_main(rest, parent_fd=parent_fd, detached=True, launcher=launcher)
     except BaseException:  # noqa: BLE001 - said in the log, then the process ends here
         import traceback
 
@@ -156,9 +157,10 @@ def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> Optio
             code = 1
             try:
                 os.setsid()  # Ctrl-C in the terminal is pytest's
+                launcher = os.getpid()  # pytest's child until pytest reaps it
                 pid = os.fork()
                 if pid == 0:
-                    code = _run_forked(argv, log_fd, parent_fd, tmpdir)
+                    code = _run_forked(argv, log_fd, parent_fd, tmpdir, launcher)
                 else:
                     try:
                         write_pid(pid_file, pid)
@@ -174,14 +176,18 @@ def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> Optio
             os.close(parent_fd)
 
 
-def _run_forked(argv: list, log_fd: int, parent_fd: Optional[int], tmpdir: str) -> int:
+def _run_forked(
+    argv: list, log_fd: int, parent_fd: Optional[int], tmpdir: str, launcher: int
+) -> int:
     """The forked monitor's life (a copy of pytest until :func:`_become_monitor`)."""
     code = 1
     try:
         parent_fd = _become_monitor(log_fd, parent_fd, tmpdir)
         from .collector import main as monitor_main
 
-        code = monitor_main(argv, parent_fd=parent_fd, detached=True, start="fork")
+        code = monitor_main(
+            argv, parent_fd=parent_fd, detached=True, start="fork", launcher=launcher
+        )
     except BaseException:  # noqa: BLE001 - said in the log, then the process ends here
         try:
             import traceback

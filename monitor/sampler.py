@@ -130,6 +130,10 @@ class Sampler:
         self.prev_at: Optional[float] = None  # when the pass before began (see _new_pass)
         self.walked: dict = {}  # Linux: test pid -> (the pids its last walk saw, when)
         self.exclude = os.getpid()  # the collector itself (the plain pytest's child)
+        #: The monitor's launcher, pytest's child (a zombie) until pytest reaps it: not one of
+        #: the tests' descendants (sampling it imported psutil in every monitor at its first
+        #: sample). Forgotten once it is gone.
+        self.launcher: Optional[int] = None
         self.proc_ok = sys.platform.startswith("linux") and os.path.isdir("/proc/self")
         self.known: dict = {}  # Linux: pid -> ppid, read once per process (see _proc_ppids)
         self.noise = noise.NoiseReader()  # the noise counters, read at each sample
@@ -188,6 +192,15 @@ class Sampler:
         pass before is kept until the end of this one (``forget_gone``)."""
         self.prev_at = self.ppids_at
         self.ppids_at = now
+        if self.launcher is not None and not self._exists(self.launcher):
+            self.launcher = None  # reaped: the pid may be a test's child's one day
+
+    def _exists(self, pid: int) -> bool:
+        if self.proc_ok:
+            return os.path.exists(f"/proc/{pid}")
+        import psutil
+
+        return bool(psutil.pid_exists(pid))
 
     def _kept(
         self, files: dict, key: Any, path: str, now: float, size: int, whole: bool = False
@@ -262,7 +275,7 @@ class Sampler:
             self._new_pass(now)
             self.ppids = {}
         ppids = self.ppids
-        out, todo, seen = [], [pid], {pid, self.exclude}
+        out, todo, seen = [], [pid], {pid, self.exclude, self.launcher}
         while todo:
             parent = todo.pop()
             for c in self._children_of(parent, now):
@@ -318,7 +331,7 @@ class Sampler:
         out, todo = [], [pid]
         while todo:
             for c in tree.get(todo.pop(), ()):
-                if c != self.exclude and c != pid:
+                if c != self.exclude and c != pid and c != self.launcher:
                     out.append(c)
                     todo.append(c)
         return out

@@ -411,6 +411,38 @@ def test_sampler_reads_a_long_children_list_to_its_end(monkeypatch: pytest.Monke
         parent.wait(10)
 
 
+def _zombie(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+
+
+@pytest.mark.skipif(not LINUX, reason="the process states are read from Linux's /proc")
+def test_sampler_never_takes_the_monitors_launcher_for_a_descendant():
+    """The process that started the monitor (monitor/launch.py) is pytest's child, a zombie
+    until pytest reaps it: never one of the tests' descendants (walk and scan), and forgotten
+    once reaped (its pid may be a test's child's later)."""
+    launcher = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while not _zombie(launcher.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    s = sampler.Sampler()
+    w = report_model.Worker("main", os.getpid(), time.time(), boundary_methods={"children": True})
+    try:
+        assert _zombie(launcher.pid)
+        assert launcher.pid in s.descendants(os.getpid(), time.time())  # what it would take
+        s.launcher = launcher.pid
+        for walk in (True, False):
+            s.task_children = walk
+            assert launcher.pid not in s.descendants(os.getpid(), time.time())
+            s.sample_group([w], time.time())
+            assert launcher.pid not in s.kids
+    finally:
+        launcher.wait(10)
+    s.sample_group([w], time.time())
+    assert s.launcher is None
+    s.close()
+
+
 @pytest.mark.skipif(not LINUX, reason="statm is Linux's")
 def test_sampler_rss_through_a_kept_statm_ends_with_its_process():
     """A process's RSS is read through its statm kept open; once the process has ended (and
