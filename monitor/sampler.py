@@ -226,12 +226,10 @@ class Sampler:
                     return f.read() if whole else f.read(size)
             data = os.pread(fd, size, 0)
             if whole and data:
-                chunks = [data]
-                while True:
-                    more = os.pread(fd, size, sum(len(c) for c in chunks))
-                    if not more:
-                        break
+                chunks, at = [data], len(data)
+                while more := os.pread(fd, size, at):
                     chunks.append(more)
+                    at += len(more)
                 data = b"".join(chunks)
             return data
         except OSError:  # the process (thread) ended: ESRCH, or ENOENT for the path
