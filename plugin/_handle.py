@@ -538,8 +538,10 @@ class Early:
 
 def spawn_early(settings: Settings) -> Optional[Early]:
     """Start the monitor as soon as the settings are known, before this process imports the
-    plugin's runtime (zmq, msgpack: about 30 ms), which then runs beside the monitor's own
-    start-up instead of before it. A perfmon-daemon is joined later, as before."""
+    plugin's runtime (zmq, msgpack: about 30 ms), which then runs beside the launcher's start
+    (a new interpreter) instead of before it. A forked monitor is a copy: pytest imports what
+    both need just before the fork (``launch.import_shared``). A perfmon-daemon is joined
+    later, as before."""
     if settings.daemon:
         return None
     return Early(SpawnedMonitor(settings))

@@ -268,8 +268,10 @@ def venv(dists: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
         _ok(_run([sys.executable, "-m", "venv", "--without-pip", home]))
         python = _bindir(home) / ("python.exe" if os.name == "nt" else "python")
         wheel = f"pytest-perfmon[xdist] @ {dists['wheel'].as_uri()}"
-        # our pip installs into it (pip >= 22.3): no pip bootstrap inside the venv
-        install = [sys.executable, "-m", "pip", "--python", python, "install", "-q"]
+        # our pip installs into it (pip >= 22.3): no pip bootstrap inside the venv. Without
+        # compiling every installed module (pygments' lexers most of all): 4.4 -> 2.7 CPU-s,
+        # and the demo run compiles the few it imports (+0.3 s; docs/benchmarks.md).
+        install = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile"]
         _ok(_run([*install, "--disable-pip-version-check", wheel]))
 
     return _bindir(shared_once(tmp_path_factory, "venv", make) / "v")

@@ -311,9 +311,9 @@ def test_tracemalloc_tracing_gets_the_launcher(run_perf, pytester, how):
 
 
 #: As a frozen app (PyOxidizer's importer, say): the installed packages are served by an import
-#: hook of the application's, not found on sys.path. The forked monitor, which keeps the
-#: standard finders only, cannot import zmq and ends before its ready; a new interpreter (the
-#: launcher's, a plain ``python -m``) finds it as usual.
+#: hook of the application's, not found on sys.path. The forked monitor keeps the standard
+#: finders only; what it needs from those packages before its ready (pyzmq, msgpack) pytest
+#: imported before the fork (``launch.import_shared``), so it starts all the same.
 FROZEN_BOOT = """
 import runpy, sys
 from importlib.machinery import PathFinder
@@ -321,12 +321,34 @@ from importlib.metadata import DistributionFinder, MetadataPathFinder
 
 SERVED = [p for p in sys.path if "-packages" in p]
 sys.path[:] = [p for p in sys.path if p not in SERVED]
+#: With SERVE_OURS, the app serves this plugin's modules too, as a frozen app serves every
+#: module from its archive: its packages have no __path__ a standard finder could search, so
+#: only the hook finds their modules (an editable install's finder becomes the app's).
+OURS = "pytest_perfmon"
+SERVE_OURS = False
+INSTALLED = []
+if SERVE_OURS:
+    INSTALLED = [f for f in sys.meta_path if "__editable__" in getattr(f, "__module__", "")]
+    sys.meta_path[:] = [f for f in sys.meta_path if f not in INSTALLED]
+REAL = {}  # the plugin's packages: where their modules really are
 
 
 class Served:
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        return PathFinder.find_spec(name, SERVED) if path is None else None
+        parent = name.rpartition(".")[0]
+        if parent in REAL:
+            spec = PathFinder.find_spec(name, REAL[parent])
+        elif path is None:
+            spec = PathFinder.find_spec(name, SERVED)
+        else:
+            return None
+        for finder in INSTALLED:
+            spec = spec or finder.find_spec(name, None, target)
+        if SERVE_OURS and spec and spec.submodule_search_locations and name.split(".")[0] == OURS:
+            REAL[name] = list(spec.submodule_search_locations)
+            spec.submodule_search_locations = []
+        return spec
 
     @classmethod
     def find_distributions(cls, context=DistributionFinder.Context()):
@@ -357,44 +379,58 @@ def test_two():
 """
 
 
+def _frozen_run(pytester, tmp_path, tmp: str, serve_ours: bool) -> tuple:
+    """A run of pytest as the frozen app of FROZEN_BOOT, its monitor's private directory alone
+    in ``tmp`` (TMPDIR); its report and the monitor's log."""
+    boot = FROZEN_BOOT.replace("SERVE_OURS = False", f"SERVE_OURS = {serve_ours}")
+    pytester.makepyfile(boot=boot)
+    pytester.makepyfile(test_one=LOG_READER)
+    pytester.makeini("[pytest]\n")
+    out = tmp_path / "perf.json"
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), TMPDIR=tmp)
+    env.pop("PERFMON_MONITOR_START", None)
+    cmd = [sys.executable, "boot.py", "-p", "no:cacheprovider", "--perf-monitor"]
+    # not "-m pytest": a real start (tests/preloaded.py forks only those)
+    run = preloaded.run(
+        [*cmd, f"--perf-output={out}", "test_one.py"], pytester.path, env, RUN_TIMEOUT
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = validate(json.loads(out.read_text(encoding="utf-8")))
+    assert report["session"]["collector"] == "monitor", (report["session"]["warnings"], run.stdout)
+    assert report["session"]["warnings"] == []
+    assert len(report["tests"]) == 2
+    return report, (pytester.path / "monitor.log").read_text()
+
+
+def test_a_frozen_apps_hook_dropped_by_the_forked_monitor_costs_it_nothing(pytester, tmp_path):
+    """The packages the hook serves that the monitor needs were imported before the fork."""
+    tmp = tempfile.mkdtemp(prefix="i25-")
+    try:
+        report, log = _frozen_run(pytester, tmp_path, tmp, serve_ours=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert report["session"]["monitor_start"] == "fork"
+    assert "ended before it was ready" not in log, log
+
+
 @pytest.mark.parametrize("endpoint", ["ipc", "tcp"])
 def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launcher(
     pytester, tmp_path, endpoint
 ):
-    """ipc: the new monitor binds the same socket path; tcp (a TMPDIR too long for a socket
-    path): the forked one died before it told its port, the new one picks and tells one."""
-    pytester.makepyfile(boot=FROZEN_BOOT)
-    pytester.makepyfile(test_one=LOG_READER)
-    pytester.makeini("[pytest]\n")
-    out = tmp_path / "perf.json"
-    # The monitor's private directory, alone in TMPDIR.
+    """The app serves this plugin's modules too: the forked monitor, without the hook, cannot
+    import its collector and ends before its ready. ipc: the new monitor binds the same socket
+    path; tcp (a TMPDIR too long for a socket path): the forked one died before it told its
+    port, the new one picks and tells one."""
     tmp = tempfile.mkdtemp(prefix="i25-") if endpoint == "ipc" else str(tmp_path / ("t" * 100))
     os.makedirs(tmp, exist_ok=True)
-    cleanup = tmp if endpoint == "ipc" else None
-    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), TMPDIR=tmp)
-    env.pop("PERFMON_MONITOR_START", None)
-    cmd = [sys.executable, "boot.py", "-p", "no:cacheprovider", "--perf-monitor"]
     try:
-        run = subprocess.run(
-            [*cmd, f"--perf-output={out}", "test_one.py"],
-            cwd=pytester.path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-        )
+        report, log = _frozen_run(pytester, tmp_path, tmp, serve_ours=True)
     finally:
-        if cleanup is not None:
-            shutil.rmtree(cleanup, ignore_errors=True)
-    assert run.returncode == 0, run.stdout + run.stderr
-    report = validate(json.loads(out.read_text(encoding="utf-8")))
-    assert report["session"]["collector"] == "monitor", (report["session"]["warnings"], run.stdout)
+        if endpoint == "ipc":
+            shutil.rmtree(tmp, ignore_errors=True)
     assert report["session"]["monitor_start"] == "exec"
-    assert report["session"]["warnings"] == []
-    assert len(report["tests"]) == 2
-    log = (pytester.path / "monitor.log").read_text()
-    assert "No module named 'zmq'" in log, log  # the forked one's end, then the launcher's
+    # the forked one's end, then the launcher's
+    assert "No module named 'pytest_perfmon.monitor.collector'" in log, log
     assert "forked from pytest ended before it was ready; started again by the launcher" in log
 
 
