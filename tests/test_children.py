@@ -12,7 +12,7 @@ import time
 import warnings
 
 import pytest
-from helpers import XDIST_ENDS, validate
+from helpers import XDIST_ENDS, shared_run, validate
 from pytest_perfmon import _fixtures
 from pytest_perfmon._counters import Counters
 from pytest_perfmon.monitor import protocol, sampler
@@ -56,10 +56,12 @@ def test_none(shared):
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_children_and_shared_fixtures(run_perf, pytester, xdist):
-    pytester.makepyfile(test_a=SUITE, test_b=SUITE)
-    dist = ["--dist", "loadfile"] if xdist else []
-    run = run_perf("--perf-cpu-interval", "0.05", *xdist, *dist)
+def test_children_and_shared_fixtures(run_perf, pytester, tmp_path_factory, tmp_path, xdist):
+    if xdist:  # a run of its own: its two modules on a worker each (_children_run)
+        pytester.makepyfile(test_a=SUITE, test_b=SUITE)
+        run = run_perf("--perf-cpu-interval", "0.05", *xdist, "--dist", "loadfile")
+    else:
+        run = _children_run(tmp_path_factory, xdist)
     assert run.ret == 0, run.text
     rep = run.report
     assert rep["session"]["measurement"]["children"] == report_model.METHOD_CHILDREN
@@ -93,15 +95,16 @@ def test_children_and_shared_fixtures(run_perf, pytester, xdist):
         assert f["setup_time"] >= 0.19 and f["teardown_time"] >= 0.09
     if xdist:
         assert {f["worker"] for f in fx} == {"gw0", "gw1"}
-    _merged_fixtures_named_by_job(run.path, rep)
+    _merged_fixtures_named_by_job(run.path, rep, tmp_path)
 
 
-def _merged_fixtures_named_by_job(path, rep) -> None:
+def _merged_fixtures_named_by_job(path, rep, where) -> None:
     """`perfmon merge` keeps each job's list in its block and names workers and tests by job in
-    the merged list, whatever the order of merging (merge is associative)."""
+    the merged list, whatever the order of merging (merge is associative). The merged report
+    is written in ``where`` (the run's directory may be shared: _children_run)."""
     from pytest_perfmon.monitor import analysis, cli
 
-    out = path.parent / "xy.json"
+    out = where / "xy.json"
     argv = ["merge", str(path), str(path), "--label", "x", "--label", "y", "-o", str(out)]
     assert cli.main(argv) == 0
     xy = validate(json.loads(out.read_text(encoding="utf-8")))
@@ -164,14 +167,12 @@ def test_stops_the_daemon():
 
 @pytest.mark.skipif(not POSIX, reason="the repros run `true`")
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_children_billed_where_they_belong(run_perf, pytester, xdist):
+def test_children_billed_where_they_belong(tmp_path_factory, xdist):
     """Issue 27, items 4 and 5: the module fixture's server is on the fixture, never on the
     tests (not even the one that uses it); every process a test starts is counted, however
     short; a daemon a test leaves running is its, not the next tests' nor the one that stops
     it."""
-    pytester.makepyfile(test_billed=BILLED)
-    dist = ["--dist", "loadfile"] if xdist else []
-    run = run_perf("--perf-cpu-interval", "0.05", *xdist, *dist)
+    run = _children_run(tmp_path_factory, xdist)
     assert run.ret == 0, run.text
     for name in ("uses_server", "does_not_use_it", "after_the_daemon", "stops_the_daemon"):
         assert run.test(f"test_{name}")["children"] is None, (name, run.test(f"test_{name}"))
@@ -217,13 +218,12 @@ def test_two(outer):
 """
 
 
-def test_nested_shared_fixtures_keep_their_own(run_perf, pytester, capsys):
+def test_nested_shared_fixtures_keep_their_own(tmp_path_factory, capsys):
     """A shared fixture set up inside another's setup: each keeps the processes it started,
     the test none of theirs; `perfmon report` shows them."""
     from pytest_perfmon.monitor import cli
 
-    pytester.makepyfile(test_nested=NESTED)
-    run = run_perf("--perf-cpu-interval", "0.05")
+    run = _children_run(tmp_path_factory, [])
     assert run.ret == 0, run.text
     fx = {f["name"]: f["children"] for f in run.report["fixtures"]}
     assert fx["inner"]["processes"] == 1, fx
@@ -1027,19 +1027,17 @@ STARTED = ["fork", "spawn", "forkserver", "forkserver_process", "subprocess", "g
 
 @pytest.mark.skipif(not POSIX, reason="fork and forkserver are POSIX start methods")
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_children_counted_however_they_start(run_perf, pytester, xdist):
+def test_children_counted_however_they_start(tmp_path_factory, xdist):
     """fork, spawn and forkserver pools, a forkserver Process, a subprocess and a grandchild:
     each test is billed the CPU its children burned (not less than 60 %, not more than their
     processes' whole CPU by half), with their memory; the next test, which starts nothing, is
     billed next to nothing. A forkserver's children are its, not pytest's: the RUSAGE of the
     test process never sees them (issue 20)."""
-    pytester.makepyfile(burnmod=BURNMOD, test_starts=STARTS, test_subprocesses=SUBPROCESSES)
-    dist = ["--dist", "loadfile"] if xdist else []
-    run = run_perf("--perf-cpu-interval", "0.05", *xdist, *dist)
+    run = _children_run(tmp_path_factory, xdist)
     assert run.ret == 0, run.text
     for name in STARTED:
         t = run.test(f"test_{name}")
-        burned, total = json.loads((pytester.path / f"burned-{name}.json").read_text())
+        burned, total = json.loads((run.path.parent / f"burned-{name}.json").read_text())
         kids = t["children"]
         assert kids is not None and kids["processes"] >= 1, (name, t)
         assert kids["peak_rss_mb"] is not None, (name, t)
@@ -1052,3 +1050,30 @@ def test_children_counted_however_they_start(run_perf, pytester, xdist):
         assert cpu <= 1.5 * total + 0.3, (name, burned, total, t)
         nxt = run.test(f"test_{name}_next")["children"]
         assert nxt is None or nxt["cpu_time"] < 0.1, (name, nxt)
+
+
+# The end-to-end suites above that run with the same options (children sampled every 0.05 s;
+# with xdist, --dist loadfile: each module on one worker) share one run each way instead of a
+# run each: every test reads only its own modules' entries, files and fixtures (their tests'
+# names are unique; SUITE's fixture "shared", which only SUITE's test reads, is its two
+# modules'). Pytest runs the modules by name: each module's children end before the next
+# module starts, but NESTED's session fixture's, reaped at the session's end (its teardown is
+# the last test's, as it is in a run of its own), and the fork- and resource-tracker servers
+# STARTS leaves until then, whose modules come last. With two workers SUITE's two modules are
+# left out: its test needs them on two workers, which --dist loadfile promises only when they
+# are the whole run (one module a worker at first, the rest to whichever worker is free).
+CHILDREN_RUN = {
+    "test_billed": BILLED,
+    "burnmod": BURNMOD,
+    "test_starts": STARTS,
+    "test_subprocesses": SUBPROCESSES,
+}
+CHILDREN_RUN_SERIAL = dict(CHILDREN_RUN, test_a=SUITE, test_b=SUITE, test_nested=NESTED)
+
+
+def _children_run(tmp_path_factory, xdist: list):
+    """The shared run of CHILDREN_RUN_SERIAL (without xdist) or CHILDREN_RUN (with),
+    made once per session (helpers.shared_run)."""
+    files = CHILDREN_RUN if xdist else CHILDREN_RUN_SERIAL
+    dist = ["--dist", "loadfile"] if xdist else []
+    return shared_run(tmp_path_factory, files, "--perf-cpu-interval", "0.05", *xdist, *dist)

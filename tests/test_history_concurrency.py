@@ -17,6 +17,11 @@ import preloaded  # noqa: E402
 from helpers import count_rows, make_report  # noqa: E402
 from pytest_perfmon.monitor import history  # noqa: E402
 
+# The database layer, imported here (record_run imports it when first called): the writers
+# forked below have it already, rather than each importing SQLAlchemy (0.4 CPU-s) after their
+# go, which spread out the moment they write at.
+from pytest_perfmon.monitor.history import store  # noqa: E402, F401
+
 # --------------------------------------------------------------------------- concurrency
 
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import textwrap
 
 import pytest
 from helpers import XDIST_ENDS, Run, need_history, run_in
-from pytest_perfmon.monitor import profile, profile_view
+from pytest_perfmon.monitor import cli, profile, profile_view
 
 PY_SPY = profile.find_sampler()
 
@@ -69,7 +68,9 @@ def warnings_of(r: Run) -> list:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_slow_test_profiled_in_its_function_quick_test_not(xdist, tmp_path, request):
+def test_slow_test_profiled_in_its_function_quick_test_not(
+    xdist, tmp_path, request, monkeypatch, capsys
+):
     need_py_spy()
     (tmp_path / "test_suite.py").write_text(textwrap.dedent(SUITE), encoding="utf-8")
     # over 0.5 s, not the default 1 s (test_slow_with_history_keeps_a_test_well_over_its_median
@@ -107,18 +108,20 @@ def test_slow_test_profiled_in_its_function_quick_test_not(xdist, tmp_path, requ
     assert "perfmon: profile: test_suite.py::test_slow" in r.text
     assert "hottest spin_here (test_suite.py:" in r.text
 
-    # perfmon profile: the terminal, speedscope, SVG
-    cli = subprocess.run(
-        [sys.executable, "-m", "pytest_perfmon.monitor.cli", "profile", "test_slow"]
-        + ["--report", str(r.path), "--speedscope", "s.json", "--svg", "f.svg"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert cli.returncode == 0, cli.stderr
-    rows = [ln for ln in cli.stdout.splitlines() if "%" in ln]
-    assert "spin_here (test_suite.py:" in rows[0], cli.stdout
+    # perfmon profile: the terminal, speedscope, SVG; in-process through cli.main, in the
+    # run's directory, as tests/test_cli.py runs the command (its console script's own start
+    # is that file's smoke test)
+    capsys.readouterr()  # drop anything printed before
+    with monkeypatch.context() as mp:
+        mp.chdir(tmp_path)
+        code = cli.main(
+            ["profile", "test_slow", "--report", str(r.path), "--speedscope", "s.json"]
+            + ["--svg", "f.svg"]
+        )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    rows = [ln for ln in out.splitlines() if "%" in ln]
+    assert "spin_here (test_suite.py:" in rows[0], out
     ss = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
     names = [f["name"] for f in ss["shared"]["frames"]]
     assert "spin_here" in names and ss["profiles"][0]["type"] == "sampled"
