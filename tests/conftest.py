@@ -37,10 +37,52 @@ def pytest_configure(config: pytest.Config) -> None:
     if _xdist_controller(config):  # its workers do not exist yet
         # one PostgreSQL server for all of them (helpers.PG), started by the first that needs it
         config.perfmon_tests_pg = os.environ[SHARED_PG] = tempfile.mkdtemp(prefix="perfmon-pg-")
+        _write_rewritten_tests(config)
         return
     addopts = os.environ.get("PYTEST_ADDOPTS", "")
     if "no:hypothesispytest" not in addopts:
         os.environ["PYTEST_ADDOPTS"] = f"{addopts} {inner_addopts()}".strip()
+
+
+def _write_rewritten_tests(config: pytest.Config) -> None:
+    """In the xdist controller, before its workers start: the test modules' asserts rewritten
+    once and cached where pytest looks for them. In a fresh clone every worker rewrote every
+    test module as it collected, all at the same moment (about 1.9 CPU-s each; five workers:
+    about 8 CPU-s of a cold run more than a warm one, docs/benchmarks.md). pytest's own
+    rewriting and cache (private: anything unexpected leaves it to the workers, as before);
+    this package's modules and the helpers pytest does not rewrite are compiled too
+    (compileall, 0.2 s)."""
+    import compileall
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    for package in ("plugin", "monitor"):
+        compileall.compile_dir(here.parent / package, quiet=2, workers=1)
+    rewritten = {"conftest.py", "helpers.py"}  # helpers: register_assert_rewrite above
+    sources = sorted(here.glob("*.py"))
+    for fn in sources:
+        if not (fn.name.startswith("test_") or fn.name in rewritten):
+            compileall.compile_file(fn, quiet=2)
+    try:
+        from _pytest.assertion import assertstate_key, rewrite
+    except ImportError:
+        return
+    state = config.stash.get(assertstate_key, None)
+    if state is None:  # --assert=plain
+        return
+    for fn in sources:
+        if not (fn.name.startswith("test_") or fn.name in rewritten):
+            continue
+        try:
+            pyc = rewrite.get_cache_dir(fn) / (fn.name[:-3] + rewrite.PYC_TAIL)
+            if rewrite._read_pyc(fn, pyc, state.trace) is not None:
+                continue  # cached (a warm checkout): nothing to do
+            if not rewrite.try_makedirs(pyc.parent):
+                return
+            source_hash, co = rewrite._rewrite_test(fn, config)
+            rewrite._write_pyc(state, co, source_hash, pyc)
+        except Exception:  # noqa: BLE001 - another pytest's internals: the workers' way
+            return
 
 
 def _xdist_controller(config: pytest.Config) -> bool:
