@@ -133,6 +133,28 @@ def one_thread() -> bool:
     return len(os.listdir("/proc/self/task")) == 1
 
 
+def resident() -> int:
+    """This process's resident size in bytes (Linux: ``/proc/self/statm``)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+#: Packages the monitor may import after its ``ready`` (psutil to read a test's children, the
+#: history extra to record the run). If pytest can import one that the forked monitor, with the
+#: standard import finders only, cannot (an import hook of a frozen app serves it), the monitor
+#: ends before its ``ready`` and the launcher starts one in its place.
+LATER = ("psutil", "sqlalchemy", "psycopg", "numpy")
+
+
+def _findable(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def import_shared() -> None:
     """Import, before the fork, what both the monitor and the plugin import right after it
     (pyzmq, msgpack, the wire protocol, the report model, the crash slots): once in pytest, where
@@ -145,14 +167,23 @@ def import_shared() -> None:
     from . import protocol, report, slots  # noqa: F401
 
 
-def fork_monitor(pid_file: str, argv: list, log_path: str, tmpdir: str) -> Optional[int]:
+def fork_monitor(
+    pid_file: str, argv: list, log_path: str, tmpdir: str, max_rss: Optional[int] = None
+) -> Optional[int]:
     """In the pytest process: fork the launcher, which starts the monitor (``argv``: the
     collector's arguments) in a new session and exits after writing its pid to ``pid_file``.
     Returns the launcher's pid (reap it: ``os.waitpid``), or None without a fork when this
-    process runs more than one thread by now (the imports since the caller's check went through
-    the user's import hooks). The caller checked that this process runs one thread, is not
-    traced, and is on Linux."""
+    process runs more than one thread by now or, with ``max_rss``, holds more than that many
+    bytes resident (the imports since the caller's check, :func:`import_shared`'s included,
+    went through the user's import hooks and added to its size). The caller checked that this
+    process runs one thread, is not traced, and is on Linux."""
     import_shared()
+    if max_rss is not None:
+        try:
+            if resident() > max_rss:
+                return None
+        except (OSError, ValueError, IndexError):
+            return None
     parent_fd = None
     if hasattr(os, "pidfd_open"):
         try:  # our own pidfd, inherited: the monitor ends when this process does
@@ -195,7 +226,15 @@ def _run_forked(
     """The forked monitor's life (a copy of pytest until :func:`_become_monitor`)."""
     code = 1
     try:
+        later = [m for m in LATER if m not in sys.modules and _findable(m)]  # pytest's finders
         parent_fd = _become_monitor(log_fd, parent_fd, tmpdir)
+        lost = [m for m in later if not _findable(m)]
+        if lost:
+            sys.stderr.write(
+                f"perfmon: the monitor forked from pytest cannot import {', '.join(lost)} "
+                "without pytest's import hooks\n"
+            )
+            return code
         from .collector import main as monitor_main
 
         code = monitor_main(

@@ -75,9 +75,10 @@ class SpawnedMonitor:
         self.log_path = os.path.join(self.tmpdir, "monitor.log")
         self.pid_path = os.path.join(self.tmpdir, "monitor.pid")
         self.note_path = os.path.join(self.tmpdir, "monitor.exit")
-        # The monitor is started before zmq is imported here (tens of ms that now run beside
-        # its start-up): whether this libzmq has ipc:// is asked after the launch, and the
-        # monitor, asking the same libzmq, binds TCP instead and says where in ENDPOINT_FILE.
+        # The launcher is started before zmq is imported here (tens of ms that run beside its
+        # start-up; a forked monitor shares them: launch.import_shared): whether this libzmq has
+        # ipc:// is asked after the launch, and the monitor, asking the same libzmq, binds TCP
+        # instead and says where in ENDPOINT_FILE.
         endpoint_file = os.path.join(self.tmpdir, "endpoint")
         sock_path = os.path.join(self.tmpdir, "monitor.sock")
         ipc = os.name == "posix" and len(sock_path.encode()) < IPC_PATH_MAX
@@ -138,7 +139,9 @@ class SpawnedMonitor:
 
             try:
                 with not_counted():  # ours, not a process a test started
-                    pid = fork_monitor(self.pid_path, self.cmd[4:], self.log_path, self.tmpdir)
+                    pid = fork_monitor(
+                        self.pid_path, self.cmd[4:], self.log_path, self.tmpdir, FORK_MAX_RSS
+                    )
             except OSError as exc:  # out of processes or memory: as the launcher would
                 return f"cannot start the monitor: {exc}"
             if pid is not None:
@@ -324,7 +327,8 @@ def fork_start_ok() -> bool:
     kernel, so that a C extension's thread counts too; counted again just before the fork), no
     tracer or profiler (coverage, a debugger, tracemalloc: the copy would go on tracing), and
     neither PERFMON_MONITOR_PYTHON nor PERFMON_MONITOR_START=exec set; and a resident size of
-    at most FORK_MAX_RSS (a fork copies the page tables, and every page either process writes
+    at most FORK_MAX_RSS, measured again just before the fork, after the imports the monitor
+    shares (a fork copies the page tables, and every page either process writes
     while the monitor shares it is copied then, pytest's first full collection after it
     included: docs/benchmarks.md, issue 25 session 4)."""
     env = os.environ

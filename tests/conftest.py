@@ -53,34 +53,38 @@ def _write_rewritten_tests(config: pytest.Config) -> None:
     this package's modules and the helpers pytest does not rewrite are compiled too
     (compileall, 0.2 s)."""
     import compileall
+    import warnings
     from pathlib import Path
 
-    here = Path(__file__).resolve().parent
-    for package in ("plugin", "monitor"):
-        compileall.compile_dir(here.parent / package, quiet=2, workers=1)
-    rewritten = {"conftest.py", "helpers.py"}  # helpers: register_assert_rewrite above
-    sources = sorted(here.glob("*.py"))
-    for fn in sources:
-        if not (fn.name.startswith("test_") or fn.name in rewritten):
-            compileall.compile_file(fn, quiet=2)
-    try:
-        from _pytest.assertion import assertstate_key, rewrite
-    except ImportError:
-        return
-    state = config.stash.get(assertstate_key, None)
-    if state is None:  # --assert=plain
-        return
-    for fn in sources:
-        if not (fn.name.startswith("test_") or fn.name in rewritten):
-            continue
+    # As pytest names the modules (not resolved: a symlinked checkout keeps its paths).
+    here = Path(__file__).parent
+    # Any warning (a rewrite warning, a SyntaxWarning) raises and ends this: the workers then
+    # rewrite and compile as before, and warn or fail under the ini's filters as before.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         try:
-            pyc = rewrite.get_cache_dir(fn) / (fn.name[:-3] + rewrite.PYC_TAIL)
-            if rewrite._read_pyc(fn, pyc, state.trace) is not None:
-                continue  # cached (a warm checkout): nothing to do
-            if not rewrite.try_makedirs(pyc.parent):
+            for package in ("plugin", "monitor"):
+                compileall.compile_dir(here.parent / package, quiet=2, workers=1)
+            rewritten = {"conftest.py", "helpers.py"}  # helpers: register_assert_rewrite above
+            sources = sorted(here.glob("*.py"))
+            for fn in sources:
+                if not (fn.name.startswith("test_") or fn.name in rewritten):
+                    compileall.compile_file(fn, quiet=2)
+            from _pytest.assertion import assertstate_key, rewrite
+
+            state = config.stash.get(assertstate_key, None)
+            if state is None:  # --assert=plain
                 return
-            source_hash, co = rewrite._rewrite_test(fn, config)
-            rewrite._write_pyc(state, co, source_hash, pyc)
+            for fn in sources:
+                if not (fn.name.startswith("test_") or fn.name in rewritten):
+                    continue
+                pyc = rewrite.get_cache_dir(fn) / (fn.name[:-3] + rewrite.PYC_TAIL)
+                if rewrite._read_pyc(fn, pyc, state.trace) is not None:
+                    continue  # cached (a warm checkout): nothing to do
+                if not rewrite.try_makedirs(pyc.parent):
+                    return
+                source_hash, co = rewrite._rewrite_test(fn, config)
+                rewrite._write_pyc(state, co, source_hash, pyc)
         except Exception:  # noqa: BLE001 - another pytest's internals: the workers' way
             return
 

@@ -56,9 +56,10 @@ def test_none(shared):
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_children_and_shared_fixtures(run_perf, pytester, tmp_path_factory, tmp_path, xdist):
+def test_children_and_shared_fixtures(request, tmp_path_factory, tmp_path, xdist):
     if xdist:  # a run of its own: its two modules on a worker each (_children_run)
-        pytester.makepyfile(test_a=SUITE, test_b=SUITE)
+        request.getfixturevalue("pytester").makepyfile(test_a=SUITE, test_b=SUITE)
+        run_perf = request.getfixturevalue("run_perf")
         run = run_perf("--perf-cpu-interval", "0.05", *xdist, "--dist", "loadfile")
     else:
         run = _children_run(tmp_path_factory, xdist)
@@ -218,12 +219,14 @@ def test_two(outer):
 """
 
 
-def test_nested_shared_fixtures_keep_their_own(tmp_path_factory, capsys):
+def test_nested_shared_fixtures_keep_their_own(run_perf, pytester, capsys):
     """A shared fixture set up inside another's setup: each keeps the processes it started,
-    the test none of theirs; `perfmon report` shows them."""
+    the test none of theirs, the last test not the session fixture's reaped at the end (a run
+    of its own: its last test is test_two); `perfmon report` shows them."""
     from pytest_perfmon.monitor import cli
 
-    run = _children_run(tmp_path_factory, [])
+    pytester.makepyfile(test_nested=NESTED)
+    run = run_perf("--perf-cpu-interval", "0.05")
     assert run.ret == 0, run.text
     fx = {f["name"]: f["children"] for f in run.report["fixtures"]}
     assert fx["inner"]["processes"] == 1, fx
@@ -1057,18 +1060,19 @@ def test_children_counted_however_they_start(tmp_path_factory, xdist):
 # run each: every test reads only its own modules' entries, files and fixtures (their tests'
 # names are unique; SUITE's fixture "shared", which only SUITE's test reads, is its two
 # modules'). Pytest runs the modules by name: each module's children end before the next
-# module starts, but NESTED's session fixture's, reaped at the session's end (its teardown is
-# the last test's, as it is in a run of its own), and the fork- and resource-tracker servers
-# STARTS leaves until then, whose modules come last. With two workers SUITE's two modules are
-# left out: its test needs them on two workers, which --dist loadfile promises only when they
-# are the whole run (one module a worker at first, the rest to whichever worker is free).
+# module starts, but the fork- and resource-tracker servers STARTS leaves until the session's
+# end, whose modules come last. NESTED keeps a run of its own: its check that the last test
+# is not billed the session fixture's reaped child needs its test_two to be the last. With two
+# workers SUITE's two modules are left out: its test needs them on two workers, which --dist
+# loadfile promises only when they are the whole run (one module a worker at first, the rest
+# to whichever worker is free).
 CHILDREN_RUN = {
     "test_billed": BILLED,
     "burnmod": BURNMOD,
     "test_starts": STARTS,
     "test_subprocesses": SUBPROCESSES,
 }
-CHILDREN_RUN_SERIAL = dict(CHILDREN_RUN, test_a=SUITE, test_b=SUITE, test_nested=NESTED)
+CHILDREN_RUN_SERIAL = dict(CHILDREN_RUN, test_a=SUITE, test_b=SUITE)
 
 
 def _children_run(tmp_path_factory, xdist: list):

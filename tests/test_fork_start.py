@@ -188,6 +188,37 @@ def test_a_large_pytest_process_gets_the_launcher(run_perf, pytester):
     assert run.report["session"]["monitor_start"] == "exec"
 
 
+#: The size rule just over pytest's size at its check: the check passes (said in "checked"),
+#: the imports the monitor shares (pyzmq, msgpack...: about 3 MiB) push it over.
+EDGE_CONFTEST = """
+from pytest_perfmon import _handle
+from pytest_perfmon.monitor import launch
+
+def pytest_configure(config):  # before the plugin's (trylast)
+    checked = _handle.fork_start_ok
+
+    def fork_start_ok():
+        _handle.FORK_MAX_RSS = launch.resident() + 256 * 1024
+        ok = checked()
+        with open("checked", "a") as f:
+            f.write(f"{ok}\\n")
+        return ok
+
+    _handle.fork_start_ok = fork_start_ok
+"""
+
+
+def test_the_size_rule_holds_after_the_imports_the_monitor_shares(run_perf, pytester):
+    """The size rule is checked again after launch.import_shared, just before the fork."""
+    pytester.makeconftest(EDGE_CONFTEST)
+    pytester.makepyfile("def test_one():\n    pass\n")
+    # a real start: a fork of this suite's preloaded server has pyzmq imported already
+    run = run_perf(env={"PERFMON_TESTS_EXEC": "1"})
+    assert run.ret == 0, run.text
+    assert (pytester.path / "checked").read_text().split() == ["True"]
+    assert run.report["session"]["monitor_start"] == "exec"
+
+
 #: A user's root FileHandler opened at import (descriptor 3 under ``-s``: nothing else is open
 #: by then) and a signal faulthandler dumps the stacks on; the test says when it runs and waits.
 USER_STATE_CONFTEST = """
@@ -312,8 +343,8 @@ def test_tracemalloc_tracing_gets_the_launcher(run_perf, pytester, how):
 
 #: As a frozen app (PyOxidizer's importer, say): the installed packages are served by an import
 #: hook of the application's, not found on sys.path. The forked monitor keeps the standard
-#: finders only; what it needs from those packages before its ready (pyzmq, msgpack) pytest
-#: imported before the fork (``launch.import_shared``), so it starts all the same.
+#: finders only: what it needs at its start (pyzmq, msgpack) pytest imported before the fork
+#: (``launch.import_shared``), what it may import later (psutil) it could not find.
 FROZEN_BOOT = """
 import runpy, sys
 from importlib.machinery import PathFinder
@@ -321,34 +352,12 @@ from importlib.metadata import DistributionFinder, MetadataPathFinder
 
 SERVED = [p for p in sys.path if "-packages" in p]
 sys.path[:] = [p for p in sys.path if p not in SERVED]
-#: With SERVE_OURS, the app serves this plugin's modules too, as a frozen app serves every
-#: module from its archive: its packages have no __path__ a standard finder could search, so
-#: only the hook finds their modules (an editable install's finder becomes the app's).
-OURS = "pytest_perfmon"
-SERVE_OURS = False
-INSTALLED = []
-if SERVE_OURS:
-    INSTALLED = [f for f in sys.meta_path if "__editable__" in getattr(f, "__module__", "")]
-    sys.meta_path[:] = [f for f in sys.meta_path if f not in INSTALLED]
-REAL = {}  # the plugin's packages: where their modules really are
 
 
 class Served:
     @classmethod
     def find_spec(cls, name, path=None, target=None):
-        parent = name.rpartition(".")[0]
-        if parent in REAL:
-            spec = PathFinder.find_spec(name, REAL[parent])
-        elif path is None:
-            spec = PathFinder.find_spec(name, SERVED)
-        else:
-            return None
-        for finder in INSTALLED:
-            spec = spec or finder.find_spec(name, None, target)
-        if SERVE_OURS and spec and spec.submodule_search_locations and name.split(".")[0] == OURS:
-            REAL[name] = list(spec.submodule_search_locations)
-            spec.submodule_search_locations = []
-        return spec
+        return PathFinder.find_spec(name, SERVED) if path is None else None
 
     @classmethod
     def find_distributions(cls, context=DistributionFinder.Context()):
@@ -374,16 +383,17 @@ def test_one():
         out.write(f.read())
 
 
-def test_two():
-    pass
+def test_two():  # a child: its memory is read with psutil, which the hook serves
+    import subprocess, sys
+
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)"], check=True)
 """
 
 
-def _frozen_run(pytester, tmp_path, tmp: str, serve_ours: bool) -> tuple:
+def _frozen_run(pytester, tmp_path, tmp: str) -> tuple:
     """A run of pytest as the frozen app of FROZEN_BOOT, its monitor's private directory alone
     in ``tmp`` (TMPDIR); its report and the monitor's log."""
-    boot = FROZEN_BOOT.replace("SERVE_OURS = False", f"SERVE_OURS = {serve_ours}")
-    pytester.makepyfile(boot=boot)
+    pytester.makepyfile(boot=FROZEN_BOOT)
     pytester.makepyfile(test_one=LOG_READER)
     pytester.makeini("[pytest]\n")
     out = tmp_path / "perf.json"
@@ -398,39 +408,33 @@ def _frozen_run(pytester, tmp_path, tmp: str, serve_ours: bool) -> tuple:
     report = validate(json.loads(out.read_text(encoding="utf-8")))
     assert report["session"]["collector"] == "monitor", (report["session"]["warnings"], run.stdout)
     assert report["session"]["warnings"] == []
+    assert report["session"]["protocol_errors"] == {}
     assert len(report["tests"]) == 2
+    kids = report["tests"]["test_one.py::test_two"]["children"]
+    assert kids is not None and kids["processes"] >= 1 and kids["peak_rss_mb"], kids
     return report, (pytester.path / "monitor.log").read_text()
-
-
-def test_a_frozen_apps_hook_dropped_by_the_forked_monitor_costs_it_nothing(pytester, tmp_path):
-    """The packages the hook serves that the monitor needs were imported before the fork."""
-    tmp = tempfile.mkdtemp(prefix="i25-")
-    try:
-        report, log = _frozen_run(pytester, tmp_path, tmp, serve_ours=False)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    assert report["session"]["monitor_start"] == "fork"
-    assert "ended before it was ready" not in log, log
 
 
 @pytest.mark.parametrize("endpoint", ["ipc", "tcp"])
 def test_a_forked_monitor_that_ends_before_ready_is_started_again_by_the_launcher(
     pytester, tmp_path, endpoint
 ):
-    """The app serves this plugin's modules too: the forked monitor, without the hook, cannot
-    import its collector and ends before its ready. ipc: the new monitor binds the same socket
-    path; tcp (a TMPDIR too long for a socket path): the forked one died before it told its
-    port, the new one picks and tells one."""
+    """What the monitor needs at its start pytest imported before the fork, but psutil (for a
+    test's children) it imports later, and without the app's hook it could not: the children
+    would go unmeasured. So it ends before its ready, saying why, and the launcher's monitor (a
+    new interpreter) measures them. ipc: the new monitor binds the same socket path; tcp (a
+    TMPDIR too long for a socket path): the forked one died before it told its port, the new
+    one picks and tells one."""
     tmp = tempfile.mkdtemp(prefix="i25-") if endpoint == "ipc" else str(tmp_path / ("t" * 100))
     os.makedirs(tmp, exist_ok=True)
     try:
-        report, log = _frozen_run(pytester, tmp_path, tmp, serve_ours=True)
+        report, log = _frozen_run(pytester, tmp_path, tmp)
     finally:
         if endpoint == "ipc":
             shutil.rmtree(tmp, ignore_errors=True)
     assert report["session"]["monitor_start"] == "exec"
     # the forked one's end, then the launcher's
-    assert "No module named 'pytest_perfmon.monitor.collector'" in log, log
+    assert "the monitor forked from pytest cannot import psutil" in log, log
     assert "forked from pytest ended before it was ready; started again by the launcher" in log
 
 
