@@ -347,11 +347,11 @@ def fork_start_ok() -> bool:
     try:
         if len(os.listdir("/proc/self/task")) != 1 or _python_threads() != 1:
             return False
-        with open("/proc/self/statm", "rb") as f:
-            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        from pytest_perfmon.monitor.launch import resident
+
+        return resident() <= FORK_MAX_RSS
     except (OSError, ValueError, IndexError):
         return False
-    return resident <= FORK_MAX_RSS
 
 
 def _python_threads() -> int:

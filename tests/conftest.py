@@ -65,19 +65,18 @@ def _write_rewritten_tests(config: pytest.Config) -> None:
         try:
             for package in ("plugin", "monitor"):
                 compileall.compile_dir(here.parent / package, quiet=2, workers=1)
-            rewritten = {"conftest.py", "helpers.py"}  # helpers: register_assert_rewrite above
+            asserts = {"conftest.py", "helpers.py"}  # helpers: register_assert_rewrite above
             sources = sorted(here.glob("*.py"))
-            for fn in sources:
-                if not (fn.name.startswith("test_") or fn.name in rewritten):
-                    compileall.compile_file(fn, quiet=2)
+            rewritten = [f for f in sources if f.name.startswith("test_") or f.name in asserts]
+            plain = [f for f in sources if f not in rewritten]
+            for fn in plain:
+                compileall.compile_file(fn, quiet=2)
             from _pytest.assertion import assertstate_key, rewrite
 
             state = config.stash.get(assertstate_key, None)
             if state is None:  # --assert=plain
                 return
-            for fn in sources:
-                if not (fn.name.startswith("test_") or fn.name in rewritten):
-                    continue
+            for fn in rewritten:
                 pyc = rewrite.get_cache_dir(fn) / (fn.name[:-3] + rewrite.PYC_TAIL)
                 if rewrite._read_pyc(fn, pyc, state.trace) is not None:
                     continue  # cached (a warm checkout): nothing to do
