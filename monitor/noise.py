@@ -654,23 +654,43 @@ def entry_noise(w: Any, start: float, stop: float, duration: Any, slack: float) 
     ts, vs = w.noise_t, w.noise_v
     if not ts:
         return None
-    g = growths(ts, vs, start, stop, slack)
-    if all(x is None for x in g):
+    g = _inside(ts, vs, start, stop)
+    if g is None:
+        g = growths(ts, vs, start, stop, slack)
+    if g.count(None) == FIELD_COUNT:
         return None
+    wait, throttled, psi, invol = g[WAIT], g[THROTTLE], g[PSI], g[INVOL]
     span = stop - start
-    psi, invol = g[PSI], g[INVOL]
-    pressure = None
-    if psi is not None and span > 0:
-        pressure = round(min(1.0, psi / span), 4)
+    steal = g[STEAL]
     out = {
-        "wait_time": _r(g[WAIT]),
-        "throttled_time": _r(g[THROTTLE]),
-        "steal_time": _r(g[STEAL]),
-        "pressure": pressure,
+        "wait_time": None if wait is None else round(wait, 6),
+        "throttled_time": None if throttled is None else round(throttled, 6),
+        "steal_time": None if steal is None else round(steal, 6),
+        "pressure": None if psi is None or span <= 0 else round(min(1.0, psi / span), 4),
         "involuntary_switches": None if invol is None else int(round(invol)),
     }
     out["contended"] = is_contended(out, duration)
     return out
+
+
+def _inside(ts: list, vs: list, start: float, stop: float) -> Optional[list]:
+    """:func:`growths` of a test that began and ended between the same two samples (most
+    short tests), from one search of the timeline: the same arithmetic as :func:`_row_at`'s;
+    None for every other case, which :func:`growths` takes."""
+    i = bisect_left(ts, start)
+    if i == 0 or i == len(ts) or not start < stop < ts[i] or ts[i] == start:
+        return None
+    t0 = ts[i - 1]
+    span = ts[i] - t0
+    da, db = start - t0, stop - t0
+    out: list = []
+    for a, b in zip(vs[i - 1], vs[i]):
+        if a is None or b is None:
+            out.append(None)
+        else:
+            d = b - a
+            out.append(max(0.0, (a + d * db / span) - (a + d * da / span)))
+    return out if len(out) == FIELD_COUNT and len(vs[i]) == FIELD_COUNT else None
 
 
 def merge_executions(tests: dict, runs: dict) -> None:

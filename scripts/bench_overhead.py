@@ -7,9 +7,9 @@ alternation (plain/perf, then perf/plain, ...), timing each subprocess's wall ti
 ``time.perf_counter``. Reports medians:
 
 * the 2000-test suite: ratio perf/plain (target <= 1.05);
-* the same with ``-n 2`` (pytest-xdist) on both sides (target <= 1.10), and
+* the same with ``-n 2`` (pytest-xdist) on both sides (target <= 1.05), and
   ``session.records_dropped`` from those reports (must be 0);
-* a 1-test suite: the fixed cost, median(perf) - median(plain) in ms (target <= 150 ms);
+* a 1-test suite: the fixed cost, median(perf) - median(plain) in ms (target <= 80 ms);
 * the monitor's CPU per test: ``session.collector_cpu_time / total_tests`` of the 2000-test
   reports (target <= 20 us). It includes the monitor's start-up (imports), so the 1-test figure
   and the marginal ``(cpu_2000 - cpu_1) / 1999`` are given too.
@@ -44,8 +44,10 @@ from typing import Optional
 _perf = time.perf_counter
 
 TARGET_RATIO = 1.05
-TARGET_RATIO_XDIST = 1.10
-TARGET_FIXED_MS = 150.0
+TARGET_RATIO_XDIST = 1.05
+TARGET_FIXED_MS = 80.0
+#: perfmon's wall over pytest-timing's light mode (times only), serial and -n 2 (issue 25)
+TARGET_OVER_PEER = 0.95
 TARGET_MONITOR_US = 20.0
 
 
@@ -384,8 +386,8 @@ def main(argv: Optional[list] = None) -> int:
             fig(
                 f"{label}: {side} ratio to plain / perfmon to it",
                 f"x{peer['ratio']:.3f} / x{peer['perf_over_peer']:.3f}",
-                "< x1 ahead",
-                None if side == "timing-full" else peer["perf_over_peer"] < 1.0,
+                f"<= x{TARGET_OVER_PEER}" if side == "timing-light" else "< x1 ahead",
+                peer["perf_over_peer"] <= TARGET_OVER_PEER if side == "timing-light" else None,
             )
     fig(
         "1 test: wall plain / perf (median)",

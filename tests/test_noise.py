@@ -7,6 +7,7 @@ Every process started here is reaped in a finally; every wait is bounded.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import subprocess
@@ -257,6 +258,47 @@ def test_entry_noise_and_contended():
     assert not noise_certificate.is_contended({"wait_time": None, "throttled_time": None}, 1.0)
     assert not noise_certificate.is_contended({"wait_time": 0.5, "throttled_time": None}, 0.0)
     assert not noise_certificate.is_contended(None, 1.0)
+
+
+def test_a_test_between_two_samples_gets_what_the_whole_timeline_search_gives():
+    # entry_noise's one-search path (both ends between the same two samples) against
+    # growths' general one, on irregular samples with a counter missing now and then
+    import random
+
+    rnd = random.Random(7)
+    ts, vs, acc = [], [], [0.0] * 5
+    t = 0.0
+    for _ in range(200):
+        t += rnd.uniform(0.01, 0.3)
+        acc = [a + rnd.uniform(0, 0.05) for a in acc]
+        ts.append(t)
+        vs.append(tuple(None if rnd.random() < 0.1 else a for a in acc))
+    w = _worker(list(zip(ts, vs)))
+    between = 0
+    for _ in range(2000):
+        start = rnd.uniform(-0.5, t + 0.5)
+        stop = start + rnd.choice([0.0, 1e-4, 0.01, 0.2, 2.0])
+        i = bisect.bisect_left(ts, start)
+        between += 0 < i < len(ts) and ts[i - 1] < start < stop < ts[i]
+        g = noise_certificate.growths(ts, vs, start, stop, 0.2)
+        want = None
+        if any(x is not None for x in g):
+            wait, psi = g[noise_certificate.WAIT], g[noise_certificate.PSI]
+            invol = g[noise_certificate.INVOL]
+            want = {
+                "wait_time": None if wait is None else round(wait, 6),
+                "throttled_time": noise_certificate._r(g[noise_certificate.THROTTLE]),
+                "steal_time": noise_certificate._r(g[noise_certificate.STEAL]),
+                "pressure": None
+                if psi is None
+                else round(min(1.0, psi / (stop - start)), 4)
+                if stop > start
+                else None,
+                "involuntary_switches": None if invol is None else int(round(invol)),
+            }
+            want["contended"] = noise_certificate.is_contended(want, stop - start)
+        assert noise_certificate.entry_noise(w, start, stop, stop - start, 0.2) == want
+    assert between > 500  # the one-search path was taken, and often
 
 
 def test_halving_keeps_the_last_sample_and_the_totals():

@@ -303,3 +303,21 @@ def test_extra_figures_that_are_not_finite_amounts_never_reach_the_report(bad):
     t = report["tests"]["t.py::a"]
     assert "limits" not in t and t["shared_setup_time"] == 0.0
     assert report["fixtures"] == []
+
+
+def test_the_json_text_has_one_line_per_test_as_json_writes_each():
+    import json
+
+    from pytest_perfmon.monitor.files import dumps
+
+    tests = {
+        't.py::a[é-\\n-"]': {"duration": 0.1, "memory": {"peak_mb": 1.5, "x": None}, "ok": True},
+        "t.py::b": {"duration": 1e-07, "outcome": "passed", "values": [1, 2.5, "z"]},
+    }
+    report = {"schema_version": 1, "tests": tests, "session": {"a": [1, {"b": 2}]}}
+    text = dumps(report)
+    assert json.loads(text) == report
+    lines = text.split("\n")
+    for nodeid, entry in tests.items():
+        key, value = (json.dumps(v, ensure_ascii=False) for v in (nodeid, entry))
+        assert f"    {key}: {value}" in lines or f"    {key}: {value}," in lines
