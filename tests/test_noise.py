@@ -699,14 +699,16 @@ def test_hog_shows_as_wait_time(run_perf, pytester, xdist):
     # moments the samples shared with its neighbours)
     assert wait >= 0.6 * _off_cpu(hog), hog
     # and it is this test's: the tests on either side of it, which slept beside the same hog
-    # (their threads need a CPU only to wake up), waited a small share of their time; the
-    # wait of the samples they share with it was not smeared into them. (Not compared with
-    # the quiet runs' waits: on a busy machine those wait for the machine's other jobs, which
-    # the scheduler moves off the hog's CPU while it runs, as much as this test waits for
-    # the hog: that compares the machine's load at two moments, not the attribution.)
-    share = wait / hog["duration"]
-    sleepers = max(t["noise"]["wait_time"] / t["duration"] for t in (on, off))
-    assert share > sleepers + 0.2, (hog, on, off)
+    # (their threads need a CPU only to wake up), were not given its wait: each waited less
+    # than a third as long. Some of it does reach them: the samples they share with it are
+    # split in proportion to time, and on a busy machine (the monitor's samples further apart,
+    # the sleepers' own wake-ups queued) that can be most of a sleeper's 0.2-0.3 s (seen: 0.82
+    # of it, beside 1.4 s of the hog test's), so their share of their own time says little.
+    # (Not compared with the quiet runs' waits: on a busy machine those wait for the machine's
+    # other jobs, which the scheduler moves off the hog's CPU while it runs, as much as this
+    # test waits for the hog: that compares the machine's load at two moments.)
+    sleepers = max(t["noise"]["wait_time"] for t in (on, off))
+    assert sleepers < wait / 3, [(t["duration"], t["noise"]) for t in (hog, on, off)]
     assert rep["summary"]["noise"]["contended"] >= 1
     assert rep["summary"]["noise"]["wait_time"] >= wait
     assert "ran contended" in noise_certificate.headline(rep)
