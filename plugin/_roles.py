@@ -308,8 +308,9 @@ class ControllerSession:
         self.finished: dict = {}  # worker id -> how many tests it finished (as we saw them)
         #: Workers that died and whose every finished test we hold (the crash told them).
         self.covered: set = set()
-        #: Watch our monitor's connection at each report (a poll of the socket's events, a few
-        #: microseconds in this process, which runs no test): set once the workers can use it.
+        #: Watch our monitor's connection at each test's last report (its socket's events and
+        #: its pidfd, a few microseconds in this process, which runs no test): set once the
+        #: workers can use it.
         self.watching = False
         self.endings = _endings.install(_private_dir(handle), "controller", "controller")
         from pytest_perfmon.monitor.host import identity
@@ -391,7 +392,7 @@ class ControllerSession:
         phase = _PHASE.get(when)
         if node is None or phase is None:
             return
-        nodeid = report.nodeid  # a property: read once (6,000 reports in 2,000 tests)
+        nodeid = report.nodeid  # read once (a property of pytest's reports)
         rec = self.running.get(nodeid)
         if rec is None:
             # pytest's own start of the first phase (the worker's clock, as its own record's)
@@ -410,7 +411,8 @@ class ControllerSession:
             return
         # A look at the collector's connection at the test's last report, with the test still
         # among the running (this process may read a test's reports after the monitor died
-        # during it): once a test, not at each of its three reports.
+        # during it): once a test, not at each of its three reports. A monitor that died
+        # between tests is found at the end of the next one, which is named with it.
         client = self.owner.client
         if self.watching and client is not None:
             seen = client.disconnects
@@ -442,6 +444,8 @@ class ControllerSession:
         rec = self.running.pop(crashitem, None)
         self.where.pop(crashitem, None)
         start = self.started.pop(crashitem, None)
+        if self.watching:  # it never reaches a last report: the next look names it
+            self.since_look.append(f"{crashitem} ({wid})")
         crash = {
             "nodeid": crashitem,
             "worker": wid,

@@ -260,11 +260,21 @@ def test_entry_noise_and_contended():
     assert not noise_certificate.is_contended(None, 1.0)
 
 
-def test_a_test_between_two_samples_gets_what_the_whole_timeline_search_gives():
+def test_a_test_between_two_samples_gets_what_the_whole_timeline_search_gives(monkeypatch):
     # entry_noise's one-search path (both ends between the same two samples) against
-    # growths' general one, on irregular samples with a counter missing now and then
+    # growths' general one, on irregular samples with a counter missing now and then, ends
+    # on sample times too
     import random
 
+    inside = noise_certificate._inside
+    taken = []
+
+    def spy(*args):
+        out = inside(*args)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(noise_certificate, "_inside", spy)
     rnd = random.Random(7)
     ts, vs, acc = [], [], [0.0] * 5
     t = 0.0
@@ -276,8 +286,10 @@ def test_a_test_between_two_samples_gets_what_the_whole_timeline_search_gives():
     w = _worker(list(zip(ts, vs)))
     between = 0
     for _ in range(2000):
-        start = rnd.uniform(-0.5, t + 0.5)
+        start = rnd.choice(ts) if rnd.random() < 0.1 else rnd.uniform(-0.5, t + 0.5)
         stop = start + rnd.choice([0.0, 1e-4, 0.01, 0.2, 2.0])
+        if rnd.random() < 0.05:
+            stop = ts[min(bisect.bisect_right(ts, start), len(ts) - 1)]  # on the next sample
         i = bisect.bisect_left(ts, start)
         between += 0 < i < len(ts) and ts[i - 1] < start < stop < ts[i]
         g = noise_certificate.growths(ts, vs, start, stop, 0.2)
@@ -298,7 +310,7 @@ def test_a_test_between_two_samples_gets_what_the_whole_timeline_search_gives():
             }
             want["contended"] = noise_certificate.is_contended(want, stop - start)
         assert noise_certificate.entry_noise(w, start, stop, stop - start, 0.2) == want
-    assert between > 500  # the one-search path was taken, and often
+    assert between > 500 and sum(taken) == between  # taken where it applies, and only there
 
 
 def test_halving_keeps_the_last_sample_and_the_totals():

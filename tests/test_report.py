@@ -321,3 +321,8 @@ def test_the_json_text_has_one_line_per_test_as_json_writes_each():
     for nodeid, entry in tests.items():
         key, value = (json.dumps(v, ensure_ascii=False) for v in (nodeid, entry))
         assert f"    {key}: {value}" in lines or f"    {key}: {value}," in lines
+    # json's own text for every kind of value, the ones json.loads cannot tell apart included
+    odd = {"nan": float("nan"), "inf": [float("inf"), -float("inf"), -0.0, 5e-324, 10**30]}
+    odd["keys"] = {3: "int", 2.5: "float", True: "bool", None: "null"}
+    text = dumps({"tests": {"t.py::odd": odd}})
+    assert f"    {json.dumps('t.py::odd')}: {json.dumps(odd)}\n" in text
