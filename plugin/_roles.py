@@ -319,6 +319,9 @@ class ControllerSession:
         self.handed_back: list = []  # remote workers whose records came back through xdist
         self.said_listen = False
         self.said_setting: set = set()  # hosts whose bad relay setting was said
+        #: (the latest monitor_restarts entry, when its loss was noticed): a test that began
+        #: before then, but whose first report this process reads only after, is named too
+        self.lost_at: Optional[tuple] = None
         hello(client, owner.session_id, "controller")
         _profile_fields(settings, owner, None)
 
@@ -404,7 +407,9 @@ class ControllerSession:
             rec[protocol.NODEID] = protocol.encode_nodeid(nodeid)
             rec[protocol.START] = rec[protocol.STOP] = start
             rec[protocol.OUTCOME] = "passed"
-            self.where[nodeid] = _worker_id(node)
+            self.where[nodeid] = wid = _worker_id(node)
+            if self.lost_at is not None and start <= self.lost_at[1]:
+                self._named_late(f"{nodeid} ({wid})")
         rec[phase] = report.duration
         rec[protocol.OUTCOME] = outcome_after(report, rec[protocol.OUTCOME])
         if when != "teardown":
@@ -473,8 +478,20 @@ class ControllerSession:
         workers reconnect by themselves), naming the tests the workers were running and those
         that finished since the last look."""
         now = _time()
+        restarts = self.owner.restarts
+        before = len(restarts)
         if not self.owner.replace_collector(now, now, self._died_during()):
             self.watching = False
+        if len(restarts) > before:
+            self.lost_at = (restarts[-1], now)
+
+    def _named_late(self, name: str) -> None:
+        """A test its worker began before the loss was noticed here, read only now (this
+        process reads the workers' reports a moment after they are sent: a monitor killed
+        as a test begins is noticed at the end of the one before): it may have died during it."""
+        named = self.lost_at[0]["died_during"] if self.lost_at is not None else None
+        if isinstance(named, list) and name not in named:
+            named.append(name)
 
     def _died_during(self) -> list:
         """The tests a monitor lost at this look may have died during: those that finished

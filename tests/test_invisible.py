@@ -239,6 +239,22 @@ def test_last():
 )
 
 
+# The xdist controller reads a worker's reports a moment after they are sent; on a busy machine
+# it read test_before's last report only after test_kill_monitor had killed the monitor, and
+# named test_before alone. Here it always lags so (the first hook to see that report waits).
+LAGGING_CONTROLLER = """
+import time
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report):
+    if getattr(report, "node", None) is not None and report.when == "teardown":
+        if report.nodeid.endswith("::test_before"):
+            time.sleep(0.5)
+"""
+
+
 # How it died is read by the monitor's handle, the same without xdist and with (_handle.note);
 # what xdist changes is who notices and replaces it. So each signal once, and each end of
 # XDIST_ENDS once: the common case (the OOM killer's SIGKILL) with real xdist workers.
@@ -250,7 +266,7 @@ def test_last():
     ],
 )
 def test_monitor_killed_mid_run_is_replaced(run_perf, pytester, xdist, sig, how):
-    pytester.makepyfile(test_kill=KILLS_MONITOR.replace("{sig}", sig))
+    pytester.makepyfile(test_kill=KILLS_MONITOR.replace("{sig}", sig), conftest=LAGGING_CONTROLLER)
     run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []), env=REAL_WORKERS)
     assert run.ret == 0, run.text
     assert "Traceback" not in run.text
