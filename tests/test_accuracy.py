@@ -153,7 +153,9 @@ def test_numbers_mean_what_they_say(tmp_path_factory, xdist):
         assert t["duration"] == pytest.approx(total, abs=5e-6)
     phases = run.test("test_phases")
     assert phases["setup_time"] >= 0.1 and phases["teardown_time"] >= 0.15
-    assert 0.05 <= phases["call_time"] < 0.1
+    # (no upper bound: a busy machine wakes a 50 ms sleep late; that no phase took another's
+    # time is the check against pytest's own durations above)
+    assert phases["call_time"] >= 0.05
 
     # Each test names the process that ran it.
     workers = {t["worker"] for t in run.tests.values()}

@@ -97,6 +97,14 @@ def pytest_runtest_logfinish(nodeid, location):
         os.write(fd, (nodeid + "\\n").encode())
     finally:
         os.close(fd)
+
+import pytest
+
+# xdist's controller has taken a crashed worker's test: every plugin's hook has run
+@pytest.hookimpl(hookwrapper=True, optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    yield
+    open("crashed.txt", "a").close()
 """
 LONG_IDS = ["test_c_long.py::test_long", "test_0_long.py::test_long"]
 QUICK_IDS = {f"test_a_quick.py::test_quick[{i}]" for i in range(QUICK)}
@@ -409,7 +417,9 @@ def test_sigkill_of_an_xdist_worker(tmp_path):
     try:
         pids = inner.started(2)
         os.kill(pids[0], signal.SIGKILL)
-        time.sleep(0.5)  # the controller notices; then the rest of the run is ended
+        # the controller has taken the crash (a busy machine can take longer than the 0.5 s
+        # this once slept); then the rest of the run is ended
+        _wait_for(lambda: (tmp_path / "crashed.txt").exists(), "the controller to take the crash")
         os.killpg(inner.proc.pid, signal.SIGINT)
         assert inner.wait() == pytest.ExitCode.INTERRUPTED, inner.text()
         report = inner.report()

@@ -386,7 +386,8 @@ def test_one():
 def test_two():  # a child: its memory is read with psutil, which the hook serves
     import subprocess, sys
 
-    subprocess.run([sys.executable, "-c", "import time; time.sleep(0.3)"], check=True)
+    # alive for 1 s: seen by the monitor's samples (its first imports psutil) on a busy machine
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(1.0)"], check=True)
 """
 
 
