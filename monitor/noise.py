@@ -659,13 +659,12 @@ def entry_noise(w: Any, start: float, stop: float, duration: Any, slack: float) 
         g = growths(ts, vs, start, stop, slack)
     if g.count(None) == FIELD_COUNT:
         return None
-    wait, throttled, psi, invol = g[WAIT], g[THROTTLE], g[PSI], g[INVOL]
+    psi, invol = g[PSI], g[INVOL]
     span = stop - start
-    steal = g[STEAL]
     out = {
-        "wait_time": None if wait is None else round(wait, 6),
-        "throttled_time": None if throttled is None else round(throttled, 6),
-        "steal_time": None if steal is None else round(steal, 6),
+        "wait_time": _r(g[WAIT]),
+        "throttled_time": _r(g[THROTTLE]),
+        "steal_time": _r(g[STEAL]),
         "pressure": None if psi is None or span <= 0 else round(min(1.0, psi / span), 4),
         "involuntary_switches": None if invol is None else int(round(invol)),
     }
