@@ -28,6 +28,15 @@ time share of that interval's growth; two neighbours split the interval they sha
 nothing is counted twice. Outside the samples (a moment before a process's first sample or after
 its last), the nearest sample stands within ``slack`` seconds, and the value is null beyond.
 
+The wait of the process's own threads is shared differently (:func:`cpu_shared_waits`): a thread
+waits for a CPU only while it is runnable, so a test that sleeps next to a contended one waits
+next to nothing, whatever its time share. The same schedstat read gives the threads' time on a
+CPU; each interval's wait growth goes to the tests in it by the CPU time each used there (its
+record's CPU time over its wall time, times its overlap), and the time between tests (pytest's
+own work) takes the rest of the interval's CPU time. The descendants' wait stays shared by time:
+their CPU time is not in the records. Where the CPU counter is missing (an older relay's or
+journal's samples), time decides, as above.
+
 Standard library only (psutil on first use off Linux); nothing heavy at import: the monitor
 imports this at start-up.
 """
@@ -36,7 +45,7 @@ from __future__ import annotations
 
 import os
 import sys
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
@@ -65,10 +74,15 @@ METHOD_PRESSURE = "psi-cpu-some-total-sampled"
 METHOD_THROTTLE_V2 = "cgroup-v2-cpu.stat-throttled_usec-sampled"
 METHOD_THROTTLE_V1 = "cgroup-v1-cpu.stat-throttled_time-sampled"
 ATTRIBUTION = "linear-interpolation-between-samples"
+#: The same, but for the wait of the test process's own threads (see the module's docstring).
+ATTRIBUTION_CPU = "wait-shared-by-cpu-time-else-linear-interpolation-between-samples"
 
 #: Positions in one noise sample: cumulative counters, seconds (INVOL: a count), None: missing.
-WAIT, INVOL, STEAL, PSI, THROTTLE = range(5)
-#: Counters in a noise sample's row.
+#: The first FIELD_COUNT are the report's; ON_CPU (the time the process's own threads ran) and
+#: KIDS_WAIT (the part of WAIT that is the descendants') only share WAIT among the tests. A row
+#: from an older relay or journal ends at THROTTLE.
+WAIT, INVOL, STEAL, PSI, THROTTLE, ON_CPU, KIDS_WAIT = range(7)
+#: Counters of a noise sample's row that the report shows.
 FIELD_COUNT = 5
 
 #: Noise samples kept per process before the timeline is halved (every other one dropped).
@@ -89,6 +103,12 @@ _LINUX = sys.platform.startswith("linux")
 def parse_schedstat(data: bytes) -> int:
     """``/proc/PID/schedstat``: ``on-cpu-ns wait-ns timeslices``; the wait (``run_delay``), ns."""
     return int(data.split()[1])
+
+
+def parse_schedstat_both(data: bytes) -> tuple[int, int]:
+    """``/proc/PID/schedstat``: (time on a CPU, wait), ns."""
+    on_cpu, wait = data.split()[:2]
+    return int(on_cpu), int(wait)
 
 
 def parse_status(data: bytes) -> tuple[Optional[int], Optional[int]]:
@@ -269,13 +289,13 @@ class _Budget:
             self.left += 1
 
 
-def _schedstat(entry: list) -> int:
-    """The run_delay of a ``[fd or None, last, path]`` entry (the fd kept open, else the path
-    opened for this one read)."""
+def _schedstat(entry: list) -> tuple[int, int]:
+    """(time on a CPU, run_delay) of a ``[fd or None, last wait, path, ...]`` entry (the fd kept
+    open, else the path opened for this one read)."""
     if entry[0] is not None:
-        return parse_schedstat(_pread(entry[0], 128))
+        return parse_schedstat_both(_pread(entry[0], 128))
     with open(entry[2], "rb") as f:
-        return parse_schedstat(f.read(128))
+        return parse_schedstat_both(f.read(128))
 
 
 class _System:
@@ -333,8 +353,9 @@ class _Proc:
         self.budget = budget
         self.seen = 0.0
         self.status_fd: Optional[int] = None
-        self.threads: dict = {}  # tid -> [fd or None, last run_delay ns, path]
-        self.retired = 0  # ns: the last reads of threads that ended
+        self.threads: dict = {}  # tid -> [fd or None, last run_delay ns, path, last on-CPU ns]
+        self.retired = 0  # ns: the last reads of threads that ended (run_delay)
+        self.retired_cpu = 0  # ns: the same, their time on a CPU
         self.kids: dict = {}  # (pid, ctime) -> [fd or None, last run_delay ns, path]
         self.kid_ns = 0  # ns: the descendants' growth, accumulated
         self.cgroups: list = []  # [(fd, key, seconds per unit)]
@@ -359,8 +380,9 @@ class _Proc:
     # threads
     def _retire(self, tid: int) -> None:
         """A thread that ended: what it waited stays counted (its last read)."""
-        fd, last, _ = self.threads.pop(tid)
+        fd, last, _, last_cpu = self.threads.pop(tid)
         self.retired += last
+        self.retired_cpu += last_cpu
         self.budget.close(fd)
 
     def _sync_threads(self) -> None:
@@ -373,15 +395,16 @@ class _Proc:
         for tid in tids:
             if tid not in self.threads:
                 path = f"/proc/{self.pid}/task/{tid}/schedstat"
-                self.threads[tid] = [self.budget.open(path), 0, path]
+                self.threads[tid] = [self.budget.open(path), 0, path, 0]
 
-    def _wait_ns(self, nthreads: Optional[int]) -> Optional[int]:
+    def _wait_ns(self, nthreads: Optional[int]) -> Optional[tuple[int, int]]:
+        """(run_delay, time on a CPU) of the threads, ns, cumulative; None: none read."""
         if nthreads is not None and nthreads != len(self.threads):
             self._sync_threads()
         gone = []
         for tid, t in self.threads.items():
             try:
-                t[1] = _schedstat(t)
+                t[3], t[1] = _schedstat(t)
             except (OSError, ValueError, IndexError):
                 gone.append(tid)  # it ended (or its tid is another thread's now)
         if gone:
@@ -391,12 +414,16 @@ class _Proc:
             for tid, t in self.threads.items():
                 if tid in gone:  # a new thread with the same tid: read from its start
                     try:
-                        t[1] = _schedstat(t)
+                        t[3], t[1] = _schedstat(t)
                     except (OSError, ValueError, IndexError):
                         pass
         if not self.threads and not self.retired:
             return None
-        return self.retired + sum(t[1] for t in self.threads.values())
+        threads = self.threads.values()
+        return (
+            self.retired + sum(t[1] for t in threads),
+            self.retired_cpu + sum(t[3] for t in threads),
+        )
 
     # descendants
     def _kids_ns(self, kids: Optional[list]) -> int:
@@ -411,7 +438,7 @@ class _Proc:
                 path = f"/proc/{key[0]}/schedstat"
                 st = self.kids[key] = [self.budget.open(path), 0, path]
             try:
-                v = _schedstat(st)
+                v = _schedstat(st)[1]
             except (OSError, ValueError, IndexError):
                 continue
             if v > st[1]:
@@ -431,8 +458,8 @@ class _Proc:
         return total
 
     def read(self, kids: Optional[list]) -> Optional[list]:
-        """``[wait s, involuntary switches, None, None, throttled s]``; None: the process is
-        gone."""
+        """``[wait s, involuntary switches, None, None, throttled s, on-CPU s, descendants'
+        wait s]`` (the positions WAIT ... KIDS_WAIT); None: the process is gone."""
         if not _LINUX:
             return self._read_psutil()
         nthreads = invol = None
@@ -446,9 +473,12 @@ class _Proc:
                 return None
             except (OSError, ValueError):
                 pass
-        wait_ns = self._wait_ns(nthreads)
-        wait = None if wait_ns is None else (wait_ns + self._kids_ns(kids)) * _NS
-        return [wait, invol, None, None, self._throttled()]
+        own = self._wait_ns(nthreads)
+        if own is None:
+            return [None, invol, None, None, self._throttled(), None, None]
+        kids_ns = self._kids_ns(kids)
+        wait = (own[0] + kids_ns) * _NS
+        return [wait, invol, None, None, self._throttled(), own[1] * _NS, kids_ns * _NS]
 
     def _read_psutil(self) -> Optional[list]:
         if os.name == "nt":  # psutil has no involuntary switches on Windows (always 0)
@@ -478,12 +508,14 @@ class _Proc:
             "steal_time": METHOD_STEAL if system.stat_fd is not None else None,
             "pressure": METHOD_PRESSURE if system.psi_fd is not None else None,
             "involuntary_switches": invol,
+            # the rows carry the threads' time on a CPU: their wait is shared by it
+            "attribution": ATTRIBUTION_CPU if wait is not None else None,
         }
 
     def close(self) -> None:
         _close(self.status_fd)
         self.status_fd = None
-        for fd, _, _ in self.threads.values():
+        for fd, *_ in self.threads.values():
             self.budget.close(fd)
         for fd, _, _ in self.kids.values():
             self.budget.close(fd)
@@ -569,6 +601,8 @@ def _at(ts: list, vs: list, k: int, t: float, slack: float) -> Optional[float]:
     sample within ``slack`` outside the timeline; None beyond, or where a sample lacks it."""
     n = len(ts)
     i = bisect_left(ts, t)
+    if any(len(vs[j]) <= k for j in (i - 1, i) if 0 <= j < n):
+        return None  # a row without the counter
     if i < n and ts[i] == t:
         return vs[i][k]
     if i == 0:
@@ -613,15 +647,16 @@ def _row_at(ts: list, vs: list, t: float, slack: float) -> Any:
 
 
 def growths(ts: list, vs: list, start: float, stop: float, slack: float) -> list:
-    """``[growth(ts, vs, k, start, stop, slack) for k in range(FIELD_COUNT)]``, the same
-    values, with one search of the timeline per end instead of one per counter and end (the
-    noise object of every test is built while the session waits for its report)."""
+    """``[growth(ts, vs, k, start, stop, slack) for k in range(len(row))]``, the same values,
+    with one search of the timeline per end instead of one per counter and end (the noise
+    object of every test is built while the session waits for its report). At least
+    FIELD_COUNT values; more (ON_CPU, KIDS_WAIT) where both rows carry them."""
     if not ts or stop < start:
         return [None] * FIELD_COUNT
     ra = _row_at(ts, vs, start, slack)
     rb = _row_at(ts, vs, stop, slack)
-    if (ra is not None and len(ra) != FIELD_COUNT) or (rb is not None and len(rb) != FIELD_COUNT):
-        # not a row of ours (a journal's): counter by counter, as growth does it
+    if (ra is not None and len(ra) < FIELD_COUNT) or (rb is not None and len(rb) < FIELD_COUNT):
+        # not a row of ours: counter by counter, as growth does it
         return [growth(ts, vs, k, start, stop, slack) for k in range(FIELD_COUNT)]
     if ra is None or rb is None:
         return [None] * FIELD_COUNT
@@ -648,21 +683,30 @@ def _r(v: Optional[float], digits: int = 6) -> Optional[float]:
     return None if v is None else round(v, digits)
 
 
-def entry_noise(w: Any, start: float, stop: float, duration: Any, slack: float) -> Any:
+def entry_noise(
+    w: Any, start: float, stop: float, duration: Any, slack: float, own_wait: Any = None
+) -> Any:
     """The ``noise`` object of one test of worker ``w`` over ``[start, stop]``; None when the
-    collector has no noise sample of the process around the test."""
+    collector has no noise sample of the process around the test. ``own_wait``: the wait of the
+    process's own threads during the test from :func:`cpu_shared_waits`, or None (all of the
+    wait shared by time)."""
     ts, vs = w.noise_t, w.noise_v
     if not ts:
         return None
     g = _inside(ts, vs, start, stop)
     if g is None:
         g = growths(ts, vs, start, stop, slack)
-    if g.count(None) == FIELD_COUNT:
+    if g[:FIELD_COUNT].count(None) == FIELD_COUNT:
         return None
+    wait = g[WAIT]
+    if own_wait is not None and wait is not None and len(g) > KIDS_WAIT:
+        kids = g[KIDS_WAIT]
+        if kids is not None:
+            wait = own_wait + kids
     psi, invol = g[PSI], g[INVOL]
     span = stop - start
     out = {
-        "wait_time": _r(g[WAIT]),
+        "wait_time": _r(wait),
         "throttled_time": _r(g[THROTTLE]),
         "steal_time": _r(g[STEAL]),
         "pressure": None if psi is None or span <= 0 else round(min(1.0, psi / span), 4),
@@ -689,7 +733,75 @@ def _inside(ts: list, vs: list, start: float, stop: float) -> Optional[list]:
         else:
             d = b - a
             out.append(max(0.0, (a + d * db / span) - (a + d * da / span)))
-    return out if len(out) == FIELD_COUNT and len(vs[i]) == FIELD_COUNT else None
+    return out if len(out) >= FIELD_COUNT else None
+
+
+def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
+    """The wait of the process's own threads during each of ``tests``, one process's
+    ``(start, stop, cpu s, wall s)`` in order of start, from its noise timeline ``ts``/``vs``.
+
+    A thread waits for a CPU only while it is runnable: each sample interval's growth of that
+    wait goes to the tests in the interval by the CPU time each used there (its ``cpu / wall``
+    times its overlap with the interval), and the time between tests takes what is left of the
+    interval's own CPU time (ON_CPU's growth), so that nothing is counted twice. An interval
+    with no CPU time at all is shared by time. None for a test without a CPU time, and for one
+    that overlaps an interval whose samples lack ON_CPU or KIDS_WAIT (an older relay's or
+    journal's): its caller shares its wait by time.
+    """
+    n = len(ts)
+    out: list = [None] * len(tests)
+    if n < 2:
+        return out
+    own: list = []  # per sample: (the threads' wait, their time on a CPU), or None
+    for row in vs:
+        if len(row) > KIDS_WAIT:
+            wait, cpu, kids = row[WAIT], row[ON_CPU], row[KIDS_WAIT]
+            own.append(None if wait is None or cpu is None or kids is None else (wait - kids, cpu))
+        else:
+            own.append(None)
+    weight = [0.0] * n  # per interval k (samples k - 1 to k): the tests' CPU time in it
+    covered = [0.0] * n  # the tests' time in it
+    spans: list = []
+    for start, stop, cpu, wall in tests:
+        if not (_num(cpu) and _num(wall) and wall > 0 and stop > start):
+            spans.append(None)
+            continue
+        rate = max(0.0, cpu) / wall
+        k0, k1 = max(1, bisect_right(ts, start)), min(n - 1, bisect_left(ts, stop))
+        spans.append((k0, k1, rate))
+        for k in range(k0, k1 + 1):
+            overlap = min(stop, ts[k]) - max(start, ts[k - 1])
+            if overlap > 0:
+                weight[k] += rate * overlap
+                covered[k] += overlap
+    shares: list = [None] * n  # per interval: (wait growth, CPU time to share it by, span)
+    for k in range(1, n):
+        a, b = own[k - 1], own[k]
+        span = ts[k] - ts[k - 1]
+        if a is None or b is None or span <= 0:
+            continue
+        between = span - covered[k] > 1e-9  # time of no test in the interval
+        cpu = max(0.0, b[1] - a[1])
+        shares[k] = (max(0.0, b[0] - a[0]), max(weight[k], cpu) if between else weight[k], span)
+    for i, sp in enumerate(spans):
+        if sp is None:
+            continue
+        k0, k1, rate = sp
+        start, stop = tests[i][0], tests[i][1]
+        total = 0.0
+        for k in range(k0, k1 + 1):
+            overlap = min(stop, ts[k]) - max(start, ts[k - 1])
+            if overlap <= 0:
+                continue
+            share = shares[k]
+            if share is None:
+                break
+            grew, by, span = share
+            if grew:
+                total += grew * (rate * overlap / by if by > 0 else overlap / span)
+        else:
+            out[i] = total
+    return out
 
 
 def merge_executions(tests: dict, runs: dict) -> None:
@@ -720,12 +832,15 @@ def methods(workers: Any) -> dict:
     """``session.measurement.noise``: the method of each field (null: not measured in any
     process), and how a test's share was attributed."""
     out: dict = {f: None for f in FIELDS}
+    by_cpu = False
     for w in workers:
         how = getattr(w, "noise_how", None) or {}
         for f in FIELDS:
             if out[f] is None and how.get(f):
                 out[f] = how[f]
-    out["attribution"] = ATTRIBUTION if any(out[f] for f in FIELDS) else None
+        by_cpu = by_cpu or how.get("attribution") == ATTRIBUTION_CPU
+    measured = any(out[f] for f in FIELDS)
+    out["attribution"] = (ATTRIBUTION_CPU if by_cpu else ATTRIBUTION) if measured else None
     out["contended"] = CONTENDED_RULE
     return out
 
