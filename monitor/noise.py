@@ -102,7 +102,7 @@ _LINUX = sys.platform.startswith("linux")
 
 def parse_schedstat(data: bytes) -> int:
     """``/proc/PID/schedstat``: ``on-cpu-ns wait-ns timeslices``; the wait (``run_delay``), ns."""
-    return int(data.split()[1])
+    return parse_schedstat_both(data)[1]
 
 
 def parse_schedstat_both(data: bytes) -> tuple[int, int]:
@@ -744,13 +744,16 @@ def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
     wait goes to the tests in the interval by the CPU time each used there (its ``cpu / wall``
     times its overlap with the interval), and the time between tests takes what is left of the
     interval's own CPU time (ON_CPU's growth), so that nothing is counted twice. An interval
-    with no CPU time at all is shared by time. None for a test without a CPU time, and for one
-    that overlaps an interval whose samples lack ON_CPU or KIDS_WAIT (an older relay's or
-    journal's): its caller shares its wait by time.
+    with no CPU time at all is shared by time.
+
+    None for a test without a CPU time (a record the xdist controller made for a crashed
+    worker's test) and for one that overlaps an interval whose samples lack ON_CPU or KIDS_WAIT
+    (an older relay's or journal's): its caller shares its wait by time, and its time share of
+    each interval is set aside here before the others share the rest.
     """
     n = len(ts)
     out: list = [None] * len(tests)
-    if n < 2:
+    if n < 2 or all(len(row) <= KIDS_WAIT for row in vs):
         return out
     own: list = []  # per sample: (the threads' wait, their time on a CPU), or None
     for row in vs:
@@ -759,48 +762,55 @@ def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
             own.append(None if wait is None or cpu is None or kids is None else (wait - kids, cpu))
         else:
             own.append(None)
-    weight = [0.0] * n  # per interval k (samples k - 1 to k): the tests' CPU time in it
-    covered = [0.0] * n  # the tests' time in it
-    spans: list = []
-    for start, stop, cpu, wall in tests:
-        if not (_num(cpu) and _num(wall) and wall > 0 and stop > start):
-            spans.append(None)
-            continue
-        rate = max(0.0, cpu) / wall
-        k0, k1 = max(1, bisect_right(ts, start)), min(n - 1, bisect_left(ts, stop))
-        spans.append((k0, k1, rate))
-        for k in range(k0, k1 + 1):
-            overlap = min(stop, ts[k]) - max(start, ts[k - 1])
-            if overlap > 0:
-                weight[k] += rate * overlap
-                covered[k] += overlap
-    shares: list = [None] * n  # per interval: (wait growth, CPU time to share it by, span)
+    grown: list = [None] * n  # per interval k (samples k - 1 to k): (wait growth, CPU growth)
     for k in range(1, n):
         a, b = own[k - 1], own[k]
-        span = ts[k] - ts[k - 1]
-        if a is None or b is None or span <= 0:
+        if a is not None and b is not None and ts[k] > ts[k - 1]:
+            grown[k] = (max(0.0, b[0] - a[0]), max(0.0, b[1] - a[1]))
+    weight = [0.0] * n  # per interval: the CPU time in it of the tests shared by CPU time
+    covered = [0.0] * n  # their time in it
+    by_time = [0.0] * n  # the time in it of the tests shared by time
+    spans: list = []
+    for start, stop, cpu, wall in tests:
+        if not stop > start:
+            spans.append(None)
             continue
-        between = span - covered[k] > 1e-9  # time of no test in the interval
-        cpu = max(0.0, b[1] - a[1])
-        shares[k] = (max(0.0, b[0] - a[0]), max(weight[k], cpu) if between else weight[k], span)
+        k0, k1 = max(1, bisect_right(ts, start)), min(n - 1, bisect_left(ts, stop))
+        parts = [
+            (k, min(stop, ts[k]) - max(start, ts[k - 1]))
+            for k in range(k0, k1 + 1)
+            if min(stop, ts[k]) > max(start, ts[k - 1])
+        ]
+        if _num(cpu) and _num(wall) and wall > 0 and all(grown[k] is not None for k, _ in parts):
+            rate = max(0.0, cpu) / wall
+            for k, overlap in parts:
+                weight[k] += rate * overlap
+                covered[k] += overlap
+            spans.append((parts, rate))
+        else:
+            for k, overlap in parts:
+                by_time[k] += overlap
+            spans.append(None)
+    shares: list = [None] * n  # per interval: (the wait its CPU-shared tests split, by what)
+    for k in range(1, n):
+        g = grown[k]
+        if g is None:
+            continue
+        span = ts[k] - ts[k - 1]
+        left = max(0.0, 1.0 - by_time[k] / span)  # what the tests shared by time do not take
+        cpu = g[1] * left
+        between = span - covered[k] - by_time[k] > 1e-6  # time of no test in the interval
+        shares[k] = (g[0] * left, max(weight[k], cpu) if between else weight[k], span)
     for i, sp in enumerate(spans):
         if sp is None:
             continue
-        k0, k1, rate = sp
-        start, stop = tests[i][0], tests[i][1]
+        parts, rate = sp
         total = 0.0
-        for k in range(k0, k1 + 1):
-            overlap = min(stop, ts[k]) - max(start, ts[k - 1])
-            if overlap <= 0:
-                continue
-            share = shares[k]
-            if share is None:
-                break
-            grew, by, span = share
+        for k, overlap in parts:
+            grew, by, span = shares[k]
             if grew:
                 total += grew * (rate * overlap / by if by > 0 else overlap / span)
-        else:
-            out[i] = total
+        out[i] = total
     return out
 
 

@@ -85,7 +85,9 @@ class Worker:
         self.child_s: list = []  # None, or (RSS sum, {(pid, ctime): cpu s}, {pid: ppid})
         self.boundary_methods = boundary_methods  # what the plugin could read in this process
         self.noise_t: list = []  # noise sample times, ascending (monitor/noise.py)
-        self.noise_v: list = []  # (wait s, invol, steal s/CPU, PSI s, throttled s), cumulative
+        # (wait s, invol, steal s/CPU, PSI s, throttled s, on-CPU s, descendants' wait s),
+        # cumulative (noise.WAIT ... noise.KIDS_WAIT; rows of older relays end at throttled)
+        self.noise_v: list = []
         self.noise_how: Optional[dict] = None  # the method of each noise field
         self.host: Optional[str] = None  # the host it ran on, when not the collector's
 

@@ -100,7 +100,8 @@ MOUNTINFO_NONE = "22 1 0:20 / / rw - ext4 /dev/vda rw\n"
 
 def test_schedstat_and_status():
     assert noise_certificate.parse_schedstat(b"559655376 516014 29\n") == 516014
-    with pytest.raises(IndexError):
+    assert noise_certificate.parse_schedstat_both(b"559655376 516014 29\n") == (559655376, 516014)
+    with pytest.raises(ValueError):  # the reader's callers take it as "no read"
         noise_certificate.parse_schedstat(b"")
     assert noise_certificate.parse_status(STATUS) == (5, 37)
     assert noise_certificate.parse_status(b"Name:\tx\n") == (None, None)
@@ -323,33 +324,69 @@ def test_a_sleeping_test_beside_a_contended_one_gets_next_to_none_of_its_wait():
 
 
 def test_cpu_shared_waits_count_nothing_twice_and_fall_back_where_they_cannot():
+    """Random timelines and tests, some without a CPU time (shared by time by their caller),
+    some samples without the CPU counter (an older relay's rows): what the tests shared by CPU
+    time get, plus the time shares of the others, is never more than the wait that grew."""
     import random
 
     rnd = random.Random(21)
-    for _ in range(300):
+    fell_back = shared = 0
+    for _ in range(400):
         ts, vs, t, wait, cpu = [], [], 0.0, 0.0, 0.0
         for _ in range(rnd.randint(2, 12)):
             ts.append(t)
-            vs.append(_row(wait, cpu))
-            t += rnd.uniform(0.05, 0.3)
+            old = rnd.random() < 0.1
+            vs.append((wait, 0, None, None, None) if old else _row(wait, cpu))
+            t += rnd.choice([0.0, rnd.uniform(0.05, 0.3)])  # two samples at one time, now and then
             wait += rnd.uniform(0, 0.2)
             cpu += rnd.uniform(0, 0.3)
         tests, at = [], rnd.uniform(-0.2, 0.2)
         while at < t + 0.2:  # one process's tests, one after the other, gaps or none
             wall = rnd.uniform(0.001, 0.5)
-            tests.append((at, at + wall, rnd.choice([0.0, rnd.uniform(0, wall), wall]), wall))
+            used = rnd.choice([None, 0.0, rnd.uniform(0, wall), wall])
+            tests.append((at, at + wall, used, wall))
             at += wall + rnd.choice([0.0, rnd.uniform(0, 0.1)])
         got = noise_certificate.cpu_shared_waits(ts, vs, tests)
-        assert len(got) == len(tests) and all(g is not None and g >= 0 for g in got)
-        # each interval's wait is shared at most once: together, at most the timeline's
-        assert sum(got) <= vs[-1][noise_certificate.WAIT] + 1e-9
-    # without the CPU counter (an older relay's rows), without a CPU time: time decides
+        assert len(got) == len(tests)
+        given = 0.0
+        for (start, stop, used, _), g in zip(tests, got):
+            if g is not None:
+                assert used is not None and g >= 0
+                given += g
+                shared += 1
+                continue
+            fell_back += 1
+            for k in range(1, len(ts)):  # its time share of each interval, as its caller gives it
+                a, b = vs[k - 1], vs[k]
+                overlap = min(stop, ts[k]) - max(start, ts[k - 1])
+                if overlap > 0 and len(a) > 5 and len(b) > 5:
+                    given += (b[0] - a[0]) * overlap / (ts[k] - ts[k - 1])
+        grown = sum(
+            vs[k][0] - vs[k - 1][0]
+            for k in range(1, len(ts))
+            if len(vs[k]) > 5 and len(vs[k - 1]) > 5 and ts[k] > ts[k - 1]
+        )
+        assert given <= grown + 1e-9, (ts, vs, tests, got)
+    assert fell_back > 300 and shared > 500
+    # without the CPU counter anywhere, without a CPU time, without two samples: time decides
     old = [(0.0, 0, None, None, None), (0.4, 0, None, None, None)]
     assert noise_certificate.cpu_shared_waits([0.0, 1.0], old, [(0.1, 0.2, 0.1, 0.1)]) == [None]
     assert noise_certificate.cpu_shared_waits(
         [0.0, 1.0], [_row(0, 0), _row(0.4, 0.4)], [(0.1, 0.2, None, 0.1)]
     ) == [None]
     assert noise_certificate.cpu_shared_waits([0.0], [_row(0, 0)], [(0.1, 0.2, 0.1, 0.1)]) == [None]
+
+
+def test_a_test_shared_by_time_takes_its_share_before_the_others_split_the_rest():
+    # 0.4 s of wait in a 1 s interval: a test without a CPU time (0.5 s of it: shared by time,
+    # 0.2 s) and a busy one; the busy one splits the other 0.2 s with the time between tests
+    ts, vs = [0.0, 1.0], [_row(0.0, 0.0), _row(0.4, 0.6)]
+    tests = [(0.0, 0.5, None, 0.5), (0.5, 0.9, 0.3, 0.4)]
+    none, busy = noise_certificate.cpu_shared_waits(ts, vs, tests)
+    assert none is None
+    assert busy == pytest.approx(0.2 * 0.3 / max(0.3, 0.6 * 0.5))
+    w = _worker(list(zip(ts, vs)))
+    assert noise_certificate.entry_noise(w, 0.0, 0.5, 0.5, 0.1)["wait_time"] == 0.2
 
 
 def test_descendants_wait_stays_shared_by_time():
