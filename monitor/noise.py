@@ -647,10 +647,9 @@ def _row_at(ts: list, vs: list, t: float, slack: float) -> Any:
 
 
 def growths(ts: list, vs: list, start: float, stop: float, slack: float) -> list:
-    """``[growth(ts, vs, k, start, stop, slack) for k in range(len(row))]``, the same values,
-    with one search of the timeline per end instead of one per counter and end (the noise
-    object of every test is built while the session waits for its report). At least
-    FIELD_COUNT values; more (ON_CPU, KIDS_WAIT) where both rows carry them."""
+    """``[growth(ts, vs, k, start, stop, slack) for k in range(FIELD_COUNT)]``, the same
+    values, with one search of the timeline per end instead of one per counter and end (the
+    noise object of every test is built while the session waits for its report)."""
     if not ts or stop < start:
         return [None] * FIELD_COUNT
     ra = _row_at(ts, vs, start, slack)
@@ -660,7 +659,10 @@ def growths(ts: list, vs: list, start: float, stop: float, slack: float) -> list
         return [growth(ts, vs, k, start, stop, slack) for k in range(FIELD_COUNT)]
     if ra is None or rb is None:
         return [None] * FIELD_COUNT
-    return [None if a is None or b is None else max(0.0, b - a) for a, b in zip(ra, rb)]
+    return [
+        None if a is None or b is None else max(0.0, b - a)
+        for a, b in zip(ra[:FIELD_COUNT], rb[:FIELD_COUNT])
+    ]
 
 
 def is_contended(noise: Any, duration: Any) -> bool:
@@ -684,25 +686,22 @@ def _r(v: Optional[float], digits: int = 6) -> Optional[float]:
 
 
 def entry_noise(
-    w: Any, start: float, stop: float, duration: Any, slack: float, own_wait: Any = None
+    w: Any, start: float, stop: float, duration: Any, slack: float, wait_by_cpu: Any = None
 ) -> Any:
     """The ``noise`` object of one test of worker ``w`` over ``[start, stop]``; None when the
-    collector has no noise sample of the process around the test. ``own_wait``: the wait of the
-    process's own threads during the test from :func:`cpu_shared_waits`, or None (all of the
-    wait shared by time)."""
+    collector has no noise sample of the process around the test. ``wait_by_cpu``: its wait
+    from :func:`cpu_shared_waits`, or None (all of it shared by time)."""
     ts, vs = w.noise_t, w.noise_v
     if not ts:
         return None
     g = _inside(ts, vs, start, stop)
     if g is None:
         g = growths(ts, vs, start, stop, slack)
-    if g[:FIELD_COUNT].count(None) == FIELD_COUNT:
+    if g.count(None) == FIELD_COUNT:
         return None
     wait = g[WAIT]
-    if own_wait is not None and wait is not None and len(g) > KIDS_WAIT:
-        kids = g[KIDS_WAIT]
-        if kids is not None:
-            wait = own_wait + kids
+    if wait_by_cpu is not None and wait is not None:
+        wait = wait_by_cpu
     psi, invol = g[PSI], g[INVOL]
     span = stop - start
     out = {
@@ -727,18 +726,19 @@ def _inside(ts: list, vs: list, start: float, stop: float) -> Optional[list]:
     span = ts[i] - t0
     da, db = start - t0, stop - t0
     out: list = []
-    for a, b in zip(vs[i - 1], vs[i]):
+    for a, b in zip(vs[i - 1][:FIELD_COUNT], vs[i][:FIELD_COUNT]):
         if a is None or b is None:
             out.append(None)
         else:
             d = b - a
             out.append(max(0.0, (a + d * db / span) - (a + d * da / span)))
-    return out if len(out) >= FIELD_COUNT else None
+    return out if len(out) == FIELD_COUNT else None
 
 
 def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
-    """The wait of the process's own threads during each of ``tests``, one process's
-    ``(start, stop, cpu s, wall s)`` in order of start, from its noise timeline ``ts``/``vs``.
+    """The wait during each of ``tests``, one process's ``(start, stop, cpu s, wall s)`` in
+    order of start, from its noise timeline ``ts``/``vs``: its own threads' shared by CPU time,
+    its descendants' (KIDS_WAIT) by time, as :func:`growths` shares every counter.
 
     A thread waits for a CPU only while it is runnable: each sample interval's growth of that
     wait goes to the tests in the interval by the CPU time each used there (its ``cpu / wall``
@@ -755,18 +755,20 @@ def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
     out: list = [None] * len(tests)
     if n < 2 or all(len(row) <= KIDS_WAIT for row in vs):
         return out
-    own: list = []  # per sample: (the threads' wait, their time on a CPU), or None
+    own: list = []  # per sample: (the threads' wait, their time on a CPU, the descendants')
     for row in vs:
         if len(row) > KIDS_WAIT:
             wait, cpu, kids = row[WAIT], row[ON_CPU], row[KIDS_WAIT]
-            own.append(None if wait is None or cpu is None or kids is None else (wait - kids, cpu))
+            own.append(
+                None if wait is None or cpu is None or kids is None else (wait - kids, cpu, kids)
+            )
         else:
             own.append(None)
-    grown: list = [None] * n  # per interval k (samples k - 1 to k): (wait growth, CPU growth)
+    grown: list = [None] * n  # per interval k (samples k - 1 to k): the growth of each
     for k in range(1, n):
         a, b = own[k - 1], own[k]
         if a is not None and b is not None and ts[k] > ts[k - 1]:
-            grown[k] = (max(0.0, b[0] - a[0]), max(0.0, b[1] - a[1]))
+            grown[k] = (max(0.0, b[0] - a[0]), max(0.0, b[1] - a[1]), max(0.0, b[2] - a[2]))
     weight = [0.0] * n  # per interval: the CPU time in it of the tests shared by CPU time
     covered = [0.0] * n  # their time in it
     by_time = [0.0] * n  # the time in it of the tests shared by time
@@ -776,12 +778,21 @@ def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
             spans.append(None)
             continue
         k0, k1 = max(1, bisect_right(ts, start)), min(n - 1, bisect_left(ts, stop))
-        parts = [
-            (k, min(stop, ts[k]) - max(start, ts[k - 1]))
-            for k in range(k0, k1 + 1)
-            if min(stop, ts[k]) > max(start, ts[k - 1])
-        ]
-        if _num(cpu) and _num(wall) and wall > 0 and all(grown[k] is not None for k, _ in parts):
+        if k0 == k1:  # between two samples (most short tests): one part
+            overlap = min(stop, ts[k0]) - max(start, ts[k0 - 1])
+            parts = [(k0, overlap)] if overlap > 0 else []
+        else:
+            parts = [
+                (k, min(stop, ts[k]) - max(start, ts[k - 1]))
+                for k in range(k0, k1 + 1)
+                if min(stop, ts[k]) > max(start, ts[k - 1])
+            ]
+        known = (
+            all(grown[k] is not None for k, _ in parts)
+            if len(parts) > 1
+            else (not parts or grown[parts[0][0]] is not None)
+        )
+        if known and _num(cpu) and _num(wall) and wall > 0:
             rate = max(0.0, cpu) / wall
             for k, overlap in parts:
                 weight[k] += rate * overlap
@@ -791,7 +802,8 @@ def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
             for k, overlap in parts:
                 by_time[k] += overlap
             spans.append(None)
-    shares: list = [None] * n  # per interval: (the wait its CPU-shared tests split, by what)
+    shares: list = [None] * n  # per interval: (the wait its CPU-shared tests split, by what,
+    # its span, the descendants' wait per second)
     for k in range(1, n):
         g = grown[k]
         if g is None:
@@ -800,16 +812,18 @@ def cpu_shared_waits(ts: list, vs: list, tests: list) -> list:
         left = max(0.0, 1.0 - by_time[k] / span)  # what the tests shared by time do not take
         cpu = g[1] * left
         between = span - covered[k] - by_time[k] > 1e-6  # time of no test in the interval
-        shares[k] = (g[0] * left, max(weight[k], cpu) if between else weight[k], span)
+        by = max(weight[k], cpu) if between else weight[k]
+        shares[k] = (g[0] * left, by, span, g[2] / span)
     for i, sp in enumerate(spans):
         if sp is None:
             continue
         parts, rate = sp
         total = 0.0
         for k, overlap in parts:
-            grew, by, span = shares[k]
+            grew, by, span, kids = shares[k]
             if grew:
                 total += grew * (rate * overlap / by if by > 0 else overlap / span)
+            total += kids * overlap
         out[i] = total
     return out
 

@@ -217,11 +217,11 @@ def _test_entry(
     lo: float,
     hi: float,
     kids: Optional[dict] = None,
-    own_wait: Optional[float] = None,
+    wait: Optional[float] = None,
 ) -> dict:
     """One finished test. ``lo``/``hi``: where the worker's previous test ended and its next
     test (or the test it crashed in) began; no sample outside them counts for this test.
-    ``own_wait``: its process's threads' wait, shared by CPU time (noise.cpu_shared_waits)."""
+    ``wait``: its wait, its process's threads' shared by CPU time (noise.cpu_shared_waits)."""
     start, stop = rec[START], rec[STOP]
     setup, call, teardown = rec[SETUP], rec[CALL], rec[TEARDOWN]
     rss0, peak, rss1 = rec[RSS_START], rec[RSS_PEAK], rec[RSS_END]
@@ -270,7 +270,7 @@ def _test_entry(
         entry["executions"] = attempts
         _sum_phases(entry, attempts)
     if w.noise_t:  # the collector's noise samples of this process
-        entry["noise"] = _noise.entry_noise(w, start, stop, entry["duration"], slack, own_wait)
+        entry["noise"] = _noise.entry_noise(w, start, stop, entry["duration"], slack, wait)
     return entry
 
 
@@ -609,7 +609,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
         peak = w.sampled_peak
         recs = sorted(w.records, key=lambda r: r[START])
         crashes = sorted(crash_times.get(w.wid, ()))
-        own_waits = (
+        waits = (
             _noise.cpu_shared_waits(
                 w.noise_t, w.noise_v, [(r[START], r[STOP], r[CPU], r[WALL]) for r in recs]
             )
@@ -625,8 +625,8 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
                 # after this test's end is this test's
                 hi = rec[STOP]
             cpu = (rec[CPU], rec[WALL]) if rec[CPU] is not None and rec[WALL] else None
-            own = own_waits[i] if own_waits is not None else None
-            entry = _test_entry(rec, w, slack, lo, hi, kids, own)
+            wait = waits[i] if waits is not None else None
+            entry = _test_entry(rec, w, slack, lo, hi, kids, wait)
             runs.setdefault(rec[NODEID], []).append((w.wid, entry, cpu))
             if rec[RSS_PEAK] is not None and rec[RSS_PEAK] > peak:
                 peak = rec[RSS_PEAK]

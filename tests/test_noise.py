@@ -332,14 +332,15 @@ def test_cpu_shared_waits_count_nothing_twice_and_fall_back_where_they_cannot():
     rnd = random.Random(21)
     fell_back = shared = 0
     for _ in range(400):
-        ts, vs, t, wait, cpu = [], [], 0.0, 0.0, 0.0
+        ts, vs, t, wait, cpu, kids = [], [], 0.0, 0.0, 0.0, 0.0
         for _ in range(rnd.randint(2, 12)):
             ts.append(t)
             old = rnd.random() < 0.1
-            vs.append((wait, 0, None, None, None) if old else _row(wait, cpu))
+            vs.append((wait + kids, 0, None, None, None) if old else _row(wait, cpu, kids))
             t += rnd.choice([0.0, rnd.uniform(0.05, 0.3)])  # two samples at one time, now and then
             wait += rnd.uniform(0, 0.2)
             cpu += rnd.uniform(0, 0.3)
+            kids += rnd.choice([0.0, rnd.uniform(0, 0.1)])
         tests, at = [], rnd.uniform(-0.2, 0.2)
         while at < t + 0.2:  # one process's tests, one after the other, gaps or none
             wall = rnd.uniform(0.001, 0.5)
@@ -394,10 +395,10 @@ def test_descendants_wait_stays_shared_by_time():
     # of the 1 s interval: 0.03 s) plus the threads' share by CPU time it is given
     ts, vs = [0.0, 1.0], [_row(0.0, 0.0), _row(0.1, 0.1, kids=0.3)]
     w = _worker(list(zip(ts, vs)))
-    (own,) = noise_certificate.cpu_shared_waits(ts, vs, [(0.2, 0.3, 0.05, 0.1)])
-    assert own == pytest.approx(0.1 * 0.05 / 0.1)
-    n = noise_certificate.entry_noise(w, 0.2, 0.3, 0.1, 0.1, own)
-    assert n["wait_time"] == pytest.approx(0.05 + 0.03)
+    (wait,) = noise_certificate.cpu_shared_waits(ts, vs, [(0.2, 0.3, 0.05, 0.1)])
+    assert wait == pytest.approx(0.1 * 0.05 / 0.1 + 0.03)
+    n = noise_certificate.entry_noise(w, 0.2, 0.3, 0.1, 0.1, wait)
+    assert n["wait_time"] == round(wait, 6)
 
 
 def test_report_shares_the_wait_by_cpu_time():
