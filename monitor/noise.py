@@ -100,13 +100,9 @@ _LINUX = sys.platform.startswith("linux")
 # -- parsers (bytes in, numbers out; None or ValueError where the text is not what we know) ----
 
 
-def parse_schedstat(data: bytes) -> int:
-    """``/proc/PID/schedstat``: ``on-cpu-ns wait-ns timeslices``; the wait (``run_delay``), ns."""
-    return parse_schedstat_both(data)[1]
-
-
 def parse_schedstat_both(data: bytes) -> tuple[int, int]:
-    """``/proc/PID/schedstat``: (time on a CPU, wait), ns."""
+    """``/proc/PID/schedstat``: ``on-cpu-ns wait-ns timeslices``; (time on a CPU, the wait
+    (``run_delay``)), ns."""
     on_cpu, wait = data.split()[:2]
     return int(on_cpu), int(wait)
 

@@ -99,10 +99,9 @@ MOUNTINFO_NONE = "22 1 0:20 / / rw - ext4 /dev/vda rw\n"
 
 
 def test_schedstat_and_status():
-    assert noise_certificate.parse_schedstat(b"559655376 516014 29\n") == 516014
     assert noise_certificate.parse_schedstat_both(b"559655376 516014 29\n") == (559655376, 516014)
     with pytest.raises(ValueError):  # the reader's callers take it as "no read"
-        noise_certificate.parse_schedstat(b"")
+        noise_certificate.parse_schedstat_both(b"")
     assert noise_certificate.parse_status(STATUS) == (5, 37)
     assert noise_certificate.parse_status(b"Name:\tx\n") == (None, None)
 
