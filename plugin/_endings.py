@@ -182,19 +182,27 @@ def what_ended(exc: BaseException) -> Optional[str]:
     return type(exc).__name__
 
 
-def ending_words(ended_by: Optional[str], running: list) -> Optional[str]:
+def ending_words(ended_by: Optional[str], running: list, seen: bool = False) -> Optional[str]:
     """The warning for a run that ended early but finished its session (Ctrl-C,
-    pytest.exit()): ``running`` lists (node id, what ended it or None) for each test
-    that was running."""
+    pytest.exit(), an internal error): ``running`` lists (node id, what ended it or None) for
+    each test that was running. ``seen``: "running" as the xdist controller last saw it from
+    the workers' reports; a worker may have finished such a test after the controller stopped
+    reading them, and the report then has the worker's record (so the words say "unless")."""
     if not running:
         return f"the run was ended by {ended_by} while no test was running" if ended_by else None
     causes = {why for _, why in running if why} or {ended_by or "the end of the session"}
     names = ", ".join(nodeid for nodeid, _ in running[:4])
     more = f" and {len(running) - 4} more" if len(running) > 4 else ""
-    return (
-        f"the run was ended by {' and '.join(sorted(causes))} during {names}{more} "
-        "(reported as interrupted)"
-    )
+    how = "reported as interrupted"
+    if seen:
+        how = "each reported as interrupted unless its worker finished it"
+    return f"the run was ended by {' and '.join(sorted(causes))} during {names}{more} ({how})"
+
+
+def internal_error(excinfo: Any) -> str:
+    """What ended a run that pytest ended with INTERNALERROR, in words."""
+    exc = getattr(excinfo, "value", None)
+    return f"an internal error ({type(exc).__name__ if exc is not None else 'INTERNALERROR'})"
 
 
 def move_aside(path: str) -> tuple:

@@ -92,10 +92,10 @@ class SessionOwner:
         if problem:
             self.warnings.append(problem)
 
-    def note_ending(self, running: list) -> None:
+    def note_ending(self, running: list, seen: bool = False) -> None:
         """Warn, naming the cause, when the run ended early; ``running``: (node id, cause or
-        None) of each test that was running then."""
-        words = _endings.ending_words(self.ended_by, running)
+        None) of each test that was running then (``seen``: as the xdist controller saw)."""
+        words = _endings.ending_words(self.ended_by, running, seen)
         if words:
             self.warnings.append(words)
 

@@ -536,6 +536,12 @@ class ControllerSession:
     def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
         self.owner.ended_by = _endings.what_ended(excinfo.value)
 
+    def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
+        # Before pytest_sessionfinish: the tests this process had not seen end are named with
+        # it (otherwise with "the end of the session").
+        if self.owner.ended_by is None:
+            self.owner.ended_by = _endings.internal_error(excinfo)
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         out = getattr(node, "workeroutput", None) or {}
@@ -595,7 +601,7 @@ class ControllerSession:
         running = told + [
             (c["nodeid"], None) for c in interrupted if c["nodeid"] not in {n for n, _ in told}
         ]
-        self.owner.note_ending(running)
+        self.owner.note_ending(running, seen=True)
 
     def _deliver(self) -> bool:
         # A monitor that died after our last look (in the last tests): the workers are gone,

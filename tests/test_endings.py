@@ -339,6 +339,37 @@ def test_pytest_exit_in_a_test(tmp_path, mode):
         inner.close()
 
 
+def test_internal_error_in_the_xdist_controller(pytester, run_perf):
+    """A plugin's hook that raises in the controller (not in a worker): pytest's INTERNALERROR
+    and its exit code stand; the warning names the internal error and the test the controller
+    had not seen end, which its worker may have finished (the report then has its record)."""
+    pytester.makeconftest(
+        """
+        CONTROLLER = []
+
+        def pytest_configure(config):
+            if not hasattr(config, "workerinput"):
+                CONTROLLER.append(True)
+
+        def pytest_runtest_logreport(report):
+            if report.when == "call" and CONTROLLER:
+                raise RuntimeError("a plugin's bug")
+        """
+    )
+    pytester.makepyfile(test_a="def test_one(): pass\ndef test_two(): pass\n")
+    run = run_perf("-n", "2")
+    assert run.ret == pytest.ExitCode.INTERNAL_ERROR, run.text
+    assert "INTERNALERROR" in run.text and "pytest_perfmon" not in run.text
+    warnings = run.report["session"]["warnings"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("the run was ended by an internal error (RuntimeError) during ")
+    assert warnings[0].endswith("(each reported as interrupted unless its worker finished it)")
+    named = [n for n in ("test_a.py::test_one", "test_a.py::test_two") if n in warnings[0]]
+    assert named, warnings
+    for nodeid in named:  # as its worker measured it, or interrupted if it did not finish
+        assert run.report["tests"][nodeid]["outcome"] in ("passed", "interrupted"), run.report
+
+
 @posix_only
 @pytest.mark.parametrize("mode", [SERIAL, N2])
 def test_ctrl_c(tmp_path, mode):
