@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from .units import MIN_INTERVAL
+from .units import MAX_INTERVAL, MIN_INTERVAL
 
 _INF = float("inf")
 
@@ -41,9 +41,9 @@ def probability(text: str) -> float:
 
 
 def interval(text: str) -> float:
-    """A sampling interval: a number >= MIN_INTERVAL seconds."""
-    rule = f"must be at least {MIN_INTERVAL} s, got {text}"
-    return _float(text, lambda v: MIN_INTERVAL <= v < _INF, rule)
+    """A sampling interval: a number of seconds from MIN_INTERVAL to below MAX_INTERVAL."""
+    rule = f"must be at least {MIN_INTERVAL} and below {MAX_INTERVAL:.0f} seconds, got {text}"
+    return _float(text, lambda v: MIN_INTERVAL <= v < MAX_INTERVAL, rule)
 
 
 def positive_int(text: str) -> int:

@@ -511,7 +511,8 @@ def parser() -> argparse.ArgumentParser:
         "--interval",
         type=server.interval,
         default=0.1,
-        help=f"sampling interval, seconds (at least {server.MIN_INTERVAL})",
+        help=f"sampling interval, seconds (at least {server.MIN_INTERVAL}, "
+        f"below {server.MAX_INTERVAL:.0f})",
     )
     ap.add_argument("--parent", type=int, help="exit when this parent process is gone")
     ap.add_argument("--endpoint-file", help="write the bound endpoint here once bound")

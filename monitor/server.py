@@ -18,7 +18,7 @@ import zmq
 from . import protocol
 from .argtypes import interval, positive  # noqa: F401 (the monitor's and daemon's options)
 from .endpoints import is_ipv6
-from .units import MIN_INTERVAL  # noqa: F401 (named in the options' help)
+from .units import MAX_INTERVAL, MIN_INTERVAL  # noqa: F401 (named in the options' help)
 
 
 def ipc_path(endpoint: str) -> Optional[str]:

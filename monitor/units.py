@@ -14,6 +14,8 @@ MB = 1024.0 * 1024.0
 #: The shortest sampling interval the plugin, the monitor and the daemon accept, seconds. Below
 #: 10 ms the monitor spends a core on sampling and the samples say nothing more.
 MIN_INTERVAL = 0.01
+#: The longest (exclusive): an interval of an hour or more samples nothing a test could use.
+MAX_INTERVAL = 3600.0
 
 _INF = float("inf")
 

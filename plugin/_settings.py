@@ -16,14 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from pytest_perfmon.monitor.argtypes import interval as parse_interval  # --perf-cpu-interval's
 from pytest_perfmon.monitor.argtypes import nonneg_float  # --perf-profile-over's type too
 from pytest_perfmon.monitor.endpoints import is_ipv6  # noqa: F401 (the client's)
-from pytest_perfmon.monitor.units import MIN_INTERVAL
+from pytest_perfmon.monitor.units import MAX_INTERVAL, MIN_INTERVAL  # noqa: F401 (the help's)
 from pytest_perfmon.monitor.vocabulary import LIMIT_METRICS
 
 DEFAULT_OUTPUT = "performance_metrics.json"
 DEFAULT_INTERVAL = 0.1
-MAX_INTERVAL = 3600.0
 
 
 LIMIT_MODES = ("fail", "warn", "off")
@@ -263,19 +263,6 @@ def resolve_schedule(
             "report (--perf-schedule=REPORT.json)"
         )
     return Schedule(history=url, max_memory=memory)
-
-
-def parse_interval(text: str) -> float:
-    """The sampling interval in seconds: a number from 0.01 to below 3600."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (MIN_INTERVAL <= value < MAX_INTERVAL):
-        raise argparse.ArgumentTypeError(
-            f"must be at least {MIN_INTERVAL} and below {MAX_INTERVAL:.0f} seconds, got {text}"
-        )
-    return value
 
 
 def _profile(option: Any, getini: Any) -> tuple[Optional[str], float]:

@@ -18,6 +18,7 @@ from ._settings import (
     DEFAULT_PROFILE_OVER,
     LIMIT_METRICS,
     LIMIT_MODES,
+    MAX_INTERVAL,
     MIN_INTERVAL,
     PROFILE_MODES,
     limit_type,
@@ -94,7 +95,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=parse_interval,
         default=None,
         help=f"How often the monitor samples the test processes, in seconds: at least "
-        f"{MIN_INTERVAL} (default: {DEFAULT_INTERVAL}). [ini: perf_cpu_interval]",
+        f"{MIN_INTERVAL} and below {MAX_INTERVAL:.0f} (default: {DEFAULT_INTERVAL}). "
+        "[ini: perf_cpu_interval]",
     )
     group.addoption(
         "--perf-print-summary",
@@ -116,7 +118,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Where the collector listens (TCP, CURVE-encrypted, keys per session) for the "
         "relays of xdist workers on other hosts (--tx ssh=/socket=). Default: the local address "
-        "that reaches the first remote --tx host, any free port.",
+        "that reaches the first remote --tx/--px host, any free port.",
     )
     group.addoption(
         "--perf-limits",
@@ -251,7 +253,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("perf_output", f"Report path (default: {DEFAULT_OUTPUT}).", default="")
     parser.addini("perf_system_info", "Include system information.", type="bool", default=True)
     parser.addini(
-        "perf_cpu_interval", f"Sampling interval in seconds (at least {MIN_INTERVAL}).", default=""
+        "perf_cpu_interval",
+        f"Sampling interval in seconds (at least {MIN_INTERVAL}, below {MAX_INTERVAL:.0f}).",
+        default="",
     )
     parser.addini("perf_print_summary", "Print the summary.", type="bool", default=False)
     parser.addini("perf_daemon", "Endpoint of a running perfmon-daemon.", default="")

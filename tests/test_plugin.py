@@ -121,6 +121,8 @@ def test_ini_options_and_command_line_wins(run_perf, pytester):
         (["--perf-cpu-interval=0.001"], "must be at least 0.01"),
         (["--perf-cpu-interval=1e-9"], "must be at least 0.01"),
         (["--perf-cpu-interval=abc"], "not a number"),
+        (["--perf-cpu-interval=3600"], "below 3600 seconds"),
+        (["--perf-cpu-interval=inf"], "below 3600 seconds"),
         (["--perf-output=a_file/x.json"], "cannot create the directory"),
         (["--perf-daemon=tcp://localhost"], "not an endpoint"),
         (["--perf-daemon=tcp://::1:5555"], "not an endpoint"),

@@ -108,12 +108,14 @@ def test_hello_for_a_pid_not_ours(monitor):
     assert kind == protocol.ERROR and body["code"] == protocol.E_PID
 
 
-def test_monitor_interval_minimum(capsys):
+@pytest.mark.parametrize("value", ["0.001", "3600", "nan"])
+def test_monitor_interval_bounds(capsys, value):
+    """The monitor's (and the daemon's: the same argparse type) interval: the plugin's rule."""
     with pytest.raises(SystemExit) as exit_:
-        monitor_main(["--endpoint", "ipc://x", "--interval", "0.001"])
+        monitor_main(["--endpoint", "ipc://x", "--interval", value])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "at least 0.01" in err and "Traceback" not in err
+    assert "at least 0.01 and below 3600 seconds" in err and "Traceback" not in err
 
 
 def test_loop_sleeps_until_its_timer_is_due(tmp_path):

@@ -142,7 +142,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="the combined report (JSON)")
     run.add_argument("--journal", help="the journal (default: OUTPUT.journal)")
     run.add_argument("--keep-journal", action="store_true", help="keep it after a clean stop")
-    interval_help = f"sampling interval, s (at least {server.MIN_INTERVAL})"
+    interval_help = (
+        f"sampling interval, s (at least {server.MIN_INTERVAL}, below {server.MAX_INTERVAL:.0f})"
+    )
     run.add_argument("--interval", type=server.interval, default=0.1, help=interval_help)
     run.add_argument("--no-system-info", action="store_true", help="leave the system block out")
     run.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port")

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from .. import protocol
 from ..tables import text_table
+from ..units import number
 from .common import mb
 from .session import Session
 
@@ -100,9 +101,10 @@ def _session_line(s: dict) -> str:
 def format_status(st: dict, width: int | None = None) -> str:
     """``perfmon-daemon status`` as text; worker tables fitted to ``width`` columns."""
     d = st["daemon"]
+    rss = d["rss_mb"]
     lines = [
         f"perfmon-daemon pid {d['pid']} at {d['endpoint']}, up {d['uptime']:.0f} s, "
-        f"RSS {d['rss_mb']} MB",
+        + (f"RSS {rss:.1f} MB" if number(rss) is not None else "RSS unknown"),
         f"  output {d['output']}  journal {d['journal']}"
         + (f"  metrics {d['metrics']}" if d["metrics"] else ""),
         f"tests {st['tests']} in {st['sessions_total']} sessions "
