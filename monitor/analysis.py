@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from typing import TypeGuard  # new in Python 3.10: named in annotations only, never evaluated
 
 from . import __version__
+from .files import JSONFileError, read_json
 from .schema import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION, first_problem
 from .summary import summarize
 from .units import number
@@ -65,24 +66,9 @@ def load_report(path: str, check: bool = True) -> dict:
     """Read and check the report at ``path``; raise :class:`ReportError` when it is not one.
     ``check=False``: JSON only, the caller checks what it uses (no schema walk)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ReportError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ReportError(f"{path}: is a directory, not a report file") from None
-    except UnicodeDecodeError:
-        raise ReportError(f"{path}: not JSON (not UTF-8 text)") from None
-    except OSError as e:
-        raise ReportError(f"{path}: cannot read ({e.strerror or e})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ReportError(
-            f"{path}: not JSON ({e.msg} at line {e.lineno} column {e.colno})"
-        ) from None
-    except RecursionError:
-        raise ReportError(f"{path}: not JSON (nested too deeply)") from None
+        data = read_json(path)
+    except JSONFileError as e:
+        raise ReportError(str(e)) from None
     if check:
         check_report(data, path)
     return data

@@ -46,15 +46,28 @@ def interval(text: str) -> float:
     return _float(text, lambda v: MIN_INTERVAL <= v < MAX_INTERVAL, rule)
 
 
-def positive_int(text: str) -> int:
-    """A whole number >= 1."""
+#: The most of anything counted on a command line (runs, rows, a store's limit): a number past
+#: it is a typo, and past 2**63 SQLite cannot even take it.
+MAX_COUNT = 1_000_000_000
+#: The most shards or workers a plan is made for (a plan holds one bin per shard): as
+#: ``--perf-shard`` allows.
+MAX_SHARDS = 10_000
+
+
+def positive_int(text: str, most: int = MAX_COUNT) -> int:
+    """A whole number from 1 to ``most``."""
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    if not 1 <= v <= most:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {most}: {text!r}")
     return v
+
+
+def shard_count(text: str) -> int:
+    """A number of shards or of workers a plan is made for: 1 to MAX_SHARDS."""
+    return positive_int(text, MAX_SHARDS)
 
 
 def runs_window(text: str) -> int:

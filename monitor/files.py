@@ -11,7 +11,48 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Optional
+from typing import IO, Any, Optional
+
+from .units import number
+
+
+class JSONFileError(ValueError):
+    """A JSON file that cannot be read: the message is one line, naming the file."""
+
+
+def _int(text: str) -> int:
+    """JSON's integers: one beyond a float's range parses as a Python int but is no figure
+    (arithmetic with floats overflows far from where it was read)."""
+    v = int(text)  # a ValueError past Python's digit limit too
+    if number(v) is not None:
+        return v
+    raise ValueError(f"a number beyond a float's range ({len(text)} digits)")
+
+
+def read_json(path: str) -> Any:
+    """The JSON value in the file at ``path``; :class:`JSONFileError` (one line) when the file
+    cannot be read, is not UTF-8 JSON, nests too deeply or holds a number beyond a float's
+    range. Every reader of a user's JSON file goes through here."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise JSONFileError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise JSONFileError(f"{path}: is a directory, not a file") from None
+    except UnicodeDecodeError:
+        raise JSONFileError(f"{path}: not JSON (not UTF-8 text)") from None
+    except OSError as e:
+        raise JSONFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        return json.loads(text, parse_int=_int)
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno} column {e.colno}"
+        raise JSONFileError(f"{path}: not JSON ({e.msg} at {where})") from None
+    except RecursionError:
+        raise JSONFileError(f"{path}: not JSON (nested too deeply)") from None
+    except ValueError as e:  # _int's, or int()'s past Python's digit limit
+        raise JSONFileError(f"{path}: {e}") from None
 
 
 def dumps(report: dict) -> str:

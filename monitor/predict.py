@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
+from .argtypes import MAX_SHARDS as MAX_WORKERS  # a worker count is planned like a shard count
+
 LOW_Q = 0.1
 HIGH_Q = 0.9
 
@@ -347,8 +349,10 @@ def parse_workers(text: str) -> list[int]:
     out = set()
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
-            raise ValueError(f"worker counts are integers >= 1 separated by commas: {text!r}")
+        if not part.isdigit() or not 1 <= int(part) <= MAX_WORKERS:
+            raise ValueError(
+                f"worker counts are integers from 1 to {MAX_WORKERS} separated by commas: {text!r}"
+            )
         out.add(int(part))
     return sorted(out)
 

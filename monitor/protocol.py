@@ -75,6 +75,7 @@ from typing import Any, NamedTuple, Optional
 
 import msgpack
 
+from . import argtypes
 from .record import (  # noqa: F401 - re-exported: the record is part of the wire
     CALL,
     CPU,
@@ -506,7 +507,7 @@ def _path_like(body: dict, key: str, what: str) -> Optional[str]:
     return v
 
 
-MAX_SHARDS = 10000
+MAX_SHARDS = argtypes.MAX_SHARDS
 MAX_SHARD_TESTS = 1000  # not_run node ids at most
 
 

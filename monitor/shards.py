@@ -18,7 +18,7 @@ import os
 from typing import Any, Optional
 
 from . import split as splitting
-from .argtypes import nonneg_float, positive_int
+from .argtypes import MAX_SHARDS, nonneg_float, positive_int, shard_count
 from .command import EXIT_OK, UsageError, emit, error
 from .tables import text_table
 
@@ -36,15 +36,8 @@ def _figures(args: argparse.Namespace, n: int) -> dict:
     """The figures of --from FILE, or of the store of --db (as a shard of ``n`` reads it)."""
     if args.source_file:
         try:
-            with open(args.source_file, encoding="utf-8") as f:
-                obj = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise UsageError(
-                f"{args.source_file}: {getattr(exc, 'strerror', None) or exc}"
-            ) from None
-        try:
-            return splitting.durations_data(obj, os.path.basename(args.source_file))
-        except splitting.SplitError as exc:
+            return splitting.load_figures(args.source_file)
+        except splitting.SplitError as exc:  # the message names the file
             raise UsageError(str(exc)) from None
     from .history.runner import run_command
     from .history.shards import shard_data
@@ -202,7 +195,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=shard_count,
         default=1,
         metavar="N",
         help="the -n each shard runs with (its wall time and memory; default 1)",
@@ -247,7 +240,7 @@ def register(subparsers: Any) -> None:
         "each shard's node ids; --format pytest-split a .test_durations file. Exit status: 0 "
         "fine; 2 bad input or usage.",
     )
-    p.add_argument("--shards", type=positive_int, required=True, metavar="N")
+    p.add_argument("--shards", type=shard_count, required=True, metavar="N")
     _common(p)
     p.add_argument(
         "--memory-budget",
@@ -306,8 +299,10 @@ def predict_shards(args: argparse.Namespace) -> int:
     )
     try:
         if args.shards != "auto":
-            if not str(args.shards).isdigit() or int(args.shards) < 1:
-                raise UsageError(f"--shards: {args.shards!r} is not auto or a number >= 1")
+            if not str(args.shards).isdigit() or not 1 <= int(args.shards) <= MAX_SHARDS:
+                raise UsageError(
+                    f"--shards: {args.shards!r} is not auto or a number from 1 to {MAX_SHARDS}"
+                )
             split_args.shards = int(args.shards)
             return cmd_split(split_args)
         if args.target is None:

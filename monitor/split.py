@@ -27,12 +27,16 @@ import bisect
 import datetime as dt
 import hashlib
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from . import argtypes
 from . import predict as prediction
+from .files import JSONFileError, read_json
+from .units import number
 
 #: A unit's planned duration is never 0 (a zero would let one shard take every new test).
 MIN_DURATION = 1e-4
@@ -43,7 +47,7 @@ SWAP_CANDIDATES = 256
 #: Tests listed as not run in a shard's report, at most.
 MAX_NOT_RUN = 1000
 #: Most shards a matrix may have.
-MAX_SHARDS = 10000
+MAX_SHARDS = argtypes.MAX_SHARDS
 
 
 #: The labels of a shard's run in the history store (``--perf-history``): its K/N, and the CI
@@ -136,9 +140,18 @@ def base_nodeid(key: str, job: Any = None) -> str:
 
 
 def _num(v: Any) -> Optional[float]:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
+    v = number(v)
+    return None if v is None else float(v)
+
+
+def load_figures(path: str) -> dict:
+    """:func:`durations_data` of the JSON file at ``path`` (a report or ``.test_durations``);
+    SplitError, one line, when it cannot be read or used."""
+    try:
+        obj = read_json(path)
+    except JSONFileError as exc:
+        raise SplitError(str(exc)) from None
+    return durations_data(obj, os.path.basename(path))
 
 
 def durations_data(obj: Any, name: str) -> dict:
@@ -179,11 +192,12 @@ def report_durations(report: Mapping, name: str) -> dict:
         mem = t.get("memory")
         if not isinstance(mem, dict):
             mem = {}
-        per.setdefault(base_nodeid(key, t.get("job")), []).append((dur, _num(mem.get("peak_mb"))))
+        job = t.get("job") if isinstance(t.get("job"), str) else None
+        per.setdefault(base_nodeid(key, job), []).append((dur, _num(mem.get("peak_mb"))))
         start = _num(mem.get("start_mb"))
         if start is not None:
             w = t.get("worker") if isinstance(t.get("worker"), str) else None
-            w = (t.get("job"), w)
+            w = (job, w)
             starts[w] = min(starts.get(w, start), start)
     if not per:
         raise SplitError(f"{name}: the report has no measured tests")
@@ -201,6 +215,8 @@ def report_durations(report: Mapping, name: str) -> dict:
     for job in jobs.values():
         session = job.get("session") if isinstance(job, dict) else None
         workers = job.get("workers") if isinstance(job, dict) else None
+        if not isinstance(workers, dict):
+            workers = None
         wall = _num(session.get("duration")) if isinstance(session, dict) else None
         times = (_num(w.get("busy_time")) for w in (workers or {}).values() if isinstance(w, dict))
         busy = [b for b in times if b is not None]

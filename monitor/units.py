@@ -17,12 +17,13 @@ MIN_INTERVAL = 0.01
 #: The longest (exclusive): an interval of an hour or more samples nothing a test could use.
 MAX_INTERVAL = 3600.0
 
-_INF = float("inf")
+_FLOAT_MAX = 1.7976931348623157e308
 
 
 def number(v: Any) -> Optional[float]:
     """``v`` when it is a finite number (an int or a float, not a bool), else None: NaN,
-    infinity, text, null and a bool are not a figure."""
+    infinity, an int beyond a float's range, text, null and a bool are not a figure."""
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return v if -_INF < v < _INF else None
+    # (an int compares with a float exactly: one beyond a float's range is no figure either)
+    return v if -_FLOAT_MAX <= v <= _FLOAT_MAX else None

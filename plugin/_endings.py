@@ -205,6 +205,10 @@ def internal_error(excinfo: Any) -> str:
     return f"an internal error ({type(exc).__name__ if exc is not None else 'INTERNALERROR'})"
 
 
+#: real path of a report this process moved aside -> where it is now (``moved_to``).
+_moved: dict = {}
+
+
 def move_aside(path: str) -> tuple:
     """Move a previous report at ``path`` to ``path.previous``; (new place or None, problem
     or None). A link is followed, as the report's writer does."""
@@ -216,4 +220,14 @@ def move_aside(path: str) -> tuple:
         os.replace(real, target)
     except OSError as exc:
         return None, f"cannot move the previous report {path} aside: {exc.strerror or exc}"
+    _moved[real] = target
     return target, None
+
+
+def moved_to(path: str) -> str:
+    """Where to read the report at ``path`` from: its ``.previous`` when this process moved it
+    aside (``--perf-schedule=REPORT`` or ``--perf-shard-from`` naming the run's own output,
+    as after ``pytest --perf-monitor`` with the default path), else ``path``."""
+    real = os.path.realpath(path)
+    target = _moved.get(real)
+    return target if target is not None and not os.path.exists(real) else path

@@ -230,6 +230,13 @@ class PerfScheduling:
             self.say(f"perfmon: warning: --perf-schedule: {exc}; xdist schedules this run")
             self.delegate = True
             return self.inner.schedule()
+        except Exception as exc:  # noqa: BLE001 - our failure never becomes the session's
+            self.say(
+                f"perfmon: warning: --perf-schedule: internal error while planning ({exc!r}); "
+                "xdist schedules this run"
+            )
+            self.delegate = True
+            return self.inner.schedule()
         self.collection = collection
         self._make_units()
         self.check_schedule()

@@ -12,7 +12,6 @@ xdist schedules as usual.
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pytest_perfmon.monitor import predict as prediction
+from pytest_perfmon.monitor.units import number
 
 #: How long the history's answer may take to come (a locked or remote store).
 HISTORY_TIMEOUT = 30.0
@@ -104,18 +104,14 @@ class HistorySource:
                 pass
 
 
-def _number(v: Any) -> Optional[float]:
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-        return float(v)
-    return None
-
-
 def report_data(path: str) -> dict:
     """The same shape as :meth:`HistorySource.data`, from one JSON report."""
     from pytest_perfmon.monitor.analysis import ReportError, load_report
 
+    from ._endings import moved_to
+
     try:  # only what planning reads is checked: tests with a finite duration
-        report: Any = load_report(path, check=False)  # any JSON value: checked here
+        report: Any = load_report(moved_to(path), check=False)  # any JSON value: checked here
     except ReportError as exc:
         raise PlanError(str(exc)) from None
     tests = report.get("tests") if isinstance(report, dict) else None
@@ -144,7 +140,7 @@ def make_plan(collection: Sequence[str], data: dict, strip_group: bool = False) 
         estimates, unknown = prediction.estimate_tests(ids, series)
     except prediction.PredictError:
         raise PlanError(f"no history for any of these {len(ids)} tests") from None
-    base = _number(data.get("baseline_mb")) or 0.0
+    base = number(data.get("baseline_mb")) or 0.0
     return Plan(
         durations=[max(MIN_DURATION, e.duration) for e in estimates],
         extras=[max(0.0, (e.peak_mb or 0.0) - base) for e in estimates],

@@ -26,7 +26,6 @@ planned tests that did not run), and a run recorded in the history store is labe
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Generator
 from typing import Any, Optional
@@ -109,13 +108,12 @@ def configure(config: pytest.Config) -> None:
 
 def read_file(path: str) -> dict:
     """The figures of ``--perf-shard-from PATH``; a usage error when it cannot be read."""
+    from ._endings import moved_to
+
     try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-        return splitting.durations_data(obj, os.path.basename(path))
-    except (OSError, ValueError) as exc:
-        why = getattr(exc, "strerror", None) or exc
-        raise pytest.UsageError(f"--perf-shard-from: {path}: {why}") from None
+        return splitting.load_figures(moved_to(path))
+    except splitting.SplitError as exc:  # the message names the file
+        raise pytest.UsageError(f"--perf-shard-from: {exc}") from None
 
 
 def _group(item: Any) -> Optional[str]:

@@ -414,6 +414,8 @@ def _bad_inputs(tmp: Path) -> dict:
         "missing-field": (tmp / "nofield.json", _with_test(good, drop="outcome")),
         "outcome-not-string": (tmp / "outcome.json", _with_test(good, outcome=3)),
         "negative": (tmp / "negative.json", _with_test(good, duration=-1.0)),
+        # valid JSON, and the schema's "number": arithmetic on it overflowed in every command
+        "beyond-float": (tmp / "huge.json", _with_test(good, duration=10**400)),
     }
     out = {}
     for key, (path, content) in cases.items():
@@ -444,6 +446,7 @@ BAD_KINDS = [
     "missing-field",
     "outcome-not-string",
     "negative",
+    "beyond-float",
 ]
 
 
@@ -483,6 +486,7 @@ def test_bad_input_messages_say_what_is_wrong(perfmon, tmp_path: Path) -> None:
         "missing-field": "required field 'outcome' is missing",
         "outcome-not-string": ".outcome: 3 is not one of",
         "negative": ".duration: -1.0 is less than 0",
+        "beyond-float": "a number beyond a float's range (401 digits)",
     }
     for kind, text in expected.items():
         assert text in perfmon("report", bad[kind], cwd=tmp_path).stderr
@@ -494,6 +498,7 @@ def test_bad_input_messages_say_what_is_wrong(perfmon, tmp_path: Path) -> None:
         [],
         ["report"],
         ["report", "baseline.json", "--top", "0"],
+        ["report", "baseline.json", "--top", "99999999999999999999"],
         ["report", "baseline.json", "--format", "html"],
         ["compare", "baseline.json"],
         ["compare", "baseline.json", "current.json", "--time-abs", "-1"],

@@ -484,7 +484,8 @@ def test_cli_tests_file_with_unknown_tests_and_table(known_db, tmp_path, capsys)
     "argv, message",
     [
         (["--memory-budget", "8"], "--memory-budget: not a size like 8G"),
-        (["--workers", "0,2"], "--workers: worker counts are integers >= 1"),
+        (["--workers", "0,2"], "--workers: worker counts are integers from 1 to 10000"),
+        (["--workers", "2,99999999"], "--workers: worker counts are integers from 1 to 10000"),
         (["--tests", "ids.txt"], "no node ids"),
         (["--tests", "unknown.txt"], "the history has no data for any of these 1 tests"),
         (["--tests", "missing.txt"], "No such file"),

@@ -383,9 +383,14 @@ def log(pytester, monkeypatch):
 
 
 def test_report_plans_longest_first_on_real_workers(run_perf, pytester, log, first_run):
+    """Planned from the run's own output path, as the README's `pytest --perf-monitor` then
+    `pytest -n 4 --perf-monitor --perf-schedule=performance_metrics.json` do: the report the
+    session moved aside (PATH.previous) is the one read."""
     _planned_from(pytester, first_run, {"test_skew": SKEWED})
-    run = run_perf("-n", "2", "--perf-schedule=first.json", monitor=False)
+    run = run_perf("-n", "2", "--perf-schedule=first.json", output="first.json")
     assert run.ret == 0, run.text
+    assert run.report is not None and len(run.report["tests"]) == 14, run.text
+    assert (pytester.path / "first.json.previous").is_file()
     assert (
         "perfmon: scheduling 14 tests longest first from first.json (14 tests), "
         "0 without data" in run.text

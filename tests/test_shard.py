@@ -469,3 +469,60 @@ def test_bad_values_are_usage_errors(pytester, inprocess, args, words):
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     err = res.stderr.str()
     assert all(w in err for w in words), err
+
+
+def _a_report(**over) -> dict:
+    tests = {
+        f"t.py::test_{i}": {"duration": 0.1 * (i + 1), "memory": {"start_mb": 40.0}}
+        for i in range(3)
+    }
+    rep = {"schema_version": 1, "session": {"duration": 1.0}, "tests": tests, "workers": {}}
+    rep.update(over)
+    return rep
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (json.dumps(_a_report(workers="gw0")), None),  # a shape we ignore: planned all the same
+        (json.dumps(_a_report(workers=[1])), None),
+        (json.dumps(_a_report(tests={"t.py::a": {"duration": 1, "job": [1], "worker": 5}})), None),
+        (json.dumps(_a_report(jobs={"x": "y"})), None),
+        ('{"t.py::a": 1' + "0" * 400 + "}", "a number beyond a float's range (401 digits)"),
+        (json.dumps(_a_report()).replace('"duration": 1.0', '"duration": 1' + "0" * 400), "range"),
+        ("[" * 100_000 + "]" * 100_000, "not JSON (nested too deeply)"),
+        ("", "not JSON (Expecting value at line 1 column 1)"),
+        ('{"t.py::a": "fast"}', "neither a pytest-perfmon report nor a .test_durations file"),
+    ],
+    ids=[
+        "workers-text",
+        "workers-list",
+        "job-list",
+        "jobs-text",
+        "durations-bigint",
+        "report-bigint",
+        "deep",
+        "empty",
+        "durations-text",
+    ],  # fmt: skip
+)
+def test_malformed_figures_plan_or_say_one_line(tmp_path, content, expected):
+    """--perf-shard-from, --perf-schedule=REPORT and `perfmon split --from` read figures
+    through one loader: a shape they do not use is ignored, anything else is one line naming
+    the file (a malformed file once ended pytest with an INTERNALERROR)."""
+    from pytest_perfmon._schedule_inputs import PlanError, report_data
+
+    path = tmp_path / "figures.json"
+    path.write_text(content, encoding="utf-8")
+    if expected is None:
+        data = splitting.load_figures(str(path))
+        assert data["tests"] and all(d > 0 for d, _ in data["tests"].values()), data
+        assert report_data(str(path))["tests"] == data["tests"]
+        return
+    with pytest.raises(splitting.SplitError) as err:
+        splitting.load_figures(str(path))
+    message = str(err.value)
+    assert path.name in message and expected in message and "\n" not in message
+    if content.startswith('{"schema') or content.startswith("["):
+        with pytest.raises(PlanError):
+            report_data(str(path))
