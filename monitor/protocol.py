@@ -197,7 +197,7 @@ def unpack(frame: bytes) -> tuple[str, Any]:
         raise ProtocolError(E_MALFORMED, "frame is not [version, kind, body]")
     version, kind, body = msg
     if version != VERSION or isinstance(version, bool):
-        raise ProtocolError(E_VERSION, f"protocol version {str(version)[:20]}, expected {VERSION}")
+        raise ProtocolError(E_VERSION, f"protocol version {repr(version)[:20]}, expected {VERSION}")
     if not isinstance(kind, str):
         raise ProtocolError(E_MALFORMED, "kind is not a string")
     return kind, body

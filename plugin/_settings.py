@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+import pytest
 from pytest_perfmon.monitor.argtypes import interval as parse_interval  # --perf-cpu-interval's
 from pytest_perfmon.monitor.argtypes import nonneg_float  # --perf-profile-over's type too
 from pytest_perfmon.monitor.endpoints import is_ipv6  # noqa: F401 (the client's)
@@ -89,7 +90,7 @@ def ini_bool(getini: Any, name: str) -> Any:
         return getini(name)
     except KeyError:  # stand-ins of getini in unit tests may know only some keys
         return None
-    except ValueError as exc:
+    except (ValueError, pytest.UsageError) as exc:  # pytest 9: a UsageError, earlier ValueError
         raise SettingError(f"{name} in the ini file: {exc}") from None
 
 

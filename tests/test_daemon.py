@@ -455,6 +455,9 @@ def _bad_cases(tmp_path):
     afile.write_text("x")
     adir = tmp_path / "adir"
     adir.mkdir()
+    special = tmp_path / "fifo"  # not a regular file (a device like /dev/null would do too)
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(special)
     ok_out = str(tmp_path / "c.json")
     ipc = f"ipc://{tmp_path}/d.sock"
     return {
@@ -489,6 +492,21 @@ def _bad_cases(tmp_path):
             ["rebuild", "--journal", str(afile), "--output", ok_out, "--interval", "0"],
             "at least",
         ),
+        "rebuild-journal-is-dir": (
+            ["rebuild", "--journal", str(adir), "--output", ok_out],
+            "is a directory",
+        ),
+        # a file that is not a journal (here: text) writes nothing: --output may be a report
+        "rebuild-not-a-journal": (
+            ["rebuild", "--journal", str(afile), "--output", ok_out],
+            "no session in it (empty, or not a perfmon-daemon journal); nothing written",
+        ),
+        "output-not-a-file": (["--endpoint", ipc, "--output", str(special)], "not a regular file"),
+        # a clean stop removes the journal: never a device
+        "journal-not-a-file": (
+            ["--endpoint", ipc, "--output", ok_out, "--journal", str(special)],
+            "not a regular file",
+        ),
     }
 
 
@@ -506,11 +524,17 @@ BAD_CASES = [
     "stop-endpoint",
     "rebuild-missing",
     "rebuild-interval",
+    "rebuild-journal-is-dir",
+    "rebuild-not-a-journal",
+    "output-not-a-file",
+    "journal-not-a-file",
 ]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_usage_errors_exit_2(tmp_path, capsys, case):
+    if case.endswith("not-a-file") and not hasattr(os, "mkfifo"):
+        pytest.skip("needs a file that is not a regular one: no os.mkfifo here")
     args, expected = _bad_cases(tmp_path)[case]
     try:
         code = main(args)

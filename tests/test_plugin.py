@@ -141,12 +141,21 @@ def test_bad_options_are_usage_errors(pytester, inprocess, args, message):
     assert "Traceback" not in res.stderr.str() + res.stdout.str()
 
 
-def test_bad_ini_interval_is_a_usage_error(pytester, inprocess):
+@pytest.mark.parametrize(
+    "ini, message",
+    [
+        ("perf_cpu_interval = 0.005", "perf_cpu_interval in the ini file: must be at least 0.01"),
+        # pytest 9 says only "invalid truth value" (a UsageError, no longer a ValueError)
+        ("perf_monitor = maybe", "perf_monitor in the ini file: invalid truth value 'maybe'"),
+        ("perf_children = maybe", "perf_children in the ini file: invalid truth value"),
+    ],
+)
+def test_bad_ini_value_is_a_usage_error_naming_the_key(pytester, inprocess, ini, message):
     pytester.makepyfile("def test_one(): pass")
-    pytester.makeini("[pytest]\nperf_cpu_interval = 0.005\n")
+    pytester.makeini(f"[pytest]\n{ini}\n")
     res = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--perf-monitor")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
-    assert "perf_cpu_interval in the ini file: must be at least 0.01" in res.stderr.str()
+    assert message in res.stderr.str()
     assert "Traceback" not in res.stderr.str() + res.stdout.str()
 
 

@@ -179,11 +179,15 @@ def test_unpack_errors():
         with pytest.raises(protocol.ProtocolError) as err:
             protocol.unpack(frame)
         assert err.value.code == code, frame[:10]
+    # the text "1" is not version 1, and the answer says which was sent
+    with pytest.raises(protocol.ProtocolError, match="protocol version '1', expected 1"):
+        protocol.unpack(b"\x93\xa11\xa1x\xc0")
 
 
-def test_interval_lower_bound():
+def test_interval_bounds():
     assert server.interval("0.01") == 0.01
-    for text in ("0.001", "1e-9", "0", "-1", "nan", "inf", "x"):
+    assert server.interval("3599.9") == 3599.9
+    for text in ("0.001", "1e-9", "0", "-1", "nan", "inf", "x", "3600", "1e9"):
         with pytest.raises(Exception, match="at least 0.01|not a number"):
             server.interval(text)
 

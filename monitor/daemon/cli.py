@@ -81,6 +81,8 @@ def check_output(output: str, journal: str) -> None:
     directory = os.path.dirname(output)
     if os.path.isdir(output):
         raise DaemonError(f"--output {output} is a directory")
+    if os.path.exists(output) and not os.path.isfile(output):  # /dev/null, a FIFO, a socket
+        raise DaemonError(f"--output {output} is not a regular file")
     if not os.path.isdir(directory):
         raise DaemonError(f"--output: directory {directory} does not exist")
     try:
@@ -92,6 +94,9 @@ def check_output(output: str, journal: str) -> None:
     jdir = os.path.dirname(journal)
     if os.path.isdir(journal):
         raise DaemonError(f"--journal {journal} is a directory")
+    if os.path.exists(journal) and not os.path.isfile(journal):
+        # a clean stop removes the journal: never a device or anything else that is not ours
+        raise DaemonError(f"--journal {journal} is not a regular file")
     if not os.path.isdir(jdir):
         what = "is a file, not a directory" if os.path.exists(jdir) else "does not exist"
         raise DaemonError(f"--journal: {jdir} {what}")
@@ -215,15 +220,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
+    from ..journal import JournalError
     from .rebuild import rebuild
 
-    if not os.path.isfile(args.journal):
+    if os.path.isdir(args.journal):
+        raise DaemonError(f"--journal {args.journal} is a directory")
+    if not os.path.exists(args.journal):
         raise DaemonError(f"--journal {args.journal}: no such file")
+    if not os.path.isfile(args.journal):
+        raise DaemonError(f"--journal {args.journal} is not a regular file")
     output = os.path.abspath(args.output)
     if not os.path.isdir(os.path.dirname(output)) or os.path.isdir(output):
         raise DaemonError(f"--output {output}: not a writable file path")
     try:
         done = rebuild(args.journal, output, args.interval)
+    except JournalError as exc:  # nothing written
+        raise DaemonError(f"--journal {exc}") from None
     except OSError as exc:
         print(f"{PROG}: error: cannot rebuild: {exc}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ import os
 
 from .. import deliver as delivery
 from .. import report as report_model
-from ..journal import Journal, scan
+from ..journal import Journal, JournalError, scan
 from .combined import write_combined
 from .session import Session, aborted_path, check_report_path, label_for, replay, session_report
 
@@ -38,8 +38,15 @@ def read_sessions(journal_path: str, interval: float) -> dict[str, Session]:
 
 
 def rebuild(journal_path: str, output: str, interval: float = 0.1, system: bool = True) -> dict:
-    """Rebuild the combined report (and unfinished sessions' own reports) from a journal."""
+    """Rebuild the combined report (and unfinished sessions' own reports) from a journal.
+    JournalError, before anything is written, when it holds no session (an empty file, a
+    report or anything else given by mistake: ``output`` may be a report worth keeping)."""
     sessions = read_sessions(journal_path, interval)
+    if not sessions:
+        raise JournalError(
+            f"{journal_path}: no session in it (empty, or not a perfmon-daemon journal); "
+            "nothing written"
+        )
     journal = Journal(journal_path, readonly=True)
     try:
         for s in sessions.values():
