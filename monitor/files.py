@@ -15,6 +15,9 @@ from typing import IO, Any, Optional
 
 from .units import number
 
+#: Suffix of the previous run's report, moved aside when a session (or a daemon) starts.
+PREVIOUS = ".previous"
+
 
 class JSONFileError(ValueError):
     """A JSON file that cannot be read: the message is one line, naming the file."""

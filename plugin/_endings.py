@@ -25,11 +25,9 @@ import time
 from typing import Any, NoReturn, Optional
 
 from pytest_perfmon.monitor import slots
+from pytest_perfmon.monitor.files import PREVIOUS
 
 _time = time.time
-
-#: Suffix of the previous run's report, moved aside when a session starts.
-PREVIOUS = ".previous"
 
 _real_exit = os._exit
 

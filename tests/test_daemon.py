@@ -96,7 +96,9 @@ def record(nodeid, start: float = 1000.0) -> list:
 
 @pytest.mark.slow
 def test_two_sessions_status_metrics_stop(suite, procs):
-    """Two pytest runs at once (one with -n 2) into one daemon; status and /metrics meanwhile."""
+    """Two pytest runs at once (one with -n 2) into one daemon; status and /metrics meanwhile.
+    A combined report already at --output is moved aside as the daemon starts, as pytest's."""
+    (suite / "combined.json").write_text('{"previous": true}')
     d = Daemon(suite, "--metrics-port", "0")
     procs.append(d)
     d.wait_up()
@@ -177,6 +179,8 @@ def test_two_sessions_status_metrics_stop(suite, procs):
     assert {f"{label_b}::gw0", f"{label_b}::gw1"} <= set(rep["workers"])
     assert rep["sessions"][sa_id(rep, a)]["output"] == str(a.output)
     assert not d.journal.exists()  # a clean stop: the combined report holds it all
+    assert (suite / "combined.json.previous").read_text() == '{"previous": true}'
+    assert "the previous report at" in d.log()
 
 
 def sa_id(rep: dict, run: Pytest) -> str:
