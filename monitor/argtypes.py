@@ -76,6 +76,8 @@ def runs_window(text: str) -> int:
         n = int(text)
     except ValueError:
         n = 0
-    if n < 2:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs >= 2")
+    if not 2 <= n <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of runs from 2 to {MAX_COUNT}"
+        )
     return n

@@ -19,6 +19,21 @@ from .units import number
 PREVIOUS = ".previous"
 
 
+def move_aside(path: str) -> tuple:
+    """Move a previous report at ``path`` to ``path.previous``: (where it went or None, the
+    problem in words or None). A link is followed, as the report's writer writes through it:
+    the file it points to moves, the link stays for the new report."""
+    real = os.path.realpath(path)
+    if not os.path.isfile(real):
+        return None, None
+    target = real + PREVIOUS
+    try:
+        os.replace(real, target)
+    except OSError as exc:
+        return None, f"cannot move the previous report {path} aside: {exc.strerror or exc}"
+    return target, None
+
+
 class JSONFileError(ValueError):
     """A JSON file that cannot be read: the message is one line, naming the file."""
 

@@ -139,9 +139,14 @@ def base_nodeid(key: str, job: Any = None) -> str:
     return key
 
 
+#: The largest figure (seconds or MB) a plan takes: past it a value is no measurement, and a
+#: few such values sum past a float's range in the plan's arithmetic.
+MAX_FIGURE = 1e12
+
+
 def _num(v: Any) -> Optional[float]:
     v = number(v)
-    return None if v is None else float(v)
+    return None if v is None or abs(v) > MAX_FIGURE else float(v)
 
 
 def load_figures(path: str) -> dict:

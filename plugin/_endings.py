@@ -24,8 +24,7 @@ import threading
 import time
 from typing import Any, NoReturn, Optional
 
-from pytest_perfmon.monitor import slots
-from pytest_perfmon.monitor.files import PREVIOUS
+from pytest_perfmon.monitor import files, slots
 
 _time = time.time
 
@@ -197,9 +196,16 @@ def ending_words(ended_by: Optional[str], running: list, seen: bool = False) -> 
     return f"the run was ended by {' and '.join(sorted(causes))} during {names}{more} ({how})"
 
 
-def internal_error(excinfo: Any) -> str:
-    """What ended a run that pytest ended with INTERNALERROR, in words."""
+def internal_error(excinfo: Any) -> Optional[str]:
+    """What ended a run that pytest ended with INTERNALERROR, in words; None for xdist's
+    relay of a worker's internal error (``DSession.worker_internal_error`` raises an
+    AssertionError of its own to call the hook; the session goes on with the other workers)."""
     exc = getattr(excinfo, "value", None)
+    tb = getattr(exc, "__traceback__", None)
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None and tb.tb_frame.f_code.co_name == "worker_internal_error":
+        return None
     return f"an internal error ({type(exc).__name__ if exc is not None else 'INTERNALERROR'})"
 
 
@@ -208,18 +214,12 @@ _moved: dict = {}
 
 
 def move_aside(path: str) -> tuple:
-    """Move a previous report at ``path`` to ``path.previous``; (new place or None, problem
-    or None). A link is followed, as the report's writer does."""
-    real = os.path.realpath(path)
-    if not os.path.isfile(real):
-        return None, None
-    target = real + PREVIOUS
-    try:
-        os.replace(real, target)
-    except OSError as exc:
-        return None, f"cannot move the previous report {path} aside: {exc.strerror or exc}"
-    _moved[real] = target
-    return target, None
+    """Move a previous report at ``path`` to ``path.previous`` (``files.move_aside``), noting
+    where for :func:`moved_to`; (new place or None, problem or None)."""
+    target, problem = files.move_aside(path)
+    if target is not None:
+        _moved[os.path.realpath(path)] = target
+    return target, problem
 
 
 def moved_to(path: str) -> str:

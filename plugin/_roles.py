@@ -322,6 +322,8 @@ class ControllerSession:
         #: (the latest monitor_restarts entry, when its loss was noticed): a test that began
         #: before then, but whose first report this process reads only after, is named too
         self.lost_at: Optional[tuple] = None
+        #: What pytest_internalerror said of the controller's own internal error, in words.
+        self.internal_error: Optional[str] = None
         hello(client, owner.session_id, "controller")
         _profile_fields(settings, owner, None)
 
@@ -537,10 +539,10 @@ class ControllerSession:
         self.owner.ended_by = _endings.what_ended(excinfo.value)
 
     def pytest_internalerror(self, excrepr: Any, excinfo: Any) -> None:
-        # Before pytest_sessionfinish: the tests this process had not seen end are named with
-        # it (otherwise with "the end of the session").
-        if self.owner.ended_by is None:
-            self.owner.ended_by = _endings.internal_error(excinfo)
+        # Before pytest_sessionfinish, which names the tests this process had not seen end
+        # with it when the session ends with pytest's INTERNALERROR (else "the end of the
+        # session"); a worker's, relayed by xdist, ends nothing here.
+        self.internal_error = self.internal_error or _endings.internal_error(excinfo)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -581,6 +583,8 @@ class ControllerSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR and self.owner.ended_by is None:
+            self.owner.ended_by = self.internal_error
         try:
             self._end_running()
         except Exception as exc:  # never let our failure become the session's

@@ -503,7 +503,7 @@ def _bad_cases(tmp_path):
         # a file that is not a journal (here: text) writes nothing: --output may be a report
         "rebuild-not-a-journal": (
             ["rebuild", "--journal", str(afile), "--output", ok_out],
-            "no session in it (empty, or not a perfmon-daemon journal); nothing written",
+            "no session recorded in it (empty, or not a perfmon-daemon journal); nothing written",
         ),
         "output-not-a-file": (["--endpoint", ipc, "--output", str(special)], "not a regular file"),
         # a clean stop removes the journal: never a device

@@ -370,6 +370,30 @@ def test_internal_error_in_the_xdist_controller(pytester, run_perf):
         assert run.report["tests"][nodeid]["outcome"] in ("passed", "interrupted"), run.report
 
 
+def test_internal_error_in_a_worker_relayed_by_xdist(pytester, run_perf):
+    """A worker's internal error after its tests: xdist relays it to the controller's
+    pytest_internalerror (as an AssertionError of its own) and the session ends as pytest
+    says (here 0, every test passed): no warning of an ended run."""
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(wrapper=True)
+        def pytest_runtestloop(session):
+            result = yield
+            if getattr(session.config, "workerinput", {}).get("workerid") == "gw0":
+                raise RuntimeError("a plugin's bug at the end of the worker's loop")
+            return result
+        """
+    )
+    pytester.makepyfile(test_a="def test_one(): pass\ndef test_two(): pass\n")
+    run = run_perf("-n", "1")
+    assert "INTERNALERROR" in run.text and "pytest_perfmon" not in run.text
+    assert run.ret == pytest.ExitCode.OK, run.text
+    assert run.report["session"]["warnings"] == [], run.report["session"]["warnings"]
+    assert {t["outcome"] for t in run.report["tests"].values()} == {"passed"}
+
+
 @posix_only
 @pytest.mark.parametrize("mode", [SERIAL, N2])
 def test_ctrl_c(tmp_path, mode):

@@ -140,6 +140,14 @@ def test_a_report_never_replaces_what_is_not_a_regular_file(tmp_path):
     link.symlink_to(target)
     report_model.write_atomic({"x": 1}, str(link))
     assert link.is_symlink() and json.loads(target.read_text()) == {"x": 1}
+    # moved aside at a session's (or the daemon's) start: the file the link points to moves,
+    # the link stays for the new report to be written through
+    from pytest_perfmon.monitor import files
+
+    assert files.move_aside(str(link)) == (str(target) + ".previous", None)
+    assert link.is_symlink() and not target.exists()
+    assert json.loads((tmp_path / "target.json.previous").read_text()) == {"x": 1}
+    assert files.move_aside(str(fifo)) == (None, None)  # not a report: left alone
 
 
 def test_a_bad_boolean_in_the_ini_file_names_its_key():

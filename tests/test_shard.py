@@ -493,6 +493,9 @@ def _a_report(**over) -> dict:
         ("[" * 100_000 + "]" * 100_000, "not JSON (nested too deeply)"),
         ("", "not JSON (Expecting value at line 1 column 1)"),
         ('{"t.py::a": "fast"}', "neither a pytest-perfmon report nor a .test_durations file"),
+        # finite, but a few of them sum past a float's range in the plan
+        ('{"t.py::a": 1e308, "t.py::b": 1e308}', "neither a pytest-perfmon report nor a"),
+        (json.dumps(_a_report()).replace('"duration": 0.1', '"duration": 1e308'), None),
     ],
     ids=[
         "workers-text",
@@ -504,7 +507,9 @@ def _a_report(**over) -> dict:
         "deep",
         "empty",
         "durations-text",
-    ],  # fmt: skip
+        "durations-huge",
+        "report-huge-test",
+    ],
 )
 def test_malformed_figures_plan_or_say_one_line(tmp_path, content, expected):
     """--perf-shard-from, --perf-schedule=REPORT and `perfmon split --from` read figures

@@ -19,7 +19,7 @@ from typing import Any, Optional
 import zmq
 
 from .. import about, protocol, server
-from ..files import PREVIOUS
+from ..files import move_aside
 from .client import REQUEST_TIMEOUT, request
 from .common import PROG, DaemonError, log, setup_logging
 
@@ -205,12 +205,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise
     for signum in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", signal.SIGTERM)):
         signal.signal(signum, lambda s, f: setattr(daemon, "stop_reason", signal.Signals(s).name))
-    if os.path.isfile(output):  # as pytest's own report: the previous one aside, never overwritten
-        try:
-            os.replace(output, output + PREVIOUS)
-            log.info("the previous report at %s is now %s", output, output + PREVIOUS)
-        except OSError as exc:
-            log.warning("cannot move the previous report %s aside: %s", output, exc)
+    moved, problem = move_aside(output)  # as pytest's own report: aside, never overwritten
+    if moved is not None:
+        log.info("the previous report at %s is now %s", output, moved)
+    elif problem is not None:
+        log.warning("%s", problem)
     log.info(
         "listening on %s (pid %d); output %s; journal %s",
         daemon.endpoint,

@@ -44,8 +44,8 @@ def rebuild(journal_path: str, output: str, interval: float = 0.1, system: bool 
     sessions = read_sessions(journal_path, interval)
     if not sessions:
         raise JournalError(
-            f"{journal_path}: no session in it (empty, or not a perfmon-daemon journal); "
-            "nothing written"
+            f"{journal_path}: no session recorded in it (empty, or not a perfmon-daemon "
+            "journal); nothing written"
         )
     journal = Journal(journal_path, readonly=True)
     try:
