@@ -27,6 +27,17 @@ def nonneg_float(text: str) -> float:
     return _float(text, lambda v: 0 <= v < _INF, f"must be a finite number >= 0: {text!r}")
 
 
+#: The longest wait for a locked or remote store, seconds: SQLite's busy timeout is a 32-bit
+#: count of milliseconds (a day is far more than any wait worth having).
+MAX_WAIT = 86400.0
+
+
+def wait_seconds(text: str) -> float:
+    """A wait in seconds: from 0 to MAX_WAIT."""
+    rule = f"must be from 0 to {MAX_WAIT:.0f} seconds: {text!r}"
+    return _float(text, lambda v: 0 <= v <= MAX_WAIT, rule)
+
+
 def positive(text: str) -> float:
     """A finite number > 0."""
     return _float(text, lambda v: 0 < v < _INF, f"must be > 0, got {text}")

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 
 from . import about, analysis, github, profile_view, shards
 from .analysis import Comparison, ReportError, Threshold
-from .argtypes import nonneg_float, positive_int, runs_window
+from .argtypes import nonneg_float, positive_int, runs_window, wait_seconds
 from .command import EXIT_BAD_INPUT, EXIT_OK, EXIT_REGRESSION, emit
 from .history import cli as history_cli
 from .history import predict_command
@@ -232,6 +232,8 @@ def _html_history(args: argparse.Namespace, report: dict) -> dict:
         raise ReportError(store.describe_error(exc, args.db)) from None
     except OSError as exc:
         raise ReportError(f"{redact(args.db)}: {exc.strerror or exc}") from None
+    except (ValueError, TypeError, ArithmeticError, KeyError) as exc:  # a value it cannot use
+        raise ReportError(store.unreadable(exc, args.db)) from None
 
 
 def cmd_html(args: argparse.Namespace) -> int:
@@ -422,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=wait_seconds,
         default=10.0,
         metavar="S",
         help="with --db: seconds to wait for the store (default: 10)",

@@ -244,10 +244,24 @@ def _cell(v: Any) -> Any:
     return "" if v is None else v
 
 
+class _LineEnd:
+    """A text sink for csv.writer whose "\r\n" row ends it turns into "\n"."""
+
+    def __init__(self, buf: io.StringIO) -> None:
+        self.buf = buf
+
+    def write(self, text: str) -> int:
+        if text.endswith("\r\n"):
+            text = text[:-2] + "\n"
+        return self.buf.write(text)
+
+
 def csv_text(report: dict) -> str:
     """One row per test, columns :data:`CSV_COLUMNS`; ``start`` in seconds since the epoch."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    # rows end in "\n"; "\r\n" as the writer's terminator makes it quote a cell holding a
+    # carriage return (a node id may: its file's name) as well as one holding a newline
+    writer = csv.writer(_LineEnd(buf), lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for key, test in _tests(report):
         subs = test.get("subtests")

@@ -409,22 +409,29 @@ def flames(report: dict) -> Optional[dict]:
     if not isinstance(block, dict) or not isinstance(block.get("path"), str):
         return None
     from . import profile_view
+    from .analysis import ReportError
+    from .files import read_json
 
-    try:
-        with open(block["path"], encoding="utf-8") as f:
-            doc = json.load(f)
-        tests = [t for t in doc["tests"] if isinstance(t, dict)]
-    except (OSError, ValueError, KeyError, TypeError):
+    try:  # a file that is not what --perf-profile wrote: the page, without flame graphs
+        doc = read_json(block["path"])
+        tests = [
+            t
+            for t in doc["tests"]
+            if isinstance(t, dict) and isinstance(t.get("nodeid"), str)
+            and isinstance(t.get("stacks"), dict)
+        ]  # fmt: skip
+        longest: dict = {}
+        for t in tests:
+            d = _num(t.get("duration")) or 0.0
+            longest[t["nodeid"]] = max(longest.get(t["nodeid"], 0.0), d)
+        keep = sorted(longest, key=lambda n: -longest[n])[:MAX_FLAMES]
+        rate = profile_view.rate_of(doc)
+        out = {}
+        for nodeid in keep:
+            _, stacks, _ = profile_view.select(doc, nodeid)
+            out[nodeid] = profile_view.flame_svg(nodeid, stacks, rate)
+    except (ValueError, KeyError, TypeError, ArithmeticError, ReportError):
         return None
-    longest: dict = {}
-    for t in tests:
-        longest[t["nodeid"]] = max(longest.get(t["nodeid"], 0.0), t.get("duration") or 0.0)
-    keep = sorted(longest, key=lambda n: -longest[n])[:MAX_FLAMES]
-    rate = int(doc.get("rate") or 100)
-    out = {}
-    for nodeid in keep:
-        _, stacks, _ = profile_view.select(doc, nodeid)
-        out[nodeid] = profile_view.flame_svg(nodeid, stacks, rate)
     return out
 
 

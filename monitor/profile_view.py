@@ -18,6 +18,7 @@ from .argtypes import positive_int
 from .command import EXIT_OK, emit
 from .profile import functions, split_frame
 from .sections import Document, Line, Section, Table
+from .units import number
 
 #: The flame graph: its width in px, a row's height, the narrowest frame drawn (px).
 SVG_WIDTH = 1200
@@ -55,7 +56,12 @@ def profiles_of(report_path: str) -> dict:
 def select(doc: dict, nodeid: str) -> tuple[str, dict, int]:
     """The test's node id, its stacks (every execution of it added up) and how many
     executions: an exact node id, else one that ends with ``::NODEID`` or contains it."""
-    tests = [t for t in doc["tests"] if isinstance(t, dict) and isinstance(t.get("stacks"), dict)]
+    tests = [
+        t
+        for t in doc["tests"]
+        if isinstance(t, dict) and isinstance(t.get("nodeid"), str)
+        and isinstance(t.get("stacks"), dict)
+    ]  # fmt: skip
     ids = sorted({t["nodeid"] for t in tests})
     found = [n for n in ids if n == nodeid] or [n for n in ids if n.endswith("::" + nodeid)]
     found = found or [n for n in ids if nodeid in n]
@@ -73,8 +79,15 @@ def select(doc: dict, nodeid: str) -> tuple[str, dict, int]:
         if t["nodeid"] == found[0]:
             runs += 1
             for k, n in t["stacks"].items():
-                stacks[k] = stacks.get(k, 0) + int(n)
+                n = number(n)
+                if isinstance(k, str) and n is not None and n > 0:
+                    stacks[k] = stacks.get(k, 0) + int(n)
     return found[0], stacks, runs
+
+
+def rate_of(doc: dict) -> int:
+    """The profiles' samples per second (100 where the file does not say it usably)."""
+    return max(1, int(number(doc.get("rate")) or 100))
 
 
 def profile_document(nodeid: str, stacks: dict, runs: int, rate: int, top: int) -> Document:
@@ -211,7 +224,7 @@ def flame_svg(nodeid: str, stacks: dict, rate: int, width: int = SVG_WIDTH) -> s
 def cmd_profile(args: argparse.Namespace) -> int:
     doc = profiles_of(args.report)
     nodeid, stacks, runs = select(doc, args.nodeid)
-    rate = int(doc.get("rate") or 100)
+    rate = rate_of(doc)
     emit(profile_document(nodeid, stacks, runs, rate, args.top).text(_width()))
     if args.speedscope:
         write_text(args.speedscope, json.dumps(speedscope(nodeid, stacks, rate)))

@@ -18,7 +18,7 @@ import os
 from typing import Any, Optional
 
 from . import split as splitting
-from .argtypes import MAX_SHARDS, nonneg_float, positive_int, shard_count
+from .argtypes import MAX_SHARDS, positive_int, shard_count, wait_seconds
 from .command import EXIT_OK, UsageError, emit, error
 from .tables import text_table
 
@@ -221,7 +221,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=nonneg_float,
+        type=wait_seconds,
         default=10.0,
         metavar="SECONDS",
         help="with --db: wait at most this long for a locked or remote store (default: 10)",

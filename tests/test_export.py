@@ -118,6 +118,19 @@ def test_csv(report, tmp_path, capsys):
     assert leak["start"] == "" and leak["job"] == ""  # not in this report: empty, not "None"
 
 
+def test_csv_node_ids_with_line_breaks(report, tmp_path, capsys):
+    """A node id may hold a carriage return or a newline (a file's or a parameter's name): the
+    cell is quoted, so a CSV reader reads one row per test."""
+    entry = next(iter(report["tests"].values()))
+    odd = ["tests/test_cr\rx.py::test_a", "tests/t.py::test_b[line\nbreak]", 'tests/t.py::test_"q"']
+    report["tests"].update({k: dict(entry) for k in odd})
+    rc, out, _ = _run(["export", _write(tmp_path, report), "--format", "csv"], capsys)
+    assert rc == 0
+    rows = list(csv.DictReader(io.StringIO(out, newline="")))
+    assert [r["test"] for r in rows] == list(report["tests"])
+    assert all(len(r) == len(export.CSV_COLUMNS) for r in rows)
+
+
 def test_null_figures_are_left_out(report, tmp_path, capsys):
     t = report["tests"]["tests/test_cache.py::test_leak"]
     t["memory"] = {"start_mb": None, "peak_mb": None, "end_mb": None, "delta_mb": None}

@@ -112,6 +112,38 @@ def test_cli_usage_and_input_errors(tmp_path, capsys):
     assert cli.main(["history", "check", "--db", "mysql://x/y"]) == 2
 
 
+def test_a_value_edited_into_the_store_is_one_line(tmp_path, capsys):
+    """A store whose columns someone edited by hand (text where a time or a number goes,
+    infinity): one line naming the store, exit 2; a value that is no number is no point."""
+    import sqlite3
+
+    db = str(tmp_path / "h.db")
+    fill_history(db, 4)
+    html = str(tmp_path / "h.html")
+    report = os.path.join(GOLDEN, "current.json")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE results SET duration = 'abc' WHERE run_id = 2")
+        conn.execute("UPDATE results SET peak_mb = 9e999 WHERE run_id = 3")  # infinity
+    capsys.readouterr()
+    assert cli.main(["history", "check", "--db", db]) == 0  # those points left out
+    capsys.readouterr()
+    assert cli.main(["history", "show", "t.py::test_b", "--db", db, "--format", "json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [p["value"] is None for p in shown["points"]] == [False, True, False, False], shown
+    assert cli.main(["html", report, "-o", html, "--db", db]) == 0
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET started_at = 'not a date' WHERE id = 3")
+    capsys.readouterr()
+    for argv in (["history", "runs"], ["history", "check"], ["html", report, "-o", html]):
+        assert cli.main([*argv, "--db", db]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"history store {db}: a value in it cannot be used (ValueError: " in err, err
+    with pytest.raises(SystemExit) as e:  # past SQLite's busy timeout (32-bit milliseconds)
+        cli.main(["history", "runs", "--db", db, "--timeout", "1e308"])
+    assert e.value.code == 2 and "must be from 0 to 86400 seconds" in capsys.readouterr().err
+
+
 def test_import_is_idempotent_and_uses_labels(db, capsys):
     cur, base = os.path.join(GOLDEN, "current.json"), os.path.join(GOLDEN, "baseline.json")
     args = [

@@ -488,7 +488,7 @@ def test_cli_tests_file_with_unknown_tests_and_table(known_db, tmp_path, capsys)
         (["--workers", "2,99999999"], "--workers: worker counts are integers from 1 to 10000"),
         (["--tests", "ids.txt"], "no node ids"),
         (["--tests", "unknown.txt"], "the history has no data for any of these 1 tests"),
-        (["--tests", "missing.txt"], "No such file"),
+        (["--tests", "missing.txt"], "missing.txt: No such file"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(known_db, tmp_path, capsys, argv, message):

@@ -340,6 +340,31 @@ def test_profile_of_a_report_without_profiles_is_one_line(tmp_path):
         profile_view.profiles_of(str(report))
 
 
+def test_a_malformed_profiles_file_leaves_the_page_and_the_command_working(tmp_path, capsys):
+    """Entries of a profiles file that --perf-profile did not write (no node id, a duration
+    or a count that is text, a rate that is no number) are left out: `perfmon profile` draws
+    what is left, the HTML page is written (without flame graphs where none is left)."""
+    from pytest_perfmon.monitor import html
+
+    good = {"nodeid": "t.py::test_a", "duration": 2.0, "stacks": {"t.py:f:1;t.py:g:2": 40}}
+    odd = [
+        {"duration": 1.0, "stacks": {"x": 1}},  # no node id
+        {"nodeid": "t.py::test_b", "duration": "slow", "stacks": {"y": "many", "z": 3}},
+        {"nodeid": "t.py::test_c", "duration": 1.0},  # no stacks
+    ]
+    profiles = tmp_path / "r.profiles.json"
+    profiles.write_text(json.dumps({"rate": "fast", "tests": [good, *odd]}), encoding="utf-8")
+    report = {"session": {"profile": {"path": str(profiles)}}, "tests": {}}
+    drawn = html.flames(report)
+    assert set(drawn) == {"t.py::test_a", "t.py::test_b"} and "<svg" in drawn["t.py::test_a"]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report), encoding="utf-8")
+    assert cli.main(["profile", "test_b", "--report", str(path)]) == 0
+    assert "3 samples at 100 per second" in capsys.readouterr().out
+    profiles.write_text('{"tests": "none"}', encoding="utf-8")
+    assert not html.flames(report)  # nothing to draw
+
+
 @pytest.mark.slow
 def test_slow_with_history_keeps_a_test_well_over_its_median(tmp_path):
     need_py_spy()

@@ -17,7 +17,7 @@ import sys
 from typing import Any, Optional
 
 from .. import github
-from ..argtypes import nonneg_float, positive_int, probability
+from ..argtypes import nonneg_float, positive_int, probability, wait_seconds
 from ..command import EXIT_OK, EXIT_REGRESSION, UsageError, emit
 from ..tables import shorten, text_table
 from ..vocabulary import DEFAULT_CHECK_METRICS, DEFAULT_GATE, UNITS
@@ -384,7 +384,7 @@ def register(subparsers: Any) -> None:
         p.add_argument("--db", required=True, metavar="URL", help="the history store")
         p.add_argument(
             "--timeout",
-            type=nonneg_float,
+            type=wait_seconds,
             default=10.0,
             metavar="SECONDS",
             help="wait at most this long for a locked or remote store (default: 10)",

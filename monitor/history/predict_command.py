@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 from .. import predict as prediction
-from ..argtypes import nonneg_float, positive_int
+from ..argtypes import positive_int, wait_seconds
 from ..command import UsageError
 from ..tables import text_table
 from ..units import MB
@@ -188,8 +188,11 @@ def cmd_predict(args: argparse.Namespace, store: Any) -> int:
     budget_mb = _budget(args.memory_budget) if args.memory_budget else None
     nodeids = None
     if args.tests:
-        with open(args.tests, encoding="utf-8", errors="replace") as f:
-            nodeids = prediction.parse_nodeids(f.read())
+        try:
+            with open(args.tests, encoding="utf-8", errors="replace") as f:
+                nodeids = prediction.parse_nodeids(f.read())
+        except OSError as exc:
+            raise UsageError(f"{args.tests}: {exc.strerror or exc}") from None
         if not nodeids:
             raise UsageError(f"{args.tests}: no node ids (expected `pytest --collect-only -q`)")
     eng = store.open_store(args.db, args.timeout, create=False)
@@ -277,7 +280,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument(
         "--timeout",
-        type=nonneg_float,
+        type=wait_seconds,
         default=10.0,
         metavar="SECONDS",
         help="wait at most this long for a locked or remote store (default: 10)",

@@ -35,5 +35,7 @@ def run_command(
             return error(store.describe_error(exc, args.db))
         except OSError as exc:
             return error(f"{exc.strerror or exc}")
+        except (ValueError, TypeError, ArithmeticError, KeyError) as exc:  # a corrupt value
+            return error(store.unreadable(exc, args.db))
 
     return run

@@ -199,6 +199,16 @@ def is_sqlite(eng: sa.Engine) -> bool:
     return eng.dialect.name == "sqlite"
 
 
+def unreadable(exc: BaseException, url: str) -> str:
+    """One line for a store holding a value this version cannot use (a column edited by hand:
+    text where a number or a time goes, a value out of range)."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return (
+        f"history store {store_url.redact(url)}: a value in it cannot be used "
+        f"({type(exc).__name__}: {text})"
+    )
+
+
 def describe_error(exc: BaseException, url: str) -> str:
     """One line for a database error."""
     orig = getattr(exc, "orig", None) or exc
@@ -560,6 +570,8 @@ def series(
     with eng.connect() as conn:
         rows = [dict(r._mapping) for r in conn.execute(q)]
     rows.reverse()
+    for r in rows:  # a value edited into the store by hand (text, infinity): none
+        r["value"] = number(r["value"])
     return rows
 
 
@@ -606,19 +618,22 @@ def window(
                 if noise:
                     per[WAITS] = []
                     per.update(((MEASURED, m), []) for m in metrics)
+            # number(): a value edited into the store by hand (text, infinity) is no point
             if not noise:
                 for m, v in zip(metrics, row[2:]):
+                    v = number(v)
                     if v is not None:
                         per[m].append((i, v))
                 continue
             vals = dict(zip(cols, row[2:]))
-            d = vals["duration"]
+            d = number(vals["duration"])
             lost = lost_to_waiting(
-                d, vals["wait_time"], vals["cpu_time"], vals["children_cpu_time"]
-            )
+                d, number(vals["wait_time"]), number(vals["cpu_time"]),
+                number(vals["children_cpu_time"]),
+            )  # fmt: skip
             per[WAITS].append((i, lost, is_contended(vals, d)))
             for m in metrics:
-                v = vals[m]
+                v = number(vals[m])
                 if v is not None:
                     per[(MEASURED, m)].append((i, v))
                     per[m].append((i, without_wait(BY_NAME[m], v, d, lost)))
