@@ -144,6 +144,36 @@ def test_a_value_edited_into_the_store_is_one_line(tmp_path, capsys):
     assert e.value.code == 2 and "must be from 0 to 86400 seconds" in capsys.readouterr().err
 
 
+def test_read_commands_write_nothing_into_what_is_not_a_store(tmp_path, capsys):
+    """An empty file, or a SQLite database of something else, given to a read command: one
+    line, and nothing of ours written into it; a store whose schema_version row was removed:
+    one line (upgrading it from nothing again would add its columns twice)."""
+    import sqlite3
+
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE foo (x INTEGER)")
+    for path in (empty, other):
+        capsys.readouterr()
+        for argv in (["history", "runs"], ["history", "check"], ["predict"]):
+            assert cli.main([*argv, "--db", str(path)]) == 2, argv
+            assert "holds no perfmon history" in capsys.readouterr().err
+    assert empty.read_bytes() == b""
+    with sqlite3.connect(other) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert names == {"foo"}
+    db = str(tmp_path / "h.db")
+    fill_history(db, 2)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM perfmon_meta")
+    capsys.readouterr()
+    assert cli.main(["history", "runs", "--db", db]) == 2
+    err = capsys.readouterr().err
+    assert "has runs but no schema_version" in err and err.count("\n") == 1, err
+
+
 def test_import_is_idempotent_and_uses_labels(db, capsys):
     cur, base = os.path.join(GOLDEN, "current.json"), os.path.join(GOLDEN, "baseline.json")
     args = [

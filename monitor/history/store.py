@@ -261,11 +261,19 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
 
 
 def _read_version(conn: sa.Connection) -> int:
-    if not sa.inspect(conn).has_table("perfmon_meta"):
+    inspector = sa.inspect(conn)
+    v = None
+    if inspector.has_table("perfmon_meta"):
+        v = conn.execute(
+            sa.select(perfmon_meta.c.value).where(perfmon_meta.c.key == "schema_version")
+        ).scalar()
+    if v is None:
+        if inspector.has_table("runs"):  # upgrading it from 0 would add its columns again
+            raise HistoryError(
+                "the store has runs but no schema_version (its perfmon_meta table or row was "
+                "removed): put the row back, or record into a new store"
+            )
         return 0
-    v = conn.execute(
-        sa.select(perfmon_meta.c.value).where(perfmon_meta.c.key == "schema_version")
-    ).scalar()
     try:
         return int(v) if v is not None else 0
     except ValueError:
@@ -315,6 +323,25 @@ def upgrade(eng: sa.Engine, url: str = "", target: int = SCHEMA_VERSION) -> int:
     return v
 
 
+def _sqlite_holds_history(path: str, timeout: float) -> bool:
+    """Whether the SQLite file at ``path`` has our schema table, read without writing (an
+    empty file or another program's database stays as it was); True where it cannot tell
+    (not a database, locked...): the engine then says what is wrong."""
+    from urllib.parse import quote
+
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout)
+        try:
+            row = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'perfmon_meta'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True
+    return row is not None
+
+
 def open_store(url: str, timeout: float = DEFAULT_TIMEOUT, create: bool = True) -> sa.Engine:
     """An engine on an up-to-date store. ``create`` False: a SQLite file that does not exist
     is an error (for the read commands) rather than a new empty store."""
@@ -324,8 +351,19 @@ def open_store(url: str, timeout: float = DEFAULT_TIMEOUT, create: bool = True) 
         path = store_url.normalize(url)[len("sqlite:///") :]
         if not os.path.exists(path):
             raise HistoryError(f"history store {path} does not exist")
+        if not _sqlite_holds_history(path, timeout):  # before an engine switches it to WAL
+            raise HistoryError(
+                f"history store {path} holds no perfmon history (no run recorded into it)"
+            )
     eng = engine(url, timeout)
     try:
+        if not create:  # the read commands write nothing into what is not a store yet
+            with eng.connect() as conn:
+                if _read_version(conn) == 0:
+                    raise HistoryError(
+                        f"history store {store_url.redact(url)} holds no perfmon history "
+                        "(no run recorded into it)"
+                    )
         upgrade(eng, url)
     except HistoryError:
         eng.dispose()
