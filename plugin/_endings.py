@@ -133,7 +133,8 @@ class Endings:
         self.files = {}
 
     def after_fork_in_child(self) -> None:
-        """A forked child (multiprocessing): its signals are its own, as without us."""
+        """A forked child (multiprocessing): its signals are its own, as without us; the slot
+        (shared memory) is the parent's: the child never writes it."""
         try:
             import faulthandler
 
@@ -142,7 +143,15 @@ class Endings:
                     faulthandler.unregister(signum)
         except Exception:
             pass
+        slot = self.slot
+        if slot is not None:
+            # instance attributes over the methods: nothing more for the parent's hot path
+            slot.begin = slot.idle = slot.ending = _ignore
         Endings.current = None
+
+
+def _ignore(*args: Any) -> None:
+    return None
 
 
 def _after_fork_in_child() -> None:
@@ -168,8 +177,15 @@ def install(directory: Optional[str], wid: str, role: str, queue: Any = None) ->
 
 def what_ended(exc: BaseException) -> Optional[str]:
     """What a session-ending exception says ended the run, in words; None: pytest's own stop
-    (xdist ends a run that -x or --maxfail stopped with its ``Interrupted``)."""
-    if type(exc).__module__.startswith("xdist") and type(exc).__name__ == "Interrupted":
+    (pytest's ``Interrupted`` after collection errors or ``--sw``, xdist's after -x or
+    --maxfail: KeyboardInterrupts that nobody pressed)."""
+    kind = type(exc)
+    if kind.__name__ == "Interrupted" and kind.__module__.startswith("xdist"):
+        return None
+    import pytest  # (loaded: this runs in a pytest hook)
+
+    pytest_stop = getattr(pytest.Session, "Interrupted", None)  # its __module__ is "builtins"
+    if pytest_stop is not None and isinstance(exc, pytest_stop):
         return None
     if isinstance(exc, KeyboardInterrupt):
         return "KeyboardInterrupt (Ctrl-C, SIGINT)"

@@ -148,6 +148,7 @@ class LocalSession:
     def __init__(
         self, config: pytest.Config, settings: Settings, early: Optional[Early] = None
     ) -> None:
+        self.pid = os.getpid()  # a test's fork that runs on is another (_copy)
         handle = make_handle(settings, early)
         client = Client(handle.endpoint, bool(settings.daemon)) if handle.endpoint else None
         self.owner = owner = SessionOwner(settings, handle, client)
@@ -193,6 +194,8 @@ class LocalSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        if _copy(self):
+            return
         owner = self.owner
         running = [self.measurer.interrupted] if self.measurer.interrupted else []
         owner.note_ending(running)
@@ -236,15 +239,26 @@ class LocalSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        self.owner.terminal_summary(terminalreporter)
+        if not _copy(self):
+            self.owner.terminal_summary(terminalreporter)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if _copy(self):
+            return
         try:
             self.measurer.stop_sending()  # a session that never reached sessionfinish
             _close(self.endings, self.measurer)
             self.owner.unconfigure()
         finally:
             self.measurer.counters.close()
+
+
+def _copy(role: Any) -> bool:
+    """Is this process a fork of the one the role measures in, running pytest on (a test that
+    forks and whose child returns instead of exiting)? Its session's end is not ours: the
+    collector's socket, the monitor, the slot and the report are the parent's (ZeroMQ's
+    sockets do not survive a fork; touching one there spun forever)."""
+    return os.getpid() != role.pid
 
 
 def _worker_id(node: Any) -> Optional[str]:
@@ -290,6 +304,7 @@ class ControllerSession:
         self, config: pytest.Config, settings: Settings, early: Optional[Early] = None
     ) -> None:
         self.config = config
+        self.pid = os.getpid()
         handle = make_handle(settings, early)
         client = Client(handle.endpoint, bool(settings.daemon)) if handle.endpoint else None
         self.owner = owner = SessionOwner(settings, handle, client)
@@ -583,6 +598,8 @@ class ControllerSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        if _copy(self):
+            return
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR and self.owner.ended_by is None:
             self.owner.ended_by = self.internal_error
         try:
@@ -657,9 +674,12 @@ class ControllerSession:
 
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        self.owner.terminal_summary(terminalreporter)
+        if not _copy(self):
+            self.owner.terminal_summary(terminalreporter)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if _copy(self):
+            return
         _close(self.endings)
         self.owner.unconfigure()
 
@@ -690,6 +710,7 @@ class WorkerSession:
             None if pid is None else (lambda: _monitor_alive(slots, pid))
         )
         self.reconnects = 0
+        self.pid = os.getpid()
         self.client = Client(endpoint, self.daemon) if endpoint else None
         self.measurer = Measurer(str(workerinput["workerid"]), self.client)
         self.endings = _endings.install(slots, self.measurer.wid, "worker", self.measurer.queue)
@@ -763,6 +784,8 @@ class WorkerSession:
         client.reconnect()
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: Any) -> None:
+        if _copy(self):
+            return
         m = self.measurer
         client = self.client
         try:

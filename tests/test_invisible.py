@@ -203,6 +203,40 @@ def test_issue_repros_pass_and_the_monitor_is_left_alone(run_perf, pytester, xdi
         time.sleep(0.05)
 
 
+FORKS_ON = """
+import os, time
+
+
+def test_a():
+    pass
+
+
+def test_fork_and_run_on():
+    pid = os.fork()
+    if pid:  # the parent waits; the child returns and runs the rest of the session
+        os.waitpid(pid, 0)
+
+
+def test_after():
+    time.sleep(0.05)
+"""
+
+
+def test_a_fork_that_runs_pytest_on_leaves_the_run_alone(run_perf, pytester):
+    """A test whose fork returns instead of exiting: that copy runs the rest of the session,
+    as it does without the plugin, and ends without touching the collector's socket, the
+    monitor, the slot or the report (it once spun forever on the socket it inherited, and
+    its parent waited for it)."""
+    pytester.makepyfile(test_forks=FORKS_ON)
+    run = run_perf()
+    assert run.ret == 0, run.text
+    assert "perfmon: warning" not in run.text, run.text
+    session = run.report["session"]
+    assert session["collector"] == "monitor" and not session["aborted"], session
+    outcomes = {k.split("::")[1]: t["outcome"] for k, t in run.report["tests"].items()}
+    assert outcomes == dict.fromkeys(("test_a", "test_fork_and_run_on", "test_after"), "passed")
+
+
 def test_reference_run_without_the_plugin(run_perf, pytester):
     """The inner checks are right: they pass without the plugin too."""
     pytester.makepyfile(test_leaks=LEAK_CHECKS, test_repros=REPROS)

@@ -542,3 +542,16 @@ def test_no_monitor_left_when_sys_modules_is_handed_back(pytester):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "left: None" in proc.stdout, proc.stdout + proc.stderr
     assert "ResourceWarning" not in proc.stderr, proc.stderr
+
+
+def test_what_ended_a_run_names_only_what_someone_did():
+    """pytest's own stops are KeyboardInterrupts nobody pressed (collection errors, --sw; and
+    xdist's after -x): no cause. A real Ctrl-C, pytest.exit() and anything else are named."""
+    from pytest_perfmon._endings import what_ended
+
+    assert what_ended(pytest.Session.Interrupted("1 error during collection")) is None
+    assert what_ended(KeyboardInterrupt()) == "KeyboardInterrupt (Ctrl-C, SIGINT)"
+    with pytest.raises(pytest.exit.Exception) as exc:
+        pytest.exit("enough")
+    assert what_ended(exc.value) == "pytest.exit('enough')"
+    assert what_ended(RuntimeError("x")) == "RuntimeError"
