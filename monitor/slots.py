@@ -224,10 +224,18 @@ def read_all(directory: str) -> list:
     return out
 
 
+#: How long before the xdist controller heard of a test its worker may have begun it (the
+#: worker's record and the controller's crash entry of one execution; a worker's clock).
+HEARD_LATE = 5.0
+
+
 def drop_duplicate_interruptions(data: Any) -> None:
     """A test the run ended in can be told twice: by its own process (a record, outcome
     ``interrupted``: Ctrl-C, pytest.exit()) and by the xdist controller or a slot (an entry in
-    ``crashed``). The process's record stands."""
+    ``crashed``). The process's record stands, with the controller's outcome where xdist
+    reported the test crashed (a KeyboardInterrupt raised in a worker's test: pytest counts
+    it failed, "worker crashed"): one execution, not two."""
+    _crashes_over_interruptions(data)
     if not any(c.get("outcome") == "interrupted" for c in data.crashed):
         return
     starts: dict = {}
@@ -241,5 +249,31 @@ def drop_duplicate_interruptions(data: Any) -> None:
             s = c.get("start")
             if any(s is None or abs(x - s) < SAME_START for x in mine):
                 continue
+        keep.append(c)
+    data.crashed = keep
+
+
+def _crashes_over_interruptions(data: Any) -> None:
+    """xdist's crash of a test (``pytest_handlecrashitem``: outcome ``crashed``, or none in
+    the plugin's own copy) whose worker's own record of the same execution says
+    ``interrupted``: the record takes the crash's outcome and the entry goes."""
+    keep = []
+    for c in data.crashed:
+        crashed = c.get("outcome", "crashed") in ("crashed", None) and not c.get("rerun")
+        w = data.workers.get(c.get("worker")) if crashed else None
+        same = None
+        if w is not None:
+            heard = c.get("start")
+            for r in w.records:
+                if (
+                    r[protocol.NODEID] == c["nodeid"]
+                    and r[protocol.OUTCOME] == "interrupted"
+                    and r[protocol.START] <= c["time"]
+                    and (heard is None or r[protocol.START] >= heard - HEARD_LATE)
+                ):
+                    same = r
+        if same is not None:
+            same[protocol.OUTCOME] = "crashed"
+            continue
         keep.append(c)
     data.crashed = keep

@@ -208,7 +208,10 @@ def ending_words(ended_by: Optional[str], running: list, seen: bool = False) -> 
     more = f" and {len(running) - 4} more" if len(running) > 4 else ""
     how = "reported as interrupted"
     if seen:
-        how = "each reported as interrupted unless its worker finished it"
+        how = (
+            "each reported as interrupted unless its worker finished it or xdist reported it "
+            "crashed"
+        )
     return f"the run was ended by {' and '.join(sorted(causes))} during {names}{more} ({how})"
 
 

@@ -363,11 +363,26 @@ def test_internal_error_in_the_xdist_controller(pytester, run_perf):
     warnings = run.report["session"]["warnings"]
     assert len(warnings) == 1, warnings
     assert warnings[0].startswith("the run was ended by an internal error (RuntimeError) during ")
-    assert warnings[0].endswith("(each reported as interrupted unless its worker finished it)")
+    assert warnings[0].endswith(
+        "(each reported as interrupted unless its worker finished it or xdist reported it crashed)"
+    )
     named = [n for n in ("test_a.py::test_one", "test_a.py::test_two") if n in warnings[0]]
     assert named, warnings
     for nodeid in named:  # as its worker measured it, or interrupted if it did not finish
         assert run.report["tests"][nodeid]["outcome"] in ("passed", "interrupted"), run.report
+
+
+def test_keyboard_interrupt_raised_in_a_worker_test_is_crashed_as_pytest_says(pytester, run_perf):
+    """A test that raises KeyboardInterrupt in an xdist worker: pytest reports it failed,
+    "worker crashed", and the run interrupted (exit 2). The report says crashed, once (the
+    worker's own record, interrupted, and the controller's crash are one execution)."""
+    pytester.makepyfile(test_k="def test_a(): pass\ndef test_kbi(): raise KeyboardInterrupt\n")
+    run = run_perf("-n", "2")
+    assert run.ret == pytest.ExitCode.INTERRUPTED, run.text
+    assert "worker 'gw" in run.text and "crashed while running 'test_k.py::test_kbi'" in run.text
+    kbi = run.test("test_kbi")
+    assert kbi["outcome"] == "crashed" and "executions" not in kbi, kbi
+    assert run.report["summary"]["outcomes"].get("crashed") == 1, run.report["summary"]
 
 
 def test_internal_error_in_a_worker_relayed_by_xdist(pytester, run_perf):
