@@ -262,16 +262,18 @@ MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {
 
 def _read_version(conn: sa.Connection) -> int:
     inspector = sa.inspect(conn)
-    v = None
-    if inspector.has_table("perfmon_meta"):
-        v = conn.execute(
-            sa.select(perfmon_meta.c.value).where(perfmon_meta.c.key == "schema_version")
-        ).scalar()
+    if not inspector.has_table("perfmon_meta"):
+        # (no more: a writer creating the store commits its tables and the row together, so
+        # a look at the runs table now could see them appear since the look above)
+        return 0
+    v = conn.execute(
+        sa.select(perfmon_meta.c.value).where(perfmon_meta.c.key == "schema_version")
+    ).scalar()
     if v is None:
         if inspector.has_table("runs"):  # upgrading it from 0 would add its columns again
             raise HistoryError(
-                "the store has runs but no schema_version (its perfmon_meta table or row was "
-                "removed): put the row back, or record into a new store"
+                "the store has runs but no schema_version (its perfmon_meta row was removed): "
+                "put the row back, or record into a new store"
             )
         return 0
     try:
