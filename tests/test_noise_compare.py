@@ -190,7 +190,9 @@ def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, tmp_path
     # have waited too: other jobs share the machine), and its extra time was mostly waiting
     assert t["noise"]["contended"] and t["noise"]["wait_time"] >= 0.5 * t["duration"], t
     extra = t["duration"] - b["duration"]
-    if extra > 0:  # (none when the machine kept the quiet run waiting as long)
+    # Only where the hog made a real difference: on a machine busy enough that the quiet run
+    # waited nearly as long (seen: 0.96 s of its 1.09 s), a few ms of extra are noise either way.
+    if extra > 0.2 * b["duration"]:
         assert t["noise"]["wait_time"] - b["noise"]["wait_time"] >= 0.6 * extra, (b, t)
 
     paths = {k: _write(tmp_path, r, f"{k}.json") for k, r in (("b", base), ("t", busy))}
