@@ -235,9 +235,10 @@ _moved: dict = {}
 def move_aside(path: str) -> tuple:
     """Move a previous report at ``path`` to ``path.previous`` (``files.move_aside``), noting
     where for :func:`moved_to`; (new place or None, problem or None)."""
+    real = os.path.realpath(path)  # before the move (a link then points nowhere)
     target, problem = files.move_aside(path)
     if target is not None:
-        _moved[os.path.realpath(path)] = target
+        _moved[real] = target
     return target, problem
 
 

@@ -446,8 +446,12 @@ def test_a_shard_from_a_durations_file_empty_shards_and_bad_values(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "perfmon: shard 5/5 has no tests (3 test(s) over 5 shards): exit status 0" in res.stdout
     # (bad values: test_bad_values_are_usage_errors, in-process)
-    # a store that cannot be read stops the job: it would split otherwise than the others
     need_history()
+    # a matrix's first run on a store made empty (a new file, a new database): split by count
+    (where / "empty.db").write_bytes(b"")
+    res = _pytest(where, "--collect-only", "-q", "--perf-shard=1/2", "--perf-history=empty.db")
+    assert res.returncode == 0 and "split by count" in res.stdout, res.stdout + res.stderr
+    # a store that cannot be read stops the job: it would split otherwise than the others
     res = _pytest(where, "--perf-shard=1/2", "--perf-history=postgresql://nobody@127.0.0.1:1/x")
     assert res.returncode == 4 and "would not split alike" in res.stderr, res.stderr
     assert "perfmon: shard" not in res.stdout and "Traceback" not in res.stderr

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from .. import protocol, sampler
+from .. import protocol, sampler, slots
 from .. import report as report_model
 from ..journal import Journal
 
@@ -204,6 +204,7 @@ def session_report(s: Session, system_default: bool) -> dict:
     did not say (it says in its hello and its finish)."""
     data = s.data
     assert data is not None
+    slots.drop_duplicate_interruptions(data)  # as the spawned monitor: one execution, not two
     info = dict(s.info or {})
     start, stop = s.start_stop()
     info["start"], info["stop"] = start, stop

@@ -133,7 +133,7 @@ def cmd_import(args: argparse.Namespace, store: Any) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, store: Any) -> int:
-    eng = store.open_store(args.db, args.timeout, create=False)
+    eng = store.open_store(args.db, args.timeout, create=False, others_ok=False)
     try:
         rows = store.list_runs(eng, args.limit)
     finally:
@@ -167,7 +167,7 @@ def cmd_runs(args: argparse.Namespace, store: Any) -> int:
 
 
 def cmd_show(args: argparse.Namespace, store: Any) -> int:
-    eng = store.open_store(args.db, args.timeout, create=False)
+    eng = store.open_store(args.db, args.timeout, create=False, others_ok=False)
     try:
         tid = store.test_id(eng, args.nodeid)
         if tid is None:
@@ -315,7 +315,7 @@ def cmd_check(args: argparse.Namespace, store: Any) -> int:
     if args.recent > args.window:
         raise UsageError(f"--recent {args.recent} is more than --window {args.window}")
     noise = args.noise == "on"
-    eng = store.open_store(args.db, args.timeout, create=False)
+    eng = store.open_store(args.db, args.timeout, create=False, others_ok=False)
     try:
         machine = None if args.any_machine else store.newest_machine(eng)
         run_rows, data = store.window(eng, machine, args.window, metrics, noise=noise)
@@ -354,7 +354,7 @@ def cmd_check(args: argparse.Namespace, store: Any) -> int:
 
 
 def cmd_prune(args: argparse.Namespace, store: Any) -> int:
-    eng = store.open_store(args.db, args.timeout, create=False)
+    eng = store.open_store(args.db, args.timeout, create=False, others_ok=False)
     try:
         gone = store.prune(eng, args.keep)
     finally:

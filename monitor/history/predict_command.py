@@ -195,7 +195,7 @@ def cmd_predict(args: argparse.Namespace, store: Any) -> int:
             raise UsageError(f"{args.tests}: {exc.strerror or exc}") from None
         if not nodeids:
             raise UsageError(f"{args.tests}: no node ids (expected `pytest --collect-only -q`)")
-    eng = store.open_store(args.db, args.timeout, create=False)
+    eng = store.open_store(args.db, args.timeout, create=False, others_ok=False)
     try:
         machine, local = _machine(eng, store)
         nodeids, series, runs = load(eng, store, nodeids, args.runs, machine)

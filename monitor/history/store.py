@@ -200,13 +200,10 @@ def is_sqlite(eng: sa.Engine) -> bool:
 
 
 def unreadable(exc: BaseException, url: str) -> str:
-    """One line for a store holding a value this version cannot use (a column edited by hand:
-    text where a number or a time goes, a value out of range)."""
+    """One line for what went wrong while a command read the store (most often a column
+    edited by hand: text where a number or a time goes, a value out of range)."""
     text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return (
-        f"history store {store_url.redact(url)}: a value in it cannot be used "
-        f"({type(exc).__name__}: {text})"
-    )
+    return f"reading history store {store_url.redact(url)}: {type(exc).__name__}: {text}"
 
 
 def describe_error(exc: BaseException, url: str) -> str:
@@ -325,47 +322,46 @@ def upgrade(eng: sa.Engine, url: str = "", target: int = SCHEMA_VERSION) -> int:
     return v
 
 
-def _sqlite_holds_history(path: str, timeout: float) -> bool:
-    """Whether the SQLite file at ``path`` has our schema table, read without writing (an
-    empty file or another program's database stays as it was); True where it cannot tell
-    (not a database, locked...): the engine then says what is wrong."""
+def _sqlite_foreign(path: str, timeout: float) -> bool:
+    """Whether the SQLite file at ``path`` holds tables and none of ours (another program's
+    database), read without writing; False where it cannot tell (an empty file, not a
+    database, locked...): the engine then goes on as before."""
     from urllib.parse import quote
 
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout)
         try:
-            row = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'perfmon_meta'"
-            ).fetchone()
+            names = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
         finally:
             conn.close()
     except sqlite3.Error:
-        return True
-    return row is not None
+        return False
+    return bool(names) and "perfmon_meta" not in names
 
 
-def open_store(url: str, timeout: float = DEFAULT_TIMEOUT, create: bool = True) -> sa.Engine:
+def open_store(
+    url: str, timeout: float = DEFAULT_TIMEOUT, create: bool = True, others_ok: bool = True
+) -> sa.Engine:
     """An engine on an up-to-date store. ``create`` False: a SQLite file that does not exist
-    is an error (for the read commands) rather than a new empty store."""
+    is an error (for the read commands) rather than a new empty store. ``others_ok`` False
+    (the ``perfmon`` read commands): a SQLite database of another program's tables, none of
+    ours, is an error before anything is written into it (an empty file is a new store, as
+    for the plugin's readers, whose first run of a matrix meets one)."""
     if not create and store_url.kind(url) == "sqlite":
         import os
 
         path = store_url.normalize(url)[len("sqlite:///") :]
         if not os.path.exists(path):
             raise HistoryError(f"history store {path} does not exist")
-        if not _sqlite_holds_history(path, timeout):  # before an engine switches it to WAL
+        if not others_ok and _sqlite_foreign(path, timeout):  # before an engine makes it WAL
             raise HistoryError(
-                f"history store {path} holds no perfmon history (no run recorded into it)"
+                f"history store {path} holds no perfmon history (its tables are another "
+                "program's): nothing written into it"
             )
     eng = engine(url, timeout)
     try:
-        if not create:  # the read commands write nothing into what is not a store yet
-            with eng.connect() as conn:
-                if _read_version(conn) == 0:
-                    raise HistoryError(
-                        f"history store {store_url.redact(url)} holds no perfmon history "
-                        "(no run recorded into it)"
-                    )
         upgrade(eng, url)
     except HistoryError:
         eng.dispose()
