@@ -16,6 +16,7 @@ from typing import Any, Optional
 from .analysis import ReportError, load_report, write_text
 from .argtypes import positive_int
 from .command import EXIT_OK, emit
+from .files import JSONFileError, read_json
 from .profile import functions, split_frame
 from .sections import Document, Line, Section, Table
 from .units import number
@@ -43,10 +44,9 @@ def profiles_of(report_path: str) -> dict:
     for candidate in (path, beside):
         if os.path.exists(candidate):
             try:
-                with open(candidate, encoding="utf-8") as f:
-                    doc = json.load(f)
-            except (OSError, ValueError) as exc:
-                raise ReportError(f"{candidate}: cannot read the profiles ({exc})") from None
+                doc = read_json(candidate)
+            except JSONFileError as exc:  # names the file
+                raise ReportError(f"cannot read the profiles: {exc}") from None
             if not isinstance(doc, dict) or not isinstance(doc.get("tests"), list):
                 raise ReportError(f"{candidate}: not a perfmon profiles file")
             return doc

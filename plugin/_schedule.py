@@ -226,15 +226,13 @@ class PerfScheduling:
             return self.inner.schedule()
         try:
             self.plan = self.planner(collection)
-        except PlanError as exc:
-            self.say(f"perfmon: warning: --perf-schedule: {exc}; xdist schedules this run")
-            self.delegate = True
-            return self.inner.schedule()
         except Exception as exc:  # noqa: BLE001 - our failure never becomes the session's
-            self.say(
-                f"perfmon: warning: --perf-schedule: internal error while planning ({exc!r}); "
-                "xdist schedules this run"
+            why = (
+                str(exc)
+                if isinstance(exc, PlanError)
+                else f"internal error while planning ({exc!r})"
             )
+            self.say(f"perfmon: warning: --perf-schedule: {why}; xdist schedules this run")
             self.delegate = True
             return self.inner.schedule()
         self.collection = collection
