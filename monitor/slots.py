@@ -63,6 +63,14 @@ class Slot:
             while done < SIZE:
                 done += os.write(fd, zeros[done:])
             self.mm = mmap.mmap(fd, SIZE)
+        except BaseException:
+            # A full disk: the part written would take the last free space from the session
+            # (xdist's base temporary directory then failed: INTERNALERROR).
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            raise
         finally:
             os.close(fd)
         head = _pack({"pid": os.getpid(), "wid": wid, "role": role})

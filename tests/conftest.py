@@ -269,3 +269,14 @@ def inprocess_daemon(tmp_path, monkeypatch):
     d = InProcess(Daemon("ipc://unused", str(out), str(out) + ".journal", 0.1, False))
     yield d
     d.close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What the test process holds once collected (pytest, the test modules, hypothesis,
+    SQLAlchemy, jsonschema...) is frozen out of the garbage collector: its full collections
+    walked all of it again and again, 1-3 s of each xdist worker's CPU (docs/benchmarks.md).
+    Garbage made afterwards is collected as before."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 import preloaded
 import pytest
 from helpers import RUN_TIMEOUT, validate
+from pytest_perfmon import _endings
 from pytest_perfmon.monitor import report as report_model
 from pytest_perfmon.monitor import slots
 
@@ -609,6 +610,17 @@ def test_full_disk_at_the_output_path(full_disk, tmp_path):
             assert validate(json.load(f))["tests"]
     finally:
         os.unlink(saved)
+
+
+def test_a_slot_that_does_not_fit_leaves_no_file(full_disk):
+    """A slot is a megabyte of real zeros: on a disk with less free, the part written was
+    kept and took the last free space, so that xdist's base temporary directory could not be
+    made (INTERNALERROR, exit 3). The slot is given up, its file removed."""
+    assert slots.SIZE > 64 * 1024  # the fixture's whole file system
+    with pytest.raises(OSError):
+        slots.Slot(str(full_disk), "gw0", "worker")
+    assert _endings.open_slot(str(full_disk), "gw0", "worker") is None
+    assert list(full_disk.iterdir()) == []
 
 
 def test_collect_only_leaves_the_report_alone(tmp_path):
