@@ -124,7 +124,9 @@ def atomic_text(path: str) -> Iterator[IO[str]]:
             mask = os.umask(0)
             os.umask(mask)
             os.fchmod(fd, 0o666 & ~mask)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        # A path's undecodable bytes (os.fsdecode's lone surrogates, in a warning or a label)
+        # are written as JSON's own escape of them ("\\udcff"): the file stays UTF-8.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             yield f
         os.replace(tmp, path)
     except BaseException:

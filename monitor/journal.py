@@ -41,7 +41,7 @@ class Journal:
         else:
             self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             self.offset = os.fstat(self.fd).st_size
-        self._packer = msgpack.Packer(use_bin_type=True)
+        self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
 
     def append(self, entry: dict) -> int:
         data = self._packer.pack(entry)
@@ -61,7 +61,9 @@ class Journal:
             self.rfd = os.open(self.path, os.O_RDONLY)
         head = os.pread(self.rfd, _LEN.size, offset)
         (n,) = _LEN.unpack(head)
-        return msgpack.unpackb(os.pread(self.rfd, n, offset + _LEN.size), raw=False)
+        return msgpack.unpackb(
+            os.pread(self.rfd, n, offset + _LEN.size), raw=False, unicode_errors="surrogateescape"
+        )
 
     def close(self) -> None:
         for fd in (self.fd, self.rfd):
@@ -88,7 +90,7 @@ def scan(path: str) -> Iterator[tuple[int, Any]]:
             if len(data) < n:
                 return
             try:
-                entry = msgpack.unpackb(data, raw=False)
+                entry = msgpack.unpackb(data, raw=False, unicode_errors="surrogateescape")
             except Exception:
                 return
             if isinstance(entry, dict):

@@ -170,7 +170,9 @@ ERROR_NAMES = {
 #: Record fields that are a number >= 0 or None.
 OPTIONAL_AMOUNTS = (SETUP, CALL, TEARDOWN, RSS_START, RSS_PEAK, RSS_END, CPU, WALL)
 
-_packer = msgpack.Packer(use_bin_type=True)
+#: Strings travel as their UTF-8 bytes, a path's undecodable bytes (os.fsdecode's surrogate
+#: escapes: a directory name that is not UTF-8) included, and come back as the same str.
+_packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
 
 
 class ProtocolError(Exception):
@@ -190,7 +192,13 @@ def unpack(frame: bytes) -> tuple[str, Any]:
     if len(frame) > MAX_FRAME:
         raise ProtocolError(E_TOO_LARGE, f"frame of {len(frame)} bytes over {MAX_FRAME}")
     try:
-        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=MAX_FRAME)
+        msg = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_FRAME,
+            unicode_errors="surrogateescape",
+        )
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(E_MALFORMED, f"not msgpack: {type(exc).__name__}") from None
     if not isinstance(msg, list) or len(msg) != 3:

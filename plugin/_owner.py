@@ -261,12 +261,21 @@ class SessionOwner:
         try:
             ok = self.finishing and self._await_done()
             if not ok:
+                # How it was lost, before we stop it: a monitor still running did not answer
+                # (stopping it is ours, not a crash of its own).
+                unanswered = self.finishing and self.handle.spawned and self.handle.alive()
+                how = self._lost_how()
                 # A collector that is alive but not answering must not write (its aborted
                 # report) over ours: stop it first, without letting it write.
                 self.handle.silence()
                 if self.joined and not self.restarts:  # a restart that failed said it already
+                    what = (
+                        "did not answer the session's end, and was stopped"
+                        if unanswered
+                        else f"stopped during the run ({how})"
+                    )
                     self.warnings.append(
-                        f"{self.handle.name} stopped during the run ({self._lost_how()}); "
+                        f"{self.handle.name} {what}; "
                         "report written by the plugin from its own measurements"
                     )
                 elif self.joined:

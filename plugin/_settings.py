@@ -96,8 +96,10 @@ def ini_bool(getini: Any, name: str) -> Any:
 
 def _regular_file(option: str, path: str) -> None:
     """An existing report path must be a regular file (or a link to one): replacing a device,
-    a FIFO or a directory with our file is never what the user meant."""
-    if os.path.lexists(path) and not os.path.isfile(path):
+    a FIFO or a directory with our file is never what the user meant. A link is followed, as
+    the writer follows it: one whose file does not exist yet is where the report will be."""
+    real = os.path.realpath(path)
+    if os.path.lexists(real) and not os.path.isfile(real):
         raise SettingError(f"{option}: {path} exists and is not a regular file")
 
 

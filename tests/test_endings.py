@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import preloaded
 import pytest
@@ -610,6 +611,67 @@ def test_full_disk_at_the_output_path(full_disk, tmp_path):
             assert validate(json.load(f))["tests"]
     finally:
         os.unlink(saved)
+
+
+def _run_here(run, *args: str):
+    """A forked pytest run of FINISHED with ``--perf-monitor`` in ``run``: (output, report)."""
+    (run / "pytest.ini").write_text("[pytest]\n")
+    (run / "test_fin.py").write_text(FINISHED)
+    env = dict(os.environ)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    res = preloaded.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        + ["--perf-monitor", *args],
+        run,
+        env,
+        RUN_TIMEOUT,
+    )
+    text = res.stdout + res.stderr
+    assert res.returncode == 1, text  # the suite's own
+    assert "Traceback" not in text, text
+    return text, validate(json.loads((run / "performance_metrics.json").read_text()))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a file name that is not UTF-8 is Linux's")
+def test_a_directory_whose_name_is_not_utf8(tmp_path):
+    """Paths travel to the monitor and back as they are, bytes that are not UTF-8 included
+    (os.fsdecode's escapes): the monitor's answer to the session's end names the report's
+    path. It could not be packed: the plugin stopped the monitor, wrote its own report over the
+    monitor's and said the monitor had crashed."""
+    run = Path(os.fsdecode(os.fsencode(tmp_path) + b"/run\xff"))
+    run.mkdir()
+    text, report = _run_here(run, "--perf-print-summary")
+    assert "perfmon: warning" not in text, text
+    assert report["session"]["collector"] == "monitor"
+    where = os.fsencode(run / "performance_metrics.json").decode("utf-8", "replace")
+    assert f"perfmon: report written to {where}" in text, text  # (the output read as UTF-8)
+
+
+GARBLED_ANSWER = """
+from pytest_perfmon.monitor import collector, protocol
+
+
+def _garbled(self, ident, body):  # in the monitor (a fork of this process): no report
+    self.reply(ident, protocol.pack(protocol.DONE, "not an answer"))
+
+
+collector.Monitor.on_finish = _garbled
+"""
+
+
+def test_a_monitor_that_does_not_answer_the_end_is_not_called_crashed(tmp_path):
+    """A monitor that answers the session's end with nothing usable is stopped by the plugin,
+    which writes the report itself: the warning says so, not that the monitor crashed (it
+    said "killed by SIGKILL, or crashed", the kill being the plugin's own)."""
+    (tmp_path / "conftest.py").write_text(GARBLED_ANSWER)
+    text, report = _run_here(tmp_path)
+    warnings = [line for line in text.splitlines() if line.startswith("perfmon: warning:")]
+    assert warnings == [
+        "perfmon: warning: the monitor did not answer the session's end, and was stopped; "
+        "report written by the plugin from its own measurements"
+    ], text
+    assert report["session"]["collector"] == "plugin-fallback"
+    assert len(report["tests"]) == 9
 
 
 def test_a_slot_that_does_not_fit_leaves_no_file(full_disk):

@@ -148,6 +148,25 @@ def test_a_report_never_replaces_what_is_not_a_regular_file(tmp_path):
     assert link.is_symlink() and not target.exists()
     assert json.loads((tmp_path / "target.json.previous").read_text()) == {"x": 1}
     assert files.move_aside(str(fifo)) == (None, None)  # not a report: left alone
+    # a link to a file not made yet (an artifacts directory's first run): followed too
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "first.json")
+    _settings.resolve(_option(perf_monitor=True, perf_output=str(dangling)), _ini(), "/")
+    assert files.move_aside(str(dangling)) == (None, None)
+    report_model.write_atomic({"x": 2}, str(dangling))
+    assert dangling.is_symlink() and json.loads((tmp_path / "first.json").read_text()) == {"x": 2}
+
+
+def test_a_report_holding_a_paths_undecodable_bytes_is_written(tmp_path):
+    """A path that is not UTF-8 (os.fsdecode's lone surrogates) in a warning: the report is
+    written as UTF-8 JSON, the bytes as JSON's escapes, and reads back the same (it could not
+    be encoded: neither the report nor its copy elsewhere was written)."""
+    warning = "cannot write /tmp/r\udcff/x.html: Permission denied"
+    path = tmp_path / "r.json"
+    report_model.write_atomic({"session": {"warnings": [warning]}}, str(path))
+    text = path.read_bytes().decode("utf-8")  # strict: the file is UTF-8
+    assert "\\udcff" in text
+    assert json.loads(text)["session"]["warnings"] == [warning]
 
 
 def test_a_bad_boolean_in_the_ini_file_names_its_key():
