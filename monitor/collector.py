@@ -97,6 +97,8 @@ class Monitor(server.RouterServer):
         self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, Peer] = {}
         self.finisher: Optional[bytes] = None  # the peer that sent finish
+        #: Started in place of one that died (--replacing): its report may be at the output.
+        self.replacing = False
         self.sampler = sampler.Sampler()
         self.stop_reason: Optional[str] = None
         self.python_version: Optional[str] = None
@@ -292,10 +294,19 @@ class Monitor(server.RouterServer):
             rep["session"]["profile"] = profile
         if self.possibly_incomplete():
             rep["session"]["possibly_incomplete"] = True
+        # Over nothing but the report of the monitor this one replaced (killed by SIGTERM,
+        # it wrote its aborted report): the session moved any previous one aside as it began.
+        replace = self.replacing
         if f is None:
-            return delivery.deliver(rep, self.output)
+            return delivery.deliver(rep, self.output, replace=replace)
         return delivery.deliver(
-            rep, self.output, html=f.html, history=f.history, labels=f.labels, rootdir=f.rootdir
+            rep,
+            self.output,
+            html=f.html,
+            history=f.history,
+            labels=f.labels,
+            rootdir=f.rootdir,
+            replace=replace,
         )
 
     # -- main loop ------------------------------------------------------------------------
@@ -523,6 +534,11 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--no-system-info", action="store_true", help="leave the system block out")
     ap.add_argument(
+        "--replacing",
+        action="store_true",
+        help="started in place of a monitor that died: the report replaces what that one wrote",
+    )
+    ap.add_argument(
         "--exit-note", help="write how this process ended here (for a parent that is not ours)"
     )
     return ap
@@ -577,6 +593,7 @@ def main(
         detached,
     )
     mon.listen = args.listen
+    mon.replacing = args.replacing
     mon.data.monitor_start = start
     mon.sampler.launcher = launcher  # never one of the tests' descendants
     try:

@@ -80,12 +80,17 @@ def deliver(
     rootdir: Optional[str] = None,
     source: str = "monitor",
     check: Optional[Callable[[Any], str]] = None,
+    replace: bool = True,
 ) -> Delivered:
     """Write ``report`` to ``path`` (``check``, if given, vets the path first: a daemon's
     client-supplied one), then the HTML page to ``html``, then the run to the history store
     ``history`` (labelled ``labels``, its commit asked of git in ``rootdir``, ``source`` the
-    writer's name in the store). Never raises for a file or store it cannot write."""
-    error, saved = _write_json(report, path, check)
+    writer's name in the store). Never raises for a file or store it cannot write.
+
+    ``replace=False`` for a session's own report: its start moved any previous report aside,
+    so a file at ``path`` now is another session's (two runs in one directory at once): it is
+    kept, and this one is saved beside it, said in ``error``."""
+    error, saved = _write_json(report, path, check, replace)
     html_warning = history_warning = None
     if html:
         from .html import write_html_quietly  # only for --perf-html
@@ -97,16 +102,26 @@ def deliver(
 
 
 def _write_json(
-    report: dict, path: Optional[str], check: Optional[Callable[[Any], str]]
+    report: dict, path: Optional[str], check: Optional[Callable[[Any], str]], replace: bool
 ) -> tuple[Optional[str], Optional[str]]:
     """(None, None) when written at ``path``; else (the problem, naming where it went, and
     that place, or None)."""
     if not path:
         problem = "no output path given"
     else:
+        target = path
         try:
-            files.write_atomic(report, check(path) if check else path)
+            target = check(path) if check else path
+            files.write_atomic(report, target, replace)
             return None, None
+        except FileExistsError:
+            saved = files.save_beside(report, target)
+            where = f"; saved to {saved} instead" if saved else "; not saved anywhere else"
+            problem = (
+                f"{path} holds another report, left as it is (another session's, written while "
+                "this one ran, or a previous one that could not be moved aside)"
+            )
+            return problem + where, saved
         except (OSError, ValueError) as exc:
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             problem = f"cannot write {path}: {msg}"

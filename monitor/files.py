@@ -108,8 +108,9 @@ def _one_line_encoder() -> tuple:
 
 
 @contextmanager
-def atomic_text(path: str) -> Iterator[IO[str]]:
-    """A text file that appears at ``path`` only once complete (temporary file + rename)."""
+def atomic_text(path: str, replace: bool = True) -> Iterator[IO[str]]:
+    """A text file that appears at ``path`` only once complete (temporary file + rename).
+    ``replace=False``: only where nothing is (FileExistsError otherwise), see :func:`_place_new`."""
     import tempfile
 
     # A link is followed (its target gets the new file); anything but a regular file is refused:
@@ -128,7 +129,10 @@ def atomic_text(path: str) -> Iterator[IO[str]]:
         # are written as JSON's own escape of them ("\\udcff"): the file stays UTF-8.
         with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
             yield f
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _place_new(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -137,10 +141,51 @@ def atomic_text(path: str) -> Iterator[IO[str]]:
         raise
 
 
-def write_atomic(report: dict, path: str) -> None:
-    """Write ``report`` as JSON to ``path`` through a temporary file and a rename."""
-    with atomic_text(path) as f:
+def _place_new(tmp: str, path: str) -> None:
+    """``tmp`` becomes ``path`` only if nothing is there (FileExistsError otherwise): one step
+    (a hard link) where the file system links, else a look and then the rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except (OSError, AttributeError, NotImplementedError):  # FAT, some network file systems
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists", path) from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+def write_atomic(report: dict, path: str, replace: bool = True) -> None:
+    """Write ``report`` as JSON to ``path`` through a temporary file and a rename (``replace``
+    False: never over a file that is there, FileExistsError)."""
+    with atomic_text(path, replace) as f:
         f.write(dumps(report))
+
+
+def save_beside(report: dict, path: str) -> Optional[str]:
+    """A fresh file beside ``path`` (``NAME.XXXXXXXX.json``, where a CI job's artifacts and a
+    merge's glob find it), else in the temp dir; None when nowhere."""
+    import tempfile
+
+    real = os.path.realpath(path)
+    stem, ext = os.path.splitext(os.path.basename(real))
+    try:
+        fd, fresh = tempfile.mkstemp(
+            prefix=f"{stem}.", suffix=ext or ".json", dir=os.path.dirname(real)
+        )
+    except OSError:
+        return save_elsewhere(report)
+    os.close(fd)
+    try:
+        write_atomic(report, fresh)
+        return fresh
+    except (OSError, ValueError):
+        try:
+            os.unlink(fresh)
+        except OSError:
+            pass
+        return save_elsewhere(report)
 
 
 def save_elsewhere(report: dict) -> Optional[str]:

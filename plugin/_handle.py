@@ -190,6 +190,8 @@ class SpawnedMonitor:
         if self.remote_endpoint is not None:  # remote workers' relays reconnect there too
             i = self.cmd.index("--listen")
             self.cmd[i + 1] = f"{self.tmpdir},{self.remote_endpoint}"
+        if "--replacing" not in self.cmd:  # its report over the aborted one the dead one wrote
+            self.cmd.append("--replacing")
         from ._counters import not_counted
 
         with not_counted():  # ours, not a process the running test started

@@ -307,7 +307,11 @@ class SessionOwner:
         if self.possibly_incomplete:
             report["session"]["possibly_incomplete"] = True
         self.report = report
-        self._delivered(delivery.deliver(report, self.settings.output, html=self.settings.html))
+        self._delivered(
+            # over what a monitor that died may have written (its aborted report): the
+            # plugin's own measurements of the whole session
+            delivery.deliver(report, self.settings.output, html=self.settings.html)
+        )
         if self.settings.history:  # the pytest process never writes the store
             self.warnings.append(
                 "history not recorded: the collector was lost (the pytest process never writes "

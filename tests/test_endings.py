@@ -674,6 +674,58 @@ def test_a_monitor_that_does_not_answer_the_end_is_not_called_crashed(tmp_path):
     assert len(report["tests"]) == 9
 
 
+BOTH_RUNNING = """
+import os, time
+
+
+def test_{n}():
+    open("running.{n}", "w").close()
+    deadline = time.monotonic() + 60
+    while not (os.path.exists("running.1") and os.path.exists("running.2")):
+        assert time.monotonic() < deadline, "the other session never started"
+        time.sleep(0.01)
+"""
+
+
+def test_two_sessions_at_once_on_one_output_path_lose_no_report(tmp_path):
+    """Two pytest sessions in one directory at the same time, writing the same report path:
+    the first to end writes it, the other finds it there (each moved any previous report aside
+    as it began) and saves its own beside it, saying where. The later one replaced the
+    earlier's, and neither said a word."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    env = dict(os.environ)
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    procs = []
+    for n in (1, 2):
+        (tmp_path / f"test_s{n}.py").write_text(BOTH_RUNNING.format(n=n))
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        cmd += ["--perf-monitor", "--perf-output=out.json", f"test_s{n}.py"]
+        procs.append(
+            preloaded.popen(
+                cmd, tmp_path, env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+    texts = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=RUN_TIMEOUT)
+        assert proc.returncode == 0, out
+        texts.append(out)
+    warnings = [
+        line for text in texts for line in text.splitlines() if line.startswith("perfmon: warn")
+    ]
+    assert len(warnings) == 1, texts
+    assert "out.json holds another report, left as it is" in warnings[0], warnings
+    saved = Path(warnings[0].split("saved to ", 1)[1].split(" instead")[0])
+    assert saved.parent == tmp_path and saved.name.startswith("out.") and saved.suffix == ".json"
+    first = validate(json.loads((tmp_path / "out.json").read_text()))
+    second = validate(json.loads(saved.read_text()))
+    assert sorted([*first["tests"], *second["tests"]]) == [
+        "test_s1.py::test_1",
+        "test_s2.py::test_2",
+    ]
+    assert not list(tmp_path.glob(".perfmon-*"))  # no temporary file left
+
+
 def test_a_slot_that_does_not_fit_leaves_no_file(full_disk):
     """A slot is a megabyte of real zeros: on a disk with less free, the part written was
     kept and took the last free space, so that xdist's base temporary directory could not be

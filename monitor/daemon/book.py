@@ -149,6 +149,7 @@ class SessionBook:
                 rootdir=info.get("rootdir"),
                 source="daemon",
                 check=check_report_path,
+                replace=state != "finished",  # its client moved any previous report aside
             )
             del rep
         for problem in (done.html_warning, done.history_warning):
