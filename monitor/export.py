@@ -111,7 +111,9 @@ def github_action_benchmark(report: dict) -> str:
 
 def _label(value: Any) -> str:
     text = "" if value is None else str(value)
-    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    # (a raw carriage return: prometheus_client's parsers refuse the line; escaped as OpenMetrics
+    # escapes a line feed)
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _labels(**labels: Any) -> str:

@@ -108,14 +108,23 @@ def text(doc: Document, width: Optional[int] = None) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")
+#: A control character in a cell (a node id from a file name with a newline) as the escape
+#: that names it: a raw line break ends the table's row.
+_CONTROLS = {
+    **{i: f"\\x{i:02x}" for i in (*range(32), 127)},
+    **{ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"},
+}
+
+
+def md_cell(text: str) -> str:
+    """``text`` as one cell of a Markdown table: ``|`` escaped, control characters named."""
+    return text.translate(_CONTROLS).replace("|", "\\|")
 
 
 def _md_code(text: str) -> str:
     fence = "``" if "`" in text else "`"
     pad = " " if "`" in text else ""
-    return f"{fence}{pad}{_md_cell(text)}{pad}{fence}"
+    return f"{fence}{pad}{md_cell(text)}{pad}{fence}"
 
 
 def _md_line(line: Line) -> str:
@@ -138,7 +147,7 @@ def markdown(doc: Document) -> str:
             out.append("| " + " | ".join(t.headers) + " |")
             out.append("|" + "|".join("---:" if r else "---" for r in t.right) + "|")
             for r in t.rows:
-                cells = [_md_cell(c) for c in r[:-1]] + [_md_code(r[-1])]
+                cells = [md_cell(c) for c in r[:-1]] + [_md_code(r[-1])]
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
         elif t is not None:

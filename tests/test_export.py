@@ -237,3 +237,28 @@ def test_openmetrics_without_executions_has_no_per_test_series(report, tmp_path,
     fams = {f.name: f for f in om_parse(out)}
     assert "perfmon_test_executions" not in fams
     assert fams["perfmon_session_tests_executed_more_than_once"].samples[0].value == 0.0
+
+
+def test_line_breaks_in_node_ids_break_no_line_of_any_output(report, tmp_path, capsys):
+    """A node id with a line feed or a carriage return (a test file named so; pytest keeps
+    them): OpenMetrics escapes both (a raw carriage return made prometheus_client's parsers
+    refuse the line), and a Markdown table names them, one row per test (a raw one ended the
+    row, and broke the step summary's table)."""
+    key = next(iter(report["tests"]))
+    odd = ["tests/test_a\rb.py::test_x", "tests/test_c\nd.py::test_y"]
+    for nodeid in odd:
+        report["tests"][nodeid] = copy.deepcopy(report["tests"][key])
+        report["tests"][nodeid]["duration"] = 99.0  # the slowest: in the Markdown's tables
+    path = _write(tmp_path, report)
+    _, out, _ = _run(["export", path, "--format", "openmetrics"], capsys)
+    for parse in (om_parse, lambda text: prom_parse(text.replace("# EOF\n", ""))):
+        fams = {f.name: f for f in parse(out)}
+        samples = fams["perfmon_test_duration_seconds"].samples
+        assert len(samples) == len(report["tests"])
+    rc, out, _ = _run(["report", path, "--format", "markdown"], capsys)
+    assert rc == 0
+    rows = [line for line in out.splitlines() if "test_x" in line or "test_y" in line]
+    assert rows and all(line.startswith("|") and line.endswith("|") for line in rows), rows
+    assert any("test_a\\rb.py" in line for line in rows) and any(
+        "test_c\\nd" in line for line in rows
+    )
