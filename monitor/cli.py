@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from . import about, analysis, github, profile_view, shards
 from .analysis import Comparison, ReportError, Threshold
@@ -188,6 +189,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _not_finite(value: Any, where: str = "") -> Optional[str]:
+    """The JSON path of the first number in ``value`` that is no finite float, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (where or "/")
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _not_finite(v, f"{where}/{k}")
+        if found is not None:
+            return found
+    return None
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     labels = args.label or []
     if labels and len(labels) != len(args.files):
@@ -201,6 +219,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
         for i, (report, path) in enumerate(zip(reports, args.files))
     ]
     merged = analysis.merge(inputs)
+    where = _not_finite(merged)
+    if where is not None:  # JSON has no such number: the file would not be a report
+        raise ReportError(
+            f"the merged figures overflow a float at {where} (the inputs' add up beyond its "
+            "range): nothing written"
+        )
     try:
         write_atomic(merged, args.output)
     except OSError as e:

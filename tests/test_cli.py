@@ -617,6 +617,22 @@ def test_annotations_on_merged_reports_point_at_the_file(perfmon, tmp_path: Path
     assert "::py3.12::tests/test_api.py::test_slow_query: duration" in warnings[0]
 
 
+def test_merged_figures_beyond_a_floats_range_are_one_line(perfmon, tmp_path: Path) -> None:
+    """Two reports whose durations add up beyond a float's range (each 1e308, a valid report):
+    merge wrote "Infinity" into its output, which is no JSON number (every reader refused the
+    file afterwards). One line, exit 2, nothing written."""
+    report = json.loads((GOLDEN / "current.json").read_text(encoding="utf-8"))
+    key = next(iter(report["tests"]))
+    report["tests"][key]["duration"] = 1e308
+    src = tmp_path / "huge.json"
+    src.write_text(json.dumps(report), encoding="utf-8")
+    out = tmp_path / "merged.json"
+    proc = perfmon("merge", str(src), str(src), "--label", "a", "--label", "b", "-o", str(out))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "overflow a float at /" in proc.stderr
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- issue 20: executions
 
 FLAKY = "tests/test_net.py::test_flaky"  # pytest-rerunfailures: rerun, rerun, passed
