@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 from pytest_perfmon.monitor import deliver as delivery
-from pytest_perfmon.monitor import protocol
+from pytest_perfmon.monitor import files, protocol
 from pytest_perfmon.monitor import report as report_model
 
 from . import _endings
@@ -325,9 +325,26 @@ class SessionOwner:
             self.complete()
             for w in self.warnings[self.warned :]:
                 print(f"perfmon: warning: {w}", file=sys.stderr)
-        elif self.client is not None:  # the session never ran (an error before the tests)
-            self.client.close()
+        else:  # the session never ran a test (an error or pytest.exit() as it started)
+            if self.client is not None:
+                self.client.close()
+            # No report of a session that measured nothing (the monitor stopped without
+            # writing one: it wrote "aborted by SIGTERM" over nothing), the previous one back.
+            self.handle.silence()
+            self._put_previous_back()
         self.handle.reap(wrote_report=self.report_path is not None)
+
+    def _put_previous_back(self) -> None:
+        previous = self.previous
+        if not previous or not previous.endswith(files.PREVIOUS):
+            return
+        path = previous[: -len(files.PREVIOUS)]
+        try:
+            if not os.path.lexists(path):
+                os.replace(previous, path)
+                self.previous = None
+        except OSError:
+            pass  # it stays at PATH.previous
 
     def terminal_summary(self, tr: Any) -> None:
         if self.info:

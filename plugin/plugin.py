@@ -291,7 +291,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from . import _settings
 
     try:
-        if not getattr(opt, "collectonly", False):
+        if not _runs_no_tests(opt):
             schedule = _settings.resolve_schedule(
                 opt, config.getini, str(config.invocation_params.dir)
             )
@@ -302,7 +302,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings = _settings.resolve(
             opt, config.getini, str(config.invocation_params.dir), rootdir=str(config.rootpath)
         )
-        if settings is None or getattr(opt, "collectonly", False):
+        if settings is None or _runs_no_tests(opt):
             return
         history = _settings.resolve_history_limits(
             opt, config.getini, str(config.invocation_params.dir)
@@ -319,6 +319,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
     _fixtures.configure(config, lambda: _roles.configure(config, settings, early))
     _limits.install(config, settings.limit_mode, settings.limits, history)
+
+
+#: pytest's options with which it runs no test (it lists, plans or sets up only): the session is
+#: not measured, and the previous report stays where it is (the options are still checked).
+NO_TEST_OPTIONS = (
+    "collectonly",
+    "markers",
+    "showfixtures",
+    "show_fixtures_per_test",
+    "setuponly",
+    "setupplan",
+)
+
+
+def _runs_no_tests(opt: object) -> bool:
+    return any(getattr(opt, name, False) for name in NO_TEST_OPTIONS)
 
 
 def _shard_type(text: str) -> tuple:

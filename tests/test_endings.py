@@ -737,16 +737,59 @@ def test_a_slot_that_does_not_fit_leaves_no_file(full_disk):
     assert list(full_disk.iterdir()) == []
 
 
-def test_collect_only_leaves_the_report_alone(tmp_path):
-    inner = Inner(tmp_path, "--collect-only", files=SUITE)
+@pytest.mark.parametrize(
+    "option",
+    ["--collect-only", "--markers", "--fixtures", "--fixtures-per-test", "--setup-plan"]
+    + ["--setup-only"],
+)
+def test_a_run_of_no_test_leaves_the_report_alone(tmp_path, option):
+    """pytest lists, plans or sets up only: nothing is measured and the previous report stays
+    where it is. With --markers the previous report was moved aside and nothing written; with
+    the fixture lists an empty report replaced it; with --setup-plan (no test ran, pytest says)
+    every test was reported passed."""
+    inner = Inner(tmp_path, option, files=SUITE)
     try:
-        assert inner.wait() == 0, inner.text()
+        assert inner.wait() in (0, 1), inner.text()  # --setup-only: the suite's setup errors
         assert json.loads(inner.output.read_text()) == PREVIOUS
         assert not (tmp_path / "perf.json.previous").exists()
         assert "perfmon:" not in inner.text()
     finally:
         inner.proc.wait(WAIT)
         inner.log.close()
+
+
+EXIT_AT_START = """
+import pytest
+
+
+def pytest_sessionstart(session):
+    pytest.exit("no database here: nothing to test", 0)
+"""
+
+
+def test_a_session_ended_as_it_starts_leaves_the_report_alone(tmp_path):
+    """A conftest's pytest_sessionstart that ends the run (pytest.exit, exit 0): no test ran,
+    so there is no report and the previous one is back in place, at once. The monitor was
+    sent SIGTERM, wrote "session aborted: the monitor was stopped by SIGTERM" over the
+    previous report (moved aside) and the run took 1.5 s longer."""
+    text, previous = "", tmp_path / "perf.json.previous"
+    (tmp_path / "conftest.py").write_text(EXIT_AT_START)
+    (tmp_path / "test_fin.py").write_text(FINISHED)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    out = tmp_path / "perf.json"
+    out.write_text(json.dumps(PREVIOUS))
+    res = preloaded.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        + ["--perf-monitor", f"--perf-output={out}"],
+        tmp_path,
+        dict(os.environ),
+        RUN_TIMEOUT,
+    )
+    text = res.stdout + res.stderr
+    assert res.returncode == 0, text
+    assert json.loads(out.read_text()) == PREVIOUS, text
+    assert not previous.exists()
+    assert "perfmon:" not in text
 
 
 # -- the slots themselves ----------------------------------------------------------------------
