@@ -623,7 +623,7 @@ def compare(
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
     result = Comparison(thresholds=th, cpu_min_duration=cpu_min_duration, noise=noise)
-    base_tests, cur_tests = baseline["tests"], current["tests"]
+    base_tests, cur_tests = by_nodeid(baseline), by_nodeid(current)
     result.new = sorted(k for k in cur_tests if k not in base_tests)
     result.gone = sorted(k for k in base_tests if k not in cur_tests)
     for nodeid in sorted(k for k in cur_tests if k in base_tests):
@@ -793,6 +793,32 @@ def labelled_fixtures(fixtures: Any, label: str) -> list:
             if isinstance(entry.get(key), str):
                 entry[key] = f"{label}{JOB_SEP}{entry[key]}"
         out.append(entry)
+    return out
+
+
+def by_nodeid(report: dict) -> dict:
+    """The tests of ``report`` as :func:`compare` matches them: a merged ``--perf-shard``
+    matrix's by node id, whichever shard ran each (a plan from other figures moves tests
+    between shards: under their ``"SHARD::"`` keys a moved test was "new" and "gone", and never
+    compared); every other report's by its keys (a matrix of Python versions keeps each job's
+    own). A shard matrix that ran a node id twice keeps its keys."""
+    tests = report["tests"]
+    jobs = report.get("jobs")
+    if "matrix" not in report or not isinstance(jobs, dict) or not jobs:
+        return tests
+    for job in jobs.values():
+        session = job.get("session") if isinstance(job, dict) else None
+        if not (isinstance(session, dict) and isinstance(session.get("shard"), dict)):
+            return tests  # a job that is not a shard of the matrix
+    out: dict = {}
+    for key, t in tests.items():
+        label = t.get("job") if isinstance(t, dict) else None
+        if not (isinstance(label, str) and key.startswith(label + JOB_SEP)):
+            return tests
+        nodeid = key[len(label) + len(JOB_SEP) :]
+        if nodeid in out:
+            return tests
+        out[nodeid] = t
     return out
 
 

@@ -245,6 +245,48 @@ def test_matrix_check_names_what_went_wrong():
     assert splitting.matrix_check({"x": {"session": {}}}, {}) is None  # no shards: no check
 
 
+def _shard_report(k: int, n: int, tests: dict) -> dict:
+    """A report of shard k/n (a copy of the golden one's shape) that ran ``tests``."""
+    from pathlib import Path
+
+    golden = Path(__file__).parent / "golden" / "current.json"
+    report = json.loads(golden.read_text(encoding="utf-8"))
+    entry = next(iter(report["tests"].values()))
+    report["tests"] = {nodeid: dict(entry, duration=d) for nodeid, d in tests.items()}
+    shard = {"k": k, "n": n, "source": "x", "tests": len(tests), "plan": f"p{n}"}
+    shard.update(total_tests=4, predicted_wall_s=1.0, not_run=[], shards=[[2, 1.0]] * n)
+    report["session"]["shard"] = shard
+    return report
+
+
+def test_compare_matches_a_shard_matrix_by_node_id():
+    """A matrix planned from other figures runs a test in another shard: merged, its key is
+    "s2::t.py::test_c" instead of "s1::t.py::test_c". compare matched keys, so every moved test
+    was new and gone and none was compared: a test 80 % slower was "OK". Shards are matched by
+    node id; jobs that are no shards (Python versions) keep their labels."""
+    from pytest_perfmon.monitor import analysis
+
+    def matrix(split: list) -> dict:
+        inputs = [(f"s{k}", _shard_report(k, 2, t), f"s{k}.json") for k, t in enumerate(split, 1)]
+        return analysis.merge(inputs)
+
+    base = matrix([{"t.py::test_a": 1.0, "t.py::test_c": 1.0}, {"t.py::test_b": 1.0}])
+    cur = matrix([{"t.py::test_a": 1.0}, {"t.py::test_b": 1.0, "t.py::test_c": 1.8}])
+    assert "matrix" in base and "matrix" in cur
+    result = analysis.compare(base, cur)
+    assert (result.new, result.gone, result.compared) == ([], [], 3)
+    assert {c.test for c in result.regressions} == {"t.py::test_c"}
+    # one job's report against the whole matrix: by node id too
+    single = _shard_report(1, 1, {"t.py::test_a": 1.0, "t.py::test_b": 1.0, "t.py::test_c": 1.0})
+    del single["session"]["shard"]
+    assert analysis.compare(single, cur).compared == 3
+    # a matrix of Python versions (no shards): each job's tests under its own label
+    versions = analysis.merge(
+        [(v, _shard_report(1, 1, {"t.py::test_a": 1.0}), v) for v in ("py3.11", "py3.12")]
+    )
+    assert sorted(analysis.by_nodeid(versions)) == ["py3.11::t.py::test_a", "py3.12::t.py::test_a"]
+
+
 # --------------------------------------------------------------------------- the store
 
 
