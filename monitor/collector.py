@@ -97,7 +97,8 @@ class Monitor(server.RouterServer):
         self.counters = self.data.counters  # protocol errors and drops, into the report
         self.peers: dict[bytes, Peer] = {}
         self.finisher: Optional[bytes] = None  # the peer that sent finish
-        #: Started in place of one that died (--replacing): its report may be at the output.
+        #: Started in place of one that died (--replacing), or wrote its report already: what
+        #: is at the output is this session's own (write_session).
         self.replacing = False
         self.sampler = sampler.Sampler()
         self.stop_reason: Optional[str] = None
@@ -294,20 +295,26 @@ class Monitor(server.RouterServer):
             rep["session"]["profile"] = profile
         if self.possibly_incomplete():
             rep["session"]["possibly_incomplete"] = True
-        # Over nothing but the report of the monitor this one replaced (killed by SIGTERM,
-        # it wrote its aborted report): the session moved any previous one aside as it began.
+        # Over nothing but this session's own report: the one this monitor wrote already (a
+        # finish after its aborted report), or the one of the monitor it replaced (killed by
+        # SIGTERM, that one wrote its aborted report). The session moved any previous report
+        # aside as it began: anything else there is another session's.
         replace = self.replacing
         if f is None:
-            return delivery.deliver(rep, self.output, replace=replace)
-        return delivery.deliver(
-            rep,
-            self.output,
-            html=f.html,
-            history=f.history,
-            labels=f.labels,
-            rootdir=f.rootdir,
-            replace=replace,
-        )
+            done = delivery.deliver(rep, self.output, replace=replace)
+        else:
+            done = delivery.deliver(
+                rep,
+                self.output,
+                html=f.html,
+                history=f.history,
+                labels=f.labels,
+                rootdir=f.rootdir,
+                replace=replace,
+            )
+        if done.ok:
+            self.replacing = True
+        return done
 
     # -- main loop ------------------------------------------------------------------------
     def parent_alive(self) -> bool:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import preloaded
 import pytest
@@ -35,6 +36,27 @@ def daemon(inprocess_daemon):
 
 
 # --- the monitor ---------------------------------------------------------------------------------
+
+
+def test_a_second_finish_replaces_the_monitors_own_report(monitor, tmp_path):
+    """A monitor's report at its output is its own once written: a second finish (a client
+    that sends it twice) writes over it. Anything else found there at the end is another
+    session's, kept, and the report saved beside it."""
+    assert monitor.send(b"me", protocol.HELLO, hello())[0] == protocol.READY
+    monitor.send(b"me", protocol.BATCH, [0, [record(b"t.py::test_a", 1000)]])
+    for _ in range(2):
+        kind, done = monitor.send(b"me", protocol.FINISH, {"exit_status": 0})
+        assert kind == protocol.DONE and done["ok"], done
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json") == ["perf.json"]
+    (tmp_path / "perf.json").write_text("{}")  # another session's, written meanwhile
+    other = Monitor("inproc://x", str(tmp_path / "perf.json"), 0.1, None, False)
+    try:
+        done = other.write_session({"exit_status": 0})
+    finally:
+        other.close()
+    assert not done.ok and "holds another report, left as it is" in (done.error or "")
+    assert (tmp_path / "perf.json").read_text() == "{}"
+    assert done.saved_to and validate(json.loads(Path(done.saved_to).read_text()))
 
 
 def test_monitor_session_and_report(monitor, tmp_path):
