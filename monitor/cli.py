@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -41,6 +40,7 @@ from .render import (
 )
 from .report import write_atomic
 from .sections import Line, Section, Table
+from .units import number
 
 FORMATS = ("table", "markdown", "json")
 
@@ -190,9 +190,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _not_finite(value: Any, where: str = "") -> Optional[str]:
-    """The JSON path of the first number in ``value`` that is no finite float, or None."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else (where or "/")
+    """The JSON path of the first number in ``value`` that no reader takes (infinite, NaN, an
+    integer beyond a float's range), or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return None if number(value) is not None else (where or "/")
     if isinstance(value, dict):
         items: Any = value.items()
     elif isinstance(value, list):
@@ -222,8 +223,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     where = _not_finite(merged)
     if where is not None:  # JSON has no such number: the file would not be a report
         raise ReportError(
-            f"the merged figures overflow a float at {where} (the inputs' add up beyond its "
-            "range): nothing written"
+            f"the merged report would hold a number no reader takes at {where} (infinite, or "
+            "beyond a float's range: the inputs' figures add up past it): nothing written"
         )
     try:
         write_atomic(merged, args.output)

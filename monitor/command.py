@@ -16,13 +16,24 @@ class UsageError(Exception):
     """Bad usage or bad input of a command: its message is one line, fit to print as is."""
 
 
+def printable(text: str) -> str:
+    """``text`` with a path's undecodable bytes (os.fsdecode's lone surrogates: a file name
+    that is not UTF-8, in a node id or a path) as their escapes (``\\udcff``): it encodes in
+    UTF-8, which a strict terminal, a log or an HTTP answer requires."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def error(msg: str) -> int:
     """Print ``perfmon: error: MSG`` on stderr; the exit status of bad input."""
-    print(f"perfmon: error: {msg}", file=sys.stderr)
+    print(f"perfmon: error: {printable(msg)}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
 def emit(text: str) -> None:
     """A command's output, on stdout."""
-    sys.stdout.write(text)
+    sys.stdout.write(printable(text))
     sys.stdout.flush()

@@ -110,7 +110,7 @@ def _one_line_encoder() -> tuple:
 @contextmanager
 def atomic_text(path: str, replace: bool = True) -> Iterator[IO[str]]:
     """A text file that appears at ``path`` only once complete (temporary file + rename).
-    ``replace=False``: only where nothing is (FileExistsError otherwise), see :func:`_place_new`."""
+    ``replace=False``: only where nothing is (FileExistsError otherwise), see :func:`place_new`."""
     import tempfile
 
     # A link is followed (its target gets the new file); anything but a regular file is refused:
@@ -132,7 +132,7 @@ def atomic_text(path: str, replace: bool = True) -> Iterator[IO[str]]:
         if replace:
             os.replace(tmp, path)
         else:
-            _place_new(tmp, path)
+            place_new(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -141,9 +141,9 @@ def atomic_text(path: str, replace: bool = True) -> Iterator[IO[str]]:
         raise
 
 
-def _place_new(tmp: str, path: str) -> None:
-    """``tmp`` becomes ``path`` only if nothing is there (FileExistsError otherwise): one step
-    (a hard link) where the file system links, else a look and then the rename."""
+def place_new(tmp: str, path: str) -> None:
+    """The file ``tmp`` becomes ``path`` only if nothing is there (FileExistsError otherwise):
+    one step (a hard link) where the file system links, else a look and then the rename."""
     try:
         os.link(tmp, path)
     except FileExistsError:

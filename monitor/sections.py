@@ -121,14 +121,15 @@ def md_cell(text: str) -> str:
     return text.translate(_CONTROLS).replace("|", "\\|")
 
 
-def _md_code(text: str) -> str:
+def md_code(text: str) -> str:
+    """``text`` as code in a Markdown table's cell (a backtick in it: a double fence)."""
     fence = "``" if "`" in text else "`"
     pad = " " if "`" in text else ""
     return f"{fence}{pad}{md_cell(text)}{pad}{fence}"
 
 
 def _md_line(line: Line) -> str:
-    body = line.text + ("" if line.name is None else _md_code(line.name))
+    body = line.text + ("" if line.name is None else md_code(line.name))
     return f"**{body}**" if line.warn else body
 
 
@@ -147,7 +148,7 @@ def markdown(doc: Document) -> str:
             out.append("| " + " | ".join(t.headers) + " |")
             out.append("|" + "|".join("---:" if r else "---" for r in t.right) + "|")
             for r in t.rows:
-                cells = [md_cell(c) for c in r[:-1]] + [_md_code(r[-1])]
+                cells = [md_cell(c) for c in r[:-1]] + [md_code(r[-1])]
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
         elif t is not None:

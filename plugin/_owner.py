@@ -87,6 +87,10 @@ class SessionOwner:
         #: own records (set by a role that measures; a restart's "died_during" is filled at
         #: the end, when every record is in).
         self.running_at: Callable[[float, float], list] = lambda since, until: []
+        #: The session reached its collection (set by the role): it may have measured tests.
+        self.began = False
+        #: The collector answered the session's end (it wrote the report, or said why not).
+        self.answered = False
         # Until the new report is complete, nothing at the output path is the previous run's.
         self.previous, problem = _endings.move_aside(settings.output)
         if problem:
@@ -237,6 +241,7 @@ class SessionOwner:
         done = client.wait(protocol.DONE, DONE_TIMEOUT, self.handle.alive)
         if not isinstance(done, dict):
             return False
+        self.answered = True
         # False: no report anywhere, the plugin writes its own
         return self._delivered(delivery.Delivered.from_done(done))
 
@@ -263,12 +268,14 @@ class SessionOwner:
             if not ok:
                 # How it was lost, before we stop it: a monitor still running did not answer
                 # (stopping it is ours, not a crash of its own).
+                answered = self.answered  # its delivery's own problem is said already
                 unanswered = self.finishing and self.handle.spawned and self.handle.alive()
                 how = self._lost_how()
                 # A collector that is alive but not answering must not write (its aborted
                 # report) over ours: stop it first, without letting it write.
                 self.handle.silence()
-                if self.joined and not self.restarts:  # a restart that failed said it already
+                if self.joined and not self.restarts and not answered:
+                    # (a restart that failed said it already)
                     what = (
                         "did not answer the session's end, and was stopped"
                         if unanswered
@@ -325,13 +332,16 @@ class SessionOwner:
             self.complete()
             for w in self.warnings[self.warned :]:
                 print(f"perfmon: warning: {w}", file=sys.stderr)
-        else:  # the session never ran a test (an error or pytest.exit() as it started)
+        else:
             if self.client is not None:
                 self.client.close()
-            # No report of a session that measured nothing (the monitor stopped without
-            # writing one: it wrote "aborted by SIGTERM" over nothing), the previous one back.
-            self.handle.silence()
-            self._put_previous_back()
+            if not self.began:  # it never reached collection: an error or pytest.exit() in
+                # pytest_sessionstart. No report of a session that measured nothing (the
+                # monitor wrote "aborted by SIGTERM" over nothing), the previous one back.
+                self.handle.silence()
+                self._put_previous_back()
+            # (Else its end was cut short before our pytest_sessionfinish, by another hook:
+            # the monitor, stopped, writes the aborted session's report.)
         self.handle.reap(wrote_report=self.report_path is not None)
 
     def _put_previous_back(self) -> None:
@@ -340,9 +350,8 @@ class SessionOwner:
             return
         path = previous[: -len(files.PREVIOUS)]
         try:
-            if not os.path.lexists(path):
-                os.replace(previous, path)
-                self.previous = None
+            files.place_new(previous, path)  # never over a file that came meanwhile
+            self.previous = None
         except OSError:
             pass  # it stays at PATH.previous
 

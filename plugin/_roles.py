@@ -168,6 +168,10 @@ class LocalSession:
             **_profile_fields(settings, owner, handle),
         )
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        self.owner.began = True  # past pytest_sessionstart: whatever ends it, a report
+
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtestloop(self, session: pytest.Session) -> Any:
         # Inside the session's timer: the time pytest reports includes this wait.
@@ -366,6 +370,10 @@ class ControllerSession:
                 f"{handle.name} {absent} ({owner.problem()}); the workers measure on their "
                 "own, report written by the plugin"
             )
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self, session: pytest.Session) -> None:
+        self.owner.began = True  # past pytest_sessionstart: whatever ends it, a report
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

@@ -330,6 +330,7 @@ NO_TEST_OPTIONS = (
     "show_fixtures_per_test",
     "setuponly",
     "setupplan",
+    "cacheshow",
 )
 
 

@@ -629,8 +629,29 @@ def test_merged_figures_beyond_a_floats_range_are_one_line(perfmon, tmp_path: Pa
     out = tmp_path / "merged.json"
     proc = perfmon("merge", str(src), str(src), "--label", "a", "--label", "b", "-o", str(out))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert len(proc.stderr.splitlines()) == 1 and "overflow a float at /" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1 and "no reader takes at /" in proc.stderr
     assert not out.exists()
+    # an integer too (a count), each one within a float's range, their sum beyond it
+    report["tests"][key]["duration"] = 1.0
+    report["session"]["records_dropped"] = 10**308
+    src.write_text(json.dumps(report), encoding="utf-8")
+    proc = perfmon("merge", str(src), str(src), "--label", "a", "--label", "b", "-o", str(out))
+    assert proc.returncode == 2 and "records_dropped" in proc.stderr, proc.stdout + proc.stderr
+    assert not out.exists()
+
+
+def test_a_node_id_that_is_not_utf8_prints_on_a_strict_terminal(perfmon_proc, tmp_path):
+    """A test file whose name is not UTF-8 gives a node id with os.fsdecode's escapes, which
+    the report keeps as JSON's ("\\udcff"): the output names it with the escape, where the
+    command ended in a UnicodeEncodeError traceback on a strict stdout (a UTF-8 locale)."""
+    report = json.loads((GOLDEN / "current.json").read_text(encoding="utf-8"))
+    entry = next(iter(report["tests"].values()))
+    report["tests"]["tests/test_\udcff.py::test_x"] = dict(entry, duration=99.0)
+    src = tmp_path / "r.json"
+    src.write_text(json.dumps(report), encoding="utf-8")
+    proc = perfmon_proc("report", str(src), env=clean_env(PYTHONIOENCODING="utf-8:strict"))
+    assert proc.returncode == 0, proc.stderr
+    assert "tests/test_\\udcff.py::test_x" in proc.stdout
 
 
 # --------------------------------------------------------------------------- issue 20: executions

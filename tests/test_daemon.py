@@ -877,3 +877,28 @@ def test_descendant_samples_survive_the_journal(inproc, tmp_path, capsys):
     ):
         assert rep["tests"][key]["children"] == mine["children"], key
     assert mine["children"]["peak_rss_mb"] > 110, mine
+
+
+def test_metrics_of_a_name_that_is_not_utf8_are_served():
+    """A worker id or session label that is not UTF-8 (the protocol keeps a path's bytes as
+    os.fsdecode's escapes): /metrics escapes it, where prometheus_client failed to encode the
+    page (HTTP 500 at every scrape while that session was known)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from pytest_perfmon.monitor.daemon.metrics import Metrics
+
+    worker = {"tests": 3, "rss_mb": 10.0, "in_test_for": 0.5}
+    session = {"label": "s\udcff", "state": "running", "tests": 3, "workers": {"gw\udcff": worker}}
+    snapshot = {
+        "sessions_by_state": {"running": 1},
+        "tests": 3,
+        "records_rejected": 0,
+        "records_dropped": 0,
+        "hello_refused": 0,
+        "protocol_errors": {},
+        "daemon": {"rss_mb": 30.0},
+        "sessions": {"1": session},
+    }
+    registry = CollectorRegistry()
+    registry.register(Metrics(lambda: snapshot))
+    page = generate_latest(registry).decode("utf-8")
+    assert 'perfmon_worker_tests{session="s\\\\udcff",worker="gw\\\\udcff"} 3.0' in page

@@ -749,7 +749,7 @@ def test_a_run_of_no_test_leaves_the_report_alone(tmp_path, option):
     every test was reported passed."""
     inner = Inner(tmp_path, option, files=SUITE)
     try:
-        assert inner.wait() in (0, 1), inner.text()  # --setup-only: the suite's setup errors
+        assert inner.wait() == 0, inner.text()
         assert json.loads(inner.output.read_text()) == PREVIOUS
         assert not (tmp_path / "perf.json.previous").exists()
         assert "perfmon:" not in inner.text()
@@ -765,6 +765,41 @@ import pytest
 def pytest_sessionstart(session):
     pytest.exit("no database here: nothing to test", 0)
 """
+
+
+EXIT_AT_FINISH = """
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session, exitstatus):  # before every plugin's own sessionfinish
+    pytest.exit("stopped at the end", 3)
+    yield
+"""
+
+
+def test_a_session_cut_short_at_its_end_keeps_what_it_measured(tmp_path):
+    """A conftest's hook ends the run at sessionfinish before the plugin's: the tests ran, so
+    the monitor writes the aborted session's report with them (and the previous report stays
+    aside). Taken for a session that never ran, it was killed without a report and the
+    previous report put back, as if it were this run's."""
+    (tmp_path / "conftest.py").write_text(EXIT_AT_FINISH)
+    (tmp_path / "test_fin.py").write_text(FINISHED)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    out = tmp_path / "perf.json"
+    out.write_text(json.dumps(PREVIOUS))
+    res = preloaded.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
+        + ["--perf-monitor", f"--perf-output={out}"],
+        tmp_path,
+        dict(os.environ),
+        RUN_TIMEOUT,
+    )
+    text = res.stdout + res.stderr
+    assert res.returncode == 3, text
+    report = validate(json.loads(out.read_text()))
+    assert len(report["tests"]) == 9 and report["session"]["aborted"] is True, report["session"]
+    assert json.loads((tmp_path / "perf.json.previous").read_text()) == PREVIOUS
 
 
 def test_a_session_ended_as_it_starts_leaves_the_report_alone(tmp_path):

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import zmq
 
 from .. import about, protocol, server
+from ..command import printable
 from ..files import move_aside
 from .client import REQUEST_TIMEOUT, request
 from .common import PROG, DaemonError, log, setup_logging
@@ -259,10 +260,10 @@ def cmd_client(args: argparse.Namespace) -> int:
     if args.command == "stop":
         print(f"perfmon-daemon pid {body.get('pid')} is stopping")
     elif args.json:
-        print(json.dumps(body, indent=2, ensure_ascii=False))
+        print(printable(json.dumps(body, indent=2, ensure_ascii=False)))
     else:
         width = shutil.get_terminal_size((100, 24)).columns if sys.stdout.isatty() else None
-        print(format_status(body, width))
+        print(printable(format_status(body, width)))
     return 0
 
 

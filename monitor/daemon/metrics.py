@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Callable
 
+from ..command import printable
 from .common import MB, DaemonError
 
 
@@ -61,15 +62,17 @@ def _per_session(st: dict, gauge: Any) -> Iterable[Any]:
         labels=["session", "worker"],
     )
     for s in st["sessions"].values():
-        tests.add_metric([s["label"], s["state"]], s["tests"])
+        label = printable(s["label"])  # (a label or worker id that is not UTF-8: escaped)
+        tests.add_metric([label, s["state"]], s["tests"])
         if s["state"] != "running":
             continue
         for wid, w in s["workers"].items():
-            wt.add_metric([s["label"], wid], w["tests"])
+            wid = printable(wid)
+            wt.add_metric([label, wid], w["tests"])
             if w["rss_mb"] is not None:
-                wr.add_metric([s["label"], wid], w["rss_mb"] * MB)
+                wr.add_metric([label, wid], w["rss_mb"] * MB)
             if w["in_test_for"] is not None:
-                wi.add_metric([s["label"], wid], w["in_test_for"])
+                wi.add_metric([label, wid], w["in_test_for"])
     yield tests
     yield wt
     yield wr

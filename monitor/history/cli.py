@@ -19,7 +19,7 @@ from typing import Any, Optional
 from .. import github
 from ..argtypes import nonneg_float, positive_int, probability, wait_seconds
 from ..command import EXIT_OK, EXIT_REGRESSION, UsageError, emit
-from ..sections import md_cell
+from ..sections import md_code
 from ..tables import shorten, text_table
 from ..vocabulary import DEFAULT_CHECK_METRICS, DEFAULT_GATE, UNITS
 from ..vocabulary import HISTORY_METRICS as METRICS
@@ -263,9 +263,8 @@ def check_markdown(result: dict) -> str:
         for c in result["changes"]:
             mark = "🔴" if c["kind"] == "regression" else "🟢"
             pct = "new" if c["change_percent"] is None else f"{c['change_percent']:+.1f}%"
-            test = md_cell(c["test"])
             lines.append(
-                f"| {mark} | `{test}` | {c['metric']} | {c['run']} | "
+                f"| {mark} | {md_code(c['test'])} | {c['metric']} | {c['run']} | "
                 f"{(c['commit'] or '-')[:12]} | {_fmt(c['metric'], c['before'])} | "
                 f"{_fmt(c['metric'], c['after'])} | {pct} | {c['p_value']:.3f} |"
             )
