@@ -778,12 +778,10 @@ def pytest_sessionfinish(session, exitstatus):  # before every plugin's own sess
 """
 
 
-def test_a_session_cut_short_at_its_end_keeps_what_it_measured(tmp_path):
-    """A conftest's hook ends the run at sessionfinish before the plugin's: the tests ran, so
-    the monitor writes the aborted session's report with them (and the previous report stays
-    aside). Taken for a session that never ran, it was killed without a report and the
-    previous report put back, as if it were this run's."""
-    (tmp_path / "conftest.py").write_text(EXIT_AT_FINISH)
+def _run_with_conftest(tmp_path, conftest: str) -> tuple:
+    """FINISHED under ``--perf-monitor`` with ``conftest``, a previous report at perf.json:
+    (the return code, the output, perf.json)."""
+    (tmp_path / "conftest.py").write_text(conftest)
     (tmp_path / "test_fin.py").write_text(FINISHED)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     out = tmp_path / "perf.json"
@@ -795,8 +793,16 @@ def test_a_session_cut_short_at_its_end_keeps_what_it_measured(tmp_path):
         dict(os.environ),
         RUN_TIMEOUT,
     )
-    text = res.stdout + res.stderr
-    assert res.returncode == 3, text
+    return res.returncode, res.stdout + res.stderr, out
+
+
+def test_a_session_cut_short_at_its_end_keeps_what_it_measured(tmp_path):
+    """A conftest's hook ends the run at sessionfinish before the plugin's: the tests ran, so
+    the monitor writes the aborted session's report with them (and the previous report stays
+    aside). Taken for a session that never ran, it was killed without a report and the
+    previous report put back, as if it were this run's."""
+    code, text, out = _run_with_conftest(tmp_path, EXIT_AT_FINISH)
+    assert code == 3, text
     report = validate(json.loads(out.read_text()))
     assert len(report["tests"]) == 9 and report["session"]["aborted"] is True, report["session"]
     assert json.loads((tmp_path / "perf.json.previous").read_text()) == PREVIOUS
@@ -807,23 +813,10 @@ def test_a_session_ended_as_it_starts_leaves_the_report_alone(tmp_path):
     so there is no report and the previous one is back in place, at once. The monitor was
     sent SIGTERM, wrote "session aborted: the monitor was stopped by SIGTERM" over the
     previous report (moved aside) and the run took 1.5 s longer."""
-    text, previous = "", tmp_path / "perf.json.previous"
-    (tmp_path / "conftest.py").write_text(EXIT_AT_START)
-    (tmp_path / "test_fin.py").write_text(FINISHED)
-    (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    out = tmp_path / "perf.json"
-    out.write_text(json.dumps(PREVIOUS))
-    res = preloaded.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly"]
-        + ["--perf-monitor", f"--perf-output={out}"],
-        tmp_path,
-        dict(os.environ),
-        RUN_TIMEOUT,
-    )
-    text = res.stdout + res.stderr
-    assert res.returncode == 0, text
+    code, text, out = _run_with_conftest(tmp_path, EXIT_AT_START)
+    assert code == 0, text
     assert json.loads(out.read_text()) == PREVIOUS, text
-    assert not previous.exists()
+    assert not (tmp_path / "perf.json.previous").exists()
     assert "perfmon:" not in text
 
 
