@@ -926,8 +926,13 @@ def headline(report: Any, only_contended: bool = False) -> Optional[str]:
     if only_contended and not n:
         return None
     parts = []
-    if block.get("wait_share") is not None:
-        parts.append(f"{_pct(block['wait_share'])} of test time was spent waiting for a CPU")
+    share = block.get("wait_share")
+    if share is not None and share > 1:  # several threads waited at once: no share of time
+        parts.append(
+            f"the tests' threads waited for a CPU {share:.1f} times as long as the tests ran"
+        )
+    elif share is not None:
+        parts.append(f"{_pct(share)} of test time was spent waiting for a CPU")
     thr = block.get("throttled_time")
     if thr:
         parts.append(f"the CPU quota throttled the tests' cgroup for {thr:.2f} s")

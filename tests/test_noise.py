@@ -560,6 +560,12 @@ def test_headline_wording():
         == "0.4 % of test time was spent waiting for a CPU; no test ran contended"
     )
     assert noise_certificate.headline(rep(quiet), only_contended=True) is None
+    # the wait of every thread of the process (the sender's, xdist's, ZeroMQ's beside the
+    # test's) on a loaded machine, over tests of a fraction of a millisecond: no "247 %"
+    crowded = {"tests": 50, "wait_share": 2.4759, "throttled_time": None, "contended": 50}
+    assert noise_certificate.headline(rep(crowded)).startswith(
+        "the tests' threads waited for a CPU 2.5 times as long as the tests ran; 50 tests"
+    )
     busy = {"tests": 90, "wait_share": 0.14, "throttled_time": 2.5, "contended": 37}
     assert noise_certificate.headline(rep(busy)) == (
         "14 % of test time was spent waiting for a CPU; the CPU quota throttled the tests' "
