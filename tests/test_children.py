@@ -1081,3 +1081,24 @@ def _children_run(tmp_path_factory, xdist: list):
     files = CHILDREN_RUN if xdist else CHILDREN_RUN_SERIAL
     dist = ["--dist", "loadfile"] if xdist else []
     return shared_run(tmp_path_factory, files, "--perf-cpu-interval", "0.05", *xdist, *dist)
+
+
+def test_a_shells_child_goes_to_the_test_not_the_fixture_set_up_before():
+    """A test whose first line runs a shell, right after a shared fixture's setup: the shell
+    (the test process's child, counted) and the process it starts (a grandchild, known by its
+    birth tick only) are the test's. The grandchild's tick began inside the fixture's span,
+    which ended in it: the fixture, preferred among those near, took it (an autouse session
+    fixture, pytest-asyncio's, is set up in the first test of every session)."""
+    from types import SimpleNamespace
+
+    from pytest_perfmon.monitor import children as kids
+
+    fixture = kids.Starter("fixture", [(10.000, 10.050)], 0.0, 0, True)
+    test = kids.Starter("test", [(10.000, 10.300)], 0.4, 1, False)
+    shell, python = (2001, 10.05), (2002, 10.05)  # both born in the tick that began at 10.05
+    parents = {2001: 1000, 2002: 2001}
+    samples = [(0, {shell: 0.0, python: 0.1 * i}, parents, {2001: 1, 2002: 100}) for i in (1, 2)]
+    w = SimpleNamespace(pid=1000, child_t=[10.1, 10.2], child_s=samples)
+    kids.bill(w, [fixture, test])
+    assert test.direct == {shell} and test.other == {python}
+    assert not (fixture.direct or fixture.other)
