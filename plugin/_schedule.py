@@ -84,7 +84,11 @@ class PerfScheduling:
         budget_mb: Optional[float],
         say: Callable[[str], None],
         log: Any = None,
+        config: Any = None,
     ) -> None:
+        #: pytest's config, as xdist's schedulers have it: other plugins read it from the
+        #: scheduler (pytest-rerunfailures' crash hook: ``sched.config.failures_db``).
+        self.config = config
         self.numnodes = numnodes
         self.dist = dist
         self.inner = inner  # xdist's scheduler for this --dist: used when there is no plan
@@ -501,6 +505,7 @@ class SchedulePlugin:
             budget_mb=self.budget,
             say=self.say,
             log=log.perfsched if log is not None else None,
+            config=config,
         )
 
 

@@ -10,7 +10,7 @@ import random
 import re
 
 import pytest
-from helpers import HISTORY_MISSING, need_history, shared_run
+from helpers import HISTORY_MISSING, need_history, need_installed, shared_run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest_perfmon import _schedule as schedule
@@ -620,17 +620,24 @@ def test_where_it_does_not_apply_it_says_so(run_perf, pytester, first_run, args,
     assert message in run.text, run.text
 
 
-def test_a_crashing_worker_does_not_hang_the_run(run_perf, pytester):
+@pytest.mark.parametrize("rerun", ["", "rerunfailures"], ids=["plain", "rerunfailures"])
+def test_a_crashing_worker_does_not_hang_the_run(run_perf, pytester, rerun):
     """xdist replaces the worker; its other tests are handed out again (run_perf bounds the
-    run by RUN_TIMEOUT: a hang fails)."""
-    from helpers import make_report  # the plan's input: the suite's durations, as planned
+    run by RUN_TIMEOUT: a hang fails). With pytest-rerunfailures installed (no --reruns), its
+    crash hook reads the scheduler's ``config``, as xdist's schedulers have it: ours had none
+    (INTERNALERROR, exit 3, the tests still queued never ran)."""
+    from helpers import inner_addopts, make_report  # make_report: the plan's input
+
+    if rerun:
+        need_installed("pytest_rerunfailures", "pytest-rerunfailures is not installed")
 
     pytester.makepyfile(test_crash=SKEWED + "\ndef test_dies():\n    import os\n    os._exit(3)\n")
     durations = {f"test_crash.py::test_short[{i}]": 0.05 for i in range(12)}
     durations.update({f"test_crash.py::test_long[{i}]": 0.6 for i in range(2)})
     durations["test_crash.py::test_dies"] = 0.01
     (pytester.path / "first.json").write_text(json.dumps(make_report(0, durations)))
-    run = run_perf("-n", "2", "--perf-schedule=first.json", monitor=False)
+    env = {"PYTEST_ADDOPTS": inner_addopts(*([rerun] if rerun else []))}
+    run = run_perf("-n", "2", "--perf-schedule=first.json", monitor=False, env=env)
     assert run.ret == 1, run.text
     assert "scheduling 15 tests longest first from first.json (15 tests)" in run.text, run.text
     assert "14 passed" in run.text and "1 failed" in run.text, run.text
