@@ -339,7 +339,13 @@ class _Shards:
         return self.workers * self.base + math.fsum(top)
 
     def fits(self, i: int, add: Sequence = (), drop: Sequence = ()) -> bool:
-        return self.budget is None or self.peak(i, add, drop) <= self.budget
+        """Whether shard ``i`` stays within the budget after the change, or, over it already
+        (a unit over the budget alone), its peak does not rise: light units may run beside
+        the heavy one (they left it alone, and the rest went to the other shards)."""
+        if self.budget is None:
+            return True
+        after = self.peak(i, add, drop)
+        return after <= self.budget or after <= self.peak(i)
 
     def place(self, u: _Unit) -> None:
         n = len(self.loads)

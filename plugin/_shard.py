@@ -306,6 +306,14 @@ class ShardPlugin:
         planned = self.info is not None or self.planned is not None
         if self.role != "worker" and planned:  # not after a source that failed
             terminalreporter.write_line(self.line())
+            over = (self.info or {}).get("over_budget")
+            if over:  # no shard can hold these within --perf-max-memory
+                more = f" and {len(over) - 5} more" if len(over) > 5 else ""
+                shown = ", ".join(over[:5]) + more
+                terminalreporter.write_line(
+                    f"perfmon: warning: over --perf-max-memory on any shard alone: {shown}",
+                    yellow=True,
+                )
 
 
 def finish_fields(info: dict, shard: dict, labels: Optional[dict]) -> None:

@@ -145,6 +145,22 @@ def test_memory_budget_spreads_the_heavy_tests():
     assert len(alone.over_budget) == 3
 
 
+def test_a_test_over_the_budget_alone_leaves_the_shards_balanced():
+    """One worker a shard, two tests each over the budget alone: they cannot be helped, but
+    the light tests may run beside them (one at a time, they raise no peak). The shards a
+    heavy test made over the budget took nothing else: the third had all 16 light tests
+    (imbalance 2.35 where 1.03 was there to have)."""
+    durs = {f"t.py::test_heavy_{i}": 0.3 for i in range(2)}
+    durs.update({f"t.py::test_light_{i}": 0.1 for i in range(16)})
+    peaks = {t: (200.0 if "heavy" in t else 10.0) for t in durs}
+    plan = splitting.split(durs, _data(durs, peaks, base=44.0), 3, budget_mb=100, workers=1)
+    assert sorted(plan.over_budget) == ["t.py::test_heavy_0", "t.py::test_heavy_1"]
+    assert plan.imbalance is not None and plan.imbalance < 1.1, [s.tests for s in plan.shards]
+    for s in plan.shards:  # a shard without a heavy test stays within the budget
+        if not any("heavy" in t for t in s.tests):
+            assert s.peak_mb <= 100
+
+
 def test_durations_files():
     report = {
         "session": {"duration": 3.0},
