@@ -109,6 +109,7 @@ class PerfScheduling:
         self.queued_work = 0.0
         self.steal: Optional[tuple] = None  # (node, units) of the one steal request out
         self.warned: set = set()  # units said to run alone
+        self.warned_base = False  # said that the workers alone are over the budget
         self.staged: dict = {}  # node -> indices to send at the end of this pass
 
     # ------------------------------------------------------------------ xdist's interface
@@ -306,6 +307,15 @@ class PerfScheduling:
             return True
         if others > 0:
             return False  # wait for a running heavy test to end
+        if base > self.budget:  # the workers alone: every test runs alone, said once
+            if not self.warned_base:
+                self.warned_base = True
+                self.say(
+                    f"perfmon: warning: {neighbours} worker(s) of "
+                    f"{self.planned.baseline_mb:.0f} MB each are more than --perf-max-memory "
+                    f"({self.budget:.0f} MB) allows: each test runs alone on its host"
+                )
+            return True
         for u in held:  # over the budget on its own: it runs alone
             if base + u.extra > self.budget and u not in self.warned:
                 self.warned.add(u)

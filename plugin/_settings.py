@@ -255,7 +255,7 @@ def resolve_schedule(
         if not value.lower().endswith(".json"):
             raise SettingError(
                 f"--perf-schedule got {value!r}: give a report as --perf-schedule=REPORT.json "
-                "(with '='), or put test paths before --perf-schedule"
+                "(a .json file, with '='), or put test paths before --perf-schedule"
             )
         path = os.path.abspath(os.path.join(invocation_dir, os.path.expanduser(value)))
         return Schedule(report=path, max_memory=memory)

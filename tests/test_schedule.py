@@ -189,6 +189,22 @@ def test_a_test_over_the_budget_alone_runs_alone_with_one_warning():
     assert len(said) == 1 and ids[20] in said[0] and "runs alone" in said[0], said
 
 
+def test_workers_over_the_budget_alone_are_said_once():
+    """Two workers whose baselines alone are over --perf-max-memory: every test runs alone,
+    said in one line (it was one warning per test, each saying a test needed 0 MB more than
+    the budget allows)."""
+    durs = [0.05] * 20
+    ids = _ids(len(durs))
+    sched, said = _sched(ids, _plan(durs, [0.0] * 20, base=45.0), budget=50.0, workers=2)
+    sim = Sim(sched, ids, durs, [0.0] * 20)
+    sim.run(2)
+    _check_complete(sim, len(durs))
+    assert said == [
+        "perfmon: warning: 2 worker(s) of 45 MB each are more than --perf-max-memory (50 MB) "
+        "allows: each test runs alone on its host"
+    ], said
+
+
 @pytest.mark.parametrize("rerun", [False, True], ids=["reported", "given-back"])
 def test_a_crashed_worker_gives_back_its_tests(rerun):
     durs = [0.02] * 80
