@@ -134,31 +134,19 @@ class _Starters:
     def of(self, born: float, direct: bool, parents: Optional[Starter] = None) -> Optional[Starter]:
         """Who started a process born at ``born`` (the tick it began in). For a child of the
         test process, first one whose counted starts are not all taken yet by the children
-        born before (the count is exact, the birth only to the tick); then a shared fixture
-        before the test around it; then the later. For a grandchild, the one whose spans hold
-        the most of the tick it was born in (a shell's child, born as the test's first line ran
-        the shell, went to the shared fixture set up just before, whose span ended in that
-        tick); of those alike, its parent's (``parents``: who started the process that started
-        it), a shared fixture, the later."""
+        born before (the count is exact, the birth only to the tick); for a process its
+        parent started within the same tick (a shell and its command), the parent's
+        (``parents``), when near; then a shared fixture before the test around it; then the
+        later."""
         near = self.near(born, born + BORN_SLACK)
         if not near:
             return None
-        if not direct:
-            # the starter whose spans hold the most of the tick it was born in; of those
-            # alike, its parent's, a shared fixture, the later
-            return max(
-                near,
-                key=lambda st: (
-                    _overlap(st.spans, born, born + BORN_SLACK),
-                    st is parents,
-                    st.fixture,
-                    max(s for s, _ in st.spans if s <= born + BORN_SLACK),
-                ),
-            )
+        if not direct and parents is not None and parents in near:
+            return parents  # (a shell's command at a test's first line, not the fixture before)
         return max(
             near,
             key=lambda st: (
-                st.started > len(st.direct),
+                (st.started > len(st.direct)) if direct else False,
                 st.fixture,
                 max(s for s, _ in st.spans if s <= born + BORN_SLACK),
             ),
@@ -195,11 +183,6 @@ class _Starters:
         return None
 
 
-def _overlap(spans: list, a: float, b: float) -> float:
-    """How much of [a, b] the spans hold."""
-    return sum(max(0.0, min(e, b) - max(s, a)) for s, e in spans)
-
-
 def _room(x: Starter, cpu: float, slack: bool = True) -> bool:
     """Whether ``x``'s RUSAGE delta has ``cpu`` not yet explained (``slack``: psutil's CPU
     times are in clock ticks, Linux 1/100 s, user and system each)."""
@@ -230,7 +213,10 @@ def bill(w: Any, starters: list) -> None:
     for k in sorted(first, key=lambda k: (k[1], k[0])):
         direct = first[k] == root
         parent = None if direct else latest.get(first[k])
-        st = owner_of[k] = who.of(k[1], direct, owner_of.get(parent))
+        # its parent's starter, for a process born within a tick of its parent (a shell and
+        # its command); not a forkserver's or a server's worker, born long after them
+        same_start = parent is not None and k[1] - parent[1] <= BORN_SLACK
+        st = owner_of[k] = who.of(k[1], direct, owner_of.get(parent) if same_start else None)
         if st is not None:
             (st.direct if direct else st.other).add(k)
         latest[k[0]] = k

@@ -339,13 +339,20 @@ class _Shards:
         return self.workers * self.base + math.fsum(top)
 
     def fits(self, i: int, add: Sequence = (), drop: Sequence = ()) -> bool:
-        """Whether shard ``i`` stays within the budget after the change, or, over it already
-        (a unit over the budget alone), its peak does not rise: light units may run beside
-        the heavy one (they left it alone, and the rest went to the other shards)."""
+        """Whether shard ``i`` stays within the budget after the change; or, over it already
+        (a unit over the budget alone), whether units that fit the budget alone leave its
+        peak where it is: light units may run beside the heavy one (the shards a heavy unit
+        made over the budget took nothing else, the light ones all went to the others). A unit
+        over the budget alone is never placed by that clause: those spread by peak, as
+        before."""
         if self.budget is None:
             return True
         after = self.peak(i, add, drop)
-        return after <= self.budget or after <= self.peak(i)
+        if after <= self.budget:
+            return True
+        alone = self.workers * self.base
+        light = all(alone + u.extra <= self.budget for u in add)
+        return light and after <= self.peak(i)
 
     def place(self, u: _Unit) -> None:
         n = len(self.loads)

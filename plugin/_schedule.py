@@ -312,8 +312,9 @@ class PerfScheduling:
                 self.warned_base = True
                 self.say(
                     f"perfmon: warning: {neighbours} worker(s) of "
-                    f"{self.planned.baseline_mb:.0f} MB each are more than --perf-max-memory "
-                    f"({self.budget:.0f} MB) allows: each test runs alone on its host"
+                    f"{self.planned.baseline_mb:.0f} MB each are over --perf-max-memory "
+                    f"({self.budget:.0f} MB) before any test: the budget cannot be held "
+                    "(two tests predicted to need memory never run at once on its host)"
                 )
             return True
         for u in held:  # over the budget on its own: it runs alone

@@ -150,6 +150,7 @@ class ShardPlugin:
         self.source: Any = None  # the history's child process
         self.info: Optional[dict] = None  # the report's session.shard (without not_run)
         self.planned: Optional[list] = None  # this shard's node ids, as collected
+        self.over: list = []  # the tests over --perf-max-memory on any shard alone
         self.reported: set = set()
         if role == "worker":
             wi = config.workerinput  # type: ignore[attr-defined]  # xdist sets it on a worker
@@ -235,6 +236,7 @@ class ShardPlugin:
         self.info = plan.info(self.k, plan.wall(self.k, order, scheduled))
         if plan.over_budget:
             self.info["over_budget"] = plan.over_budget[:20]
+        self.over = list(plan.over_budget)
         self.planned = [item.nodeid for item in keep]
 
     def pytest_runtest_logreport(self, report: Any) -> None:
@@ -306,7 +308,7 @@ class ShardPlugin:
         planned = self.info is not None or self.planned is not None
         if self.role != "worker" and planned:  # not after a source that failed
             terminalreporter.write_line(self.line())
-            over = (self.info or {}).get("over_budget")
+            over = self.over
             if over:  # no shard can hold these within --perf-max-memory
                 more = f" and {len(over) - 5} more" if len(over) > 5 else ""
                 shown = ", ".join(over[:5]) + more

@@ -190,19 +190,23 @@ def test_a_test_over_the_budget_alone_runs_alone_with_one_warning():
 
 
 def test_workers_over_the_budget_alone_are_said_once():
-    """Two workers whose baselines alone are over --perf-max-memory: every test runs alone,
-    said in one line (it was one warning per test, each saying a test needed 0 MB more than
-    the budget allows)."""
+    """Two workers whose baselines alone are over --perf-max-memory: said in one line (it was
+    one warning per test, each saying a test needed 0 MB more than the budget allows). Tests
+    predicted to need no memory still run side by side, two that need some never at once."""
     durs = [0.05] * 20
+    extras = [0.0] * 18 + [5.0, 5.0]
     ids = _ids(len(durs))
-    sched, said = _sched(ids, _plan(durs, [0.0] * 20, base=45.0), budget=50.0, workers=2)
-    sim = Sim(sched, ids, durs, [0.0] * 20)
+    sched, said = _sched(ids, _plan(durs, extras, base=45.0), budget=50.0, workers=2)
+    sim = Sim(sched, ids, durs, extras)
     sim.run(2)
     _check_complete(sim, len(durs))
     assert said == [
-        "perfmon: warning: 2 worker(s) of 45 MB each are more than --perf-max-memory (50 MB) "
-        "allows: each test runs alone on its host"
+        "perfmon: warning: 2 worker(s) of 45 MB each are over --perf-max-memory (50 MB) "
+        "before any test: the budget cannot be held (two tests predicted to need memory never "
+        "run at once on its host)"
     ], said
+    together = [running for _, running in sim.max_concurrent_extra if len(running) > 1]
+    assert together and not any({18, 19} <= set(running) for running in together), together
 
 
 @pytest.mark.parametrize("rerun", [False, True], ids=["reported", "given-back"])
@@ -636,12 +640,17 @@ def test_where_it_does_not_apply_it_says_so(run_perf, pytester, first_run, args,
     assert message in run.text, run.text
 
 
-@pytest.mark.parametrize("rerun", ["", "rerunfailures"], ids=["plain", "rerunfailures"])
-def test_a_crashing_worker_does_not_hang_the_run(run_perf, pytester, rerun):
+@pytest.mark.parametrize(
+    "rerun, reruns",
+    [("", 0), ("rerunfailures", 0), ("rerunfailures", 1)],
+    ids=["plain", "rerunfailures", "reruns-1"],
+)
+def test_a_crashing_worker_does_not_hang_the_run(run_perf, pytester, rerun, reruns):
     """xdist replaces the worker; its other tests are handed out again (run_perf bounds the
-    run by RUN_TIMEOUT: a hang fails). With pytest-rerunfailures installed (no --reruns), its
-    crash hook reads the scheduler's ``config``, as xdist's schedulers have it: ours had none
-    (INTERNALERROR, exit 3, the tests still queued never ran)."""
+    run by RUN_TIMEOUT: a hang fails). With pytest-rerunfailures installed, its crash hook
+    reads the scheduler's ``config``, as xdist's schedulers have it: ours had none
+    (INTERNALERROR, exit 3, the tests still queued never ran). With --reruns 1 the crashed
+    test is given back to the plan and run once more (mark_test_pending)."""
     from helpers import inner_addopts, make_report  # make_report: the plan's input
 
     if rerun:
@@ -653,7 +662,9 @@ def test_a_crashing_worker_does_not_hang_the_run(run_perf, pytester, rerun):
     durations["test_crash.py::test_dies"] = 0.01
     (pytester.path / "first.json").write_text(json.dumps(make_report(0, durations)))
     env = {"PYTEST_ADDOPTS": inner_addopts(*([rerun] if rerun else []))}
-    run = run_perf("-n", "2", "--perf-schedule=first.json", monitor=False, env=env)
+    extra = [f"--reruns={reruns}"] if reruns else []
+    run = run_perf("-n", "2", "--perf-schedule=first.json", *extra, monitor=False, env=env)
     assert run.ret == 1, run.text
     assert "scheduling 15 tests longest first from first.json (15 tests)" in run.text, run.text
     assert "14 passed" in run.text and "1 failed" in run.text, run.text
+    assert ("1 rerun" in run.text) == bool(reruns), run.text

@@ -150,15 +150,24 @@ def test_a_test_over_the_budget_alone_leaves_the_shards_balanced():
     the light tests may run beside them (one at a time, they raise no peak). The shards a
     heavy test made over the budget took nothing else: the third had all 16 light tests
     (imbalance 2.35 where 1.03 was there to have)."""
-    durs = {f"t.py::test_heavy_{i}": 0.3 for i in range(2)}
-    durs.update({f"t.py::test_light_{i}": 0.1 for i in range(16)})
-    peaks = {t: (200.0 if "heavy" in t else 10.0) for t in durs}
+    for heavy_s in (0.3, 1.0):
+        durs = {f"t.py::test_heavy_{i}": heavy_s for i in range(2)}
+        durs.update({f"t.py::test_light_{i}": 0.1 for i in range(16)})
+        peaks = {t: (200.0 if "heavy" in t else 10.0) for t in durs}
+        plan = splitting.split(durs, _data(durs, peaks, base=44.0), 3, budget_mb=100, workers=1)
+        assert sorted(plan.over_budget) == ["t.py::test_heavy_0", "t.py::test_heavy_1"]
+        shards = [s.tests for s in plan.shards]
+        assert plan.imbalance is not None and plan.imbalance < 1.1, shards
+        for s in plan.shards:  # the heavy ones apart; a shard without one within the budget
+            assert sum("heavy" in t for t in s.tests) <= 1, shards
+            if not any("heavy" in t for t in s.tests):
+                assert s.peak_mb <= 100
+    # units over the budget alone spread by peak, never piled where they raise no peak
+    durs = {f"t.py::test_heavy_{i}": 1.0 for i in range(3)}
+    durs.update({f"t.py::test_light_{i}": 0.1 for i in range(30)})
+    peaks = {t: (200.0 - 10 * int(t[-1]) if "heavy" in t else 10.0) for t in durs}
     plan = splitting.split(durs, _data(durs, peaks, base=44.0), 3, budget_mb=100, workers=1)
-    assert sorted(plan.over_budget) == ["t.py::test_heavy_0", "t.py::test_heavy_1"]
-    assert plan.imbalance is not None and plan.imbalance < 1.1, [s.tests for s in plan.shards]
-    for s in plan.shards:  # a shard without a heavy test stays within the budget
-        if not any("heavy" in t for t in s.tests):
-            assert s.peak_mb <= 100
+    assert [sum("heavy" in t for t in s.tests) for s in plan.shards] == [1, 1, 1]
 
 
 def test_durations_files():
