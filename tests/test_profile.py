@@ -100,8 +100,12 @@ def test_slow_test_profiled_in_its_function_quick_test_not(
         # change is seen at the next sample, 10 ms later at most)
         (under,) = [f.total_samples for f in top if f.function == caller]
         assert under >= top[0].self_samples - 2, top[:5]
-        # folded stacks of file:function:line frames, from pytest's frame above runtestprotocol
-        assert all(k.startswith("_pytest/runner.py:") for k in t["stacks"]), t["stacks"]
+        # folded stacks of file:function:line frames, from pytest's frame above runtestprotocol;
+        # "(pytest)": a sample between two phases, in pytest's own frames only (a busy machine
+        # slows those moments enough for a sample to fall there)
+        assert all(k.startswith("_pytest/runner.py:") or k == "(pytest)" for k in t["stacks"]), t[
+            "stacks"
+        ]
         assert any(";test_suite.py:spin_here:" in k for k in t["stacks"]), t["stacks"]
     hottest = {h["nodeid"].rsplit("::", 1)[-1]: h for h in block["hottest"]}
     assert hottest["test_slow"]["function"] == "spin_here"
