@@ -133,11 +133,12 @@ def plan_text(plan: splitting.Split, budget_mb: Optional[float] = None) -> str:
     heads = ["shard", "tests", "test time", "wall", "peak"]
     lines = text_table(heads, rows, [True] * 5)
     lines.append("")
-    how = (
-        "split by count" if plan.by_count else f"imbalance {plan.imbalance} (slowest over the mean)"
-    )
+    if not plan.by_count:
+        how = f": imbalance {plan.imbalance} (slowest over the mean)"
+    else:  # (the source may say it already: "no figures for these tests, split by count")
+        how = "" if plan.source.endswith("split by count") else ": split by count"
     lines.append(
-        f"{len(plan.shards)} shards of {plan.total} tests from {plan.source}: {how}; "
+        f"{len(plan.shards)} shards of {plan.total} tests from {plan.source}{how}; "
         f"tests without figures: {plan.unknown}; plan {plan.digest}"
     )
     if plan.over_budget:

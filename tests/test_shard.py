@@ -119,6 +119,9 @@ def test_no_figures_at_all_splits_by_count():
         [3, 4, 3],
     )
     assert "split by count" in plan.source
+    from pytest_perfmon.monitor import shards
+
+    assert shards.plan_text(plan).count("split by count") == 1  # it said so twice in a row
 
 
 def test_more_shards_than_tests_leaves_empty_shards():
