@@ -342,16 +342,17 @@ class _Shards:
         """Whether shard ``i`` stays within the budget after the change; or, over it already
         (a unit over the budget alone), whether units that fit the budget alone leave its
         peak where it is: light units may run beside the heavy one (the shards a heavy unit
-        made over the budget took nothing else, the light ones all went to the others). A unit
-        over the budget alone is never placed by that clause: those spread by peak, as
-        before."""
+        made over the budget took nothing else, the light ones all went to the others). One
+        worker a shard only (there the peak is its largest unit); a unit over the budget alone
+        is never placed by that clause: those spread by peak, as before."""
         if self.budget is None:
             return True
         after = self.peak(i, add, drop)
         if after <= self.budget:
             return True
-        alone = self.workers * self.base
-        light = all(alone + u.extra <= self.budget for u in add)
+        if self.workers > 1:  # two heavy units side by side take any light one without a
+            return False  # higher peak: the light ones piled there (strict, as before)
+        light = self.base + max((u.extra for u in add), default=0.0) <= self.budget
         return light and after <= self.peak(i)
 
     def place(self, u: _Unit) -> None:

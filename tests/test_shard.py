@@ -171,6 +171,13 @@ def test_a_test_over_the_budget_alone_leaves_the_shards_balanced():
     peaks = {t: (200.0 - 10 * int(t[-1]) if "heavy" in t else 10.0) for t in durs}
     plan = splitting.split(durs, _data(durs, peaks, base=44.0), 3, budget_mb=100, workers=1)
     assert [sum("heavy" in t for t in s.tests) for s in plan.shards] == [1, 1, 1]
+    # two workers a shard: two heavy units side by side take a light one without a higher
+    # peak, and all the light ones went there (imbalance 1.5): the strict rule, as before
+    durs = {f"t.py::test_heavy_{i}": 1.0 for i in range(3)}
+    durs.update({f"t.py::test_light_{i}": 0.1 for i in range(10)})
+    peaks = {t: (190.0 if "heavy" in t else 50.0) for t in durs}
+    plan = splitting.split(durs, _data(durs, peaks, base=40.0), 2, budget_mb=200, workers=2)
+    assert plan.imbalance == 1.0, [s.tests for s in plan.shards]
 
 
 def test_durations_files():
