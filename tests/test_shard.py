@@ -180,6 +180,27 @@ def test_a_test_over_the_budget_alone_leaves_the_shards_balanced():
     assert plan.imbalance == 1.0, [s.tests for s in plan.shards]
 
 
+def test_a_shard_names_the_tests_over_the_memory_budget(tmp_path):
+    """--perf-shard with --perf-max-memory: a test no shard can hold within the budget is
+    named in one warning line (the plan went on without a word)."""
+    from helpers import make_report
+
+    names = ["test_heavy", "test_a", "test_b", "test_c"]
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_m.py").write_text("".join(f"def {n}():\n    pass\n" for n in names))
+    report = make_report(0, {f"test_m.py::{n}": 0.5 for n in names})
+    report["tests"]["test_m.py::test_heavy"]["memory"]["peak_mb"] = 300.0
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    res = _pytest(
+        tmp_path, "--perf-shard=1/2", "--perf-shard-from=r.json", "--perf-max-memory=100M"
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    warnings = [line for line in res.stdout.splitlines() if line.startswith("perfmon: warn")]
+    assert warnings == [
+        "perfmon: warning: over --perf-max-memory on any shard alone: test_m.py::test_heavy"
+    ], res.stdout
+
+
 def test_durations_files():
     report = {
         "session": {"duration": 3.0},
