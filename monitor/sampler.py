@@ -351,6 +351,31 @@ class Sampler:
             _halve_children(w)
         return list(cpu)
 
+    def sample_left_running(self, w: Any, now: float) -> None:
+        """A test process that has left (an xdist worker that xdist ended once it had no test
+        left) whose tests left processes running: those and their descendants, no longer
+        below it (reparented), go on into its descendant timeline while one of them lives,
+        so that its tests' ``children`` keep counting them, as a serial run does."""
+        import psutil
+
+        roots = []
+        for pid, born in w.child_s[-1][1]:
+            if pid not in self.kids:  # forgotten with the tree it was in: known again as the
+                try:  # same process (its birth computed again moves by microseconds)
+                    proc = psutil.Process(pid)
+                    if abs(self.born(proc) - born) > SAME_BIRTH:
+                        continue  # ended, its pid taken by another process
+                except (psutil.Error, ValueError, OSError):
+                    continue
+                self.kids[pid], self.kid_ctime[pid] = proc, born
+            roots.append(pid)
+        pids = list(dict.fromkeys(roots + [d for r in roots for d in self.descendants(r, now)]))
+        total, cpu, parents, sizes = self._read_kids(pids)
+        w.child_t.append(now)
+        w.child_s.append((total, cpu, parents, sizes) if cpu else None)
+        if len(w.child_t) > MAX_SAMPLES:
+            _halve_children(w)
+
     def _read_kids(self, pids: list) -> tuple:
         """RSS and CPU of the descendants ``pids`` (psutil, imported here: only a run whose
         tests have descendants pays for it): (total RSS, cpu, parents, sizes) as
@@ -444,6 +469,8 @@ class Sampler:
         total, per = 0, {}
         for w in workers:
             if w.left is not None or w.pid <= 0:
+                if w.pid > 0 and _children_on(w) and w.child_s and w.child_s[-1] is not None:
+                    self.sample_left_running(w, now)
                 continue
             rss = self.sample(w, now)
             if rss is not None:
@@ -452,6 +479,10 @@ class Sampler:
         self.forget_gone(now)
         return total, per
 
+
+#: How far apart two readings of one process's birth may be (``Sampler.born`` reads the clock
+#: each time); a process that took the pid of an ended one was born at least a tick later.
+SAME_BIRTH = 0.005
 
 #: Bytes per page, for /proc/PID/statm (Linux).
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096

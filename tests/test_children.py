@@ -1102,3 +1102,42 @@ def test_a_shells_child_goes_to_the_test_not_the_fixture_set_up_before():
     kids.bill(w, [fixture, test])
     assert test.direct == {shell} and test.other == {python}
     assert not (fixture.direct or fixture.other)
+
+
+LEFT_RUNNING = {
+    "test_left.py": """
+import subprocess, sys
+
+CHILD = (
+    "import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.4: pass\\n"
+    "open('child.done', 'w').close()"
+)
+
+
+def test_leaves_a_daemon():
+    subprocess.Popen([sys.executable, "-c", CHILD], start_new_session=True)
+""",
+    "test_waits.py": """
+import os, time
+
+
+def test_waits_for_it():
+    deadline = time.monotonic() + 60
+    while not os.path.exists("child.done"):
+        assert time.monotonic() < deadline, "the child never ended"
+        time.sleep(0.02)
+    time.sleep(0.3)  # a sample or two after its end
+""",
+}
+
+
+def test_a_process_left_running_is_counted_after_its_worker_ends(pytester, run_perf):
+    """-n 2: a test leaves a process running and is its worker's last test; xdist ends that
+    worker, the process is reparented and no longer below it. It is still that test's, as in
+    a serial run: sampled until it ends (it was counted only until the worker's end: 0.0-0.11
+    of 0.7 CPU-s in a probe's runs)."""
+    pytester.makepyfile(**{k[:-3]: v for k, v in LEFT_RUNNING.items()})
+    run = run_perf("-n", "2", "--dist", "loadfile")
+    assert run.ret == 0, run.text
+    kids = run.report["tests"]["test_left.py::test_leaves_a_daemon"]["children"]
+    assert kids is not None and kids["cpu_time"] >= 0.8 * 0.4, kids
