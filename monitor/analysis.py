@@ -19,7 +19,6 @@ every input back into its jobs first, so ``merge(merge(a, b), c) == merge(a, b, 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ if TYPE_CHECKING:
 
 from . import __version__
 from .files import JSONFileError, read_json
-from .schema import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION, first_problem
+from .schema import METHOD_CPU, METHOD_TIME, SCHEMA_VERSION, first_problem, version_problem
 from .summary import summarize
 from .units import number
 from .vocabulary import BY_NAME, COMPARED, lost_in_entry, without_wait
@@ -85,12 +84,9 @@ def check_report(data: Any, source: str = "report") -> None:
         raise ReportError(f"{source}: not a perfmon report (top level is {kind}, not an object)")
     if "schema_version" not in data:
         raise ReportError(f"{source}: not a perfmon report (no schema_version)")
-    version = data["schema_version"]
-    if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise ReportError(
-            f"{source}: schema_version {json.dumps(version)} is not supported "
-            f"(this perfmon {__version__} reads schema_version {SCHEMA_VERSION})"
-        )
+    problem = version_problem(data)
+    if problem is not None:
+        raise ReportError(f"{source}: {problem}")
     for key in ("session", "tests"):
         if not isinstance(data.get(key), dict):
             raise ReportError(f"{source}: not a perfmon report (no '{key}' object)")

@@ -29,6 +29,20 @@ METHOD_FIXTURES = "pytest-fixture-setup-wrapper"
 _cache: dict = {}
 
 
+def version_problem(data: dict) -> Optional[str]:
+    """Why this perfmon cannot read a report whose ``schema_version`` is another (None when it
+    is this one; ``data`` a JSON object that has the key)."""
+    version = data["schema_version"]
+    if version == SCHEMA_VERSION and not isinstance(version, bool):
+        return None
+    from . import __version__
+
+    return (
+        f"schema_version {json.dumps(version)} is not supported "
+        f"(this perfmon {__version__} reads schema_version {SCHEMA_VERSION})"
+    )
+
+
 def load_schema() -> dict:
     """The shipped JSON Schema of the report (a fresh copy each call)."""
     if "schema" not in _cache:

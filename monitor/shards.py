@@ -45,6 +45,9 @@ def _figures(args: argparse.Namespace, n: int) -> dict:
     got: dict = {}
 
     def read(args: argparse.Namespace, store: Any) -> int:
+        # A store that does not exist is a typo here, as for `perfmon predict` (a shard's
+        # plugin reads it as an empty history: a matrix's first run meets one).
+        store.check_readable(args.db, others_ok=False)
         runs = args.runs or splitting.history_runs(n)
         ci = splitting.ci_run(
             os.environ, {splitting.LABEL_CI_RUN: args.ci_run} if args.ci_run else None

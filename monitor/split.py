@@ -36,6 +36,7 @@ from typing import Any, Optional
 from . import argtypes
 from . import predict as prediction
 from .files import JSONFileError, read_json
+from .schema import version_problem
 from .units import number
 
 #: A unit's planned duration is never 0 (a zero would let one shard take every new test).
@@ -186,6 +187,10 @@ def report_durations(report: Mapping, name: str) -> dict:
     """:func:`durations_data` of one parsed report (its ``tests`` a map): per test the median
     of its executions' durations and peaks; the baseline is the median over the workers of
     each one's lowest RSS at a test's start. Raises SplitError when no test has a duration."""
+    if "schema_version" in report:
+        problem = version_problem(dict(report))
+        if problem is not None:
+            raise SplitError(f"{name}: {problem}")
     per: dict = {}
     starts: dict = {}
     for key, t in report["tests"].items():

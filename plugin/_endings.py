@@ -195,12 +195,19 @@ def what_ended(exc: BaseException) -> Optional[str]:
     return type(exc).__name__
 
 
-def ending_words(ended_by: Optional[str], running: list, seen: bool = False) -> Optional[str]:
+def ending_words(
+    ended_by: Optional[str], running: list, seen: bool = False, after: Optional[tuple] = None
+) -> Optional[str]:
     """The warning for a run that ended early but finished its session (Ctrl-C,
     pytest.exit(), an internal error): ``running`` lists (node id, what ended it or None) for
     each test that was running. ``seen``: "running" as the xdist controller last saw it from
     the workers' reports; a worker may have finished such a test after the controller stopped
-    reading them, and the report then has the worker's record (so the words say "unless")."""
+    reading them, and the report then has the worker's record (so the words say "unless").
+    ``after``: (node id, outcome) of a test whose failure's interaction ended the run (quit in
+    --pdb): reported as pytest reported it."""
+    if not running and after is not None and ended_by:
+        nodeid, outcome = after
+        return f"the run was ended by {ended_by} after {nodeid} (reported as {outcome})"
     if not running:
         return f"the run was ended by {ended_by} while no test was running" if ended_by else None
     causes = {why for _, why in running if why} or {ended_by or "the end of the session"}

@@ -117,6 +117,8 @@ class Measurer:
         self.slot: Any = None
         # (node id, what ended the run) when a test's protocol ended by an exception
         self.interrupted: Optional[tuple] = None
+        # (node id, outcome) when the run ended in the interaction with a test's failure
+        self.ended_after: Optional[tuple] = None
         # The record's EXTRA: None, or a dict that others (the limits) fill during the test.
         self.extra: Optional[dict] = None
         self.cur: tuple = (None, _perf(), _cpu())
@@ -154,17 +156,23 @@ class Measurer:
             if attempts is not None:
                 extra["attempts"] = attempts
         if result.excinfo is not None:  # Ctrl-C, pytest.exit(): the test did not finish
-            outcome = "interrupted"
-            # the phase that was running gets the time it had run (by our clock)
-            ran = p1 - p0 - sum(p for p in (setup, call, teardown) if p is not None)
-            if setup is None:
-                setup = max(0.0, ran)
-            elif call is None and teardown is None:
-                call = max(0.0, ran)
-            elif teardown is None:
-                teardown = max(0.0, ran)
             exc = result.excinfo[1]
-            self.interrupted = (item.nodeid, what_ended(exc) or type(exc).__name__)
+            why = what_ended(exc) or type(exc).__name__
+            if reports and reports[-1].failed:
+                # The run ended in the interaction with a phase's failure (--pdb's quit): the
+                # phase had ended and pytest counts the test as it reported it.
+                self.ended_after = (item.nodeid, outcome)
+            else:
+                outcome = "interrupted"
+                # the phase that was running gets the time it had run (by our clock)
+                ran = p1 - p0 - sum(p for p in (setup, call, teardown) if p is not None)
+                if setup is None:
+                    setup = max(0.0, ran)
+                elif call is None and teardown is None:
+                    call = max(0.0, ran)
+                elif teardown is None:
+                    teardown = max(0.0, ran)
+                self.interrupted = (item.nodeid, why)
         queue = self.queue
         queue.append(
             [

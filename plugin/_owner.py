@@ -96,10 +96,11 @@ class SessionOwner:
         if problem:
             self.warnings.append(problem)
 
-    def note_ending(self, running: list, seen: bool = False) -> None:
+    def note_ending(self, running: list, seen: bool = False, after: Optional[tuple] = None) -> None:
         """Warn, naming the cause, when the run ended early; ``running``: (node id, cause or
-        None) of each test that was running then (``seen``: as the xdist controller saw)."""
-        words = _endings.ending_words(self.ended_by, running, seen)
+        None) of each test that was running then (``seen``: as the xdist controller saw);
+        ``after``: (node id, outcome) of the test whose failure's interaction ended it."""
+        words = _endings.ending_words(self.ended_by, running, seen, after)
         if words:
             self.warnings.append(words)
 

@@ -202,7 +202,7 @@ class LocalSession:
             return
         owner = self.owner
         running = [self.measurer.interrupted] if self.measurer.interrupted else []
-        owner.note_ending(running)
+        owner.note_ending(running, after=self.measurer.ended_after)
         owner.begin_finish(exitstatus, self._deliver)
 
     def _deliver(self) -> bool:

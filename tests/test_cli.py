@@ -19,6 +19,7 @@ from pathlib import Path
 import preloaded
 import pytest
 from helpers import inner_addopts, shared_once, waited_entry
+from pytest_perfmon import __version__
 from pytest_perfmon.monitor import analysis, cli, render
 from pytest_perfmon.monitor.report import load_schema
 
@@ -469,6 +470,20 @@ def test_bad_input_exit_2_one_line(perfmon, tmp_path: Path, kind: str, command: 
     assert lines[0].startswith("perfmon: error: ") and bad in lines[0]
     assert proc.stdout == ""
     assert not (tmp_path / "out.json").exists()
+
+
+def test_split_refuses_a_report_of_another_schema_version(perfmon, tmp_path: Path) -> None:
+    """``perfmon split --from`` refuses a report of another schema_version in one line, as
+    report and compare do; ``--perf-schedule`` and ``--perf-shard-from`` read reports through
+    the same function (``split.report_durations``)."""
+    bad = _bad_inputs(tmp_path)["other-version"]
+    proc = perfmon("split", "--from", bad, "--shards", "2", cwd=tmp_path)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == [
+        f"perfmon: error: {Path(bad).name}: schema_version 2 is not supported "
+        f"(this perfmon {__version__} reads schema_version 1)"
+    ]
+    assert proc.stdout == ""
 
 
 def test_bad_input_messages_say_what_is_wrong(perfmon, tmp_path: Path) -> None:

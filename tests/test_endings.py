@@ -25,7 +25,7 @@ from pathlib import Path
 
 import preloaded
 import pytest
-from helpers import RUN_TIMEOUT, validate
+from helpers import RUN_TIMEOUT, inner_addopts, validate
 from pytest_perfmon import _endings
 from pytest_perfmon.monitor import report as report_model
 from pytest_perfmon.monitor import slots
@@ -1032,3 +1032,57 @@ def test_told_records_join_once_per_execution():
     w.records.append(rerun)
     assert w.add_told([record("t.py::r", 20.01), record("t.py::r", 23.0)]) == 0
     assert w.add_told([record("t.py::r", 26.0)]) == 1  # a later execution of it
+
+
+PDB_SUITE = """
+def test_a():
+    pass
+
+def test_fail():
+    assert 0
+
+def test_c():
+    pass
+"""
+
+
+def test_quit_in_pdb_after_a_failure_is_the_failure_pytest_reports(tmp_path):
+    """--pdb, quit at a failure: pytest.exit() ends the run from the failure's interaction,
+    after its report, and pytest counts the test failed (exit code 2 as without us); so does
+    the report, with the phases that ran, and the one warning says the run ended after it."""
+    (tmp_path / "test_x.py").write_text(PDB_SUITE, encoding="utf-8")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    env = dict(os.environ, PYTEST_ADDOPTS=inner_addopts(), PY_COLORS="0")
+    out = tmp_path / "perf.json"
+    base = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--pdb", "test_x.py"]
+    runs = [
+        subprocess.run(
+            base + extra,
+            cwd=tmp_path,
+            env=env,
+            input="q\n",
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+        for extra in ([], ["--perf-monitor", f"--perf-output={out}"])
+    ]
+    plain, perf = runs
+    assert "1 failed, 1 passed" in plain.stdout, plain.stdout
+    assert perf.returncode == plain.returncode, (perf.stdout, perf.stderr)
+    assert "1 failed, 1 passed" in perf.stdout, perf.stdout
+    report = validate(json.loads(out.read_text(encoding="utf-8")))
+    tests = report["tests"]
+    assert sorted(tests) == ["test_x.py::test_a", "test_x.py::test_fail"], tests
+    failed = tests["test_x.py::test_fail"]
+    assert failed["outcome"] == "failed", failed
+    assert failed["call_time"] is not None and failed["teardown_time"] is None, failed
+    assert report["summary"]["outcomes"] == {"failed": 1, "passed": 1}
+    warnings = [
+        x for x in perf.stdout.splitlines() + perf.stderr.splitlines() if "perfmon: warning" in x
+    ]
+    assert warnings == [
+        "perfmon: warning: the run was ended by pytest.exit('Quitting debugger') after "
+        "test_x.py::test_fail (reported as failed)"
+    ], perf.stdout + perf.stderr
+    assert "Traceback" not in perf.stderr

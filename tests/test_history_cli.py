@@ -96,6 +96,10 @@ def test_cli_commands(db, capsys, monkeypatch, tmp_path):
 def test_cli_usage_and_input_errors(tmp_path, capsys):
     db = str(tmp_path / "h.db")
     assert cli.main(["history", "runs", "--db", db]) == 2  # no such store: not created
+    capsys.readouterr()
+    # nor split from as an empty history (a typo; the plugin's --perf-shard reads one so)
+    assert cli.main(["split", "--shards", "2", "--db", db]) == 2
+    assert capsys.readouterr().err == f"perfmon: error: history store {db} does not exist\n"
     assert not os.path.exists(db)
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
@@ -158,7 +162,12 @@ def test_read_commands_write_nothing_into_another_programs_database(tmp_path, ca
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE foo (x INTEGER)")
     capsys.readouterr()
-    for argv in (["history", "runs"], ["history", "check"], ["predict"]):
+    for argv in (
+        ["history", "runs"],
+        ["history", "check"],
+        ["predict"],
+        ["split", "--shards", "2"],
+    ):
         assert cli.main([*argv, "--db", str(other)]) == 2, argv
         assert "holds no perfmon history (its tables are another program's)" in (
             capsys.readouterr().err

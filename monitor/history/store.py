@@ -341,6 +341,23 @@ def _sqlite_foreign(path: str, timeout: float) -> bool:
     return bool(names) and "perfmon_meta" not in names
 
 
+def check_readable(url: str, timeout: float = DEFAULT_TIMEOUT, others_ok: bool = True) -> None:
+    """Raise HistoryError when ``url`` is a SQLite file that does not exist (a read command's
+    typo, never an empty history), or, ``others_ok`` False, another program's database."""
+    if store_url.kind(url) != "sqlite":
+        return
+    import os
+
+    path = store_url.normalize(url)[len("sqlite:///") :]
+    if not os.path.exists(path):
+        raise HistoryError(f"history store {path} does not exist")
+    if not others_ok and _sqlite_foreign(path, timeout):  # before an engine makes it WAL
+        raise HistoryError(
+            f"history store {path} holds no perfmon history (its tables are another "
+            "program's): nothing written into it"
+        )
+
+
 def open_store(
     url: str, timeout: float = DEFAULT_TIMEOUT, create: bool = True, others_ok: bool = True
 ) -> sa.Engine:
@@ -349,17 +366,8 @@ def open_store(
     (the ``perfmon`` read commands): a SQLite database of another program's tables, none of
     ours, is an error before anything is written into it (an empty file is a new store, as
     for the plugin's readers, whose first run of a matrix meets one)."""
-    if not create and store_url.kind(url) == "sqlite":
-        import os
-
-        path = store_url.normalize(url)[len("sqlite:///") :]
-        if not os.path.exists(path):
-            raise HistoryError(f"history store {path} does not exist")
-        if not others_ok and _sqlite_foreign(path, timeout):  # before an engine makes it WAL
-            raise HistoryError(
-                f"history store {path} holds no perfmon history (its tables are another "
-                "program's): nothing written into it"
-            )
+    if not create:
+        check_readable(url, timeout, others_ok)
     eng = engine(url, timeout)
     try:
         upgrade(eng, url)
