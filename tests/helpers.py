@@ -971,3 +971,42 @@ def noisy_entry(rep: dict, nodeid: str, cpu: float, wait: float) -> None:
     waited_entry(rep["tests"][nodeid], cpu, wait)
     rep["tests"][nodeid]["noise"]["pressure"] = 0.9 if wait > 0.1 * (cpu + wait) else 0.05
     rep["tests"][nodeid]["noise"]["involuntary_switches"] = int(wait * 1000)
+
+
+# --- the profiled run (tests/test_profile.py's; tests/test_html.py draws its page)
+
+#: A suite with two slow tests (one failing) and a quick one, for --perf-profile runs.
+PROFILED_SUITE = """
+    import time
+
+    def spin_here(seconds):
+        t = time.perf_counter()
+        n = 0
+        while time.perf_counter() - t < seconds:
+            n += 1
+        return n
+
+    def spin_then_fail(seconds):
+        spin_here(seconds)
+        raise AssertionError("slow and failing")
+
+    def test_slow():
+        assert spin_here(0.5) > 0
+
+    def test_slow_fails():
+        spin_then_fail(0.45)
+
+    def test_quick():
+        assert 1 + 1 == 2
+"""
+
+#: The arguments of PROFILED_SUITE's runs (with the xdist ones). Over 0.3 s, not the default
+#: 1 s (test_slow_with_history_keeps_a_test_well_over_its_median relies on the default): the
+#: slow tests spin 0.5 and 0.45 s of wall time (over the bar however busy the machine: their
+#: spin ends by the clock), the quick one stays far under (it would need to be kept off the CPU
+#: for 0.3 s). Their CPU (the spins, and py-spy sampling them) is most of those tests'; the
+#: checks of tests/test_profile.py are shares of the samples, which hold as they did at 0.8
+#: and 0.7 s (50 and 45 samples, at 100 per second). tests/test_html.py draws the serial run's
+#: page in Chromium: shared_run with the same files and arguments makes that run once a
+#: session for both modules.
+PROFILE_ARGS = ("--perf-profile", "slow", "--perf-profile-over", "0.3", "--perf-html", "perf.html")

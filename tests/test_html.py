@@ -13,8 +13,17 @@ import re
 import time
 
 import pytest
-from helpers import INK, SCREENSHOTS, T0, page_json, synthetic_report
-from pytest_perfmon.monitor import analysis, cli, noise
+from helpers import (
+    INK,
+    PROFILE_ARGS,
+    PROFILED_SUITE,
+    SCREENSHOTS,
+    T0,
+    page_json,
+    shared_run,
+    synthetic_report,
+)
+from pytest_perfmon.monitor import analysis, cli, noise, profile
 from pytest_perfmon.monitor.html import (
     EXEC_FIELDS,
     OUTCOMES,
@@ -272,11 +281,10 @@ def test_cli_html_unwritable_output(tmp_path, capsys):
 
 
 class Page:
-    """One report opened in a fresh page, with its console errors and network requests."""
+    """A Chromium page (in a context of its own) and its console errors and network requests;
+    ``open`` writes a report's page and loads it there."""
 
-    def __init__(self, browser, report: dict, tmp_path, name: str = "perf.html") -> None:
-        self.path = str(tmp_path / name)
-        write_html(report, self.path)
+    def __init__(self, browser, report: dict | None = None, tmp_path=None, name="perf.html"):
         self.errors: list = []
         self.requests: list = []
         self.ctx = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -285,8 +293,25 @@ class Page:
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("request", lambda r: self.requests.append(r.url))
+        if report is not None:
+            self.open(report, tmp_path, name)
+
+    def open(self, report: dict, tmp_path, name: str = "perf.html") -> Page:
+        """Write ``report``'s page and load it in this page: a new document, with the errors
+        and requests it makes alone (the page keeps nothing in storage from one to the next:
+        no sort, filter or scroll carries over)."""
+        path = str(tmp_path / name)
+        write_html(report, path)
+        return self.load(path)
+
+    def load(self, path: str) -> Page:
+        """Load the page at ``path`` here (Page.open)."""
+        self.path = path
+        self.errors.clear()
+        self.requests.clear()
         self.page.goto("file://" + self.path)
         self.page.wait_for_selector("body[data-ready='1']")
+        return self
 
     def first_cells(self, column: int, n: int = 5) -> list:
         return self.page.eval_on_selector_all(
@@ -305,6 +330,16 @@ class Page:
 
     def close(self) -> None:
         self.ctx.close()
+
+
+@pytest.fixture(scope="module")
+def tab(browser):
+    """One page for the tests below that open reports of their own, each loading its report
+    there (Page.open: a navigation, about 0.2 CPU-s here, where a new context and page cost
+    0.5). ``small``'s page is its own: its tests go on from one another's state."""
+    page = Page(browser)
+    yield page
+    page.close()
 
 
 @pytest.fixture(scope="module")
@@ -396,31 +431,28 @@ def test_timeline_hover_shows_the_numbers(small):
         p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report-hover.png"))
 
 
-def test_contended_tests_are_marked_in_the_table(browser, tmp_path):
+def test_contended_tests_are_marked_in_the_table(tab, tmp_path):
     """A Wait column with each contended test's wait marked; the filter finds "contended"; the
     card tells the headline. A report without noise data has no Wait column (test_table_sorts)."""
     report = noisy_report(70)
     contended = [k for k, t in report["tests"].items() if t["noise"]["contended"]]
-    p = Page(browser, report, tmp_path)
-    try:
-        assert p.errors == []
-        heads = p.page.eval_on_selector_all("#table-head th", "hs => hs.map(h => h.textContent)")
-        assert heads[7:9] == ["CPU %", "Wait s"]
-        assert "Contended tests" in (p.page.text_content("#cards") or "")
-        p.page.fill("#filter", "contended")
-        p.wait_count(f"c.startsWith('{len(contended)} of')")
-        assert sorted(p.first_cells(0, 50)) == sorted(contended)
-        marked = p.page.eval_on_selector_all("#table-body td.contended", "tds => tds.length")
-        assert marked == len(contended)
-        title = p.page.get_attribute("#table-body td.contended", "title") or ""
-        assert "ran contended: its time is not comparable" in title
-        p.page.click("#table-head th:has-text('Wait s')")  # sorts on the wait, largest first
-        p.page.fill("#filter", "")
-        p.wait_count("c === '70 tests'")
-        waits = sorted((t["noise"]["wait_time"] for t in report["tests"].values()), reverse=True)
-        assert [float(c) for c in p.first_cells(8, 3)] == [round(w, 4) for w in waits[:3]]
-    finally:
-        p.close()
+    p = tab.open(report, tmp_path)
+    assert p.errors == []
+    heads = p.page.eval_on_selector_all("#table-head th", "hs => hs.map(h => h.textContent)")
+    assert heads[7:9] == ["CPU %", "Wait s"]
+    assert "Contended tests" in (p.page.text_content("#cards") or "")
+    p.page.fill("#filter", "contended")
+    p.wait_count(f"c.startsWith('{len(contended)} of')")
+    assert sorted(p.first_cells(0, 50)) == sorted(contended)
+    marked = p.page.eval_on_selector_all("#table-body td.contended", "tds => tds.length")
+    assert marked == len(contended)
+    title = p.page.get_attribute("#table-body td.contended", "title") or ""
+    assert "ran contended: its time is not comparable" in title
+    p.page.click("#table-head th:has-text('Wait s')")  # sorts on the wait, largest first
+    p.page.fill("#filter", "")
+    p.wait_count("c === '70 tests'")
+    waits = sorted((t["noise"]["wait_time"] for t in report["tests"].values()), reverse=True)
+    assert [float(c) for c in p.first_cells(8, 3)] == [round(w, 4) for w in waits[:3]]
 
 
 PIXEL = """([x, y]) => { const c = document.querySelector('#timeline canvas');
@@ -434,95 +466,87 @@ def _rgb(css: str) -> list:
     return [int(css[i : i + 2], 16) for i in (0, 2, 4)]
 
 
-def test_timeline_draws_each_execution_of_a_rerun_test(browser, tmp_path):
+def test_timeline_draws_each_execution_of_a_rerun_test(tab, tmp_path):
     """Issue 20: a test that pytest-rerunfailures ran three times is three bars (rerun, rerun,
     passed) on its worker's lane, with no idle hole where the failed attempts ran; a crashed
     worker's test run again is a bar on each worker; the tooltip names the attempt; the table
     shows the executions and subtests and the filter finds "rerun"."""
     report = reruns_report()
     tests = list(report["tests"])
-    p = Page(browser, report, tmp_path)
-    try:
-        assert p.errors == []
-        p.page.locator("#timeline").scroll_into_view_if_needed()
-        bars = p.page.evaluate(f"window.perfmon.bars({tests.index(FLAKY)})")
-        assert [(b["attempt"], b["lane"], b["outcome"]) for b in bars] == [
-            (1, "gw0", "rerun"),
-            (2, "gw0", "rerun"),
-            (3, "gw0", "passed"),
-        ]
-        for b, x in zip(bars, report["tests"][FLAKY]["executions"]):
-            assert b["start"] == pytest.approx(x["start"] - T0)  # the run's first test: T0
-            # drawn: the bar's middle has its outcome's colour (no idle hole there)
-            color = p.page.evaluate(f"window.perfmon.outcomeColor('{b['outcome']}')")
-            assert p.page.evaluate(PIXEL, [b["x"], b["y"]]) == _rgb(color) + [255]
-        assert bars[0]["x"] < bars[1]["x"] < bars[2]["x"] and len({b["y"] for b in bars}) == 1
-        p.page.mouse.move(bars[1]["x"], bars[1]["y"])
-        tip = p.page.wait_for_selector(".tip:not([hidden])").text_content() or ""
-        assert FLAKY in tip and "passed after 3 executions" in tip
-        assert "attempt 2 of 3, rerun on gw0" in tip and "subtests" not in tip
-        crashy = p.page.evaluate(f"window.perfmon.bars({tests.index(CRASHY)})")
-        assert [(b["lane"], b["outcome"]) for b in crashy] == [("gw1", "rerun"), ("gw2", "passed")]
-        rerun = _rgb(p.page.evaluate("window.perfmon.outcomeColor('rerun')")) + [255]
-        assert p.page.evaluate(PIXEL, [crashy[0]["x"], crashy[0]["y"]]) == rerun
-        assert crashy[0]["y"] != crashy[1]["y"]  # each on its own worker's lane
-        legend = p.page.text_content("#outcome-legend") or ""
-        assert "rerun" in legend and "interrupted" in legend
-        # the table: one row per node id, its executions and subtests
-        heads = p.page.eval_on_selector_all("#table-head th", "h => h.map(x => x.textContent)")
-        runs, subs = heads.index("Runs"), heads.index("Subtests p/f/s")
-        cells = p.page.eval_on_selector_all(
-            "#table-body tr:not(.spacer)",
-            f"rows => rows.map(r => [r.children[0].textContent, r.children[{runs}].textContent,"
-            f" r.children[{subs}].textContent, r.children[{runs}].title])",
-        )
-        by_test = {c[0]: c[1:] for c in cells}
-        assert by_test[FLAKY][0] == "3" and "rerun, rerun, passed" in by_test[FLAKY][2]
-        assert by_test["tests/test_sub.py::test_cases"][:2] == ["1", "3 / 1 / 0"]
-        p.page.fill("#filter", "rerun")
-        p.wait_count("c.includes(' of ')")
-        assert sorted(p.first_cells(0, 10)) == sorted([FLAKY, CRASHY])
-        p.page.fill("#filter", "")
-        assert p.errors == []
-    finally:
-        p.close()
+    p = tab.open(report, tmp_path)
+    assert p.errors == []
+    p.page.locator("#timeline").scroll_into_view_if_needed()
+    bars = p.page.evaluate(f"window.perfmon.bars({tests.index(FLAKY)})")
+    assert [(b["attempt"], b["lane"], b["outcome"]) for b in bars] == [
+        (1, "gw0", "rerun"),
+        (2, "gw0", "rerun"),
+        (3, "gw0", "passed"),
+    ]
+    for b, x in zip(bars, report["tests"][FLAKY]["executions"]):
+        assert b["start"] == pytest.approx(x["start"] - T0)  # the run's first test: T0
+        # drawn: the bar's middle has its outcome's colour (no idle hole there)
+        color = p.page.evaluate(f"window.perfmon.outcomeColor('{b['outcome']}')")
+        assert p.page.evaluate(PIXEL, [b["x"], b["y"]]) == _rgb(color) + [255]
+    assert bars[0]["x"] < bars[1]["x"] < bars[2]["x"] and len({b["y"] for b in bars}) == 1
+    p.page.mouse.move(bars[1]["x"], bars[1]["y"])
+    tip = p.page.wait_for_selector(".tip:not([hidden])").text_content() or ""
+    assert FLAKY in tip and "passed after 3 executions" in tip
+    assert "attempt 2 of 3, rerun on gw0" in tip and "subtests" not in tip
+    crashy = p.page.evaluate(f"window.perfmon.bars({tests.index(CRASHY)})")
+    assert [(b["lane"], b["outcome"]) for b in crashy] == [("gw1", "rerun"), ("gw2", "passed")]
+    rerun = _rgb(p.page.evaluate("window.perfmon.outcomeColor('rerun')")) + [255]
+    assert p.page.evaluate(PIXEL, [crashy[0]["x"], crashy[0]["y"]]) == rerun
+    assert crashy[0]["y"] != crashy[1]["y"]  # each on its own worker's lane
+    legend = p.page.text_content("#outcome-legend") or ""
+    assert "rerun" in legend and "interrupted" in legend
+    # the table: one row per node id, its executions and subtests
+    heads = p.page.eval_on_selector_all("#table-head th", "h => h.map(x => x.textContent)")
+    runs, subs = heads.index("Runs"), heads.index("Subtests p/f/s")
+    cells = p.page.eval_on_selector_all(
+        "#table-body tr:not(.spacer)",
+        f"rows => rows.map(r => [r.children[0].textContent, r.children[{runs}].textContent,"
+        f" r.children[{subs}].textContent, r.children[{runs}].title])",
+    )
+    by_test = {c[0]: c[1:] for c in cells}
+    assert by_test[FLAKY][0] == "3" and "rerun, rerun, passed" in by_test[FLAKY][2]
+    assert by_test["tests/test_sub.py::test_cases"][:2] == ["1", "3 / 1 / 0"]
+    p.page.fill("#filter", "rerun")
+    p.wait_count("c.includes(' of ')")
+    assert sorted(p.first_cells(0, 10)) == sorted([FLAKY, CRASHY])
+    p.page.fill("#filter", "")
+    assert p.errors == []
 
 
-def test_ten_thousand_tests_interactive_within_3_s(browser, tmp_path):
+def test_ten_thousand_tests_interactive_within_3_s(tab, tmp_path):
     """The issue's requirement: a 10,000-test report is interactive within 3 s of opening."""
     report = synthetic_report(10_000, workers=4)
     t = time.monotonic()
-    p = Page(browser, report, tmp_path)
+    p = tab.open(report, tmp_path)
     opened = time.monotonic() - t
-    try:
-        ready_ms = p.page.evaluate("window.perfmonReadyMs")  # from navigation start
-        t = time.monotonic()
-        p.page.click("#table-head th:has-text('Test')")
-        first = p.first_cells(0, 1)
-        sort_s = time.monotonic() - t
-        t = time.monotonic()
-        p.page.fill("#filter", "test_case_0999")
+    ready_ms = p.page.evaluate("window.perfmonReadyMs")  # from navigation start
+    t = time.monotonic()
+    p.page.click("#table-head th:has-text('Test')")
+    first = p.first_cells(0, 1)
+    sort_s = time.monotonic() - t
+    t = time.monotonic()
+    p.page.fill("#filter", "test_case_0999")
+    p.page.wait_for_function("() => document.getElementById('count').textContent.includes(' of ')")
+    filter_s = time.monotonic() - t
+    print(
+        f"\n10,000 tests: ready {ready_ms:.0f} ms after navigation start "
+        f"(open incl. writing {opened:.2f} s); sort {sort_s * 1000:.0f} ms; "
+        f"filter {filter_s * 1000:.0f} ms (incl. 120 ms debounce)"
+    )
+    assert first == [sorted(report["tests"])[0]]
+    assert p.count() == "10 of 10,000 tests"
+    assert p.errors == []
+    assert ready_ms < 3000 and sort_s < 3 and filter_s < 3
+    if SCREENSHOTS:
+        p.page.fill("#filter", "")
         p.page.wait_for_function(
-            "() => document.getElementById('count').textContent.includes(' of ')"
+            "() => document.getElementById('count').textContent === '10,000 tests'"
         )
-        filter_s = time.monotonic() - t
-        print(
-            f"\n10,000 tests: ready {ready_ms:.0f} ms after navigation start "
-            f"(open incl. writing {opened:.2f} s); sort {sort_s * 1000:.0f} ms; "
-            f"filter {filter_s * 1000:.0f} ms (incl. 120 ms debounce)"
-        )
-        assert first == [sorted(report["tests"])[0]]
-        assert p.count() == "10 of 10,000 tests"
-        assert p.errors == []
-        assert ready_ms < 3000 and sort_s < 3 and filter_s < 3
-        if SCREENSHOTS:
-            p.page.fill("#filter", "")
-            p.page.wait_for_function(
-                "() => document.getElementById('count').textContent === '10,000 tests'"
-            )
-            p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report-10k.png"), full_page=True)
-    finally:
-        p.close()
+        p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report-10k.png"), full_page=True)
 
 
 def test_screenshot(small):
@@ -535,9 +559,10 @@ def test_screenshot(small):
         p.page.screenshot(path=os.path.join(SCREENSHOTS, "html-report.png"), full_page=True)
 
 
-def test_other_report_shapes_open_cleanly(browser, tmp_path, capsys):
+def test_other_report_shapes_open_cleanly(tab, tmp_path, capsys):
     """A merged report (lanes per job, a peak per job) and an old one (no start times, one
-    worker, no concurrent peak) draw without errors too."""
+    worker, no concurrent peak) draw without errors too. Each is loaded in its turn in the one
+    page (a new document each time)."""
     paths = []
     for label in ("linux", "macos"):
         path = str(tmp_path / f"{label}.json")
@@ -556,12 +581,55 @@ def test_other_report_shapes_open_cleanly(browser, tmp_path, capsys):
         ("empty.html", empty, False),  # no tests: nothing to draw, and no error either
     ]
     for name, report, charts in shapes:
-        p = Page(browser, report, tmp_path, name)
-        try:
-            assert p.errors == []
-            if charts:
-                for sel in ("#timeline canvas", "#memory canvas", "#cpu canvas"):
-                    assert p.page.evaluate(INK, sel)[2] > 100
-            assert p.page.evaluate("window.perfmon.rows") == len(report["tests"])
-        finally:
-            p.close()
+        p = tab.open(report, tmp_path, name)
+        assert p.errors == [], name
+        if charts:
+            for sel in ("#timeline canvas", "#memory canvas", "#cpu canvas"):
+                assert p.page.evaluate(INK, sel)[2] > 100, (name, sel)
+        assert p.page.evaluate("window.perfmon.rows") == len(report["tests"]), name
+
+
+def test_page_with_an_empty_history_store(tab, tmp_path):
+    """perfmon html --db of a store that holds no runs (tests/test_html_history.py's other
+    tests fill one): the History section says so."""
+    report = synthetic_report(5)
+    path = str(tmp_path / "perf.html")
+    write_html(report, path, history={"runs": [], "tests": [], "suite": [], "own_machine": True})
+    p = tab.load(path)
+    assert p.errors == []
+    assert "holds no runs" in (p.page.text_content("#history-caption") or "")
+
+
+# --------------------------------------------------------------------------- a profiled run
+
+
+@pytest.mark.slow
+def test_profiled_run_draws_its_flame_graphs(tab, tmp_path_factory):
+    """The HTML page of a real --perf-profile run (tests/test_profile.py's): the profiled tests
+    have a button; it draws the flame graph."""
+    if profile.find_sampler() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("py-spy is missing (the test extra installs it); CI=true: not skipping")
+        pytest.skip("py-spy is not installed (pip install -e '.[test]' installs it)")
+    r = shared_run(tmp_path_factory, {"test_suite": PROFILED_SUITE}, *PROFILE_ARGS)
+    assert r.ret == 1 and "profile" in r.report["session"], r.text
+    p = tab.load(str(r.path.parent / "perf.html"))
+    page = p.page
+    page.fill("#filter", "test_slow")
+    page.wait_for_function("() => document.querySelectorAll('button.flame-button').length")
+    assert page.locator("button.flame-button").count() == 2  # not test_quick
+    page.fill("#filter", "::test_slow_fails")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#table-body tr:not(.spacer)').length === 1"
+    )
+    page.click("button.flame-button")
+    page.wait_for_selector("#flame svg")
+    assert page.get_attribute("#flame-panel", "data-test").endswith("::test_slow_fails")
+    boxes = page.eval_on_selector_all("#flame svg g text", "ts => ts.map(t => t.textContent)")
+    assert "spin_then_fail" in boxes and "spin_here" in boxes, boxes
+    width = page.eval_on_selector("#flame svg", "s => s.getBoundingClientRect().width")
+    assert width > 600
+    assert p.errors == [] and all(u.startswith("file://") for u in p.requests), (
+        p.errors,
+        p.requests,
+    )

@@ -220,18 +220,7 @@ def test_page_draws_the_history(browser, store_and_report, tmp_path, capsys):  #
         ctx.close()
 
 
-def test_page_with_an_empty_store(browser, tmp_path, capsys):  # noqa: F811
-    report = synthetic_report(5)
-    path = str(tmp_path / "perf.html")
-    write_html(report, path, history={"runs": [], "tests": [], "suite": [], "own_machine": True})
-    ctx = browser.new_context()
-    try:
-        page = ctx.new_page()
-        errors: list = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto("file://" + path)
-        page.wait_for_selector("body[data-ready='1']")
-        assert errors == []
-        assert "holds no runs" in (page.text_content("#history-caption") or "")
-    finally:
-        ctx.close()
+# The page of an empty store in Chromium: tests/test_html.py's
+# test_page_with_an_empty_history_store (it needs no store), in the page that module has open
+# already: this module's one test in Chromium is the one above, so one Chromium at most runs for
+# it whichever xdist workers run this module's tests.

@@ -1,7 +1,8 @@
 """--perf-profile: a real py-spy samples real pytest runs (serial and two xdist workers) from the
 monitor; the slow test's profile names the function it spends its time in, a quick test gets
-none; ``perfmon profile`` prints it, the HTML page draws it in Chromium; and each way sampling
-fails (py-spy missing, not permitted, killed mid-run) is one line, the outcomes unchanged."""
+none; ``perfmon profile`` prints it, the HTML page draws it in Chromium (that check is in
+tests/test_html.py, on the same run); and each way sampling fails (py-spy missing, not
+permitted, killed mid-run) is one line, the outcomes unchanged."""
 
 from __future__ import annotations
 
@@ -12,34 +13,10 @@ import sys
 import textwrap
 
 import pytest
-from helpers import XDIST_ENDS, Run, need_history, run_in
+from helpers import PROFILE_ARGS, PROFILED_SUITE, XDIST_ENDS, Run, need_history, run_in, shared_run
 from pytest_perfmon.monitor import cli, profile, profile_view
 
 PY_SPY = profile.find_sampler()
-
-SUITE = """
-    import time
-
-    def spin_here(seconds):
-        t = time.perf_counter()
-        n = 0
-        while time.perf_counter() - t < seconds:
-            n += 1
-        return n
-
-    def spin_then_fail(seconds):
-        spin_here(seconds)
-        raise AssertionError("slow and failing")
-
-    def test_slow():
-        assert spin_here(0.8) > 0
-
-    def test_slow_fails():
-        spin_then_fail(0.7)
-
-    def test_quick():
-        assert 1 + 1 == 2
-"""
 
 
 def need_py_spy() -> None:
@@ -69,21 +46,18 @@ def warnings_of(r: Run) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
 def test_slow_test_profiled_in_its_function_quick_test_not(
-    xdist, tmp_path, request, monkeypatch, capsys
+    xdist, tmp_path, tmp_path_factory, monkeypatch, capsys
 ):
     need_py_spy()
-    (tmp_path / "test_suite.py").write_text(textwrap.dedent(SUITE), encoding="utf-8")
-    # over 0.5 s, not the default 1 s (test_slow_with_history_keeps_a_test_well_over_its_median
-    # relies on the default): the slow tests spin 0.8 and 0.7 s, the quick one stays under
-    args = ["--perf-profile", "slow", "--perf-profile-over", "0.5", "--perf-html", "perf.html"]
-    r = run(tmp_path, *xdist, *args)
+    # one run per session (helpers.shared_run): the serial one is test_html.py's page too
+    r = shared_run(tmp_path_factory, {"test_suite": PROFILED_SUITE}, *xdist, *PROFILE_ARGS)
     assert r.ret == 1, r.text  # test_slow_fails fails, as without profiling
     assert r.test("test_slow")["outcome"] == "passed"
     assert r.test("test_slow_fails")["outcome"] == "failed"
     assert warnings_of(r) == [], r.text
     block = r.report["session"]["profile"]
-    assert block["path"] == str(tmp_path / "perf.profiles.json")
-    assert (block["mode"], block["over"], block["rate"]) == ("slow", 0.5, profile.RATE)
+    assert block["path"] == str(r.path.parent / "perf.profiles.json")
+    assert (block["mode"], block["over"], block["rate"]) == ("slow", 0.3, profile.RATE)
     doc = profiles(r)
     by_id = {t["nodeid"].rsplit("::", 1)[-1]: t for t in doc["tests"]}
     assert set(by_id) == {"test_slow", "test_slow_fails"}, r.text  # the quick test: none
@@ -112,9 +86,9 @@ def test_slow_test_profiled_in_its_function_quick_test_not(
     assert "perfmon: profile: test_suite.py::test_slow" in r.text
     assert "hottest spin_here (test_suite.py:" in r.text
 
-    # perfmon profile: the terminal, speedscope, SVG; in-process through cli.main, in the
-    # run's directory, as tests/test_cli.py runs the command (its console script's own start
-    # is that file's smoke test)
+    # perfmon profile: the terminal, speedscope, SVG; in-process through cli.main, in a
+    # directory of this test's (the run's is shared), as tests/test_cli.py runs the command
+    # (its console script's own start is that file's smoke test)
     capsys.readouterr()  # drop anything printed before
     with monkeypatch.context() as mp:
         mp.chdir(tmp_path)
@@ -130,42 +104,11 @@ def test_slow_test_profiled_in_its_function_quick_test_not(
     names = [f["name"] for f in ss["shared"]["frames"]]
     assert "spin_here" in names and ss["profiles"][0]["type"] == "sampled"
     assert "spin_here" in (tmp_path / "f.svg").read_text(encoding="utf-8")
-
-    if xdist:
-        # The page draws what the report and the profiles file hold (monitor/html.py reads the
-        # file the report names), checked above for the two workers as for one process: the
-        # page itself is the same. Chromium draws it once, for the serial run (and is started
-        # only for it, not in an xdist worker of ours that runs just this variant).
-        return
-    # the HTML page, in Chromium: the profiled tests have a button; it draws the flame graph
-    browser = request.getfixturevalue("browser")
-    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-    try:
-        page = ctx.new_page()
-        page.set_default_timeout(15_000)
-        errors: list = []
-        requests: list = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda q: requests.append(q.url))
-        page.goto("file://" + str(tmp_path / "perf.html"))
-        page.wait_for_selector("body[data-ready='1']")
-        page.fill("#filter", "test_slow")
-        page.wait_for_function("() => document.querySelectorAll('button.flame-button').length")
-        assert page.locator("button.flame-button").count() == 2  # not test_quick
-        page.fill("#filter", "::test_slow_fails")
-        page.wait_for_function(
-            "() => document.querySelectorAll('#table-body tr:not(.spacer)').length === 1"
-        )
-        page.click("button.flame-button")
-        page.wait_for_selector("#flame svg")
-        assert page.get_attribute("#flame-panel", "data-test").endswith("::test_slow_fails")
-        boxes = page.eval_on_selector_all("#flame svg g text", "ts => ts.map(t => t.textContent)")
-        assert "spin_then_fail" in boxes and "spin_here" in boxes, boxes
-        width = page.eval_on_selector("#flame svg", "s => s.getBoundingClientRect().width")
-        assert width > 600
-        assert errors == [] and all(u.startswith("file://") for u in requests), (errors, requests)
-    finally:
-        ctx.close()
+    # The HTML page of the serial run, in Chromium (the profiled tests have a button; it draws
+    # the flame graph): tests/test_html.py's test_profiled_run_draws_its_flame_graphs, in the
+    # page that module's Chromium has open already, rather than a Chromium started here for
+    # one page. The page draws what the report and the profiles file hold (monitor/html.py
+    # reads the file the report names), checked above for the two workers as for one process.
 
 
 @pytest.mark.slow
