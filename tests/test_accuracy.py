@@ -46,10 +46,6 @@ def test_after_leak(i):
     pass
 
 
-def test_burn_cpu():
-    _burn(0.2)
-
-
 def test_sleep():
     time.sleep(0.2)
 
@@ -97,7 +93,10 @@ def _accuracy_run(tmp_path_factory, xdist: list):
 def test_numbers_mean_what_they_say(tmp_path_factory, xdist):
     run = _accuracy_run(tmp_path_factory, xdist)
     rep = run.report
-    assert rep["session"]["total_tests"] == 14  # SUITE's 13, CPU_SUITE's one
+    # SUITE's 12, CPU_SUITE's one. (SUITE had a test_burn_cpu too, a 0.2 s burn of each run that
+    # no check read since CPU_SUITE's test, which checks its share against its own figure,
+    # replaced its check of >= 80 %: the CPU-bound test of both runs is CPU_SUITE's.)
+    assert rep["session"]["total_tests"] == 13
     assert rep["session"]["collector"] == "monitor"
     assert rep["session"]["records_dropped"] == 0
     meas = rep["session"]["measurement"]

@@ -8,6 +8,13 @@ the signal clear of the discount's own few percent of error) still exits 1.
 --perf-limit-history: a test over its limit only by its wait is not failed (PERFMON_NOISE=off:
 it is).
 
+Each run beside the hog costs about a CPU-second (the hog's two processes keep a CPU busy while
+the work runs). The run of the same code beside the hog is one run for both tests
+(_beside_hog): it is the limit test's run with the noise discount on (--perf-limit-history
+against the quiet run's history), and compare's "busy" report. Both only read its report and
+output, and the history flags change nothing of the work or of what is measured: the limits
+are judged when the session ends, from the same entries compare reads.
+
 The suite's process, and the hog, are pinned to one CPU, so that the hog outweighs whatever else
 the machine runs (other jobs only add to the wait, which is what is discounted). The machine's
 own CPU speed is not the subject: on a shared machine the CPU time of the same loop moves by
@@ -29,7 +36,14 @@ import time
 
 import preloaded
 import pytest
-from helpers import RUN_TIMEOUT, inner_addopts, need_history, shared_once, validate
+from helpers import (
+    HISTORY_MISSING,
+    RUN_TIMEOUT,
+    inner_addopts,
+    need_history,
+    shared_once,
+    validate,
+)
 from pytest_perfmon.monitor import analysis, cli, vocabulary
 
 pytestmark = pytest.mark.skipif(
@@ -162,9 +176,52 @@ def _suite(path) -> None:
     (path / "test_suite.py").write_text(SUITE)
 
 
-def _three_runs(path, cpu: int, base: dict) -> tuple:
-    """The quiet baseline, the same work beside the hog, 50 % more work beside the hog."""
-    busy = _run(path, path / "busy.json", cpu, True, ENV)
+def _history_seed(quiet: dict, path) -> float:
+    """The history the limit test judges against: one run of the work on a quiet machine,
+    which this shared machine seldom is: the quiet run's report with the test's time set to
+    its CPU time (what it takes without any wait), imported into ``path``/seed.db. Its time."""
+    work = quiet["tests"][NODE]
+    c = _cpu(quiet)
+    work.update(duration=c, call_time=c, setup_time=0.0, teardown_time=0.0, cpu_percent=100.0)
+    work["noise"] = dict(work["noise"], wait_time=0.0, contended=False)
+    seed = _write(path, quiet, "seed.json")
+    assert cli.main(["history", "import", seed, "--db", str(path / "seed.db")]) == 0
+    return c
+
+
+#: The options of the run beside the hog with the noise discount on (db: its store).
+def _limit_args(db) -> list:
+    return [f"--perf-history={db}", "--perf-limit-history=2"]
+
+
+def _beside_hog(tmp_path_factory, cpu: int) -> dict:
+    """The same work beside the hog, made once per session for both tests; a copy of its
+    report, with its output under ``_stdout``. With the history extra installed (the test
+    extra installs it) it is the limit test's run with the noise discount on: its own copy
+    of the history seed (_history_seed), ``_limit_args``; compare reads its report as the
+    busy run's (without the extra it is a plain run, for compare alone: the limit test then
+    skips, or with CI=true fails)."""
+
+    def make(path) -> None:
+        _suite(path)
+        args: list = []
+        if not HISTORY_MISSING:
+            _history_seed(_quiet(tmp_path_factory, cpu), path)
+            shutil.copy(path / "seed.db", path / "on.db")
+            args = _limit_args(path / "on.db")
+        rep = _run(path, path / "on.json", cpu, True, ENV, args)
+        (path / "on.stdout").write_text(rep["_stdout"], encoding="utf-8")
+
+    path = shared_once(tmp_path_factory, f"noise-compare-beside-hog-{cpu}", make)
+    rep = validate(json.loads((path / "on.json").read_text(encoding="utf-8")))
+    rep["_stdout"] = (path / "on.stdout").read_text(encoding="utf-8")
+    return rep
+
+
+def _three_runs(path, tmp_path_factory, cpu: int, base: dict) -> tuple:
+    """The quiet baseline, the same work beside the hog (the shared run: _beside_hog), 50 %
+    more work beside the hog."""
+    busy = _beside_hog(tmp_path_factory, cpu)
     slow = _run(path, path / "slow.json", cpu, True, {**ENV, "BENCH_SLOW": "1.5"})
     # the work is CPU time: the same beside the hog, 50 % more with more work (a few ms of the
     # test's own overhead either way)
@@ -183,7 +240,7 @@ def _write(path, rep: dict, name: str) -> str:
 def test_compare_discounts_the_wait_and_still_finds_more_work(tmp_path, tmp_path_factory, capsys):
     _suite(tmp_path)
     cpu = max(os.sched_getaffinity(0))
-    base, busy, slow = _three_runs(tmp_path, cpu, _quiet(tmp_path_factory, cpu))
+    base, busy, slow = _three_runs(tmp_path, tmp_path_factory, cpu, _quiet(tmp_path_factory, cpu))
 
     b, t = base["tests"][NODE], busy["tests"][NODE]
     # beside two busy processes on its CPU the work waited most of its time (the baseline may
@@ -242,29 +299,20 @@ def test_history_limit_judges_the_time_without_the_wait(tmp_path, tmp_path_facto
     it waiting; within its limit without the wait, "contended, not judged" and no failure;
     PERFMON_NOISE=off: over it as measured, a failure.
 
-    The history is one run of the work on a quiet machine, which this shared machine seldom
-    is: a real run's report with the test's time set to its CPU time (what it takes without
-    any wait), imported into the store. Each run beside the hog gets its own copy of it."""
+    The history is one run of the work on a quiet machine (_history_seed). Each run beside
+    the hog gets its own copy of it; the one with the discount on is the shared run
+    (_beside_hog, made with ``_limit_args`` since the history extra is installed)."""
     need_history()
     _suite(tmp_path)
     cpu = max(os.sched_getaffinity(0))
-    quiet = _quiet(tmp_path_factory, cpu)
-    work = quiet["tests"][NODE]
-    c = _cpu(quiet)
-    work.update(duration=c, call_time=c, setup_time=0.0, teardown_time=0.0, cpu_percent=100.0)
-    work["noise"] = dict(work["noise"], wait_time=0.0, contended=False)
-    seed = _write(tmp_path, quiet, "seed.json")
-    assert cli.main(["history", "import", seed, "--db", str(tmp_path / "seed.db")]) == 0
+    c = _history_seed(_quiet(tmp_path_factory, cpu), tmp_path)
     capsys.readouterr()
-    runs = {}
-    for name, extra, ok in (("on", {}, (0,)), ("off", {"PERFMON_NOISE": "off"}, (1,))):
-        db = tmp_path / f"{name}.db"
-        shutil.copy(tmp_path / "seed.db", db)
-        args = [f"--perf-history={db}", "--perf-limit-history=2"]
-        runs[name] = _run(
-            tmp_path, tmp_path / f"{name}.json", cpu, True, {**ENV, **extra}, args, ok
-        )
-    on, off = runs["on"], runs["off"]
+    on = _beside_hog(tmp_path_factory, cpu)
+    shutil.copy(tmp_path / "seed.db", tmp_path / "off.db")
+    args = _limit_args(tmp_path / "off.db")
+    off = _run(
+        tmp_path, tmp_path / "off.json", cpu, True, {**ENV, "PERFMON_NOISE": "off"}, args, (1,)
+    )
     t = on["tests"][NODE]
     assert t["duration"] > 2 * c, (c, t)  # over the limit as measured ...
     assert not t.get("limits"), t  # ... not failed: within it without the wait
