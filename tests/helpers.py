@@ -924,6 +924,39 @@ def _monitor():
 )
 
 
+#: ``_monitor()`` for a test's own code in an inner run: the monitor process of this pytest
+#: (plain) or of its xdist controller, as FIND_MONITOR's, which finds the controller as
+#: its worker's parent and so needs real worker starts (helpers.REAL_WORKERS: about 0.4 CPU-s a
+#: worker). Here the controller names itself to its workers (OWNER_CONFTEST, the environment
+#: they inherit), whatever started them; the monitor is the one that watches it (its pidfd)
+#: and is the child of none of the test's process, its parent and its controller.
+FIND_OWN_MONITOR = (
+    FIND_MONITOR_SOURCE
+    + """
+def _monitor():
+    import os
+    import psutil
+    me = psutil.Process()
+    owner = int(os.environ["PERFMON_TESTS_OWNER"])
+    assert owner == me.pid or "PYTEST_XDIST_WORKER" in os.environ
+    mon = find_monitor(owner)
+    if mon is not None and mon.ppid() not in (me.pid, me.ppid(), owner):
+        return mon
+    raise AssertionError("no monitor process found")
+"""
+)
+
+#: The inner run's conftest for FIND_OWN_MONITOR: pytest (plain, or the xdist controller, before
+#: it starts its workers) names itself in the environment.
+OWNER_CONFTEST = """
+import os
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):
+        os.environ["PERFMON_TESTS_OWNER"] = str(os.getpid())
+"""
+
 #: The environment of an inner run whose xdist workers must be real starts, their controller's
 #: children (tests/preloaded.py forks them from its server otherwise): its tests look at their
 #: worker's parent.

@@ -11,7 +11,7 @@ import time
 
 import preloaded
 import pytest
-from helpers import FIND_MONITOR, REAL_WORKERS, validate
+from helpers import FIND_MONITOR, FIND_OWN_MONITOR, OWNER_CONFTEST, validate
 
 SUITE = """
 def test_one():
@@ -60,7 +60,7 @@ def test_monitor_cannot_start(run_perf, pytester, python, xdist):
 
 
 KILL_MONITOR = (
-    FIND_MONITOR
+    FIND_OWN_MONITOR
     + """
 import os, select, signal, time
 import psutil
@@ -93,7 +93,8 @@ def test_after():
 @pytest.mark.parametrize("xdist", [[], ["-n", "1"]], ids=["no-xdist", "n1"])
 def test_monitor_killed_mid_run(run_perf, pytester, xdist):
     pytester.makepyfile(test_kill=KILL_MONITOR)
-    run = run_perf(*xdist, env=REAL_WORKERS)
+    pytester.makeconftest(OWNER_CONFTEST)
+    run = run_perf(*xdist)
     assert run.ret == 0, run.text
     # Replaced (tests/test_invisible.py has the details); the warning names the test and how.
     assert any(

@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from helpers import FIND_MONITOR, REAL_WORKERS, XDIST_ENDS
+from helpers import FIND_OWN_MONITOR, OWNER_CONFTEST, XDIST_ENDS
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/fd"), reason="counts file descriptors through /proc/self/fd"
@@ -130,10 +130,15 @@ def test_after_server():
 """
 
 
-@pytest.mark.parametrize("xdist", XDIST_ENDS)
+# Without xdist, and with one worker: the checks are each process's own (its children,
+# threads, descriptors, connections), and an xdist worker's process is the same with a second
+# beside it (whose tests are the same checks of the same code again). One worker also runs every
+# test, so that its process surely sends more than a batch (with two, the split of 260 tests
+# decided whether each did).
+@pytest.mark.parametrize("xdist", [XDIST_ENDS[0], pytest.param(["-n", "1"], id="n1")])
 def test_leak_checks_see_no_change(run_perf, pytester, xdist):
     pytester.makepyfile(test_leaks=LEAK_CHECKS)
-    quick = 130 * (2 if xdist else 1)  # each process more than a batch of 128
+    quick = 130  # in the process that runs them, more than a batch of 128
     run = run_perf(*xdist, env={"QUICK": str(quick)})
     assert run.ret == 0, run.text
     assert "perfmon: warning" not in run.text, run.text
@@ -144,7 +149,7 @@ def test_leak_checks_see_no_change(run_perf, pytester, xdist):
 # The issue's repros: a test that asserts its process has no children, one that terminates
 # every child of its process, and one whose child must still be sampled afterwards.
 REPROS = (
-    FIND_MONITOR
+    FIND_OWN_MONITOR
     + """
 import json, os, subprocess, sys, time
 import psutil
@@ -187,8 +192,9 @@ def _gone(pid: int, ctime: float) -> bool:
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
 def test_issue_repros_pass_and_the_monitor_is_left_alone(run_perf, pytester, xdist):
     pytester.makepyfile(test_repros=REPROS)
+    pytester.makeconftest(OWNER_CONFTEST)
     # One worker runs them all, in their order: the reaping test comes before the child's.
-    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []), env=REAL_WORKERS)
+    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []))
     assert run.ret == 0, run.text
     assert "perfmon: warning" not in run.text, run.text
     assert run.report["session"]["collector"] == "monitor"  # it lived through the reaping
@@ -238,16 +244,18 @@ def test_a_fork_that_runs_pytest_on_leaves_the_run_alone(run_perf, pytester):
 
 
 def test_reference_run_without_the_plugin(run_perf, pytester):
-    """The inner checks are right: they pass without the plugin too."""
+    """The inner checks are right: they pass without the plugin too. (Two quick tests, not
+    130: their number is there to wake the plugin's sender in a test, and the plugin is off;
+    each of them is the same check.)"""
     pytester.makepyfile(test_leaks=LEAK_CHECKS, test_repros=REPROS)
-    run = run_perf("-k", "not monitor_outside", monitor=False)
+    run = run_perf("-k", "not monitor_outside", monitor=False, env={"QUICK": "2"})
     assert run.ret == 0, run.text
 
 
 # A monitor that dies mid-run (killed by pid, the OOM killer) is replaced: the next test's
 # child is sampled again, the warning names the test and how it ended, the report the gap.
 KILLS_MONITOR = (
-    FIND_MONITOR
+    FIND_OWN_MONITOR
     + """
 import os, signal, subprocess, sys, time
 
@@ -300,8 +308,10 @@ def pytest_runtest_logreport(report):
     ],
 )
 def test_monitor_killed_mid_run_is_replaced(run_perf, pytester, xdist, sig, how):
-    pytester.makepyfile(test_kill=KILLS_MONITOR.replace("{sig}", sig), conftest=LAGGING_CONTROLLER)
-    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []), env=REAL_WORKERS)
+    pytester.makepyfile(
+        test_kill=KILLS_MONITOR.replace("{sig}", sig), conftest=OWNER_CONFTEST + LAGGING_CONTROLLER
+    )
+    run = run_perf(*xdist, *(["--dist", "loadfile"] if xdist else []))
     assert run.ret == 0, run.text
     assert "Traceback" not in run.text
     session = run.report["session"]
