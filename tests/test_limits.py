@@ -2,13 +2,14 @@
 
 End-to-end: real pytest runs with the real monitor, without xdist and with -n 2, one run per
 mode covering every metric. The inner tests go over their limits by construction (a sleep of
-0.05 s against a limit of 0.01 s, 300 MB against a limit 150 MB above the process's RSS at
+0.05 s against a limit of 0.01 s, 160 MB against a limit 80 MB above the process's RSS at
 import), so no assertion depends on the machine's speed. The rest in-process.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import xml.etree.ElementTree as ET
 from types import SimpleNamespace
@@ -55,13 +56,15 @@ def test_call_over():
 def test_duration_over(slow_teardown):
     pass
 
-@pytest.mark.perf_limit(peak_mb=BASE + 150)
+# 160 MB against BASE + 80: 80 MB over the limit, and the neighbour (about BASE) 80 MB under
+# it. (It was 300 against BASE + 150: touching those pages was 0.16 CPU-s of each run.)
+@pytest.mark.perf_limit(peak_mb=BASE + 80)
 def test_peak_over():
-    b = bytearray(300 * 2**20)
+    b = bytearray(160 * 2**20)
     b[::4096] = b"x" * len(b[::4096])
     del b
 
-@pytest.mark.perf_limit(peak_mb=BASE + 150)
+@pytest.mark.perf_limit(peak_mb=BASE + 80)
 def test_peak_neighbour():
     pass  # runs near test_peak_over, in the same process or not: its peak is its own
 
@@ -78,7 +81,7 @@ def test_default_removed():
 
 @pytest.mark.perf_limit(cpu_time=0.01)
 def test_cpu_over():
-    spin(0.05)
+    spin(0.03)  # 3 x the limit on any machine: the limit reads time.process_time, as spin
 
 @pytest.mark.perf_limit(call=30, duration=30, peak_mb=100000, delta_mb=100000)
 def test_under():
@@ -164,7 +167,8 @@ def test_fail_mode_every_metric(run_perf, pytester, xdist):
             assert v["value"] > v["limit"] and v["how"], v
     text = run.text
     # the failure names metric, measured value, limit and method; teardown metrics fail there
-    assert "perf_limit: call 0.0" in text and "> limit 0.01 s (the call phase" in text
+    # (the measured value is whatever the host gave the 0.05 s sleep: 0.2 s on a busy one)
+    assert re.search(r"perf_limit: call \d+\.\d+ > limit 0\.01 s \(the call phase", text), text
     assert "ERROR at teardown of test_peak_over" in text
     assert "MB (kernel peak RSS over setup, call and teardown)" in text
     # the test that failed on its own keeps its failure, the limit is a note next to it
@@ -197,7 +201,8 @@ def test_warn_mode_keeps_outcomes_and_warns_on_github(run_perf, pytester, xdist)
     warnings = [ln for ln in run.text.splitlines() if ln.startswith("::warning ")]
     assert len(warnings) == 8, run.text
     line = next(w for w in warnings if "test_suite.py::test_call_over" in w)
-    assert line.startswith("::warning file=test_suite.py,line=") and "call 0.0" in line
+    assert line.startswith("::warning file=test_suite.py,line="), line
+    assert re.search(r": call \d+\.\d+ > limit 0\.01 s \(the call phase", line), line
 
 
 @pytest.mark.skipif(not LINUX, reason="the suite reads /proc/self/statm for its memory limits")

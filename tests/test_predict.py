@@ -4,12 +4,15 @@ import``: constructed ones with known numbers, and two of real runs)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import os
+from pathlib import Path
 
 import pytest
-from helpers import HISTORY_MISSING, HISTORY_WHY
+from helpers import HISTORY_MISSING, HISTORY_WHY, shared_run
 from pytest_perfmon.monitor import cli
 from pytest_perfmon.monitor import predict as prediction
 
@@ -326,17 +329,31 @@ def _import(db: str, paths: list, capsys) -> None:
     capsys.readouterr()
 
 
-@pytest.fixture
-def known_db(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def known_store(tmp_path_factory) -> str:
+    """The store of three constructed runs, imported once for the tests that only predict from
+    it (known_db checks that none of them changed it)."""
     base = golden()
+    where = tmp_path_factory.mktemp("known")
     paths = []
     for i, f in enumerate((0.9, 1.0, 1.1), 1):
-        p = tmp_path / f"r{i}.json"
+        p = where / f"r{i}.json"
         p.write_text(json.dumps(make_report(i, f, {"t/test_a.py::test_1": 240.0}, base)))
-        paths.append(p)
-    db = str(tmp_path / "h.db")
-    _import(db, paths, capsys)
+        paths.append(str(p))
+    db = str(where / "h.db")
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+        rc = cli.main(["history", "import", *paths, "--db", db])
+    assert rc == 0, said.getvalue()
     return db
+
+
+@pytest.fixture
+def known_db(known_store):
+    """known_store's path; after the test, the store as it was (predict only reads it)."""
+    before = Path(known_store).read_bytes()
+    yield known_store
+    assert Path(known_store).read_bytes() == before, "predict changed the store it read"
 
 
 def _predict(capsys, *argv: str) -> tuple[int, dict | str, str]:
@@ -511,11 +528,13 @@ def test_cli_missing_and_empty_store(tmp_path, capsys):
     assert rc == 2 and "holds no runs" in err and len(err.strip().splitlines()) == 1
 
 
-@needs_history
-def test_cli_on_real_runs(run_perf, pytester, capsys):
-    """Two real runs (without xdist and with two workers) imported: this machine's history."""
-    pytester.makepyfile(
-        test_real="""
+#: The suite of two real runs that test_cli_on_real_runs and
+#: test_xdist_simulation_matches_a_real_plain_run share (shared_run; each only reads their
+#: reports): test_real for the first (three tests, one of them holding 60 MB), test_skew for
+#: the second (30 tests of 30 ms, then one of 1 s). The simulation's run had one of its own,
+#: of test_skew alone, which cost a third real run (another -n 2 monitored session).
+REAL_SUITE = {
+    "test_real": """
         import time
         def test_short():
             time.sleep(0.02)
@@ -525,12 +544,29 @@ def test_cli_on_real_runs(run_perf, pytester, capsys):
             block = bytearray(60 * 1024 * 1024)
             block[::4096] = b"x" * len(block[::4096])
             time.sleep(0.05)
-        """
-    )
-    one = run_perf(output="one.json")
-    two = run_perf("-n", "2", output="two.json")
+        """,
+    "test_skew": "import time\n"
+    + "".join(f"def test_s{i:02d}():\n    time.sleep(0.03)\n" for i in range(30))
+    + "def test_zlong():\n    time.sleep(1.0)\n",
+}
+#: REAL_SUITE's node ids in collection order
+REAL_ORDER = [f"test_real.py::test_{n}" for n in ("short", "long", "memory")]
+REAL_ORDER += [f"test_skew.py::test_s{i:02d}" for i in range(30)] + ["test_skew.py::test_zlong"]
+
+
+def _real_runs(tmp_path_factory) -> tuple:
+    """REAL_SUITE's two runs (made once per session): without xdist, and with two workers."""
+    one = shared_run(tmp_path_factory, REAL_SUITE, output="one.json")
+    two = shared_run(tmp_path_factory, REAL_SUITE, "-n", "2", output="two.json")
     assert one.ret == 0 and two.ret == 0, one.text + two.text
-    db = str(pytester.path / "h.db")
+    return one, two
+
+
+@needs_history
+def test_cli_on_real_runs(tmp_path_factory, tmp_path, capsys):
+    """Two real runs (without xdist and with two workers) imported: this machine's history."""
+    one, two = _real_runs(tmp_path_factory)
+    db = str(tmp_path / "h.db")
     _import(db, [one.path, two.path], capsys)
     rc, res, err = _predict(capsys, "--db", db, "--workers", "1,2", "--format", "json")
     assert rc == 0, err
@@ -548,24 +584,19 @@ def test_cli_on_real_runs(run_perf, pytester, capsys):
     assert p2["peak_mb"] > p1["peak_mb"] >= peak
 
 
-def test_xdist_simulation_matches_a_real_plain_run(run_perf, pytester):
-    """A skewed suite (30 tests of 30 ms, then one of 1 s) run with plain `-n 2`: the busiest
-    worker's measured test time against the simulation of xdist's hand-out over the measured
-    durations in collection order (one real run: a generous tolerance). Longest first would
-    be ~0.45 s off: xdist hands the long test out last, after ~half of the short ones."""
-    shorts = "".join(f"def test_s{i:02d}():\n    time.sleep(0.03)\n" for i in range(30))
-    pytester.makepyfile(
-        test_skew="import time\n" + shorts + "def test_zlong():\n    time.sleep(1.0)\n"
-    )
-    run = run_perf("-n", "2")
-    assert run.ret == 0, run.text
-    order = [f"test_skew.py::test_s{i:02d}" for i in range(30)] + ["test_skew.py::test_zlong"]
+def test_xdist_simulation_matches_a_real_plain_run(tmp_path_factory):
+    """A skewed suite (three tests of 20 ms to 0.2 s, 30 of 30 ms, then one of 1 s) run with
+    plain `-n 2`: the busiest worker's measured test time against the simulation of xdist's
+    hand-out over the measured durations in collection order (one real run: a generous
+    tolerance). Longest first would be ~0.45 s off: xdist hands the long test out last, after
+    ~half of the short ones."""
+    _, run = _real_runs(tmp_path_factory)
     tests = run.tests
-    assert sorted(tests) == order
+    assert sorted(tests) == sorted(REAL_ORDER)
     busy: dict = {}
     for t in tests.values():
         busy[t["worker"]] = busy.get(t["worker"], 0.0) + t["duration"]
-    durs = [tests[n]["duration"] for n in order]
+    durs = [tests[n]["duration"] for n in REAL_ORDER]
     simulated = max(prediction.xdist_load(durs, 2))
     assert abs(simulated - max(busy.values())) <= 0.15, (simulated, busy)
     assert max(busy.values()) - max(prediction.lpt(durs, 2)) > 0.15, busy

@@ -464,12 +464,20 @@ GROUPED_FILES = {
 # their "@group" suffix into the node ids (they set item._nodeid, which pytest now ignores), so
 # xdist itself does not group, and neither do we: we group by the node ids xdist sends.
 @pytest.mark.parametrize("dist", ["loadscope", "loadfile"])
-def test_groups_kept_heaviest_first_on_real_workers(run_perf, pytester, log, first_run, dist):
-    # one first run for both modes: a plan is the tests' durations, whatever ran them
-    _planned_from(pytester, first_run, GROUPED_FILES)
+def test_groups_kept_heaviest_first_on_real_workers(run_perf, pytester, log, dist):
+    """Planned from a report of the tests' durations made here, as the crash test's plan is
+    (it was a real first run of its own, 0.16 CPU-s to learn the sleeps' lengths): planning
+    from a real run's report is test_report_plans_longest_first_on_real_workers's."""
+    from helpers import make_report  # the plan's input
+
+    pytester.makepyfile(**GROUPED_FILES)
+    durations = {f"test_{g}.py::test_{g}[{i}]": 0.03 for g in "ab" for i in range(4)}
+    durations.update({f"test_c.py::test_c[{i}]": 0.25 for i in range(4)})
+    (pytester.path / "first.json").write_text(json.dumps(make_report(0, durations)))
     run = run_perf("-n", "2", "--dist", dist, "--perf-schedule=first.json", monitor=False)
     assert run.ret == 0, run.text
-    assert "longest first from first.json" in run.text, run.text
+    # every test planned from its duration (the report's node ids are the collected ones)
+    assert "12 tests longest first from first.json (12 tests), 0 without data" in run.text, run.text
     rows = log.rows()
     where: dict = {}
     for _, _, worker, nodeid in rows:
@@ -480,8 +488,9 @@ def test_groups_kept_heaviest_first_on_real_workers(run_perf, pytester, log, fir
 
 
 #: What a heavy test holds, MB: far above what a light one does (0.1 MB) and a worker's
-#: baseline's spread between its tests; touching it is most of the heavy tests' CPU.
-HEAVY_MB = 80
+#: baseline's spread between its tests (0.01 MB); touching it is most of the heavy tests' CPU
+#: (80 MB was twice that, for nothing: the budgets below are multiples of it).
+HEAVY_MB = 40
 
 HEAVY = f"""
 import time
@@ -640,10 +649,13 @@ def test_where_it_does_not_apply_it_says_so(run_perf, pytester, first_run, args,
     assert message in run.text, run.text
 
 
+# pytest-rerunfailures with --reruns 1 only: its crash hook (registered whatever --reruns says)
+# reads sched.config.failures_db at every crash, and with --reruns 0 goes no further. With 1,
+# the last crash of test_dies always goes that same way, once its one rerun is used (a second
+# crash: it dies every time) or never known to the controller (then it is the first): the
+# --reruns 0 case, which had a run of its own, is part of this one.
 @pytest.mark.parametrize(
-    "rerun, reruns",
-    [("", 0), ("rerunfailures", 0), ("rerunfailures", 1)],
-    ids=["plain", "rerunfailures", "reruns-1"],
+    "rerun, reruns", [("", 0), ("rerunfailures", 1)], ids=["plain", "reruns-1"]
 )
 def test_a_crashing_worker_does_not_hang_the_run(run_perf, pytester, rerun, reruns):
     """xdist replaces the worker; its other tests are handed out again (run_perf bounds the
