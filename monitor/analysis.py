@@ -84,7 +84,7 @@ def check_report(data: Any, source: str = "report") -> None:
         raise ReportError(f"{source}: not a perfmon report (top level is {kind}, not an object)")
     if "schema_version" not in data:
         raise ReportError(f"{source}: not a perfmon report (no schema_version)")
-    problem = version_problem(data)
+    problem = version_problem(data, __version__)
     if problem is not None:
         raise ReportError(f"{source}: {problem}")
     for key in ("session", "tests"):

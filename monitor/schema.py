@@ -29,17 +29,16 @@ METHOD_FIXTURES = "pytest-fixture-setup-wrapper"
 _cache: dict = {}
 
 
-def version_problem(data: dict) -> Optional[str]:
-    """Why this perfmon cannot read a report whose ``schema_version`` is another (None when it
-    is this one; ``data`` a JSON object that has the key)."""
+def version_problem(data: dict, perfmon_version: str) -> Optional[str]:
+    """Why this perfmon (``perfmon_version``: the caller's ``__version__``, this module
+    imports nothing of ours) cannot read a report whose ``schema_version`` is another; None
+    when it is this one. ``data``: a JSON object that has the key."""
     version = data["schema_version"]
     if version == SCHEMA_VERSION and not isinstance(version, bool):
         return None
-    from . import __version__
-
     return (
         f"schema_version {json.dumps(version)} is not supported "
-        f"(this perfmon {__version__} reads schema_version {SCHEMA_VERSION})"
+        f"(this perfmon {perfmon_version} reads schema_version {SCHEMA_VERSION})"
     )
 
 

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from . import argtypes
+from . import __version__, argtypes
 from . import predict as prediction
 from .files import JSONFileError, read_json
 from .schema import version_problem
@@ -188,7 +188,7 @@ def report_durations(report: Mapping, name: str) -> dict:
     of its executions' durations and peaks; the baseline is the median over the workers of
     each one's lowest RSS at a test's start. Raises SplitError when no test has a duration."""
     if "schema_version" in report:
-        problem = version_problem(dict(report))
+        problem = version_problem(dict(report), __version__)
         if problem is not None:
             raise SplitError(f"{name}: {problem}")
     per: dict = {}

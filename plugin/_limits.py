@@ -146,6 +146,30 @@ def fetch_medians(history: Any, timeout: float = MEDIANS_TIMEOUT) -> tuple:
     return {"runs": runs, "tests": tests}, None
 
 
+#: The workerinput key of the medians the xdist controller read, for its workers on its host.
+WORKER_KEY = "perfmon_medians"
+
+
+class MediansForWorkers:
+    """In the xdist controller: hands the medians it read (or why it has none) to each worker,
+    so that the workers on its host start no reader of their own (each was a Python importing
+    the database layer in the worker's start-up, and a locked store held each one
+    MEDIANS_TIMEOUT). A worker on another host reads its own."""
+
+    def __init__(self, medians: Optional[dict], problem: Optional[str], host: str) -> None:
+        self.handed = {"host": host, "medians": medians, "problem": problem}
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[WORKER_KEY] = self.handed
+
+
+def _this_host() -> str:
+    from pytest_perfmon.monitor import host
+
+    return host.identity()
+
+
 def history_limits(medians: dict, history: Any) -> dict:
     """nodeid -> {metric: (limit, how the limit was made)} from the medians."""
     out: dict = {}
@@ -488,8 +512,17 @@ def install(config: pytest.Config, mode: str, defaults: tuple, history: Any = No
     hist_limits: dict = {}
     note = None
     if history is not None and (measurer is not None or not worker):
-        # Each process that runs tests reads the medians; the controller only for the note.
-        medians, problem = fetch_medians(history)
+        # Each process that runs tests has the medians; the controller reads them (for the
+        # note, too) and hands them to its workers on this host (MediansForWorkers).
+        handed = config.workerinput.get(WORKER_KEY) if worker else None  # type: ignore[attr-defined]
+        if isinstance(handed, dict) and handed.get("host") == _this_host():
+            medians, problem = handed.get("medians"), handed.get("problem")
+        else:
+            medians, problem = fetch_medians(history)
+        if not worker:
+            config.pluginmanager.register(
+                MediansForWorkers(medians, problem, _this_host()), "perfmon-limits-medians"
+            )
         if medians is None:
             note = f"perfmon: warning: history limits not applied: {problem}"
         else:

@@ -152,6 +152,36 @@ HISTORY_SUITE = {
 }
 
 
+#: The inner run's conftest: each process that starts a reader of the history's medians
+#: (``python -m pytest_perfmon.monitor.history.medians``) notes what it is in readers.txt: an
+#: xdist worker, or pytest (serial, or the xdist controller). (PYTEST_XDIST_WORKER cannot say:
+#: the inner run inherits this suite's.)
+COUNT_READERS = """
+import os
+import subprocess
+
+import pytest
+
+_run = subprocess.run
+ROLE = ["before pytest_configure"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    ROLE[0] = "worker" if hasattr(config, "workerinput") else "main"
+
+
+def run(cmd, *args, **kwargs):
+    if any("history.medians" in str(part) for part in cmd):
+        with open(os.path.join(os.path.dirname(__file__), "readers.txt"), "a") as f:
+            f.write(ROLE[0].replace(" ", "-") + "\\n")
+    return _run(cmd, *args, **kwargs)
+
+
+subprocess.run = run
+"""
+
+
 def _one_run_of_history(tmp_path_factory) -> Path:
     """A store (h.db) of one serial run of HISTORY_SUITE at its usual speed, with
     --perf-limit-history 2 on the empty store and green: made once per session; each case
@@ -178,6 +208,7 @@ def test_limits_relative_to_history(run_perf, pytester, tmp_path_factory, xdist)
     (serial) is recorded once for both cases (each copies the store)."""
     seed = _one_run_of_history(tmp_path_factory)
     pytester.makepyfile(**HISTORY_SUITE)
+    pytester.makeconftest(COUNT_READERS)
     db = pytester.path / "h.db"
     for store in seed.glob("h.db*"):  # the database and any journal beside it
         (pytester.path / store.name).write_bytes(store.read_bytes())
@@ -205,6 +236,10 @@ def test_limits_relative_to_history(run_perf, pytester, tmp_path_factory, xdist)
     for usual in ("test_steady", "test_usual"):  # at its usual speed no test is over its limit
         assert run.test(usual)["outcome"] == "passed" and not run.test(usual).get("limits")
     assert "limit from the history: 2 x median" in run.text
+    # one reader of the medians, pytest's or the xdist controller's, which hands them to its
+    # workers (each worker started its own before)
+    readers = (pytester.path / "readers.txt").read_text().split()
+    assert readers == ["main"], readers
 
 
 def test_limits_relative_to_history_need_a_store(pytester, inprocess):

@@ -2,9 +2,9 @@
 ours (pinned in pyproject.toml's test extra), unittest and doctest items, and every way
 pytest-xdist distributes or a run stops early; each without xdist and with two workers.
 
-One pytest run per case, on a small generated suite whose conftest.py writes down pytest's
-own view of the run (its terminal reporter's stats and exit code, in the xdist controller
-too). Against it, for each case:
+One pytest run per case (pytest's own kinds of items share one: PYTEST_OWN), on a small
+generated suite whose conftest.py writes down pytest's own view of the run (its terminal
+reporter's stats and exit code, in the xdist controller too). Against it, for each case:
 
 - the exit code is the one the suite was designed for, and pytest's own;
 - every test pytest executed is in the report exactly once (keyed by its node id), with
@@ -425,6 +425,28 @@ def test_fails():
     assert False
 """
 
+#: pytest's own kinds of items, no plugin enabled, in one run (each was a case of its own, two
+#: pytest runs, and a run costs about as much CPU as this whole suite): unittest TestCases,
+#: doctests (in a module and a text file), the subtests fixture of pytest's built-in plugin
+#: (pytest 9), and a file given twice with --keep-duplicates (each of its tests runs twice under
+#: one node id). None changes how another is collected or run: --doctest-modules finds no
+#: example in the other modules, --keep-duplicates repeats only the path given twice. Every
+#: kind is checked as before (its outcomes, subtests, executions), each test against pytest's
+#: own view of the run.
+PYTEST_OWN = {
+    "test_unit": UNITTEST_SUITE,
+    "documented": DOCTEST_MODULE,
+    "test_plain": "def test_plain():\n    pass\n",
+    "doc.txt": DOCTEST_TEXT,
+    "test_dup": DUPLICATE_SUITE,
+    # pytest 9's built-in subtests (below 9 there is none: pytest-subtests has its own case)
+    **(
+        {"test_subtests": SUBTESTS_SUITE.format(module="_pytest.subtests")}
+        if PYTEST_MAJOR >= 9
+        else {}
+    ),
+}
+
 
 # --------------------------------------------------------------------------- the cases
 
@@ -545,34 +567,32 @@ CASES = {
         args=["-p", "pytest_subtests.plugin"] if PYTEST_MAJOR >= 9 else [],
         plugin="subtests",
     ),
-    "builtin-subtests": _subtests_case("_pytest.subtests", min_pytest=9),
-    "unittest": Case(
-        {"test_unit": UNITTEST_SUITE},
+    "pytest-own": Case(
+        PYTEST_OWN,
+        # "." collects every file once; test_dup.py, given again, is collected a second time
+        ["--doctest-modules", "--doctest-glob=*.txt", "--keep-duplicates", ".", "test_dup.py"],
         expect={
             "::TestCase::test_passes": "passed",
             "::TestCase::test_fails": "failed",
             "::TestCase::test_skipped": "skipped",
             "::TestCase::test_expected_failure": "xfailed",
             "::TestCase::test_subtests": "failed",
-        },
-    ),
-    "doctest": Case(
-        {
-            "documented": DOCTEST_MODULE,
-            "test_plain": "def test_plain():\n    pass\n",
-            "doc.txt": DOCTEST_TEXT,
-        },
-        ["--doctest-modules", "--doctest-glob=*.txt"],
-        expect={
             "::documented.double": "passed",
             "::documented.wrong": "failed",
             "doc.txt::doc.txt": "passed",
+            "test_dup.py::test_a": "passed",
+            "test_dup.py::test_fails": "failed",
+            **(
+                {"::test_right_plugin": "passed", "::test_mixed": "failed"}
+                if PYTEST_MAJOR >= 9
+                else {}
+            ),
         },
     ),
-    # stopped early, pytest exits 1; xdist's controller stops as interrupted: 2
-    "exitfirst": Case(
-        {"test_stop": STOP_SUITE}, ["-x"], {"serial": 1, "n2": 2}, expect={"::test_2": "failed"}
-    ),
+    # stopped early, pytest exits 1; xdist's controller stops as interrupted: 2. (-x has no
+    # case of its own: pytest defines it as --maxfail=1, store_const to the same dest, so
+    # pytest, xdist's controller and this plugin see one option; and --maxfail=2 also has a
+    # failure that does not stop the run before the one that does.)
     "maxfail": Case(
         {"test_stop": STOP_SUITE},
         ["--maxfail=2"],
@@ -585,17 +605,14 @@ CASES = {
     # was -n 16: every worker beyond the 12th only cost the run another process's start.)
     "n12": Case(GENERAL, ["-n", "12"], xdist=("n12",)),
     # --dist load is xdist's default: every n2 case above runs with it, and n12 runs the
-    # general suite with it (its check_workers included), so it has no case of its own
+    # general suite with it (its check_workers included), so it has no case of its own.
+    # --dist loadscope has none either: xdist's loadfile and loadgroup schedulers are its
+    # scheduler (subclasses of LoadScopeScheduling that override only _split_scope, the key a
+    # test is grouped by), and this plugin has no code that depends on the --dist mode.
     **{
         f"dist-{mode}": Case(GENERAL, ["--dist", mode], xdist=("n2",))
-        for mode in ("loadscope", "loadfile", "loadgroup", "worksteal", "each")
+        for mode in ("loadfile", "loadgroup", "worksteal", "each")
     },
-    # a path given twice: each of its tests runs twice under one node id
-    "keep-duplicates": Case(
-        {"test_dup": DUPLICATE_SUITE},
-        ["--keep-duplicates", "test_dup.py", "test_dup.py"],
-        expect={"::test_a": "passed", "::test_fails": "failed"},
-    ),
 }
 
 #: the outcomes the general suite's design gives (every --dist mode, -n 0, -n 12, ...)
@@ -778,7 +795,7 @@ def test_matrix(run_perf, pytester, name, variant):
     assert run.report["session"].get("exit_status", run.ret) == run.ret, run.report["session"]
     check_report(run.report, seen)
     _case_specific(name, variant, seen, run.report)
-    if name in ("exitfirst", "maxfail"):  # stopped early, the session still finished
+    if name == "maxfail":  # stopped early, the session still finished
         assert run.report["session"]["aborted"] is False, run.report["session"]
         assert "perfmon: warning" not in run.text, run.text
     if case.files is GENERAL:
@@ -823,11 +840,9 @@ def _case_specific(name: str, variant: str, seen: dict, report: dict) -> None:
     elif name.startswith("timeout"):
         hung = tests["test_timeout.py::test_2_hangs"]
         assert hung["duration"] is None or hung["duration"] >= 0.9, hung
-    elif name in ("pytest-subtests", "builtin-subtests"):
+    elif name == "pytest-subtests" or (name == "pytest-own" and PYTEST_MAJOR >= 9):
         mixed = seen["test_subtests.py::test_mixed"].subtests
         assert (mixed["passed"], mixed["failed"], mixed["skipped"]) == (2, 1, 1), mixed
-    elif name == "exitfirst" and variant == "serial":
-        assert sorted(seen) == ["test_stop.py::test_1", "test_stop.py::test_2"]
     elif name == "maxfail" and variant == "serial":
         assert len(seen) == 4, sorted(seen)
     elif name == "dist-each":
@@ -842,8 +857,10 @@ def _case_specific(name: str, variant: str, seen: dict, report: dict) -> None:
         for nodeid, t in tests.items():
             by_file.setdefault(nodeid.split("::")[0], set()).add(t["worker"])
         assert all(len(w) == 1 for w in by_file.values()), by_file
-    elif name == "keep-duplicates":
-        assert len(seen) == 3 and all(s.attempts == 2 for s in seen.values()), seen
+    if name == "pytest-own":  # the file given twice ran twice, every other test once
+        twice = {k for k, s in seen.items() if s.attempts == 2}
+        assert twice == {f"test_dup.py::test_{n}" for n in ("a", "b", "fails")}, seen
+        assert all(s.attempts in (1, 2) for s in seen.values()), seen
 
 
 # --------------------------------------------------------------------------- timeout, thread

@@ -220,10 +220,12 @@ def test_cpu():
 """
 
 
-@pytest.mark.parametrize("xdist", XDIST_ENDS)
-def test_print_summary_fits_the_terminal(run_perf, pytester, xdist):
+# Without xdist. With two workers, the same checks and the workers' sections:
+# tests/test_xdist.py's test_print_summary_fits_the_terminal_with_workers, on the -n 2 run its
+# tests of the workers' views read (one pytest run fewer).
+def test_print_summary_fits_the_terminal(run_perf, pytester):
     pytester.makepyfile(test_summary=SUMMARY_SUITE)
-    run = run_perf("--perf-print-summary", *xdist, env={"COLUMNS": "80"})
+    run = run_perf("--perf-print-summary", env={"COLUMNS": "80"})
     assert run.ret == 0, run.text
     out = run.result.stdout.str()
     lines = out.splitlines()
@@ -251,9 +253,6 @@ def test_print_summary_fits_the_terminal(run_perf, pytester, xdist):
     # that process's first-time work, so a 0 ms test can rank anywhere on a busy machine)
     assert [r.split()[-1] for r in rows] == slowest
     assert block[mem + 2].rstrip().endswith("test_memory")
-    if xdist == ["-n", "2"]:
-        assert "workers" in block
-        assert any("concurrent memory peak" in line for line in block)
     assert "perfmon: report written to" in out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from helpers import shared_run
 
 SUITE = {
     "test_alpha": """
@@ -36,16 +37,34 @@ class TestC:
 }
 N_TESTS = 6 + 4 + 1 + 3
 
+#: SUITE's companion in the -n 2 run the summary is read from (tests/test_plugin.py checks
+#: the summary without xdist, on its own suite): a test that keeps 30 MB, the largest
+#: |end - start| (test_memory frees its 100 MB before its end), and one that burns 50 ms of
+#: CPU (for the "CPU over" section), as tests/test_plugin.py's SUMMARY_SUITE has
+SUMMARY_EXTRA = {
+    "test_summary": """
+import time
 
-def _check(run, workers: set) -> None:
+def test_keep():
+    test_keep.block = b"x" * (30 * 1024 * 1024)
+
+def test_cpu():
+    t = time.process_time()
+    while time.process_time() - t < 0.05:
+        pass
+""",
+}
+
+
+def _check(run, workers: set, n_tests: int = N_TESTS) -> None:
     assert run.ret == 0, run.text
     rep = run.report
     tests = rep["tests"]
-    assert len(tests) == N_TESTS == rep["session"]["total_tests"]
+    assert len(tests) == n_tests == rep["session"]["total_tests"]
     assert rep["session"]["records_dropped"] == 0
     assert {t["worker"] for t in tests.values()} <= workers
     assert set(rep["workers"]) <= workers
-    assert sum(w["tests"] for w in rep["workers"].values()) == N_TESTS
+    assert sum(w["tests"] for w in rep["workers"].values()) == n_tests
     for wid, w in rep["workers"].items():
         pids = {t["pid"] for t in tests.values() if t["worker"] == wid}
         assert pids == {w["pid"]}
@@ -57,13 +76,12 @@ def _check(run, workers: set) -> None:
 # Every --dist mode with -n 2, -n 0, -n 12 and -p no:xdist: tests/test_compat.py's matrix, on
 # a suite of every outcome, checked against pytest's own view and with these checks of the
 # workers (check_workers; noxfile.py's compat sessions run those cases too). Here, the ways
-# of asking for xdist that the matrix does not take.
+# of asking for xdist that the matrix does not take (and -n auto: test_n_auto).
 @pytest.mark.parametrize(
     "args, workers",
     [
         pytest.param(["--dist", "loadscope"], {"main"}, id="dist-without-n"),
         pytest.param(["-n", "1"], {"gw0"}, id="n1"),
-        pytest.param(["-n", "auto"], {f"gw{i}" for i in range(64)}, id="n-auto"),
     ],
 )
 def test_every_distribution_mode(run_perf, pytester, args, workers):
@@ -72,12 +90,34 @@ def test_every_distribution_mode(run_perf, pytester, args, workers):
     _check(run, workers)
 
 
-def test_shared_collector_views(run_perf, pytester):
+@pytest.fixture
+def views(tmp_path_factory):
+    """One -n auto run of SUITE and SUMMARY_EXTRA at 80 columns, made once and read by the
+    three tests below (it was a run each: -n auto, the views and the summary with -n 2). xdist
+    resolves -n auto to a number of workers before this plugin reads any option:
+    PYTEST_XDIST_AUTO_NUM_WORKERS when set (here 2: the -n 2 run the views and the summary
+    read), else the CPU count."""
+    # 0.05 s sampling: the 100 MB test's 0.3 s hold spans 6 intervals
+    return shared_run(
+        tmp_path_factory,
+        {**SUITE, **SUMMARY_EXTRA},
+        "-n",
+        "auto",
+        "--perf-print-summary",
+        "--perf-cpu-interval=0.05",
+        env={"PYTEST_XDIST_AUTO_NUM_WORKERS": "2", "COLUMNS": "80"},
+    )
+
+
+def test_n_auto(views):
+    _check(views, {"gw0", "gw1"}, N_TESTS + 2)
+    assert set(views.report["workers"]) == {"gw0", "gw1"}  # auto, as the number set
+
+
+def test_shared_collector_views(views):
     """Per-worker figures, the concurrent memory peak and the session's use of its workers."""
-    pytester.makepyfile(**SUITE)
-    # 0.05 s sampling: the 40 MB test's 0.3 s hold spans 6 intervals
-    run = run_perf("-n", "2", "--perf-print-summary", "--perf-cpu-interval=0.05")
-    _check(run, {"gw0", "gw1"})
+    run = views
+    _check(run, {"gw0", "gw1"}, N_TESTS + 2)
     rep = run.report
     peak = rep["concurrent_memory_peak"]
     assert peak is not None
@@ -95,3 +135,41 @@ def test_shared_collector_views(run_perf, pytester):
     assert "workers" in out and "gw0" in out and "gw1" in out
     assert "concurrent memory peak" in out
     assert "worker utilisation" in out
+
+
+def test_print_summary_fits_the_terminal_with_workers(views):
+    """--perf-print-summary under xdist at 80 columns: tests/test_plugin.py's checks of the
+    summary without xdist (each section once, every line fits, the slowest tests as the report
+    ranks them, the largest memory delta first), and the workers' sections."""
+    assert views.ret == 0, views.text
+    out = views.result.stdout.str()
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "performance summary" in line)
+    block = lines[start:]
+
+    def title(prefix: str) -> int:
+        found = [i for i, line in enumerate(block) if line.startswith(prefix)]
+        assert len(found) == 1, (prefix, block)
+        return found[0]
+
+    slow = title("slowest tests")
+    mem = title("largest memory deltas")
+    title("CPU over")
+    table = [line for line in block if not line.startswith("perfmon: report written")]
+    assert all(len(line) <= 80 for line in table), [line for line in table if len(line) > 80]
+    rows = []
+    for line in block[slow + 2 :]:
+        if not line.startswith("  "):
+            break
+        rows.append(line)
+    assert len(rows) == 10
+    tests = views.tests
+    # slowest first, then by node id (SUITE's ten 10 ms sleeps may tie to the microsecond)
+    slowest = sorted(tests, key=lambda k: (-tests[k]["duration"], k))[:10]
+    # (no assertion on which tests are slowest: the first test a worker runs also pays for
+    # that process's first-time work, so a 0 ms test can rank anywhere on a busy machine)
+    assert [r.split()[-1] for r in rows] == slowest
+    assert block[mem + 2].rstrip().endswith("test_keep")
+    assert "workers" in block
+    assert any("concurrent memory peak" in line for line in block)
+    assert "perfmon: report written to" in out
