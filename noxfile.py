@@ -44,12 +44,12 @@ nox.options.sessions = ["oldest", "compat", "plugins", "types"]
 
 #: the test files whose tests run real pytest sessions with the plugin (all its hooks,
 #: with and without xdist), and the cases of tests/test_compat.py's matrix that take no
-#: third-party plugin: every --dist mode, -n 0, -n 12, -p no:xdist; the rest of the suite does
+#: third-party plugin: the --dist modes, -n 0, -n 12, -p no:xdist; the rest of the suite does
 #: not depend on pytest's version
 HOOK_TESTS = ["tests/test_plugin.py", "tests/test_xdist.py", "tests/test_report_e2e.py"] + [
     f"tests/test_compat.py::test_matrix[{case}]"
     for case in ["n0-serial", "no-xdist-serial", "n12-n12"]
-    + [f"dist-{mode}-n2" for mode in ["loadscope", "loadfile", "loadgroup", "worksteal"]]
+    + [f"dist-{mode}-n2" for mode in ["loadfile", "loadgroup", "worksteal"]]
     + ["dist-each-n2"]
 ]
 #: what those tests import besides the project (see tests/conftest.py)

@@ -1043,3 +1043,40 @@ PROFILED_SUITE = """
 #: page in Chromium: shared_run with the same files and arguments makes that run once a
 #: session for both modules.
 PROFILE_ARGS = ("--perf-profile", "slow", "--perf-profile-over", "0.3", "--perf-html", "perf.html")
+
+
+# --- the terminal summary (tests/test_plugin.py's and tests/test_xdist.py's)
+
+
+def check_print_summary(out: str, tests: dict, largest_delta: str) -> list:
+    """--perf-print-summary's block in ``out`` at 80 columns: each section once, every line
+    fits, the ten slowest tests of the report ``tests`` as it ranks them (slowest first, then
+    by node id: equal durations tie to the microsecond), the largest memory delta the test whose
+    node id ends with ``largest_delta``. Returns the block's lines."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if "performance summary" in line)
+    block = lines[start:]
+
+    def title(prefix: str) -> int:
+        found = [i for i, line in enumerate(block) if line.startswith(prefix)]
+        assert len(found) == 1, (prefix, block)
+        return found[0]
+
+    slow = title("slowest tests")
+    mem = title("largest memory deltas")
+    title("CPU over")
+    table = [line for line in block if not line.startswith("perfmon: report written")]
+    assert all(len(line) <= 80 for line in table), [line for line in table if len(line) > 80]
+    rows = []
+    for line in block[slow + 2 :]:
+        if not line.startswith("  "):
+            break
+        rows.append(line)
+    assert len(rows) == 10
+    slowest = sorted(tests, key=lambda k: (-tests[k]["duration"], k))[:10]
+    # (no assertion on which tests are slowest: the first test a worker runs also pays for
+    # that process's first-time work, so a 0 ms test can rank anywhere on a busy machine)
+    assert [r.split()[-1] for r in rows] == slowest
+    assert block[mem + 2].rstrip().endswith(largest_delta)
+    assert "perfmon: report written to" in out
+    return block

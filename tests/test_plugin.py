@@ -9,7 +9,7 @@ import sys
 
 import preloaded
 import pytest
-from helpers import XDIST_ENDS, shared_run, validate
+from helpers import XDIST_ENDS, check_print_summary, shared_run, validate
 
 OUTCOMES = """
 import pytest
@@ -227,33 +227,7 @@ def test_print_summary_fits_the_terminal(run_perf, pytester):
     pytester.makepyfile(test_summary=SUMMARY_SUITE)
     run = run_perf("--perf-print-summary", env={"COLUMNS": "80"})
     assert run.ret == 0, run.text
-    out = run.result.stdout.str()
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if "performance summary" in line)
-    block = lines[start:]
-
-    def title(prefix: str) -> int:
-        found = [i for i, line in enumerate(block) if line.startswith(prefix)]
-        assert len(found) == 1, (prefix, block)
-        return found[0]
-
-    slow = title("slowest tests")
-    mem = title("largest memory deltas")
-    title("CPU over")
-    table = [line for line in block if not line.startswith("perfmon: report written")]
-    assert all(len(line) <= 80 for line in table), [line for line in table if len(line) > 80]
-    rows = []
-    for line in block[slow + 2 :]:
-        if not line.startswith("  "):
-            break
-        rows.append(line)
-    assert len(rows) == 10
-    slowest = sorted(run.tests, key=lambda k: run.tests[k]["duration"], reverse=True)[:10]
-    # (no assertion on which tests are slowest: the first test a worker runs also pays for
-    # that process's first-time work, so a 0 ms test can rank anywhere on a busy machine)
-    assert [r.split()[-1] for r in rows] == slowest
-    assert block[mem + 2].rstrip().endswith("test_memory")
-    assert "perfmon: report written to" in out
+    check_print_summary(run.result.stdout.str(), run.tests, "test_memory")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that takes any bytes")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import shared_run
+from helpers import check_print_summary, shared_run
 
 SUITE = {
     "test_alpha": """
@@ -142,34 +142,6 @@ def test_print_summary_fits_the_terminal_with_workers(views):
     summary without xdist (each section once, every line fits, the slowest tests as the report
     ranks them, the largest memory delta first), and the workers' sections."""
     assert views.ret == 0, views.text
-    out = views.result.stdout.str()
-    lines = out.splitlines()
-    start = next(i for i, line in enumerate(lines) if "performance summary" in line)
-    block = lines[start:]
-
-    def title(prefix: str) -> int:
-        found = [i for i, line in enumerate(block) if line.startswith(prefix)]
-        assert len(found) == 1, (prefix, block)
-        return found[0]
-
-    slow = title("slowest tests")
-    mem = title("largest memory deltas")
-    title("CPU over")
-    table = [line for line in block if not line.startswith("perfmon: report written")]
-    assert all(len(line) <= 80 for line in table), [line for line in table if len(line) > 80]
-    rows = []
-    for line in block[slow + 2 :]:
-        if not line.startswith("  "):
-            break
-        rows.append(line)
-    assert len(rows) == 10
-    tests = views.tests
-    # slowest first, then by node id (SUITE's ten 10 ms sleeps may tie to the microsecond)
-    slowest = sorted(tests, key=lambda k: (-tests[k]["duration"], k))[:10]
-    # (no assertion on which tests are slowest: the first test a worker runs also pays for
-    # that process's first-time work, so a 0 ms test can rank anywhere on a busy machine)
-    assert [r.split()[-1] for r in rows] == slowest
-    assert block[mem + 2].rstrip().endswith("test_keep")
+    block = check_print_summary(views.result.stdout.str(), views.tests, "test_keep")
     assert "workers" in block
     assert any("concurrent memory peak" in line for line in block)
-    assert "perfmon: report written to" in out
