@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -17,18 +18,23 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from helpers import inner_addopts, run_in
+from helpers import Run, inner_addopts, run_in, shared_once, validate
 
 FAR = "far-host"
 #: Bound on the socket server's start.
 SERVER_START = 30.0
 
-SUITE = """
+#: SUITE's tests. Four on two workers: xdist's first hand-out is two to each (all of them), so
+#: both hosts always have tests (six gave 3 and 3, or 4 and 2 with both cores busy); each test
+#: more was a child and half a second of sampling more, in each of the runs below.
+N = 4
+
+SUITE = f"""
 import subprocess, sys, pytest
 
 CHILD = "import time; block = b'x' * (50 * 1024 * 1024); time.sleep(0.5)"
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range({N}))
 def test_x(i):
     block = bytearray((i % 3 + 1) * 20 * 1024 * 1024)
     # -S: the child needs no site-packages (their .pth files were a third of its CPU)
@@ -91,8 +97,41 @@ def _server(tmp_path, **env: str) -> Iterator[Server]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory) -> Iterator:
+    """This module's socket server (of this process) for the tests whose remote side has no
+    setting of its own: ``servers()``, started at first use and kept for the next such test.
+    execnet's socket server serves one session after another, as it does on a remote host (a
+    second session on the same worker process is what test_socket_worker_on_another_host
+    checks); starting one and importing pytest and this plugin in its first session cost
+    about 0.25 CPU-s per test. The tests' inner modules have names of their own (a module
+    that an earlier session imported keeps its name there). A server that died, or whose relay
+    outlived its session (a test failed), is replaced. The tests that need a server of their
+    own (it dies: own_server; or it has an environment of its own) start it with _server."""
+    with contextlib.ExitStack() as kept:
+        held: dict = {}
+
+        def get() -> Server:
+            srv = held.get("srv")
+            if srv is not None and (srv.proc.poll() is not None or not _relays_gone(srv, 0)):
+                held.pop("stack").close()
+                srv = None
+            if srv is None:
+                stack = kept.enter_context(contextlib.ExitStack())
+                srv = stack.enter_context(_server(tmp_path_factory.mktemp("server")))
+                held.update(srv=srv, stack=stack)
+            return srv
+
+        yield get
+
+
 @pytest.fixture
-def server(tmp_path) -> Iterator[Server]:
+def server(servers) -> Server:
+    return servers()
+
+
+@pytest.fixture
+def own_server(tmp_path) -> Iterator[Server]:
     with _server(tmp_path) as srv:
         yield srv
 
@@ -108,8 +147,9 @@ def _relays_gone(srv: Server, timeout: float = 15.0) -> bool:
     return True
 
 
-def _run(path, port: int, *args: str, env: dict | None = None):
-    (path / "test_a.py").write_text(SUITE)
+def _run(path, port: int, module: str, *args: str, env: dict | None = None):
+    """SUITE as ``module``.py in ``path``, on the socket server at ``port`` and a local worker."""
+    (path / f"{module}.py").write_text(SUITE)
     return run_in(
         path,
         "-d",
@@ -142,10 +182,10 @@ def _hosts_ok(rep: dict, remote_workers: int = 1) -> None:
 
 def test_socket_worker_on_another_host(tmp_path, server, capsys):
     port, proc = server.port, server.proc
-    run = _run(tmp_path, port)
+    run = _run(tmp_path, port, "test_sock")
     assert run.ret == 0, run.text
     rep = run.report
-    assert len(rep["tests"]) == 6
+    assert len(rep["tests"]) == N
     _hosts_ok(rep)
     assert not rep["session"]["warnings"], rep["session"]["warnings"]
     assert not rep["session"].get("possibly_incomplete")
@@ -161,8 +201,7 @@ def test_socket_worker_on_another_host(tmp_path, server, capsys):
     capsys.readouterr()
     assert cli.main(["report", str(run.path)]) == 0  # in-process, as tests/test_cli.py runs it
     out = capsys.readouterr().out
-    # (how many tests each worker took is xdist's choice: 3 and 3 on a quiet machine, 4 and 2 seen
-    # with both cores busy)
+    # (how many tests each worker took is xdist's choice: N // 2 each, see N)
     assert "Hosts: " in out, out
     assert f"{FAR} (1 worker(s), {len(far)} test" in out, out
     lanes = [lane["name"] for lane in html.page_data(rep)["lanes"]]
@@ -172,7 +211,7 @@ def test_socket_worker_on_another_host(tmp_path, server, capsys):
     assert analysis.host_totals(merged)[FAR]["peak_mb"] == far_peak(rep)
     # The socket server loops: a second session on the same worker process works the same
     # (no state of the first one leaked), with a relay of its own.
-    again = _run(tmp_path, port, env={})
+    again = _run(tmp_path, port, "test_sock", env={})
     assert again.ret == 0, again.text
     _hosts_ok(again.report)
     assert proc.poll() is None
@@ -181,7 +220,7 @@ def test_socket_worker_on_another_host(tmp_path, server, capsys):
 
 def test_proxy_gateway_workers_share_one_relay(tmp_path, server):
     port = server.port
-    (tmp_path / "test_a.py").write_text(SUITE)
+    (tmp_path / "test_proxy.py").write_text(SUITE)
     run = run_in(
         tmp_path,
         "-d",
@@ -193,7 +232,7 @@ def test_proxy_gateway_workers_share_one_relay(tmp_path, server):
     )
     assert run.ret == 0, run.text
     rep = run.report
-    assert len(rep["tests"]) == 6
+    assert len(rep["tests"]) == N
     far = [wid for wid, w in rep["workers"].items() if w["host"] == FAR]
     assert len(far) == 2
     # one relay sampled both: its host's concurrent peak names the workers it saw together
@@ -244,26 +283,75 @@ def test_keys(request):
 """
 
 
-def test_collector_refuses_a_wrong_key(tmp_path, server):
-    port = server.port
-    (tmp_path / "test_k.py").write_text(KEYS)
-    run = run_in(tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist")
+def test_collector_refuses_a_wrong_key(tmp_path_factory, servers):
+    """KEYS's test, on the remote worker of test_relay_killed_mid_run's run (it runs after that
+    run's tests, through the relay that replaced the killed one): it only asks the collector,
+    whose endpoint and keys the relay does not change."""
+    run, _ = _relay_killed_run(tmp_path_factory, servers)
     assert run.ret == 0, run.text
-    assert run.report["tests"][next(iter(run.report["tests"]))]["host"] == FAR
+    keys = run.report["tests"]["test_k.py::test_keys"]
+    assert keys["outcome"] == "passed" and keys["host"] == FAR, keys
 
 
-def test_unreachable_collector_hands_records_back(tmp_path):
-    closed = _free_port()  # where the remote side is told the collector is: nothing listens
-    # Nothing will ever answer: the relay's wait for the handshake need not be the default 5 s
-    # (its default and parsing: test_relay_grace_from_the_environment).
-    with _server(
-        tmp_path, PERFMON_RELAY_UPSTREAM=f"127.0.0.1:{closed}", PERFMON_RELAY_GRACE="1"
-    ) as srv:
-        run = _run(tmp_path, srv.port)
-        assert _relays_gone(srv)  # the relay, having told its worker, ended with it
+#: The other remote host of _relay_settings_run.
+FAR2 = "far-host-2"
+
+
+def _relay_settings_run(tmp_path_factory) -> tuple:
+    """One run of SUITE, made once (helpers.shared_once) for the two tests that read it, each
+    about its own remote worker: one on FAR whose relay is told a collector where nothing
+    listens (test_unreachable_collector_hands_records_back), one on FAR2 whose relay's
+    PERFMON_RELAY_GRACE is not a number (test_a_bad_relay_grace_is_one_warning), each from a
+    socket server of its own (another relay, in its own TMPDIR), and a local worker. N tests
+    on three workers: fewer than two each, xdist hands them all out at once, round robin, so
+    each worker has one at least. Its Run, and whether each server's relays were gone after it
+    ([FAR, FAR2]). It was two runs (one per setting): their servers' environments differ."""
+
+    def make(path) -> None:
+        (path / "test_a.py").write_text(SUITE)
+        (path / "far").mkdir()
+        (path / "far2").mkdir()
+        closed = _free_port()  # where FAR's side is told the collector is: nothing listens
+        # Nothing will ever answer: the relay's wait for the handshake need not be the default
+        # 5 s (its default and parsing: test_relay_grace_from_the_environment).
+        unreachable = {"PERFMON_RELAY_UPSTREAM": f"127.0.0.1:{closed}", "PERFMON_RELAY_GRACE": "1"}
+        with contextlib.ExitStack() as servers:  # (parenthesized with: Python 3.10 on)
+            far = servers.enter_context(_server(path / "far", **unreachable))
+            far2 = servers.enter_context(
+                _server(path / "far2", PERFMON_HOST_ID=FAR2, PERFMON_RELAY_GRACE="soon")
+            )
+            run = run_in(
+                path,
+                "-d",
+                f"--tx=socket=127.0.0.1:{far.port}//chdir={path}",
+                f"--tx=socket=127.0.0.1:{far2.port}//chdir={path}",
+                "--tx=popen",
+                "-p",
+                "xdist",
+            )
+            gone = [_relays_gone(far), _relays_gone(far2)]
+        outcome = [run.ret, run.result.outlines, run.result.errlines, gone]
+        (path / "result.json").write_text(json.dumps(outcome), encoding="utf-8")
+
+    return _shared(tmp_path_factory, "remote-relay-settings", make)
+
+
+def _shared(tmp_path_factory, name: str, make) -> tuple:
+    """The Run that ``make`` made once in a directory (helpers.shared_once) and wrote as
+    result.json (its return code, output lines and a last item), and that item."""
+    path = shared_once(tmp_path_factory, name, make)
+    ret, outlines, errlines, extra = json.loads((path / "result.json").read_text("utf-8"))
+    out = path / "perf.json"
+    report = validate(json.loads(out.read_text("utf-8"))) if out.exists() else None
+    return Run(pytest.RunResult(ret, outlines, errlines, 0.0), report, out), extra
+
+
+def test_unreachable_collector_hands_records_back(tmp_path_factory):
+    run, gone = _relay_settings_run(tmp_path_factory)
+    assert gone[0]  # the relay, having told its worker, ended with it
     assert run.ret == 0, run.text
     rep = run.report
-    assert len(rep["tests"]) == 6
+    assert len(rep["tests"]) == N
     far = [t for t in rep["tests"].values() if t["host"] == FAR]
     assert far and all(t["memory"]["peak_mb"] and t["cpu_percent"] is not None for t in far)
     warnings = [w for w in rep["session"]["warnings"] if "came back at the end through xdist" in w]
@@ -291,19 +379,22 @@ def test_relay_grace_from_the_environment():
         ), said
 
 
-def test_a_bad_relay_grace_is_one_warning(tmp_path):
+def test_a_bad_relay_grace_is_one_warning(tmp_path_factory):
     """PERFMON_RELAY_GRACE on the remote side that is not a number of seconds: the run is as
-    without it (the relay waits its default), and the report and terminal say so once."""
-    with _server(tmp_path, PERFMON_RELAY_GRACE="soon") as srv:
-        run = _run(tmp_path, srv.port)
-        assert _relays_gone(srv)
+    without it (the relay waits its default, reaches the collector and samples its worker),
+    and the report and terminal say so once (FAR2 of _relay_settings_run)."""
+    run, gone = _relay_settings_run(tmp_path_factory)
+    assert gone[1]
     assert run.ret == 0, run.text
-    assert len(run.report["tests"]) == 6
+    assert len(run.report["tests"]) == N
     said = [w for w in run.report["session"]["warnings"] if "PERFMON_RELAY_GRACE" in w]
     assert said == [
-        f"remote workers on {FAR}: PERFMON_RELAY_GRACE='soon' is not a positive number of "
+        f"remote workers on {FAR2}: PERFMON_RELAY_GRACE='soon' is not a positive number of "
         "seconds; its relay waited the default 5 s for the collector"
     ], run.report["session"]["warnings"]
+    # (the one warning of a handback is FAR's: test_unreachable_collector_hands_records_back)
+    assert run.report["hosts"][FAR2]["system"] is not None  # its relay sampled, live
+    assert any(t["host"] == FAR2 for t in run.report["tests"].values())
     assert run.text.count("PERFMON_RELAY_GRACE='soon'") == 1, run.text
 
 
@@ -326,21 +417,39 @@ def test_x(i, request):
 """
 
 
-def test_relay_killed_mid_run(tmp_path, server):
-    port = server.port
-    (tmp_path / "test_a.py").write_text(KILL_RELAY)
-    run = run_in(tmp_path, "-d", f"--tx=socket=127.0.0.1:{port}//chdir={tmp_path}", "-p", "xdist")
+def _relay_killed_run(tmp_path_factory, servers) -> tuple:
+    """One run, on a socket worker only (``servers``' server), of KILL_RELAY (test_kill.py)
+    and KEYS (test_k.py, after it), made once for the two tests that read it
+    (helpers.shared_once): its Run, and whether its relays were gone after it."""
+
+    def make(path) -> None:
+        (path / "test_kill.py").write_text(KILL_RELAY)
+        (path / "test_k.py").write_text(KEYS)
+        srv = servers()
+        tx = f"--tx=socket=127.0.0.1:{srv.port}//chdir={path}"
+        run = run_in(path, "-d", tx, "-p", "xdist")
+        gone = _relays_gone(srv)
+        outcome = [run.ret, run.result.outlines, run.result.errlines, gone]
+        (path / "result.json").write_text(json.dumps(outcome), encoding="utf-8")
+
+    return _shared(tmp_path_factory, "remote-relay-killed", make)
+
+
+def test_relay_killed_mid_run(tmp_path_factory, servers):
+    run, relays_gone = _relay_killed_run(tmp_path_factory, servers)
     assert run.ret == 0, run.text
     rep = run.report
-    assert (tmp_path / "killed-relay").exists()
-    assert len(rep["tests"]) == 8  # none lost: the worker started another relay, resent all
+    assert (run.path.parent / "killed-relay").exists()
+    killed = {k: t for k, t in rep["tests"].items() if k.startswith("test_kill.py::")}
+    assert len(killed) == 8  # none lost: the worker started another relay, resent all
     # ... through the new relay, live: nothing came back through xdist at the end
     assert not rep["session"]["warnings"] and not rep["session"].get("possibly_incomplete")
-    for t in rep["tests"].values():
+    for t in killed.values():
         assert t["host"] == FAR and t["memory"]["peak_mb"] > 30 and t["cpu_percent"] is not None
-    # the resent batches were taken once: no test counted twice
-    assert sum(w["tests"] for w in rep["workers"].values()) == 8
-    assert _relays_gone(server)
+    # the resent batches were taken once: no test counted twice (KEYS's one test is the ninth)
+    assert len(rep["tests"]) == 9
+    assert sum(w["tests"] for w in rep["workers"].values()) == 9
+    assert relays_gone
 
 
 KILL_WORKER = """
@@ -354,7 +463,8 @@ def test_x(i):
 """
 
 
-def test_remote_worker_killed_mid_test(tmp_path, server):
+def test_remote_worker_killed_mid_test(tmp_path, own_server):
+    server = own_server  # the worker it kills is the server's own process
     port, proc = server.port, server.proc
     (tmp_path / "test_a.py").write_text(KILL_WORKER)
     run = run_in(
@@ -446,7 +556,7 @@ def test_x(i, request):
 
 def test_monitor_replaced_mid_run_hears_the_relay_again(tmp_path, server):
     port = server.port
-    (tmp_path / "test_a.py").write_text(KILL_MONITOR)
+    (tmp_path / "test_replaced.py").write_text(KILL_MONITOR)
     run = run_in(
         tmp_path,
         "--dist=each",  # not -d: xdist's -d is --dist=load
@@ -524,10 +634,10 @@ def test_a_listen_address_that_cannot_be_bound(tmp_path, server):
     """--perf-listen on an address not of this machine: the local worker is sampled as ever,
     the remote one hands its records back at the end; one warning says why."""
     port = server.port
-    run = _run(tmp_path, port, "--perf-listen=192.0.2.1:9")  # TEST-NET-1: never local
+    run = _run(tmp_path, port, "test_listen", "--perf-listen=192.0.2.1:9")  # TEST-NET-1
     assert run.ret == 0, run.text
     rep = run.report
-    assert len(rep["tests"]) == 6 and rep["session"]["collector"] == "monitor"
+    assert len(rep["tests"]) == N and rep["session"]["collector"] == "monitor"
     warnings = rep["session"]["warnings"]
     assert len(warnings) == 1 and "cannot listen at tcp://192.0.2.1:9" in warnings[0], warnings
     here = [t for t in rep["tests"].values() if t["host"] != FAR]
