@@ -90,12 +90,10 @@ def deliver(
     ``replace=False`` for a session's own report: its start moved any previous report aside,
     so a file at ``path`` now is another session's (two runs in one directory at once): it is
     kept, and this one is saved beside it, said in ``error``."""
-    error, saved = _write_json(report, path, check, replace)
+    error, saved, clashed = _write_json(report, path, check, replace)
     html_warning = history_warning = None
     if html:
-        from .html import write_html_quietly  # only for --perf-html
-
-        html_warning = write_html_quietly(report, html)
+        html_warning = _write_page(report, html, clashed)
     if history:
         history_warning = _record_history(report, history, labels, rootdir, source)
     return Delivered(path, error, saved, html_warning, history_warning)
@@ -103,9 +101,9 @@ def deliver(
 
 def _write_json(
     report: dict, path: Optional[str], check: Optional[Callable[[Any], str]], replace: bool
-) -> tuple[Optional[str], Optional[str]]:
-    """(None, None) when written at ``path``; else (the problem, naming where it went, and
-    that place, or None)."""
+) -> tuple[Optional[str], Optional[str], bool]:
+    """(None, None, False) when written at ``path``; else (the problem, naming where it went,
+    that place or None, whether another session's report was found at ``path``)."""
     if not path:
         problem = "no output path given"
     else:
@@ -113,7 +111,7 @@ def _write_json(
         try:
             target = check(path) if check else path
             files.write_atomic(report, target, replace)
-            return None, None
+            return None, None, False
         except FileExistsError:
             saved = files.save_beside(report, target)
             where = f"; saved to {saved} instead" if saved else "; not saved anywhere else"
@@ -121,13 +119,32 @@ def _write_json(
                 f"{path} holds another report, left as it is (another session's, written while "
                 "this one ran, or a previous one that could not be moved aside)"
             )
-            return problem + where, saved
+            return problem + where, saved, True
         except (OSError, ValueError) as exc:
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             problem = f"cannot write {path}: {msg}"
     saved = files.save_elsewhere(report)
     where = f"; saved to {saved} instead" if saved else "; not saved anywhere else either"
-    return problem + where, saved
+    return problem + where, saved, False
+
+
+def _write_page(report: dict, html: str, clashed: bool) -> Optional[str]:
+    """The --perf-html page at ``html``: None when written there, else the one-line problem.
+    When another session's report was at the JSON's path (``clashed``), a page at ``html`` is
+    that session's too: it is left as it is, and this one written beside it."""
+    import os
+
+    from .html import write_html_quietly  # only for --perf-html
+
+    if not (clashed and os.path.lexists(html)):
+        return write_html_quietly(report, html)
+    kept = f"{html} holds another session's page, left as it is"
+    try:
+        fresh = files.fresh_beside(html, ".html")
+    except OSError as exc:
+        return f"{kept}; cannot write this run's beside it: {exc.strerror or exc}"
+    problem = write_html_quietly(report, fresh)
+    return problem if problem is not None else f"{kept}; this run's is {fresh}"
 
 
 def _record_history(

@@ -163,20 +163,27 @@ def write_atomic(report: dict, path: str, replace: bool = True) -> None:
         f.write(dumps(report))
 
 
-def save_beside(report: dict, path: str) -> Optional[str]:
-    """A fresh file beside ``path`` (``NAME.XXXXXXXX.json``, where a CI job's artifacts and a
-    merge's glob find it), else in the temp dir; None when nowhere."""
+def fresh_beside(path: str, default_ext: str) -> str:
+    """A new empty file beside ``path``, ``NAME.XXXXXXXX.EXT`` (EXT ``path``'s, else
+    ``default_ext``), made exclusively: nobody else's. Raises OSError."""
     import tempfile
 
     real = os.path.realpath(path)
     stem, ext = os.path.splitext(os.path.basename(real))
+    fd, fresh = tempfile.mkstemp(
+        prefix=f"{stem}.", suffix=ext or default_ext, dir=os.path.dirname(real)
+    )
+    os.close(fd)
+    return fresh
+
+
+def save_beside(report: dict, path: str) -> Optional[str]:
+    """A fresh file beside ``path`` (``NAME.XXXXXXXX.json``, where a CI job's artifacts and a
+    merge's glob find it), else in the temp dir; None when nowhere."""
     try:
-        fd, fresh = tempfile.mkstemp(
-            prefix=f"{stem}.", suffix=ext or ".json", dir=os.path.dirname(real)
-        )
+        fresh = fresh_beside(path, ".json")
     except OSError:
         return save_elsewhere(report)
-    os.close(fd)
     try:
         write_atomic(report, fresh)
         return fresh

@@ -59,6 +59,35 @@ def test_a_second_finish_replaces_the_monitors_own_report(monitor, tmp_path):
     assert done.saved_to and validate(json.loads(Path(done.saved_to).read_text()))
 
 
+def test_another_sessions_page_is_left_and_this_one_written_beside(monitor, tmp_path):
+    """--perf-html when another session's report is at the output as this one ends: the page
+    at the HTML path is that session's too. It is kept, this run's page written beside it
+    (PAGE.XXXXXXXX.html), and the warning names both. Without such a report, a page there is
+    an earlier run's and is replaced."""
+    page = tmp_path / "perf.html"
+    page.write_text("an earlier run's page")
+    assert monitor.send(b"me", protocol.HELLO, hello())[0] == protocol.READY
+    monitor.send(b"me", protocol.BATCH, [0, [record(b"t.py::test_a", 1000)]])
+    kind, done = monitor.send(b"me", protocol.FINISH, {"exit_status": 0, "html": str(page)})
+    assert kind == protocol.DONE and done["ok"] and done["html_warning"] is None, done
+    assert "<html" in page.read_text().lower()
+    (tmp_path / "perf.json").write_text("{}")  # another session's, written meanwhile
+    page.write_text("another session's page")
+    other = Monitor("inproc://x", str(tmp_path / "perf.json"), 0.1, None, False)
+    try:
+        f = protocol.parse_finish({"exit_status": 0, "html": str(page)})
+        done = other.write_session(f.as_session(), f)
+    finally:
+        other.close()
+    assert not done.ok and "holds another report, left as it is" in (done.error or "")
+    assert page.read_text() == "another session's page"
+    (fresh,) = tmp_path.glob("perf.*.html")
+    assert "<html" in fresh.read_text().lower()
+    assert done.html_warning == (
+        f"{page} holds another session's page, left as it is; this run's is {fresh}"
+    )
+
+
 def test_monitor_session_and_report(monitor, tmp_path):
     assert monitor.send(b"a", protocol.HELLO, hello())[0] == protocol.READY
     monitor.send(
