@@ -119,6 +119,8 @@ class Measurer:
         self.interrupted: Optional[tuple] = None
         # (node id, outcome) when the run ended in the interaction with a test's failure
         self.ended_after: Optional[tuple] = None
+        # the current test's phase report whose pytest_exception_interact ended the run
+        self.interacted: Any = None
         # The record's EXTRA: None, or a dict that others (the limits) fill during the test.
         self.extra: Optional[dict] = None
         self.cur: tuple = (None, _perf(), _cpu())
@@ -131,6 +133,7 @@ class Measurer:
         reports: list = []
         self.reports = reports
         self.extra = None
+        self.interacted = None
         nodeid = item.nodeid.encode("utf-8", "surrogateescape")
         counters.reset()
         rss0 = counters.rss()
@@ -158,9 +161,11 @@ class Measurer:
         if result.excinfo is not None:  # Ctrl-C, pytest.exit(): the test did not finish
             exc = result.excinfo[1]
             why = what_ended(exc) or type(exc).__name__
-            if reports and reports[-1].failed:
-                # The run ended in the interaction with a phase's failure (--pdb's quit): the
-                # phase had ended and pytest counts the test as it reported it.
+            last = reports[-1] if reports else None
+            if last is not None and last is self.interacted and last.failed:
+                # The run ended in the interaction with the failure of the phase that reported
+                # last (--pdb's quit): that phase had ended, and pytest counts the test as it
+                # reported it. (Not a subtest's: its test was still running.)
                 self.ended_after = (item.nodeid, outcome)
             else:
                 outcome = "interrupted"
@@ -196,6 +201,14 @@ class Measurer:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.reports.append(report)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_exception_interact(self, node: Any, call: Any, report: Any) -> Any:
+        # Called at every failure; raises out when the interaction ended the run (--pdb's
+        # quit). A phase's report, not a subtest's (SubtestReport: its test was running on).
+        outcome = yield
+        if outcome.excinfo is not None and type(report).__name__ not in SUBTEST_REPORTS:
+            self.interacted = report
 
     # The current test so far, for the limits and the fixture timing (read a few times a test
     # at most, and only by those).

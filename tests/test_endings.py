@@ -1091,3 +1091,36 @@ def test_quit_in_pdb_after_a_failure_is_the_failure_pytest_reports(tmp_path):
         "test_x.py::test_fail (reported as failed)"
     ], perf.stdout + perf.stderr
     assert "Traceback" not in perf.stderr
+
+
+TEARDOWN_EXIT = """
+import time
+import pytest
+
+
+@pytest.fixture
+def ends_the_run():
+    yield
+    time.sleep(0.3)
+    pytest.exit("stop in teardown")
+
+
+def test_fails_then_ends(ends_the_run):
+    assert 0
+"""
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["no-xdist", "n2"])
+def test_exit_in_the_teardown_after_a_failure_is_the_test_still_running(run_perf, pytester, xdist):
+    """A failed call, then pytest.exit() in the fixture's teardown: the test was still running
+    (unlike --pdb's quit at the failure, above): interrupted (serial) or crashed (xdist's word
+    for its worker's end), with the teardown's time, and the warning says the run ended during
+    it."""
+    pytester.makepyfile(test_td=TEARDOWN_EXIT)
+    run = run_perf("-p", "no:randomly", *xdist)
+    t = run.test("test_fails_then_ends")
+    assert t["outcome"] == ("crashed" if xdist else "interrupted"), (t, run.text)
+    assert t["teardown_time"] >= 0.3, t
+    (warning,) = run.report["session"]["warnings"]
+    assert "the run was ended by pytest.exit('stop in teardown') during " in warning, warning
+    assert "test_td.py::test_fails_then_ends" in warning
