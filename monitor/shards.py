@@ -5,7 +5,9 @@ The planning is :mod:`.split`'s (pure); the history store is read by
 :func:`.history.shards.shard_data`, exactly as ``pytest --perf-shard`` reads it (the newest runs
 of any machine, without the runs of this matrix: this commit's shards of N, this CI run's), so
 that ``perfmon split`` run in a job of the matrix prints the plan its pytest computes (given the
-same tests: ``--tests`` with ``pytest --collect-only -q``'s output).
+same tests: ``--tests`` with ``pytest --collect-only -q``'s output). One difference: a SQLite
+store that does not exist is an error here (a typo), where pytest plans by count from it (a
+matrix's first run meets one).
 
 Exit status: 0 fine; 2 bad usage or input, always one line.
 """

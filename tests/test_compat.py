@@ -608,7 +608,8 @@ CASES = {
     # general suite with it (its check_workers included), so it has no case of its own.
     # --dist loadscope has none either: xdist's loadfile and loadgroup schedulers are its
     # scheduler (subclasses of LoadScopeScheduling that override only _split_scope, the key a
-    # test is grouped by), and this plugin has no code that depends on the --dist mode.
+    # test is grouped by), and this plugin has no code that depends on the --dist mode outside
+    # --perf-schedule (whose loadscope grouping tests/test_schedule.py covers).
     **{
         f"dist-{mode}": Case(GENERAL, ["--dist", mode], xdist=("n2",))
         for mode in ("loadfile", "loadgroup", "worksteal", "each")

@@ -275,7 +275,7 @@ def test_fail(i):
 @pytest.mark.parametrize("mode", [SERIAL, N2])
 def test_a_session_that_finishes(tmp_path, mode):
     """The report holds exactly the tests pytest ran (its JUnit XML says which). (A session
-    that -x or --maxfail stops: tests/test_compat.py's exitfirst and maxfail cases, serial and
+    that --maxfail stops (-x is --maxfail=1): tests/test_compat.py's maxfail case, serial and
     on two workers, against pytest's own view, the session not aborted and no warning.)"""
     files = {"test_a_quick.py": QUICK_TESTS, "test_fin.py": FINISHED}
     inner = Inner(tmp_path, *mode, "--junitxml=junit.xml", files=files)

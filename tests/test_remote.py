@@ -284,9 +284,9 @@ def test_keys(request):
 
 
 def test_collector_refuses_a_wrong_key(tmp_path_factory, servers):
-    """KEYS's test, on the remote worker of test_relay_killed_mid_run's run (it runs after that
-    run's tests, through the relay that replaced the killed one): it only asks the collector,
-    whose endpoint and keys the relay does not change."""
+    """KEYS's test, on the remote worker of test_relay_killed_mid_run's run (test_k.py runs
+    before that run's kill, on the first relay, as its own run did): it only asks the
+    collector, whose endpoint and keys the relay does not change."""
     run, _ = _relay_killed_run(tmp_path_factory, servers)
     assert run.ret == 0, run.text
     keys = run.report["tests"]["test_k.py::test_keys"]
