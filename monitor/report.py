@@ -132,6 +132,24 @@ class RunData:
         self.warnings: list = []
 
 
+def _bent_clock_words(data: RunData) -> list:
+    """The warning for tests whose phases the plugin timed with its own clock (EXTRA's
+    ``phases_timed``): pytest's durations were off the real clock."""
+    n = sum(
+        1
+        for w in data.workers.values()
+        for r in w.records
+        if isinstance(r[EXTRA], dict) and r[EXTRA].get("phases_timed") == "perfmon"
+    )
+    if not n:
+        return []
+    return [
+        f"pytest's own phase times of {n} test(s) were off the real clock (a clock patched in "
+        "a fixture: freezegun, time-machine?); perfmon's clock timed their setup, call and "
+        "teardown"
+    ]
+
+
 def _window(
     w: Worker, start: float, stop: float, slack: float, lo: float, hi: float
 ) -> tuple[Optional[int], Optional[int], Optional[int]]:
@@ -684,7 +702,7 @@ def build(data: RunData, session: dict, system: Optional[dict]) -> dict:
             "records_dropped": data.records_dropped,
             "collector_cpu_time": round(time.process_time(), 4),
             "protocol_errors": dict(data.counters),
-            "warnings": list(data.warnings),
+            "warnings": list(data.warnings) + _bent_clock_words(data),
         },
     }
     if data.monitor_start is not None:

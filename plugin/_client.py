@@ -20,19 +20,19 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import time
 from collections import deque
 from typing import Any, Callable, Optional
 
 import zmq
 from pytest_perfmon.monitor import protocol
 
+from . import _clock
 from ._settings import is_ipv6
 
 _OPT_EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
-_perf = time.perf_counter
+_perf = _clock.perf  # the real clock (._clock)
 
 BATCH_RECORDS = 128
 #: The sender wakes at least this often: a finished test is on the wire within about this long.
@@ -325,7 +325,7 @@ class Sender:
         #: with the time it was noticed and the time of the check before: the role starts a
         #: new one, or waits for one.
         self.on_lost = on_lost
-        self.checked = time.time()
+        self.checked = _clock.now()
         self.stopping = False
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._run, name="perfmon-sender", daemon=True)
@@ -341,7 +341,7 @@ class Sender:
                 stop = self.stopping
                 client = self.client
                 if self.on_lost is not None and client.alive:
-                    now = time.time()
+                    now = _clock.now()
                     seen = client.disconnects
                     client.read_events()
                     if client.disconnects != seen:

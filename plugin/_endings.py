@@ -21,12 +21,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from typing import Any, NoReturn, Optional
 
 from pytest_perfmon.monitor import files, slots
 
-_time = time.time
+from . import _clock
+
+_time = _clock.now  # the real clock (._clock)
 
 _real_exit = os._exit
 

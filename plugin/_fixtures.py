@@ -15,15 +15,14 @@ measures it).
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
-from . import _counters
+from . import _clock, _counters
 
-_perf = time.perf_counter
-_time = time.time
+_perf = _clock.perf  # the real clocks (._clock)
+_time = _clock.now
 
 #: The measurer's plugin name (``_roles.PLUGIN_NAME + "-measure"``).
 MEASURER = "perfmon-session-measure"

@@ -44,12 +44,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any, Optional
 
 import pytest
 from pytest_perfmon.monitor.units import MB
 
+from . import _clock
 from ._settings import LIMIT_METRICS, limit_value
 
 PROPERTY = "perf_limit"
@@ -60,7 +60,7 @@ NOT_YET = {
     "measured in the test's process",
 }
 
-_cpu = time.process_time  # the real clock, captured at import (as in _measure)
+_cpu = _clock.cpu  # the real clock (._clock)
 
 
 def item_limits(item: pytest.Item, defaults: dict) -> Optional[dict]:

@@ -9,22 +9,53 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from collections import deque
 from typing import Any, Callable, Optional
 
 import pytest
 from pytest_perfmon.monitor import protocol
 
+from . import _clock
 from ._client import BATCH_RECORDS, Client, Sender, frames_to_records
 from ._counters import Counters
 from ._endings import what_ended
 
-# The real clocks, captured at import: freezegun / time-machine in a user's tests patch module
-# attributes named like these, never these bound references.
-_time = time.time
-_perf = time.perf_counter
-_cpu = time.process_time
+# The real clocks (._clock): a user's freezegun or time-machine bends none of them.
+_time = _clock.real_time
+_perf = _clock.perf
+_cpu = _clock.cpu
+_moment = _clock.moment
+
+
+def bent(
+    setup: Optional[float], call: Optional[float], teardown: Optional[float], wall: float
+) -> bool:
+    """Whether pytest's phase durations are off the real clock (a patched clock in the user's
+    fixtures: freezegun's setup of millions of seconds, a negative teardown): a negative one,
+    or more in all than the protocol call that holds them lasted."""
+    total = 0.0
+    for d in (setup, call, teardown):
+        if d is not None:
+            if d < 0:
+                return True
+            total += d
+    return total > wall + 0.001
+
+
+def own_phases(reports: list, marks: list, p0: float) -> tuple:
+    """The last attempt's (setup, call, teardown) by this plugin's clock: from the protocol's
+    start (or the previous report) to each phase's report (``marks``: perf_counter as each of
+    ``reports`` was logged)."""
+    phase: dict = {}
+    prev = p0
+    for r, m in zip(reports, marks):
+        if type(r).__name__ not in SUBTEST_REPORTS:
+            if r.when == "setup" and phase:
+                phase = {}
+            phase[r.when] = max(0.0, m - prev)
+        prev = m
+    return phase.get("setup"), phase.get("call"), phase.get("teardown")
+
 
 MB = 1024.0 * 1024.0
 
@@ -112,6 +143,7 @@ class Measurer:
         self.checked: Optional[float] = None
         self.local_frames: list = []  # batches packed here when there is no client at all
         self.reports: list = []  # this test's reports so far (read when its protocol ends)
+        self.marks: list = []  # perf_counter as each of them was logged
         # Set by the role: an object whose begin(nodeid_bytes, t0) notes each test's start
         # where the collector can read it after a hard exit.
         self.slot: Any = None
@@ -124,7 +156,7 @@ class Measurer:
         # The record's EXTRA: None, or a dict that others (the limits) fill during the test.
         self.extra: Optional[dict] = None
         self.cur: tuple = (None, _perf(), _cpu())
-        self.start = _time()
+        self.start = _clock.now()
 
     # -- the hot path -----------------------------------------------------------------------
     @pytest.hookimpl(hookwrapper=True)
@@ -132,25 +164,32 @@ class Measurer:
         counters = self.counters
         reports: list = []
         self.reports = reports
+        marks: list = []
+        self.marks = marks
         self.extra = None
         self.interacted = None
         nodeid = item.nodeid.encode("utf-8", "surrogateescape")
         counters.reset()
         rss0 = counters.rss()
-        t0 = _time()
+        p0 = _perf()
+        t0 = _moment(_time(), p0)
         if self.slot is not None:
             self.slot.begin(nodeid, t0)
-        p0 = _perf()
         c0 = _cpu()
         self.cur = (rss0, p0, c0)
         result = yield
         c1 = _cpu()
         p1 = _perf()
-        t1 = _time()
+        t1 = _moment(_time(), p1)
         peak = counters.peak()
         rss1 = counters.rss()
         setup, call, teardown, outcome, subtests, attempts = settle(reports)
         extra = counters.extra(self.extra)  # + children's CPU, shared fixtures (H9)
+        if bent(setup, call, teardown, p1 - p0):
+            setup, call, teardown = own_phases(reports, marks, p0)
+            if extra is None:
+                extra = {}
+            extra["phases_timed"] = "perfmon"
         if subtests is not None or attempts is not None:
             if extra is None:
                 extra = {}
@@ -201,6 +240,7 @@ class Measurer:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.reports.append(report)
+        self.marks.append(_perf())
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_exception_interact(self, node: Any, call: Any, report: Any) -> Any:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import uuid
 from typing import Any, Callable, Optional
 
@@ -22,12 +21,12 @@ from pytest_perfmon.monitor import deliver as delivery
 from pytest_perfmon.monitor import files, protocol
 from pytest_perfmon.monitor import report as report_model
 
-from . import _endings
+from . import _clock, _endings
 from ._client import Client
 from ._handle import JoinedDaemon, SpawnedMonitor
 from ._settings import Settings
 
-_time = time.time
+_time = _clock.now  # the real clock (._clock)
 
 DONE_TIMEOUT = 120.0  # the collector writing the report (100k tests take a few seconds)
 #: A session replaces a monitor that died at most this many times (then: the fallback report).

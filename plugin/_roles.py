@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections import deque
 from typing import Any, Callable, Optional
 
@@ -25,7 +24,7 @@ from pytest_perfmon.monitor import protocol
 from pytest_perfmon.monitor import report as report_model
 from pytest_perfmon.monitor import slots as slot_files
 
-from . import _endings
+from . import _clock, _endings
 from ._client import CONNECT_GRACE, Client, frames_to_records
 from ._handle import DAEMON_READY_TIMEOUT, READY_TIMEOUT, Early, make_handle
 from ._measure import JUnitProperties, Measurer, outcome_after
@@ -34,7 +33,7 @@ from ._settings import Settings
 
 PLUGIN_NAME = "perfmon-session"
 
-_time = time.time  # the real clock, captured at import
+_time = _clock.now  # the real clock (._clock)
 
 _PHASE = {"setup": protocol.SETUP, "call": protocol.CALL, "teardown": protocol.TEARDOWN}
 

@@ -197,3 +197,65 @@ def test_cpu_percent(tmp_path_factory, xdist):
     assert abs(burn - own) <= 10, (burn, own)
     if own >= 90:  # a core to itself: the brief's >= 80 % holds
         assert burn >= 80, (burn, own)
+
+
+#: A suite whose clock a session fixture patches for every test (freezegun, as pytest-freezer
+#: users do, or time-machine), ticking: pytest's own timer is bent with it (freezegun's setup of
+#: millions of seconds, a negative teardown), time.time in 1970 or 2000.
+PATCHED_CLOCK_SUITE = {
+    "conftest": """
+        import pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def patched_clock():
+            import os
+            if os.environ["CLOCK"] == "freezegun":
+                import freezegun
+                with freezegun.freeze_time("2000-01-01", tick=True):
+                    yield
+            else:
+                import time_machine
+                with time_machine.travel(0, tick=True):
+                    yield
+        """,
+    "test_clock": """
+        import time
+
+        def test_a():
+            time.sleep(0.2)
+
+        def test_b():
+            time.sleep(0.1)
+
+        def test_c():
+            pass
+        """,
+}
+
+
+@pytest.mark.parametrize("xdist", XDIST_ENDS)
+@pytest.mark.parametrize("clock", ["freezegun", "time-machine"])
+def test_a_clock_patched_in_a_fixture_bends_no_number(run_perf, pytester, clock, xdist):
+    """Every test is in the report with its real times (the sleeps), at real moments, however
+    a fixture of the user's patches the clock around it; where pytest's own phase times were
+    bent, one warning says that perfmon's clock timed them. (Before: a test with a negative
+    teardown was dropped as a bad record, one with freezegun's setup lasted 30 years, and
+    time-machine put the tests in 1970.)"""
+    import time
+
+    pytester.makepyfile(**PATCHED_CLOCK_SUITE)
+    before = time.time()
+    run = run_perf(*xdist, env={"CLOCK": clock})
+    after = time.time()
+    assert run.ret == 0, run.text
+    assert sorted(k.split("::")[1] for k in run.tests) == ["test_a", "test_b", "test_c"]
+    assert run.report["session"]["protocol_errors"] == {}
+    for name, sleep in (("test_a", 0.2), ("test_b", 0.1), ("test_c", 0.0)):
+        t = run.test(name)
+        assert sleep <= t["call_time"] < sleep + 5, t
+        assert t["duration"] < sleep + 30, t  # not years
+        assert before - 1 <= t["start"] <= after + 1, t
+    assert run.report["session"]["duration"] < after - before + 1
+    bent = [w for w in run.report["session"]["warnings"] if "off the real clock" in w]
+    if clock == "freezegun":  # it bends pytest's timer; time-machine only time.time
+        assert len(bent) == 1, run.report["session"]["warnings"]
