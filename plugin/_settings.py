@@ -373,7 +373,7 @@ def resolve(
         except argparse.ArgumentTypeError as exc:
             raise SettingError(f"perf_cpu_interval in the ini file: {exc}") from None
     output = _first(option.perf_output, getini("perf_output")) or DEFAULT_OUTPUT
-    output = os.path.abspath(os.path.join(invocation_dir, output))
+    output = os.path.abspath(os.path.join(invocation_dir, os.path.expanduser(output)))
     _regular_file("--perf-output", output)
     daemon = _first(option.perf_daemon, environ.get("PERFMON_DAEMON"), getini("perf_daemon"))
     if daemon is not None and not endpoint_ok(daemon):
@@ -384,7 +384,7 @@ def resolve(
     limit_mode, limits = resolve_limits(option, getini)
     html = _first(getattr(option, "perf_html", None), _ini(getini, "perf_html"))
     if html is not None:
-        html = os.path.abspath(os.path.join(invocation_dir, html))
+        html = os.path.abspath(os.path.join(invocation_dir, os.path.expanduser(html)))
         _regular_file("--perf-html", html)
     ini_bool(getini, "perf_children")  # read by _fixtures; a bad value is an error here, at start
     profile, profile_over = _profile(option, getini)

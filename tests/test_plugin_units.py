@@ -80,6 +80,17 @@ def test_command_line_beats_environment_beats_ini(tmp_path):
         s.output = "elsewhere"  # type: ignore[misc]
 
 
+def test_output_paths_expand_the_home_directory(tmp_path, monkeypatch):
+    """``~`` in --perf-output and --perf-html (or their ini keys: ``-o perf_output=~/x.json``,
+    which no shell expands) is the home directory, as pytest's --junitxml takes it, and as
+    our other path options (--perf-history, --perf-schedule=, --perf-shard-from) do."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = _settings.resolve(
+        _option(perf_monitor=True, perf_html="~/p.html"), _ini(perf_output="~/r.json"), "/", {}
+    )
+    assert (s.output, s.html) == (str(tmp_path / "r.json"), str(tmp_path / "p.html"))
+
+
 @pytest.mark.parametrize("raw", ["0.009", "0", "-1", "3600", "nan", "soon"])
 def test_interval_bounds(raw):
     with pytest.raises(_settings.SettingError, match="perf_cpu_interval in the ini file"):
