@@ -39,7 +39,9 @@ class Journal:
             self.rfd = os.open(path, os.O_RDONLY)
             self.offset = os.fstat(self.rfd).st_size
         else:
-            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # read back through the same file (read_at): a journal renamed while in use (the
+            # path given to something else) is still the one written
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             self.offset = os.fstat(self.fd).st_size
         self._packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
 
@@ -57,12 +59,11 @@ class Journal:
         return offset
 
     def read_at(self, offset: int) -> Any:
-        if self.rfd < 0:
-            self.rfd = os.open(self.path, os.O_RDONLY)
-        head = os.pread(self.rfd, _LEN.size, offset)
+        fd = self.rfd if self.rfd >= 0 else self.fd
+        head = os.pread(fd, _LEN.size, offset)
         (n,) = _LEN.unpack(head)
         return msgpack.unpackb(
-            os.pread(self.rfd, n, offset + _LEN.size), raw=False, unicode_errors="surrogateescape"
+            os.pread(fd, n, offset + _LEN.size), raw=False, unicode_errors="surrogateescape"
         )
 
     def close(self) -> None:

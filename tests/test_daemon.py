@@ -97,7 +97,8 @@ def record(nodeid, start: float = 1000.0) -> list:
 @pytest.mark.slow
 def test_two_sessions_status_metrics_stop(suite, procs):
     """Two pytest runs at once (one with -n 2) into one daemon; status and /metrics meanwhile.
-    A combined report already at --output is moved aside as the daemon starts, as pytest's."""
+    A combined report already at --output is moved aside as the daemon starts, as pytest's.
+    The same command again while it runs says so (not how to rebuild its journal)."""
     (suite / "combined.json").write_text('{"previous": true}')
     d = Daemon(suite, "--metrics-port", "0")
     procs.append(d)
@@ -130,6 +131,17 @@ def test_two_sessions_status_metrics_stop(suite, procs):
     assert cli.returncode == 0, cli.stderr
     assert f"session {sa['label']}  running" in cli.stdout
     assert "last test completed" in cli.stdout and "approximate" in cli.stdout
+    # the same command again while it runs (its journal holds entries): it says so, not how
+    # to rebuild the journal (whose advice, followed, destroyed the running daemon's data)
+    again = subprocess.run(
+        DAEMON + ["--endpoint", d.endpoint, "--output", str(d.output)],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert again.returncode == 2, again.stderr
+    assert again.stderr.strip().endswith(f"a perfmon-daemon already runs at {d.endpoint}")
+    assert len(again.stderr.strip().splitlines()) == 1, again.stderr
 
     # the Prometheus endpoint, bound to 127.0.0.1
     url = st["daemon"]["metrics"]
@@ -508,6 +520,16 @@ def _bad_cases(tmp_path):
             "no session recorded in it (empty, or not a perfmon-daemon journal); nothing written",
         ),
         "output-not-a-file": (["--endpoint", ipc, "--output", str(special)], "not a regular file"),
+        # the journal would be moved aside as a previous report, the report lost at stop
+        "journal-is-output": (
+            ["--endpoint", ipc, "--output", ok_out, "--journal", ok_out],
+            "is --output: give the journal a path of its own",
+        ),
+        # the report would overwrite the journal it is rebuilt from
+        "rebuild-over-its-journal": (
+            ["rebuild", "--journal", str(afile), "--output", str(afile)],
+            "is the journal: give the report a path of its own",
+        ),
         # a clean stop removes the journal: never a device
         "journal-not-a-file": (
             ["--endpoint", ipc, "--output", ok_out, "--journal", str(special)],
@@ -534,6 +556,8 @@ BAD_CASES = [
     "rebuild-not-a-journal",
     "output-not-a-file",
     "journal-not-a-file",
+    "journal-is-output",
+    "rebuild-over-its-journal",
 ]
 
 
@@ -633,6 +657,31 @@ def _run_session(d, sid, tmp_path, finish=True, bye=True, **finish_extra):
         body = {"output": str(tmp_path / f"{sid[:8]}.json"), "exit_status": 0, **finish_extra}
         kind, done = d.send(ident, protocol.FINISH, body)
         assert kind == protocol.DONE and done["ok"], done
+
+
+def test_a_session_never_writes_over_the_daemons_own_files(inproc, tmp_path):
+    """A session whose --perf-output is the daemon's combined report or its journal: its report
+    is saved elsewhere (said in its done), the daemon's files stay its own, and the combined
+    report is written at stop; the journal is read through the file the daemon writes even if
+    its path was given to something else meanwhile."""
+    d = inproc()
+    combined = tmp_path / "combined.json"
+    journal = tmp_path / "combined.json.journal"
+    for sid, path in (("a" * 32, combined), ("b" * 32, journal)):
+        ident = sid.encode()
+        assert d.send(ident, protocol.HELLO, _hello(sid))[0] == protocol.READY
+        d.send(ident, protocol.BATCH, [0, [record(b"t.py::test_a", 1000)]])
+        assert d.send(ident, protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
+        kind, done = d.send(ident, protocol.FINISH, {"output": str(path), "exit_status": 0})
+        assert kind == protocol.DONE and not done["ok"], done
+        assert "is the daemon's own output or journal" in done["error"], done
+        with open(done["saved_to"], encoding="utf-8") as f:
+            validate(json.load(f))
+    assert not combined.exists()
+    os.rename(journal, str(journal) + ".previous")  # what a plugin moving it aside does
+    assert d.srv.shutdown() == 0  # the spilled sessions replayed from the renamed journal
+    rep = validate(json.loads(combined.read_text()))
+    assert set(rep["sessions"]) == {"a" * 32, "b" * 32} and len(rep["tests"]) == 2
 
 
 def test_session_spilled_and_replayed_from_the_journal(inproc, tmp_path):

@@ -148,7 +148,7 @@ class SessionBook:
                 labels=info.get("labels"),
                 rootdir=info.get("rootdir"),
                 source="daemon",
-                check=check_report_path,
+                check=lambda p: check_report_path(p, (self.output, self.journal.path)),
                 replace=state != "finished",  # its client moved any previous report aside
             )
             del rep

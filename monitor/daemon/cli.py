@@ -21,7 +21,7 @@ import zmq
 from .. import about, protocol, server
 from ..command import printable
 from ..files import move_aside
-from .client import REQUEST_TIMEOUT, request
+from .client import REQUEST_TIMEOUT, answers, request
 from .common import PROG, DaemonError, log, setup_logging
 
 COMMANDS = ("run", "status", "stop", "rebuild")
@@ -93,6 +93,8 @@ def check_output(output: str, journal: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise DaemonError(f"--output: cannot write in {directory}: {exc.strerror or exc}") from None
+    if os.path.realpath(journal) == os.path.realpath(output):
+        raise DaemonError(f"--journal {journal} is --output: give the journal a path of its own")
     jdir = os.path.dirname(journal)
     if os.path.isdir(journal):
         raise DaemonError(f"--journal {journal} is a directory")
@@ -180,7 +182,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_endpoint(endpoint, curve)
     output = os.path.abspath(args.output)
     journal = os.path.abspath(args.journal or output + ".journal")
-    check_output(output, journal)
+    try:
+        check_output(output, journal)
+    except DaemonError:
+        # the same command again while its daemon runs: say so, not how to rebuild its journal
+        if answers(endpoint):
+            raise DaemonError(f"a perfmon-daemon already runs at {endpoint}") from None
+        raise
     try:
         daemon = Daemon(
             endpoint, output, journal, args.interval, not args.no_system_info, args.keep_journal
@@ -239,6 +247,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     output = os.path.abspath(args.output)
     if not os.path.isdir(os.path.dirname(output)) or os.path.isdir(output):
         raise DaemonError(f"--output {output}: not a writable file path")
+    if os.path.realpath(output) == os.path.realpath(args.journal):
+        raise DaemonError(f"--output {output} is the journal: give the report a path of its own")
     try:
         done = rebuild(args.journal, output, args.interval)
     except JournalError as exc:  # nothing written

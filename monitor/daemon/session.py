@@ -231,10 +231,15 @@ def aborted_path(combined: str, label: str) -> str:
     return f"{stem}.session-{label}.json"
 
 
-def check_report_path(path: Any) -> str:
-    """A client-supplied report path: absolute, in an existing directory, not a special file."""
+def check_report_path(path: Any, daemons: tuple = ()) -> str:
+    """A client-supplied report path: absolute, in an existing directory, not a special file,
+    none of ``daemons`` (the daemon's own output and journal)."""
     if not isinstance(path, str) or not path or "\0" in path or not os.path.isabs(path):
         raise ValueError("the report path is not an absolute path")
+    real = os.path.realpath(path)
+    for own in daemons:
+        if real == os.path.realpath(own):
+            raise ValueError(f"{path} is the daemon's own output or journal")
     if not os.path.isdir(os.path.dirname(path)):
         raise ValueError(f"directory {os.path.dirname(path)} does not exist")
     try:
