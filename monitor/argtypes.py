@@ -92,3 +92,20 @@ def runs_window(text: str) -> int:
             f"{text!r} is not a whole number of runs from 2 to {MAX_COUNT}"
         )
     return n
+
+
+#: A run's labels (--perf-label, perfmon history import --label): at most this many, keys and
+#: values at most this long (the collector's protocol refuses more; the store keeps keys whole).
+MAX_LABELS = 100
+MAX_LABEL_KEY = 128
+MAX_LABEL_VALUE = 1000
+
+
+def label_lengths(text: str, key: str, value: str) -> None:
+    """Raise ArgumentTypeError when label ``text`` (KEY=VALUE, split into ``key`` and
+    ``value``) is longer than a label may be."""
+    if len(key) > MAX_LABEL_KEY or len(value) > MAX_LABEL_VALUE:
+        raise argparse.ArgumentTypeError(
+            f"{text[:40]!r}...: a label's KEY is at most {MAX_LABEL_KEY} characters, its VALUE "
+            f"at most {MAX_LABEL_VALUE}"
+        )

@@ -271,7 +271,12 @@ def check_records(recs: list) -> tuple[list, int]:
 
 
 def encode_nodeid(nodeid: str) -> bytes:
-    return nodeid.encode("utf-8", "surrogateescape")
+    """A node id as bytes: its undecodable bytes (surrogateescape) as they were; a lone
+    surrogate that is no such byte (pytest's id escaping switched off) written \\udXXX."""
+    try:
+        return nodeid.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return nodeid.encode("utf-8", "backslashreplace")
 
 
 def _decode(v: Any) -> str:
@@ -488,9 +493,9 @@ def parse_bye(body: Any) -> Bye:
 
 MAX_WARNINGS = 100
 MAX_WARNING_LEN = 1000
-MAX_LABELS = 100
-MAX_LABEL_KEY = 128
-MAX_LABEL_VALUE = 1000
+MAX_LABELS = argtypes.MAX_LABELS
+MAX_LABEL_KEY = argtypes.MAX_LABEL_KEY
+MAX_LABEL_VALUE = argtypes.MAX_LABEL_VALUE
 MAX_URL_LEN = 4096
 
 

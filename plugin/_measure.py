@@ -168,7 +168,10 @@ class Measurer:
         self.marks = marks
         self.extra = None
         self.interacted = None
-        nodeid = item.nodeid.encode("utf-8", "surrogateescape")
+        try:
+            nodeid = item.nodeid.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate: protocol.encode_nodeid's way
+            nodeid = protocol.encode_nodeid(item.nodeid)
         counters.reset()
         rss0 = counters.rss()
         p0 = _perf()

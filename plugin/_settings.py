@@ -17,8 +17,12 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import pytest
+from pytest_perfmon.monitor.argtypes import (
+    MAX_LABELS,
+    label_lengths,
+    nonneg_float,  # --perf-profile-over's type too
+)
 from pytest_perfmon.monitor.argtypes import interval as parse_interval  # --perf-cpu-interval's
-from pytest_perfmon.monitor.argtypes import nonneg_float  # --perf-profile-over's type too
 from pytest_perfmon.monitor.endpoints import is_ipv6  # noqa: F401 (the client's)
 from pytest_perfmon.monitor.units import MAX_INTERVAL, MIN_INTERVAL  # noqa: F401 (the help's)
 from pytest_perfmon.monitor.vocabulary import LIMIT_METRICS
@@ -137,7 +141,16 @@ def parse_label(text: str) -> tuple:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not KEY=VALUE (KEY of letters, digits, '_', '.', '-')"
         )
+    label_lengths(text, key, value)
     return key, value
+
+
+def _labels(option: Any) -> tuple:
+    """--perf-label's pairs, at most MAX_LABELS of them."""
+    labels = tuple(getattr(option, "perf_label", None) or ())
+    if len(dict(labels)) > MAX_LABELS:
+        raise SettingError(f"--perf-label: at most {MAX_LABELS} labels ({len(labels)} given)")
+    return labels
 
 
 #: --perf-limit-history: the ini keys and their defaults (runs, floors).
@@ -401,7 +414,7 @@ def resolve(
         limit_mode=limit_mode,
         limits=limits,
         history=_history(option, getini, invocation_dir, environ),
-        labels=tuple(getattr(option, "perf_label", None) or ()),
+        labels=_labels(option),
         rootdir=rootdir,
         html=html,
         profile=profile,

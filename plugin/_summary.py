@@ -235,7 +235,7 @@ def write_limits(tr: Any, rows: list, github: bool) -> None:
         short, _, how = text.partition(" (")
         metric = short.split(" ", 1)[0]
         if how:
-            hows.setdefault(metric, how.rstrip(")"))
+            hows.setdefault(metric, how[:-1] if how.endswith(")") else how)  # the " (" one
         table.append([action, short, nodeid])
     tests = len({r[0] for r in rows})
     out.prose(f"{len(rows)} limit violation(s) in {tests} test(s)")

@@ -105,6 +105,14 @@ def test_bad_label_is_a_usage_error(pytester, inprocess):
     pytester.makepyfile(test_a="def test_a():\n    pass\n")
     res = _usage_error(pytester, "--perf-label=novalue")
     assert "is not KEY=VALUE" in res.stderr.str()
+    # more than the collector takes (its finish was refused: the monitor's report and the
+    # history lost) is a usage error at the start
+    res = _usage_error(pytester, "--perf-label=" + "k" * 129 + "=v")
+    assert "a label's KEY is at most 128 characters, its VALUE at most 1000" in res.stderr.str()
+    res = _usage_error(pytester, "--perf-label=k=" + "v" * 1001)
+    assert "a label's KEY is at most 128 characters" in res.stderr.str()
+    res = _usage_error(pytester, *(f"--perf-label=k{i}=v" for i in range(101)))
+    assert "--perf-label: at most 100 labels (101 given)" in res.stderr.str()
 
 
 def _usage_error(pytester, *args: str) -> pytest.RunResult:

@@ -162,11 +162,13 @@ def test_read_commands_write_nothing_into_another_programs_database(tmp_path, ca
     with sqlite3.connect(other) as conn:
         conn.execute("CREATE TABLE foo (x INTEGER)")
     capsys.readouterr()
+    html = ["html", os.path.join(GOLDEN, "current.json"), "-o", str(tmp_path / "h.html")]
     for argv in (
         ["history", "runs"],
         ["history", "check"],
         ["predict"],
         ["split", "--shards", "2"],
+        html,
     ):
         assert cli.main([*argv, "--db", str(other)]) == 2, argv
         assert "holds no perfmon history (its tables are another program's)" in (

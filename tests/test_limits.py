@@ -389,18 +389,20 @@ def test_summary_section_and_github_lines():
         ("t.py::test_b", ("t.py", 9, "test_b"), "fail", "call 0.2 > limit 0.1 s (how, call)"),
         ("t.py::test_a[x,y]", ("t.py", 3, "test_a"), "warn", "peak_mb 5.0 > limit 1 MB (p)"),
         ("t.py::test_c", ("t.py", 12, "test_c"), "unchecked", "peak_mb not checked: n/a"),
+        ("t.py::test_d", ("t.py", 15, "test_d"), "note", "duration 0.2 > limit 0.1 s (w (0.3 s))"),
     ]
     tr = _TR()
     _summary.write_limits(tr, rows, github=True)
     text = "\n".join(tr.lines)
-    assert "3 limit violation(s) in 3 test(s)" in text
+    assert "4 limit violation(s) in 4 test(s)" in text
+    assert "duration: w (0.3 s)" in text  # its own closing bracket kept
     assert "  fail       call 0.2 > limit 0.1 s " in text and "call: how, call" in text
     gh = [ln for ln in tr.lines if ln.startswith("::warning")]
     assert gh[0] == (
         "::warning file=t.py,line=4,title=perf_limit warn::t.py::test_a[x,y]: "
         "peak_mb 5.0 > limit 1 MB (p)"
     )
-    assert len(gh) == 2  # a failed test is pytest's to show
+    assert len(gh) == 3  # a failed test is pytest's to show
     tr = _TR()
     _summary.write_limits(tr, rows, github=False)
     assert not any(ln.startswith("::") for ln in tr.lines)

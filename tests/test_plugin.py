@@ -255,6 +255,30 @@ def test_node_id_that_is_not_utf8(run_perf, pytester):
     assert list(report["tests"]) == ["test_\\xff.py::test_x"]
 
 
+def test_node_id_with_a_lone_surrogate(run_perf, pytester):
+    """pytest's id escaping switched off, a parameter that is a lone surrogate (no byte
+    surrogateescape made): pytest's own outcome and exit code (it errors on that test), and
+    the test in the report under its escaped id. (It was INTERNALERROR, exit 3.)"""
+    pytester.makeini(
+        "[pytest]\ndisable_test_id_escaping_and_forfeit_all_rights_to_community_support = true\n"
+    )
+    pytester.makepyfile(
+        test_s="""
+        import pytest
+
+        @pytest.mark.parametrize("x", ["\\ud800", "ok"])
+        def test_p(x):
+            pass
+        """
+    )
+    plain = run_perf("-p", "no:randomly", monitor=False)
+    run = run_perf("-p", "no:randomly")
+    assert run.ret == plain.ret == 1, run.text
+    assert "INTERNALERROR" not in run.text
+    assert sorted(run.tests) == ["test_s.py::test_p[\\ud800]", "test_s.py::test_p[ok]"]
+    assert run.report["summary"]["outcomes"] == {"error": 1, "passed": 1}
+
+
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
 def test_junitxml_carries_the_metrics(tmp_path_factory, xdist):
     import xml.etree.ElementTree as ET

@@ -17,7 +17,7 @@ import sys
 from typing import Any, Optional
 
 from .. import github
-from ..argtypes import nonneg_float, positive_int, probability, wait_seconds
+from ..argtypes import label_lengths, nonneg_float, positive_int, probability, wait_seconds
 from ..command import EXIT_OK, EXIT_REGRESSION, UsageError, emit
 from ..sections import md_code
 from ..tables import shorten, text_table
@@ -36,6 +36,7 @@ def _label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    label_lengths(text, key.strip(), value)
     return key.strip(), value
 
 

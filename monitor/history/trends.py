@@ -93,7 +93,7 @@ def trends(
     """The History section's data for ``report`` from the store at ``url`` (must exist).
 
     Raises :class:`store.HistoryError`, :class:`url.URLError` or SQLAlchemy errors."""
-    eng = store.open_store(url, timeout, create=False)
+    eng = store.open_store(url, timeout, create=False, others_ok=False)
     try:
         machine_id, own = _machine(eng, report)
         run_rows, data = store.window(eng, machine_id, runs, METRICS, noise=True)
