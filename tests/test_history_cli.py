@@ -3,6 +3,7 @@ show, check, prune, import; usage and input errors; a missing extra as one line.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import sys
@@ -212,6 +213,28 @@ def test_import_is_idempotent_and_uses_labels(db, capsys):
     assert len(runs) == 2 and {r["commit_sha"] for r in runs} == {"abc"}
     # ordered by start time: baseline ran first although imported second
     assert [r["started_at"].day for r in runs] == [2, 1]
+
+
+def test_a_timestamp_with_an_offset_is_stored_in_utc(db, tmp_path, capsys):
+    """A report whose timestamp has an offset: stored as the UTC moment it is (SQLite kept the
+    text as given and read it back as UTC: runs out of order, and unlike PostgreSQL)."""
+    paths = []
+    for name, stamp in (("east", "2026-12-08T05:00:00+02:00"), ("utc", "2026-12-08T04:00:00Z")):
+        with open(os.path.join(GOLDEN, "current.json"), encoding="utf-8") as f:
+            rep = json.load(f)
+        rep["session"]["timestamp"] = stamp
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(rep), encoding="utf-8")
+        paths.append(str(path))
+    assert cli.main(["history", "import", *paths, "--db", db]) == 0
+    eng = store.open_store(db)
+    try:
+        runs = store.list_runs(eng, 10)
+    finally:
+        eng.dispose()
+    # newest first, in UTC (SQLite's come back naive: UTC by the store's convention)
+    assert [r["started_at"].utcoffset() in (None, dt.timedelta(0)) for r in runs] == [True] * 2
+    assert [r["started_at"].hour for r in runs] == [4, 3], runs
 
 
 def test_missing_extra_is_one_line(monkeypatch, capsys, tmp_path):

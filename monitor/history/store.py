@@ -397,7 +397,9 @@ def _parse_time(text: Any) -> Optional[dt.datetime]:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    # in UTC: SQLite keeps the text as given (an offset read back as if it were UTC), where
+    # PostgreSQL converts; runs sort by it on both
+    return t.astimezone(dt.timezone.utc) if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 def _num(v: Any) -> Optional[float]:
