@@ -88,6 +88,7 @@ class Client:
         #: never touches it again (not even to close it; the process's exit does).
         self.abandoned = False
         self.acked = False  # the collector acknowledged our goodbye
+        self.unanswered = False  # it did not answer the goodbye in BYE_TIMEOUT, still there
         self.missing: list = []  # seqs the collector still lacked at its last acknowledgement
         self.born = _perf()
         # A perfmon-daemon bound to a non-loopback address speaks CURVE only; a monitor we
@@ -275,6 +276,8 @@ class Client:
                 return False
             ack = self.wait(protocol.ACK, BYE_TIMEOUT, alive)
             if not isinstance(ack, dict):
+                # nothing said it went away: it is there and did not answer (hung, stopped)
+                self.unanswered = self.problem is None and ack is None
                 return False
             self.acked = True
             missing = ack.get("missing") or []

@@ -22,7 +22,7 @@ from pytest_perfmon.monitor import files, protocol
 from pytest_perfmon.monitor import report as report_model
 
 from . import _clock, _endings
-from ._client import Client
+from ._client import BYE_TIMEOUT, Client
 from ._handle import JoinedDaemon, SpawnedMonitor
 from ._settings import Settings
 
@@ -269,18 +269,26 @@ class SessionOwner:
                 # How it was lost, before we stop it: a monitor still running did not answer
                 # (stopping it is ours, not a crash of its own).
                 answered = self.answered  # its delivery's own problem is said already
-                unanswered = self.finishing and self.handle.spawned and self.handle.alive()
+                # (a daemon is not ours to stop: it did not answer, its connection open)
+                spawned = self.handle.spawned
+                unanswered = (
+                    self.finishing
+                    and self.handle.alive()
+                    and (spawned or (client is not None and client.problem is None))
+                )
                 how = self._lost_how()
                 # A collector that is alive but not answering must not write (its aborted
                 # report) over ours: stop it first, without letting it write.
                 self.handle.silence()
                 if self.joined and not self.restarts and not answered:
                     # (a restart that failed said it already)
-                    what = (
-                        "did not answer the session's end, and was stopped"
-                        if unanswered
-                        else f"stopped during the run ({how})"
-                    )
+                    what = f"stopped during the run ({how})"
+                    if unanswered:
+                        what = "did not answer the session's end" + (
+                            ", and was stopped" if spawned else f" within {DONE_TIMEOUT:g} s"
+                        )
+                    elif not spawned and client is not None and client.unanswered:
+                        what = f"did not answer the session's end within {BYE_TIMEOUT:g} s"
                     self.warnings.append(
                         f"{self.handle.name} {what}; "
                         "report written by the plugin from its own measurements"

@@ -195,6 +195,32 @@ def test_two_sessions_status_metrics_stop(suite, procs):
     assert "the previous report at" in d.log()
 
 
+@pytest.mark.slow
+def test_a_daemon_that_hangs_is_said_not_to_answer(suite, procs):
+    """A daemon stopped (SIGSTOP) mid-run, its socket still open: pytest ends after the
+    goodbye's bounded wait with its own report and one warning that the daemon did not answer
+    (not that it stopped: it is still there); the outcome stands."""
+    d = Daemon(suite)
+    procs.append(d)
+    d.wait_up()
+    a = Pytest(suite, "a.json", daemon=d.endpoint)
+    procs.append(a)
+    d.wait_for(lambda st: d.session(st, a.proc.pid).get("tests", 0) >= 6, "six tests")
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        a.release.write_text("go")
+        assert a.wait() == 0, a.text
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    warnings = [ln for ln in a.text.splitlines() if ln.startswith("perfmon: warning")]
+    assert warnings == [
+        f"perfmon: warning: the perfmon daemon at {d.endpoint} did not answer the session's "
+        "end within 10 s; report written by the plugin from its own measurements"
+    ], a.text
+    rep = a.report()
+    assert rep["session"]["collector"] == "plugin-fallback" and names(rep["tests"]) == ALL
+
+
 def sa_id(rep: dict, run: Pytest) -> str:
     for sid, block in rep["sessions"].items():
         if block["output"] == str(run.output):
