@@ -195,17 +195,23 @@ def test_two_sessions_status_metrics_stop(suite, procs):
     assert "the previous report at" in d.log()
 
 
-@pytest.mark.slow
-def test_a_daemon_that_hangs_is_said_not_to_answer(suite, procs):
-    """A daemon stopped (SIGSTOP) mid-run, its socket still open: pytest ends after the
-    goodbye's bounded wait with its own report and one warning that the daemon did not answer
-    (not that it stopped: it is still there); the outcome stands."""
+def _six_tests_into_a_daemon(suite, procs) -> tuple:
+    """A real daemon and a pytest session into it, six tests in (the rest wait for release)."""
     d = Daemon(suite)
     procs.append(d)
     d.wait_up()
     a = Pytest(suite, "a.json", daemon=d.endpoint)
     procs.append(a)
     d.wait_for(lambda st: d.session(st, a.proc.pid).get("tests", 0) >= 6, "six tests")
+    return d, a
+
+
+@pytest.mark.slow
+def test_a_daemon_that_hangs_is_said_not_to_answer(suite, procs):
+    """A daemon stopped (SIGSTOP) mid-run, its socket still open: pytest ends after the
+    goodbye's bounded wait with its own report and one warning that the daemon did not answer
+    (not that it stopped: it is still there); the outcome stands."""
+    d, a = _six_tests_into_a_daemon(suite, procs)
     d.proc.send_signal(signal.SIGSTOP)
     try:
         a.release.write_text("go")
@@ -231,12 +237,7 @@ def sa_id(rep: dict, run: Pytest) -> str:
 @pytest.mark.slow
 def test_pytest_killed_mid_run(suite, procs):
     """kill -9 of pytest: the session is closed as aborted with every test it had sent."""
-    d = Daemon(suite)
-    procs.append(d)
-    d.wait_up()
-    a = Pytest(suite, "a.json", daemon=d.endpoint)
-    procs.append(a)
-    d.wait_for(lambda st: d.session(st, a.proc.pid).get("tests", 0) >= 6, "six tests")
+    d, a = _six_tests_into_a_daemon(suite, procs)
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait(WAIT)
     st = d.wait_for(
