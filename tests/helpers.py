@@ -32,10 +32,11 @@ from pytest_perfmon.monitor.report import iso, load_schema
 
 #: The pytest plugins the test extra installs for the compatibility matrix
 #: (tests/test_compat.py), by the name pytest knows each under (its entry point), with
-#: hypothesis's, which our own tests use. The pytest runs the tests start switch them all off:
-#: pytest-randomly would shuffle and reseed every one of them, pytest-asyncio warns at start
-#: without its ini option, pytest-benchmark adds lines and warnings, and each costs start-up
-#: time in every run and xdist worker. tests/test_compat.py switches on the one under test.
+#: hypothesis's and time-machine's, which our own tests use. The pytest runs the tests start
+#: switch them all off: pytest-randomly would shuffle and reseed every one of them,
+#: pytest-asyncio warns at start without its ini option, pytest-benchmark adds lines and
+#: warnings, and each costs start-up time in every run and xdist worker (time-machine's about
+#: 10 ms). tests/test_compat.py switches on the one under test.
 #: pytest-subtests (entry point "subtests") only below pytest 9: from pytest 9 on that name is
 #: pytest's own built-in subtests plugin (which shadows the third-party one), kept on.
 INNER_PLUGINS_OFF = [
@@ -47,6 +48,7 @@ INNER_PLUGINS_OFF = [
     "timeout",
     "rerunfailures",
     "repeat",
+    "time_machine",  # its fixture plugin: tests/test_accuracy.py uses the library itself
 ] + (["subtests"] if int(pytest.__version__.split(".")[0]) < 9 else [])
 
 
