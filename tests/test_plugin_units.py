@@ -585,3 +585,18 @@ def test_what_ended_a_run_names_only_what_someone_did():
         pytest.exit("enough")
     assert what_ended(exc.value) == "pytest.exit('enough')"
     assert what_ended(RuntimeError("x")) == "RuntimeError"
+
+
+def test_a_moment_follows_a_clock_step_and_not_a_travel(monkeypatch):
+    """plugin/_clock.moment: time.time as read, and the anchor follows it, while it is within
+    an hour of the monotonic clock's moment (a system clock stepped by NTP: the monitor, in its
+    own process, sees the same step); further away (time-machine travelled to 1970, in the
+    test's process only) the monotonic clock's moment."""
+    from pytest_perfmon import _clock
+
+    monkeypatch.setattr(_clock, "_anchor", 1_000_000.0)  # time.time = perf_counter + 1e6
+    assert _clock.moment(1_000_010.0, 10.0) == 1_000_010.0
+    assert _clock.moment(1_000_025.0, 20.0) == 1_000_025.0  # stepped 5 s ahead: taken
+    assert _clock.moment(1_000_035.0, 30.0) == 1_000_035.0  # and followed from there
+    assert _clock.moment(40.0, 40.0) == 1_000_045.0  # travelled to 1970: the steady moment
+    assert _clock.moment(1_000_055.0, 50.0) == 1_000_055.0  # back: the anchor was kept
