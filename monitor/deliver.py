@@ -93,7 +93,7 @@ def deliver(
     error, saved, clashed = _write_json(report, path, check, replace)
     html_warning = history_warning = None
     if html:
-        html_warning = _write_page(report, html, clashed)
+        html_warning = _write_page(report, html, clashed, check)
     if history:
         history_warning = _record_history(report, history, labels, rootdir, source)
     return Delivered(path, error, saved, html_warning, history_warning)
@@ -128,14 +128,22 @@ def _write_json(
     return problem + where, saved, False
 
 
-def _write_page(report: dict, html: str, clashed: bool) -> Optional[str]:
+def _write_page(
+    report: dict, html: str, clashed: bool, check: Optional[Callable[[Any], str]] = None
+) -> Optional[str]:
     """The --perf-html page at ``html``: None when written there, else the one-line problem.
     When another session's report was at the JSON's path (``clashed``), a page at ``html`` is
-    that session's too: it is left as it is, and this one written beside it."""
+    that session's too: it is left as it is, and this one written beside it. ``check`` vets
+    the path first, as the JSON's (a daemon's client-supplied one)."""
     import os
 
     from .html import write_html_quietly  # only for --perf-html
 
+    if check is not None:
+        try:
+            html = check(html)
+        except (OSError, ValueError) as exc:
+            return f"cannot write the HTML report {html}: {exc}"
     if not (clashed and os.path.lexists(html)):
         return write_html_quietly(report, html)
     kept = f"{html} holds another session's page, left as it is"

@@ -3,10 +3,10 @@
 freezegun replaces, in every loaded module, each attribute that *is* one of ``time``'s
 functions (a reference captured at import too); a ``functools.partial`` is none of them and
 calls the real one. time-machine patches ``time.time`` itself (in C), not the monotonic clocks:
-a moment is read from ``time.time`` and, when that is more than an hour away from the moment
-``perf_counter``'s advance gives (a clock travelled), from the latter. Within the hour (the
-system clock stepped by NTP: the monitor's samples, in another process, see the same step)
-``time.time`` is taken and the anchor follows it.
+a moment is read from ``time.time``; when that is more than a second away from the moment the
+monotonic clock's advance gives and time-machine is travelling, from its escape hatch (its
+real clock). Any other jump (the system clock stepped, a suspend) is the real clock's, as the
+monitor, in its own process, sees it: taken, and the anchor follows it.
 
 Imports only the standard library.
 """
@@ -14,6 +14,7 @@ Imports only the standard library.
 from __future__ import annotations
 
 import functools
+import sys
 import time
 
 real_time = functools.partial(time.time)
@@ -22,18 +23,19 @@ cpu = functools.partial(time.process_time)
 #: time.time - perf_counter at the last moment time.time was taken.
 _anchor = time.time() - time.perf_counter()
 
-#: How far from the monotonic clock's moment time.time may be and still be the real one.
-TRAVELLED = 3600.0
-
 
 def moment(t: float, p: float) -> float:
     """The wall-clock moment of ``t`` (``real_time()``) read at ``p`` (``perf()``)."""
     global _anchor
-    steady = p + _anchor
-    if -TRAVELLED < t - steady < TRAVELLED:
-        _anchor = t - p
-        return t
-    return steady
+    if not -1.0 < t - (p + _anchor) < 1.0:
+        hatch = getattr(sys.modules.get("time_machine"), "escape_hatch", None)
+        try:
+            if hatch is not None and hatch.is_travelling():
+                return float(hatch.time.time())
+        except Exception:  # another time_machine, or one that changed: the time as read
+            pass
+    _anchor = t - p
+    return t
 
 
 def now() -> float:

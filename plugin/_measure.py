@@ -27,21 +27,6 @@ _cpu = _clock.cpu
 _moment = _clock.moment
 
 
-def bent(
-    setup: Optional[float], call: Optional[float], teardown: Optional[float], wall: float
-) -> bool:
-    """Whether pytest's phase durations are off the real clock (a patched clock in the user's
-    fixtures: freezegun's setup of millions of seconds, a negative teardown): a negative one,
-    or more in all than the protocol call that holds them lasted."""
-    total = 0.0
-    for d in (setup, call, teardown):
-        if d is not None:
-            if d < 0:
-                return True
-            total += d
-    return total > wall + 0.001
-
-
 def own_phases(reports: list, marks: list, p0: float) -> tuple:
     """The last attempt's (setup, call, teardown) by this plugin's clock: from the protocol's
     start (or the previous report) to each phase's report (``marks``: perf_counter as each of
@@ -49,11 +34,11 @@ def own_phases(reports: list, marks: list, p0: float) -> tuple:
     phase: dict = {}
     prev = p0
     for r, m in zip(reports, marks):
-        if type(r).__name__ not in SUBTEST_REPORTS:
+        if type(r).__name__ not in SUBTEST_REPORTS:  # a subtest's report is inside the call
             if r.when == "setup" and phase:
                 phase = {}
             phase[r.when] = max(0.0, m - prev)
-        prev = m
+            prev = m
     return phase.get("setup"), phase.get("call"), phase.get("teardown")
 
 
@@ -188,7 +173,11 @@ class Measurer:
         rss1 = counters.rss()
         setup, call, teardown, outcome, subtests, attempts = settle(reports)
         extra = counters.extra(self.extra)  # + children's CPU, shared fixtures (H9)
-        if bent(setup, call, teardown, p1 - p0):
+        # pytest's phase times off the real clock (a clock patched in the user's fixtures:
+        # freezegun's setup of years, a negative teardown): a negative one, or more in all
+        # than the protocol call that holds them lasted. Then this plugin's own marks.
+        s_, c_, d_ = setup or 0.0, call or 0.0, teardown or 0.0
+        if s_ < 0.0 or c_ < 0.0 or d_ < 0.0 or s_ + c_ + d_ > p1 - p0 + 0.001:
             setup, call, teardown = own_phases(reports, marks, p0)
             if extra is None:
                 extra = {}

@@ -240,15 +240,29 @@ def test_a_clock_patched_in_a_fixture_bends_no_number(run_perf, pytester, clock,
     a fixture of the user's patches the clock around it; where pytest's own phase times were
     bent, one warning says that perfmon's clock timed them. (Before: a test with a negative
     teardown was dropped as a bad record, one with freezegun's setup lasted 30 years, and
-    time-machine put the tests in 1970.)"""
+    time-machine put the tests in 1970; a duration limit failed a test of 0.2 s.)"""
     import time
 
-    pytester.makepyfile(**PATCHED_CLOCK_SUITE)
+    files = dict(PATCHED_CLOCK_SUITE)
+    if int(pytest.__version__.split(".")[0]) >= 9:  # pytest's own subtests fixture
+        files["test_subs"] = """
+            import time
+
+            def test_sub(subtests):
+                time.sleep(0.3)
+                with subtests.test("one"):
+                    pass
+            """
+    pytester.makepyfile(**files)
     before = time.time()
-    run = run_perf(*xdist, env={"CLOCK": clock})
+    # a duration limit far over every test's real time: it must fail none of them
+    run = run_perf(*xdist, "--perf-limit-duration=5", env={"CLOCK": clock})
     after = time.time()
     assert run.ret == 0, run.text
-    assert sorted(k.split("::")[1] for k in run.tests) == ["test_a", "test_b", "test_c"]
+    names = sorted(k.split("::")[1] for k in run.tests)
+    assert names == ["test_a", "test_b", "test_c"] + (["test_sub"] if "test_subs" in files else [])
+    if "test_subs" in files:  # its call timed from its start, not from its subtest's report
+        assert run.test("test_sub")["call_time"] >= 0.3, run.test("test_sub")
     assert run.report["session"]["protocol_errors"] == {}
     for name, sleep in (("test_a", 0.2), ("test_b", 0.1), ("test_c", 0.0)):
         t = run.test(name)

@@ -687,8 +687,9 @@ def _run_session(d, sid, tmp_path, finish=True, bye=True, **finish_extra):
 
 
 def test_a_session_never_writes_over_the_daemons_own_files(inproc, tmp_path):
-    """A session whose --perf-output is the daemon's combined report or its journal: its report
-    is saved elsewhere (said in its done), the daemon's files stay its own, and the combined
+    """A session whose --perf-output is the daemon's combined report or its journal (or its
+    --perf-html the journal): its report is saved elsewhere and its page not written (said in
+    its done), the daemon's files stay its own, and the combined
     report is written at stop; the journal is read through the file the daemon writes even if
     its path was given to something else meanwhile."""
     d = inproc()
@@ -699,8 +700,10 @@ def test_a_session_never_writes_over_the_daemons_own_files(inproc, tmp_path):
         assert d.send(ident, protocol.HELLO, _hello(sid))[0] == protocol.READY
         d.send(ident, protocol.BATCH, [0, [record(b"t.py::test_a", 1000)]])
         assert d.send(ident, protocol.BYE, {"sent": 1}) == (protocol.ACK, {"missing": []})
-        kind, done = d.send(ident, protocol.FINISH, {"output": str(path), "exit_status": 0})
+        body = {"output": str(path), "exit_status": 0, "html": str(journal)}
+        kind, done = d.send(ident, protocol.FINISH, body)
         assert kind == protocol.DONE and not done["ok"], done
+        assert "is the daemon's own output or journal" in done["html_warning"], done
         assert "is the daemon's own output or journal" in done["error"], done
         with open(done["saved_to"], encoding="utf-8") as f:
             validate(json.load(f))

@@ -588,15 +588,20 @@ def test_what_ended_a_run_names_only_what_someone_did():
 
 
 def test_a_moment_follows_a_clock_step_and_not_a_travel(monkeypatch):
-    """plugin/_clock.moment: time.time as read, and the anchor follows it, while it is within
-    an hour of the monotonic clock's moment (a system clock stepped by NTP: the monitor, in its
-    own process, sees the same step); further away (time-machine travelled to 1970, in the
-    test's process only) the monotonic clock's moment."""
+    """plugin/_clock.moment: time.time as read, and the anchor follows it, when the system
+    clock steps (the monitor, in its own process, sees the same step); while time-machine
+    travels (in the test's process only, near or far), time-machine's own real clock."""
+    import time
+
+    import time_machine
     from pytest_perfmon import _clock
 
     monkeypatch.setattr(_clock, "_anchor", 1_000_000.0)  # time.time = perf_counter + 1e6
     assert _clock.moment(1_000_010.0, 10.0) == 1_000_010.0
     assert _clock.moment(1_000_025.0, 20.0) == 1_000_025.0  # stepped 5 s ahead: taken
-    assert _clock.moment(1_000_035.0, 30.0) == 1_000_035.0  # and followed from there
-    assert _clock.moment(40.0, 40.0) == 1_000_045.0  # travelled to 1970: the steady moment
-    assert _clock.moment(1_000_055.0, 50.0) == 1_000_055.0  # back: the anchor was kept
+    assert _clock.moment(1_007_230.0, 30.0) == 1_007_230.0  # and 2 hours more (a suspend)
+    real = time.time()
+    for to in (0, real + 1800):  # to 1970, and half an hour ahead
+        with time_machine.travel(to, tick=False):
+            got = _clock.moment(time.time(), 40.0)
+        assert abs(got - real) < 60, (to, got, real)
