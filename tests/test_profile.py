@@ -65,8 +65,11 @@ def test_slow_test_profiled_in_its_function_quick_test_not(
         t = by_id[name]
         assert t["worker"] == ("main" if not xdist else t["worker"])
         # sampled from its start, even as the first test of its process: the process's ready
-        # waits for its py-spy (samples are counted by time, however late py-spy runs)
-        assert t["samples"] >= 0.9 * t["duration"] * profile.RATE, (t["samples"], t["duration"])
+        # waits for its py-spy (samples are counted by time, however late py-spy runs). At
+        # most 80 ms of its time unsampled (what 0.9 of the 0.8 s spin allowed, when it spun
+        # that long: with 0.5 s, 0.9 of it failed once beside a busy core, 43 of 48.7)
+        missed = t["duration"] * profile.RATE - t["samples"]
+        assert missed <= 0.08 * profile.RATE, (t["samples"], t["duration"])
         top = profile.functions(t["stacks"])
         assert (top[0].function, top[0].file) == ("spin_here", "test_suite.py"), top[:3]
         assert top[0].self_samples > t["samples"] / 2, top[:3]
