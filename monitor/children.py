@@ -112,7 +112,8 @@ class _Starters:
 
     def __init__(self, starters: list) -> None:
         self.all = starters
-        spans = sorted((s, e, st) for st in starters for s, e in st.spans)
+        # by the span alone: two starters with one span (a frozen clock) are not comparable
+        spans = sorted(((s, e, st) for st in starters for s, e in st.spans), key=lambda x: x[:2])
         self.starts = [s for s, _, _ in spans]
         self.spans = spans
         self.widest = max((e - s for s, e, _ in spans), default=0.0)

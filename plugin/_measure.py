@@ -160,7 +160,7 @@ class Measurer:
         counters.reset()
         rss0 = counters.rss()
         p0 = _perf()
-        t0 = _moment(_time(), p0)
+        t0 = _moment(_time())
         if self.slot is not None:
             self.slot.begin(nodeid, t0)
         c0 = _cpu()
@@ -168,7 +168,7 @@ class Measurer:
         result = yield
         c1 = _cpu()
         p1 = _perf()
-        t1 = _moment(_time(), p1)
+        t1 = _moment(_time())
         peak = counters.peak()
         rss1 = counters.rss()
         setup, call, teardown, outcome, subtests, attempts = settle(reports)

@@ -213,9 +213,13 @@ PATCHED_CLOCK_SUITE = {
                 import freezegun
                 with freezegun.freeze_time("2000-01-01", tick=True):
                     yield
-            else:
+            elif os.environ["CLOCK"] == "time-machine":
                 import time_machine
                 with time_machine.travel(0, tick=True):
+                    yield
+            else:  # frozen at about now: no jump to see, every moment the same
+                import time, time_machine
+                with time_machine.travel(time.time(), tick=False):
                     yield
         """,
     "test_clock": """
@@ -234,7 +238,7 @@ PATCHED_CLOCK_SUITE = {
 
 
 @pytest.mark.parametrize("xdist", XDIST_ENDS)
-@pytest.mark.parametrize("clock", ["freezegun", "time-machine"])
+@pytest.mark.parametrize("clock", ["freezegun", "time-machine", "time-machine-frozen-now"])
 def test_a_clock_patched_in_a_fixture_bends_no_number(run_perf, pytester, clock, xdist):
     """Every test is in the report with its real times (the sleeps), at real moments, however
     a fixture of the user's patches the clock around it; where pytest's own phase times were
@@ -270,6 +274,9 @@ def test_a_clock_patched_in_a_fixture_bends_no_number(run_perf, pytester, clock,
         assert t["duration"] < sleep + 30, t  # not years
         assert before - 1 <= t["start"] <= after + 1, t
     assert run.report["session"]["duration"] < after - before + 1
+    if not xdist:  # one after the other: each starts after the one before slept
+        a, b, c = (run.test(n)["start"] for n in ("test_a", "test_b", "test_c"))
+        assert b - a >= 0.19 and c - b >= 0.09, (a, b, c)
     bent = [w for w in run.report["session"]["warnings"] if "off the real clock" in w]
     if clock == "freezegun":  # it bends pytest's timer; time-machine only time.time
         assert len(bent) == 1, run.report["session"]["warnings"]

@@ -1163,3 +1163,16 @@ def test_a_process_left_running_is_counted_after_its_worker_ends(pytester, run_p
     assert run.ret == 0, run.text
     kids = run.report["tests"]["test_left.py::test_leaves_a_daemon"]["children"]
     assert kids is not None and kids["cpu_time"] >= 0.8 * 0.4, kids
+
+
+def test_starters_with_one_span_are_kept_apart():
+    """Two starters with the same span (a clock frozen in the user's fixtures gives every test
+    one moment): ordered by their spans alone, never compared themselves (which raised
+    TypeError and lost the whole report)."""
+    from pytest_perfmon.monitor import children as kids
+
+    a = kids.Starter("t.py::test_a", [(5.0, 5.0)], 0.0, 0, False)
+    b = kids.Starter("t.py::test_b", [(5.0, 5.0)], 0.0, 0, False)
+    who = kids._Starters([a, b])
+    assert [st for _, _, st in who.spans] == [a, b]
+    assert set(who.near(4.0, 6.0)) == {a, b}
