@@ -80,13 +80,25 @@ HISTORY_MISSING = importlib.util.find_spec("sqlalchemy") is None
 HISTORY_WHY = 'the history extra is not installed (pip install -e ".[test]" installs it)'
 
 
-def need_installed(module: str, why: str, allow_module_level: bool = False) -> None:
-    """Skip, saying ``why``, when ``module`` (which the test extra installs) is missing; with
-    CI=true fail instead: there the README's install has run, and a skip would hide it."""
-    if importlib.util.find_spec(module) is None:
+def need(present: bool, why: str, allow_module_level: bool = False) -> None:
+    """Skip, saying ``why``, unless what the test extra installs is ``present``; with CI=true
+    fail instead: there the README's install has run, and a skip would hide it."""
+    if not present:
         if os.environ.get("CI") == "true":
             pytest.fail(why + " (CI=true: not skipping)", pytrace=False)
         pytest.skip(why, allow_module_level=allow_module_level)
+
+
+def need_installed(module: str, why: str, allow_module_level: bool = False) -> None:
+    """:func:`need` of an importable ``module``."""
+    need(importlib.util.find_spec(module) is not None, why, allow_module_level)
+
+
+def need_py_spy() -> None:
+    """:func:`need` of py-spy, which --perf-profile samples with."""
+    from pytest_perfmon.monitor import profile
+
+    need(profile.find_sampler() is not None, "py-spy is not installed (the test extra installs it)")
 
 
 def need_history(allow_module_level: bool = False) -> None:

@@ -19,11 +19,12 @@ from helpers import (
     PROFILED_SUITE,
     SCREENSHOTS,
     T0,
+    need_py_spy,
     page_json,
     shared_run,
     synthetic_report,
 )
-from pytest_perfmon.monitor import analysis, cli, noise, profile
+from pytest_perfmon.monitor import analysis, cli, noise
 from pytest_perfmon.monitor.html import (
     EXEC_FIELDS,
     OUTCOMES,
@@ -607,10 +608,7 @@ def test_page_with_an_empty_history_store(tab, tmp_path):
 def test_profiled_run_draws_its_flame_graphs(tab, tmp_path_factory):
     """The HTML page of a real --perf-profile run (tests/test_profile.py's): the profiled tests
     have a button; it draws the flame graph."""
-    if profile.find_sampler() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("py-spy is missing (the test extra installs it); CI=true: not skipping")
-        pytest.skip("py-spy is not installed (pip install -e '.[test]' installs it)")
+    need_py_spy()
     r = shared_run(tmp_path_factory, {"test_suite": PROFILED_SUITE}, *PROFILE_ARGS)
     assert r.ret == 1 and "profile" in r.report["session"], r.text
     p = tab.load(str(r.path.parent / "perf.html"))

@@ -13,17 +13,17 @@ import sys
 import textwrap
 
 import pytest
-from helpers import PROFILE_ARGS, PROFILED_SUITE, XDIST_ENDS, Run, need_history, run_in, shared_run
+from helpers import (
+    PROFILE_ARGS,
+    PROFILED_SUITE,
+    XDIST_ENDS,
+    Run,
+    need_history,
+    need_py_spy,
+    run_in,
+    shared_run,
+)
 from pytest_perfmon.monitor import cli, profile, profile_view
-
-PY_SPY = profile.find_sampler()
-
-
-def need_py_spy() -> None:
-    if PY_SPY is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("py-spy is missing (the test extra installs it); CI=true: not skipping")
-        pytest.skip("py-spy is not installed (pip install -e '.[test]' installs it)")
 
 
 def run(path, *args: str, command: list | None = None, env: dict | None = None) -> Run:
